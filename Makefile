@@ -1,0 +1,33 @@
+# Two entry points: `make demo` (build a demo store and serve it) and `make test`.
+# Both create .venv themselves. torch is installed first, pinned, so that pip resolves the
+# CPU wheel available on this machine instead of pulling the CUDA build from the registry.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo venv bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install "$(TORCH_SPEC)"
+	$(PY) -m pip install -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	$(VENV)/bin/actstore demo
+
+bench: $(STAMP)
+	for f in bench/*.py; do $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,172 @@
+"""Exact k-NN over one activation table with FAISS, built lazily and kept per table version.
+
+An index is a flat FAISS index over the table's vectors in ascending prompt_id order, so a
+FAISS position maps to a prompt id through the sorted id array saved beside it. Indices are
+persisted next to a local database (``<db>/_faiss``) and rebuilt when the table's version
+changes; on GPU when ``faiss.get_num_gpus() > 0``.
+
+Metrics (scores are what the metric says, in its own units):
+- ``cosine``: inner product of L2-normalised vectors, in [-1, 1], larger is nearer.
+- ``dot``: raw inner product, larger is nearer.
+- ``l2``: Euclidean distance, smaller is nearer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import faiss
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+METRICS = ("cosine", "dot", "l2")
+
+
+@dataclass
+class _Index:
+    version: int
+    ids: np.ndarray  # int64 [n], ascending
+    index: faiss.Index
+
+
+def _gpu_count() -> int:
+    get = getattr(faiss, "get_num_gpus", None)
+    return int(get()) if get else 0
+
+
+def _build(X: np.ndarray, metric: str) -> faiss.Index:
+    d = X.shape[1]
+    if metric == "l2":
+        index = faiss.IndexFlatL2(d)
+    else:
+        index = faiss.IndexFlatIP(d)
+        if metric == "cosine":
+            faiss.normalize_L2(X)  # in place; X is our own C-contiguous float32 copy
+    index.add(X)
+    return index
+
+
+class KnnIndexes:
+    """Per-table exact indices. Thread-safe; one build per (table, metric, version)."""
+
+    def __init__(self, persist_dir: Path | None):
+        self._dir = persist_dir
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[str, str], _Index] = {}
+
+    def get(
+        self,
+        table: str,
+        version: int,
+        metric: str,
+        load: Callable[[], tuple[np.ndarray, np.ndarray]],
+    ) -> _Index:
+        """The index of ``table`` at ``version``; ``load()`` returns (ids, X float32) if a build is needed."""
+        key = (table, metric)
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None and cached.version == version:
+                return cached
+            entry = self._load_persisted(table, metric, version)
+            if entry is None:
+                ids, X = load()
+                X = np.ascontiguousarray(X, dtype=np.float32)  # load() returns a fresh array
+                entry = _Index(version, ids, _build(X, metric))
+                self._persist(table, metric, entry)
+            if _gpu_count() > 0:
+                entry = _Index(entry.version, entry.ids, faiss.index_cpu_to_all_gpus(entry.index))
+            self._cache[key] = entry
+            return entry
+
+    def drop(self, table: str) -> None:
+        with self._lock:
+            for key in [k for k in self._cache if k[0] == table]:
+                del self._cache[key]
+
+    def _paths(self, table: str, metric: str, version: int) -> tuple[Path, Path]:
+        assert self._dir is not None
+        stem = f"{table}.{metric}.v{version}"
+        return self._dir / f"{stem}.faiss", self._dir / f"{stem}.ids.npy"
+
+    def _load_persisted(self, table: str, metric: str, version: int) -> _Index | None:
+        if self._dir is None:
+            return None
+        index_path, ids_path = self._paths(table, metric, version)
+        if not (index_path.exists() and ids_path.exists()):
+            return None
+        try:
+            return _Index(version, np.load(ids_path), faiss.read_index(str(index_path)))
+        except Exception as exc:  # a torn file from a killed process: rebuild
+            log.warning("ignoring unreadable FAISS index %s: %s", index_path, exc)
+            return None
+
+    def _persist(self, table: str, metric: str, entry: _Index) -> None:
+        if self._dir is None:
+            return
+        self._dir.mkdir(parents=True, exist_ok=True)
+        index_path, ids_path = self._paths(table, metric, entry.version)
+        # Write to temporary names and rename, so a reader never sees half a file.
+        tmp_index = index_path.with_suffix(".faiss.tmp")
+        tmp_ids = ids_path.with_name(ids_path.name + ".tmp")
+        faiss.write_index(entry.index, str(tmp_index))
+        with open(tmp_ids, "wb") as fh:
+            np.save(fh, entry.ids)
+        tmp_ids.replace(ids_path)
+        tmp_index.replace(index_path)
+        for old in self._dir.glob(f"{table}.{metric}.v*"):
+            if old not in (index_path, ids_path):
+                old.unlink(missing_ok=True)
+
+
+def search(
+    entry: _Index,
+    queries: np.ndarray,
+    k: int,
+    metric: str,
+    exclude_self_ids: np.ndarray | None = None,
+    allowed_ids: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """k nearest stored prompts of each query row.
+
+    queries: float32 [m, d]. exclude_self_ids: int64 [m], the prompt id to leave out of each
+    row's answer (a prompt is not its own neighbour). allowed_ids: sorted int64 prompt ids
+    the answer is restricted to. Returns (ids int64 [m, k], scores float32 [m, k]); rows
+    with fewer than k candidates are padded with id -1 and a NaN score.
+    """
+    q = np.array(queries, dtype=np.float32, order="C", copy=True)
+    if metric == "cosine":
+        faiss.normalize_L2(q)
+    extra = 1 if exclude_self_ids is not None else 0
+    kk = min(k + extra, entry.index.ntotal)
+    if allowed_ids is not None:
+        pos = np.clip(np.searchsorted(entry.ids, allowed_ids), 0, len(entry.ids) - 1)
+        pos = pos[entry.ids[pos] == allowed_ids]
+        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(pos.astype(np.int64)))
+        scores, pos = entry.index.search(q, kk, params=params)
+    else:
+        scores, pos = entry.index.search(q, kk)
+    ids = np.where(pos >= 0, entry.ids[np.clip(pos, 0, None)], -1)
+    scores = scores.astype(np.float32)
+    if metric == "l2":
+        scores = np.sqrt(np.maximum(scores, 0))
+    scores[ids < 0] = np.nan
+    if exclude_self_ids is not None:
+        # At most one self match per row: a stable sort moves it to the end; rows without
+        # one lose their (k+1)-th candidate instead.
+        is_self = ids == np.asarray(exclude_self_ids, dtype=np.int64)[:, None]
+        order = np.argsort(is_self, axis=1, kind="stable")
+        ids = np.take_along_axis(ids, order, axis=1)[:, :k]
+        scores = np.take_along_axis(scores, order, axis=1)[:, :k]
+        kk = ids.shape[1]
+        if is_self.any():
+            still = np.take_along_axis(is_self, order, axis=1)[:, :k]
+            ids[still], scores[still] = -1, np.nan
+    if kk < k:
+        ids = np.pad(ids, ((0, 0), (0, k - kk)), constant_values=-1)
+        scores = np.pad(scores, ((0, 0), (0, k - kk)), constant_values=np.nan)
+    return ids, scores
