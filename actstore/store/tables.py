@@ -7,6 +7,7 @@ the flat child array so that no Python code runs per row.
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pyarrow as pa
@@ -100,7 +101,13 @@ def vectors_to_arrow(vectors: np.ndarray, dtype: str) -> pa.FixedSizeListArray:
 
 
 def arrow_to_vectors(column: pa.ChunkedArray | pa.Array, d_model: int) -> np.ndarray:
-    """``fixed_size_list`` column -> C-contiguous float32 array [n, d]."""
+    """``fixed_size_list`` column -> C-contiguous float32 array [n, d].
+
+    The float16 -> float32 cast goes through torch, whose vectorised (F16C) conversion is
+    about 10x faster than numpy's on CPU; it dominates a whole-layer read otherwise.
+    """
+    import torch  # deferred: only reads pay for the import
+
     if isinstance(column, pa.ChunkedArray):
         chunks = column.chunks
     else:
@@ -113,6 +120,12 @@ def arrow_to_vectors(column: pa.ChunkedArray | pa.Array, d_model: int) -> np.nda
         if m == 0:
             continue
         flat = chunk.flatten().to_numpy(zero_copy_only=False)  # flatten() honours slicing
-        out[row:row + m] = flat.reshape(m, d_model)  # fp16 -> fp32 cast happens here, in C
+        if flat.dtype == np.float32:
+            out[row:row + m] = flat.reshape(m, d_model)
+        else:
+            with warnings.catch_warnings():  # arrow buffers are read-only; torch only reads them
+                warnings.simplefilter("ignore", UserWarning)
+                src = torch.from_numpy(flat)
+            torch.from_numpy(out[row:row + m]).view(-1).copy_(src)
         row += m
     return out

@@ -1,0 +1,121 @@
+"""``actstore`` command line. Every command takes ``--store URI`` (default ``$ACTSTORE_STORE``
+or ``./actstore-data``). Expected errors print ``error: ...`` and exit with status 2.
+"""
+
+# No `from __future__ import annotations`: typer reads the Annotated hints at runtime.
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from actstore.ingest.commands import ingest_command
+from actstore.store import ActstoreError, Store
+
+app = typer.Typer(
+    name="actstore",
+    help="A store of LLM activations with a GraphQL query API.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("ingest")(ingest_command)
+
+StoreOption = Annotated[
+    str,
+    typer.Option("--store", envvar="ACTSTORE_STORE", help="Store URI (local folder or object-store URI)."),
+]
+DEFAULT_STORE = os.environ.get("ACTSTORE_STORE") or "./actstore-data"
+
+
+def _fail(message: str) -> typer.Exit:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return typer.Exit(2)
+
+
+@app.command("info")
+def info_command(store: StoreOption = DEFAULT_STORE) -> None:
+    """Models, layers, datasets and prompt counts at a glance."""
+    try:
+        s = Store.open(store)
+        models, datasets = s.models(), s.datasets()
+    except ActstoreError as exc:
+        raise _fail(str(exc)) from None
+    console = Console()
+    console.print(f"[bold]store[/bold] {s.uri}")
+    t = Table(title=f"models ({len(models)})", title_justify="left")
+    for col in ("key", "architecture", "layers stored", "d_model", "dtype", "prompts", "source"):
+        t.add_column(col)
+    for m in models:
+        layers = f"{len(m.layers)}/{m.n_layers}" + (f" ({_ranges(m.layers)})" if m.layers else "")
+        t.add_row(m.key, m.architecture, layers, str(m.d_model), m.dtype,
+                  str(len(s.model_prompt_ids(m.key))), m.source)
+    console.print(t)
+    t = Table(title=f"datasets ({len(datasets)})", title_justify="left")
+    for col in ("name", "prompts", "labelled"):
+        t.add_column(col)
+    for d in datasets:
+        t.add_row(d.name, str(d.prompt_count), "yes" if d.has_labels else "no")
+    console.print(t)
+
+
+def _ranges(values: tuple[int, ...]) -> str:
+    """(0, 1, 2, 5, 7, 8) -> '0-2,5,7-8'."""
+    parts, start = [], None
+    for i, v in enumerate(values):
+        if start is None:
+            start = v
+        if i + 1 == len(values) or values[i + 1] != v + 1:
+            parts.append(str(start) if start == v else f"{start}-{v}")
+            start = None
+    return ",".join(parts)
+
+
+@app.command("import")
+def import_command(
+    arrays: Annotated[list[Path], typer.Argument(
+        help="One [n, L, d] .npy, several [n, d] .npy (one per layer), or one .safetensors "
+        "with one tensor per layer.")],
+    model: Annotated[str, typer.Option("--model", help="Model key to store the activations under.")],
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset the prompts go into.")],
+    prompts: Annotated[Path, typer.Option(
+        "--prompts", help="Prompts file (JSONL with text and optional label); row i of each array is prompt i.")],
+    layers: Annotated[Optional[str], typer.Option(
+        "--layers", help="Comma-separated layer indices of the arrays (default: from the names or axis 1).")] = None,
+    n_layers: Annotated[Optional[int], typer.Option(
+        "--n-layers", help="Number of decoder blocks of the model (default: highest layer + 1).")] = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="Storage dtype: float16 or float32.")] = "float16",
+    source: Annotated[Optional[str], typer.Option("--source", help="Where the activations came from.")] = None,
+    architecture: Annotated[Optional[str], typer.Option("--architecture", help="config.model_type of the model.")] = None,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Load activations extracted elsewhere, with their prompts, into the store."""
+    from actstore.ingest.importer import import_activations
+
+    try:
+        layer_list = None
+        if layers:
+            try:
+                layer_list = [int(x) for x in layers.split(",")]
+            except ValueError:
+                raise _fail(f"--layers must be comma-separated integers, got {layers!r}") from None
+        summary = import_activations(
+            Store.open(store), model_key=model, dataset=dataset, prompts_file=prompts, arrays=arrays,
+            layers=layer_list, n_layers=n_layers, dtype=dtype, source=source, architecture=architecture,
+        )
+    except ActstoreError as exc:
+        raise _fail(str(exc)) from None
+    print(f"imported {summary.prompts} prompts x {len(summary.layers)} layers (d={summary.d_model}) "
+          f"as model {summary.model_key!r}, dataset {summary.dataset!r}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
