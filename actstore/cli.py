@@ -113,6 +113,57 @@ def import_command(
           f"as model {summary.model_key!r}, dataset {summary.dataset!r}")
 
 
+@app.command("serve")
+def serve_command(
+    store: StoreOption = DEFAULT_STORE,
+    host: Annotated[str, typer.Option("--host", help="Address to bind; loopback unless told otherwise.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    log_level: Annotated[str, typer.Option("--log-level")] = "info",
+) -> None:
+    """Serve the GraphQL API (GraphiQL at /graphql, /healthz, heatmaps at /plots/KEY.png)."""
+    import uvicorn
+
+    from actstore.api import create_app
+    from actstore.service import Service, Settings
+
+    settings = Settings(store_uri=store)
+    service = Service(store, settings)
+    if not settings.token:
+        print("note: ACTSTORE_TOKEN is not set, so mutations (ingest, addPrompts) are refused", file=sys.stderr)
+    print(f"actstore: serving {service.store.uri} at http://{host}:{port}/graphql", file=sys.stderr, flush=True)
+    uvicorn.run(create_app(service), host=host, port=port, log_level=log_level)
+
+
+@app.command("query")
+def query_command(
+    query: Annotated[str, typer.Argument(help="A GraphQL operation, e.g. '{ models { key nLayers } }'.")],
+    variables: Annotated[Optional[str], typer.Option("--variables", help="Variables as a JSON object.")] = None,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Run one GraphQL operation in-process and print the JSON answer.
+
+    Mutations are allowed when ACTSTORE_TOKEN is set in this shell (as for the server).
+    Exits 1 when the answer has errors.
+    """
+    import asyncio
+    import json
+
+    from actstore.api import execute
+    from actstore.service import Service, Settings
+
+    try:
+        vars_ = json.loads(variables) if variables else None
+    except json.JSONDecodeError as exc:
+        raise _fail(f"--variables is not valid JSON: {exc}") from None
+    if vars_ is not None and not isinstance(vars_, dict):
+        raise _fail("--variables must be a JSON object")
+    service = Service(store, Settings(store_uri=store))
+    out = asyncio.run(execute(service, query, vars_, authorized=True))
+    print(json.dumps(out, indent=2))
+    if out.get("errors"):
+        raise typer.Exit(1)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

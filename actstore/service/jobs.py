@@ -1,0 +1,84 @@
+"""Background jobs (ingests started over the API), run one at a time on a worker thread.
+
+A job's progress is ``done`` of ``total`` prompts; its state goes QUEUED -> RUNNING ->
+SUCCEEDED | FAILED. Expected errors are reported in ``message``; unexpected ones are logged
+in full on the server and reported as a short message.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any
+
+from actstore.store import ActstoreError
+
+log = logging.getLogger(__name__)
+
+QUEUED, RUNNING, SUCCEEDED, FAILED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED"
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    state: str
+    done: int = 0
+    total: int = 0
+    message: str | None = None
+
+
+Progress = Callable[[int, int], None]
+
+
+class JobRunner:
+    """Runs submitted work on one worker thread; keeps every job's latest state."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="actstore-job")
+
+    def submit(self, work: Callable[[Progress], Any], describe: Callable[[Any], str] = str) -> Job:
+        """Queue ``work(progress)``; its return value, through ``describe``, becomes the message."""
+        job = Job(id=uuid.uuid4().hex[:12], state=QUEUED)
+        with self._lock:
+            self._jobs[job.id] = job
+
+        def progress(done: int, total: int) -> None:
+            self._update(job.id, done=int(done), total=int(total))
+
+        def run() -> None:
+            self._update(job.id, state=RUNNING)
+            try:
+                result = work(progress)
+            except ActstoreError as exc:
+                self._update(job.id, state=FAILED, message=str(exc))
+            except Exception as exc:  # noqa: BLE001 - reported, logged, never raised into the pool
+                log.exception("job %s failed", job.id)
+                self._update(job.id, state=FAILED, message=f"internal error ({type(exc).__name__}); see server log")
+            else:
+                current = self.get(job.id)
+                self._update(job.id, state=SUCCEEDED, done=max(current.done, current.total),
+                             message=describe(result))
+
+        self._pool.submit(run)
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def _update(self, job_id: str, **changes: Any) -> None:
+        with self._lock:
+            self._jobs[job_id] = replace(self._jobs[job_id], **changes)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until every submitted job has finished (tests, shutdown)."""
+        self._pool.submit(lambda: None).result(timeout=timeout)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
