@@ -279,12 +279,10 @@ class Service:
         info, layer = self.resolve(at)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.settings.max_k:
             raise InvalidInputError(f"k must be between 1 and {self.settings.max_k} (and below n), got k={k}")
-        exclude = None
         if prompt_id is not None:
-            pid = int(prompt_id)
-            _, query = self.store.read_activations(info.key, layer, prompt_ids=[pid])
-            exclude = [pid]
-        elif vector is not None:
+            ids, scores = self.store.knn_of_prompts(info.key, layer, [int(prompt_id)], k, metric=metric, dataset=dataset)
+            return self._neighbors(ids[0], scores[0])
+        if vector is not None:
             query = np.asarray(vector, dtype=np.float64)
             if query.ndim != 1 or len(query) != info.d_model:
                 raise InvalidInputError(
@@ -297,8 +295,10 @@ class Service:
             if not text or not text.strip():
                 raise InvalidInputError("text must be non-empty")
             query = self.encode_text(info, layer, text)
-        ids, scores = self.store.knn(info.key, layer, query, k, exclude_self_ids=exclude, metric=metric, dataset=dataset)
-        ids, scores = ids[0], scores[0]
+        ids, scores = self.store.knn(info.key, layer, query, k, metric=metric, dataset=dataset)
+        return self._neighbors(ids[0], scores[0])
+
+    def _neighbors(self, ids: np.ndarray, scores: np.ndarray) -> list[Neighbor]:
         keep = ids >= 0
         prompts = {p.id: p for p in self.store.get_prompts(ids[keep])}
         return [

@@ -123,6 +123,11 @@ class KnnIndexes:
                 old.unlink(missing_ok=True)
 
 
+def vectors_at(entry: _Index, positions: np.ndarray) -> np.ndarray:
+    """Stored vectors [m, d] at index positions, as the index holds them (L2-normalised for cosine)."""
+    return entry.index.reconstruct_batch(np.asarray(positions, dtype=np.int64))
+
+
 def search(
     entry: _Index,
     queries: np.ndarray,
@@ -130,16 +135,18 @@ def search(
     metric: str,
     exclude_self_ids: np.ndarray | None = None,
     allowed_ids: np.ndarray | None = None,
+    normalized: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """k nearest stored prompts of each query row.
 
     queries: float32 [m, d]. exclude_self_ids: int64 [m], the prompt id to leave out of each
     row's answer (a prompt is not its own neighbour). allowed_ids: sorted int64 prompt ids
     the answer is restricted to. Returns (ids int64 [m, k], scores float32 [m, k]); rows
-    with fewer than k candidates are padded with id -1 and a NaN score.
+    with fewer than k candidates are padded with id -1 and a NaN score. ``normalized``: the
+    queries are already L2-normalised (vectors taken from a cosine index).
     """
     q = np.array(queries, dtype=np.float32, order="C", copy=True)
-    if metric == "cosine":
+    if metric == "cosine" and not normalized:
         faiss.normalize_L2(q)
     extra = 1 if exclude_self_ids is not None else 0
     kk = min(k + extra, entry.index.ntotal)

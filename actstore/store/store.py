@@ -135,7 +135,8 @@ class Store:
         self._tables: dict[str, Any] = {}
         self._tables_lock = threading.Lock()
         self._knn = knn_mod.KnnIndexes(persist)
-        self._known_ids: tuple[int, np.ndarray] | None = None
+        self._prompt_cache: tuple[int, pa.Table, np.ndarray] | None = None
+        self._models_cache: tuple[int, dict[str, dict[str, Any]]] | None = None
 
     @classmethod
     def open(cls, uri: str | Path) -> "Store":
@@ -233,10 +234,11 @@ class Store:
         shas = [_sha256(t) for t in texts]
         with self._write_lock:
             tbl = self._table(PROMPTS, PROMPTS_SCHEMA)
-            existing = self._scan(tbl, ["prompt_id", "text_sha256"], f"dataset = {_sql_str(dataset)}")
-            known = dict(zip(existing["text_sha256"].to_pylist(), existing["prompt_id"].to_pylist()))
-            all_ids = self._scan(tbl, ["prompt_id"])["prompt_id"]
-            next_id = (pc.max(all_ids).as_py() + 1) if len(all_ids) else 0
+            catalog = self._catalog()
+            in_ds = catalog.filter(pc.equal(catalog["dataset"], dataset))
+            known = dict(zip(in_ds["text_sha256"].to_pylist(), in_ds["prompt_id"].to_pylist()))
+            all_ids = self._all_prompt_ids()
+            next_id = int(all_ids[-1]) + 1 if len(all_ids) else 0
             ids: list[int] = []
             new_rows: list[int] = []
             for i, sha in enumerate(shas):
@@ -263,23 +265,46 @@ class Store:
                 self._maybe_compact(tbl)
         return ids
 
-    def _all_prompt_ids(self) -> np.ndarray:
-        """Sorted ids of every stored prompt (cached per prompts-table version)."""
+    def _catalog(self) -> pa.Table:
+        """The whole prompts table sorted by prompt_id, cached per table version.
+
+        Every prompt read (texts for k-NN answers, labels, dataset membership) is a
+        searchsorted into this in-memory copy instead of a filtered scan; it costs roughly
+        the size of the prompt texts in memory.
+        """
         tbl = self._table(PROMPTS)
         if tbl is None:
-            return np.empty(0, np.int64)
+            return PROMPTS_SCHEMA.empty_table()
         version = tbl.version
-        if self._known_ids is None or self._known_ids[0] != version:
-            ids = self._scan(tbl, ["prompt_id"])["prompt_id"].to_numpy()
-            self._known_ids = (version, np.sort(ids))
-        return self._known_ids[1]
+        cached = self._prompt_cache
+        if cached is None or cached[0] != version:
+            t = self._scan(tbl)
+            t = t.take(pc.sort_indices(t["prompt_id"]))
+            cached = self._prompt_cache = (version, t, t["prompt_id"].to_numpy())
+        return cached[1]
+
+    def _positions(self, ids: np.ndarray) -> np.ndarray:
+        """Rows of the catalog holding these prompt ids; NotFoundError for unknown ids."""
+        self._catalog()
+        all_ids = self._prompt_cache[2] if self._prompt_cache else np.empty(0, np.int64)
+        if len(all_ids) == 0:
+            if len(ids):
+                raise NotFoundError(f"unknown prompt id(s): {_preview(ids)}")
+            return np.empty(0, np.int64)
+        pos = np.clip(np.searchsorted(all_ids, ids), 0, len(all_ids) - 1)
+        found = all_ids[pos] == ids
+        if not found.all():
+            raise NotFoundError(f"unknown prompt id(s): {_preview(ids[~found])}")
+        return pos
+
+    def _all_prompt_ids(self) -> np.ndarray:
+        """Sorted ids of every stored prompt."""
+        self._catalog()
+        return self._prompt_cache[2] if self._prompt_cache else np.empty(0, np.int64)
 
     def datasets(self) -> list[DatasetInfo]:
         """Every dataset with its prompt count and whether any prompt has a label."""
-        tbl = self._table(PROMPTS)
-        if tbl is None:
-            return []
-        t = self._scan(tbl, ["dataset", "label"])
+        t = self._catalog().select(["dataset", "label"])
         if t.num_rows == 0:
             return []
         t = t.append_column("has_label", pc.is_valid(t["label"]))
@@ -294,13 +319,11 @@ class Store:
 
     def prompt_ids(self, dataset: str) -> np.ndarray:
         """Sorted int64 ids of the prompts of ``dataset``."""
-        tbl = self._table(PROMPTS)
-        ids = np.empty(0, np.int64) if tbl is None else (
-            self._scan(tbl, ["prompt_id"], f"dataset = {_sql_str(dataset)}")["prompt_id"].to_numpy()
-        )
+        t = self._catalog()
+        ids = t["prompt_id"].filter(pc.equal(t["dataset"], dataset)).to_numpy()
         if len(ids) == 0:
             self._check_dataset(dataset)
-        return np.sort(ids)
+        return ids
 
     def prompts(self, dataset: str, offset: int = 0, limit: int = 100) -> list[PromptRecord]:
         """Prompts of ``dataset`` in ascending id order, ``limit`` of them from ``offset``."""
@@ -317,42 +340,32 @@ class Store:
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         if len(ids) == 0:
             return []
-        tbl = self._table(PROMPTS)
-        t = self._scan(tbl, where=f"prompt_id IN ({','.join(map(str, np.unique(ids)))})")
-        by_id = {}
-        for row in t.to_pylist():
-            by_id[row["prompt_id"]] = PromptRecord(
-                id=row["prompt_id"], dataset=row["dataset"], text=row["text"], label=row["label"],
-                split=row["split"], meta=json.loads(row["meta"]) if row["meta"] else {},
-            )
-        missing = [int(i) for i in ids if int(i) not in by_id]
-        if missing:
-            raise NotFoundError(f"unknown prompt id(s): {_preview(missing)}")
-        return [by_id[int(i)] for i in ids]
+        rows = self._catalog().take(self._positions(ids)).to_pylist()
+        return [
+            PromptRecord(id=r["prompt_id"], dataset=r["dataset"], text=r["text"], label=r["label"],
+                         split=r["split"], meta=json.loads(r["meta"]) if r["meta"] else {})
+            for r in rows
+        ]
 
     def labels(self, prompt_ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """Labels of these prompts as float64 (NaN where a prompt has none), in the order given."""
         ids = np.asarray(prompt_ids, dtype=np.int64).reshape(-1)
-        tbl = self._table(PROMPTS)
-        if tbl is None or len(ids) == 0:
-            return np.full(len(ids), np.nan)
-        t = self._scan(tbl, ["prompt_id", "label"])
-        all_ids = t["prompt_id"].to_numpy()
-        lab = t["label"].to_numpy(zero_copy_only=False).astype(np.float64)  # nulls -> NaN
-        order = np.argsort(all_ids)
-        pos = np.searchsorted(all_ids, ids, sorter=order)
-        pos = np.clip(pos, 0, len(all_ids) - 1)
-        found = all_ids[order[pos]] == ids
-        if not found.all():
-            raise NotFoundError(f"unknown prompt id(s): {_preview(ids[~found])}")
-        return lab[order[pos]]
+        if len(ids) == 0:
+            return np.empty(0)
+        labels = self._catalog()["label"].take(pa.array(self._positions(ids)))
+        return labels.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls -> NaN
 
     # ----------------------------------------------------------------- models
     def _model_rows(self) -> dict[str, dict[str, Any]]:
+        """Rows of the models table by key, cached per table version (a cheap check)."""
         tbl = self._table(MODELS)
         if tbl is None:
             return {}
-        return {r["key"]: r for r in self._scan(tbl).to_pylist()}
+        version = tbl.version
+        cached = self._models_cache
+        if cached is None or cached[0] != version:
+            cached = self._models_cache = (version, {r["key"]: r for r in self._scan(tbl).to_pylist()})
+        return cached[1]
 
     def _layers_by_model(self) -> dict[str, list[int]]:
         out: dict[str, list[int]] = {}
@@ -392,7 +405,13 @@ class Store:
 
     # ------------------------------------------------------------ activations
     def _acts(self, model_key: str, layer: int, *, must_exist: bool = True):
-        info = self.model(model_key)
+        """(info, layer, table) of one activation table; the hot path of every read and k-NN
+        query, so it avoids listing tables unless the layer is missing. ``info.layers`` is
+        left empty here."""
+        rows = self._model_rows()
+        if model_key not in rows:
+            self.model(model_key)  # raises NotFoundError naming the known models
+        info = self._info(rows[model_key], ())
         layer = _as_int(layer, "layer")
         if not 0 <= layer < info.n_layers:
             raise InvalidInputError(
@@ -401,9 +420,10 @@ class Store:
             )
         tbl = self._table(acts_table(model_key, layer))
         if tbl is None and must_exist:
+            stored = self._layers_by_model().get(model_key, [])
             raise NotFoundError(
                 f"model {model_key!r} has no activations stored for layer {layer}; "
-                f"stored layers: {_preview(info.layers) or 'none'}"
+                f"stored layers: {_preview(stored) or 'none'}"
             )
         return info, layer, tbl
 
@@ -657,9 +677,7 @@ class Store:
         to that dataset's prompts. Returns (ids int64 [m, k], scores float32 [m, k]), best
         first; see :mod:`actstore.store.knn` for the score of each metric.
         """
-        if metric not in knn_mod.METRICS:
-            raise InvalidInputError(f"metric must be one of {list(knn_mod.METRICS)}, got {metric!r}")
-        info, layer, tbl = self._acts(model_key, layer)
+        info, layer, entry = self._knn_entry(model_key, layer, metric)
         q = np.asarray(queries)
         if q.ndim == 1:
             q = q[None, :]
@@ -671,23 +689,58 @@ class Store:
             raise InvalidInputError("query vectors contain NaN or inf (or are not numeric)")
         if metric == "cosine" and (np.linalg.norm(q.astype(np.float64), axis=1) == 0).any():
             raise InvalidInputError("a zero query vector has no cosine similarity: give a non-zero vector")
-        k = _as_int(k, "k")
-        version = int(tbl.version)
-        name = acts_table(model_key, layer)
-        entry = self._knn.get(name, version, metric, lambda: self.read_activations(model_key, layer))
-        allowed = None
-        n = len(entry.ids)
-        if dataset is not None:
-            allowed = np.intersect1d(entry.ids, self.prompt_ids(dataset), assume_unique=True)
-            n = len(allowed)
         excl = None
         if exclude_self_ids is not None:
             excl = np.asarray(exclude_self_ids, dtype=np.int64).reshape(-1)
             if len(excl) != len(q):
                 raise InvalidInputError(f"exclude_self_ids has {len(excl)} ids for {len(q)} queries")
+        k, allowed = self._knn_k(entry, k, dataset)
+        return knn_mod.search(entry, q, k, metric, excl, allowed)
+
+    def knn_of_prompts(
+        self,
+        model_key: str,
+        layer: int,
+        prompt_ids: Sequence[int] | np.ndarray,
+        k: int,
+        *,
+        metric: str = "cosine",
+        dataset: str | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`knn` for stored prompts, each left out of its own answer.
+
+        The query vectors come from the index itself (no table read), which keeps a
+        single look-up at the cost of one index search.
+        """
+        info, layer, entry = self._knn_entry(model_key, layer, metric)
+        pids = np.asarray(prompt_ids, dtype=np.int64).reshape(-1)
+        pos = np.clip(np.searchsorted(entry.ids, pids), 0, max(len(entry.ids) - 1, 0))
+        missing = pids[entry.ids[pos] != pids] if len(entry.ids) else pids
+        if len(missing):
+            raise NotFoundError(
+                f"prompt id(s) {_preview(missing)} have no activations for model {model_key!r} layer {layer}"
+            )
+        k, allowed = self._knn_k(entry, k, dataset)
+        q = knn_mod.vectors_at(entry, pos)
+        return knn_mod.search(entry, q, k, metric, pids, allowed, normalized=True)
+
+    def _knn_entry(self, model_key: str, layer: int, metric: str):
+        if metric not in knn_mod.METRICS:
+            raise InvalidInputError(f"metric must be one of {list(knn_mod.METRICS)}, got {metric!r}")
+        info, layer, tbl = self._acts(model_key, layer)
+        name = acts_table(model_key, layer)
+        entry = self._knn.get(name, int(tbl.version), metric, lambda: self.read_activations(model_key, layer))
+        return info, layer, entry
+
+    def _knn_k(self, entry, k: int, dataset: str | None) -> tuple[int, np.ndarray | None]:
+        k = _as_int(k, "k")
+        allowed, n = None, len(entry.ids)
+        if dataset is not None:
+            allowed = np.intersect1d(entry.ids, self.prompt_ids(dataset), assume_unique=True)
+            n = len(allowed)
         if not 1 <= k < n:
             raise InvalidInputError(f"k must be between 1 and n - 1 = {n - 1} (n = {n} stored prompts), got k={k}")
-        return knn_mod.search(entry, q, k, metric, excl, allowed)
+        return k, allowed
 
     # ---------------------------------------------------------------- results
     def get_result(self, key: str) -> str | None:
