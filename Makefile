@@ -24,8 +24,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)
-	@if $(VENV)/bin/actstore demo --help >/dev/null 2>&1; then $(VENV)/bin/actstore demo; \
-	else echo "make demo arrives with the GraphQL API (issue 5); see README.md"; exit 1; fi
+	$(VENV)/bin/actstore demo
 
 bench: $(STAMP)
 	for f in bench/*.py; do $(PY) $$f || exit 1; done

@@ -164,6 +164,23 @@ def query_command(
         raise typer.Exit(1)
 
 
+@app.command("demo")
+def demo_command(
+    store: Annotated[str, typer.Option("--store", help="Where to build the demo store.")] = "./demo-store",
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8000,
+    offline: Annotated[bool, typer.Option("--offline", help="Use tiny random models even with a network.")] = False,
+    no_serve: Annotated[bool, typer.Option("--no-serve", help="Build the store and exit.")] = False,
+) -> None:
+    """Build a demo store (real small hub models online, tiny random ones offline) and serve it."""
+    from actstore.demo import run_demo
+
+    try:
+        run_demo(store, host=host, port=port, online=False if offline else None, serve=not no_serve)
+    except ActstoreError as exc:
+        raise _fail(str(exc)) from None
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -257,6 +257,7 @@ ERRORS = [
     ('{ prompts(dataset: "ds", limit: -1) { id } }', "limit must be >= 0, got -1"),
     ('{ prompts(dataset: "nope") { id } }', "unknown dataset 'nope'"),
     ('{ ckaMatrix(modelA: "a", modelB: "b", grid: 1) { n } }', "grid"),
+    ('{ ckaMatrix(modelA: "a", modelB: "b", grid: 5) { n } }', r"grid 5 asks for more layers than model 'a' has \(4\); use grid <= 4"),
     ('{ ckaMatrix(modelA: "a", modelB: "b", grid: 3, layersA: [0]) { n } }', "give either grid or layersA/layersB, not both"),
     ('{ cka(a: {model: "a", layer: 0}, b: {model: "b", layer: 0}, permutations: -1) { value } }', "permutations must be between 0 and 500, got -1"),
     ('{ cka(a: {model: "a", layer: 0}, b: {model: "b", layer: 0}, permutations: 501) { value } }', "permutations must be between 0 and 500, got 501"),

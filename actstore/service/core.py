@@ -170,6 +170,11 @@ class Service:
         return [self.resolve(LayerRef(info.key, layer=int(l)))[1] for l in layers]
 
     def _grid(self, info: ModelInfo, grid: int) -> list[int]:
+        if grid > info.n_layers:
+            raise InvalidInputError(
+                f"grid {grid} asks for more layers than model {info.key!r} has ({info.n_layers}); "
+                f"use grid <= {info.n_layers}"
+            )
         layers = analysis.depth_grid(grid, info.n_layers)  # validates grid >= 2
         missing = [l for l in layers if l not in info.layers]
         if missing:
