@@ -70,6 +70,11 @@ def _digest(ids: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(ids, dtype=np.int64).tobytes()).hexdigest()[:16]
 
 
+def _depth(layer: int, n_layers: int) -> float:
+    """Relative depth l / (L - 1); 0.0 for a one-layer model."""
+    return 0.0 if n_layers == 1 else analysis.relative_depth(layer, n_layers)
+
+
 def _preview(values: Sequence[Any], limit: int = 12) -> str:
     values = list(values)
     text = ", ".join(map(str, values[:limit]))
@@ -152,7 +157,7 @@ class Service:
             depth = float(ref.depth)
             if not (0.0 <= depth <= 1.0):
                 raise InvalidInputError(f"depth must be in [0, 1], got {ref.depth}")
-            depths = np.array([analysis.relative_depth(l, L) for l in info.layers])
+            depths = np.array([_depth(l, L) for l in info.layers])
             layer = info.layers[int(np.argmin(np.abs(depths - depth)))]
         if layer not in info.layers:
             raise NotFoundError(
@@ -390,8 +395,8 @@ class Service:
             return AffinityMatrixResult(
                 model_a=ia.key, model_b=ib.key, layers_a=la, layers_b=lb, values=M.tolist(), n=n,
                 argmax=analysis.argmax_path(M), k=k, null_mean=analysis.null_mean(k, n), diagonal=diag,
-                depths_a=[analysis.relative_depth(l, ia.n_layers) for l in la],
-                depths_b=[analysis.relative_depth(l, ib.n_layers) for l in lb], key=key,
+                depths_a=[_depth(l, ia.n_layers) for l in la],
+                depths_b=[_depth(l, ib.n_layers) for l in lb], key=key,
             )
 
         return self._cached(query, versions, compute)
@@ -474,8 +479,8 @@ class Service:
             M = analysis.cka_matrix(xs, ys, debiased=debiased)
             return SimilarityMatrixResult(
                 model_a=ia.key, model_b=ib.key, layers_a=la, layers_b=lb, values=M.tolist(), n=len(ids),
-                argmax=analysis.argmax_path(M), depths_a=[analysis.relative_depth(l, ia.n_layers) for l in la],
-                depths_b=[analysis.relative_depth(l, ib.n_layers) for l in lb], debiased=bool(debiased), key=key,
+                argmax=analysis.argmax_path(M), depths_a=[_depth(l, ia.n_layers) for l in la],
+                depths_b=[_depth(l, ib.n_layers) for l in lb], debiased=bool(debiased), key=key,
             )
 
         return self._cached(query, versions, compute)

@@ -1,0 +1,62 @@
+"""Pure numerics for comparing layers and models: arrays in, small frozen dataclasses out.
+
+No I/O and no imports from the rest of actstore. Modules:
+  cka          linear CKA (biased / debiased), all-pairs matrices, permutation tests
+  knn          cosine k-NN graphs, mutual k-NN, affinity matrices
+  diagonal     generalized-diagonal test, argmax path, Bonferroni
+  depth        relative depth and depth grids
+  errors       AnalysisError (a ValueError)
+"""
+
+import warnings
+
+# Functions here never write to their inputs (tests check it), so torch's warning on wrapping
+# a read-only array (callers share cached, read-only layers) carries no information.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
+
+from .cka import (  # noqa: E402
+    CkaMatrixTest,
+    CkaPlan,
+    CkaTest,
+    cka_matrix,
+    cka_matrix_permutation_test,
+    cka_permutation_test,
+    linear_cka,
+    plan_cka_matrix,
+)
+from .depth import depth_grid, nearest_layer, relative_depth
+from .diagonal import (
+    DiagonalTest,
+    argmax_path,
+    bonferroni,
+    diagonal_test,
+    generalized_diagonal_mask,
+)
+from .errors import AnalysisError
+from .knn import affinity_matrix, knn_graph, mutual_knn, null_mean
+from .permutation import permutation_p_value
+
+__all__ = [
+    "AnalysisError",
+    "CkaMatrixTest",
+    "CkaPlan",
+    "CkaTest",
+    "DiagonalTest",
+    "affinity_matrix",
+    "argmax_path",
+    "bonferroni",
+    "cka_matrix",
+    "cka_matrix_permutation_test",
+    "cka_permutation_test",
+    "depth_grid",
+    "diagonal_test",
+    "generalized_diagonal_mask",
+    "knn_graph",
+    "linear_cka",
+    "mutual_knn",
+    "nearest_layer",
+    "null_mean",
+    "permutation_p_value",
+    "plan_cka_matrix",
+    "relative_depth",
+]

@@ -1,0 +1,99 @@
+"""Tests on a layer-by-layer similarity matrix (e.g. a mutual k-NN affinity matrix).
+
+Generalized diagonal (METHODS.md): for M [n1, n2] with n1 >= n2 (else M is transposed), the
+cells (i, j) with j <= i <= j + n1 - n2, i.e. the band a diagonal sweeps when a shorter model's
+layers are stretched over a longer model's. The diagonal test is a one-sided Welch t-test that
+on-diagonal cells have a higher mean than off-diagonal cells.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from ._validate import finite_matrix
+from .errors import AnalysisError
+
+__all__ = ["DiagonalTest", "diagonal_test", "generalized_diagonal_mask", "argmax_path",
+           "bonferroni"]
+
+
+@dataclass(frozen=True)
+class DiagonalTest:
+    """Welch test of on- vs off-generalized-diagonal cells.
+
+    t_statistic: Welch t (on minus off); p_value: one-sided P(T >= t) with Welch-Satterthwaite
+    degrees of freedom ``df``; n_on / n_off: cell counts; transposed: whether M was n1 < n2.
+    """
+
+    on_diagonal_mean: float
+    off_diagonal_mean: float
+    t_statistic: float
+    p_value: float
+    df: float
+    n_on: int
+    n_off: int
+    transposed: bool
+
+
+def generalized_diagonal_mask(n1: int, n2: int) -> np.ndarray:
+    """Boolean [n1, n2] mask of the generalized diagonal of an n1 x n2 matrix, n1 >= n2."""
+    if n1 < n2:
+        raise AnalysisError(f"the generalized diagonal is defined for n1 >= n2 (transpose "
+                            f"first), got {n1} x {n2}")
+    i = np.arange(n1)[:, None]
+    j = np.arange(n2)[None, :]
+    return (j <= i) & (i <= j + n1 - n2)
+
+
+def diagonal_test(M: np.ndarray) -> DiagonalTest:
+    """One-sided Welch t-test that M's generalized diagonal has a higher mean than the rest.
+
+    M [n1, n2] is transposed first when n1 < n2. Needs at least 2 on- and 2 off-diagonal
+    cells and some variance in one of the groups.
+    """
+    a = finite_matrix(M, "M", min_rows=2, min_cols=2)
+    transposed = a.shape[0] < a.shape[1]
+    if transposed:
+        a = a.T
+    mask = generalized_diagonal_mask(*a.shape)
+    on, off = a[mask], a[~mask]
+    if off.size < 2:
+        raise AnalysisError(
+            f"M of shape {M.shape} has {off.size} off-diagonal cell(s) outside its "
+            f"generalized diagonal; the diagonal test needs at least 2")
+    m1, m0 = float(on.mean()), float(off.mean())
+    v1, v0 = float(on.var(ddof=1)), float(off.var(ddof=1))
+    se2 = v1 / on.size + v0 / off.size
+    if not se2 > 0:
+        raise AnalysisError("M is constant within both the on- and the off-diagonal cells; "
+                            "the Welch t statistic is undefined (zero variance)")
+    t = (m1 - m0) / np.sqrt(se2)
+    df = se2 ** 2 / ((v1 / on.size) ** 2 / (on.size - 1) + (v0 / off.size) ** 2 /
+                     (off.size - 1))
+    p = float(stats.t.sf(t, df))
+    return DiagonalTest(on_diagonal_mean=m1, off_diagonal_mean=m0, t_statistic=float(t),
+                        p_value=p, df=float(df), n_on=int(on.size), n_off=int(off.size),
+                        transposed=bool(transposed))
+
+
+def argmax_path(M: np.ndarray) -> list[int]:
+    """For each row i of M [n1, n2], the column of its largest value (first one on ties)."""
+    a = finite_matrix(M, "M")
+    return [int(j) for j in np.argmax(a, axis=1)]
+
+
+def bonferroni(p_values: np.ndarray) -> np.ndarray:
+    """Bonferroni-adjusted p-values: min(1, m p) for m tests; same shape, float64."""
+    p = np.asarray(p_values)
+    if p.dtype == object or p.dtype.kind not in "fiu":
+        raise AnalysisError(f"p_values must be numbers, got dtype {p.dtype}")
+    p = p.astype(np.float64)
+    if p.size == 0:
+        raise AnalysisError("p_values is empty; Bonferroni needs at least one p-value")
+    bad = ~np.isfinite(p) | (p < 0) | (p > 1)
+    if bad.any():
+        raise AnalysisError(f"p_values must be in [0, 1], got {float(p[bad].flat[0])!r}")
+    return np.minimum(1.0, p * p.size)
