@@ -8,13 +8,7 @@ No I/O and no imports from the rest of actstore. Modules:
   errors       AnalysisError (a ValueError)
 """
 
-import warnings
-
-# Functions here never write to their inputs (tests check it), so torch's warning on wrapping
-# a read-only array (callers share cached, read-only layers) carries no information.
-warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
-
-from .cka import (  # noqa: E402
+from .cka import (
     CkaMatrixTest,
     CkaPlan,
     CkaTest,

@@ -7,6 +7,8 @@ code path; results agree to float tolerance.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -47,7 +49,18 @@ def torch_dtype(dtype: np.dtype) -> torch.dtype:
     return torch.float64 if np.dtype(dtype) == np.float64 else torch.float32
 
 
+def from_numpy(a: np.ndarray) -> torch.Tensor:
+    """``torch.from_numpy`` that accepts read-only arrays without a warning.
+
+    Callers share cached, read-only layers; nothing in this package writes to its inputs
+    (tests check it), so torch's warning about non-writable arrays carries no information.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
+        return torch.from_numpy(np.ascontiguousarray(a))
+
+
 def to_tensor(a: np.ndarray, dtype: np.dtype, device: torch.device) -> torch.Tensor:
     """A torch tensor of ``a`` in ``dtype`` on ``device`` (shares memory when it can)."""
-    t = torch.from_numpy(np.ascontiguousarray(a))
+    t = from_numpy(a)
     return t.to(device=device, dtype=torch_dtype(dtype))

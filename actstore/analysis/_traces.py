@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ._device import torch_dtype
+from ._device import from_numpy, torch_dtype
 from ._hsic import LayerStats
 
 __all__ = ["gram_traces", "feature_traces", "self_trace", "full_gram", "block_rows_for"]
@@ -44,7 +44,7 @@ def block_rows_for(n: int, n_layers: int, itemsize: int, budget_bytes: int) -> i
 def _centred(x: np.ndarray, mean: torch.Tensor, dtype: np.dtype,
              device: torch.device) -> torch.Tensor:
     """x - mean as a new tensor in ``dtype`` on ``device`` (the caller's array is untouched)."""
-    src = torch.from_numpy(np.ascontiguousarray(x))
+    src = from_numpy(x)
     t = src.to(device=device, dtype=torch_dtype(dtype))
     if t.data_ptr() == src.data_ptr():
         return t - mean  # shares the caller's memory: not in place

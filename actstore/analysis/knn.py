@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from . import _validate as V
-from ._device import resolve_device
+from ._device import from_numpy, resolve_device
 from .errors import AnalysisError
 
 __all__ = ["knn_graph", "mutual_knn", "affinity_matrix", "null_mean", "normalized_rows"]
@@ -93,7 +93,7 @@ def _torch_candidates(xn: np.ndarray, c: int, dev: torch.device
                       ) -> tuple[np.ndarray, np.ndarray]:
     """Top-c (similarity, index) per row, self excluded, by a symmetric blocked self-join."""
     n = xn.shape[0]
-    x = torch.from_numpy(xn).to(dev)
+    x = from_numpy(xn).to(dev)
     b = max(c + 1, min(n, int((_BLOCK_BYTES // 4) ** 0.5)))
     best_v = torch.full((n, c), -torch.inf, device=dev)
     best_i = torch.full((n, c), -1, dtype=torch.int64, device=dev)
@@ -152,7 +152,7 @@ def _finish(xn: np.ndarray, vals: np.ndarray, idx: np.ndarray, k: int,
         redo = np.empty(0, int)
     graph = np.ascontiguousarray(idx[:, :k], dtype=np.int64)
     if redo.size:
-        x = torch.from_numpy(xn).to(dev)
+        x = from_numpy(xn).to(dev)
         for s0 in range(0, redo.size, 256):
             rows = redo[s0:s0 + 256]
             sims = (x[torch.as_tensor(rows, device=dev)] @ x.T).cpu().numpy()

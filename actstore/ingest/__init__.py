@@ -1,0 +1,33 @@
+"""Hugging Face models -> last-token activations per layer -> store; prompt sources.
+
+Modules (imported lazily, so ``from actstore.ingest.sources import read_prompts`` does not
+pull in torch):
+
+- :mod:`.sources`  ``read_prompts(path) -> PromptSet`` for JSONL/CSV/TSV/Parquet/text/HF.
+- :mod:`.layers`   ``parse_layers(spec, n_layers)`` for "all", "0,5,-1", "grid:9".
+- :mod:`.runner`   ``ModelRunner(source).encode(texts, layers)`` -> {layer: float32 [n, d]}.
+- :mod:`.pipeline` ``ingest(store, model, dataset, ...) -> IngestSummary`` (resumable).
+- :mod:`.manifest` ``run_manifest(store, "runs.toml")`` for several models/datasets.
+- :mod:`.commands` ``ingest_command`` for the ``actstore ingest`` CLI.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "PromptSet": "sources", "read_prompts": "sources",
+    "parse_layers": "layers", "grid_layers": "layers",
+    "ModelRunner": "runner",
+    "IngestSummary": "pipeline", "ingest": "pipeline", "model_key_for": "pipeline",
+    "ManifestRun": "manifest", "load_manifest": "manifest", "run_manifest": "manifest",
+    "ingest_command": "commands",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

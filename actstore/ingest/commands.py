@@ -1,0 +1,107 @@
+"""``actstore ingest``: the command-line glue around :func:`actstore.ingest.pipeline.ingest`.
+
+The CLI module registers it with ``app.command("ingest")(ingest_command)``. Every expected
+error (bad input, unknown dataset, missing model folder, offline hub id, ...) prints one
+clear line to stderr and exits with status 2, without a traceback. Ctrl-C exits with 130;
+running the same command again resumes where it stopped.
+"""
+
+# No `from __future__ import annotations`: typer reads the Annotated hints at runtime.
+
+import logging
+import os
+import sys
+import tomllib
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from actstore.store.errors import ActstoreError
+
+__all__ = ["ingest_command", "DEFAULT_STORE"]
+
+DEFAULT_STORE = "./actstore-data"
+
+
+def _default_store() -> str:
+    return os.environ.get("ACTSTORE_STORE") or DEFAULT_STORE
+
+
+def _fail(message: str, code: int = 2) -> "typer.Exit":
+    """Print ``error: message`` to stderr and return the Exit to raise (status ``code``)."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return typer.Exit(code)
+
+
+def _column(name: str) -> "str | int":
+    """A column name, or a 0-based index when all digits (files without a header row)."""
+    return int(name) if name.strip().isdigit() else name
+
+
+def ingest_command(
+    model: Annotated[Optional[str], typer.Option(
+        "--model", help="Hugging Face hub id or local model folder (safetensors weights).")] = None,
+    dataset: Annotated[Optional[str], typer.Option(
+        "--dataset", help="Dataset name in the store.")] = None,
+    prompts: Annotated[Optional[Path], typer.Option(
+        "--prompts", help="Prompt file to add to the dataset first: .jsonl, .csv, .tsv, "
+        ".parquet, .txt, or hf:NAME[:split] / a save_to_disk folder.")] = None,
+    key: Annotated[Optional[str], typer.Option(
+        "--key", help="Model key in the store (default: slug of the model name).")] = None,
+    layers: Annotated[str, typer.Option(
+        "--layers", help="'all', a list like '0,5,-1' (negative from the end) or 'grid:G'.")] = "all",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Prompts per forward pass.")] = 32,
+    max_tokens: Annotated[int, typer.Option(
+        "--max-tokens", min=1, help="Truncate prompts to this many tokens.")] = 512,
+    dtype: Annotated[str, typer.Option("--dtype", help="Storage dtype: float16 or float32.")] = "float16",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    manifest: Annotated[Optional[Path], typer.Option(
+        "--manifest", help="TOML file with several run tables (model, dataset, prompts, layers, key); "
+        "see actstore.ingest.manifest.")] = None,
+    store: Annotated[str, typer.Option(
+        "--store", envvar="ACTSTORE_STORE",
+        help="Store URI (local folder or object-store URI).")] = _default_store(),
+    text_column: Annotated[str, typer.Option(
+        "--text-column", help="Text column/field of the prompts file (a 0-based index for a "
+        "CSV/TSV without a header row).")] = "text",
+    label_column: Annotated[str, typer.Option(
+        "--label-column", help="Label column/field of the prompts file (optional in the file).")] = "label",
+    compute_dtype: Annotated[Optional[str], typer.Option(
+        "--compute-dtype", help="Model dtype: auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16.")] = None,
+) -> None:
+    """Run a Hugging Face model over a dataset's prompts and store last-token activations per layer.
+
+    Resumable: prompts already stored for every requested layer are skipped.
+    """
+    store = store or _default_store()
+    from actstore.ingest.pipeline import ingest
+    from actstore.ingest.manifest import run_manifest
+
+    logging.getLogger("actstore").setLevel(logging.WARNING)
+    try:
+        if manifest is not None:
+            given = [name for name, v in (("--model", model), ("--dataset", dataset),
+                                          ("--prompts", prompts), ("--key", key)) if v is not None]
+            if given:
+                raise _fail(f"--manifest cannot be combined with {', '.join(given)}; put them in "
+                            "the manifest's [[run]] tables")
+            base = dict(layers=layers, batch_size=batch_size, max_tokens=max_tokens, dtype=dtype,
+                        device=device, compute_dtype=compute_dtype, text_column=_column(text_column),
+                        label_column=_column(label_column))
+            run_manifest(store, manifest, base=base, progress=True)
+            return
+        missing = [name for name, v in (("--model", model), ("--dataset", dataset)) if not v]
+        if missing:
+            raise _fail(f"missing {' and '.join(missing)} (or pass --manifest FILE.toml)")
+        text_col, label_col = _column(text_column), _column(label_column)
+        ingest(store, model, dataset, prompts_file=prompts, key=key, layers=layers,
+               batch_size=batch_size, max_tokens=max_tokens, dtype=dtype, device=device,
+               compute_dtype=compute_dtype, text_column=text_col, label_column=label_col,
+               progress=True)
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        raise _fail("interrupted; run the same command again to resume", 130) from None
+    except (ActstoreError, ValueError, OSError, tomllib.TOMLDecodeError) as e:
+        raise _fail(str(e)) from None

@@ -1,0 +1,182 @@
+"""Ingest manifests: several models x datasets in one TOML file, each run resumable.
+
+Format (``tomllib``)::
+
+    # optional defaults for every run (top-level keys or a [defaults] table)
+    layers = "grid:9"
+    [defaults]
+    batch_size = 16
+    max_tokens = 256
+    dtype = "float16"            # storage dtype
+    device = "auto"
+
+    [[run]]
+    model = "EleutherAI/pythia-160m"   # hub id or local folder (relative to this file)
+    dataset = "sst2"
+    prompts = "data/sst2.tsv"          # optional; relative to this file; else stored prompts
+    text_column = "sentence"           # optional, for the prompts file
+    key = "pythia-160m"                # optional; slug of the model name by default
+
+    [[run]]
+    model = "./models/tiny-llama"
+    dataset = "sst2"                   # no prompts: uses the prompts added by the first run
+    layers = "all"
+
+Allowed run keys: ``model`` and ``dataset`` (required), ``prompts``, ``key``, ``layers``,
+``batch_size``, ``max_tokens``, ``dtype``, ``device``, ``compute_dtype``, ``revision``,
+``text_column``, ``label_column``. Defaults may hold any of them but ``model``/``dataset``/
+``prompts``/``key``. Precedence: run > [defaults] > top-level keys > the caller's ``base``
+(the command-line options). The whole manifest is validated before the first run starts;
+runs then go in file order, and a failed run stops the rest (rerun to resume).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from actstore.store.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from actstore.ingest.pipeline import IngestSummary
+    from actstore.store import Store
+
+__all__ = ["ManifestRun", "load_manifest", "run_manifest"]
+
+_OPTION_TYPES: dict[str, tuple[type, ...]] = {
+    "layers": (str, int, list),
+    "batch_size": (int,),
+    "max_tokens": (int,),
+    "dtype": (str,),
+    "device": (str,),
+    "compute_dtype": (str,),
+    "revision": (str,),
+    "text_column": (str, int),
+    "label_column": (str, int),
+}
+_RUN_TYPES: dict[str, tuple[type, ...]] = {
+    "model": (str,), "dataset": (str,), "prompts": (str,), "key": (str,), **_OPTION_TYPES,
+}
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "layers": "all", "batch_size": 32, "max_tokens": 512, "dtype": "float16", "device": "auto",
+    "compute_dtype": None, "revision": None, "text_column": "text", "label_column": "label",
+}
+
+
+@dataclass
+class ManifestRun:
+    """One resolved run: ``ingest(store, model, dataset, prompts_file=prompts, **options)``."""
+
+    model: str
+    dataset: str
+    prompts: Path | None = None
+    key: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def _check_table(table: dict, allowed: dict[str, tuple[type, ...]], where: str) -> None:
+    for name, value in table.items():
+        if name not in allowed:
+            raise InvalidInputError(
+                f"{where}: unknown key {name!r}; allowed: {', '.join(sorted(allowed))}"
+            )
+        types = allowed[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            want = " or ".join("list" if t is list else t.__name__ for t in types)
+            raise InvalidInputError(f"{where}: {name} must be {want}, got {value!r}")
+        if name == "layers" and isinstance(value, list) and not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise InvalidInputError(f"{where}: layers list must hold integers, got {value!r}")
+
+
+def _local_or_hub(value: str, base: Path) -> str:
+    """Resolve ``value`` against the manifest folder when it names an existing local path."""
+    p = Path(value).expanduser()
+    if not p.is_absolute():
+        q = base / p
+        if q.exists() or value.startswith(("./", "../")):
+            return str(q)
+    return str(p) if p.exists() else value
+
+
+def load_manifest(path: str | Path, base: dict[str, Any] | None = None) -> list[ManifestRun]:
+    """Parse and validate a manifest into runs (paths resolved relative to its folder)."""
+    path = Path(path).expanduser()
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise InvalidInputError(f"cannot read manifest {str(path)!r}: {e.strerror or e}") from None
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InvalidInputError(f"manifest {str(path)!r} is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as e:
+        raise InvalidInputError(f"manifest {str(path)!r} is not valid TOML: {e}") from None
+    folder = path.resolve().parent
+    runs = doc.pop("run", None)
+    defaults_table = doc.pop("defaults", {})
+    if not isinstance(defaults_table, dict):
+        raise InvalidInputError(f"{path}: [defaults] must be a table")
+    _check_table(doc, _OPTION_TYPES, f"{path}: top level")
+    _check_table(defaults_table, _OPTION_TYPES, f"{path}: [defaults]")
+    if not isinstance(runs, list) or not runs:
+        raise InvalidInputError(
+            f"{path}: no runs; add one or more [[run]] tables with model = ... and dataset = ..."
+        )
+    options = {**DEFAULT_OPTIONS, **(base or {}), **doc, **defaults_table}
+    out: list[ManifestRun] = []
+    for i, run in enumerate(runs, start=1):
+        where = f"{path}: run {i}"
+        if not isinstance(run, dict):
+            raise InvalidInputError(f"{where}: must be a table")
+        _check_table(run, _RUN_TYPES, where)
+        for req in ("model", "dataset"):
+            if not run.get(req, "").strip():
+                raise InvalidInputError(f"{where}: missing {req} = \"...\"")
+        opts = {**options, **{k: v for k, v in run.items() if k in _OPTION_TYPES}}
+        prompts = None
+        if run.get("prompts"):
+            prompts_s = run["prompts"]
+            if prompts_s.startswith("hf:"):
+                prompts = prompts_s  # type: ignore[assignment]
+            else:
+                prompts = Path(_local_or_hub(prompts_s, folder))
+                if not prompts.exists():
+                    raise InvalidInputError(f"{where}: prompts file {prompts_s!r} not found "
+                                            f"(looked in {prompts})")
+        out.append(ManifestRun(model=_local_or_hub(run["model"], folder), dataset=run["dataset"],
+                               prompts=prompts, key=run.get("key"), options=opts))
+    return out
+
+
+def run_manifest(store: Store | str | Path, path: str | Path, *, base: dict[str, Any] | None = None,
+                 progress: bool = True, console: Any = None) -> list[IngestSummary]:
+    """Run every ingest of a manifest in order; returns one summary per run.
+
+    A model used by consecutive runs (same model, device and compute dtype) is loaded once.
+    """
+    from actstore.ingest.pipeline import _open_store, ingest
+    from actstore.ingest.runner import ModelRunner
+
+    runs = load_manifest(path, base)
+    st = _open_store(store)
+    summaries = []
+    runner: ModelRunner | None = None
+    loaded: tuple | None = None
+    for run in runs:
+        o = dict(run.options)
+        ident = (run.model, o["device"], o["compute_dtype"], o["revision"])
+        if ident != loaded:
+            runner = None  # free the previous model before loading the next
+            runner = ModelRunner(run.model, device=o["device"], dtype=o["compute_dtype"],
+                                 revision=o["revision"])
+            loaded = ident
+        summaries.append(ingest(
+            st, runner, run.dataset, prompts_file=run.prompts, key=run.key, layers=o["layers"],
+            batch_size=o["batch_size"], max_tokens=o["max_tokens"], dtype=o["dtype"],
+            text_column=o["text_column"], label_column=o["label_column"], progress=progress,
+            console=console,
+        ))
+    return summaries

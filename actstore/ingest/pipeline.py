@@ -1,0 +1,413 @@
+"""Ingest: run a model over a dataset's prompts and store last-token activations per layer.
+
+``ingest(store, model, dataset, ...)`` is resumable and idempotent:
+
+1. With ``prompts_file`` the file is read and validated completely (nothing is stored for a
+   bad file), then its prompts are added to ``dataset`` (same text -> same id). Without it
+   the dataset's stored prompts are used.
+2. Prompts already stored for *every* requested layer are skipped.
+3. All prompts (done or not) are tokenized and planned into length-sorted batches; only the
+   batches holding a prompt still to do are run. The plan depends only on the prompt set,
+   so a resumed run computes exactly the batches (and so bit-identical vectors) that an
+   uninterrupted run would.
+4. Vectors are buffered for several batches (``flush_prompts`` prompts or ``flush_bytes``)
+   and written per layer through ``Store.write_layers`` (one commit per layer; upserts on
+   prompt_id, so re-writing after a crash leaves no duplicates). Writes run in a background
+   thread while the model computes the next batches (one write in flight at a time).
+   ``store.optimize(key)`` compacts the tables at the end.
+
+A process killed at any point (even SIGKILL) and run again therefore ends with exactly the
+rows of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from actstore.ingest.layers import LayerSpec
+from actstore.ingest.sources import read_prompts
+from actstore.store.errors import InvalidInputError, NotFoundError
+
+if TYPE_CHECKING:
+    from actstore.ingest.runner import ModelRunner
+    from actstore.store import Store
+
+__all__ = ["IngestSummary", "ingest", "model_key_for"]
+
+log = logging.getLogger(__name__)
+
+STORAGE_DTYPES = ("float16", "float32")
+
+
+@dataclass
+class IngestSummary:
+    """What one ingest did. ``prompts`` = prompts in the dataset considered; ``encoded`` =
+    prompts run through the model and written; ``skipped`` = already stored for every
+    requested layer; ``bytes_written`` counts vector and id bytes (before compression)."""
+
+    model_key: str
+    dataset: str
+    source: str
+    prompts: int
+    encoded: int
+    skipped: int
+    layers: list[int]
+    tokens: int
+    seconds: float
+    bytes_written: int
+    rows_written: int
+    truncated: int
+    max_tokens: int | None
+    batches: int = 0
+    added_prompts: int = 0
+    forward_seconds: float = 0.0  # in the model (hooks and last-token gather included)
+    write_seconds: float = 0.0  # in store writes (a background thread, overlapping forwards)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def prompts_per_s(self) -> float:
+        return self.encoded / self.seconds if self.seconds > 0 else 0.0
+
+    def __str__(self) -> str:
+        layers = _fmt_layers(self.layers)
+        lines = [
+            f"ingested {self.encoded} prompt(s) of dataset {self.dataset!r} into model "
+            f"{self.model_key!r} ({layers})",
+            f"  skipped {self.skipped} already stored; {self.rows_written} rows, "
+            f"{_fmt_bytes(self.bytes_written)} written in {self.seconds:.1f} s",
+            f"  {self.prompts_per_s:.1f} prompts/s, {self.tokens_per_s:.0f} tokens/s",
+        ]
+        if self.truncated:
+            lines.append(f"  {self.truncated} prompt(s) truncated to {self.max_tokens} tokens")
+        return "\n".join(lines)
+
+
+def _fmt_layers(layers: Sequence[int]) -> str:
+    if not layers:
+        return "no layers"
+    if list(layers) == list(range(layers[0], layers[-1] + 1)) and len(layers) > 2:
+        return f"layers {layers[0]}..{layers[-1]}"
+    return "layer" + ("s " if len(layers) > 1 else " ") + ",".join(map(str, layers))
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def model_key_for(source: str | Path) -> str:
+    """A store key (slug) for a model: the last part of the hub id or folder name.
+
+    ``EleutherAI/pythia-70m`` -> ``pythia-70m``; ``/m/Qwen2.5-0.5B/`` -> ``qwen2.5-0.5b``;
+    a Hugging Face cache snapshot path (``.../models--org--name/snapshots/<hash>``) gives
+    the repo name. Pass ``key`` explicitly when folder names are not distinctive.
+    """
+    s = str(source).strip().rstrip("/\\")
+    parts = [p for p in re.split(r"[/\\]", s) if p]
+    name = parts[-1] if parts else "model"
+    for p in parts:
+        if p.startswith("models--"):
+            name = p.split("--")[-1]
+            break
+    slug = re.sub(r"[^a-z0-9._-]+", "-", name.lower())
+    slug = re.sub(r"_{2,}", "_", slug)
+    slug = re.sub(r"-{2,}", "-", slug)
+    slug = re.sub(r"^[^a-z0-9]+|[^a-z0-9]+$", "", slug)[:100]
+    slug = re.sub(r"[^a-z0-9]+$", "", slug)
+    return slug or "model"
+
+
+def _open_store(store: Store | str | Path) -> Store:
+    from actstore.store import Store as _Store
+
+    return store if isinstance(store, _Store) else _Store.open(store)
+
+
+def _check_args(batch_size: int, max_tokens: int | None, dtype: str) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidInputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
+                                   or max_tokens < 1):
+        raise InvalidInputError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
+    if dtype not in STORAGE_DTYPES:
+        raise InvalidInputError(f"storage dtype must be float16 or float32, got {dtype!r}")
+
+
+def _check_key(key: str) -> str:
+    from actstore.store.tables import check_model_key
+
+    try:
+        return check_model_key(key)
+    except ValueError as e:
+        raise InvalidInputError(str(e)) from None
+
+
+def ingest(
+    store: Store | str | Path,
+    model: str | Path | ModelRunner,
+    dataset: str,
+    *,
+    prompts_file: str | Path | None = None,
+    key: str | None = None,
+    layers: LayerSpec = "all",
+    batch_size: int = 32,
+    max_tokens: int | None = 512,
+    dtype: str = "float16",
+    device: str = "auto",
+    compute_dtype: str | None = None,
+    revision: str | None = None,
+    text_column: str | int = "text",
+    label_column: str | int | None = "label",
+    progress: bool = True,
+    flush_prompts: int = 1024,
+    flush_bytes: int = 256 << 20,
+    console: Any = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> IngestSummary:
+    """Store the last-token block outputs of ``model`` for the prompts of ``dataset``.
+
+    ``model`` is a hub id, a local folder or an already loaded :class:`ModelRunner`.
+    ``layers``: ``"all"``, ``"0,5,-1"``, ``"grid:9"`` or a list of ints. ``dtype`` is the
+    storage dtype (float16 | float32); ``compute_dtype`` the model's (default: bf16/fp16 on
+    CUDA, fp32 on CPU). Returns an :class:`IngestSummary`; prints a progress bar and the
+    summary when ``progress`` is true (the bar only on a terminal). ``on_progress(done,
+    total)`` is called from the calling thread at the start and after every batch, with
+    ``total`` = the prompts this run has to encode (already stored ones are not counted).
+    """
+    t0 = time.perf_counter()
+    _check_args(batch_size, max_tokens, dtype)
+    if not isinstance(dataset, str) or not dataset.strip():
+        raise InvalidInputError(f"dataset must be a non-empty name, got {dataset!r}")
+    is_runner = not isinstance(model, (str, Path))
+    source_name = model.source if is_runner else str(model)
+    key = _check_key(key if key is not None else model_key_for(source_name))
+    prompt_set = None
+    if prompts_file is not None:  # validate the whole file before anything is loaded or stored
+        prompt_set = read_prompts(prompts_file, text_column=text_column, label_column=label_column)
+    st = _open_store(store)
+    if prompt_set is None:
+        try:
+            st.prompt_ids(dataset)
+        except NotFoundError as e:
+            raise NotFoundError(f"{e}; pass a prompts file (--prompts FILE) to add its prompts") from None
+
+    runner = model if is_runner else _load_runner(model, device, compute_dtype, revision)
+    wanted = runner.layers(layers)
+    _check_model_matches(st, key, runner, dtype)
+
+    added = 0
+    text_of: dict[int, str] = {}
+    if prompt_set is not None:
+        before = _count(st, dataset)
+        ids_list = st.add_prompts(dataset, prompt_set.texts, labels=prompt_set.labels,
+                                  meta=prompt_set.meta)
+        added = _count(st, dataset) - before
+        text_of = dict(zip(ids_list, prompt_set.texts))
+    # The whole dataset (the file's prompts and any stored before), in ascending id order.
+    ids = st.prompt_ids(dataset)
+    missing = [int(i) for i in ids if int(i) not in text_of]
+    if missing:
+        text_of.update((p.id, p.text) for p in st.get_prompts(missing))
+    texts = [text_of[int(i)] for i in ids]
+
+    # Resume: what is stored for every requested layer is done.
+    done = np.ones(len(ids), dtype=bool)
+    for layer in wanted:
+        done &= np.isin(ids, st.stored_prompt_ids(key, layer))
+    summary = IngestSummary(
+        model_key=key, dataset=dataset, source=runner.source, prompts=len(ids), encoded=0,
+        skipped=int(done.sum()), layers=wanted, tokens=0, seconds=0.0, bytes_written=0,
+        rows_written=0, truncated=0, max_tokens=runner.effective_max_tokens(max_tokens),
+        added_prompts=added,
+    )
+    todo_count = int((~done).sum())
+    if on_progress is not None:
+        on_progress(0, todo_count)
+    if done.all():
+        summary.seconds = time.perf_counter() - t0
+        _report(summary, progress, console)
+        return summary
+
+    tok = runner.tokenize(texts, max_tokens)
+    batches = [b for b in runner.plan_batches(tok, batch_size) if not done[b].all()]
+    itemsize = 2 if dtype == "float16" else 4
+    row_bytes = runner.d_model * itemsize + 8
+    write_kwargs = dict(n_layers=runner.n_layers, source=runner.source,
+                        architecture=runner.architecture, dtype=dtype, revision=runner.revision)
+
+    buf_ids: list[np.ndarray] = []
+    buf_vecs: dict[int, list[np.ndarray]] = {l: [] for l in wanted}
+    buffered = 0
+    pending: Future | None = None
+
+    def write(bid: np.ndarray, vecs: dict[int, np.ndarray]) -> None:
+        t = time.perf_counter()
+        rows = st.write_layers(key, vecs, bid, **write_kwargs)
+        summary.rows_written += rows
+        summary.bytes_written += rows * row_bytes
+        summary.write_seconds += time.perf_counter() - t
+
+    def flush(pool: ThreadPoolExecutor) -> None:
+        """Hand the buffer to the writer thread (at most one write in flight)."""
+        nonlocal buffered, pending
+        if not buffered:
+            return
+        bid = np.concatenate(buf_ids)
+        vecs = {l: np.concatenate(buf_vecs[l]) for l in wanted}
+        buf_ids.clear()
+        for l in wanted:
+            buf_vecs[l].clear()
+        buffered = 0
+        if pending is not None:
+            pending.result()  # re-raises a failed write here
+        pending = pool.submit(write, bid, vecs)
+
+    # Writes run in one background thread, overlapping the next forward passes (LanceDB
+    # commits release the GIL). Leaving the `with` waits for the write in flight, so an
+    # interrupted ingest never abandons a half-submitted write; each write is atomic anyway.
+    with ThreadPoolExecutor(1, thread_name_prefix="actstore-ingest-writer") as pool, \
+            _progress(progress, console, todo_count, key, dataset) as advance:
+        for idx in batches:
+            t = time.perf_counter()
+            acts = runner.run_batch(tok, idx, wanted)
+            summary.forward_seconds += time.perf_counter() - t
+            keep = ~done[idx]
+            sel = idx[keep]
+            buf_ids.append(ids[sel])
+            for l in wanted:
+                buf_vecs[l].append(acts[l][keep] if not keep.all() else acts[l])
+            buffered += len(sel)
+            summary.batches += 1
+            summary.tokens += int(tok.lengths[idx].sum())
+            summary.encoded += len(sel)
+            summary.truncated += int(tok.truncated[sel].sum())
+            if buffered >= flush_prompts or buffered * row_bytes * len(wanted) >= flush_bytes:
+                flush(pool)
+            advance(len(sel))
+            if on_progress is not None:
+                on_progress(summary.encoded, todo_count)
+        flush(pool)
+        if pending is not None:
+            pending.result()
+    st.optimize(key)
+    summary.seconds = time.perf_counter() - t0
+    _report(summary, progress, console)
+    return summary
+
+
+def _count(st: Store, dataset: str) -> int:
+    try:
+        return len(st.prompt_ids(dataset))
+    except NotFoundError:
+        return 0
+
+
+def _load_runner(model: str | Path, device: str, compute_dtype: str | None,
+                 revision: str | None) -> ModelRunner:
+    from actstore.ingest.runner import ModelRunner
+
+    return ModelRunner(model, device=device, dtype=compute_dtype, revision=revision)
+
+
+def _check_model_matches(st: Store, key: str, runner: ModelRunner, dtype: str) -> None:
+    """Refuse to mix a different model (or storage dtype) into an existing key."""
+    try:
+        info = st.model(key)
+    except NotFoundError:
+        return
+    diffs = []
+    if info.n_layers != runner.n_layers:
+        diffs.append(f"n_layers {info.n_layers} vs {runner.n_layers}")
+    if info.d_model != runner.d_model:
+        diffs.append(f"d_model {info.d_model} vs {runner.d_model}")
+    if info.architecture and info.architecture != runner.architecture:
+        diffs.append(f"architecture {info.architecture} vs {runner.architecture}")
+    if diffs:
+        raise InvalidInputError(
+            f"model key {key!r} is already used by another model ({info.source or 'unknown source'}: "
+            f"{'; '.join(diffs)}); choose another --key"
+        )
+    if info.dtype != dtype:
+        raise InvalidInputError(f"model {key!r} is stored as {info.dtype}; ingest it with "
+                                f"--dtype {info.dtype} (got {dtype})")
+    if info.source and info.source != runner.source:
+        log.info("model %r was stored from %s; now ingesting from %s", key, info.source, runner.source)
+
+
+class _NoProgress:
+    def __enter__(self):
+        return lambda n: None
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def _progress(enabled: bool, console: Any, total: int, key: str, dataset: str):
+    if not enabled:
+        return _NoProgress()
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    if not console.is_terminal:
+        return _NoProgress()
+    return _RichProgress(console, total, f"{key} <- {dataset}")
+
+
+class _RichProgress:
+    """A rich progress bar: done/total prompts, prompts/s, elapsed and ETA."""
+
+    def __init__(self, console: Any, total: int, description: str) -> None:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]} prompts/s"), TimeElapsedColumn(),
+            TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False,
+        )
+        self.total = total
+        self.description = description
+
+    def __enter__(self):
+        self.progress.__enter__()
+        self.start = time.perf_counter()
+        self.done = 0
+        task = self.progress.add_task(self.description, total=self.total, rate="-")
+
+        def advance(n: int) -> None:
+            self.done += n
+            dt = time.perf_counter() - self.start
+            rate = f"{self.done / dt:.1f}" if dt > 0 else "-"
+            self.progress.update(task, advance=n, rate=rate)
+
+        return advance
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+
+def _report(summary: IngestSummary, progress: bool, console: Any) -> None:
+    log.debug("%s", summary)
+    if not progress:
+        return
+    if console is None:
+        from rich.console import Console
+
+        console = Console(stderr=True)
+    console.print(str(summary), markup=False, highlight=False)

@@ -1,0 +1,543 @@
+"""Run a Hugging Face model over prompts and capture last-token block outputs per layer.
+
+What is captured
+    For prompt ``x`` and layer ``l``: the output of decoder block ``l`` (0-based), i.e. the
+    residual stream after the block (TransformerLens ``blocks.{l}.hook_resid_post``), at the
+    last non-padding token of ``x``. It is read with a forward hook on the block module
+    itself, so the last layer is the raw block output, *not* ``hidden_states[-1]`` (which most
+    Hugging Face models return after the final norm).
+
+    Encoder models (BERT-style) are handled the same way: the blocks are ``encoder.layer`` and
+    the "last token" is the last non-padding token, which for BERT tokenizers is ``[SEP]``
+    (attention is bidirectional, so every position has seen the whole prompt).
+
+Loading
+    ``AutoConfig`` / ``AutoTokenizer`` / ``AutoModel`` (the base model, no LM head) from a
+    local folder or a hub id, with ``trust_remote_code=False`` and ``use_safetensors=True``.
+    Compute dtype: bf16 (fp16 where bf16 is unsupported) on CUDA, fp32 on CPU. A hub id when
+    the Hub cannot be reached (``HF_HUB_OFFLINE=1`` or no network) is only looked up in the
+    local cache (``local_files_only``) and otherwise fails at once, asking for a local folder.
+
+Blocks
+    Found generically: the shallowest ``nn.ModuleList`` whose length is the config's number
+    of hidden layers (``model.layers`` for Llama/Gemma-2/Qwen2/Mistral/Phi/GPT-NeoX base
+    models, ``h`` for GPT-2, ``encoder.layer`` for BERT). Block outputs may be a Tensor
+    (transformers >= 4.54 decoder layers) or a tuple whose first item is the hidden state;
+    both are handled, and the shape is checked to be ``[batch, seq, d_model]``.
+
+Padding
+    Batches are padded on the tokenizer's side (or ``padding_side``). The last real token of
+    row ``i`` is ``T - 1 - mask[i].flip().argmax()``, correct for either side. With left
+    padding the runner passes ``position_ids = (mask.cumsum(-1) - 1).clamp(min=0)`` so that
+    absolute-position models (GPT-2, BERT) and rotary ones alike see positions ``0..n-1`` for
+    the real tokens; models that derive positions from the input ids themselves (RoBERTa
+    family) are left alone. With right padding the default positions are already right.
+
+Batching
+    Prompts are tokenized once, truncated to ``max_tokens`` (and to the model's maximum
+    positions) on the tokenizer's truncation side, sorted by token length (longest first) and
+    cut into batches of ``batch_size``, so little padding is computed. On CUDA out-of-memory
+    the batch is halved (and the cap kept for later batches) until it fits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import os
+import socket
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+
+from actstore.ingest.layers import LayerSpec, parse_layers
+from actstore.store.errors import InvalidInputError
+
+__all__ = ["ModelRunner", "Tokenized", "hub_reachable", "resolve_device", "resolve_dtype"]
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+}
+# Model types whose embeddings compute position ids from the input ids (padding-aware).
+_SELF_POSITIONED = {"roberta", "xlm-roberta", "camembert", "longformer", "luke", "mpnet",
+                    "data2vec-text", "xmod", "roberta-prelayernorm", "esm"}
+_BLOCK_NAMES = ("layers", "h", "layer", "blocks", "block")
+
+
+class _StopForward(Exception):
+    """Raised by the hook of the deepest requested block to skip the rest of the model."""
+
+
+@dataclass
+class Tokenized:
+    """Token ids of ``n`` prompts, each already truncated to the runner's maximum length.
+
+    ``input_ids[i]`` is a list of ``lengths[i]`` ints; ``token_type_ids`` is ``None`` unless
+    the tokenizer produces them; ``truncated[i]`` says whether prompt ``i`` was cut.
+    """
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]] | None
+    lengths: np.ndarray  # int64 [n]
+    truncated: np.ndarray  # bool [n]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def n_truncated(self) -> int:
+        return int(self.truncated.sum())
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.lengths.sum())
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> ``cuda`` when available, else ``cpu``; otherwise ``torch.device(device)``."""
+    if isinstance(device, torch.device):
+        return device
+    d = (device or "auto").strip().lower()
+    if d == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(d)
+    except RuntimeError:
+        raise InvalidInputError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """Compute dtype: explicit, or bf16/fp16 on CUDA and fp32 elsewhere for ``None``/``auto``."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None or str(dtype).lower() == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    try:
+        return _DTYPES[str(dtype).lower()]
+    except KeyError:
+        raise InvalidInputError(
+            f"unknown compute dtype {dtype!r}: use auto, float32, bfloat16 or float16"
+        ) from None
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+_reachable_cache: dict[str, bool] = {}
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether the Hugging Face Hub endpoint accepts a TCP connection within ``timeout`` s.
+
+    ``False`` at once when ``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE`` is set. DNS lookups
+    run in a daemon thread so that a dead resolver cannot hang the caller.
+    """
+    if _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE"):
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    if endpoint in _reachable_cache:
+        return _reachable_cache[endpoint]
+    url = urlparse(endpoint)
+    host = url.hostname or "huggingface.co"
+    port = url.port or (80 if url.scheme == "http" else 443)
+    result: list[bool] = [False]
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result[0] = True
+        except OSError:
+            result[0] = False
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout + 1.0)
+    _reachable_cache[endpoint] = result[0]
+    return result[0]
+
+
+def _resolve_source(source: str | Path) -> tuple[str, bool, bool]:
+    """(what to pass to from_pretrained, is_local, local_files_only)."""
+    s = str(source).strip()
+    if not s:
+        raise InvalidInputError("empty model name: pass a hub id or a local model folder")
+    p = Path(s).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise InvalidInputError(f"model path {s!r} is a file; pass the model folder "
+                                    "(with config.json and *.safetensors)")
+        if not (p / "config.json").exists():
+            raise InvalidInputError(f"model folder {s!r} has no config.json; pass a folder "
+                                    "written by save_pretrained or downloaded from the Hub")
+        return str(p.resolve()), True, True
+    looks_like_path = (s.startswith((".", "/", "~")) or s.endswith("/") or s.count("/") > 1
+                       or os.sep in s and os.sep != "/" or s.startswith("\\"))
+    if looks_like_path:
+        raise InvalidInputError(f"model folder {s!r} does not exist")
+    offline = not hub_reachable()
+    return s, False, offline
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load reports and progress bars while loading."""
+    from transformers.utils import logging as tlog
+
+    level = tlog.get_verbosity()
+    bars = tlog.is_progress_bar_enabled()
+    tlog.set_verbosity_error()
+    tlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        tlog.set_verbosity(level)
+        if bars:
+            tlog.enable_progress_bar()
+
+
+def _offline_error(source: str, err: Exception | None = None) -> InvalidInputError:
+    why = ("HF_HUB_OFFLINE is set" if _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE")
+           else "the Hugging Face Hub cannot be reached")
+    return InvalidInputError(
+        f"model {source!r} is not a local folder and {why}, and it is not in the local "
+        "Hugging Face cache; pass a local folder instead (one with config.json, *.safetensors "
+        "and tokenizer files, e.g. written by save_pretrained or `huggingface-cli download`)"
+    )
+
+
+# --------------------------------------------------------------------------- the runner
+
+
+class ModelRunner:
+    """A loaded model ready to encode prompts into last-token block outputs.
+
+    Attributes: ``n_layers`` (decoder blocks), ``d_model``, ``architecture``
+    (``config.model_type``), ``source``, ``device``, ``dtype`` (compute), ``max_length``
+    (the model's maximum positions, or None), ``padding_side``, ``tokenizer``, ``model``.
+    Safe to share between threads (forward passes are serialised by a lock).
+    """
+
+    def __init__(
+        self,
+        source: str | Path,
+        *,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype | None = None,
+        revision: str | None = None,
+        padding_side: str | None = None,
+    ) -> None:
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        path, is_local, local_only = _resolve_source(source)
+        self.source = path if is_local else str(source).strip()
+        self.revision = None if is_local else revision
+        common: dict[str, Any] = dict(trust_remote_code=False, local_files_only=local_only)
+        if self.revision:
+            common["revision"] = self.revision
+        with _quiet_transformers():
+            try:
+                config = AutoConfig.from_pretrained(path, **common)
+            except (OSError, ValueError) as e:
+                if not is_local and local_only:
+                    raise _offline_error(str(source), e) from None
+                raise InvalidInputError(f"cannot load the config of model {str(source)!r}: {e}") from None
+            if getattr(config, "is_encoder_decoder", False):
+                raise InvalidInputError(
+                    f"model {str(source)!r} ({config.model_type}) is an encoder-decoder model; "
+                    "only decoder-only and encoder-only models are supported"
+                )
+            try:
+                self.tokenizer = AutoTokenizer.from_pretrained(path, **common)
+            except (OSError, ValueError) as e:
+                raise InvalidInputError(f"cannot load the tokenizer of model {str(source)!r}: {e}") from None
+            kwargs = dict(common, config=config, use_safetensors=True)
+            kwargs[_dtype_kwarg()] = self.dtype
+            try:
+                model = AutoModel.from_pretrained(path, **kwargs)
+            except (OSError, ValueError, EnvironmentError) as e:
+                msg = str(e)
+                if "safetensors" in msg.lower() or "no file named" in msg.lower():
+                    raise InvalidInputError(
+                        f"model {str(source)!r} has no safetensors weights; actstore only loads "
+                        f"*.safetensors (convert the checkpoint first): {msg}") from None
+                raise InvalidInputError(f"cannot load model {str(source)!r}: {msg}") from None
+        self.model = model.to(self.device).eval()
+        self.config = model.config
+        text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        self.architecture: str = str(getattr(config, "model_type", type(model).__name__))
+        n_cfg = getattr(text_config, "num_hidden_layers", None)
+        self.blocks_name, self.blocks = _find_blocks(self.model, n_cfg)
+        self.n_layers: int = len(self.blocks)
+        self.d_model: int = int(getattr(text_config, "hidden_size", 0) or _probe_width(self.model))
+        max_pos = getattr(text_config, "max_position_embeddings", None)
+        self.max_length: int | None = int(max_pos) if isinstance(max_pos, int) and max_pos > 0 else None
+        self.padding_side = padding_side or getattr(self.tokenizer, "padding_side", "right") or "right"
+        if self.padding_side not in ("left", "right"):
+            raise InvalidInputError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
+        tok = self.tokenizer
+        pad = tok.pad_token_id
+        if pad is None:
+            pad = tok.eos_token_id if tok.eos_token_id is not None else 0
+        self.pad_id = int(pad if not isinstance(pad, list) else pad[0])
+        params = inspect.signature(self.model.forward).parameters
+        self._accepts = set(params)
+        self._pass_positions = ("position_ids" in params
+                                and self.architecture not in _SELF_POSITIONED)
+        self._batch_cap: int | None = None
+        self.last_truncated = 0
+        # Hooks are registered per forward pass on shared block modules: one pass at a time.
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (f"ModelRunner({self.source!r}, architecture={self.architecture!r}, "
+                f"n_layers={self.n_layers}, d_model={self.d_model}, device={str(self.device)!r}, "
+                f"dtype={str(self.dtype).removeprefix('torch.')!r})")
+
+    # ----------------------------------------------------------------- tokenization
+
+    def effective_max_tokens(self, max_tokens: int | None) -> int | None:
+        """``max_tokens`` capped by the model's maximum positions (None = no cap)."""
+        if max_tokens is not None and max_tokens < 1:
+            raise InvalidInputError(f"max_tokens must be >= 1, got {max_tokens}")
+        limits = [m for m in (max_tokens, self.max_length) if m]
+        return min(limits) if limits else None
+
+    def tokenize(self, texts: Sequence[str], max_tokens: int | None = 512) -> Tokenized:
+        """Tokenize ``texts`` (with special tokens) and truncate each to ``max_tokens``."""
+        texts = list(texts)
+        if not texts:
+            return Tokenized([], None, np.zeros(0, np.int64), np.zeros(0, bool))
+        limit = self.effective_max_tokens(max_tokens)
+        enc = self.tokenizer(texts, add_special_tokens=True, truncation=False, padding=False,
+                             return_attention_mask=False, verbose=False)
+        ids: list[list[int]] = [list(x) for x in enc["input_ids"]]
+        tti = enc.get("token_type_ids")
+        tti = [list(x) for x in tti] if tti is not None and "token_type_ids" in self._accepts else None
+        truncated = np.array([limit is not None and len(x) > limit for x in ids], dtype=bool)
+        if truncated.any():
+            where = np.flatnonzero(truncated)
+            cut = self.tokenizer([texts[i] for i in where], add_special_tokens=True,
+                                 truncation=True, max_length=limit, padding=False,
+                                 return_attention_mask=False, verbose=False)
+            for j, i in enumerate(where):
+                ids[i] = list(cut["input_ids"][j])
+                if tti is not None:
+                    tti[i] = list(cut["token_type_ids"][j])
+        lengths = np.array([len(x) for x in ids], dtype=np.int64)
+        if (lengths == 0).any():
+            i = int(np.flatnonzero(lengths == 0)[0])
+            raise InvalidInputError(f"prompt {i} ({texts[i][:40]!r}) tokenizes to no tokens")
+        return Tokenized(ids, tti, lengths, truncated)
+
+    @staticmethod
+    def plan_batches(tok: Tokenized, batch_size: int) -> list[np.ndarray]:
+        """Indices into ``tok`` grouped into batches of similar length, longest first.
+
+        Deterministic for given lengths (stable sort), so a resumed ingest sees the same
+        batches as an uninterrupted one.
+        """
+        if batch_size < 1:
+            raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
+        order = np.argsort(-tok.lengths, kind="stable")
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+    # ----------------------------------------------------------------- forward
+
+    def layers(self, spec: LayerSpec = "all") -> list[int]:
+        """Resolve a layer spec (``"all"``, ``"0,5,-1"``, ``"grid:9"``, ints) for this model."""
+        return parse_layers(spec, self.n_layers)
+
+    def run_batch(self, tok: Tokenized, idx: np.ndarray | Sequence[int],
+                  layers: Sequence[int]) -> dict[int, np.ndarray]:
+        """Block outputs at the last real token for prompts ``idx`` of ``tok``.
+
+        Returns ``{layer: float32 array [len(idx), d_model]}`` in the order of ``idx``.
+        Splits the batch on CUDA out-of-memory (halving until it fits).
+        """
+        idx = np.asarray(idx, dtype=np.int64)
+        layers = sorted(set(int(x) for x in layers))
+        cap = self._batch_cap
+        if cap is not None and len(idx) > cap:
+            parts = [self.run_batch(tok, idx[i:i + cap], layers) for i in range(0, len(idx), cap)]
+            return {l: np.concatenate([p[l] for p in parts]) for l in layers}
+        try:
+            with self._lock:
+                return self._forward(tok, idx, layers)
+        except torch.OutOfMemoryError:
+            if len(idx) <= 1:
+                raise
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self._batch_cap = max(1, len(idx) // 2)
+            log.warning("CUDA out of memory at batch size %d; retrying with %d",
+                        len(idx), self._batch_cap)
+            return self.run_batch(tok, idx, layers)
+
+    @torch.inference_mode()
+    def _forward(self, tok: Tokenized, idx: np.ndarray, layers: list[int]) -> dict[int, np.ndarray]:
+        B = len(idx)
+        if B == 0:
+            return {l: np.zeros((0, self.d_model), np.float32) for l in layers}
+        for l in layers:
+            if not 0 <= l < self.n_layers:
+                raise InvalidInputError(f"layer {l} out of range 0..{self.n_layers - 1}")
+        lengths = tok.lengths[idx]
+        T = int(lengths.max())
+        ids = np.full((B, T), self.pad_id, dtype=np.int64)
+        mask = np.zeros((B, T), dtype=np.int64)
+        tti = np.zeros((B, T), dtype=np.int64) if tok.token_type_ids is not None else None
+        left = self.padding_side == "left"
+        for r, i in enumerate(idx):
+            n = int(lengths[r])
+            sl = slice(T - n, T) if left else slice(0, n)
+            ids[r, sl] = tok.input_ids[i]
+            mask[r, sl] = 1
+            if tti is not None:
+                tti[r, sl] = tok.token_type_ids[i]
+        dev = self.device
+        inputs: dict[str, torch.Tensor | bool] = {
+            "input_ids": torch.from_numpy(ids).to(dev),
+            "attention_mask": torch.from_numpy(mask).to(dev),
+        }
+        if tti is not None:
+            inputs["token_type_ids"] = torch.from_numpy(tti).to(dev)
+        if left and self._pass_positions:
+            inputs["position_ids"] = torch.from_numpy(np.clip(mask.cumsum(-1) - 1, 0, None)).to(dev)
+        if "use_cache" in self._accepts:
+            inputs["use_cache"] = False
+        # Last real token of each row, for either padding side: T - 1 - argmax(flipped mask).
+        last = torch.from_numpy(T - 1 - mask[:, ::-1].argmax(1)).to(dev)
+        rows = torch.arange(B, device=dev)
+        captured: dict[int, torch.Tensor] = {}
+        deepest = max(layers)
+        stop_early = deepest < self.n_layers - 1
+
+        def make_hook(layer: int):
+            def hook(module, args, output):
+                h = _hidden_from_output(output)
+                if h.dim() != 3 or h.shape[0] != B or h.shape[1] != T:
+                    raise RuntimeError(
+                        f"block {layer} of {self.architecture} returned shape {tuple(h.shape)}, "
+                        f"expected [{B}, {T}, d_model]"
+                    )
+                captured[layer] = h[rows, last].float()
+                if stop_early and layer == deepest:
+                    raise _StopForward
+            return hook
+
+        handles = [self.blocks[l].register_forward_hook(make_hook(l)) for l in layers]
+        try:
+            self.model(**inputs)
+        except _StopForward:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        out = {}
+        for l in layers:
+            out[l] = captured[l].cpu().numpy()
+        return out
+
+    # ----------------------------------------------------------------- convenience
+
+    def iter_encode(self, tok: Tokenized, layers: Sequence[int], batch_size: int = 32,
+                    batches: Sequence[np.ndarray] | None = None
+                    ) -> Iterator[tuple[np.ndarray, dict[int, np.ndarray]]]:
+        """Yield ``(idx, {layer: float32 [len(idx), d]})`` batch by batch (length-sorted)."""
+        for idx in (batches if batches is not None else self.plan_batches(tok, batch_size)):
+            yield idx, self.run_batch(tok, idx, layers)
+
+    def encode(self, texts: Sequence[str], layers: LayerSpec = "all", batch_size: int = 32,
+               max_tokens: int | None = 512) -> dict[int, np.ndarray]:
+        """Encode ``texts``: ``{layer: float32 array [len(texts), d_model]}`` in input order.
+
+        ``layers`` is a layer spec (see :func:`actstore.ingest.layers.parse_layers`).
+        ``self.last_truncated`` holds how many prompts were cut to ``max_tokens``.
+        """
+        wanted = self.layers(layers)
+        tok = self.tokenize(texts, max_tokens)
+        self.last_truncated = tok.n_truncated
+        out = {l: np.zeros((len(tok), self.d_model), np.float32) for l in wanted}
+        for idx, acts in self.iter_encode(tok, wanted, batch_size):
+            for l in wanted:
+                out[l][idx] = acts[l]
+        return out
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _dtype_kwarg() -> str:
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+
+
+def _hidden_from_output(output: Any) -> torch.Tensor:
+    """The hidden state of a block's output: a Tensor, or item 0 of a tuple/ModelOutput."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    hs = getattr(output, "hidden_states", None) or getattr(output, "last_hidden_state", None)
+    if isinstance(hs, torch.Tensor):
+        return hs
+    raise RuntimeError(f"cannot find the hidden state in a block output of type {type(output).__name__}")
+
+
+def _find_blocks(model: torch.nn.Module, n_layers: int | None) -> tuple[str, torch.nn.ModuleList]:
+    """The ModuleList of transformer blocks: the shallowest one with ``n_layers`` entries."""
+    lists = [(name, m) for name, m in model.named_modules()
+             if isinstance(m, torch.nn.ModuleList) and len(m) > 0
+             and len({type(c) for c in m}) == 1]
+    if n_layers:
+        matching = [(n, m) for n, m in lists if len(m) == n_layers]
+    else:
+        matching = []
+    if not matching:
+        # fall back on the conventional names, longest list first
+        matching = [(n, m) for n, m in lists if n.rsplit(".", 1)[-1] in _BLOCK_NAMES]
+        matching.sort(key=lambda nm: -len(nm[1]))
+        matching = matching[:1]
+    if not matching:
+        raise InvalidInputError(
+            f"cannot find the transformer blocks of {type(model).__name__}: no ModuleList of "
+            f"{n_layers} layers"
+        )
+
+    def rank(item: tuple[str, torch.nn.ModuleList]) -> tuple[int, int]:
+        name = item[0]
+        leaf = name.rsplit(".", 1)[-1]
+        return (name.count(".") if name else -1,
+                _BLOCK_NAMES.index(leaf) if leaf in _BLOCK_NAMES else len(_BLOCK_NAMES))
+
+    name, blocks = min(matching, key=rank)
+    return name, blocks
+
+
+def _probe_width(model: torch.nn.Module) -> int:
+    emb = model.get_input_embeddings()
+    return int(emb.weight.shape[1])

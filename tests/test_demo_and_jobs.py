@@ -1,0 +1,88 @@
+"""The offline demo store, and an ingest started through the GraphQL mutation as a job."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+
+from actstore import Store
+from actstore.api import create_app
+from actstore.demo import build_demo_store, demo_prompts, example_queries
+from actstore.ingest.runner import ModelRunner
+from actstore.ingest.tiny import build_tiny_model
+from actstore.service import Service, Settings
+
+TOKEN = "job-token"
+
+
+def test_demo_prompts_are_distinct_and_labelled():
+    texts, labels = demo_prompts(320)
+    assert len(texts) == len(set(texts)) == 320
+    assert set(labels) == {0, 1} and 100 < sum(labels) < 220
+
+
+def test_offline_demo_store_answers_the_example_queries(tmp_path, capsys):
+    keys = build_demo_store(str(tmp_path / "demo"), online=False, n_prompts=40, progress=False)
+    assert keys == ["tiny-llama", "tiny-gpt2", "tiny-neox"]
+    assert "no network" in capsys.readouterr().out
+    store = Store.open(tmp_path / "demo")
+    assert [(m.key, m.n_layers, m.architecture) for m in store.models()] == [
+        ("tiny-gpt2", 4, "gpt2"), ("tiny-llama", 6, "llama"), ("tiny-neox", 8, "gpt_neox")]
+    with TestClient(create_app(store)) as client:
+        for _, query in example_queries(keys):
+            body = client.post("/graphql", json={"query": query}).json()
+            assert "errors" not in body, body
+        nn = client.post("/graphql", json={"query": example_queries(keys)[0][1]}).json()["data"]["nearestNeighbors"]
+        assert len(nn) == 5 and all(r["text"] for r in nn)
+    # a second run reuses what is stored
+    t0 = time.perf_counter()
+    build_demo_store(str(tmp_path / "demo"), online=False, n_prompts=40, progress=False)
+    assert time.perf_counter() - t0 < 10
+
+
+def test_ingest_mutation_runs_as_a_job_with_progress(tmp_path):
+    model_dir = build_tiny_model("gpt2", tmp_path / "model", n_layers=3, hidden=32)
+    store = Store.open(tmp_path / "db")
+    texts = [f"job prompt number {i} about things" for i in range(20)]
+    store.add_prompts("jobs", texts)
+    service = Service(store, Settings(token=TOKEN))
+    with TestClient(create_app(service)) as client:
+        q = f'mutation {{ ingest(model: "{model_dir}", dataset: "jobs", layers: [0, 2], batchSize: 8) {{ id state }} }}'
+        body = client.post("/graphql", json={"query": q}, headers={"Authorization": f"Bearer {TOKEN}"}).json()
+        assert "errors" not in body, body
+        job_id = body["data"]["ingest"]["id"]
+        assert body["data"]["ingest"]["state"] in ("QUEUED", "RUNNING")
+        service.jobs.wait(timeout=300)
+        job = client.post("/graphql", json={"query": f'{{ job(id: "{job_id}") {{ state done total message }} }}'}).json()
+        job = job["data"]["job"]
+    assert job["state"] == "SUCCEEDED", job
+    assert job["done"] == job["total"] == 20
+    assert "stored 20 prompts x 2 layers" in job["message"]
+    info = store.model("model")
+    assert info.layers == (0, 2)
+    ids, X = store.read_activations("model", 2)
+    ref = ModelRunner(str(model_dir)).encode([p.text for p in store.get_prompts(ids)], layers=[2], batch_size=1)[2]
+    # stored as float16: equal to the unbatched reference within float16 rounding
+    np.testing.assert_allclose(X, ref, rtol=1e-3, atol=1e-4)
+
+
+def test_failed_job_reports_its_error(tmp_path):
+    store = Store.open(tmp_path / "db")
+    store.add_prompts("jobs", ["a prompt"])
+    service = Service(store, Settings(token=TOKEN))
+    job = service.start_ingest(str(tmp_path / "no-such-model"), "jobs")
+    service.jobs.wait(timeout=60)
+    done = service.job(job.id)
+    assert done.state == "FAILED"
+    assert "no-such-model" in done.message
+    assert store.models() == []
+
+
+@pytest.mark.parametrize("missing", ["nope"])
+def test_job_unknown_id_is_null(tmp_path, missing):
+    with TestClient(create_app(Store.open(tmp_path / "db"))) as client:
+        body = client.post("/graphql", json={"query": f'{{ job(id: "{missing}") {{ id }} }}'}).json()
+    assert body == {"data": {"job": None}}
