@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from strawberry.asgi import GraphQL
 from strawberry.extensions import MaskErrors, QueryDepthLimiter
+from strawberry.tools import merge_types
 
 from actstore.analysis import AnalysisError
 from actstore.service import Service, Settings
@@ -27,6 +28,10 @@ from actstore.store import ActstoreError, NotFoundError, Store
 
 from .plots import heatmap_png
 from .schema import Mutation, Query
+
+# Feature modules add their root types here (merged into one Query / Mutation).
+QUERY_TYPES: tuple[type, ...] = (Query,)
+MUTATION_TYPES: tuple[type, ...] = (Mutation,)
 
 log = logging.getLogger("actstore.api")
 
@@ -49,8 +54,8 @@ class _Schema(strawberry.Schema):
 
 def build_schema(settings: Settings) -> strawberry.Schema:
     return _Schema(
-        query=Query,
-        mutation=Mutation,
+        query=merge_types("Query", QUERY_TYPES),
+        mutation=merge_types("Mutation", MUTATION_TYPES),
         extensions=[
             lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
             lambda: MaskErrors(should_mask_error=_should_mask),

@@ -45,7 +45,7 @@ _LIGHT = ThreadPoolExecutor(max_workers=16, thread_name_prefix="actstore-light")
 _HEAVY = ThreadPoolExecutor(max_workers=4, thread_name_prefix="actstore-heavy")
 
 
-async def _call(info: Info, fn: Callable[..., T], *args: Any, heavy: bool = False, **kwargs: Any) -> T:
+async def call(info: Info, fn: Callable[..., T], *args: Any, heavy: bool = False, **kwargs: Any) -> T:
     service: Service = info.context["service"]
     loop = asyncio.get_running_loop()
     fut = loop.run_in_executor(_HEAVY if heavy else _LIGHT, lambda: fn(*args, **kwargs))
@@ -59,7 +59,7 @@ async def _call(info: Info, fn: Callable[..., T], *args: Any, heavy: bool = Fals
         ) from None
 
 
-def _require_token(info: Info) -> None:
+def require_token(info: Info) -> None:
     token = info.context["service"].settings.token
     if not token:
         raise Unauthorized("mutations are disabled on this server: it has no ACTSTORE_TOKEN configured")
@@ -274,21 +274,21 @@ def _affinity(info: Info, r: AffinityMatrixResult) -> AffinityMatrix:
 class Query:
     @strawberry.field
     async def models(self, info: Info) -> list[Model]:
-        return [Model.of(m) for m in await _call(info, info.context["service"].models)]
+        return [Model.of(m) for m in await call(info, info.context["service"].models)]
 
     @strawberry.field
     async def model(self, info: Info, key: str) -> Optional[Model]:
-        m = await _call(info, info.context["service"].model, key)
+        m = await call(info, info.context["service"].model, key)
         return Model.of(m) if m else None
 
     @strawberry.field
     async def datasets(self, info: Info) -> list[Dataset]:
-        ds = await _call(info, info.context["service"].datasets)
+        ds = await call(info, info.context["service"].datasets)
         return [Dataset(name=d.name, prompt_count=d.prompt_count, has_labels=d.has_labels) for d in ds]
 
     @strawberry.field
     async def prompts(self, info: Info, dataset: str, offset: int = 0, limit: int = 100) -> list[Prompt]:
-        ps = await _call(info, info.context["service"].prompts, dataset, offset, limit)
+        ps = await call(info, info.context["service"].prompts, dataset, offset, limit)
         return [Prompt(id=strawberry.ID(str(p.id)), dataset=p.dataset, text=p.text, label=p.label) for p in ps]
 
     @strawberry.field
@@ -305,7 +305,7 @@ class Query:
     ) -> list[Neighbor]:
         pid = _prompt_id(prompt_id) if prompt_id is not None else None
         service = info.context["service"]
-        rows = await _call(info, service.nearest_neighbors, at.value(), prompt_id=pid, vector=vector, text=text,
+        rows = await call(info, service.nearest_neighbors, at.value(), prompt_id=pid, vector=vector, text=text,
                            k=k, dataset=dataset, metric=metric.value, heavy=text is not None)
         return [Neighbor(rank=r.rank, prompt_id=strawberry.ID(str(r.prompt_id)), score=r.score, text=r.text)
                 for r in rows]
@@ -313,7 +313,7 @@ class Query:
     @strawberry.field(description="Mutual k-NN similarity of two layers (Huh et al. 2024; Wolfram & Schein).")
     async def mutual_knn(self, info: Info, a: LayerRef, b: LayerRef, k: int = 10,
                          dataset: Optional[str] = None) -> MutualKnn:
-        r = await _call(info, info.context["service"].mutual_knn, a.value(), b.value(), k=k, dataset=dataset,
+        r = await call(info, info.context["service"].mutual_knn, a.value(), b.value(), k=k, dataset=dataset,
                         heavy=True)
         return MutualKnn(value=r.value, k=r.k, n=r.n, null_mean=r.null_mean, layer_a=r.layer_a, layer_b=r.layer_b)
 
@@ -321,7 +321,7 @@ class Query:
     async def affinity_matrix(self, info: Info, model_a: str, model_b: str, k: int = 10,
                               dataset: Optional[str] = None, layers_a: Optional[list[int]] = None,
                               layers_b: Optional[list[int]] = None) -> AffinityMatrix:
-        r = await _call(info, info.context["service"].affinity_matrix, model_a, model_b, k=k, dataset=dataset,
+        r = await call(info, info.context["service"].affinity_matrix, model_a, model_b, k=k, dataset=dataset,
                         layers_a=layers_a, layers_b=layers_b, heavy=True)
         return _affinity(info, r)
 
@@ -329,7 +329,7 @@ class Query:
                       "permutations > 0 adds a permutation-test p-value.")
     async def cka(self, info: Info, a: LayerRef, b: LayerRef, debiased: bool = True, permutations: int = 0,
                   dataset: Optional[str] = None, seed: int = 0) -> Cka:
-        r = await _call(info, info.context["service"].cka, a.value(), b.value(), debiased=debiased,
+        r = await call(info, info.context["service"].cka, a.value(), b.value(), debiased=debiased,
                         permutations=permutations, dataset=dataset, seed=seed, heavy=True)
         return Cka(value=r.value, debiased=r.debiased, n=r.n, layer_a=r.layer_a, layer_b=r.layer_b,
                    permutations=r.permutations, p_value=r.p_value)
@@ -338,7 +338,7 @@ class Query:
     async def cka_matrix(self, info: Info, model_a: str, model_b: str, debiased: bool = True,
                          dataset: Optional[str] = None, layers_a: Optional[list[int]] = None,
                          layers_b: Optional[list[int]] = None, grid: Optional[int] = None) -> SimilarityMatrix:
-        r = await _call(info, info.context["service"].cka_matrix, model_a, model_b, debiased=debiased,
+        r = await call(info, info.context["service"].cka_matrix, model_a, model_b, debiased=debiased,
                         dataset=dataset, layers_a=layers_a, layers_b=layers_b, grid=grid, heavy=True)
         return _similarity(info, r)
 
@@ -348,14 +348,14 @@ class Mutation:
     @strawberry.mutation(description="Start an ingest of one model over one dataset; needs the API token.")
     async def ingest(self, info: Info, model: str, dataset: str, layers: Optional[list[int]] = None,
                      batch_size: Optional[int] = None) -> Job:
-        _require_token(info)
-        j = await _call(info, info.context["service"].start_ingest, model, dataset, layers=layers,
+        require_token(info)
+        j = await call(info, info.context["service"].start_ingest, model, dataset, layers=layers,
                         batch_size=batch_size)
         return Job.of(j)
 
     @strawberry.mutation(description="Add prompts (optionally labelled) as a dataset; needs the API token.")
     async def add_prompts(self, info: Info, dataset: str, texts: list[str],
                           labels: Optional[list[int]] = None) -> Dataset:
-        _require_token(info)
-        d = await _call(info, info.context["service"].add_prompts, dataset, texts, labels)
+        require_token(info)
+        d = await call(info, info.context["service"].add_prompts, dataset, texts, labels)
         return Dataset(name=d.name, prompt_count=d.prompt_count, has_labels=d.has_labels)
