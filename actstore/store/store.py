@@ -545,12 +545,13 @@ class Store:
             if len(missing):
                 raise InvalidInputError(f"unknown prompt id(s): {_preview(missing)}; add the prompts first")
 
-            order = np.argsort(ids, kind="stable")
-            sorted_ids = pa.array(ids[order], pa.int64())
+            in_order = bool((np.diff(ids) > 0).all())
+            order = None if in_order else np.argsort(ids, kind="stable")
+            sorted_ids = pa.array(ids if in_order else ids[order], pa.int64())
             written = 0
             for layer, X in prepared:
                 batch = pa.table(
-                    {"prompt_id": sorted_ids, "vector": vectors_to_arrow(X[order], stored_dtype)},
+                    {"prompt_id": sorted_ids, "vector": vectors_to_arrow(X if in_order else X[order], stored_dtype)},
                     schema=acts_schema(d, stored_dtype),
                 )
                 self._upsert(acts_table(model_key, layer), batch, acts_schema(d, stored_dtype), ids)

@@ -94,9 +94,22 @@ def acts_schema(d_model: int, dtype: str) -> pa.Schema:
 
 
 def vectors_to_arrow(vectors: np.ndarray, dtype: str) -> pa.FixedSizeListArray:
-    """[n, d] numpy array -> ``fixed_size_list<dtype>[d]`` array (one copy, no per-row work)."""
+    """[n, d] numpy array -> ``fixed_size_list<dtype>[d]`` array (one copy, no per-row work).
+
+    Casts to float16 go through torch (vectorised, ~10x numpy's speed), as reads do.
+    """
     n, d = vectors.shape
-    flat = np.ascontiguousarray(vectors, dtype=np.dtype(dtype)).reshape(-1)
+    target = np.dtype(dtype)
+    if vectors.dtype == target:
+        flat = np.ascontiguousarray(vectors).reshape(-1)
+    else:
+        import torch
+
+        flat = np.empty(n * d, dtype=target)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # read-only inputs are only read
+            src = torch.from_numpy(np.ascontiguousarray(vectors)).reshape(-1)
+        torch.from_numpy(flat).copy_(src)
     return pa.FixedSizeListArray.from_arrays(pa.array(flat), d)
 
 
