@@ -29,9 +29,10 @@ def heatmap_png(result: Any) -> bytes:
     marks each row's argmax. Affinity plots state k, n, the null mean and the diagonal test.
     """
     M = np.asarray(result.values, dtype=float)
-    fig, ax = plt.subplots(figsize=(1.6 + 0.32 * max(8, M.shape[1]), 1.4 + 0.28 * max(8, M.shape[0])), dpi=110)
+    ncols, nrows = min(M.shape[1], 16), min(M.shape[0], 16)  # tick labels are thinned past 16
+    fig, ax = plt.subplots(figsize=(2.6 + 0.55 * max(6, ncols), 2.0 + 0.32 * max(8, nrows)), dpi=110)
     im = ax.imshow(M, origin="lower", aspect="auto", cmap="viridis", interpolation="nearest")
-    ax.plot(result.argmax, np.arange(M.shape[0]), color="white", lw=1.5, marker="o", ms=3, label="argmax per row")
+    ax.plot(result.argmax, np.arange(M.shape[0]), color="white", lw=1.5, marker="o", ms=3)
     xt, xl = _ticks(result.layers_b, result.depths_b)
     yt, yl = _ticks(result.layers_a, result.depths_a)
     ax.set_xticks(xt, xl, fontsize=7)
@@ -48,9 +49,8 @@ def heatmap_png(result: Any) -> bytes:
         kind = "debiased" if result.debiased else "biased"
         title = f"linear CKA ({kind}, n={result.n})"
         label = "CKA"
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title + "\nwhite line: argmax of each row", fontsize=9)
     fig.colorbar(im, ax=ax, label=label)
-    ax.legend(loc="upper left", fontsize=7, framealpha=0.6)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
