@@ -278,6 +278,17 @@ def test_every_error_is_a_graphql_error_with_its_message(client, query, message)
     assert re.search(message, got), got
 
 
+def test_non_finite_query_vectors_are_refused(client):
+    # JSON has no NaN, but Python's parser (and so a careless client) accepts it: the GraphQL
+    # Float coercion refuses it before any resolver runs.
+    body = '{"query": "query($v: [Float!]) { nearestNeighbors(at: {model: \\"a\\", layer: 0}, vector: $v) { rank } }", ' \
+           '"variables": {"v": [NaN' + ', 1.0' * 15 + ']}}'
+    r = client.post("/graphql", content=body, headers={"content-type": "application/json"})
+    assert r.status_code < 500
+    message = r.json()["errors"][0]["message"]
+    assert "Float cannot represent non numeric value: nan" in message
+
+
 def test_unexpected_errors_are_masked_and_logged(client, caplog, monkeypatch):
     def boom():
         raise RuntimeError("secret internals at /srv/x")
