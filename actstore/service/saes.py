@@ -1,0 +1,371 @@
+"""SAE queries of the service: the registry, feature correlation of two SAEs, and the SVCCA
+matrix over every SAE layer pair of two models. Mixed into :class:`actstore.service.Service`.
+
+A correlation answer (``sae_feature_correlation``) is computed over the prompts both models
+have (``dataset`` restricts them), in ascending prompt-id order:
+  1. each SAE encodes its layer's stored activations (batched, torch, CUDA when present;
+     encodings are cached per SAE, table version and prompt set);
+  2. optional semantic subspace: with ``keywords``, only features whose top-activating
+     prompts (``top_prompts`` of them, at least ``keyword_share`` of them containing a
+     keyword) are kept, on each side, before matching;
+  3. :func:`actstore.analysis.sae_match.match_features` (never-varying features dropped and
+     counted; blocked Pearson; ONE_TO_ONE or MANY_TO_ONE; ``min_correlation`` floor);
+  4. :func:`actstore.analysis.sae_match.paired_space_test` on the matched decoder rows
+     (SVCCA at 99% variance, RSA, ``random_pairs`` random pairings from ``seed``).
+Answers are cached in the results table, keyed by the query, the SAE ids (content hashes)
+and the versions of both activation tables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from actstore import analysis
+from actstore.analysis.sae import SaeParams, encode, keyword_features, keyword_hits
+from actstore.analysis.sae_match import match_features, paired_space_test
+from actstore.store import InvalidInputError, NotFoundError
+from actstore.store.saes import SaeRecord
+
+from .types import RESULT_TYPES
+
+TOP_PAIRS_KEPT = 2000  # matched pairs stored with an answer (topPairs returns at most this many)
+MATCHINGS = ("one_to_one", "many_to_one")
+_PARAMS_CACHED = 4
+_FEATURES_CACHED = 16
+
+
+@dataclass(frozen=True)
+class FeaturePairResult:
+    feature_a: int
+    feature_b: int
+    correlation: float
+
+
+@dataclass(frozen=True)
+class SaeCorrelationResult:
+    """One SAE pair compared (see the module doc). ``pairs``: matched pairs K; ``features_a``:
+    features considered (after a keyword subspace), ``dropped_a``: of those, never varying;
+    ``svcca_dims_a``: SVD directions kept for 99% variance; ``rsa_pairs``: pairs used for RSA;
+    ``top_pairs``: up to TOP_PAIRS_KEPT pairs, strongest first."""
+
+    sae_a: str
+    sae_b: str
+    model_a: str
+    layer_a: int
+    model_b: str
+    layer_b: int
+    matching: str
+    n: int
+    pairs: int
+    mean_correlation: float
+    svcca: float
+    rsa: float
+    random_svcca_mean: float
+    random_rsa_mean: float
+    random_svcca_std: float
+    p_value: float
+    rsa_p_value: float
+    random_pairs: int
+    seed: int
+    features_a: int
+    features_b: int
+    dropped_a: int
+    dropped_b: int
+    svcca_dims_a: int
+    svcca_dims_b: int
+    rsa_pairs: int
+    method: str
+    min_correlation: float | None = None
+    keywords: list[str] | None = None
+    top_pairs: list[FeaturePairResult] = field(default_factory=list)
+    key: str = ""
+
+    @classmethod
+    def from_jsonable(cls, data: dict[str, Any]) -> "SaeCorrelationResult":
+        data = dict(data)
+        data["top_pairs"] = [FeaturePairResult(**p) for p in data.get("top_pairs", [])]
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class SaeMatrixResult:
+    """SVCCA (and RSA, random means, p-values) of every SAE layer pair of two models:
+    row i = saes_a[i] at layers_a[i], column j = saes_b[j] at layers_b[j]."""
+
+    model_a: str
+    model_b: str
+    saes_a: list[str]
+    saes_b: list[str]
+    layers_a: list[int]
+    layers_b: list[int]
+    depths_a: list[float]
+    depths_b: list[float]
+    values: list[list[float]]
+    rsa: list[list[float]]
+    random_svcca_mean: list[list[float]]
+    p_values: list[list[float]]
+    mean_correlation: list[list[float]]
+    argmax: list[int]
+    n: int
+    matching: str
+    random_pairs: int
+    seed: int
+    key: str = ""
+
+
+RESULT_TYPES.update({c.__name__: c for c in (SaeCorrelationResult, SaeMatrixResult)})
+
+
+def _depth(layer: int, n_layers: int) -> float:
+    return 0.0 if n_layers == 1 else analysis.relative_depth(layer, n_layers)
+
+
+class SaeQueries:
+    """Service methods for SAEs (a mixin: uses Service's store, settings, caches and locks)."""
+
+    _sae_lock = threading.Lock()
+
+    def _sae_caches(self) -> tuple[OrderedDict, OrderedDict]:
+        with SaeQueries._sae_lock:
+            caches = self.__dict__.get("_sae_caches_")
+            if caches is None:
+                caches = self.__dict__["_sae_caches_"] = (OrderedDict(), OrderedDict())
+            return caches
+
+    # --------------------------------------------------------------- registry
+    def saes(self, model: str | None = None) -> list[SaeRecord]:
+        """Registered SAEs, optionally of one model (NotFoundError for an unknown model)."""
+        return self.store.saes(model)
+
+    def sae(self, sae_id: str) -> SaeRecord:
+        return self.store.sae(str(sae_id))
+
+    def register_sae(self, model: str, layer: int, path: str) -> SaeRecord:
+        """Register a SAELens folder from the server's SAE root (``ACTSTORE_SAE_ROOT``);
+        relative paths are taken from the root; nothing outside it, symlinks included."""
+        root = self.settings.sae_root
+        if not root:
+            raise InvalidInputError("SAE registration over the API is disabled: the server has no "
+                                    "ACTSTORE_SAE_ROOT configured")
+        return self.store.register_sae(model, layer, path, root=root)
+
+    # ---------------------------------------------------------------- helpers
+    def _sae_params(self, sae_id: str) -> tuple[SaeRecord, SaeParams]:
+        params_cache, _ = self._sae_caches()
+        with SaeQueries._sae_lock:
+            if sae_id in params_cache:
+                params_cache.move_to_end(sae_id)
+                return params_cache[sae_id]
+        record, w = self.store.load_sae(sae_id)
+        cfg = record.cfg
+        params = SaeParams(
+            W_enc=w["W_enc"], b_enc=w["b_enc"], W_dec=w["W_dec"], b_dec=w["b_dec"],
+            architecture=record.architecture, threshold=w.get("threshold"), k=cfg.get("k"),
+            apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
+            normalize_activations=cfg.get("normalize_activations", "none"),
+            norm_scaling_factor=cfg.get("norm_scaling_factor"),
+        )
+        with SaeQueries._sae_lock:
+            params_cache[sae_id] = (record, params)
+            while len(params_cache) > _PARAMS_CACHED:
+                params_cache.popitem(last=False)
+        return record, params
+
+    def _sae_features(self, record: SaeRecord, params: SaeParams, ids: np.ndarray):
+        """Sparse feature activations [len(ids), d_sae] of one SAE over stored prompts."""
+        from .core import _digest
+
+        _, feats_cache = self._sae_caches()
+        version = self.store.table_version(record.model_key, record.layer)
+        key = (record.sae_id, version, _digest(ids))
+        with SaeQueries._sae_lock:
+            if key in feats_cache:
+                feats_cache.move_to_end(key)
+                return feats_cache[key]
+        _, X = self._rows(record.model_key, record.layer, ids)
+        F = encode(X, params)
+        with SaeQueries._sae_lock:
+            feats_cache[key] = F
+            while len(feats_cache) > _FEATURES_CACHED:
+                feats_cache.popitem(last=False)
+        return F
+
+    def _check_random_pairs(self, random_pairs: int) -> int:
+        cap = self.settings.max_permutations
+        if isinstance(random_pairs, bool) or not isinstance(random_pairs, (int, np.integer)) \
+                or not 1 <= random_pairs <= cap:
+            raise InvalidInputError(f"randomPairs must be between 1 and {cap}, got {random_pairs}")
+        return int(random_pairs)
+
+    @staticmethod
+    def _matching(matching: str) -> str:
+        m = str(getattr(matching, "value", matching)).lower()
+        if m not in MATCHINGS:
+            raise InvalidInputError(f"matching must be ONE_TO_ONE or MANY_TO_ONE, got {matching!r}")
+        return m
+
+    def _sae_record(self, sae_id: str) -> tuple[SaeRecord, Any]:
+        record = self.store.sae(str(sae_id))
+        info = self.store.model(record.model_key)
+        if record.layer not in info.layers:
+            raise NotFoundError(f"SAE {record.sae_id!r} reads layer {record.layer} of model {record.model_key!r}, "
+                                f"which has no stored activations; stored layers: {list(info.layers)}")
+        return record, info
+
+    # ----------------------------------------------------------------- queries
+    def sae_feature_correlation(
+        self,
+        a: str,
+        b: str,
+        dataset: str | None = None,
+        matching: str = "one_to_one",
+        random_pairs: int = 100,
+        seed: int = 0,
+        min_correlation: float | None = None,
+        keywords: Sequence[str] | None = None,
+        top_prompts: int = 10,
+        keyword_share: float = 0.5,
+    ) -> SaeCorrelationResult:
+        """Match the features of SAEs ``a`` and ``b`` (ids) by activation correlation over the
+        prompts their models share and compare the matched decoder rows (SVCCA, RSA) with
+        ``random_pairs`` random pairings (p-value with the +1 correction)."""
+        matching = self._matching(matching)
+        random_pairs = self._check_random_pairs(random_pairs)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise InvalidInputError(f"seed must be a non-negative integer, got {seed!r}")
+        if min_correlation is not None and not (np.isfinite(min_correlation) and -1.0 <= min_correlation <= 1.0):
+            raise InvalidInputError(f"minCorrelation must be in [-1, 1], got {min_correlation}")
+        kw = None
+        if keywords is not None:
+            kw = sorted({str(k).strip().lower() for k in keywords if str(k).strip()})
+            if not kw:
+                raise InvalidInputError("keywords must hold at least one non-empty word")
+            if isinstance(top_prompts, bool) or not isinstance(top_prompts, (int, np.integer)) or not 1 <= top_prompts <= 1000:
+                raise InvalidInputError(f"topPrompts must be between 1 and 1000, got {top_prompts}")
+            if not 0.0 < float(keyword_share) <= 1.0:
+                raise InvalidInputError(f"keywordShare must be in (0, 1], got {keyword_share}")
+        ra, ia = self._sae_record(a)
+        rb, ib = self._sae_record(b)
+        ids = self._shared(ra.model_key, rb.model_key, dataset)
+        if len(ids) < 3:
+            raise InvalidInputError(f"only {len(ids)} shared prompts: feature correlation needs at least 3")
+        versions = {
+            f"{ra.model_key}/{ra.layer}": self.store.table_version(ra.model_key, ra.layer),
+            f"{rb.model_key}/{rb.layer}": self.store.table_version(rb.model_key, rb.layer),
+        }
+        query = {"op": "saeFeatureCorrelation", "a": ra.sae_id, "b": rb.sae_id, "dataset": dataset,
+                 "matching": matching, "randomPairs": random_pairs, "seed": int(seed),
+                 "minCorrelation": min_correlation, "keywords": kw,
+                 "topPrompts": int(top_prompts) if kw else None, "keywordShare": float(keyword_share) if kw else None}
+
+        def compute(key: str) -> SaeCorrelationResult:
+            _, pa_ = self._sae_params(ra.sae_id)
+            _, pb_ = self._sae_params(rb.sae_id)
+            Fa = self._sae_features(ra, pa_, ids)
+            Fb = self._sae_features(rb, pb_, ids)
+            fa = fb = None
+            if kw:
+                texts = [p.text for p in self.store.get_prompts(ids)]
+                hits = keyword_hits(texts, kw)
+                if not hits.any():
+                    raise InvalidInputError(f"none of the {len(ids)} shared prompts contains any of the keywords "
+                                            f"{', '.join(kw[:10])}")
+                fa = keyword_features(Fa, hits, top=int(top_prompts), min_share=float(keyword_share))
+                fb = keyword_features(Fb, hits, top=int(top_prompts), min_share=float(keyword_share))
+                for side, f in (("A", fa), ("B", fb)):
+                    if len(f) == 0:
+                        raise InvalidInputError(
+                            f"no feature of SAE {side} has its top-activating prompts matching the keywords "
+                            f"(top {top_prompts}, share >= {keyword_share}); try more keywords or prompts")
+            m = match_features(Fa, Fb, matching=matching, features_a=fa, features_b=fb,
+                               min_correlation=min_correlation)
+            if len(m.pairs_a) < 3:
+                floor = f" at or above minCorrelation {min_correlation}" if min_correlation is not None else ""
+                raise InvalidInputError(f"only {len(m.pairs_a)} matched feature pairs{floor}; SVCCA and RSA need at least 3")
+            t = paired_space_test(pa_.W_dec[m.pairs_a].astype(np.float64), pb_.W_dec[m.pairs_b].astype(np.float64),
+                                  random_pairs=random_pairs, seed=int(seed))
+            top = [FeaturePairResult(int(x), int(y), float(r)) for x, y, r in
+                   zip(m.pairs_a[:TOP_PAIRS_KEPT], m.pairs_b[:TOP_PAIRS_KEPT], m.correlation[:TOP_PAIRS_KEPT])]
+            return SaeCorrelationResult(
+                sae_a=ra.sae_id, sae_b=rb.sae_id, model_a=ra.model_key, layer_a=ra.layer, model_b=rb.model_key,
+                layer_b=rb.layer, matching=matching, n=len(ids), pairs=len(m.pairs_a),
+                mean_correlation=float(m.correlation.mean()), svcca=t.svcca, rsa=t.rsa,
+                random_svcca_mean=float(t.random_svcca.mean()), random_rsa_mean=float(t.random_rsa.mean()),
+                random_svcca_std=float(t.random_svcca.std()), p_value=t.p_value, rsa_p_value=t.rsa_p_value,
+                random_pairs=random_pairs, seed=int(seed), features_a=m.n_features_a, features_b=m.n_features_b,
+                dropped_a=m.dropped_a, dropped_b=m.dropped_b, svcca_dims_a=t.dims_a, svcca_dims_b=t.dims_b,
+                rsa_pairs=t.rsa_pairs, method=m.method, min_correlation=min_correlation, keywords=kw,
+                top_pairs=top, key=key,
+            )
+
+        return self._cached(query, versions, compute)
+
+    def sae_matrix(
+        self,
+        model_a: str,
+        model_b: str,
+        dataset: str | None = None,
+        matching: str = "one_to_one",
+        random_pairs: int = 100,
+        seed: int = 0,
+        saes_a: Sequence[str] | None = None,
+        saes_b: Sequence[str] | None = None,
+    ) -> SaeMatrixResult:
+        """SVCCA of every SAE pair over the layers of two models (rows: model A's SAEs by
+        layer; columns: model B's). Default SAEs: the latest registered one per stored layer."""
+        ia, ib = self.store.model(model_a), self.store.model(model_b)
+        la = self._sae_list(ia, saes_a)
+        lb = self._sae_list(ib, saes_b)
+        cells = [[self.sae_feature_correlation(x.sae_id, y.sae_id, dataset=dataset, matching=matching,
+                                               random_pairs=random_pairs, seed=seed) for y in lb] for x in la]
+        versions = {f"{r.model_key}/{r.layer}": self.store.table_version(r.model_key, r.layer) for r in la + lb}
+        query = {"op": "saeMatrix", "a": [r.sae_id for r in la], "b": [r.sae_id for r in lb], "dataset": dataset,
+                 "matching": self._matching(matching), "randomPairs": int(random_pairs), "seed": int(seed)}
+
+        def grid(name: str) -> list[list[float]]:
+            return [[float(getattr(c, name)) for c in row] for row in cells]
+
+        def compute(key: str) -> SaeMatrixResult:
+            values = grid("svcca")
+            return SaeMatrixResult(
+                model_a=ia.key, model_b=ib.key, saes_a=[r.sae_id for r in la], saes_b=[r.sae_id for r in lb],
+                layers_a=[r.layer for r in la], layers_b=[r.layer for r in lb],
+                depths_a=[_depth(r.layer, ia.n_layers) for r in la],
+                depths_b=[_depth(r.layer, ib.n_layers) for r in lb], values=values, rsa=grid("rsa"),
+                random_svcca_mean=grid("random_svcca_mean"), p_values=grid("p_value"),
+                mean_correlation=grid("mean_correlation"), argmax=[int(np.argmax(r)) for r in values],
+                n=cells[0][0].n, matching=cells[0][0].matching, random_pairs=int(random_pairs), seed=int(seed),
+                key=key,
+            )
+
+        return self._cached(query, versions, compute)
+
+    def _sae_list(self, info: Any, ids: Sequence[str] | None) -> list[SaeRecord]:
+        if ids is not None:
+            if len(ids) == 0:
+                raise InvalidInputError(f"the SAE list for model {info.key!r} is empty")
+            out = [self.store.sae(str(i)) for i in ids]
+            wrong = [r.sae_id for r in out if r.model_key != info.key]
+            if wrong:
+                raise InvalidInputError(f"SAE(s) {', '.join(wrong)} do not belong to model {info.key!r}")
+            return sorted(out, key=lambda r: r.layer)
+        latest: dict[int, SaeRecord] = {}
+        for r in self.store.saes(info.key):  # sorted by layer, then registration time
+            if r.layer in info.layers:
+                latest[r.layer] = r
+        if not latest:
+            raise NotFoundError(f"model {info.key!r} has no registered SAE on a stored layer; "
+                                "register one with `actstore sae add` or registerSae")
+        return [latest[l] for l in sorted(latest)]
+
+
+def result_fields(result: Any) -> dict[str, Any]:
+    """A result dataclass as a dict (for the CLI's JSON output)."""
+    return dataclasses.asdict(result)
