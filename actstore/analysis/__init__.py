@@ -27,7 +27,7 @@ from .diagonal import (
     generalized_diagonal_mask,
 )
 from .errors import AnalysisError
-from .knn import affinity_matrix, knn_graph, mutual_knn, null_mean
+from .knn import affinity_matrix, knn_graph, knn_graph_recall, mutual_knn, null_mean
 from .permutation import permutation_p_value
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "diagonal_test",
     "generalized_diagonal_mask",
     "knn_graph",
+    "knn_graph_recall",
     "linear_cka",
     "mutual_knn",
     "nearest_layer",

@@ -28,7 +28,8 @@ from . import _validate as V
 from ._device import from_numpy, resolve_device
 from .errors import AnalysisError
 
-__all__ = ["knn_graph", "mutual_knn", "affinity_matrix", "null_mean", "normalized_rows"]
+__all__ = ["knn_graph", "knn_graph_recall", "mutual_knn", "affinity_matrix", "null_mean",
+           "normalized_rows"]
 
 _BACKENDS = ("auto", "torch", "faiss")
 _PAD = 4  # extra candidates searched beyond k
@@ -87,6 +88,40 @@ def knn_graph(X: np.ndarray, k: int, *, device: str = "auto",
     else:
         vals, idx = _torch_candidates(xn, c, dev)
     return _finish(xn, vals, idx, k_, dev)
+
+
+def knn_graph_recall(X: np.ndarray, graph: np.ndarray, *, sample: int = 256, seed: int = 0,
+                     device: str = "auto") -> float:
+    """Recall of an (approximate) cosine k-NN graph against exact search, on sampled rows.
+
+    Args:
+        X: activations [n, d] the graph was built from (rows in the graph's order).
+        graph: int64 [n, k] neighbour indices into X (-1 = missing, counted as a miss).
+        sample: rows checked (all rows when n <= sample); seed: their random choice.
+
+    Returns:
+        mean over the sampled rows of |graph row & exact k-NN row| / k, in [0, 1]. The exact
+        rows are the k largest cosine similarities, self excluded (cost: sample x n x d).
+    """
+    x = V.activations(X, "X", min_rows=2)
+    g = np.asarray(graph)
+    n = x.shape[0]
+    if g.ndim != 2 or g.shape[0] != n or not 1 <= g.shape[1] <= n - 1:
+        raise AnalysisError(f"graph must be [n, k] with n = {n} rows and 1 <= k <= n - 1, got shape {g.shape}")
+    k = g.shape[1]
+    s_ = V.check_int(sample, "sample", minimum=1)
+    rows = np.arange(n) if n <= s_ else np.sort(np.random.default_rng(seed).choice(n, s_, replace=False))
+    dev = resolve_device(device)
+    xn = from_numpy(normalized_rows(x)).to(dev)
+    hits = 0
+    for s0 in range(0, len(rows), 256):
+        r = rows[s0:s0 + 256]
+        sims = xn[torch.as_tensor(r, device=dev)] @ xn.T
+        sims[torch.arange(len(r), device=dev), torch.as_tensor(r, device=dev)] = -torch.inf
+        exact = torch.topk(sims, k, dim=1).indices.cpu().numpy()
+        for a, b in zip(exact, g[r]):
+            hits += len(np.intersect1d(a, b[b >= 0]))
+    return hits / (len(rows) * k)
 
 
 def _torch_candidates(xn: np.ndarray, c: int, dev: torch.device

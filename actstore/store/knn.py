@@ -9,12 +9,22 @@ Metrics (scores are what the metric says, in its own units):
 - ``cosine``: inner product of L2-normalised vectors, in [-1, 1], larger is nearer.
 - ``dot``: raw inner product, larger is nearer.
 - ``l2``: Euclidean distance, smaller is nearer.
+
+Above a size threshold (``KnnIndexes.ann_threshold`` rows, default 50,000, env
+``ACTSTORE_ANN_THRESHOLD``) a table gets an approximate index instead
+(:class:`actstore.store.ann.AnnIndex`: IVF-PQ candidates, exact re-ranking; see that module
+for the choice and its measurements). It is persisted as ``<table>.<metric>.ann.v<version>``
+and, when the rows of a new version are the old rows plus new prompt ids, extended rather
+than rebuilt. ``search`` and ``vectors_at`` take either kind of entry. Exact search stays
+the default below the threshold and can be forced (``approximate=False``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -22,7 +32,11 @@ from typing import Callable
 import faiss
 import numpy as np
 
+from .ann import AnnIndex
+
 log = logging.getLogger(__name__)
+
+DEFAULT_ANN_THRESHOLD = 50_000
 
 METRICS = ("cosine", "dot", "l2")
 
@@ -54,10 +68,87 @@ def _build(X: np.ndarray, metric: str) -> faiss.Index:
 class KnnIndexes:
     """Per-table exact indices. Thread-safe; one build per (table, metric, version)."""
 
-    def __init__(self, persist_dir: Path | None):
+    def __init__(self, persist_dir: Path | None, ann_threshold: int | None = None):
         self._dir = persist_dir
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, str], _Index] = {}
+        self._ann: dict[tuple[str, str], AnnIndex] = {}
+        env = os.environ.get("ACTSTORE_ANN_THRESHOLD")
+        #: tables with at least this many rows are searched through an approximate index
+        self.ann_threshold: int = int(ann_threshold if ann_threshold is not None else env or DEFAULT_ANN_THRESHOLD)
+
+    def use_ann(self, n_rows: int, approximate: bool | None = None) -> bool:
+        """Whether a table of ``n_rows`` is searched approximately (``approximate`` forces it)."""
+        return bool(approximate) if approximate is not None else n_rows >= self.ann_threshold
+
+    def get_ann(
+        self,
+        table: str,
+        version: int,
+        metric: str,
+        load: Callable[[], tuple[np.ndarray, np.ndarray]],
+    ) -> AnnIndex:
+        """The approximate index of ``table`` at ``version``: cached, persisted, extended or built.
+
+        ``load()`` returns (ids int64 [n] ascending, X [n, d]) of the current version. An index
+        of an older version is extended when its rows are all still there unchanged and the
+        table has at most doubled since training; otherwise the index is rebuilt.
+        """
+        key = (table, metric)
+        with self._lock:
+            prev = self._ann.get(key)
+            if prev is not None and prev.version == version:
+                return prev
+            if prev is None or self._ann_stem(table, metric, version).with_suffix(".npz").exists():
+                prev = self._load_ann(table, metric) or prev
+            if prev is not None and prev.version == version:
+                self._ann[key] = prev
+                return prev
+            t0 = time.perf_counter()
+            ids, X = load()
+            entry, how = None, "built"
+            if prev is not None and len(ids) <= 2 * prev.n_trained:
+                new = ~np.isin(ids, prev.ids, assume_unique=True)
+                old_ids = ids[~new]
+                if len(old_ids) == prev.ntotal and prev.unchanged(old_ids, X[~new]):
+                    entry, how = prev.extended(version, ids[new], X[new]), f"extended by {int(new.sum())} rows"
+            if entry is None:
+                entry = AnnIndex.build(version, metric, ids, X)
+            log.info("approximate index of %s (%s, n=%d) %s in %.1f s", table, metric, len(ids), how,
+                     time.perf_counter() - t0)
+            self._persist_ann(table, metric, entry)
+            self._ann[key] = entry
+            return entry
+
+    def _ann_stem(self, table: str, metric: str, version: int) -> Path:
+        return (self._dir or Path(".")) / f"{table}.{metric}.ann.v{version}"
+
+    def _load_ann(self, table: str, metric: str) -> AnnIndex | None:
+        """The newest persisted approximate index of this table and metric, any version."""
+        if self._dir is None or not self._dir.exists():
+            return None
+        stems = sorted(self._dir.glob(f"{table}.{metric}.ann.v*.npz"),
+                       key=lambda p: int(p.name.rsplit(".v", 1)[1].split(".")[0]), reverse=True)
+        for path in stems:
+            stem = path.with_suffix("")
+            if not Path(f"{stem}.faiss").exists():
+                continue
+            try:
+                return AnnIndex.load(stem)
+            except Exception as exc:  # a torn file from a killed process: try older, then rebuild
+                log.warning("ignoring unreadable approximate index %s: %s", stem, exc)
+        return None
+
+    def _persist_ann(self, table: str, metric: str, entry: AnnIndex) -> None:
+        if self._dir is None:
+            return
+        self._dir.mkdir(parents=True, exist_ok=True)
+        stem = self._ann_stem(table, metric, entry.version)
+        entry.save(stem)
+        keep = {Path(f"{stem}.faiss"), Path(f"{stem}.npz")}
+        for old in self._dir.glob(f"{table}.{metric}.ann.v*"):
+            if old not in keep:
+                old.unlink(missing_ok=True)
 
     def get(
         self,
@@ -87,6 +178,8 @@ class KnnIndexes:
         with self._lock:
             for key in [k for k in self._cache if k[0] == table]:
                 del self._cache[key]
+            for key in [k for k in self._ann if k[0] == table]:
+                del self._ann[key]
 
     def _paths(self, table: str, metric: str, version: int) -> tuple[Path, Path]:
         assert self._dir is not None
@@ -123,13 +216,16 @@ class KnnIndexes:
                 old.unlink(missing_ok=True)
 
 
-def vectors_at(entry: _Index, positions: np.ndarray) -> np.ndarray:
-    """Stored vectors [m, d] at index positions, as the index holds them (L2-normalised for cosine)."""
+def vectors_at(entry: _Index | AnnIndex, positions: np.ndarray) -> np.ndarray:
+    """Stored vectors [m, d] at positions of ``entry.ids``, as the index holds them
+    (L2-normalised for cosine in an exact index; raw in an approximate one)."""
+    if isinstance(entry, AnnIndex):
+        return entry.vectors_at(positions)
     return entry.index.reconstruct_batch(np.asarray(positions, dtype=np.int64))
 
 
 def search(
-    entry: _Index,
+    entry: _Index | AnnIndex,
     queries: np.ndarray,
     k: int,
     metric: str,
@@ -143,8 +239,11 @@ def search(
     row's answer (a prompt is not its own neighbour). allowed_ids: sorted int64 prompt ids
     the answer is restricted to. Returns (ids int64 [m, k], scores float32 [m, k]); rows
     with fewer than k candidates are padded with id -1 and a NaN score. ``normalized``: the
-    queries are already L2-normalised (vectors taken from a cosine index).
+    queries are already L2-normalised (vectors taken from a cosine index). An approximate
+    entry answers from its re-ranked candidates (exact scores, approximate membership).
     """
+    if isinstance(entry, AnnIndex):
+        return entry.search(queries, k, exclude_self_ids, allowed_ids)
     q = np.array(queries, dtype=np.float32, order="C", copy=True)
     if metric == "cosine" and not normalized:
         faiss.normalize_L2(q)
