@@ -69,6 +69,9 @@ def ingest_command(
         "--label-column", help="Label column/field of the prompts file (optional in the file).")] = "label",
     compute_dtype: Annotated[Optional[str], typer.Option(
         "--compute-dtype", help="Model dtype: auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16.")] = None,
+    next_tokens: Annotated[bool, typer.Option(
+        "--next-tokens", help="Also store the model's own top-5 next tokens per prompt (for "
+        "next-token transfer; loads the LM head).")] = False,
 ) -> None:
     """Run a Hugging Face model over a dataset's prompts and store last-token activations per layer.
 
@@ -98,7 +101,7 @@ def ingest_command(
         ingest(store, model, dataset, prompts_file=prompts, key=key, layers=layers,
                batch_size=batch_size, max_tokens=max_tokens, dtype=dtype, device=device,
                compute_dtype=compute_dtype, text_column=text_col, label_column=label_col,
-               progress=True)
+               progress=True, next_tokens=next_tokens)
     except typer.Exit:
         raise
     except KeyboardInterrupt:

@@ -179,6 +179,7 @@ def ingest(
     flush_bytes: int = 256 << 20,
     console: Any = None,
     on_progress: Callable[[int, int], None] | None = None,
+    next_tokens: bool = False,
 ) -> IngestSummary:
     """Store the last-token block outputs of ``model`` for the prompts of ``dataset``.
 
@@ -189,6 +190,9 @@ def ingest(
     summary when ``progress`` is true (the bar only on a terminal). ``on_progress(done,
     total)`` is called from the calling thread at the start and after every batch, with
     ``total`` = the prompts this run has to encode (already stored ones are not counted).
+    ``next_tokens``: also store the model's own top-5 next tokens after each prompt (greedy,
+    from its LM head; see :mod:`actstore.store.tokens`); prompts stored without them are
+    encoded again.
     """
     t0 = time.perf_counter()
     _check_args(batch_size, max_tokens, dtype)
@@ -207,7 +211,10 @@ def ingest(
         except NotFoundError as e:
             raise NotFoundError(f"{e}; pass a prompts file (--prompts FILE) to add its prompts") from None
 
-    runner = model if is_runner else _load_runner(model, device, compute_dtype, revision)
+    runner = model if is_runner else _load_runner(model, device, compute_dtype, revision, next_tokens)
+    if next_tokens and getattr(runner, "lm_head", None) is None:
+        raise InvalidInputError("next tokens need the model's LM head: load the runner with "
+                                "ModelRunner(..., lm_head=True)")
     wanted = runner.layers(layers)
     _check_model_matches(st, key, runner, dtype)
 
@@ -230,6 +237,10 @@ def ingest(
     done = np.ones(len(ids), dtype=bool)
     for layer in wanted:
         done &= np.isin(ids, st.stored_prompt_ids(key, layer))
+    if next_tokens:
+        from actstore.store.tokens import stored_next_token_ids
+
+        done &= np.isin(ids, stored_next_token_ids(st, key))
     summary = IngestSummary(
         model_key=key, dataset=dataset, source=runner.source, prompts=len(ids), encoded=0,
         skipped=int(done.sum()), layers=wanted, tokens=0, seconds=0.0, bytes_written=0,
@@ -252,13 +263,16 @@ def ingest(
                         architecture=runner.architecture, dtype=dtype, revision=runner.revision)
 
     buf_ids: list[np.ndarray] = []
+    buf_next: list[np.ndarray] = []
     buf_vecs: dict[int, list[np.ndarray]] = {l: [] for l in wanted}
     buffered = 0
     pending: Future | None = None
 
-    def write(bid: np.ndarray, vecs: dict[int, np.ndarray]) -> None:
+    def write(bid: np.ndarray, vecs: dict[int, np.ndarray], nxt: np.ndarray | None = None) -> None:
         t = time.perf_counter()
         rows = st.write_layers(key, vecs, bid, **write_kwargs)
+        if nxt is not None:
+            _write_next_tokens(st, key, runner, bid, nxt)
         summary.rows_written += rows
         summary.bytes_written += rows * row_bytes
         summary.write_seconds += time.perf_counter() - t
@@ -270,13 +284,15 @@ def ingest(
             return
         bid = np.concatenate(buf_ids)
         vecs = {l: np.concatenate(buf_vecs[l]) for l in wanted}
+        nxt = np.concatenate(buf_next) if buf_next else None
+        buf_next.clear()
         buf_ids.clear()
         for l in wanted:
             buf_vecs[l].clear()
         buffered = 0
         if pending is not None:
             pending.result()  # re-raises a failed write here
-        pending = pool.submit(write, bid, vecs)
+        pending = pool.submit(write, bid, vecs, nxt)
 
     # Writes run in one background thread, overlapping the next forward passes (LanceDB
     # commits release the GIL). Leaving the `with` waits for the write in flight, so an
@@ -285,11 +301,14 @@ def ingest(
             _progress(progress, console, todo_count, key, dataset) as advance:
         for idx in batches:
             t = time.perf_counter()
-            acts = runner.run_batch(tok, idx, wanted)
+            acts = runner.run_batch(tok, idx, wanted, top_k=NEXT_TOP_K) if next_tokens else \
+                runner.run_batch(tok, idx, wanted)
             summary.forward_seconds += time.perf_counter() - t
             keep = ~done[idx]
             sel = idx[keep]
             buf_ids.append(ids[sel])
+            if next_tokens:
+                buf_next.append(acts[NEXT_TOKENS_KEY][keep])
             for l in wanted:
                 buf_vecs[l].append(acts[l][keep] if not keep.all() else acts[l])
             buffered += len(sel)
@@ -319,10 +338,33 @@ def _count(st: Store, dataset: str) -> int:
 
 
 def _load_runner(model: str | Path, device: str, compute_dtype: str | None,
-                 revision: str | None) -> ModelRunner:
+                 revision: str | None, lm_head: bool = False) -> ModelRunner:
     from actstore.ingest.runner import ModelRunner
 
+    if lm_head:
+        return ModelRunner(model, device=device, dtype=compute_dtype, revision=revision, lm_head=True)
     return ModelRunner(model, device=device, dtype=compute_dtype, revision=revision)
+
+
+NEXT_TOP_K = 5  # next tokens stored per prompt (top-1 is the label, top-5 the ceiling)
+NEXT_TOKENS_KEY = -1  # = actstore.ingest.runner.NEXT_TOKENS
+
+
+def _write_next_tokens(st: Store, key: str, runner: ModelRunner, ids: np.ndarray, top: np.ndarray) -> None:
+    """Store each prompt's top next-token ids with their decoded strings and vocabulary pieces."""
+    from actstore.store.tokens import write_next_tokens
+
+    tok = runner.tokenizer
+    cache: dict[int, tuple[str, str]] = {}
+
+    def text(i: int) -> tuple[str, str]:
+        if i not in cache:
+            piece = tok.convert_ids_to_tokens(i)
+            cache[i] = (tok.decode([i]), piece if isinstance(piece, str) else str(piece))
+        return cache[i]
+
+    rows = [[text(int(i)) for i in row] for row in top]
+    write_next_tokens(st, key, ids, top, [[d for d, _ in r] for r in rows], [[p for _, p in r] for r in rows])
 
 
 def _check_model_matches(st: Store, key: str, runner: ModelRunner, dtype: str) -> None:

@@ -245,6 +245,7 @@ class ModelRunner:
         dtype: str | torch.dtype | None = None,
         revision: str | None = None,
         padding_side: str | None = None,
+        lm_head: bool = False,
     ) -> None:
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
@@ -275,7 +276,7 @@ class ModelRunner:
             kwargs = dict(common, config=config, use_safetensors=True)
             kwargs[_dtype_kwarg()] = self.dtype
             try:
-                model = AutoModel.from_pretrained(path, **kwargs)
+                model = (_causal_lm_class(config, str(source)) if lm_head else AutoModel).from_pretrained(path, **kwargs)
             except (OSError, ValueError, EnvironmentError) as e:
                 msg = str(e)
                 if "safetensors" in msg.lower() or "no file named" in msg.lower():
@@ -283,6 +284,13 @@ class ModelRunner:
                         f"model {str(source)!r} has no safetensors weights; actstore only loads "
                         f"*.safetensors (convert the checkpoint first): {msg}") from None
                 raise InvalidInputError(f"cannot load model {str(source)!r}: {msg}") from None
+        # With lm_head the causal LM is loaded; blocks and forward use its base model, and the
+        # head maps the final (normed) hidden state to next-token logits (see next_tokens).
+        self.lm_head: torch.nn.Module | None = None
+        if lm_head:
+            model = model.to(self.device).eval()
+            self.lm_head = model.get_output_embeddings()
+            model = model.base_model
         self.model = model.to(self.device).eval()
         self.config = model.config
         text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
@@ -370,21 +378,27 @@ class ModelRunner:
         return parse_layers(spec, self.n_layers)
 
     def run_batch(self, tok: Tokenized, idx: np.ndarray | Sequence[int],
-                  layers: Sequence[int]) -> dict[int, np.ndarray]:
+                  layers: Sequence[int], top_k: int = 0) -> dict[int, np.ndarray]:
         """Block outputs at the last real token for prompts ``idx`` of ``tok``.
 
         Returns ``{layer: float32 array [len(idx), d_model]}`` in the order of ``idx``.
+        With ``top_k`` > 0 (needs ``lm_head=True``) it also holds, under ``NEXT_TOKENS``
+        (-1), the model's ``top_k`` most probable next-token ids [len(idx), top_k] (int64,
+        most probable first) after the last real token.
         Splits the batch on CUDA out-of-memory (halving until it fits).
         """
         idx = np.asarray(idx, dtype=np.int64)
         layers = sorted(set(int(x) for x in layers))
+        if top_k and self.lm_head is None:
+            raise InvalidInputError("next tokens need the LM head: load the runner with lm_head=True")
         cap = self._batch_cap
         if cap is not None and len(idx) > cap:
-            parts = [self.run_batch(tok, idx[i:i + cap], layers) for i in range(0, len(idx), cap)]
-            return {l: np.concatenate([p[l] for p in parts]) for l in layers}
+            parts = [self.run_batch(tok, idx[i:i + cap], layers, top_k) for i in range(0, len(idx), cap)]
+            keys = layers + ([NEXT_TOKENS] if top_k else [])
+            return {l: np.concatenate([p[l] for p in parts]) for l in keys}
         try:
             with self._lock:
-                return self._forward(tok, idx, layers)
+                return self._forward(tok, idx, layers, top_k) if top_k else self._forward(tok, idx, layers)
         except torch.OutOfMemoryError:
             if len(idx) <= 1:
                 raise
@@ -393,13 +407,17 @@ class ModelRunner:
             self._batch_cap = max(1, len(idx) // 2)
             log.warning("CUDA out of memory at batch size %d; retrying with %d",
                         len(idx), self._batch_cap)
-            return self.run_batch(tok, idx, layers)
+            return self.run_batch(tok, idx, layers, top_k)
 
     @torch.inference_mode()
-    def _forward(self, tok: Tokenized, idx: np.ndarray, layers: list[int]) -> dict[int, np.ndarray]:
+    def _forward(self, tok: Tokenized, idx: np.ndarray, layers: list[int],
+                 top_k: int = 0) -> dict[int, np.ndarray]:
         B = len(idx)
         if B == 0:
-            return {l: np.zeros((0, self.d_model), np.float32) for l in layers}
+            out0 = {l: np.zeros((0, self.d_model), np.float32) for l in layers}
+            if top_k:
+                out0[NEXT_TOKENS] = np.zeros((0, top_k), np.int64)
+            return out0
         for l in layers:
             if not 0 <= l < self.n_layers:
                 raise InvalidInputError(f"layer {l} out of range 0..{self.n_layers - 1}")
@@ -432,7 +450,7 @@ class ModelRunner:
         rows = torch.arange(B, device=dev)
         captured: dict[int, torch.Tensor] = {}
         deepest = max(layers)
-        stop_early = deepest < self.n_layers - 1
+        stop_early = deepest < self.n_layers - 1 and not top_k
 
         def make_hook(layer: int):
             def hook(module, args, output):
@@ -448,8 +466,9 @@ class ModelRunner:
             return hook
 
         handles = [self.blocks[l].register_forward_hook(make_hook(l)) for l in layers]
+        result = None
         try:
-            self.model(**inputs)
+            result = self.model(**inputs)
         except _StopForward:
             pass
         finally:
@@ -458,6 +477,11 @@ class ModelRunner:
         out = {}
         for l in layers:
             out[l] = captured[l].cpu().numpy()
+        if top_k:
+            final = _hidden_from_output(result)[rows, last]  # last hidden state, final norm applied
+            logits = self.lm_head(final).float()
+            k = min(int(top_k), logits.shape[-1])
+            out[NEXT_TOKENS] = torch.topk(logits, k, dim=-1).indices.cpu().numpy().astype(np.int64)
         return out
 
     # ----------------------------------------------------------------- convenience
@@ -487,6 +511,21 @@ class ModelRunner:
 
 
 # --------------------------------------------------------------------------- helpers
+
+NEXT_TOKENS = -1  # key of the next-token ids in run_batch's answer
+
+
+def _causal_lm_class(config: Any, source: str) -> Any:
+    """AutoModelForCausalLM when the config has a causal-LM head, else a clear error."""
+    from transformers import AutoModelForCausalLM
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise InvalidInputError(
+            f"model {source!r} ({config.model_type}) has no causal language-model head, so it has no "
+            "next tokens to store; ingest it without --next-tokens")
+    return AutoModelForCausalLM
+
 
 
 def _dtype_kwarg() -> str:

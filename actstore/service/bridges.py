@@ -1,0 +1,401 @@
+"""Service queries for linear bridges and probe transfer (mixed into :class:`Service`).
+
+Names mirror the GraphQL fields: ``bridge``, ``probe_transfer``, ``probe_transfer_sweep``,
+``bridge_sweep``, ``next_token_transfer``. Two models are compared on the prompts both have
+at every stored layer (ascending prompt_id), as everywhere in actstore.
+
+Prompt sets (choices where METHODS.md is silent):
+- ``bridge``: without ``eval_dataset`` the shared prompts of ``train_dataset`` (all shared
+  prompts when None) are split by a seeded shuffle (``test_fraction`` held out). With
+  ``eval_dataset`` the bridge is fitted on every shared prompt of ``train_dataset`` that is
+  not in ``eval_dataset`` and scored on all shared prompts of ``eval_dataset``
+  (``test_fraction`` is then unused).
+- ``probe_transfer``: the task is the shared, labelled prompts of ``task_dataset`` (unlabelled
+  ones are left out). The frozen bridge is fitted on the shared prompts of
+  ``bridge_dataset`` (default: every shared prompt outside the task dataset), always leaving
+  out the task's prompts, so it never sees the task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from actstore import analysis  # noqa: F401  (package import keeps analysis initialised)
+from actstore.analysis import bridges as B
+from actstore.analysis import probes as P
+from actstore.store import InvalidInputError, NotFoundError
+
+from .types import RESULT_TYPES, LayerRef
+
+__all__ = ["BridgeQueries", "BridgeResult", "NextTokenTransferResult", "ProbeTransferResult",
+           "ProbeTransferSweepResult"]
+
+
+@dataclass(frozen=True)
+class BridgeResult:
+    method: str
+    rank: int | None
+    alpha: float | None
+    n_train: int
+    n_test: int
+    r2: float
+    mean_cosine: float
+    layer_source: int
+    layer_target: int
+
+
+@dataclass(frozen=True)
+class BridgeSweepResult:
+    ranks: list[int]
+    r2: list[float]
+    mean_cosine: list[float]
+    ridge_r2: float
+    ridge_mean_cosine: float
+    alpha: float
+    n_train: int
+    n_test: int
+    layer_source: int
+    layer_target: int
+
+
+@dataclass(frozen=True)
+class ProbeTransferResult:
+    source_native: float
+    target_native: float
+    transferred: float
+    task_specific: float
+    chance: float
+    n_train: int
+    n_test: int
+    n_bridge: int
+    n_classes: int
+    method: str
+    rank: int | None
+    alpha_frozen: float | None
+    alpha_task: float | None
+    layer_source: int
+    layer_target: int
+
+
+@dataclass(frozen=True)
+class ProbeTransferSweepResult:
+    source: str
+    target: str
+    task_dataset: str
+    ranks: list[int]
+    transferred: list[float]
+    task_specific: list[float]
+    source_native: float
+    target_native: float
+    chance: float
+    ridge_transferred: float
+    ridge_task_specific: float
+    alpha_frozen: float
+    alpha_task: float
+    n_train: int
+    n_test: int
+    n_bridge: int
+    n_classes: int
+    layer_source: int
+    layer_target: int
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class NextTokenTransferResult:
+    source_native_top1: float
+    source_native_top5: float
+    target_native_top1: float
+    target_native_top5: float
+    transferred_top1: float
+    transferred_top5: float
+    task_specific_top1: float
+    task_specific_top5: float
+    agreement_top1: float
+    agreement_top5: float
+    chance: float
+    classes: list[str]
+    shared_tokens: int
+    n_train: int
+    n_test: int
+    n_bridge: int
+    method: str
+    rank: int | None
+    layer_source: int
+    layer_target: int
+
+
+for _cls in (BridgeResult, BridgeSweepResult, ProbeTransferResult, ProbeTransferSweepResult,
+             NextTokenTransferResult):
+    RESULT_TYPES[_cls.__name__] = _cls
+
+
+def _method(method: Any) -> str:
+    m = str(getattr(method, "value", method)).lower()
+    if m not in B.BRIDGE_METHODS:
+        raise InvalidInputError(f"method must be one of PROCRUSTES, RIDGE, LOW_RANK, LASSO, got {method!r}")
+    return m
+
+
+def _fraction(test_fraction: Any) -> float:
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) \
+            or not 0.0 < float(test_fraction) < 1.0:
+        raise InvalidInputError(f"testFraction must be strictly between 0 and 1, got {test_fraction!r}")
+    return float(test_fraction)
+
+
+def _seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InvalidInputError(f"seed must be an integer >= 0, got {seed!r}")
+    return int(seed)
+
+
+def _bridge_args(method: str, rank: int | None, alpha: float | None) -> None:
+    if alpha is not None and not (isinstance(alpha, (int, float)) and not isinstance(alpha, bool)
+                                  and np.isfinite(alpha) and alpha > 0):
+        raise InvalidInputError(f"alpha must be a finite number > 0, got {alpha!r}")
+    if method == "low_rank" and rank is None:
+        raise InvalidInputError("method LOW_RANK needs rank (an integer >= 1)")
+    if method != "low_rank" and rank is not None:
+        raise InvalidInputError(f"rank applies only to method LOW_RANK, not {method.upper()}; leave it unset")
+    if method == "procrustes" and alpha is not None:
+        raise InvalidInputError("alpha does not apply to method PROCRUSTES; leave it unset")
+
+
+class BridgeQueries:
+    """Linear bridges, probe transfer, rank sweeps and next-token transfer over stored layers."""
+
+    # ------------------------------------------------------------------ helpers
+    def _pair(self, source: LayerRef, target: LayerRef) -> tuple[Any, int, Any, int, dict[str, int]]:
+        info_s, ls = self.resolve(source)
+        info_t, lt = self.resolve(target)
+        versions = {f"{info_s.key}/{ls}": self.store.table_version(info_s.key, ls),
+                    f"{info_t.key}/{lt}": self.store.table_version(info_t.key, lt)}
+        return info_s, ls, info_t, lt, versions
+
+    def _split_ids(self, ids: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        train, test = P.split_indices(len(ids), test_fraction, seed)
+        return ids[train], ids[test]
+
+    def _task(self, s_key: str, t_key: str, task_dataset: str) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, integer labels) of the shared labelled prompts of the task dataset."""
+        ids = self._shared(s_key, t_key, task_dataset)
+        labels = self.store.labels(ids)
+        has = ~np.isnan(labels)
+        if not has.any():
+            raise InvalidInputError(f"taskDataset {task_dataset!r} has no labels on the {len(ids)} prompts both "
+                                    f"models share; add labelled prompts (addPrompts labels / a label column)")
+        ids, y = ids[has], labels[has].astype(np.int64)
+        classes = np.unique(y)
+        if len(classes) < 2:
+            raise InvalidInputError(f"taskDataset {task_dataset!r} has only one class ({classes.tolist()}) among "
+                                    f"its {len(ids)} labelled shared prompts; a probe needs at least 2")
+        return ids, y
+
+    def _bridge_ids(self, s_key: str, t_key: str, bridge_dataset: str | None, exclude: np.ndarray,
+                    task_dataset: str) -> np.ndarray:
+        if bridge_dataset is not None:
+            ids = self._shared(s_key, t_key, bridge_dataset)
+        else:
+            ids = self.store.shared_prompts(s_key, t_key)
+        ids = np.setdiff1d(ids, exclude, assume_unique=True)
+        if len(ids) < 3:
+            where = f"bridgeDataset {bridge_dataset!r}" if bridge_dataset is not None else \
+                "the prompts outside the task dataset"
+            raise InvalidInputError(
+                f"too few prompts to fit the frozen bridge: {where} has {len(ids)} prompt(s) both models share "
+                f"that are not in taskDataset {task_dataset!r}; at least 3 are needed (pass a general-text "
+                f"bridgeDataset)")
+        return ids
+
+    # ------------------------------------------------------------------ bridge
+    def bridge(self, source: LayerRef, target: LayerRef, method: str = "ridge", rank: int | None = None,
+               alpha: float | None = None, train_dataset: str | None = None, eval_dataset: str | None = None,
+               test_fraction: float = 0.2, seed: int = 0) -> BridgeResult:
+        """Fit a linear map source -> target and score it on held-out prompts (r2, mean cosine)."""
+        method = _method(method)
+        _bridge_args(method, rank, alpha)
+        test_fraction, seed = _fraction(test_fraction), _seed(seed)
+        info_s, ls, info_t, lt, versions = self._pair(source, target)
+        train_ids, test_ids = self._bridge_split(info_s.key, info_t.key, train_dataset, eval_dataset,
+                                                 test_fraction, seed)
+        query = {"op": "bridge", "s": [info_s.key, ls], "t": [info_t.key, lt], "method": method, "rank": rank,
+                 "alpha": alpha, "train": train_dataset, "eval": eval_dataset,
+                 "testFraction": test_fraction if eval_dataset is None else None, "seed": seed}
+
+        def compute(_key: str) -> BridgeResult:
+            _, S_tr = self._rows(info_s.key, ls, train_ids)
+            _, T_tr = self._rows(info_t.key, lt, train_ids)
+            _, S_te = self._rows(info_s.key, ls, test_ids)
+            _, T_te = self._rows(info_t.key, lt, test_ids)
+            f = B.evaluate_bridge(S_tr, T_tr, S_te, T_te, method, alpha=alpha, rank=rank)
+            return BridgeResult(f.method, f.rank, f.alpha, f.n_train, f.n_test, f.r2, f.mean_cosine, ls, lt)
+
+        return self._cached(query, versions, compute)
+
+    def _bridge_split(self, s_key: str, t_key: str, train_dataset: str | None, eval_dataset: str | None,
+                      test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        if train_dataset is not None:
+            ids = self._shared(s_key, t_key, train_dataset)
+        else:
+            ids = self._shared(s_key, t_key, None)
+        if eval_dataset is None or eval_dataset == train_dataset:
+            return self._split_ids(ids, test_fraction, seed)
+        test_ids = self._shared(s_key, t_key, eval_dataset)
+        train_ids = np.setdiff1d(ids, test_ids, assume_unique=True)
+        if len(train_ids) < 2:
+            raise InvalidInputError(f"too few prompts to fit the bridge: {len(train_ids)} shared prompt(s) of "
+                                    f"{train_dataset or 'the store'} outside evalDataset {eval_dataset!r}")
+        return train_ids, test_ids
+
+    def bridge_sweep(self, source: LayerRef, target: LayerRef, ranks: Sequence[int], alpha: float | None = None,
+                     train_dataset: str | None = None, eval_dataset: str | None = None,
+                     test_fraction: float = 0.2, seed: int = 0) -> BridgeSweepResult:
+        """Reduced-rank ridge bridges at every rank (one ridge fit, one SVD): held-out r2 per rank."""
+        _bridge_args("ridge", None, alpha)
+        test_fraction, seed = _fraction(test_fraction), _seed(seed)
+        ranks = self._ranks(ranks)
+        info_s, ls, info_t, lt, versions = self._pair(source, target)
+        train_ids, test_ids = self._bridge_split(info_s.key, info_t.key, train_dataset, eval_dataset,
+                                                 test_fraction, seed)
+        query = {"op": "bridgeSweep", "s": [info_s.key, ls], "t": [info_t.key, lt], "ranks": ranks,
+                 "alpha": alpha, "train": train_dataset, "eval": eval_dataset,
+                 "testFraction": test_fraction if eval_dataset is None else None, "seed": seed}
+
+        def compute(_key: str) -> BridgeSweepResult:
+            _, S_tr = self._rows(info_s.key, ls, train_ids)
+            _, T_tr = self._rows(info_t.key, lt, train_ids)
+            _, S_te = self._rows(info_s.key, ls, test_ids)
+            _, T_te = self._rows(info_t.key, lt, test_ids)
+            r = B.bridge_rank_sweep(S_tr, T_tr, S_te, T_te, ranks, alpha=alpha)
+            return BridgeSweepResult(list(r.ranks), list(r.r2), list(r.mean_cosine), r.ridge_r2,
+                                     r.ridge_mean_cosine, r.alpha, r.n_train, r.n_test, ls, lt)
+
+        return self._cached(query, versions, compute)
+
+    @staticmethod
+    def _ranks(ranks: Sequence[int]) -> list[int]:
+        if ranks is None or len(ranks) == 0:
+            raise InvalidInputError("ranks must be a non-empty list of integers >= 1")
+        out = []
+        for r in ranks:
+            if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1:
+                raise InvalidInputError(f"every rank must be an integer >= 1, got {r!r}")
+            out.append(int(r))
+        return out
+
+    # ------------------------------------------------------------ probe transfer
+    def probe_transfer(self, source: LayerRef, target: LayerRef, task_dataset: str,
+                       bridge_dataset: str | None = None, method: str = "ridge", rank: int | None = None,
+                       test_fraction: float = 0.3, seed: int = 0, alpha: float | None = None) -> ProbeTransferResult:
+        """Probe transfer (METHODS.md): sourceNative, targetNative, transferred (frozen bridge),
+        taskSpecific and chance, as shares of the task's test prompts."""
+        method = _method(method)
+        _bridge_args(method, rank, alpha)
+        test_fraction, seed = _fraction(test_fraction), _seed(seed)
+        info_s, ls, info_t, lt, versions = self._pair(source, target)
+        ids, y = self._task(info_s.key, info_t.key, task_dataset)
+        bids = self._bridge_ids(info_s.key, info_t.key, bridge_dataset, self.store.prompt_ids(task_dataset),
+                                task_dataset)
+        query = {"op": "probeTransfer", "s": [info_s.key, ls], "t": [info_t.key, lt], "task": task_dataset,
+                 "bridge": bridge_dataset, "method": method, "rank": rank, "alpha": alpha,
+                 "testFraction": test_fraction, "seed": seed}
+
+        def compute(_key: str) -> ProbeTransferResult:
+            S, T, Sb, Tb = self._four(info_s.key, ls, info_t.key, lt, ids, bids)
+            r = P.probe_transfer(S, T, y, Sb, Tb, method=method, rank=rank, alpha=alpha,
+                                 test_fraction=test_fraction, seed=seed)
+            return ProbeTransferResult(r.source_native, r.target_native, r.transferred, r.task_specific, r.chance,
+                                       r.n_train, r.n_test, r.n_bridge, r.n_classes, r.method, r.rank,
+                                       r.alpha_frozen, r.alpha_task, ls, lt)
+
+        return self._cached(query, versions, compute)
+
+    def _four(self, s_key: str, ls: int, t_key: str, lt: int, ids: np.ndarray, bids: np.ndarray):
+        _, S = self._rows(s_key, ls, ids)
+        _, T = self._rows(t_key, lt, ids)
+        _, Sb = self._rows(s_key, ls, bids)
+        _, Tb = self._rows(t_key, lt, bids)
+        return S, T, Sb, Tb
+
+    def probe_transfer_sweep(self, source: LayerRef, target: LayerRef, task_dataset: str, ranks: Sequence[int],
+                             bridge_dataset: str | None = None, alpha: float | None = None,
+                             test_fraction: float = 0.3, seed: int = 0) -> ProbeTransferSweepResult:
+        """Probe transfer through reduced-rank ridge bridges at every rank, shared work done once;
+        ``ridge_*`` are the full-rank values. The result's ``key`` names its PNG plot."""
+        _bridge_args("ridge", None, alpha)
+        test_fraction, seed = _fraction(test_fraction), _seed(seed)
+        ranks = self._ranks(ranks)
+        info_s, ls, info_t, lt, versions = self._pair(source, target)
+        ids, y = self._task(info_s.key, info_t.key, task_dataset)
+        bids = self._bridge_ids(info_s.key, info_t.key, bridge_dataset, self.store.prompt_ids(task_dataset),
+                                task_dataset)
+        query = {"op": "probeTransferSweep", "s": [info_s.key, ls], "t": [info_t.key, lt], "task": task_dataset,
+                 "bridge": bridge_dataset, "ranks": ranks, "alpha": alpha, "testFraction": test_fraction,
+                 "seed": seed}
+
+        def compute(key: str) -> ProbeTransferSweepResult:
+            S, T, Sb, Tb = self._four(info_s.key, ls, info_t.key, lt, ids, bids)
+            r = P.probe_transfer_sweep(S, T, y, Sb, Tb, ranks, alpha=alpha, test_fraction=test_fraction,
+                                       seed=seed)
+            return ProbeTransferSweepResult(
+                source=info_s.key, target=info_t.key, task_dataset=task_dataset, ranks=list(r.ranks),
+                transferred=list(r.transferred), task_specific=list(r.task_specific),
+                source_native=r.source_native, target_native=r.target_native, chance=r.chance,
+                ridge_transferred=r.ridge_transferred, ridge_task_specific=r.ridge_task_specific,
+                alpha_frozen=r.alpha_frozen, alpha_task=r.alpha_task, n_train=r.n_train, n_test=r.n_test,
+                n_bridge=r.n_bridge, n_classes=r.n_classes, layer_source=ls, layer_target=lt, key=key)
+
+        return self._cached(query, versions, compute)
+
+    # ------------------------------------------------------------ next tokens
+    def next_token_transfer(self, source: LayerRef, target: LayerRef, dataset: str,
+                            bridge_dataset: str | None = None, method: str = "ridge", rank: int | None = None,
+                            alpha: float | None = None, classes: int = 500, test_fraction: float = 0.3,
+                            seed: int = 0) -> NextTokenTransferResult:
+        """Next-token probe transfer across tokenizers (see
+        :func:`actstore.analysis.probes.next_token_transfer`) over the shared prompts of
+        ``dataset`` that have next tokens stored for both models; the frozen bridge is fitted on
+        ``bridge_dataset`` (default: every other shared prompt)."""
+        from actstore.store import tokens as nt
+
+        method = _method(method)
+        _bridge_args(method, rank, alpha)
+        test_fraction, seed = _fraction(test_fraction), _seed(seed)
+        if isinstance(classes, bool) or not isinstance(classes, (int, np.integer)) or classes < 2:
+            raise InvalidInputError(f"classes must be an integer >= 2, got {classes!r}")
+        info_s, ls, info_t, lt, versions = self._pair(source, target)
+        ids = self._shared(info_s.key, info_t.key, dataset)
+        with_tokens = np.intersect1d(nt.stored_next_token_ids(self.store, info_s.key),
+                                     nt.stored_next_token_ids(self.store, info_t.key))
+        for key in (info_s.key, info_t.key):
+            if not nt.has_next_tokens(self.store, key):
+                raise NotFoundError(f"model {key!r} has no next tokens stored; ingest it with --next-tokens")
+        ids = np.intersect1d(ids, with_tokens, assume_unique=True)
+        if len(ids) < 3:
+            raise InvalidInputError(f"only {len(ids)} prompt(s) of dataset {dataset!r} have next tokens stored for "
+                                    f"both {info_s.key!r} and {info_t.key!r}; ingest them with --next-tokens")
+        bids = self._bridge_ids(info_s.key, info_t.key, bridge_dataset, self.store.prompt_ids(dataset), dataset)
+        versions = versions | {f"next/{info_s.key}": nt.next_tokens_version(self.store, info_s.key),
+                               f"next/{info_t.key}": nt.next_tokens_version(self.store, info_t.key)}
+        query = {"op": "nextTokenTransfer", "s": [info_s.key, ls], "t": [info_t.key, lt], "dataset": dataset,
+                 "bridge": bridge_dataset, "method": method, "rank": rank, "alpha": alpha, "classes": int(classes),
+                 "testFraction": test_fraction, "seed": seed}
+
+        def compute(_key: str) -> NextTokenTransferResult:
+            S, T, Sb, Tb = self._four(info_s.key, ls, info_t.key, lt, ids, bids)
+            _, _, src = nt.read_next_tokens(self.store, info_s.key, ids)
+            _, _, tgt = nt.read_next_tokens(self.store, info_t.key, ids)
+            r = P.next_token_transfer(S, T, src, tgt, Sb, Tb, classes=int(classes), method=method, rank=rank,
+                                      alpha=alpha, test_fraction=test_fraction, seed=seed)
+            return NextTokenTransferResult(
+                r.source_native_top1, r.source_native_top5, r.target_native_top1, r.target_native_top5,
+                r.transferred_top1, r.transferred_top5, r.task_specific_top1, r.task_specific_top5,
+                r.agreement_top1, r.agreement_top5, r.chance, list(r.classes), r.shared_tokens, r.n_train,
+                r.n_test, r.n_bridge, r.method, r.rank, ls, lt)
+
+        return self._cached(query, versions, compute)
