@@ -13,6 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from actstore.cli_sae import sae_app
+from actstore.cli_bridges import bridge_command, next_token_transfer_command, probe_transfer_command
 from actstore.ingest.commands import ingest_command
 from actstore.store import ActstoreError, Store
 
@@ -24,6 +26,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("ingest")(ingest_command)
+app.command("bridge")(bridge_command)
+app.command("probe-transfer")(probe_transfer_command)
+app.command("next-token-transfer")(next_token_transfer_command)
+app.add_typer(sae_app, name="sae")
 
 StoreOption = Annotated[
     str,

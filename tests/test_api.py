@@ -86,10 +86,11 @@ def test_printed_schema_contains_the_contract_for_this_issue():
     ours = parse_sdl(printed)
     contract = parse_sdl(SCHEMA_FILE.read_text())
     covered_query = ["models", "model", "datasets", "prompts", "job", "nearestNeighbors", "mutualKnn",
-                     "affinityMatrix", "cka", "ckaMatrix"]
-    covered_mutation = ["ingest", "addPrompts"]
+                     "affinityMatrix", "cka", "ckaMatrix", "saes", "saeFeatureCorrelation", "bridge", "probeTransfer"]
+    covered_mutation = ["ingest", "addPrompts", "registerSae"]
     covered_types = ["Model", "Dataset", "Prompt", "Neighbor", "MutualKnn", "SimilarityMatrix", "DiagonalTest",
-                     "AffinityMatrix", "Cka", "Job", "LayerRef"]
+                     "AffinityMatrix", "Cka", "Job", "LayerRef", "Sae", "FeaturePair", "SaeCorrelation", "SaeRef",
+                     "Bridge", "ProbeTransfer"]
     for root, fields in (("Query", covered_query), ("Mutation", covered_mutation)):
         for name in fields:
             want = contract.type_map[root].fields[name]
@@ -108,8 +109,10 @@ def test_printed_schema_contains_the_contract_for_this_issue():
         for fname, field in want.fields.items():
             assert fname in got.fields, f"{tname}.{fname} missing"
             assert _type_str(got.fields[fname].type) == _type_str(field.type), f"{tname}.{fname}"
-    for enum in ("Metric", "JobState"):
+    for enum in ("Metric", "JobState", "Matching", "BridgeMethod"):
         assert set(ours.type_map[enum].values) == set(contract.type_map[enum].values)
+    top_pairs = ours.type_map["SaeCorrelation"].fields["topPairs"].args["limit"]
+    assert _type_str(top_pairs.type) == "Int!" and top_pairs.ast_node.default_value.value == "20"
 
 
 # ------------------------------------------------------------------- catalog

@@ -26,12 +26,14 @@ from actstore.analysis import AnalysisError
 from actstore.service import Service, Settings
 from actstore.store import ActstoreError, NotFoundError, Store
 
-from .plots import heatmap_png
+from .plots import render_png
+from .bridges import BridgeQuery
+from .sae import SaeMutation, SaeQuery
 from .schema import Mutation, Query
 
 # Feature modules add their root types here (merged into one Query / Mutation).
-QUERY_TYPES: tuple[type, ...] = (Query,)
-MUTATION_TYPES: tuple[type, ...] = (Mutation,)
+QUERY_TYPES: tuple[type, ...] = (Query, SaeQuery, BridgeQuery)
+MUTATION_TYPES: tuple[type, ...] = (Mutation, SaeMutation)
 
 log = logging.getLogger("actstore.api")
 
@@ -90,7 +92,7 @@ def create_app(store: Store | Service | str, settings: Settings | None = None) -
         key = request.path_params["key"]
         try:
             result = await asyncio.to_thread(service.result, key)
-            png = await asyncio.to_thread(heatmap_png, result)
+            png = await asyncio.to_thread(render_png, result)
         except NotFoundError as exc:
             return JSONResponse({"error": str(exc)}, status_code=404)
         return Response(png, media_type="image/png")

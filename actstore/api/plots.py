@@ -56,3 +56,13 @@ def heatmap_png(result: Any) -> bytes:
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
+
+
+# Result types with their own renderer, by class name (feature modules register theirs).
+RENDERERS: dict[str, Any] = {}
+
+
+def render_png(result: Any) -> bytes:
+    """PNG of any plottable cached result: its registered renderer, else :func:`heatmap_png`."""
+    renderer = RENDERERS.get(type(result).__name__)
+    return renderer(result) if renderer is not None else heatmap_png(result)

@@ -13,7 +13,7 @@ import enum
 import hmac
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Optional, TypeVar
+from typing import Annotated, Any, Optional, TypeVar
 
 import strawberry
 from strawberry.types import Info
@@ -174,6 +174,9 @@ class MutualKnn:
     null_mean: float = strawberry.field(description="Expected value under random neighbour sets, k / (n - 1).")
     layer_a: int
     layer_b: int
+    recall: Optional[float] = strawberry.field(
+        default=None, description="Recall@k of the approximate k-NN graphs against exact search, measured on a "
+        "sample of prompts (the worse layer); null when the graphs are exact.")
 
 
 @strawberry.type
@@ -215,6 +218,9 @@ class AffinityMatrix:
     depths_b: list[float]
     plot_url: str
     diagonal_result: strawberry.Private[Any]
+    recall: Optional[float] = strawberry.field(
+        default=None, description="Smallest sampled recall@k of the layers' approximate k-NN graphs against exact "
+        "search; null when every graph is exact.")
 
     @strawberry.field
     def diagonal(self) -> DiagonalTest:
@@ -266,7 +272,7 @@ def _affinity(info: Info, r: AffinityMatrixResult) -> AffinityMatrix:
     return AffinityMatrix(model_a=r.model_a, model_b=r.model_b, layers_a=r.layers_a, layers_b=r.layers_b,
                           values=r.values, n=r.n, argmax=r.argmax, k=r.k, null_mean=r.null_mean,
                           depths_a=r.depths_a, depths_b=r.depths_b, plot_url=_plot_url(info, r.key),
-                          diagonal_result=r.diagonal)
+                          diagonal_result=r.diagonal, recall=r.recall)
 
 
 # -------------------------------------------------------------------------- root
@@ -302,11 +308,13 @@ class Query:
         self, info: Info, at: LayerRef, prompt_id: Optional[strawberry.ID] = None,
         vector: Optional[list[float]] = None, text: Optional[str] = None, k: int = 10,
         dataset: Optional[str] = None, metric: Metric = Metric.COSINE,
+        labelled: Annotated[Optional[bool], strawberry.argument(
+            description="true: only labelled prompts as neighbours; false: only unlabelled; null: all")] = None,
     ) -> list[Neighbor]:
         pid = _prompt_id(prompt_id) if prompt_id is not None else None
         service = info.context["service"]
         rows = await call(info, service.nearest_neighbors, at.value(), prompt_id=pid, vector=vector, text=text,
-                           k=k, dataset=dataset, metric=metric.value, heavy=text is not None)
+                           k=k, dataset=dataset, metric=metric.value, labelled=labelled, heavy=text is not None)
         return [Neighbor(rank=r.rank, prompt_id=strawberry.ID(str(r.prompt_id)), score=r.score, text=r.text)
                 for r in rows]
 
@@ -315,7 +323,8 @@ class Query:
                          dataset: Optional[str] = None) -> MutualKnn:
         r = await call(info, info.context["service"].mutual_knn, a.value(), b.value(), k=k, dataset=dataset,
                         heavy=True)
-        return MutualKnn(value=r.value, k=r.k, n=r.n, null_mean=r.null_mean, layer_a=r.layer_a, layer_b=r.layer_b)
+        return MutualKnn(value=r.value, k=r.k, n=r.n, null_mean=r.null_mean, layer_a=r.layer_a, layer_b=r.layer_b,
+                         recall=r.recall)
 
     @strawberry.field(description="Mutual k-NN for every layer pair of two models, with the generalized-diagonal test.")
     async def affinity_matrix(self, info: Info, model_a: str, model_b: str, k: int = 10,

@@ -35,6 +35,8 @@ from actstore.store import DatasetInfo, InvalidInputError, ModelInfo, NotFoundEr
 
 from .cache import LayerCache, SingleFlight
 from .jobs import Job, JobRunner
+from .bridges import BridgeQueries
+from .saes import SaeQueries
 from .settings import Settings
 from .types import (
     AffinityMatrixResult,
@@ -75,13 +77,19 @@ def _depth(layer: int, n_layers: int) -> float:
     return 0.0 if n_layers == 1 else analysis.relative_depth(layer, n_layers)
 
 
+def _worst(recalls: Sequence[float | None]) -> float | None:
+    """Smallest of the measured recalls (None entries are exact graphs); None if all exact."""
+    measured = [r for r in recalls if r is not None]
+    return min(measured) if measured else None
+
+
 def _preview(values: Sequence[Any], limit: int = 12) -> str:
     values = list(values)
     text = ", ".join(map(str, values[:limit]))
     return text + (", ..." if len(values) > limit else "")
 
 
-class Service:
+class Service(BridgeQueries, SaeQueries):
     """Queries over one store. Thread-safe: the API calls it from worker threads."""
 
     def __init__(self, store: Store | str, settings: Settings | None = None):
@@ -220,18 +228,36 @@ class Service:
         return int(k)
 
     def _graph(self, model: str, layer: int, ids: np.ndarray, k: int) -> tuple[int, np.ndarray]:
+        version, graph, _ = self._graph_recall(model, layer, ids, k)
+        return version, graph
+
+    def _graph_recall(self, model: str, layer: int, ids: np.ndarray, k: int) -> tuple[int, np.ndarray, float | None]:
+        """(table version, k-NN graph [n, k] over ``ids``, sampled recall or None when exact).
+
+        From ``store.ann_threshold`` prompts on, the graph comes from batched searches of the
+        layer's approximate index and its recall@k against exact search is measured on 256
+        sampled prompts; below, it is exact (:func:`analysis.knn_graph`).
+        """
         version, X = self._rows(model, layer, ids)
-        key = (model, layer, version, _digest(ids), k)
+        approximate = len(ids) >= self.store.ann_threshold
+        key = (model, layer, version, _digest(ids), k) + (("ann",) if approximate else ())
         with self._graphs_lock:
             if key in self._graphs:
                 self._graphs.move_to_end(key)
-                return version, self._graphs[key]
-        graph = self._flight.run(("graph",) + key, lambda: analysis.knn_graph(X, k))
+                return (version,) + self._graphs[key]
+
+        def build() -> tuple[np.ndarray, float | None]:
+            if approximate:
+                graph = self.store.knn_graph(model, layer, ids, k, approximate=True)
+                return graph, analysis.knn_graph_recall(X, graph, sample=256, seed=0)
+            return analysis.knn_graph(X, k), None
+
+        entry = self._flight.run(("graph",) + key, build)
         with self._graphs_lock:
-            self._graphs[key] = graph
+            self._graphs[key] = entry
             while len(self._graphs) > 512:
                 self._graphs.popitem(last=False)
-        return version, graph
+        return (version,) + entry
 
     # ------------------------------------------------------------ result cache
     def _cached(self, query: dict[str, Any], versions: dict[str, int], compute: Callable[[str], Any]) -> Any:
@@ -271,12 +297,16 @@ class Service:
         k: int = 10,
         dataset: str | None = None,
         metric: str = "cosine",
+        labelled: bool | None = None,
     ) -> list[Neighbor]:
         """The k stored prompts nearest to a stored prompt, a raw vector or new text at one layer.
 
         A stored prompt is never its own neighbour. ``score`` is the cosine similarity or
         inner product (larger is nearer) or the Euclidean distance for ``l2`` (smaller is
-        nearer). ``dataset`` restricts the answer to that dataset's prompts.
+        nearer). ``dataset`` restricts the answer to that dataset's prompts; ``labelled``
+        to labelled (True) or unlabelled (False) prompts. Layers of at least
+        ``store.ann_threshold`` prompts are searched through their approximate index (exact
+        scores of re-ranked candidates; see :mod:`actstore.store.ann`).
         """
         given = [name for name, v in (("promptId", prompt_id), ("vector", vector), ("text", text)) if v is not None]
         if len(given) != 1:
@@ -290,7 +320,8 @@ class Service:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.settings.max_k:
             raise InvalidInputError(f"k must be between 1 and {self.settings.max_k} (and below n), got k={k}")
         if prompt_id is not None:
-            ids, scores = self.store.knn_of_prompts(info.key, layer, [int(prompt_id)], k, metric=metric, dataset=dataset)
+            ids, scores = self.store.knn_of_prompts(info.key, layer, [int(prompt_id)], k, metric=metric, dataset=dataset,
+                                                    labelled=labelled)
             return self._neighbors(ids[0], scores[0])
         if vector is not None:
             query = np.asarray(vector, dtype=np.float64)
@@ -305,7 +336,7 @@ class Service:
             if not text or not text.strip():
                 raise InvalidInputError("text must be non-empty")
             query = self.encode_text(info, layer, text)
-        ids, scores = self.store.knn(info.key, layer, query, k, metric=metric, dataset=dataset)
+        ids, scores = self.store.knn(info.key, layer, query, k, metric=metric, dataset=dataset, labelled=labelled)
         return self._neighbors(ids[0], scores[0])
 
     def _neighbors(self, ids: np.ndarray, scores: np.ndarray) -> list[Neighbor]:
@@ -360,11 +391,14 @@ class Service:
             f"{ib.key}/{lb}": self.store.table_version(ib.key, lb),
         }
         query = {"op": "mutualKnn", "a": [ia.key, la], "b": [ib.key, lb], "k": k, "dataset": dataset}
+        if n >= self.store.ann_threshold:  # approximate graphs: a different answer
+            query["approximate"] = True
 
         def compute(_key: str) -> MutualKnnResult:
-            _, ga = self._graph(ia.key, la, ids, k)
-            _, gb = self._graph(ib.key, lb, ids, k)
-            return MutualKnnResult(analysis.mutual_knn(ga, gb), k, n, analysis.null_mean(k, n), la, lb)
+            _, ga, ra = self._graph_recall(ia.key, la, ids, k)
+            _, gb, rb = self._graph_recall(ib.key, lb, ids, k)
+            return MutualKnnResult(analysis.mutual_knn(ga, gb), k, n, analysis.null_mean(k, n), la, lb,
+                                   recall=_worst([ra, rb]))
 
         return self._cached(query, versions, compute)
 
@@ -386,17 +420,21 @@ class Service:
         k = self._check_k(k, n)
         versions = self._versions(ia.key, la) | self._versions(ib.key, lb)
         query = {"op": "affinityMatrix", "a": [ia.key, la], "b": [ib.key, lb], "k": k, "dataset": dataset}
+        if n >= self.store.ann_threshold:  # approximate graphs: a different answer
+            query["approximate"] = True
 
         def compute(key: str) -> AffinityMatrixResult:
-            ga = [self._graph(ia.key, l, ids, k)[1] for l in la]
-            gb = [self._graph(ib.key, l, ids, k)[1] for l in lb]
+            ga = [self._graph_recall(ia.key, l, ids, k) for l in la]
+            gb = [self._graph_recall(ib.key, l, ids, k) for l in lb]
+            recall = _worst([g[2] for g in ga + gb])
+            ga, gb = [g[1] for g in ga], [g[1] for g in gb]
             M = analysis.affinity_matrix(ga, gb)
             diag = self._diagonal(M)
             return AffinityMatrixResult(
                 model_a=ia.key, model_b=ib.key, layers_a=la, layers_b=lb, values=M.tolist(), n=n,
                 argmax=analysis.argmax_path(M), k=k, null_mean=analysis.null_mean(k, n), diagonal=diag,
                 depths_a=[_depth(l, ia.n_layers) for l in la],
-                depths_b=[_depth(l, ib.n_layers) for l in lb], key=key,
+                depths_b=[_depth(l, ib.n_layers) for l in lb], key=key, recall=recall,
             )
 
         return self._cached(query, versions, compute)

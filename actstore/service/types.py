@@ -37,6 +37,9 @@ class MutualKnnResult:
     null_mean: float
     layer_a: int
     layer_b: int
+    # recall@k of the approximate k-NN graphs against exact search, measured on a sample of
+    # prompts (the smaller of the two layers'); None when both graphs are exact
+    recall: float | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,8 @@ class AffinityMatrixResult:
     depths_a: list[float]
     depths_b: list[float]
     key: str = ""
+    # smallest sampled recall@k over the layers' approximate k-NN graphs; None when all exact
+    recall: float | None = None
 
 
 RESULT_TYPES = {
@@ -105,6 +110,8 @@ def from_jsonable(payload: dict[str, Any]) -> Any:
     """Inverse of :func:`to_jsonable`."""
     cls = RESULT_TYPES[payload["type"]]
     data = dict(payload["data"])
+    if hasattr(cls, "from_jsonable"):  # result types with nested dataclasses rebuild themselves
+        return cls.from_jsonable(data)
     if cls is AffinityMatrixResult:
         data["diagonal"] = DiagonalTestResult(**data["diagonal"])
     return cls(**data)

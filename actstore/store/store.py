@@ -670,15 +670,20 @@ class Store:
         *,
         metric: str = "cosine",
         dataset: str | None = None,
+        labelled: bool | None = None,
+        approximate: bool | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact k nearest stored prompts of each query vector at one layer.
+        """The k nearest stored prompts of each query vector at one layer.
 
         queries: [m, d_model] (or [d_model]). exclude_self_ids: [m] prompt ids to leave out
         of their own row (a prompt is not its own neighbour). dataset: restrict the answer
-        to that dataset's prompts. Returns (ids int64 [m, k], scores float32 [m, k]), best
-        first; see :mod:`actstore.store.knn` for the score of each metric.
+        to that dataset's prompts; labelled: True for labelled prompts only, False for
+        unlabelled only. Returns (ids int64 [m, k], scores float32 [m, k]), best first; see
+        :mod:`actstore.store.knn` for the score of each metric. Exact search below
+        ``ann_threshold`` rows, approximate (exact scores of re-ranked candidates) from it on;
+        ``approximate`` forces either.
         """
-        info, layer, entry = self._knn_entry(model_key, layer, metric)
+        info, layer, entry = self._knn_entry(model_key, layer, metric, approximate)
         q = np.asarray(queries)
         if q.ndim == 1:
             q = q[None, :]
@@ -695,7 +700,7 @@ class Store:
             excl = np.asarray(exclude_self_ids, dtype=np.int64).reshape(-1)
             if len(excl) != len(q):
                 raise InvalidInputError(f"exclude_self_ids has {len(excl)} ids for {len(q)} queries")
-        k, allowed = self._knn_k(entry, k, dataset)
+        k, allowed = self._knn_k(entry, k, dataset, labelled)
         return knn_mod.search(entry, q, k, metric, excl, allowed)
 
     def knn_of_prompts(
@@ -707,13 +712,15 @@ class Store:
         *,
         metric: str = "cosine",
         dataset: str | None = None,
+        labelled: bool | None = None,
+        approximate: bool | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`knn` for stored prompts, each left out of its own answer.
 
         The query vectors come from the index itself (no table read), which keeps a
         single look-up at the cost of one index search.
         """
-        info, layer, entry = self._knn_entry(model_key, layer, metric)
+        info, layer, entry = self._knn_entry(model_key, layer, metric, approximate)
         pids = np.asarray(prompt_ids, dtype=np.int64).reshape(-1)
         pos = np.clip(np.searchsorted(entry.ids, pids), 0, max(len(entry.ids) - 1, 0))
         missing = pids[entry.ids[pos] != pids] if len(entry.ids) else pids
@@ -721,23 +728,74 @@ class Store:
             raise NotFoundError(
                 f"prompt id(s) {_preview(missing)} have no activations for model {model_key!r} layer {layer}"
             )
-        k, allowed = self._knn_k(entry, k, dataset)
+        k, allowed = self._knn_k(entry, k, dataset, labelled)
         q = knn_mod.vectors_at(entry, pos)
         return knn_mod.search(entry, q, k, metric, pids, allowed, normalized=True)
 
-    def _knn_entry(self, model_key: str, layer: int, metric: str):
+    @property
+    def ann_threshold(self) -> int:
+        """Rows from which a layer's k-NN search is approximate (env ``ACTSTORE_ANN_THRESHOLD``)."""
+        return self._knn.ann_threshold
+
+    @ann_threshold.setter
+    def ann_threshold(self, rows: int) -> None:
+        self._knn.ann_threshold = _as_int(rows, "ann_threshold")
+
+    def knn_graph(self, model_key: str, layer: int, prompt_ids: Sequence[int] | np.ndarray, k: int,
+                  *, approximate: bool | None = None, batch: int = 4096) -> np.ndarray:
+        """Cosine k-NN graph of the given stored prompts at one layer, by batched index search.
+
+        prompt_ids: [n] distinct stored ids. Returns int64 [n, k]: row i holds positions into
+        ``prompt_ids`` of the k prompts nearest to prompt i among ``prompt_ids`` (itself
+        left out), best first; -1 where fewer than k exist. Uses the layer's approximate
+        index when the table is at least ``ann_threshold`` rows (measure the recall of the
+        answer against exact search, e.g. with ``analysis.knn_graph_recall``).
+        """
+        info, layer, entry = self._knn_entry(model_key, layer, "cosine", approximate)
+        pids = np.asarray(prompt_ids, dtype=np.int64).reshape(-1)
+        order = np.argsort(pids, kind="stable")
+        sorted_ids = pids[order]
+        if len(sorted_ids) > 1 and not (np.diff(sorted_ids) > 0).all():
+            raise InvalidInputError("prompt_ids must be distinct")
+        pos = np.clip(np.searchsorted(entry.ids, sorted_ids), 0, max(len(entry.ids) - 1, 0))
+        if len(entry.ids) == 0 or (entry.ids[pos] != sorted_ids).any():
+            missing = sorted_ids if len(entry.ids) == 0 else sorted_ids[entry.ids[pos] != sorted_ids]
+            raise NotFoundError(
+                f"prompt id(s) {_preview(missing)} have no activations for model {model_key!r} layer {layer}"
+            )
+        k = _as_int(k, "k")
+        if not 1 <= k < len(pids):
+            raise InvalidInputError(f"k must be between 1 and n - 1 = {len(pids) - 1}, got k={k}")
+        allowed = None if len(sorted_ids) == len(entry.ids) else sorted_ids
+        out = np.empty((len(pids), k), np.int64)
+        for s in range(0, len(pids), batch):
+            q = knn_mod.vectors_at(entry, np.searchsorted(entry.ids, pids[s:s + batch]))
+            nb, _ = knn_mod.search(entry, q, k, "cosine", pids[s:s + batch], allowed, normalized=True)
+            where = np.searchsorted(sorted_ids, np.clip(nb, 0, None))
+            out[s:s + batch] = np.where(nb >= 0, order[np.clip(where, 0, len(order) - 1)], -1)
+        return out
+
+    def _knn_entry(self, model_key: str, layer: int, metric: str, approximate: bool | None = None):
         if metric not in knn_mod.METRICS:
             raise InvalidInputError(f"metric must be one of {list(knn_mod.METRICS)}, got {metric!r}")
         info, layer, tbl = self._acts(model_key, layer)
         name = acts_table(model_key, layer)
-        entry = self._knn.get(name, int(tbl.version), metric, lambda: self.read_activations(model_key, layer))
+        load = lambda: self.read_activations(model_key, layer)  # noqa: E731
+        if self._knn.use_ann(int(tbl.count_rows()), approximate):
+            return info, layer, self._knn.get_ann(name, int(tbl.version), metric, load)
+        entry = self._knn.get(name, int(tbl.version), metric, load)
         return info, layer, entry
 
-    def _knn_k(self, entry, k: int, dataset: str | None) -> tuple[int, np.ndarray | None]:
+    def _knn_k(self, entry, k: int, dataset: str | None, labelled: bool | None = None) -> tuple[int, np.ndarray | None]:
         k = _as_int(k, "k")
         allowed, n = None, len(entry.ids)
         if dataset is not None:
             allowed = np.intersect1d(entry.ids, self.prompt_ids(dataset), assume_unique=True)
+            n = len(allowed)
+        if labelled is not None:
+            pool = entry.ids if allowed is None else allowed
+            has = ~np.isnan(self.labels(pool)) if len(pool) else np.zeros(0, bool)
+            allowed = pool[has if labelled else ~has]
             n = len(allowed)
         if not 1 <= k < n:
             raise InvalidInputError(f"k must be between 1 and n - 1 = {n - 1} (n = {n} stored prompts), got k={k}")
@@ -762,3 +820,30 @@ class Store:
             tbl = self._table(RESULTS, RESULTS_SCHEMA)
             tbl.merge_insert("key").when_matched_update_all().when_not_matched_insert_all().execute(row)
             self._maybe_compact(tbl)
+
+    # ------------------------------------------------------------------- saes
+    def register_sae(self, model_key: str, layer: int, path: str | Path, root: str | Path | None = None):
+        """Copy a SAELens folder into the store as an SAE of one model layer (see
+        :func:`actstore.store.saes.register_sae`); with ``root``, only folders under it."""
+        from . import saes
+
+        return saes.register_sae(self, model_key, layer, path, root)
+
+    def saes(self, model: str | None = None):
+        """Registered SAEs (:class:`actstore.store.saes.SaeRecord`), optionally of one model."""
+        from . import saes
+
+        return saes.list_saes(self, model)
+
+    def sae(self, sae_id: str):
+        """One registered SAE by id; NotFoundError otherwise."""
+        from . import saes
+
+        return saes.get_sae(self, sae_id)
+
+    def load_sae(self, sae_id: str):
+        """(record, {tensor name: float32 ndarray}) of a registered SAE, from the store's copy."""
+        from . import saes
+
+        record = saes.get_sae(self, sae_id)
+        return record, saes.load_weights(self, record)
