@@ -17,7 +17,7 @@ import typer
 from typer.testing import CliRunner
 
 from actstore import Store
-from actstore.ingest.commands import ingest_command
+from actstore.cli.ingest import ingest_command
 from actstore.ingest.manifest import load_manifest, run_manifest
 from actstore.ingest.pipeline import ingest, model_key_for
 from actstore.store.errors import InvalidInputError, NotFoundError

@@ -8,7 +8,6 @@ pull in torch):
 - :mod:`.runner`   ``ModelRunner(source).encode(texts, layers)`` -> {layer: float32 [n, d]}.
 - :mod:`.pipeline` ``ingest(store, model, dataset, ...) -> IngestSummary`` (resumable).
 - :mod:`.manifest` ``run_manifest(store, "runs.toml")`` for several models/datasets.
-- :mod:`.commands` ``ingest_command`` for the ``actstore ingest`` CLI.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ _EXPORTS = {
     "ModelRunner": "runner",
     "IngestSummary": "pipeline", "ingest": "pipeline", "model_key_for": "pipeline",
     "ManifestRun": "manifest", "load_manifest": "manifest", "run_manifest": "manifest",
-    "ingest_command": "commands",
 }
 __all__ = sorted(_EXPORTS)
 

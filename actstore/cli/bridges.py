@@ -8,8 +8,6 @@ Layers are given as ``MODEL:LAYER`` (0-based block, negative from the end) or
 # No `from __future__ import annotations`: typer reads the Annotated hints at runtime.
 
 import json
-import os
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Optional
@@ -19,15 +17,9 @@ import typer
 from actstore.analysis import AnalysisError
 from actstore.store import ActstoreError
 
-StoreOption = Annotated[
-    str, typer.Option("--store", envvar="ACTSTORE_STORE", help="Store URI (local folder or object-store URI).")]
-DEFAULT_STORE = os.environ.get("ACTSTORE_STORE") or "./actstore-data"
+from .common import DEFAULT_STORE, StoreOption, fail
+
 METHODS = ("procrustes", "ridge", "low_rank", "lasso")
-
-
-def _fail(message: str) -> typer.Exit:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    return typer.Exit(2)
 
 
 def parse_layer_ref(text: str):
@@ -39,14 +31,14 @@ def parse_layer_ref(text: str):
         try:
             return LayerRef(model, depth=float(depth))
         except ValueError:
-            raise _fail(f"bad depth in {text!r}: use MODEL@DEPTH with DEPTH in [0, 1]") from None
+            raise fail(f"bad depth in {text!r}: use MODEL@DEPTH with DEPTH in [0, 1]") from None
     model, sep, layer = text.rpartition(":")
     if not sep or not model:
-        raise _fail(f"bad layer {text!r}: use MODEL:LAYER (e.g. pythia-70m:3, llama:-1) or MODEL@DEPTH")
+        raise fail(f"bad layer {text!r}: use MODEL:LAYER (e.g. pythia-70m:3, llama:-1) or MODEL@DEPTH")
     try:
         return LayerRef(model, layer=int(layer))
     except ValueError:
-        raise _fail(f"bad layer number in {text!r}: use MODEL:LAYER with an integer LAYER") from None
+        raise fail(f"bad layer number in {text!r}: use MODEL:LAYER with an integer LAYER") from None
 
 
 def _ranks(text: Optional[str]) -> Optional[list]:
@@ -55,13 +47,13 @@ def _ranks(text: Optional[str]) -> Optional[list]:
     try:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise _fail(f"--ranks must be comma-separated integers, got {text!r}") from None
+        raise fail(f"--ranks must be comma-separated integers, got {text!r}") from None
 
 
 def _method(text: str) -> str:
     m = text.lower().replace("-", "_")
     if m not in METHODS:
-        raise _fail(f"--method must be one of {', '.join(METHODS)}, got {text!r}")
+        raise fail(f"--method must be one of {', '.join(METHODS)}, got {text!r}")
     return m
 
 
@@ -103,7 +95,7 @@ def bridge_command(
             r = svc.bridge(s, t, method=_method(method), rank=rank, alpha=alpha, train_dataset=train_dataset,
                            eval_dataset=eval_dataset, test_fraction=test_fraction, seed=seed)
     except (ActstoreError, AnalysisError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     _print(r)
 
 
@@ -137,11 +129,11 @@ def probe_transfer_command(
                 plot.write_bytes(sweep_png(r))
         else:
             if plot is not None:
-                raise _fail("--plot needs --ranks (it plots the rank sweep)")
+                raise fail("--plot needs --ranks (it plots the rank sweep)")
             r = svc.probe_transfer(s, t, task_dataset, bridge_dataset=bridge_dataset, method=_method(method),
                                    rank=rank, alpha=alpha, test_fraction=test_fraction, seed=seed)
     except (ActstoreError, AnalysisError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     _print(r)
 
 
@@ -165,7 +157,7 @@ def next_token_transfer_command(
                                     bridge_dataset=bridge_dataset, method=_method(method), rank=rank, alpha=alpha,
                                     classes=classes, test_fraction=test_fraction, seed=seed)
     except (ActstoreError, AnalysisError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     data = asdict(r)
     data["classes"] = data["classes"][:20] + (["..."] if len(data["classes"]) > 20 else [])
     print(json.dumps(data, indent=2))

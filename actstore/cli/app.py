@@ -4,7 +4,6 @@ or ``./actstore-data``). Expected errors print ``error: ...`` and exit with stat
 
 # No `from __future__ import annotations`: typer reads the Annotated hints at runtime.
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -13,10 +12,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from actstore.cli_sae import sae_app
-from actstore.cli_bridges import bridge_command, next_token_transfer_command, probe_transfer_command
-from actstore.ingest.commands import ingest_command
 from actstore.store import ActstoreError, Store
+
+from .bridges import bridge_command, next_token_transfer_command, probe_transfer_command
+from .common import DEFAULT_STORE, StoreOption, fail
+from .ingest import ingest_command
+from .sae import sae_app
 
 app = typer.Typer(
     name="actstore",
@@ -31,16 +32,6 @@ app.command("probe-transfer")(probe_transfer_command)
 app.command("next-token-transfer")(next_token_transfer_command)
 app.add_typer(sae_app, name="sae")
 
-StoreOption = Annotated[
-    str,
-    typer.Option("--store", envvar="ACTSTORE_STORE", help="Store URI (local folder or object-store URI)."),
-]
-DEFAULT_STORE = os.environ.get("ACTSTORE_STORE") or "./actstore-data"
-
-
-def _fail(message: str) -> typer.Exit:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    return typer.Exit(2)
 
 
 @app.command("info")
@@ -50,7 +41,7 @@ def info_command(store: StoreOption = DEFAULT_STORE) -> None:
         s = Store.open(store)
         models, datasets = s.models(), s.datasets()
     except ActstoreError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     console = Console()
     console.print(f"[bold]store[/bold] {s.uri}")
     t = Table(title=f"models ({len(models)})", title_justify="left")
@@ -108,13 +99,13 @@ def import_command(
             try:
                 layer_list = [int(x) for x in layers.split(",")]
             except ValueError:
-                raise _fail(f"--layers must be comma-separated integers, got {layers!r}") from None
+                raise fail(f"--layers must be comma-separated integers, got {layers!r}") from None
         summary = import_activations(
             Store.open(store), model_key=model, dataset=dataset, prompts_file=prompts, arrays=arrays,
             layers=layer_list, n_layers=n_layers, dtype=dtype, source=source, architecture=architecture,
         )
     except ActstoreError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     print(f"imported {summary.prompts} prompts x {len(summary.layers)} layers (d={summary.d_model}) "
           f"as model {summary.model_key!r}, dataset {summary.dataset!r}")
 
@@ -160,9 +151,9 @@ def query_command(
     try:
         vars_ = json.loads(variables) if variables else None
     except json.JSONDecodeError as exc:
-        raise _fail(f"--variables is not valid JSON: {exc}") from None
+        raise fail(f"--variables is not valid JSON: {exc}") from None
     if vars_ is not None and not isinstance(vars_, dict):
-        raise _fail("--variables must be a JSON object")
+        raise fail("--variables must be a JSON object")
     service = Service(store, Settings(store_uri=store))
     out = asyncio.run(execute(service, query, vars_, authorized=True))
     print(json.dumps(out, indent=2))
@@ -184,7 +175,7 @@ def demo_command(
     try:
         run_demo(store, host=host, port=port, online=False if offline else None, serve=not no_serve)
     except ActstoreError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -1,6 +1,6 @@
 """``actstore ingest``: the command-line glue around :func:`actstore.ingest.pipeline.ingest`.
 
-The CLI module registers it with ``app.command("ingest")(ingest_command)``. Every expected
+Registered as ``actstore ingest`` in :mod:`actstore.cli.app`. Every expected
 error (bad input, unknown dataset, missing model folder, offline hub id, ...) prints one
 clear line to stderr and exits with status 2, without a traceback. Ctrl-C exits with 130;
 running the same command again resumes where it stopped.
@@ -9,29 +9,18 @@ running the same command again resumes where it stopped.
 # No `from __future__ import annotations`: typer reads the Annotated hints at runtime.
 
 import logging
-import os
-import sys
 import tomllib
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from actstore.service.settings import default_store_uri
 from actstore.store.errors import ActstoreError
 
-__all__ = ["ingest_command", "DEFAULT_STORE"]
+from .common import fail
 
-DEFAULT_STORE = "./actstore-data"
-
-
-def _default_store() -> str:
-    return os.environ.get("ACTSTORE_STORE") or DEFAULT_STORE
-
-
-def _fail(message: str, code: int = 2) -> "typer.Exit":
-    """Print ``error: message`` to stderr and return the Exit to raise (status ``code``)."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    return typer.Exit(code)
+__all__ = ["ingest_command"]
 
 
 def _column(name: str) -> "str | int":
@@ -61,7 +50,7 @@ def ingest_command(
         "see actstore.ingest.manifest.")] = None,
     store: Annotated[str, typer.Option(
         "--store", envvar="ACTSTORE_STORE",
-        help="Store URI (local folder or object-store URI).")] = _default_store(),
+        help="Store URI (local folder or object-store URI).")] = default_store_uri(),
     text_column: Annotated[str, typer.Option(
         "--text-column", help="Text column/field of the prompts file (a 0-based index for a "
         "CSV/TSV without a header row).")] = "text",
@@ -77,7 +66,7 @@ def ingest_command(
 
     Resumable: prompts already stored for every requested layer are skipped.
     """
-    store = store or _default_store()
+    store = store or default_store_uri()
     from actstore.ingest.pipeline import ingest
     from actstore.ingest.manifest import run_manifest
 
@@ -87,7 +76,7 @@ def ingest_command(
             given = [name for name, v in (("--model", model), ("--dataset", dataset),
                                           ("--prompts", prompts), ("--key", key)) if v is not None]
             if given:
-                raise _fail(f"--manifest cannot be combined with {', '.join(given)}; put them in "
+                raise fail(f"--manifest cannot be combined with {', '.join(given)}; put them in "
                             "the manifest's [[run]] tables")
             base = dict(layers=layers, batch_size=batch_size, max_tokens=max_tokens, dtype=dtype,
                         device=device, compute_dtype=compute_dtype, text_column=_column(text_column),
@@ -96,7 +85,7 @@ def ingest_command(
             return
         missing = [name for name, v in (("--model", model), ("--dataset", dataset)) if not v]
         if missing:
-            raise _fail(f"missing {' and '.join(missing)} (or pass --manifest FILE.toml)")
+            raise fail(f"missing {' and '.join(missing)} (or pass --manifest FILE.toml)")
         text_col, label_col = _column(text_column), _column(label_column)
         ingest(store, model, dataset, prompts_file=prompts, key=key, layers=layers,
                batch_size=batch_size, max_tokens=max_tokens, dtype=dtype, device=device,
@@ -105,6 +94,6 @@ def ingest_command(
     except typer.Exit:
         raise
     except KeyboardInterrupt:
-        raise _fail("interrupted; run the same command again to resume", 130) from None
+        raise fail("interrupted; run the same command again to resume", 130) from None
     except (ActstoreError, ValueError, OSError, tomllib.TOMLDecodeError) as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None

@@ -16,18 +16,10 @@ import typer
 from actstore.analysis import AnalysisError
 from actstore.store import ActstoreError, Store
 
+from .common import DEFAULT_STORE, StoreOption, fail
+
 sae_app = typer.Typer(help="Sparse autoencoders: register, list, correlate features.", no_args_is_help=True)
 
-StoreOption = Annotated[
-    str,
-    typer.Option("--store", envvar="ACTSTORE_STORE", help="Store URI (local folder or object-store URI)."),
-]
-DEFAULT_STORE = os.environ.get("ACTSTORE_STORE") or "./actstore-data"
-
-
-def _fail(message: str) -> typer.Exit:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    return typer.Exit(2)
 
 
 @sae_app.command("add")
@@ -42,7 +34,7 @@ def sae_add(
     try:
         r = Store.open(store).register_sae(model, layer, path, root=root)
     except (ActstoreError, AnalysisError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     print(f"registered SAE {r.sae_id}: model {r.model_key!r} layer {r.layer}, {r.architecture}, "
           f"d_in={r.d_in}, d_sae={r.d_sae}")
     if r.notes:
@@ -58,7 +50,7 @@ def sae_list(
     try:
         rows = Store.open(store).saes(model)
     except ActstoreError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     for r in rows:
         print(f"{r.sae_id}\t{r.model_key}\tL{r.layer}\t{r.architecture}\td_in={r.d_in}\td_sae={r.d_sae}"
               + (f"\tnote: {r.notes}" if r.notes else ""))
@@ -89,7 +81,7 @@ def sae_correlate(
             min_correlation=min_correlation,
             keywords=[k for k in keywords.split(",")] if keywords else None)
     except (ActstoreError, AnalysisError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     out = {k: v for k, v in r.__dict__.items() if k not in ("top_pairs", "key")}
     out["top_pairs"] = [p.__dict__ for p in r.top_pairs[:max(0, top)]]
     print(json.dumps(out, indent=2))
