@@ -19,7 +19,7 @@ Prompt sets (choices where METHODS.md is silent):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -36,14 +36,9 @@ __all__ = ["BridgeQueries", "BridgeResult", "NextTokenTransferResult", "ProbeTra
 
 
 @dataclass(frozen=True)
-class BridgeResult:
-    method: str
-    rank: int | None
-    alpha: float | None
-    n_train: int
-    n_test: int
-    r2: float
-    mean_cosine: float
+class BridgeResult(B.BridgeFit):
+    """A fitted bridge's held-out scores, with the layers it joined."""
+
     layer_source: int
     layer_target: int
 
@@ -63,20 +58,9 @@ class BridgeSweepResult:
 
 
 @dataclass(frozen=True)
-class ProbeTransferResult:
-    source_native: float
-    target_native: float
-    transferred: float
-    task_specific: float
-    chance: float
-    n_train: int
-    n_test: int
-    n_bridge: int
-    n_classes: int
-    method: str
-    rank: int | None
-    alpha_frozen: float | None
-    alpha_task: float | None
+class ProbeTransferResult(P.ProbeTransfer):
+    """Probe-transfer accuracies, with the layers they read."""
+
     layer_source: int
     layer_target: int
 
@@ -233,7 +217,7 @@ class BridgeQueries:
             _, S_te = self._rows(info_s.key, ls, test_ids)
             _, T_te = self._rows(info_t.key, lt, test_ids)
             f = B.evaluate_bridge(S_tr, T_tr, S_te, T_te, method, alpha=alpha, rank=rank)
-            return BridgeResult(f.method, f.rank, f.alpha, f.n_train, f.n_test, f.r2, f.mean_cosine, ls, lt)
+            return BridgeResult(**asdict(f), layer_source=ls, layer_target=lt)
 
         return self._cached(query, versions, compute)
 
@@ -309,9 +293,7 @@ class BridgeQueries:
             S, T, Sb, Tb = self._four(info_s.key, ls, info_t.key, lt, ids, bids)
             r = P.probe_transfer(S, T, y, Sb, Tb, method=method, rank=rank, alpha=alpha,
                                  test_fraction=test_fraction, seed=seed)
-            return ProbeTransferResult(r.source_native, r.target_native, r.transferred, r.task_specific, r.chance,
-                                       r.n_train, r.n_test, r.n_bridge, r.n_classes, r.method, r.rank,
-                                       r.alpha_frozen, r.alpha_task, ls, lt)
+            return ProbeTransferResult(**asdict(r), layer_source=ls, layer_target=lt)
 
         return self._cached(query, versions, compute)
 
