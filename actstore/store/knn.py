@@ -48,6 +48,21 @@ class _Index:
     index: faiss.Index
 
 
+def _to_gpu(index: faiss.Index) -> faiss.Index:
+    """The index on every GPU FAISS sees, or the CPU index when FAISS cannot use them.
+
+    faiss-gpu-cu12 wheels target compute capability 7.0-8.9; on newer cards (Hopper) the
+    copy or the first search can fail, and exact search then stays on the CPU.
+    """
+    try:
+        gpu = faiss.index_cpu_to_all_gpus(index)
+        gpu.search(np.zeros((1, index.d), dtype=np.float32), 1)
+        return gpu
+    except Exception as exc:  # noqa: BLE001 - any FAISS GPU failure means "use the CPU"
+        log.warning("FAISS GPU unavailable for exact k-NN (%s); searching on the CPU", exc)
+        return index
+
+
 def _gpu_count() -> int:
     get = getattr(faiss, "get_num_gpus", None)
     return int(get()) if get else 0
@@ -170,7 +185,7 @@ class KnnIndexes:
                 entry = _Index(version, ids, _build(X, metric))
                 self._persist(table, metric, entry)
             if _gpu_count() > 0:
-                entry = _Index(entry.version, entry.ids, faiss.index_cpu_to_all_gpus(entry.index))
+                entry = _Index(entry.version, entry.ids, _to_gpu(entry.index))
             self._cache[key] = entry
             return entry
 
