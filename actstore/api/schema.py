@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, Optional, TypeVar
 
@@ -26,7 +26,7 @@ from actstore.service import (
     SimilarityMatrixResult,
 )
 from actstore.service.jobs import Job as JobValue
-from actstore.store import ActstoreError, InvalidInputError
+from actstore.store import ActstoreError, InvalidInputError, ModelInfo
 
 T = TypeVar("T")
 
@@ -131,16 +131,30 @@ class Model:
     n_layers: int
     d_model: int
     dtype: str
-    datasets: list[str]
-    prompt_count: int
     layers: list[int] = strawberry.field(description="Decoder blocks with stored activations.")
+    summary: strawberry.Private[Callable[[], Awaitable[ModelSummary]]]
+
+    @strawberry.field(description="Datasets with prompts stored at every stored layer of this model.")
+    async def datasets(self) -> list[str]:
+        return (await self.summary()).datasets
+
+    @strawberry.field(description="Prompts stored at every stored layer of this model.")
+    async def prompt_count(self) -> int:
+        return (await self.summary()).prompt_count
 
     @classmethod
-    def of(cls, m: ModelSummary) -> "Model":
-        i = m.info
+    def of(cls, info: Info, i: ModelInfo) -> "Model":
+        """Catalog fields at once; datasets and promptCount (which read every layer's ids)
+        only when the query asks for them, computed once per model."""
+        memo: list[asyncio.Future] = []
+
+        def summary() -> Awaitable[ModelSummary]:
+            if not memo:
+                memo.append(asyncio.ensure_future(call(info, info.context["service"].model_summary, i.key)))
+            return memo[0]
+
         return cls(key=i.key, source=i.source, architecture=i.architecture, n_layers=i.n_layers,
-                   d_model=i.d_model, dtype=i.dtype, datasets=m.datasets, prompt_count=m.prompt_count,
-                   layers=list(i.layers))
+                   d_model=i.d_model, dtype=i.dtype, layers=list(i.layers), summary=summary)
 
 
 @strawberry.type
@@ -280,12 +294,12 @@ def _affinity(info: Info, r: AffinityMatrixResult) -> AffinityMatrix:
 class Query:
     @strawberry.field
     async def models(self, info: Info) -> list[Model]:
-        return [Model.of(m) for m in await call(info, info.context["service"].models)]
+        return [Model.of(info, m) for m in await call(info, info.context["service"].model_infos)]
 
     @strawberry.field
     async def model(self, info: Info, key: str) -> Optional[Model]:
-        m = await call(info, info.context["service"].model, key)
-        return Model.of(m) if m else None
+        m = await call(info, info.context["service"].model_info, key)
+        return Model.of(info, m) if m else None
 
     @strawberry.field
     async def datasets(self, info: Info) -> list[Dataset]:

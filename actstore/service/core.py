@@ -111,6 +111,21 @@ class Service(BridgeQueries, SaeQueries):
         datasets = self.store.datasets()
         return [self._summary(m, datasets) for m in self.store.models()]
 
+    def model_infos(self) -> list[ModelInfo]:
+        """Every stored model without its prompt counts (cheap: no activation table is read)."""
+        return self.store.models()
+
+    def model_info(self, key: str) -> ModelInfo | None:
+        """The model under ``key`` without prompt counts, or None."""
+        try:
+            return self.store.model(key)
+        except NotFoundError:
+            return None
+
+    def model_summary(self, key: str) -> ModelSummary:
+        """Datasets and prompt count of one model (reads the prompt ids of every stored layer)."""
+        return self._summary(self.store.model(key), self.store.datasets())
+
     def model(self, key: str) -> ModelSummary | None:
         """The model under ``key``, or None (GraphQL's nullable ``model``)."""
         try:
