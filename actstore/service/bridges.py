@@ -44,15 +44,9 @@ class BridgeResult(B.BridgeFit):
 
 
 @dataclass(frozen=True)
-class BridgeSweepResult:
-    ranks: list[int]
-    r2: list[float]
-    mean_cosine: list[float]
-    ridge_r2: float
-    ridge_mean_cosine: float
-    alpha: float
-    n_train: int
-    n_test: int
+class BridgeSweepResult(B.BridgeRankSweep):
+    """Reduced-rank bridges at several ranks, with the layers they joined."""
+
     layer_source: int
     layer_target: int
 
@@ -66,24 +60,13 @@ class ProbeTransferResult(P.ProbeTransfer):
 
 
 @dataclass(frozen=True)
-class ProbeTransferSweepResult:
+class ProbeTransferSweepResult(P.ProbeTransferSweep):
+    """Probe transfer at several ranks, with the models, task and layers it read; ``key``
+    is the cache key its plot is served under."""
+
     source: str
     target: str
     task_dataset: str
-    ranks: list[int]
-    transferred: list[float]
-    task_specific: list[float]
-    source_native: float
-    target_native: float
-    chance: float
-    ridge_transferred: float
-    ridge_task_specific: float
-    alpha_frozen: float
-    alpha_task: float
-    n_train: int
-    n_test: int
-    n_bridge: int
-    n_classes: int
     layer_source: int
     layer_target: int
     key: str = ""
@@ -256,8 +239,7 @@ class BridgeQueries:
             _, S_te = self._rows(info_s.key, ls, test_ids)
             _, T_te = self._rows(info_t.key, lt, test_ids)
             r = B.bridge_rank_sweep(S_tr, T_tr, S_te, T_te, ranks, alpha=alpha)
-            return BridgeSweepResult(list(r.ranks), list(r.r2), list(r.mean_cosine), r.ridge_r2,
-                                     r.ridge_mean_cosine, r.alpha, r.n_train, r.n_test, ls, lt)
+            return BridgeSweepResult(**asdict(r), layer_source=ls, layer_target=lt)
 
         return self._cached(query, versions, compute)
 
@@ -324,13 +306,8 @@ class BridgeQueries:
             S, T, Sb, Tb = self._four(info_s.key, ls, info_t.key, lt, ids, bids)
             r = P.probe_transfer_sweep(S, T, y, Sb, Tb, ranks, alpha=alpha, test_fraction=test_fraction,
                                        seed=seed)
-            return ProbeTransferSweepResult(
-                source=info_s.key, target=info_t.key, task_dataset=task_dataset, ranks=list(r.ranks),
-                transferred=list(r.transferred), task_specific=list(r.task_specific),
-                source_native=r.source_native, target_native=r.target_native, chance=r.chance,
-                ridge_transferred=r.ridge_transferred, ridge_task_specific=r.ridge_task_specific,
-                alpha_frozen=r.alpha_frozen, alpha_task=r.alpha_task, n_train=r.n_train, n_test=r.n_test,
-                n_bridge=r.n_bridge, n_classes=r.n_classes, layer_source=ls, layer_target=lt, key=key)
+            return ProbeTransferSweepResult(**asdict(r), source=info_s.key, target=info_t.key,
+                                            task_dataset=task_dataset, layer_source=ls, layer_target=lt, key=key)
 
         return self._cached(query, versions, compute)
 
