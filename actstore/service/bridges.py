@@ -73,25 +73,9 @@ class ProbeTransferSweepResult(P.ProbeTransferSweep):
 
 
 @dataclass(frozen=True)
-class NextTokenTransferResult:
-    source_native_top1: float
-    source_native_top5: float
-    target_native_top1: float
-    target_native_top5: float
-    transferred_top1: float
-    transferred_top5: float
-    task_specific_top1: float
-    task_specific_top5: float
-    agreement_top1: float
-    agreement_top5: float
-    chance: float
-    classes: list[str]
-    shared_tokens: int
-    n_train: int
-    n_test: int
-    n_bridge: int
-    method: str
-    rank: int | None
+class NextTokenTransferResult(P.NextTokenTransfer):
+    """Next-token transfer accuracies, with the layers they read."""
+
     layer_source: int
     layer_target: int
 
@@ -351,10 +335,6 @@ class BridgeQueries:
             _, _, tgt = nt.read_next_tokens(self.store, info_t.key, ids)
             r = P.next_token_transfer(S, T, src, tgt, Sb, Tb, classes=int(classes), method=method, rank=rank,
                                       alpha=alpha, test_fraction=test_fraction, seed=seed)
-            return NextTokenTransferResult(
-                r.source_native_top1, r.source_native_top5, r.target_native_top1, r.target_native_top5,
-                r.transferred_top1, r.transferred_top5, r.task_specific_top1, r.task_specific_top5,
-                r.agreement_top1, r.agreement_top5, r.chance, list(r.classes), r.shared_tokens, r.n_train,
-                r.n_test, r.n_bridge, r.method, r.rank, ls, lt)
+            return NextTokenTransferResult(**asdict(r), layer_source=ls, layer_target=lt)
 
         return self._cached(query, versions, compute)
