@@ -4,7 +4,6 @@ No I/O and no imports from the rest of actstore. Modules:
   cka          linear CKA (biased / debiased), all-pairs matrices, permutation tests
   knn          cosine k-NN graphs, mutual k-NN, affinity matrices
   diagonal     generalized-diagonal test, argmax path, Bonferroni
-  depth        relative depth and depth grids
   errors       AnalysisError (a ValueError)
 """
 
@@ -18,7 +17,6 @@ from .cka import (
     linear_cka,
     plan_cka_matrix,
 )
-from .depth import depth_grid, nearest_layer, relative_depth
 from .diagonal import (
     DiagonalTest,
     argmax_path,
@@ -42,16 +40,13 @@ __all__ = [
     "cka_matrix",
     "cka_matrix_permutation_test",
     "cka_permutation_test",
-    "depth_grid",
     "diagonal_test",
     "generalized_diagonal_mask",
     "knn_graph",
     "knn_graph_recall",
     "linear_cka",
     "mutual_knn",
-    "nearest_layer",
     "null_mean",
     "permutation_p_value",
     "plan_cka_matrix",
-    "relative_depth",
 ]

@@ -24,8 +24,10 @@ from strawberry.extensions.query_depth_limiter import create_validator
 from strawberry.tools import merge_types
 
 from actstore.analysis import AnalysisError
-from actstore.service import Service, Settings
-from actstore.store import ActstoreError, NotFoundError, Store
+from actstore.service import Service
+from actstore.config import Settings
+from actstore.store import Store
+from actstore.errors import ActstoreError, NotFound
 
 from .plots import render_png
 from .bridges import BridgeQuery
@@ -101,7 +103,7 @@ def create_app(store: Store | Service | str, settings: Settings | None = None) -
         try:
             result = await asyncio.to_thread(service.result, key)
             png = await asyncio.to_thread(render_png, result)
-        except NotFoundError as exc:
+        except NotFound as exc:
             return JSONResponse({"error": str(exc)}, status_code=404)
         return Response(png, media_type="image/png")
 

@@ -16,7 +16,7 @@ import strawberry
 from strawberry.types import Info
 
 from actstore.service.saes import SaeCorrelationResult, SaeMatrixResult
-from actstore.store import InvalidInputError
+from actstore.errors import InvalidInput
 from actstore.store.saes import SaeRecord
 
 from .schema import Matching, SaeRef, call, require_token
@@ -80,7 +80,7 @@ class SaeCorrelation:
     @strawberry.field(description="Matched pairs, strongest correlation first (at most 2,000 are kept).")
     def top_pairs(self, limit: int = 20) -> list[FeaturePair]:
         if limit < 0:
-            raise InvalidInputError(f"limit must be >= 0, got {limit}")
+            raise InvalidInput(f"limit must be >= 0, got {limit}")
         return [FeaturePair(feature_a=p.feature_a, feature_b=p.feature_b, correlation=p.correlation)
                 for p in self.result.top_pairs[:limit]]
 

@@ -20,13 +20,14 @@ from strawberry.types import Info
 
 from actstore.service import (
     AffinityMatrixResult,
-    LayerRef as LayerRefValue,
     ModelSummary,
     Service,
     SimilarityMatrixResult,
 )
 from actstore.service.jobs import Job as JobValue
-from actstore.store import ActstoreError, InvalidInputError, ModelInfo
+from actstore.store import ModelInfo
+from actstore.errors import ActstoreError, InvalidInput
+from actstore.layers import LayerRef as LayerRefValue
 
 T = TypeVar("T")
 
@@ -73,7 +74,7 @@ def _prompt_id(value: strawberry.ID) -> int:
     try:
         return int(value)
     except (TypeError, ValueError):
-        raise InvalidInputError(f"promptId must be an integer id, got {value!r}") from None
+        raise InvalidInput(f"promptId must be an integer id, got {value!r}") from None
 
 
 # ------------------------------------------------------------------- enums, inputs
@@ -240,7 +241,7 @@ class AffinityMatrix:
     def diagonal(self) -> DiagonalTest:
         d = self.diagonal_result
         if d.p_value != d.p_value:  # NaN: too few cells for the test
-            raise InvalidInputError(
+            raise InvalidInput(
                 "the generalized-diagonal test needs at least 2 layers of each model and 2 off-diagonal cells; "
                 "ask for more layers"
             )

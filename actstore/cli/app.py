@@ -12,7 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from actstore.store import ActstoreError, Store
+from actstore.store import Store
+from actstore.errors import ActstoreError
 
 from .bridges import bridge_command, next_token_transfer_command, probe_transfer_command
 from .common import DEFAULT_STORE, StoreOption, fail
@@ -121,7 +122,8 @@ def serve_command(
     import uvicorn
 
     from actstore.api import create_app
-    from actstore.service import Service, Settings
+    from actstore.service import Service
+    from actstore.config import Settings
 
     settings = Settings(store_uri=store)
     service = Service(store, settings)
@@ -146,7 +148,8 @@ def query_command(
     import json
 
     from actstore.api import execute
-    from actstore.service import Service, Settings
+    from actstore.service import Service
+    from actstore.config import Settings
 
     try:
         vars_ = json.loads(variables) if variables else None

@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from actstore.analysis import AnalysisError
-from actstore.store import ActstoreError
+from actstore.errors import ActstoreError
 
 from .common import DEFAULT_STORE, StoreOption, fail
 
@@ -24,7 +24,7 @@ METHODS = ("procrustes", "ridge", "low_rank", "lasso")
 
 def parse_layer_ref(text: str):
     """``MODEL:LAYER`` or ``MODEL@DEPTH`` -> LayerRef."""
-    from actstore.service import LayerRef
+    from actstore.layers import LayerRef
 
     if "@" in text:
         model, _, depth = text.rpartition("@")
@@ -58,7 +58,8 @@ def _method(text: str) -> str:
 
 
 def _service(store: str):
-    from actstore.service import Service, Settings
+    from actstore.service import Service
+    from actstore.config import Settings
 
     return Service(store, Settings(store_uri=store))
 

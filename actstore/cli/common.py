@@ -7,13 +7,13 @@ from typing import Annotated
 
 import typer
 
-from actstore.service.settings import default_store_uri
+from actstore.config import Settings
 
 StoreOption = Annotated[
     str,
     typer.Option("--store", envvar="ACTSTORE_STORE", help="Store URI (local folder or object-store URI)."),
 ]
-DEFAULT_STORE = default_store_uri()
+DEFAULT_STORE = Settings().store_uri
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -15,8 +15,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from actstore.service.settings import default_store_uri
-from actstore.store.errors import ActstoreError
+from actstore.config import Settings
+from actstore.errors import ActstoreError
 
 from .common import fail
 
@@ -50,7 +50,7 @@ def ingest_command(
         "see actstore.ingest.manifest.")] = None,
     store: Annotated[str, typer.Option(
         "--store", envvar="ACTSTORE_STORE",
-        help="Store URI (local folder or object-store URI).")] = default_store_uri(),
+        help="Store URI (local folder or object-store URI).")] = Settings().store_uri,
     text_column: Annotated[str, typer.Option(
         "--text-column", help="Text column/field of the prompts file (a 0-based index for a "
         "CSV/TSV without a header row).")] = "text",
@@ -66,7 +66,7 @@ def ingest_command(
 
     Resumable: prompts already stored for every requested layer are skipped.
     """
-    store = store or default_store_uri()
+    store = store or Settings().store_uri
     from actstore.ingest.pipeline import ingest
     from actstore.ingest.manifest import run_manifest
 

@@ -14,7 +14,8 @@ from typing import Annotated, Optional
 import typer
 
 from actstore.analysis import AnalysisError
-from actstore.store import ActstoreError, Store
+from actstore.store import Store
+from actstore.errors import ActstoreError
 
 from .common import DEFAULT_STORE, StoreOption, fail
 
@@ -72,7 +73,8 @@ def sae_correlate(
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Feature correlation of two SAEs (SVCCA, RSA, random baseline) as JSON."""
-    from actstore.service import Service, Settings
+    from actstore.service import Service
+    from actstore.config import Settings
 
     try:
         service = Service(store, Settings(store_uri=store))

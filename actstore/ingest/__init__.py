@@ -4,7 +4,6 @@ Modules (imported lazily, so ``from actstore.ingest.sources import read_prompts`
 pull in torch):
 
 - :mod:`.sources`  ``read_prompts(path) -> PromptSet`` for JSONL/CSV/TSV/Parquet/text/HF.
-- :mod:`.layers`   ``parse_layers(spec, n_layers)`` for "all", "0,5,-1", "grid:9".
 - :mod:`.runner`   ``ModelRunner(source).encode(texts, layers)`` -> {layer: float32 [n, d]}.
 - :mod:`.pipeline` ``ingest(store, model, dataset, ...) -> IngestSummary`` (resumable).
 - :mod:`.manifest` ``run_manifest(store, "runs.toml")`` for several models/datasets.
@@ -17,7 +16,6 @@ from typing import Any
 
 _EXPORTS = {
     "PromptSet": "sources", "read_prompts": "sources",
-    "parse_layers": "layers", "grid_layers": "layers",
     "ModelRunner": "runner",
     "IngestSummary": "pipeline", "ingest": "pipeline", "model_key_for": "pipeline",
     "ManifestRun": "manifest", "load_manifest": "manifest", "run_manifest": "manifest",

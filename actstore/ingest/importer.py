@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from actstore.store import InvalidInputError, Store
+from actstore.store import Store
+from actstore.errors import InvalidInput
 
 from .sources import read_prompts
 
@@ -40,7 +41,7 @@ class ImportSummary:
 def _layer_from_name(name: str) -> int:
     m = _LAST_INT.search(name)
     if m is None:
-        raise InvalidInputError(f"cannot tell the layer of {name!r}: put the layer number in its name or pass layers")
+        raise InvalidInput(f"cannot tell the layer of {name!r}: put the layer number in its name or pass layers")
     return int(m.group(1))
 
 
@@ -48,12 +49,12 @@ def load_layer_arrays(paths: Sequence[str | Path], layers: Sequence[int] | None 
     """Read activation arrays into {layer: [n, d] array} (memory-mapped for .npy)."""
     paths = [Path(p) for p in paths]
     if not paths:
-        raise InvalidInputError("no activation files given")
+        raise InvalidInput("no activation files given")
     for p in paths:
         if not p.exists():
-            raise InvalidInputError(f"activation file {str(p)!r} does not exist")
+            raise InvalidInput(f"activation file {str(p)!r} does not exist")
         if p.suffix not in (".npy", ".safetensors"):
-            raise InvalidInputError(f"activation file {str(p)!r}: expected .npy or .safetensors")
+            raise InvalidInput(f"activation file {str(p)!r}: expected .npy or .safetensors")
     if len(paths) == 1 and paths[0].suffix == ".safetensors":
         from safetensors import safe_open
 
@@ -61,30 +62,30 @@ def load_layer_arrays(paths: Sequence[str | Path], layers: Sequence[int] | None 
         with safe_open(str(paths[0]), framework="pt") as fh:
             names = list(fh.keys())
             if not names:
-                raise InvalidInputError(f"{str(paths[0])!r} holds no tensors")
+                raise InvalidInput(f"{str(paths[0])!r} holds no tensors")
             for i, name in enumerate(names):
                 layer = layers[i] if layers is not None else _layer_from_name(name)
                 out[layer] = fh.get_tensor(name).float().numpy()
         if layers is not None and len(layers) != len(names):
-            raise InvalidInputError(f"{len(layers)} layers given for {len(names)} tensors in {str(paths[0])!r}")
+            raise InvalidInput(f"{len(layers)} layers given for {len(names)} tensors in {str(paths[0])!r}")
         return out
     if any(p.suffix != ".npy" for p in paths):
-        raise InvalidInputError("give either one .safetensors file or .npy files, not a mix")
+        raise InvalidInput("give either one .safetensors file or .npy files, not a mix")
     try:
         arrays = [np.load(p, mmap_mode="r", allow_pickle=False) for p in paths]
     except ValueError as exc:
-        raise InvalidInputError(f"cannot read .npy file: {exc}") from exc
+        raise InvalidInput(f"cannot read .npy file: {exc}") from exc
     if len(arrays) == 1 and arrays[0].ndim == 3:
         if layers is not None and len(layers) != arrays[0].shape[1]:
-            raise InvalidInputError(f"{len(layers)} layers given for an array of {arrays[0].shape[1]} layers")
+            raise InvalidInput(f"{len(layers)} layers given for an array of {arrays[0].shape[1]} layers")
         ls = layers if layers is not None else range(arrays[0].shape[1])
         return {int(layer): arrays[0][:, i, :] for i, layer in enumerate(ls)}
     if layers is not None and len(layers) != len(paths):
-        raise InvalidInputError(f"{len(layers)} layers given for {len(paths)} .npy files")
+        raise InvalidInput(f"{len(layers)} layers given for {len(paths)} .npy files")
     out = {}
     for i, (p, a) in enumerate(zip(paths, arrays)):
         if a.ndim != 2:
-            raise InvalidInputError(f"{str(p)!r} has shape {a.shape}: expected [n, d] per layer or one [n, L, d]")
+            raise InvalidInput(f"{str(p)!r} has shape {a.shape}: expected [n, d] per layer or one [n, L, d]")
         out[int(layers[i]) if layers is not None else _layer_from_name(p.stem)] = a
     return out
 
@@ -114,25 +115,25 @@ def import_activations(
     first_seen: dict[str, int] = {}
     for i, text in enumerate(prompts.texts):
         if text in first_seen:
-            raise InvalidInputError(
+            raise InvalidInput(
                 f"{str(prompts_file)!r} holds the same text at prompts {first_seen[text]} and {i}: "
                 "each prompt is stored once, so each array row needs a distinct text"
             )
         first_seen[text] = i
     dims = {a.shape[1] for a in by_layer.values()}
     if len(dims) != 1:
-        raise InvalidInputError(f"layers have different dimensions {sorted(dims)}: one model has one d_model")
+        raise InvalidInput(f"layers have different dimensions {sorted(dims)}: one model has one d_model")
     (d,) = dims
     L = n_layers if n_layers is not None else max(by_layer) + 1
     for layer, a in sorted(by_layer.items()):
         if a.shape[0] != n:
-            raise InvalidInputError(f"layer {layer} has {a.shape[0]} rows but {str(prompts_file)!r} has {n} prompts")
+            raise InvalidInput(f"layer {layer} has {a.shape[0]} rows but {str(prompts_file)!r} has {n} prompts")
         if not 0 <= layer < L:
-            raise InvalidInputError(f"layer {layer} is out of range for n_layers={L}")
+            raise InvalidInput(f"layer {layer} is out of range for n_layers={L}")
         if not np.isfinite(a).all():
-            raise InvalidInputError(f"layer {layer} contains NaN or inf")
+            raise InvalidInput(f"layer {layer} contains NaN or inf")
         if dtype == "float16" and np.abs(a).max() > np.finfo(np.float16).max:
-            raise InvalidInputError(f"layer {layer} has values beyond float16 range: import with dtype float32")
+            raise InvalidInput(f"layer {layer} has values beyond float16 range: import with dtype float32")
     ids = store.add_prompts(dataset, prompts.texts, prompts.labels, prompts.meta)
     for layer, a in sorted(by_layer.items()):
         store.write_activations(

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from actstore.store.errors import InvalidInputError
+from actstore.errors import InvalidInput
 
 if TYPE_CHECKING:
     from actstore.ingest.pipeline import IngestSummary
@@ -79,16 +79,16 @@ class ManifestRun:
 def _check_table(table: dict, allowed: dict[str, tuple[type, ...]], where: str) -> None:
     for name, value in table.items():
         if name not in allowed:
-            raise InvalidInputError(
+            raise InvalidInput(
                 f"{where}: unknown key {name!r}; allowed: {', '.join(sorted(allowed))}"
             )
         types = allowed[name]
         if isinstance(value, bool) or not isinstance(value, types):
             want = " or ".join("list" if t is list else t.__name__ for t in types)
-            raise InvalidInputError(f"{where}: {name} must be {want}, got {value!r}")
+            raise InvalidInput(f"{where}: {name} must be {want}, got {value!r}")
         if name == "layers" and isinstance(value, list) and not all(
                 isinstance(v, int) and not isinstance(v, bool) for v in value):
-            raise InvalidInputError(f"{where}: layers list must hold integers, got {value!r}")
+            raise InvalidInput(f"{where}: layers list must hold integers, got {value!r}")
 
 
 def _local_or_hub(value: str, base: Path) -> str:
@@ -107,22 +107,22 @@ def load_manifest(path: str | Path, base: dict[str, Any] | None = None) -> list[
     try:
         raw = path.read_bytes()
     except OSError as e:
-        raise InvalidInputError(f"cannot read manifest {str(path)!r}: {e.strerror or e}") from None
+        raise InvalidInput(f"cannot read manifest {str(path)!r}: {e.strerror or e}") from None
     try:
         doc = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
-        raise InvalidInputError(f"manifest {str(path)!r} is not UTF-8 text") from None
+        raise InvalidInput(f"manifest {str(path)!r} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as e:
-        raise InvalidInputError(f"manifest {str(path)!r} is not valid TOML: {e}") from None
+        raise InvalidInput(f"manifest {str(path)!r} is not valid TOML: {e}") from None
     folder = path.resolve().parent
     runs = doc.pop("run", None)
     defaults_table = doc.pop("defaults", {})
     if not isinstance(defaults_table, dict):
-        raise InvalidInputError(f"{path}: [defaults] must be a table")
+        raise InvalidInput(f"{path}: [defaults] must be a table")
     _check_table(doc, _OPTION_TYPES, f"{path}: top level")
     _check_table(defaults_table, _OPTION_TYPES, f"{path}: [defaults]")
     if not isinstance(runs, list) or not runs:
-        raise InvalidInputError(
+        raise InvalidInput(
             f"{path}: no runs; add one or more [[run]] tables with model = ... and dataset = ..."
         )
     options = {**DEFAULT_OPTIONS, **(base or {}), **doc, **defaults_table}
@@ -130,11 +130,11 @@ def load_manifest(path: str | Path, base: dict[str, Any] | None = None) -> list[
     for i, run in enumerate(runs, start=1):
         where = f"{path}: run {i}"
         if not isinstance(run, dict):
-            raise InvalidInputError(f"{where}: must be a table")
+            raise InvalidInput(f"{where}: must be a table")
         _check_table(run, _RUN_TYPES, where)
         for req in ("model", "dataset"):
             if not run.get(req, "").strip():
-                raise InvalidInputError(f"{where}: missing {req} = \"...\"")
+                raise InvalidInput(f"{where}: missing {req} = \"...\"")
         opts = {**options, **{k: v for k, v in run.items() if k in _OPTION_TYPES}}
         prompts = None
         if run.get("prompts"):
@@ -144,7 +144,7 @@ def load_manifest(path: str | Path, base: dict[str, Any] | None = None) -> list[
             else:
                 prompts = Path(_local_or_hub(prompts_s, folder))
                 if not prompts.exists():
-                    raise InvalidInputError(f"{where}: prompts file {prompts_s!r} not found "
+                    raise InvalidInput(f"{where}: prompts file {prompts_s!r} not found "
                                             f"(looked in {prompts})")
         out.append(ManifestRun(model=_local_or_hub(run["model"], folder), dataset=run["dataset"],
                                prompts=prompts, key=run.get("key"), options=opts))

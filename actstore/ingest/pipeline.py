@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from actstore.ingest.layers import LayerSpec
+from actstore.layers import LayerSpec
 from actstore.ingest.sources import read_prompts
-from actstore.store.errors import InvalidInputError, NotFoundError
+from actstore.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
     from actstore.ingest.runner import ModelRunner
@@ -141,12 +141,12 @@ def _open_store(store: Store | str | Path) -> Store:
 
 def _check_args(batch_size: int, max_tokens: int | None, dtype: str) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidInputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        raise InvalidInput(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
                                    or max_tokens < 1):
-        raise InvalidInputError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
+        raise InvalidInput(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
     if dtype not in STORAGE_DTYPES:
-        raise InvalidInputError(f"storage dtype must be float16 or float32, got {dtype!r}")
+        raise InvalidInput(f"storage dtype must be float16 or float32, got {dtype!r}")
 
 
 def _check_key(key: str) -> str:
@@ -155,7 +155,7 @@ def _check_key(key: str) -> str:
     try:
         return check_model_key(key)
     except ValueError as e:
-        raise InvalidInputError(str(e)) from None
+        raise InvalidInput(str(e)) from None
 
 
 def ingest(
@@ -197,7 +197,7 @@ def ingest(
     t0 = time.perf_counter()
     _check_args(batch_size, max_tokens, dtype)
     if not isinstance(dataset, str) or not dataset.strip():
-        raise InvalidInputError(f"dataset must be a non-empty name, got {dataset!r}")
+        raise InvalidInput(f"dataset must be a non-empty name, got {dataset!r}")
     is_runner = not isinstance(model, (str, Path))
     source_name = model.source if is_runner else str(model)
     key = _check_key(key if key is not None else model_key_for(source_name))
@@ -208,12 +208,12 @@ def ingest(
     if prompt_set is None:
         try:
             st.prompt_ids(dataset)
-        except NotFoundError as e:
-            raise NotFoundError(f"{e}; pass a prompts file (--prompts FILE) to add its prompts") from None
+        except NotFound as e:
+            raise NotFound(f"{e}; pass a prompts file (--prompts FILE) to add its prompts") from None
 
     runner = model if is_runner else _load_runner(model, device, compute_dtype, revision, next_tokens)
     if next_tokens and getattr(runner, "lm_head", None) is None:
-        raise InvalidInputError("next tokens need the model's LM head: load the runner with "
+        raise InvalidInput("next tokens need the model's LM head: load the runner with "
                                 "ModelRunner(..., lm_head=True)")
     wanted = runner.layers(layers)
     _check_model_matches(st, key, runner, dtype)
@@ -333,7 +333,7 @@ def ingest(
 def _count(st: Store, dataset: str) -> int:
     try:
         return len(st.prompt_ids(dataset))
-    except NotFoundError:
+    except NotFound:
         return 0
 
 
@@ -371,7 +371,7 @@ def _check_model_matches(st: Store, key: str, runner: ModelRunner, dtype: str) -
     """Refuse to mix a different model (or storage dtype) into an existing key."""
     try:
         info = st.model(key)
-    except NotFoundError:
+    except NotFound:
         return
     diffs = []
     if info.n_layers != runner.n_layers:
@@ -381,12 +381,12 @@ def _check_model_matches(st: Store, key: str, runner: ModelRunner, dtype: str) -
     if info.architecture and info.architecture != runner.architecture:
         diffs.append(f"architecture {info.architecture} vs {runner.architecture}")
     if diffs:
-        raise InvalidInputError(
+        raise InvalidInput(
             f"model key {key!r} is already used by another model ({info.source or 'unknown source'}: "
             f"{'; '.join(diffs)}); choose another --key"
         )
     if info.dtype != dtype:
-        raise InvalidInputError(f"model {key!r} is stored as {info.dtype}; ingest it with "
+        raise InvalidInput(f"model {key!r} is stored as {info.dtype}; ingest it with "
                                 f"--dtype {info.dtype} (got {dtype})")
     if info.source and info.source != runner.source:
         log.info("model %r was stored from %s; now ingesting from %s", key, info.source, runner.source)

@@ -57,8 +57,8 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
-from actstore.ingest.layers import LayerSpec, parse_layers
-from actstore.store.errors import InvalidInputError
+from actstore.layers import LayerSpec, parse_layer_spec
+from actstore.errors import InvalidInput
 
 __all__ = ["ModelRunner", "Tokenized", "hub_reachable", "resolve_device", "resolve_dtype"]
 
@@ -117,9 +117,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     try:
         dev = torch.device(d)
     except RuntimeError:
-        raise InvalidInputError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from None
+        raise InvalidInput(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInputError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+        raise InvalidInput(f"device {device!r} requested but CUDA is not available; use --device cpu")
     return dev
 
 
@@ -134,7 +134,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     try:
         return _DTYPES[str(dtype).lower()]
     except KeyError:
-        raise InvalidInputError(
+        raise InvalidInput(
             f"unknown compute dtype {dtype!r}: use auto, float32, bfloat16 or float16"
         ) from None
 
@@ -180,20 +180,20 @@ def _resolve_source(source: str | Path) -> tuple[str, bool, bool]:
     """(what to pass to from_pretrained, is_local, local_files_only)."""
     s = str(source).strip()
     if not s:
-        raise InvalidInputError("empty model name: pass a hub id or a local model folder")
+        raise InvalidInput("empty model name: pass a hub id or a local model folder")
     p = Path(s).expanduser()
     if p.exists():
         if not p.is_dir():
-            raise InvalidInputError(f"model path {s!r} is a file; pass the model folder "
+            raise InvalidInput(f"model path {s!r} is a file; pass the model folder "
                                     "(with config.json and *.safetensors)")
         if not (p / "config.json").exists():
-            raise InvalidInputError(f"model folder {s!r} has no config.json; pass a folder "
+            raise InvalidInput(f"model folder {s!r} has no config.json; pass a folder "
                                     "written by save_pretrained or downloaded from the Hub")
         return str(p.resolve()), True, True
     looks_like_path = (s.startswith((".", "/", "~")) or s.endswith("/") or s.count("/") > 1
                        or os.sep in s and os.sep != "/" or s.startswith("\\"))
     if looks_like_path:
-        raise InvalidInputError(f"model folder {s!r} does not exist")
+        raise InvalidInput(f"model folder {s!r} does not exist")
     offline = not hub_reachable()
     return s, False, offline
 
@@ -215,10 +215,10 @@ def _quiet_transformers() -> Iterator[None]:
             tlog.enable_progress_bar()
 
 
-def _offline_error(source: str, err: Exception | None = None) -> InvalidInputError:
+def _offline_error(source: str, err: Exception | None = None) -> InvalidInput:
     why = ("HF_HUB_OFFLINE is set" if _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE")
            else "the Hugging Face Hub cannot be reached")
-    return InvalidInputError(
+    return InvalidInput(
         f"model {source!r} is not a local folder and {why}, and it is not in the local "
         "Hugging Face cache; pass a local folder instead (one with config.json, *.safetensors "
         "and tokenizer files, e.g. written by save_pretrained or `huggingface-cli download`)"
@@ -263,16 +263,16 @@ class ModelRunner:
             except (OSError, ValueError) as e:
                 if not is_local and local_only:
                     raise _offline_error(str(source), e) from None
-                raise InvalidInputError(f"cannot load the config of model {str(source)!r}: {e}") from None
+                raise InvalidInput(f"cannot load the config of model {str(source)!r}: {e}") from None
             if getattr(config, "is_encoder_decoder", False):
-                raise InvalidInputError(
+                raise InvalidInput(
                     f"model {str(source)!r} ({config.model_type}) is an encoder-decoder model; "
                     "only decoder-only and encoder-only models are supported"
                 )
             try:
                 self.tokenizer = AutoTokenizer.from_pretrained(path, **common)
             except (OSError, ValueError) as e:
-                raise InvalidInputError(f"cannot load the tokenizer of model {str(source)!r}: {e}") from None
+                raise InvalidInput(f"cannot load the tokenizer of model {str(source)!r}: {e}") from None
             kwargs = dict(common, config=config, use_safetensors=True)
             kwargs[_dtype_kwarg()] = self.dtype
             try:
@@ -280,10 +280,10 @@ class ModelRunner:
             except (OSError, ValueError, EnvironmentError) as e:
                 msg = str(e)
                 if "safetensors" in msg.lower() or "no file named" in msg.lower():
-                    raise InvalidInputError(
+                    raise InvalidInput(
                         f"model {str(source)!r} has no safetensors weights; actstore only loads "
                         f"*.safetensors (convert the checkpoint first): {msg}") from None
-                raise InvalidInputError(f"cannot load model {str(source)!r}: {msg}") from None
+                raise InvalidInput(f"cannot load model {str(source)!r}: {msg}") from None
         # With lm_head the causal LM is loaded; blocks and forward use its base model, and the
         # head maps the final (normed) hidden state to next-token logits (see next_tokens).
         self.lm_head: torch.nn.Module | None = None
@@ -303,7 +303,7 @@ class ModelRunner:
         self.max_length: int | None = int(max_pos) if isinstance(max_pos, int) and max_pos > 0 else None
         self.padding_side = padding_side or getattr(self.tokenizer, "padding_side", "right") or "right"
         if self.padding_side not in ("left", "right"):
-            raise InvalidInputError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
+            raise InvalidInput(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
         tok = self.tokenizer
         pad = tok.pad_token_id
         if pad is None:
@@ -328,7 +328,7 @@ class ModelRunner:
     def effective_max_tokens(self, max_tokens: int | None) -> int | None:
         """``max_tokens`` capped by the model's maximum positions (None = no cap)."""
         if max_tokens is not None and max_tokens < 1:
-            raise InvalidInputError(f"max_tokens must be >= 1, got {max_tokens}")
+            raise InvalidInput(f"max_tokens must be >= 1, got {max_tokens}")
         limits = [m for m in (max_tokens, self.max_length) if m]
         return min(limits) if limits else None
 
@@ -356,7 +356,7 @@ class ModelRunner:
         lengths = np.array([len(x) for x in ids], dtype=np.int64)
         if (lengths == 0).any():
             i = int(np.flatnonzero(lengths == 0)[0])
-            raise InvalidInputError(f"prompt {i} ({texts[i][:40]!r}) tokenizes to no tokens")
+            raise InvalidInput(f"prompt {i} ({texts[i][:40]!r}) tokenizes to no tokens")
         return Tokenized(ids, tti, lengths, truncated)
 
     @staticmethod
@@ -367,7 +367,7 @@ class ModelRunner:
         batches as an uninterrupted one.
         """
         if batch_size < 1:
-            raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
+            raise InvalidInput(f"batch_size must be >= 1, got {batch_size}")
         order = np.argsort(-tok.lengths, kind="stable")
         return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
@@ -375,7 +375,7 @@ class ModelRunner:
 
     def layers(self, spec: LayerSpec = "all") -> list[int]:
         """Resolve a layer spec (``"all"``, ``"0,5,-1"``, ``"grid:9"``, ints) for this model."""
-        return parse_layers(spec, self.n_layers)
+        return parse_layer_spec(spec, self.n_layers)
 
     def run_batch(self, tok: Tokenized, idx: np.ndarray | Sequence[int],
                   layers: Sequence[int], top_k: int = 0) -> dict[int, np.ndarray]:
@@ -390,7 +390,7 @@ class ModelRunner:
         idx = np.asarray(idx, dtype=np.int64)
         layers = sorted(set(int(x) for x in layers))
         if top_k and self.lm_head is None:
-            raise InvalidInputError("next tokens need the LM head: load the runner with lm_head=True")
+            raise InvalidInput("next tokens need the LM head: load the runner with lm_head=True")
         cap = self._batch_cap
         if cap is not None and len(idx) > cap:
             parts = [self.run_batch(tok, idx[i:i + cap], layers, top_k) for i in range(0, len(idx), cap)]
@@ -420,7 +420,7 @@ class ModelRunner:
             return out0
         for l in layers:
             if not 0 <= l < self.n_layers:
-                raise InvalidInputError(f"layer {l} out of range 0..{self.n_layers - 1}")
+                raise InvalidInput(f"layer {l} out of range 0..{self.n_layers - 1}")
         lengths = tok.lengths[idx]
         T = int(lengths.max())
         ids = np.full((B, T), self.pad_id, dtype=np.int64)
@@ -497,7 +497,7 @@ class ModelRunner:
                max_tokens: int | None = 512) -> dict[int, np.ndarray]:
         """Encode ``texts``: ``{layer: float32 array [len(texts), d_model]}`` in input order.
 
-        ``layers`` is a layer spec (see :func:`actstore.ingest.layers.parse_layers`).
+        ``layers`` is a layer spec (see :func:`actstore.layers.parse_layer_spec`).
         ``self.last_truncated`` holds how many prompts were cut to ``max_tokens``.
         """
         wanted = self.layers(layers)
@@ -521,7 +521,7 @@ def _causal_lm_class(config: Any, source: str) -> Any:
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        raise InvalidInputError(
+        raise InvalidInput(
             f"model {source!r} ({config.model_type}) has no causal language-model head, so it has no "
             "next tokens to store; ingest it without --next-tokens")
     return AutoModelForCausalLM
@@ -562,7 +562,7 @@ def _find_blocks(model: torch.nn.Module, n_layers: int | None) -> tuple[str, tor
         matching.sort(key=lambda nm: -len(nm[1]))
         matching = matching[:1]
     if not matching:
-        raise InvalidInputError(
+        raise InvalidInput(
             f"cannot find the transformer blocks of {type(model).__name__}: no ModuleList of "
             f"{n_layers} layers"
         )

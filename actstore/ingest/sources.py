@@ -15,7 +15,7 @@ Supported inputs (chosen by suffix, or by the ``hf:`` prefix / a folder):
   files, no ``datasets`` package needed) or a hub dataset name (needs ``datasets`` and a
   network). A ``save_to_disk`` folder can also be passed without the ``hf:`` prefix.
 
-Every problem raises :class:`InvalidInputError` naming the file, the line (or row) and the
+Every problem raises :class:`InvalidInput` naming the file, the line (or row) and the
 column: unreadable or empty files, missing columns, non-UTF-8 bytes, empty or whitespace-only
 texts, non-integer labels. Reading is all-or-nothing: a PromptSet is returned only when every
 row is valid, so callers never store part of a bad file.
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from actstore.store.errors import InvalidInputError
+from actstore.errors import InvalidInput
 
 __all__ = ["PromptSet", "read_prompts"]
 
@@ -72,11 +72,11 @@ def read_prompts(
         return _read_hf(spec, text_column, label_column)
     p = Path(spec).expanduser()
     if not p.exists():
-        raise InvalidInputError(f"prompt file {spec!r} does not exist")
+        raise InvalidInput(f"prompt file {spec!r} does not exist")
     if p.is_dir():
         if _is_saved_dataset(p):
             return _read_hf_saved(p, None, text_column, label_column, spec)
-        raise InvalidInputError(
+        raise InvalidInput(
             f"{spec!r} is a folder but not a Hugging Face save_to_disk folder; pass a "
             ".jsonl, .csv, .tsv, .parquet or .txt file"
         )
@@ -104,15 +104,15 @@ def _read_utf8(p: Path) -> str:
     try:
         data = p.read_bytes()
     except OSError as e:
-        raise InvalidInputError(f"cannot read prompt file {str(p)!r}: {e.strerror or e}") from None
+        raise InvalidInput(f"cannot read prompt file {str(p)!r}: {e.strerror or e}") from None
     if not data.strip():
-        raise InvalidInputError(f"prompt file {str(p)!r} is empty: no prompts to read")
+        raise InvalidInput(f"prompt file {str(p)!r} is empty: no prompts to read")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        raise InvalidInputError(
+        raise InvalidInput(
             f"{p}: line {line}, byte column {col}: not valid UTF-8 (byte 0x{data[e.start]:02x}); "
             "prompt files must be UTF-8 encoded"
         ) from None
@@ -122,9 +122,9 @@ def _read_utf8(p: Path) -> str:
 def _check_text(value: Any, where: str, column: ColumnSpec) -> str:
     if not isinstance(value, str):
         kind = "missing (null)" if value is None else f"a {type(value).__name__}, not a string"
-        raise InvalidInputError(f"{where}: text column {column!r} is {kind}")
+        raise InvalidInput(f"{where}: text column {column!r} is {kind}")
     if not value.strip():
-        raise InvalidInputError(f"{where}: text column {column!r} is empty; every prompt needs text")
+        raise InvalidInput(f"{where}: text column {column!r} is empty; every prompt needs text")
     return value
 
 
@@ -133,7 +133,7 @@ def _parse_label(value: Any, where: str, column: ColumnSpec) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool):
-        raise InvalidInputError(f"{where}: label column {column!r} is a boolean ({value}); labels must be integers")
+        raise InvalidInput(f"{where}: label column {column!r} is a boolean ({value}); labels must be integers")
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
@@ -149,7 +149,7 @@ def _parse_label(value: Any, where: str, column: ColumnSpec) -> int | None:
             return int(s)
         except ValueError:
             pass
-    raise InvalidInputError(
+    raise InvalidInput(
         f"{where}: label column {column!r} has {value!r}, which is not an integer; "
         "labels must be integers (or empty for no label)"
     )
@@ -158,7 +158,7 @@ def _parse_label(value: Any, where: str, column: ColumnSpec) -> int | None:
 def _finish(texts: list[str], labels: list[int | None] | None, meta: list[dict] | None,
             source: str) -> PromptSet:
     if not texts:
-        raise InvalidInputError(f"prompt file {source!r} holds no prompts")
+        raise InvalidInput(f"prompt file {source!r} holds no prompts")
     if labels is not None and all(label is None for label in labels):
         labels = None
     if meta is not None and not any(meta):
@@ -188,12 +188,12 @@ def _read_jsonl(p: Path, text: str, text_column: ColumnSpec,
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise InvalidInputError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+            raise InvalidInput(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
         if not isinstance(obj, dict):
-            raise InvalidInputError(f"{where}: expected a JSON object like {{\"{text_column}\": \"...\"}}, "
+            raise InvalidInput(f"{where}: expected a JSON object like {{\"{text_column}\": \"...\"}}, "
                                     f"got a {type(obj).__name__}")
         if text_column not in obj:
-            raise InvalidInputError(f"{where}: missing text field {text_column!r} "
+            raise InvalidInput(f"{where}: missing text field {text_column!r} "
                                     f"(fields: {', '.join(map(str, obj)) or 'none'})")
         texts.append(_check_text(obj[text_column], where, text_column))
         label = None
@@ -203,7 +203,7 @@ def _read_jsonl(p: Path, text: str, text_column: ColumnSpec,
         labels.append(label)
         meta.append({k: v for k, v in obj.items() if k not in (text_column, label_column)})
     if texts and _required_label(label_column) and not seen_label:
-        raise InvalidInputError(f"{p}: no line has the label field {label_column!r}")
+        raise InvalidInput(f"{p}: no line has the label field {label_column!r}")
     return _finish(texts, labels, meta, str(p))
 
 
@@ -213,7 +213,7 @@ def _read_csv(p: Path, text: str, delimiter: str, text_column: ColumnSpec,
     if headerless and label_column == "label":
         label_column = None  # the default name means nothing without a header
     if label_column is not None and isinstance(label_column, int) != headerless:
-        raise InvalidInputError("text_column and label_column must both be names (file with a "
+        raise InvalidInput("text_column and label_column must both be names (file with a "
                                 "header row) or both be 0-based indices (file without one)")
     csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # long prompts are fine
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
@@ -221,19 +221,19 @@ def _read_csv(p: Path, text: str, delimiter: str, text_column: ColumnSpec,
     try:
         rows = list(reader)
     except csv.Error as e:
-        raise InvalidInputError(f"{p}: line {reader.line_num}: malformed {kind} ({e})") from None
+        raise InvalidInput(f"{p}: line {reader.line_num}: malformed {kind} ({e})") from None
     if headerless:
         header = None
         first_line = 1
         ti, li = text_column, label_column
     else:
         if not rows:
-            raise InvalidInputError(f"prompt file {str(p)!r} is empty: no header row")
+            raise InvalidInput(f"prompt file {str(p)!r} is empty: no header row")
         header = [h.strip() for h in rows[0]]
         rows = rows[1:]
         first_line = 2
         if text_column not in header:
-            raise InvalidInputError(
+            raise InvalidInput(
                 f"{p}: line 1: no text column {text_column!r} in the header (columns: "
                 f"{', '.join(repr(h) for h in header)}); name the text column with --text-column"
             )
@@ -241,7 +241,7 @@ def _read_csv(p: Path, text: str, delimiter: str, text_column: ColumnSpec,
         if label_column is not None and label_column in header:
             li = header.index(label_column)
         elif _required_label(label_column):
-            raise InvalidInputError(
+            raise InvalidInput(
                 f"{p}: line 1: no label column {label_column!r} in the header (columns: "
                 f"{', '.join(repr(h) for h in header)})"
             )
@@ -257,13 +257,13 @@ def _read_csv(p: Path, text: str, delimiter: str, text_column: ColumnSpec,
         where = f"{p}: line {lineno}"
         width = len(header) if header is not None else None
         if width is not None and len(row) != width:
-            raise InvalidInputError(f"{where}: {len(row)} fields where the header has {width}")
+            raise InvalidInput(f"{where}: {len(row)} fields where the header has {width}")
         if ti >= len(row):
-            raise InvalidInputError(f"{where}: no column {ti} (the row has {len(row)} fields)")
+            raise InvalidInput(f"{where}: no column {ti} (the row has {len(row)} fields)")
         texts.append(_check_text(row[ti], f"{where}, column {_colname(header, ti)!r}", text_column))
         if labels is not None:
             if li >= len(row):
-                raise InvalidInputError(f"{where}: no column {li} (the row has {len(row)} fields)")
+                raise InvalidInput(f"{where}: no column {li} (the row has {len(row)} fields)")
             labels.append(_parse_label(row[li], f"{where}, column {_colname(header, li)!r}", label_column))
         if meta is not None:
             meta.append({h: v for j, (h, v) in enumerate(zip(header, row)) if j not in (ti, li)})
@@ -280,7 +280,7 @@ def _read_parquet(p: Path, text_column: ColumnSpec, label_column: ColumnSpec | N
     try:
         table = pq.read_table(p)
     except Exception as e:  # pyarrow raises ArrowInvalid / OSError for non-Parquet bytes
-        raise InvalidInputError(f"cannot read {str(p)!r} as Parquet: {e}") from None
+        raise InvalidInput(f"cannot read {str(p)!r} as Parquet: {e}") from None
     return _from_arrow(table, str(p), text_column, label_column)
 
 
@@ -291,17 +291,17 @@ def _from_arrow(table, source: str, text_column: ColumnSpec,
 
     names = table.column_names
     if table.num_rows == 0:
-        raise InvalidInputError(f"{source!r} holds no rows: no prompts to read")
+        raise InvalidInput(f"{source!r} holds no rows: no prompts to read")
     if isinstance(text_column, int):
         text_column = names[text_column] if 0 <= text_column < len(names) else str(text_column)
     if isinstance(label_column, int):
         label_column = names[label_column] if 0 <= label_column < len(names) else str(label_column)
     if text_column not in names:
-        raise InvalidInputError(f"{source}: no text column {text_column!r} (columns: "
+        raise InvalidInput(f"{source}: no text column {text_column!r} (columns: "
                                 f"{', '.join(repr(n) for n in names)}); name it with --text-column")
     col = table.column(text_column)
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-        raise InvalidInputError(f"{source}: text column {text_column!r} has type {col.type}, not string")
+        raise InvalidInput(f"{source}: text column {text_column!r} has type {col.type}, not string")
     raw_texts = col.to_pylist()
     texts = [_check_text(t, f"{source}: row {i + 1}", text_column) for i, t in enumerate(raw_texts)]
     labels = None
@@ -312,12 +312,12 @@ def _from_arrow(table, source: str, text_column: ColumnSpec,
             t = t.value_type
         if pa.types.is_boolean(t) or not (pa.types.is_integer(t) or pa.types.is_floating(t)
                                           or pa.types.is_string(t) or pa.types.is_large_string(t)):
-            raise InvalidInputError(f"{source}: label column {label_column!r} has type {lcol.type}; "
+            raise InvalidInput(f"{source}: label column {label_column!r} has type {lcol.type}; "
                                     "labels must be integers")
         labels = [_parse_label(v, f"{source}: row {i + 1}", label_column)
                   for i, v in enumerate(lcol.to_pylist())]
     elif _required_label(label_column):
-        raise InvalidInputError(f"{source}: no label column {label_column!r} (columns: "
+        raise InvalidInput(f"{source}: no label column {label_column!r} (columns: "
                                 f"{', '.join(repr(n) for n in names)})")
     others = [n for n in names if n not in (text_column, label_column)]
     meta = None
@@ -347,7 +347,7 @@ def _is_saved_dataset(p: Path) -> bool:
 def _read_hf(spec: str, text_column: ColumnSpec, label_column: ColumnSpec | None) -> PromptSet:
     body = spec[3:]
     if not body:
-        raise InvalidInputError("empty Hugging Face dataset spec; use hf:NAME or hf:NAME:split")
+        raise InvalidInput("empty Hugging Face dataset spec; use hf:NAME or hf:NAME:split")
     # A local folder may itself contain ':' (rare); try the whole body first.
     local = Path(body).expanduser()
     if local.is_dir():
@@ -358,7 +358,7 @@ def _read_hf(spec: str, text_column: ColumnSpec, label_column: ColumnSpec | None
     if local.is_dir():
         return _read_hf_saved(local, split, text_column, label_column, spec)
     if local.exists() or name.startswith((".", "/", "~")):
-        raise InvalidInputError(f"{spec!r}: {name!r} is not a Hugging Face save_to_disk folder")
+        raise InvalidInput(f"{spec!r}: {name!r} is not a Hugging Face save_to_disk folder")
     return _read_hf_hub(name, split, text_column, label_column, spec)
 
 
@@ -371,29 +371,29 @@ def _read_hf_saved(folder: Path, split: str | None, text_column: ColumnSpec,
         try:
             splits = json.loads((folder / "dataset_dict.json").read_text("utf-8"))["splits"]
         except (OSError, ValueError, KeyError) as e:
-            raise InvalidInputError(f"{spec!r}: unreadable dataset_dict.json ({e})") from None
+            raise InvalidInput(f"{spec!r}: unreadable dataset_dict.json ({e})") from None
         if split is None:
             if len(splits) == 1:
                 split = splits[0]
             elif "train" in splits:
                 split = "train"
             else:
-                raise InvalidInputError(f"{spec!r} has splits {', '.join(splits)}; choose one "
+                raise InvalidInput(f"{spec!r} has splits {', '.join(splits)}; choose one "
                                         f"with hf:{folder}:SPLIT")
         if split not in splits:
-            raise InvalidInputError(f"{spec!r}: no split {split!r}; splits: {', '.join(splits)}")
+            raise InvalidInput(f"{spec!r}: no split {split!r}; splits: {', '.join(splits)}")
         folder = folder / split
     elif split is not None:
-        raise InvalidInputError(f"{spec!r}: {str(folder)!r} is a single dataset without splits; "
+        raise InvalidInput(f"{spec!r}: {str(folder)!r} is a single dataset without splits; "
                                 f"drop ':{split}'")
     state_file = folder / "state.json"
     try:
         state = json.loads(state_file.read_text("utf-8"))
         files = [folder / f["filename"] for f in state["_data_files"]]
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise InvalidInputError(f"{spec!r}: {state_file} is not a datasets state.json ({e})") from None
+        raise InvalidInput(f"{spec!r}: {state_file} is not a datasets state.json ({e})") from None
     if state.get("_indices_data_files"):
-        raise InvalidInputError(f"{spec!r}: the saved dataset has an indices mapping; save it "
+        raise InvalidInput(f"{spec!r}: the saved dataset has an indices mapping; save it "
                                 "again after .flatten_indices()")
     tables = []
     for f in files:
@@ -405,9 +405,9 @@ def _read_hf_saved(folder: Path, split: str | None, text_column: ColumnSpec,
                     src.seek(0)
                     tables.append(pa.ipc.open_file(src).read_all())
         except (OSError, pa.ArrowInvalid) as e:
-            raise InvalidInputError(f"{spec!r}: cannot read Arrow file {f.name} ({e})") from None
+            raise InvalidInput(f"{spec!r}: cannot read Arrow file {f.name} ({e})") from None
     if not tables:
-        raise InvalidInputError(f"{spec!r} holds no data files")
+        raise InvalidInput(f"{spec!r} holds no data files")
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     return _from_arrow(table, spec, text_column, label_column)
 
@@ -417,7 +417,7 @@ def _read_hf_hub(name: str, split: str | None, text_column: ColumnSpec,
     try:
         import datasets  # noqa: F401  (optional dependency, imported lazily)
     except ImportError:
-        raise InvalidInputError(
+        raise InvalidInput(
             f"{spec!r}: reading a dataset from the Hugging Face Hub needs the 'datasets' "
             "package (pip install datasets) and a network; without them, pass a folder written "
             "by Dataset.save_to_disk (hf:/path/to/folder[:split]) or a .jsonl/.csv/.parquet file"
@@ -425,7 +425,7 @@ def _read_hf_hub(name: str, split: str | None, text_column: ColumnSpec,
     try:
         ds = datasets.load_dataset(name, split=split or "train")
     except Exception as e:  # datasets raises many types (FileNotFoundError, ConnectionError, ...)
-        raise InvalidInputError(f"{spec!r}: cannot load Hugging Face dataset {name!r} "
+        raise InvalidInput(f"{spec!r}: cannot load Hugging Face dataset {name!r} "
                                 f"(split {split or 'train'!r}): {e}") from None
     data = getattr(ds, "data", None)
     table = getattr(data, "table", None)

@@ -27,9 +27,11 @@ import numpy as np
 from actstore import analysis  # noqa: F401  (package import keeps analysis initialised)
 from actstore.analysis import bridges as B
 from actstore.analysis import probes as P
-from actstore.store import InvalidInputError, NotFoundError
+from actstore.errors import InvalidInput, NotFound
 
-from .types import RESULT_TYPES, LayerRef
+from actstore.layers import LayerRef
+
+from .types import RESULT_TYPES
 
 __all__ = ["BridgeQueries", "BridgeResult", "NextTokenTransferResult", "ProbeTransferResult",
            "ProbeTransferSweepResult"]
@@ -88,33 +90,33 @@ for _cls in (BridgeResult, BridgeSweepResult, ProbeTransferResult, ProbeTransfer
 def _method(method: Any) -> str:
     m = str(getattr(method, "value", method)).lower()
     if m not in B.BRIDGE_METHODS:
-        raise InvalidInputError(f"method must be one of PROCRUSTES, RIDGE, LOW_RANK, LASSO, got {method!r}")
+        raise InvalidInput(f"method must be one of PROCRUSTES, RIDGE, LOW_RANK, LASSO, got {method!r}")
     return m
 
 
 def _fraction(test_fraction: Any) -> float:
     if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) \
             or not 0.0 < float(test_fraction) < 1.0:
-        raise InvalidInputError(f"testFraction must be strictly between 0 and 1, got {test_fraction!r}")
+        raise InvalidInput(f"testFraction must be strictly between 0 and 1, got {test_fraction!r}")
     return float(test_fraction)
 
 
 def _seed(seed: Any) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InvalidInputError(f"seed must be an integer >= 0, got {seed!r}")
+        raise InvalidInput(f"seed must be an integer >= 0, got {seed!r}")
     return int(seed)
 
 
 def _bridge_args(method: str, rank: int | None, alpha: float | None) -> None:
     if alpha is not None and not (isinstance(alpha, (int, float)) and not isinstance(alpha, bool)
                                   and np.isfinite(alpha) and alpha > 0):
-        raise InvalidInputError(f"alpha must be a finite number > 0, got {alpha!r}")
+        raise InvalidInput(f"alpha must be a finite number > 0, got {alpha!r}")
     if method == "low_rank" and rank is None:
-        raise InvalidInputError("method LOW_RANK needs rank (an integer >= 1)")
+        raise InvalidInput("method LOW_RANK needs rank (an integer >= 1)")
     if method != "low_rank" and rank is not None:
-        raise InvalidInputError(f"rank applies only to method LOW_RANK, not {method.upper()}; leave it unset")
+        raise InvalidInput(f"rank applies only to method LOW_RANK, not {method.upper()}; leave it unset")
     if method == "procrustes" and alpha is not None:
-        raise InvalidInputError("alpha does not apply to method PROCRUSTES; leave it unset")
+        raise InvalidInput("alpha does not apply to method PROCRUSTES; leave it unset")
 
 
 class BridgeQueries:
@@ -138,12 +140,12 @@ class BridgeQueries:
         labels = self.store.labels(ids)
         has = ~np.isnan(labels)
         if not has.any():
-            raise InvalidInputError(f"taskDataset {task_dataset!r} has no labels on the {len(ids)} prompts both "
+            raise InvalidInput(f"taskDataset {task_dataset!r} has no labels on the {len(ids)} prompts both "
                                     f"models share; add labelled prompts (addPrompts labels / a label column)")
         ids, y = ids[has], labels[has].astype(np.int64)
         classes = np.unique(y)
         if len(classes) < 2:
-            raise InvalidInputError(f"taskDataset {task_dataset!r} has only one class ({classes.tolist()}) among "
+            raise InvalidInput(f"taskDataset {task_dataset!r} has only one class ({classes.tolist()}) among "
                                     f"its {len(ids)} labelled shared prompts; a probe needs at least 2")
         return ids, y
 
@@ -157,7 +159,7 @@ class BridgeQueries:
         if len(ids) < 3:
             where = f"bridgeDataset {bridge_dataset!r}" if bridge_dataset is not None else \
                 "the prompts outside the task dataset"
-            raise InvalidInputError(
+            raise InvalidInput(
                 f"too few prompts to fit the frozen bridge: {where} has {len(ids)} prompt(s) both models share "
                 f"that are not in taskDataset {task_dataset!r}; at least 3 are needed (pass a general-text "
                 f"bridgeDataset)")
@@ -199,7 +201,7 @@ class BridgeQueries:
         test_ids = self._shared(s_key, t_key, eval_dataset)
         train_ids = np.setdiff1d(ids, test_ids, assume_unique=True)
         if len(train_ids) < 2:
-            raise InvalidInputError(f"too few prompts to fit the bridge: {len(train_ids)} shared prompt(s) of "
+            raise InvalidInput(f"too few prompts to fit the bridge: {len(train_ids)} shared prompt(s) of "
                                     f"{train_dataset or 'the store'} outside evalDataset {eval_dataset!r}")
         return train_ids, test_ids
 
@@ -230,11 +232,11 @@ class BridgeQueries:
     @staticmethod
     def _ranks(ranks: Sequence[int]) -> list[int]:
         if ranks is None or len(ranks) == 0:
-            raise InvalidInputError("ranks must be a non-empty list of integers >= 1")
+            raise InvalidInput("ranks must be a non-empty list of integers >= 1")
         out = []
         for r in ranks:
             if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1:
-                raise InvalidInputError(f"every rank must be an integer >= 1, got {r!r}")
+                raise InvalidInput(f"every rank must be an integer >= 1, got {r!r}")
             out.append(int(r))
         return out
 
@@ -310,17 +312,17 @@ class BridgeQueries:
         _bridge_args(method, rank, alpha)
         test_fraction, seed = _fraction(test_fraction), _seed(seed)
         if isinstance(classes, bool) or not isinstance(classes, (int, np.integer)) or classes < 2:
-            raise InvalidInputError(f"classes must be an integer >= 2, got {classes!r}")
+            raise InvalidInput(f"classes must be an integer >= 2, got {classes!r}")
         info_s, ls, info_t, lt, versions = self._pair(source, target)
         ids = self._shared(info_s.key, info_t.key, dataset)
         with_tokens = np.intersect1d(nt.stored_next_token_ids(self.store, info_s.key),
                                      nt.stored_next_token_ids(self.store, info_t.key))
         for key in (info_s.key, info_t.key):
             if not nt.has_next_tokens(self.store, key):
-                raise NotFoundError(f"model {key!r} has no next tokens stored; ingest it with --next-tokens")
+                raise NotFound(f"model {key!r} has no next tokens stored; ingest it with --next-tokens")
         ids = np.intersect1d(ids, with_tokens, assume_unique=True)
         if len(ids) < 3:
-            raise InvalidInputError(f"only {len(ids)} prompt(s) of dataset {dataset!r} have next tokens stored for "
+            raise InvalidInput(f"only {len(ids)} prompt(s) of dataset {dataset!r} have next tokens stored for "
                                     f"both {info_s.key!r} and {info_t.key!r}; ingest them with --next-tokens")
         bids = self._bridge_ids(info_s.key, info_t.key, bridge_dataset, self.store.prompt_ids(dataset), dataset)
         versions = versions | {f"next/{info_s.key}": nt.next_tokens_version(self.store, info_s.key),

@@ -3,7 +3,7 @@ shared prompts, reads arrays from the store, calls :mod:`actstore.analysis` and 
 
 API resolvers, the CLI and Python users all call :class:`Service`; its method names mirror
 the GraphQL fields in snake_case. Every method validates its inputs and raises
-``InvalidInputError`` / ``NotFoundError`` (from the store) or ``AnalysisError`` with a
+``InvalidInput`` / ``NotFound`` (from the store) or ``AnalysisError`` with a
 message naming the bad value and what is allowed.
 
 Caching, from the bottom up:
@@ -31,18 +31,19 @@ from typing import Any
 import numpy as np
 
 from actstore import analysis
-from actstore.store import DatasetInfo, InvalidInputError, ModelInfo, NotFoundError, PromptRecord, Store
+from actstore.store import DatasetInfo, ModelInfo, PromptRecord, Store
+from actstore.errors import InvalidInput, NotFound
 
 from .cache import LayerCache, SingleFlight
 from .jobs import Job, JobRunner
 from .bridges import BridgeQueries
 from .saes import SaeQueries
-from .settings import Settings
+from actstore.config import Settings
+from actstore.layers import LayerRef, depth_grid, format_layers, relative_depth
 from .types import (
     AffinityMatrixResult,
     CkaResult,
     DiagonalTestResult,
-    LayerRef,
     MutualKnnResult,
     Neighbor,
     SimilarityMatrixResult,
@@ -72,9 +73,6 @@ def _digest(ids: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(ids, dtype=np.int64).tobytes()).hexdigest()[:16]
 
 
-def _depth(layer: int, n_layers: int) -> float:
-    """Relative depth l / (L - 1); 0.0 for a one-layer model."""
-    return 0.0 if n_layers == 1 else analysis.relative_depth(layer, n_layers)
 
 
 def _worst(recalls: Sequence[float | None]) -> float | None:
@@ -119,7 +117,7 @@ class Service(BridgeQueries, SaeQueries):
         """The model under ``key`` without prompt counts, or None."""
         try:
             return self.store.model(key)
-        except NotFoundError:
+        except NotFound:
             return None
 
     def model_summary(self, key: str) -> ModelSummary:
@@ -130,7 +128,7 @@ class Service(BridgeQueries, SaeQueries):
         """The model under ``key``, or None (GraphQL's nullable ``model``)."""
         try:
             info = self.store.model(key)
-        except NotFoundError:
+        except NotFound:
             return None
         return self._summary(info, self.store.datasets())
 
@@ -146,7 +144,7 @@ class Service(BridgeQueries, SaeQueries):
         for d in self.store.datasets():
             if d.name == name:
                 return d
-        raise NotFoundError(f"unknown dataset {name!r}")
+        raise NotFound(f"unknown dataset {name!r}")
 
     def prompts(self, dataset: str, offset: int = 0, limit: int = 100) -> list[PromptRecord]:
         return self.store.prompts(dataset, offset, limit)
@@ -156,58 +154,26 @@ class Service(BridgeQueries, SaeQueries):
 
     # --------------------------------------------------------------- resolution
     def resolve(self, ref: LayerRef) -> tuple[ModelInfo, int]:
-        """(model info, stored layer index) of a LayerRef.
-
-        ``layer`` may be negative (from the end). ``depth`` in [0, 1] picks the stored
-        layer whose relative depth l / (L - 1) is nearest (ties to the shallower layer).
-        """
+        """(model info, stored layer index) of a LayerRef (see :meth:`LayerRef.resolve`)."""
         info = self.store.model(ref.model)
-        if (ref.layer is None) == (ref.depth is None):
-            raise InvalidInputError(
-                f"give exactly one of layer or depth for model {ref.model!r} "
-                f"(got layer={ref.layer}, depth={ref.depth})"
-            )
-        if not info.layers:
-            raise NotFoundError(f"model {ref.model!r} has no stored layers")
-        L = info.n_layers
-        if ref.layer is not None:
-            layer = ref.layer + L if ref.layer < 0 else ref.layer
-            if not 0 <= layer < L:
-                raise InvalidInputError(
-                    f"layer {ref.layer} is out of range for model {ref.model!r}: allowed 0..{L - 1} or -{L}..-1"
-                )
-        else:
-            depth = float(ref.depth)
-            if not (0.0 <= depth <= 1.0):
-                raise InvalidInputError(f"depth must be in [0, 1], got {ref.depth}")
-            depths = np.array([_depth(l, L) for l in info.layers])
-            layer = info.layers[int(np.argmin(np.abs(depths - depth)))]
-        if layer not in info.layers:
-            raise NotFoundError(
-                f"layer {layer} of model {ref.model!r} is not stored; stored layers: {_preview(info.layers)}"
-            )
-        return info, layer
+        return info, ref.resolve(info.n_layers, info.layers)
 
     def _layer_list(self, info: ModelInfo, layers: Sequence[int] | None) -> list[int]:
         if layers is None:
             if not info.layers:
-                raise NotFoundError(f"model {info.key!r} has no stored layers")
+                raise NotFound(f"model {info.key!r} has no stored layers")
             return list(info.layers)
         if len(layers) == 0:
-            raise InvalidInputError(f"the layer list for model {info.key!r} is empty")
+            raise InvalidInput(f"the layer list for model {info.key!r} is empty")
         return [self.resolve(LayerRef(info.key, layer=int(l)))[1] for l in layers]
 
     def _grid(self, info: ModelInfo, grid: int) -> list[int]:
-        if grid > info.n_layers:
-            raise InvalidInputError(
-                f"grid {grid} asks for more layers than model {info.key!r} has ({info.n_layers}); "
-                f"use grid <= {info.n_layers}"
-            )
-        layers = analysis.depth_grid(grid, info.n_layers)  # validates grid >= 2
+        layers = depth_grid(grid, info.n_layers, info.key)
         missing = [l for l in layers if l not in info.layers]
         if missing:
-            raise NotFoundError(
-                f"a grid of {grid} over model {info.key!r} needs layers {layers}; not stored: {_preview(missing)}"
+            raise NotFound(
+                f"a grid of {grid} over model {info.key!r} needs layers {layers}; not stored: "
+                f"{format_layers(missing)} (stored: {format_layers(info.layers)})"
             )
         return layers
 
@@ -226,18 +192,18 @@ class Service(BridgeQueries, SaeQueries):
 
     def _shared(self, model_a: str, model_b: str, dataset: str | None) -> np.ndarray:
         if dataset is not None:
-            self.store.prompt_ids(dataset)  # NotFoundError for an unknown dataset
+            self.store.prompt_ids(dataset)  # NotFound for an unknown dataset
         ids = self.store.shared_prompts(model_a, model_b, dataset)
         if len(ids) == 0:
             where = f" in dataset {dataset!r}" if dataset else ""
-            raise InvalidInputError(f"models {model_a!r} and {model_b!r} share no stored prompts{where}")
+            raise InvalidInput(f"models {model_a!r} and {model_b!r} share no stored prompts{where}")
         return ids
 
     def _check_k(self, k: int, n: int) -> int:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-            raise InvalidInputError(f"k must be an integer, got {k!r}")
+            raise InvalidInput(f"k must be an integer, got {k!r}")
         if k < 1 or k > self.settings.max_k or k >= n:
-            raise InvalidInputError(
+            raise InvalidInput(
                 f"k must be between 1 and min({self.settings.max_k}, n - 1 = {n - 1}) for n = {n} prompts, got k={k}"
             )
         return int(k)
@@ -296,10 +262,10 @@ class Service(BridgeQueries, SaeQueries):
         return self._flight.run(key, run)
 
     def result(self, key: str) -> Any:
-        """A cached answer by its key (for plots); NotFoundError if there is none."""
+        """A cached answer by its key (for plots); NotFound if there is none."""
         stored = self.store.get_result(key)
         if stored is None:
-            raise NotFoundError(f"no cached result {key!r}")
+            raise NotFound(f"no cached result {key!r}")
         return from_jsonable(json.loads(stored))
 
     # ----------------------------------------------------------------- queries
@@ -325,15 +291,15 @@ class Service(BridgeQueries, SaeQueries):
         """
         given = [name for name, v in (("promptId", prompt_id), ("vector", vector), ("text", text)) if v is not None]
         if len(given) != 1:
-            raise InvalidInputError(
+            raise InvalidInput(
                 f"give exactly one of promptId, vector or text (got {', '.join(given) if given else 'none'})"
             )
         metric = metric.lower()
         if metric not in METRICS:
-            raise InvalidInputError(f"metric must be one of COSINE, L2, DOT, got {metric!r}")
+            raise InvalidInput(f"metric must be one of COSINE, L2, DOT, got {metric!r}")
         info, layer = self.resolve(at)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.settings.max_k:
-            raise InvalidInputError(f"k must be between 1 and {self.settings.max_k} (and below n), got k={k}")
+            raise InvalidInput(f"k must be between 1 and {self.settings.max_k} (and below n), got k={k}")
         if prompt_id is not None:
             ids, scores = self.store.knn_of_prompts(info.key, layer, [int(prompt_id)], k, metric=metric, dataset=dataset,
                                                     labelled=labelled)
@@ -341,15 +307,15 @@ class Service(BridgeQueries, SaeQueries):
         if vector is not None:
             query = np.asarray(vector, dtype=np.float64)
             if query.ndim != 1 or len(query) != info.d_model:
-                raise InvalidInputError(
+                raise InvalidInput(
                     f"vector has {query.size} values, but model {info.key!r} has d_model={info.d_model}"
                 )
             if not np.isfinite(query).all():
-                raise InvalidInputError("vector contains NaN or inf")
+                raise InvalidInput("vector contains NaN or inf")
             query = query.astype(np.float32)[None, :]
         else:
             if not text or not text.strip():
-                raise InvalidInputError("text must be non-empty")
+                raise InvalidInput("text must be non-empty")
             query = self.encode_text(info, layer, text)
         ids, scores = self.store.knn(info.key, layer, query, k, metric=metric, dataset=dataset, labelled=labelled)
         return self._neighbors(ids[0], scores[0])
@@ -374,19 +340,19 @@ class Service(BridgeQueries, SaeQueries):
             if runner is None:
                 try:
                     runner = ModelRunner(info.source)
-                except InvalidInputError as exc:
-                    raise InvalidInputError(
+                except InvalidInput as exc:
+                    raise InvalidInput(
                         f"cannot encode text with model {info.key!r}: its weights are not reachable "
                         f"from the server ({exc})"
                     ) from None
                 except Exception as exc:  # noqa: BLE001 - any load failure means "not reachable"
-                    raise InvalidInputError(
+                    raise InvalidInput(
                         f"cannot encode text with model {info.key!r}: its weights at {info.source!r} are "
                         f"not reachable from the server ({type(exc).__name__}: {exc})"
                     ) from None
                 self._runners[info.key] = runner
         if runner.d_model != info.d_model or runner.n_layers != info.n_layers:
-            raise InvalidInputError(
+            raise InvalidInput(
                 f"the weights at {info.source!r} (d_model={runner.d_model}, {runner.n_layers} layers) do not "
                 f"match stored model {info.key!r} (d_model={info.d_model}, {info.n_layers} layers)"
             )
@@ -448,8 +414,8 @@ class Service(BridgeQueries, SaeQueries):
             return AffinityMatrixResult(
                 model_a=ia.key, model_b=ib.key, layers_a=la, layers_b=lb, values=M.tolist(), n=n,
                 argmax=analysis.argmax_path(M), k=k, null_mean=analysis.null_mean(k, n), diagonal=diag,
-                depths_a=[_depth(l, ia.n_layers) for l in la],
-                depths_b=[_depth(l, ib.n_layers) for l in lb], key=key, recall=recall,
+                depths_a=[relative_depth(l, ia.n_layers) for l in la],
+                depths_b=[relative_depth(l, ib.n_layers) for l in lb], key=key, recall=recall,
             )
 
         return self._cached(query, versions, compute)
@@ -502,7 +468,7 @@ class Service(BridgeQueries, SaeQueries):
     def _check_permutations(self, permutations: int) -> None:
         cap = self.settings.max_permutations
         if isinstance(permutations, bool) or not isinstance(permutations, (int, np.integer)) or not 0 <= permutations <= cap:
-            raise InvalidInputError(f"permutations must be between 0 and {cap}, got {permutations}")
+            raise InvalidInput(f"permutations must be between 0 and {cap}, got {permutations}")
 
     def cka_matrix(
         self,
@@ -518,7 +484,7 @@ class Service(BridgeQueries, SaeQueries):
         ia, ib = self.store.model(model_a), self.store.model(model_b)
         if grid is not None:
             if layers_a is not None or layers_b is not None:
-                raise InvalidInputError("give either grid or layersA/layersB, not both")
+                raise InvalidInput("give either grid or layersA/layersB, not both")
             la, lb = self._grid(ia, grid), self._grid(ib, grid)
         else:
             la, lb = self._layer_list(ia, layers_a), self._layer_list(ib, layers_b)
@@ -532,8 +498,8 @@ class Service(BridgeQueries, SaeQueries):
             M = analysis.cka_matrix(xs, ys, debiased=debiased)
             return SimilarityMatrixResult(
                 model_a=ia.key, model_b=ib.key, layers_a=la, layers_b=lb, values=M.tolist(), n=len(ids),
-                argmax=analysis.argmax_path(M), depths_a=[_depth(l, ia.n_layers) for l in la],
-                depths_b=[_depth(l, ib.n_layers) for l in lb], debiased=bool(debiased), key=key,
+                argmax=analysis.argmax_path(M), depths_a=[relative_depth(l, ia.n_layers) for l in la],
+                depths_b=[relative_depth(l, ib.n_layers) for l in lb], debiased=bool(debiased), key=key,
             )
 
         return self._cached(query, versions, compute)
@@ -548,7 +514,7 @@ class Service(BridgeQueries, SaeQueries):
         """Queue an ingest of ``model`` (hub id or local folder) over ``dataset``; returns the job."""
         self.store.prompt_ids(dataset)  # unknown dataset: fail now, not in the job
         if batch_size is not None and batch_size < 1:
-            raise InvalidInputError(f"batchSize must be >= 1, got {batch_size}")
+            raise InvalidInput(f"batchSize must be >= 1, got {batch_size}")
         from actstore.ingest.pipeline import ingest
 
         def work(progress: Callable[[int, int], None]):

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
-from actstore.store import ActstoreError
+from actstore.errors import ActstoreError
 
 log = logging.getLogger(__name__)
 

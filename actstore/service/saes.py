@@ -30,7 +30,8 @@ import numpy as np
 from actstore import analysis
 from actstore.analysis.sae import SaeParams, encode, keyword_features, keyword_hits
 from actstore.analysis.sae_match import match_features, paired_space_test
-from actstore.store import InvalidInputError, NotFoundError
+from actstore.errors import InvalidInput, NotFound
+from actstore.layers import relative_depth
 from actstore.store.saes import SaeRecord
 
 from .types import RESULT_TYPES
@@ -123,8 +124,6 @@ class SaeMatrixResult:
 RESULT_TYPES.update({c.__name__: c for c in (SaeCorrelationResult, SaeMatrixResult)})
 
 
-def _depth(layer: int, n_layers: int) -> float:
-    return 0.0 if n_layers == 1 else analysis.relative_depth(layer, n_layers)
 
 
 class SaeQueries:
@@ -141,7 +140,7 @@ class SaeQueries:
 
     # --------------------------------------------------------------- registry
     def saes(self, model: str | None = None) -> list[SaeRecord]:
-        """Registered SAEs, optionally of one model (NotFoundError for an unknown model)."""
+        """Registered SAEs, optionally of one model (NotFound for an unknown model)."""
         return self.store.saes(model)
 
     def sae(self, sae_id: str) -> SaeRecord:
@@ -152,7 +151,7 @@ class SaeQueries:
         relative paths are taken from the root; nothing outside it, symlinks included."""
         root = self.settings.sae_root
         if not root:
-            raise InvalidInputError("SAE registration over the API is disabled: the server has no "
+            raise InvalidInput("SAE registration over the API is disabled: the server has no "
                                     "ACTSTORE_SAE_ROOT configured")
         return self.store.register_sae(model, layer, path, root=root)
 
@@ -201,21 +200,21 @@ class SaeQueries:
         cap = self.settings.max_permutations
         if isinstance(random_pairs, bool) or not isinstance(random_pairs, (int, np.integer)) \
                 or not 1 <= random_pairs <= cap:
-            raise InvalidInputError(f"randomPairs must be between 1 and {cap}, got {random_pairs}")
+            raise InvalidInput(f"randomPairs must be between 1 and {cap}, got {random_pairs}")
         return int(random_pairs)
 
     @staticmethod
     def _matching(matching: str) -> str:
         m = str(getattr(matching, "value", matching)).lower()
         if m not in MATCHINGS:
-            raise InvalidInputError(f"matching must be ONE_TO_ONE or MANY_TO_ONE, got {matching!r}")
+            raise InvalidInput(f"matching must be ONE_TO_ONE or MANY_TO_ONE, got {matching!r}")
         return m
 
     def _sae_record(self, sae_id: str) -> tuple[SaeRecord, Any]:
         record = self.store.sae(str(sae_id))
         info = self.store.model(record.model_key)
         if record.layer not in info.layers:
-            raise NotFoundError(f"SAE {record.sae_id!r} reads layer {record.layer} of model {record.model_key!r}, "
+            raise NotFound(f"SAE {record.sae_id!r} reads layer {record.layer} of model {record.model_key!r}, "
                                 f"which has no stored activations; stored layers: {list(info.layers)}")
         return record, info
 
@@ -239,23 +238,23 @@ class SaeQueries:
         matching = self._matching(matching)
         random_pairs = self._check_random_pairs(random_pairs)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise InvalidInputError(f"seed must be a non-negative integer, got {seed!r}")
+            raise InvalidInput(f"seed must be a non-negative integer, got {seed!r}")
         if min_correlation is not None and not (np.isfinite(min_correlation) and -1.0 <= min_correlation <= 1.0):
-            raise InvalidInputError(f"minCorrelation must be in [-1, 1], got {min_correlation}")
+            raise InvalidInput(f"minCorrelation must be in [-1, 1], got {min_correlation}")
         kw = None
         if keywords is not None:
             kw = sorted({str(k).strip().lower() for k in keywords if str(k).strip()})
             if not kw:
-                raise InvalidInputError("keywords must hold at least one non-empty word")
+                raise InvalidInput("keywords must hold at least one non-empty word")
             if isinstance(top_prompts, bool) or not isinstance(top_prompts, (int, np.integer)) or not 1 <= top_prompts <= 1000:
-                raise InvalidInputError(f"topPrompts must be between 1 and 1000, got {top_prompts}")
+                raise InvalidInput(f"topPrompts must be between 1 and 1000, got {top_prompts}")
             if not 0.0 < float(keyword_share) <= 1.0:
-                raise InvalidInputError(f"keywordShare must be in (0, 1], got {keyword_share}")
+                raise InvalidInput(f"keywordShare must be in (0, 1], got {keyword_share}")
         ra, ia = self._sae_record(a)
         rb, ib = self._sae_record(b)
         ids = self._shared(ra.model_key, rb.model_key, dataset)
         if len(ids) < 3:
-            raise InvalidInputError(f"only {len(ids)} shared prompts: feature correlation needs at least 3")
+            raise InvalidInput(f"only {len(ids)} shared prompts: feature correlation needs at least 3")
         versions = {
             f"{ra.model_key}/{ra.layer}": self.store.table_version(ra.model_key, ra.layer),
             f"{rb.model_key}/{rb.layer}": self.store.table_version(rb.model_key, rb.layer),
@@ -275,20 +274,20 @@ class SaeQueries:
                 texts = [p.text for p in self.store.get_prompts(ids)]
                 hits = keyword_hits(texts, kw)
                 if not hits.any():
-                    raise InvalidInputError(f"none of the {len(ids)} shared prompts contains any of the keywords "
+                    raise InvalidInput(f"none of the {len(ids)} shared prompts contains any of the keywords "
                                             f"{', '.join(kw[:10])}")
                 fa = keyword_features(Fa, hits, top=int(top_prompts), min_share=float(keyword_share))
                 fb = keyword_features(Fb, hits, top=int(top_prompts), min_share=float(keyword_share))
                 for side, f in (("A", fa), ("B", fb)):
                     if len(f) == 0:
-                        raise InvalidInputError(
+                        raise InvalidInput(
                             f"no feature of SAE {side} has its top-activating prompts matching the keywords "
                             f"(top {top_prompts}, share >= {keyword_share}); try more keywords or prompts")
             m = match_features(Fa, Fb, matching=matching, features_a=fa, features_b=fb,
                                min_correlation=min_correlation)
             if len(m.pairs_a) < 3:
                 floor = f" at or above minCorrelation {min_correlation}" if min_correlation is not None else ""
-                raise InvalidInputError(f"only {len(m.pairs_a)} matched feature pairs{floor}; SVCCA and RSA need at least 3")
+                raise InvalidInput(f"only {len(m.pairs_a)} matched feature pairs{floor}; SVCCA and RSA need at least 3")
             t = paired_space_test(pa_.W_dec[m.pairs_a].astype(np.float64), pb_.W_dec[m.pairs_b].astype(np.float64),
                                   random_pairs=random_pairs, seed=int(seed))
             top = [FeaturePairResult(int(x), int(y), float(r)) for x, y, r in
@@ -337,8 +336,8 @@ class SaeQueries:
             return SaeMatrixResult(
                 model_a=ia.key, model_b=ib.key, saes_a=[r.sae_id for r in la], saes_b=[r.sae_id for r in lb],
                 layers_a=[r.layer for r in la], layers_b=[r.layer for r in lb],
-                depths_a=[_depth(r.layer, ia.n_layers) for r in la],
-                depths_b=[_depth(r.layer, ib.n_layers) for r in lb], values=values, rsa=grid("rsa"),
+                depths_a=[relative_depth(r.layer, ia.n_layers) for r in la],
+                depths_b=[relative_depth(r.layer, ib.n_layers) for r in lb], values=values, rsa=grid("rsa"),
                 random_svcca_mean=grid("random_svcca_mean"), p_values=grid("p_value"),
                 mean_correlation=grid("mean_correlation"), argmax=[int(np.argmax(r)) for r in values],
                 n=cells[0][0].n, matching=cells[0][0].matching, random_pairs=int(random_pairs), seed=int(seed),
@@ -350,18 +349,18 @@ class SaeQueries:
     def _sae_list(self, info: Any, ids: Sequence[str] | None) -> list[SaeRecord]:
         if ids is not None:
             if len(ids) == 0:
-                raise InvalidInputError(f"the SAE list for model {info.key!r} is empty")
+                raise InvalidInput(f"the SAE list for model {info.key!r} is empty")
             out = [self.store.sae(str(i)) for i in ids]
             wrong = [r.sae_id for r in out if r.model_key != info.key]
             if wrong:
-                raise InvalidInputError(f"SAE(s) {', '.join(wrong)} do not belong to model {info.key!r}")
+                raise InvalidInput(f"SAE(s) {', '.join(wrong)} do not belong to model {info.key!r}")
             return sorted(out, key=lambda r: r.layer)
         latest: dict[int, SaeRecord] = {}
         for r in self.store.saes(info.key):  # sorted by layer, then registration time
             if r.layer in info.layers:
                 latest[r.layer] = r
         if not latest:
-            raise NotFoundError(f"model {info.key!r} has no registered SAE on a stored layer; "
+            raise NotFound(f"model {info.key!r} has no registered SAE on a stored layer; "
                                 "register one with `actstore sae add` or registerSae")
         return [latest[l] for l in sorted(latest)]
 

@@ -12,16 +12,6 @@ from typing import Any
 
 
 @dataclass(frozen=True)
-class LayerRef:
-    """One layer of one stored model: exactly one of ``layer`` (negative counts from the
-    end) or ``depth`` (relative depth in [0, 1], nearest stored layer)."""
-
-    model: str
-    layer: int | None = None
-    depth: float | None = None
-
-
-@dataclass(frozen=True)
 class Neighbor:
     rank: int
     prompt_id: int

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from .errors import InvalidInputError, NotFoundError
+from actstore.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
     from .store import Store
@@ -95,23 +95,23 @@ def resolve_folder(path: str | Path, root: str | Path | None) -> Path:
     """The real (symlink-free) folder ``path`` names; with ``root``, relative paths are taken
     from the root and anything resolving outside it is refused."""
     if not isinstance(path, (str, Path)) or not str(path).strip():
-        raise InvalidInputError(f"path must be a non-empty folder path, got {path!r}")
+        raise InvalidInput(f"path must be a non-empty folder path, got {path!r}")
     raw = Path(str(path)).expanduser()
     if root is None:
         real = raw.resolve()
     else:
         root_real = Path(root).expanduser().resolve()
         if not root_real.is_dir():
-            raise InvalidInputError(f"the SAE root {str(root)!r} is not an existing folder")
+            raise InvalidInput(f"the SAE root {str(root)!r} is not an existing folder")
         real = (raw if raw.is_absolute() else root_real / raw).resolve()
         if not real.is_relative_to(root_real):
-            raise InvalidInputError(
+            raise InvalidInput(
                 f"SAE path {str(path)!r} resolves to {str(real)!r}, outside the allowed SAE root "
                 f"{str(root_real)!r}; only folders under ACTSTORE_SAE_ROOT can be registered")
     if not real.exists():
-        raise NotFoundError(f"SAE folder {str(path)!r} does not exist")
+        raise NotFound(f"SAE folder {str(path)!r} does not exist")
     if not real.is_dir():
-        raise InvalidInputError(f"SAE path {str(path)!r} is not a folder: give the SAELens folder "
+        raise InvalidInput(f"SAE path {str(path)!r} is not a folder: give the SAELens folder "
                                 f"holding {CFG_FILE} and {WEIGHTS_FILE}")
     return real
 
@@ -119,25 +119,25 @@ def resolve_folder(path: str | Path, root: str | Path | None) -> Path:
 def _file_in(folder: Path, name: str, root: str | Path | None) -> Path:
     f = folder / name
     if not f.exists():
-        raise InvalidInputError(f"SAE folder {str(folder)!r} has no {name}: a SAELens folder holds "
+        raise InvalidInput(f"SAE folder {str(folder)!r} has no {name}: a SAELens folder holds "
                                 f"{CFG_FILE} and {WEIGHTS_FILE}")
     real = f.resolve()
     if root is not None and not real.is_relative_to(Path(root).expanduser().resolve()):
-        raise InvalidInputError(f"{name} in {str(folder)!r} resolves to {str(real)!r}, outside the allowed "
+        raise InvalidInput(f"{name} in {str(folder)!r} resolves to {str(real)!r}, outside the allowed "
                                 f"SAE root; symlinks out of ACTSTORE_SAE_ROOT are refused")
     if not real.is_file():
-        raise InvalidInputError(f"{name} in {str(folder)!r} is not a file")
+        raise InvalidInput(f"{name} in {str(folder)!r} is not a file")
     return real
 
 
 def parse_config(raw: dict[str, Any]) -> dict[str, Any]:
     """Normalise a SAELens cfg.json (either layout) to the fields encoding needs.
 
-    Raises InvalidInputError for unsupported architectures (gated, ...), missing d_in/d_sae,
+    Raises InvalidInput for unsupported architectures (gated, ...), missing d_in/d_sae,
     a topk without k, unknown normalisations.
     """
     if not isinstance(raw, dict):
-        raise InvalidInputError(f"{CFG_FILE} must hold a JSON object")
+        raise InvalidInput(f"{CFG_FILE} must hold a JSON object")
     meta = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else raw.get("meta")
     meta = meta if isinstance(meta, dict) else {}
     layout = "v6" if ("metadata" in raw or "meta" in raw) and "hook_layer" not in raw else "flat"
@@ -147,16 +147,16 @@ def parse_config(raw: dict[str, Any]) -> dict[str, Any]:
         arch_raw = "topk"
     if arch_raw not in _ARCH:
         what = "gated SAEs (b_gate, r_mag, b_mag)" if arch_raw == "gated" else f"architecture {arch_raw!r}"
-        raise InvalidInputError(
+        raise InvalidInput(
             f"{what} are not supported yet; supported architectures: standard (relu), jumprelu, topk")
     if arch_raw == "standard" and act not in ("relu",):
-        raise InvalidInputError(f"activation function {act!r} of a standard SAE is not supported; "
+        raise InvalidInput(f"activation function {act!r} of a standard SAE is not supported; "
                                 "supported: relu (standard), jumprelu, topk")
     arch = _ARCH[arch_raw]
     for key in ("d_in", "d_sae"):
         v = raw.get(key)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise InvalidInputError(f"{CFG_FILE} must give {key} as a positive integer, got {v!r}")
+            raise InvalidInput(f"{CFG_FILE} must give {key} as a positive integer, got {v!r}")
     k = None
     if arch == "topk":
         kwargs = raw.get("activation_fn_kwargs") or {}
@@ -164,24 +164,24 @@ def parse_config(raw: dict[str, Any]) -> dict[str, Any]:
         if isinstance(k, float) and k.is_integer():
             k = int(k)
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= raw["d_sae"]:
-            raise InvalidInputError(f"a topk SAE needs k in 1..d_sae={raw['d_sae']} in {CFG_FILE}, got {k!r}")
+            raise InvalidInput(f"a topk SAE needs k in 1..d_sae={raw['d_sae']} in {CFG_FILE}, got {k!r}")
         if raw.get("rescale_acts_by_decoder_norm"):
-            raise InvalidInputError("topk SAEs with rescale_acts_by_decoder_norm are not supported yet")
+            raise InvalidInput("topk SAEs with rescale_acts_by_decoder_norm are not supported yet")
     norm = raw.get("normalize_activations", "none")
     if isinstance(norm, bool):
         norm = "expected_average_only_in" if norm else "none"
     norm = "none" if norm is None else str(norm)
     if norm not in _NORMS:
-        raise InvalidInputError(f"normalize_activations {norm!r} is not supported; allowed: {', '.join(_NORMS)}")
+        raise InvalidInput(f"normalize_activations {norm!r} is not supported; allowed: {', '.join(_NORMS)}")
     scale = raw.get("norm_scaling_factor")
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0):
-        raise InvalidInputError(f"norm_scaling_factor must be a positive number, got {scale!r}")
+        raise InvalidInput(f"norm_scaling_factor must be a positive number, got {scale!r}")
     if str(raw.get("reshape_activations", "none")) not in ("none", "None"):
-        raise InvalidInputError(f"reshape_activations={raw.get('reshape_activations')!r} (attention hook_z SAEs) "
+        raise InvalidInput(f"reshape_activations={raw.get('reshape_activations')!r} (attention hook_z SAEs) "
                                 "is not supported: actstore stores the residual stream")
     apply_b = raw.get("apply_b_dec_to_input", True)
     if not isinstance(apply_b, bool):
-        raise InvalidInputError(f"apply_b_dec_to_input must be true or false, got {apply_b!r}")
+        raise InvalidInput(f"apply_b_dec_to_input must be true or false, got {apply_b!r}")
     hook_name = meta.get("hook_name") or raw.get("hook_name") or raw.get("hook_point")
     hook_layer = raw.get("hook_layer", meta.get("hook_layer"))
     if hook_layer is None and isinstance(hook_name, str):
@@ -208,22 +208,22 @@ def read_folder(path: str | Path, root: str | Path | None = None) -> tuple[dict[
     try:
         raw = json.loads(cfg_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInputError(f"{CFG_FILE} in {str(path)!r} is not valid JSON: {exc}") from None
+        raise InvalidInput(f"{CFG_FILE} in {str(path)!r} is not valid JSON: {exc}") from None
     cfg = parse_config(raw)
     cfg["original"] = raw
     try:
         tensors = load_file(str(weights_file))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise InvalidInputError(f"{WEIGHTS_FILE} in {str(path)!r} cannot be read as safetensors: {exc}") from None
+        raise InvalidInput(f"{WEIGHTS_FILE} in {str(path)!r} cannot be read as safetensors: {exc}") from None
     if "log_threshold" in tensors and "threshold" not in tensors:
         tensors["threshold"] = tensors.pop("log_threshold").float().exp()
     need = list(_REQUIRED) + (["threshold"] if cfg["architecture"] == "jumprelu" else [])
     if "b_gate" in tensors or "r_mag" in tensors:
-        raise InvalidInputError("gated SAEs (b_gate, r_mag, b_mag) are not supported yet; "
+        raise InvalidInput("gated SAEs (b_gate, r_mag, b_mag) are not supported yet; "
                                 "supported architectures: standard (relu), jumprelu, topk")
     missing = [k for k in need if k not in tensors]
     if missing:
-        raise InvalidInputError(f"{WEIGHTS_FILE} in {str(path)!r} lacks {', '.join(missing)} "
+        raise InvalidInput(f"{WEIGHTS_FILE} in {str(path)!r} lacks {', '.join(missing)} "
                                 f"(has {', '.join(sorted(tensors)) or 'nothing'})")
     d_in, d_sae = cfg["d_in"], cfg["d_sae"]
     shapes = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, d_in), "b_enc": (d_sae,), "b_dec": (d_in,),
@@ -231,10 +231,10 @@ def read_folder(path: str | Path, root: str | Path | None = None) -> tuple[dict[
     for name in need:
         t = tensors[name]
         if tuple(t.shape) != shapes[name]:
-            raise InvalidInputError(f"{name} has shape {list(t.shape)} but {CFG_FILE} says d_in={d_in}, "
+            raise InvalidInput(f"{name} has shape {list(t.shape)} but {CFG_FILE} says d_in={d_in}, "
                                     f"d_sae={d_sae}, so it must be {list(shapes[name])}")
         if not t.is_floating_point() or not bool(t.float().isfinite().all()):
-            raise InvalidInputError(f"{name} must hold finite floating-point values")
+            raise InvalidInput(f"{name} must hold finite floating-point values")
     return cfg, {k: tensors[k].contiguous() for k in need}, folder
 
 
@@ -260,25 +260,25 @@ def list_saes(store: "Store", model: str | None = None) -> list[SaeRecord]:
         return []
     rows = [_record(r) for r in store._scan(tbl).to_pylist()]
     if model is not None:
-        store.model(model)  # NotFoundError for an unknown model
+        store.model(model)  # NotFound for an unknown model
         rows = [r for r in rows if r.model_key == model]
     epoch = datetime.min.replace(tzinfo=timezone.utc)
     return sorted(rows, key=lambda r: (r.model_key, r.layer, r.created_at or epoch, r.sae_id))
 
 
 def get_sae(store: "Store", sae_id: str) -> SaeRecord:
-    """The SAE registered under ``sae_id``; NotFoundError naming some known ids otherwise."""
+    """The SAE registered under ``sae_id``; NotFound naming some known ids otherwise."""
     for r in list_saes(store):
         if r.sae_id == str(sae_id):
             return r
     known = [r.sae_id for r in list_saes(store)]
     shown = ", ".join(known[:10]) + (" ..." if len(known) > 10 else "")
-    raise NotFoundError(f"unknown SAE id {str(sae_id)!r}; registered SAEs: {shown or 'none'}")
+    raise NotFound(f"unknown SAE id {str(sae_id)!r}; registered SAEs: {shown or 'none'}")
 
 
 def _store_dir(store: "Store") -> Path:
     if "://" in store.uri and not store.uri.startswith("file://"):
-        raise InvalidInputError(f"registering SAEs needs a local store (the weights are copied into it); "
+        raise InvalidInput(f"registering SAEs needs a local store (the weights are copied into it); "
                                 f"{store.uri!r} is remote")
     return Path(store.uri.removeprefix("file://"))
 
@@ -298,15 +298,15 @@ def register_sae(store: "Store", model_key: str, layer: int, path: str | Path,
 
     info = store.model(model_key)
     if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
-        raise InvalidInputError(f"layer must be an integer, got {layer!r}")
+        raise InvalidInput(f"layer must be an integer, got {layer!r}")
     L = info.n_layers
     lay = int(layer) + L if layer < 0 else int(layer)
     if not 0 <= lay < L:
-        raise InvalidInputError(f"layer {layer} is out of range for model {model_key!r}: "
+        raise InvalidInput(f"layer {layer} is out of range for model {model_key!r}: "
                                 f"allowed 0..{L - 1} or -{L}..-1")
     cfg, tensors, folder = read_folder(path, root)
     if cfg["d_in"] != info.d_model:
-        raise InvalidInputError(f"SAE d_in = {cfg['d_in']} does not match d_model = {info.d_model} of model "
+        raise InvalidInput(f"SAE d_in = {cfg['d_in']} does not match d_model = {info.d_model} of model "
                                 f"{model_key!r} (layer {lay}); this SAE was trained on other activations")
     notes = []
     if cfg["hook_layer"] is not None and int(cfg["hook_layer"]) != lay:
@@ -360,5 +360,5 @@ def load_weights(store: "Store", record: SaeRecord) -> dict[str, np.ndarray]:
 
     path = _store_dir(store) / record.weights_path
     if not path.is_file():
-        raise NotFoundError(f"the weights of SAE {record.sae_id!r} are missing from the store ({path})")
+        raise NotFound(f"the weights of SAE {record.sae_id!r} are missing from the store ({path})")
     return {k: v.float().numpy() for k, v in load_file(str(path)).items()}

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import knn as knn_mod
-from .errors import InvalidInputError, NotFoundError
+from actstore.errors import InvalidInput, NotFound
 from .tables import (
     MODELS,
     MODELS_SCHEMA,
@@ -102,7 +102,7 @@ def _sha256(text: str) -> str:
 
 def _as_int(value: Any, name: str) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise InvalidInputError(f"{name} must be an integer, got {value!r}")
+        raise InvalidInput(f"{name} must be an integer, got {value!r}")
     return int(value)
 
 
@@ -200,36 +200,36 @@ class Store:
         rows in one commit, or nothing.
         """
         if not isinstance(dataset, str) or not dataset.strip():
-            raise InvalidInputError(f"dataset must be a non-empty name, got {dataset!r}")
+            raise InvalidInput(f"dataset must be a non-empty name, got {dataset!r}")
         if isinstance(texts, str):
-            raise InvalidInputError("texts must be a list of strings, not one string")
+            raise InvalidInput("texts must be a list of strings, not one string")
         texts = list(texts)
         if not texts:
-            raise InvalidInputError(f"no texts given for dataset {dataset!r}")
+            raise InvalidInput(f"no texts given for dataset {dataset!r}")
         for i, t in enumerate(texts):
             if not isinstance(t, str):
-                raise InvalidInputError(f"texts[{i}] must be a string, got {type(t).__name__}")
+                raise InvalidInput(f"texts[{i}] must be a string, got {type(t).__name__}")
             if not t.strip():
-                raise InvalidInputError(f"texts[{i}] is empty: prompts must contain text")
+                raise InvalidInput(f"texts[{i}] is empty: prompts must contain text")
         n = len(texts)
         if labels is not None:
             labels = list(labels)
             if len(labels) != n:
-                raise InvalidInputError(f"got {len(labels)} labels for {n} texts: give one label per text")
+                raise InvalidInput(f"got {len(labels)} labels for {n} texts: give one label per text")
             labels = [None if v is None else _as_int(v, f"labels[{i}]") for i, v in enumerate(labels)]
         if meta is not None:
             meta = list(meta)
             if len(meta) != n:
-                raise InvalidInputError(f"got {len(meta)} meta entries for {n} texts")
+                raise InvalidInput(f"got {len(meta)} meta entries for {n} texts")
             try:
                 meta_json = [None if m is None else json.dumps(dict(m), sort_keys=True) for m in meta]
             except (TypeError, ValueError) as exc:
-                raise InvalidInputError(f"meta must be JSON-serialisable mappings: {exc}") from exc
+                raise InvalidInput(f"meta must be JSON-serialisable mappings: {exc}") from exc
         else:
             meta_json = [None] * n
         splits = [split] * n if split is None or isinstance(split, str) else list(split)
         if len(splits) != n:
-            raise InvalidInputError(f"got {len(splits)} splits for {n} texts")
+            raise InvalidInput(f"got {len(splits)} splits for {n} texts")
 
         shas = [_sha256(t) for t in texts]
         with self._write_lock:
@@ -284,17 +284,17 @@ class Store:
         return cached[1]
 
     def _positions(self, ids: np.ndarray) -> np.ndarray:
-        """Rows of the catalog holding these prompt ids; NotFoundError for unknown ids."""
+        """Rows of the catalog holding these prompt ids; NotFound for unknown ids."""
         self._catalog()
         all_ids = self._prompt_cache[2] if self._prompt_cache else np.empty(0, np.int64)
         if len(all_ids) == 0:
             if len(ids):
-                raise NotFoundError(f"unknown prompt id(s): {_preview(ids)}")
+                raise NotFound(f"unknown prompt id(s): {_preview(ids)}")
             return np.empty(0, np.int64)
         pos = np.clip(np.searchsorted(all_ids, ids), 0, len(all_ids) - 1)
         found = all_ids[pos] == ids
         if not found.all():
-            raise NotFoundError(f"unknown prompt id(s): {_preview(ids[~found])}")
+            raise NotFound(f"unknown prompt id(s): {_preview(ids[~found])}")
         return pos
 
     def _all_prompt_ids(self) -> np.ndarray:
@@ -315,7 +315,7 @@ class Store:
     def _check_dataset(self, dataset: str) -> None:
         names = [d.name for d in self.datasets()]
         if dataset not in names:
-            raise NotFoundError(f"unknown dataset {dataset!r}; known datasets: {_preview(names) or 'none'}")
+            raise NotFound(f"unknown dataset {dataset!r}; known datasets: {_preview(names) or 'none'}")
 
     def prompt_ids(self, dataset: str) -> np.ndarray:
         """Sorted int64 ids of the prompts of ``dataset``."""
@@ -329,14 +329,14 @@ class Store:
         """Prompts of ``dataset`` in ascending id order, ``limit`` of them from ``offset``."""
         offset, limit = _as_int(offset, "offset"), _as_int(limit, "limit")
         if offset < 0:
-            raise InvalidInputError(f"offset must be >= 0, got {offset}")
+            raise InvalidInput(f"offset must be >= 0, got {offset}")
         if limit < 0:
-            raise InvalidInputError(f"limit must be >= 0, got {limit}")
+            raise InvalidInput(f"limit must be >= 0, got {limit}")
         ids = self.prompt_ids(dataset)[offset : offset + limit]
         return self.get_prompts(ids)
 
     def get_prompts(self, ids: Sequence[int] | np.ndarray) -> list[PromptRecord]:
-        """The prompts with these ids, in the order given. Unknown ids raise NotFoundError."""
+        """The prompts with these ids, in the order given. Unknown ids raise NotFound."""
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         if len(ids) == 0:
             return []
@@ -392,10 +392,10 @@ class Store:
         return [self._info(rows[k], layers.get(k, [])) for k in sorted(rows)]
 
     def model(self, key: str) -> ModelInfo:
-        """The model registered under ``key``; NotFoundError naming the known keys otherwise."""
+        """The model registered under ``key``; NotFound naming the known keys otherwise."""
         rows = self._model_rows()
         if key not in rows:
-            raise NotFoundError(f"unknown model {key!r}; known models: {_preview(sorted(rows)) or 'none'}")
+            raise NotFound(f"unknown model {key!r}; known models: {_preview(sorted(rows)) or 'none'}")
         return self._info(rows[key], self._layers_by_model().get(key, []))
 
     def _register_model(self, key: str, **fields: Any) -> None:
@@ -410,18 +410,18 @@ class Store:
         left empty here."""
         rows = self._model_rows()
         if model_key not in rows:
-            self.model(model_key)  # raises NotFoundError naming the known models
+            self.model(model_key)  # raises NotFound naming the known models
         info = self._info(rows[model_key], ())
         layer = _as_int(layer, "layer")
         if not 0 <= layer < info.n_layers:
-            raise InvalidInputError(
+            raise InvalidInput(
                 f"layer {layer} is out of range for model {model_key!r}: "
                 f"allowed 0..{info.n_layers - 1} (or -{info.n_layers}..-1 from the end)"
             )
         tbl = self._table(acts_table(model_key, layer))
         if tbl is None and must_exist:
             stored = self._layers_by_model().get(model_key, [])
-            raise NotFoundError(
+            raise NotFound(
                 f"model {model_key!r} has no activations stored for layer {layer}; "
                 f"stored layers: {_preview(stored) or 'none'}"
             )
@@ -473,13 +473,13 @@ class Store:
         try:
             check(model_key)
         except ValueError as exc:
-            raise InvalidInputError(str(exc)) from None
+            raise InvalidInput(str(exc)) from None
         ids = np.asarray(prompt_ids)
         if ids.ndim != 1 or (len(ids) and not np.issubdtype(ids.dtype, np.integer)):
-            raise InvalidInputError(f"prompt_ids must be a 1-D sequence of integers, got shape {ids.shape} of {ids.dtype}")
+            raise InvalidInput(f"prompt_ids must be a 1-D sequence of integers, got shape {ids.shape} of {ids.dtype}")
         ids = ids.astype(np.int64)
         if not vectors_by_layer:
-            raise InvalidInputError("no layers given to write")
+            raise InvalidInput("no layers given to write")
 
         with self._write_lock:
             rows = self._model_rows()
@@ -487,48 +487,48 @@ class Store:
             if existing is not None:
                 L, d, stored_dtype = int(existing["n_layers"]), int(existing["d_model"]), existing["dtype"]
                 if n_layers is not None and _as_int(n_layers, "n_layers") != L:
-                    raise InvalidInputError(f"model {model_key!r} is registered with n_layers={L}, got n_layers={n_layers}")
+                    raise InvalidInput(f"model {model_key!r} is registered with n_layers={L}, got n_layers={n_layers}")
                 if dtype is not None and dtype != stored_dtype:
-                    raise InvalidInputError(f"model {model_key!r} stores {stored_dtype}; got dtype={dtype!r}")
+                    raise InvalidInput(f"model {model_key!r} stores {stored_dtype}; got dtype={dtype!r}")
             else:
                 if n_layers is None:
-                    raise InvalidInputError(f"model {model_key!r} is not registered yet: pass n_layers on its first write")
+                    raise InvalidInput(f"model {model_key!r} is not registered yet: pass n_layers on its first write")
                 L = _as_int(n_layers, "n_layers")
                 if L < 1:
-                    raise InvalidInputError(f"n_layers must be >= 1, got {L}")
+                    raise InvalidInput(f"n_layers must be >= 1, got {L}")
                 stored_dtype = dtype or "float16"
                 if stored_dtype not in STORAGE_DTYPES:
-                    raise InvalidInputError(f"dtype must be one of {sorted(STORAGE_DTYPES)}, got {stored_dtype!r}")
+                    raise InvalidInput(f"dtype must be one of {sorted(STORAGE_DTYPES)}, got {stored_dtype!r}")
                 d = None
 
             prepared: list[tuple[int, np.ndarray]] = []
             for layer, vectors in vectors_by_layer.items():
                 layer = _as_int(layer, "layer")
                 if not 0 <= layer < L:
-                    raise InvalidInputError(f"layer {layer} is out of range for model {model_key!r}: allowed 0..{L - 1}")
+                    raise InvalidInput(f"layer {layer} is out of range for model {model_key!r}: allowed 0..{L - 1}")
                 X = np.asarray(vectors)
                 if X.ndim != 2:
-                    raise InvalidInputError(f"vectors for layer {layer} must be 2-D [n, d_model], got shape {X.shape}")
+                    raise InvalidInput(f"vectors for layer {layer} must be 2-D [n, d_model], got shape {X.shape}")
                 if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
-                    raise InvalidInputError(f"vectors must be numeric, got {X.dtype}")
+                    raise InvalidInput(f"vectors must be numeric, got {X.dtype}")
                 if X.shape[0] != len(ids):
-                    raise InvalidInputError(f"got {X.shape[0]} vectors for {len(ids)} prompt ids at layer {layer}")
+                    raise InvalidInput(f"got {X.shape[0]} vectors for {len(ids)} prompt ids at layer {layer}")
                 if d is None:
                     d = X.shape[1]
                     if d < 1:
-                        raise InvalidInputError("vectors have zero columns: d_model must be >= 1")
+                        raise InvalidInput("vectors have zero columns: d_model must be >= 1")
                 if X.shape[1] != d:
-                    raise InvalidInputError(
+                    raise InvalidInput(
                         f"vectors for layer {layer} have dimension {X.shape[1]}, but model {model_key!r} has d_model={d}"
                     )
                 finite = np.isfinite(X).all(axis=1)
                 if not finite.all():
                     bad = np.flatnonzero(~finite)
-                    raise InvalidInputError(
+                    raise InvalidInput(
                         f"non-finite values (NaN or inf) in vectors for layer {layer}, prompt id(s) {_preview(ids[bad])}"
                     )
                 if stored_dtype == "float16" and len(X) and np.abs(X).max() > FLOAT16_MAX:
-                    raise InvalidInputError(
+                    raise InvalidInput(
                         f"values up to {float(np.abs(X).max()):.4g} at layer {layer} overflow float16 "
                         f"(max {FLOAT16_MAX:g}); store this model with dtype='float32'"
                     )
@@ -538,12 +538,12 @@ class Store:
                 return 0
             uniq, counts = np.unique(ids, return_counts=True)
             if (counts > 1).any():
-                raise InvalidInputError(f"duplicate prompt id(s) in one write: {_preview(uniq[counts > 1])}")
+                raise InvalidInput(f"duplicate prompt id(s) in one write: {_preview(uniq[counts > 1])}")
             known = self._all_prompt_ids()
             pos = np.clip(np.searchsorted(known, uniq), 0, max(len(known) - 1, 0))
             missing = uniq if len(known) == 0 else uniq[known[pos] != uniq]
             if len(missing):
-                raise InvalidInputError(f"unknown prompt id(s): {_preview(missing)}; add the prompts first")
+                raise InvalidInput(f"unknown prompt id(s): {_preview(missing)}; add the prompts first")
 
             in_order = bool((np.diff(ids) > 0).all())
             order = None if in_order else np.argsort(ids, kind="stable")
@@ -654,7 +654,7 @@ class Store:
                 asked = np.intersect1d(asked, self.prompt_ids(dataset))
             missing = np.setdiff1d(asked, ids)
             if len(missing):
-                raise NotFoundError(
+                raise NotFound(
                     f"prompt id(s) {_preview(missing)} have no activations for model {model_key!r} layer {layer}"
                 )
         return ids, X
@@ -688,18 +688,18 @@ class Store:
         if q.ndim == 1:
             q = q[None, :]
         if q.ndim != 2 or q.shape[1] != info.d_model:
-            raise InvalidInputError(
+            raise InvalidInput(
                 f"query vectors must have dimension d_model={info.d_model} of model {model_key!r}, got shape {np.shape(queries)}"
             )
         if not np.issubdtype(q.dtype, np.number) or not np.isfinite(q).all():
-            raise InvalidInputError("query vectors contain NaN or inf (or are not numeric)")
+            raise InvalidInput("query vectors contain NaN or inf (or are not numeric)")
         if metric == "cosine" and (np.linalg.norm(q.astype(np.float64), axis=1) == 0).any():
-            raise InvalidInputError("a zero query vector has no cosine similarity: give a non-zero vector")
+            raise InvalidInput("a zero query vector has no cosine similarity: give a non-zero vector")
         excl = None
         if exclude_self_ids is not None:
             excl = np.asarray(exclude_self_ids, dtype=np.int64).reshape(-1)
             if len(excl) != len(q):
-                raise InvalidInputError(f"exclude_self_ids has {len(excl)} ids for {len(q)} queries")
+                raise InvalidInput(f"exclude_self_ids has {len(excl)} ids for {len(q)} queries")
         k, allowed = self._knn_k(entry, k, dataset, labelled)
         return knn_mod.search(entry, q, k, metric, excl, allowed)
 
@@ -725,7 +725,7 @@ class Store:
         pos = np.clip(np.searchsorted(entry.ids, pids), 0, max(len(entry.ids) - 1, 0))
         missing = pids[entry.ids[pos] != pids] if len(entry.ids) else pids
         if len(missing):
-            raise NotFoundError(
+            raise NotFound(
                 f"prompt id(s) {_preview(missing)} have no activations for model {model_key!r} layer {layer}"
             )
         k, allowed = self._knn_k(entry, k, dataset, labelled)
@@ -756,16 +756,16 @@ class Store:
         order = np.argsort(pids, kind="stable")
         sorted_ids = pids[order]
         if len(sorted_ids) > 1 and not (np.diff(sorted_ids) > 0).all():
-            raise InvalidInputError("prompt_ids must be distinct")
+            raise InvalidInput("prompt_ids must be distinct")
         pos = np.clip(np.searchsorted(entry.ids, sorted_ids), 0, max(len(entry.ids) - 1, 0))
         if len(entry.ids) == 0 or (entry.ids[pos] != sorted_ids).any():
             missing = sorted_ids if len(entry.ids) == 0 else sorted_ids[entry.ids[pos] != sorted_ids]
-            raise NotFoundError(
+            raise NotFound(
                 f"prompt id(s) {_preview(missing)} have no activations for model {model_key!r} layer {layer}"
             )
         k = _as_int(k, "k")
         if not 1 <= k < len(pids):
-            raise InvalidInputError(f"k must be between 1 and n - 1 = {len(pids) - 1}, got k={k}")
+            raise InvalidInput(f"k must be between 1 and n - 1 = {len(pids) - 1}, got k={k}")
         allowed = None if len(sorted_ids) == len(entry.ids) else sorted_ids
         out = np.empty((len(pids), k), np.int64)
         for s in range(0, len(pids), batch):
@@ -777,7 +777,7 @@ class Store:
 
     def _knn_entry(self, model_key: str, layer: int, metric: str, approximate: bool | None = None):
         if metric not in knn_mod.METRICS:
-            raise InvalidInputError(f"metric must be one of {list(knn_mod.METRICS)}, got {metric!r}")
+            raise InvalidInput(f"metric must be one of {list(knn_mod.METRICS)}, got {metric!r}")
         info, layer, tbl = self._acts(model_key, layer)
         name = acts_table(model_key, layer)
         load = lambda: self.read_activations(model_key, layer)  # noqa: E731
@@ -798,7 +798,7 @@ class Store:
             allowed = pool[has if labelled else ~has]
             n = len(allowed)
         if not 1 <= k < n:
-            raise InvalidInputError(f"k must be between 1 and n - 1 = {n - 1} (n = {n} stored prompts), got k={k}")
+            raise InvalidInput(f"k must be between 1 and n - 1 = {n - 1} (n = {n} stored prompts), got k={k}")
         return k, allowed
 
     # ---------------------------------------------------------------- results
@@ -836,7 +836,7 @@ class Store:
         return saes.list_saes(self, model)
 
     def sae(self, sae_id: str):
-        """One registered SAE by id; NotFoundError otherwise."""
+        """One registered SAE by id; NotFound otherwise."""
         from . import saes
 
         return saes.get_sae(self, sae_id)

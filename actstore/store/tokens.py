@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from .errors import InvalidInputError, NotFoundError
+from actstore.errors import InvalidInput, NotFound
 from .tables import check_model_key
 
 if TYPE_CHECKING:
@@ -50,15 +50,15 @@ def write_next_tokens(store: "Store", model_key: str, prompt_ids: Sequence[int] 
     tok = [list(map(str, row)) for row in tokens]
     pcs = [list(map(str, row)) for row in pieces] if pieces is not None else [None] * len(ids)
     if not (len(tid) == len(tok) == len(pcs) == len(ids)):
-        raise InvalidInputError(f"next tokens: {len(ids)} prompt ids but {len(tid)} id rows, "
+        raise InvalidInput(f"next tokens: {len(ids)} prompt ids but {len(tid)} id rows, "
                                 f"{len(tok)} token rows and {len(pcs)} piece rows")
     if any(len(a) == 0 or len(a) != len(b) for a, b in zip(tid, tok)):
-        raise InvalidInputError("next tokens: each prompt needs k >= 1 ids and as many strings")
+        raise InvalidInput("next tokens: each prompt needs k >= 1 ids and as many strings")
     if len(np.unique(ids)) != len(ids):
-        raise InvalidInputError("next tokens: prompt ids repeat")
+        raise InvalidInput("next tokens: prompt ids repeat")
     if len(ids) == 0:
         return 0
-    store._positions(ids)  # NotFoundError for unknown prompt ids
+    store._positions(ids)  # NotFound for unknown prompt ids
     batch = pa.Table.from_pydict({"prompt_id": pa.array(ids, pa.int64()), "token_ids": tid, "tokens": tok,
                                   "pieces": pcs}, schema=NEXT_TOKENS_SCHEMA)
     with store._write_lock:
@@ -91,13 +91,13 @@ def read_next_tokens(store: "Store", model_key: str, prompt_ids: Sequence[int] |
                      ) -> tuple[np.ndarray, list[list[int]], list[list[str]]]:
     """(prompt ids ascending, token id lists, decoded token lists) of a model.
 
-    With ``prompt_ids`` every one must have next tokens stored (NotFoundError names the
+    With ``prompt_ids`` every one must have next tokens stored (NotFound names the
     missing ones); rows come back in ascending id order.
     """
     tbl = _table(store, model_key)
     if tbl is None:
-        store.model(model_key)  # unknown model -> NotFoundError naming the known ones
-        raise NotFoundError(f"model {model_key!r} has no next tokens stored; ingest it with "
+        store.model(model_key)  # unknown model -> NotFound naming the known ones
+        raise NotFound(f"model {model_key!r} has no next tokens stored; ingest it with "
                             "--next-tokens (ingest(..., next_tokens=True))")
     t = store._scan(tbl)
     ids = t["prompt_id"].to_numpy()
@@ -109,7 +109,7 @@ def read_next_tokens(store: "Store", model_key: str, prompt_ids: Sequence[int] |
         found = (ids[pos] == want) if len(ids) else np.zeros(len(want), bool)
         if not found.all():
             missing = want[~found]
-            raise NotFoundError(f"model {model_key!r} has no next tokens for {len(missing)} prompt(s) "
+            raise NotFound(f"model {model_key!r} has no next tokens for {len(missing)} prompt(s) "
                                 f"(e.g. {missing[:5].tolist()}); ingest them with --next-tokens")
         order = order[pos]
         ids = want

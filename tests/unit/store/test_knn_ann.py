@@ -14,8 +14,10 @@ import pytest
 
 from actstore import Store
 from actstore.ingest.pipeline import ingest
-from actstore.service import LayerRef, Service, Settings
-from actstore.store import InvalidInputError
+from actstore.service import Service
+from actstore.layers import LayerRef
+from actstore.config import Settings
+from actstore.errors import InvalidInput
 from actstore.store.ann import AnnIndex, AnnParams, synthetic_clustered
 from tests.tiny_models import tiny_model_dir
 
@@ -158,7 +160,7 @@ def test_filters_dataset_and_labelled(big, data):
     got, s = store.knn("m", 0, Q[:3], 3, dataset="tiny")
     exact, se = store.knn("m", 0, Q[:3], 3, dataset="tiny", approximate=False)
     np.testing.assert_array_equal(got, exact)
-    with pytest.raises(InvalidInputError, match="k must be between 1 and n - 1 = 3"):
+    with pytest.raises(InvalidInput, match="k must be between 1 and n - 1 = 3"):
         store.knn("m", 0, Q[:1], 4, dataset="tiny")
 
 
@@ -214,5 +216,5 @@ def test_query_by_text_without_reachable_weights(tmp_path):
     store.write_activations("m", 0, ids, np.eye(3, 4, dtype=np.float32), n_layers=1,
                             source=str(tmp_path / "gone"))
     service = Service(store, Settings(cache_mb=64))
-    with pytest.raises(InvalidInputError, match=r"cannot encode text with model 'm': its weights .* not reachable"):
+    with pytest.raises(InvalidInput, match=r"cannot encode text with model 'm': its weights .* not reachable"):
         service.nearest_neighbors(LayerRef("m", 0), text="hello", k=1)

@@ -10,7 +10,7 @@ import torch
 
 from actstore.ingest import runner as runner_mod
 from actstore.ingest.runner import ModelRunner
-from actstore.store.errors import InvalidInputError
+from actstore.errors import InvalidInput
 
 try:
     from tests.tiny_models import FAMILIES, minilm_dir, reference_activations, tiny_model_dir
@@ -151,7 +151,7 @@ def test_hub_id_offline_fails_fast_asking_for_a_local_folder(monkeypatch, tmp_pa
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     t0 = time.perf_counter()
-    with pytest.raises(InvalidInputError, match=r"'EleutherAI/pythia-70m' is not a local folder .* pass a local folder"):
+    with pytest.raises(InvalidInput, match=r"'EleutherAI/pythia-70m' is not a local folder .* pass a local folder"):
         ModelRunner("EleutherAI/pythia-70m", device="cpu")
     assert time.perf_counter() - t0 < 10
     # No env flag, but the Hub endpoint is unreachable: the probe fails fast, same message.
@@ -160,7 +160,7 @@ def test_hub_id_offline_fails_fast_asking_for_a_local_folder(monkeypatch, tmp_pa
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setattr(runner_mod, "_reachable_cache", {})
     t0 = time.perf_counter()
-    with pytest.raises(InvalidInputError, match=r"cannot be reached.*pass a local folder"):
+    with pytest.raises(InvalidInput, match=r"cannot be reached.*pass a local folder"):
         ModelRunner("EleutherAI/pythia-70m", device="cpu")
     assert time.perf_counter() - t0 < 10
 
@@ -175,7 +175,7 @@ def test_pytorch_bin_only_folder_is_refused(tmp_path):
         if f.suffix != ".safetensors":
             shutil.copy(f, tmp_path / f.name)
     torch.save(load_file(str(src / "model.safetensors")), tmp_path / "pytorch_model.bin")
-    with pytest.raises(InvalidInputError, match="has no safetensors weights"):
+    with pytest.raises(InvalidInput, match="has no safetensors weights"):
         ModelRunner(tmp_path, device="cpu")
 
 
@@ -192,10 +192,10 @@ def test_concurrent_encode_from_threads():
 
 
 def test_bad_model_paths(tmp_path):
-    with pytest.raises(InvalidInputError, match=r"model folder '\./no/such/model' does not exist"):
+    with pytest.raises(InvalidInput, match=r"model folder '\./no/such/model' does not exist"):
         ModelRunner("./no/such/model", device="cpu")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InvalidInputError, match="has no config.json"):
+    with pytest.raises(InvalidInput, match="has no config.json"):
         ModelRunner(tmp_path / "empty", device="cpu")
-    with pytest.raises(InvalidInputError, match="unknown compute dtype"):
+    with pytest.raises(InvalidInput, match="unknown compute dtype"):
         ModelRunner(tiny_model_dir("gpt2"), device="cpu", dtype="int3")

@@ -9,7 +9,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from actstore import InvalidInputError, NotFoundError, Store
+from actstore import Store
+from actstore.errors import InvalidInput, NotFound
 from actstore.store import store as store_mod
 
 
@@ -65,20 +66,20 @@ def test_add_prompts_labels_meta_and_catalog(store):
 )
 def test_add_prompts_rejects_bad_input_and_stores_nothing(store, args, message):
     store.add_prompts("keep", ["kept"])
-    with pytest.raises(InvalidInputError, match=message):
+    with pytest.raises(InvalidInput, match=message):
         store.add_prompts(*args)
     assert [(d.name, d.prompt_count) for d in store.datasets()] == [("keep", 1)]
 
 
 def test_prompt_catalog_errors(store):
     store.add_prompts("a", ["x"])
-    with pytest.raises(NotFoundError, match=r"unknown dataset 'nope'; known datasets: a"):
+    with pytest.raises(NotFound, match=r"unknown dataset 'nope'; known datasets: a"):
         store.prompts("nope")
-    with pytest.raises(InvalidInputError, match="offset must be >= 0, got -1"):
+    with pytest.raises(InvalidInput, match="offset must be >= 0, got -1"):
         store.prompts("a", offset=-1)
-    with pytest.raises(InvalidInputError, match="limit must be >= 0, got -2"):
+    with pytest.raises(InvalidInput, match="limit must be >= 0, got -2"):
         store.prompts("a", limit=-2)
-    with pytest.raises(NotFoundError, match=r"unknown prompt id\(s\): 99"):
+    with pytest.raises(NotFound, match=r"unknown prompt id\(s\): 99"):
         store.get_prompts([0, 99])
 
 
@@ -175,7 +176,7 @@ def test_every_bad_write_is_refused_and_leaves_the_table_untouched(store):
     ids, X = _setup(store, dtype="float32")
     before = _snapshot(store)
     for kwargs, message in _bad_writes(ids, X):
-        with pytest.raises(InvalidInputError, match=message):
+        with pytest.raises(InvalidInput, match=message):
             store.write_activations("m", **kwargs)
         after = _snapshot(store)
         assert after[0] == before[0], kwargs
@@ -189,7 +190,7 @@ def test_a_bad_layer_in_a_multi_layer_write_writes_no_layer(store, rng):
     good = rng.standard_normal(X.shape).astype(np.float32)
     bad = good.copy()
     bad[-1, -1] = np.nan
-    with pytest.raises(InvalidInputError, match="non-finite"):
+    with pytest.raises(InvalidInput, match="non-finite"):
         store.write_layers("m", {0: good, 1: good, 2: bad}, ids)
     assert _snapshot(store)[0] == before[0]
     assert store.model("m").layers == (0,)
@@ -198,31 +199,31 @@ def test_a_bad_layer_in_a_multi_layer_write_writes_no_layer(store, rng):
 def test_first_write_errors(store, rng):
     ids = store.add_prompts("d", ["a", "b"])
     X = rng.standard_normal((2, 4))
-    with pytest.raises(InvalidInputError, match="not registered yet: pass n_layers"):
+    with pytest.raises(InvalidInput, match="not registered yet: pass n_layers"):
         store.write_activations("new", 0, ids, X)
-    with pytest.raises(InvalidInputError, match="invalid model key 'bad key'"):
+    with pytest.raises(InvalidInput, match="invalid model key 'bad key'"):
         store.write_activations("bad key", 0, ids, X, n_layers=1)
-    with pytest.raises(InvalidInputError, match=r"dtype must be one of \['float16', 'float32'\], got 'int8'"):
+    with pytest.raises(InvalidInput, match=r"dtype must be one of \['float16', 'float32'\], got 'int8'"):
         store.write_activations("new", 0, ids, X, n_layers=1, dtype="int8")
-    with pytest.raises(InvalidInputError, match=r"overflow float16 \(max 65504\); store this model with dtype='float32'"):
+    with pytest.raises(InvalidInput, match=r"overflow float16 \(max 65504\); store this model with dtype='float32'"):
         store.write_activations("new", 0, ids, X * 1e6, n_layers=1)
-    with pytest.raises(NotFoundError, match="unknown model 'new'"):
+    with pytest.raises(NotFound, match="unknown model 'new'"):
         store.model("new")
     assert store.models() == []
 
 
 def test_read_errors(store):
     _setup(store)
-    with pytest.raises(NotFoundError, match=r"unknown model 'zz'; known models: m"):
+    with pytest.raises(NotFound, match=r"unknown model 'zz'; known models: m"):
         store.read_activations("zz", 0)
-    with pytest.raises(InvalidInputError, match=r"layer 7 is out of range for model 'm': allowed 0..2"):
+    with pytest.raises(InvalidInput, match=r"layer 7 is out of range for model 'm': allowed 0..2"):
         store.read_activations("m", 7)
-    with pytest.raises(NotFoundError, match=r"no activations stored for layer 2; stored layers: 0"):
+    with pytest.raises(NotFound, match=r"no activations stored for layer 2; stored layers: 0"):
         store.read_activations("m", 2)
-    with pytest.raises(NotFoundError, match="unknown dataset 'nope'"):
+    with pytest.raises(NotFound, match="unknown dataset 'nope'"):
         store.read_activations("m", 0, dataset="nope")
     store.add_prompts("ds", ["unstored"])
-    with pytest.raises(NotFoundError, match=r"prompt id\(s\) 12 have no activations for model 'm' layer 0"):
+    with pytest.raises(NotFound, match=r"prompt id\(s\) 12 have no activations for model 'm' layer 0"):
         store.read_activations("m", 0, prompt_ids=[0, 12])
 
 
@@ -293,17 +294,17 @@ def test_knn_restricted_to_a_dataset(store, rng):
 def test_knn_errors(store):
     ids, X = _setup(store, n=12, d=8)
     for k, n_msg in [(0, "got k=0"), (12, "got k=12"), (-3, "got k=-3")]:
-        with pytest.raises(InvalidInputError, match=rf"k must be between 1 and n - 1 = 11 \(n = 12 stored prompts\), {n_msg}"):
+        with pytest.raises(InvalidInput, match=rf"k must be between 1 and n - 1 = 11 \(n = 12 stored prompts\), {n_msg}"):
             store.knn("m", 0, X[:1], k)
-    with pytest.raises(InvalidInputError, match=r"dimension d_model=8 of model 'm', got shape \(1, 5\)"):
+    with pytest.raises(InvalidInput, match=r"dimension d_model=8 of model 'm', got shape \(1, 5\)"):
         store.knn("m", 0, X[:1, :5], 3)
     bad = X[:1].copy()
     bad[0, 0] = np.nan
-    with pytest.raises(InvalidInputError, match="NaN or inf"):
+    with pytest.raises(InvalidInput, match="NaN or inf"):
         store.knn("m", 0, bad, 3)
-    with pytest.raises(InvalidInputError, match="zero query vector"):
+    with pytest.raises(InvalidInput, match="zero query vector"):
         store.knn("m", 0, np.zeros(8), 3)
-    with pytest.raises(InvalidInputError, match=r"metric must be one of \['cosine', 'dot', 'l2'\], got 'hamming'"):
+    with pytest.raises(InvalidInput, match=r"metric must be one of \['cosine', 'dot', 'l2'\], got 'hamming'"):
         store.knn("m", 0, X[:1], 3, metric="hamming")
 
 

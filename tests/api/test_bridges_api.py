@@ -15,7 +15,9 @@ from actstore import Store
 from actstore.analysis import bridges as B
 from actstore.analysis import probes as P
 from actstore.api import create_app
-from actstore.service import LayerRef, Service, Settings
+from actstore.service import Service
+from actstore.layers import LayerRef
+from actstore.config import Settings
 from tests.conftest import shared_data
 
 N_TASK, N_GEN = 120, 160

@@ -9,11 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from actstore.ingest.layers import grid_layers, parse_layers
 from actstore.ingest.sources import read_prompts
-from actstore.store.errors import InvalidInputError
+from actstore.errors import InvalidInput
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[4] / "shared" / "data"
 
 
 def _shared(*parts: str) -> Path:
@@ -105,7 +104,7 @@ def test_hf_save_to_disk_folder_without_datasets(tmp_path):
     assert ps.texts == ["t1", "t2"] and ps.labels == [0, 1]
     ps = read_prompts(root / "train", text_column="sentence")  # a folder without hf:
     assert ps.texts == ["t1", "t2"]
-    with pytest.raises(InvalidInputError, match=r"no split 'test'.*train, validation"):
+    with pytest.raises(InvalidInput, match=r"no split 'test'.*train, validation"):
         read_prompts(f"hf:{root}:test", text_column="sentence")
 
 
@@ -113,7 +112,7 @@ def test_hf_hub_name_without_datasets_package_is_clear():
     try:
         import datasets  # noqa: F401
     except ImportError:
-        with pytest.raises(InvalidInputError, match=r"needs the 'datasets' package.*save_to_disk"):
+        with pytest.raises(InvalidInput, match=r"needs the 'datasets' package.*save_to_disk"):
             read_prompts("hf:stanfordnlp/sst2:validation")
     else:  # pragma: no cover - depends on the environment
         pytest.skip("datasets is installed; the missing-package message cannot be checked")
@@ -151,25 +150,25 @@ def test_real_sst2_and_toxigen_files():
 def test_bad_prompt_files_name_file_line_column(tmp_path, name, content, pattern):
     f = tmp_path / name
     f.write_bytes(content)
-    with pytest.raises(InvalidInputError, match=pattern) as exc:
+    with pytest.raises(InvalidInput, match=pattern) as exc:
         read_prompts(f)
     assert name in str(exc.value)
 
 
 def test_missing_file_and_parquet_errors(tmp_path):
-    with pytest.raises(InvalidInputError, match=r"'.*nope\.jsonl' does not exist"):
+    with pytest.raises(InvalidInput, match=r"'.*nope\.jsonl' does not exist"):
         read_prompts(tmp_path / "nope.jsonl")
     f = tmp_path / "bad.parquet"
     pq.write_table(pa.table({"text": ["a", ""]}), f)
-    with pytest.raises(InvalidInputError, match=r"bad\.parquet: row 2: text column 'text' is empty"):
+    with pytest.raises(InvalidInput, match=r"bad\.parquet: row 2: text column 'text' is empty"):
         read_prompts(f)
     g = tmp_path / "lab.parquet"
     pq.write_table(pa.table({"text": ["a", "b"], "label": ["1", "x"]}), g)
-    with pytest.raises(InvalidInputError, match=r"row 2: label column 'label' has 'x'"):
+    with pytest.raises(InvalidInput, match=r"row 2: label column 'label' has 'x'"):
         read_prompts(g)
     h = tmp_path / "notparquet.parquet"
     h.write_text("text\nhello\n")
-    with pytest.raises(InvalidInputError, match="cannot read .* as Parquet"):
+    with pytest.raises(InvalidInput, match="cannot read .* as Parquet"):
         read_prompts(h)
 
 
@@ -177,22 +176,5 @@ def test_explicit_label_column_must_exist(tmp_path):
     f = tmp_path / "p.csv"
     f.write_text("text\nhello\n", encoding="utf-8")
     assert read_prompts(f).labels is None  # the default 'label' column is optional
-    with pytest.raises(InvalidInputError, match=r"no label column 'sentiment'"):
+    with pytest.raises(InvalidInput, match=r"no label column 'sentiment'"):
         read_prompts(f, label_column="sentiment")
-
-
-# ----------------------------------------------------------------------------- layer specs
-
-
-def test_parse_layers():
-    assert parse_layers("all", 4) == [0, 1, 2, 3]
-    assert parse_layers("0,2,-1", 6) == [0, 2, 5]
-    assert parse_layers("-1,5", 6) == [5]  # deduplicated
-    assert parse_layers("grid:9", 12) == [0, 1, 3, 4, 6, 7, 8, 10, 11]
-    assert parse_layers("grid:9", 4) == [0, 1, 2, 3]  # round(linspace) deduplicated
-    assert grid_layers(24, 3) == [0, 12, 23]
-    assert parse_layers([3, -2], 4) == [2, 3]
-    for bad, msg in [("7", r"layer 7 is out of range .* 0\.\.5"), ("-7", "out of range"),
-                     ("grid:1", "at least 2"), ("grid:x", "grid:G"), ("a,b", "'a' is not an integer")]:
-        with pytest.raises(InvalidInputError, match=msg):
-            parse_layers(bad, 6)

@@ -18,7 +18,7 @@ from actstore.analysis.probes import (
     probe_transfer_sweep,
     split_indices,
 )
-from tests.test_bridges import direct_low_rank, direct_ridge
+from tests.unit.analysis.test_bridges import direct_low_rank, direct_ridge
 
 
 def direct_probe(X, y):

@@ -20,14 +20,14 @@ from actstore import Store
 from actstore.cli.ingest import ingest_command
 from actstore.ingest.manifest import load_manifest, run_manifest
 from actstore.ingest.pipeline import ingest, model_key_for
-from actstore.store.errors import InvalidInputError, NotFoundError
+from actstore.errors import InvalidInput, NotFound
 
 try:
     from tests.tiny_models import minilm_dir, reference_activations, tiny_model_dir
 except ImportError:  # pytest run without the repository root on sys.path
     from tiny_models import minilm_dir, reference_activations, tiny_model_dir
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 SHARED_DATA = REPO.parent / "shared" / "data"
 WORDS = ("the cat sat on a warm mat while markets rose and the team won a final game "
          "scientists found water on a distant planet near a small star").split()
@@ -215,7 +215,7 @@ def test_bad_prompt_file_stores_nothing(tmp_path, content, pattern):
     f.write_bytes(content)
     store = Store.open(tmp_path / "db")
     t0 = time.perf_counter()
-    with pytest.raises(InvalidInputError, match=pattern):
+    with pytest.raises(InvalidInput, match=pattern):
         ingest(store, str(tiny_model_dir("gpt2")), "d", prompts_file=f, device="cpu", progress=False)
     assert time.perf_counter() - t0 < 5  # checked before the model is loaded
     assert store.datasets() == [] and store.models() == []
@@ -223,15 +223,15 @@ def test_bad_prompt_file_stores_nothing(tmp_path, content, pattern):
 
 def test_unknown_dataset_without_prompts_and_key_clash(tmp_path):
     store = Store.open(tmp_path / "db")
-    with pytest.raises(NotFoundError, match=r"unknown dataset 'nope'.*--prompts FILE"):
+    with pytest.raises(NotFound, match=r"unknown dataset 'nope'.*--prompts FILE"):
         ingest(store, str(tiny_model_dir("gpt2")), "nope", device="cpu", progress=False)
     f = _write_jsonl(tmp_path / "p.jsonl", ["one", "two"])
     ingest(store, str(tiny_model_dir("gpt2")), "d", prompts_file=f, key="k", device="cpu", progress=False)
-    with pytest.raises(InvalidInputError, match=r"model key 'k' is already used by another model .*n_layers 2 vs 3"):
+    with pytest.raises(InvalidInput, match=r"model key 'k' is already used by another model .*n_layers 2 vs 3"):
         ingest(store, str(tiny_model_dir("llama", n_layers=3)), "d", key="k", device="cpu", progress=False)
-    with pytest.raises(InvalidInputError, match="stored as float16; ingest it with --dtype float16"):
+    with pytest.raises(InvalidInput, match="stored as float16; ingest it with --dtype float16"):
         ingest(store, str(tiny_model_dir("gpt2")), "d", key="k", dtype="float32", device="cpu", progress=False)
-    with pytest.raises(InvalidInputError, match="batch_size must be an integer >= 1"):
+    with pytest.raises(InvalidInput, match="batch_size must be an integer >= 1"):
         ingest(store, str(tiny_model_dir("gpt2")), "d", batch_size=0, progress=False)
 
 
@@ -288,16 +288,16 @@ def test_manifest_two_models(tmp_path):
 def test_manifest_errors(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[[run]]\nmodel = "x"\ndataset = "d"\nlayrs = "all"\n')
-    with pytest.raises(InvalidInputError, match=r"run 1: unknown key 'layrs'"):
+    with pytest.raises(InvalidInput, match=r"run 1: unknown key 'layrs'"):
         load_manifest(bad)
     bad.write_text('[[run]]\nmodel = "x"\n')
-    with pytest.raises(InvalidInputError, match=r"run 1: missing dataset"):
+    with pytest.raises(InvalidInput, match=r"run 1: missing dataset"):
         load_manifest(bad)
     bad.write_text("batch_size = 'many'\n[[run]]\nmodel='x'\ndataset='d'\n")
-    with pytest.raises(InvalidInputError, match=r"batch_size must be int"):
+    with pytest.raises(InvalidInput, match=r"batch_size must be int"):
         load_manifest(bad)
     bad.write_text("[[run]\n")
-    with pytest.raises(InvalidInputError, match="not valid TOML"):
+    with pytest.raises(InvalidInput, match="not valid TOML"):
         load_manifest(bad)
 
 

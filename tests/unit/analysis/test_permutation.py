@@ -13,7 +13,7 @@ from actstore.analysis import (
     cka_permutation_test,
     linear_cka,
 )
-from test_analysis_cka import ref_cka
+from tests.unit.analysis.test_cka import ref_cka
 
 
 def direct_null(X, Y, P, seed, debiased=True):

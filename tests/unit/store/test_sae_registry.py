@@ -14,11 +14,13 @@ from safetensors.torch import save_file
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-from actstore import InvalidInputError, NotFoundError, Store
+from actstore import Store
+from actstore.errors import InvalidInput, NotFound
 from actstore.analysis.sae import SaeParams, encode
 from actstore.api import create_app
 from actstore.cli import app as cli_app
-from actstore.service import Service, Settings
+from actstore.service import Service
+from actstore.config import Settings
 
 TOKEN = "tok"
 N = 240
@@ -165,12 +167,12 @@ def test_refusals(tmp_path, store, rng):
         (tmp_path / "missing", "does not exist"),
     ]
     for folder, message in cases:
-        with pytest.raises((InvalidInputError, NotFoundError), match=message):
+        with pytest.raises((InvalidInput, NotFound), match=message):
             store.register_sae("m", 0, folder)
     good = write_saelens(tmp_path / "ok", t, layout="v6", d_in=8, d_sae=10)
-    with pytest.raises(InvalidInputError, match="layer 5 is out of range for model 'm': allowed 0..1"):
+    with pytest.raises(InvalidInput, match="layer 5 is out of range for model 'm': allowed 0..1"):
         store.register_sae("m", 5, good)
-    with pytest.raises(NotFoundError, match="unknown model 'zz'"):
+    with pytest.raises(NotFound, match="unknown model 'zz'"):
         store.register_sae("zz", 0, good)
     assert store.saes() == []  # nothing half-written
     assert not list((Path(store.uri) / "_saes").glob("*"))
@@ -189,9 +191,9 @@ def test_paths_outside_the_root_are_refused(tmp_path, store, rng):
     (mixed / "cfg.json").write_text((inside / "cfg.json").read_text())
     (mixed / "sae_weights.safetensors").symlink_to(outside / "sae_weights.safetensors")
     for path in ["../elsewhere", str(outside), "ok/../../elsewhere", "link_dir", "/etc"]:
-        with pytest.raises(InvalidInputError, match="outside the allowed SAE root"):
+        with pytest.raises(InvalidInput, match="outside the allowed SAE root"):
             store.register_sae("m", 0, path, root=root)
-    with pytest.raises(InvalidInputError, match="symlinks out of ACTSTORE_SAE_ROOT are refused"):
+    with pytest.raises(InvalidInput, match="symlinks out of ACTSTORE_SAE_ROOT are refused"):
         store.register_sae("m", 0, "mixed", root=root)
     assert store.saes() == []
     assert store.register_sae("m", 0, "ok", root=root).d_sae == 10          # relative to the root

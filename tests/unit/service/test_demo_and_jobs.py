@@ -13,7 +13,8 @@ from actstore.api import create_app
 from actstore.demo import build_demo_store, demo_prompts, example_queries
 from actstore.ingest.runner import ModelRunner
 from actstore.ingest.tiny import build_tiny_model
-from actstore.service import Service, Settings
+from actstore.service import Service
+from actstore.config import Settings
 
 TOKEN = "job-token"
 

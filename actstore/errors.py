@@ -1,0 +1,41 @@
+"""The one exception hierarchy of actstore.
+
+Every user-facing failure is an :class:`ActstoreError` whose message names the bad value and
+what is allowed. Boundaries (GraphQL, the CLI, background jobs) catch the base class: through
+GraphQL it becomes an error entry (HTTP 200), on the command line ``error: ...`` with exit
+status 2, in a job its ``message``. Anything else is a bug: logged in full, masked for clients.
+
+:mod:`actstore.analysis` imports nothing of the project and raises its own ``AnalysisError``;
+the service layer translates it to :class:`InvalidInput` in one place.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ActstoreError", "Conflict", "InvalidInput", "NotFound", "QueryTimeout", "Unauthorized"]
+
+
+class ActstoreError(Exception):
+    """Base class of every user-facing error in actstore."""
+
+
+class InvalidInput(ActstoreError, ValueError):
+    """The caller passed a value outside what is allowed (shape, range, NaN, ...)."""
+
+
+class NotFound(ActstoreError, KeyError):
+    """A named thing (store, model, dataset, prompt id, layer, SAE, result) does not exist."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message, quotes and all
+        return str(self.args[0]) if self.args else ""
+
+
+class Conflict(ActstoreError):
+    """The request contradicts what is stored (another model under the same key, ...)."""
+
+
+class Unauthorized(ActstoreError):
+    """A mutation without the server's bearer token."""
+
+
+class QueryTimeout(ActstoreError):
+    """A query ran past the server's per-request time limit."""
