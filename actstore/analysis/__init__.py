@@ -5,48 +5,48 @@ No I/O and no imports from the rest of actstore. Modules:
   knn          cosine k-NN graphs, mutual k-NN, affinity matrices
   diagonal     generalized-diagonal test, argmax path, Bonferroni
   errors       AnalysisError (a ValueError)
+Also bridges, probes, permutation, sae, sae_match (imported by module), and the building blocks
+they share: validation (input checks), devices (device / precision), hsic, traces, inputs.
+No module here imports a private name of another (tests/unit/test_architecture.py checks it).
+
+The names below are loaded on first use (PEP 562): importing the package, or
+:mod:`.results` and :mod:`.errors`, costs no torch or scipy import, so a command line that
+only declares or prints results starts fast.
 """
 
-from .cka import (
-    CkaMatrixTest,
-    CkaPlan,
-    CkaTest,
-    cka_matrix,
-    cka_matrix_permutation_test,
-    cka_permutation_test,
-    linear_cka,
-    plan_cka_matrix,
-)
-from .diagonal import (
-    DiagonalTest,
-    argmax_path,
-    bonferroni,
-    diagonal_test,
-    generalized_diagonal_mask,
-)
-from .errors import AnalysisError
-from .knn import affinity_matrix, knn_graph, knn_graph_recall, mutual_knn, null_mean
-from .permutation import permutation_p_value
+from __future__ import annotations
 
-__all__ = [
-    "AnalysisError",
-    "CkaMatrixTest",
-    "CkaPlan",
-    "CkaTest",
-    "DiagonalTest",
-    "affinity_matrix",
-    "argmax_path",
-    "bonferroni",
-    "cka_matrix",
-    "cka_matrix_permutation_test",
-    "cka_permutation_test",
-    "diagonal_test",
-    "generalized_diagonal_mask",
-    "knn_graph",
-    "knn_graph_recall",
-    "linear_cka",
-    "mutual_knn",
-    "null_mean",
-    "permutation_p_value",
-    "plan_cka_matrix",
-]
+from importlib import import_module
+from typing import Any
+
+from .errors import AnalysisError
+from .results import BridgeFit, BridgeRankSweep, DiagonalTest, NextTokenTransfer, ProbeTransfer, ProbeTransferSweep
+
+# name -> the module defining it, imported when the name is first used
+_EXPORTS = {
+    "CkaMatrixTest": "cka", "CkaPlan": "cka", "CkaTest": "cka", "cka_matrix": "cka",
+    "cka_matrix_permutation_test": "cka", "cka_permutation_test": "cka", "linear_cka": "cka",
+    "plan_cka_matrix": "cka",
+    "argmax_path": "diagonal", "bonferroni": "diagonal", "diagonal_test": "diagonal",
+    "generalized_diagonal_mask": "diagonal",
+    "affinity_matrix": "knn", "knn_graph": "knn", "knn_graph_recall": "knn", "mutual_knn": "knn",
+    "null_mean": "knn",
+    "permutation_p_value": "permutation",
+}
+_MODULES = ("bridges", "cka", "devices", "diagonal", "hsic", "inputs", "knn", "permutation", "probes", "sae",
+            "sae_match", "traces", "validation")
+
+__all__ = sorted([*_EXPORTS, "AnalysisError", "BridgeFit", "BridgeRankSweep", "DiagonalTest", "NextTokenTransfer",
+                  "ProbeTransfer", "ProbeTransferSweep"])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    if name in _MODULES:
+        return import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*__all__, *_MODULES])

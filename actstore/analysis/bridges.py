@@ -34,9 +34,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import _validate as V
-from ._device import from_numpy, resolve_device
+from . import validation as V
+from .devices import from_numpy, resolve_device
 from .errors import AnalysisError
+from .results import BridgeFit, BridgeRankSweep
 
 __all__ = [
     "BRIDGE_METHODS",
@@ -45,7 +46,9 @@ __all__ = [
     "BridgeScore",
     "GcvPath",
     "LinearBridge",
+    "LowRankFamily",
     "bridge_rank_sweep",
+    "check_method",
     "default_alpha_grid",
     "evaluate_bridge",
     "gcv_path",
@@ -76,19 +79,6 @@ class BridgeScore:
 
 
 @dataclass(frozen=True)
-class BridgeFit:
-    """A bridge fitted on a training split and scored on a held-out split."""
-
-    method: str
-    rank: int | None
-    alpha: float | None
-    n_train: int
-    n_test: int
-    r2: float
-    mean_cosine: float
-
-
-@dataclass(frozen=True)
 class GcvPath:
     """Generalized cross-validation of ridge over a grid of alphas.
 
@@ -104,36 +94,13 @@ class GcvPath:
     index: int
 
 
-@dataclass(frozen=True)
-class BridgeRankSweep:
-    """Reduced-rank ridge at several ranks from one ridge fit: held-out r2 and mean cosine
-    per rank (same order as ``ranks``), the full-rank ridge scores, and the alpha used."""
-
-    ranks: tuple[int, ...]
-    r2: tuple[float, ...]
-    mean_cosine: tuple[float, ...]
-    ridge_r2: float
-    ridge_mean_cosine: float
-    alpha: float
-    n_train: int
-    n_test: int
-
-
 # --------------------------------------------------------------------------- checks
-def _check_method(method: object) -> str:
+def check_method(method: object) -> str:
+    """The bridge method as one of BRIDGE_METHODS (an enum's ``value`` is accepted, any case)."""
     m = str(getattr(method, "value", method)).lower() if method is not None else ""
     if m not in BRIDGE_METHODS:
         raise AnalysisError(f"method must be one of {', '.join(BRIDGE_METHODS)}, got {method!r}")
     return m
-
-
-def _check_alpha(alpha: object, name: str = "alpha") -> float:
-    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (int, float, np.integer, np.floating)):
-        raise AnalysisError(f"{name} must be a positive number, got {alpha!r}")
-    a = float(alpha)
-    if not math.isfinite(a) or a <= 0:
-        raise AnalysisError(f"{name} must be a finite number > 0, got {alpha!r}")
-    return a
 
 
 def _check_pair(S: object, T: object, *, min_rows: int, names: tuple[str, str] = ("S", "T")
@@ -142,10 +109,6 @@ def _check_pair(S: object, T: object, *, min_rows: int, names: tuple[str, str] =
     t = V.activations(T, names[1], min_rows=min_rows)
     V.check_same_rows([s, t], list(names))
     return s, t
-
-
-def _check_rank(rank: object, p: int, q: int) -> int:
-    return V.check_int(rank, "rank", minimum=1, maximum=min(p, q))
 
 
 def _t(a: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -231,7 +194,7 @@ def _grid(alphas: Sequence[float] | None, sq_norm: float, p: int) -> np.ndarray:
         return default_alpha_grid(sq_norm, p)
     if isinstance(alphas, (str, bytes)) or not hasattr(alphas, "__len__") or len(alphas) == 0:
         raise AnalysisError(f"alphas must be a non-empty sequence of positive numbers, got {alphas!r}")
-    return np.array([_check_alpha(a, "every alpha of the grid") for a in alphas], dtype=np.float64)
+    return np.array([V.check_positive(a, "every alpha of the grid") for a in alphas], dtype=np.float64)
 
 
 def _gcv_from(spec: _Spectral, grid: np.ndarray) -> GcvPath:
@@ -273,9 +236,9 @@ class LinearBridge:
     def __init__(self, method: str = "ridge", *, alpha: float | None = None, rank: int | None = None,
                  alphas: Sequence[float] | None = None, device: str = "auto",
                  lasso_tol: float = 1e-4, lasso_max_iter: int = 1000, n_jobs: int | None = None):
-        self.method = _check_method(method)
+        self.method = check_method(method)
         if alpha is not None:
-            alpha = _check_alpha(alpha)
+            alpha = V.check_positive(alpha, "alpha")
             if self.method == "procrustes":
                 raise AnalysisError("alpha does not apply to procrustes (an orthogonal map has no "
                                     "penalty); leave it unset")
@@ -304,7 +267,7 @@ class LinearBridge:
         n, p = s.shape
         q = t.shape[1]
         if self.method == "low_rank":
-            _check_rank(self.rank, p, q)
+            V.check_rank(self.rank, p, q)
         dev = resolve_device(self.device) if self.method != "lasso" else torch.device("cpu")
         St, Tt = _t(s, dev), _t(t, dev)
         mu_s, mu_t = St.mean(0), Tt.mean(0)
@@ -437,7 +400,7 @@ def evaluate_bridge(S_train: np.ndarray, T_train: np.ndarray, S_test: np.ndarray
 
 
 # --------------------------------------------------------------------------- rank sweep
-class _LowRankFamily:
+class LowRankFamily:
     """One ridge fit and one SVD of its fitted values; W_r for any rank is then cheap.
 
     ``project(S)`` returns A = (S - mu_S) W Vh^T [m, k]; the rank-r prediction (centred) is
@@ -490,9 +453,9 @@ def bridge_rank_sweep(S_train: np.ndarray, T_train: np.ndarray, S_test: np.ndarr
         raise AnalysisError(f"train and test widths differ: S {s_tr.shape[1]} vs {s_te.shape[1]}, "
                             f"T {t_tr.shape[1]} vs {t_te.shape[1]}")
     if alpha is not None:
-        alpha = _check_alpha(alpha)
-    rk = _check_ranks(ranks, s_tr.shape[1], t_tr.shape[1])
-    fam = _LowRankFamily(s_tr, t_tr, alpha, alphas, device)
+        alpha = V.check_positive(alpha, "alpha")
+    rk = V.check_ranks(ranks, s_tr.shape[1], t_tr.shape[1])
+    fam = LowRankFamily(s_tr, t_tr, alpha, alphas, device)
     Sc = fam.centred_source(s_te)
     Tt = _t(t_te, fam.dev)
     A = (Sc @ fam.W) @ fam.Vh.T  # [m, k]: coordinates of the full prediction on Vh
@@ -524,12 +487,3 @@ def bridge_rank_sweep(S_train: np.ndarray, T_train: np.ndarray, S_test: np.ndarr
     P = fam.predict_full(Sc)
     return BridgeRankSweep(tuple(rk), tuple(r2s), tuple(coss), pooled_r2(t_te, P, fam.mu_t.cpu().numpy()),
                            mean_cosine(P, t_te), fam.alpha, len(s_tr), len(s_te))
-
-
-def _check_ranks(ranks: object, p: int, q: int) -> list[int]:
-    if isinstance(ranks, (str, bytes)) or not hasattr(ranks, "__len__") or len(ranks) == 0:
-        raise AnalysisError(f"ranks must be a non-empty list of integers in 1..{min(p, q)}, got {ranks!r}")
-    out = [_check_rank(r, p, q) for r in ranks]
-    if len(set(out)) != len(out):
-        raise AnalysisError(f"ranks must not repeat, got {list(out)}")
-    return out

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._device import resolve_device, resolve_precision
-from ._hsic import cka_table
-from ._inputs import prepare_layers
-from ._traces import block_rows_for, feature_traces, gram_traces
+from .devices import resolve_device, resolve_precision
+from .hsic import cka_table
+from .inputs import prepare_layers
+from .traces import block_rows_for, feature_traces, gram_traces
 from .errors import AnalysisError
 from .permutation import (
     CkaMatrixTest,

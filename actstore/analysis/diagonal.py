@@ -8,34 +8,16 @@ on-diagonal cells have a higher mean than off-diagonal cells.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
 
-from ._validate import finite_matrix
+from .validation import finite_matrix
 from .errors import AnalysisError
+from .results import DiagonalTest
 
 __all__ = ["DiagonalTest", "diagonal_test", "generalized_diagonal_mask", "argmax_path",
            "bonferroni"]
-
-
-@dataclass(frozen=True)
-class DiagonalTest:
-    """Welch test of on- vs off-generalized-diagonal cells.
-
-    t_statistic: Welch t (on minus off); p_value: one-sided P(T >= t) with Welch-Satterthwaite
-    degrees of freedom ``df``; n_on / n_off: cell counts; transposed: whether M was n1 < n2.
-    """
-
-    on_diagonal_mean: float
-    off_diagonal_mean: float
-    t_statistic: float
-    p_value: float
-    df: float
-    n_on: int
-    n_off: int
-    transposed: bool
 
 
 def generalized_diagonal_mask(n1: int, n2: int) -> np.ndarray:

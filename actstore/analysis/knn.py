@@ -24,8 +24,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from . import _validate as V
-from ._device import from_numpy, resolve_device
+from . import validation as V
+from .devices import from_numpy, resolve_device
 from .errors import AnalysisError
 
 __all__ = ["knn_graph", "knn_graph_recall", "mutual_knn", "affinity_matrix", "null_mean",

@@ -32,11 +32,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import _validate as V
-from ._device import resolve_device, resolve_precision
-from ._hsic import cka_table
-from ._inputs import prepare_layers
-from ._traces import full_gram
+from . import validation as V
+from .devices import resolve_device, resolve_precision
+from .hsic import cka_table
+from .inputs import prepare_layers
+from .traces import full_gram
 from .errors import AnalysisError
 
 __all__ = ["CkaTest", "CkaMatrixTest", "cka_permutation_test",

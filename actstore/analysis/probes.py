@@ -23,13 +23,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-from . import _validate as V
-from .bridges import LinearBridge, _check_alpha, _check_method, _check_ranks, _LowRankFamily
+from . import validation as V
+from .bridges import LinearBridge, LowRankFamily, check_method
 from .errors import AnalysisError
+from .results import NextTokenTransfer, ProbeTransfer, ProbeTransferSweep
 
 __all__ = [
     "LinearProbe",
@@ -51,70 +51,6 @@ TOKEN_PREFIXES = "\u2581\u0120 "
 
 
 # --------------------------------------------------------------------------- results
-@dataclass(frozen=True)
-class ProbeTransfer:
-    """Accuracies (shares in [0, 1]) of probe transfer; n_bridge = prompts of the frozen bridge."""
-
-    source_native: float
-    target_native: float
-    transferred: float
-    task_specific: float
-    chance: float
-    n_train: int
-    n_test: int
-    n_bridge: int
-    n_classes: int
-    method: str
-    rank: int | None
-    alpha_frozen: float | None
-    alpha_task: float | None
-
-
-@dataclass(frozen=True)
-class ProbeTransferSweep:
-    """Probe transfer through reduced-rank ridge bridges at several ranks (same order as
-    ``ranks``); ``ridge_*`` are the full-rank ridge bridges the low-rank ones are cut from."""
-
-    ranks: tuple[int, ...]
-    transferred: tuple[float, ...]
-    task_specific: tuple[float, ...]
-    source_native: float
-    target_native: float
-    chance: float
-    ridge_transferred: float
-    ridge_task_specific: float
-    alpha_frozen: float
-    alpha_task: float
-    n_train: int
-    n_test: int
-    n_bridge: int
-    n_classes: int
-
-
-@dataclass(frozen=True)
-class NextTokenTransfer:
-    """Next-token probe transfer across tokenizers: top-1 / top-5 accuracies (shares)."""
-
-    source_native_top1: float
-    source_native_top5: float
-    target_native_top1: float
-    target_native_top5: float
-    transferred_top1: float
-    transferred_top5: float
-    task_specific_top1: float
-    task_specific_top5: float
-    agreement_top1: float
-    agreement_top5: float
-    chance: float
-    classes: tuple[str, ...]
-    shared_tokens: int
-    n_train: int
-    n_test: int
-    n_bridge: int
-    method: str
-    rank: int | None
-
-
 # --------------------------------------------------------------------------- probes
 class LinearProbe:
     """L2 logistic regression on standardised activations, scikit-learn style.
@@ -125,7 +61,7 @@ class LinearProbe:
     """
 
     def __init__(self, C: float = DEFAULT_C, max_iter: int = DEFAULT_MAX_ITER):
-        self.C = _check_alpha(C, "C")
+        self.C = V.check_positive(C, "C")
         self.max_iter = int(max_iter)
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> "LinearProbe":
@@ -262,7 +198,7 @@ def probe_transfer(S: np.ndarray, T: np.ndarray, y: Sequence[int] | np.ndarray, 
         method, rank, alpha: the bridge (see :class:`LinearBridge`), fitted target -> source.
         test_fraction, seed: the split. C: the probes' inverse L2 penalty.
     """
-    method = _check_method(method)
+    method = check_method(method)
     s, t, lab, sb, tb = _check_task(S, T, y, S_bridge, T_bridge, 3 if alpha is None else 2)
     train, test = split_indices(len(s), test_fraction, seed)
     probe_s = _fit_probe(s[train], lab[train], C, "source")
@@ -291,15 +227,15 @@ def probe_transfer_sweep(S: np.ndarray, T: np.ndarray, y: Sequence[int] | np.nda
     ``probe_transfer(..., method="low_rank", rank=r)`` (the tests check it).
     """
     if alpha is not None:
-        alpha = _check_alpha(alpha)
+        alpha = V.check_positive(alpha, "alpha")
     s, t, lab, sb, tb = _check_task(S, T, y, S_bridge, T_bridge, 3 if alpha is None else 2)
-    rk = _check_ranks(ranks, t.shape[1], s.shape[1])
+    rk = V.check_ranks(ranks, t.shape[1], s.shape[1])
     train, test = split_indices(len(s), test_fraction, seed)
     probe_s = _fit_probe(s[train], lab[train], C, "source")
     probe_t = _fit_probe(t[train], lab[train], C, "target")
     yt = lab[test]
-    fams = [_LowRankFamily(tb, sb, alpha, None, device),
-            _LowRankFamily(t[train], s[train], alpha, None, device)]
+    fams = [LowRankFamily(tb, sb, alpha, None, device),
+            LowRankFamily(t[train], s[train], alpha, None, device)]
     curves: list[list[float]] = [[], []]
     full: list[float] = []
     for fam, curve in zip(fams, curves):
@@ -368,7 +304,7 @@ def next_token_transfer(S: np.ndarray, T: np.ndarray, source_top: Sequence[Seque
       token is among the source model's top 5;
     * chance: share of the most frequent target label in the test split.
     """
-    method = _check_method(method)
+    method = check_method(method)
     classes = V.check_int(classes, "classes", minimum=2)
     s = V.activations(S, "S", min_rows=3)
     t = V.activations(T, "T", min_rows=3)

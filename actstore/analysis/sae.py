@@ -38,8 +38,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from . import _validate as V
-from ._device import from_numpy, resolve_device
+from . import validation as V
+from .devices import from_numpy, resolve_device
 from .errors import AnalysisError
 
 __all__ = [

@@ -55,8 +55,8 @@ import scipy.sparse as sp
 import torch
 from scipy.stats import rankdata
 
-from . import _validate as V
-from ._device import from_numpy, resolve_device
+from . import validation as V
+from .devices import from_numpy, resolve_device
 from .errors import AnalysisError
 from .sae import as_csr, feature_stats
 

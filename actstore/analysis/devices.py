@@ -1,4 +1,4 @@
-"""Device and precision resolution (internal).
+"""Device and precision resolution shared by the analysis modules (not re-exported by the package).
 
 ``device="auto"`` means CUDA through torch when ``torch.cuda.is_available()``, else CPU.
 All heavy linear algebra in this package runs through torch so that CPU and CUDA share one
@@ -14,7 +14,7 @@ import torch
 
 from .errors import AnalysisError
 
-__all__ = ["resolve_device", "resolve_precision", "to_tensor", "torch_dtype"]
+__all__ = ["from_numpy", "resolve_device", "resolve_precision", "to_tensor", "torch_dtype"]
 
 _DEVICES = ("auto", "cpu", "cuda")
 _PRECISIONS = ("auto", "float32", "float64")

@@ -1,4 +1,4 @@
-"""The expensive part of CKA: off-diagonal traces T = tr(K~ L~) for many layer pairs (internal).
+"""The expensive part of CKA: off-diagonal traces T = tr(K~ L~) for many layer pairs (used by cka).
 
 Two forms (see :func:`actstore.analysis.cka.plan_cka_matrix` for how one is chosen):
 
@@ -25,8 +25,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ._device import from_numpy, torch_dtype
-from ._hsic import LayerStats
+from .devices import from_numpy, torch_dtype
+from .hsic import LayerStats
 
 __all__ = ["gram_traces", "feature_traces", "self_trace", "full_gram", "block_rows_for"]
 

@@ -1,4 +1,4 @@
-"""Per-layer statistics and the HSIC estimator formulas behind linear CKA (internal).
+"""Per-layer statistics and the HSIC estimator formulas behind linear CKA (used by cka and permutation).
 
 Notation (METHODS.md): X is [n, p]; K = X X^T; K~ is K with its diagonal set to zero.
 

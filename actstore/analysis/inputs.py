@@ -1,11 +1,11 @@
-"""Validation and per-layer statistics shared by CKA and its permutation tests (internal)."""
+"""Validation and per-layer statistics shared by CKA and its permutation tests."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import _validate as V
-from ._hsic import LayerStats, layer_stats
+from . import validation as V
+from .hsic import LayerStats, layer_stats
 from .errors import AnalysisError
 
 __all__ = ["prepare_layers"]

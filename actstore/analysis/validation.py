@@ -1,4 +1,4 @@
-"""Input checks shared by the analysis modules (internal).
+"""Input checks shared by the analysis modules (not re-exported by the package).
 
 Every check raises :class:`~actstore.analysis.errors.AnalysisError` with a message that names
 the bad value and what is allowed.
@@ -6,6 +6,7 @@ the bad value and what is allowed.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 
@@ -17,6 +18,9 @@ __all__ = [
     "activations",
     "activation_list",
     "check_int",
+    "check_positive",
+    "check_rank",
+    "check_ranks",
     "check_same_rows",
     "finite_matrix",
 ]
@@ -36,6 +40,31 @@ def check_int(value: object, name: str, *, minimum: int | None = None,
         lo = "" if minimum is None else f" and >= {minimum}"
         raise AnalysisError(f"{name} must be <= {maximum}{lo}, got {v}")
     return v
+
+
+def check_positive(value: object, name: str) -> float:
+    """Return ``value`` as ``float`` or raise if it is not a finite real number > 0."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise AnalysisError(f"{name} must be a positive number, got {value!r}")
+    a = float(value)
+    if not math.isfinite(a) or a <= 0:
+        raise AnalysisError(f"{name} must be a finite number > 0, got {value!r}")
+    return a
+
+
+def check_rank(rank: object, p: int, q: int) -> int:
+    """A rank of a linear map from width p to width q: an integer in 1..min(p, q)."""
+    return check_int(rank, "rank", minimum=1, maximum=min(p, q))
+
+
+def check_ranks(ranks: object, p: int, q: int) -> list[int]:
+    """A non-empty sequence of distinct ranks, each an integer in 1..min(p, q)."""
+    if isinstance(ranks, (str, bytes)) or not hasattr(ranks, "__len__") or len(ranks) == 0:
+        raise AnalysisError(f"ranks must be a non-empty list of integers in 1..{min(p, q)}, got {ranks!r}")
+    out = [check_rank(r, p, q) for r in ranks]
+    if len(set(out)) != len(out):
+        raise AnalysisError(f"ranks must not repeat, got {list(out)}")
+    return out
 
 
 def activations(x: object, name: str = "X", *, min_rows: int = 1) -> np.ndarray:
