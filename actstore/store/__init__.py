@@ -1,6 +1,8 @@
 """LanceDB-backed storage of prompts and activations, with FAISS k-NN per activation table."""
 
-from actstore.errors import ActstoreError, InvalidInput, NotFound
-from .store import DatasetInfo, ModelInfo, PromptRecord, Store
+from .models import ModelInfo
+from .prompts import DatasetInfo, PromptRecord
+from .saes import SaeRecord
+from .store import Store
 
-__all__ = ["ActstoreError", "DatasetInfo", "InvalidInput", "ModelInfo", "NotFound", "PromptRecord", "Store"]
+__all__ = ["DatasetInfo", "ModelInfo", "PromptRecord", "SaeRecord", "Store"]

@@ -18,7 +18,7 @@ from actstore.service import Service
 from actstore.layers import LayerRef
 from actstore.config import Settings
 from actstore.errors import InvalidInput
-from actstore.store.ann import AnnIndex, AnnParams, synthetic_clustered
+from actstore.store.knn.ann import AnnIndex, AnnParams, synthetic_clustered
 from tests.tiny_models import tiny_model_dir
 
 THRESHOLD = 2000
@@ -43,7 +43,7 @@ def big(tmp_path, data):
     """A float16 table of N clustered rows, a third unlabelled, over datasets 'a' and 'b'."""
     X, _ = data
     store = Store.open(tmp_path / "db")
-    store.ann_threshold = THRESHOLD
+    store.knn.ann_threshold = THRESHOLD
     half = N // 2
     labels = [None if i % 3 == 0 else i % 2 for i in range(N)]
     ids = store.add_prompts("a", [f"a{i}" for i in range(half)], labels=labels[:half])
@@ -64,9 +64,9 @@ def test_params_follow_n_and_d():
 def test_recall_against_exact_above_the_threshold(big, data, metric):
     store, ids, X = big
     _, Q = data
-    got, got_s = store.knn("m", 0, Q, 10, metric=metric)
-    assert isinstance(store._knn._ann[(TABLE, metric)], AnnIndex)  # the approximate path answered
-    exact, exact_s = store.knn("m", 0, Q, 10, metric=metric, approximate=False)
+    got, got_s = store.knn.search("m", 0, Q, 10, metric=metric)
+    assert isinstance(store.knn.indexes.ann_entries()[(TABLE, metric)], AnnIndex)  # the approximate path answered
+    exact, exact_s = store.knn.search("m", 0, Q, 10, metric=metric, approximate=False)
     assert _recall(got, exact) >= RECALL_FLOOR
     # exact re-ranking: scores of the neighbours found are the exact scores
     for g, gs, e, es in zip(got, got_s, exact, exact_s):
@@ -74,8 +74,8 @@ def test_recall_against_exact_above_the_threshold(big, data, metric):
         np.testing.assert_allclose(gs[gi], es[ei], rtol=1e-5, atol=1e-5)
     # stored prompts as queries, each left out of its own answer
     q_ids = ids[::97]
-    got, _ = store.knn_of_prompts("m", 0, q_ids, 10, metric=metric)
-    exact, _ = store.knn_of_prompts("m", 0, q_ids, 10, metric=metric, approximate=False)
+    got, _ = store.knn.of_prompts("m", 0, q_ids, 10, metric=metric)
+    exact, _ = store.knn.of_prompts("m", 0, q_ids, 10, metric=metric, approximate=False)
     assert _recall(got, exact) >= RECALL_FLOOR
     assert not (got == q_ids[:, None]).any()
 
@@ -83,27 +83,27 @@ def test_recall_against_exact_above_the_threshold(big, data, metric):
 def test_below_the_threshold_results_are_the_exact_ones(tmp_path, data):
     X, Q = data
     store = Store.open(tmp_path / "db")
-    store.ann_threshold = THRESHOLD
+    store.knn.ann_threshold = THRESHOLD
     ids = np.asarray(store.add_prompts("a", [f"p{i}" for i in range(1500)]))
     store.write_activations("m", 0, ids, X[:1500], n_layers=1)
     for metric in ("cosine", "dot", "l2"):
-        got = store.knn("m", 0, Q, 10, metric=metric)
-        exact = store.knn("m", 0, Q, 10, metric=metric, approximate=False)
+        got = store.knn.search("m", 0, Q, 10, metric=metric)
+        exact = store.knn.search("m", 0, Q, 10, metric=metric, approximate=False)
         np.testing.assert_array_equal(got[0], exact[0])
         np.testing.assert_array_equal(got[1], exact[1])
-    assert store._knn._ann == {}
+    assert store.knn.indexes.ann_entries() == {}
     # brute force in float64 agrees with the exact path
     x = X[:1500].astype(np.float64)
     sims = (Q / np.linalg.norm(Q, axis=1, keepdims=True)) @ (x / np.linalg.norm(x, axis=1, keepdims=True)).T
-    np.testing.assert_array_equal(store.knn("m", 0, Q, 5)[0], ids[np.argsort(-sims, axis=1)[:, :5]])
+    np.testing.assert_array_equal(store.knn.search("m", 0, Q, 5)[0], ids[np.argsort(-sims, axis=1)[:, :5]])
 
 
 def test_the_index_follows_new_rows(big, data, monkeypatch):
     store, ids, X = big
     _, Q = data
-    store.knn("m", 0, Q[:1], 5)
-    v1 = store.table_version("m", 0)
-    faiss_dir = store._knn._dir
+    store.knn.search("m", 0, Q[:1], 5)
+    v1 = store.activations.version("m", 0)
+    faiss_dir = store.knn.indexes.persist_dir
     assert (faiss_dir / f"{TABLE}.cosine.ann.v{v1}.faiss").exists()
 
     # An append (new prompt ids only) extends the index: no rebuild.
@@ -113,18 +113,18 @@ def test_the_index_follows_new_rows(big, data, monkeypatch):
     monkeypatch.setattr(AnnIndex, "build", classmethod(no_build))
     new = store.add_prompts("b", ["new 1", "new 2"])
     store.write_activations("m", 0, new, Q[:2] * 3.0)  # cosine 1 with Q[0], Q[1]
-    got, scores = store.knn("m", 0, Q[:2], 3)
+    got, scores = store.knn.search("m", 0, Q[:2], 3)
     assert got[:, 0].tolist() == new
     np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-3)  # float16 storage of the new rows
-    entry = store._knn._ann[(TABLE, "cosine")]
+    entry = store.knn.indexes.ann_entries()[(TABLE, "cosine")]
     assert entry.ntotal == N + 2 and entry.n_trained == N
-    v2 = store.table_version("m", 0)
+    v2 = store.activations.version("m", 0)
     assert (faiss_dir / f"{TABLE}.cosine.ann.v{v2}.npz").exists()
     assert not (faiss_dir / f"{TABLE}.cosine.ann.v{v1}.npz").exists()
     # Another process loads the persisted index instead of building one.
     fresh = Store.open(store.uri)
-    fresh.ann_threshold = THRESHOLD
-    np.testing.assert_array_equal(fresh.knn("m", 0, Q[:2], 3)[0], got)
+    fresh.knn.ann_threshold = THRESHOLD
+    np.testing.assert_array_equal(fresh.knn.search("m", 0, Q[:2], 3)[0], got)
     monkeypatch.undo()
 
     # A replaced row (same prompt id, new vector) rebuilds the index.
@@ -137,7 +137,7 @@ def test_the_index_follows_new_rows(big, data, monkeypatch):
 
     monkeypatch.setattr(AnnIndex, "build", classmethod(counting_build))
     store.write_activations("m", 0, [int(ids[7])], Q[5:6])
-    got, scores = store.knn("m", 0, Q[5:6], 1)
+    got, scores = store.knn.search("m", 0, Q[5:6], 1)
     assert built == [1] and got[0, 0] == ids[7]
     assert scores[0, 0] == pytest.approx(1.0, abs=1e-3)
 
@@ -145,39 +145,39 @@ def test_the_index_follows_new_rows(big, data, monkeypatch):
 def test_filters_dataset_and_labelled(big, data):
     store, ids, X = big
     _, Q = data
-    b = set(store.prompt_ids("b").tolist())
-    got, _ = store.knn("m", 0, Q, 10, dataset="b")
-    exact, _ = store.knn("m", 0, Q, 10, dataset="b", approximate=False)
+    b = set(store.prompts.ids("b").tolist())
+    got, _ = store.knn.search("m", 0, Q, 10, dataset="b")
+    exact, _ = store.knn.search("m", 0, Q, 10, dataset="b", approximate=False)
     assert set(got.ravel().tolist()) <= b and _recall(got, exact) >= RECALL_FLOOR
-    got, _ = store.knn("m", 0, Q, 10, labelled=True)
-    exact, _ = store.knn("m", 0, Q, 10, labelled=True, approximate=False)
-    assert not np.isnan(store.labels(got.ravel())).any() and _recall(got, exact) >= RECALL_FLOOR
-    got, _ = store.knn("m", 0, Q, 10, labelled=False, dataset="a")
-    assert np.isnan(store.labels(got.ravel())).all() and set(got.ravel().tolist()) <= set(store.prompt_ids("a").tolist())
+    got, _ = store.knn.search("m", 0, Q, 10, labelled=True)
+    exact, _ = store.knn.search("m", 0, Q, 10, labelled=True, approximate=False)
+    assert not np.isnan(store.prompts.labels(got.ravel())).any() and _recall(got, exact) >= RECALL_FLOOR
+    got, _ = store.knn.search("m", 0, Q, 10, labelled=False, dataset="a")
+    assert np.isnan(store.prompts.labels(got.ravel())).all() and set(got.ravel().tolist()) <= set(store.prompts.ids("a").tolist())
     # a restriction to fewer rows than the re-ranking budget is answered exactly
     few = store.add_prompts("tiny", ["t0", "t1", "t2", "t3"])
     store.write_activations("m", 0, few, X[:4].astype(np.float32) + 0.01)
-    got, s = store.knn("m", 0, Q[:3], 3, dataset="tiny")
-    exact, se = store.knn("m", 0, Q[:3], 3, dataset="tiny", approximate=False)
+    got, s = store.knn.search("m", 0, Q[:3], 3, dataset="tiny")
+    exact, se = store.knn.search("m", 0, Q[:3], 3, dataset="tiny", approximate=False)
     np.testing.assert_array_equal(got, exact)
     with pytest.raises(InvalidInput, match="k must be between 1 and n - 1 = 3"):
-        store.knn("m", 0, Q[:1], 4, dataset="tiny")
+        store.knn.search("m", 0, Q[:1], 4, dataset="tiny")
 
 
 def test_service_graph_of_a_large_layer_reports_recall(tmp_path, data):
     X, _ = data
     store = Store.open(tmp_path / "db")
     ids = store.add_prompts("a", [f"p{i}" for i in range(N)])
-    store.write_layers("m", {0: X, 1: X.astype(np.float32) * 2 + 0.1}, ids, n_layers=2)
-    exact = Service(store, Settings(cache_mb=64)).mutual_knn(LayerRef("m", 0), LayerRef("m", 1), k=10)
+    store.activations.write("m", {0: X, 1: X.astype(np.float32) * 2 + 0.1}, ids, n_layers=2)
+    exact = Service(store, Settings(cache_mb=64)).similarity.mutual_knn(LayerRef("m", 0), LayerRef("m", 1), k=10)
     assert exact.recall is None and exact.value == pytest.approx(1.0, abs=0.02)
-    store.ann_threshold = THRESHOLD
-    approx = Service(store, Settings(cache_mb=64)).mutual_knn(LayerRef("m", 0), LayerRef("m", 1), k=10)
+    store.knn.ann_threshold = THRESHOLD
+    approx = Service(store, Settings(cache_mb=64)).similarity.mutual_knn(LayerRef("m", 0), LayerRef("m", 1), k=10)
     assert GRAPH_RECALL_FLOOR <= approx.recall <= 1.0
     assert approx.value == pytest.approx(exact.value, abs=1 - GRAPH_RECALL_FLOOR)
     # the graph itself, against the exact one
-    g = store.knn_graph("m", 0, ids, 10)
-    ge = store.knn_graph("m", 0, ids, 10, approximate=False)
+    g = store.knn.graph("m", 0, ids, 10)
+    ge = store.knn.graph("m", 0, ids, 10, approximate=False)
     assert _recall(g, ge) >= GRAPH_RECALL_FLOOR
 
 
@@ -189,7 +189,7 @@ def ingested(tmp_path_factory):
              for v in ("mat", "log", "roof", "sofa", "hill")]
     prompts.write_text("\n".join(texts) + "\n")
     db = tmp_path_factory.mktemp("db") / "db"
-    ingest(db, path, "words", prompts_file=prompts, key="tiny", progress=False, device="cpu")
+    ingest(db, path, "words", prompts_file=prompts, key="tiny", device="cpu")
     return db, texts
 
 
@@ -198,16 +198,16 @@ def test_query_by_text_returns_the_stored_prompt_first(ingested, approximate):
     db, texts = ingested
     store = Store.open(db)
     if approximate:
-        store.ann_threshold = 10
+        store.knn.ann_threshold = 10
     service = Service(store, Settings(cache_mb=64))
     text = texts[7]
     for layer in (0, -1):
-        rows = service.nearest_neighbors(LayerRef("tiny", layer), text=text, k=3)
+        rows = service.similarity.nearest_neighbors(LayerRef("tiny", layer), text=text, k=3)
         assert rows[0].text == text
         assert rows[0].score == pytest.approx(1.0, abs=2e-3)  # float16 storage vs a float32 encode
         assert rows[1].score < rows[0].score
-    assert isinstance(store._knn._ann.get(("acts__tiny__L000", "cosine")), AnnIndex) == approximate
-    assert len(service._runners) == 1  # loaded once, kept
+    assert isinstance(store.knn.indexes.ann_entries().get(("acts__tiny__L000", "cosine")), AnnIndex) == approximate
+    assert len(service.encoders.loaded) == 1  # loaded once, kept
 
 
 def test_query_by_text_without_reachable_weights(tmp_path):
@@ -217,4 +217,4 @@ def test_query_by_text_without_reachable_weights(tmp_path):
                             source=str(tmp_path / "gone"))
     service = Service(store, Settings(cache_mb=64))
     with pytest.raises(InvalidInput, match=r"cannot encode text with model 'm': its weights .* not reachable"):
-        service.nearest_neighbors(LayerRef("m", 0), text="hello", k=1)
+        service.similarity.nearest_neighbors(LayerRef("m", 0), text="hello", k=1)

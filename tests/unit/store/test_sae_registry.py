@@ -77,8 +77,8 @@ def world(tmp_path):
     M = np.linalg.qr(rng.standard_normal((D_B, D_A)))[0].T  # [16, 24], orthonormal rows
     XA = {l: rng.standard_normal((N, D_A)) * 2 for l in range(4)}
     XB = {l: XA[l + 1] @ M + 0.05 * rng.standard_normal((N, D_B)) for l in range(3)}
-    store.write_layers("a", XA, ids, n_layers=4, dtype="float32")
-    store.write_layers("b", XB, ids, n_layers=3, dtype="float32")
+    store.activations.write("a", XA, ids, n_layers=4, dtype="float32")
+    store.activations.write("b", XB, ids, n_layers=3, dtype="float32")
     root = tmp_path / "saes"
     perm = rng.permutation(D_SAE)
     plan = {}
@@ -108,16 +108,16 @@ def test_saelens_folders_load_and_encode(tmp_path, store, rng, layout, arch):
     folder = write_saelens(tmp_path / "f", t, layout=layout, architecture=arch, d_in=8, d_sae=30,
                            k=4 if arch == "topk" else None, apply_b=layout == "flat", hook_layer=1,
                            dtype=torch.bfloat16 if arch == "relu" else torch.float32)
-    r = store.register_sae("m", 1, folder)
+    r = store.saes.register("m", 1, folder)
     assert (r.model_key, r.layer, r.d_in, r.d_sae, r.architecture) == ("m", 1, 8, 30, arch)
     assert r.cfg["layout"] == layout and r.cfg["hook_layer"] == 1 and r.notes is None
     assert r.weights_path.startswith("_saes/") and (Path(store.uri) / r.weights_path).is_file()
-    assert store.register_sae("m", 1, folder).sae_id == r.sae_id  # idempotent
-    assert [s.sae_id for s in store.saes("m")] == [r.sae_id]
+    assert store.saes.register("m", 1, folder).sae_id == r.sae_id  # idempotent
+    assert [s.sae_id for s in store.saes.list("m")] == [r.sae_id]
     # the store's copy is self-contained: remove the source folder, encode from the store
     for f in folder.iterdir():
         f.unlink()
-    rec, w = store.load_sae(r.sae_id)
+    rec, w = store.saes.load(r.sae_id)
     p = SaeParams(W_enc=w["W_enc"], b_enc=w["b_enc"], W_dec=w["W_dec"], b_dec=w["b_dec"], architecture=arch,
                   threshold=w.get("threshold"), k=rec.cfg["k"], apply_b_dec_to_input=rec.cfg["apply_b_dec_to_input"])
     cast = (lambda a: torch.from_numpy(a).to(torch.bfloat16).float().numpy().astype(np.float64)) \
@@ -137,13 +137,13 @@ def test_config_details(tmp_path, store, rng):
     ids = store.add_prompts("p", ["x", "y", "z"])
     store.write_activations("m", 0, ids, rng.standard_normal((3, 8)), n_layers=4, dtype="float32")
     t = _random_tensors(rng, 8, 10)
-    r = store.register_sae("m", -1, write_saelens(tmp_path / "n", t, layout="flat", d_in=8, d_sae=10,
+    r = store.saes.register("m", -1, write_saelens(tmp_path / "n", t, layout="flat", d_in=8, d_sae=10,
                                                  normalize=True, hook_layer=1))
     assert r.layer == 3 and r.cfg["normalize_activations"] == "expected_average_only_in"
     assert "hook layer 1" in r.notes and "no scaling" in r.notes
     v6 = write_saelens(tmp_path / "v", t, layout="v6", d_in=8, d_sae=10, normalize="constant_norm_rescale")
     assert "hook_layer" not in json.loads((v6 / "cfg.json").read_text())
-    assert store.register_sae("m", 2, v6).cfg["normalize_activations"] == "constant_norm_rescale"
+    assert store.saes.register("m", 2, v6).cfg["normalize_activations"] == "constant_norm_rescale"
 
 
 def test_refusals(tmp_path, store, rng):
@@ -168,13 +168,13 @@ def test_refusals(tmp_path, store, rng):
     ]
     for folder, message in cases:
         with pytest.raises((InvalidInput, NotFound), match=message):
-            store.register_sae("m", 0, folder)
+            store.saes.register("m", 0, folder)
     good = write_saelens(tmp_path / "ok", t, layout="v6", d_in=8, d_sae=10)
     with pytest.raises(InvalidInput, match="layer 5 is out of range for model 'm': allowed 0..1"):
-        store.register_sae("m", 5, good)
+        store.saes.register("m", 5, good)
     with pytest.raises(NotFound, match="unknown model 'zz'"):
-        store.register_sae("zz", 0, good)
-    assert store.saes() == []  # nothing half-written
+        store.saes.register("zz", 0, good)
+    assert store.saes.list() == []  # nothing half-written
     assert not list((Path(store.uri) / "_saes").glob("*"))
 
 
@@ -192,12 +192,12 @@ def test_paths_outside_the_root_are_refused(tmp_path, store, rng):
     (mixed / "sae_weights.safetensors").symlink_to(outside / "sae_weights.safetensors")
     for path in ["../elsewhere", str(outside), "ok/../../elsewhere", "link_dir", "/etc"]:
         with pytest.raises(InvalidInput, match="outside the allowed SAE root"):
-            store.register_sae("m", 0, path, root=root)
+            store.saes.register("m", 0, path, root=root)
     with pytest.raises(InvalidInput, match="symlinks out of ACTSTORE_SAE_ROOT are refused"):
-        store.register_sae("m", 0, "mixed", root=root)
-    assert store.saes() == []
-    assert store.register_sae("m", 0, "ok", root=root).d_sae == 10          # relative to the root
-    assert store.register_sae("m", 0, str(inside), root=root).d_sae == 10   # absolute inside it
+        store.saes.register("m", 0, "mixed", root=root)
+    assert store.saes.list() == []
+    assert store.saes.register("m", 0, "ok", root=root).d_sae == 10          # relative to the root
+    assert store.saes.register("m", 0, str(inside), root=root).d_sae == 10   # absolute inside it
 
 
 # --------------------------------------------------------------- service/API
@@ -252,11 +252,11 @@ def test_api_register_correlate_and_matrix(world):
         tops = c["topPairs"]
         assert len(tops) == 5 and all(perm[t["featureA"]] == t["featureB"] for t in tops)
         # the service's full answer: every matched pair is the planted one
-        full = service.sae_feature_correlation(ids["a", 2], ids["b", 1], matching="one_to_one", random_pairs=R, seed=3)
+        full = service.saes.sae_feature_correlation(ids["a", 2], ids["b", 1], matching="one_to_one", random_pairs=R, seed=3)
         assert all(perm[p.feature_a] == p.feature_b for p in full.top_pairs)
-        computed = service.computed
-        again = service.sae_feature_correlation(ids["a", 2], ids["b", 1], matching="one_to_one", random_pairs=R, seed=3)
-        assert service.computed == computed and again == full  # served from the results table
+        computed = service.results.computed
+        again = service.saes.sae_feature_correlation(ids["a", 2], ids["b", 1], matching="one_to_one", random_pairs=R, seed=3)
+        assert service.results.computed == computed and again == full  # served from the results table
 
         m2 = gql(client, CORR, {"a": ids["a", 2], "b": ids["b", 1], "m": "MANY_TO_ONE", "r": 9})
         assert m2["data"]["saeFeatureCorrelation"]["pairs"] == kept
@@ -324,4 +324,4 @@ def test_cli_sae_add_list_correlate(world, monkeypatch):
                                   "--store", store.uri])
     assert res.exit_code == 0, res.output
     d = json.loads(res.output)
-    assert d["svcca"] > 0.99 and d["p_value"] == pytest.approx(0.1) and len(d["top_pairs"]) == 3
+    assert d["svcca"] > 0.99 and d["pValue"] == pytest.approx(0.1) and len(d["topPairs"]) == 3  # the API's names

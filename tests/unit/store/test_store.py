@@ -11,7 +11,7 @@ import pytest
 
 from actstore import Store
 from actstore.errors import InvalidInput, NotFound
-from actstore.store import store as store_mod
+from actstore.store import tables as tables_mod
 
 
 def _setup(store: Store, n: int = 12, d: int = 8, layers: int = 3, dtype: str = "float32", seed: int = 0):
@@ -24,7 +24,7 @@ def _setup(store: Store, n: int = 12, d: int = 8, layers: int = 3, dtype: str = 
 
 def _snapshot(store: Store, key: str = "m", layer: int = 0):
     ids, X = store.read_activations(key, layer)
-    return store.table_version(key, layer), ids.copy(), X.copy()
+    return store.activations.version(key, layer), ids.copy(), X.copy()
 
 
 # ------------------------------------------------------------------ prompts
@@ -33,8 +33,8 @@ def test_add_prompts_stable_ids_and_no_duplicate_rows(store):
     assert ids == [0, 1, 0]
     assert store.add_prompts("a", ["y", "z"]) == [1, 2]
     assert store.add_prompts("b", ["x"]) == [3]  # same text, other dataset: its own prompt
-    assert [(d.name, d.prompt_count) for d in store.datasets()] == [("a", 3), ("b", 1)]
-    assert [p.text for p in store.prompts("a")] == ["x", "y", "z"]
+    assert [(d.name, d.prompt_count) for d in store.prompts.datasets()] == [("a", 3), ("b", 1)]
+    assert [p.text for p in store.prompts.page("a")] == ["x", "y", "z"]
     reopened = Store.open(store.uri)
     assert reopened.add_prompts("a", ["z", "w"]) == [2, 4]
 
@@ -42,13 +42,13 @@ def test_add_prompts_stable_ids_and_no_duplicate_rows(store):
 def test_add_prompts_labels_meta_and_catalog(store):
     store.add_prompts("lab", ["p", "q"], labels=[1, None], meta=[{"src": "t"}, None])
     store.add_prompts("nolab", ["r"])
-    info = {d.name: d for d in store.datasets()}
+    info = {d.name: d for d in store.prompts.datasets()}
     assert info["lab"].has_labels and not info["nolab"].has_labels
-    p, q = store.prompts("lab")
+    p, q = store.prompts.page("lab")
     assert (p.label, p.meta, q.label, q.meta) == (1, {"src": "t"}, None, {})
-    assert [r.text for r in store.prompts("lab", offset=1, limit=5)] == ["q"]
-    assert store.prompts("lab", offset=5) == []
-    np.testing.assert_array_equal(store.labels([1, 0]), [np.nan, 1.0])
+    assert [r.text for r in store.prompts.page("lab", offset=1, limit=5)] == ["q"]
+    assert store.prompts.page("lab", offset=5) == []
+    np.testing.assert_array_equal(store.prompts.labels([1, 0]), [np.nan, 1.0])
 
 
 @pytest.mark.parametrize(
@@ -68,19 +68,19 @@ def test_add_prompts_rejects_bad_input_and_stores_nothing(store, args, message):
     store.add_prompts("keep", ["kept"])
     with pytest.raises(InvalidInput, match=message):
         store.add_prompts(*args)
-    assert [(d.name, d.prompt_count) for d in store.datasets()] == [("keep", 1)]
+    assert [(d.name, d.prompt_count) for d in store.prompts.datasets()] == [("keep", 1)]
 
 
 def test_prompt_catalog_errors(store):
     store.add_prompts("a", ["x"])
     with pytest.raises(NotFound, match=r"unknown dataset 'nope'; known datasets: a"):
-        store.prompts("nope")
+        store.prompts.page("nope")
     with pytest.raises(InvalidInput, match="offset must be >= 0, got -1"):
-        store.prompts("a", offset=-1)
+        store.prompts.page("a", offset=-1)
     with pytest.raises(InvalidInput, match="limit must be >= 0, got -2"):
-        store.prompts("a", limit=-2)
+        store.prompts.page("a", limit=-2)
     with pytest.raises(NotFound, match=r"unknown prompt id\(s\): 99"):
-        store.get_prompts([0, 99])
+        store.prompts.get([0, 99])
 
 
 # -------------------------------------------------------------- activations
@@ -97,7 +97,7 @@ def test_round_trip_float16_within_rounding(store):
     _, got = store.read_activations("m", 0)
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, X.astype(np.float16).astype(np.float32))
-    assert store.model("m").dtype == "float16"
+    assert store.models.get("m").dtype == "float16"
 
 
 def test_rows_come_back_in_prompt_id_order_and_filters(store, rng):
@@ -117,7 +117,7 @@ def test_rows_come_back_in_prompt_id_order_and_filters(store, rng):
 
 
 def test_large_id_filter_takes_the_scan_path(store, rng, monkeypatch):
-    monkeypatch.setattr(store_mod, "_PUSHDOWN_IDS", 3)
+    monkeypatch.setattr(tables_mod, "PUSHDOWN_IDS", 3)
     ids, X = _setup(store, n=20)
     got_ids, got = store.read_activations("m", 0, prompt_ids=ids[::2])
     np.testing.assert_array_equal(got_ids, ids[::2])
@@ -141,11 +141,11 @@ def test_rewrite_is_idempotent_and_upsert_replaces(store, rng):
 
 def test_model_registered_on_first_write(store):
     _setup(store, d=8, layers=3)
-    info = store.model("m")
+    info = store.models.get("m")
     assert (info.key, info.n_layers, info.d_model, info.source, info.architecture, info.layers) == (
         "m", 3, 8, "local/m", "llama", (0,)
     )
-    assert [m.key for m in store.models()] == ["m"]
+    assert [m.key for m in store.models.list()] == ["m"]
 
 
 def _bad_writes(ids, X):
@@ -181,7 +181,7 @@ def test_every_bad_write_is_refused_and_leaves_the_table_untouched(store):
         after = _snapshot(store)
         assert after[0] == before[0], kwargs
         np.testing.assert_array_equal(after[2], before[2])
-    assert store.model("m").layers == (0,)
+    assert store.models.get("m").layers == (0,)
 
 
 def test_a_bad_layer_in_a_multi_layer_write_writes_no_layer(store, rng):
@@ -191,9 +191,9 @@ def test_a_bad_layer_in_a_multi_layer_write_writes_no_layer(store, rng):
     bad = good.copy()
     bad[-1, -1] = np.nan
     with pytest.raises(InvalidInput, match="non-finite"):
-        store.write_layers("m", {0: good, 1: good, 2: bad}, ids)
+        store.activations.write("m", {0: good, 1: good, 2: bad}, ids)
     assert _snapshot(store)[0] == before[0]
-    assert store.model("m").layers == (0,)
+    assert store.models.get("m").layers == (0,)
 
 
 def test_first_write_errors(store, rng):
@@ -208,8 +208,8 @@ def test_first_write_errors(store, rng):
     with pytest.raises(InvalidInput, match=r"overflow float16 \(max 65504\); store this model with dtype='float32'"):
         store.write_activations("new", 0, ids, X * 1e6, n_layers=1)
     with pytest.raises(NotFound, match="unknown model 'new'"):
-        store.model("new")
-    assert store.models() == []
+        store.models.get("new")
+    assert store.models.list() == []
 
 
 def test_read_errors(store):
@@ -230,22 +230,22 @@ def test_read_errors(store):
 def test_shared_prompts(store, rng):
     ids = np.asarray(store.add_prompts("a", list("abcdef")))
     other = np.asarray(store.add_prompts("b", list("gh")))
-    store.write_layers("m1", {0: rng.standard_normal((6, 4)), 1: rng.standard_normal((6, 4))}, ids, n_layers=2)
+    store.activations.write("m1", {0: rng.standard_normal((6, 4)), 1: rng.standard_normal((6, 4))}, ids, n_layers=2)
     store.write_activations("m2", 0, np.r_[ids[2:], other], rng.standard_normal((6, 5)), n_layers=1)
-    np.testing.assert_array_equal(store.shared_prompts("m1", "m2"), ids[2:])
-    np.testing.assert_array_equal(store.shared_prompts("m2", "m2", dataset="b"), other)
+    np.testing.assert_array_equal(store.activations.shared("m1", "m2"), ids[2:])
+    np.testing.assert_array_equal(store.activations.shared("m2", "m2", dataset="b"), other)
     # a prompt missing from one layer of m1 is not one m1 "has"
     store.add_prompts("a", ["z"])
     store.write_activations("m1", 0, [8], rng.standard_normal((1, 4)))
-    np.testing.assert_array_equal(store.model_prompt_ids("m1"), ids)
+    np.testing.assert_array_equal(store.activations.model_ids("m1"), ids)
 
 
 def test_many_small_writes_are_compacted(store, rng):
     ids = store.add_prompts("d", [f"p{i}" for i in range(60)])
     for i in range(0, 60, 2):
         store.write_activations("m", 0, ids[i : i + 2], rng.standard_normal((2, 4)), n_layers=1)
-    tbl = store._table("acts__m__L000")
-    assert tbl.stats()["fragment_stats"]["num_fragments"] <= store_mod.MAX_FRAGMENTS + 1
+    tbl = store.tables.open("acts__m__L000")
+    assert tbl.stats()["fragment_stats"]["num_fragments"] <= tables_mod.MAX_FRAGMENTS + 1
     assert len(store.read_activations("m", 0)[0]) == 60
 
 
@@ -273,7 +273,7 @@ def test_knn_matches_brute_force_with_self_excluded(store, rng, metric):
     X = rng.standard_normal((n, d)).astype(np.float32)
     store.write_activations("m", 0, ids, X, n_layers=1, dtype="float32")
     q_rows = np.arange(0, n, 9)
-    got_ids, got_scores = store.knn("m", 0, X[q_rows], k, exclude_self_ids=ids[q_rows], metric=metric)
+    got_ids, got_scores = store.knn.search("m", 0, X[q_rows], k, exclude_self_ids=ids[q_rows], metric=metric)
     exp_pos, exp_scores = _brute_knn(X, X[q_rows], k, exclude=q_rows, metric=metric)
     np.testing.assert_array_equal(got_ids, ids[exp_pos])
     np.testing.assert_allclose(got_scores, exp_scores, rtol=1e-4, atol=1e-4)
@@ -286,7 +286,7 @@ def test_knn_restricted_to_a_dataset(store, rng):
     b = store.add_prompts("b", [f"b{i}" for i in range(30)])
     X = rng.standard_normal((60, 8)).astype(np.float32)
     store.write_activations("m", 0, a + b, X, n_layers=1, dtype="float32")
-    got, _ = store.knn("m", 0, X[:3], 5, exclude_self_ids=a[:3], dataset="b")
+    got, _ = store.knn.search("m", 0, X[:3], 5, exclude_self_ids=a[:3], dataset="b")
     exp_pos, _ = _brute_knn(X[30:], X[:3], 5)
     np.testing.assert_array_equal(got, np.asarray(b)[exp_pos])
 
@@ -295,34 +295,34 @@ def test_knn_errors(store):
     ids, X = _setup(store, n=12, d=8)
     for k, n_msg in [(0, "got k=0"), (12, "got k=12"), (-3, "got k=-3")]:
         with pytest.raises(InvalidInput, match=rf"k must be between 1 and n - 1 = 11 \(n = 12 stored prompts\), {n_msg}"):
-            store.knn("m", 0, X[:1], k)
+            store.knn.search("m", 0, X[:1], k)
     with pytest.raises(InvalidInput, match=r"dimension d_model=8 of model 'm', got shape \(1, 5\)"):
-        store.knn("m", 0, X[:1, :5], 3)
+        store.knn.search("m", 0, X[:1, :5], 3)
     bad = X[:1].copy()
     bad[0, 0] = np.nan
     with pytest.raises(InvalidInput, match="NaN or inf"):
-        store.knn("m", 0, bad, 3)
+        store.knn.search("m", 0, bad, 3)
     with pytest.raises(InvalidInput, match="zero query vector"):
-        store.knn("m", 0, np.zeros(8), 3)
+        store.knn.search("m", 0, np.zeros(8), 3)
     with pytest.raises(InvalidInput, match=r"metric must be one of \['cosine', 'dot', 'l2'\], got 'hamming'"):
-        store.knn("m", 0, X[:1], 3, metric="hamming")
+        store.knn.search("m", 0, X[:1], 3, metric="hamming")
 
 
 def test_knn_index_follows_new_rows_and_is_persisted(store, rng, monkeypatch):
     ids, X = _setup(store, n=50, d=8)
     q = X[:1] * 1.0001
-    first, _ = store.knn("m", 0, q, 1)
+    first, _ = store.knn.search("m", 0, q, 1)
     assert first[0, 0] == ids[0]
-    faiss_dir = store._knn._dir
-    v1 = store.table_version("m", 0)
+    faiss_dir = store.knn.indexes.persist_dir
+    v1 = store.activations.version("m", 0)
     assert (faiss_dir / f"acts__m__L000.cosine.v{v1}.faiss").exists()
     # A new prompt whose vector is the query itself must now come first.
     (new_id,) = store.add_prompts("ds", ["newcomer"])
     store.write_activations("m", 0, [new_id], q)
-    got, scores = store.knn("m", 0, q, 2)
+    got, scores = store.knn.search("m", 0, q, 2)
     assert got[0].tolist() == [new_id, ids[0]]
     assert scores[0, 0] == pytest.approx(1.0, abs=1e-6)
-    v2 = store.table_version("m", 0)
+    v2 = store.activations.version("m", 0)
     assert (faiss_dir / f"acts__m__L000.cosine.v{v2}.faiss").exists()
     assert not (faiss_dir / f"acts__m__L000.cosine.v{v1}.faiss").exists()
     # Another process (a fresh Store) loads the persisted index instead of rebuilding.
@@ -331,8 +331,8 @@ def test_knn_index_follows_new_rows_and_is_persisted(store, rng, monkeypatch):
     def no_rebuild(*args):
         raise AssertionError("the persisted index should have been loaded")
 
-    monkeypatch.setattr("actstore.store.knn._build", no_rebuild)
-    np.testing.assert_array_equal(fresh.knn("m", 0, q, 2)[0], got)
+    monkeypatch.setattr("actstore.store.knn.exact.build_flat", no_rebuild)
+    np.testing.assert_array_equal(fresh.knn.search("m", 0, q, 2)[0], got)
 
 
 # ------------------------------------------------------------ concurrency
@@ -341,7 +341,7 @@ WRITER = textwrap.dedent(
     import sys, numpy as np
     from actstore import Store
     store = Store.open(sys.argv[1])
-    ids = store.prompt_ids("ds")
+    ids = store.prompts.ids("ds")
     for gen in range(1, 16):
         store.write_activations("m", 0, ids, np.full((len(ids), 32), float(gen), np.float32))
     print("done")

@@ -208,7 +208,7 @@ class AnnIndex:
         vectors = np.empty((n, d), copy_dtype)
         norms = np.empty(n, np.float32)
         out = cls(version, metric, np.asarray(ids, np.int64).copy(), index, vectors, norms, params, n)
-        out._add_rows(0, X)
+        _fill(out, 0, X)
         return out
 
     def extended(self, version: int, ids: np.ndarray, X: np.ndarray) -> "AnnIndex":
@@ -221,16 +221,8 @@ class AnnIndex:
         index = faiss.clone_index(self.index)
         out = AnnIndex(version, self.metric, np.concatenate([self.ids_by_pos, np.asarray(ids, np.int64)]),
                        index, vectors, norms, self.params, self.n_trained)
-        out._add_rows(n0, X)
+        _fill(out, n0, X)
         return out
-
-    def _add_rows(self, start: int, X: np.ndarray, chunk: int = 16384) -> None:
-        for s in range(0, len(X), chunk):
-            x = np.asarray(X[s:s + chunk])
-            self.vectors[start + s:start + s + len(x)] = x
-            x64 = x.astype(np.float64)
-            self.norms[start + s:start + s + len(x)] = np.sqrt(np.einsum("ij,ij->i", x64, x64))
-            self.index.add(_indexed(x, self.metric))
 
     def unchanged(self, ids: np.ndarray, X: np.ndarray) -> bool:
         """Whether rows (ids int64 [m] ascending, X [m, d]) equal what this index holds for them."""
@@ -354,6 +346,16 @@ class AnnIndex:
             out = cls(version, str(z["metric"]), z["ids_by_pos"], index, z["vectors"], z["norms"], params, n_trained)
         index.nprobe = params.nprobe
         return out
+
+
+def _fill(entry: AnnIndex, start: int, X: np.ndarray, chunk: int = 16384) -> None:
+    """Rows ``start..start + len(X)`` of a new index: the vector copy, the norms, the IVF-PQ codes."""
+    for s in range(0, len(X), chunk):
+        x = np.asarray(X[s:s + chunk])
+        entry.vectors[start + s:start + s + len(x)] = x
+        x64 = x.astype(np.float64)
+        entry.norms[start + s:start + s + len(x)] = np.sqrt(np.einsum("ij,ij->i", x64, x64))
+        entry.index.add(_indexed(x, entry.metric))
 
 
 def _copy_dtype(X: np.ndarray) -> type:

@@ -10,10 +10,10 @@ Metrics (scores are what the metric says, in its own units):
 - ``dot``: raw inner product, larger is nearer.
 - ``l2``: Euclidean distance, smaller is nearer.
 
-Above a size threshold (``KnnIndexes.ann_threshold`` rows, default 50,000, env
-``ACTSTORE_ANN_THRESHOLD``) a table gets an approximate index instead
-(:class:`actstore.store.ann.AnnIndex`: IVF-PQ candidates, exact re-ranking; see that module
-for the choice and its measurements). It is persisted as ``<table>.<metric>.ann.v<version>``
+Above a size threshold (``Knn.ann_threshold`` rows, from ``Settings.ann_threshold``: env
+``ACTSTORE_ANN_THRESHOLD``, default 50,000) a table gets an approximate index instead
+(:class:`actstore.store.knn.ann.AnnIndex`: IVF-PQ candidates, exact re-ranking; see that
+module for the choice and its measurements). It is persisted as ``<table>.<metric>.ann.v<version>``
 and, when the rows of a new version are the old rows plus new prompt ids, extended rather
 than rebuilt. ``search`` and ``vectors_at`` take either kind of entry. Exact search stays
 the default below the threshold and can be forced (``approximate=False``).
@@ -22,7 +22,6 @@ the default below the threshold and can be forced (``approximate=False``).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -32,17 +31,20 @@ from typing import Callable
 import faiss
 import numpy as np
 
+from .metrics import METRICS
+
 from .ann import AnnIndex
+
+__all__ = ["ExactIndex", "KnnIndexes", "build_flat", "search", "vectors_at"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ANN_THRESHOLD = 50_000
-
-METRICS = ("cosine", "dot", "l2")
 
 
 @dataclass
-class _Index:
+class ExactIndex:
+    """A flat FAISS index of one table at one version; ``ids[p]`` is the prompt at position p."""
+
     version: int
     ids: np.ndarray  # int64 [n], ascending
     index: faiss.Index
@@ -68,7 +70,8 @@ def _gpu_count() -> int:
     return int(get()) if get else 0
 
 
-def _build(X: np.ndarray, metric: str) -> faiss.Index:
+def build_flat(X: np.ndarray, metric: str) -> faiss.Index:
+    """Flat FAISS index over X float32 [n, d] (C-contiguous; normalised in place for cosine)."""
     d = X.shape[1]
     if metric == "l2":
         index = faiss.IndexFlatL2(d)
@@ -81,20 +84,24 @@ def _build(X: np.ndarray, metric: str) -> faiss.Index:
 
 
 class KnnIndexes:
-    """Per-table exact indices. Thread-safe; one build per (table, metric, version)."""
+    """Per-table exact and approximate indices, cached in memory and persisted in
+    ``persist_dir`` (None: memory only). Thread-safe; one build per (table, metric, version)."""
 
-    def __init__(self, persist_dir: Path | None, ann_threshold: int | None = None):
+    def __init__(self, persist_dir: Path | None):
         self._dir = persist_dir
         self._lock = threading.Lock()
-        self._cache: dict[tuple[str, str], _Index] = {}
+        self._cache: dict[tuple[str, str], ExactIndex] = {}
         self._ann: dict[tuple[str, str], AnnIndex] = {}
-        env = os.environ.get("ACTSTORE_ANN_THRESHOLD")
-        #: tables with at least this many rows are searched through an approximate index
-        self.ann_threshold: int = int(ann_threshold if ann_threshold is not None else env or DEFAULT_ANN_THRESHOLD)
 
-    def use_ann(self, n_rows: int, approximate: bool | None = None) -> bool:
-        """Whether a table of ``n_rows`` is searched approximately (``approximate`` forces it)."""
-        return bool(approximate) if approximate is not None else n_rows >= self.ann_threshold
+    @property
+    def persist_dir(self) -> Path | None:
+        """Folder the indices are persisted in (``<db>/_faiss``), None for object storage."""
+        return self._dir
+
+    def ann_entries(self) -> dict[tuple[str, str], AnnIndex]:
+        """The approximate indices held in memory, by (table, metric) (a copy of the map)."""
+        with self._lock:
+            return dict(self._ann)
 
     def get_ann(
         self,
@@ -171,7 +178,7 @@ class KnnIndexes:
         version: int,
         metric: str,
         load: Callable[[], tuple[np.ndarray, np.ndarray]],
-    ) -> _Index:
+    ) -> ExactIndex:
         """The index of ``table`` at ``version``; ``load()`` returns (ids, X float32) if a build is needed."""
         key = (table, metric)
         with self._lock:
@@ -182,38 +189,31 @@ class KnnIndexes:
             if entry is None:
                 ids, X = load()
                 X = np.ascontiguousarray(X, dtype=np.float32)  # load() returns a fresh array
-                entry = _Index(version, ids, _build(X, metric))
+                entry = ExactIndex(version, ids, build_flat(X, metric))
                 self._persist(table, metric, entry)
             if _gpu_count() > 0:
-                entry = _Index(entry.version, entry.ids, _to_gpu(entry.index))
+                entry = ExactIndex(entry.version, entry.ids, _to_gpu(entry.index))
             self._cache[key] = entry
             return entry
-
-    def drop(self, table: str) -> None:
-        with self._lock:
-            for key in [k for k in self._cache if k[0] == table]:
-                del self._cache[key]
-            for key in [k for k in self._ann if k[0] == table]:
-                del self._ann[key]
 
     def _paths(self, table: str, metric: str, version: int) -> tuple[Path, Path]:
         assert self._dir is not None
         stem = f"{table}.{metric}.v{version}"
         return self._dir / f"{stem}.faiss", self._dir / f"{stem}.ids.npy"
 
-    def _load_persisted(self, table: str, metric: str, version: int) -> _Index | None:
+    def _load_persisted(self, table: str, metric: str, version: int) -> ExactIndex | None:
         if self._dir is None:
             return None
         index_path, ids_path = self._paths(table, metric, version)
         if not (index_path.exists() and ids_path.exists()):
             return None
         try:
-            return _Index(version, np.load(ids_path), faiss.read_index(str(index_path)))
+            return ExactIndex(version, np.load(ids_path), faiss.read_index(str(index_path)))
         except Exception as exc:  # a torn file from a killed process: rebuild
             log.warning("ignoring unreadable FAISS index %s: %s", index_path, exc)
             return None
 
-    def _persist(self, table: str, metric: str, entry: _Index) -> None:
+    def _persist(self, table: str, metric: str, entry: ExactIndex) -> None:
         if self._dir is None:
             return
         self._dir.mkdir(parents=True, exist_ok=True)
@@ -231,7 +231,7 @@ class KnnIndexes:
                 old.unlink(missing_ok=True)
 
 
-def vectors_at(entry: _Index | AnnIndex, positions: np.ndarray) -> np.ndarray:
+def vectors_at(entry: ExactIndex | AnnIndex, positions: np.ndarray) -> np.ndarray:
     """Stored vectors [m, d] at positions of ``entry.ids``, as the index holds them
     (L2-normalised for cosine in an exact index; raw in an approximate one)."""
     if isinstance(entry, AnnIndex):
@@ -240,7 +240,7 @@ def vectors_at(entry: _Index | AnnIndex, positions: np.ndarray) -> np.ndarray:
 
 
 def search(
-    entry: _Index | AnnIndex,
+    entry: ExactIndex | AnnIndex,
     queries: np.ndarray,
     k: int,
     metric: str,

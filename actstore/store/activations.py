@@ -1,0 +1,331 @@
+"""Activation tables: one per model and layer, ``acts__{model_key}__L{layer:03d}``, rows
+``(prompt_id int64, vector fixed_size_list<float16|float32>[d_model])``.
+
+Writes are validated completely first, then each layer is one commit (an upsert on
+prompt_id, so re-writing a prompt replaces it); the first write of a model registers it and
+every write records its layers in the layer catalog (see :mod:`actstore.store.models`).
+
+Caches, all keyed by table versions (a cached answer costs one version check per table it
+read, never a re-read of the rows):
+
+* :meth:`Activations.ids` -- the sorted prompt ids of one layer, keyed by that layer
+  table's version (least recently used ones dropped beyond :data:`IDS_CACHE_BYTES`);
+* :meth:`Activations.model_ids` -- the ids stored at every stored layer of a model (and in
+  a dataset), keyed by the model's stored layers, their tables' versions and the prompts
+  table's version: a repeated call costs O(layers) version checks instead of O(layers x n)
+  reads, and after a write to one layer only that layer's ids are read again.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from actstore.errors import InvalidInput, NotFound
+from .checks import as_int, preview
+from .models import ModelInfo, Models
+from .prompts import Prompts
+from .tables import ACTS_STORAGE_VERSION, Tables, acts_table, check_model_key, parse_acts_table
+from .vectors import STORAGE_DTYPES, arrow_to_vectors, vectors_to_arrow
+
+__all__ = ["FLOAT16_MAX", "IDS_CACHE_BYTES", "Activations", "acts_schema"]
+
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+# Memory the per-layer prompt-id cache may hold (100,000 ids take 0.8 MB).
+IDS_CACHE_BYTES = 256 << 20
+
+
+def acts_schema(d_model: int, dtype: str) -> pa.Schema:
+    """Schema of an activation table: ``(prompt_id int64, vector fixed_size_list[d])``."""
+    return pa.schema(
+        [
+            pa.field("prompt_id", pa.int64(), nullable=False),
+            pa.field("vector", pa.list_(STORAGE_DTYPES[dtype], d_model)),
+        ]
+    )
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
+class Activations:
+    """The activation tables of every model and layer."""
+
+    def __init__(self, tables: Tables, prompts: Prompts, models: Models):
+        self._tables = tables
+        self._prompts = prompts
+        self._models = models
+        self._lock = threading.Lock()
+        self._ids_cache: OrderedDict[str, tuple[int, np.ndarray]] = OrderedDict()
+        self._ids_bytes = 0
+        self._model_ids_cache: dict[tuple[str, str | None], tuple[tuple, np.ndarray]] = {}
+
+    # ----------------------------------------------------------------- tables
+    def locate(self, model_key: str, layer: int):
+        """(info, layer, table) of one activation table: NotFound for an unknown model or a
+        layer without a table, InvalidInput for a layer out of range. The hot path of every
+        read and k-NN query: one version check of the models table; ``info.layers`` is left
+        empty."""
+        info = self._info(model_key)
+        layer, tbl = self._table(info, layer)
+        return info, layer, tbl
+
+    def _info(self, model_key: str) -> ModelInfo:
+        info = self._models.find(model_key, layers=False)
+        return info if info is not None else self._models.get(model_key)  # NotFound naming the known models
+
+    def _table(self, info: ModelInfo, layer: int):
+        layer = as_int(layer, "layer")
+        if not 0 <= layer < info.n_layers:
+            raise InvalidInput(
+                f"layer {layer} is out of range for model {info.key!r}: "
+                f"allowed 0..{info.n_layers - 1} (or -{info.n_layers}..-1 from the end)"
+            )
+        tbl = self._tables.open(acts_table(info.key, layer))
+        if tbl is None:
+            stored = self._models.get(info.key).layers
+            raise NotFound(
+                f"model {info.key!r} has no activations stored for layer {layer}; "
+                f"stored layers: {preview(stored) or 'none'}"
+            )
+        return layer, tbl
+
+    def version(self, model_key: str, layer: int) -> int:
+        """Version of one activation table: it changes with every write (cache keys use it)."""
+        _, _, tbl = self.locate(model_key, layer)
+        return int(tbl.version)
+
+    def versions(self, model_key: str, layers: Sequence[int]) -> dict[int, int]:
+        """:meth:`version` of several layers of one model, by layer (one model look-up)."""
+        info = self._info(model_key)
+        out: dict[int, int] = {}
+        for layer in layers:
+            layer, tbl = self._table(info, layer)
+            out[layer] = int(tbl.version)
+        return out
+
+    def optimize(self, model_key: str | None = None) -> None:
+        """Compact the activation tables of one model (or, with None, every table of the
+        store) into few fragments."""
+        with self._tables.write_lock:
+            for name in self._tables.names():
+                parsed = parse_acts_table(name)
+                if model_key is None or (parsed and parsed[0] == model_key):
+                    self._tables.optimize(name)
+
+    # ------------------------------------------------------------------ write
+    def write(
+        self,
+        model_key: str,
+        vectors_by_layer: Mapping[int, np.ndarray],
+        prompt_ids: Sequence[int] | np.ndarray,
+        *,
+        n_layers: int | None = None,
+        source: str | None = None,
+        architecture: str | None = None,
+        dtype: str | None = None,
+        revision: str | None = None,
+    ) -> int:
+        """Upsert the activations of ``prompt_ids`` at one or more layers; return the rows
+        written (summed over layers).
+
+        vectors_by_layer: {layer: [n, d_model] floats}, one row per prompt id. The first
+        write of a model registers it (``n_layers`` required then; d_model is taken from the
+        vectors; dtype is the storage dtype, ``float16`` unless ``float32`` is asked). All
+        layers are validated before any is written; each layer is one commit.
+        """
+        check_model_key(model_key)
+        ids = np.asarray(prompt_ids)
+        if ids.ndim != 1 or (len(ids) and not np.issubdtype(ids.dtype, np.integer)):
+            raise InvalidInput(f"prompt_ids must be a 1-D sequence of integers, got shape {ids.shape} of {ids.dtype}")
+        ids = ids.astype(np.int64)
+        if not vectors_by_layer:
+            raise InvalidInput("no layers given to write")
+
+        with self._tables.write_lock:
+            existing = self._models.find(model_key, layers=False)
+            if existing is not None:
+                L, d, stored_dtype = existing.n_layers, existing.d_model, existing.dtype
+                if n_layers is not None and as_int(n_layers, "n_layers") != L:
+                    raise InvalidInput(f"model {model_key!r} is registered with n_layers={L}, got n_layers={n_layers}")
+                if dtype is not None and dtype != stored_dtype:
+                    raise InvalidInput(f"model {model_key!r} stores {stored_dtype}; got dtype={dtype!r}")
+            else:
+                if n_layers is None:
+                    raise InvalidInput(f"model {model_key!r} is not registered yet: pass n_layers on its first write")
+                L = as_int(n_layers, "n_layers")
+                if L < 1:
+                    raise InvalidInput(f"n_layers must be >= 1, got {L}")
+                stored_dtype = dtype or "float16"
+                if stored_dtype not in STORAGE_DTYPES:
+                    raise InvalidInput(f"dtype must be one of {sorted(STORAGE_DTYPES)}, got {stored_dtype!r}")
+                d = None
+
+            prepared: list[tuple[int, np.ndarray]] = []
+            for layer, vectors in vectors_by_layer.items():
+                layer = as_int(layer, "layer")
+                if not 0 <= layer < L:
+                    raise InvalidInput(f"layer {layer} is out of range for model {model_key!r}: allowed 0..{L - 1}")
+                X = np.asarray(vectors)
+                if X.ndim != 2:
+                    raise InvalidInput(f"vectors for layer {layer} must be 2-D [n, d_model], got shape {X.shape}")
+                if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
+                    raise InvalidInput(f"vectors must be numeric, got {X.dtype}")
+                if X.shape[0] != len(ids):
+                    raise InvalidInput(f"got {X.shape[0]} vectors for {len(ids)} prompt ids at layer {layer}")
+                if d is None:
+                    d = X.shape[1]
+                    if d < 1:
+                        raise InvalidInput("vectors have zero columns: d_model must be >= 1")
+                if X.shape[1] != d:
+                    raise InvalidInput(
+                        f"vectors for layer {layer} have dimension {X.shape[1]}, but model {model_key!r} has d_model={d}"
+                    )
+                finite = np.isfinite(X).all(axis=1)
+                if not finite.all():
+                    bad = np.flatnonzero(~finite)
+                    raise InvalidInput(
+                        f"non-finite values (NaN or inf) in vectors for layer {layer}, prompt id(s) {preview(ids[bad])}"
+                    )
+                if stored_dtype == "float16" and len(X) and np.abs(X).max() > FLOAT16_MAX:
+                    raise InvalidInput(
+                        f"values up to {float(np.abs(X).max()):.4g} at layer {layer} overflow float16 "
+                        f"(max {FLOAT16_MAX:g}); store this model with dtype='float32'"
+                    )
+                prepared.append((layer, X))
+
+            if len(ids) == 0:
+                return 0
+            uniq, counts = np.unique(ids, return_counts=True)
+            if (counts > 1).any():
+                raise InvalidInput(f"duplicate prompt id(s) in one write: {preview(uniq[counts > 1])}")
+            known = self._prompts.all_ids()
+            pos = np.clip(np.searchsorted(known, uniq), 0, max(len(known) - 1, 0))
+            missing = uniq if len(known) == 0 else uniq[known[pos] != uniq]
+            if len(missing):
+                raise InvalidInput(f"unknown prompt id(s): {preview(missing)}; add the prompts first")
+
+            in_order = bool((np.diff(ids) > 0).all())
+            order = None if in_order else np.argsort(ids, kind="stable")
+            sorted_ids = pa.array(ids if in_order else ids[order], pa.int64())
+            schema = acts_schema(d, stored_dtype)
+            written = 0
+            for layer, X in prepared:
+                batch = pa.table(
+                    {"prompt_id": sorted_ids, "vector": vectors_to_arrow(X if in_order else X[order], stored_dtype)},
+                    schema=schema,
+                )
+                self._tables.upsert(acts_table(model_key, layer), batch, schema,
+                                    storage_version=ACTS_STORAGE_VERSION)
+                written += len(ids)
+            # The catalog before the model row: a model is never listed without its layers.
+            self._models.add_layers(model_key, [layer for layer, _ in prepared])
+            if existing is None:
+                self._models.register(
+                    model_key, source=source, revision=revision, architecture=architecture,
+                    n_layers=L, d_model=d, dtype=stored_dtype, site="resid_post", token="last_non_padding",
+                )
+            return written
+
+    # ------------------------------------------------------------------- read
+    def read(
+        self,
+        model_key: str,
+        layer: int,
+        dataset: str | None = None,
+        prompt_ids: Sequence[int] | np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Stored activations of one model and layer.
+
+        Returns (ids int64 [n], X float32 [n, d_model], C-contiguous), rows in ascending
+        prompt_id order, optionally restricted to a dataset and/or to given prompt ids
+        (every given id must be stored for this layer).
+        """
+        info, layer, tbl = self.locate(model_key, layer)
+        wanted = None
+        if prompt_ids is not None:
+            wanted = np.unique(np.asarray(prompt_ids, dtype=np.int64).reshape(-1))
+        if dataset is not None:
+            in_ds = self._prompts.ids(dataset)
+            wanted = in_ds if wanted is None else np.intersect1d(wanted, in_ds, assume_unique=True)
+        t = self._tables.scan_for(tbl, wanted, ["prompt_id", "vector"])
+        ids = t["prompt_id"].to_numpy()
+        X = arrow_to_vectors(t["vector"], info.d_model)
+        if wanted is not None:
+            keep = np.isin(ids, wanted)
+            if not keep.all():
+                ids, X = ids[keep], X[keep]
+        if len(ids) > 1 and not (np.diff(ids) > 0).all():
+            order = np.argsort(ids, kind="stable")
+            ids, X = ids[order], np.ascontiguousarray(X[order])
+        if prompt_ids is not None:
+            asked = np.unique(np.asarray(prompt_ids, dtype=np.int64).reshape(-1))
+            if dataset is not None:
+                asked = np.intersect1d(asked, self._prompts.ids(dataset))
+            missing = np.setdiff1d(asked, ids)
+            if len(missing):
+                raise NotFound(
+                    f"prompt id(s) {preview(missing)} have no activations for model {model_key!r} layer {layer}"
+                )
+        return ids, X
+
+    def ids(self, model_key: str, layer: int) -> np.ndarray:
+        """Sorted ids of the prompts stored for one model and layer (empty if none); a
+        read-only array cached by the table's version."""
+        name = acts_table(model_key, int(layer))
+        tbl = self._tables.open(name)
+        if tbl is None:
+            return np.empty(0, np.int64)
+        version = int(tbl.version)
+        with self._lock:
+            hit = self._ids_cache.get(name)
+            if hit is not None and hit[0] == version:
+                self._ids_cache.move_to_end(name)
+                return hit[1]
+        # The version is taken before the read: a cached entry is never newer than its key.
+        ids = _frozen(np.sort(self._tables.scan(tbl, ["prompt_id"])["prompt_id"].to_numpy()))
+        with self._lock:
+            old = self._ids_cache.pop(name, None)
+            if old is not None:
+                self._ids_bytes -= old[1].nbytes
+            self._ids_cache[name] = (version, ids)
+            self._ids_bytes += ids.nbytes
+            while self._ids_bytes > IDS_CACHE_BYTES and len(self._ids_cache) > 1:
+                _, (_, dropped) = self._ids_cache.popitem(last=False)
+                self._ids_bytes -= dropped.nbytes
+        return ids
+
+    def model_ids(self, model_key: str, dataset: str | None = None) -> np.ndarray:
+        """Sorted ids of the prompts stored for every stored layer of a model (optionally in a
+        dataset); a read-only array cached by the versions of the tables it reads."""
+        info = self._models.get(model_key)
+        layers = info.layers
+        stamp = (
+            layers,
+            tuple(self._tables.version(acts_table(model_key, layer)) for layer in layers),
+            None if dataset is None else self._prompts.version(),
+        )
+        key = (model_key, dataset)
+        cached = self._model_ids_cache.get(key)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        ids: np.ndarray | None = None
+        for layer in layers:
+            layer_ids = self.ids(model_key, layer)
+            ids = layer_ids if ids is None else np.intersect1d(ids, layer_ids, assume_unique=True)
+        ids = np.empty(0, np.int64) if ids is None else ids
+        if dataset is not None:
+            ids = np.intersect1d(ids, self._prompts.ids(dataset), assume_unique=True)
+        ids = _frozen(ids)
+        self._model_ids_cache[key] = (stamp, ids)
+        return ids
+
+    def shared(self, model_a: str, model_b: str, dataset: str | None = None) -> np.ndarray:
+        """Sorted ids of the prompts both models have at every stored layer (optionally in a dataset)."""
+        return np.intersect1d(self.model_ids(model_a, dataset), self.model_ids(model_b, dataset), assume_unique=True)

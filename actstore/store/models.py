@@ -1,0 +1,203 @@
+"""The ``models`` table (one row per stored model) and the layer catalog ``model_layers``.
+
+The layer catalog says which layers of a model have an activation table, so that listing a
+model's layers needs no listing of the database's tables. It is a table of
+``(model_key, layer)`` rows, appended (never updated) in the same write call that first
+stores a layer (:meth:`Models.add_layers`, called by ``Activations.write`` after the layer's
+rows are committed; a write that finds its layer missing from the catalog appends it, so a
+write interrupted between the two commits is repaired by the next write of that layer).
+Appends commute, so writers in several processes never lose each other's entries (a
+read-modify-write of a per-model ``layers`` column would); duplicates are dropped on read.
+
+Both tables are read whole and cached per table version: :meth:`Models.get` costs one
+version check per table after the first read. A store written before the catalog existed
+(no ``model_layers`` table) lists its table names instead, on every call, until its next
+activation write creates the catalog, seeded from those names.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow as pa
+
+from actstore.errors import NotFound
+from .checks import preview
+from .tables import Tables, parse_acts_table
+
+__all__ = ["MODELS", "MODELS_SCHEMA", "MODEL_LAYERS", "MODEL_LAYERS_SCHEMA", "ModelInfo", "Models"]
+
+MODELS = "models"
+MODEL_LAYERS = "model_layers"
+
+MODELS_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("source", pa.string()),
+        pa.field("revision", pa.string()),
+        pa.field("architecture", pa.string()),
+        pa.field("n_layers", pa.int64(), nullable=False),
+        pa.field("d_model", pa.int64(), nullable=False),
+        pa.field("dtype", pa.string(), nullable=False),
+        pa.field("site", pa.string()),
+        pa.field("token", pa.string()),
+        pa.field("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+MODEL_LAYERS_SCHEMA = pa.schema(
+    [
+        pa.field("model_key", pa.string(), nullable=False),
+        pa.field("layer", pa.int64(), nullable=False),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One stored model. ``layers`` are the decoder blocks with an activation table."""
+
+    key: str
+    source: str
+    architecture: str
+    n_layers: int
+    d_model: int
+    dtype: str
+    revision: str | None = None
+    site: str = "resid_post"
+    token: str = "last_non_padding"
+    created_at: datetime | None = None
+    layers: tuple[int, ...] = ()
+
+
+def _info(row: dict[str, Any]) -> ModelInfo:
+    return ModelInfo(
+        key=row["key"], source=row["source"] or "", architecture=row["architecture"] or "",
+        n_layers=int(row["n_layers"]), d_model=int(row["d_model"]), dtype=row["dtype"],
+        revision=row["revision"], site=row["site"] or "resid_post",
+        token=row["token"] or "last_non_padding", created_at=row["created_at"],
+    )
+
+
+class Models:
+    """The stored models and their layer catalog."""
+
+    def __init__(self, tables: Tables):
+        self._tables = tables
+        self._rows_cache: tuple[int, dict[str, ModelInfo]] | None = None  # layers left empty
+        self._layers_cache: tuple[int, dict[str, tuple[int, ...]]] | None = None
+        self._full_cache: tuple[tuple[int, int], dict[str, ModelInfo]] | None = None
+
+    # ------------------------------------------------------------------- read
+    def version(self) -> int:
+        """Changes with every write to the models table or the layer catalog; -1 when no
+        model is stored. (The sum of the two tables' versions: each only grows.)"""
+        mv = self._tables.version(MODELS)
+        if mv is None:
+            return -1
+        return mv + (self._tables.version(MODEL_LAYERS) or 0)
+
+    def _rows(self) -> tuple[int, dict[str, ModelInfo]]:
+        """(models-table version, registered models by key with ``layers`` empty), cached per
+        version; version -1 when there is no table."""
+        tbl = self._tables.open(MODELS)
+        if tbl is None:
+            return -1, {}
+        version = int(tbl.version)
+        cached = self._rows_cache
+        if cached is None or cached[0] != version:
+            rows = self._tables.scan(tbl).to_pylist()
+            cached = self._rows_cache = (version, {r["key"]: _info(r) for r in rows})
+        return cached
+
+    def _listed_layers(self) -> dict[str, tuple[int, ...]]:
+        """Stored layers by model from the activation tables' names (no catalog needed)."""
+        out: dict[str, set[int]] = {}
+        for name in self._tables.names():
+            parsed = parse_acts_table(name)
+            if parsed:
+                out.setdefault(parsed[0], set()).add(parsed[1])
+        return {k: tuple(sorted(v)) for k, v in out.items()}
+
+    def _catalog(self) -> tuple[int | None, dict[str, tuple[int, ...]]]:
+        """(catalog version, stored layers by model); version None for a store without a
+        catalog, whose layers come from the table names."""
+        tbl = self._tables.open(MODEL_LAYERS)
+        if tbl is None:
+            return None, self._listed_layers()
+        version = int(tbl.version)
+        cached = self._layers_cache
+        if cached is None or cached[0] != version:
+            t = self._tables.scan(tbl)
+            out: dict[str, set[int]] = {}
+            for key, layer in zip(t["model_key"].to_pylist(), t["layer"].to_pylist()):
+                out.setdefault(key, set()).add(int(layer))
+            cached = self._layers_cache = (version, {k: tuple(sorted(v)) for k, v in out.items()})
+        return cached
+
+    def _infos(self) -> dict[str, ModelInfo]:
+        """Registered models by key with their stored layers, cached per pair of versions."""
+        mv, rows = self._rows()
+        if not rows:
+            return {}
+        lv, layers = self._catalog()
+        if lv is None:
+            return {k: replace(info, layers=layers.get(k, ())) for k, info in rows.items()}
+        cached = self._full_cache
+        if cached is None or cached[0] != (mv, lv):
+            full = {k: replace(info, layers=layers.get(k, ())) for k, info in rows.items()}
+            cached = self._full_cache = ((mv, lv), full)
+        return cached[1]
+
+    def list(self) -> builtins.list[ModelInfo]:
+        """Every registered model, sorted by key."""
+        infos = self._infos()
+        return [infos[k] for k in sorted(infos)]
+
+    def get(self, key: str) -> ModelInfo:
+        """The model registered under ``key``; NotFound naming the known keys otherwise."""
+        info = self.find(key)
+        if info is None:
+            raise NotFound(f"unknown model {key!r}; known models: {preview(sorted(self._rows()[1])) or 'none'}")
+        return info
+
+    def find(self, key: str, *, layers: bool = True) -> ModelInfo | None:
+        """The model registered under ``key``, or None. ``layers=False`` leaves
+        ``info.layers`` empty and skips the layer catalog (one version check: the hot path
+        of every activation read)."""
+        if not layers:
+            return self._rows()[1].get(key)
+        return self._infos().get(key)
+
+    # ------------------------------------------------------------------ write
+    def register(self, key: str, **fields: Any) -> None:
+        """Add the row of a new model (fields: the columns of :data:`MODELS_SCHEMA`).
+        Callers hold ``tables.write_lock``."""
+        row = {name: fields.get(name) for name in MODELS_SCHEMA.names}
+        row.update(key=key, created_at=datetime.now(timezone.utc))
+        self._tables.add(MODELS, pa.Table.from_pylist([row], schema=MODELS_SCHEMA), MODELS_SCHEMA)
+
+    def add_layers(self, key: str, layers: Iterable[int]) -> None:
+        """Record that ``key`` has activation tables for ``layers`` (those not catalogued yet,
+        in one append). The first call on a store without a catalog creates it, seeded with
+        every activation table's name. Callers hold ``tables.write_lock``."""
+        wanted = sorted({int(l) for l in layers})
+        version, known = self._catalog()
+        if version is None:  # seed the catalog from the table names (which include these layers)
+            seed = {(k, l) for k, ls in known.items() for l in ls} | {(key, l) for l in wanted}
+            rows = sorted(seed)
+        else:
+            have = set(known.get(key, ()))
+            rows = [(key, l) for l in wanted if l not in have]
+        if not rows:
+            return
+        batch = pa.table(
+            {"model_key": pa.array([k for k, _ in rows], pa.string()),
+             "layer": pa.array([l for _, l in rows], pa.int64())},
+            schema=MODEL_LAYERS_SCHEMA,
+        )
+        self._tables.add(MODEL_LAYERS, batch, MODEL_LAYERS_SCHEMA)

@@ -1,0 +1,277 @@
+"""The ``prompts`` table: prompt texts by dataset, with int64 ids unique within the store.
+
+Every read goes through the *prompt catalog*: the whole table sorted by prompt_id, held in
+memory and cached per table version. A prompt read (texts for k-NN answers, labels, dataset
+membership) is a searchsorted into it instead of a filtered scan; it costs roughly the size
+of the prompt texts in memory. The id set of each dataset and the dataset summary are
+cached with the catalog, so they are recomputed only after a write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from actstore.errors import InvalidInput, NotFound
+from .checks import as_int, preview
+from .tables import Tables
+
+__all__ = ["PROMPTS", "PROMPTS_SCHEMA", "DatasetInfo", "PromptRecord", "Prompts"]
+
+PROMPTS = "prompts"
+PROMPTS_SCHEMA = pa.schema(
+    [
+        pa.field("prompt_id", pa.int64(), nullable=False),
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("text_sha256", pa.string(), nullable=False),
+        pa.field("label", pa.int64()),
+        pa.field("split", pa.string()),
+        pa.field("meta", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    prompt_count: int
+    has_labels: bool
+
+
+@dataclass(frozen=True)
+class PromptRecord:
+    id: int
+    dataset: str
+    text: str
+    label: int | None = None
+    split: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class _Catalog:
+    """The prompts table at one version, sorted by prompt_id, and what is derived from it."""
+
+    def __init__(self, version: int, table: pa.Table):
+        self.version = version
+        self.table = table
+        self.ids: np.ndarray = table["prompt_id"].to_numpy()  # ascending
+        self.ids.flags.writeable = False
+        self.by_dataset: dict[str, np.ndarray] = {}
+        self._datasets: list[DatasetInfo] | None = None
+        self._lock = threading.Lock()
+
+    def datasets(self) -> list[DatasetInfo]:
+        if self._datasets is None:
+            t = self.table.select(["dataset", "label"])
+            if t.num_rows == 0:
+                self._datasets = []
+            else:
+                t = t.append_column("has_label", pc.is_valid(t["label"]))
+                g = t.group_by("dataset").aggregate([("dataset", "count"), ("has_label", "any")])
+                rows = sorted(zip(g["dataset"].to_pylist(), g["dataset_count"].to_pylist(),
+                                  g["has_label_any"].to_pylist()))
+                self._datasets = [DatasetInfo(name, int(count), bool(lab)) for name, count, lab in rows]
+        return self._datasets
+
+    def dataset_ids(self, dataset: str) -> np.ndarray:
+        with self._lock:
+            ids = self.by_dataset.get(dataset)
+            if ids is None:
+                t = self.table
+                ids = t["prompt_id"].filter(pc.equal(t["dataset"], dataset)).to_numpy()
+                ids.flags.writeable = False
+                self.by_dataset[dataset] = ids
+            return ids
+
+
+class Prompts:
+    """The prompts of the store (table ``prompts``)."""
+
+    def __init__(self, tables: Tables):
+        self._tables = tables
+        self._cache: _Catalog | None = None
+
+    # ------------------------------------------------------------------ write
+    def add(
+        self,
+        dataset: str,
+        texts: Sequence[str],
+        labels: Sequence[int | None] | None = None,
+        meta: Sequence[Mapping[str, Any] | None] | None = None,
+        split: str | Sequence[str | None] | None = None,
+    ) -> list[int]:
+        """Add prompts to ``dataset``; return their int64 ids, one per text, in order.
+
+        A text already in the dataset (same UTF-8 bytes) keeps its id and is not stored again;
+        its stored label is left as it is. Validates everything first and writes all new
+        rows in one commit, or nothing.
+        """
+        if not isinstance(dataset, str) or not dataset.strip():
+            raise InvalidInput(f"dataset must be a non-empty name, got {dataset!r}")
+        if isinstance(texts, str):
+            raise InvalidInput("texts must be a list of strings, not one string")
+        texts = list(texts)
+        if not texts:
+            raise InvalidInput(f"no texts given for dataset {dataset!r}")
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise InvalidInput(f"texts[{i}] must be a string, got {type(t).__name__}")
+            if not t.strip():
+                raise InvalidInput(f"texts[{i}] is empty: prompts must contain text")
+        n = len(texts)
+        if labels is not None:
+            labels = list(labels)
+            if len(labels) != n:
+                raise InvalidInput(f"got {len(labels)} labels for {n} texts: give one label per text")
+            labels = [None if v is None else as_int(v, f"labels[{i}]") for i, v in enumerate(labels)]
+        if meta is not None:
+            meta = list(meta)
+            if len(meta) != n:
+                raise InvalidInput(f"got {len(meta)} meta entries for {n} texts")
+            try:
+                meta_json = [None if m is None else json.dumps(dict(m), sort_keys=True) for m in meta]
+            except (TypeError, ValueError) as exc:
+                raise InvalidInput(f"meta must be JSON-serialisable mappings: {exc}") from exc
+        else:
+            meta_json = [None] * n
+        splits = [split] * n if split is None or isinstance(split, str) else list(split)
+        if len(splits) != n:
+            raise InvalidInput(f"got {len(splits)} splits for {n} texts")
+
+        shas = [_sha256(t) for t in texts]
+        with self._tables.write_lock:
+            catalog = self._catalog()
+            in_ds = catalog.table.filter(pc.equal(catalog.table["dataset"], dataset))
+            known = dict(zip(in_ds["text_sha256"].to_pylist(), in_ds["prompt_id"].to_pylist()))
+            next_id = int(catalog.ids[-1]) + 1 if len(catalog.ids) else 0
+            ids: list[int] = []
+            new_rows: list[int] = []
+            for i, sha in enumerate(shas):
+                pid = known.get(sha)
+                if pid is None:
+                    pid = known[sha] = next_id
+                    next_id += 1
+                    new_rows.append(i)
+                ids.append(pid)
+            if new_rows:
+                batch = pa.table(
+                    {
+                        "prompt_id": pa.array([ids[i] for i in new_rows], pa.int64()),
+                        "dataset": pa.array([dataset] * len(new_rows), pa.string()),
+                        "text": pa.array([texts[i] for i in new_rows], pa.string()),
+                        "text_sha256": pa.array([shas[i] for i in new_rows], pa.string()),
+                        "label": pa.array([labels[i] if labels else None for i in new_rows], pa.int64()),
+                        "split": pa.array([splits[i] for i in new_rows], pa.string()),
+                        "meta": pa.array([meta_json[i] for i in new_rows], pa.string()),
+                    },
+                    schema=PROMPTS_SCHEMA,
+                )
+                self._tables.add(PROMPTS, batch, PROMPTS_SCHEMA)
+        return ids
+
+    # ------------------------------------------------------------------- read
+    def version(self) -> int:
+        """Version of the prompts table (changes with every write); -1 when there is none."""
+        v = self._tables.version(PROMPTS)
+        return -1 if v is None else v
+
+    def _catalog(self) -> _Catalog:
+        """The prompt catalog at the table's latest version (cached per version)."""
+        tbl = self._tables.open(PROMPTS)
+        version = -1 if tbl is None else int(tbl.version)
+        cached = self._cache
+        if cached is None or cached.version != version:
+            if tbl is None:
+                t = PROMPTS_SCHEMA.empty_table()
+            else:
+                t = self._tables.scan(tbl)
+                t = t.take(pc.sort_indices(t["prompt_id"]))
+            cached = self._cache = _Catalog(version, t)
+        return cached
+
+    def _positions(self, catalog: _Catalog, ids: np.ndarray) -> np.ndarray:
+        """Rows of the catalog holding these prompt ids; NotFound for unknown ids."""
+        all_ids = catalog.ids
+        if len(all_ids) == 0:
+            if len(ids):
+                raise NotFound(f"unknown prompt id(s): {preview(ids)}")
+            return np.empty(0, np.int64)
+        pos = np.clip(np.searchsorted(all_ids, ids), 0, len(all_ids) - 1)
+        found = all_ids[pos] == ids
+        if not found.all():
+            raise NotFound(f"unknown prompt id(s): {preview(ids[~found])}")
+        return pos
+
+    def require(self, ids: Sequence[int] | np.ndarray) -> None:
+        """Check that every id is a stored prompt; NotFound naming the unknown ones."""
+        self._positions(self._catalog(), np.asarray(ids, dtype=np.int64).reshape(-1))
+
+    def all_ids(self) -> np.ndarray:
+        """Sorted ids of every stored prompt (read-only array)."""
+        return self._catalog().ids
+
+    def datasets(self) -> list[DatasetInfo]:
+        """Every dataset with its prompt count and whether any prompt has a label."""
+        return list(self._catalog().datasets())
+
+    def dataset(self, name: str) -> DatasetInfo:
+        """One dataset's summary; NotFound naming the known datasets otherwise."""
+        infos = self._catalog().datasets()
+        for info in infos:
+            if info.name == name:
+                return info
+        names = [d.name for d in infos]
+        raise NotFound(f"unknown dataset {name!r}; known datasets: {preview(names) or 'none'}")
+
+    def ids(self, dataset: str) -> np.ndarray:
+        """Sorted int64 ids of the prompts of ``dataset`` (read-only array, cached per table
+        version); NotFound for an unknown dataset."""
+        ids = self._catalog().dataset_ids(dataset)
+        if len(ids) == 0:
+            self.dataset(dataset)  # raises NotFound naming the known datasets
+        return ids
+
+    def page(self, dataset: str, offset: int = 0, limit: int = 100) -> list[PromptRecord]:
+        """Prompts of ``dataset`` in ascending id order, ``limit`` of them from ``offset``."""
+        offset, limit = as_int(offset, "offset"), as_int(limit, "limit")
+        if offset < 0:
+            raise InvalidInput(f"offset must be >= 0, got {offset}")
+        if limit < 0:
+            raise InvalidInput(f"limit must be >= 0, got {limit}")
+        ids = self.ids(dataset)[offset : offset + limit]
+        return self.get(ids)
+
+    def get(self, ids: Sequence[int] | np.ndarray) -> list[PromptRecord]:
+        """The prompts with these ids, in the order given. Unknown ids raise NotFound."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if len(ids) == 0:
+            return []
+        catalog = self._catalog()
+        rows = catalog.table.take(self._positions(catalog, ids)).to_pylist()
+        return [
+            PromptRecord(id=r["prompt_id"], dataset=r["dataset"], text=r["text"], label=r["label"],
+                         split=r["split"], meta=json.loads(r["meta"]) if r["meta"] else {})
+            for r in rows
+        ]
+
+    def labels(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Labels of these prompts as float64 (NaN where a prompt has none), in the order given."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if len(ids) == 0:
+            return np.empty(0)
+        catalog = self._catalog()
+        labels = catalog.table["label"].take(pa.array(self._positions(catalog, ids)))
+        return labels.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls -> NaN
