@@ -1,15 +1,21 @@
-"""The ASGI app: GraphQL (with GraphiQL) at ``/graphql``, ``/healthz`` and PNG heatmaps at
+"""The ASGI app: GraphQL (with GraphiQL) at ``/graphql``, ``/healthz`` and PNG plots at
 ``/plots/{key}.png``.
 
-Errors: an ``ActstoreError`` or ``AnalysisError`` reaches the client as a GraphQL error
-with its message (HTTP 200); anything else is logged with its stack trace on the server
-and masked as "Unexpected error." for the client.
+The app's lifespan owns the worker pools and, when the app was given a store rather than a
+ready service, the service (its background jobs stop with the app). Resolvers get a typed
+:class:`actstore.api.context.Context`.
+
+Errors: an ``ActstoreError`` reaches the client as a GraphQL error with its message (HTTP
+200); anything else is logged with its stack trace on the server and masked as "Unexpected
+error." for the client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import strawberry
@@ -23,18 +29,19 @@ from strawberry.extensions import AddValidationRules, MaskErrors, ParserCache, V
 from strawberry.extensions.query_depth_limiter import create_validator
 from strawberry.tools import merge_types
 
-from actstore.analysis import AnalysisError
-from actstore.service import Service
 from actstore.config import Settings
-from actstore.store import Store
 from actstore.errors import ActstoreError, NotFound
+from actstore.plots import render_png
+from actstore.service import Service
 
-from .plots import render_png
 from .bridges import BridgeQuery
+from .context import Context, Pools
 from .sae import SaeMutation, SaeQuery
 from .schema import Mutation, Query
 
-# Feature modules add their root types here (merged into one Query / Mutation).
+__all__ = ["build_schema", "create_app", "execute"]
+
+# The root types of each feature, merged into one Query / Mutation.
 QUERY_TYPES: tuple[type, ...] = (Query, SaeQuery, BridgeQuery)
 MUTATION_TYPES: tuple[type, ...] = (Mutation, SaeMutation)
 
@@ -45,7 +52,7 @@ def _should_mask(error: GraphQLError) -> bool:
     original = error.original_error
     if original is None:  # syntax / validation errors: already safe and useful
         return False
-    return not isinstance(original, (ActstoreError, AnalysisError, GraphQLError))
+    return not isinstance(original, (ActstoreError, GraphQLError))
 
 
 class _Schema(strawberry.Schema):
@@ -58,6 +65,7 @@ class _Schema(strawberry.Schema):
 
 
 def build_schema(settings: Settings) -> strawberry.Schema:
+    """The GraphQL schema, with the query-depth limit of ``settings``."""
     # One depth rule per schema (QueryDepthLimiter would make a new rule class per request,
     # which defeats the validation cache keyed on the rules).
     depth_rule = create_validator(settings.max_query_depth, None, None)
@@ -76,46 +84,54 @@ def build_schema(settings: Settings) -> strawberry.Schema:
 
 
 class _GraphQL(GraphQL):
-    def __init__(self, schema: strawberry.Schema, service: Service):
-        super().__init__(schema)
-        self.service = service
-
-    async def get_context(self, request: Any, response: Any = None) -> dict[str, Any]:
-        return {
-            "service": self.service,
-            "request": request,
-            "authorization": request.headers.get("authorization"),
-            "base_url": str(request.base_url),
-        }
+    async def get_context(self, request: Any, response: Any = None) -> Context:
+        return Context(service=request.state.service, pools=request.state.pools,
+                       authorization=request.headers.get("authorization"), base_url=str(request.base_url))
 
 
-def create_app(store: Store | Service | str, settings: Settings | None = None) -> Starlette:
-    """ASGI app over a store (or a ready Service). Serve with uvicorn."""
-    service = store if isinstance(store, Service) else Service(store, settings)
-    schema = build_schema(service.settings)
+def create_app(store: Any, settings: Settings | None = None) -> Starlette:
+    """ASGI app over a store (a :class:`actstore.Store` or its URI) or a ready Service. Serve
+    with uvicorn. Given a store, the app's lifespan creates the service and closes it."""
+    given = store if isinstance(store, Service) else None
+    settings = given.settings if given is not None else (settings or Settings())
+    schema = build_schema(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        service = given or Service(store, settings)
+        pools = Pools()
+        app.state.service = service
+        try:
+            yield {"service": service, "pools": pools}
+        finally:
+            pools.shutdown()
+            if given is None:
+                service.close()
 
     async def healthz(request: Request) -> JSONResponse:
-        models = await asyncio.to_thread(service.store.models)
+        service: Service = request.state.service
+        models = await asyncio.to_thread(service.store.models.list)
         return JSONResponse({"status": "ok", "store": service.store.uri, "models": len(models)})
 
     async def plot(request: Request) -> Response:
-        key = request.path_params["key"]
+        service: Service = request.state.service
         try:
-            result = await asyncio.to_thread(service.result, key)
+            result = await asyncio.to_thread(service.results.get, request.path_params["key"])
             png = await asyncio.to_thread(render_png, result)
         except NotFound as exc:
             return JSONResponse({"error": str(exc)}, status_code=404)
         return Response(png, media_type="image/png")
 
+    graphql = _GraphQL(schema)
     app = Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/plots/{key:str}.png", plot),
-            Route("/graphql", _GraphQL(schema, service), methods=["GET", "POST"]),
-            Mount("/graphql", _GraphQL(schema, service)),
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            Mount("/graphql", graphql),
         ],
+        lifespan=lifespan,
     )
-    app.state.service = service
     app.state.schema = schema
     return app
 
@@ -125,9 +141,13 @@ async def execute(service: Service, query: str, variables: dict[str, Any] | None
     """Run one GraphQL operation in-process (``actstore query``); returns {"data", "errors"?}."""
     schema = build_schema(service.settings)
     token = service.settings.token
-    context = {"service": service, "request": None, "base_url": "/",
-               "authorization": f"Bearer {token}" if authorized and token else None}
-    result = await schema.execute(query, variable_values=variables, context_value=context)
+    pools = Pools(light=2, heavy=1)
+    context = Context(service=service, pools=pools,
+                      authorization=f"Bearer {token}" if authorized and token else None)
+    try:
+        result = await schema.execute(query, variable_values=variables, context_value=context)
+    finally:
+        pools.shutdown()
     out: dict[str, Any] = {"data": result.data}
     if result.errors:
         out["errors"] = [e.formatted for e in result.errors]

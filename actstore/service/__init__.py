@@ -1,17 +1,30 @@
-"""The service layer: resolves names and depths, reads arrays, calls analysis, caches answers."""
+"""The service layer: resolves layer references, reads arrays, calls analysis, caches answers.
 
-from .core import ModelSummary, Service
-from .jobs import Job
-from .types import (
-    AffinityMatrixResult,
-    CkaResult,
-    DiagonalTestResult,
-    MutualKnnResult,
-    Neighbor,
-    SimilarityMatrixResult,
+``Service(store)`` holds the parts (``catalog``, ``similarity``, ``bridges``, ``saes``,
+``results``, ``jobs``); see :mod:`actstore.service.service`. The records and analysis
+dataclasses its answers carry (ModelInfo, DatasetInfo, PromptRecord, SaeRecord, DiagonalTest)
+are re-exported here, so its callers need nothing below it.
+"""
+
+from actstore.analysis.results import DiagonalTest
+from actstore.store import DatasetInfo, ModelInfo, PromptRecord, SaeRecord
+
+from .bridges import (
+    BridgeResult,
+    BridgeSweepResult,
+    NextTokenTransferResult,
+    ProbeTransferResult,
+    ProbeTransferSweepResult,
 )
+from .catalog import ModelSummary
+from .jobs import Job
+from .saes import FeaturePairResult, SaeCorrelationResult, SaeMatrixResult
+from .service import Service
+from .similarity import AffinityMatrixResult, CkaResult, MutualKnnResult, Neighbor, SimilarityMatrixResult
 
 __all__ = [
-    "AffinityMatrixResult", "CkaResult", "DiagonalTestResult", "Job", "ModelSummary",
-    "MutualKnnResult", "Neighbor", "Service", "SimilarityMatrixResult",
+    "AffinityMatrixResult", "BridgeResult", "BridgeSweepResult", "CkaResult", "DatasetInfo", "DiagonalTest",
+    "FeaturePairResult", "Job", "ModelInfo", "ModelSummary", "MutualKnnResult", "Neighbor", "NextTokenTransferResult", "ProbeTransferResult",
+    "ProbeTransferSweepResult", "PromptRecord", "SaeCorrelationResult", "SaeMatrixResult", "SaeRecord", "Service",
+    "SimilarityMatrixResult",
 ]

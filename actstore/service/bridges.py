@@ -1,4 +1,4 @@
-"""Service queries for linear bridges and probe transfer (mixed into :class:`Service`).
+"""Linear bridges and probe transfer over stored layers (the ``service.bridges`` part).
 
 Names mirror the GraphQL fields: ``bridge``, ``probe_transfer``, ``probe_transfer_sweep``,
 ``bridge_sweep``, ``next_token_transfer``. Two models are compared on the prompts both have
@@ -24,45 +24,50 @@ from typing import Any
 
 import numpy as np
 
-from actstore import analysis  # noqa: F401  (package import keeps analysis initialised)
-from actstore.analysis import bridges as B
-from actstore.analysis import probes as P
+from actstore import analysis
+from actstore.analysis.results import BridgeFit, BridgeRankSweep, NextTokenTransfer, ProbeTransfer, ProbeTransferSweep
 from actstore.errors import InvalidInput, NotFound
-
 from actstore.layers import LayerRef
+from actstore.store import ModelInfo, Store
 
-from .types import RESULT_TYPES
+from .boundary import service_boundary
+from .reads import Reads
+from .results import ResultCache, result_type
 
-__all__ = ["BridgeQueries", "BridgeResult", "NextTokenTransferResult", "ProbeTransferResult",
+__all__ = ["BridgeResult", "BridgeSweepResult", "Bridges", "NextTokenTransferResult", "ProbeTransferResult",
            "ProbeTransferSweepResult"]
 
 
+@result_type
 @dataclass(frozen=True)
-class BridgeResult(B.BridgeFit):
+class BridgeResult(BridgeFit):
     """A fitted bridge's held-out scores, with the layers it joined."""
 
     layer_source: int
     layer_target: int
 
 
+@result_type
 @dataclass(frozen=True)
-class BridgeSweepResult(B.BridgeRankSweep):
+class BridgeSweepResult(BridgeRankSweep):
     """Reduced-rank bridges at several ranks, with the layers they joined."""
 
     layer_source: int
     layer_target: int
 
 
+@result_type
 @dataclass(frozen=True)
-class ProbeTransferResult(P.ProbeTransfer):
+class ProbeTransferResult(ProbeTransfer):
     """Probe-transfer accuracies, with the layers they read."""
 
     layer_source: int
     layer_target: int
 
 
+@result_type
 @dataclass(frozen=True)
-class ProbeTransferSweepResult(P.ProbeTransferSweep):
+class ProbeTransferSweepResult(ProbeTransferSweep):
     """Probe transfer at several ranks, with the models, task and layers it read; ``key``
     is the cache key its plot is served under."""
 
@@ -74,22 +79,18 @@ class ProbeTransferSweepResult(P.ProbeTransferSweep):
     key: str = ""
 
 
+@result_type
 @dataclass(frozen=True)
-class NextTokenTransferResult(P.NextTokenTransfer):
+class NextTokenTransferResult(NextTokenTransfer):
     """Next-token transfer accuracies, with the layers they read."""
 
     layer_source: int
     layer_target: int
 
 
-for _cls in (BridgeResult, BridgeSweepResult, ProbeTransferResult, ProbeTransferSweepResult,
-             NextTokenTransferResult):
-    RESULT_TYPES[_cls.__name__] = _cls
-
-
 def _method(method: Any) -> str:
     m = str(getattr(method, "value", method)).lower()
-    if m not in B.BRIDGE_METHODS:
+    if m not in analysis.bridges.BRIDGE_METHODS:
         raise InvalidInput(f"method must be one of PROCRUSTES, RIDGE, LOW_RANK, LASSO, got {method!r}")
     return m
 
@@ -119,25 +120,27 @@ def _bridge_args(method: str, rank: int | None, alpha: float | None) -> None:
         raise InvalidInput("alpha does not apply to method PROCRUSTES; leave it unset")
 
 
-class BridgeQueries:
+@service_boundary
+class Bridges:
     """Linear bridges, probe transfer, rank sweeps and next-token transfer over stored layers."""
 
+    def __init__(self, store: Store, reads: Reads, results: ResultCache) -> None:
+        self.store, self.reads, self.results = store, reads, results
+
     # ------------------------------------------------------------------ helpers
-    def _pair(self, source: LayerRef, target: LayerRef) -> tuple[Any, int, Any, int, dict[str, int]]:
-        info_s, ls = self.resolve(source)
-        info_t, lt = self.resolve(target)
-        versions = {f"{info_s.key}/{ls}": self.store.table_version(info_s.key, ls),
-                    f"{info_t.key}/{lt}": self.store.table_version(info_t.key, lt)}
-        return info_s, ls, info_t, lt, versions
+    def _pair(self, source: LayerRef, target: LayerRef) -> tuple[ModelInfo, int, ModelInfo, int, dict[str, int]]:
+        info_s, ls = self.reads.resolve(source)
+        info_t, lt = self.reads.resolve(target)
+        return info_s, ls, info_t, lt, self.reads.versions(info_s, info_t)
 
     def _split_ids(self, ids: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        train, test = P.split_indices(len(ids), test_fraction, seed)
+        train, test = analysis.probes.split_indices(len(ids), test_fraction, seed)
         return ids[train], ids[test]
 
     def _task(self, s_key: str, t_key: str, task_dataset: str) -> tuple[np.ndarray, np.ndarray]:
         """(ids, integer labels) of the shared labelled prompts of the task dataset."""
-        ids = self._shared(s_key, t_key, task_dataset)
-        labels = self.store.labels(ids)
+        ids = self.reads.shared(s_key, t_key, task_dataset)
+        labels = self.store.prompts.labels(ids)
         has = ~np.isnan(labels)
         if not has.any():
             raise InvalidInput(f"taskDataset {task_dataset!r} has no labels on the {len(ids)} prompts both "
@@ -152,9 +155,9 @@ class BridgeQueries:
     def _bridge_ids(self, s_key: str, t_key: str, bridge_dataset: str | None, exclude: np.ndarray,
                     task_dataset: str) -> np.ndarray:
         if bridge_dataset is not None:
-            ids = self._shared(s_key, t_key, bridge_dataset)
+            ids = self.reads.shared(s_key, t_key, bridge_dataset)
         else:
-            ids = self.store.shared_prompts(s_key, t_key)
+            ids = self.store.activations.shared(s_key, t_key)
         ids = np.setdiff1d(ids, exclude, assume_unique=True)
         if len(ids) < 3:
             where = f"bridgeDataset {bridge_dataset!r}" if bridge_dataset is not None else \
@@ -174,31 +177,28 @@ class BridgeQueries:
         _bridge_args(method, rank, alpha)
         test_fraction, seed = _fraction(test_fraction), _seed(seed)
         info_s, ls, info_t, lt, versions = self._pair(source, target)
-        train_ids, test_ids = self._bridge_split(info_s.key, info_t.key, train_dataset, eval_dataset,
-                                                 test_fraction, seed)
         query = {"op": "bridge", "s": [info_s.key, ls], "t": [info_t.key, lt], "method": method, "rank": rank,
                  "alpha": alpha, "train": train_dataset, "eval": eval_dataset,
                  "testFraction": test_fraction if eval_dataset is None else None, "seed": seed}
 
         def compute(_key: str) -> BridgeResult:
-            _, S_tr = self._rows(info_s.key, ls, train_ids)
-            _, T_tr = self._rows(info_t.key, lt, train_ids)
-            _, S_te = self._rows(info_s.key, ls, test_ids)
-            _, T_te = self._rows(info_t.key, lt, test_ids)
-            f = B.evaluate_bridge(S_tr, T_tr, S_te, T_te, method, alpha=alpha, rank=rank)
+            train_ids, test_ids = self._bridge_split(info_s.key, info_t.key, train_dataset, eval_dataset,
+                                                     test_fraction, seed)
+            S_tr, T_tr, S_te, T_te = self._four(info_s.key, ls, info_t.key, lt, train_ids, test_ids)
+            f = analysis.bridges.evaluate_bridge(S_tr, T_tr, S_te, T_te, method, alpha=alpha, rank=rank)
             return BridgeResult(**asdict(f), layer_source=ls, layer_target=lt)
 
-        return self._cached(query, versions, compute)
+        return self.results.cached(query, versions, compute)
 
     def _bridge_split(self, s_key: str, t_key: str, train_dataset: str | None, eval_dataset: str | None,
                       test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
         if train_dataset is not None:
-            ids = self._shared(s_key, t_key, train_dataset)
+            ids = self.reads.shared(s_key, t_key, train_dataset)
         else:
-            ids = self._shared(s_key, t_key, None)
+            ids = self.reads.shared(s_key, t_key, None)
         if eval_dataset is None or eval_dataset == train_dataset:
             return self._split_ids(ids, test_fraction, seed)
-        test_ids = self._shared(s_key, t_key, eval_dataset)
+        test_ids = self.reads.shared(s_key, t_key, eval_dataset)
         train_ids = np.setdiff1d(ids, test_ids, assume_unique=True)
         if len(train_ids) < 2:
             raise InvalidInput(f"too few prompts to fit the bridge: {len(train_ids)} shared prompt(s) of "
@@ -213,21 +213,18 @@ class BridgeQueries:
         test_fraction, seed = _fraction(test_fraction), _seed(seed)
         ranks = self._ranks(ranks)
         info_s, ls, info_t, lt, versions = self._pair(source, target)
-        train_ids, test_ids = self._bridge_split(info_s.key, info_t.key, train_dataset, eval_dataset,
-                                                 test_fraction, seed)
         query = {"op": "bridgeSweep", "s": [info_s.key, ls], "t": [info_t.key, lt], "ranks": ranks,
                  "alpha": alpha, "train": train_dataset, "eval": eval_dataset,
                  "testFraction": test_fraction if eval_dataset is None else None, "seed": seed}
 
         def compute(_key: str) -> BridgeSweepResult:
-            _, S_tr = self._rows(info_s.key, ls, train_ids)
-            _, T_tr = self._rows(info_t.key, lt, train_ids)
-            _, S_te = self._rows(info_s.key, ls, test_ids)
-            _, T_te = self._rows(info_t.key, lt, test_ids)
-            r = B.bridge_rank_sweep(S_tr, T_tr, S_te, T_te, ranks, alpha=alpha)
+            train_ids, test_ids = self._bridge_split(info_s.key, info_t.key, train_dataset, eval_dataset,
+                                                     test_fraction, seed)
+            S_tr, T_tr, S_te, T_te = self._four(info_s.key, ls, info_t.key, lt, train_ids, test_ids)
+            r = analysis.bridges.bridge_rank_sweep(S_tr, T_tr, S_te, T_te, ranks, alpha=alpha)
             return BridgeSweepResult(**asdict(r), layer_source=ls, layer_target=lt)
 
-        return self._cached(query, versions, compute)
+        return self.results.cached(query, versions, compute)
 
     @staticmethod
     def _ranks(ranks: Sequence[int]) -> list[int]:
@@ -250,26 +247,28 @@ class BridgeQueries:
         _bridge_args(method, rank, alpha)
         test_fraction, seed = _fraction(test_fraction), _seed(seed)
         info_s, ls, info_t, lt, versions = self._pair(source, target)
-        ids, y = self._task(info_s.key, info_t.key, task_dataset)
-        bids = self._bridge_ids(info_s.key, info_t.key, bridge_dataset, self.store.prompt_ids(task_dataset),
-                                task_dataset)
         query = {"op": "probeTransfer", "s": [info_s.key, ls], "t": [info_t.key, lt], "task": task_dataset,
                  "bridge": bridge_dataset, "method": method, "rank": rank, "alpha": alpha,
                  "testFraction": test_fraction, "seed": seed}
 
         def compute(_key: str) -> ProbeTransferResult:
+            ids, y = self._task(info_s.key, info_t.key, task_dataset)
+            bids = self._bridge_ids(info_s.key, info_t.key, bridge_dataset, self.store.prompts.ids(task_dataset),
+                                    task_dataset)
             S, T, Sb, Tb = self._four(info_s.key, ls, info_t.key, lt, ids, bids)
-            r = P.probe_transfer(S, T, y, Sb, Tb, method=method, rank=rank, alpha=alpha,
+            r = analysis.probes.probe_transfer(S, T, y, Sb, Tb, method=method, rank=rank, alpha=alpha,
                                  test_fraction=test_fraction, seed=seed)
             return ProbeTransferResult(**asdict(r), layer_source=ls, layer_target=lt)
 
-        return self._cached(query, versions, compute)
+        return self.results.cached(query, versions, compute)
 
-    def _four(self, s_key: str, ls: int, t_key: str, lt: int, ids: np.ndarray, bids: np.ndarray):
-        _, S = self._rows(s_key, ls, ids)
-        _, T = self._rows(t_key, lt, ids)
-        _, Sb = self._rows(s_key, ls, bids)
-        _, Tb = self._rows(t_key, lt, bids)
+    def _four(self, s_key: str, ls: int, t_key: str, lt: int, ids: np.ndarray,
+              bids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Source and target rows of ``ids``, then of ``bids``."""
+        S = self.reads.rows(s_key, ls, ids)
+        T = self.reads.rows(t_key, lt, ids)
+        Sb = self.reads.rows(s_key, ls, bids)
+        Tb = self.reads.rows(t_key, lt, bids)
         return S, T, Sb, Tb
 
     def probe_transfer_sweep(self, source: LayerRef, target: LayerRef, task_dataset: str, ranks: Sequence[int],
@@ -281,21 +280,21 @@ class BridgeQueries:
         test_fraction, seed = _fraction(test_fraction), _seed(seed)
         ranks = self._ranks(ranks)
         info_s, ls, info_t, lt, versions = self._pair(source, target)
-        ids, y = self._task(info_s.key, info_t.key, task_dataset)
-        bids = self._bridge_ids(info_s.key, info_t.key, bridge_dataset, self.store.prompt_ids(task_dataset),
-                                task_dataset)
         query = {"op": "probeTransferSweep", "s": [info_s.key, ls], "t": [info_t.key, lt], "task": task_dataset,
                  "bridge": bridge_dataset, "ranks": ranks, "alpha": alpha, "testFraction": test_fraction,
                  "seed": seed}
 
         def compute(key: str) -> ProbeTransferSweepResult:
+            ids, y = self._task(info_s.key, info_t.key, task_dataset)
+            bids = self._bridge_ids(info_s.key, info_t.key, bridge_dataset, self.store.prompts.ids(task_dataset),
+                                    task_dataset)
             S, T, Sb, Tb = self._four(info_s.key, ls, info_t.key, lt, ids, bids)
-            r = P.probe_transfer_sweep(S, T, y, Sb, Tb, ranks, alpha=alpha, test_fraction=test_fraction,
+            r = analysis.probes.probe_transfer_sweep(S, T, y, Sb, Tb, ranks, alpha=alpha, test_fraction=test_fraction,
                                        seed=seed)
             return ProbeTransferSweepResult(**asdict(r), source=info_s.key, target=info_t.key,
                                             task_dataset=task_dataset, layer_source=ls, layer_target=lt, key=key)
 
-        return self._cached(query, versions, compute)
+        return self.results.cached(query, versions, compute)
 
     # ------------------------------------------------------------ next tokens
     def next_token_transfer(self, source: LayerRef, target: LayerRef, dataset: str,
@@ -306,37 +305,33 @@ class BridgeQueries:
         :func:`actstore.analysis.probes.next_token_transfer`) over the shared prompts of
         ``dataset`` that have next tokens stored for both models; the frozen bridge is fitted on
         ``bridge_dataset`` (default: every other shared prompt)."""
-        from actstore.store import tokens as nt
-
         method = _method(method)
         _bridge_args(method, rank, alpha)
         test_fraction, seed = _fraction(test_fraction), _seed(seed)
         if isinstance(classes, bool) or not isinstance(classes, (int, np.integer)) or classes < 2:
             raise InvalidInput(f"classes must be an integer >= 2, got {classes!r}")
         info_s, ls, info_t, lt, versions = self._pair(source, target)
-        ids = self._shared(info_s.key, info_t.key, dataset)
-        with_tokens = np.intersect1d(nt.stored_next_token_ids(self.store, info_s.key),
-                                     nt.stored_next_token_ids(self.store, info_t.key))
+        nt = self.store.next_tokens
         for key in (info_s.key, info_t.key):
-            if not nt.has_next_tokens(self.store, key):
+            if not nt.has(key):
                 raise NotFound(f"model {key!r} has no next tokens stored; ingest it with --next-tokens")
-        ids = np.intersect1d(ids, with_tokens, assume_unique=True)
-        if len(ids) < 3:
-            raise InvalidInput(f"only {len(ids)} prompt(s) of dataset {dataset!r} have next tokens stored for "
-                                    f"both {info_s.key!r} and {info_t.key!r}; ingest them with --next-tokens")
-        bids = self._bridge_ids(info_s.key, info_t.key, bridge_dataset, self.store.prompt_ids(dataset), dataset)
-        versions = versions | {f"next/{info_s.key}": nt.next_tokens_version(self.store, info_s.key),
-                               f"next/{info_t.key}": nt.next_tokens_version(self.store, info_t.key)}
+        versions = versions | {f"next/{info_s.key}": nt.version(info_s.key), f"next/{info_t.key}": nt.version(info_t.key)}
         query = {"op": "nextTokenTransfer", "s": [info_s.key, ls], "t": [info_t.key, lt], "dataset": dataset,
                  "bridge": bridge_dataset, "method": method, "rank": rank, "alpha": alpha, "classes": int(classes),
                  "testFraction": test_fraction, "seed": seed}
 
         def compute(_key: str) -> NextTokenTransferResult:
+            ids = self.reads.shared(info_s.key, info_t.key, dataset)
+            ids = np.intersect1d(ids, np.intersect1d(nt.ids(info_s.key), nt.ids(info_t.key)), assume_unique=True)
+            if len(ids) < 3:
+                raise InvalidInput(f"only {len(ids)} prompt(s) of dataset {dataset!r} have next tokens stored for "
+                                   f"both {info_s.key!r} and {info_t.key!r}; ingest them with --next-tokens")
+            bids = self._bridge_ids(info_s.key, info_t.key, bridge_dataset, self.store.prompts.ids(dataset), dataset)
             S, T, Sb, Tb = self._four(info_s.key, ls, info_t.key, lt, ids, bids)
-            _, _, src = nt.read_next_tokens(self.store, info_s.key, ids)
-            _, _, tgt = nt.read_next_tokens(self.store, info_t.key, ids)
-            r = P.next_token_transfer(S, T, src, tgt, Sb, Tb, classes=int(classes), method=method, rank=rank,
+            _, _, src = nt.read(info_s.key, ids)
+            _, _, tgt = nt.read(info_t.key, ids)
+            r = analysis.probes.next_token_transfer(S, T, src, tgt, Sb, Tb, classes=int(classes), method=method, rank=rank,
                                       alpha=alpha, test_fraction=test_fraction, seed=seed)
             return NextTokenTransferResult(**asdict(r), layer_source=ls, layer_target=lt)
 
-        return self._cached(query, versions, compute)
+        return self.results.cached(query, versions, compute)

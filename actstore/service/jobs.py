@@ -1,5 +1,8 @@
 """Background jobs (ingests started over the API), run one at a time on a worker thread.
 
+:class:`Jobs` is the service part (``service.jobs``): it starts ingests and reports jobs;
+:class:`JobRunner` runs any submitted work.
+
 A job's progress is ``done`` of ``total`` prompts; its state goes QUEUED -> RUNNING ->
 SUCCEEDED | FAILED. Expected errors are reported in ``message``; unexpected ones are logged
 in full on the server and reported as a short message.
@@ -12,10 +15,14 @@ import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from actstore.errors import ActstoreError
+from actstore.errors import ActstoreError, InvalidInput
+from actstore.store import Store
+
+from .boundary import service_boundary
 
 log = logging.getLogger(__name__)
 
@@ -82,3 +89,40 @@ class JobRunner:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+@service_boundary
+class Jobs:
+    """Ingests started over the API, run in the background one at a time."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.runner = JobRunner()
+
+    def job(self, job_id: str) -> Job | None:
+        return self.runner.get(job_id)
+
+    def start_ingest(self, model: str, dataset: str, layers: Sequence[int] | None = None,
+                     batch_size: int | None = None) -> Job:
+        """Queue an ingest of ``model`` (hub id or local folder) over ``dataset``; returns the job."""
+        self.store.prompts.dataset(dataset)  # unknown dataset: fail now, not in the job
+        if batch_size is not None and batch_size < 1:
+            raise InvalidInput(f"batchSize must be >= 1, got {batch_size}")
+        from actstore.ingest.pipeline import ingest  # torch + transformers only when an ingest starts
+
+        def work(progress: Progress) -> Any:
+            return ingest(self.store, model, dataset, layers=list(layers) if layers is not None else "all",
+                          batch_size=batch_size or 32, on_progress=progress)
+
+        def describe(summary: Any) -> str:
+            return (f"stored {summary.encoded} prompts x {len(summary.layers)} layers as {summary.model_key!r} "
+                    f"({summary.skipped} already stored, {summary.truncated} truncated)")
+
+        return self.runner.submit(work, describe)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until every submitted job has finished (tests, shutdown)."""
+        self.runner.wait(timeout)
+
+    def shutdown(self) -> None:
+        self.runner.shutdown()

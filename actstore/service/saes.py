@@ -1,5 +1,5 @@
 """SAE queries of the service: the registry, feature correlation of two SAEs, and the SVCCA
-matrix over every SAE layer pair of two models. Mixed into :class:`actstore.service.Service`.
+matrix over every SAE layer pair of two models (the ``service.saes`` part).
 
 A correlation answer (``sae_feature_correlation``) is computed over the prompts both models
 have (``dataset`` restricts them), in ascending prompt-id order:
@@ -18,23 +18,25 @@ and the versions of both activation tables.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
+from typing import TYPE_CHECKING
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
 import numpy as np
 
 from actstore import analysis
-from actstore.analysis.sae import SaeParams, encode, keyword_features, keyword_hits
-from actstore.analysis.sae_match import match_features, paired_space_test
 from actstore.errors import InvalidInput, NotFound
+from actstore.config import Settings
 from actstore.layers import relative_depth
-from actstore.store.saes import SaeRecord
+from actstore.store import ModelInfo, SaeRecord, Store
 
-from .types import RESULT_TYPES
+from .boundary import service_boundary
+from .reads import Reads, digest
+from .results import ResultCache, result_type
+
+if TYPE_CHECKING:
+    from actstore.analysis.sae import SaeParams
 
 TOP_PAIRS_KEPT = 2000  # matched pairs stored with an answer (topPairs returns at most this many)
 MATCHINGS = ("one_to_one", "many_to_one")
@@ -49,6 +51,7 @@ class FeaturePairResult:
     correlation: float
 
 
+@result_type
 @dataclass(frozen=True)
 class SaeCorrelationResult:
     """One SAE pair compared (see the module doc). ``pairs``: matched pairs K; ``features_a``:
@@ -88,13 +91,8 @@ class SaeCorrelationResult:
     top_pairs: list[FeaturePairResult] = field(default_factory=list)
     key: str = ""
 
-    @classmethod
-    def from_jsonable(cls, data: dict[str, Any]) -> "SaeCorrelationResult":
-        data = dict(data)
-        data["top_pairs"] = [FeaturePairResult(**p) for p in data.get("top_pairs", [])]
-        return cls(**data)
 
-
+@result_type
 @dataclass(frozen=True)
 class SaeMatrixResult:
     """SVCCA (and RSA, random means, p-values) of every SAE layer pair of two models:
@@ -121,30 +119,24 @@ class SaeMatrixResult:
     key: str = ""
 
 
-RESULT_TYPES.update({c.__name__: c for c in (SaeCorrelationResult, SaeMatrixResult)})
+@service_boundary
+class Saes:
+    """The SAE registry and SAE feature comparisons. Thread-safe; keeps the parameters of the
+    last few SAEs used and their encodings of recent prompt sets in memory."""
 
-
-
-
-class SaeQueries:
-    """Service methods for SAEs (a mixin: uses Service's store, settings, caches and locks)."""
-
-    _sae_lock = threading.Lock()
-
-    def _sae_caches(self) -> tuple[OrderedDict, OrderedDict]:
-        with SaeQueries._sae_lock:
-            caches = self.__dict__.get("_sae_caches_")
-            if caches is None:
-                caches = self.__dict__["_sae_caches_"] = (OrderedDict(), OrderedDict())
-            return caches
+    def __init__(self, store: Store, settings: Settings, reads: Reads, results: ResultCache) -> None:
+        self.store, self.settings, self.reads, self.results = store, settings, reads, results
+        self._lock = threading.Lock()
+        self._params: OrderedDict[str, tuple[SaeRecord, SaeParams]] = OrderedDict()
+        self._features: OrderedDict[tuple[str, int, str], np.ndarray] = OrderedDict()
 
     # --------------------------------------------------------------- registry
     def saes(self, model: str | None = None) -> list[SaeRecord]:
         """Registered SAEs, optionally of one model (NotFound for an unknown model)."""
-        return self.store.saes(model)
+        return self.store.saes.list(model)
 
     def sae(self, sae_id: str) -> SaeRecord:
-        return self.store.sae(str(sae_id))
+        return self.store.saes.get(str(sae_id))
 
     def register_sae(self, model: str, layer: int, path: str) -> SaeRecord:
         """Register a SAELens folder from the server's SAE root (``ACTSTORE_SAE_ROOT``);
@@ -153,44 +145,42 @@ class SaeQueries:
         if not root:
             raise InvalidInput("SAE registration over the API is disabled: the server has no "
                                     "ACTSTORE_SAE_ROOT configured")
-        return self.store.register_sae(model, layer, path, root=root)
+        return self.store.saes.register(model, layer, path, root=root)
 
     # ---------------------------------------------------------------- helpers
     def _sae_params(self, sae_id: str) -> tuple[SaeRecord, SaeParams]:
-        params_cache, _ = self._sae_caches()
-        with SaeQueries._sae_lock:
+        params_cache = self._params
+        with self._lock:
             if sae_id in params_cache:
                 params_cache.move_to_end(sae_id)
                 return params_cache[sae_id]
-        record, w = self.store.load_sae(sae_id)
+        record, w = self.store.saes.load(sae_id)
         cfg = record.cfg
-        params = SaeParams(
+        params = analysis.sae.SaeParams(
             W_enc=w["W_enc"], b_enc=w["b_enc"], W_dec=w["W_dec"], b_dec=w["b_dec"],
             architecture=record.architecture, threshold=w.get("threshold"), k=cfg.get("k"),
             apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
             normalize_activations=cfg.get("normalize_activations", "none"),
             norm_scaling_factor=cfg.get("norm_scaling_factor"),
         )
-        with SaeQueries._sae_lock:
+        with self._lock:
             params_cache[sae_id] = (record, params)
             while len(params_cache) > _PARAMS_CACHED:
                 params_cache.popitem(last=False)
         return record, params
 
-    def _sae_features(self, record: SaeRecord, params: SaeParams, ids: np.ndarray):
+    def _sae_features(self, record: SaeRecord, params: SaeParams, ids: np.ndarray) -> np.ndarray:
         """Sparse feature activations [len(ids), d_sae] of one SAE over stored prompts."""
-        from .core import _digest
-
-        _, feats_cache = self._sae_caches()
-        version = self.store.table_version(record.model_key, record.layer)
-        key = (record.sae_id, version, _digest(ids))
-        with SaeQueries._sae_lock:
+        feats_cache = self._features
+        version = self.store.activations.version(record.model_key, record.layer)
+        key = (record.sae_id, version, digest(ids))
+        with self._lock:
             if key in feats_cache:
                 feats_cache.move_to_end(key)
                 return feats_cache[key]
-        _, X = self._rows(record.model_key, record.layer, ids)
-        F = encode(X, params)
-        with SaeQueries._sae_lock:
+        X = self.reads.rows(record.model_key, record.layer, ids)
+        F = analysis.sae.encode(X, params)
+        with self._lock:
             feats_cache[key] = F
             while len(feats_cache) > _FEATURES_CACHED:
                 feats_cache.popitem(last=False)
@@ -210,9 +200,9 @@ class SaeQueries:
             raise InvalidInput(f"matching must be ONE_TO_ONE or MANY_TO_ONE, got {matching!r}")
         return m
 
-    def _sae_record(self, sae_id: str) -> tuple[SaeRecord, Any]:
-        record = self.store.sae(str(sae_id))
-        info = self.store.model(record.model_key)
+    def _sae_record(self, sae_id: str) -> tuple[SaeRecord, ModelInfo]:
+        record = self.store.saes.get(str(sae_id))
+        info = self.store.models.get(record.model_key)
         if record.layer not in info.layers:
             raise NotFound(f"SAE {record.sae_id!r} reads layer {record.layer} of model {record.model_key!r}, "
                                 f"which has no stored activations; stored layers: {list(info.layers)}")
@@ -252,43 +242,40 @@ class SaeQueries:
                 raise InvalidInput(f"keywordShare must be in (0, 1], got {keyword_share}")
         ra, ia = self._sae_record(a)
         rb, ib = self._sae_record(b)
-        ids = self._shared(ra.model_key, rb.model_key, dataset)
-        if len(ids) < 3:
-            raise InvalidInput(f"only {len(ids)} shared prompts: feature correlation needs at least 3")
-        versions = {
-            f"{ra.model_key}/{ra.layer}": self.store.table_version(ra.model_key, ra.layer),
-            f"{rb.model_key}/{rb.layer}": self.store.table_version(rb.model_key, rb.layer),
-        }
+        versions = self.reads.versions(ia, ib)
         query = {"op": "saeFeatureCorrelation", "a": ra.sae_id, "b": rb.sae_id, "dataset": dataset,
                  "matching": matching, "randomPairs": random_pairs, "seed": int(seed),
                  "minCorrelation": min_correlation, "keywords": kw,
                  "topPrompts": int(top_prompts) if kw else None, "keywordShare": float(keyword_share) if kw else None}
 
         def compute(key: str) -> SaeCorrelationResult:
+            ids = self.reads.shared(ra.model_key, rb.model_key, dataset)
+            if len(ids) < 3:
+                raise InvalidInput(f"only {len(ids)} shared prompts: feature correlation needs at least 3")
             _, pa_ = self._sae_params(ra.sae_id)
             _, pb_ = self._sae_params(rb.sae_id)
             Fa = self._sae_features(ra, pa_, ids)
             Fb = self._sae_features(rb, pb_, ids)
             fa = fb = None
             if kw:
-                texts = [p.text for p in self.store.get_prompts(ids)]
-                hits = keyword_hits(texts, kw)
+                texts = [p.text for p in self.store.prompts.get(ids)]
+                hits = analysis.sae.keyword_hits(texts, kw)
                 if not hits.any():
                     raise InvalidInput(f"none of the {len(ids)} shared prompts contains any of the keywords "
                                             f"{', '.join(kw[:10])}")
-                fa = keyword_features(Fa, hits, top=int(top_prompts), min_share=float(keyword_share))
-                fb = keyword_features(Fb, hits, top=int(top_prompts), min_share=float(keyword_share))
+                fa = analysis.sae.keyword_features(Fa, hits, top=int(top_prompts), min_share=float(keyword_share))
+                fb = analysis.sae.keyword_features(Fb, hits, top=int(top_prompts), min_share=float(keyword_share))
                 for side, f in (("A", fa), ("B", fb)):
                     if len(f) == 0:
                         raise InvalidInput(
                             f"no feature of SAE {side} has its top-activating prompts matching the keywords "
                             f"(top {top_prompts}, share >= {keyword_share}); try more keywords or prompts")
-            m = match_features(Fa, Fb, matching=matching, features_a=fa, features_b=fb,
+            m = analysis.sae_match.match_features(Fa, Fb, matching=matching, features_a=fa, features_b=fb,
                                min_correlation=min_correlation)
             if len(m.pairs_a) < 3:
                 floor = f" at or above minCorrelation {min_correlation}" if min_correlation is not None else ""
                 raise InvalidInput(f"only {len(m.pairs_a)} matched feature pairs{floor}; SVCCA and RSA need at least 3")
-            t = paired_space_test(pa_.W_dec[m.pairs_a].astype(np.float64), pb_.W_dec[m.pairs_b].astype(np.float64),
+            t = analysis.sae_match.paired_space_test(pa_.W_dec[m.pairs_a].astype(np.float64), pb_.W_dec[m.pairs_b].astype(np.float64),
                                   random_pairs=random_pairs, seed=int(seed))
             top = [FeaturePairResult(int(x), int(y), float(r)) for x, y, r in
                    zip(m.pairs_a[:TOP_PAIRS_KEPT], m.pairs_b[:TOP_PAIRS_KEPT], m.correlation[:TOP_PAIRS_KEPT])]
@@ -304,7 +291,7 @@ class SaeQueries:
                 top_pairs=top, key=key,
             )
 
-        return self._cached(query, versions, compute)
+        return self.results.cached(query, versions, compute)
 
     def sae_matrix(
         self,
@@ -319,12 +306,12 @@ class SaeQueries:
     ) -> SaeMatrixResult:
         """SVCCA of every SAE pair over the layers of two models (rows: model A's SAEs by
         layer; columns: model B's). Default SAEs: the latest registered one per stored layer."""
-        ia, ib = self.store.model(model_a), self.store.model(model_b)
+        ia, ib = self.store.models.get(model_a), self.store.models.get(model_b)
         la = self._sae_list(ia, saes_a)
         lb = self._sae_list(ib, saes_b)
         cells = [[self.sae_feature_correlation(x.sae_id, y.sae_id, dataset=dataset, matching=matching,
                                                random_pairs=random_pairs, seed=seed) for y in lb] for x in la]
-        versions = {f"{r.model_key}/{r.layer}": self.store.table_version(r.model_key, r.layer) for r in la + lb}
+        versions = self.reads.versions(ia, ib)
         query = {"op": "saeMatrix", "a": [r.sae_id for r in la], "b": [r.sae_id for r in lb], "dataset": dataset,
                  "matching": self._matching(matching), "randomPairs": int(random_pairs), "seed": int(seed)}
 
@@ -344,19 +331,19 @@ class SaeQueries:
                 key=key,
             )
 
-        return self._cached(query, versions, compute)
+        return self.results.cached(query, versions, compute)
 
-    def _sae_list(self, info: Any, ids: Sequence[str] | None) -> list[SaeRecord]:
+    def _sae_list(self, info: ModelInfo, ids: Sequence[str] | None) -> list[SaeRecord]:
         if ids is not None:
             if len(ids) == 0:
                 raise InvalidInput(f"the SAE list for model {info.key!r} is empty")
-            out = [self.store.sae(str(i)) for i in ids]
+            out = [self.store.saes.get(str(i)) for i in ids]
             wrong = [r.sae_id for r in out if r.model_key != info.key]
             if wrong:
                 raise InvalidInput(f"SAE(s) {', '.join(wrong)} do not belong to model {info.key!r}")
             return sorted(out, key=lambda r: r.layer)
         latest: dict[int, SaeRecord] = {}
-        for r in self.store.saes(info.key):  # sorted by layer, then registration time
+        for r in self.store.saes.list(info.key):  # sorted by layer, then registration time
             if r.layer in info.layers:
                 latest[r.layer] = r
         if not latest:
@@ -364,7 +351,3 @@ class SaeQueries:
                                 "register one with `actstore sae add` or registerSae")
         return [latest[l] for l in sorted(latest)]
 
-
-def result_fields(result: Any) -> dict[str, Any]:
-    """A result dataclass as a dict (for the CLI's JSON output)."""
-    return dataclasses.asdict(result)

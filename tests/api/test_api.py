@@ -40,9 +40,9 @@ def populated(tmp_path) -> Store:
     ids = store.add_prompts("ds", [f"prompt {i}" for i in range(N)], labels=[i % 3 for i in range(N)])
     other = store.add_prompts("other", [f"other {i}" for i in range(10)])
     Z = rng.standard_normal((N + 10, 5))
-    store.write_layers("a", _layers(rng, Z, 4, 16), ids + other, n_layers=4, dtype="float32",
+    store.activations.write("a", _layers(rng, Z, 4, 16), ids + other, n_layers=4, dtype="float32",
                        architecture="llama", source="nowhere/a")
-    store.write_layers("b", {l: v[:N] for l, v in _layers(rng, Z, 6, 24).items()}, ids, n_layers=6,
+    store.activations.write("b", {l: v[:N] for l, v in _layers(rng, Z, 6, 24).items()}, ids, n_layers=6,
                        dtype="float32", architecture="gpt2", source="nowhere/b")
     return store
 
@@ -159,7 +159,7 @@ def test_nearest_neighbors_by_prompt_vector_and_dataset(client, populated):
     assert [r["rank"] for r in got] == [1, 2, 3, 4]
     assert [int(r["promptId"]) for r in got] == ids[order].tolist()
     np.testing.assert_allclose([r["score"] for r in got], scores, atol=1e-5)
-    assert got[0]["text"] == populated.get_prompts([ids[order[0]]])[0].text
+    assert got[0]["text"] == populated.prompts.get([ids[order[0]]])[0].text
 
     vec = (X[7] * 2).tolist()
     d = data(client, 'query($v: [Float!]) { nearestNeighbors(at: {model: "a", depth: 1.0}, vector: $v, k: 3) { promptId score } }',
@@ -169,7 +169,7 @@ def test_nearest_neighbors_by_prompt_vector_and_dataset(client, populated):
     assert d["nearestNeighbors"][0]["score"] == pytest.approx(1.0, abs=1e-5)
 
     d = data(client, '{ nearestNeighbors(at: {model: "a", layer: 0}, promptId: "0", k: 3, dataset: "other") { promptId } }')
-    assert {int(r["promptId"]) for r in d["nearestNeighbors"]} <= set(populated.prompt_ids("other").tolist())
+    assert {int(r["promptId"]) for r in d["nearestNeighbors"]} <= set(populated.prompts.ids("other").tolist())
 
     d = data(client, '{ nearestNeighbors(at: {model: "a", layer: 0}, promptId: "0", k: 2, metric: L2) { promptId score } }')
     _, X0 = populated.read_activations("a", 0)
@@ -180,7 +180,7 @@ def test_nearest_neighbors_by_prompt_vector_and_dataset(client, populated):
 
 
 def _joined(store, la, lb, dataset=None):
-    ids = store.shared_prompts("a", "b", dataset)
+    ids = store.activations.shared("a", "b", dataset)
     return store.read_activations("a", la, prompt_ids=ids)[1], store.read_activations("b", lb, prompt_ids=ids)[1]
 
 
@@ -305,7 +305,7 @@ def test_unexpected_errors_are_masked_and_logged(client, caplog, monkeypatch):
     def boom():
         raise RuntimeError("secret internals at /srv/x")
 
-    monkeypatch.setattr(client.service, "datasets", boom)
+    monkeypatch.setattr(client.service.catalog, "datasets", boom)
     with caplog.at_level(logging.ERROR, logger="actstore.api"):
         msg = error(client, "{ datasets { name } }")
     assert msg == "Unexpected error."
@@ -329,7 +329,7 @@ def test_request_time_limit(populated, monkeypatch):
     import time
 
     service = Service(populated, Settings(request_timeout_s=0.2))
-    monkeypatch.setattr(service, "datasets", lambda: time.sleep(1.0) or [])
+    monkeypatch.setattr(service.catalog, "datasets", lambda: time.sleep(1.0) or [])
     with TestClient(create_app(service)) as c:
         msg = error(c, "{ datasets { name } }")
     assert "ran past the server's time limit of 0.2 s" in msg
@@ -342,7 +342,7 @@ ADD = 'mutation { addPrompts(dataset: "new", texts: ["alpha", "beta"], labels: [
 def test_mutations_need_the_token(client, populated):
     assert "needs the header 'Authorization: Bearer TOKEN'" in error(client, ADD)
     assert "needs the header" in error(client, ADD, token="wrong")
-    assert "new" not in [d.name for d in populated.datasets()]
+    assert "new" not in [d.name for d in populated.prompts.datasets()]
     d = data(client, ADD, token=TOKEN)
     assert d["addPrompts"] == {"name": "new", "promptCount": 2, "hasLabels": True}
 
@@ -360,23 +360,30 @@ def test_add_prompts_errors_through_graphql(client):
 
 
 # ------------------------------------------------------------------- caching
-def test_answers_are_cached_and_invalidated_by_new_rows(client, populated):
+def test_answers_are_cached_and_invalidated_by_new_rows(client, populated, monkeypatch):
     q = '{ cka(a: {model: "a", layer: 1}, b: {model: "b", layer: 2}) { value n } }'
     first = data(client, q)["cka"]
-    computed = client.service.computed
+    computed = client.service.results.computed
     assert data(client, q)["cka"] == first
-    assert client.service.computed == computed  # served from the results table
-    # a fresh service over the same store (a restarted server) still hits the cache
-    fresh = Service(populated)
-    assert fresh.cka(LayerRef("a", 1), LayerRef("b", 2)).value == pytest.approx(first["value"])
-    assert fresh.computed == 0
+    assert client.service.results.computed == computed  # served from the results table
+    # a fresh service over a freshly opened store (a restarted server) still hits the cache,
+    # and the cached answer costs no scan of any activation table (its key needs none)
+    restarted = Store.open(populated.uri, create=False)
+    scanned = []
+    real_scan = restarted.tables.scan
+    monkeypatch.setattr(restarted.tables, "scan", lambda tbl, *a, **k: scanned.append(tbl.name) or real_scan(tbl, *a, **k))
+    monkeypatch.setattr(restarted.activations, "read", lambda *a, **k: pytest.fail("read an activation table"))
+    fresh = Service(restarted)
+    assert fresh.similarity.cka(LayerRef("a", 1), LayerRef("b", 2)).value == pytest.approx(first["value"])
+    assert fresh.results.computed == 0
+    assert [name for name in scanned if name.startswith("acts__")] == []
     # new rows in a table the answer read: the cached answer no longer applies
     (new_id,) = populated.add_prompts("ds", ["one more prompt"])
     rng = np.random.default_rng(5)
-    populated.write_layers("a", {l: rng.standard_normal((1, 16)) for l in range(4)}, [new_id])
-    populated.write_layers("b", {l: rng.standard_normal((1, 24)) for l in range(6)}, [new_id])
+    populated.activations.write("a", {l: rng.standard_normal((1, 16)) for l in range(4)}, [new_id])
+    populated.activations.write("b", {l: rng.standard_normal((1, 24)) for l in range(6)}, [new_id])
     again = data(client, q)["cka"]
-    assert client.service.computed == computed + 1
+    assert client.service.results.computed == computed + 1
     assert again["n"] == N + 1 and again["value"] != first["value"]
 
 
@@ -393,7 +400,7 @@ def test_identical_heavy_queries_arriving_together_compute_once(populated, monke
 
     monkeypatch.setattr(analysis, "cka_matrix", slow)
     results = []
-    threads = [threading.Thread(target=lambda: results.append(service.cka_matrix("a", "b"))) for _ in range(4)]
+    threads = [threading.Thread(target=lambda: results.append(service.similarity.cka_matrix("a", "b"))) for _ in range(4)]
     for t in threads:
         t.start()
     import time

@@ -18,7 +18,6 @@ from actstore.api import create_app
 from actstore.service import Service
 from actstore.layers import LayerRef
 from actstore.config import Settings
-from tests.conftest import shared_data
 
 N_TASK, N_GEN = 120, 160
 
@@ -40,8 +39,8 @@ def linked(tmp_path) -> Store:
     def layers(n_layers, d):
         return {l: Z @ rng.standard_normal((6, d)) + 0.2 * rng.standard_normal((n, d)) for l in range(n_layers)}
 
-    store.write_layers("a", layers(2, 16), ids, n_layers=2, dtype="float32", architecture="llama")
-    store.write_layers("b", layers(3, 24), ids, n_layers=3, dtype="float32", architecture="gpt2")
+    store.activations.write("a", layers(2, 16), ids, n_layers=2, dtype="float32", architecture="llama")
+    store.activations.write("b", layers(3, 24), ids, n_layers=3, dtype="float32", architecture="gpt2")
     return store
 
 
@@ -88,7 +87,7 @@ BRIDGE = """query($m: BridgeMethod!, $rank: Int, $alpha: Float, $tf: Float!) {
                                                  ("LASSO", None, 0.05)])
 def test_bridge_field_against_direct(client, linked, method, rank, alpha):
     got = data(client, BRIDGE, {"m": method, "rank": rank, "alpha": alpha, "tf": 0.25})["bridge"]
-    ids = linked.shared_prompts("a", "b")
+    ids = linked.activations.shared("a", "b")
     tr, te = P.split_indices(len(ids), 0.25, 3)
     S, T = arrays(linked, "a", 1, ids), arrays(linked, "b", 2, ids)
     want = B.evaluate_bridge(S[tr], T[tr], S[te], T[te], method.lower(), rank=rank, alpha=alpha)
@@ -110,9 +109,9 @@ PT = """query($task: String!, $bridge: String, $m: BridgeMethod!, $rank: Int, $t
 
 def test_probe_transfer_field_against_direct(client, linked):
     got = data(client, PT, {"task": "task", "bridge": "general", "m": "RIDGE", "tf": 0.3})["probeTransfer"]
-    ids = linked.prompt_ids("task")
-    bids = linked.prompt_ids("general")
-    y = linked.labels(ids).astype(int)
+    ids = linked.prompts.ids("task")
+    bids = linked.prompts.ids("general")
+    y = linked.prompts.labels(ids).astype(int)
     want = P.probe_transfer(arrays(linked, "a", 1, ids), arrays(linked, "b", 2, ids), y,
                             arrays(linked, "a", 1, bids), arrays(linked, "b", 2, bids), test_fraction=0.3, seed=1)
     for k, v in (("sourceNative", want.source_native), ("targetNative", want.target_native),
@@ -131,9 +130,9 @@ def test_sweep_field_and_its_plot(client, linked):
               ranks transferred taskSpecific sourceNative targetNative chance ridgeTransferred plotUrl } }"""
     got = data(client, q)["probeTransferSweep"]
     assert got["ranks"] == [1, 2, 6, 16] and len(got["transferred"]) == 4
-    ids, bids = linked.prompt_ids("task"), linked.prompt_ids("general")
+    ids, bids = linked.prompts.ids("task"), linked.prompts.ids("general")
     want = P.probe_transfer_sweep(arrays(linked, "a", 1, ids), arrays(linked, "b", 2, ids),
-                                  linked.labels(ids).astype(int), arrays(linked, "a", 1, bids),
+                                  linked.prompts.labels(ids).astype(int), arrays(linked, "a", 1, bids),
                                   arrays(linked, "b", 2, bids), [1, 2, 6, 16], seed=1)
     assert got["transferred"] == pytest.approx(list(want.transferred), abs=1e-12)
     assert got["taskSpecific"] == pytest.approx(list(want.task_specific), abs=1e-12)
@@ -147,10 +146,10 @@ def test_sweep_field_and_its_plot(client, linked):
 
 
 def test_answers_are_cached(client):
-    before = client.service.computed
+    before = client.service.results.computed
     data(client, PT, {"task": "task", "bridge": "general", "m": "RIDGE", "tf": 0.3})
     data(client, PT, {"task": "task", "bridge": "general", "m": "RIDGE", "tf": 0.3})
-    assert client.service.computed == before + 1
+    assert client.service.results.computed == before + 1
 
 
 @pytest.mark.parametrize("variables, message", [
@@ -174,13 +173,13 @@ def test_other_errors(client, linked):
         client, BRIDGE, {"m": "PROCRUSTES", "alpha": 1.0, "tf": 0.2})
     svc = client.service
     with pytest.raises(Exception, match="only one class"):
-        linked.write_layers("a", {0: np.ones((5, 16)), 1: np.ones((5, 16))}, linked.prompt_ids("oneclass"))
-        linked.write_layers("b", {l: np.ones((5, 24)) for l in range(3)}, linked.prompt_ids("oneclass"))
-        svc.probe_transfer(LayerRef("a", 1), LayerRef("b", 2), "oneclass")
+        linked.activations.write("a", {0: np.ones((5, 16)), 1: np.ones((5, 16))}, linked.prompts.ids("oneclass"))
+        linked.activations.write("b", {l: np.ones((5, 24)) for l in range(3)}, linked.prompts.ids("oneclass"))
+        svc.bridges.probe_transfer(LayerRef("a", 1), LayerRef("b", 2), "oneclass")
     with pytest.raises(Exception, match="every rank must be an integer >= 1"):
-        svc.probe_transfer_sweep(LayerRef("a", 1), LayerRef("b", 2), "task", [0, 2])
+        svc.bridges.probe_transfer_sweep(LayerRef("a", 1), LayerRef("b", 2), "task", [0, 2])
     with pytest.raises(Exception, match="too few prompts"):
-        svc.bridge(LayerRef("a", 1), LayerRef("b", 2), train_dataset="oneclass", test_fraction=0.9)
+        svc.bridges.bridge(LayerRef("a", 1), LayerRef("b", 2), train_dataset="oneclass", test_fraction=0.9)
 
 
 def test_cli_commands(linked, tmp_path):
@@ -219,7 +218,6 @@ def test_next_tokens_at_ingest_and_transfer(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from actstore.ingest.pipeline import ingest
-    from actstore.store.tokens import read_next_tokens
     from tests.tiny_models import tiny_model_dir
 
     store = Store.open(tmp_path / "db")
@@ -233,39 +231,39 @@ def test_next_tokens_at_ingest_and_transfer(tmp_path):
     pa = pb = tiny_model_dir("llama")
     for path, key in ((pa, "ta"), (pb, "tb")):
         for ds in ("nt", "gen"):
-            ingest(store, str(path), ds, key=key, layers=[-1], progress=False, next_tokens=True, batch_size=16)
-    ids, tid, tok = read_next_tokens(store, "ta", store.prompt_ids("nt")[:3])
+            ingest(store, str(path), ds, key=key, layers=[-1], next_tokens=True, batch_size=16)
+    ids, tid, tok = store.next_tokens.read("ta", store.prompts.ids("nt")[:3])
     tokenizer = AutoTokenizer.from_pretrained(pa)
     lm = AutoModelForCausalLM.from_pretrained(pa, dtype=torch.float32).eval()
     for i, pid in enumerate(ids):
-        enc = tokenizer(store.get_prompts([pid])[0].text, return_tensors="pt")
+        enc = tokenizer(store.prompts.get([pid])[0].text, return_tensors="pt")
         with torch.no_grad():
             want = torch.topk(lm(**enc).logits[0, -1], 5).indices.tolist()
         assert tid[i] == want
         assert tok[i] == [tokenizer.decode([t]) for t in want]
     svc = Service(store, Settings())
-    r = svc.next_token_transfer(LayerRef("ta", layer=-1), LayerRef("tb", layer=-1), "nt", bridge_dataset="gen",
+    r = svc.bridges.next_token_transfer(LayerRef("ta", layer=-1), LayerRef("tb", layer=-1), "nt", bridge_dataset="gen",
                                 classes=50, alpha=1.0)
-    nid = store.prompt_ids("nt")
-    gid = store.prompt_ids("gen")
+    nid = store.prompts.ids("nt")
+    gid = store.prompts.ids("gen")
     want = P.next_token_transfer(arrays(store, "ta", 1, nid), arrays(store, "tb", 1, nid),
-                                 read_next_tokens(store, "ta", nid)[2], read_next_tokens(store, "tb", nid)[2],
+                                 store.next_tokens.read("ta", nid)[2], store.next_tokens.read("tb", nid)[2],
                                  arrays(store, "ta", 1, gid), arrays(store, "tb", 1, gid), classes=50, alpha=1.0)
     assert r.transferred_top1 == want.transferred_top1 and r.agreement_top1 == want.agreement_top1
     assert r.source_native_top5 == want.source_native_top5 and list(r.classes) == list(want.classes)
     assert r.agreement_top1 == 1.0 and r.agreement_top5 == 1.0
     with pytest.raises(Exception, match="has no next tokens stored"):
-        store.write_layers("plain", {0: np.ones((60, 4))}, nid, n_layers=1)
-        svc.next_token_transfer(LayerRef("ta", layer=-1), LayerRef("plain", layer=0), "nt")
+        store.activations.write("plain", {0: np.ones((60, 4))}, nid, n_layers=1)
+        svc.bridges.next_token_transfer(LayerRef("ta", layer=-1), LayerRef("plain", layer=0), "nt")
 
 
 # ----------------------------------------------------------------- end to end
-def test_end_to_end_sst2_through_ingest_api_and_probe_transfer(tmp_path):
+def test_end_to_end_sst2_through_ingest_api_and_probe_transfer(tmp_path, text_sets):
     from actstore.ingest.pipeline import ingest
     from tests.tiny_models import tiny_model_dir
 
-    sst = shared_data("sst2", "dev.tsv")
-    wiki = shared_data("wikitext2_raw", "wiki.test.raw")
+    sst = text_sets("sst2").path  # the real files of ../shared/data, or generated ones in their format
+    wiki = text_sets("wikitext2").path
     with open(sst, newline="") as f:
         rows = [(r["sentence"].strip(), int(r["label"])) for r in csv.DictReader(f, delimiter="\t")][:120]
     task_file = tmp_path / "sst2.tsv"
@@ -277,17 +275,17 @@ def test_end_to_end_sst2_through_ingest_api_and_probe_transfer(tmp_path):
     store = Store.open(tmp_path / "db")
     for family, key in (("llama", "llama-tiny"), ("qwen2", "qwen-tiny")):
         path = tiny_model_dir(family, n_layers=2, hidden=32)
-        ingest(store, str(path), "sst2", prompts_file=task_file, key=key, progress=False, max_tokens=64)
-        ingest(store, str(path), "wiki", prompts_file=gen_file, key=key, progress=False, max_tokens=64)
-    assert store.datasets()[[d.name for d in store.datasets()].index("sst2")].has_labels
+        ingest(store, str(path), "sst2", prompts_file=task_file, key=key, max_tokens=64)
+        ingest(store, str(path), "wiki", prompts_file=gen_file, key=key, max_tokens=64)
+    assert store.prompts.datasets()[[d.name for d in store.prompts.datasets()].index("sst2")].has_labels
     with TestClient(create_app(Service(store, Settings()))) as c:
         q = """{ probeTransfer(source: {model: "llama-tiny", layer: -1}, target: {model: "qwen-tiny", depth: 1.0},
                   taskDataset: "sst2", bridgeDataset: "wiki", testFraction: 0.25, seed: 0) {
                   sourceNative targetNative transferred taskSpecific chance nTrain nTest nBridge } }"""
         got = data(c, q)["probeTransfer"]
-    ids, bids = store.prompt_ids("sst2"), store.prompt_ids("wiki")
+    ids, bids = store.prompts.ids("sst2"), store.prompts.ids("wiki")
     want = P.probe_transfer(arrays(store, "llama-tiny", 1, ids), arrays(store, "qwen-tiny", 1, ids),
-                            store.labels(ids).astype(int), arrays(store, "llama-tiny", 1, bids),
+                            store.prompts.labels(ids).astype(int), arrays(store, "llama-tiny", 1, bids),
                             arrays(store, "qwen-tiny", 1, bids), test_fraction=0.25, seed=0)
     assert (got["nTrain"], got["nTest"], got["nBridge"]) == (90, 30, len(bids))
     for k, v in (("sourceNative", want.source_native), ("targetNative", want.target_native),

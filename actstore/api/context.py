@@ -1,0 +1,78 @@
+"""What every resolver gets: a typed :class:`Context` (the service, the request's bearer
+token, the base URL for plot links and the worker pools) and :func:`call`, which runs service
+work on a worker thread under the per-request time limit.
+
+Light reads and heavy numerics use separate pools, so a queue of matrix computations can
+never take every thread that nearest-neighbour look-ups need. The pools belong to the app's
+lifespan (:func:`actstore.api.app.create_app`) or to one in-process execution.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import strawberry
+
+from actstore.errors import QueryTimeout, Unauthorized
+from actstore.service import Service
+
+__all__ = ["Context", "Info", "Pools", "call", "require_token"]
+
+T = TypeVar("T")
+
+
+class Pools:
+    """The worker threads of one app: 16 for light reads, 4 for heavy numerics."""
+
+    def __init__(self, light: int = 16, heavy: int = 4) -> None:
+        self.light = ThreadPoolExecutor(max_workers=light, thread_name_prefix="actstore-light")
+        self.heavy = ThreadPoolExecutor(max_workers=heavy, thread_name_prefix="actstore-heavy")
+
+    def shutdown(self) -> None:
+        self.light.shutdown(wait=False, cancel_futures=True)
+        self.heavy.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass
+class Context:
+    service: Service
+    pools: Pools
+    authorization: str | None = None
+    base_url: str = "/"
+
+    def plot_url(self, key: str) -> str:
+        """Address of the PNG plot of a cached result."""
+        return f"{self.base_url}plots/{key}.png"
+
+
+Info = strawberry.Info[Context, None]
+
+
+async def call(info: Info, fn: Callable[..., T], *args: Any, heavy: bool = False, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` on a worker thread, within the server's request time limit."""
+    ctx = info.context
+    loop = asyncio.get_running_loop()
+    fut = loop.run_in_executor(ctx.pools.heavy if heavy else ctx.pools.light, lambda: fn(*args, **kwargs))
+    timeout = ctx.service.settings.request_timeout_s
+    try:
+        return await asyncio.wait_for(fut, timeout)
+    except asyncio.TimeoutError:
+        raise QueryTimeout(
+            f"the query ran past the server's time limit of {timeout:g} s; its answer is cached "
+            "when it finishes, so asking again later may succeed"
+        ) from None
+
+
+def require_token(info: Info) -> None:
+    """Refuse a mutation without the server's bearer token."""
+    token = info.context.service.settings.token
+    if not token:
+        raise Unauthorized("mutations are disabled on this server: it has no ACTSTORE_TOKEN configured")
+    scheme, _, value = (info.context.authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+        raise Unauthorized("this mutation needs the header 'Authorization: Bearer TOKEN' with the server's token")

@@ -1,0 +1,190 @@
+"""GraphQL enums, inputs and the output types of the core queries, derived from the service's
+result dataclasses (:mod:`actstore.api.derive`). Fields beyond the contract come with the
+dataclasses (``Model.layers``, ``depthsA/depthsB``, ``debiased``, ``recall``, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Awaitable, Callable
+from typing import Optional
+
+import strawberry
+
+from actstore.errors import InvalidInput
+from actstore.layers import LayerRef as LayerRefValue
+from actstore.service import (
+    AffinityMatrixResult,
+    CkaResult,
+    DatasetInfo,
+    ModelInfo,
+    ModelSummary,
+    MutualKnnResult,
+    PromptRecord,
+    SimilarityMatrixResult,
+)
+from actstore.service import DiagonalTest as DiagonalTestResult
+from actstore.service import Job as JobValue
+from actstore.service import Neighbor as NeighborResult
+
+from .context import Info, call
+from .derive import build, derive
+
+
+# ------------------------------------------------------------------- enums, inputs
+@strawberry.enum
+class Metric(enum.Enum):
+    COSINE = "cosine"
+    L2 = "l2"
+    DOT = "dot"
+
+
+@strawberry.enum
+class BridgeMethod(enum.Enum):
+    PROCRUSTES = "procrustes"
+    RIDGE = "ridge"
+    LOW_RANK = "low_rank"
+    LASSO = "lasso"
+
+
+@strawberry.enum
+class Matching(enum.Enum):
+    ONE_TO_ONE = "one_to_one"
+    MANY_TO_ONE = "many_to_one"
+
+
+@strawberry.enum
+class JobState(enum.Enum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+@strawberry.input(description="One layer of one stored model: give exactly one of `layer` (0-based decoder "
+                  "block, negative counts from the end) or `depth` (relative depth in [0, 1], nearest stored "
+                  "layer, ties to the deeper one).")
+class LayerRef:
+    model: str
+    layer: Optional[int] = None
+    depth: Optional[float] = None
+
+    def value(self) -> LayerRefValue:
+        return LayerRefValue(self.model, self.layer, self.depth)
+
+
+@strawberry.input(description="One registered sparse autoencoder.")
+class SaeRef:
+    id: strawberry.ID
+
+
+def parse_prompt_id(value: strawberry.ID) -> int:
+    """A GraphQL prompt ID as the store's int64 id."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"promptId must be an integer id, got {value!r}") from None
+
+
+# ------------------------------------------------------------------------ catalog
+_ModelFields = derive(ModelInfo, name="ModelFields", exclude=("created_at",),
+                      descriptions={"layers": "Decoder blocks with stored activations.",
+                                    "site": "Where activations were read: resid_post = after each decoder block.",
+                                    "token": "Which token position was stored."})
+
+
+@strawberry.type
+class Model(_ModelFields):
+    summary: strawberry.Private[Callable[[], Awaitable[ModelSummary]]]
+
+    @strawberry.field(description="Datasets with prompts stored at every stored layer of this model.")
+    async def datasets(self) -> list[str]:
+        return (await self.summary()).datasets
+
+    @strawberry.field(description="Prompts stored at every stored layer of this model.")
+    async def prompt_count(self) -> int:
+        return (await self.summary()).prompt_count
+
+    @classmethod
+    def of(cls, info: Info, model: ModelInfo) -> "Model":
+        """Catalog fields at once; datasets and promptCount (which read every layer's ids)
+        only when the query asks for them, computed once per model."""
+        memo: list[asyncio.Future] = []
+
+        def summary() -> Awaitable[ModelSummary]:
+            if not memo:
+                memo.append(asyncio.ensure_future(call(info, info.context.service.catalog.model_summary, model.key)))
+            return memo[0]
+
+        return build(cls, model, summary=summary)
+
+
+Dataset = derive(DatasetInfo, name="Dataset")
+Prompt = derive(PromptRecord, name="Prompt", exclude=("meta",), fields={"id": strawberry.ID})
+Neighbor = derive(NeighborResult, name="Neighbor", fields={"prompt_id": strawberry.ID})
+
+
+@strawberry.type
+class Job:
+    id: strawberry.ID
+    state: JobState
+    done: int
+    total: int
+    message: Optional[str]
+
+    @classmethod
+    def of(cls, j: JobValue) -> "Job":
+        return cls(id=strawberry.ID(j.id), state=JobState(j.state), done=j.done, total=j.total, message=j.message)
+
+
+# --------------------------------------------------------------------- similarity
+MutualKnn = derive(MutualKnnResult, name="MutualKnn", descriptions={
+    "null_mean": "Expected value under random neighbour sets, k / (n - 1).",
+    "recall": "Recall@k of the approximate k-NN graphs against exact search, measured on a sample of prompts "
+              "(the worse layer); null when the graphs are exact."})
+Cka = derive(CkaResult, name="Cka")
+DiagonalTest = derive(DiagonalTestResult, name="DiagonalTest", descriptions={
+    "df": "Welch-Satterthwaite degrees of freedom.",
+    "transposed": "True when the matrix had more rows than columns and was tested transposed."})
+
+_MATRIX_DOCS = {
+    "argmax": "For each row, the column index (into layersB) of the most similar layer.",
+    "depths_a": "Relative depth l / (L - 1) of each of layersA.",
+}
+
+
+@strawberry.type
+class SimilarityMatrix(derive(SimilarityMatrixResult, name="SimilarityMatrixFields", exclude=("key",),
+                              descriptions=_MATRIX_DOCS)):
+    key: strawberry.Private[str]
+
+    @strawberry.field(description="PNG heatmap of this matrix, argmax path drawn.")
+    def plot_url(self, info: Info) -> str:
+        return info.context.plot_url(self.key)
+
+
+@strawberry.type
+class AffinityMatrix(derive(AffinityMatrixResult, name="AffinityMatrixFields", exclude=("key", "diagonal"),
+                            descriptions={**_MATRIX_DOCS, "recall": "Smallest sampled recall@k of the layers' "
+                                          "approximate k-NN graphs against exact search; null when every graph "
+                                          "is exact."})):
+    key: strawberry.Private[str]
+    diagonal_result: strawberry.Private[DiagonalTestResult]
+
+    @strawberry.field(description="PNG heatmap of this matrix, argmax path drawn.")
+    def plot_url(self, info: Info) -> str:
+        return info.context.plot_url(self.key)
+
+    @strawberry.field(description="The generalized-diagonal test of the matrix.")
+    def diagonal(self) -> DiagonalTest:
+        d = self.diagonal_result
+        if d.p_value != d.p_value:  # NaN: too few cells for the test
+            raise InvalidInput(
+                "the generalized-diagonal test needs at least 2 layers of each model and 2 off-diagonal cells; "
+                "ask for more layers")
+        return build(DiagonalTest, d)
+
+    @classmethod
+    def of(cls, r: AffinityMatrixResult) -> "AffinityMatrix":
+        return build(cls, r, diagonal_result=r.diagonal)

@@ -1,0 +1,41 @@
+"""The service boundary: analysis errors become actstore errors here, once.
+
+:mod:`actstore.analysis` imports nothing of the project and raises ``AnalysisError`` (a
+ValueError) with a message that names the bad value and what is allowed. Every public method
+of a service part is wrapped by :func:`service_boundary`, which re-raises it as
+:class:`actstore.errors.InvalidInput` with the same message; API, CLI and jobs then catch
+the one base class ``ActstoreError``.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from actstore.analysis import AnalysisError
+from actstore.errors import InvalidInput
+
+__all__ = ["service_boundary"]
+
+C = TypeVar("C", bound=type)
+
+
+def _translating(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AnalysisError as exc:
+            raise InvalidInput(str(exc)) from exc
+
+    return wrapper
+
+
+def service_boundary(cls: C) -> C:
+    """Class decorator: every public method re-raises ``AnalysisError`` as ``InvalidInput``."""
+    for name, member in list(vars(cls).items()):
+        if not name.startswith("_") and isinstance(member, types.FunctionType):
+            setattr(cls, name, _translating(member))
+    return cls

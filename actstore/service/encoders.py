@@ -1,0 +1,61 @@
+"""Text encoding for nearest-neighbour queries by new text: each stored model's weights are
+loaded from its recorded source once, on first use, and kept.
+
+torch and transformers are imported only when a model is first loaded.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+
+from actstore.errors import ActstoreError, InvalidInput
+from actstore.store import ModelInfo
+
+__all__ = ["TextEncoders"]
+
+
+class TextEncoders:
+    """Loaded model runners by model key. Thread-safe; encoding runs under the ``heavy`` lock."""
+
+    def __init__(self, heavy: threading.Lock) -> None:
+        self._heavy = heavy
+        self._runners: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> list[str]:
+        """Keys of the models whose weights are loaded."""
+        with self._lock:
+            return sorted(self._runners)
+
+    def _runner(self, info: ModelInfo) -> Any:
+        from actstore.ingest.runner import ModelRunner  # torch + transformers only when needed
+
+        with self._lock:
+            runner = self._runners.get(info.key)
+            if runner is not None:
+                return runner
+            try:
+                runner = ModelRunner(info.source)
+            except ActstoreError as exc:
+                raise InvalidInput(f"cannot encode text with model {info.key!r}: its weights are not reachable "
+                                   f"from the server ({exc})") from None
+            except Exception as exc:  # noqa: BLE001 - any load failure means "not reachable"
+                raise InvalidInput(f"cannot encode text with model {info.key!r}: its weights at {info.source!r} "
+                                   f"are not reachable from the server ({type(exc).__name__}: {exc})") from None
+            self._runners[info.key] = runner
+            return runner
+
+    def encode(self, info: ModelInfo, layer: int, text: str) -> np.ndarray:
+        """Activations float32 [1, d_model] of ``text`` at ``layer`` of a stored model."""
+        runner = self._runner(info)
+        if runner.d_model != info.d_model or runner.n_layers != info.n_layers:
+            raise InvalidInput(
+                f"the weights at {info.source!r} (d_model={runner.d_model}, {runner.n_layers} layers) do not "
+                f"match stored model {info.key!r} (d_model={info.d_model}, {info.n_layers} layers)")
+        with self._heavy:
+            out = runner.encode([text], layers=[layer], batch_size=1)
+        return np.asarray(out[layer], dtype=np.float32).reshape(1, -1)

@@ -1,0 +1,128 @@
+"""Answers of heavy queries: result types registered once, their JSON codec, and the results
+cache over the store's ``results`` table.
+
+A result type is a frozen dataclass (an analysis dataclass, or one extending it with the
+layers and models it read) registered with :func:`result_type`. Its JSON form is
+``{"type": class name, "data": dataclasses.asdict(result)}``; decoding rebuilds nested
+dataclasses, tuples and lists from the field annotations, so a decoded answer compares equal
+to the one that was computed.
+
+The cache key of an answer is a hash of the canonical query plus the versions of every table
+the answer depends on. It is built from arguments and table versions only (no scan), so a
+cached answer costs a key lookup; a new write changes a version and so the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import threading
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from actstore.errors import NotFound
+from actstore.store import Store
+
+from .cache import SingleFlight
+
+__all__ = ["ResultCache", "decode", "encode", "result_type"]
+
+T = TypeVar("T")
+
+_TYPES: dict[str, type] = {}
+
+
+def result_type(cls: type[T]) -> type[T]:
+    """Class decorator: register a dataclass as a cacheable result type (by class name)."""
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls.__name__} must be a dataclass to be a result type")
+    if _TYPES.setdefault(cls.__name__, cls) is not cls:
+        raise TypeError(f"two result types are named {cls.__name__}")
+    return cls
+
+
+def canonical(obj: Any) -> str:
+    """Compact, key-sorted JSON: equal queries give equal text."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def encode(result: Any) -> str:
+    """JSON text of a registered result."""
+    name = type(result).__name__
+    if _TYPES.get(name) is not type(result):
+        raise TypeError(f"{name} is not a registered result type")
+    return json.dumps({"type": name, "data": dataclasses.asdict(result)})
+
+
+def decode(text: str) -> Any:
+    """Inverse of :func:`encode`."""
+    payload = json.loads(text)
+    return _build(_TYPES[payload["type"]], payload["data"])
+
+
+def _build(cls: type, data: Mapping[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    return cls(**{f.name: _value(hints[f.name], data[f.name]) for f in dataclasses.fields(cls) if f.name in data})
+
+
+def _value(hint: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _value(inner[0], value) if len(inner) == 1 else value
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value)
+    if origin in (list, tuple):
+        item = args[0] if args else Any
+        items = [_value(item, v) for v in value]
+        return tuple(items) if origin is tuple else items
+    return value
+
+
+class ResultCache:
+    """Cached answers of heavy queries, computed once per key (single flight), one heavy
+    computation at a time (``heavy`` lock: bounded memory, serialised GPU work)."""
+
+    def __init__(self, store: Store, heavy: threading.Lock) -> None:
+        self.store = store
+        self._heavy = heavy
+        self._flight = SingleFlight()
+        #: answers computed (not served from the results table); tests and benchmarks read it
+        self.computed = 0
+
+    @staticmethod
+    def key(query: Mapping[str, Any], versions: Mapping[str, int]) -> str:
+        """Cache key of ``query`` over tables at ``versions``."""
+        text = canonical({"query": query, "versions": versions})
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def cached(self, query: Mapping[str, Any], versions: Mapping[str, int], compute: Callable[[str], T]) -> T:
+        """The stored answer of ``query``, or ``compute(key)`` run once and stored."""
+        key = self.key(query, versions)
+        stored = self.store.results.get(key)
+        if stored is not None:
+            return decode(stored)
+
+        def run() -> T:
+            again = self.store.results.get(key)
+            if again is not None:
+                return decode(again)
+            with self._heavy:
+                result = compute(key)
+            self.computed += 1
+            self.store.results.put(key, encode(result), query=canonical(query))
+            return result
+
+        return self._flight.run(key, run)
+
+    def get(self, key: str) -> Any:
+        """A cached answer by its key (plots are served from it); NotFound if there is none."""
+        stored = self.store.results.get(key)
+        if stored is None:
+            raise NotFound(f"no cached result {key!r}")
+        return decode(stored)

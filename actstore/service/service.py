@@ -1,0 +1,68 @@
+"""The service: one object that API resolvers, the CLI and Python users call, composed of
+parts that each own their state.
+
+=================  ==========================================================================
+part               answers
+=================  ==========================================================================
+``catalog``        models, datasets, prompts; adding prompts
+``similarity``     nearest neighbours, mutual k-NN, affinity matrices, CKA, CKA matrices
+``bridges``        linear bridges, probe transfer, rank sweeps, next-token transfer
+``saes``           the SAE registry, SAE feature correlation, SAE matrices
+``results``        cached answers by key (plots are served from them)
+``jobs``           ingests started in the background
+=================  ==========================================================================
+
+Method names mirror the GraphQL fields in snake_case. Every method validates its inputs and
+raises :mod:`actstore.errors` classes with a message naming the bad value and what is
+allowed (analysis errors are translated at each part's boundary).
+
+Caching, from the bottom up: whole layers in a bounded LRU keyed by (model, layer, table
+version); k-NN graphs per (layer version, prompt set, k); finished heavy answers in the
+store's ``results`` table keyed by the query and the versions of the tables it depends on;
+identical heavy queries arriving together compute once. Heavy numerics run one at a time.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from actstore.config import Settings
+from actstore.store import Store
+
+from .bridges import Bridges
+from .catalog import Catalog
+from .encoders import TextEncoders
+from .jobs import Jobs
+from .reads import Reads
+from .results import ResultCache
+from .saes import Saes
+from .similarity import Similarity
+
+__all__ = ["Service"]
+
+
+class Service:
+    """Queries over one store. Thread-safe: the API calls it from worker threads."""
+
+    def __init__(self, store: Store | str | Path, settings: Settings | None = None) -> None:
+        """``store``: an open store, or the URI of one (opened, and created if missing)."""
+        self.settings = settings or Settings()
+        self.store = store if isinstance(store, Store) else Store.open(str(store), settings=self.settings)
+        heavy = threading.Lock()  # one heavy computation at a time: bounded memory, serialised GPU work
+        reads = Reads(self.store, self.settings.cache_mb << 20)
+        self.reads = reads
+        self.results = ResultCache(self.store, heavy)
+        self.encoders = TextEncoders(heavy)
+        self.catalog = Catalog(self.store)
+        self.similarity = Similarity(self.store, self.settings, reads, self.results, self.encoders)
+        self.bridges = Bridges(self.store, reads, self.results)
+        self.saes = Saes(self.store, self.settings, reads, self.results)
+        self.jobs = Jobs(self.store)
+
+    def __repr__(self) -> str:
+        return f"Service({self.store!r})"
+
+    def close(self) -> None:
+        """Stop background jobs (queued ones are cancelled)."""
+        self.jobs.shutdown()

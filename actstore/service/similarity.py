@@ -1,0 +1,300 @@
+"""Similarity queries: nearest neighbours, mutual k-NN, affinity matrices, CKA and CKA matrices.
+
+Names mirror the GraphQL fields in snake_case. Heavy answers (everything but nearest
+neighbours) are cached in the results table (see :mod:`.results`); their key is built from
+the arguments and the versions of every stored layer of both models, before any prompt set
+is read, so a cached answer costs no scan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from actstore import analysis
+from actstore.analysis.results import DiagonalTest
+from actstore.config import Settings
+from actstore.errors import InvalidInput
+from actstore.layers import LayerRef
+from actstore.store import Store
+from actstore.store.knn import METRICS
+
+from .boundary import service_boundary
+from .encoders import TextEncoders
+from .reads import Reads, worst_recall
+from .results import ResultCache, result_type
+
+__all__ = ["AffinityMatrixResult", "CkaResult", "MutualKnnResult", "Neighbor", "Similarity",
+           "SimilarityMatrixResult"]
+
+
+@dataclass(frozen=True)
+class Neighbor:
+    """One nearest neighbour: ``score`` is the cosine or inner product (larger is nearer) or
+    the Euclidean distance for l2 (smaller is nearer)."""
+
+    rank: int
+    prompt_id: int
+    score: float
+    text: str | None
+
+
+@result_type
+@dataclass(frozen=True)
+class MutualKnnResult:
+    """Mutual k-NN of two layers over ``n`` shared prompts; ``null_mean`` = k / (n - 1);
+    ``recall``: recall@k of approximate k-NN graphs against exact search on a sample (the
+    worse layer), None when both graphs are exact."""
+
+    value: float
+    k: int
+    n: int
+    null_mean: float
+    layer_a: int
+    layer_b: int
+    recall: float | None = None
+
+
+@result_type
+@dataclass(frozen=True)
+class CkaResult:
+    """Linear CKA of two layers over ``n`` shared prompts; ``p_value`` from ``permutations``
+    permutations (None without)."""
+
+    value: float
+    debiased: bool
+    n: int
+    layer_a: int
+    layer_b: int
+    permutations: int
+    p_value: float | None
+
+
+@result_type
+@dataclass(frozen=True)
+class SimilarityMatrixResult:
+    """CKA of every pair of ``layers_a`` x ``layers_b`` (rows: model A); ``argmax[i]`` is the
+    column of row i's largest value; ``depths_*`` the relative depths; ``key`` names the plot."""
+
+    model_a: str
+    model_b: str
+    layers_a: list[int]
+    layers_b: list[int]
+    values: list[list[float]]
+    n: int
+    argmax: list[int]
+    depths_a: list[float]
+    depths_b: list[float]
+    debiased: bool
+    key: str = ""
+
+
+@result_type
+@dataclass(frozen=True)
+class AffinityMatrixResult:
+    """Mutual k-NN of every layer pair of two models with the generalized-diagonal test
+    (NaN fields where the matrix is too small for it); ``recall`` as in MutualKnnResult (the
+    worst layer)."""
+
+    model_a: str
+    model_b: str
+    layers_a: list[int]
+    layers_b: list[int]
+    values: list[list[float]]
+    n: int
+    argmax: list[int]
+    k: int
+    null_mean: float
+    diagonal: DiagonalTest
+    depths_a: list[float]
+    depths_b: list[float]
+    key: str = ""
+    recall: float | None = None
+
+
+def _int_arg(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidInput(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
+@service_boundary
+class Similarity:
+    """Similarity of layers within and across models. Thread-safe."""
+
+    def __init__(self, store: Store, settings: Settings, reads: Reads, results: ResultCache,
+                 encoders: TextEncoders) -> None:
+        self.store, self.settings, self.reads, self.results = store, settings, reads, results
+        self.encoders = encoders
+
+    def _check_k(self, k: int, n: int) -> int:
+        k = _int_arg(k, "k")
+        if k < 1 or k > self.settings.max_k or k >= n:
+            raise InvalidInput(
+                f"k must be between 1 and min({self.settings.max_k}, n - 1 = {n - 1}) for n = {n} prompts, got k={k}")
+        return k
+
+    def _knn_prompts(self, a: str, b: str, dataset: str | None, k: int) -> np.ndarray:
+        """The shared prompts of two models, checked to have more than k of them."""
+        ids = self.reads.shared(a, b, dataset)
+        self._check_k(k, len(ids))
+        return ids
+
+    def _check_permutations(self, permutations: int) -> int:
+        cap = self.settings.max_permutations
+        if isinstance(permutations, bool) or not isinstance(permutations, (int, np.integer)) \
+                or not 0 <= permutations <= cap:
+            raise InvalidInput(f"permutations must be between 0 and {cap}, got {permutations}")
+        return int(permutations)
+
+    # ------------------------------------------------------------ neighbours
+    def nearest_neighbors(self, at: LayerRef, prompt_id: int | None = None, vector: Sequence[float] | None = None,
+                          text: str | None = None, k: int = 10, dataset: str | None = None, metric: str = "cosine",
+                          labelled: bool | None = None) -> list[Neighbor]:
+        """The k stored prompts nearest to a stored prompt, a raw vector or new text at one layer.
+
+        A stored prompt is never its own neighbour. ``dataset`` restricts the answer to that
+        dataset's prompts; ``labelled`` to labelled (True) or unlabelled (False) prompts.
+        Layers of at least ``store.knn.ann_threshold`` prompts are searched through their
+        approximate index (exact scores of re-ranked candidates; see actstore.store.knn).
+        """
+        given = [name for name, v in (("promptId", prompt_id), ("vector", vector), ("text", text)) if v is not None]
+        if len(given) != 1:
+            raise InvalidInput(f"give exactly one of promptId, vector or text (got {', '.join(given) or 'none'})")
+        metric = str(metric).lower()
+        if metric not in METRICS:
+            raise InvalidInput(f"metric must be one of COSINE, L2, DOT, got {metric!r}")
+        info, layer = self.reads.resolve(at)
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.settings.max_k:
+            raise InvalidInput(f"k must be between 1 and {self.settings.max_k} (and below n), got k={k}")
+        knn = self.store.knn
+        if prompt_id is not None:
+            ids, scores = knn.of_prompts(info.key, layer, [int(prompt_id)], k, metric=metric, dataset=dataset,
+                                         labelled=labelled)
+            return self._neighbors(ids[0], scores[0])
+        if vector is not None:
+            query = np.asarray(vector, dtype=np.float64)
+            if query.ndim != 1 or len(query) != info.d_model:
+                raise InvalidInput(f"vector has {query.size} values, but model {info.key!r} has d_model={info.d_model}")
+            if not np.isfinite(query).all():
+                raise InvalidInput("vector contains NaN or inf")
+            query = query.astype(np.float32)[None, :]
+        else:
+            if not text or not text.strip():
+                raise InvalidInput("text must be non-empty")
+            query = self.encoders.encode(info, layer, text)
+        ids, scores = knn.search(info.key, layer, query, k, metric=metric, dataset=dataset, labelled=labelled)
+        return self._neighbors(ids[0], scores[0])
+
+    def _neighbors(self, ids: np.ndarray, scores: np.ndarray) -> list[Neighbor]:
+        keep = ids >= 0
+        texts = {p.id: p.text for p in self.store.prompts.get(ids[keep])}
+        return [Neighbor(rank=r + 1, prompt_id=int(i), score=float(s), text=texts[int(i)])
+                for r, (i, s) in enumerate(zip(ids[keep], scores[keep]))]
+
+    # ------------------------------------------------------------ mutual k-NN
+    def mutual_knn(self, a: LayerRef, b: LayerRef, k: int = 10, dataset: str | None = None) -> MutualKnnResult:
+        """Mutual k-NN of two layers over their shared prompts (METHODS.md), with its null k/(n-1).
+
+        From ``store.knn.ann_threshold`` shared prompts on, the k-NN graphs are approximate and
+        ``recall`` says how well they match exact search.
+        """
+        ia, la = self.reads.resolve(a)
+        ib, lb = self.reads.resolve(b)
+        k = _int_arg(k, "k")
+        query = {"op": "mutualKnn", "a": [ia.key, la], "b": [ib.key, lb], "k": k, "dataset": dataset,
+                 "annThreshold": self.store.knn.ann_threshold}
+
+        def compute(_key: str) -> MutualKnnResult:
+            ids = self._knn_prompts(ia.key, ib.key, dataset, k)
+            n = len(ids)
+            ga, ra = self.reads.graph(ia.key, la, ids, k)
+            gb, rb = self.reads.graph(ib.key, lb, ids, k)
+            return MutualKnnResult(analysis.mutual_knn(ga, gb), k, n, analysis.null_mean(k, n), la, lb,
+                                   recall=worst_recall([ra, rb]))
+
+        return self.results.cached(query, self.reads.versions(ia, ib), compute)
+
+    def affinity_matrix(self, model_a: str, model_b: str, k: int = 10, dataset: str | None = None,
+                        layers_a: Sequence[int] | None = None,
+                        layers_b: Sequence[int] | None = None) -> AffinityMatrixResult:
+        """Mutual k-NN of every layer pair of two models (one graph per layer), the
+        generalized-diagonal test and the argmax path."""
+        ia, ib = self.store.models.get(model_a), self.store.models.get(model_b)
+        la, lb = self.reads.layer_list(ia, layers_a), self.reads.layer_list(ib, layers_b)
+        k = _int_arg(k, "k")
+        query = {"op": "affinityMatrix", "a": [ia.key, la], "b": [ib.key, lb], "k": k, "dataset": dataset,
+                 "annThreshold": self.store.knn.ann_threshold}
+
+        def compute(key: str) -> AffinityMatrixResult:
+            ids = self._knn_prompts(ia.key, ib.key, dataset, k)
+            n = len(ids)
+            ga = [self.reads.graph(ia.key, l_, ids, k) for l_ in la]
+            gb = [self.reads.graph(ib.key, l_, ids, k) for l_ in lb]
+            M = analysis.affinity_matrix([g for g, _ in ga], [g for g, _ in gb])
+            return AffinityMatrixResult(
+                model_a=ia.key, model_b=ib.key, layers_a=la, layers_b=lb, values=M.tolist(), n=n,
+                argmax=analysis.argmax_path(M), k=k, null_mean=analysis.null_mean(k, n), diagonal=_diagonal(M),
+                depths_a=self.reads.depths(ia, la), depths_b=self.reads.depths(ib, lb), key=key,
+                recall=worst_recall([r for _, r in ga + gb]),
+            )
+
+        return self.results.cached(query, self.reads.versions(ia, ib), compute)
+
+    # ------------------------------------------------------------------- CKA
+    def cka(self, a: LayerRef, b: LayerRef, debiased: bool = True, permutations: int = 0,
+            dataset: str | None = None, seed: int = 0) -> CkaResult:
+        """Linear CKA of two layers over their shared prompts; ``permutations`` > 0 adds a
+        permutation-test p-value (1 + #{null >= observed}) / (1 + P), reproducible for a seed."""
+        permutations = self._check_permutations(permutations)
+        ia, la = self.reads.resolve(a)
+        ib, lb = self.reads.resolve(b)
+        query = {"op": "cka", "a": [ia.key, la], "b": [ib.key, lb], "debiased": bool(debiased),
+                 "permutations": permutations, "dataset": dataset, "seed": seed if permutations else None}
+
+        def compute(_key: str) -> CkaResult:
+            ids = self.reads.shared(ia.key, ib.key, dataset)
+            X, Y = self.reads.rows(ia.key, la, ids), self.reads.rows(ib.key, lb, ids)
+            if permutations:
+                t = analysis.cka_permutation_test(X, Y, permutations=permutations, seed=seed, debiased=debiased)
+                return CkaResult(t.value, bool(debiased), len(ids), la, lb, permutations, t.p_value)
+            return CkaResult(analysis.linear_cka(X, Y, debiased=debiased), bool(debiased), len(ids), la, lb, 0, None)
+
+        return self.results.cached(query, self.reads.versions(ia, ib), compute)
+
+    def cka_matrix(self, model_a: str, model_b: str, debiased: bool = True, dataset: str | None = None,
+                   layers_a: Sequence[int] | None = None, layers_b: Sequence[int] | None = None,
+                   grid: int | None = None) -> SimilarityMatrixResult:
+        """CKA of every layer pair of two models (or of a relative-depth grid of ``grid`` layers each)."""
+        ia, ib = self.store.models.get(model_a), self.store.models.get(model_b)
+        if grid is not None:
+            if layers_a is not None or layers_b is not None:
+                raise InvalidInput("give either grid or layersA/layersB, not both")
+            la, lb = self.reads.grid(ia, grid), self.reads.grid(ib, grid)
+        else:
+            la, lb = self.reads.layer_list(ia, layers_a), self.reads.layer_list(ib, layers_b)
+        query = {"op": "ckaMatrix", "a": [ia.key, la], "b": [ib.key, lb], "debiased": bool(debiased),
+                 "dataset": dataset}
+
+        def compute(key: str) -> SimilarityMatrixResult:
+            ids = self.reads.shared(ia.key, ib.key, dataset)
+            xs = [self.reads.rows(ia.key, l_, ids) for l_ in la]
+            ys = [self.reads.rows(ib.key, l_, ids) for l_ in lb]
+            M = analysis.cka_matrix(xs, ys, debiased=debiased)
+            return SimilarityMatrixResult(
+                model_a=ia.key, model_b=ib.key, layers_a=la, layers_b=lb, values=M.tolist(), n=len(ids),
+                argmax=analysis.argmax_path(M), depths_a=self.reads.depths(ia, la),
+                depths_b=self.reads.depths(ib, lb), debiased=bool(debiased), key=key,
+            )
+
+        return self.results.cached(query, self.reads.versions(ia, ib), compute)
+
+
+def _diagonal(M: np.ndarray) -> DiagonalTest:
+    """The diagonal test where it is defined; NaN fields for matrices too small for it."""
+    if min(M.shape) < 2 or M.size - max(M.shape) < 2:
+        nan = float("nan")
+        return DiagonalTest(nan, nan, nan, nan, nan, 0, 0, M.shape[0] > M.shape[1])
+    return analysis.diagonal_test(M)
