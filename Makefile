@@ -23,8 +23,9 @@ venv: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+# The demo prints its store's absolute path and the `--store ...` to use with the CLI.
 demo: $(STAMP)
-	$(VENV)/bin/actstore demo
+	$(VENV)/bin/actstore demo --store "$(CURDIR)/demo-store"
 
 bench: $(STAMP)
 	for f in bench/[!_]*.py; do $(PY) $$f || exit 1; done

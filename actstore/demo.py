@@ -10,11 +10,13 @@ is generated here: short labelled sentences (sentiment 0/1) about a few topics.
 from __future__ import annotations
 
 import itertools
-import os
 import random
+import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from actstore.config import Settings
 from actstore.store import Store
 
 ONLINE_MODELS = {"pythia-70m": "EleutherAI/pythia-70m", "pythia-160m": "EleutherAI/pythia-160m", "gpt2": "gpt2"}
@@ -44,32 +46,28 @@ def demo_prompts(n: int = 320, seed: int = 0) -> tuple[list[str], list[int]]:
     return [t for t, _ in rows], [l for _, l in rows]
 
 
-def hub_reachable(timeout: float = 5.0) -> bool:
-    """Whether the Hugging Face hub answers (False when HF_HUB_OFFLINE is set)."""
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"):
-        return False
-    try:
-        from huggingface_hub import model_info
-
-        model_info("gpt2", timeout=timeout)
-        return True
-    except Exception:  # noqa: BLE001 - any failure means "no hub from here"
-        return False
+def local_store_path(store_uri: str) -> str:
+    """The absolute path of a local store URI; an object-store URI unchanged."""
+    return store_uri if "://" in store_uri else str(Path(store_uri).expanduser().resolve())
 
 
 def build_demo_store(store_uri: str, *, online: bool | None = None, n_prompts: int = 320,
-                     progress: bool = True) -> list[str]:
+                     on_progress: Callable[[str, int, int], None] | None = None,
+                     settings: Settings | None = None) -> list[str]:
     """Fill ``store_uri`` with the demo models and prompts; return the model keys.
 
     Models already stored are skipped, so running the demo again starts serving at once.
+    ``on_progress(model_key, done, total)`` reports each model's ingest.
     """
     from actstore.ingest.pipeline import ingest
+    from actstore.ingest.runner import hub_reachable
 
-    store = Store.open(store_uri)
-    online = hub_reachable() if online is None else online
+    settings = settings if settings is not None else Settings()
+    store = Store.open(store_uri, create=True, settings=settings)
+    online = hub_reachable(settings) if online is None else online
     texts, labels = demo_prompts(n_prompts)
     store.add_prompts(DATASET, texts, labels)
-    have = {m.key for m in store.models()}
+    have = {m.key for m in store.models.list()}
     if online:
         print(f"demo: the Hugging Face hub is reachable; ingesting {', '.join(ONLINE_MODELS.values())}")
         sources = dict(ONLINE_MODELS)
@@ -88,8 +86,9 @@ def build_demo_store(store_uri: str, *, online: bool | None = None, n_prompts: i
     for key, source in sources.items():
         if key in have:
             continue
+        report = None if on_progress is None else (lambda done, total, key=key: on_progress(key, done, total))
         summary = ingest(store, source, DATASET, key=key, layers="all", batch_size=32, max_tokens=64,
-                         dtype="float32", progress=progress)
+                         dtype="float32", on_progress=report, settings=settings)
         print(f"demo: {key}: {summary.encoded} prompts x {len(summary.layers)} layers stored")
     return list(sources)
 
@@ -109,20 +108,35 @@ def example_queries(keys: list[str]) -> list[tuple[str, str]]:
 
 
 def run_demo(store_uri: str, host: str = "127.0.0.1", port: int = 8000, online: bool | None = None,
-             serve: bool = True) -> None:
-    """Build the demo store, print how to query it, and serve the API (blocks)."""
-    keys = build_demo_store(store_uri, online=online)
+             serve: bool = True, on_progress: Callable[[str, int, int], None] | None = None,
+             settings: Settings | None = None) -> None:
+    """Build the demo store, print where it is, how to query it and how to use it from the
+    command line, and serve the API (blocks) unless ``serve`` is false."""
+    settings = settings if settings is not None else Settings()
+    where = local_store_path(store_uri)
+    keys = build_demo_store(where, online=online, on_progress=on_progress, settings=settings)
     url = f"http://{host}:{port}/graphql"
-    print(f"\nactstore demo: GraphiQL at {url}  (store: {store_uri})\n")
+    flag = f"--store {shlex.quote(where)}"
+    print(f"\nactstore demo: store at {where}")
+    print(f"Use it from the command line with {flag}, e.g.\n"
+          f"  actstore info {flag}\n"
+          f"  actstore query '{{ models {{ key nLayers }} }}' {flag}\n"
+          f"  actstore serve {flag}\n")
+    print(f"GraphiQL at {url}\n" if serve else "Example queries (GraphiQL once served):\n")
     for title, query in example_queries(keys):
         print(f"# {title}\n{query}\n")
-    print(f"From a shell:  curl -s {url} -H 'content-type: application/json' "
-          f"-d '{{\"query\": \"{{ models {{ key nLayers dModel promptCount }} }}\"}}'\n", flush=True)
-    if not serve:
-        return
+    if serve:
+        print(f"From a shell:  curl -s {url} -H 'content-type: application/json' "
+              f"-d '{{\"query\": \"{{ models {{ key nLayers dModel promptCount }} }}\"}}'\n", flush=True)
+        serve_demo(where, host=host, port=port, settings=settings)
+
+
+def serve_demo(store_uri: str, host: str = "127.0.0.1", port: int = 8000,
+               settings: Settings | None = None) -> None:
+    """Serve the GraphQL API over the demo store (blocks)."""
     import uvicorn
 
     from actstore.api import create_app
 
     sys.stdout.flush()
-    uvicorn.run(create_app(store_uri), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(store_uri, settings), host=host, port=port, log_level="warning")

@@ -167,6 +167,30 @@ class LayerRef:
     layer: int | None = None
     depth: float | None = None
 
+    @classmethod
+    def parse(cls, text: str) -> LayerRef:
+        """``MODEL:LAYER`` (0-based block, negative from the end) or ``MODEL@DEPTH`` (relative
+        depth in [0, 1]) -> LayerRef. ``pythia-70m:3``, ``llama:-1``, ``qwen@0.5``.
+        InvalidInput naming the text and the syntax for anything else."""
+        if not isinstance(text, str):
+            raise InvalidInput(f"a layer reference must be text like MODEL:LAYER or MODEL@DEPTH, got {text!r}")
+        if "@" in text:
+            model, _, depth = text.rpartition("@")
+            try:
+                d = float(depth)
+            except ValueError:
+                d = math.nan
+            if not model or not 0.0 <= d <= 1.0:  # also refuses NaN
+                raise InvalidInput(f"bad depth in {text!r}: use MODEL@DEPTH with DEPTH in [0, 1]")
+            return cls(model, depth=d)
+        model, sep, layer = text.rpartition(":")
+        if not sep or not model:
+            raise InvalidInput(f"bad layer {text!r}: use MODEL:LAYER (e.g. pythia-70m:3, llama:-1) or MODEL@DEPTH")
+        try:
+            return cls(model, layer=int(layer))
+        except ValueError:
+            raise InvalidInput(f"bad layer number in {text!r}: use MODEL:LAYER with an integer LAYER") from None
+
     def resolve(self, n_layers: int, stored: Sequence[int]) -> int:
         """The stored layer index this reference names in a model of ``n_layers`` blocks
         whose stored layers are ``stored``. InvalidInput for a bad reference, NotFound for a

@@ -4,7 +4,7 @@
 
 Starts `actstore serve` (uvicorn) on a free loopback port over a synthetic store, then times
 sequential single queries by promptId: p50/p99 over HTTP (httpx, keep-alive) and p50/p99
-of `store.knn_of_prompts` in-process for the same prompts. Target: HTTP p50
+of `store.knn.of_prompts` in-process for the same prompts. Target: HTTP p50
 within 2 ms of in-process.
 """
 
@@ -51,11 +51,11 @@ def main() -> None:
         qids = rng.choice(ids, size=args.queries, replace=False)
 
         # in-process: the same look-up (stored prompt, self excluded) on the store directly
-        store.knn_of_prompts("m", 0, qids[:1], args.k)  # build the index once
+        store.knn.of_prompts("m", 0, qids[:1], args.k)  # build the index once
         local = []
         for pid in qids:
             t0 = time.perf_counter()
-            store.knn_of_prompts("m", 0, [pid], args.k)
+            store.knn.of_prompts("m", 0, [pid], args.k)
             local.append(time.perf_counter() - t0)
 
         port = _free_port()

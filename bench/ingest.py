@@ -112,8 +112,7 @@ def main() -> None:
         for r in range(args.reps):
             bare.append(bare_loop(runner, tok, batches))
             summary = ingest(store, runner, "bench", key=f"bench{r}", layers="all",
-                             batch_size=args.batch_size, max_tokens=args.seq, dtype=args.dtype,
-                             progress=False)
+                             batch_size=args.batch_size, max_tokens=args.seq, dtype=args.dtype)
             ing.append(summary.seconds)
             assert summary.encoded == args.prompts
             assert summary.rows_written == args.prompts * runner.n_layers

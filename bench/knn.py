@@ -1,4 +1,4 @@
-"""Approximate k-NN (actstore.store.ann) against FAISS exact search and LanceDB's search.
+"""Approximate k-NN (actstore.store.knn.ann) against FAISS exact search and LanceDB's search.
 
 Synthetic clustered vectors (``synthetic_clustered``: 100 cluster centres, a shared rank-64
 part, isotropic noise), d = 1,024, float16 storage, cosine. n = 100,000 by default,
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import faiss  # noqa: E402
 
-from actstore.store.ann import AnnIndex, AnnParams, synthetic_clustered  # noqa: E402
+from actstore.store.knn.ann import AnnIndex, AnnParams, synthetic_clustered  # noqa: E402
 
 
 def _latency(search, Q: np.ndarray, repeat: int) -> tuple[float, float]:

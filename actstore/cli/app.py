@@ -1,5 +1,9 @@
 """``actstore`` command line. Every command takes ``--store URI`` (default ``$ACTSTORE_STORE``
 or ``./actstore-data``). Expected errors print ``error: ...`` and exit with status 2.
+
+Only ``ingest``, ``import`` and ``demo`` create a store; every other command refuses a store
+that does not exist. Heavy modules (LanceDB, torch, transformers, strawberry, matplotlib)
+are imported inside the commands that need them, so the command line starts at once.
 """
 
 # No `from __future__ import annotations`: typer reads the Annotated hints at runtime.
@@ -9,14 +13,12 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from actstore.store import Store
-from actstore.errors import ActstoreError
+from actstore.errors import InvalidInput
 
 from .bridges import bridge_command, next_token_transfer_command, probe_transfer_command
-from .common import DEFAULT_STORE, StoreOption, fail
+from .common import (StoreOption, check_store_path, column_spec, fail, int_list, open_service, open_store,
+                     settings_for, user_errors)
 from .ingest import ingest_command
 from .sae import sae_app
 
@@ -34,15 +36,16 @@ app.command("next-token-transfer")(next_token_transfer_command)
 app.add_typer(sae_app, name="sae")
 
 
-
 @app.command("info")
-def info_command(store: StoreOption = DEFAULT_STORE) -> None:
+def info_command(ctx: typer.Context, store: StoreOption = None) -> None:
     """Models, layers, datasets and prompt counts at a glance."""
-    try:
-        s = Store.open(store)
-        models, datasets = s.models(), s.datasets()
-    except ActstoreError as exc:
-        raise fail(str(exc)) from None
+    from rich.console import Console
+    from rich.table import Table
+
+    with user_errors(ctx):
+        s = open_store(settings_for(store))
+        models, datasets = s.models.list(), s.prompts.datasets()
+        prompts = {m.key: len(s.activations.model_ids(m.key)) for m in models}
     console = Console()
     console.print(f"[bold]store[/bold] {s.uri}")
     t = Table(title=f"models ({len(models)})", title_justify="left")
@@ -50,8 +53,7 @@ def info_command(store: StoreOption = DEFAULT_STORE) -> None:
         t.add_column(col)
     for m in models:
         layers = f"{len(m.layers)}/{m.n_layers}" + (f" ({_ranges(m.layers)})" if m.layers else "")
-        t.add_row(m.key, m.architecture, layers, str(m.d_model), m.dtype,
-                  str(len(s.model_prompt_ids(m.key))), m.source)
+        t.add_row(m.key, m.architecture, layers, str(m.d_model), m.dtype, str(prompts[m.key]), m.source)
     console.print(t)
     t = Table(title=f"datasets ({len(datasets)})", title_justify="left")
     for col in ("name", "prompts", "labelled"):
@@ -75,13 +77,14 @@ def _ranges(values: tuple[int, ...]) -> str:
 
 @app.command("import")
 def import_command(
+    ctx: typer.Context,
     arrays: Annotated[list[Path], typer.Argument(
         help="One [n, L, d] .npy, several [n, d] .npy (one per layer), or one .safetensors "
         "with one tensor per layer.")],
     model: Annotated[str, typer.Option("--model", help="Model key to store the activations under.")],
     dataset: Annotated[str, typer.Option("--dataset", help="Dataset the prompts go into.")],
     prompts: Annotated[Path, typer.Option(
-        "--prompts", help="Prompts file (JSONL with text and optional label); row i of each array is prompt i.")],
+        "--prompts", help="Prompts file (.jsonl, .csv, .tsv, .parquet, .txt); row i of each array is prompt i.")],
     layers: Annotated[Optional[str], typer.Option(
         "--layers", help="Comma-separated layer indices of the arrays (default: from the names or axis 1).")] = None,
     n_layers: Annotated[Optional[int], typer.Option(
@@ -89,44 +92,48 @@ def import_command(
     dtype: Annotated[str, typer.Option("--dtype", help="Storage dtype: float16 or float32.")] = "float16",
     source: Annotated[Optional[str], typer.Option("--source", help="Where the activations came from.")] = None,
     architecture: Annotated[Optional[str], typer.Option("--architecture", help="config.model_type of the model.")] = None,
-    store: StoreOption = DEFAULT_STORE,
+    text_column: Annotated[str, typer.Option(
+        "--text-column", help="Text column/field of the prompts file (a 0-based index for a "
+        "CSV/TSV without a header row).")] = "text",
+    label_column: Annotated[str, typer.Option(
+        "--label-column", help="Label column/field of the prompts file (optional in the file).")] = "label",
+    store: StoreOption = None,
 ) -> None:
-    """Load activations extracted elsewhere, with their prompts, into the store."""
+    """Load activations extracted elsewhere, with their prompts, into the store.
+
+    Creates the store if it does not exist, once every file is validated.
+    """
     from actstore.ingest.importer import import_activations
 
-    try:
-        layer_list = None
-        if layers:
-            try:
-                layer_list = [int(x) for x in layers.split(",")]
-            except ValueError:
-                raise fail(f"--layers must be comma-separated integers, got {layers!r}") from None
+    with user_errors(ctx):
+        settings = settings_for(store)
+        check_store_path(settings.store_uri, create=True)
         summary = import_activations(
-            Store.open(store), model_key=model, dataset=dataset, prompts_file=prompts, arrays=arrays,
-            layers=layer_list, n_layers=n_layers, dtype=dtype, source=source, architecture=architecture,
+            settings.store_uri, model_key=model, dataset=dataset, prompts_file=prompts, arrays=arrays,
+            layers=int_list(layers, "--layers"), n_layers=n_layers, dtype=dtype, source=source,
+            architecture=architecture, text_column=column_spec(text_column),
+            label_column=column_spec(label_column), settings=settings,
         )
-    except ActstoreError as exc:
-        raise fail(str(exc)) from None
     print(f"imported {summary.prompts} prompts x {len(summary.layers)} layers (d={summary.d_model}) "
           f"as model {summary.model_key!r}, dataset {summary.dataset!r}")
 
 
 @app.command("serve")
 def serve_command(
-    store: StoreOption = DEFAULT_STORE,
+    ctx: typer.Context,
+    store: StoreOption = None,
     host: Annotated[str, typer.Option("--host", help="Address to bind; loopback unless told otherwise.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
     """Serve the GraphQL API (GraphiQL at /graphql, /healthz, heatmaps at /plots/KEY.png)."""
+    with user_errors(ctx):
+        settings = settings_for(store)
+        service = open_service(settings)
     import uvicorn
 
     from actstore.api import create_app
-    from actstore.service import Service
-    from actstore.config import Settings
 
-    settings = Settings(store_uri=store)
-    service = Service(store, settings)
     if not settings.token:
         print("note: ACTSTORE_TOKEN is not set, so mutations (ingest, addPrompts) are refused", file=sys.stderr)
     print(f"actstore: serving {service.store.uri} at http://{host}:{port}/graphql", file=sys.stderr, flush=True)
@@ -135,29 +142,29 @@ def serve_command(
 
 @app.command("query")
 def query_command(
+    ctx: typer.Context,
     query: Annotated[str, typer.Argument(help="A GraphQL operation, e.g. '{ models { key nLayers } }'.")],
     variables: Annotated[Optional[str], typer.Option("--variables", help="Variables as a JSON object.")] = None,
-    store: StoreOption = DEFAULT_STORE,
+    store: StoreOption = None,
 ) -> None:
     """Run one GraphQL operation in-process and print the JSON answer.
 
-    Mutations are allowed when ACTSTORE_TOKEN is set in this shell (as for the server).
+    Runs as the owner of the store: mutations are allowed without the token.
     Exits 1 when the answer has errors.
     """
     import asyncio
     import json
 
+    with user_errors(ctx):
+        try:
+            vars_ = json.loads(variables) if variables else None
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"--variables is not valid JSON: {exc}") from None
+        if vars_ is not None and not isinstance(vars_, dict):
+            raise InvalidInput("--variables must be a JSON object")
+        service = open_service(settings_for(store))
     from actstore.api import execute
-    from actstore.service import Service
-    from actstore.config import Settings
 
-    try:
-        vars_ = json.loads(variables) if variables else None
-    except json.JSONDecodeError as exc:
-        raise fail(f"--variables is not valid JSON: {exc}") from None
-    if vars_ is not None and not isinstance(vars_, dict):
-        raise fail("--variables must be a JSON object")
-    service = Service(store, Settings(store_uri=store))
     out = asyncio.run(execute(service, query, vars_, authorized=True))
     print(json.dumps(out, indent=2))
     if out.get("errors"):
@@ -166,19 +173,32 @@ def query_command(
 
 @app.command("demo")
 def demo_command(
+    ctx: typer.Context,
     store: Annotated[str, typer.Option("--store", help="Where to build the demo store.")] = "./demo-store",
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port")] = 8000,
     offline: Annotated[bool, typer.Option("--offline", help="Use tiny random models even with a network.")] = False,
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Build the store and exit.")] = False,
 ) -> None:
-    """Build a demo store (real small hub models online, tiny random ones offline) and serve it."""
-    from actstore.demo import run_demo
+    """Build a demo store (real small hub models online, tiny random ones offline) and serve it.
+
+    Prints the store's absolute path and the --store to use it with the other commands.
+    """
+    from rich.console import Console
+
+    from actstore.demo import DATASET, run_demo
+
+    from .progress import ProgressBar
 
     try:
-        run_demo(store, host=host, port=port, online=False if offline else None, serve=not no_serve)
-    except ActstoreError as exc:
-        raise fail(str(exc)) from None
+        with user_errors(ctx), ProgressBar(Console(stderr=True)) as bar:
+            settings = settings_for(store)
+            check_store_path(settings.store_uri, create=True)
+            run_demo(settings.store_uri, host=host, port=port, online=False if offline else None,
+                     serve=not no_serve, settings=settings,
+                     on_progress=lambda key, done, total: bar.update(f"{key} <- {DATASET}", done, total))
+    except KeyboardInterrupt:
+        raise fail("interrupted; run the same command again to resume", 130) from None
 
 
 def main() -> None:  # pragma: no cover - console entry point

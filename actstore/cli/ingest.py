@@ -1,34 +1,27 @@
 """``actstore ingest``: the command-line glue around :func:`actstore.ingest.pipeline.ingest`.
 
-Registered as ``actstore ingest`` in :mod:`actstore.cli.app`. Every expected
-error (bad input, unknown dataset, missing model folder, offline hub id, ...) prints one
-clear line to stderr and exits with status 2, without a traceback. Ctrl-C exits with 130;
-running the same command again resumes where it stopped.
+Registered as ``actstore ingest`` in :mod:`actstore.cli.app`. The pipeline reports progress
+through a callback; this command draws the bar (on a terminal) and prints each summary to
+stderr. Every expected error (bad input, unknown dataset, missing model folder, offline hub
+id, ...) prints one clear line to stderr and exits with status 2, without a traceback.
+Ctrl-C exits with 130; running the same command again resumes where it stopped.
 """
 
 # No `from __future__ import annotations`: typer reads the Annotated hints at runtime.
 
 import logging
-import tomllib
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from actstore.config import Settings
-from actstore.errors import ActstoreError
-
-from .common import fail
+from .common import StoreOption, check_store_path, column_spec, fail, settings_for, user_errors
 
 __all__ = ["ingest_command"]
 
 
-def _column(name: str) -> "str | int":
-    """A column name, or a 0-based index when all digits (files without a header row)."""
-    return int(name) if name.strip().isdigit() else name
-
-
 def ingest_command(
+    ctx: typer.Context,
     model: Annotated[Optional[str], typer.Option(
         "--model", help="Hugging Face hub id or local model folder (safetensors weights).")] = None,
     dataset: Annotated[Optional[str], typer.Option(
@@ -48,9 +41,7 @@ def ingest_command(
     manifest: Annotated[Optional[Path], typer.Option(
         "--manifest", help="TOML file with several run tables (model, dataset, prompts, layers, key); "
         "see actstore.ingest.manifest.")] = None,
-    store: Annotated[str, typer.Option(
-        "--store", envvar="ACTSTORE_STORE",
-        help="Store URI (local folder or object-store URI).")] = Settings().store_uri,
+    store: StoreOption = None,
     text_column: Annotated[str, typer.Option(
         "--text-column", help="Text column/field of the prompts file (a 0-based index for a "
         "CSV/TSV without a header row).")] = "text",
@@ -64,36 +55,51 @@ def ingest_command(
 ) -> None:
     """Run a Hugging Face model over a dataset's prompts and store last-token activations per layer.
 
-    Resumable: prompts already stored for every requested layer are skipped.
+    Creates the store if it does not exist. Resumable: prompts already stored for every
+    requested layer are skipped.
     """
-    store = store or Settings().store_uri
-    from actstore.ingest.pipeline import ingest
+    from rich.console import Console
+
     from actstore.ingest.manifest import run_manifest
+    from actstore.ingest.pipeline import ingest, model_key_for
+
+    from .progress import ProgressBar
 
     logging.getLogger("actstore").setLevel(logging.WARNING)
+    console = Console(stderr=True)
+
+    def report(summary) -> None:
+        console.print(str(summary), markup=False, highlight=False)
+
     try:
-        if manifest is not None:
-            given = [name for name, v in (("--model", model), ("--dataset", dataset),
-                                          ("--prompts", prompts), ("--key", key)) if v is not None]
-            if given:
-                raise fail(f"--manifest cannot be combined with {', '.join(given)}; put them in "
-                            "the manifest's [[run]] tables")
-            base = dict(layers=layers, batch_size=batch_size, max_tokens=max_tokens, dtype=dtype,
-                        device=device, compute_dtype=compute_dtype, text_column=_column(text_column),
-                        label_column=_column(label_column))
-            run_manifest(store, manifest, base=base, progress=True)
-            return
-        missing = [name for name, v in (("--model", model), ("--dataset", dataset)) if not v]
-        if missing:
-            raise fail(f"missing {' and '.join(missing)} (or pass --manifest FILE.toml)")
-        text_col, label_col = _column(text_column), _column(label_column)
-        ingest(store, model, dataset, prompts_file=prompts, key=key, layers=layers,
-               batch_size=batch_size, max_tokens=max_tokens, dtype=dtype, device=device,
-               compute_dtype=compute_dtype, text_column=text_col, label_column=label_col,
-               progress=True, next_tokens=next_tokens)
-    except typer.Exit:
-        raise
+        with user_errors(ctx), ProgressBar(console) as bar:
+            settings = settings_for(store)
+            check_store_path(settings.store_uri, create=True)
+            if manifest is not None:
+                given = [name for name, v in (("--model", model), ("--dataset", dataset),
+                                              ("--prompts", prompts), ("--key", key)) if v is not None]
+                if given:
+                    raise fail(f"--manifest cannot be combined with {', '.join(given)}; put them in "
+                               "the manifest's [[run]] tables")
+                base = dict(layers=layers, batch_size=batch_size, max_tokens=max_tokens, dtype=dtype,
+                            device=device, compute_dtype=compute_dtype, text_column=column_spec(text_column),
+                            label_column=column_spec(label_column))
+                run_manifest(
+                    settings.store_uri, manifest, base=base, settings=settings,
+                    on_progress=lambda run, done, total: bar.update(
+                        f"{run.key or model_key_for(run.model)} <- {run.dataset}", done, total),
+                    on_summary=lambda run, summary: report(summary))
+                return
+            missing = [name for name, v in (("--model", model), ("--dataset", dataset)) if not v]
+            if missing:
+                raise fail(f"missing {' and '.join(missing)} (or pass --manifest FILE.toml)")
+            description = f"{key or model_key_for(model)} <- {dataset}"
+            summary = ingest(
+                settings.store_uri, model, dataset, prompts_file=prompts, key=key, layers=layers,
+                batch_size=batch_size, max_tokens=max_tokens, dtype=dtype, device=device,
+                compute_dtype=compute_dtype, text_column=column_spec(text_column),
+                label_column=column_spec(label_column), next_tokens=next_tokens, settings=settings,
+                on_progress=lambda done, total: bar.update(description, done, total))
+        report(summary)
     except KeyboardInterrupt:
         raise fail("interrupted; run the same command again to resume", 130) from None
-    except (ActstoreError, ValueError, OSError, tomllib.TOMLDecodeError) as e:
-        raise fail(str(e)) from None

@@ -16,8 +16,8 @@ from typing import Any
 
 _EXPORTS = {
     "PromptSet": "sources", "read_prompts": "sources",
-    "ModelRunner": "runner",
-    "IngestSummary": "pipeline", "ingest": "pipeline", "model_key_for": "pipeline",
+    "Batch": "runner", "ModelRunner": "runner",
+    "IngestSummary": "pipeline", "ingest": "pipeline", "model_key_for": "pipeline", "open_store": "pipeline",
     "ManifestRun": "manifest", "load_manifest": "manifest", "run_manifest": "manifest",
 }
 __all__ = sorted(_EXPORTS)

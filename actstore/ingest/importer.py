@@ -9,7 +9,8 @@ Accepted array layouts:
   the tensor name (``blocks.5.hook_resid_post`` -> 5, ``layer_12`` -> 12, ``3`` -> 3).
 
 Row ``i`` of every array belongs to prompt ``i`` of the prompts file. Everything is read and
-validated before anything is stored, so a bad file stores nothing.
+validated before the store is opened (or created) and before anything is stored, so a bad
+file stores nothing.
 """
 
 from __future__ import annotations
@@ -18,13 +19,17 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from actstore.store import Store
+from actstore.config import Settings
 from actstore.errors import InvalidInput
 
 from .sources import read_prompts
+
+if TYPE_CHECKING:
+    from actstore.store import Store
 
 _LAST_INT = re.compile(r"(\d+)(?!.*\d)")
 
@@ -53,28 +58,36 @@ def load_layer_arrays(paths: Sequence[str | Path], layers: Sequence[int] | None 
     for p in paths:
         if not p.exists():
             raise InvalidInput(f"activation file {str(p)!r} does not exist")
+        if p.is_dir():
+            raise InvalidInput(f"activation file {str(p)!r} is a folder; pass .npy or .safetensors files")
         if p.suffix not in (".npy", ".safetensors"):
             raise InvalidInput(f"activation file {str(p)!r}: expected .npy or .safetensors")
     if len(paths) == 1 and paths[0].suffix == ".safetensors":
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         out: dict[int, np.ndarray] = {}
-        with safe_open(str(paths[0]), framework="pt") as fh:
-            names = list(fh.keys())
-            if not names:
-                raise InvalidInput(f"{str(paths[0])!r} holds no tensors")
-            for i, name in enumerate(names):
-                layer = layers[i] if layers is not None else _layer_from_name(name)
-                out[layer] = fh.get_tensor(name).float().numpy()
+        try:
+            with safe_open(str(paths[0]), framework="pt") as fh:
+                names = list(fh.keys())
+                if not names:
+                    raise InvalidInput(f"{str(paths[0])!r} holds no tensors")
+                for i, name in enumerate(names):
+                    layer = layers[i] if layers is not None else _layer_from_name(name)
+                    out[layer] = fh.get_tensor(name).float().numpy()
+        except (OSError, SafetensorError) as exc:
+            raise InvalidInput(f"cannot read activation file {str(paths[0])!r}: {exc}") from None
         if layers is not None and len(layers) != len(names):
             raise InvalidInput(f"{len(layers)} layers given for {len(names)} tensors in {str(paths[0])!r}")
         return out
     if any(p.suffix != ".npy" for p in paths):
         raise InvalidInput("give either one .safetensors file or .npy files, not a mix")
-    try:
-        arrays = [np.load(p, mmap_mode="r", allow_pickle=False) for p in paths]
-    except ValueError as exc:
-        raise InvalidInput(f"cannot read .npy file: {exc}") from exc
+    arrays = []
+    for p in paths:
+        try:
+            arrays.append(np.load(p, mmap_mode="r", allow_pickle=False))
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise InvalidInput(f"cannot read activation file {str(p)!r}: {why}") from None
     if len(arrays) == 1 and arrays[0].ndim == 3:
         if layers is not None and len(layers) != arrays[0].shape[1]:
             raise InvalidInput(f"{len(layers)} layers given for an array of {arrays[0].shape[1]} layers")
@@ -91,7 +104,7 @@ def load_layer_arrays(paths: Sequence[str | Path], layers: Sequence[int] | None 
 
 
 def import_activations(
-    store: Store,
+    store: Store | str | Path,
     *,
     model_key: str,
     dataset: str,
@@ -102,14 +115,25 @@ def import_activations(
     dtype: str = "float16",
     source: str | None = None,
     architecture: str | None = None,
+    text_column: str | int = "text",
+    label_column: str | int | None = "label",
+    settings: Settings | None = None,
 ) -> ImportSummary:
     """Store pre-extracted activations of ``prompts_file``'s prompts under ``model_key``.
 
+    ``store`` is a Store or a URI (created if missing, once everything is validated).
     ``n_layers`` is the model's number of decoder blocks (default: the highest layer + 1).
-    All arrays are validated (rows, dimension, finiteness, float16 range) before the
-    prompts or any layer are written.
+    ``text_column`` / ``label_column`` name the prompts file's fields as for ingest. All
+    arrays are validated (rows, dimension, finiteness, float16 range) before the prompts or
+    any layer are written.
     """
-    prompts = read_prompts(prompts_file)
+    from actstore.ingest.pipeline import STORAGE_DTYPES, open_store
+    from actstore.store.tables import check_model_key
+
+    check_model_key(model_key)
+    if dtype not in STORAGE_DTYPES:
+        raise InvalidInput(f"storage dtype must be float16 or float32, got {dtype!r}")
+    prompts = read_prompts(prompts_file, text_column=text_column, label_column=label_column)
     by_layer = load_layer_arrays(arrays, layers)
     n = len(prompts.texts)
     first_seen: dict[str, int] = {}
@@ -134,11 +158,12 @@ def import_activations(
             raise InvalidInput(f"layer {layer} contains NaN or inf")
         if dtype == "float16" and np.abs(a).max() > np.finfo(np.float16).max:
             raise InvalidInput(f"layer {layer} has values beyond float16 range: import with dtype float32")
-    ids = store.add_prompts(dataset, prompts.texts, prompts.labels, prompts.meta)
+    st = open_store(store, settings)
+    ids = st.add_prompts(dataset, prompts.texts, prompts.labels, prompts.meta)
     for layer, a in sorted(by_layer.items()):
-        store.write_activations(
+        st.write_activations(
             model_key, layer, ids, np.asarray(a, dtype=np.float32), n_layers=L, source=source or str(arrays[0]),
             architecture=architecture or "imported", dtype=dtype,
         )
-    store.optimize(model_key)
+    st.activations.optimize(model_key)
     return ImportSummary(model_key, dataset, n, tuple(sorted(by_layer)), d)

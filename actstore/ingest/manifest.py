@@ -33,10 +33,12 @@ runs then go in file order, and a failed run stops the rest (rerun to resume).
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from actstore.config import Settings
 from actstore.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -152,16 +154,20 @@ def load_manifest(path: str | Path, base: dict[str, Any] | None = None) -> list[
 
 
 def run_manifest(store: Store | str | Path, path: str | Path, *, base: dict[str, Any] | None = None,
-                 progress: bool = True, console: Any = None) -> list[IngestSummary]:
+                 on_progress: Callable[[ManifestRun, int, int], None] | None = None,
+                 on_summary: Callable[[ManifestRun, IngestSummary], None] | None = None,
+                 settings: Settings | None = None) -> list[IngestSummary]:
     """Run every ingest of a manifest in order; returns one summary per run.
 
+    ``on_progress(run, done, total)`` reports each run's progress (see
+    :func:`actstore.ingest.pipeline.ingest`), ``on_summary(run, summary)`` each finished run.
     A model used by consecutive runs (same model, device and compute dtype) is loaded once.
     """
-    from actstore.ingest.pipeline import _open_store, ingest
+    from actstore.ingest.pipeline import ingest, open_store
     from actstore.ingest.runner import ModelRunner
 
     runs = load_manifest(path, base)
-    st = _open_store(store)
+    st = open_store(store, settings)
     summaries = []
     runner: ModelRunner | None = None
     loaded: tuple | None = None
@@ -171,12 +177,15 @@ def run_manifest(store: Store | str | Path, path: str | Path, *, base: dict[str,
         if ident != loaded:
             runner = None  # free the previous model before loading the next
             runner = ModelRunner(run.model, device=o["device"], dtype=o["compute_dtype"],
-                                 revision=o["revision"])
+                                 revision=o["revision"], settings=settings)
             loaded = ident
-        summaries.append(ingest(
+        report = None if on_progress is None else (lambda done, total, run=run: on_progress(run, done, total))
+        summary = ingest(
             st, runner, run.dataset, prompts_file=run.prompts, key=run.key, layers=o["layers"],
             batch_size=o["batch_size"], max_tokens=o["max_tokens"], dtype=o["dtype"],
-            text_column=o["text_column"], label_column=o["label_column"], progress=progress,
-            console=console,
-        ))
+            text_column=o["text_column"], label_column=o["label_column"], on_progress=report,
+        )
+        summaries.append(summary)
+        if on_summary is not None:
+            on_summary(run, summary)
     return summaries

@@ -11,13 +11,17 @@
    so a resumed run computes exactly the batches (and so bit-identical vectors) that an
    uninterrupted run would.
 4. Vectors are buffered for several batches (``flush_prompts`` prompts or ``flush_bytes``)
-   and written per layer through ``Store.write_layers`` (one commit per layer; upserts on
-   prompt_id, so re-writing after a crash leaves no duplicates). Writes run in a background
-   thread while the model computes the next batches (one write in flight at a time).
-   ``store.optimize(key)`` compacts the tables at the end.
+   and written per layer through ``store.activations.write`` (one commit per layer; upserts
+   on prompt_id, so re-writing after a crash leaves no duplicates). Writes run in a
+   background thread while the model computes the next batches (one write in flight at a
+   time). ``store.activations.optimize(key)`` compacts the tables at the end.
 
 A process killed at any point (even SIGKILL) and run again therefore ends with exactly the
 rows of an uninterrupted run.
+
+Nothing here prints: progress goes to the ``on_progress(done, total)`` callback, and the
+returned :class:`IngestSummary` says what was done (``str(summary)`` is a short report).
+The command line draws the progress bar and prints the summary.
 """
 
 from __future__ import annotations
@@ -33,15 +37,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from actstore.layers import LayerSpec
-from actstore.ingest.sources import read_prompts
+from actstore.config import Settings
 from actstore.errors import InvalidInput, NotFound
+from actstore.ingest.sources import read_prompts
+from actstore.layers import LayerSpec
 
 if TYPE_CHECKING:
     from actstore.ingest.runner import ModelRunner
     from actstore.store import Store
 
-__all__ = ["IngestSummary", "ingest", "model_key_for"]
+__all__ = ["NEXT_TOP_K", "IngestSummary", "ingest", "model_key_for", "open_store"]
+
+ProgressCallback = Callable[[int, int], None]
 
 log = logging.getLogger(__name__)
 
@@ -133,10 +140,14 @@ def model_key_for(source: str | Path) -> str:
     return slug or "model"
 
 
-def _open_store(store: Store | str | Path) -> Store:
-    from actstore.store import Store as _Store
+def open_store(store: Store | str | Path, settings: Settings | None = None, *, create: bool = True) -> Store:
+    """``store`` itself, or the store at that URI (by default created if missing: ingests and
+    imports create stores; ``create=False`` raises NotFound for a missing one)."""
+    from actstore.store import Store as StoreClass
 
-    return store if isinstance(store, _Store) else _Store.open(store)
+    if isinstance(store, StoreClass):
+        return store
+    return StoreClass.open(str(store), create=create, settings=settings)
 
 
 def _check_args(batch_size: int, max_tokens: int | None, dtype: str) -> None:
@@ -152,10 +163,7 @@ def _check_args(batch_size: int, max_tokens: int | None, dtype: str) -> None:
 def _check_key(key: str) -> str:
     from actstore.store.tables import check_model_key
 
-    try:
-        return check_model_key(key)
-    except ValueError as e:
-        raise InvalidInput(str(e)) from None
+    return check_model_key(key)  # InvalidInput naming the key and the allowed characters
 
 
 def ingest(
@@ -174,25 +182,24 @@ def ingest(
     revision: str | None = None,
     text_column: str | int = "text",
     label_column: str | int | None = "label",
-    progress: bool = True,
     flush_prompts: int = 1024,
     flush_bytes: int = 256 << 20,
-    console: Any = None,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: ProgressCallback | None = None,
     next_tokens: bool = False,
+    settings: Settings | None = None,
 ) -> IngestSummary:
     """Store the last-token block outputs of ``model`` for the prompts of ``dataset``.
 
     ``model`` is a hub id, a local folder or an already loaded :class:`ModelRunner`.
     ``layers``: ``"all"``, ``"0,5,-1"``, ``"grid:9"`` or a list of ints. ``dtype`` is the
     storage dtype (float16 | float32); ``compute_dtype`` the model's (default: bf16/fp16 on
-    CUDA, fp32 on CPU). Returns an :class:`IngestSummary`; prints a progress bar and the
-    summary when ``progress`` is true (the bar only on a terminal). ``on_progress(done,
-    total)`` is called from the calling thread at the start and after every batch, with
-    ``total`` = the prompts this run has to encode (already stored ones are not counted).
-    ``next_tokens``: also store the model's own top-5 next tokens after each prompt (greedy,
-    from its LM head; see :mod:`actstore.store.tokens`); prompts stored without them are
-    encoded again.
+    CUDA, fp32 on CPU). Returns an :class:`IngestSummary` and prints nothing.
+    ``on_progress(done, total)`` is called from the calling thread at the start and after
+    every batch, with ``total`` = the prompts this run has to encode (already stored ones
+    are not counted). ``next_tokens``: also store the model's own top-5 next tokens after
+    each prompt (greedy, from its LM head; the runner must be loaded with ``lm_head=True``);
+    prompts stored without them are encoded again. ``settings`` (default ``Settings()``)
+    says whether the Hugging Face hub may be contacted and how the store is opened.
     """
     t0 = time.perf_counter()
     _check_args(batch_size, max_tokens, dtype)
@@ -204,18 +211,27 @@ def ingest(
     prompt_set = None
     if prompts_file is not None:  # validate the whole file before anything is loaded or stored
         prompt_set = read_prompts(prompts_file, text_column=text_column, label_column=label_column)
-    st = _open_store(store)
-    if prompt_set is None:
+    # A missing store is created only once the model has loaded: a failed ingest leaves none.
+    try:
+        st: Store | None = open_store(store, settings, create=False)
+    except NotFound:
+        if prompt_set is None:
+            raise NotFound(f"unknown dataset {dataset!r}: there is no actstore store at {str(store)!r} yet; "
+                           "pass a prompts file (--prompts FILE) to add its prompts") from None
+        st = None
+    if st is not None and prompt_set is None:
         try:
-            st.prompt_ids(dataset)
+            st.prompts.ids(dataset)
         except NotFound as e:
             raise NotFound(f"{e}; pass a prompts file (--prompts FILE) to add its prompts") from None
 
-    runner = model if is_runner else _load_runner(model, device, compute_dtype, revision, next_tokens)
-    if next_tokens and getattr(runner, "lm_head", None) is None:
+    runner = model if is_runner else _load_runner(model, device, compute_dtype, revision, next_tokens, settings)
+    if next_tokens and runner.lm_head is None:
         raise InvalidInput("next tokens need the model's LM head: load the runner with "
-                                "ModelRunner(..., lm_head=True)")
+                           "ModelRunner(..., lm_head=True)")
     wanted = runner.layers(layers)
+    if st is None:
+        st = open_store(store, settings)
     _check_model_matches(st, key, runner, dtype)
 
     added = 0
@@ -227,20 +243,18 @@ def ingest(
         added = _count(st, dataset) - before
         text_of = dict(zip(ids_list, prompt_set.texts))
     # The whole dataset (the file's prompts and any stored before), in ascending id order.
-    ids = st.prompt_ids(dataset)
+    ids = st.prompts.ids(dataset)
     missing = [int(i) for i in ids if int(i) not in text_of]
     if missing:
-        text_of.update((p.id, p.text) for p in st.get_prompts(missing))
+        text_of.update((p.id, p.text) for p in st.prompts.get(missing))
     texts = [text_of[int(i)] for i in ids]
 
     # Resume: what is stored for every requested layer is done.
     done = np.ones(len(ids), dtype=bool)
     for layer in wanted:
-        done &= np.isin(ids, st.stored_prompt_ids(key, layer))
+        done &= np.isin(ids, st.activations.ids(key, layer))
     if next_tokens:
-        from actstore.store.tokens import stored_next_token_ids
-
-        done &= np.isin(ids, stored_next_token_ids(st, key))
+        done &= np.isin(ids, st.next_tokens.ids(key))
     summary = IngestSummary(
         model_key=key, dataset=dataset, source=runner.source, prompts=len(ids), encoded=0,
         skipped=int(done.sum()), layers=wanted, tokens=0, seconds=0.0, bytes_written=0,
@@ -252,7 +266,7 @@ def ingest(
         on_progress(0, todo_count)
     if done.all():
         summary.seconds = time.perf_counter() - t0
-        _report(summary, progress, console)
+        log.debug("%s", summary)
         return summary
 
     tok = runner.tokenize(texts, max_tokens)
@@ -270,7 +284,7 @@ def ingest(
 
     def write(bid: np.ndarray, vecs: dict[int, np.ndarray], nxt: np.ndarray | None = None) -> None:
         t = time.perf_counter()
-        rows = st.write_layers(key, vecs, bid, **write_kwargs)
+        rows = st.activations.write(key, vecs, bid, **write_kwargs)
         if nxt is not None:
             _write_next_tokens(st, key, runner, bid, nxt)
         summary.rows_written += rows
@@ -297,20 +311,19 @@ def ingest(
     # Writes run in one background thread, overlapping the next forward passes (LanceDB
     # commits release the GIL). Leaving the `with` waits for the write in flight, so an
     # interrupted ingest never abandons a half-submitted write; each write is atomic anyway.
-    with ThreadPoolExecutor(1, thread_name_prefix="actstore-ingest-writer") as pool, \
-            _progress(progress, console, todo_count, key, dataset) as advance:
+    with ThreadPoolExecutor(1, thread_name_prefix="actstore-ingest-writer") as pool:
         for idx in batches:
             t = time.perf_counter()
-            acts = runner.run_batch(tok, idx, wanted, top_k=NEXT_TOP_K) if next_tokens else \
-                runner.run_batch(tok, idx, wanted)
+            batch = runner.run_batch(tok, idx, wanted, top_k=NEXT_TOP_K if next_tokens else 0)
             summary.forward_seconds += time.perf_counter() - t
             keep = ~done[idx]
             sel = idx[keep]
             buf_ids.append(ids[sel])
             if next_tokens:
-                buf_next.append(acts[NEXT_TOKENS_KEY][keep])
+                buf_next.append(batch.next_tokens[keep])
             for l in wanted:
-                buf_vecs[l].append(acts[l][keep] if not keep.all() else acts[l])
+                acts = batch.activations[l]
+                buf_vecs[l].append(acts[keep] if not keep.all() else acts)
             buffered += len(sel)
             summary.batches += 1
             summary.tokens += int(tok.lengths[idx].sum())
@@ -318,42 +331,37 @@ def ingest(
             summary.truncated += int(tok.truncated[sel].sum())
             if buffered >= flush_prompts or buffered * row_bytes * len(wanted) >= flush_bytes:
                 flush(pool)
-            advance(len(sel))
             if on_progress is not None:
                 on_progress(summary.encoded, todo_count)
         flush(pool)
         if pending is not None:
             pending.result()
-    st.optimize(key)
+    st.activations.optimize(key)
     summary.seconds = time.perf_counter() - t0
-    _report(summary, progress, console)
+    log.debug("%s", summary)
     return summary
 
 
 def _count(st: Store, dataset: str) -> int:
     try:
-        return len(st.prompt_ids(dataset))
+        return len(st.prompts.ids(dataset))
     except NotFound:
         return 0
 
 
-def _load_runner(model: str | Path, device: str, compute_dtype: str | None,
-                 revision: str | None, lm_head: bool = False) -> ModelRunner:
+def _load_runner(model: str | Path, device: str, compute_dtype: str | None, revision: str | None,
+                 lm_head: bool, settings: Settings | None) -> ModelRunner:
     from actstore.ingest.runner import ModelRunner
 
-    if lm_head:
-        return ModelRunner(model, device=device, dtype=compute_dtype, revision=revision, lm_head=True)
-    return ModelRunner(model, device=device, dtype=compute_dtype, revision=revision)
+    return ModelRunner(model, device=device, dtype=compute_dtype, revision=revision, lm_head=lm_head,
+                       settings=settings)
 
 
 NEXT_TOP_K = 5  # next tokens stored per prompt (top-1 is the label, top-5 the ceiling)
-NEXT_TOKENS_KEY = -1  # = actstore.ingest.runner.NEXT_TOKENS
 
 
 def _write_next_tokens(st: Store, key: str, runner: ModelRunner, ids: np.ndarray, top: np.ndarray) -> None:
     """Store each prompt's top next-token ids with their decoded strings and vocabulary pieces."""
-    from actstore.store.tokens import write_next_tokens
-
     tok = runner.tokenizer
     cache: dict[int, tuple[str, str]] = {}
 
@@ -364,14 +372,13 @@ def _write_next_tokens(st: Store, key: str, runner: ModelRunner, ids: np.ndarray
         return cache[i]
 
     rows = [[text(int(i)) for i in row] for row in top]
-    write_next_tokens(st, key, ids, top, [[d for d, _ in r] for r in rows], [[p for _, p in r] for r in rows])
+    st.next_tokens.write(key, ids, top, [[d for d, _ in r] for r in rows], [[p for _, p in r] for r in rows])
 
 
 def _check_model_matches(st: Store, key: str, runner: ModelRunner, dtype: str) -> None:
     """Refuse to mix a different model (or storage dtype) into an existing key."""
-    try:
-        info = st.model(key)
-    except NotFound:
+    info = st.models.find(key)
+    if info is None:
         return
     diffs = []
     if info.n_layers != runner.n_layers:
@@ -390,66 +397,3 @@ def _check_model_matches(st: Store, key: str, runner: ModelRunner, dtype: str) -
                                 f"--dtype {info.dtype} (got {dtype})")
     if info.source and info.source != runner.source:
         log.info("model %r was stored from %s; now ingesting from %s", key, info.source, runner.source)
-
-
-class _NoProgress:
-    def __enter__(self):
-        return lambda n: None
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-
-def _progress(enabled: bool, console: Any, total: int, key: str, dataset: str):
-    if not enabled:
-        return _NoProgress()
-    from rich.console import Console
-
-    console = console or Console(stderr=True)
-    if not console.is_terminal:
-        return _NoProgress()
-    return _RichProgress(console, total, f"{key} <- {dataset}")
-
-
-class _RichProgress:
-    """A rich progress bar: done/total prompts, prompts/s, elapsed and ETA."""
-
-    def __init__(self, console: Any, total: int, description: str) -> None:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
-
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]} prompts/s"), TimeElapsedColumn(),
-            TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False,
-        )
-        self.total = total
-        self.description = description
-
-    def __enter__(self):
-        self.progress.__enter__()
-        self.start = time.perf_counter()
-        self.done = 0
-        task = self.progress.add_task(self.description, total=self.total, rate="-")
-
-        def advance(n: int) -> None:
-            self.done += n
-            dt = time.perf_counter() - self.start
-            rate = f"{self.done / dt:.1f}" if dt > 0 else "-"
-            self.progress.update(task, advance=n, rate=rate)
-
-        return advance
-
-    def __exit__(self, *exc) -> None:
-        self.progress.__exit__(*exc)
-
-
-def _report(summary: IngestSummary, progress: bool, console: Any) -> None:
-    log.debug("%s", summary)
-    if not progress:
-        return
-    if console is None:
-        from rich.console import Console
-
-        console = Console(stderr=True)
-    console.print(str(summary), markup=False, highlight=False)

@@ -15,8 +15,9 @@ Loading
     ``AutoConfig`` / ``AutoTokenizer`` / ``AutoModel`` (the base model, no LM head) from a
     local folder or a hub id, with ``trust_remote_code=False`` and ``use_safetensors=True``.
     Compute dtype: bf16 (fp16 where bf16 is unsupported) on CUDA, fp32 on CPU. A hub id when
-    the Hub cannot be reached (``HF_HUB_OFFLINE=1`` or no network) is only looked up in the
-    local cache (``local_files_only``) and otherwise fails at once, asking for a local folder.
+    the Hub cannot be reached (``HF_HUB_OFFLINE=1`` or no network; both read through
+    :class:`actstore.config.Settings`) is only looked up in the local cache
+    (``local_files_only``) and otherwise fails at once, asking for a local folder.
 
 Blocks
     Found generically: the shallowest ``nn.ModuleList`` whose length is the config's number
@@ -57,10 +58,11 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
-from actstore.layers import LayerSpec, parse_layer_spec
+from actstore.config import Settings
 from actstore.errors import InvalidInput
+from actstore.layers import LayerSpec, parse_layer_spec
 
-__all__ = ["ModelRunner", "Tokenized", "hub_reachable", "resolve_device", "resolve_dtype"]
+__all__ = ["Batch", "ModelRunner", "Tokenized", "hub_reachable", "resolve_device", "resolve_dtype"]
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,30 @@ class Tokenized:
         return int(self.lengths.sum())
 
 
+@dataclass(frozen=True)
+class Batch:
+    """What :meth:`ModelRunner.run_batch` computes for some prompts, rows in the order asked.
+
+    ``activations``: ``{layer: float32 [n, d_model]}``, the block outputs at the last real
+    token. ``next_tokens``: the model's ``top_k`` most probable next-token ids after the last
+    real token, int64 ``[n, top_k]`` most probable first, when asked for (else None).
+    """
+
+    activations: dict[int, np.ndarray]
+    next_tokens: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(next(iter(self.activations.values()))) if self.activations else 0
+
+    @staticmethod
+    def concat(parts: Sequence[Batch]) -> Batch:
+        """The rows of ``parts`` one after another (same layers, next tokens in all or none)."""
+        layers = parts[0].activations.keys()
+        nxt = [p.next_tokens for p in parts]
+        return Batch({l: np.concatenate([p.activations[l] for p in parts]) for l in layers},
+                     None if nxt[0] is None else np.concatenate(nxt))
+
+
 # --------------------------------------------------------------------------- environment
 
 
@@ -139,22 +165,20 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
         ) from None
 
 
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
 _reachable_cache: dict[str, bool] = {}
 
 
-def hub_reachable(timeout: float = 2.0) -> bool:
-    """Whether the Hugging Face Hub endpoint accepts a TCP connection within ``timeout`` s.
+def hub_reachable(settings: Settings | None = None, timeout: float = 2.0) -> bool:
+    """Whether the Hugging Face Hub endpoint (``settings.hf_endpoint``) accepts a TCP
+    connection within ``timeout`` s; ``False`` at once when ``settings.hub_offline``.
 
-    ``False`` at once when ``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE`` is set. DNS lookups
-    run in a daemon thread so that a dead resolver cannot hang the caller.
+    ``settings`` defaults to ``Settings()`` (the environment). DNS lookups run in a daemon
+    thread so that a dead resolver cannot hang the caller. Answers are cached per endpoint.
     """
-    if _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE"):
+    settings = settings if settings is not None else Settings()
+    if settings.hub_offline:
         return False
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    endpoint = settings.hf_endpoint
     if endpoint in _reachable_cache:
         return _reachable_cache[endpoint]
     url = urlparse(endpoint)
@@ -176,7 +200,7 @@ def hub_reachable(timeout: float = 2.0) -> bool:
     return result[0]
 
 
-def _resolve_source(source: str | Path) -> tuple[str, bool, bool]:
+def _resolve_source(source: str | Path, settings: Settings) -> tuple[str, bool, bool]:
     """(what to pass to from_pretrained, is_local, local_files_only)."""
     s = str(source).strip()
     if not s:
@@ -194,7 +218,7 @@ def _resolve_source(source: str | Path) -> tuple[str, bool, bool]:
                        or os.sep in s and os.sep != "/" or s.startswith("\\"))
     if looks_like_path:
         raise InvalidInput(f"model folder {s!r} does not exist")
-    offline = not hub_reachable()
+    offline = not hub_reachable(settings)
     return s, False, offline
 
 
@@ -215,9 +239,8 @@ def _quiet_transformers() -> Iterator[None]:
             tlog.enable_progress_bar()
 
 
-def _offline_error(source: str, err: Exception | None = None) -> InvalidInput:
-    why = ("HF_HUB_OFFLINE is set" if _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE")
-           else "the Hugging Face Hub cannot be reached")
+def _offline_error(source: str, settings: Settings) -> InvalidInput:
+    why = "HF_HUB_OFFLINE is set" if settings.hub_offline else "the Hugging Face Hub cannot be reached"
     return InvalidInput(
         f"model {source!r} is not a local folder and {why}, and it is not in the local "
         "Hugging Face cache; pass a local folder instead (one with config.json, *.safetensors "
@@ -246,12 +269,14 @@ class ModelRunner:
         revision: str | None = None,
         padding_side: str | None = None,
         lm_head: bool = False,
+        settings: Settings | None = None,
     ) -> None:
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+        settings = settings if settings is not None else Settings()
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        path, is_local, local_only = _resolve_source(source)
+        path, is_local, local_only = _resolve_source(source, settings)
         self.source = path if is_local else str(source).strip()
         self.revision = None if is_local else revision
         common: dict[str, Any] = dict(trust_remote_code=False, local_files_only=local_only)
@@ -262,7 +287,7 @@ class ModelRunner:
                 config = AutoConfig.from_pretrained(path, **common)
             except (OSError, ValueError) as e:
                 if not is_local and local_only:
-                    raise _offline_error(str(source), e) from None
+                    raise _offline_error(str(source), settings) from None
                 raise InvalidInput(f"cannot load the config of model {str(source)!r}: {e}") from None
             if getattr(config, "is_encoder_decoder", False):
                 raise InvalidInput(
@@ -378,13 +403,13 @@ class ModelRunner:
         return parse_layer_spec(spec, self.n_layers)
 
     def run_batch(self, tok: Tokenized, idx: np.ndarray | Sequence[int],
-                  layers: Sequence[int], top_k: int = 0) -> dict[int, np.ndarray]:
+                  layers: Sequence[int], top_k: int = 0) -> Batch:
         """Block outputs at the last real token for prompts ``idx`` of ``tok``.
 
-        Returns ``{layer: float32 array [len(idx), d_model]}`` in the order of ``idx``.
-        With ``top_k`` > 0 (needs ``lm_head=True``) it also holds, under ``NEXT_TOKENS``
-        (-1), the model's ``top_k`` most probable next-token ids [len(idx), top_k] (int64,
-        most probable first) after the last real token.
+        Returns a :class:`Batch`: ``activations`` ``{layer: float32 [len(idx), d_model]}`` in
+        the order of ``idx``; with ``top_k`` > 0 (needs ``lm_head=True``) also ``next_tokens``,
+        the model's ``top_k`` most probable next-token ids [len(idx), top_k] (int64, most
+        probable first) after the last real token.
         Splits the batch on CUDA out-of-memory (halving until it fits).
         """
         idx = np.asarray(idx, dtype=np.int64)
@@ -393,12 +418,11 @@ class ModelRunner:
             raise InvalidInput("next tokens need the LM head: load the runner with lm_head=True")
         cap = self._batch_cap
         if cap is not None and len(idx) > cap:
-            parts = [self.run_batch(tok, idx[i:i + cap], layers, top_k) for i in range(0, len(idx), cap)]
-            keys = layers + ([NEXT_TOKENS] if top_k else [])
-            return {l: np.concatenate([p[l] for p in parts]) for l in keys}
+            return Batch.concat([self.run_batch(tok, idx[i:i + cap], layers, top_k)
+                                 for i in range(0, len(idx), cap)])
         try:
             with self._lock:
-                return self._forward(tok, idx, layers, top_k) if top_k else self._forward(tok, idx, layers)
+                return self._forward(tok, idx, layers, top_k)
         except torch.OutOfMemoryError:
             if len(idx) <= 1:
                 raise
@@ -410,14 +434,11 @@ class ModelRunner:
             return self.run_batch(tok, idx, layers, top_k)
 
     @torch.inference_mode()
-    def _forward(self, tok: Tokenized, idx: np.ndarray, layers: list[int],
-                 top_k: int = 0) -> dict[int, np.ndarray]:
+    def _forward(self, tok: Tokenized, idx: np.ndarray, layers: list[int], top_k: int) -> Batch:
         B = len(idx)
         if B == 0:
-            out0 = {l: np.zeros((0, self.d_model), np.float32) for l in layers}
-            if top_k:
-                out0[NEXT_TOKENS] = np.zeros((0, top_k), np.int64)
-            return out0
+            return Batch({l: np.zeros((0, self.d_model), np.float32) for l in layers},
+                         np.zeros((0, top_k), np.int64) if top_k else None)
         for l in layers:
             if not 0 <= l < self.n_layers:
                 raise InvalidInput(f"layer {l} out of range 0..{self.n_layers - 1}")
@@ -474,15 +495,14 @@ class ModelRunner:
         finally:
             for h in handles:
                 h.remove()
-        out = {}
-        for l in layers:
-            out[l] = captured[l].cpu().numpy()
+        acts = {l: captured[l].cpu().numpy() for l in layers}
+        next_ids = None
         if top_k:
             final = _hidden_from_output(result)[rows, last]  # last hidden state, final norm applied
             logits = self.lm_head(final).float()
             k = min(int(top_k), logits.shape[-1])
-            out[NEXT_TOKENS] = torch.topk(logits, k, dim=-1).indices.cpu().numpy().astype(np.int64)
-        return out
+            next_ids = torch.topk(logits, k, dim=-1).indices.cpu().numpy().astype(np.int64)
+        return Batch(acts, next_ids)
 
     # ----------------------------------------------------------------- convenience
 
@@ -491,7 +511,7 @@ class ModelRunner:
                     ) -> Iterator[tuple[np.ndarray, dict[int, np.ndarray]]]:
         """Yield ``(idx, {layer: float32 [len(idx), d]})`` batch by batch (length-sorted)."""
         for idx in (batches if batches is not None else self.plan_batches(tok, batch_size)):
-            yield idx, self.run_batch(tok, idx, layers)
+            yield idx, self.run_batch(tok, idx, layers).activations
 
     def encode(self, texts: Sequence[str], layers: LayerSpec = "all", batch_size: int = 32,
                max_tokens: int | None = 512) -> dict[int, np.ndarray]:
@@ -511,9 +531,6 @@ class ModelRunner:
 
 
 # --------------------------------------------------------------------------- helpers
-
-NEXT_TOKENS = -1  # key of the next-token ids in run_batch's answer
-
 
 def _causal_lm_class(config: Any, source: str) -> Any:
     """AutoModelForCausalLM when the config has a causal-LM head, else a clear error."""

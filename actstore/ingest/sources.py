@@ -427,9 +427,5 @@ def _read_hf_hub(name: str, split: str | None, text_column: ColumnSpec,
     except Exception as e:  # datasets raises many types (FileNotFoundError, ConnectionError, ...)
         raise InvalidInput(f"{spec!r}: cannot load Hugging Face dataset {name!r} "
                                 f"(split {split or 'train'!r}): {e}") from None
-    data = getattr(ds, "data", None)
-    table = getattr(data, "table", None)
-    if table is None or getattr(ds, "_indices", None) is not None:
-        ds = ds.flatten_indices() if getattr(ds, "_indices", None) is not None else ds
-        table = ds.data.table
+    table = ds.with_format("arrow")[:]  # every row as one pyarrow Table, any index mapping applied
     return _from_arrow(table, spec, text_column, label_column)

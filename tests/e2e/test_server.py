@@ -38,7 +38,7 @@ def big_store(tmp_path_factory):
     for key in ("a", "b"):
         layers = {l: Z @ rng.standard_normal((16, 256)).astype(np.float32)
                   + rng.standard_normal((n, 256)).astype(np.float32) for l in range(8)}
-        store.write_layers(key, layers, ids, n_layers=8, architecture="synthetic")
+        store.activations.write(key, layers, ids, n_layers=8, architecture="synthetic")
     return store
 
 
@@ -87,7 +87,7 @@ def test_http_end_to_end(server, big_store):
                                       {"key": "b", "nLayers": 8, "dModel": 256, "promptCount": 2000}]
     body = _post(server, '{ nearestNeighbors(at: {model: "a", layer: 3}, promptId: "10", k: 5) { promptId score } }')
     got = [int(r["promptId"]) for r in body["data"]["nearestNeighbors"]]
-    ids, _ = big_store.knn("a", 3, big_store.read_activations("a", 3, prompt_ids=[10])[1], 5, exclude_self_ids=[10])
+    ids, _ = big_store.knn.search("a", 3, big_store.read_activations("a", 3, prompt_ids=[10])[1], 5, exclude_self_ids=[10])
     assert got == ids[0].tolist()
     # errors are GraphQL errors with HTTP 200, never a 500 or a stack trace
     body = _post(server, '{ cka(a: {model: "a", layer: 99}, b: {model: "b", layer: 0}) { value } }')

@@ -136,3 +136,36 @@ def test_layer_errors_name_the_value_and_what_is_allowed():
 def test_format_layers():
     assert format_layers([0, 1, 2, 5, 7, 8]) == "0-2, 5, 7-8"
     assert format_layers([]) == "none"
+
+
+def test_layer_ref_parse_literals():
+    assert LayerRef.parse("pythia-70m:3") == LayerRef("pythia-70m", layer=3)
+    assert LayerRef.parse("llama:-1") == LayerRef("llama", layer=-1)
+    assert LayerRef.parse("qwen@0.5") == LayerRef("qwen", depth=0.5)
+    assert LayerRef.parse("a@1") == LayerRef("a", depth=1.0)
+    assert LayerRef.parse("a@0") == LayerRef("a", depth=0.0)
+    assert LayerRef.parse("qwen2.5-0.5b:12") == LayerRef("qwen2.5-0.5b", layer=12)
+    assert LayerRef.parse("org:name:2") == LayerRef("org:name", layer=2)  # the last ':' separates
+    assert LayerRef.parse("m@x@0.25") == LayerRef("m@x", depth=0.25)  # the last '@' separates
+    # a parsed reference resolves like a constructed one
+    assert LayerRef.parse("m@0.5").resolve(6, list(range(6))) == 3
+    assert LayerRef.parse("m:-1").resolve(6, list(range(6))) == 5
+
+
+@pytest.mark.parametrize("text,message", [
+    ("llama", "bad layer 'llama': use MODEL:LAYER (e.g. pythia-70m:3, llama:-1) or MODEL@DEPTH"),
+    (":3", "bad layer ':3': use MODEL:LAYER (e.g. pythia-70m:3, llama:-1) or MODEL@DEPTH"),
+    ("", "bad layer '': use MODEL:LAYER (e.g. pythia-70m:3, llama:-1) or MODEL@DEPTH"),
+    ("llama:x", "bad layer number in 'llama:x': use MODEL:LAYER with an integer LAYER"),
+    ("llama:1.5", "bad layer number in 'llama:1.5': use MODEL:LAYER with an integer LAYER"),
+    ("llama:", "bad layer number in 'llama:': use MODEL:LAYER with an integer LAYER"),
+    ("qwen@half", "bad depth in 'qwen@half': use MODEL@DEPTH with DEPTH in [0, 1]"),
+    ("qwen@1.5", "bad depth in 'qwen@1.5': use MODEL@DEPTH with DEPTH in [0, 1]"),
+    ("qwen@-0.1", "bad depth in 'qwen@-0.1': use MODEL@DEPTH with DEPTH in [0, 1]"),
+    ("qwen@nan", "bad depth in 'qwen@nan': use MODEL@DEPTH with DEPTH in [0, 1]"),
+    ("@0.5", "bad depth in '@0.5': use MODEL@DEPTH with DEPTH in [0, 1]"),
+])
+def test_layer_ref_parse_errors(text, message):
+    with pytest.raises(InvalidInput) as err:
+        LayerRef.parse(text)
+    assert str(err.value) == message

@@ -40,14 +40,14 @@ def test_import_npy_n_l_d(tmp_path, rng):
     assert res.exit_code == 0, res.output
     assert "imported 10 prompts x 4 layers (d=6)" in res.output
     store = Store.open(db)
-    info = store.model("ext")
+    info = store.models.get("ext")
     assert (info.n_layers, info.d_model, info.layers) == (4, 6, (0, 1, 2, 3))
-    texts = [p.text for p in store.prompts("d", limit=100)]
+    texts = [p.text for p in store.prompts.page("d", limit=100)]
     for layer in range(4):
         ids, X = store.read_activations("ext", layer)
         order = [texts.index(f"prompt number {i}") for i in range(10)]
         np.testing.assert_array_equal(X[order], acts[:, layer])
-    assert store.labels(ids).tolist() == [i % 3 for i in range(10)]
+    assert store.prompts.labels(ids).tolist() == [i % 3 for i in range(10)]
 
 
 def test_import_safetensors_and_per_layer_npy(tmp_path, rng):
@@ -60,7 +60,7 @@ def test_import_safetensors_and_per_layer_npy(tmp_path, rng):
                "--prompts", str(prompts), "--n-layers", "12", "--store", db)
     assert res.exit_code == 0, res.output
     store = Store.open(db)
-    assert store.model("st").layers == (2, 7) and store.model("st").n_layers == 12
+    assert store.models.get("st").layers == (2, 7) and store.models.get("st").n_layers == 12
     _, X = store.read_activations("st", 7)
     np.testing.assert_array_equal(X, a["blocks.7.hook_resid_post"].numpy().astype(np.float16).astype(np.float32))
 
@@ -69,7 +69,7 @@ def test_import_safetensors_and_per_layer_npy(tmp_path, rng):
     res = _run("import", str(tmp_path / "layer_03.npy"), str(tmp_path / "layer_05.npy"), "--model", "np",
                "--dataset", "d", "--prompts", str(prompts), "--store", db)
     assert res.exit_code == 0, res.output
-    assert Store.open(db).model("np").layers == (3, 5)
+    assert Store.open(db).models.get("np").layers == (3, 5)
 
 
 @pytest.mark.parametrize(
@@ -89,7 +89,7 @@ def test_import_errors_store_nothing(tmp_path, rng, shape, extra, message):
     assert res.output.startswith("error: ")
     assert re.search(message, res.output), res.output
     store = Store.open(db)
-    assert store.models() == [] and store.datasets() == []
+    assert store.models.list() == [] and store.prompts.datasets() == []
 
 
 def test_import_rejects_nan_and_duplicate_texts(tmp_path, rng):
@@ -105,13 +105,13 @@ def test_import_rejects_nan_and_duplicate_texts(tmp_path, rng):
     np.save(tmp_path / "ok.npy", rng.standard_normal((3, 1, 3)))
     res = _run("import", str(tmp_path / "ok.npy"), "--model", "m", "--dataset", "d", "--prompts", str(dup), "--store", db)
     assert res.exit_code == 2 and "same text at prompts 0 and 2" in res.output
-    assert Store.open(db).datasets() == []
+    assert Store.open(db).prompts.datasets() == []
 
 
 def test_info_lists_models_and_datasets(tmp_path, rng):
     store = Store.open(tmp_path / "db")
     ids = store.add_prompts("sst", ["good", "bad", "fine"], labels=[1, 0, 1])
-    store.write_layers("tiny", {0: rng.standard_normal((3, 4)), 1: rng.standard_normal((3, 4)),
+    store.activations.write("tiny", {0: rng.standard_normal((3, 4)), 1: rng.standard_normal((3, 4)),
                                 3: rng.standard_normal((3, 4))}, ids, n_layers=4, architecture="llama", source="x/y")
     res = subprocess.run([sys.executable, "-m", "actstore.cli", "info", "--store", store.uri],
                          capture_output=True, text=True, timeout=120, env={"COLUMNS": "200", "PATH": ""})

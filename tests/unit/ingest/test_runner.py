@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from actstore.ingest import runner as runner_mod
-from actstore.ingest.runner import ModelRunner
+from actstore.config import Settings
 from actstore.errors import InvalidInput
+from actstore.ingest import runner as runner_mod
+from actstore.ingest.runner import Batch, ModelRunner, hub_reachable
 
 try:
     from tests.tiny_models import FAMILIES, minilm_dir, reference_activations, tiny_model_dir
@@ -134,11 +135,11 @@ def test_oom_halves_the_batch(monkeypatch):
     real = runner._forward
     sizes = []
 
-    def fake(tok, idx, layers):
+    def fake(tok, idx, layers, top_k):
         sizes.append(len(idx))
         if len(idx) > 3:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(tok, idx, layers)
+        return real(tok, idx, layers, top_k)
 
     monkeypatch.setattr(runner, "_forward", fake)
     got = runner.encode(TEXTS, "all", batch_size=7)
@@ -199,3 +200,92 @@ def test_bad_model_paths(tmp_path):
         ModelRunner(tmp_path / "empty", device="cpu")
     with pytest.raises(InvalidInput, match="unknown compute dtype"):
         ModelRunner(tiny_model_dir("gpt2"), device="cpu", dtype="int3")
+
+
+# ----------------------------------------------------------------------------- Batch, next tokens
+
+
+def _reference_next_tokens(path, texts, k):
+    """Top-k next-token ids of each prompt run alone through AutoModelForCausalLM (fp32)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    out = []
+    for text in texts:
+        with torch.no_grad():
+            logits = lm(**tokenizer(text, return_tensors="pt")).logits[0, -1]
+        out.append(torch.topk(logits, k).indices.tolist())
+    return out
+
+
+def test_run_batch_returns_a_batch_of_activations_only_by_default():
+    runner = ModelRunner(tiny_model_dir("llama", n_layers=3), device="cpu")
+    tok = runner.tokenize(TEXTS)
+    batch = runner.run_batch(tok, [4, 0, 2], [2, 0])
+    assert isinstance(batch, Batch) and batch.next_tokens is None and len(batch) == 3
+    assert sorted(batch.activations) == [0, 2]
+    ref = _reference("llama")
+    for layer in (0, 2):
+        assert batch.activations[layer].shape == (3, 32) and batch.activations[layer].dtype == np.float32
+        np.testing.assert_allclose(batch.activations[layer], ref[[4, 0, 2], layer], rtol=0, atol=ATOL)
+    empty = runner.run_batch(tok, [], [1])
+    assert empty.activations[1].shape == (0, 32) and empty.next_tokens is None and len(empty) == 0
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_run_batch_next_tokens_equal_the_causal_lm(side):
+    path = tiny_model_dir("llama", n_layers=3)
+    runner = ModelRunner(path, device="cpu", padding_side=side, lm_head=True)
+    tok = runner.tokenize(TEXTS)
+    idx = np.array([1, 3, 0, 6])
+    batch = runner.run_batch(tok, idx, [1], top_k=3)
+    assert batch.next_tokens.dtype == np.int64 and batch.next_tokens.shape == (4, 3)
+    assert batch.next_tokens.tolist() == _reference_next_tokens(path, [TEXTS[i] for i in idx], 3)
+    np.testing.assert_allclose(batch.activations[1], _reference("llama")[idx, 1], rtol=0, atol=ATOL)
+    assert runner.run_batch(tok, [], [1], top_k=3).next_tokens.shape == (0, 3)
+
+
+def test_oom_split_keeps_next_tokens_in_order(monkeypatch):
+    path = tiny_model_dir("llama", n_layers=3)
+    runner = ModelRunner(path, device="cpu", lm_head=True)
+    tok = runner.tokenize(TEXTS)
+    whole = runner.run_batch(tok, np.arange(7), [0, 2], top_k=5)
+    real = runner._forward
+
+    def small_only(tok, idx, layers, top_k):
+        if len(idx) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(tok, idx, layers, top_k)
+
+    monkeypatch.setattr(runner, "_forward", small_only)
+    split = runner.run_batch(tok, np.arange(7), [0, 2], top_k=5)
+    assert runner._batch_cap == 1  # 7 -> 3 -> 1
+    assert split.next_tokens.tolist() == whole.next_tokens.tolist()
+    for layer in (0, 2):
+        np.testing.assert_allclose(split.activations[layer], whole.activations[layer], rtol=0, atol=ATOL)
+
+
+def test_next_tokens_need_the_lm_head():
+    runner = ModelRunner(tiny_model_dir("gpt2"), device="cpu")
+    assert runner.lm_head is None
+    with pytest.raises(InvalidInput, match="next tokens need the LM head: load the runner with lm_head=True"):
+        runner.run_batch(runner.tokenize(["x"]), [0], [0], top_k=5)
+
+
+def test_hub_access_follows_the_settings_not_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    offline = Settings(environ={}, hub_offline=True)
+    assert hub_reachable(offline) is False
+    with pytest.raises(InvalidInput) as err:
+        ModelRunner("EleutherAI/pythia-70m", device="cpu", settings=offline)
+    assert str(err.value).startswith("model 'EleutherAI/pythia-70m' is not a local folder and HF_HUB_OFFLINE "
+                                     "is set, and it is not in the local Hugging Face cache")
+    dead = Settings(environ={}, hf_endpoint="http://127.0.0.1:9")
+    t0 = time.perf_counter()
+    assert hub_reachable(dead) is False
+    with pytest.raises(InvalidInput, match="the Hugging Face Hub cannot be reached"):
+        ModelRunner("EleutherAI/pythia-70m", device="cpu", settings=dead)
+    assert time.perf_counter() - t0 < 10

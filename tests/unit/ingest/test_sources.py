@@ -12,16 +12,6 @@ import pytest
 from actstore.ingest.sources import read_prompts
 from actstore.errors import InvalidInput
 
-SHARED_DATA = Path(__file__).resolve().parents[4] / "shared" / "data"
-
-
-def _shared(*parts: str) -> Path:
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"{path} not found: this test reads the real text sets in ../shared/data")
-    return path
-
-
 # ----------------------------------------------------------------------------- formats
 
 
@@ -118,15 +108,18 @@ def test_hf_hub_name_without_datasets_package_is_clear():
         pytest.skip("datasets is installed; the missing-package message cannot be checked")
 
 
-def test_real_sst2_and_toxigen_files():
-    ps = read_prompts(_shared("sst2", "dev.tsv"), text_column="sentence")
-    assert len(ps) == 872 and set(ps.labels) == {0, 1}
-    assert ps.texts[0].startswith("it 's a charming")
-    tox = read_prompts(_shared("toxigen_demonstrations", "toxigen_demonstrations.tsv"))
-    assert len(tox) > 500 and set(tox.labels) <= {0, 1}
+def test_real_sst2_and_toxigen_files(text_sets):
+    """The real SST-2 and ToxiGen files of ../shared/data, or generated ones in their format."""
+    sst2 = text_sets("sst2")  # 872 rows either way; first_text: "it 's a charming" when real
+    ps = read_prompts(sst2.path, text_column="sentence")
+    assert len(ps) == 872 == sst2.rows and set(ps.labels) == {0, 1}
+    assert ps.texts[0].startswith(sst2.first_text)
+    toxigen = text_sets("toxigen")  # quoted: '"unicorn third"' when real
+    tox = read_prompts(toxigen.path)
+    assert len(tox) > 500 and len(tox) == toxigen.rows and set(tox.labels) <= {0, 1}
     assert {"label_name", "target_group"} <= set(tox.meta[0])
     # a quoted field with embedded "" quotes (CSV quoting inside the TSV)
-    assert any('"unicorn third"' in t for t in tox.texts)
+    assert any(toxigen.quoted in t for t in tox.texts)
 
 
 # ----------------------------------------------------------------------------- errors

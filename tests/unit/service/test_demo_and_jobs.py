@@ -26,11 +26,11 @@ def test_demo_prompts_are_distinct_and_labelled():
 
 
 def test_offline_demo_store_answers_the_example_queries(tmp_path, capsys):
-    keys = build_demo_store(str(tmp_path / "demo"), online=False, n_prompts=40, progress=False)
+    keys = build_demo_store(str(tmp_path / "demo"), online=False, n_prompts=40)
     assert keys == ["tiny-llama", "tiny-gpt2", "tiny-neox"]
     assert "no network" in capsys.readouterr().out
     store = Store.open(tmp_path / "demo")
-    assert [(m.key, m.n_layers, m.architecture) for m in store.models()] == [
+    assert [(m.key, m.n_layers, m.architecture) for m in store.models.list()] == [
         ("tiny-gpt2", 4, "gpt2"), ("tiny-llama", 6, "llama"), ("tiny-neox", 8, "gpt_neox")]
     with TestClient(create_app(store)) as client:
         for _, query in example_queries(keys):
@@ -40,7 +40,7 @@ def test_offline_demo_store_answers_the_example_queries(tmp_path, capsys):
         assert len(nn) == 5 and all(r["text"] for r in nn)
     # a second run reuses what is stored
     t0 = time.perf_counter()
-    build_demo_store(str(tmp_path / "demo"), online=False, n_prompts=40, progress=False)
+    build_demo_store(str(tmp_path / "demo"), online=False, n_prompts=40)
     assert time.perf_counter() - t0 < 10
 
 
@@ -62,10 +62,10 @@ def test_ingest_mutation_runs_as_a_job_with_progress(tmp_path):
     assert job["state"] == "SUCCEEDED", job
     assert job["done"] == job["total"] == 20
     assert "stored 20 prompts x 2 layers" in job["message"]
-    info = store.model("model")
+    info = store.models.get("model")
     assert info.layers == (0, 2)
     ids, X = store.read_activations("model", 2)
-    ref = ModelRunner(str(model_dir)).encode([p.text for p in store.get_prompts(ids)], layers=[2], batch_size=1)[2]
+    ref = ModelRunner(str(model_dir)).encode([p.text for p in store.prompts.get(ids)], layers=[2], batch_size=1)[2]
     # stored as float16: equal to the unbatched reference within float16 rounding
     np.testing.assert_allclose(X, ref, rtol=1e-3, atol=1e-4)
 
@@ -74,12 +74,12 @@ def test_failed_job_reports_its_error(tmp_path):
     store = Store.open(tmp_path / "db")
     store.add_prompts("jobs", ["a prompt"])
     service = Service(store, Settings(token=TOKEN))
-    job = service.start_ingest(str(tmp_path / "no-such-model"), "jobs")
+    job = service.jobs.start_ingest(str(tmp_path / "no-such-model"), "jobs")
     service.jobs.wait(timeout=60)
-    done = service.job(job.id)
+    done = service.jobs.job(job.id)
     assert done.state == "FAILED"
     assert "no-such-model" in done.message
-    assert store.models() == []
+    assert store.models.list() == []
 
 
 @pytest.mark.parametrize("missing", ["nope"])
