@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from actstore.errors import InvalidInput
+from actstore.layers import format_layers
 
 from .bridges import bridge_command, next_token_transfer_command, probe_transfer_command
 from .common import (StoreOption, check_store_path, column_spec, fail, int_list, open_service, open_store,
@@ -52,7 +53,7 @@ def info_command(ctx: typer.Context, store: StoreOption = None) -> None:
     for col in ("key", "architecture", "layers stored", "d_model", "dtype", "prompts", "source"):
         t.add_column(col)
     for m in models:
-        layers = f"{len(m.layers)}/{m.n_layers}" + (f" ({_ranges(m.layers)})" if m.layers else "")
+        layers = f"{len(m.layers)}/{m.n_layers}" + (f" ({format_layers(m.layers)})" if m.layers else "")
         t.add_row(m.key, m.architecture, layers, str(m.d_model), m.dtype, str(prompts[m.key]), m.source)
     console.print(t)
     t = Table(title=f"datasets ({len(datasets)})", title_justify="left")
@@ -61,18 +62,6 @@ def info_command(ctx: typer.Context, store: StoreOption = None) -> None:
     for d in datasets:
         t.add_row(d.name, str(d.prompt_count), "yes" if d.has_labels else "no")
     console.print(t)
-
-
-def _ranges(values: tuple[int, ...]) -> str:
-    """(0, 1, 2, 5, 7, 8) -> '0-2,5,7-8'."""
-    parts, start = [], None
-    for i, v in enumerate(values):
-        if start is None:
-            start = v
-        if i + 1 == len(values) or values[i + 1] != v + 1:
-            parts.append(str(start) if start == v else f"{start}-{v}")
-            start = None
-    return ",".join(parts)
 
 
 @app.command("import")

@@ -72,44 +72,42 @@ class CkaResult:
     p_value: float | None
 
 
-@result_type
 @dataclass(frozen=True)
-class SimilarityMatrixResult:
-    """CKA of every pair of ``layers_a`` x ``layers_b`` (rows: model A); ``argmax[i]`` is the
-    column of row i's largest value; ``depths_*`` the relative depths; ``key`` names the plot."""
+class LayerMatrix:
+    """A value for every pair of ``layers_a`` x ``layers_b`` of two models (rows: model A);
+    ``depths_*`` are the layers' relative depths; ``argmax[i]`` is the column of row i's
+    largest value."""
 
     model_a: str
     model_b: str
     layers_a: list[int]
     layers_b: list[int]
+    depths_a: list[float]
+    depths_b: list[float]
     values: list[list[float]]
     n: int
     argmax: list[int]
-    depths_a: list[float]
-    depths_b: list[float]
+
+
+@result_type
+@dataclass(frozen=True)
+class SimilarityMatrixResult(LayerMatrix):
+    """Linear CKA of every layer pair over ``n`` shared prompts; ``key`` names the plot."""
+
     debiased: bool
     key: str = ""
 
 
 @result_type
 @dataclass(frozen=True)
-class AffinityMatrixResult:
+class AffinityMatrixResult(LayerMatrix):
     """Mutual k-NN of every layer pair of two models with the generalized-diagonal test
     (NaN fields where the matrix is too small for it); ``recall`` as in MutualKnnResult (the
-    worst layer)."""
+    worst layer); ``key`` names the plot."""
 
-    model_a: str
-    model_b: str
-    layers_a: list[int]
-    layers_b: list[int]
-    values: list[list[float]]
-    n: int
-    argmax: list[int]
     k: int
     null_mean: float
     diagonal: DiagonalTest
-    depths_a: list[float]
-    depths_b: list[float]
     key: str = ""
     recall: float | None = None
 

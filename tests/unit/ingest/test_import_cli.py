@@ -117,5 +117,5 @@ def test_info_lists_models_and_datasets(tmp_path, rng):
                          capture_output=True, text=True, timeout=120, env={"COLUMNS": "200", "PATH": ""})
     assert res.returncode == 0, res.stderr
     out = res.stdout
-    assert "tiny" in out and "llama" in out and "3/4 (0-1,3)" in out
+    assert "tiny" in out and "llama" in out and "3/4 (0-1, 3)" in out
     assert "sst" in out and "yes" in out
