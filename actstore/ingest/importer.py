@@ -11,6 +11,11 @@ Accepted array layouts:
 Row ``i`` of every array belongs to prompt ``i`` of the prompts file. Everything is read and
 validated before the store is opened (or created) and before anything is stored, so a bad
 file stores nothing.
+
+Imported arrays carry no fingerprint (the model they came from is not at hand). An import
+under a key whose model was ingested (and so fingerprinted) is allowed only with ``source``
+equal to the stored source (``--source`` naming the same model folder or hub id); otherwise
+it is refused with Conflict before anything is stored.
 """
 
 from __future__ import annotations
@@ -159,10 +164,14 @@ def import_activations(
         if dtype == "float16" and np.abs(a).max() > np.finfo(np.float16).max:
             raise InvalidInput(f"layer {layer} has values beyond float16 range: import with dtype float32")
     st = open_store(store, settings)
+    source = source or str(arrays[0])
+    stored = st.models.find(model_key, layers=False)
+    if stored is not None:
+        st.models.check_write(stored, None, source)  # Conflict before anything is stored
     ids = st.add_prompts(dataset, prompts.texts, prompts.labels, prompts.meta)
     for layer, a in sorted(by_layer.items()):
         st.write_activations(
-            model_key, layer, ids, np.asarray(a, dtype=np.float32), n_layers=L, source=source or str(arrays[0]),
+            model_key, layer, ids, np.asarray(a, dtype=np.float32), n_layers=L, source=source,
             architecture=architecture or "imported", dtype=dtype,
         )
     st.activations.optimize(model_key)

@@ -16,6 +16,10 @@
    background thread while the model computes the next batches (one write in flight at a
    time). ``store.activations.optimize(key)`` compacts the tables at the end.
 
+The model's fingerprint (weights, tokenizer, extraction spec: :mod:`.fingerprint`) is
+recorded with its first rows; an ingest under a key holding another model's activations is
+refused with Conflict before any prompt is added, naming both sources and ``--key``.
+
 A process killed at any point (even SIGKILL) and run again therefore ends with exactly the
 rows of an uninterrupted run.
 
@@ -39,6 +43,7 @@ import numpy as np
 
 from actstore.config import Settings
 from actstore.errors import InvalidInput, NotFound
+from actstore.ingest.fingerprint import model_fingerprint
 from actstore.ingest.sources import read_prompts
 from actstore.layers import LayerSpec
 
@@ -232,7 +237,8 @@ def ingest(
     wanted = runner.layers(layers)
     if st is None:
         st = open_store(store, settings)
-    _check_model_matches(st, key, runner, dtype)
+    fingerprint = model_fingerprint(runner, runner.effective_max_tokens(max_tokens))
+    _check_model_matches(st, key, runner, dtype, fingerprint)
 
     added = 0
     text_of: dict[int, str] = {}
@@ -273,8 +279,8 @@ def ingest(
     batches = [b for b in runner.plan_batches(tok, batch_size) if not done[b].all()]
     itemsize = 2 if dtype == "float16" else 4
     row_bytes = runner.d_model * itemsize + 8
-    write_kwargs = dict(n_layers=runner.n_layers, source=runner.source,
-                        architecture=runner.architecture, dtype=dtype, revision=runner.revision)
+    write_kwargs = dict(n_layers=runner.n_layers, source=runner.source, architecture=runner.architecture,
+                        dtype=dtype, revision=runner.revision, fingerprint=fingerprint)
 
     buf_ids: list[np.ndarray] = []
     buf_next: list[np.ndarray] = []
@@ -375,8 +381,10 @@ def _write_next_tokens(st: Store, key: str, runner: ModelRunner, ids: np.ndarray
     st.next_tokens.write(key, ids, top, [[d for d, _ in r] for r in rows], [[p for _, p in r] for r in rows])
 
 
-def _check_model_matches(st: Store, key: str, runner: ModelRunner, dtype: str) -> None:
-    """Refuse to mix a different model (or storage dtype) into an existing key."""
+def _check_model_matches(st: Store, key: str, runner: ModelRunner, dtype: str, fingerprint: str) -> None:
+    """Refuse to mix a different model (or storage dtype) into an existing key, before any
+    prompt is added: InvalidInput for another shape or dtype, Conflict for another
+    fingerprint (checked again by every write)."""
     info = st.models.find(key)
     if info is None:
         return
@@ -395,5 +403,6 @@ def _check_model_matches(st: Store, key: str, runner: ModelRunner, dtype: str) -
     if info.dtype != dtype:
         raise InvalidInput(f"model {key!r} is stored as {info.dtype}; ingest it with "
                                 f"--dtype {info.dtype} (got {dtype})")
+    st.models.check_write(info, fingerprint, runner.source)
     if info.source and info.source != runner.source:
         log.info("model %r was stored from %s; now ingesting from %s", key, info.source, runner.source)

@@ -5,7 +5,15 @@ Writes are validated completely first, then each layer is one commit (an upsert 
 prompt_id, so re-writing a prompt replaces it); the first write of a model registers it and
 every write records its layers in the layer catalog (see :mod:`actstore.store.models`).
 
-Caches, all keyed by table versions (a cached answer costs one version check per table it
+Table identity: a table's Lance version numbers start again at 1 when it is dropped and
+created anew (a re-import after a drop, or a folder deleted by hand), so a version alone
+cannot key a cache. Every activation table carries a random id, made when the table is
+created and stored in its Arrow schema metadata (:data:`TABLE_ID_KEY`; a table created
+before ids existed gets one, as metadata of its ``prompt_id`` field, on its next write).
+:meth:`Activations.version` returns the token ``"<id>:<version>"`` (:func:`table_token`),
+which cannot repeat; FAISS index files and the service's cached answers are keyed by it.
+
+Caches, all keyed by table tokens (a cached answer costs one version check per table it
 read, never a re-read of the rows):
 
 * :meth:`Activations.ids` -- the sorted prompt ids of one layer, keyed by that layer
@@ -19,6 +27,7 @@ read, never a re-read of the rows):
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
@@ -32,21 +41,46 @@ from .prompts import Prompts
 from .tables import ACTS_STORAGE_VERSION, Tables, acts_table, check_model_key, parse_acts_table
 from .vectors import STORAGE_DTYPES, arrow_to_vectors, vectors_to_arrow
 
-__all__ = ["FLOAT16_MAX", "IDS_CACHE_BYTES", "Activations", "acts_schema"]
+__all__ = ["FLOAT16_MAX", "IDS_CACHE_BYTES", "TABLE_ID_KEY", "Activations", "acts_schema", "table_id",
+           "table_token"]
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 # Memory the per-layer prompt-id cache may hold (100,000 ids take 0.8 MB).
 IDS_CACHE_BYTES = 256 << 20
 
 
-def acts_schema(d_model: int, dtype: str) -> pa.Schema:
-    """Schema of an activation table: ``(prompt_id int64, vector fixed_size_list[d])``."""
+# Schema metadata key of an activation table's id (see the module docstring).
+TABLE_ID_KEY = b"actstore.table_id"
+
+
+def acts_schema(d_model: int, dtype: str, table_id: str | None = None) -> pa.Schema:
+    """Schema of an activation table: ``(prompt_id int64, vector fixed_size_list[d])``;
+    with ``table_id``, carrying it as the table's id (the schema a table is created with)."""
     return pa.schema(
         [
             pa.field("prompt_id", pa.int64(), nullable=False),
             pa.field("vector", pa.list_(STORAGE_DTYPES[dtype], d_model)),
-        ]
+        ],
+        metadata={TABLE_ID_KEY: table_id.encode()} if table_id else None,
     )
+
+
+def table_id(tbl) -> str | None:
+    """The id of an activation table (schema metadata, or ``prompt_id`` field metadata for a
+    table created before ids existed), or None for a table without one yet."""
+    schema = tbl.schema
+    uid = (schema.metadata or {}).get(TABLE_ID_KEY)
+    if uid is None:
+        uid = (schema.field("prompt_id").metadata or {}).get(TABLE_ID_KEY)
+    return None if uid is None else uid.decode()
+
+
+def table_token(tbl) -> str:
+    """``"<table id>:<version>"`` of an activation table: changes with every commit and never
+    repeats, not even after the table is dropped and created again. A table without an id
+    yet (created before ids existed, not written since) gives ``"legacy:<version>"``."""
+    version = int(tbl.version)
+    return f"{table_id(tbl) or 'legacy'}:{version}"
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -62,7 +96,7 @@ class Activations:
         self._prompts = prompts
         self._models = models
         self._lock = threading.Lock()
-        self._ids_cache: OrderedDict[str, tuple[int, np.ndarray]] = OrderedDict()
+        self._ids_cache: OrderedDict[str, tuple[str, np.ndarray]] = OrderedDict()
         self._ids_bytes = 0
         self._model_ids_cache: dict[tuple[str, str | None], tuple[tuple, np.ndarray]] = {}
 
@@ -96,19 +130,24 @@ class Activations:
             )
         return layer, tbl
 
-    def version(self, model_key: str, layer: int) -> int:
-        """Version of one activation table: it changes with every write (cache keys use it)."""
+    def version(self, model_key: str, layer: int) -> str:
+        """Token of one activation table, ``"<table id>:<version>"`` (:func:`table_token`): it
+        changes with every write and never repeats (cache keys and index files use it)."""
         _, _, tbl = self.locate(model_key, layer)
-        return int(tbl.version)
+        return table_token(tbl)
 
-    def versions(self, model_key: str, layers: Sequence[int]) -> dict[int, int]:
+    def versions(self, model_key: str, layers: Sequence[int]) -> dict[int, str]:
         """:meth:`version` of several layers of one model, by layer (one model look-up)."""
         info = self._info(model_key)
-        out: dict[int, int] = {}
+        out: dict[int, str] = {}
         for layer in layers:
             layer, tbl = self._table(info, layer)
-            out[layer] = int(tbl.version)
+            out[layer] = table_token(tbl)
         return out
+
+    def _token(self, name: str) -> str | None:
+        tbl = self._tables.open(name)
+        return None if tbl is None else table_token(tbl)
 
     def optimize(self, model_key: str | None = None) -> None:
         """Compact the activation tables of one model (or, with None, every table of the
@@ -131,9 +170,15 @@ class Activations:
         architecture: str | None = None,
         dtype: str | None = None,
         revision: str | None = None,
+        fingerprint: str | None = None,
     ) -> int:
         """Upsert the activations of ``prompt_ids`` at one or more layers; return the rows
         written (summed over layers).
+
+        ``fingerprint`` (of weights, tokenizer and extraction spec; the ingest computes it)
+        is recorded on the first write and checked on later ones: a different one raises
+        Conflict, and so does a write without one onto a fingerprinted model from another
+        ``source`` (see :meth:`Models.check_write <actstore.store.models.Models.check_write>`).
 
         vectors_by_layer: {layer: [n, d_model] floats}, one row per prompt id. The first
         write of a model registers it (``n_layers`` required then; d_model is taken from the
@@ -156,6 +201,7 @@ class Activations:
                     raise InvalidInput(f"model {model_key!r} is registered with n_layers={L}, got n_layers={n_layers}")
                 if dtype is not None and dtype != stored_dtype:
                     raise InvalidInput(f"model {model_key!r} stores {stored_dtype}; got dtype={dtype!r}")
+                record_fingerprint = self._models.check_write(existing, fingerprint, source)
             else:
                 if n_layers is None:
                     raise InvalidInput(f"model {model_key!r} is not registered yet: pass n_layers on its first write")
@@ -210,6 +256,8 @@ class Activations:
             missing = uniq if len(known) == 0 else uniq[known[pos] != uniq]
             if len(missing):
                 raise InvalidInput(f"unknown prompt id(s): {preview(missing)}; add the prompts first")
+            if existing is not None and record_fingerprint:
+                self._models.set_fingerprint(model_key, fingerprint)
 
             in_order = bool((np.diff(ids) > 0).all())
             order = None if in_order else np.argsort(ids, kind="stable")
@@ -221,8 +269,14 @@ class Activations:
                     {"prompt_id": sorted_ids, "vector": vectors_to_arrow(X if in_order else X[order], stored_dtype)},
                     schema=schema,
                 )
-                self._tables.upsert(acts_table(model_key, layer), batch, schema,
-                                    storage_version=ACTS_STORAGE_VERSION)
+                # A new table is created with a fresh id (the schema's metadata); the batch's
+                # own schema carries none, and appends keep the table's.
+                tbl = self._tables.upsert(acts_table(model_key, layer), batch,
+                                          acts_schema(d, stored_dtype, uuid.uuid4().hex),
+                                          storage_version=ACTS_STORAGE_VERSION)
+                if table_id(tbl) is None:  # a table from before ids: give it one now
+                    tbl.update_field_metadata(
+                        {"path": "prompt_id", "metadata": {TABLE_ID_KEY.decode(): uuid.uuid4().hex}})
                 written += len(ids)
             # The catalog before the model row: a model is never listed without its layers.
             self._models.add_layers(model_key, [layer for layer, _ in prepared])
@@ -230,6 +284,7 @@ class Activations:
                 self._models.register(
                     model_key, source=source, revision=revision, architecture=architecture,
                     n_layers=L, d_model=d, dtype=stored_dtype, site="resid_post", token="last_non_padding",
+                    fingerprint=fingerprint,
                 )
             return written
 
@@ -282,7 +337,7 @@ class Activations:
         tbl = self._tables.open(name)
         if tbl is None:
             return np.empty(0, np.int64)
-        version = int(tbl.version)
+        version = table_token(tbl)
         with self._lock:
             hit = self._ids_cache.get(name)
             if hit is not None and hit[0] == version:
@@ -308,7 +363,7 @@ class Activations:
         layers = info.layers
         stamp = (
             layers,
-            tuple(self._tables.version(acts_table(model_key, layer)) for layer in layers),
+            tuple(self._token(acts_table(model_key, layer)) for layer in layers),
             None if dataset is None else self._prompts.version(),
         )
         key = (model_key, dataset)

@@ -9,6 +9,20 @@ write interrupted between the two commits is repaired by the next write of that 
 Appends commute, so writers in several processes never lose each other's entries (a
 read-modify-write of a per-model ``layers`` column would); duplicates are dropped on read.
 
+Fingerprints. A model row records ``fingerprint``: a digest of the weights, the tokenizer
+and the extraction spec the activations came from (made by the ingest,
+:mod:`actstore.ingest.fingerprint`). :meth:`Models.check_write` refuses (with
+:class:`~actstore.errors.Conflict`) a write under a key whose stored fingerprint differs, so
+two different models never end up under one key. A write without a fingerprint onto a
+fingerprinted model is allowed only with the same ``source`` as the stored one (an
+``actstore import`` of more arrays of that source); a fingerprinted write onto a model
+stored without one (older stores, imports) records its fingerprint when the sources agree
+and is refused otherwise. Stores whose models table predates the column get it (empty) on
+their next model write; reading them needs nothing. Not covered: the *first* writes of two
+different models under one new key at the same moment in two processes both find no row and
+both register (after writing their rows); readers then take the earliest registration, and
+the other's rows are already mixed in.
+
 Both tables are read whole and cached per table version: :meth:`Models.get` costs one
 version check per table after the first read. A store written before the catalog existed
 (no ``model_layers`` table) lists its table names instead, on every call, until its next
@@ -25,11 +39,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from actstore.errors import NotFound
+from actstore.errors import Conflict, NotFound
 from .checks import preview
-from .tables import Tables, parse_acts_table
+from .tables import Tables, parse_acts_table, sql_str
 
-__all__ = ["MODELS", "MODELS_SCHEMA", "MODEL_LAYERS", "MODEL_LAYERS_SCHEMA", "ModelInfo", "Models"]
+__all__ = ["MODELS", "MODELS_SCHEMA", "MODEL_LAYERS", "MODEL_LAYERS_SCHEMA", "ModelInfo", "Models",
+           "short_fingerprint"]
 
 MODELS = "models"
 MODEL_LAYERS = "model_layers"
@@ -46,6 +61,7 @@ MODELS_SCHEMA = pa.schema(
         pa.field("site", pa.string()),
         pa.field("token", pa.string()),
         pa.field("created_at", pa.timestamp("us", tz="UTC")),
+        pa.field("fingerprint", pa.string()),
     ]
 )
 
@@ -72,6 +88,7 @@ class ModelInfo:
     token: str = "last_non_padding"
     created_at: datetime | None = None
     layers: tuple[int, ...] = ()
+    fingerprint: str | None = None
 
 
 def _info(row: dict[str, Any]) -> ModelInfo:
@@ -80,7 +97,23 @@ def _info(row: dict[str, Any]) -> ModelInfo:
         n_layers=int(row["n_layers"]), d_model=int(row["d_model"]), dtype=row["dtype"],
         revision=row["revision"], site=row["site"] or "resid_post",
         token=row["token"] or "last_non_padding", created_at=row["created_at"],
+        fingerprint=row.get("fingerprint"),
     )
+
+
+def short_fingerprint(fingerprint: str | None) -> str:
+    """A fingerprint for messages: at most 30 characters (an ingest's fingerprint is
+    ``weights-tokenizer-spec``, 30 characters, whole); 'none' when there is none."""
+    return fingerprint[:30] if fingerprint else "none"
+
+
+def _differences(a: str, b: str) -> str:
+    """' (different weights and tokenizer)' for two ``weights-tokenizer-spec`` fingerprints."""
+    pa_, pb = a.split("-"), b.split("-")
+    if len(pa_) != 3 or len(pb) != 3:
+        return ""
+    names = [n for n, x, y in zip(("weights", "tokenizer", "extraction spec"), pa_, pb) if x != y]
+    return f" (different {' and '.join(names)})" if names else ""
 
 
 class Models:
@@ -111,6 +144,10 @@ class Models:
         cached = self._rows_cache
         if cached is None or cached[0] != version:
             rows = self._tables.scan(tbl).to_pylist()
+            # Two first writes of one key in two processes at once can both register it: the
+            # earliest registration is the model (the same answer in every reader).
+            rows.sort(key=lambda r: (r["created_at"] is None, r["created_at"] or 0, r.get("fingerprint") or "",
+                                     r["source"] or ""), reverse=True)
             cached = self._rows_cache = (version, {r["key"]: _info(r) for r in rows})
         return cached
 
@@ -174,12 +211,60 @@ class Models:
         return self._infos().get(key)
 
     # ------------------------------------------------------------------ write
+    def check_write(self, info: ModelInfo, fingerprint: str | None, source: str | None) -> bool:
+        """Whether a write of ``source`` with ``fingerprint`` may add rows to the stored model
+        ``info``: raises :class:`Conflict` naming both sources and the ``--key`` to use when
+        it may not; returns True when the write's fingerprint should be recorded (the model
+        has none yet and the sources agree)."""
+        stored, given = info.fingerprint, fingerprint
+        here = source or "this model"
+        if stored and given:
+            if stored == given:
+                return False
+            raise Conflict(
+                f"model key {info.key!r} holds activations of {info.source or 'an unknown source'} "
+                f"(fingerprint {short_fingerprint(stored)}); {here} has fingerprint "
+                f"{short_fingerprint(given)}{_differences(stored, given)}: ingest it under another "
+                "key with --key NAME")
+        same_source = bool(source) and source == info.source
+        if stored and not same_source:
+            raise Conflict(
+                f"model key {info.key!r} holds activations of {info.source or 'an unknown source'} "
+                f"(fingerprint {short_fingerprint(stored)}); a write from {source or 'an unnamed source'} "
+                "without a fingerprint cannot be checked against it: ingest the model (which "
+                "fingerprints it) or store it under another key with --key NAME")
+        if given and not stored:
+            if info.source and not same_source:
+                raise Conflict(
+                    f"model key {info.key!r} holds activations of {info.source} (stored without a "
+                    f"fingerprint); {here} has fingerprint {short_fingerprint(given)} and cannot be "
+                    "shown to be the same model: ingest it under another key with --key NAME")
+            return True
+        return False
+
     def register(self, key: str, **fields: Any) -> None:
         """Add the row of a new model (fields: the columns of :data:`MODELS_SCHEMA`).
         Callers hold ``tables.write_lock``."""
         row = {name: fields.get(name) for name in MODELS_SCHEMA.names}
         row.update(key=key, created_at=datetime.now(timezone.utc))
+        self._ensure_columns()
         self._tables.add(MODELS, pa.Table.from_pylist([row], schema=MODELS_SCHEMA), MODELS_SCHEMA)
+
+    def set_fingerprint(self, key: str, fingerprint: str) -> None:
+        """Record the fingerprint of the stored model ``key`` (one commit). Callers hold
+        ``tables.write_lock``."""
+        self._ensure_columns()
+        tbl = self._tables.open(MODELS)
+        tbl.update(where=f"key = {sql_str(key)}", values={"fingerprint": fingerprint})
+
+    def _ensure_columns(self) -> None:
+        """Add the columns a models table written by an older actstore lacks (empty)."""
+        tbl = self._tables.open(MODELS)
+        if tbl is None:
+            return
+        missing = [f for f in MODELS_SCHEMA if f.name not in tbl.schema.names]
+        if missing:
+            tbl.add_columns(missing)
 
     def add_layers(self, key: str, layers: Iterable[int]) -> None:
         """Record that ``key`` has activation tables for ``layers`` (those not catalogued yet,

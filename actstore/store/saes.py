@@ -26,9 +26,9 @@ import pyarrow as pa
 from actstore.errors import InvalidInput, NotFound
 from .models import Models
 from .sae_folders import CFG_FILE, WEIGHTS_FILE, read_folder
-from .tables import Tables
+from .tables import Tables, sql_str
 
-__all__ = ["SAES", "SAES_SCHEMA", "SAE_DIR", "SaeRecord", "Saes"]
+__all__ = ["SAES", "SAES_SCHEMA", "SAE_DIR", "SaeRecord", "Saes", "tensors_sha256"]
 
 SAES = "saes"
 SAE_DIR = "_saes"
@@ -69,6 +69,19 @@ class SaeRecord:
     source_path: str | None
     notes: str | None
     created_at: datetime | None
+
+
+def tensors_sha256(tensors: dict[str, Any]) -> str:
+    """SHA-256 of a set of torch tensors: names (sorted), dtypes, shapes and bytes. An SAE's
+    ``weights_sha256`` (and the tail of its id) is this digest of its stored tensors."""
+    import torch
+
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name]
+        h.update(name.encode() + str(t.dtype).encode() + str(list(t.shape)).encode())
+        h.update(t.contiguous().view(-1).view(dtype=torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _record(row: dict[str, Any]) -> SaeRecord:
@@ -120,6 +133,37 @@ class Saes:
             raise NotFound(f"the weights of SAE {record.sae_id!r} are missing from the store ({path})")
         return record, {k: v.float().numpy() for k, v in load_file(str(path)).items()}
 
+    def check(self, record: SaeRecord) -> str | None:
+        """None when the stored weights of ``record`` match its recorded SHA-256, else what is wrong."""
+        from safetensors.torch import load_file
+
+        path = self._store_dir() / record.weights_path
+        if not path.is_file():
+            return f"SAE {record.sae_id}: weights file {record.weights_path} is missing"
+        try:
+            got = tensors_sha256(load_file(str(path)))
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is a finding, not a crash
+            return f"SAE {record.sae_id}: weights file {record.weights_path} is unreadable ({exc})"
+        if got != record.weights_sha256:
+            return f"SAE {record.sae_id}: weights SHA-256 {got[:12]}... differs from the recorded " \
+                   f"{record.weights_sha256[:12]}..."
+        return None
+
+    def remove_model(self, model_key: str) -> int:
+        """Remove every SAE of ``model_key``: weight folders first, then the rows (a retry after
+        a failure in between finds the rows and finishes). Returns the SAEs removed. Callers
+        hold ``tables.write_lock``."""
+        tbl = self._tables.open(SAES)
+        if tbl is None:
+            return 0
+        ids = self._tables.scan(tbl, ["sae_id"], f"model_key = {sql_str(model_key)}")["sae_id"].to_pylist()
+        if self._tables.local_path is not None:
+            for sae_id in ids:
+                shutil.rmtree(self._tables.local_path / SAE_DIR / sae_id, ignore_errors=True)
+        if ids:
+            self._tables.delete(SAES, f"model_key = {sql_str(model_key)}")
+        return len(ids)
+
     def _store_dir(self) -> Path:
         if self._tables.local_path is None:
             raise InvalidInput(f"registering SAEs needs a local store (the weights are copied into it); "
@@ -135,7 +179,6 @@ class Saes:
         files resolve inside it (only folders under it can be registered). Registering the same
         weights for the same model and layer again returns the existing record.
         """
-        import torch
         from safetensors.torch import save_file
 
         info = self._models.get(model_key)
@@ -158,12 +201,7 @@ class Saes:
         if cfg["normalize_activations"] == "expected_average_only_in" and cfg["norm_scaling_factor"] is None:
             notes.append("normalize_activations is expected_average_only_in without norm_scaling_factor: "
                          "encoding applies no scaling (as SAELens does without a folded factor)")
-        h = hashlib.sha256()
-        for name in sorted(tensors):
-            t = tensors[name]
-            h.update(name.encode() + str(t.dtype).encode() + str(list(t.shape)).encode())
-            h.update(t.contiguous().view(-1).view(dtype=torch.uint8).numpy().tobytes())
-        sha = h.hexdigest()
+        sha = tensors_sha256(tensors)
         sae_id = f"{model_key}.L{lay}.{sha[:10]}"
         with self._tables.write_lock:
             for r in self.list(model_key):

@@ -2,8 +2,9 @@
 
 ``Store.open(uri)`` builds :class:`~actstore.store.tables.Tables` and one repository per
 table -- ``prompts``, ``models``, ``activations``, ``knn``, ``saes``, ``next_tokens``,
-``results`` -- and keeps DESIGN.md's three entry points (``add_prompts``,
-``write_activations``, ``read_activations``) as one-line delegations.
+``results`` -- plus ``maintenance`` (drops and ``verify``), and keeps DESIGN.md's three
+entry points (``add_prompts``, ``write_activations``, ``read_activations``) as one-line
+delegations.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from actstore.config import Settings
 from .activations import Activations
 from .knn import Knn
+from .maintenance import Maintenance
 from .models import Models
 from .next_tokens import NextTokens
 from .prompts import Prompts
@@ -40,7 +42,8 @@ class Store:
         self.knn = Knn(self.activations, self.prompts, persist, settings.ann_threshold)
         self.saes = Saes(tables, self.models)
         self.next_tokens = NextTokens(tables, self.prompts, self.models)
-        self.results = Results(tables)
+        self.results = Results(tables, settings.results_max_rows, settings.results_compact_every)
+        self.maintenance = Maintenance(tables, self.prompts, self.models, self.activations, self.knn, self.saes)
 
     @classmethod
     def open(cls, uri: str | Path, *, create: bool = True, settings: Settings | None = None) -> "Store":
@@ -65,11 +68,12 @@ class Store:
     def write_activations(self, model_key: str, layer: int, prompt_ids: Sequence[int] | np.ndarray,
                           vectors: np.ndarray, *, n_layers: int | None = None, source: str | None = None,
                           architecture: str | None = None, dtype: str | None = None,
-                          revision: str | None = None) -> int:
+                          revision: str | None = None, fingerprint: str | None = None) -> int:
         """Upsert one layer's activations [n, d_model] of ``prompt_ids``; the rows written
         (see :meth:`Activations.write`)."""
         return self.activations.write(model_key, {layer: vectors}, prompt_ids, n_layers=n_layers, source=source,
-                                      architecture=architecture, dtype=dtype, revision=revision)
+                                      architecture=architecture, dtype=dtype, revision=revision,
+                                      fingerprint=fingerprint)
 
     def read_activations(self, model_key: str, layer: int, dataset: str | None = None,
                          prompt_ids: Sequence[int] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -7,10 +7,13 @@ next tokens, results) each own their tables' schemas and go through it; none tou
 LanceDB otherwise.
 
 Consistency model: every write is one LanceDB commit (a new table version), so readers see
-a table before or after a write, never half of it. The store assumes one writer per
-database at a time (``write_lock``, a process-level lock, serialises writers inside one
-process); any number of readers, in any process, may read while it writes. The connection
-uses ``read_consistency_interval=0``: every read sees the latest commit of any process.
+a table before or after a write, never half of it. Any number of processes may write one
+store at once: Lance commits are atomic (put-if-not-exists of the next manifest: a
+no-replace rename locally, conditional PUT on S3/GCS/Azure) and a commit that loses a race
+to an append is rebased and retried by Lance; what needs more than appends (prompt ids)
+is made safe by its repository (see :mod:`actstore.store.prompts`). ``write_lock``, a
+process-level lock, serialises the writers inside one process. The connection uses
+``read_consistency_interval=0``: every read sees the latest commit of any process.
 
 Measured choices kept here:
 
@@ -23,6 +26,7 @@ Measured choices kept here:
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from datetime import timedelta
@@ -34,6 +38,8 @@ import numpy as np
 import pyarrow as pa
 
 from actstore.errors import InvalidInput, NotFound
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ACTS_PREFIX", "ACTS_STORAGE_VERSION", "KEEP_VERSIONS_FOR", "MAX_FRAGMENTS", "PUSHDOWN_IDS", "Tables",
@@ -169,16 +175,41 @@ class Tables:
         return None if tbl is None else int(tbl.version)
 
     @staticmethod
-    def scan(tbl, columns: list[str] | None = None, where: str | None = None) -> pa.Table:
-        """Rows of ``tbl`` (the latest version), optionally only some columns and rows."""
-        if columns is None and where is None:
+    def scan(tbl, columns: list[str] | None = None, where: str | None = None, *,
+             row_ids: bool = False) -> pa.Table:
+        """Rows of ``tbl`` (the latest version), optionally only some columns and rows;
+        ``row_ids=True`` adds Lance's ``_rowid`` column (``where`` may filter on it)."""
+        if columns is None and where is None and not row_ids:
             return tbl.to_arrow()
         q = tbl.search()
         if where is not None:
             q = q.where(where)
         if columns is not None:
             q = q.select(columns)
+        if row_ids:
+            q = q.with_row_id(True)
         return q.limit(None).to_arrow()
+
+    def create_seeded(self, name: str, data: pa.Table, schema: pa.Schema, *, stable_row_ids: bool = False):
+        """Table ``name``; when missing, created holding ``data`` in its first commit (so no
+        reader ever sees it without those rows), with Lance *stable row ids* when asked
+        (``_rowid`` assigned at commit in commit order and kept through compaction; this
+        cannot be enabled on an existing table). Several processes may race to create it:
+        one creation wins and the others open the winner's table."""
+        tbl = self.open(name)
+        if tbl is not None:
+            return tbl
+        options = {"new_table_enable_stable_row_ids": "true"} if stable_row_ids else None
+        with self._handles_lock:
+            try:
+                tbl = self._db.create_table(name, data=data, schema=schema, storage_options=options)
+            except Exception as exc:  # another process created it first (already exists / commit conflict)
+                try:
+                    tbl = self._db.open_table(name)
+                except (ValueError, FileNotFoundError):
+                    raise exc from None
+            self._handles[name] = tbl
+            return tbl
 
     def scan_for(self, tbl, keys: np.ndarray | None, columns: list[str] | None = None,
                  key: str = "prompt_id") -> pa.Table:
@@ -222,13 +253,37 @@ class Tables:
         self._maybe_compact(tbl)
         return tbl
 
-    def optimize(self, name: str) -> None:
-        """Compact table ``name`` into few fragments (old versions kept :data:`KEEP_VERSIONS_FOR`)."""
+    def optimize(self, name: str, keep: timedelta = KEEP_VERSIONS_FOR) -> None:
+        """Compact table ``name`` into few fragments (old versions kept ``keep``, by default
+        :data:`KEEP_VERSIONS_FOR`)."""
         tbl = self.open(name)
         if tbl is not None:
-            tbl.optimize(cleanup_older_than=KEEP_VERSIONS_FOR)
+            tbl.optimize(cleanup_older_than=keep)
+
+    def delete(self, name: str, where: str) -> None:
+        """Delete the rows of table ``name`` matching the Lance filter ``where`` (one commit;
+        nothing when the table does not exist)."""
+        tbl = self.open(name)
+        if tbl is not None:
+            tbl.delete(where)
+
+    def drop(self, name: str) -> bool:
+        """Drop table ``name`` and forget its handle; False when it did not exist."""
+        with self._handles_lock:
+            self._handles.pop(name, None)
+            try:
+                self._db.drop_table(name)
+            except (ValueError, FileNotFoundError):
+                return False
+            return True
 
     @staticmethod
     def _maybe_compact(tbl) -> None:
+        """Compact ``tbl`` when it has too many fragments. Best effort: the write before it is
+        committed already, and a compaction that loses a race with another process's
+        compaction of the same fragments (a Lance commit conflict) is left to the next write."""
         if tbl.stats()["fragment_stats"]["num_fragments"] > MAX_FRAGMENTS:
-            tbl.optimize(cleanup_older_than=KEEP_VERSIONS_FOR)
+            try:
+                tbl.optimize(cleanup_older_than=KEEP_VERSIONS_FOR)
+            except (OSError, RuntimeError, ValueError) as exc:
+                log.warning("compaction of table %r skipped: %s", getattr(tbl, "name", tbl), exc)

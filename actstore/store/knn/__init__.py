@@ -2,8 +2,8 @@
 
 Exact search (:mod:`.exact`, flat FAISS indices) below ``ann_threshold`` rows per table,
 approximate search (:mod:`.ann`, IVF-PQ candidates re-ranked exactly) from it on;
-``approximate=`` forces either. Indices are built lazily per table version and persisted
-beside a local database (``<db>/_faiss``). See :mod:`.exact` for the score of each metric.
+``approximate=`` forces either. Indices are built lazily per table token (id and version)
+and persisted, with checksums, beside a local database (``<db>/_faiss``; :mod:`.files`). See :mod:`.exact` for the score of each metric.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from actstore.errors import InvalidInput, NotFound
-from ..activations import Activations
+from ..activations import Activations, table_token
 from ..checks import as_int, preview
 from ..models import ModelInfo
 from ..prompts import Prompts
@@ -184,9 +184,10 @@ class Knn:
         info, layer, tbl = self._activations.locate(model_key, layer)
         name = acts_table(model_key, layer)
         load = lambda: self._activations.read(model_key, layer)  # noqa: E731
+        token = table_token(tbl)  # "<table id>:<version>": never repeats (see activations)
         if self.use_ann(int(tbl.count_rows()), approximate):
-            return info, layer, self.indexes.get_ann(name, int(tbl.version), metric, load)
-        return info, layer, self.indexes.get(name, int(tbl.version), metric, load)
+            return info, layer, self.indexes.get_ann(name, token, metric, load)
+        return info, layer, self.indexes.get(name, token, metric, load)
 
     def _k(self, entry: ExactIndex | AnnIndex, k: int, dataset: str | None,
            labelled: bool | None = None) -> tuple[int, np.ndarray | None]:

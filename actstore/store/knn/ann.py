@@ -51,10 +51,10 @@ well under a millisecond. (Written against those APIs; not run on a GPU here.)
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import faiss
 import numpy as np
@@ -161,7 +161,7 @@ class AnnIndex:
 
     kind = KIND
 
-    def __init__(self, version: int, metric: str, ids_by_pos: np.ndarray, index: faiss.Index,
+    def __init__(self, version: str, metric: str, ids_by_pos: np.ndarray, index: faiss.Index,
                  vectors: np.ndarray, norms: np.ndarray, params: AnnParams, n_trained: int):
         self.version = version
         self.metric = metric
@@ -176,7 +176,7 @@ class AnnIndex:
 
     # ------------------------------------------------------------------ build
     @classmethod
-    def build(cls, version: int, metric: str, ids: np.ndarray, X: np.ndarray,
+    def build(cls, version: str, metric: str, ids: np.ndarray, X: np.ndarray,
               params: AnnParams | None = None, seed: int = 0) -> "AnnIndex":
         """Train and fill an index over ids int64 [n] and X [n, d] (any float dtype)."""
         n, d = X.shape
@@ -211,7 +211,7 @@ class AnnIndex:
         _fill(out, 0, X)
         return out
 
-    def extended(self, version: int, ids: np.ndarray, X: np.ndarray) -> "AnnIndex":
+    def extended(self, version: str, ids: np.ndarray, X: np.ndarray) -> "AnnIndex":
         """A new index at ``version``: this one plus rows ids int64 [m] / X [m, d] (new ids)."""
         n0, d = self.vectors.shape
         m = len(ids)
@@ -325,25 +325,27 @@ class AnnIndex:
         return ids_out, scores_out
 
     # ------------------------------------------------------------ persistence
-    def save(self, stem: Path) -> None:
-        """Write ``<stem>.faiss`` and ``<stem>.npz`` (temporary names, then renamed)."""
-        index_path, arr_path = Path(f"{stem}.faiss"), Path(f"{stem}.npz")
-        tmp_index = Path(f"{stem}.faiss.tmp")
-        tmp_arr = Path(f"{stem}.tmp.npz")
-        faiss.write_index(self.index, str(tmp_index))
-        np.savez(tmp_arr, ids_by_pos=self.ids_by_pos, vectors=self.vectors, norms=self.norms,
+    def to_bytes(self) -> tuple[memoryview, memoryview]:
+        """(serialised FAISS index, ``.npz`` of the id map, vector copy, norms and parameters):
+        what :class:`actstore.store.knn.exact.KnnIndexes` persists (with their digests)."""
+        buf = io.BytesIO()
+        np.savez(buf, ids_by_pos=self.ids_by_pos, vectors=self.vectors, norms=self.norms,
                  params=np.array(list(asdict(self.params).values()), np.int64),
-                 meta=np.array([self.version, self.n_trained], np.int64), metric=np.array(self.metric))
-        tmp_arr.replace(arr_path)
-        tmp_index.replace(index_path)
+                 meta=np.array([self.n_trained], np.int64), version=np.array(str(self.version)),
+                 metric=np.array(self.metric))
+        return memoryview(faiss.serialize_index(self.index)), buf.getbuffer()
 
     @classmethod
-    def load(cls, stem: Path) -> "AnnIndex":
-        index = faiss.read_index(f"{stem}.faiss")
-        with np.load(f"{stem}.npz") as z:
+    def from_bytes(cls, index_bytes: bytes, arrays: bytes) -> "AnnIndex":
+        """Inverse of :meth:`to_bytes`."""
+        index = faiss.deserialize_index(np.frombuffer(index_bytes, dtype=np.uint8))
+        with np.load(io.BytesIO(arrays), allow_pickle=False) as z:
             params = AnnParams(*[int(v) for v in z["params"]])
-            version, n_trained = (int(v) for v in z["meta"])
-            out = cls(version, str(z["metric"]), z["ids_by_pos"], index, z["vectors"], z["norms"], params, n_trained)
+            (n_trained,) = (int(v) for v in z["meta"])
+            out = cls(str(z["version"]), str(z["metric"]), z["ids_by_pos"], index, z["vectors"], z["norms"],
+                      params, n_trained)
+        if index.ntotal != out.ntotal or len(out.vectors) != out.ntotal or len(out.norms) != out.ntotal:
+            raise ValueError(f"approximate index parts disagree: {index.ntotal} codes, {out.ntotal} ids")
         index.nprobe = params.nprobe
         return out
 

@@ -2,8 +2,13 @@
 
 An index is a flat FAISS index over the table's vectors in ascending prompt_id order, so a
 FAISS position maps to a prompt id through the sorted id array saved beside it. Indices are
-persisted next to a local database (``<db>/_faiss``) and rebuilt when the table's version
-changes; on GPU when ``faiss.get_num_gpus() > 0``.
+kept per table token (``"<table id>:<version>"``, see :func:`actstore.store.activations.table_token`:
+it never repeats, not even for a table dropped and created again), persisted next to a local
+database (``<db>/_faiss/<table>.<metric>.exact.<table id>.v<version>.{faiss,ids.npy,sha256}``)
+with a SHA-256 digest of each file that is checked on load (a mismatch is logged and the
+index rebuilt; see :mod:`.files`), and rebuilt when the token changes; on GPU when
+``faiss.get_num_gpus() > 0``. Persisting is best effort: on a full disk the index is kept in
+memory only, with a warning.
 
 Metrics (scores are what the metric says, in its own units):
 - ``cosine``: inner product of L2-normalised vectors, in [-1, 1], larger is nearer.
@@ -13,7 +18,7 @@ Metrics (scores are what the metric says, in its own units):
 Above a size threshold (``Knn.ann_threshold`` rows, from ``Settings.ann_threshold``: env
 ``ACTSTORE_ANN_THRESHOLD``, default 50,000) a table gets an approximate index instead
 (:class:`actstore.store.knn.ann.AnnIndex`: IVF-PQ candidates, exact re-ranking; see that
-module for the choice and its measurements). It is persisted as ``<table>.<metric>.ann.v<version>``
+module for the choice and its measurements). It is persisted as ``<table>.<metric>.ann.<table id>.v<version>.*``
 and, when the rows of a new version are the old rows plus new prompt ids, extended rather
 than rebuilt. ``search`` and ``vectors_at`` take either kind of entry. Exact search stays
 the default below the threshold and can be forced (``approximate=False``).
@@ -21,6 +26,7 @@ the default below the threshold and can be forced (``approximate=False``).
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
@@ -31,9 +37,9 @@ from typing import Callable
 import faiss
 import numpy as np
 
-from .metrics import METRICS
-
+from . import files
 from .ann import AnnIndex
+from .metrics import METRICS
 
 __all__ = ["ExactIndex", "KnnIndexes", "build_flat", "search", "vectors_at"]
 
@@ -45,7 +51,7 @@ log = logging.getLogger(__name__)
 class ExactIndex:
     """A flat FAISS index of one table at one version; ``ids[p]`` is the prompt at position p."""
 
-    version: int
+    version: str  # the table token, "<table id>:<version>"
     ids: np.ndarray  # int64 [n], ascending
     index: faiss.Index
 
@@ -106,26 +112,31 @@ class KnnIndexes:
     def get_ann(
         self,
         table: str,
-        version: int,
+        version: str,
         metric: str,
         load: Callable[[], tuple[np.ndarray, np.ndarray]],
     ) -> AnnIndex:
-        """The approximate index of ``table`` at ``version``: cached, persisted, extended or built.
+        """The approximate index of ``table`` at ``version`` (a table token, ``"<id>:<n>"``):
+        cached, persisted, extended or built.
 
         ``load()`` returns (ids int64 [n] ascending, X [n, d]) of the current version. An index
-        of an older version is extended when its rows are all still there unchanged and the
-        table has at most doubled since training; otherwise the index is rebuilt.
+        of an older version of the same table (same id) is extended when its rows are all
+        still there unchanged and the table has at most doubled since training; otherwise the
+        index is rebuilt.
         """
         key = (table, metric)
         with self._lock:
             prev = self._ann.get(key)
             if prev is not None and prev.version == version:
                 return prev
-            if prev is None or self._ann_stem(table, metric, version).with_suffix(".npz").exists():
-                prev = self._load_ann(table, metric) or prev
+            current = Path(f"{self.stem(table, metric, version, 'ann')}{files.DIGEST_SUFFIX}")
+            if prev is None or current.exists():  # another process may have persisted this version
+                prev = self._load_ann(table, metric, version) or prev
             if prev is not None and prev.version == version:
                 self._ann[key] = prev
                 return prev
+            if prev is not None and not _same_table(prev.version, version):
+                prev = None  # another table under the same name (dropped and created again)
             t0 = time.perf_counter()
             ids, X = load()
             entry, how = None, "built"
@@ -142,44 +153,80 @@ class KnnIndexes:
             self._ann[key] = entry
             return entry
 
-    def _ann_stem(self, table: str, metric: str, version: int) -> Path:
-        return (self._dir or Path(".")) / f"{table}.{metric}.ann.v{version}"
+    def stem(self, table: str, metric: str, version: str, kind: str = "exact") -> Path:
+        """File stem of the persisted index of ``table`` at ``version`` (a table token) for
+        ``metric``; ``kind`` is ``exact`` or ``ann``. Files: ``<stem>.faiss``, the id array
+        (``.ids.npy`` / ``.npz``) and the digest ``<stem>.sha256``."""
+        uid, _, number = str(version).rpartition(":")
+        return (self._dir or Path(".")) / f"{table}.{metric}.{kind}.{uid or 'legacy'}.v{number}"
 
-    def _load_ann(self, table: str, metric: str) -> AnnIndex | None:
-        """The newest persisted approximate index of this table and metric, any version."""
+    def _load_ann(self, table: str, metric: str, version: str) -> AnnIndex | None:
+        """The newest persisted approximate index of this table (same id) and metric, any version."""
         if self._dir is None or not self._dir.exists():
             return None
-        stems = sorted(self._dir.glob(f"{table}.{metric}.ann.v*.npz"),
-                       key=lambda p: int(p.name.rsplit(".v", 1)[1].split(".")[0]), reverse=True)
-        for path in stems:
-            stem = path.with_suffix("")
-            if not Path(f"{stem}.faiss").exists():
-                continue
+        pattern = self.stem(table, metric, version, "ann").name.rsplit(".v", 1)[0] + ".v*" + files.DIGEST_SUFFIX
+        stems = sorted((Path(str(p)[: -len(files.DIGEST_SUFFIX)]) for p in self._dir.glob(pattern)),
+                       key=lambda p: _number(p.name), reverse=True)
+        for stem in stems:
             try:
-                return AnnIndex.load(stem)
-            except Exception as exc:  # a torn file from a killed process: try older, then rebuild
+                parts = files.load(stem, (".faiss", ".npz"))
+                if parts is None:
+                    continue
+                return AnnIndex.from_bytes(parts[".faiss"], parts[".npz"])
+            except files.ChecksumMismatch as exc:
+                log.warning("rebuilding approximate index %s: %s", stem, exc)
+            except Exception as exc:  # noqa: BLE001 - an unreadable cache file: try older, then rebuild
                 log.warning("ignoring unreadable approximate index %s: %s", stem, exc)
         return None
 
     def _persist_ann(self, table: str, metric: str, entry: AnnIndex) -> None:
         if self._dir is None:
             return
-        self._dir.mkdir(parents=True, exist_ok=True)
-        stem = self._ann_stem(table, metric, entry.version)
-        entry.save(stem)
-        keep = {Path(f"{stem}.faiss"), Path(f"{stem}.npz")}
-        for old in self._dir.glob(f"{table}.{metric}.ann.v*"):
-            if old not in keep:
+        stem = self.stem(table, metric, entry.version, "ann")
+        index_bytes, arrays = entry.to_bytes()
+        if files.save(stem, {".faiss": index_bytes, ".npz": arrays}):
+            self._remove_others(f"{table}.{metric}.ann.*", stem)
+
+    def _remove_others(self, pattern: str, keep: Path) -> None:
+        """Remove the files matching ``pattern`` in the index folder but those of stem ``keep``
+        (older versions, other table ids, files named by the older scheme)."""
+        assert self._dir is not None
+        prefix = keep.name + "."
+        for old in self._dir.glob(pattern):
+            if not old.name.startswith(prefix):
                 old.unlink(missing_ok=True)
+
+    def forget(self, table: str) -> int:
+        """Drop the indices of ``table`` held in memory and persisted (every metric, kind and
+        version); returns the files removed. For a table that is being dropped."""
+        with self._lock:
+            for cache in (self._cache, self._ann):
+                for key in [k for k in cache if k[0] == table]:
+                    del cache[key]
+            if self._dir is None or not self._dir.exists():
+                return 0
+            removed = 0
+            for path in self._dir.glob(f"{table}.*"):
+                path.unlink(missing_ok=True)
+                removed += 1
+            return removed
+
+    def digest_files(self) -> list[Path]:
+        """The digest files of every persisted index (``verify`` checks them)."""
+        if self._dir is None or not self._dir.exists():
+            return []
+        return sorted(self._dir.glob(f"*{files.DIGEST_SUFFIX}"))
 
     def get(
         self,
         table: str,
-        version: int,
+        version: str,
         metric: str,
         load: Callable[[], tuple[np.ndarray, np.ndarray]],
     ) -> ExactIndex:
-        """The index of ``table`` at ``version``; ``load()`` returns (ids, X float32) if a build is needed."""
+        """The index of ``table`` at ``version`` (a table token); ``load()`` returns (ids, X
+        float32) if a build is needed. A persisted index whose files do not match their
+        digests is rebuilt (with a warning)."""
         key = (table, metric)
         with self._lock:
             cached = self._cache.get(key)
@@ -196,39 +243,47 @@ class KnnIndexes:
             self._cache[key] = entry
             return entry
 
-    def _paths(self, table: str, metric: str, version: int) -> tuple[Path, Path]:
-        assert self._dir is not None
-        stem = f"{table}.{metric}.v{version}"
-        return self._dir / f"{stem}.faiss", self._dir / f"{stem}.ids.npy"
-
-    def _load_persisted(self, table: str, metric: str, version: int) -> ExactIndex | None:
+    def _load_persisted(self, table: str, metric: str, version: str) -> ExactIndex | None:
         if self._dir is None:
             return None
-        index_path, ids_path = self._paths(table, metric, version)
-        if not (index_path.exists() and ids_path.exists()):
-            return None
+        stem = self.stem(table, metric, version)
         try:
-            return ExactIndex(version, np.load(ids_path), faiss.read_index(str(index_path)))
-        except Exception as exc:  # a torn file from a killed process: rebuild
-            log.warning("ignoring unreadable FAISS index %s: %s", index_path, exc)
+            parts = files.load(stem, (".faiss", ".ids.npy"))
+            if parts is None:
+                return None
+            ids = np.load(io.BytesIO(parts[".ids.npy"]), allow_pickle=False)
+            index = faiss.deserialize_index(np.frombuffer(parts[".faiss"], dtype=np.uint8))
+            if ids.dtype != np.int64 or ids.ndim != 1 or len(ids) != index.ntotal or \
+                    (len(ids) > 1 and not (np.diff(ids) > 0).all()):
+                raise files.ChecksumMismatch(f"{stem}.ids.npy does not match its index")
+            return ExactIndex(version, ids, index)
+        except files.ChecksumMismatch as exc:
+            log.warning("rebuilding FAISS index %s: %s", stem, exc)
+            return None
+        except Exception as exc:  # noqa: BLE001 - an unreadable cache file: rebuild
+            log.warning("ignoring unreadable FAISS index %s: %s", stem, exc)
             return None
 
     def _persist(self, table: str, metric: str, entry: ExactIndex) -> None:
         if self._dir is None:
             return
-        self._dir.mkdir(parents=True, exist_ok=True)
-        index_path, ids_path = self._paths(table, metric, entry.version)
-        # Write to temporary names and rename, so a reader never sees half a file.
-        tmp_index = index_path.with_suffix(".faiss.tmp")
-        tmp_ids = ids_path.with_name(ids_path.name + ".tmp")
-        faiss.write_index(entry.index, str(tmp_index))
-        with open(tmp_ids, "wb") as fh:
-            np.save(fh, entry.ids)
-        tmp_ids.replace(ids_path)
-        tmp_index.replace(index_path)
-        for old in self._dir.glob(f"{table}.{metric}.v*"):
-            if old not in (index_path, ids_path):
+        stem = self.stem(table, metric, entry.version)
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(entry.ids, dtype=np.int64))
+        if files.save(stem, {".faiss": faiss.serialize_index(entry.index), ".ids.npy": buf.getbuffer()}):
+            self._remove_others(f"{table}.{metric}.exact.*", stem)
+            for old in self._dir.glob(f"{table}.{metric}.v*"):  # files of the older naming scheme
                 old.unlink(missing_ok=True)
+
+
+def _same_table(a: str, b: str) -> bool:
+    """Whether two table tokens name versions of the same table (same id)."""
+    return str(a).rpartition(":")[0] == str(b).rpartition(":")[0]
+
+
+def _number(stem_name: str) -> int:
+    tail = stem_name.rsplit(".v", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
 
 
 def vectors_at(entry: ExactIndex | AnnIndex, positions: np.ndarray) -> np.ndarray:

@@ -9,6 +9,8 @@ queries and stored prompts, >= 0.95 for a k-NN graph (measured: 1.0 / 1.0 / ~0.9
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -103,8 +105,9 @@ def test_the_index_follows_new_rows(big, data, monkeypatch):
     _, Q = data
     store.knn.search("m", 0, Q[:1], 5)
     v1 = store.activations.version("m", 0)
-    faiss_dir = store.knn.indexes.persist_dir
-    assert (faiss_dir / f"{TABLE}.cosine.ann.v{v1}.faiss").exists()
+    stem1 = store.knn.indexes.stem(TABLE, "cosine", v1, "ann")
+    assert stem1.name == f"{TABLE}.cosine.ann.{v1.replace(':', '.v')}"
+    assert Path(f"{stem1}.faiss").exists() and Path(f"{stem1}.sha256").exists()
 
     # An append (new prompt ids only) extends the index: no rebuild.
     def no_build(*a, **kw):
@@ -119,8 +122,8 @@ def test_the_index_follows_new_rows(big, data, monkeypatch):
     entry = store.knn.indexes.ann_entries()[(TABLE, "cosine")]
     assert entry.ntotal == N + 2 and entry.n_trained == N
     v2 = store.activations.version("m", 0)
-    assert (faiss_dir / f"{TABLE}.cosine.ann.v{v2}.npz").exists()
-    assert not (faiss_dir / f"{TABLE}.cosine.ann.v{v1}.npz").exists()
+    assert Path(f"{store.knn.indexes.stem(TABLE, 'cosine', v2, 'ann')}.npz").exists()
+    assert not Path(f"{stem1}.npz").exists()
     # Another process loads the persisted index instead of building one.
     fresh = Store.open(store.uri)
     fresh.knn.ann_threshold = THRESHOLD

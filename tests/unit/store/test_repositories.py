@@ -30,9 +30,9 @@ class ScanCounter:
         self.names: list[str] = []
         real = Tables.scan
 
-        def counting(tbl, columns=None, where=None):
+        def counting(tbl, columns=None, where=None, **kw):
             self.names.append(tbl.name)
-            return real(tbl, columns, where)
+            return real(tbl, columns, where, **kw)
 
         monkeypatch.setattr(Tables, "scan", staticmethod(counting))
 
@@ -163,7 +163,10 @@ def test_versions(store):
     assert v == {0: store.activations.version("m", 0), 1: store.activations.version("m", 1)}
     store.activations.write("m", {1: np.zeros((6, 4))}, np.arange(6))
     after = store.activations.versions("m", [0, 1])
-    assert after[0] == v[0] and after[1] > v[1]
+    assert after[0] == v[0] and after[1] != v[1]
+    # a token is "<table id>:<version>": same table, a later version
+    assert after[1].rpartition(":")[0] == v[1].rpartition(":")[0]
+    assert int(after[1].rpartition(":")[2]) > int(v[1].rpartition(":")[2])
     with pytest.raises(NotFound, match=r"no activations stored for layer 3; stored layers: 0, 1"):
         store.activations.versions("m", [0, 3])
     with pytest.raises(InvalidInput, match=r"layer 9 is out of range for model 'm': allowed 0..3"):

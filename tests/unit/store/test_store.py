@@ -315,7 +315,8 @@ def test_knn_index_follows_new_rows_and_is_persisted(store, rng, monkeypatch):
     assert first[0, 0] == ids[0]
     faiss_dir = store.knn.indexes.persist_dir
     v1 = store.activations.version("m", 0)
-    assert (faiss_dir / f"acts__m__L000.cosine.v{v1}.faiss").exists()
+    uid, _, n1 = v1.rpartition(":")
+    assert (faiss_dir / f"acts__m__L000.cosine.exact.{uid}.v{n1}.faiss").exists()
     # A new prompt whose vector is the query itself must now come first.
     (new_id,) = store.add_prompts("ds", ["newcomer"])
     store.write_activations("m", 0, [new_id], q)
@@ -323,8 +324,9 @@ def test_knn_index_follows_new_rows_and_is_persisted(store, rng, monkeypatch):
     assert got[0].tolist() == [new_id, ids[0]]
     assert scores[0, 0] == pytest.approx(1.0, abs=1e-6)
     v2 = store.activations.version("m", 0)
-    assert (faiss_dir / f"acts__m__L000.cosine.v{v2}.faiss").exists()
-    assert not (faiss_dir / f"acts__m__L000.cosine.v{v1}.faiss").exists()
+    assert v2.rpartition(":")[0] == uid  # same table, new version
+    assert (faiss_dir / f"acts__m__L000.cosine.exact.{uid}.v{v2.rpartition(':')[2]}.faiss").exists()
+    assert not (faiss_dir / f"acts__m__L000.cosine.exact.{uid}.v{n1}.faiss").exists()
     # Another process (a fresh Store) loads the persisted index instead of rebuilding.
     fresh = Store.open(store.uri)
 
