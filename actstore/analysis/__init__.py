@@ -19,7 +19,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from .errors import AnalysisError
+from .errors import AnalysisCancelled, AnalysisError
 from .results import BridgeFit, BridgeRankSweep, DiagonalTest, NextTokenTransfer, ProbeTransfer, ProbeTransferSweep
 
 # name -> the module defining it, imported when the name is first used
@@ -36,7 +36,7 @@ _EXPORTS = {
 _MODULES = ("bridges", "cka", "devices", "diagonal", "hsic", "inputs", "knn", "permutation", "probes", "sae",
             "sae_match", "traces", "validation")
 
-__all__ = sorted([*_EXPORTS, "AnalysisError", "BridgeFit", "BridgeRankSweep", "DiagonalTest", "NextTokenTransfer",
+__all__ = sorted([*_EXPORTS, "AnalysisCancelled", "AnalysisError", "BridgeFit", "BridgeRankSweep", "DiagonalTest", "NextTokenTransfer",
                   "ProbeTransfer", "ProbeTransferSweep"])
 
 

@@ -29,7 +29,7 @@ from .devices import resolve_device, resolve_precision
 from .hsic import cka_table
 from .inputs import prepare_layers
 from .traces import block_rows_for, feature_traces, gram_traces
-from .errors import AnalysisError
+from .errors import AnalysisError, StopCheck
 from .permutation import (
     CkaMatrixTest,
     CkaTest,
@@ -103,7 +103,7 @@ def plan_cka_matrix(n: int, dims_a: Sequence[int], dims_b: Sequence[int], *,
 def cka_matrix(layers_a: Sequence[np.ndarray], layers_b: Sequence[np.ndarray], *,
                debiased: bool = True, device: str = "auto", precision: str = "auto",
                form: str = "auto", memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET,
-               ) -> np.ndarray:
+               should_stop: StopCheck | None = None) -> np.ndarray:
     """Linear CKA of every layer in ``layers_a`` with every layer in ``layers_b``.
 
     Args:
@@ -113,6 +113,8 @@ def cka_matrix(layers_a: Sequence[np.ndarray], layers_b: Sequence[np.ndarray], *
         precision: "auto" | "float32" | "float64" for the Gram-form GEMMs (see module doc).
         form: "auto" (cheaper by flop count) | "gram" | "feature".
         memory_budget_bytes: working memory for the Gram-form row blocks.
+        should_stop: asked before every Gram-form row block or feature-form layer pair; True
+            stops the work with AnalysisCancelled.
 
     Returns:
         float64 array [m_a, m_b]; entry (i, j) is CKA(layers_a[i], layers_b[j]) (unitless).
@@ -125,9 +127,9 @@ def cka_matrix(layers_a: Sequence[np.ndarray], layers_b: Sequence[np.ndarray], *
                            memory_budget_bytes=memory_budget_bytes)
     if plan.form == "gram":
         t_ab, t_aa, t_bb = gram_traces(a, sa, b, sb, dtype=np.dtype(plan.precision),
-                                       device=dev, block_rows=plan.block_rows)
+                                       device=dev, block_rows=plan.block_rows, should_stop=should_stop)
     else:
-        t_ab, t_aa, t_bb = feature_traces(a, sa, b, sb, device=dev)
+        t_ab, t_aa, t_bb = feature_traces(a, sa, b, sb, device=dev, should_stop=should_stop)
     return cka_table(debiased, t_ab, t_aa, t_bb, sa, sb)
 
 

@@ -26,7 +26,7 @@ import torch
 
 from . import validation as V
 from .devices import from_numpy, resolve_device
-from .errors import AnalysisError
+from .errors import AnalysisError, StopCheck, check_stop
 
 __all__ = ["knn_graph", "knn_graph_recall", "mutual_knn", "affinity_matrix", "null_mean",
            "normalized_rows"]
@@ -63,13 +63,15 @@ def normalized_rows(X: np.ndarray, name: str = "X") -> np.ndarray:
 
 
 def knn_graph(X: np.ndarray, k: int, *, device: str = "auto",
-              backend: str = "auto") -> np.ndarray:
+              backend: str = "auto", should_stop: StopCheck | None = None) -> np.ndarray:
     """Cosine k-NN graph of one layer.
 
     Args:
         X: activations [n, d] (any float dtype), rows are prompts.
         k: neighbours per prompt, 1 <= k <= n - 1.
         device: "auto" | "cpu" | "cuda"; backend: "auto" (= "torch") | "torch" | "faiss".
+        should_stop: asked before every row block of the torch self-join; True stops the
+            work with AnalysisCancelled (the faiss backend is one call and is not interrupted).
 
     Returns:
         int64 [n, k]: row i lists the k prompts j != i most cosine-similar to i, most similar
@@ -86,7 +88,7 @@ def knn_graph(X: np.ndarray, k: int, *, device: str = "auto",
     if backend == "faiss":
         vals, idx = _faiss_candidates(xn, c, dev)
     else:
-        vals, idx = _torch_candidates(xn, c, dev)
+        vals, idx = _torch_candidates(xn, c, dev, should_stop)
     return _finish(xn, vals, idx, k_, dev)
 
 
@@ -124,7 +126,7 @@ def knn_graph_recall(X: np.ndarray, graph: np.ndarray, *, sample: int = 256, see
     return hits / (len(rows) * k)
 
 
-def _torch_candidates(xn: np.ndarray, c: int, dev: torch.device
+def _torch_candidates(xn: np.ndarray, c: int, dev: torch.device, should_stop: StopCheck | None = None,
                       ) -> tuple[np.ndarray, np.ndarray]:
     """Top-c (similarity, index) per row, self excluded, by a symmetric blocked self-join."""
     n = xn.shape[0]
@@ -143,6 +145,7 @@ def _torch_candidates(xn: np.ndarray, c: int, dev: torch.device
         best_i[r0:r1] = torch.gather(i, 1, pos)
 
     for i0 in range(0, n, b):
+        check_stop(should_stop, i0, n, "rows of the k-NN self-join")
         i1 = min(n, i0 + b)
         xi = x[i0:i1]
         for j0 in range(i0, n, b):

@@ -37,7 +37,7 @@ from .devices import resolve_device, resolve_precision
 from .hsic import cka_table
 from .inputs import prepare_layers
 from .traces import full_gram
-from .errors import AnalysisError
+from .errors import AnalysisError, StopCheck, check_stop
 
 __all__ = ["CkaTest", "CkaMatrixTest", "cka_permutation_test",
            "cka_matrix_permutation_test", "permutation_p_value"]
@@ -135,7 +135,7 @@ def cka_matrix_permutation_test(layers_a: Sequence[np.ndarray],
                                 seed: int = 0, debiased: bool = True, device: str = "auto",
                                 precision: str = "auto",
                                 memory_budget_bytes: int = DEFAULT_PERM_MEMORY_BUDGET,
-                                ) -> CkaMatrixTest:
+                                should_stop: StopCheck | None = None) -> CkaMatrixTest:
     """CKA matrix [m_a, m_b] with per-cell and max-statistic permutation p-values.
 
     Args:
@@ -144,14 +144,16 @@ def cka_matrix_permutation_test(layers_a: Sequence[np.ndarray],
         seed: seed of numpy's default_rng that draws the permutations (reproducible).
         debiased, device, precision: as in :func:`actstore.analysis.cka.cka_matrix`.
         memory_budget_bytes: bytes for cached n x n Gram matrices.
+        should_stop: asked before every permutation; when it returns True the test stops
+            with AnalysisCancelled (a caller's time limit passed or its client left).
     """
     return _matrix_test(layers_a, layers_b, permutations=permutations, seed=seed,
                         debiased=debiased, device=device, precision=precision,
-                        memory_budget_bytes=memory_budget_bytes)
+                        memory_budget_bytes=memory_budget_bytes, should_stop=should_stop)
 
 
 def _matrix_test(layers_a, layers_b, *, permutations, seed, debiased, device, precision,
-                 memory_budget_bytes, names=("layers_a", "layers_b"), indexed=True):
+                 memory_budget_bytes, names=("layers_a", "layers_b"), indexed=True, should_stop=None):
     P = V.check_int(permutations, "permutations", minimum=0)
     seed = V.check_int(seed, "seed", minimum=0)
     a, b, sa, sb, n = prepare_layers(layers_a, layers_b, debiased=debiased,
@@ -187,6 +189,7 @@ def _matrix_test(layers_a, layers_b, *, permutations, seed, debiased, device, pr
         t_ll[c0:c1] = [float(torch.linalg.vector_norm(k, dtype=torch.float64)) ** 2
                        for k in kl]
         for k_, sigma in enumerate(_sigmas(n, P, seed, perm_a)):
+            check_stop(should_stop, k_, P, "permutations")
             t[k_, :, c0:c1] = _permuted_traces(ks, kl, sigma, rows)
         del kl
     # Vector terms under each permutation (cheap: n m_s m_l per draw).
@@ -227,17 +230,19 @@ def _sigmas(n: int, P: int, seed: int, perm_a: bool):
 def cka_permutation_test(X: np.ndarray, Y: np.ndarray, *, permutations: int, seed: int = 0,
                          debiased: bool = True, device: str = "auto",
                          precision: str = "auto",
-                         memory_budget_bytes: int = DEFAULT_PERM_MEMORY_BUDGET) -> CkaTest:
+                         memory_budget_bytes: int = DEFAULT_PERM_MEMORY_BUDGET,
+                         should_stop: StopCheck | None = None) -> CkaTest:
     """Permutation test of CKA(X, Y) for X [n, p], Y [n, q] (rows = same prompts).
 
     Permutes the rows of Y ``permutations`` times (numpy default_rng(seed)); returns the
     observed value, p = (1 + #{null >= observed}) / (1 + P) and the null [P]. The same seed
     gives the same p-value, and the same null as a 1 x 1 :func:`cka_matrix_permutation_test`.
+    ``should_stop`` is asked before every permutation (AnalysisCancelled when it says True).
     """
     res = _matrix_test([X], [Y], permutations=permutations, seed=seed, debiased=debiased,
                        device=device, precision=precision,
                        memory_budget_bytes=memory_budget_bytes, names=("X", "Y"),
-                       indexed=False)
+                       indexed=False, should_stop=should_stop)
     return CkaTest(value=float(res.values[0, 0]), p_value=float(res.p_values[0, 0]),
                    permutations=res.permutations, null=_readonly(res.null[:, 0, 0].copy()),
                    seed=res.seed,

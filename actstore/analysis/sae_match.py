@@ -57,7 +57,7 @@ from scipy.stats import rankdata
 
 from . import validation as V
 from .devices import from_numpy, resolve_device
-from .errors import AnalysisError
+from .errors import AnalysisError, StopCheck, check_stop
 from .sae import as_csr, feature_stats
 
 __all__ = [
@@ -449,12 +449,13 @@ class PairedSpaceTest:
 
 def paired_space_test(X: np.ndarray, Y: np.ndarray, *, random_pairs: int = 100, seed: int = 0,
                       threshold: float = SVCCA_THRESHOLD, rsa_max_pairs: int = DEFAULT_RSA_MAX_PAIRS,
-                      device: str = "auto") -> PairedSpaceTest:
+                      device: str = "auto", should_stop: StopCheck | None = None) -> PairedSpaceTest:
     """SVCCA and RSA of X [K, p] with Y [K, q] (row i of each = matched pair i), and the same
     for ``random_pairs`` random re-pairings (rows of Y permuted) from ``default_rng(seed)``.
 
     Permutation j uses the j-th draw of ``rng.permutation(K)`` for SVCCA; RSA uses the
     first ``rsa_max_pairs`` positions of a seeded subset and permutes within it.
+    ``should_stop`` is asked before the random SVCCAs and every random RSA (AnalysisCancelled).
     """
     X, Y = _check_pair_rows(X, Y)
     random_pairs = V.check_int(random_pairs, "random_pairs", minimum=0)
@@ -471,11 +472,13 @@ def paired_space_test(X: np.ndarray, Y: np.ndarray, *, random_pairs: int = 100, 
     rsa_value = _spearman_from_ranks(Rx[iu], Ry[iu])
 
     perms = [rng.permutation(K) for _ in range(random_pairs)]
+    check_stop(should_stop, 0, random_pairs, "random pairs")
     rand_svcca = _random_svcca(ux, uy, perms, device)
     m = len(sub)
     rand_rsa = np.empty(random_pairs)
     denom = np.sqrt((Rx[iu] @ Rx[iu]) * (Ry[iu] @ Ry[iu]))
     for j in range(random_pairs):
+        check_stop(should_stop, j, random_pairs, "random pairs")
         q = rng.permutation(m)
         # sum over all off-diagonal (i, l) counts each unordered pair twice in both terms
         rand_rsa[j] = 0.5 * float(np.einsum("ij,ij->", Rx, Ry[np.ix_(q, q)])) / denom

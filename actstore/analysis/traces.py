@@ -27,6 +27,7 @@ import torch
 
 from .devices import from_numpy, torch_dtype
 from .hsic import LayerStats
+from .errors import StopCheck, check_stop
 
 __all__ = ["gram_traces", "feature_traces", "self_trace", "full_gram", "block_rows_for"]
 
@@ -58,14 +59,15 @@ _GEMM_COLS = 1 << 18  # columns per pair GEMM; each partial result is added in f
 def gram_traces(layers_a: Sequence[np.ndarray], stats_a: Sequence[LayerStats],
                 layers_b: Sequence[np.ndarray], stats_b: Sequence[LayerStats], *,
                 dtype: np.dtype, device: torch.device, block_rows: int,
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                should_stop: StopCheck | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(T_AB [m_a, m_b], T_AA [m_a], T_BB [m_b]) in float64 by the blocked Gram form.
 
     Layout of one layer's row in the block matrix V for rows [s, e) (bs = e - s):
     [K~[s:e, s:e] (diagonal zeroed, both triangles) | sqrt(2) K[s:e, e:]], so that
     <V_K, V_L> = 2 sum_{s<=i<e, i<j} K_ij L_ij exactly and the sum over blocks is tr(K~ L~).
     One GEMM V V^T per block (split into <= 2^18 columns, each partial sum added in float64)
-    gives every pair and every self term at once.
+    gives every pair and every self term at once. ``should_stop`` is asked before every block
+    (AnalysisCancelled when it returns True).
     """
     layers = list(layers_a) + list(layers_b)
     stats = list(stats_a) + list(stats_b)
@@ -85,6 +87,7 @@ def gram_traces(layers_a: Sequence[np.ndarray], stats_a: Sequence[LayerStats],
         work = torch.empty((n, p_max), dtype=tdt, device=device)
     gram = torch.zeros((m, m), dtype=torch.float64, device=device)
     for s in range(0, n, b):
+        check_stop(should_stop, s, n, "rows of Gram blocks")
         e = min(n, s + b)
         bs, w = e - s, n - s
         for li, x in enumerate(layers):
@@ -116,14 +119,17 @@ def _f64_chunks(n: int, width: int) -> range:
 
 def feature_traces(layers_a: Sequence[np.ndarray], stats_a: Sequence[LayerStats],
                    layers_b: Sequence[np.ndarray], stats_b: Sequence[LayerStats], *,
-                   device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(T_AB, T_AA, T_BB) in float64 by the feature form (no n x n matrix)."""
+                   device: torch.device, should_stop: StopCheck | None = None,
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(T_AB, T_AA, T_BB) in float64 by the feature form (no n x n matrix); ``should_stop``
+    is asked before every layer pair (AnalysisCancelled when it returns True)."""
     n = layers_a[0].shape[0]
     t_ab = np.empty((len(layers_a), len(layers_b)))
     f64 = np.dtype(np.float64)
     for i, (x, sx) in enumerate(zip(layers_a, stats_a)):
         mx = torch.as_tensor(sx.mean, device=device)
         for j, (y, sy) in enumerate(zip(layers_b, stats_b)):
+            check_stop(should_stop, i * len(layers_b) + j, len(layers_a) * len(layers_b), "layer pairs")
             my = torch.as_tensor(sy.mean, device=device)
             c = torch.zeros((x.shape[1], y.shape[1]), dtype=torch.float64, device=device)
             step = _f64_chunks(n, x.shape[1] + y.shape[1]).step

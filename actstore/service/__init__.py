@@ -8,6 +8,7 @@ are re-exported here, so its callers need nothing below it.
 
 from actstore.analysis.results import DiagonalTest
 from actstore.store import DatasetInfo, ModelInfo, PromptRecord, SaeRecord
+from actstore.store.maintenance import Check, DropSummary
 
 from .bridges import (
     BridgeResult,
@@ -23,7 +24,8 @@ from .service import Service
 from .similarity import AffinityMatrixResult, CkaResult, MutualKnnResult, Neighbor, SimilarityMatrixResult
 
 __all__ = [
-    "AffinityMatrixResult", "BridgeResult", "BridgeSweepResult", "CkaResult", "DatasetInfo", "DiagonalTest",
+    "AffinityMatrixResult", "BridgeResult", "BridgeSweepResult", "Check", "CkaResult", "DatasetInfo", "DiagonalTest",
+    "DropSummary",
     "FeaturePairResult", "Job", "ModelInfo", "ModelSummary", "MutualKnnResult", "Neighbor", "NextTokenTransferResult", "ProbeTransferResult",
     "ProbeTransferSweepResult", "PromptRecord", "SaeCorrelationResult", "SaeMatrixResult", "SaeRecord", "Service",
     "SimilarityMatrixResult",

@@ -4,7 +4,8 @@
 ValueError) with a message that names the bad value and what is allowed. Every public method
 of a service part is wrapped by :func:`service_boundary`, which re-raises it as
 :class:`actstore.errors.InvalidInput` with the same message; API, CLI and jobs then catch
-the one base class ``ActstoreError``.
+the one base class ``ActstoreError``. ``AnalysisCancelled`` (long work told to stop, see
+:mod:`.work`) becomes :class:`actstore.errors.QueryTimeout`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import types
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from actstore.analysis import AnalysisError
-from actstore.errors import InvalidInput
+from actstore.analysis import AnalysisCancelled, AnalysisError
+from actstore.errors import InvalidInput, QueryTimeout
 
 __all__ = ["service_boundary"]
 
@@ -29,12 +30,15 @@ def _translating(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except AnalysisError as exc:
             raise InvalidInput(str(exc)) from exc
+        except AnalysisCancelled as exc:
+            raise QueryTimeout(f"the computation was {exc}: its time limit passed or its client left") from exc
 
     return wrapper
 
 
 def service_boundary(cls: C) -> C:
-    """Class decorator: every public method re-raises ``AnalysisError`` as ``InvalidInput``."""
+    """Class decorator: every public method re-raises ``AnalysisError`` as ``InvalidInput``
+    and ``AnalysisCancelled`` as ``QueryTimeout``."""
     for name, member in list(vars(cls).items()):
         if not name.startswith("_") and isinstance(member, types.FunctionType):
             setattr(cls, name, _translating(member))

@@ -33,6 +33,7 @@ from actstore.store import ModelInfo, Store
 from .boundary import service_boundary
 from .reads import Reads
 from .results import ResultCache, result_type
+from .work import Cost, bridge_cost, probe_cost
 
 __all__ = ["BridgeResult", "BridgeSweepResult", "Bridges", "NextTokenTransferResult", "ProbeTransferResult",
            "ProbeTransferSweepResult"]
@@ -188,7 +189,11 @@ class Bridges:
             f = analysis.bridges.evaluate_bridge(S_tr, T_tr, S_te, T_te, method, alpha=alpha, rank=rank)
             return BridgeResult(**asdict(f), layer_source=ls, layer_target=lt)
 
-        return self.results.cached(query, versions, compute)
+        def cost() -> Cost:
+            n = len(self.reads.shared(info_s.key, info_t.key, train_dataset))
+            return bridge_cost(n, info_s.d_model, info_t.d_model)
+
+        return self.results.cached(query, versions, compute, cost)
 
     def _bridge_split(self, s_key: str, t_key: str, train_dataset: str | None, eval_dataset: str | None,
                       test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -224,7 +229,11 @@ class Bridges:
             r = analysis.bridges.bridge_rank_sweep(S_tr, T_tr, S_te, T_te, ranks, alpha=alpha)
             return BridgeSweepResult(**asdict(r), layer_source=ls, layer_target=lt)
 
-        return self.results.cached(query, versions, compute)
+        def cost() -> Cost:
+            n = len(self.reads.shared(info_s.key, info_t.key, train_dataset))
+            return bridge_cost(n, info_s.d_model, info_t.d_model, sweep=True, op="bridgeSweep")
+
+        return self.results.cached(query, versions, compute, cost)
 
     @staticmethod
     def _ranks(ranks: Sequence[int]) -> list[int]:
@@ -260,7 +269,15 @@ class Bridges:
                                  test_fraction=test_fraction, seed=seed)
             return ProbeTransferResult(**asdict(r), layer_source=ls, layer_target=lt)
 
-        return self.results.cached(query, versions, compute)
+        return self.results.cached(query, versions, compute,
+                                   lambda: self._probe_cost(info_s, info_t, task_dataset, 2, False, "probeTransfer"))
+
+    def _probe_cost(self, info_s: ModelInfo, info_t: ModelInfo, task_dataset: str, classes: int, sweep: bool,
+                    op: str) -> Cost:
+        """:func:`.work.probe_cost` with the task's shared prompts and every shared prompt as bridge prompts."""
+        n_task = len(self.reads.shared(info_s.key, info_t.key, task_dataset))
+        n_all = len(self.store.activations.shared(info_s.key, info_t.key))
+        return probe_cost(n_task, max(0, n_all - n_task), info_s.d_model, info_t.d_model, classes, sweep, op)
 
     def _four(self, s_key: str, ls: int, t_key: str, lt: int, ids: np.ndarray,
               bids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -294,7 +311,8 @@ class Bridges:
             return ProbeTransferSweepResult(**asdict(r), source=info_s.key, target=info_t.key,
                                             task_dataset=task_dataset, layer_source=ls, layer_target=lt, key=key)
 
-        return self.results.cached(query, versions, compute)
+        return self.results.cached(query, versions, compute,
+                                   lambda: self._probe_cost(info_s, info_t, task_dataset, 2, True, "probeTransferSweep"))
 
     # ------------------------------------------------------------ next tokens
     def next_token_transfer(self, source: LayerRef, target: LayerRef, dataset: str,
@@ -334,4 +352,5 @@ class Bridges:
                                       alpha=alpha, test_fraction=test_fraction, seed=seed)
             return NextTokenTransferResult(**asdict(r), layer_source=ls, layer_target=lt)
 
-        return self.results.cached(query, versions, compute)
+        return self.results.cached(query, versions, compute, lambda: self._probe_cost(
+            info_s, info_t, dataset, int(classes), False, "nextTokenTransfer"))

@@ -1,7 +1,11 @@
 """Text encoding for nearest-neighbour queries by new text: each stored model's weights are
 loaded from its recorded source once, on first use, and kept.
 
-torch and transformers are imported only when a model is first loaded.
+torch and transformers are imported only when a model is first loaded. A text is cut to
+``CHARS_PER_TOKEN`` characters per token the encoder keeps (``MAX_TOKENS``, or the model's
+maximum positions when fewer) before tokenization, on the tokenizer's truncation side, so a
+huge text costs no more than a long one. Forward passes of one model run one at a time (the
+runner's own lock); they take no heavy-work slot.
 """
 
 from __future__ import annotations
@@ -14,14 +18,25 @@ import numpy as np
 from actstore.errors import ActstoreError, InvalidInput
 from actstore.store import ModelInfo
 
-__all__ = ["TextEncoders"]
+__all__ = ["CHARS_PER_TOKEN", "MAX_TOKENS", "TextEncoders", "truncate_text"]
+
+MAX_TOKENS = 512  # tokens of a text the encoder keeps (ModelRunner.encode's default)
+CHARS_PER_TOKEN = 32  # characters kept per token: more than any common tokenizer's longest token
+
+
+def truncate_text(text: str, max_tokens: int | None, side: str = "right") -> str:
+    """``text`` cut to CHARS_PER_TOKEN * min(MAX_TOKENS, max_tokens) characters; ``side``
+    "right" keeps the start, "left" the end (as the tokenizer would truncate tokens)."""
+    limit = CHARS_PER_TOKEN * min(MAX_TOKENS, max_tokens or MAX_TOKENS)
+    if len(text) <= limit:
+        return text
+    return text[-limit:] if side == "left" else text[:limit]
 
 
 class TextEncoders:
-    """Loaded model runners by model key. Thread-safe; encoding runs under the ``heavy`` lock."""
+    """Loaded model runners by model key. Thread-safe."""
 
-    def __init__(self, heavy: threading.Lock) -> None:
-        self._heavy = heavy
+    def __init__(self) -> None:
         self._runners: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -56,6 +71,7 @@ class TextEncoders:
             raise InvalidInput(
                 f"the weights at {info.source!r} (d_model={runner.d_model}, {runner.n_layers} layers) do not "
                 f"match stored model {info.key!r} (d_model={info.d_model}, {info.n_layers} layers)")
-        with self._heavy:
-            out = runner.encode([text], layers=[layer], batch_size=1)
+        side = getattr(getattr(runner, "tokenizer", None), "truncation_side", "right")
+        text = truncate_text(text, getattr(runner, "max_length", None), side)
+        out = runner.encode([text], layers=[layer], batch_size=1, max_tokens=MAX_TOKENS)
         return np.asarray(out[layer], dtype=np.float32).reshape(1, -1)

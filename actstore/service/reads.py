@@ -12,8 +12,6 @@ label once stored, so the prompts table's version is not part of the key.
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
@@ -23,11 +21,11 @@ from actstore.errors import InvalidInput, NotFound
 from actstore.layers import LayerRef, depth_grid, format_layers, relative_depth
 from actstore.store import ModelInfo, Store
 
-from .cache import LayerCache, SingleFlight
+from .cache import ByteLRU, LayerCache, SingleFlight
+from .work import stop_check
 
 __all__ = ["Reads", "digest", "worst_recall"]
 
-GRAPHS_KEPT = 512  # k-NN graphs kept in memory (an affinity matrix needs one per layer)
 RECALL_SAMPLE = 256  # prompts on which an approximate graph's recall@k is measured
 
 
@@ -45,11 +43,11 @@ def worst_recall(recalls: Sequence[float | None]) -> float | None:
 class Reads:
     """Resolution, shared prompts, cached layers and graphs over one store. Thread-safe."""
 
-    def __init__(self, store: Store, cache_bytes: int) -> None:
+    def __init__(self, store: Store, cache_bytes: int, graph_bytes: int = 512 << 20) -> None:
+        """``cache_bytes``: budget of the layer cache; ``graph_bytes``: of the k-NN graph cache."""
         self.store = store
         self.layers = LayerCache(cache_bytes)
-        self._graphs: OrderedDict[tuple, tuple[np.ndarray, float | None]] = OrderedDict()
-        self._graphs_lock = threading.Lock()
+        self.graphs = ByteLRU(graph_bytes)  # (graph int64 [n, k], recall) by layer version, prompts, k
         self._flight = SingleFlight()
 
     # ------------------------------------------------------------ resolution
@@ -124,21 +122,17 @@ class Reads:
         version, _, _ = self.full_layer(model, layer)
         approximate = len(ids) >= self.store.knn.ann_threshold
         key = (model, layer, version, digest(ids), k, approximate)
-        with self._graphs_lock:
-            if key in self._graphs:
-                self._graphs.move_to_end(key)
-                return self._graphs[key]
+        hit = self.graphs.get(key)
+        if hit is not None:
+            return hit
 
         def build() -> tuple[np.ndarray, float | None]:
             X = self.rows(model, layer, ids)
             if approximate:
                 g = self.store.knn.graph(model, layer, ids, k, approximate=True)
                 return g, analysis.knn_graph_recall(X, g, sample=RECALL_SAMPLE, seed=0)
-            return analysis.knn_graph(X, k), None
+            return analysis.knn_graph(X, k, should_stop=stop_check()), None
 
         entry = self._flight.run(key, build)
-        with self._graphs_lock:
-            self._graphs[key] = entry
-            while len(self._graphs) > GRAPHS_KEPT:
-                self._graphs.popitem(last=False)
+        self.graphs.put(key, entry)
         return entry

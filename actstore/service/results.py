@@ -17,16 +17,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import threading
 import types
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from actstore.errors import NotFound
+from actstore.analysis import AnalysisCancelled
+from actstore.errors import NotFound, QueryTimeout
 from actstore.store import Store
 
 from .cache import SingleFlight
+from .work import Cost, Scheduler, WorkStatus, check_budget, stop_requested
 
 __all__ = ["ResultCache", "decode", "encode", "result_type"]
 
@@ -85,12 +86,14 @@ def _value(hint: Any, value: Any) -> Any:
 
 
 class ResultCache:
-    """Cached answers of heavy queries, computed once per key (single flight), one heavy
-    computation at a time (``heavy`` lock: bounded memory, serialised GPU work)."""
+    """Cached answers of heavy queries, computed once per key (single flight). A computation's
+    estimated cost is checked against ``max_cost`` before it starts, and it runs in a slot of
+    the ``scheduler`` (see :mod:`.work`)."""
 
-    def __init__(self, store: Store, heavy: threading.Lock) -> None:
+    def __init__(self, store: Store, scheduler: Scheduler, max_cost: float = float("inf")) -> None:
         self.store = store
-        self._heavy = heavy
+        self.scheduler = scheduler
+        self.max_cost = max_cost
         self._flight = SingleFlight()
         #: answers computed (not served from the results table); tests and benchmarks read it
         self.computed = 0
@@ -101,8 +104,18 @@ class ResultCache:
         text = canonical({"query": query, "versions": versions})
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
-    def cached(self, query: Mapping[str, Any], versions: Mapping[str, int], compute: Callable[[str], T]) -> T:
-        """The stored answer of ``query``, or ``compute(key)`` run once and stored."""
+    @property
+    def status(self) -> WorkStatus:
+        """Heavy computations running and queued now."""
+        return self.scheduler.status()
+
+    def cached(self, query: Mapping[str, Any], versions: Mapping[str, int], compute: Callable[[str], T],
+               cost: Callable[[], Cost] | None = None) -> T:
+        """The stored answer of ``query``, or ``compute(key)`` run once and stored.
+
+        Before computing, ``cost()`` (when given) estimates the work: LimitExceeded over
+        ``max_cost``; below the scheduler's cheap cost it runs without a slot. A caller that
+        shared a computation stopped for another caller (its time limit) computes it itself."""
         key = self.key(query, versions)
         stored = self.store.results.get(key)
         if stored is not None:
@@ -112,12 +125,22 @@ class ResultCache:
             again = self.store.results.get(key)
             if again is not None:
                 return decode(again)
-            with self._heavy:
+            estimate = cost() if cost is not None else None
+            if estimate is not None:
+                check_budget(estimate, self.max_cost)
+            with self.scheduler.slot(estimate):
                 result = compute(key)
             self.computed += 1
             self.store.results.put(key, encode(result), query=canonical(query))
             return result
 
+        for _ in range(3):
+            try:
+                return self._flight.run(key, run)
+            except (QueryTimeout, AnalysisCancelled):
+                if stop_requested():
+                    raise
+                # the computation this call shared was stopped for another caller: compute it anew
         return self._flight.run(key, run)
 
     def get(self, key: str) -> Any:

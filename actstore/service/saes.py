@@ -18,9 +18,7 @@ and the versions of both activation tables.
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 import numpy as np
@@ -32,16 +30,16 @@ from actstore.layers import relative_depth
 from actstore.store import ModelInfo, SaeRecord, Store
 
 from .boundary import service_boundary
+from .cache import ByteLRU
 from .reads import Reads, digest
 from .results import ResultCache, result_type
+from .work import Cost, check_budget, check_cancelled, check_length, sae_correlation_cost, stop_check
 
 if TYPE_CHECKING:
     from actstore.analysis.sae import SaeParams
 
 TOP_PAIRS_KEPT = 2000  # matched pairs stored with an answer (topPairs returns at most this many)
 MATCHINGS = ("one_to_one", "many_to_one")
-_PARAMS_CACHED = 4
-_FEATURES_CACHED = 16
 
 
 @dataclass(frozen=True)
@@ -126,9 +124,9 @@ class Saes:
 
     def __init__(self, store: Store, settings: Settings, reads: Reads, results: ResultCache) -> None:
         self.store, self.settings, self.reads, self.results = store, settings, reads, results
-        self._lock = threading.Lock()
-        self._params: OrderedDict[str, tuple[SaeRecord, SaeParams]] = OrderedDict()
-        self._features: OrderedDict[tuple[str, int, str], np.ndarray] = OrderedDict()
+        # SAE parameters by ("params", sae id) and feature activations (CSR) by (sae id, table
+        # version, prompt-set digest), together bounded by ACTSTORE_SAE_CACHE_MB
+        self.features = ByteLRU(settings.sae_cache_mb << 20)
 
     # --------------------------------------------------------------- registry
     def saes(self, model: str | None = None) -> list[SaeRecord]:
@@ -149,11 +147,9 @@ class Saes:
 
     # ---------------------------------------------------------------- helpers
     def _sae_params(self, sae_id: str) -> tuple[SaeRecord, SaeParams]:
-        params_cache = self._params
-        with self._lock:
-            if sae_id in params_cache:
-                params_cache.move_to_end(sae_id)
-                return params_cache[sae_id]
+        hit = self.features.get(("params", sae_id))
+        if hit is not None:
+            return hit
         record, w = self.store.saes.load(sae_id)
         cfg = record.cfg
         params = analysis.sae.SaeParams(
@@ -163,27 +159,19 @@ class Saes:
             normalize_activations=cfg.get("normalize_activations", "none"),
             norm_scaling_factor=cfg.get("norm_scaling_factor"),
         )
-        with self._lock:
-            params_cache[sae_id] = (record, params)
-            while len(params_cache) > _PARAMS_CACHED:
-                params_cache.popitem(last=False)
+        self.features.put(("params", sae_id), (record, params))
         return record, params
 
     def _sae_features(self, record: SaeRecord, params: SaeParams, ids: np.ndarray) -> np.ndarray:
         """Sparse feature activations [len(ids), d_sae] of one SAE over stored prompts."""
-        feats_cache = self._features
         version = self.store.activations.version(record.model_key, record.layer)
         key = (record.sae_id, version, digest(ids))
-        with self._lock:
-            if key in feats_cache:
-                feats_cache.move_to_end(key)
-                return feats_cache[key]
+        F = self.features.get(key)
+        if F is not None:
+            return F
         X = self.reads.rows(record.model_key, record.layer, ids)
         F = analysis.sae.encode(X, params)
-        with self._lock:
-            feats_cache[key] = F
-            while len(feats_cache) > _FEATURES_CACHED:
-                feats_cache.popitem(last=False)
+        self.features.put(key, F)
         return F
 
     def _check_random_pairs(self, random_pairs: int) -> int:
@@ -276,7 +264,7 @@ class Saes:
                 floor = f" at or above minCorrelation {min_correlation}" if min_correlation is not None else ""
                 raise InvalidInput(f"only {len(m.pairs_a)} matched feature pairs{floor}; SVCCA and RSA need at least 3")
             t = analysis.sae_match.paired_space_test(pa_.W_dec[m.pairs_a].astype(np.float64), pb_.W_dec[m.pairs_b].astype(np.float64),
-                                  random_pairs=random_pairs, seed=int(seed))
+                                  random_pairs=random_pairs, seed=int(seed), should_stop=stop_check())
             top = [FeaturePairResult(int(x), int(y), float(r)) for x, y, r in
                    zip(m.pairs_a[:TOP_PAIRS_KEPT], m.pairs_b[:TOP_PAIRS_KEPT], m.correlation[:TOP_PAIRS_KEPT])]
             return SaeCorrelationResult(
@@ -291,7 +279,17 @@ class Saes:
                 top_pairs=top, key=key,
             )
 
-        return self.results.cached(query, versions, compute)
+        def cost() -> Cost:
+            n = len(self.reads.shared(ra.model_key, rb.model_key, dataset))
+            return Cost(self._pair_cost(ra, rb, n, matching, random_pairs),
+                        f"saeFeatureCorrelation of {ra.d_sae} x {rb.d_sae} features over n = {n} prompts with "
+                        f"{random_pairs} random pairs")
+
+        return self.results.cached(query, versions, compute, cost)
+
+    @staticmethod
+    def _pair_cost(ra: SaeRecord, rb: SaeRecord, n: int, matching: str, random_pairs: int) -> float:
+        return sae_correlation_cost(n, ra.d_in, ra.d_sae, rb.d_in, rb.d_sae, random_pairs, matching == "one_to_one")
 
     def sae_matrix(
         self,
@@ -306,14 +304,25 @@ class Saes:
     ) -> SaeMatrixResult:
         """SVCCA of every SAE pair over the layers of two models (rows: model A's SAEs by
         layer; columns: model B's). Default SAEs: the latest registered one per stored layer."""
+        check_length(saes_a, "saesA", self.settings.max_layers)
+        check_length(saes_b, "saesB", self.settings.max_layers)
         ia, ib = self.store.models.get(model_a), self.store.models.get(model_b)
         la = self._sae_list(ia, saes_a)
         lb = self._sae_list(ib, saes_b)
-        cells = [[self.sae_feature_correlation(x.sae_id, y.sae_id, dataset=dataset, matching=matching,
-                                               random_pairs=random_pairs, seed=seed) for y in lb] for x in la]
         versions = self.reads.versions(ia, ib)
         query = {"op": "saeMatrix", "a": [r.sae_id for r in la], "b": [r.sae_id for r in lb], "dataset": dataset,
                  "matching": self._matching(matching), "randomPairs": int(random_pairs), "seed": int(seed)}
+        if self.store.results.get(self.results.key(query, versions)) is None:
+            # the cells are cached one by one: the whole matrix is checked against the budget first
+            n = len(self.reads.shared(ia.key, ib.key, dataset))
+            flops = sum(self._pair_cost(x, y, n, self._matching(matching), int(random_pairs)) for x in la for y in lb)
+            check_budget(Cost(flops, f"saeMatrix of {len(la)} x {len(lb)} SAEs over n = {n} prompts with "
+                                     f"{random_pairs} random pairs"), self.results.max_cost)
+        cells = []
+        for i, x in enumerate(la):
+            check_cancelled(i * len(lb), len(la) * len(lb), "cells")
+            cells.append([self.sae_feature_correlation(x.sae_id, y.sae_id, dataset=dataset, matching=matching,
+                                                       random_pairs=random_pairs, seed=seed) for y in lb])
 
         def grid(name: str) -> list[list[float]]:
             return [[float(getattr(c, name)) for c in row] for row in cells]

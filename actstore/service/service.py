@@ -10,6 +10,7 @@ part               answers
 ``saes``           the SAE registry, SAE feature correlation, SAE matrices
 ``results``        cached answers by key (plots are served from them)
 ``jobs``           ingests started in the background
+``admin``          dropping models and datasets, checking the store
 =================  ==========================================================================
 
 Method names mirror the GraphQL fields in snake_case. Every method validates its inputs and
@@ -19,17 +20,21 @@ allowed (analysis errors are translated at each part's boundary).
 Caching, from the bottom up: whole layers in a bounded LRU keyed by (model, layer, table
 version); k-NN graphs per (layer version, prompt set, k); finished heavy answers in the
 store's ``results`` table keyed by the query and the versions of the tables it depends on;
-identical heavy queries arriving together compute once. Heavy numerics run one at a time.
+identical heavy queries arriving together compute once. Heavy numerics are estimated before
+they start and run in a few slots with a bounded queue, cancellable (see :mod:`.work`).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from actstore.config import Settings
 from actstore.store import Store
 
+from .admin import Admin
 from .bridges import Bridges
 from .catalog import Catalog
 from .encoders import TextEncoders
@@ -38,6 +43,9 @@ from .reads import Reads
 from .results import ResultCache
 from .saes import Saes
 from .similarity import Similarity
+from .work import Scheduler, run_cancellable
+
+T = TypeVar("T")
 
 __all__ = ["Service"]
 
@@ -49,19 +57,26 @@ class Service:
         """``store``: an open store, or the URI of one (opened, and created if missing)."""
         self.settings = settings or Settings()
         self.store = store if isinstance(store, Store) else Store.open(str(store), settings=self.settings)
-        heavy = threading.Lock()  # one heavy computation at a time: bounded memory, serialised GPU work
-        reads = Reads(self.store, self.settings.cache_mb << 20)
+        s = self.settings
+        self.scheduler = Scheduler(s.heavy_slots, s.heavy_queue, s.cheap_cost)
+        reads = Reads(self.store, s.cache_mb << 20, s.graph_cache_mb << 20)
         self.reads = reads
-        self.results = ResultCache(self.store, heavy)
-        self.encoders = TextEncoders(heavy)
+        self.results = ResultCache(self.store, self.scheduler, s.max_cost)
+        self.encoders = TextEncoders()
         self.catalog = Catalog(self.store)
         self.similarity = Similarity(self.store, self.settings, reads, self.results, self.encoders)
         self.bridges = Bridges(self.store, reads, self.results)
         self.saes = Saes(self.store, self.settings, reads, self.results)
         self.jobs = Jobs(self.store)
+        self.admin = Admin(self.store)
 
     def __repr__(self) -> str:
         return f"Service({self.store!r})"
+
+    def run_cancellable(self, stop: threading.Event, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` in this thread; its long work stops (QueryTimeout) once
+        ``stop`` is set. The API sets it when a request's time limit passes or its client leaves."""
+        return run_cancellable(stop, fn, *args, **kwargs)
 
     def close(self) -> None:
         """Stop background jobs (queued ones are cancelled)."""

@@ -16,7 +16,7 @@ import numpy as np
 from actstore import analysis
 from actstore.analysis.results import DiagonalTest
 from actstore.config import Settings
-from actstore.errors import InvalidInput
+from actstore.errors import InvalidInput, LimitExceeded
 from actstore.layers import LayerRef
 from actstore.store import Store
 from actstore.store.knn import METRICS
@@ -25,6 +25,7 @@ from .boundary import service_boundary
 from .encoders import TextEncoders
 from .reads import Reads, worst_recall
 from .results import ResultCache, result_type
+from .work import Cost, affinity_cost, check_cancelled, check_length, cka_cost, cka_matrix_cost, stop_check
 
 __all__ = ["AffinityMatrixResult", "CkaResult", "MutualKnnResult", "Neighbor", "Similarity",
            "SimilarityMatrixResult"]
@@ -147,6 +148,10 @@ class Similarity:
             raise InvalidInput(f"permutations must be between 0 and {cap}, got {permutations}")
         return int(permutations)
 
+    def _check_lists(self, layers_a: Sequence[int] | None, layers_b: Sequence[int] | None) -> None:
+        check_length(layers_a, "layersA", self.settings.max_layers)
+        check_length(layers_b, "layersB", self.settings.max_layers)
+
     # ------------------------------------------------------------ neighbours
     def nearest_neighbors(self, at: LayerRef, prompt_id: int | None = None, vector: Sequence[float] | None = None,
                           text: str | None = None, k: int = 10, dataset: str | None = None, metric: str = "cosine",
@@ -209,17 +214,23 @@ class Similarity:
             ids = self._knn_prompts(ia.key, ib.key, dataset, k)
             n = len(ids)
             ga, ra = self.reads.graph(ia.key, la, ids, k)
+            check_cancelled(1, 2, "k-NN graphs")
             gb, rb = self.reads.graph(ib.key, lb, ids, k)
             return MutualKnnResult(analysis.mutual_knn(ga, gb), k, n, analysis.null_mean(k, n), la, lb,
                                    recall=worst_recall([ra, rb]))
 
-        return self.results.cached(query, self.reads.versions(ia, ib), compute)
+        def cost() -> Cost:
+            n = len(self._knn_prompts(ia.key, ib.key, dataset, k))
+            return affinity_cost(n, k, [ia.d_model], [ib.d_model], n >= self.store.knn.ann_threshold, op="mutualKnn")
+
+        return self.results.cached(query, self.reads.versions(ia, ib), compute, cost)
 
     def affinity_matrix(self, model_a: str, model_b: str, k: int = 10, dataset: str | None = None,
                         layers_a: Sequence[int] | None = None,
                         layers_b: Sequence[int] | None = None) -> AffinityMatrixResult:
         """Mutual k-NN of every layer pair of two models (one graph per layer), the
         generalized-diagonal test and the argmax path."""
+        self._check_lists(layers_a, layers_b)
         ia, ib = self.store.models.get(model_a), self.store.models.get(model_b)
         la, lb = self.reads.layer_list(ia, layers_a), self.reads.layer_list(ib, layers_b)
         k = _int_arg(k, "k")
@@ -229,8 +240,11 @@ class Similarity:
         def compute(key: str) -> AffinityMatrixResult:
             ids = self._knn_prompts(ia.key, ib.key, dataset, k)
             n = len(ids)
-            ga = [self.reads.graph(ia.key, l_, ids, k) for l_ in la]
-            gb = [self.reads.graph(ib.key, l_, ids, k) for l_ in lb]
+            graphs = []
+            for i, (model, l_) in enumerate([(ia.key, l_) for l_ in la] + [(ib.key, l_) for l_ in lb]):
+                check_cancelled(i, len(la) + len(lb), "k-NN graphs")
+                graphs.append(self.reads.graph(model, l_, ids, k))
+            ga, gb = graphs[:len(la)], graphs[len(la):]
             M = analysis.affinity_matrix([g for g, _ in ga], [g for g, _ in gb])
             return AffinityMatrixResult(
                 model_a=ia.key, model_b=ib.key, layers_a=la, layers_b=lb, values=M.tolist(), n=n,
@@ -239,7 +253,12 @@ class Similarity:
                 recall=worst_recall([r for _, r in ga + gb]),
             )
 
-        return self.results.cached(query, self.reads.versions(ia, ib), compute)
+        def cost() -> Cost:
+            n = len(self._knn_prompts(ia.key, ib.key, dataset, k))
+            return affinity_cost(n, k, [ia.d_model] * len(la), [ib.d_model] * len(lb),
+                                 n >= self.store.knn.ann_threshold)
+
+        return self.results.cached(query, self.reads.versions(ia, ib), compute, cost)
 
     # ------------------------------------------------------------------- CKA
     def cka(self, a: LayerRef, b: LayerRef, debiased: bool = True, permutations: int = 0,
@@ -256,16 +275,25 @@ class Similarity:
             ids = self.reads.shared(ia.key, ib.key, dataset)
             X, Y = self.reads.rows(ia.key, la, ids), self.reads.rows(ib.key, lb, ids)
             if permutations:
-                t = analysis.cka_permutation_test(X, Y, permutations=permutations, seed=seed, debiased=debiased)
+                t = analysis.cka_permutation_test(X, Y, permutations=permutations, seed=seed, debiased=debiased,
+                                                  should_stop=stop_check())
                 return CkaResult(t.value, bool(debiased), len(ids), la, lb, permutations, t.p_value)
             return CkaResult(analysis.linear_cka(X, Y, debiased=debiased), bool(debiased), len(ids), la, lb, 0, None)
 
-        return self.results.cached(query, self.reads.versions(ia, ib), compute)
+        def cost() -> Cost:
+            n = len(self.reads.shared(ia.key, ib.key, dataset))
+            return cka_cost(n, ia.d_model, ib.d_model, permutations)
+
+        return self.results.cached(query, self.reads.versions(ia, ib), compute, cost)
 
     def cka_matrix(self, model_a: str, model_b: str, debiased: bool = True, dataset: str | None = None,
                    layers_a: Sequence[int] | None = None, layers_b: Sequence[int] | None = None,
                    grid: int | None = None) -> SimilarityMatrixResult:
         """CKA of every layer pair of two models (or of a relative-depth grid of ``grid`` layers each)."""
+        self._check_lists(layers_a, layers_b)
+        if grid is not None and not isinstance(grid, bool) and isinstance(grid, int) and grid > self.settings.max_layers:
+            raise LimitExceeded(f"grid = {grid} layers; this server allows at most {self.settings.max_layers} "
+                                f"(ACTSTORE_MAX_LAYERS)")
         ia, ib = self.store.models.get(model_a), self.store.models.get(model_b)
         if grid is not None:
             if layers_a is not None or layers_b is not None:
@@ -280,14 +308,19 @@ class Similarity:
             ids = self.reads.shared(ia.key, ib.key, dataset)
             xs = [self.reads.rows(ia.key, l_, ids) for l_ in la]
             ys = [self.reads.rows(ib.key, l_, ids) for l_ in lb]
-            M = analysis.cka_matrix(xs, ys, debiased=debiased)
+            check_cancelled()
+            M = analysis.cka_matrix(xs, ys, debiased=debiased, should_stop=stop_check())
             return SimilarityMatrixResult(
                 model_a=ia.key, model_b=ib.key, layers_a=la, layers_b=lb, values=M.tolist(), n=len(ids),
                 argmax=analysis.argmax_path(M), depths_a=self.reads.depths(ia, la),
                 depths_b=self.reads.depths(ib, lb), debiased=bool(debiased), key=key,
             )
 
-        return self.results.cached(query, self.reads.versions(ia, ib), compute)
+        def cost() -> Cost:
+            n = len(self.reads.shared(ia.key, ib.key, dataset))
+            return cka_matrix_cost(n, [ia.d_model] * len(la), [ib.d_model] * len(lb))
+
+        return self.results.cached(query, self.reads.versions(ia, ib), compute, cost)
 
 
 def _diagonal(M: np.ndarray) -> DiagonalTest:
