@@ -13,6 +13,36 @@ variable                       meaning                                    defaul
 ``ACTSTORE_MAX_DEPTH``         largest GraphQL query depth                10
 ``ACTSTORE_CACHE_MB``          in-memory layer cache of the service       4096
 ``ACTSTORE_ANN_THRESHOLD``     rows from which k-NN is approximate        50000
+``ACTSTORE_MAX_COST``          largest estimated cost of one heavy query  1e13
+                               (floating-point operations; about 7
+                               minutes on 2 CPU cores, see
+                               actstore.service.work)
+``ACTSTORE_CHEAP_COST``        estimated cost below which a query runs    1e9
+                               at once, without a heavy-work slot
+``ACTSTORE_MAX_LAYERS``        longest layersA / layersB / SAE list       64
+``ACTSTORE_HEAVY_SLOTS``       heavy computations running at once         2
+``ACTSTORE_HEAVY_QUEUE``       heavy computations waiting for a slot      8
+                               (more are refused, naming the queue)
+``ACTSTORE_GRAPH_CACHE_MB``    in-memory k-NN graph cache                 512
+``ACTSTORE_SAE_CACHE_MB``      in-memory SAE feature-activation cache     1024
+``ACTSTORE_MAX_BODY_BYTES``    largest HTTP request body (bytes; checked  4194304
+                               before the body is read; larger: 413)
+``ACTSTORE_MAX_DOCUMENT``      longest GraphQL document (characters;      262144
+                               pass large values as variables)
+``ACTSTORE_MAX_TOKENS``        most lexical tokens in a GraphQL document  20000
+                               (the parser stops there)
+``ACTSTORE_MAX_FIELDS``        most fields of a document, aliases counted 1000
+                               and fragments expanded
+``ACTSTORE_PARSE_CACHE_MB``    parsed and validated documents kept        64
+``ACTSTORE_ALLOWED_HOSTS``     Host names the server answers besides      unset
+                               loopback and the address it is bound to
+                               (comma-separated; ``*`` for any)
+``ACTSTORE_CORS_ORIGINS``      other origins whose pages may query the    unset: none
+                               server (comma-separated, e.g.
+                               ``http://localhost:8888``; ``*`` for any)
+``ACTSTORE_RESULTS_MAX_ROWS``  cached answers kept in the results table   10000
+                               (the oldest beyond it are dropped)
+``ACTSTORE_RESULTS_COMPACT``   results-table writes between compactions   100
 ``HF_HUB_OFFLINE``             never contact the Hugging Face hub         unset: online
 ``HF_ENDPOINT``                the hub's address                          huggingface.co
 =============================  =========================================  ==================
@@ -25,18 +55,24 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from actstore.errors import InvalidInput
 
-__all__ = ["DEFAULT_STORE", "Settings"]
+__all__ = ["DEFAULT_STORE", "Settings", "comma_list"]
 
 DEFAULT_STORE = "./actstore-data"
+
+
+def comma_list(raw: str) -> tuple[str, ...]:
+    """``"a, b,,c"`` -> ``("a", "b", "c")``: the parser of list-valued settings."""
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
 _FALSE = ("", "0", "false", "no", "off")
 
 # setting name -> (environment variable, parser)
-_ENV: dict[str, tuple[str, type]] = {
+_ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "store_uri": ("ACTSTORE_STORE", str),
     "token": ("ACTSTORE_TOKEN", str),
     "sae_root": ("ACTSTORE_SAE_ROOT", str),
@@ -46,6 +82,22 @@ _ENV: dict[str, tuple[str, type]] = {
     "max_query_depth": ("ACTSTORE_MAX_DEPTH", int),
     "cache_mb": ("ACTSTORE_CACHE_MB", int),
     "ann_threshold": ("ACTSTORE_ANN_THRESHOLD", int),
+    "max_cost": ("ACTSTORE_MAX_COST", float),
+    "cheap_cost": ("ACTSTORE_CHEAP_COST", float),
+    "max_layers": ("ACTSTORE_MAX_LAYERS", int),
+    "heavy_slots": ("ACTSTORE_HEAVY_SLOTS", int),
+    "heavy_queue": ("ACTSTORE_HEAVY_QUEUE", int),
+    "graph_cache_mb": ("ACTSTORE_GRAPH_CACHE_MB", int),
+    "sae_cache_mb": ("ACTSTORE_SAE_CACHE_MB", int),
+    "max_body_bytes": ("ACTSTORE_MAX_BODY_BYTES", int),
+    "max_document_chars": ("ACTSTORE_MAX_DOCUMENT", int),
+    "max_tokens": ("ACTSTORE_MAX_TOKENS", int),
+    "max_fields": ("ACTSTORE_MAX_FIELDS", int),
+    "parse_cache_mb": ("ACTSTORE_PARSE_CACHE_MB", int),
+    "allowed_hosts": ("ACTSTORE_ALLOWED_HOSTS", comma_list),
+    "cors_origins": ("ACTSTORE_CORS_ORIGINS", comma_list),
+    "results_max_rows": ("ACTSTORE_RESULTS_MAX_ROWS", int),
+    "results_compact_every": ("ACTSTORE_RESULTS_COMPACT", int),
     "hf_endpoint": ("HF_ENDPOINT", str),
 }
 
@@ -64,6 +116,22 @@ class Settings:
     max_query_depth: int = 10
     cache_mb: int = 4096
     ann_threshold: int = 50_000
+    max_cost: float = 1e13
+    cheap_cost: float = 1e9
+    max_layers: int = 64
+    heavy_slots: int = 2
+    heavy_queue: int = 8
+    graph_cache_mb: int = 512
+    sae_cache_mb: int = 1024
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_document_chars: int = 262_144
+    max_tokens: int = 20_000
+    max_fields: int = 1000
+    parse_cache_mb: int = 64
+    allowed_hosts: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    results_max_rows: int = 10_000
+    results_compact_every: int = 100
     hub_offline: bool = False
     hf_endpoint: str = "https://huggingface.co"
 

@@ -139,4 +139,4 @@ def serve_demo(store_uri: str, host: str = "127.0.0.1", port: int = 8000,
     from actstore.api import create_app
 
     sys.stdout.flush()
-    uvicorn.run(create_app(store_uri, settings), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(store_uri, settings, host=host), host=host, port=port, log_level="warning")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,9 +28,11 @@ T = TypeVar("T")
 
 
 class Pools:
-    """The worker threads of one app: 16 for light reads, 4 for heavy numerics."""
+    """The worker threads of one app: 16 for light reads, 16 for heavy numerics. The service's
+    scheduler (actstore.service.work) bounds heavy work (2 slots + 8 queued by default); the
+    heavy threads outnumber them so a cheap query, which takes no slot, always finds a thread."""
 
-    def __init__(self, light: int = 16, heavy: int = 4) -> None:
+    def __init__(self, light: int = 16, heavy: int = 16) -> None:
         self.light = ThreadPoolExecutor(max_workers=light, thread_name_prefix="actstore-light")
         self.heavy = ThreadPoolExecutor(max_workers=heavy, thread_name_prefix="actstore-heavy")
 
@@ -54,18 +57,25 @@ Info = strawberry.Info[Context, None]
 
 
 async def call(info: Info, fn: Callable[..., T], *args: Any, heavy: bool = False, **kwargs: Any) -> T:
-    """``fn(*args, **kwargs)`` on a worker thread, within the server's request time limit."""
+    """``fn(*args, **kwargs)`` on a worker thread, within the server's request time limit.
+
+    When the limit passes or the request is cancelled (its client left), ``stop`` is set and
+    the service's long work stops between batches (see :mod:`actstore.service.work`)."""
     ctx = info.context
     loop = asyncio.get_running_loop()
-    fut = loop.run_in_executor(ctx.pools.heavy if heavy else ctx.pools.light, lambda: fn(*args, **kwargs))
+    stop = threading.Event()
+    fut = loop.run_in_executor(ctx.pools.heavy if heavy else ctx.pools.light,
+                               lambda: ctx.service.run_cancellable(stop, fn, *args, **kwargs))
     timeout = ctx.service.settings.request_timeout_s
     try:
         return await asyncio.wait_for(fut, timeout)
     except asyncio.TimeoutError:
         raise QueryTimeout(
-            f"the query ran past the server's time limit of {timeout:g} s; its answer is cached "
-            "when it finishes, so asking again later may succeed"
+            f"the query ran past the server's time limit of {timeout:g} s and was stopped; ask for "
+            "less (fewer prompts, permutations or layers)"
         ) from None
+    finally:
+        stop.set()
 
 
 def require_token(info: Info) -> None:

@@ -79,12 +79,21 @@ class SaeRef:
     id: strawberry.ID
 
 
+INT64_MAX = 2**63 - 1
+
+
 def parse_prompt_id(value: strawberry.ID) -> int:
-    """A GraphQL prompt ID as the store's int64 id."""
+    """A GraphQL prompt ID as the store's int64 id (0 .. 2**63 - 1)."""
+    text = str(value)
+    if len(text) > 24:  # int() of a long digit string is slow; no int64 needs more digits
+        raise InvalidInput(f"promptId must be an integer id between 0 and {INT64_MAX}, got {text[:24]!r}...")
     try:
-        return int(value)
+        pid = int(text)
     except (TypeError, ValueError):
         raise InvalidInput(f"promptId must be an integer id, got {value!r}") from None
+    if not 0 <= pid <= INT64_MAX:
+        raise InvalidInput(f"promptId must be an integer id between 0 and {INT64_MAX}, got {value!r}")
+    return pid
 
 
 # ------------------------------------------------------------------------ catalog

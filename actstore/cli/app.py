@@ -17,6 +17,7 @@ import typer
 from actstore.errors import InvalidInput
 from actstore.layers import format_layers
 
+from .admin import drop_command, verify_command
 from .bridges import bridge_command, next_token_transfer_command, probe_transfer_command
 from .common import (StoreOption, check_store_path, column_spec, fail, int_list, open_service, open_store,
                      settings_for, user_errors)
@@ -35,6 +36,8 @@ app.command("bridge")(bridge_command)
 app.command("probe-transfer")(probe_transfer_command)
 app.command("next-token-transfer")(next_token_transfer_command)
 app.add_typer(sae_app, name="sae")
+app.command("drop")(drop_command)
+app.command("verify")(verify_command)
 
 
 @app.command("info")
@@ -126,7 +129,7 @@ def serve_command(
     if not settings.token:
         print("note: ACTSTORE_TOKEN is not set, so mutations (ingest, addPrompts) are refused", file=sys.stderr)
     print(f"actstore: serving {service.store.uri} at http://{host}:{port}/graphql", file=sys.stderr, flush=True)
-    uvicorn.run(create_app(service), host=host, port=port, log_level=log_level)
+    uvicorn.run(create_app(service, host=host), host=host, port=port, log_level=log_level)
 
 
 @app.command("query")

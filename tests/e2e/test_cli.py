@@ -28,6 +28,8 @@ READ_ONLY = {
     "bridge": ["bridge", "--source", "a:0", "--target", "b:0"],
     "probe-transfer": ["probe-transfer", "--source", "a:0", "--target", "b:0", "--task-dataset", "t"],
     "next-token-transfer": ["next-token-transfer", "--source", "a:0", "--target", "b:0", "--dataset", "d"],
+    "drop": ["drop", "--model", "a", "--yes"],
+    "verify": ["verify"],
 }
 
 
