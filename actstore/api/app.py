@@ -144,7 +144,8 @@ def create_app(store: Any, settings: Settings | None = None, host: str | None = 
 
     async def context(request: Request) -> Context:
         return Context(service=request.state.service, pools=request.state.pools,
-                       authorization=request.headers.get("authorization"), base_url=str(request.base_url))
+                       authorization=request.headers.get("authorization"), base_url=str(request.base_url),
+                       client_gone=request.is_disconnected)
 
     graphql = GraphQLEndpoint(schema, settings, documents, context)
     app = Starlette(

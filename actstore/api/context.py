@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -41,12 +41,18 @@ class Pools:
         self.heavy.shutdown(wait=False, cancel_futures=True)
 
 
+# how often a running request checks whether its client is still connected
+DISCONNECT_POLL_S = 0.25
+
+
 @dataclass
 class Context:
     service: Service
     pools: Pools
     authorization: str | None = None
     base_url: str = "/"
+    #: ``await client_gone()`` is True once the HTTP client has disconnected (None in-process)
+    client_gone: Callable[[], Awaitable[bool]] | None = None
 
     def plot_url(self, key: str) -> str:
         """Address of the PNG plot of a cached result."""
@@ -67,6 +73,7 @@ async def call(info: Info, fn: Callable[..., T], *args: Any, heavy: bool = False
     fut = loop.run_in_executor(ctx.pools.heavy if heavy else ctx.pools.light,
                                lambda: ctx.service.run_cancellable(stop, fn, *args, **kwargs))
     timeout = ctx.service.settings.request_timeout_s
+    watcher = asyncio.ensure_future(_stop_when_gone(ctx.client_gone, fut, stop)) if ctx.client_gone else None
     try:
         return await asyncio.wait_for(fut, timeout)
     except asyncio.TimeoutError:
@@ -76,6 +83,18 @@ async def call(info: Info, fn: Callable[..., T], *args: Any, heavy: bool = False
         ) from None
     finally:
         stop.set()
+        if watcher is not None:
+            watcher.cancel()
+
+
+async def _stop_when_gone(client_gone: Callable[[], Awaitable[bool]], fut: asyncio.Future,
+                          stop: threading.Event) -> None:
+    """Set ``stop`` as soon as the client has disconnected while ``fut`` still runs."""
+    while not fut.done():
+        await asyncio.sleep(DISCONNECT_POLL_S)
+        if await client_gone():
+            stop.set()
+            return
 
 
 def require_token(info: Info) -> None:
