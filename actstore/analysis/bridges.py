@@ -5,7 +5,8 @@ training means, which are stored with the map; predictions are
 ``(S - source_mean_) @ W_ + target_mean_``.
 
 * ``procrustes``: W with orthonormal columns (p >= q) or rows (p < q) minimising
-  ||S_c W - T_c||_F: SVD of S_c^T T_c = U Sigma V^T, W = U V^T (thin). No scaling.
+  ||S_c W - T_c||_F: SVD of S_c^T T_c = U Sigma V^T, W = U V^T (thin). With ``scale=True``:
+  W = s U V^T, s = tr(Sigma) / ||S_c||_F^2, the isotropic scale minimising the same error.
 * ``ridge``: W = (S_c^T S_c + alpha I)^-1 S_c^T T_c, one alpha shared by every target
   dimension. Without ``alpha`` it is chosen by generalized cross-validation (GCV) over a log
   grid, from one spectral decomposition of S_c (see :class:`GcvPath`).
@@ -222,6 +223,7 @@ class LinearBridge:
             units (objective (1/2n)||t - S w||^2 + alpha ||w||_1); None means
             ``0.05 * alpha_max``, alpha_max = max_jk |S_c^T T_c|_jk / n being the smallest
             alpha whose map is all zeros. Not allowed for procrustes.
+        scale: procrustes only: also fit the isotropic scale s (``scale_``).
         rank: the rank r of low_rank (1 <= r <= min(p, q)); only for low_rank.
         alphas: the GCV grid (default :func:`default_alpha_grid`).
         device: "auto" | "cpu" | "cuda" for the linear algebra (lasso always runs on CPU).
@@ -229,14 +231,21 @@ class LinearBridge:
         n_jobs: threads for lasso (default: the CPU count).
 
     Fitted attributes: ``W_`` [p, q] float64, ``source_mean_`` [p], ``target_mean_`` [q],
-    ``alpha_`` (None for procrustes), ``rank_`` (low_rank only), ``gcv_`` (a GcvPath when
-    alpha was chosen by GCV), ``n_train_``, ``lasso_n_iter_`` (lasso: max iterations used).
+    ``alpha_`` (None for procrustes), ``scale_`` (procrustes with scale, else None), ``rank_``
+    (low_rank only), ``gcv_`` (a GcvPath when alpha was chosen by GCV), ``n_train_``,
+    ``lasso_n_iter_`` (lasso: max iterations used).
     """
 
     def __init__(self, method: str = "ridge", *, alpha: float | None = None, rank: int | None = None,
                  alphas: Sequence[float] | None = None, device: str = "auto",
-                 lasso_tol: float = 1e-4, lasso_max_iter: int = 1000, n_jobs: int | None = None):
+                 lasso_tol: float = 1e-4, lasso_max_iter: int = 1000, n_jobs: int | None = None,
+                 scale: bool = False):
         self.method = check_method(method)
+        if not isinstance(scale, (bool, np.bool_)):
+            raise AnalysisError(f"scale must be True or False, got {scale!r}")
+        if scale and self.method != "procrustes":
+            raise AnalysisError(f"scale applies only to procrustes, not to {self.method}; leave it unset")
+        self.scale = bool(scale)
         if alpha is not None:
             alpha = V.check_positive(alpha, "alpha")
             if self.method == "procrustes":
@@ -277,10 +286,18 @@ class LinearBridge:
         self.n_train_ = n
         self.gcv_ = None
         self.rank_ = None
+        self.scale_ = None
         if self.method == "procrustes":
-            U, _, Vh = torch.linalg.svd(Sc.T @ Tc, full_matrices=False)
+            U, sig, Vh = torch.linalg.svd(Sc.T @ Tc, full_matrices=False)
             W = U @ Vh
             self.alpha_ = None
+            if self.scale:
+                sq = float((Sc ** 2).sum())
+                if not sq > 0:
+                    raise AnalysisError("procrustes with scale: the training source rows are all equal "
+                                        "(||S_c||_F = 0), so no scale is defined")
+                self.scale_ = float(sig.sum()) / sq
+                W = W * self.scale_
         elif self.method == "lasso":
             W = torch.from_numpy(self._fit_lasso(Sc.numpy(), Tc.numpy()))
         else:
@@ -387,16 +404,16 @@ def mean_cosine(P: np.ndarray, T: np.ndarray) -> float:
 
 def evaluate_bridge(S_train: np.ndarray, T_train: np.ndarray, S_test: np.ndarray, T_test: np.ndarray,
                     method: str = "ridge", *, alpha: float | None = None, rank: int | None = None,
-                    alphas: Sequence[float] | None = None, device: str = "auto") -> BridgeFit:
+                    alphas: Sequence[float] | None = None, device: str = "auto", scale: bool = False) -> BridgeFit:
     """Fit a bridge on the training rows and score it on the test rows (see LinearBridge)."""
     s_tr, t_tr = _check_pair(S_train, T_train, min_rows=2, names=("S_train", "T_train"))
     s_te, t_te = _check_pair(S_test, T_test, min_rows=1, names=("S_test", "T_test"))
     if s_te.shape[1] != s_tr.shape[1] or t_te.shape[1] != t_tr.shape[1]:
         raise AnalysisError(f"train and test widths differ: S {s_tr.shape[1]} vs {s_te.shape[1]}, "
                             f"T {t_tr.shape[1]} vs {t_te.shape[1]}")
-    b = LinearBridge(method, alpha=alpha, rank=rank, alphas=alphas, device=device).fit(s_tr, t_tr)
+    b = LinearBridge(method, alpha=alpha, rank=rank, alphas=alphas, device=device, scale=scale).fit(s_tr, t_tr)
     sc = b.evaluate(s_te, t_te)
-    return BridgeFit(b.method, b.rank_, b.alpha_, len(s_tr), len(s_te), sc.r2, sc.mean_cosine)
+    return BridgeFit(b.method, b.rank_, b.alpha_, len(s_tr), len(s_te), sc.r2, sc.mean_cosine, b.scale_)
 
 
 # --------------------------------------------------------------------------- rank sweep

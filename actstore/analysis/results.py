@@ -43,6 +43,7 @@ class BridgeFit:
     n_test: int
     r2: float
     mean_cosine: float
+    scale: float | None  # procrustes with scaling: the isotropic factor s; otherwise None
 
 
 @dataclass(frozen=True)

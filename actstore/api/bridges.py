@@ -20,14 +20,17 @@ from actstore.service import (
 
 from .context import Info, call
 from .derive import build, derive
-from .types import BridgeMethod, LayerRef
+from .types import BridgeMethod, LayerRef, Preprocess
 
 __all__ = ["BridgeQuery"]
 
 Bridge = derive(BridgeResult, name="Bridge", fields={"method": BridgeMethod}, descriptions={
     "alpha": "The ridge/low-rank penalty used (chosen by GCV when not given), or lasso's L1 weight.",
     "r2": "Held-out coefficient of determination, pooled over target dimensions (SST around the training mean).",
-    "mean_cosine": "Mean cosine between predicted and true held-out target vectors."})
+    "mean_cosine": "Mean cosine between predicted and true held-out target vectors.",
+    "scale": "PROCRUSTES with scale: the isotropic scale s = tr(Sigma) / ||S_c||_F^2 of the map; null otherwise.",
+    "dropped_source": "Source dimensions the preprocessing dropped (constant or outlier columns).",
+    "dropped_target": "Target dimensions the preprocessing dropped (constant or outlier columns)."})
 BridgeSweep = derive(BridgeSweepResult, name="BridgeSweep", descriptions={
     "r2": "Held-out r2 of the reduced-rank ridge bridge at each rank.",
     "ridge_r2": "Held-out r2 of the full-rank ridge bridge."})
@@ -60,10 +63,13 @@ class BridgeQuery:
     async def bridge(self, info: Info, source: LayerRef, target: LayerRef,
                      method: BridgeMethod = BridgeMethod.RIDGE, rank: Optional[int] = None,
                      alpha: Optional[float] = None, train_dataset: Optional[str] = None,
-                     eval_dataset: Optional[str] = None, test_fraction: float = 0.2, seed: int = 0) -> Bridge:
+                     eval_dataset: Optional[str] = None, test_fraction: float = 0.2, seed: int = 0,
+                     preprocess: Preprocess = Preprocess.NONE, outlier_threshold: Optional[float] = None,
+                     scale: bool = False) -> Bridge:
         r = await call(info, info.context.service.bridges.bridge, source.value(), target.value(),
                        method=method.value, rank=rank, alpha=alpha, train_dataset=train_dataset,
-                       eval_dataset=eval_dataset, test_fraction=test_fraction, seed=seed, heavy=True)
+                       eval_dataset=eval_dataset, test_fraction=test_fraction, seed=seed,
+                       preprocess=preprocess.value, outlier_threshold=outlier_threshold, scale=scale, heavy=True)
         return build(Bridge, r)
 
     @strawberry.field(description="Reduced-rank ridge bridges at several ranks from one ridge fit and one SVD: "
@@ -71,10 +77,12 @@ class BridgeQuery:
     async def bridge_sweep(self, info: Info, source: LayerRef, target: LayerRef, ranks: list[int],
                            alpha: Optional[float] = None, train_dataset: Optional[str] = None,
                            eval_dataset: Optional[str] = None, test_fraction: float = 0.2,
-                           seed: int = 0) -> BridgeSweep:
+                           seed: int = 0, preprocess: Preprocess = Preprocess.NONE,
+                           outlier_threshold: Optional[float] = None) -> BridgeSweep:
         r = await call(info, info.context.service.bridges.bridge_sweep, source.value(), target.value(), ranks,
                        alpha=alpha, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                       test_fraction=test_fraction, seed=seed, heavy=True)
+                       test_fraction=test_fraction, seed=seed, preprocess=preprocess.value,
+                       outlier_threshold=outlier_threshold, heavy=True)
         return build(BridgeSweep, r)
 
     @strawberry.field(description="Train a linear probe on `source` for the labels of `taskDataset`; map "
@@ -83,10 +91,12 @@ class BridgeQuery:
     async def probe_transfer(self, info: Info, source: LayerRef, target: LayerRef, task_dataset: str,
                              bridge_dataset: Optional[str] = None, method: BridgeMethod = BridgeMethod.RIDGE,
                              rank: Optional[int] = None, test_fraction: float = 0.3, seed: int = 0,
-                             alpha: Optional[float] = None) -> ProbeTransfer:
+                             alpha: Optional[float] = None, preprocess: Preprocess = Preprocess.NONE,
+                             outlier_threshold: Optional[float] = None) -> ProbeTransfer:
         r = await call(info, info.context.service.bridges.probe_transfer, source.value(), target.value(),
                        task_dataset, bridge_dataset=bridge_dataset, method=method.value, rank=rank,
-                       test_fraction=test_fraction, seed=seed, alpha=alpha, heavy=True)
+                       test_fraction=test_fraction, seed=seed, alpha=alpha, preprocess=preprocess.value,
+                       outlier_threshold=outlier_threshold, heavy=True)
         return build(ProbeTransfer, r)
 
     @strawberry.field(description="Probe transfer through reduced-rank ridge bridges at every rank in `ranks` "
@@ -94,10 +104,12 @@ class BridgeQuery:
     async def probe_transfer_sweep(self, info: Info, source: LayerRef, target: LayerRef, task_dataset: str,
                                    ranks: list[int], bridge_dataset: Optional[str] = None,
                                    alpha: Optional[float] = None, test_fraction: float = 0.3,
-                                   seed: int = 0) -> ProbeTransferSweep:
+                                   seed: int = 0, preprocess: Preprocess = Preprocess.NONE,
+                                   outlier_threshold: Optional[float] = None) -> ProbeTransferSweep:
         r = await call(info, info.context.service.bridges.probe_transfer_sweep, source.value(), target.value(),
                        task_dataset, ranks, bridge_dataset=bridge_dataset, alpha=alpha,
-                       test_fraction=test_fraction, seed=seed, heavy=True)
+                       test_fraction=test_fraction, seed=seed, preprocess=preprocess.value,
+                       outlier_threshold=outlier_threshold, heavy=True)
         return build(ProbeTransferSweep, r)
 
     @strawberry.field(description="Next-token probe transfer across tokenizers: vocabularies aligned on shared "

@@ -24,6 +24,7 @@ from .types import (
     Model,
     MutualKnn,
     Neighbor,
+    Preprocess,
     Prompt,
     SimilarityMatrix,
     parse_prompt_id,
@@ -73,33 +74,41 @@ class Query:
 
     @strawberry.field(description="Mutual k-NN similarity of two layers (Huh et al. 2024; Wolfram & Schein).")
     async def mutual_knn(self, info: Info, a: LayerRef, b: LayerRef, k: int = 10,
-                         dataset: Optional[str] = None) -> MutualKnn:
+                         dataset: Optional[str] = None, preprocess: Preprocess = Preprocess.NONE,
+                         outlier_threshold: Optional[float] = None) -> MutualKnn:
         r = await call(info, info.context.service.similarity.mutual_knn, a.value(), b.value(), k=k, dataset=dataset,
-                       heavy=True)
+                       preprocess=preprocess.value, outlier_threshold=outlier_threshold, heavy=True)
         return build(MutualKnn, r)
 
     @strawberry.field(description="Mutual k-NN for every layer pair of two models, with the generalized-diagonal test.")
     async def affinity_matrix(self, info: Info, model_a: str, model_b: str, k: int = 10,
                               dataset: Optional[str] = None, layers_a: Optional[list[int]] = None,
-                              layers_b: Optional[list[int]] = None) -> AffinityMatrix:
+                              layers_b: Optional[list[int]] = None, preprocess: Preprocess = Preprocess.NONE,
+                              outlier_threshold: Optional[float] = None) -> AffinityMatrix:
         r = await call(info, info.context.service.similarity.affinity_matrix, model_a, model_b, k=k,
-                       dataset=dataset, layers_a=layers_a, layers_b=layers_b, heavy=True)
+                       dataset=dataset, layers_a=layers_a, layers_b=layers_b, preprocess=preprocess.value,
+                       outlier_threshold=outlier_threshold, heavy=True)
         return AffinityMatrix.of(r)
 
     @strawberry.field(description="Linear CKA; debiased uses the unbiased HSIC estimator (Song et al. 2012). "
                       "permutations > 0 adds a permutation-test p-value.")
     async def cka(self, info: Info, a: LayerRef, b: LayerRef, debiased: bool = True, permutations: int = 0,
-                  dataset: Optional[str] = None, seed: int = 0) -> Cka:
+                  dataset: Optional[str] = None, seed: int = 0, preprocess: Preprocess = Preprocess.NONE,
+                  outlier_threshold: Optional[float] = None) -> Cka:
         r = await call(info, info.context.service.similarity.cka, a.value(), b.value(), debiased=debiased,
-                       permutations=permutations, dataset=dataset, seed=seed, heavy=True)
+                       permutations=permutations, dataset=dataset, seed=seed, preprocess=preprocess.value,
+                       outlier_threshold=outlier_threshold, heavy=True)
         return build(Cka, r)
 
     @strawberry.field(description="CKA for every layer pair (or an evenly spaced relative-depth grid of `grid` layers).")
     async def cka_matrix(self, info: Info, model_a: str, model_b: str, debiased: bool = True,
                          dataset: Optional[str] = None, layers_a: Optional[list[int]] = None,
-                         layers_b: Optional[list[int]] = None, grid: Optional[int] = None) -> SimilarityMatrix:
+                         layers_b: Optional[list[int]] = None, grid: Optional[int] = None,
+                         preprocess: Preprocess = Preprocess.NONE,
+                         outlier_threshold: Optional[float] = None) -> SimilarityMatrix:
         r = await call(info, info.context.service.similarity.cka_matrix, model_a, model_b, debiased=debiased,
-                       dataset=dataset, layers_a=layers_a, layers_b=layers_b, grid=grid, heavy=True)
+                       dataset=dataset, layers_a=layers_a, layers_b=layers_b, grid=grid, preprocess=preprocess.value,
+                       outlier_threshold=outlier_threshold, heavy=True)
         return build(SimilarityMatrix, r)
 
 

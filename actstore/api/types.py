@@ -48,6 +48,15 @@ class BridgeMethod(enum.Enum):
     LASSO = "lasso"
 
 
+@strawberry.enum(description="Preprocessing of activations before similarity and bridges: NONE, STANDARDIZE "
+                 "(per-dimension z-score; constant dimensions dropped) or DROP_OUTLIER_DIMS (dimensions whose "
+                 "variance share exceeds outlierThreshold, default 0.05, dropped).")
+class Preprocess(enum.Enum):
+    NONE = "none"
+    STANDARDIZE = "standardize"
+    DROP_OUTLIER_DIMS = "drop_outlier_dims"
+
+
 @strawberry.enum
 class Matching(enum.Enum):
     ONE_TO_ONE = "one_to_one"

@@ -14,6 +14,11 @@ Prompt sets (choices where METHODS.md is silent):
   ones are left out). The frozen bridge is fitted on the shared prompts of
   ``bridge_dataset`` (default: every shared prompt outside the task dataset), always leaving
   out the task's prompts, so it never sees the task.
+
+Preprocessing (``preprocess``, METHODS.md): fitted per side on the bridge's training prompts
+and applied to its held-out prompts. For probe transfer it is fitted on the frozen bridge's
+prompts (never the task's) and applied to the task's prompts. Results name it and list the
+columns dropped from the source and target layers.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from actstore.layers import LayerRef
 from actstore.store import ModelInfo, Store
 
 from .boundary import service_boundary
+from .preprocessing import Prep, check_prep
 from .reads import Reads
 from .results import ResultCache, result_type
 from .work import Cost, bridge_cost, probe_cost
@@ -42,28 +48,40 @@ __all__ = ["BridgeResult", "BridgeSweepResult", "Bridges", "NextTokenTransferRes
 @result_type
 @dataclass(frozen=True)
 class BridgeResult(BridgeFit):
-    """A fitted bridge's held-out scores, with the layers it joined."""
+    """A fitted bridge's held-out scores, with the layers it joined, the preprocessing and the
+    columns it dropped from each side."""
 
     layer_source: int
     layer_target: int
+    preprocess: str = "none"
+    dropped_source: tuple[int, ...] = ()
+    dropped_target: tuple[int, ...] = ()
 
 
 @result_type
 @dataclass(frozen=True)
 class BridgeSweepResult(BridgeRankSweep):
-    """Reduced-rank bridges at several ranks, with the layers they joined."""
+    """Reduced-rank bridges at several ranks, with the layers they joined, the preprocessing
+    and the columns it dropped from each side."""
 
     layer_source: int
     layer_target: int
+    preprocess: str = "none"
+    dropped_source: tuple[int, ...] = ()
+    dropped_target: tuple[int, ...] = ()
 
 
 @result_type
 @dataclass(frozen=True)
 class ProbeTransferResult(ProbeTransfer):
-    """Probe-transfer accuracies, with the layers they read."""
+    """Probe-transfer accuracies, with the layers they read, the preprocessing and the columns
+    it dropped from each side."""
 
     layer_source: int
     layer_target: int
+    preprocess: str = "none"
+    dropped_source: tuple[int, ...] = ()
+    dropped_target: tuple[int, ...] = ()
 
 
 @result_type
@@ -78,6 +96,9 @@ class ProbeTransferSweepResult(ProbeTransferSweep):
     layer_source: int
     layer_target: int
     key: str = ""
+    preprocess: str = "none"
+    dropped_source: tuple[int, ...] = ()
+    dropped_target: tuple[int, ...] = ()
 
 
 @result_type
@@ -119,6 +140,15 @@ def _bridge_args(method: str, rank: int | None, alpha: float | None) -> None:
         raise InvalidInput(f"rank applies only to method LOW_RANK, not {method.upper()}; leave it unset")
     if method == "procrustes" and alpha is not None:
         raise InvalidInput("alpha does not apply to method PROCRUSTES; leave it unset")
+
+
+def _prepare(prep: Prep, S_fit: np.ndarray, T_fit: np.ndarray, S_other: np.ndarray, T_other: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """Preprocessing fitted per side on the ``*_fit`` rows and applied to them and the others;
+    with the result fields naming it."""
+    S_fit, S_other, ds = prep.split(S_fit, S_other, "source")
+    T_fit, T_other, dt = prep.split(T_fit, T_other, "target")
+    return S_fit, T_fit, S_other, T_other, {"preprocess": prep.name, "dropped_source": ds, "dropped_target": dt}
 
 
 @service_boundary
@@ -172,22 +202,31 @@ class Bridges:
     # ------------------------------------------------------------------ bridge
     def bridge(self, source: LayerRef, target: LayerRef, method: str = "ridge", rank: int | None = None,
                alpha: float | None = None, train_dataset: str | None = None, eval_dataset: str | None = None,
-               test_fraction: float = 0.2, seed: int = 0) -> BridgeResult:
-        """Fit a linear map source -> target and score it on held-out prompts (r2, mean cosine)."""
+               test_fraction: float = 0.2, seed: int = 0, preprocess: str = "none",
+               outlier_threshold: float | None = None, scale: bool = False) -> BridgeResult:
+        """Fit a linear map source -> target and score it on held-out prompts (r2, mean cosine).
+        ``scale`` (PROCRUSTES only) adds the isotropic scale s, reported as ``scale``."""
         method = _method(method)
         _bridge_args(method, rank, alpha)
+        prep = check_prep(preprocess, outlier_threshold)
+        if not isinstance(scale, bool):
+            raise InvalidInput(f"scale must be true or false, got {scale!r}")
+        if scale and method != "procrustes":
+            raise InvalidInput(f"scale applies only to method PROCRUSTES, not {method.upper()}; leave it unset")
         test_fraction, seed = _fraction(test_fraction), _seed(seed)
         info_s, ls, info_t, lt, versions = self._pair(source, target)
         query = {"op": "bridge", "s": [info_s.key, ls], "t": [info_t.key, lt], "method": method, "rank": rank,
                  "alpha": alpha, "train": train_dataset, "eval": eval_dataset,
-                 "testFraction": test_fraction if eval_dataset is None else None, "seed": seed}
+                 "testFraction": test_fraction if eval_dataset is None else None, "seed": seed,
+                 "scale": scale or None, **prep.key()}
 
         def compute(_key: str) -> BridgeResult:
             train_ids, test_ids = self._bridge_split(info_s.key, info_t.key, train_dataset, eval_dataset,
                                                      test_fraction, seed)
             S_tr, T_tr, S_te, T_te = self._four(info_s.key, ls, info_t.key, lt, train_ids, test_ids)
-            f = analysis.bridges.evaluate_bridge(S_tr, T_tr, S_te, T_te, method, alpha=alpha, rank=rank)
-            return BridgeResult(**asdict(f), layer_source=ls, layer_target=lt)
+            S_tr, T_tr, S_te, T_te, named = _prepare(prep, S_tr, T_tr, S_te, T_te)
+            f = analysis.bridges.evaluate_bridge(S_tr, T_tr, S_te, T_te, method, alpha=alpha, rank=rank, scale=scale)
+            return BridgeResult(**asdict(f), layer_source=ls, layer_target=lt, **named)
 
         def cost() -> Cost:
             n = len(self.reads.shared(info_s.key, info_t.key, train_dataset))
@@ -212,22 +251,25 @@ class Bridges:
 
     def bridge_sweep(self, source: LayerRef, target: LayerRef, ranks: Sequence[int], alpha: float | None = None,
                      train_dataset: str | None = None, eval_dataset: str | None = None,
-                     test_fraction: float = 0.2, seed: int = 0) -> BridgeSweepResult:
+                     test_fraction: float = 0.2, seed: int = 0, preprocess: str = "none",
+                     outlier_threshold: float | None = None) -> BridgeSweepResult:
         """Reduced-rank ridge bridges at every rank (one ridge fit, one SVD): held-out r2 per rank."""
         _bridge_args("ridge", None, alpha)
+        prep = check_prep(preprocess, outlier_threshold)
         test_fraction, seed = _fraction(test_fraction), _seed(seed)
         ranks = self._ranks(ranks)
         info_s, ls, info_t, lt, versions = self._pair(source, target)
         query = {"op": "bridgeSweep", "s": [info_s.key, ls], "t": [info_t.key, lt], "ranks": ranks,
                  "alpha": alpha, "train": train_dataset, "eval": eval_dataset,
-                 "testFraction": test_fraction if eval_dataset is None else None, "seed": seed}
+                 "testFraction": test_fraction if eval_dataset is None else None, "seed": seed, **prep.key()}
 
         def compute(_key: str) -> BridgeSweepResult:
             train_ids, test_ids = self._bridge_split(info_s.key, info_t.key, train_dataset, eval_dataset,
                                                      test_fraction, seed)
             S_tr, T_tr, S_te, T_te = self._four(info_s.key, ls, info_t.key, lt, train_ids, test_ids)
+            S_tr, T_tr, S_te, T_te, named = _prepare(prep, S_tr, T_tr, S_te, T_te)
             r = analysis.bridges.bridge_rank_sweep(S_tr, T_tr, S_te, T_te, ranks, alpha=alpha)
-            return BridgeSweepResult(**asdict(r), layer_source=ls, layer_target=lt)
+            return BridgeSweepResult(**asdict(r), layer_source=ls, layer_target=lt, **named)
 
         def cost() -> Cost:
             n = len(self.reads.shared(info_s.key, info_t.key, train_dataset))
@@ -249,25 +291,28 @@ class Bridges:
     # ------------------------------------------------------------ probe transfer
     def probe_transfer(self, source: LayerRef, target: LayerRef, task_dataset: str,
                        bridge_dataset: str | None = None, method: str = "ridge", rank: int | None = None,
-                       test_fraction: float = 0.3, seed: int = 0, alpha: float | None = None) -> ProbeTransferResult:
+                       test_fraction: float = 0.3, seed: int = 0, alpha: float | None = None,
+                       preprocess: str = "none", outlier_threshold: float | None = None) -> ProbeTransferResult:
         """Probe transfer (METHODS.md): sourceNative, targetNative, transferred (frozen bridge),
         taskSpecific and chance, as shares of the task's test prompts."""
         method = _method(method)
         _bridge_args(method, rank, alpha)
+        prep = check_prep(preprocess, outlier_threshold)
         test_fraction, seed = _fraction(test_fraction), _seed(seed)
         info_s, ls, info_t, lt, versions = self._pair(source, target)
         query = {"op": "probeTransfer", "s": [info_s.key, ls], "t": [info_t.key, lt], "task": task_dataset,
                  "bridge": bridge_dataset, "method": method, "rank": rank, "alpha": alpha,
-                 "testFraction": test_fraction, "seed": seed}
+                 "testFraction": test_fraction, "seed": seed, **prep.key()}
 
         def compute(_key: str) -> ProbeTransferResult:
             ids, y = self._task(info_s.key, info_t.key, task_dataset)
             bids = self._bridge_ids(info_s.key, info_t.key, bridge_dataset, self.store.prompts.ids(task_dataset),
                                     task_dataset)
             S, T, Sb, Tb = self._four(info_s.key, ls, info_t.key, lt, ids, bids)
+            Sb, Tb, S, T, named = _prepare(prep, Sb, Tb, S, T)
             r = analysis.probes.probe_transfer(S, T, y, Sb, Tb, method=method, rank=rank, alpha=alpha,
                                  test_fraction=test_fraction, seed=seed)
-            return ProbeTransferResult(**asdict(r), layer_source=ls, layer_target=lt)
+            return ProbeTransferResult(**asdict(r), layer_source=ls, layer_target=lt, **named)
 
         return self.results.cached(query, versions, compute,
                                    lambda: self._probe_cost(info_s, info_t, task_dataset, 2, False, "probeTransfer"))
@@ -290,26 +335,30 @@ class Bridges:
 
     def probe_transfer_sweep(self, source: LayerRef, target: LayerRef, task_dataset: str, ranks: Sequence[int],
                              bridge_dataset: str | None = None, alpha: float | None = None,
-                             test_fraction: float = 0.3, seed: int = 0) -> ProbeTransferSweepResult:
+                             test_fraction: float = 0.3, seed: int = 0, preprocess: str = "none",
+                             outlier_threshold: float | None = None) -> ProbeTransferSweepResult:
         """Probe transfer through reduced-rank ridge bridges at every rank, shared work done once;
         ``ridge_*`` are the full-rank values. The result's ``key`` names its PNG plot."""
         _bridge_args("ridge", None, alpha)
+        prep = check_prep(preprocess, outlier_threshold)
         test_fraction, seed = _fraction(test_fraction), _seed(seed)
         ranks = self._ranks(ranks)
         info_s, ls, info_t, lt, versions = self._pair(source, target)
         query = {"op": "probeTransferSweep", "s": [info_s.key, ls], "t": [info_t.key, lt], "task": task_dataset,
                  "bridge": bridge_dataset, "ranks": ranks, "alpha": alpha, "testFraction": test_fraction,
-                 "seed": seed}
+                 "seed": seed, **prep.key()}
 
         def compute(key: str) -> ProbeTransferSweepResult:
             ids, y = self._task(info_s.key, info_t.key, task_dataset)
             bids = self._bridge_ids(info_s.key, info_t.key, bridge_dataset, self.store.prompts.ids(task_dataset),
                                     task_dataset)
             S, T, Sb, Tb = self._four(info_s.key, ls, info_t.key, lt, ids, bids)
+            Sb, Tb, S, T, named = _prepare(prep, Sb, Tb, S, T)
             r = analysis.probes.probe_transfer_sweep(S, T, y, Sb, Tb, ranks, alpha=alpha, test_fraction=test_fraction,
                                        seed=seed)
             return ProbeTransferSweepResult(**asdict(r), source=info_s.key, target=info_t.key,
-                                            task_dataset=task_dataset, layer_source=ls, layer_target=lt, key=key)
+                                            task_dataset=task_dataset, layer_source=ls, layer_target=lt, key=key,
+                                            **named)
 
         return self.results.cached(query, versions, compute,
                                    lambda: self._probe_cost(info_s, info_t, task_dataset, 2, True, "probeTransferSweep"))

@@ -23,6 +23,7 @@ from actstore.store.knn import METRICS
 
 from .boundary import service_boundary
 from .encoders import TextEncoders
+from .preprocessing import Prep, check_prep
 from .reads import Reads, worst_recall
 from .results import ResultCache, result_type
 from .work import Cost, affinity_cost, check_cancelled, check_length, cka_cost, cka_matrix_cost, stop_check
@@ -47,7 +48,8 @@ class Neighbor:
 class MutualKnnResult:
     """Mutual k-NN of two layers over ``n`` shared prompts; ``null_mean`` = k / (n - 1);
     ``recall``: recall@k of approximate k-NN graphs against exact search on a sample (the
-    worse layer), None when both graphs are exact."""
+    worse layer), None when both graphs are exact; ``preprocess`` the preprocessing applied
+    and ``dropped_a`` / ``dropped_b`` the column indices it dropped from each layer."""
 
     value: float
     k: int
@@ -56,13 +58,17 @@ class MutualKnnResult:
     layer_a: int
     layer_b: int
     recall: float | None = None
+    preprocess: str = "none"
+    dropped_a: tuple[int, ...] = ()
+    dropped_b: tuple[int, ...] = ()
 
 
 @result_type
 @dataclass(frozen=True)
 class CkaResult:
     """Linear CKA of two layers over ``n`` shared prompts; ``p_value`` from ``permutations``
-    permutations (None without)."""
+    permutations (None without); ``preprocess`` the preprocessing applied and ``dropped_a`` /
+    ``dropped_b`` the column indices it dropped from each layer."""
 
     value: float
     debiased: bool
@@ -71,6 +77,9 @@ class CkaResult:
     layer_b: int
     permutations: int
     p_value: float | None
+    preprocess: str = "none"
+    dropped_a: tuple[int, ...] = ()
+    dropped_b: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -93,10 +102,15 @@ class LayerMatrix:
 @result_type
 @dataclass(frozen=True)
 class SimilarityMatrixResult(LayerMatrix):
-    """Linear CKA of every layer pair over ``n`` shared prompts; ``key`` names the plot."""
+    """Linear CKA of every layer pair over ``n`` shared prompts; ``key`` names the plot;
+    ``dropped_a[i]`` / ``dropped_b[j]``: the columns ``preprocess`` dropped from each layer
+    (None without preprocessing)."""
 
     debiased: bool
     key: str = ""
+    preprocess: str = "none"
+    dropped_a: list[list[int]] | None = None
+    dropped_b: list[list[int]] | None = None
 
 
 @result_type
@@ -111,6 +125,9 @@ class AffinityMatrixResult(LayerMatrix):
     diagonal: DiagonalTest
     key: str = ""
     recall: float | None = None
+    preprocess: str = "none"
+    dropped_a: list[list[int]] | None = None
+    dropped_b: list[list[int]] | None = None
 
 
 def _int_arg(value: object, name: str) -> int:
@@ -198,87 +215,114 @@ class Similarity:
                 for r, (i, s) in enumerate(zip(ids[keep], scores[keep]))]
 
     # ------------------------------------------------------------ mutual k-NN
-    def mutual_knn(self, a: LayerRef, b: LayerRef, k: int = 10, dataset: str | None = None) -> MutualKnnResult:
+    def mutual_knn(self, a: LayerRef, b: LayerRef, k: int = 10, dataset: str | None = None,
+                   preprocess: str = "none", outlier_threshold: float | None = None) -> MutualKnnResult:
         """Mutual k-NN of two layers over their shared prompts (METHODS.md), with its null k/(n-1).
 
         From ``store.knn.ann_threshold`` shared prompts on, the k-NN graphs are approximate and
-        ``recall`` says how well they match exact search.
+        ``recall`` says how well they match exact search. With ``preprocess`` other than none
+        (see :mod:`.preprocessing`) the rows are preprocessed over the shared prompts and the
+        graphs are exact.
         """
+        prep = check_prep(preprocess, outlier_threshold)
         ia, la = self.reads.resolve(a)
         ib, lb = self.reads.resolve(b)
         k = _int_arg(k, "k")
         query = {"op": "mutualKnn", "a": [ia.key, la], "b": [ib.key, lb], "k": k, "dataset": dataset,
-                 "annThreshold": self.store.knn.ann_threshold}
+                 "annThreshold": self.store.knn.ann_threshold, **prep.key()}
 
         def compute(_key: str) -> MutualKnnResult:
             ids = self._knn_prompts(ia.key, ib.key, dataset, k)
             n = len(ids)
-            ga, ra = self.reads.graph(ia.key, la, ids, k)
-            check_cancelled(1, 2, "k-NN graphs")
-            gb, rb = self.reads.graph(ib.key, lb, ids, k)
+            (ga, ra, da), (gb, rb, db) = self._graphs(prep, [(ia.key, la), (ib.key, lb)], ids, k)
             return MutualKnnResult(analysis.mutual_knn(ga, gb), k, n, analysis.null_mean(k, n), la, lb,
-                                   recall=worst_recall([ra, rb]))
+                                   recall=worst_recall([ra, rb]), preprocess=prep.name, dropped_a=da, dropped_b=db)
 
         def cost() -> Cost:
             n = len(self._knn_prompts(ia.key, ib.key, dataset, k))
-            return affinity_cost(n, k, [ia.d_model], [ib.d_model], n >= self.store.knn.ann_threshold, op="mutualKnn")
+            return affinity_cost(n, k, [ia.d_model], [ib.d_model],
+                                 n >= self.store.knn.ann_threshold and not prep.active, op="mutualKnn")
 
         return self.results.cached(query, self.reads.versions(ia, ib), compute, cost)
 
     def affinity_matrix(self, model_a: str, model_b: str, k: int = 10, dataset: str | None = None,
                         layers_a: Sequence[int] | None = None,
-                        layers_b: Sequence[int] | None = None) -> AffinityMatrixResult:
+                        layers_b: Sequence[int] | None = None, preprocess: str = "none",
+                        outlier_threshold: float | None = None) -> AffinityMatrixResult:
         """Mutual k-NN of every layer pair of two models (one graph per layer), the
-        generalized-diagonal test and the argmax path."""
+        generalized-diagonal test and the argmax path; ``preprocess`` as in :meth:`mutual_knn`
+        (``dropped_*``: the dropped columns of each layer)."""
+        prep = check_prep(preprocess, outlier_threshold)
         self._check_lists(layers_a, layers_b)
         ia, ib = self.store.models.get(model_a), self.store.models.get(model_b)
         la, lb = self.reads.layer_list(ia, layers_a), self.reads.layer_list(ib, layers_b)
         k = _int_arg(k, "k")
         query = {"op": "affinityMatrix", "a": [ia.key, la], "b": [ib.key, lb], "k": k, "dataset": dataset,
-                 "annThreshold": self.store.knn.ann_threshold}
+                 "annThreshold": self.store.knn.ann_threshold, **prep.key()}
 
         def compute(key: str) -> AffinityMatrixResult:
             ids = self._knn_prompts(ia.key, ib.key, dataset, k)
             n = len(ids)
-            graphs = []
-            for i, (model, l_) in enumerate([(ia.key, l_) for l_ in la] + [(ib.key, l_) for l_ in lb]):
-                check_cancelled(i, len(la) + len(lb), "k-NN graphs")
-                graphs.append(self.reads.graph(model, l_, ids, k))
+            graphs = self._graphs(prep, [(ia.key, l_) for l_ in la] + [(ib.key, l_) for l_ in lb], ids, k)
             ga, gb = graphs[:len(la)], graphs[len(la):]
-            M = analysis.affinity_matrix([g for g, _ in ga], [g for g, _ in gb])
+            M = analysis.affinity_matrix([g for g, _, _ in ga], [g for g, _, _ in gb])
             return AffinityMatrixResult(
                 model_a=ia.key, model_b=ib.key, layers_a=la, layers_b=lb, values=M.tolist(), n=n,
                 argmax=analysis.argmax_path(M), k=k, null_mean=analysis.null_mean(k, n), diagonal=_diagonal(M),
                 depths_a=self.reads.depths(ia, la), depths_b=self.reads.depths(ib, lb), key=key,
-                recall=worst_recall([r for _, r in ga + gb]),
+                recall=worst_recall([r for _, r, _ in ga + gb]), preprocess=prep.name,
+                dropped_a=[list(d) for _, _, d in ga] if prep.active else None,
+                dropped_b=[list(d) for _, _, d in gb] if prep.active else None,
             )
 
         def cost() -> Cost:
             n = len(self._knn_prompts(ia.key, ib.key, dataset, k))
             return affinity_cost(n, k, [ia.d_model] * len(la), [ib.d_model] * len(lb),
-                                 n >= self.store.knn.ann_threshold)
+                                 n >= self.store.knn.ann_threshold and not prep.active)
 
         return self.results.cached(query, self.reads.versions(ia, ib), compute, cost)
 
+    def _graphs(self, prep: Prep, layers: list[tuple[str, int]], ids: np.ndarray,
+                k: int) -> list[tuple[np.ndarray, float | None, tuple[int, ...]]]:
+        """(k-NN graph, recall, dropped columns) of each (model, layer): the cached graphs of
+        the stored rows without preprocessing, else exact graphs of the preprocessed rows."""
+        out = []
+        for i, (model, layer) in enumerate(layers):
+            check_cancelled(i, len(layers), "k-NN graphs")
+            if not prep.active:
+                g, r = self.reads.graph(model, layer, ids, k)
+                out.append((g, r, ()))
+                continue
+            X, dropped = prep.one(self.reads.rows(model, layer, ids), f"layer {layer} of model {model!r}")
+            out.append((analysis.knn_graph(X, k, should_stop=stop_check()), None, dropped))
+        return out
+
     # ------------------------------------------------------------------- CKA
     def cka(self, a: LayerRef, b: LayerRef, debiased: bool = True, permutations: int = 0,
-            dataset: str | None = None, seed: int = 0) -> CkaResult:
+            dataset: str | None = None, seed: int = 0, preprocess: str = "none",
+            outlier_threshold: float | None = None) -> CkaResult:
         """Linear CKA of two layers over their shared prompts; ``permutations`` > 0 adds a
-        permutation-test p-value (1 + #{null >= observed}) / (1 + P), reproducible for a seed."""
+        permutation-test p-value (1 + #{null >= observed}) / (1 + P), reproducible for a seed.
+        ``preprocess`` (see :mod:`.preprocessing`) is fitted on the shared prompts, per side."""
+        prep = check_prep(preprocess, outlier_threshold)
         permutations = self._check_permutations(permutations)
         ia, la = self.reads.resolve(a)
         ib, lb = self.reads.resolve(b)
         query = {"op": "cka", "a": [ia.key, la], "b": [ib.key, lb], "debiased": bool(debiased),
-                 "permutations": permutations, "dataset": dataset, "seed": seed if permutations else None}
+                 "permutations": permutations, "dataset": dataset, "seed": seed if permutations else None,
+                 **prep.key()}
 
         def compute(_key: str) -> CkaResult:
             ids = self.reads.shared(ia.key, ib.key, dataset)
-            X, Y = self.reads.rows(ia.key, la, ids), self.reads.rows(ib.key, lb, ids)
+            X, da = prep.one(self.reads.rows(ia.key, la, ids), f"layer {la} of model {ia.key!r}")
+            Y, db = prep.one(self.reads.rows(ib.key, lb, ids), f"layer {lb} of model {ib.key!r}")
+            named = {"preprocess": prep.name, "dropped_a": da, "dropped_b": db}
             if permutations:
                 t = analysis.cka_permutation_test(X, Y, permutations=permutations, seed=seed, debiased=debiased,
                                                   should_stop=stop_check())
-                return CkaResult(t.value, bool(debiased), len(ids), la, lb, permutations, t.p_value)
-            return CkaResult(analysis.linear_cka(X, Y, debiased=debiased), bool(debiased), len(ids), la, lb, 0, None)
+                return CkaResult(t.value, bool(debiased), len(ids), la, lb, permutations, t.p_value, **named)
+            return CkaResult(analysis.linear_cka(X, Y, debiased=debiased), bool(debiased), len(ids), la, lb, 0, None,
+                             **named)
 
         def cost() -> Cost:
             n = len(self.reads.shared(ia.key, ib.key, dataset))
@@ -288,8 +332,11 @@ class Similarity:
 
     def cka_matrix(self, model_a: str, model_b: str, debiased: bool = True, dataset: str | None = None,
                    layers_a: Sequence[int] | None = None, layers_b: Sequence[int] | None = None,
-                   grid: int | None = None) -> SimilarityMatrixResult:
-        """CKA of every layer pair of two models (or of a relative-depth grid of ``grid`` layers each)."""
+                   grid: int | None = None, preprocess: str = "none",
+                   outlier_threshold: float | None = None) -> SimilarityMatrixResult:
+        """CKA of every layer pair of two models (or of a relative-depth grid of ``grid`` layers each);
+        ``preprocess`` as in :meth:`cka`, per layer (``dropped_*``: each layer's dropped columns)."""
+        prep = check_prep(preprocess, outlier_threshold)
         self._check_lists(layers_a, layers_b)
         if grid is not None and not isinstance(grid, bool) and isinstance(grid, int) and grid > self.settings.max_layers:
             raise LimitExceeded(f"grid = {grid} layers; this server allows at most {self.settings.max_layers} "
@@ -302,18 +349,21 @@ class Similarity:
         else:
             la, lb = self.reads.layer_list(ia, layers_a), self.reads.layer_list(ib, layers_b)
         query = {"op": "ckaMatrix", "a": [ia.key, la], "b": [ib.key, lb], "debiased": bool(debiased),
-                 "dataset": dataset}
+                 "dataset": dataset, **prep.key()}
 
         def compute(key: str) -> SimilarityMatrixResult:
             ids = self.reads.shared(ia.key, ib.key, dataset)
-            xs = [self.reads.rows(ia.key, l_, ids) for l_ in la]
-            ys = [self.reads.rows(ib.key, l_, ids) for l_ in lb]
+            pa = [prep.one(self.reads.rows(ia.key, l_, ids), f"layer {l_} of model {ia.key!r}") for l_ in la]
+            pb = [prep.one(self.reads.rows(ib.key, l_, ids), f"layer {l_} of model {ib.key!r}") for l_ in lb]
+            xs, ys = [x for x, _ in pa], [y for y, _ in pb]
             check_cancelled()
             M = analysis.cka_matrix(xs, ys, debiased=debiased, should_stop=stop_check())
             return SimilarityMatrixResult(
                 model_a=ia.key, model_b=ib.key, layers_a=la, layers_b=lb, values=M.tolist(), n=len(ids),
                 argmax=analysis.argmax_path(M), depths_a=self.reads.depths(ia, la),
-                depths_b=self.reads.depths(ib, lb), debiased=bool(debiased), key=key,
+                depths_b=self.reads.depths(ib, lb), debiased=bool(debiased), key=key, preprocess=prep.name,
+                dropped_a=[list(d) for _, d in pa] if prep.active else None,
+                dropped_b=[list(d) for _, d in pb] if prep.active else None,
             )
 
         def cost() -> Cost:
