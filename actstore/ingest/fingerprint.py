@@ -19,6 +19,10 @@ A fingerprint is three digests joined by ``-``: ``WWWWWWWWWWWW-TTTTTTTT-SSSSSSSS
   chat template (none: prompts are encoded as given) and the effective maximum tokens
   (truncation changes the activations of long prompts).
 
+A GGUF file (config, tokenizer and weights in one file) has ``W`` = the first 12 hex digits
+of the file's own SHA-256 (``sha256sum FILE``) and ``T`` a digest of the tokenizer's
+vocabulary as loaded from it.
+
 The same weights saved in another format (``.bin`` instead of ``.safetensors``) give another
 ``W``: the check errs on the side of refusing. A hub model is fingerprinted from its files in
 the local Hugging Face cache; when they cannot be found, from its loaded tensors (float32
@@ -109,10 +113,13 @@ def _tensor_digests(runner: ModelRunner) -> tuple[str, str]:
     for name, tensor in runner.model.state_dict().items():
         w.update(name.encode() + b"\0")
         w.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return w.hexdigest(), _vocab_digest(runner)
+
+
+def _vocab_digest(runner: ModelRunner) -> str:
     tok = runner.tokenizer
     vocab = json.dumps(sorted(tok.get_vocab().items()), ensure_ascii=False)
-    t = hashlib.sha256((type(tok).__name__ + vocab).encode())
-    return w.hexdigest(), t.hexdigest()
+    return hashlib.sha256((type(tok).__name__ + vocab).encode()).hexdigest()
 
 
 def _files_folder(runner: ModelRunner) -> Path | None:
@@ -130,8 +137,12 @@ def _files_folder(runner: ModelRunner) -> Path | None:
 def model_fingerprint(runner: ModelRunner, max_tokens: int | None) -> str:
     """The fingerprint of ``runner``'s model when it encodes prompts cut to ``max_tokens``
     (the effective limit, see :meth:`ModelRunner.effective_max_tokens`)."""
-    folder = _files_folder(runner)
-    digests = folder_digests(folder) if folder is not None else None
+    gguf = getattr(runner, "gguf_file", None)
+    if gguf:  # config, tokenizer and weights all in one file: W is the file's own SHA-256
+        digests = _file_digest(Path(gguf)), _vocab_digest(runner)
+    else:
+        folder = _files_folder(runner)
+        digests = folder_digests(folder) if folder is not None else None
     if digests is None:
         digests = _tensor_digests(runner)
     weights, tokenizer = digests

@@ -128,11 +128,14 @@ def model_key_for(source: str | Path) -> str:
 
     ``EleutherAI/pythia-70m`` -> ``pythia-70m``; ``/m/Qwen2.5-0.5B/`` -> ``qwen2.5-0.5b``;
     a Hugging Face cache snapshot path (``.../models--org--name/snapshots/<hash>``) gives
-    the repo name. Pass ``key`` explicitly when folder names are not distinctive.
+    the repo name; a GGUF file gives its name without ``.gguf``. Pass ``key`` explicitly
+    when folder names are not distinctive.
     """
     s = str(source).strip().rstrip("/\\")
     parts = [p for p in re.split(r"[/\\]", s) if p]
     name = parts[-1] if parts else "model"
+    if name.lower().endswith(".gguf"):
+        name = name[:-len(".gguf")]
     for p in parts:
         if p.startswith("models--"):
             name = p.split("--")[-1]
@@ -280,7 +283,8 @@ def ingest(
     itemsize = 2 if dtype == "float16" else 4
     row_bytes = runner.d_model * itemsize + 8
     write_kwargs = dict(n_layers=runner.n_layers, source=runner.source, architecture=runner.architecture,
-                        dtype=dtype, revision=runner.revision, fingerprint=fingerprint)
+                        dtype=dtype, revision=runner.revision, fingerprint=fingerprint,
+                        quantization=runner.quantization)
 
     buf_ids: list[np.ndarray] = []
     buf_next: list[np.ndarray] = []

@@ -14,6 +14,12 @@ What is captured
 Loading
     ``AutoConfig`` / ``AutoTokenizer`` / ``AutoModel`` (the base model, no LM head) from a
     local folder or a hub id, with ``trust_remote_code=False`` and ``use_safetensors=True``.
+    A ``.gguf`` file (or a folder without ``config.json`` holding exactly one) is loaded
+    with ``gguf_file=``: config, tokenizer and weights all come from the file, and
+    transformers dequantizes the weights to float (needs the ``gguf`` and ``accelerate``
+    packages; the architectures transformers' GGUF loader knows: Llama, Mistral, Qwen2,
+    Gemma, Phi-3, GPT-2, ...). ``source`` is then the file's path and ``quantization`` its
+    weight format (:func:`gguf_quantization`; None for other sources).
     Compute dtype: bf16 (fp16 where bf16 is unsupported) on CUDA, fp32 on CPU. A hub id when
     the Hub cannot be reached (``HF_HUB_OFFLINE=1`` or no network; both read through
     :class:`actstore.config.Settings`) is only looked up in the local cache
@@ -62,7 +68,8 @@ from actstore.config import Settings
 from actstore.errors import InvalidInput
 from actstore.layers import LayerSpec, parse_layer_spec
 
-__all__ = ["Batch", "ModelRunner", "Tokenized", "hub_reachable", "resolve_device", "resolve_dtype"]
+__all__ = ["Batch", "ModelRunner", "Tokenized", "gguf_quantization", "hub_reachable", "resolve_device",
+           "resolve_dtype"]
 
 log = logging.getLogger(__name__)
 
@@ -200,26 +207,40 @@ def hub_reachable(settings: Settings | None = None, timeout: float = 2.0) -> boo
     return result[0]
 
 
-def _resolve_source(source: str | Path, settings: Settings) -> tuple[str, bool, bool]:
-    """(what to pass to from_pretrained, is_local, local_files_only)."""
+def _resolve_source(source: str | Path, settings: Settings) -> tuple[str, bool, bool, str | None]:
+    """(what to pass to from_pretrained, is_local, local_files_only, GGUF file name or None).
+
+    A ``.gguf`` file, or a folder without ``config.json`` that holds exactly one ``.gguf``
+    file, is loaded from that file (the folder is passed to from_pretrained with
+    ``gguf_file=``)."""
     s = str(source).strip()
     if not s:
-        raise InvalidInput("empty model name: pass a hub id or a local model folder")
+        raise InvalidInput("empty model name: pass a hub id, a local model folder or a .gguf file")
     p = Path(s).expanduser()
     if p.exists():
         if not p.is_dir():
-            raise InvalidInput(f"model path {s!r} is a file; pass the model folder "
-                                    "(with config.json and *.safetensors)")
+            if p.suffix.lower() != ".gguf":
+                raise InvalidInput(f"model path {s!r} is a file but not a .gguf file; pass a .gguf file "
+                                   "or a model folder (with config.json and *.safetensors)")
+            p = p.resolve()
+            return str(p.parent), True, True, p.name
         if not (p / "config.json").exists():
-            raise InvalidInput(f"model folder {s!r} has no config.json; pass a folder "
-                                    "written by save_pretrained or downloaded from the Hub")
-        return str(p.resolve()), True, True
+            ggufs = sorted(f.name for f in p.iterdir() if f.is_file() and f.suffix.lower() == ".gguf")
+            if len(ggufs) == 1:
+                return str(p.resolve()), True, True, ggufs[0]
+            if ggufs:
+                raise InvalidInput(f"model folder {s!r} has no config.json and {len(ggufs)} .gguf files "
+                                   f"({', '.join(ggufs)}); pass one of the .gguf files")
+            raise InvalidInput(f"model folder {s!r} has no config.json and no .gguf file; pass a folder "
+                               "with config.json, *.safetensors and tokenizer files (e.g. downloaded "
+                               "with `huggingface-cli download`) or a .gguf file")
+        return str(p.resolve()), True, True, None
     looks_like_path = (s.startswith((".", "/", "~")) or s.endswith("/") or s.count("/") > 1
                        or os.sep in s and os.sep != "/" or s.startswith("\\"))
     if looks_like_path:
         raise InvalidInput(f"model folder {s!r} does not exist")
     offline = not hub_reachable(settings)
-    return s, False, offline
+    return s, False, offline, None
 
 
 @contextlib.contextmanager
@@ -244,7 +265,7 @@ def _offline_error(source: str, settings: Settings) -> InvalidInput:
     return InvalidInput(
         f"model {source!r} is not a local folder and {why}, and it is not in the local "
         "Hugging Face cache; pass a local folder instead (one with config.json, *.safetensors "
-        "and tokenizer files, e.g. written by save_pretrained or `huggingface-cli download`)"
+        "and tokenizer files, e.g. downloaded with `huggingface-cli download`) or a .gguf file"
     )
 
 
@@ -256,7 +277,9 @@ class ModelRunner:
 
     Attributes: ``n_layers`` (decoder blocks), ``d_model``, ``architecture``
     (``config.model_type``), ``source``, ``device``, ``dtype`` (compute), ``max_length``
-    (the model's maximum positions, or None), ``padding_side``, ``tokenizer``, ``model``.
+    (the model's maximum positions, or None), ``padding_side``, ``tokenizer``, ``model``;
+    for a GGUF source ``gguf_file`` (its path, also ``source``) and ``quantization``
+    (e.g. ``Q4_1``), both None otherwise.
     Safe to share between threads (forward passes are serialised by a lock).
     """
 
@@ -276,16 +299,22 @@ class ModelRunner:
         settings = settings if settings is not None else Settings()
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        path, is_local, local_only = _resolve_source(source, settings)
-        self.source = path if is_local else str(source).strip()
+        path, is_local, local_only, gguf_name = _resolve_source(source, settings)
+        self.gguf_file: str | None = str(Path(path) / gguf_name) if gguf_name else None
+        self.source = self.gguf_file or (path if is_local else str(source).strip())
         self.revision = None if is_local else revision
         common: dict[str, Any] = dict(trust_remote_code=False, local_files_only=local_only)
         if self.revision:
             common["revision"] = self.revision
+        self.quantization: str | None = None
+        if gguf_name:
+            _require_gguf_packages(self.source)
+            common["gguf_file"] = gguf_name
+            self.quantization = gguf_quantization(self.source)
         with _quiet_transformers():
             try:
                 config = AutoConfig.from_pretrained(path, **common)
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, RuntimeError) as e:
                 if not is_local and local_only:
                     raise _offline_error(str(source), settings) from None
                 raise InvalidInput(f"cannot load the config of model {str(source)!r}: {e}") from None
@@ -298,7 +327,9 @@ class ModelRunner:
                 self.tokenizer = AutoTokenizer.from_pretrained(path, **common)
             except (OSError, ValueError) as e:
                 raise InvalidInput(f"cannot load the tokenizer of model {str(source)!r}: {e}") from None
-            kwargs = dict(common, config=config, use_safetensors=True)
+            kwargs = dict(common, config=config)
+            if not gguf_name:
+                kwargs["use_safetensors"] = True
             kwargs[_dtype_kwarg()] = self.dtype
             try:
                 model = (_causal_lm_class(config, str(source)) if lm_head else AutoModel).from_pretrained(path, **kwargs)
@@ -531,6 +562,42 @@ class ModelRunner:
 
 
 # --------------------------------------------------------------------------- helpers
+
+def _require_gguf_packages(source: str) -> None:
+    """InvalidInput naming the missing packages when ``gguf`` or ``accelerate`` is absent."""
+    import importlib.util
+
+    missing = [m for m in ("gguf", "accelerate") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise InvalidInput(f"loading the GGUF file {source!r} needs the packages {' and '.join(missing)}: "
+                           f"pip install {' '.join(missing)}")
+
+
+def gguf_quantization(path: str | Path) -> str:
+    """The weight format of a GGUF file, e.g. ``Q4_1``, ``Q8_0``, ``F16``.
+
+    Read from the metadata ``general.file_type`` (llama.cpp's ``LlamaFileType``, whose
+    ``MOSTLY_`` prefix is dropped); files without it get the most common type of their
+    2-D tensors (the matrices, where quantization applies).
+    """
+    from collections import Counter
+
+    from gguf import GGUFReader, LlamaFileType
+
+    try:
+        reader = GGUFReader(str(path))
+    except (OSError, ValueError) as e:
+        raise InvalidInput(f"cannot read the GGUF file {str(path)!r}: {e}") from None
+    field = reader.fields.get("general.file_type")
+    if field is not None and field.data:
+        code = int(field.parts[field.data[0]][0])
+        try:
+            return LlamaFileType(code).name.removeprefix("MOSTLY_")
+        except ValueError:
+            pass
+    counts = Counter(t.tensor_type.name for t in reader.tensors if len(t.shape) == 2)
+    return counts.most_common(1)[0][0] if counts else "unknown"
+
 
 def _causal_lm_class(config: Any, source: str) -> Any:
     """AutoModelForCausalLM when the config has a causal-LM head, else a clear error."""

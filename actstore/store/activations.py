@@ -171,9 +171,13 @@ class Activations:
         dtype: str | None = None,
         revision: str | None = None,
         fingerprint: str | None = None,
+        quantization: str | None = None,
     ) -> int:
         """Upsert the activations of ``prompt_ids`` at one or more layers; return the rows
         written (summed over layers).
+
+        ``quantization`` (e.g. ``Q4_1`` for a GGUF source; None for unquantized weights) is
+        recorded with the model on its first write.
 
         ``fingerprint`` (of weights, tokenizer and extraction spec; the ingest computes it)
         is recorded on the first write and checked on later ones: a different one raises
@@ -284,7 +288,7 @@ class Activations:
                 self._models.register(
                     model_key, source=source, revision=revision, architecture=architecture,
                     n_layers=L, d_model=d, dtype=stored_dtype, site="resid_post", token="last_non_padding",
-                    fingerprint=fingerprint,
+                    fingerprint=fingerprint, quantization=quantization,
                 )
             return written
 

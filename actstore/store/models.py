@@ -18,10 +18,11 @@ fingerprinted model is allowed only with the same ``source`` as the stored one (
 ``actstore import`` of more arrays of that source); a fingerprinted write onto a model
 stored without one (older stores, imports) records its fingerprint when the sources agree
 and is refused otherwise. Stores whose models table predates the column get it (empty) on
-their next model write; reading them needs nothing. Not covered: the *first* writes of two
-different models under one new key at the same moment in two processes both find no row and
-both register (after writing their rows); readers then take the earliest registration, and
-the other's rows are already mixed in.
+their next model write; reading them needs nothing. The same holds for ``quantization``
+(the weight format of a GGUF source, e.g. ``Q4_1``; empty for unquantized weights). Not
+covered: the *first* writes of two different models under one new key at the same moment in
+two processes both find no row and both register (after writing their rows); readers then
+take the earliest registration, and the other's rows are already mixed in.
 
 Both tables are read whole and cached per table version: :meth:`Models.get` costs one
 version check per table after the first read. A store written before the catalog existed
@@ -62,6 +63,7 @@ MODELS_SCHEMA = pa.schema(
         pa.field("token", pa.string()),
         pa.field("created_at", pa.timestamp("us", tz="UTC")),
         pa.field("fingerprint", pa.string()),
+        pa.field("quantization", pa.string()),
     ]
 )
 
@@ -89,6 +91,7 @@ class ModelInfo:
     created_at: datetime | None = None
     layers: tuple[int, ...] = ()
     fingerprint: str | None = None
+    quantization: str | None = None
 
 
 def _info(row: dict[str, Any]) -> ModelInfo:
@@ -97,7 +100,7 @@ def _info(row: dict[str, Any]) -> ModelInfo:
         n_layers=int(row["n_layers"]), d_model=int(row["d_model"]), dtype=row["dtype"],
         revision=row["revision"], site=row["site"] or "resid_post",
         token=row["token"] or "last_non_padding", created_at=row["created_at"],
-        fingerprint=row.get("fingerprint"),
+        fingerprint=row.get("fingerprint"), quantization=row.get("quantization"),
     )
 
 

