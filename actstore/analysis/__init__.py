@@ -31,7 +31,7 @@ _EXPORTS = {
     "generalized_diagonal_mask": "diagonal",
     "affinity_matrix": "knn", "knn_graph": "knn", "knn_graph_recall": "knn", "mutual_knn": "knn",
     "null_mean": "knn",
-    "permutation_p_value": "permutation",
+    "permutation_p_value": "permutation", "stratified_permutations": "permutation",
 }
 _MODULES = ("bridges", "cka", "devices", "diagonal", "hsic", "inputs", "knn", "permutation", "preprocess",
             "probes", "sae", "sae_match", "traces", "validation")

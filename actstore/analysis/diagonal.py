@@ -4,11 +4,20 @@ Generalized diagonal (METHODS.md): for M [n1, n2] with n1 >= n2 (else M is trans
 cells (i, j) with j <= i <= j + n1 - n2, i.e. the band a diagonal sweeps when a shorter model's
 layers are stretched over a longer model's. The diagonal test is a one-sided Welch t-test that
 on-diagonal cells have a higher mean than off-diagonal cells.
+
+p-values that underflow: the Welch p is also reported as ``log10_p``, computed exactly (the
+regularized incomplete beta in arbitrary precision with mpmath) where the double p underflows.
+``p_value`` is then the smallest normal double, P_FLOOR = 2.2250738585072014e-308, with
+``p_value_is_bound`` True: read it as "p < P_FLOOR", never as p = 0. (Permutation p-values,
+(1 + count) / (1 + P), are never below 1 / (1 + P) and cannot underflow.)
 """
 
 from __future__ import annotations
 
 
+import math
+
+import mpmath
 import numpy as np
 from scipy import stats
 
@@ -16,8 +25,24 @@ from .validation import finite_matrix
 from .errors import AnalysisError
 from .results import DiagonalTest
 
-__all__ = ["DiagonalTest", "diagonal_test", "generalized_diagonal_mask", "argmax_path",
-           "bonferroni"]
+__all__ = ["DiagonalTest", "P_FLOOR", "diagonal_test", "generalized_diagonal_mask", "argmax_path",
+           "bonferroni", "t_sf_log10"]
+
+#: the smallest normal double: a p-value below it is reported as this bound (see module doc)
+P_FLOOR = float(np.finfo(np.float64).tiny)
+
+
+def t_sf_log10(t: float, df: float) -> float:
+    """log10 P(T >= t) for Student's t with ``df`` degrees of freedom, finite even where the
+    double P(T >= t) underflows: there it is 0.5 I_x(df/2, 1/2), x = df / (df + t^2), in
+    mpmath at 40 significant digits."""
+    p = float(stats.t.sf(t, df))
+    if p >= P_FLOOR:
+        return math.log10(p)
+    with mpmath.workdps(40):
+        x = mpmath.mpf(df) / (mpmath.mpf(df) + mpmath.mpf(t) ** 2)
+        val = mpmath.betainc(mpmath.mpf(df) / 2, mpmath.mpf(1) / 2, 0, x, regularized=True) / 2
+        return float(mpmath.log10(val))
 
 
 def generalized_diagonal_mask(n1: int, n2: int) -> np.ndarray:
@@ -56,9 +81,12 @@ def diagonal_test(M: np.ndarray) -> DiagonalTest:
     df = se2 ** 2 / ((v1 / on.size) ** 2 / (on.size - 1) + (v0 / off.size) ** 2 /
                      (off.size - 1))
     p = float(stats.t.sf(t, df))
+    log10_p = t_sf_log10(float(t), float(df))
+    bound = p < P_FLOOR
     return DiagonalTest(on_diagonal_mean=m1, off_diagonal_mean=m0, t_statistic=float(t),
-                        p_value=p, df=float(df), n_on=int(on.size), n_off=int(off.size),
-                        transposed=bool(transposed))
+                        p_value=P_FLOOR if bound else p, df=float(df), n_on=int(on.size),
+                        n_off=int(off.size), transposed=bool(transposed), log10_p=log10_p,
+                        p_value_is_bound=bound)
 
 
 def argmax_path(M: np.ndarray) -> list[int]:

@@ -40,7 +40,7 @@ from .traces import full_gram
 from .errors import AnalysisError, StopCheck, check_stop
 
 __all__ = ["CkaTest", "CkaMatrixTest", "cka_permutation_test",
-           "cka_matrix_permutation_test", "permutation_p_value"]
+           "cka_matrix_permutation_test", "permutation_p_value", "stratified_permutations"]
 
 DEFAULT_PERM_MEMORY_BUDGET = 4 << 30  # bytes for cached Gram matrices
 _GATHER_BYTES = 64 << 20  # temporary per gather block
@@ -135,7 +135,8 @@ def cka_matrix_permutation_test(layers_a: Sequence[np.ndarray],
                                 seed: int = 0, debiased: bool = True, device: str = "auto",
                                 precision: str = "auto",
                                 memory_budget_bytes: int = DEFAULT_PERM_MEMORY_BUDGET,
-                                should_stop: StopCheck | None = None) -> CkaMatrixTest:
+                                should_stop: StopCheck | None = None,
+                                strata: Sequence[object] | np.ndarray | None = None) -> CkaMatrixTest:
     """CKA matrix [m_a, m_b] with per-cell and max-statistic permutation p-values.
 
     Args:
@@ -146,18 +147,23 @@ def cka_matrix_permutation_test(layers_a: Sequence[np.ndarray],
         memory_budget_bytes: bytes for cached n x n Gram matrices.
         should_stop: asked before every permutation; when it returns True the test stops
             with AnalysisCancelled (a caller's time limit passed or its client left).
+        strata: optional label per prompt [n] (e.g. its dataset): the null is stratified,
+            each draw permutes rows only within a stratum (see :func:`stratified_permutations`).
     """
     return _matrix_test(layers_a, layers_b, permutations=permutations, seed=seed,
                         debiased=debiased, device=device, precision=precision,
-                        memory_budget_bytes=memory_budget_bytes, should_stop=should_stop)
+                        memory_budget_bytes=memory_budget_bytes, should_stop=should_stop,
+                        strata=strata)
 
 
 def _matrix_test(layers_a, layers_b, *, permutations, seed, debiased, device, precision,
-                 memory_budget_bytes, names=("layers_a", "layers_b"), indexed=True, should_stop=None):
+                 memory_budget_bytes, names=("layers_a", "layers_b"), indexed=True, should_stop=None,
+                 strata=None):
     P = V.check_int(permutations, "permutations", minimum=0)
     seed = V.check_int(seed, "seed", minimum=0)
     a, b, sa, sb, n = prepare_layers(layers_a, layers_b, debiased=debiased,
                                      name_a=names[0], name_b=names[1], indexed=indexed)
+    groups = _strata_groups(strata, n)
     dev = resolve_device(device)
     m_a, m_b = len(a), len(b)
     perm_a = m_a <= m_b  # gather the side with fewer layers
@@ -188,7 +194,7 @@ def _matrix_test(layers_a, layers_b, *, permutations, seed, debiased, device, pr
                           for j in range(c0, c1)])
         t_ll[c0:c1] = [float(torch.linalg.vector_norm(k, dtype=torch.float64)) ** 2
                        for k in kl]
-        for k_, sigma in enumerate(_sigmas(n, P, seed, perm_a)):
+        for k_, sigma in enumerate(_sigmas(n, P, seed, perm_a, groups)):
             check_stop(should_stop, k_, P, "permutations")
             t[k_, :, c0:c1] = _permuted_traces(ks, kl, sigma, rows)
         del kl
@@ -196,7 +202,7 @@ def _matrix_test(layers_a, layers_b, *, permutations, seed, debiased, device, pr
     rs = np.stack([st.r for st in s_stats]); rl = np.stack([st.r for st in l_stats])
     ds = np.stack([st.d for st in s_stats]); dl = np.stack([st.d for st in l_stats])
     vec = np.empty((P + 1, m_s, m_l))
-    for k_, sigma in enumerate(_sigmas(n, P, seed, perm_a)):
+    for k_, sigma in enumerate(_sigmas(n, P, seed, perm_a, groups)):
         vec[k_] = (rs[:, sigma] @ rl.T) if debiased else (ds[:, sigma] @ dl.T)
     kw = {"r_dot": vec} if debiased else {"d_dot": vec}
     nm = tuple(names) if perm_a else (names[1], names[0])
@@ -218,12 +224,49 @@ def _matrix_test(layers_a, layers_b, *, permutations, seed, debiased, device, pr
                          seed=seed, debiased=bool(debiased))
 
 
-def _sigmas(n: int, P: int, seed: int, perm_a: bool):
+def _strata_groups(strata, n: int) -> list[np.ndarray] | None:
+    """Row indices of each stratum (in order of first appearance), None without strata."""
+    if strata is None:
+        return None
+    labels = np.asarray(strata, dtype=object).reshape(-1)
+    if len(labels) != n:
+        raise AnalysisError(f"strata has {len(labels)} labels but there are n = {n} prompts; "
+                            f"give one label per prompt")
+    first: dict[object, list[int]] = {}
+    for i, lab in enumerate(labels.tolist()):
+        first.setdefault(lab, []).append(i)
+    return [np.asarray(v, dtype=np.int64) for v in first.values()]
+
+
+def stratified_permutations(n: int, permutations: int, seed: int,
+                            strata: Sequence[object] | np.ndarray | None = None):
+    """The P permutations pi [n] of a test's null, in draw order (Y's row i -> Y[pi[i]]).
+
+    Without strata: ``default_rng(seed).permutation(n)`` per draw. With strata (one label per
+    row): per draw, for each stratum in order of first appearance, its row indices idx get
+    ``pi[idx] = idx[rng.permutation(len(idx))]``, so a row only ever moves within its stratum.
+    """
+    groups = _strata_groups(strata, n)
+    rng = np.random.default_rng(seed)
+    for _ in range(permutations):
+        yield _draw(rng, n, groups)
+
+
+def _draw(rng: np.random.Generator, n: int, groups: list[np.ndarray] | None) -> np.ndarray:
+    if groups is None:
+        return rng.permutation(n)
+    pi = np.arange(n)
+    for idx in groups:
+        pi[idx] = idx[rng.permutation(len(idx))]
+    return pi
+
+
+def _sigmas(n: int, P: int, seed: int, perm_a: bool, groups: list[np.ndarray] | None = None):
     """Identity, then the P draws; as applied to the gathered side (pi^-1 when that is A)."""
     yield np.arange(n)
     rng = np.random.default_rng(seed)
     for _ in range(P):
-        pi = rng.permutation(n)
+        pi = _draw(rng, n, groups)
         yield np.argsort(pi) if perm_a else pi
 
 
@@ -231,18 +274,21 @@ def cka_permutation_test(X: np.ndarray, Y: np.ndarray, *, permutations: int, see
                          debiased: bool = True, device: str = "auto",
                          precision: str = "auto",
                          memory_budget_bytes: int = DEFAULT_PERM_MEMORY_BUDGET,
-                         should_stop: StopCheck | None = None) -> CkaTest:
+                         should_stop: StopCheck | None = None,
+                         strata: Sequence[object] | np.ndarray | None = None) -> CkaTest:
     """Permutation test of CKA(X, Y) for X [n, p], Y [n, q] (rows = same prompts).
 
     Permutes the rows of Y ``permutations`` times (numpy default_rng(seed)); returns the
     observed value, p = (1 + #{null >= observed}) / (1 + P) and the null [P]. The same seed
     gives the same p-value, and the same null as a 1 x 1 :func:`cka_matrix_permutation_test`.
     ``should_stop`` is asked before every permutation (AnalysisCancelled when it says True).
+    ``strata`` (one label per row, e.g. the prompt's dataset) stratifies the null: rows of Y
+    are permuted within each stratum only (:func:`stratified_permutations` gives the draws).
     """
     res = _matrix_test([X], [Y], permutations=permutations, seed=seed, debiased=debiased,
                        device=device, precision=precision,
                        memory_budget_bytes=memory_budget_bytes, names=("X", "Y"),
-                       indexed=False, should_stop=should_stop)
+                       indexed=False, should_stop=should_stop, strata=strata)
     return CkaTest(value=float(res.values[0, 0]), p_value=float(res.p_values[0, 0]),
                    permutations=res.permutations, null=_readonly(res.null[:, 0, 0].copy()),
                    seed=res.seed,

@@ -19,7 +19,10 @@ class DiagonalTest:
     """Welch test of on- vs off-generalized-diagonal cells.
 
     t_statistic: Welch t (on minus off); p_value: one-sided P(T >= t) with Welch-Satterthwaite
-    degrees of freedom ``df``; n_on / n_off: cell counts; transposed: whether M was n1 < n2.
+    degrees of freedom ``df``; n_on / n_off: cell counts; transposed: whether M was n1 < n2;
+    log10_p: log10 of the exact p (finite where p underflows a double); p_value_is_bound: True
+    when the exact p is below the smallest normal double and ``p_value`` is that bound
+    (2.2250738585072014e-308; read "p < p_value").
     """
 
     on_diagonal_mean: float
@@ -30,6 +33,8 @@ class DiagonalTest:
     n_on: int
     n_off: int
     transposed: bool
+    log10_p: float | None = None
+    p_value_is_bound: bool = False
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,12 @@ from .catalog import ModelSummary
 from .jobs import Job
 from .saes import FeaturePairResult, SaeCorrelationResult, SaeMatrixResult
 from .service import Service
-from .similarity import AffinityMatrixResult, CkaResult, MutualKnnResult, Neighbor, SimilarityMatrixResult
+from .similarity import (AffinityMatrixResult, CkaByDataset, CkaMatrixByDataset, CkaResult, DatasetCount, MutualKnnResult, Neighbor,
+                         SimilarityMatrixResult)
 
 __all__ = [
-    "AffinityMatrixResult", "BridgeResult", "BridgeSweepResult", "Check", "CkaResult", "DatasetInfo", "DiagonalTest",
+    "AffinityMatrixResult", "BridgeResult", "BridgeSweepResult", "Check", "CkaByDataset", "CkaMatrixByDataset", "CkaResult", "DatasetCount",
+    "DatasetInfo", "DiagonalTest",
     "DropSummary",
     "FeaturePairResult", "Job", "ModelInfo", "ModelSummary", "MutualKnnResult", "Neighbor", "NextTokenTransferResult", "ProbeTransferResult",
     "ProbeTransferSweepResult", "PromptRecord", "SaeCorrelationResult", "SaeMatrixResult", "SaeRecord", "Service",

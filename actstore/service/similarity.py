@@ -28,8 +28,53 @@ from .reads import Reads, worst_recall
 from .results import ResultCache, result_type
 from .work import Cost, affinity_cost, check_cancelled, check_length, cka_cost, cka_matrix_cost, stop_check
 
-__all__ = ["AffinityMatrixResult", "CkaResult", "MutualKnnResult", "Neighbor", "Similarity",
-           "SimilarityMatrixResult"]
+__all__ = ["AffinityMatrixResult", "CkaByDataset", "CkaMatrixByDataset", "CkaResult", "DatasetCount", "MutualKnnResult", "Neighbor",
+           "PRECISIONS", "Similarity", "SimilarityMatrixResult", "mixed_warning"]
+
+#: ``precision`` of cka / ckaMatrix: "auto" (the default) computes in float64 while the
+#: problem is small (below ~1e10 Gram-form flops, or when the permutation Grams fit the memory
+#: budget in float64) and in float32 above; "float32" / "float64" force one. float32 and
+#: float64 agree to ~1e-5 in CKA units on unit-scale data (tests/unit/service/test_corpus.py).
+PRECISIONS = ("auto", "float32", "float64")
+
+
+@dataclass(frozen=True)
+class DatasetCount:
+    """One dataset of a similarity answer's corpus and how many of its prompts were used."""
+
+    name: str
+    n: int
+
+
+@dataclass(frozen=True)
+class CkaByDataset:
+    """CKA over the prompts of one dataset only (``n`` of them); ``value`` None when the
+    dataset has too few prompts (debiased CKA needs 4, biased 2); ``p_value`` from the same
+    number of permutations as the pooled answer (None without)."""
+
+    dataset: str
+    n: int
+    value: float | None
+    p_value: float | None = None
+
+
+@dataclass(frozen=True)
+class CkaMatrixByDataset:
+    """A CKA matrix over the prompts of one dataset only (``n`` of them); ``values`` None when
+    the dataset has too few prompts (debiased CKA needs 4, biased 2)."""
+
+    dataset: str
+    n: int
+    values: list[list[float]] | None
+
+
+def mixed_warning(datasets: Sequence[DatasetCount]) -> str | None:
+    """The warning a similarity answer over several datasets carries (None for one)."""
+    if len(datasets) < 2:
+        return None
+    return (f"mixes {len(datasets)} datasets; cross-model similarity over mixed corpora is inflated by "
+            f"between-corpus differences; the permutation null is stratified by dataset; ask byDataset: true "
+            f"for per-dataset values")
 
 
 @dataclass(frozen=True)
@@ -49,7 +94,9 @@ class MutualKnnResult:
     """Mutual k-NN of two layers over ``n`` shared prompts; ``null_mean`` = k / (n - 1);
     ``recall``: recall@k of approximate k-NN graphs against exact search on a sample (the
     worse layer), None when both graphs are exact; ``preprocess`` the preprocessing applied
-    and ``dropped_a`` / ``dropped_b`` the column indices it dropped from each layer."""
+    and ``dropped_a`` / ``dropped_b`` the column indices it dropped from each layer;
+    ``datasets`` the datasets of the shared prompts with their counts, ``warning`` set when
+    several are mixed (every similarity answer carries both)."""
 
     value: float
     k: int
@@ -61,14 +108,19 @@ class MutualKnnResult:
     preprocess: str = "none"
     dropped_a: tuple[int, ...] = ()
     dropped_b: tuple[int, ...] = ()
+    datasets: tuple[DatasetCount, ...] = ()
+    warning: str | None = None
 
 
 @result_type
 @dataclass(frozen=True)
 class CkaResult:
     """Linear CKA of two layers over ``n`` shared prompts; ``p_value`` from ``permutations``
-    permutations (None without); ``preprocess`` the preprocessing applied and ``dropped_a`` /
-    ``dropped_b`` the column indices it dropped from each layer."""
+    permutations (None without; stratified by dataset when several are mixed); ``preprocess``
+    the preprocessing applied and ``dropped_a`` / ``dropped_b`` the column indices it dropped
+    from each layer; ``datasets`` / ``warning`` as in MutualKnnResult; ``by_dataset`` (asked
+    with by_dataset=True) CKA per dataset, ``value`` being the pooled one; ``precision`` the
+    precision asked for (see PRECISIONS)."""
 
     value: float
     debiased: bool
@@ -80,6 +132,10 @@ class CkaResult:
     preprocess: str = "none"
     dropped_a: tuple[int, ...] = ()
     dropped_b: tuple[int, ...] = ()
+    datasets: tuple[DatasetCount, ...] = ()
+    warning: str | None = None
+    by_dataset: tuple[CkaByDataset, ...] | None = None
+    precision: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -111,6 +167,10 @@ class SimilarityMatrixResult(LayerMatrix):
     preprocess: str = "none"
     dropped_a: list[list[int]] | None = None
     dropped_b: list[list[int]] | None = None
+    datasets: tuple[DatasetCount, ...] = ()
+    warning: str | None = None
+    precision: str = "auto"
+    by_dataset: tuple[CkaMatrixByDataset, ...] | None = None
 
 
 @result_type
@@ -128,6 +188,8 @@ class AffinityMatrixResult(LayerMatrix):
     preprocess: str = "none"
     dropped_a: list[list[int]] | None = None
     dropped_b: list[list[int]] | None = None
+    datasets: tuple[DatasetCount, ...] = ()
+    warning: str | None = None
 
 
 def _int_arg(value: object, name: str) -> int:
@@ -164,6 +226,17 @@ class Similarity:
                 or not 0 <= permutations <= cap:
             raise InvalidInput(f"permutations must be between 0 and {cap}, got {permutations}")
         return int(permutations)
+
+    def _corpus(self, ids: np.ndarray) -> tuple[tuple[DatasetCount, ...], np.ndarray]:
+        """(datasets with their counts, by name; dataset name of each of ``ids``)."""
+        labels = np.empty(len(ids), dtype=object)
+        counts = []
+        for info in self.store.prompts.datasets():
+            mask = np.isin(ids, self.store.prompts.ids(info.name))
+            if mask.any():
+                labels[mask] = info.name
+                counts.append(DatasetCount(info.name, int(mask.sum())))
+        return tuple(counts), labels
 
     def _check_lists(self, layers_a: Sequence[int] | None, layers_b: Sequence[int] | None) -> None:
         check_length(layers_a, "layersA", self.settings.max_layers)
@@ -228,15 +301,17 @@ class Similarity:
         ia, la = self.reads.resolve(a)
         ib, lb = self.reads.resolve(b)
         k = _int_arg(k, "k")
-        query = {"op": "mutualKnn", "a": [ia.key, la], "b": [ib.key, lb], "k": k, "dataset": dataset,
+        query = {"op": "mutualKnn", "a": [ia.key, la], "b": [ib.key, lb], "k": k, "dataset": dataset, "corpus": 1,
                  "annThreshold": self.store.knn.ann_threshold, **prep.key()}
 
         def compute(_key: str) -> MutualKnnResult:
             ids = self._knn_prompts(ia.key, ib.key, dataset, k)
             n = len(ids)
             (ga, ra, da), (gb, rb, db) = self._graphs(prep, [(ia.key, la), (ib.key, lb)], ids, k)
+            counts, _ = self._corpus(ids)
             return MutualKnnResult(analysis.mutual_knn(ga, gb), k, n, analysis.null_mean(k, n), la, lb,
-                                   recall=worst_recall([ra, rb]), preprocess=prep.name, dropped_a=da, dropped_b=db)
+                                   recall=worst_recall([ra, rb]), preprocess=prep.name, dropped_a=da, dropped_b=db,
+                                   datasets=counts, warning=mixed_warning(counts))
 
         def cost() -> Cost:
             n = len(self._knn_prompts(ia.key, ib.key, dataset, k))
@@ -257,7 +332,7 @@ class Similarity:
         ia, ib = self.store.models.get(model_a), self.store.models.get(model_b)
         la, lb = self.reads.layer_list(ia, layers_a), self.reads.layer_list(ib, layers_b)
         k = _int_arg(k, "k")
-        query = {"op": "affinityMatrix", "a": [ia.key, la], "b": [ib.key, lb], "k": k, "dataset": dataset,
+        query = {"op": "affinityMatrix", "a": [ia.key, la], "b": [ib.key, lb], "k": k, "dataset": dataset, "corpus": 1,
                  "annThreshold": self.store.knn.ann_threshold, **prep.key()}
 
         def compute(key: str) -> AffinityMatrixResult:
@@ -266,6 +341,7 @@ class Similarity:
             graphs = self._graphs(prep, [(ia.key, l_) for l_ in la] + [(ib.key, l_) for l_ in lb], ids, k)
             ga, gb = graphs[:len(la)], graphs[len(la):]
             M = analysis.affinity_matrix([g for g, _, _ in ga], [g for g, _, _ in gb])
+            counts, _ = self._corpus(ids)
             return AffinityMatrixResult(
                 model_a=ia.key, model_b=ib.key, layers_a=la, layers_b=lb, values=M.tolist(), n=n,
                 argmax=analysis.argmax_path(M), k=k, null_mean=analysis.null_mean(k, n), diagonal=_diagonal(M),
@@ -273,6 +349,7 @@ class Similarity:
                 recall=worst_recall([r for _, r, _ in ga + gb]), preprocess=prep.name,
                 dropped_a=[list(d) for _, _, d in ga] if prep.active else None,
                 dropped_b=[list(d) for _, _, d in gb] if prep.active else None,
+                datasets=counts, warning=mixed_warning(counts),
             )
 
         def cost() -> Cost:
@@ -300,43 +377,73 @@ class Similarity:
     # ------------------------------------------------------------------- CKA
     def cka(self, a: LayerRef, b: LayerRef, debiased: bool = True, permutations: int = 0,
             dataset: str | None = None, seed: int = 0, preprocess: str = "none",
-            outlier_threshold: float | None = None) -> CkaResult:
+            outlier_threshold: float | None = None, by_dataset: bool = False,
+            precision: str = "auto") -> CkaResult:
         """Linear CKA of two layers over their shared prompts; ``permutations`` > 0 adds a
-        permutation-test p-value (1 + #{null >= observed}) / (1 + P), reproducible for a seed.
-        ``preprocess`` (see :mod:`.preprocessing`) is fitted on the shared prompts, per side."""
+        permutation-test p-value (1 + #{null >= observed}) / (1 + P), reproducible for a seed,
+        whose null permutes prompts within each dataset when several are mixed.
+        ``preprocess`` (see :mod:`.preprocessing`) is fitted on the shared prompts, per side.
+        ``by_dataset`` adds CKA per dataset (on the same preprocessed rows, each dataset on its
+        own prompts, with its own permutation test when ``permutations`` > 0). ``precision``:
+        one of PRECISIONS (default "auto")."""
         prep = check_prep(preprocess, outlier_threshold)
         permutations = self._check_permutations(permutations)
+        precision = _check_precision(precision)
+        by_dataset = _check_bool(by_dataset, "byDataset")
         ia, la = self.reads.resolve(a)
         ib, lb = self.reads.resolve(b)
         query = {"op": "cka", "a": [ia.key, la], "b": [ib.key, lb], "debiased": bool(debiased),
                  "permutations": permutations, "dataset": dataset, "seed": seed if permutations else None,
-                 **prep.key()}
+                 "corpus": 1, "byDataset": by_dataset, "precision": precision, **prep.key()}
+
+        def one(X: np.ndarray, Y: np.ndarray, strata: np.ndarray | None) -> tuple[float, float | None]:
+            if permutations:
+                t = analysis.cka_permutation_test(X, Y, permutations=permutations, seed=seed, debiased=debiased,
+                                                  precision=precision, should_stop=stop_check(), strata=strata)
+                return t.value, t.p_value
+            return analysis.linear_cka(X, Y, debiased=debiased, precision=precision), None
 
         def compute(_key: str) -> CkaResult:
             ids = self.reads.shared(ia.key, ib.key, dataset)
             X, da = prep.one(self.reads.rows(ia.key, la, ids), f"layer {la} of model {ia.key!r}")
             Y, db = prep.one(self.reads.rows(ib.key, lb, ids), f"layer {lb} of model {ib.key!r}")
-            named = {"preprocess": prep.name, "dropped_a": da, "dropped_b": db}
-            if permutations:
-                t = analysis.cka_permutation_test(X, Y, permutations=permutations, seed=seed, debiased=debiased,
-                                                  should_stop=stop_check())
-                return CkaResult(t.value, bool(debiased), len(ids), la, lb, permutations, t.p_value, **named)
-            return CkaResult(analysis.linear_cka(X, Y, debiased=debiased), bool(debiased), len(ids), la, lb, 0, None,
-                             **named)
+            counts, labels = self._corpus(ids)
+            value, p = one(X, Y, labels if len(counts) > 1 else None)
+            per = None
+            if by_dataset:
+                per = []
+                for c in counts:
+                    if c.n < (4 if debiased else 2):
+                        per.append(CkaByDataset(c.name, c.n, None, None))
+                        continue
+                    mask = labels == c.name
+                    v, pv = one(X[mask], Y[mask], None)
+                    per.append(CkaByDataset(c.name, c.n, v, pv))
+                per = tuple(per)
+            return CkaResult(value, bool(debiased), len(ids), la, lb, permutations, p, preprocess=prep.name,
+                             dropped_a=da, dropped_b=db, datasets=counts, warning=mixed_warning(counts),
+                             by_dataset=per, precision=precision)
 
         def cost() -> Cost:
             n = len(self.reads.shared(ia.key, ib.key, dataset))
-            return cka_cost(n, ia.d_model, ib.d_model, permutations)
+            c = cka_cost(n, ia.d_model, ib.d_model, permutations)
+            # per dataset: sum of n_i^2 <= n^2, so at most the pooled cost again
+            return Cost(c.flops * 2, c.what) if by_dataset else c
 
         return self.results.cached(query, self.reads.versions(ia, ib), compute, cost)
 
     def cka_matrix(self, model_a: str, model_b: str, debiased: bool = True, dataset: str | None = None,
                    layers_a: Sequence[int] | None = None, layers_b: Sequence[int] | None = None,
                    grid: int | None = None, preprocess: str = "none",
-                   outlier_threshold: float | None = None) -> SimilarityMatrixResult:
+                   outlier_threshold: float | None = None, precision: str = "auto",
+                   by_dataset: bool = False) -> SimilarityMatrixResult:
         """CKA of every layer pair of two models (or of a relative-depth grid of ``grid`` layers each);
-        ``preprocess`` as in :meth:`cka`, per layer (``dropped_*``: each layer's dropped columns)."""
+        ``preprocess`` as in :meth:`cka`, per layer (``dropped_*``: each layer's dropped columns);
+        ``precision`` one of PRECISIONS (default "auto"); ``by_dataset`` adds the matrix of each
+        dataset on its own prompts (same preprocessed rows)."""
         prep = check_prep(preprocess, outlier_threshold)
+        precision = _check_precision(precision)
+        by_dataset = _check_bool(by_dataset, "byDataset")
         self._check_lists(layers_a, layers_b)
         if grid is not None and not isinstance(grid, bool) and isinstance(grid, int) and grid > self.settings.max_layers:
             raise LimitExceeded(f"grid = {grid} layers; this server allows at most {self.settings.max_layers} "
@@ -349,7 +456,7 @@ class Similarity:
         else:
             la, lb = self.reads.layer_list(ia, layers_a), self.reads.layer_list(ib, layers_b)
         query = {"op": "ckaMatrix", "a": [ia.key, la], "b": [ib.key, lb], "debiased": bool(debiased),
-                 "dataset": dataset, **prep.key()}
+                 "dataset": dataset, "corpus": 1, "precision": precision, "byDataset": by_dataset, **prep.key()}
 
         def compute(key: str) -> SimilarityMatrixResult:
             ids = self.reads.shared(ia.key, ib.key, dataset)
@@ -357,20 +464,45 @@ class Similarity:
             pb = [prep.one(self.reads.rows(ib.key, l_, ids), f"layer {l_} of model {ib.key!r}") for l_ in lb]
             xs, ys = [x for x, _ in pa], [y for y, _ in pb]
             check_cancelled()
-            M = analysis.cka_matrix(xs, ys, debiased=debiased, should_stop=stop_check())
+            M = analysis.cka_matrix(xs, ys, debiased=debiased, precision=precision, should_stop=stop_check())
+            counts, labels = self._corpus(ids)
+            per = None
+            if by_dataset:
+                per = []
+                for c in counts:
+                    m = labels == c.name
+                    vals = None if c.n < (4 if debiased else 2) else analysis.cka_matrix(
+                        [x[m] for x in xs], [y[m] for y in ys], debiased=debiased, precision=precision,
+                        should_stop=stop_check()).tolist()
+                    per.append(CkaMatrixByDataset(c.name, c.n, vals))
+                per = tuple(per)
             return SimilarityMatrixResult(
                 model_a=ia.key, model_b=ib.key, layers_a=la, layers_b=lb, values=M.tolist(), n=len(ids),
                 argmax=analysis.argmax_path(M), depths_a=self.reads.depths(ia, la),
                 depths_b=self.reads.depths(ib, lb), debiased=bool(debiased), key=key, preprocess=prep.name,
                 dropped_a=[list(d) for _, d in pa] if prep.active else None,
                 dropped_b=[list(d) for _, d in pb] if prep.active else None,
+                datasets=counts, warning=mixed_warning(counts), precision=precision, by_dataset=per,
             )
 
         def cost() -> Cost:
             n = len(self.reads.shared(ia.key, ib.key, dataset))
-            return cka_matrix_cost(n, [ia.d_model] * len(la), [ib.d_model] * len(lb))
+            c = cka_matrix_cost(n, [ia.d_model] * len(la), [ib.d_model] * len(lb))
+            return Cost(c.flops * 2, c.what) if by_dataset else c
 
         return self.results.cached(query, self.reads.versions(ia, ib), compute, cost)
+
+
+def _check_precision(precision: object) -> str:
+    if precision not in PRECISIONS:
+        raise InvalidInput(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return str(precision)
+
+
+def _check_bool(value: object, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise InvalidInput(f"{name} must be true or false, got {value!r}")
+    return bool(value)
 
 
 def _diagonal(M: np.ndarray) -> DiagonalTest:

@@ -97,3 +97,34 @@ def test_bad_inputs():
         bonferroni([np.nan])
     with pytest.raises(AnalysisError, match=r"p_values is empty"):
         bonferroni([])
+
+
+# ------------------------------------------------------------ underflowing p (issue 13)
+def direct_log10_t_sf(t, df):
+    """log10 of the integral of Student's t density from t to infinity, in mpmath (50 digits)."""
+    import mpmath
+    with mpmath.workdps(50):
+        t, df = mpmath.mpf(t), mpmath.mpf(df)
+        c = mpmath.gamma((df + 1) / 2) / (mpmath.sqrt(df * mpmath.pi) * mpmath.gamma(df / 2))
+        # s = t u: the density falls like u^-(df+1), so most of the mass is just above u = 1
+        return float(mpmath.log10(mpmath.quad(lambda u: t * c * (1 + (t * u) ** 2 / df) ** (-(df + 1) / 2),
+                                              [1, 1.001, 1.01, 1.1, 2, mpmath.inf])))
+
+
+def test_underflowing_welch_p_is_reported_as_a_bound_with_exact_log10():
+    rng = np.random.default_rng(0)
+    M = np.where(np.eye(300, dtype=bool), 1.0, 0.0) + 1e-3 * rng.standard_normal((300, 300))
+    res = diagonal_test(M)
+    assert stats.t.sf(res.t_statistic, res.df) == 0.0  # a double p would be 0.0
+    assert res.p_value == 2.2250738585072014e-308 and res.p_value_is_bound is True
+    assert res.log10_p < -308
+    assert res.log10_p == pytest.approx(direct_log10_t_sf(res.t_statistic, res.df), rel=1e-9)
+
+
+def test_ordinary_welch_p_carries_its_log10_and_no_bound():
+    M = np.array([[0.9, 0.2, 0.1], [0.3, 0.8, 0.2], [0.1, 0.4, 0.7]])
+    res = diagonal_test(M)
+    assert res.p_value_is_bound is False
+    assert res.p_value == pytest.approx(stats.t.sf(res.t_statistic, res.df), rel=1e-12)
+    assert res.log10_p == pytest.approx(np.log10(res.p_value), rel=1e-12)
+    assert res.log10_p == pytest.approx(direct_log10_t_sf(res.t_statistic, res.df), rel=1e-9)

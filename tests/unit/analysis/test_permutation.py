@@ -143,3 +143,71 @@ def test_bad_inputs():
         cka_permutation_test(X, Y[:7], permutations=5)
     with pytest.raises(AnalysisError, match=r"needs at least .* GiB of Gram matrices"):
         cka_matrix_permutation_test([X], [Y], permutations=5, memory_budget_bytes=1000)
+
+
+# ------------------------------------------------------------ stratified null (issue 13)
+def direct_stratified_null(X, Y, strata, P, seed, debiased=True):
+    """Reference: per draw, for each stratum in order of first appearance, shuffle its rows
+    with default_rng(seed).permutation(len(stratum)); recompute CKA by the formula."""
+    rng = np.random.default_rng(seed)
+    labels = list(dict.fromkeys(strata))
+    out = []
+    for _ in range(P):
+        pi = np.arange(len(Y))
+        for lab in labels:
+            idx = np.array([i for i, s in enumerate(strata) if s == lab])
+            pi[idx] = idx[rng.permutation(len(idx))]
+        out.append(ref_cka(X, Y[pi], debiased, dtype=np.float64))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("debiased", [True, False])
+def test_stratified_null_matches_direct_loop(debiased):
+    rng = np.random.default_rng(5)
+    strata = ["b"] * 7 + ["a"] * 5 + ["b"] * 2 + ["c"] * 6
+    n = len(strata)
+    X = rng.standard_normal((n, 4)) + 3 * np.array([s == "a" for s in strata])[:, None]
+    Y = rng.standard_normal((n, 3)) + 3 * np.array([s == "a" for s in strata])[:, None]
+    res = cka_permutation_test(X, Y, permutations=30, seed=11, debiased=debiased, strata=strata)
+    null = direct_stratified_null(X, Y, strata, 30, 11, debiased)
+    np.testing.assert_allclose(res.null, null, atol=1e-9)
+    assert res.p_value == pytest.approx((1 + np.sum(null >= ref_cka(X, Y, debiased) - 1e-12)) / 31)
+    # the matrix test (both gather directions) draws the same null
+    m = cka_matrix_permutation_test([X, X[:, :2]], [Y], permutations=30, seed=11,
+                                    debiased=debiased, strata=strata)
+    np.testing.assert_allclose(m.null[:, 0, 0], null, atol=1e-9)
+
+
+def test_stratified_permutations_only_move_rows_within_a_stratum():
+    from actstore.analysis import stratified_permutations
+    strata = np.array(["x", "y", "x", "z", "y", "x", "z", "z", "y", "x"])
+    perms = list(stratified_permutations(len(strata), 200, seed=3, strata=strata))
+    assert len(perms) == 200
+    for pi in perms:
+        assert sorted(pi.tolist()) == list(range(10))
+        assert (strata[pi] == strata).all()
+    assert any((pi != np.arange(10)).any() for pi in perms)
+    # without strata: numpy's permutation, as the unstratified test uses
+    plain = list(stratified_permutations(10, 2, seed=3))
+    rng = np.random.default_rng(3)
+    assert [p.tolist() for p in plain] == [rng.permutation(10).tolist() for _ in range(2)]
+
+
+def test_stratified_null_removes_between_corpus_inflation():
+    """Two corpora with different means: the pooled CKA is high; an unstratified null calls it
+    significant, the stratified one does not (within each corpus X and Y are independent)."""
+    rng = np.random.default_rng(2)
+    strata = ["a"] * 20 + ["b"] * 20
+    shift = np.repeat([0.0, 6.0], 20)[:, None]
+    X = rng.standard_normal((40, 3)) + shift
+    Y = rng.standard_normal((40, 3)) + shift
+    plain = cka_permutation_test(X, Y, permutations=99, seed=0)
+    strat = cka_permutation_test(X, Y, permutations=99, seed=0, strata=strata)
+    assert plain.p_value == pytest.approx(0.01)
+    assert strat.p_value > 0.05
+
+
+def test_strata_of_wrong_length_is_refused():
+    X = np.zeros((6, 2)) + np.arange(12).reshape(6, 2) ** 2
+    with pytest.raises(AnalysisError, match=r"strata has 5 labels but there are n = 6 prompts"):
+        cka_permutation_test(X, X, permutations=3, strata=["a"] * 5)
