@@ -24,6 +24,7 @@ from .types import (
     Model,
     MutualKnn,
     Neighbor,
+    Precision,
     Preprocess,
     Prompt,
     SimilarityMatrix,
@@ -91,13 +92,16 @@ class Query:
         return AffinityMatrix.of(r)
 
     @strawberry.field(description="Linear CKA; debiased uses the unbiased HSIC estimator (Song et al. 2012). "
-                      "permutations > 0 adds a permutation-test p-value.")
+                      "permutations > 0 adds a permutation-test p-value (null stratified by dataset "
+                      "when several are mixed); byDataset adds the value per dataset.")
     async def cka(self, info: Info, a: LayerRef, b: LayerRef, debiased: bool = True, permutations: int = 0,
                   dataset: Optional[str] = None, seed: int = 0, preprocess: Preprocess = Preprocess.NONE,
-                  outlier_threshold: Optional[float] = None) -> Cka:
+                  outlier_threshold: Optional[float] = None, by_dataset: bool = False,
+                  precision: Precision = Precision.AUTO) -> Cka:
         r = await call(info, info.context.service.similarity.cka, a.value(), b.value(), debiased=debiased,
                        permutations=permutations, dataset=dataset, seed=seed, preprocess=preprocess.value,
-                       outlier_threshold=outlier_threshold, heavy=True)
+                       outlier_threshold=outlier_threshold, by_dataset=by_dataset, precision=precision.value,
+                       heavy=True)
         return build(Cka, r)
 
     @strawberry.field(description="CKA for every layer pair (or an evenly spaced relative-depth grid of `grid` layers).")
@@ -105,10 +109,12 @@ class Query:
                          dataset: Optional[str] = None, layers_a: Optional[list[int]] = None,
                          layers_b: Optional[list[int]] = None, grid: Optional[int] = None,
                          preprocess: Preprocess = Preprocess.NONE,
-                         outlier_threshold: Optional[float] = None) -> SimilarityMatrix:
+                         outlier_threshold: Optional[float] = None,
+                         precision: Precision = Precision.AUTO, by_dataset: bool = False) -> SimilarityMatrix:
         r = await call(info, info.context.service.similarity.cka_matrix, model_a, model_b, debiased=debiased,
                        dataset=dataset, layers_a=layers_a, layers_b=layers_b, grid=grid, preprocess=preprocess.value,
-                       outlier_threshold=outlier_threshold, heavy=True)
+                       outlier_threshold=outlier_threshold, precision=precision.value, by_dataset=by_dataset,
+                       heavy=True)
         return build(SimilarityMatrix, r)
 
 
@@ -116,10 +122,14 @@ class Query:
 class Mutation:
     @strawberry.mutation(description="Start an ingest of one model over one dataset; needs the API token.")
     async def ingest(self, info: Info, model: str, dataset: str, layers: Optional[list[int]] = None,
-                     batch_size: Optional[int] = None) -> Job:
+                     batch_size: Optional[int] = None,
+                     token: Annotated[Optional[str], strawberry.argument(
+                         description="Token site stored: last (default), first or mean.")] = None,
+                     chat_template: Annotated[Optional[bool], strawberry.argument(
+                         description="Wrap prompts in the tokenizer's chat template.")] = None) -> Job:
         require_token(info)
         j = await call(info, info.context.service.jobs.start_ingest, model, dataset, layers=layers,
-                       batch_size=batch_size)
+                       batch_size=batch_size, token=token, chat_template=chat_template)
         return Job.of(j)
 
     @strawberry.mutation(description="Add prompts (optionally labelled) as a dataset; needs the API token.")

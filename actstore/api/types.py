@@ -16,7 +16,10 @@ from actstore.errors import InvalidInput
 from actstore.layers import LayerRef as LayerRefValue
 from actstore.service import (
     AffinityMatrixResult,
+    CkaByDataset,
+    CkaMatrixByDataset,
     CkaResult,
+    DatasetCount,
     DatasetInfo,
     ModelInfo,
     ModelSummary,
@@ -55,6 +58,14 @@ class Preprocess(enum.Enum):
     NONE = "none"
     STANDARDIZE = "standardize"
     DROP_OUTLIER_DIMS = "drop_outlier_dims"
+
+
+@strawberry.enum(description="Floating-point precision of CKA: AUTO (the default: float64 for small problems, "
+                 "float32 for large ones), FLOAT32 or FLOAT64.")
+class Precision(enum.Enum):
+    AUTO = "auto"
+    FLOAT32 = "float32"
+    FLOAT64 = "float64"
 
 
 @strawberry.enum
@@ -109,7 +120,11 @@ def parse_prompt_id(value: strawberry.ID) -> int:
 _ModelFields = derive(ModelInfo, name="ModelFields", exclude=("created_at",),
                       descriptions={"layers": "Decoder blocks with stored activations.",
                                     "site": "Where activations were read: resid_post = after each decoder block.",
-                                    "token": "Which token position was stored."})
+                                    "token": "Which token site was stored: last (the last non-padding "
+                                             "token), first (the first token) or mean (the mean over "
+                                             "non-padding tokens).",
+                                    "chat_template": "Whether prompts were wrapped in the tokenizer's "
+                                                     "chat template."})
 
 
 @strawberry.type
@@ -157,6 +172,9 @@ class Job:
 
 
 # --------------------------------------------------------------------- similarity
+DatasetCountType = derive(DatasetCount, name="DatasetCount")
+CkaByDatasetType = derive(CkaByDataset, name="CkaByDataset")
+CkaMatrixByDatasetType = derive(CkaMatrixByDataset, name="CkaMatrixByDataset")
 MutualKnn = derive(MutualKnnResult, name="MutualKnn", descriptions={
     "null_mean": "Expected value under random neighbour sets, k / (n - 1).",
     "recall": "Recall@k of the approximate k-NN graphs against exact search, measured on a sample of prompts "

@@ -53,13 +53,13 @@ def info_command(ctx: typer.Context, store: StoreOption = None) -> None:
     console = Console()
     console.print(f"[bold]store[/bold] {s.uri}")
     t = Table(title=f"models ({len(models)})", title_justify="left")
-    for col in ("key", "architecture", "layers stored", "d_model", "dtype", "quantization", "prompts",
-                "source"):
+    for col in ("key", "architecture", "layers stored", "d_model", "dtype", "quantization", "token",
+                "prompts", "source"):
         t.add_column(col)
     for m in models:
         layers = f"{len(m.layers)}/{m.n_layers}" + (f" ({format_layers(m.layers)})" if m.layers else "")
         t.add_row(m.key, m.architecture, layers, str(m.d_model), m.dtype, m.quantization or "-",
-                  str(prompts[m.key]), m.source)
+                  m.token + (" +chat" if m.chat_template else ""), str(prompts[m.key]), m.source)
     console.print(t)
     t = Table(title=f"datasets ({len(datasets)})", title_justify="left")
     for col in ("name", "prompts", "labelled"):

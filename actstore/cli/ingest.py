@@ -53,6 +53,12 @@ def ingest_command(
     next_tokens: Annotated[bool, typer.Option(
         "--next-tokens", help="Also store the model's own top-5 next tokens per prompt (for "
         "next-token transfer; loads the LM head).")] = False,
+    token: Annotated[str, typer.Option(
+        "--token", help="Token site stored: last (the last non-padding token), first (the first "
+        "token, [CLS] for BERT-style encoders) or mean (the mean over non-padding tokens).")] = "last",
+    chat_template: Annotated[bool, typer.Option(
+        "--chat-template", help="Wrap each prompt as one user message with the tokenizer's chat "
+        "template (instruct models).")] = False,
 ) -> None:
     """Run a Hugging Face model over a dataset's prompts and store last-token activations per layer.
 
@@ -84,7 +90,8 @@ def ingest_command(
                                "the manifest's [[run]] tables")
                 base = dict(layers=layers, batch_size=batch_size, max_tokens=max_tokens, dtype=dtype,
                             device=device, compute_dtype=compute_dtype, text_column=column_spec(text_column),
-                            label_column=column_spec(label_column))
+                            label_column=column_spec(label_column), token=token,
+                            chat_template=chat_template)
                 run_manifest(
                     settings.store_uri, manifest, base=base, settings=settings,
                     on_progress=lambda run, done, total: bar.update(
@@ -99,7 +106,8 @@ def ingest_command(
                 settings.store_uri, model, dataset, prompts_file=prompts, key=key, layers=layers,
                 batch_size=batch_size, max_tokens=max_tokens, dtype=dtype, device=device,
                 compute_dtype=compute_dtype, text_column=column_spec(text_column),
-                label_column=column_spec(label_column), next_tokens=next_tokens, settings=settings,
+                label_column=column_spec(label_column), next_tokens=next_tokens, token=token,
+                chat_template=chat_template, settings=settings,
                 on_progress=lambda done, total: bar.update(description, done, total))
         report(summary)
     except KeyboardInterrupt:

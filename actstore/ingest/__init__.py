@@ -7,6 +7,7 @@ pull in torch):
 - :mod:`.runner`   ``ModelRunner(source).encode(texts, layers)`` -> {layer: float32 [n, d]}.
 - :mod:`.pipeline` ``ingest(store, model, dataset, ...) -> IngestSummary`` (resumable).
 - :mod:`.manifest` ``run_manifest(store, "runs.toml")`` for several models/datasets.
+- :mod:`.token_sites` the token sites an ingest can store (``last``, ``first``, ``mean``).
 """
 
 from __future__ import annotations

@@ -15,9 +15,10 @@ A fingerprint is three digests joined by ``-``: ``WWWWWWWWWWWW-TTTTTTTT-SSSSSSSS
   process by file path, size and modification time.
 * ``T``: the tokenizer files (``tokenizer.json``, ``tokenizer_config.json``, vocabularies,
   merges, sentencepiece models, special/added tokens, chat templates).
-* ``S``: the extraction spec: site (``resid_post``), token pooling (``last_non_padding``),
-  chat template (none: prompts are encoded as given) and the effective maximum tokens
-  (truncation changes the activations of long prompts).
+* ``S``: the extraction spec: site (``resid_post``), token pooling (``last_non_padding`` for
+  ``last``, or ``first`` / ``mean``), chat template (None: prompts are encoded as given;
+  ``"user"``: each wrapped as one user message) and the effective maximum tokens (truncation
+  changes the activations of long prompts). The defaults keep the spec of older stores.
 
 A GGUF file (config, tokenizer and weights in one file) has ``W`` = the first 12 hex digits
 of the file's own SHA-256 (``sha256sum FILE``) and ``T`` a digest of the tokenizer's
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["SITE", "TOKEN", "extraction_spec", "folder_digests", "model_fingerprint"]
 
 SITE = "resid_post"
-TOKEN = "last_non_padding"
+TOKEN = "last_non_padding"  # the spec's name of the token site ``last`` (see actstore.ingest.token_sites)
 
 _WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".gguf")
 _TOKENIZER_FILES = (
@@ -101,9 +102,10 @@ def folder_digests(folder: str | Path) -> tuple[str, str] | None:
     return w.hexdigest(), t.hexdigest()
 
 
-def extraction_spec(max_tokens: int | None) -> dict[str, Any]:
+def extraction_spec(max_tokens: int | None, token: str = "last", chat_template: bool = False) -> dict[str, Any]:
     """What decides which vector is stored for a prompt, besides the model."""
-    return {"site": SITE, "token": TOKEN, "chat_template": None, "max_tokens": max_tokens}
+    return {"site": SITE, "token": TOKEN if token == "last" else token,
+            "chat_template": "user" if chat_template else None, "max_tokens": max_tokens}
 
 
 def _tensor_digests(runner: ModelRunner) -> tuple[str, str]:
@@ -134,9 +136,11 @@ def _files_folder(runner: ModelRunner) -> Path | None:
         return None
 
 
-def model_fingerprint(runner: ModelRunner, max_tokens: int | None) -> str:
+def model_fingerprint(runner: ModelRunner, max_tokens: int | None, token: str = "last",
+                      chat_template: bool = False) -> str:
     """The fingerprint of ``runner``'s model when it encodes prompts cut to ``max_tokens``
-    (the effective limit, see :meth:`ModelRunner.effective_max_tokens`)."""
+    (the effective limit, see :meth:`ModelRunner.effective_max_tokens`) at token site
+    ``token``, wrapped in its chat template or not."""
     gguf = getattr(runner, "gguf_file", None)
     if gguf:  # config, tokenizer and weights all in one file: W is the file's own SHA-256
         digests = _file_digest(Path(gguf)), _vocab_digest(runner)
@@ -146,5 +150,5 @@ def model_fingerprint(runner: ModelRunner, max_tokens: int | None) -> str:
     if digests is None:
         digests = _tensor_digests(runner)
     weights, tokenizer = digests
-    spec = hashlib.sha256(json.dumps(extraction_spec(max_tokens), sort_keys=True).encode()).hexdigest()
+    spec = hashlib.sha256(json.dumps(extraction_spec(max_tokens, token, chat_template), sort_keys=True).encode()).hexdigest()
     return f"{weights[:12]}-{tokenizer[:8]}-{spec[:8]}"

@@ -24,7 +24,8 @@ Format (``tomllib``)::
 
 Allowed run keys: ``model`` and ``dataset`` (required), ``prompts``, ``key``, ``layers``,
 ``batch_size``, ``max_tokens``, ``dtype``, ``device``, ``compute_dtype``, ``revision``,
-``text_column``, ``label_column``. Defaults may hold any of them but ``model``/``dataset``/
+``text_column``, ``label_column``, ``token`` (``"last"``, ``"first"`` or ``"mean"``),
+``chat_template`` (true / false). Defaults may hold any of them but ``model``/``dataset``/
 ``prompts``/``key``. Precedence: run > [defaults] > top-level keys > the caller's ``base``
 (the command-line options). The whole manifest is validated before the first run starts;
 runs then go in file order, and a failed run stops the rest (rerun to resume).
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from actstore.config import Settings
 from actstore.errors import InvalidInput
+from actstore.ingest.token_sites import TOKEN_SITES
 
 if TYPE_CHECKING:
     from actstore.ingest.pipeline import IngestSummary
@@ -57,6 +59,8 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "revision": (str,),
     "text_column": (str, int),
     "label_column": (str, int),
+    "token": (str,),
+    "chat_template": (bool,),
 }
 _RUN_TYPES: dict[str, tuple[type, ...]] = {
     "model": (str,), "dataset": (str,), "prompts": (str,), "key": (str,), **_OPTION_TYPES,
@@ -64,6 +68,7 @@ _RUN_TYPES: dict[str, tuple[type, ...]] = {
 DEFAULT_OPTIONS: dict[str, Any] = {
     "layers": "all", "batch_size": 32, "max_tokens": 512, "dtype": "float16", "device": "auto",
     "compute_dtype": None, "revision": None, "text_column": "text", "label_column": "label",
+    "token": "last", "chat_template": False,
 }
 
 
@@ -85,9 +90,11 @@ def _check_table(table: dict, allowed: dict[str, tuple[type, ...]], where: str) 
                 f"{where}: unknown key {name!r}; allowed: {', '.join(sorted(allowed))}"
             )
         types = allowed[name]
-        if isinstance(value, bool) or not isinstance(value, types):
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
             want = " or ".join("list" if t is list else t.__name__ for t in types)
             raise InvalidInput(f"{where}: {name} must be {want}, got {value!r}")
+        if name == "token" and value not in TOKEN_SITES:
+            raise InvalidInput(f"{where}: token must be one of {', '.join(TOKEN_SITES)}, got {value!r}")
         if name == "layers" and isinstance(value, list) and not all(
                 isinstance(v, int) and not isinstance(v, bool) for v in value):
             raise InvalidInput(f"{where}: layers list must hold integers, got {value!r}")
@@ -183,7 +190,8 @@ def run_manifest(store: Store | str | Path, path: str | Path, *, base: dict[str,
         summary = ingest(
             st, runner, run.dataset, prompts_file=run.prompts, key=run.key, layers=o["layers"],
             batch_size=o["batch_size"], max_tokens=o["max_tokens"], dtype=o["dtype"],
-            text_column=o["text_column"], label_column=o["label_column"], on_progress=report,
+            text_column=o["text_column"], label_column=o["label_column"], token=o["token"],
+            chat_template=o["chat_template"], on_progress=report,
         )
         summaries.append(summary)
         if on_summary is not None:

@@ -42,9 +42,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from actstore.config import Settings
-from actstore.errors import InvalidInput, NotFound
+from actstore.errors import Conflict, InvalidInput, NotFound
 from actstore.ingest.fingerprint import model_fingerprint
 from actstore.ingest.sources import read_prompts
+from actstore.ingest.token_sites import check_token_site
 from actstore.layers import LayerSpec
 
 if TYPE_CHECKING:
@@ -194,6 +195,8 @@ def ingest(
     flush_bytes: int = 256 << 20,
     on_progress: ProgressCallback | None = None,
     next_tokens: bool = False,
+    token: str = "last",
+    chat_template: bool = False,
     settings: Settings | None = None,
 ) -> IngestSummary:
     """Store the last-token block outputs of ``model`` for the prompts of ``dataset``.
@@ -206,11 +209,18 @@ def ingest(
     every batch, with ``total`` = the prompts this run has to encode (already stored ones
     are not counted). ``next_tokens``: also store the model's own top-5 next tokens after
     each prompt (greedy, from its LM head; the runner must be loaded with ``lm_head=True``);
-    prompts stored without them are encoded again. ``settings`` (default ``Settings()``)
+    prompts stored without them are encoded again. ``token``: the token site stored, ``last``
+    (the last non-padding token), ``first`` (the first token, [CLS] for BERT-style encoders)
+    or ``mean`` (the mean over the non-padding tokens). ``chat_template``: wrap each prompt as
+    one user message with the tokenizer's chat template (InvalidInput when it has none). Both
+    are recorded with the model and are part of its fingerprint. ``settings`` (default ``Settings()``)
     says whether the Hugging Face hub may be contacted and how the store is opened.
     """
     t0 = time.perf_counter()
     _check_args(batch_size, max_tokens, dtype)
+    check_token_site(token)
+    if not isinstance(chat_template, bool):
+        raise InvalidInput(f"chat_template must be true or false, got {chat_template!r}")
     if not isinstance(dataset, str) or not dataset.strip():
         raise InvalidInput(f"dataset must be a non-empty name, got {dataset!r}")
     is_runner = not isinstance(model, (str, Path))
@@ -238,10 +248,12 @@ def ingest(
         raise InvalidInput("next tokens need the model's LM head: load the runner with "
                            "ModelRunner(..., lm_head=True)")
     wanted = runner.layers(layers)
+    if chat_template:  # refuse a tokenizer without a template before anything is stored
+        runner.apply_chat_template([""])
     if st is None:
         st = open_store(store, settings)
-    fingerprint = model_fingerprint(runner, runner.effective_max_tokens(max_tokens))
-    _check_model_matches(st, key, runner, dtype, fingerprint)
+    fingerprint = model_fingerprint(runner, runner.effective_max_tokens(max_tokens), token, chat_template)
+    _check_model_matches(st, key, runner, dtype, fingerprint, token, chat_template)
 
     added = 0
     text_of: dict[int, str] = {}
@@ -278,13 +290,13 @@ def ingest(
         log.debug("%s", summary)
         return summary
 
-    tok = runner.tokenize(texts, max_tokens)
+    tok = runner.tokenize(texts, max_tokens, chat_template)
     batches = [b for b in runner.plan_batches(tok, batch_size) if not done[b].all()]
     itemsize = 2 if dtype == "float16" else 4
     row_bytes = runner.d_model * itemsize + 8
     write_kwargs = dict(n_layers=runner.n_layers, source=runner.source, architecture=runner.architecture,
                         dtype=dtype, revision=runner.revision, fingerprint=fingerprint,
-                        quantization=runner.quantization)
+                        quantization=runner.quantization, token=token, chat_template=chat_template)
 
     buf_ids: list[np.ndarray] = []
     buf_next: list[np.ndarray] = []
@@ -324,7 +336,7 @@ def ingest(
     with ThreadPoolExecutor(1, thread_name_prefix="actstore-ingest-writer") as pool:
         for idx in batches:
             t = time.perf_counter()
-            batch = runner.run_batch(tok, idx, wanted, top_k=NEXT_TOP_K if next_tokens else 0)
+            batch = runner.run_batch(tok, idx, wanted, top_k=NEXT_TOP_K if next_tokens else 0, token=token)
             summary.forward_seconds += time.perf_counter() - t
             keep = ~done[idx]
             sel = idx[keep]
@@ -385,10 +397,11 @@ def _write_next_tokens(st: Store, key: str, runner: ModelRunner, ids: np.ndarray
     st.next_tokens.write(key, ids, top, [[d for d, _ in r] for r in rows], [[p for _, p in r] for r in rows])
 
 
-def _check_model_matches(st: Store, key: str, runner: ModelRunner, dtype: str, fingerprint: str) -> None:
+def _check_model_matches(st: Store, key: str, runner: ModelRunner, dtype: str, fingerprint: str,
+                         token: str = "last", chat_template: bool = False) -> None:
     """Refuse to mix a different model (or storage dtype) into an existing key, before any
-    prompt is added: InvalidInput for another shape or dtype, Conflict for another
-    fingerprint (checked again by every write)."""
+    prompt is added: InvalidInput for another shape or dtype, Conflict for another token
+    site, chat template or fingerprint (checked again by every write)."""
     info = st.models.find(key)
     if info is None:
         return
@@ -407,6 +420,12 @@ def _check_model_matches(st: Store, key: str, runner: ModelRunner, dtype: str, f
     if info.dtype != dtype:
         raise InvalidInput(f"model {key!r} is stored as {info.dtype}; ingest it with "
                                 f"--dtype {info.dtype} (got {dtype})")
+    if info.fingerprint and (info.token, info.chat_template) != (token, chat_template):
+        def spec(t: str, c: bool) -> str:
+            return f"--token {t}" + (" --chat-template" if c else "")
+        raise Conflict(f"model key {key!r} holds activations extracted with {spec(info.token, info.chat_template)}; "
+                       f"this ingest asks for {spec(token, chat_template)}: ingest it under another key "
+                       "with --key NAME")
     st.models.check_write(info, fingerprint, runner.source)
     if info.source and info.source != runner.source:
         log.info("model %r was stored from %s; now ingesting from %s", key, info.source, runner.source)

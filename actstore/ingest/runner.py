@@ -3,13 +3,19 @@
 What is captured
     For prompt ``x`` and layer ``l``: the output of decoder block ``l`` (0-based), i.e. the
     residual stream after the block (TransformerLens ``blocks.{l}.hook_resid_post``), at the
-    last non-padding token of ``x``. It is read with a forward hook on the block module
+    last non-padding token of ``x`` (``token="last"``, the default; ``"first"``: the first
+    token, whichever side the batch is padded on; ``"mean"``: the mean over the non-padding
+    tokens, padding weighted 0, summed in float32). It is read with a forward hook on the block module
     itself, so the last layer is the raw block output, *not* ``hidden_states[-1]`` (which most
     Hugging Face models return after the final norm).
 
     Encoder models (BERT-style) are handled the same way: the blocks are ``encoder.layer`` and
     the "last token" is the last non-padding token, which for BERT tokenizers is ``[SEP]``
-    (attention is bidirectional, so every position has seen the whole prompt).
+    (attention is bidirectional, so every position has seen the whole prompt); sentence-
+    embedding users pool them with ``first`` (``[CLS]``) or ``mean``.
+    With ``chat_template=True`` each prompt is first wrapped as one user message by the
+    tokenizer's chat template (generation prompt added; the template writes the special
+    tokens, so none are added on top).
 
 Loading
     ``AutoConfig`` / ``AutoTokenizer`` / ``AutoModel`` (the base model, no LM head) from a
@@ -66,6 +72,7 @@ import torch
 
 from actstore.config import Settings
 from actstore.errors import InvalidInput
+from actstore.ingest.token_sites import check_token_site
 from actstore.layers import LayerSpec, parse_layer_spec
 
 __all__ = ["Batch", "ModelRunner", "Tokenized", "gguf_quantization", "hub_reachable", "resolve_device",
@@ -388,13 +395,30 @@ class ModelRunner:
         limits = [m for m in (max_tokens, self.max_length) if m]
         return min(limits) if limits else None
 
-    def tokenize(self, texts: Sequence[str], max_tokens: int | None = 512) -> Tokenized:
-        """Tokenize ``texts`` (with special tokens) and truncate each to ``max_tokens``."""
+    def apply_chat_template(self, texts: Sequence[str]) -> list[str]:
+        """Each of ``texts`` wrapped as a single user message by the tokenizer's chat template
+        (with the generation prompt); InvalidInput when the tokenizer has none."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise InvalidInput(f"the tokenizer of model {str(self.source)!r} has no chat template; "
+                               "ingest it without --chat-template")
+        return [self.tokenizer.apply_chat_template([{"role": "user", "content": t}],
+                                                   add_generation_prompt=True, tokenize=False)
+                for t in texts]
+
+    def tokenize(self, texts: Sequence[str], max_tokens: int | None = 512,
+                 chat_template: bool = False) -> Tokenized:
+        """Tokenize ``texts`` (with special tokens) and truncate each to ``max_tokens``.
+        ``chat_template``: wrap each text first (see :meth:`apply_chat_template`); the template
+        writes the special tokens itself, so none are added then."""
         texts = list(texts)
+        special = True
+        if chat_template:
+            texts = self.apply_chat_template(texts)
+            special = False
         if not texts:
             return Tokenized([], None, np.zeros(0, np.int64), np.zeros(0, bool))
         limit = self.effective_max_tokens(max_tokens)
-        enc = self.tokenizer(texts, add_special_tokens=True, truncation=False, padding=False,
+        enc = self.tokenizer(texts, add_special_tokens=special, truncation=False, padding=False,
                              return_attention_mask=False, verbose=False)
         ids: list[list[int]] = [list(x) for x in enc["input_ids"]]
         tti = enc.get("token_type_ids")
@@ -402,7 +426,7 @@ class ModelRunner:
         truncated = np.array([limit is not None and len(x) > limit for x in ids], dtype=bool)
         if truncated.any():
             where = np.flatnonzero(truncated)
-            cut = self.tokenizer([texts[i] for i in where], add_special_tokens=True,
+            cut = self.tokenizer([texts[i] for i in where], add_special_tokens=special,
                                  truncation=True, max_length=limit, padding=False,
                                  return_attention_mask=False, verbose=False)
             for j, i in enumerate(where):
@@ -434,8 +458,9 @@ class ModelRunner:
         return parse_layer_spec(spec, self.n_layers)
 
     def run_batch(self, tok: Tokenized, idx: np.ndarray | Sequence[int],
-                  layers: Sequence[int], top_k: int = 0) -> Batch:
-        """Block outputs at the last real token for prompts ``idx`` of ``tok``.
+                  layers: Sequence[int], top_k: int = 0, token: str = "last") -> Batch:
+        """Block outputs at the last real token for prompts ``idx`` of ``tok`` (``token``:
+        ``last``; ``first`` the first token, ``mean`` the mean over the real tokens).
 
         Returns a :class:`Batch`: ``activations`` ``{layer: float32 [len(idx), d_model]}`` in
         the order of ``idx``; with ``top_k`` > 0 (needs ``lm_head=True``) also ``next_tokens``,
@@ -444,16 +469,17 @@ class ModelRunner:
         Splits the batch on CUDA out-of-memory (halving until it fits).
         """
         idx = np.asarray(idx, dtype=np.int64)
+        check_token_site(token)
         layers = sorted(set(int(x) for x in layers))
         if top_k and self.lm_head is None:
             raise InvalidInput("next tokens need the LM head: load the runner with lm_head=True")
         cap = self._batch_cap
         if cap is not None and len(idx) > cap:
-            return Batch.concat([self.run_batch(tok, idx[i:i + cap], layers, top_k)
+            return Batch.concat([self.run_batch(tok, idx[i:i + cap], layers, top_k, token)
                                  for i in range(0, len(idx), cap)])
         try:
             with self._lock:
-                return self._forward(tok, idx, layers, top_k)
+                return self._forward(tok, idx, layers, top_k, token)
         except torch.OutOfMemoryError:
             if len(idx) <= 1:
                 raise
@@ -462,10 +488,11 @@ class ModelRunner:
             self._batch_cap = max(1, len(idx) // 2)
             log.warning("CUDA out of memory at batch size %d; retrying with %d",
                         len(idx), self._batch_cap)
-            return self.run_batch(tok, idx, layers, top_k)
+            return self.run_batch(tok, idx, layers, top_k, token)
 
     @torch.inference_mode()
-    def _forward(self, tok: Tokenized, idx: np.ndarray, layers: list[int], top_k: int) -> Batch:
+    def _forward(self, tok: Tokenized, idx: np.ndarray, layers: list[int], top_k: int,
+                 token: str = "last") -> Batch:
         B = len(idx)
         if B == 0:
             return Batch({l: np.zeros((0, self.d_model), np.float32) for l in layers},
@@ -499,7 +526,17 @@ class ModelRunner:
             inputs["use_cache"] = False
         # Last real token of each row, for either padding side: T - 1 - argmax(flipped mask).
         last = torch.from_numpy(T - 1 - mask[:, ::-1].argmax(1)).to(dev)
+        first = torch.from_numpy(mask.argmax(1)).to(dev)  # first real token (left or right padding)
+        weights = torch.from_numpy(mask / lengths[:, None]).to(dev, torch.float32)[:, :, None]
         rows = torch.arange(B, device=dev)
+
+        def pool(h: torch.Tensor) -> torch.Tensor:
+            if token == "first":
+                return h[rows, first].float()
+            if token == "mean":  # padding positions weigh 0; summed in float32
+                return (h.float() * weights).sum(1)
+            return h[rows, last].float()
+
         captured: dict[int, torch.Tensor] = {}
         deepest = max(layers)
         stop_early = deepest < self.n_layers - 1 and not top_k
@@ -512,7 +549,7 @@ class ModelRunner:
                         f"block {layer} of {self.architecture} returned shape {tuple(h.shape)}, "
                         f"expected [{B}, {T}, d_model]"
                     )
-                captured[layer] = h[rows, last].float()
+                captured[layer] = pool(h)
                 if stop_early and layer == deepest:
                     raise _StopForward
             return hook
@@ -538,24 +575,25 @@ class ModelRunner:
     # ----------------------------------------------------------------- convenience
 
     def iter_encode(self, tok: Tokenized, layers: Sequence[int], batch_size: int = 32,
-                    batches: Sequence[np.ndarray] | None = None
+                    batches: Sequence[np.ndarray] | None = None, token: str = "last"
                     ) -> Iterator[tuple[np.ndarray, dict[int, np.ndarray]]]:
         """Yield ``(idx, {layer: float32 [len(idx), d]})`` batch by batch (length-sorted)."""
         for idx in (batches if batches is not None else self.plan_batches(tok, batch_size)):
-            yield idx, self.run_batch(tok, idx, layers).activations
+            yield idx, self.run_batch(tok, idx, layers, token=token).activations
 
     def encode(self, texts: Sequence[str], layers: LayerSpec = "all", batch_size: int = 32,
-               max_tokens: int | None = 512) -> dict[int, np.ndarray]:
+               max_tokens: int | None = 512, token: str = "last",
+               chat_template: bool = False) -> dict[int, np.ndarray]:
         """Encode ``texts``: ``{layer: float32 array [len(texts), d_model]}`` in input order.
 
         ``layers`` is a layer spec (see :func:`actstore.layers.parse_layer_spec`).
         ``self.last_truncated`` holds how many prompts were cut to ``max_tokens``.
         """
         wanted = self.layers(layers)
-        tok = self.tokenize(texts, max_tokens)
+        tok = self.tokenize(texts, max_tokens, chat_template)
         self.last_truncated = tok.n_truncated
         out = {l: np.zeros((len(tok), self.d_model), np.float32) for l in wanted}
-        for idx, acts in self.iter_encode(tok, wanted, batch_size):
+        for idx, acts in self.iter_encode(tok, wanted, batch_size, token=token):
             for l in wanted:
                 out[l][idx] = acts[l]
         return out

@@ -172,12 +172,15 @@ class Activations:
         revision: str | None = None,
         fingerprint: str | None = None,
         quantization: str | None = None,
+        token: str = "last",
+        chat_template: bool = False,
     ) -> int:
         """Upsert the activations of ``prompt_ids`` at one or more layers; return the rows
         written (summed over layers).
 
         ``quantization`` (e.g. ``Q4_1`` for a GGUF source; None for unquantized weights) is
-        recorded with the model on its first write.
+        recorded with the model on its first write, and so are ``token`` (the token site:
+        last, first or mean) and ``chat_template`` (prompts wrapped in the chat template).
 
         ``fingerprint`` (of weights, tokenizer and extraction spec; the ingest computes it)
         is recorded on the first write and checked on later ones: a different one raises
@@ -287,8 +290,8 @@ class Activations:
             if existing is None:
                 self._models.register(
                     model_key, source=source, revision=revision, architecture=architecture,
-                    n_layers=L, d_model=d, dtype=stored_dtype, site="resid_post", token="last_non_padding",
-                    fingerprint=fingerprint, quantization=quantization,
+                    n_layers=L, d_model=d, dtype=stored_dtype, site="resid_post", token=token,
+                    fingerprint=fingerprint, quantization=quantization, chat_template=chat_template,
                 )
             return written
 

@@ -19,7 +19,10 @@ fingerprinted model is allowed only with the same ``source`` as the stored one (
 stored without one (older stores, imports) records its fingerprint when the sources agree
 and is refused otherwise. Stores whose models table predates the column get it (empty) on
 their next model write; reading them needs nothing. The same holds for ``quantization``
-(the weight format of a GGUF source, e.g. ``Q4_1``; empty for unquantized weights). Not
+(the weight format of a GGUF source, e.g. ``Q4_1``; empty for unquantized weights) and
+``chat_template`` (whether prompts were wrapped in the tokenizer's chat template; empty reads
+as False). ``token`` is the token site (``last``, ``first`` or ``mean``; older stores wrote
+``last_non_padding``, read as ``last``). Not
 covered: the *first* writes of two different models under one new key at the same moment in
 two processes both find no row and both register (after writing their rows); readers then
 take the earliest registration, and the other's rows are already mixed in.
@@ -64,6 +67,7 @@ MODELS_SCHEMA = pa.schema(
         pa.field("created_at", pa.timestamp("us", tz="UTC")),
         pa.field("fingerprint", pa.string()),
         pa.field("quantization", pa.string()),
+        pa.field("chat_template", pa.bool_()),
     ]
 )
 
@@ -87,11 +91,16 @@ class ModelInfo:
     dtype: str
     revision: str | None = None
     site: str = "resid_post"
-    token: str = "last_non_padding"
+    token: str = "last"
     created_at: datetime | None = None
     layers: tuple[int, ...] = ()
     fingerprint: str | None = None
     quantization: str | None = None
+    chat_template: bool = False
+
+
+# Token sites as older stores wrote them (one name only: "last_non_padding" = "last").
+_OLD_TOKEN_NAMES = {"last_non_padding": "last"}
 
 
 def _info(row: dict[str, Any]) -> ModelInfo:
@@ -99,8 +108,9 @@ def _info(row: dict[str, Any]) -> ModelInfo:
         key=row["key"], source=row["source"] or "", architecture=row["architecture"] or "",
         n_layers=int(row["n_layers"]), d_model=int(row["d_model"]), dtype=row["dtype"],
         revision=row["revision"], site=row["site"] or "resid_post",
-        token=row["token"] or "last_non_padding", created_at=row["created_at"],
+        token=_OLD_TOKEN_NAMES.get(row["token"] or "last", row["token"] or "last"), created_at=row["created_at"],
         fingerprint=row.get("fingerprint"), quantization=row.get("quantization"),
+        chat_template=bool(row.get("chat_template")),
     )
 
 

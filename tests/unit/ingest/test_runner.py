@@ -135,11 +135,11 @@ def test_oom_halves_the_batch(monkeypatch):
     real = runner._forward
     sizes = []
 
-    def fake(tok, idx, layers, top_k):
+    def fake(tok, idx, layers, top_k, token="last"):
         sizes.append(len(idx))
         if len(idx) > 3:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(tok, idx, layers, top_k)
+        return real(tok, idx, layers, top_k, token)
 
     monkeypatch.setattr(runner, "_forward", fake)
     got = runner.encode(TEXTS, "all", batch_size=7)
@@ -253,10 +253,10 @@ def test_oom_split_keeps_next_tokens_in_order(monkeypatch):
     whole = runner.run_batch(tok, np.arange(7), [0, 2], top_k=5)
     real = runner._forward
 
-    def small_only(tok, idx, layers, top_k):
+    def small_only(tok, idx, layers, top_k, token="last"):
         if len(idx) > 2:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(tok, idx, layers, top_k)
+        return real(tok, idx, layers, top_k, token)
 
     monkeypatch.setattr(runner, "_forward", small_only)
     split = runner.run_batch(tok, np.arange(7), [0, 2], top_k=5)
