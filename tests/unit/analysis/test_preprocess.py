@@ -9,23 +9,10 @@ import pytest
 from actstore.analysis import AnalysisError, linear_cka
 from actstore.analysis.bridges import LinearBridge, evaluate_bridge
 from actstore.analysis.preprocess import fit_preprocess, preprocess
+from tests.reference import direct_debiased_cka
 
 
 # ----------------------------------------------------------------- direct formulas
-def direct_debiased_cka(X, Y):
-    """METHODS.md's HSIC1 with n x n Gram matrices, float64."""
-    n = len(X)
-
-    def hsic(K, L):
-        K, L = K.copy(), L.copy()
-        np.fill_diagonal(K, 0)
-        np.fill_diagonal(L, 0)
-        one = np.ones(n)
-        return (np.trace(K @ L) + (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2))
-                - 2 / (n - 2) * one @ K @ L @ one) / (n * (n - 3))
-
-    K, L = X @ X.T, Y @ Y.T
-    return hsic(K, L) / np.sqrt(hsic(K, K) * hsic(L, L))
 
 
 def direct_biased_cka(X, Y):

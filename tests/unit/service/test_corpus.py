@@ -12,6 +12,7 @@ from actstore.config import Settings
 from actstore.errors import InvalidInput
 from actstore.layers import LayerRef
 from actstore.service import CkaByDataset, DatasetCount, Service
+from tests.reference import direct_debiased_cka
 
 N_S, N_N = 24, 16  # prompts of dataset "sst" and of dataset "news"
 WARNING = ("mixes 2 datasets; cross-model similarity over mixed corpora is inflated by between-corpus "
@@ -41,20 +42,6 @@ def built(tmp_path_factory):
     return Service(store, Settings(token="t")), stored, names
 
 
-def direct_debiased_cka(X, Y):
-    """Debiased CKA by its n x n formula (METHODS.md), float64."""
-    n = len(X)
-
-    def hsic(K, L):
-        K, L = K.copy(), L.copy()
-        np.fill_diagonal(K, 0)
-        np.fill_diagonal(L, 0)
-        one = np.ones(n)
-        return (np.trace(K @ L) + (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2))
-                - 2 / (n - 2) * one @ K @ L @ one) / (n * (n - 3))
-
-    K, L = X @ X.T, Y @ Y.T
-    return hsic(K, L) / np.sqrt(hsic(K, K) * hsic(L, L))
 
 
 def direct_stratified_p(X, Y, names, P, seed):

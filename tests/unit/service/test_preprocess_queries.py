@@ -13,6 +13,7 @@ from actstore.config import Settings
 from actstore.errors import InvalidInput
 from actstore.layers import LayerRef
 from actstore.service import Service
+from tests.reference import direct_debiased_cka
 
 N_TR, N_EV = 40, 16
 N = N_TR + N_EV
@@ -56,19 +57,6 @@ def zscore(X, ref=None):
     return (X - ref.mean(0)) / ref.std(0)
 
 
-def direct_debiased_cka(X, Y):
-    n = len(X)
-
-    def hsic(K, L):
-        K, L = K.copy(), L.copy()
-        np.fill_diagonal(K, 0)
-        np.fill_diagonal(L, 0)
-        one = np.ones(n)
-        return (np.trace(K @ L) + (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2))
-                - 2 / (n - 2) * one @ K @ L @ one) / (n * (n - 3))
-
-    K, L = X @ X.T, Y @ Y.T
-    return hsic(K, L) / np.sqrt(hsic(K, K) * hsic(L, L))
 
 
 def direct_mutual_knn(X, Y, k):
