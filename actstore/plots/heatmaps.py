@@ -50,12 +50,7 @@ def heatmap_png(result: Any) -> bytes:
     fig, ax = plt.subplots(figsize=(2.6 + 0.55 * max(6, ncols), 2.0 + 0.32 * max(8, nrows)), dpi=110)
     im = ax.imshow(M, origin="lower", aspect="auto", cmap="viridis", interpolation="nearest")
     ax.plot(result.argmax, np.arange(M.shape[0]), color="white", lw=1.5, marker="o", ms=3)
-    xt, xl = _ticks(result.layers_b, result.depths_b)
-    yt, yl = _ticks(result.layers_a, result.depths_a)
-    ax.set_xticks(xt, xl, fontsize=7)
-    ax.set_yticks(yt, yl, fontsize=7)
-    ax.set_xlabel(f"{result.model_b}: layer (relative depth)")
-    ax.set_ylabel(f"{result.model_a}: layer (relative depth)")
+    _layer_axes(ax, result, "layer")
     if hasattr(result, "k"):
         d = result.diagonal
         title = f"mutual k-NN (k={result.k}, n={result.n}, null {result.null_mean:.3f})"
@@ -70,6 +65,16 @@ def heatmap_png(result: Any) -> bytes:
     fig.colorbar(im, ax=ax, label=label)
     fig.tight_layout()
     return _png(fig, plt)
+
+
+def _layer_axes(ax: Any, result: Any, what: str) -> None:
+    """Ticks and labels of a layer-by-layer matrix: model B's layers across, model A's up."""
+    xt, xl = _ticks(result.layers_b, result.depths_b)
+    yt, yl = _ticks(result.layers_a, result.depths_a)
+    ax.set_xticks(xt, xl, fontsize=7)
+    ax.set_yticks(yt, yl, fontsize=7)
+    ax.set_xlabel(f"{result.model_b}: {what} (relative depth)")
+    ax.set_ylabel(f"{result.model_a}: {what} (relative depth)")
 
 
 @renders("SaeMatrixResult")
@@ -88,12 +93,7 @@ def sae_heatmap_png(result: Any) -> bytes:
             for j in range(M.shape[1]):
                 ax.text(j, i, f"{M[i, j]:.2f}\np={P[i, j]:.2g}", ha="center", va="center", fontsize=6,
                         color="black" if M[i, j] > 0.6 else "white")
-    xt, xl = _ticks(result.layers_b, result.depths_b)
-    yt, yl = _ticks(result.layers_a, result.depths_a)
-    ax.set_xticks(xt, xl, fontsize=7)
-    ax.set_yticks(yt, yl, fontsize=7)
-    ax.set_xlabel(f"{result.model_b}: SAE layer (relative depth)")
-    ax.set_ylabel(f"{result.model_a}: SAE layer (relative depth)")
+    _layer_axes(ax, result, "SAE layer")
     rand = float(np.mean(result.random_svcca_mean))
     ax.set_title(f"SAE feature SVCCA ({result.matching.upper()}, n={result.n})\n"
                  f"random-pairing mean {rand:.3f} over {result.random_pairs} pairings", fontsize=9, pad=18)
