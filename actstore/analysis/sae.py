@@ -5,7 +5,7 @@ Definitions are METHODS.md's ("SAE feature correlation") and SAELens' inference 
     x'  = norm(x)                                   normalize_activations (see below)
     x'' = x' - b_dec   if apply_b_dec_to_input else x'
     pre = x'' W_enc + b_enc                         W_enc [d_in, d_sae], b_enc [d_sae]
-    relu (SAELens "standard"):  f = max(pre, 0)
+    standard (ReLU; "relu" is accepted as an older name):  f = max(pre, 0)
     jumprelu:                   f = max(pre, 0) * (pre > threshold)
     topk:                       f = the k largest entries of max(pre, 0), the rest 0
 
@@ -53,7 +53,7 @@ __all__ = [
     "top_activating",
 ]
 
-ARCHITECTURES = ("relu", "jumprelu", "topk")
+ARCHITECTURES = ("standard", "relu", "jumprelu", "topk")  # SAELens' names; "relu" = standard (older name)
 NORMALIZATIONS = ("none", "constant_norm_rescale", "layer_norm", "expected_average_only_in")
 DEFAULT_ENCODE_BUDGET = 256 << 20  # bytes of pre-activations per batch
 
@@ -71,7 +71,7 @@ class SaeParams:
     b_enc: np.ndarray
     W_dec: np.ndarray
     b_dec: np.ndarray
-    architecture: str = "relu"
+    architecture: str = "standard"
     threshold: np.ndarray | None = None
     k: int | None = None
     apply_b_dec_to_input: bool = True

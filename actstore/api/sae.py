@@ -2,7 +2,7 @@
 pairs, with a PNG heatmap) and the ``registerSae`` mutation. Root types ``SaeQuery`` and
 ``SaeMutation`` are merged into Query / Mutation by :mod:`actstore.api.app`.
 
-Fields beyond the contract: Sae.hookName/notes/createdAt; SaeCorrelation.saeA/saeB, n,
+Fields beyond the contract: Sae.hookName/notes/format/createdAt; SaeCorrelation.saeA/saeB, n,
 featuresA/B, droppedA/B (never-varying features left out), svccaDimsA/B (directions kept for
 99% variance), rsaPairs, rsaPValue, randomSvccaStd, matching, randomPairs, seed, method, and
 the models and layers compared. Correlation and matrix types are derived from the service's
@@ -32,15 +32,18 @@ class Sae:
     layer: int
     d_in: int
     d_sae: int
-    architecture: str = strawberry.field(description="relu (SAELens standard), jumprelu or topk.")
+    architecture: str = strawberry.field(description="SAELens' name: standard (ReLU), jumprelu or topk.")
     hook_name: Optional[str] = strawberry.field(description="The hook it was trained on (from cfg.json).")
     notes: Optional[str] = strawberry.field(description="Warnings recorded at registration.")
+    format: str = strawberry.field(description="The layout it was read from: saelens, gemma_scope, gemma_scope_2, "
+                                   "llama_scope, sparsify, dictionary_learning or saelens_registry.")
     created_at: str
 
     @classmethod
     def of(cls, r: SaeRecord) -> "Sae":
         return cls(id=strawberry.ID(r.sae_id), model=r.model_key, layer=r.layer, d_in=r.d_in, d_sae=r.d_sae,
                    architecture=r.architecture, hook_name=r.cfg.get("hook_name"), notes=r.notes,
+                   format=r.cfg.get("format") or "saelens",
                    created_at=r.created_at.isoformat() if r.created_at else "")
 
 
@@ -122,8 +125,9 @@ class SaeQuery:
 
 @strawberry.type
 class SaeMutation:
-    @strawberry.mutation(description="Register a SAELens-format SAE folder from the server's allowed SAE root; "
-                         "needs the token.")
+    @strawberry.mutation(description="Register an SAE folder from the server's allowed SAE root; needs the token. "
+                         "Layouts: SAELens, Gemma Scope, Gemma Scope 2, Llama Scope, EleutherAI sparsify, "
+                         "dictionary_learning.")
     async def register_sae(self, info: Info, model: str, layer: int, path: str) -> Sae:
         require_token(info)
         r = await call(info, info.context.service.saes.register_sae, model, layer, path, heavy=True)

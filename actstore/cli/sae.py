@@ -1,4 +1,5 @@
-"""``actstore sae ...``: register SAELens folders, list SAEs, correlate two SAEs' features.
+"""``actstore sae ...``: register SAEs (folders in the released layouts, or SAELens registry entries),
+list SAEs, correlate two SAEs' features.
 
 With ``ACTSTORE_SAE_ROOT`` set (``Settings.sae_root``), ``sae add`` accepts only folders under
 it (symlinks followed), as the API does; unset, a local user may register any folder they can
@@ -26,15 +27,30 @@ def sae_add(
     ctx: typer.Context,
     model: Annotated[str, typer.Option("--model", help="Key of the stored model the SAE reads.")],
     layer: Annotated[int, typer.Option("--layer", help="Decoder block (0-based; negative counts from the end).")],
-    path: Annotated[str, typer.Option("--path", help="SAELens folder with cfg.json and sae_weights.safetensors.")],
+    path: Annotated[Optional[str], typer.Option(
+        "--path", help="SAE folder: SAELens (cfg.json + sae_weights.safetensors), Gemma Scope (params.npz), "
+                       "Gemma Scope 2 (config.json + params.safetensors), Llama Scope (hyperparams.json + "
+                       "checkpoints/final.safetensors), sparsify (cfg.json + sae.safetensors) or "
+                       "dictionary_learning (config.json + ae.pt).")] = None,
+    release: Annotated[Optional[str], typer.Option(
+        "--release", help="SAELens registry release (needs sae-lens; downloads from the Hugging Face Hub).")] = None,
+    sae_id: Annotated[Optional[str], typer.Option("--sae-id", help="SAE id within --release.")] = None,
     store: StoreOption = None,
 ) -> None:
-    """Check a SAELens folder against the model layer and copy it into the store."""
+    """Check an SAE (a folder, or a SAELens registry entry) against the model layer and copy it into the store."""
     with user_errors(ctx):
+        if (path is None) == (release is None and sae_id is None):
+            raise InvalidInput("give either --path FOLDER or --release R --sae-id ID")
+        if path is None and (release is None or sae_id is None):
+            raise InvalidInput("--release and --sae-id go together")
         settings = settings_for(store)
-        r = open_store(settings).saes.register(model, layer, path, root=settings.sae_root)
+        saes = open_store(settings).saes
+        if path is not None:
+            r = saes.register(model, layer, path, root=settings.sae_root)
+        else:
+            r = saes.register_release(model, layer, release, sae_id)
     print(f"registered SAE {r.sae_id}: model {r.model_key!r} layer {r.layer}, {r.architecture}, "
-          f"d_in={r.d_in}, d_sae={r.d_sae}")
+          f"d_in={r.d_in}, d_sae={r.d_sae} ({r.cfg.get('format') or 'saelens'})")
     if r.notes:
         print(f"note: {r.notes}", file=sys.stderr)
 

@@ -137,7 +137,7 @@ class Saes:
         return self.store.saes.get(str(sae_id))
 
     def register_sae(self, model: str, layer: int, path: str) -> SaeRecord:
-        """Register a SAELens folder from the server's SAE root (``ACTSTORE_SAE_ROOT``);
+        """Register an SAE folder (any supported layout) from the server's SAE root (``ACTSTORE_SAE_ROOT``);
         relative paths are taken from the root; nothing outside it, symlinks included."""
         root = self.settings.sae_root
         if not root:

@@ -1,8 +1,10 @@
-"""The SAE registry (table ``saes``): SAELens folders checked, copied into the store, listed.
+"""The SAE registry (table ``saes``): SAE folders checked, copied into the store, listed.
 
-Registering reads and checks a SAELens folder (:mod:`actstore.store.sae_folders`: both config
-layouts, the supported architectures, the path rule), then copies the weights (only the
-tensors encoding and decoding need, in their stored dtype) and the config into
+Registering reads and checks an SAE folder in any supported layout
+(:mod:`actstore.store.sae_folders` and :mod:`actstore.store.sae_formats`: SAELens, Gemma
+Scope, Gemma Scope 2, Llama Scope, sparsify, dictionary_learning; the supported
+architectures; the path rule) or a SAELens registry entry, then copies the weights (only the
+tensors encoding and decoding need, in SAELens orientation) and the layout's config into
 ``<store>/_saes/<sae_id>/``, so the store stays self-contained, and adds one row to the
 ``saes`` table. The copy is written under a temporary name and renamed into place; a failure
 leaves nothing behind.
@@ -24,8 +26,9 @@ import numpy as np
 import pyarrow as pa
 
 from actstore.errors import InvalidInput, NotFound
-from .models import Models
+from .models import ModelInfo, Models
 from .sae_folders import CFG_FILE, WEIGHTS_FILE, read_folder
+from .sae_formats.saelens_registry import read_release
 from .tables import Tables, sql_str
 
 __all__ = ["SAES", "SAES_SCHEMA", "SAE_DIR", "SaeRecord", "Saes", "tensors_sha256"]
@@ -53,9 +56,11 @@ SAES_SCHEMA = pa.schema(
 
 @dataclass(frozen=True)
 class SaeRecord:
-    """One registered SAE. ``cfg`` is the normalised config (architecture, k,
-    apply_b_dec_to_input, normalize_activations, norm_scaling_factor, hook_name, hook_layer,
-    layout, original); ``weights_path`` is relative to the store folder."""
+    """One registered SAE. ``architecture`` uses SAELens' names ("standard", "jumprelu",
+    "topk"; records written before read "relu" and are reported as "standard"). ``cfg`` is the
+    normalised config (architecture, k, apply_b_dec_to_input, normalize_activations,
+    norm_scaling_factor, hook_name, hook_layer, layout, format, original); ``weights_path`` is
+    relative to the store folder."""
 
     sae_id: str
     model_key: str
@@ -84,10 +89,17 @@ def tensors_sha256(tensors: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
+_LEGACY_ARCH = {"relu": "standard"}  # names stored by earlier versions -> SAELens' names
+
+
 def _record(row: dict[str, Any]) -> SaeRecord:
+    cfg = json.loads(row["cfg"])
+    arch = _LEGACY_ARCH.get(row["architecture"], row["architecture"])
+    if isinstance(cfg, dict) and "architecture" in cfg:
+        cfg["architecture"] = _LEGACY_ARCH.get(cfg["architecture"], cfg["architecture"])
     return SaeRecord(sae_id=row["sae_id"], model_key=row["model_key"], layer=int(row["layer"]),
-                     d_in=int(row["d_in"]), d_sae=int(row["d_sae"]), architecture=row["architecture"],
-                     cfg=json.loads(row["cfg"]), weights_path=row["weights_path"],
+                     d_in=int(row["d_in"]), d_sae=int(row["d_sae"]), architecture=arch,
+                     cfg=cfg, weights_path=row["weights_path"],
                      weights_sha256=row["weights_sha256"], source_path=row["source_path"],
                      notes=row["notes"], created_at=row["created_at"])
 
@@ -171,16 +183,31 @@ class Saes:
         return self._tables.local_path
 
     def register(self, model_key: str, layer: int, path: str | Path, root: str | Path | None = None) -> SaeRecord:
-        """Read, check and copy a SAELens folder into the store as an SAE of ``model_key``
-        at ``layer`` (negative counts from the end); returns its record.
+        """Read, check and copy an SAE folder (any supported layout) into the store as an SAE
+        of ``model_key`` at ``layer`` (negative counts from the end); returns its record.
 
         Checks: the model exists, the layer is in range, d_in equals the model's d_model, the
-        architecture is supported, shapes agree with cfg.json; with ``root``, the folder and its
-        files resolve inside it (only folders under it can be registered). Registering the same
-        weights for the same model and layer again returns the existing record.
+        architecture is supported, shapes agree with the config, the sizes fit in memory; with
+        ``root``, the folder and its files resolve inside it (only folders under it can be
+        registered). Registering the same weights for the same model and layer again returns
+        the existing record.
         """
-        from safetensors.torch import save_file
+        info, lay = self._layer(model_key, layer)
+        cfg, tensors, folder = read_folder(path, root)
+        return self._add(info, model_key, lay, cfg, tensors, str(folder))
 
+    def register_release(self, model_key: str, layer: int, release: str, sae_id: str) -> SaeRecord:
+        """Register SAELens registry entry ``release`` / ``sae_id`` (resolved and downloaded by
+        the sae-lens package, with the registry's norm_scaling_factor and config overrides) as
+        an SAE of ``model_key`` at ``layer``; the same checks and copy as :meth:`register`."""
+        for name, v in (("release", release), ("sae_id", sae_id)):
+            if not isinstance(v, str) or not v.strip():
+                raise InvalidInput(f"{name} must be a non-empty string, got {v!r}")
+        info, lay = self._layer(model_key, layer)
+        cfg, tensors, source = read_release(release.strip(), sae_id.strip())
+        return self._add(info, model_key, lay, cfg, tensors, source)
+
+    def _layer(self, model_key: str, layer: int) -> tuple[ModelInfo, int]:
         info = self._models.get(model_key)
         if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
             raise InvalidInput(f"layer must be an integer, got {layer!r}")
@@ -189,18 +216,26 @@ class Saes:
         if not 0 <= lay < L:
             raise InvalidInput(f"layer {layer} is out of range for model {model_key!r}: "
                                f"allowed 0..{L - 1} or -{L}..-1")
-        cfg, tensors, folder = read_folder(path, root)
+        return info, lay
+
+    def _add(self, info: ModelInfo, model_key: str, lay: int, cfg: dict[str, Any], tensors: dict[str, Any],
+             source: str) -> SaeRecord:
+        from safetensors.torch import save_file
+
         if cfg["d_in"] != info.d_model:
             raise InvalidInput(f"SAE d_in = {cfg['d_in']} does not match d_model = {info.d_model} of model "
                                f"{model_key!r} (layer {lay}); this SAE was trained on other activations")
-        notes = []
+        notes = list(cfg.get("notes") or [])
         if cfg["hook_layer"] is not None and int(cfg["hook_layer"]) != lay:
-            notes.append(f"cfg.json says hook layer {cfg['hook_layer']} ({cfg['hook_name']}), registered at layer {lay}")
+            notes.append(f"the SAE's config says hook layer {cfg['hook_layer']} ({cfg['hook_name']}), "
+                         f"registered at layer {lay}")
         if isinstance(cfg["hook_name"], str) and "resid_post" not in cfg["hook_name"]:
             notes.append(f"trained on hook {cfg['hook_name']!r}; actstore stores the residual stream after each block")
         if cfg["normalize_activations"] == "expected_average_only_in" and cfg["norm_scaling_factor"] is None:
             notes.append("normalize_activations is expected_average_only_in without norm_scaling_factor: "
-                         "encoding applies no scaling (as SAELens does without a folded factor)")
+                         "encoding applies no scaling (as SAELens does without a folded factor); a factor kept "
+                         "only in SAELens' registry is not visible from a folder: register with --release/--sae-id "
+                         "(needs sae-lens) to use it")
         sha = tensors_sha256(tensors)
         sae_id = f"{model_key}.L{lay}.{sha[:10]}"
         with self._tables.write_lock:
@@ -223,7 +258,7 @@ class Saes:
                     "d_sae": cfg["d_sae"], "architecture": cfg["architecture"],
                     "cfg": json.dumps(cfg, sort_keys=True, default=str),
                     "weights_path": f"{SAE_DIR}/{sae_id}/{WEIGHTS_FILE}", "weights_sha256": sha,
-                    "source_path": str(folder), "notes": "; ".join(notes) or None,
+                    "source_path": source, "notes": "; ".join(notes) or None,
                     "created_at": datetime.now(timezone.utc),
                 }
                 self._tables.add(SAES, pa.Table.from_pylist([row], schema=SAES_SCHEMA), SAES_SCHEMA)

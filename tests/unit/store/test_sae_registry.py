@@ -42,7 +42,7 @@ def write_saelens(folder: Path, tensors: dict[str, np.ndarray], *, layout: str, 
         if k is not None:
             cfg["k"] = k
     else:
-        cfg = {"architecture": "standard" if architecture in ("relu", "topk") else architecture,
+        cfg = {"architecture": "standard" if architecture in ("relu", "standard", "topk") else architecture,
                "d_in": d_in, "d_sae": d_sae, "hook_point": hook, "hook_layer": hook_layer,
                "activation_fn_str": "topk" if architecture == "topk" else "relu",
                "activation_fn_kwargs": {"k": k} if k is not None else {},
@@ -99,7 +99,7 @@ def world(tmp_path):
 
 # ------------------------------------------------------------------ registry
 @pytest.mark.parametrize("layout", ["v6", "flat"])
-@pytest.mark.parametrize("arch", ["relu", "jumprelu", "topk"])
+@pytest.mark.parametrize("arch", ["standard", "jumprelu", "topk"])
 def test_saelens_folders_load_and_encode(tmp_path, store, rng, layout, arch):
     ids = store.add_prompts("p", [f"t{i}" for i in range(20)])
     X = rng.standard_normal((20, 8)).astype(np.float32)
@@ -107,7 +107,7 @@ def test_saelens_folders_load_and_encode(tmp_path, store, rng, layout, arch):
     t = _random_tensors(rng, 8, 30, threshold=arch == "jumprelu")
     folder = write_saelens(tmp_path / "f", t, layout=layout, architecture=arch, d_in=8, d_sae=30,
                            k=4 if arch == "topk" else None, apply_b=layout == "flat", hook_layer=1,
-                           dtype=torch.bfloat16 if arch == "relu" else torch.float32)
+                           dtype=torch.bfloat16 if arch == "standard" else torch.float32)
     r = store.saes.register("m", 1, folder)
     assert (r.model_key, r.layer, r.d_in, r.d_sae, r.architecture) == ("m", 1, 8, 30, arch)
     assert r.cfg["layout"] == layout and r.cfg["hook_layer"] == 1 and r.notes is None
@@ -121,7 +121,7 @@ def test_saelens_folders_load_and_encode(tmp_path, store, rng, layout, arch):
     p = SaeParams(W_enc=w["W_enc"], b_enc=w["b_enc"], W_dec=w["W_dec"], b_dec=w["b_dec"], architecture=arch,
                   threshold=w.get("threshold"), k=rec.cfg["k"], apply_b_dec_to_input=rec.cfg["apply_b_dec_to_input"])
     cast = (lambda a: torch.from_numpy(a).to(torch.bfloat16).float().numpy().astype(np.float64)) \
-        if arch == "relu" else (lambda a: a.astype(np.float64))
+        if arch == "standard" else (lambda a: a.astype(np.float64))
     x = X.astype(np.float64) - (cast(t["b_dec"]) if layout == "flat" else 0)
     pre = x @ cast(t["W_enc"]) + cast(t["b_enc"])
     want = np.maximum(pre, 0)
@@ -154,7 +154,8 @@ def test_refusals(tmp_path, store, rng):
              "r_mag": t["b_enc"].copy(), "b_mag": t["b_enc"].copy()}
     cases = [
         (write_saelens(tmp_path / "g", gated, layout="v6", architecture="gated", d_in=8, d_sae=10),
-         "gated SAEs .* are not supported yet; supported architectures: standard \\(relu\\), jumprelu, topk"),
+         "gated SAEs .* are not supported yet; supported: sparse autoencoders with architecture standard "
+         "\\(ReLU\\), jumprelu or topk, in these layouts: SAELens \\(cfg.json \\+ sae_weights.safetensors\\)"),
         (write_saelens(tmp_path / "w", t, layout="v6", architecture="weird", d_in=8, d_sae=10),
          "architecture 'weird' are not supported yet"),
         (write_saelens(tmp_path / "d", _random_tensors(rng, 6, 10), layout="v6", d_in=6, d_sae=10),
@@ -226,7 +227,7 @@ def test_api_register_correlate_and_matrix(world):
         ids = {}
         for l in range(4):
             d = gql(client, REGISTER, {"m": "a", "l": l, "p": f"a_L{l}"}, TOKEN)["data"]["registerSae"]
-            assert (d["model"], d["layer"], d["dIn"], d["dSae"], d["architecture"]) == ("a", l, D_A, D_SAE, "relu")
+            assert (d["model"], d["layer"], d["dIn"], d["dSae"], d["architecture"]) == ("a", l, D_A, D_SAE, "standard")
             ids["a", l] = d["id"]
         for l in range(3):
             ids["b", l] = gql(client, REGISTER, {"m": "b", "l": l, "p": str(root / f"b_L{l}")}, TOKEN)["data"]["registerSae"]["id"]
