@@ -187,7 +187,7 @@ def _fit_probe(X: np.ndarray, y: np.ndarray, C: float, which: str) -> LinearProb
 def probe_transfer(S: np.ndarray, T: np.ndarray, y: Sequence[int] | np.ndarray, S_bridge: np.ndarray,
                    T_bridge: np.ndarray, *, method: str = "ridge", rank: int | None = None,
                    alpha: float | None = None, test_fraction: float = 0.3, seed: int = 0,
-                   C: float = DEFAULT_C, device: str = "auto") -> ProbeTransfer:
+                   C: float = DEFAULT_C, device: str = "auto", precision: str = "auto") -> ProbeTransfer:
     """Probe transfer from target to source (module docstring; METHODS.md).
 
     Args:
@@ -197,14 +197,15 @@ def probe_transfer(S: np.ndarray, T: np.ndarray, y: Sequence[int] | np.ndarray, 
             task's test prompts; the caller chooses them).
         method, rank, alpha: the bridge (see :class:`LinearBridge`), fitted target -> source.
         test_fraction, seed: the split. C: the probes' inverse L2 penalty.
+        device, precision: of the bridges' linear algebra (see :mod:`.bridges`).
     """
     method = check_method(method)
     s, t, lab, sb, tb = _check_task(S, T, y, S_bridge, T_bridge, 3 if alpha is None else 2)
     train, test = split_indices(len(s), test_fraction, seed)
     probe_s = _fit_probe(s[train], lab[train], C, "source")
     probe_t = _fit_probe(t[train], lab[train], C, "target")
-    frozen = LinearBridge(method, alpha=alpha, rank=rank, device=device).fit(tb, sb)
-    task = LinearBridge(method, alpha=alpha, rank=rank, device=device).fit(t[train], s[train])
+    frozen = LinearBridge(method, alpha=alpha, rank=rank, device=device, precision=precision).fit(tb, sb)
+    task = LinearBridge(method, alpha=alpha, rank=rank, device=device, precision=precision).fit(t[train], s[train])
     yt = lab[test]
     return ProbeTransfer(
         source_native=probe_s.score(s[test], yt), target_native=probe_t.score(t[test], yt),
@@ -218,7 +219,8 @@ def probe_transfer(S: np.ndarray, T: np.ndarray, y: Sequence[int] | np.ndarray, 
 def probe_transfer_sweep(S: np.ndarray, T: np.ndarray, y: Sequence[int] | np.ndarray,
                          S_bridge: np.ndarray, T_bridge: np.ndarray, ranks: Sequence[int], *,
                          alpha: float | None = None, test_fraction: float = 0.3, seed: int = 0,
-                         C: float = DEFAULT_C, device: str = "auto") -> ProbeTransferSweep:
+                         C: float = DEFAULT_C, device: str = "auto",
+                         precision: str = "auto") -> ProbeTransferSweep:
     """Probe transfer through reduced-rank ridge bridges at every rank in ``ranks``.
 
     Shared work is done once: the split, both probes, one ridge fit per bridge (frozen and
@@ -234,8 +236,8 @@ def probe_transfer_sweep(S: np.ndarray, T: np.ndarray, y: Sequence[int] | np.nda
     probe_s = _fit_probe(s[train], lab[train], C, "source")
     probe_t = _fit_probe(t[train], lab[train], C, "target")
     yt = lab[test]
-    fams = [LowRankFamily(tb, sb, alpha, None, device),
-            LowRankFamily(t[train], s[train], alpha, None, device)]
+    fams = [LowRankFamily(tb, sb, alpha, None, device, precision),
+            LowRankFamily(t[train], s[train], alpha, None, device, precision)]
     curves: list[list[float]] = [[], []]
     full: list[float] = []
     for fam, curve in zip(fams, curves):
@@ -282,7 +284,8 @@ def next_token_transfer(S: np.ndarray, T: np.ndarray, source_top: Sequence[Seque
                         target_top: Sequence[Sequence[str]], S_bridge: np.ndarray, T_bridge: np.ndarray,
                         *, classes: int = 500, method: str = "ridge", rank: int | None = None,
                         alpha: float | None = None, test_fraction: float = 0.3, seed: int = 0,
-                        C: float = DEFAULT_C, device: str = "auto") -> NextTokenTransfer:
+                        C: float = DEFAULT_C, device: str = "auto",
+                        precision: str = "auto") -> NextTokenTransfer:
     """Next-token probe transfer across tokenizers (the first source document, Experiment A).
 
     Inputs: S [n, p], T [n, q] activations at the last prompt token; ``source_top[i]`` /
@@ -336,8 +339,8 @@ def next_token_transfer(S: np.ndarray, T: np.ndarray, source_top: Sequence[Seque
     train, test = split_indices(len(rows), test_fraction, seed)
     probe_s = _fit_probe(s[train], ys[train], C, "source")
     probe_t = _fit_probe(t[train], yt_all[train], C, "target")
-    frozen = LinearBridge(method, alpha=alpha, rank=rank, device=device).fit(tb, sb)
-    task = LinearBridge(method, alpha=alpha, rank=rank, device=device).fit(t[train], s[train])
+    frozen = LinearBridge(method, alpha=alpha, rank=rank, device=device, precision=precision).fit(tb, sb)
+    task = LinearBridge(method, alpha=alpha, rank=rank, device=device, precision=precision).fit(t[train], s[train])
     yt = yt_all[test]
     ys_te = ys[test]
     bridged = frozen.predict(t[test])

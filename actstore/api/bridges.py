@@ -20,7 +20,7 @@ from actstore.service import (
 
 from .context import Info, call
 from .derive import build, derive
-from .types import BridgeMethod, LayerRef, Preprocess
+from .types import BridgeMethod, LayerRef, Precision, Preprocess
 
 __all__ = ["BridgeQuery"]
 
@@ -65,11 +65,12 @@ class BridgeQuery:
                      alpha: Optional[float] = None, train_dataset: Optional[str] = None,
                      eval_dataset: Optional[str] = None, test_fraction: float = 0.2, seed: int = 0,
                      preprocess: Preprocess = Preprocess.NONE, outlier_threshold: Optional[float] = None,
-                     scale: bool = False) -> Bridge:
+                     scale: bool = False, precision: Precision = Precision.AUTO) -> Bridge:
         r = await call(info, info.context.service.bridges.bridge, source.value(), target.value(),
                        method=method.value, rank=rank, alpha=alpha, train_dataset=train_dataset,
                        eval_dataset=eval_dataset, test_fraction=test_fraction, seed=seed,
-                       preprocess=preprocess.value, outlier_threshold=outlier_threshold, scale=scale, heavy=True)
+                       preprocess=preprocess.value, outlier_threshold=outlier_threshold, scale=scale,
+                       precision=precision.value, heavy=True)
         return build(Bridge, r)
 
     @strawberry.field(description="Reduced-rank ridge bridges at several ranks from one ridge fit and one SVD: "
@@ -78,11 +79,12 @@ class BridgeQuery:
                            alpha: Optional[float] = None, train_dataset: Optional[str] = None,
                            eval_dataset: Optional[str] = None, test_fraction: float = 0.2,
                            seed: int = 0, preprocess: Preprocess = Preprocess.NONE,
-                           outlier_threshold: Optional[float] = None) -> BridgeSweep:
+                           outlier_threshold: Optional[float] = None,
+                           precision: Precision = Precision.AUTO) -> BridgeSweep:
         r = await call(info, info.context.service.bridges.bridge_sweep, source.value(), target.value(), ranks,
                        alpha=alpha, train_dataset=train_dataset, eval_dataset=eval_dataset,
                        test_fraction=test_fraction, seed=seed, preprocess=preprocess.value,
-                       outlier_threshold=outlier_threshold, heavy=True)
+                       outlier_threshold=outlier_threshold, precision=precision.value, heavy=True)
         return build(BridgeSweep, r)
 
     @strawberry.field(description="Train a linear probe on `source` for the labels of `taskDataset`; map "
@@ -92,11 +94,12 @@ class BridgeQuery:
                              bridge_dataset: Optional[str] = None, method: BridgeMethod = BridgeMethod.RIDGE,
                              rank: Optional[int] = None, test_fraction: float = 0.3, seed: int = 0,
                              alpha: Optional[float] = None, preprocess: Preprocess = Preprocess.NONE,
-                             outlier_threshold: Optional[float] = None) -> ProbeTransfer:
+                             outlier_threshold: Optional[float] = None,
+                             precision: Precision = Precision.AUTO) -> ProbeTransfer:
         r = await call(info, info.context.service.bridges.probe_transfer, source.value(), target.value(),
                        task_dataset, bridge_dataset=bridge_dataset, method=method.value, rank=rank,
                        test_fraction=test_fraction, seed=seed, alpha=alpha, preprocess=preprocess.value,
-                       outlier_threshold=outlier_threshold, heavy=True)
+                       outlier_threshold=outlier_threshold, precision=precision.value, heavy=True)
         return build(ProbeTransfer, r)
 
     @strawberry.field(description="Probe transfer through reduced-rank ridge bridges at every rank in `ranks` "
@@ -105,11 +108,12 @@ class BridgeQuery:
                                    ranks: list[int], bridge_dataset: Optional[str] = None,
                                    alpha: Optional[float] = None, test_fraction: float = 0.3,
                                    seed: int = 0, preprocess: Preprocess = Preprocess.NONE,
-                                   outlier_threshold: Optional[float] = None) -> ProbeTransferSweep:
+                                   outlier_threshold: Optional[float] = None,
+                                   precision: Precision = Precision.AUTO) -> ProbeTransferSweep:
         r = await call(info, info.context.service.bridges.probe_transfer_sweep, source.value(), target.value(),
                        task_dataset, ranks, bridge_dataset=bridge_dataset, alpha=alpha,
                        test_fraction=test_fraction, seed=seed, preprocess=preprocess.value,
-                       outlier_threshold=outlier_threshold, heavy=True)
+                       outlier_threshold=outlier_threshold, precision=precision.value, heavy=True)
         return build(ProbeTransferSweep, r)
 
     @strawberry.field(description="Next-token probe transfer across tokenizers: vocabularies aligned on shared "
@@ -120,8 +124,9 @@ class BridgeQuery:
                                   bridge_dataset: Optional[str] = None,
                                   method: BridgeMethod = BridgeMethod.RIDGE, rank: Optional[int] = None,
                                   alpha: Optional[float] = None, classes: int = 500, test_fraction: float = 0.3,
-                                  seed: int = 0) -> NextTokenTransfer:
+                                  seed: int = 0, precision: Precision = Precision.AUTO) -> NextTokenTransfer:
         r = await call(info, info.context.service.bridges.next_token_transfer, source.value(), target.value(),
                        dataset, bridge_dataset=bridge_dataset, method=method.value, rank=rank, alpha=alpha,
-                       classes=classes, test_fraction=test_fraction, seed=seed, heavy=True)
+                       classes=classes, test_fraction=test_fraction, seed=seed, precision=precision.value,
+                       heavy=True)
         return build(NextTokenTransfer, r)

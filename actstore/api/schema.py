@@ -73,22 +73,26 @@ class Query:
                           heavy=text is not None)
         return [build(Neighbor, r) for r in rows]
 
-    @strawberry.field(description="Mutual k-NN similarity of two layers (Huh et al. 2024; Wolfram & Schein).")
+    @strawberry.field(description="Mutual k-NN similarity of two layers (Huh et al. 2024; Wolfram & Schein); "
+                      "byDataset adds the value within each dataset.")
     async def mutual_knn(self, info: Info, a: LayerRef, b: LayerRef, k: int = 10,
                          dataset: Optional[str] = None, preprocess: Preprocess = Preprocess.NONE,
-                         outlier_threshold: Optional[float] = None) -> MutualKnn:
+                         outlier_threshold: Optional[float] = None, by_dataset: bool = False) -> MutualKnn:
         r = await call(info, info.context.service.similarity.mutual_knn, a.value(), b.value(), k=k, dataset=dataset,
-                       preprocess=preprocess.value, outlier_threshold=outlier_threshold, heavy=True)
+                       preprocess=preprocess.value, outlier_threshold=outlier_threshold, by_dataset=by_dataset,
+                       heavy=True)
         return build(MutualKnn, r)
 
-    @strawberry.field(description="Mutual k-NN for every layer pair of two models, with the generalized-diagonal test.")
+    @strawberry.field(description="Mutual k-NN for every layer pair of two models, with the generalized-diagonal test; "
+                      "byDataset adds the matrix within each dataset.")
     async def affinity_matrix(self, info: Info, model_a: str, model_b: str, k: int = 10,
                               dataset: Optional[str] = None, layers_a: Optional[list[int]] = None,
                               layers_b: Optional[list[int]] = None, preprocess: Preprocess = Preprocess.NONE,
-                              outlier_threshold: Optional[float] = None) -> AffinityMatrix:
+                              outlier_threshold: Optional[float] = None,
+                              by_dataset: bool = False) -> AffinityMatrix:
         r = await call(info, info.context.service.similarity.affinity_matrix, model_a, model_b, k=k,
                        dataset=dataset, layers_a=layers_a, layers_b=layers_b, preprocess=preprocess.value,
-                       outlier_threshold=outlier_threshold, heavy=True)
+                       outlier_threshold=outlier_threshold, by_dataset=by_dataset, heavy=True)
         return AffinityMatrix.of(r)
 
     @strawberry.field(description="Linear CKA; debiased uses the unbiased HSIC estimator (Song et al. 2012). "

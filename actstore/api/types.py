@@ -15,6 +15,7 @@ import strawberry
 from actstore.errors import InvalidInput
 from actstore.layers import LayerRef as LayerRefValue
 from actstore.service import (
+    AffinityMatrixByDataset,
     AffinityMatrixResult,
     CkaByDataset,
     CkaMatrixByDataset,
@@ -23,6 +24,7 @@ from actstore.service import (
     DatasetInfo,
     ModelInfo,
     ModelSummary,
+    MutualKnnByDataset,
     MutualKnnResult,
     PromptRecord,
     SimilarityMatrixResult,
@@ -60,8 +62,8 @@ class Preprocess(enum.Enum):
     DROP_OUTLIER_DIMS = "drop_outlier_dims"
 
 
-@strawberry.enum(description="Floating-point precision of CKA: AUTO (the default: float64 for small problems, "
-                 "float32 for large ones), FLOAT32 or FLOAT64.")
+@strawberry.enum(description="Floating-point precision: AUTO (the default; CKA: float64 for small problems, "
+                 "float32 for large ones; bridges and probe transfer: float64), FLOAT32 or FLOAT64.")
 class Precision(enum.Enum):
     AUTO = "auto"
     FLOAT32 = "float32"
@@ -175,6 +177,8 @@ class Job:
 DatasetCountType = derive(DatasetCount, name="DatasetCount")
 CkaByDatasetType = derive(CkaByDataset, name="CkaByDataset")
 CkaMatrixByDatasetType = derive(CkaMatrixByDataset, name="CkaMatrixByDataset")
+MutualKnnByDatasetType = derive(MutualKnnByDataset, name="MutualKnnByDataset")
+AffinityMatrixByDatasetType = derive(AffinityMatrixByDataset, name="AffinityMatrixByDataset")
 MutualKnn = derive(MutualKnnResult, name="MutualKnn", descriptions={
     "null_mean": "Expected value under random neighbour sets, k / (n - 1).",
     "recall": "Recall@k of the approximate k-NN graphs against exact search, measured on a sample of prompts "

@@ -42,6 +42,12 @@ def _rank(rank: Optional[int]) -> Optional[int]:
 SourceOption = Annotated[str, typer.Option("--source", help="Source layer: MODEL:LAYER or MODEL@DEPTH.")]
 TargetOption = Annotated[str, typer.Option("--target", help="Target layer: MODEL:LAYER or MODEL@DEPTH.")]
 MethodOption = Annotated[str, typer.Option("--method", help="procrustes, ridge, low_rank or lasso.")]
+PreprocessOption = Annotated[str, typer.Option(
+    "--preprocess", help="none, standardize (per-dimension z-score) or drop_outlier_dims (see README).")]
+ThresholdOption = Annotated[Optional[float], typer.Option(
+    "--outlier-threshold", help="Variance share above which drop_outlier_dims drops a dimension (default 0.05).")]
+PrecisionOption = Annotated[str, typer.Option(
+    "--precision", help="auto (float64 for bridges), float32 or float64: the working dtype of the fits.")]
 
 
 def bridge_command(
@@ -57,6 +63,11 @@ def bridge_command(
     eval_dataset: Annotated[Optional[str], typer.Option("--eval-dataset")] = None,
     test_fraction: Annotated[float, typer.Option("--test-fraction", help="Held-out share, in (0, 1).")] = 0.2,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    preprocess: PreprocessOption = "none",
+    outlier_threshold: ThresholdOption = None,
+    scale: Annotated[bool, typer.Option(
+        "--scale", help="procrustes only: also fit the isotropic scale s (reported as scale).")] = False,
+    precision: PrecisionOption = "auto",
     store: StoreOption = None,
 ) -> None:
     """Fit a linear bridge source -> target and print its held-out r2 and mean cosine."""
@@ -65,12 +76,15 @@ def bridge_command(
         rk = int_list(ranks, "--ranks", minimum=1)
         fraction(test_fraction, "--test-fraction")
         common = dict(alpha=alpha, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                      test_fraction=test_fraction, seed=seed)
+                      test_fraction=test_fraction, seed=seed, preprocess=preprocess,
+                      outlier_threshold=outlier_threshold, precision=precision)
         if rk is not None:
+            if scale:
+                raise InvalidInput("--scale applies to a procrustes bridge, not to a --ranks sweep (reduced-rank ridge)")
             r = open_service(settings_for(store)).bridges.bridge_sweep(s, t, rk, **common)
         else:
             m, k = _method(method), _rank(rank)
-            r = open_service(settings_for(store)).bridges.bridge(s, t, method=m, rank=k, **common)
+            r = open_service(settings_for(store)).bridges.bridge(s, t, method=m, rank=k, scale=scale, **common)
     print_json(result_json(r))
 
 
@@ -89,6 +103,9 @@ def probe_transfer_command(
     plot: Annotated[Optional[Path], typer.Option("--plot", help="With --ranks: write the sweep's PNG here.")] = None,
     test_fraction: Annotated[float, typer.Option("--test-fraction", help="Held-out share, in (0, 1).")] = 0.3,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    preprocess: PreprocessOption = "none",
+    outlier_threshold: ThresholdOption = None,
+    precision: PrecisionOption = "auto",
     store: StoreOption = None,
 ) -> None:
     """Probe transfer: sourceNative, targetNative, transferred, taskSpecific and chance (or a rank sweep)."""
@@ -103,7 +120,8 @@ def probe_transfer_command(
         if rk is not None:
             r = open_service(settings_for(store)).bridges.probe_transfer_sweep(
                 s, t, task_dataset, rk, bridge_dataset=bridge_dataset, alpha=alpha,
-                test_fraction=test_fraction, seed=seed)
+                test_fraction=test_fraction, seed=seed, preprocess=preprocess, outlier_threshold=outlier_threshold,
+                precision=precision)
             if plot is not None:
                 from actstore.plots import render_png
 
@@ -113,7 +131,8 @@ def probe_transfer_command(
             m, k = _method(method), _rank(rank)
             r = open_service(settings_for(store)).bridges.probe_transfer(
                 s, t, task_dataset, bridge_dataset=bridge_dataset, method=m, rank=k, alpha=alpha,
-                test_fraction=test_fraction, seed=seed)
+                test_fraction=test_fraction, seed=seed, preprocess=preprocess, outlier_threshold=outlier_threshold,
+                precision=precision)
     print_json(result_json(r))
 
 
@@ -129,6 +148,7 @@ def next_token_transfer_command(
     classes: Annotated[int, typer.Option("--classes", help="Most frequent shared next tokens kept.")] = 500,
     test_fraction: Annotated[float, typer.Option("--test-fraction", help="Held-out share, in (0, 1).")] = 0.3,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    precision: PrecisionOption = "auto",
     store: StoreOption = None,
 ) -> None:
     """Next-token probe transfer across tokenizers (top-1 / top-5 and the agreement ceiling).
@@ -143,7 +163,7 @@ def next_token_transfer_command(
         m, k = _method(method), _rank(rank)
         r = open_service(settings_for(store)).bridges.next_token_transfer(
             s, t, dataset, bridge_dataset=bridge_dataset, method=m, rank=k, alpha=alpha, classes=classes,
-            test_fraction=test_fraction, seed=seed)
+            test_fraction=test_fraction, seed=seed, precision=precision)
     data = result_json(r)
     data["classes"] = data["classes"][:20] + (["..."] if len(data["classes"]) > 20 else [])
     print_json(data)

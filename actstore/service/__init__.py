@@ -21,14 +21,24 @@ from .catalog import ModelSummary
 from .jobs import Job
 from .saes import FeaturePairResult, SaeCorrelationResult, SaeMatrixResult
 from .service import Service
-from .similarity import (AffinityMatrixResult, CkaByDataset, CkaMatrixByDataset, CkaResult, DatasetCount, MutualKnnResult, Neighbor,
-                         SimilarityMatrixResult)
+from .similarity import (
+    AffinityMatrixByDataset,
+    AffinityMatrixResult,
+    CkaByDataset,
+    CkaMatrixByDataset,
+    CkaResult,
+    DatasetCount,
+    MutualKnnByDataset,
+    MutualKnnResult,
+    Neighbor,
+    SimilarityMatrixResult,
+)
 
 __all__ = [
-    "AffinityMatrixResult", "BridgeResult", "BridgeSweepResult", "Check", "CkaByDataset", "CkaMatrixByDataset", "CkaResult", "DatasetCount",
+    "AffinityMatrixByDataset", "AffinityMatrixResult", "BridgeResult", "BridgeSweepResult", "Check", "CkaByDataset", "CkaMatrixByDataset", "CkaResult", "DatasetCount",
     "DatasetInfo", "DiagonalTest",
     "DropSummary",
-    "FeaturePairResult", "Job", "ModelInfo", "ModelSummary", "MutualKnnResult", "Neighbor", "NextTokenTransferResult", "ProbeTransferResult",
+    "FeaturePairResult", "Job", "ModelInfo", "ModelSummary", "MutualKnnByDataset", "MutualKnnResult", "Neighbor", "NextTokenTransferResult", "ProbeTransferResult",
     "ProbeTransferSweepResult", "PromptRecord", "SaeCorrelationResult", "SaeMatrixResult", "SaeRecord", "Service",
     "SimilarityMatrixResult",
 ]

@@ -36,6 +36,7 @@ from actstore.layers import LayerRef
 from actstore.store import ModelInfo, Store
 
 from .boundary import service_boundary
+from .precision import check_precision
 from .preprocessing import Prep, check_prep
 from .reads import Reads
 from .results import ResultCache, result_type
@@ -56,6 +57,7 @@ class BridgeResult(BridgeFit):
     preprocess: str = "none"
     dropped_source: tuple[int, ...] = ()
     dropped_target: tuple[int, ...] = ()
+    precision: str = "auto"
 
 
 @result_type
@@ -69,6 +71,7 @@ class BridgeSweepResult(BridgeRankSweep):
     preprocess: str = "none"
     dropped_source: tuple[int, ...] = ()
     dropped_target: tuple[int, ...] = ()
+    precision: str = "auto"
 
 
 @result_type
@@ -82,6 +85,7 @@ class ProbeTransferResult(ProbeTransfer):
     preprocess: str = "none"
     dropped_source: tuple[int, ...] = ()
     dropped_target: tuple[int, ...] = ()
+    precision: str = "auto"
 
 
 @result_type
@@ -99,15 +103,17 @@ class ProbeTransferSweepResult(ProbeTransferSweep):
     preprocess: str = "none"
     dropped_source: tuple[int, ...] = ()
     dropped_target: tuple[int, ...] = ()
+    precision: str = "auto"
 
 
 @result_type
 @dataclass(frozen=True)
 class NextTokenTransferResult(NextTokenTransfer):
-    """Next-token transfer accuracies, with the layers they read."""
+    """Next-token transfer accuracies, with the layers they read and the bridges' precision."""
 
     layer_source: int
     layer_target: int
+    precision: str = "auto"
 
 
 def _method(method: Any) -> str:
@@ -203,10 +209,13 @@ class Bridges:
     def bridge(self, source: LayerRef, target: LayerRef, method: str = "ridge", rank: int | None = None,
                alpha: float | None = None, train_dataset: str | None = None, eval_dataset: str | None = None,
                test_fraction: float = 0.2, seed: int = 0, preprocess: str = "none",
-               outlier_threshold: float | None = None, scale: bool = False) -> BridgeResult:
+               outlier_threshold: float | None = None, scale: bool = False,
+               precision: str = "auto") -> BridgeResult:
         """Fit a linear map source -> target and score it on held-out prompts (r2, mean cosine).
-        ``scale`` (PROCRUSTES only) adds the isotropic scale s, reported as ``scale``."""
+        ``scale`` (PROCRUSTES only) adds the isotropic scale s, reported as ``scale``;
+        ``precision`` the working dtype (see :mod:`.precision`; "auto" is float64)."""
         method = _method(method)
+        precision = check_precision(precision)
         _bridge_args(method, rank, alpha)
         prep = check_prep(preprocess, outlier_threshold)
         if not isinstance(scale, bool):
@@ -218,15 +227,16 @@ class Bridges:
         query = {"op": "bridge", "s": [info_s.key, ls], "t": [info_t.key, lt], "method": method, "rank": rank,
                  "alpha": alpha, "train": train_dataset, "eval": eval_dataset,
                  "testFraction": test_fraction if eval_dataset is None else None, "seed": seed,
-                 "scale": scale or None, **prep.key()}
+                 "scale": scale or None, "precision": precision, **prep.key()}
 
         def compute(_key: str) -> BridgeResult:
             train_ids, test_ids = self._bridge_split(info_s.key, info_t.key, train_dataset, eval_dataset,
                                                      test_fraction, seed)
             S_tr, T_tr, S_te, T_te = self._four(info_s.key, ls, info_t.key, lt, train_ids, test_ids)
             S_tr, T_tr, S_te, T_te, named = _prepare(prep, S_tr, T_tr, S_te, T_te)
-            f = analysis.bridges.evaluate_bridge(S_tr, T_tr, S_te, T_te, method, alpha=alpha, rank=rank, scale=scale)
-            return BridgeResult(**asdict(f), layer_source=ls, layer_target=lt, **named)
+            f = analysis.bridges.evaluate_bridge(S_tr, T_tr, S_te, T_te, method, alpha=alpha, rank=rank, scale=scale,
+                                                 precision=precision)
+            return BridgeResult(**asdict(f), layer_source=ls, layer_target=lt, precision=precision, **named)
 
         def cost() -> Cost:
             n = len(self.reads.shared(info_s.key, info_t.key, train_dataset))
@@ -252,24 +262,27 @@ class Bridges:
     def bridge_sweep(self, source: LayerRef, target: LayerRef, ranks: Sequence[int], alpha: float | None = None,
                      train_dataset: str | None = None, eval_dataset: str | None = None,
                      test_fraction: float = 0.2, seed: int = 0, preprocess: str = "none",
-                     outlier_threshold: float | None = None) -> BridgeSweepResult:
-        """Reduced-rank ridge bridges at every rank (one ridge fit, one SVD): held-out r2 per rank."""
+                     outlier_threshold: float | None = None, precision: str = "auto") -> BridgeSweepResult:
+        """Reduced-rank ridge bridges at every rank (one ridge fit, one SVD): held-out r2 per rank;
+        ``precision`` as in :meth:`bridge`."""
         _bridge_args("ridge", None, alpha)
+        precision = check_precision(precision)
         prep = check_prep(preprocess, outlier_threshold)
         test_fraction, seed = _fraction(test_fraction), _seed(seed)
         ranks = self._ranks(ranks)
         info_s, ls, info_t, lt, versions = self._pair(source, target)
         query = {"op": "bridgeSweep", "s": [info_s.key, ls], "t": [info_t.key, lt], "ranks": ranks,
                  "alpha": alpha, "train": train_dataset, "eval": eval_dataset,
-                 "testFraction": test_fraction if eval_dataset is None else None, "seed": seed, **prep.key()}
+                 "testFraction": test_fraction if eval_dataset is None else None, "seed": seed,
+                 "precision": precision, **prep.key()}
 
         def compute(_key: str) -> BridgeSweepResult:
             train_ids, test_ids = self._bridge_split(info_s.key, info_t.key, train_dataset, eval_dataset,
                                                      test_fraction, seed)
             S_tr, T_tr, S_te, T_te = self._four(info_s.key, ls, info_t.key, lt, train_ids, test_ids)
             S_tr, T_tr, S_te, T_te, named = _prepare(prep, S_tr, T_tr, S_te, T_te)
-            r = analysis.bridges.bridge_rank_sweep(S_tr, T_tr, S_te, T_te, ranks, alpha=alpha)
-            return BridgeSweepResult(**asdict(r), layer_source=ls, layer_target=lt, **named)
+            r = analysis.bridges.bridge_rank_sweep(S_tr, T_tr, S_te, T_te, ranks, alpha=alpha, precision=precision)
+            return BridgeSweepResult(**asdict(r), layer_source=ls, layer_target=lt, precision=precision, **named)
 
         def cost() -> Cost:
             n = len(self.reads.shared(info_s.key, info_t.key, train_dataset))
@@ -292,17 +305,20 @@ class Bridges:
     def probe_transfer(self, source: LayerRef, target: LayerRef, task_dataset: str,
                        bridge_dataset: str | None = None, method: str = "ridge", rank: int | None = None,
                        test_fraction: float = 0.3, seed: int = 0, alpha: float | None = None,
-                       preprocess: str = "none", outlier_threshold: float | None = None) -> ProbeTransferResult:
+                       preprocess: str = "none", outlier_threshold: float | None = None,
+                       precision: str = "auto") -> ProbeTransferResult:
         """Probe transfer (METHODS.md): sourceNative, targetNative, transferred (frozen bridge),
-        taskSpecific and chance, as shares of the task's test prompts."""
+        taskSpecific and chance, as shares of the task's test prompts; ``precision`` of the
+        bridges as in :meth:`bridge`."""
         method = _method(method)
+        precision = check_precision(precision)
         _bridge_args(method, rank, alpha)
         prep = check_prep(preprocess, outlier_threshold)
         test_fraction, seed = _fraction(test_fraction), _seed(seed)
         info_s, ls, info_t, lt, versions = self._pair(source, target)
         query = {"op": "probeTransfer", "s": [info_s.key, ls], "t": [info_t.key, lt], "task": task_dataset,
                  "bridge": bridge_dataset, "method": method, "rank": rank, "alpha": alpha,
-                 "testFraction": test_fraction, "seed": seed, **prep.key()}
+                 "testFraction": test_fraction, "seed": seed, "precision": precision, **prep.key()}
 
         def compute(_key: str) -> ProbeTransferResult:
             ids, y = self._task(info_s.key, info_t.key, task_dataset)
@@ -311,8 +327,8 @@ class Bridges:
             S, T, Sb, Tb = self._four(info_s.key, ls, info_t.key, lt, ids, bids)
             Sb, Tb, S, T, named = _prepare(prep, Sb, Tb, S, T)
             r = analysis.probes.probe_transfer(S, T, y, Sb, Tb, method=method, rank=rank, alpha=alpha,
-                                 test_fraction=test_fraction, seed=seed)
-            return ProbeTransferResult(**asdict(r), layer_source=ls, layer_target=lt, **named)
+                                               test_fraction=test_fraction, seed=seed, precision=precision)
+            return ProbeTransferResult(**asdict(r), layer_source=ls, layer_target=lt, precision=precision, **named)
 
         return self.results.cached(query, versions, compute,
                                    lambda: self._probe_cost(info_s, info_t, task_dataset, 2, False, "probeTransfer"))
@@ -336,17 +352,20 @@ class Bridges:
     def probe_transfer_sweep(self, source: LayerRef, target: LayerRef, task_dataset: str, ranks: Sequence[int],
                              bridge_dataset: str | None = None, alpha: float | None = None,
                              test_fraction: float = 0.3, seed: int = 0, preprocess: str = "none",
-                             outlier_threshold: float | None = None) -> ProbeTransferSweepResult:
+                             outlier_threshold: float | None = None,
+                             precision: str = "auto") -> ProbeTransferSweepResult:
         """Probe transfer through reduced-rank ridge bridges at every rank, shared work done once;
-        ``ridge_*`` are the full-rank values. The result's ``key`` names its PNG plot."""
+        ``ridge_*`` are the full-rank values. The result's ``key`` names its PNG plot;
+        ``precision`` as in :meth:`bridge`."""
         _bridge_args("ridge", None, alpha)
+        precision = check_precision(precision)
         prep = check_prep(preprocess, outlier_threshold)
         test_fraction, seed = _fraction(test_fraction), _seed(seed)
         ranks = self._ranks(ranks)
         info_s, ls, info_t, lt, versions = self._pair(source, target)
         query = {"op": "probeTransferSweep", "s": [info_s.key, ls], "t": [info_t.key, lt], "task": task_dataset,
                  "bridge": bridge_dataset, "ranks": ranks, "alpha": alpha, "testFraction": test_fraction,
-                 "seed": seed, **prep.key()}
+                 "seed": seed, "precision": precision, **prep.key()}
 
         def compute(key: str) -> ProbeTransferSweepResult:
             ids, y = self._task(info_s.key, info_t.key, task_dataset)
@@ -355,10 +374,10 @@ class Bridges:
             S, T, Sb, Tb = self._four(info_s.key, ls, info_t.key, lt, ids, bids)
             Sb, Tb, S, T, named = _prepare(prep, Sb, Tb, S, T)
             r = analysis.probes.probe_transfer_sweep(S, T, y, Sb, Tb, ranks, alpha=alpha, test_fraction=test_fraction,
-                                       seed=seed)
+                                                     seed=seed, precision=precision)
             return ProbeTransferSweepResult(**asdict(r), source=info_s.key, target=info_t.key,
                                             task_dataset=task_dataset, layer_source=ls, layer_target=lt, key=key,
-                                            **named)
+                                            precision=precision, **named)
 
         return self.results.cached(query, versions, compute,
                                    lambda: self._probe_cost(info_s, info_t, task_dataset, 2, True, "probeTransferSweep"))
@@ -367,12 +386,13 @@ class Bridges:
     def next_token_transfer(self, source: LayerRef, target: LayerRef, dataset: str,
                             bridge_dataset: str | None = None, method: str = "ridge", rank: int | None = None,
                             alpha: float | None = None, classes: int = 500, test_fraction: float = 0.3,
-                            seed: int = 0) -> NextTokenTransferResult:
+                            seed: int = 0, precision: str = "auto") -> NextTokenTransferResult:
         """Next-token probe transfer across tokenizers (see
         :func:`actstore.analysis.probes.next_token_transfer`) over the shared prompts of
         ``dataset`` that have next tokens stored for both models; the frozen bridge is fitted on
-        ``bridge_dataset`` (default: every other shared prompt)."""
+        ``bridge_dataset`` (default: every other shared prompt); ``precision`` as in :meth:`bridge`."""
         method = _method(method)
+        precision = check_precision(precision)
         _bridge_args(method, rank, alpha)
         test_fraction, seed = _fraction(test_fraction), _seed(seed)
         if isinstance(classes, bool) or not isinstance(classes, (int, np.integer)) or classes < 2:
@@ -385,7 +405,7 @@ class Bridges:
         versions = versions | {f"next/{info_s.key}": nt.version(info_s.key), f"next/{info_t.key}": nt.version(info_t.key)}
         query = {"op": "nextTokenTransfer", "s": [info_s.key, ls], "t": [info_t.key, lt], "dataset": dataset,
                  "bridge": bridge_dataset, "method": method, "rank": rank, "alpha": alpha, "classes": int(classes),
-                 "testFraction": test_fraction, "seed": seed}
+                 "testFraction": test_fraction, "seed": seed, "precision": precision}
 
         def compute(_key: str) -> NextTokenTransferResult:
             ids = self.reads.shared(info_s.key, info_t.key, dataset)
@@ -398,8 +418,9 @@ class Bridges:
             _, _, src = nt.read(info_s.key, ids)
             _, _, tgt = nt.read(info_t.key, ids)
             r = analysis.probes.next_token_transfer(S, T, src, tgt, Sb, Tb, classes=int(classes), method=method, rank=rank,
-                                      alpha=alpha, test_fraction=test_fraction, seed=seed)
-            return NextTokenTransferResult(**asdict(r), layer_source=ls, layer_target=lt)
+                                                    alpha=alpha, test_fraction=test_fraction, seed=seed,
+                                                    precision=precision)
+            return NextTokenTransferResult(**asdict(r), layer_source=ls, layer_target=lt, precision=precision)
 
         return self.results.cached(query, versions, compute, lambda: self._probe_cost(
             info_s, info_t, dataset, int(classes), False, "nextTokenTransfer"))

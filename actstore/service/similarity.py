@@ -23,19 +23,15 @@ from actstore.store.knn import METRICS
 
 from .boundary import service_boundary
 from .encoders import TextEncoders
+from .precision import check_precision
 from .preprocessing import Prep, check_prep
 from .reads import Reads, worst_recall
 from .results import ResultCache, result_type
 from .work import Cost, affinity_cost, check_cancelled, check_length, cka_cost, cka_matrix_cost, stop_check
 
-__all__ = ["AffinityMatrixResult", "CkaByDataset", "CkaMatrixByDataset", "CkaResult", "DatasetCount", "MutualKnnResult", "Neighbor",
-           "PRECISIONS", "Similarity", "SimilarityMatrixResult", "mixed_warning"]
+__all__ = ["AffinityMatrixByDataset", "AffinityMatrixResult", "CkaByDataset", "CkaMatrixByDataset", "CkaResult", "DatasetCount", "MutualKnnByDataset", "MutualKnnResult", "Neighbor",
+           "Similarity", "SimilarityMatrixResult", "mixed_warning"]
 
-#: ``precision`` of cka / ckaMatrix: "auto" (the default) computes in float64 while the
-#: problem is small (below ~1e10 Gram-form flops, or when the permutation Grams fit the memory
-#: budget in float64) and in float32 above; "float32" / "float64" force one. float32 and
-#: float64 agree to ~1e-5 in CKA units on unit-scale data (tests/unit/service/test_corpus.py).
-PRECISIONS = ("auto", "float32", "float64")
 
 
 @dataclass(frozen=True)
@@ -68,6 +64,29 @@ class CkaMatrixByDataset:
     values: list[list[float]] | None
 
 
+@dataclass(frozen=True)
+class MutualKnnByDataset:
+    """Mutual k-NN over the prompts of one dataset only (``n`` of them; neighbours are searched
+    within the dataset); ``value`` and ``null_mean`` None when the dataset has k or fewer."""
+
+    dataset: str
+    n: int
+    value: float | None
+    null_mean: float | None
+
+
+@dataclass(frozen=True)
+class AffinityMatrixByDataset:
+    """An affinity matrix over the prompts of one dataset only (neighbours searched within
+    it); ``values``, ``null_mean`` and ``argmax`` None when the dataset has k or fewer prompts."""
+
+    dataset: str
+    n: int
+    values: list[list[float]] | None
+    null_mean: float | None
+    argmax: list[int] | None
+
+
 def mixed_warning(datasets: Sequence[DatasetCount]) -> str | None:
     """The warning a similarity answer over several datasets carries (None for one)."""
     if len(datasets) < 2:
@@ -96,7 +115,8 @@ class MutualKnnResult:
     worse layer), None when both graphs are exact; ``preprocess`` the preprocessing applied
     and ``dropped_a`` / ``dropped_b`` the column indices it dropped from each layer;
     ``datasets`` the datasets of the shared prompts with their counts, ``warning`` set when
-    several are mixed (every similarity answer carries both)."""
+    several are mixed (every similarity answer carries both); ``by_dataset`` (asked with
+    by_dataset=True) the value within each dataset, ``value`` being the pooled one."""
 
     value: float
     k: int
@@ -110,6 +130,7 @@ class MutualKnnResult:
     dropped_b: tuple[int, ...] = ()
     datasets: tuple[DatasetCount, ...] = ()
     warning: str | None = None
+    by_dataset: tuple[MutualKnnByDataset, ...] | None = None
 
 
 @result_type
@@ -120,7 +141,7 @@ class CkaResult:
     the preprocessing applied and ``dropped_a`` / ``dropped_b`` the column indices it dropped
     from each layer; ``datasets`` / ``warning`` as in MutualKnnResult; ``by_dataset`` (asked
     with by_dataset=True) CKA per dataset, ``value`` being the pooled one; ``precision`` the
-    precision asked for (see PRECISIONS)."""
+    precision asked for (see :mod:`.precision`)."""
 
     value: float
     debiased: bool
@@ -178,7 +199,7 @@ class SimilarityMatrixResult(LayerMatrix):
 class AffinityMatrixResult(LayerMatrix):
     """Mutual k-NN of every layer pair of two models with the generalized-diagonal test
     (NaN fields where the matrix is too small for it); ``recall`` as in MutualKnnResult (the
-    worst layer); ``key`` names the plot."""
+    worst layer); ``key`` names the plot; ``by_dataset`` the matrix within each dataset."""
 
     k: int
     null_mean: float
@@ -190,6 +211,7 @@ class AffinityMatrixResult(LayerMatrix):
     dropped_b: list[list[int]] | None = None
     datasets: tuple[DatasetCount, ...] = ()
     warning: str | None = None
+    by_dataset: tuple[AffinityMatrixByDataset, ...] | None = None
 
 
 def _int_arg(value: object, name: str) -> int:
@@ -289,51 +311,64 @@ class Similarity:
 
     # ------------------------------------------------------------ mutual k-NN
     def mutual_knn(self, a: LayerRef, b: LayerRef, k: int = 10, dataset: str | None = None,
-                   preprocess: str = "none", outlier_threshold: float | None = None) -> MutualKnnResult:
+                   preprocess: str = "none", outlier_threshold: float | None = None,
+                   by_dataset: bool = False) -> MutualKnnResult:
         """Mutual k-NN of two layers over their shared prompts (METHODS.md), with its null k/(n-1).
 
         From ``store.knn.ann_threshold`` shared prompts on, the k-NN graphs are approximate and
         ``recall`` says how well they match exact search. With ``preprocess`` other than none
         (see :mod:`.preprocessing`) the rows are preprocessed over the shared prompts and the
-        graphs are exact.
+        graphs are exact. ``by_dataset`` adds the value within each dataset (see
+        :meth:`_within_datasets`).
         """
         prep = check_prep(preprocess, outlier_threshold)
+        by_dataset = _check_bool(by_dataset, "byDataset")
         ia, la = self.reads.resolve(a)
         ib, lb = self.reads.resolve(b)
         k = _int_arg(k, "k")
         query = {"op": "mutualKnn", "a": [ia.key, la], "b": [ib.key, lb], "k": k, "dataset": dataset, "corpus": 1,
-                 "annThreshold": self.store.knn.ann_threshold, **prep.key()}
+                 "annThreshold": self.store.knn.ann_threshold, "byDataset": by_dataset, **prep.key()}
 
         def compute(_key: str) -> MutualKnnResult:
             ids = self._knn_prompts(ia.key, ib.key, dataset, k)
             n = len(ids)
             (ga, ra, da), (gb, rb, db) = self._graphs(prep, [(ia.key, la), (ib.key, lb)], ids, k)
-            counts, _ = self._corpus(ids)
+            counts, labels = self._corpus(ids)
+            per = None
+            if by_dataset:
+                per = tuple(
+                    MutualKnnByDataset(c.name, c.n, None, None) if M is None
+                    else MutualKnnByDataset(c.name, c.n, float(M[0, 0]), analysis.null_mean(k, c.n))
+                    for c, M in self._within_datasets(prep, [(ia.key, la)], [(ib.key, lb)], ids, counts, labels, k))
             return MutualKnnResult(analysis.mutual_knn(ga, gb), k, n, analysis.null_mean(k, n), la, lb,
                                    recall=worst_recall([ra, rb]), preprocess=prep.name, dropped_a=da, dropped_b=db,
-                                   datasets=counts, warning=mixed_warning(counts))
+                                   datasets=counts, warning=mixed_warning(counts), by_dataset=per)
 
         def cost() -> Cost:
             n = len(self._knn_prompts(ia.key, ib.key, dataset, k))
-            return affinity_cost(n, k, [ia.d_model], [ib.d_model],
-                                 n >= self.store.knn.ann_threshold and not prep.active, op="mutualKnn")
+            c = affinity_cost(n, k, [ia.d_model], [ib.d_model],
+                              n >= self.store.knn.ann_threshold and not prep.active, op="mutualKnn")
+            # within datasets: exact graphs, sum of n_i^2 <= n^2
+            return Cost(c.flops * 2, c.what) if by_dataset else c
 
         return self.results.cached(query, self.reads.versions(ia, ib), compute, cost)
 
     def affinity_matrix(self, model_a: str, model_b: str, k: int = 10, dataset: str | None = None,
                         layers_a: Sequence[int] | None = None,
                         layers_b: Sequence[int] | None = None, preprocess: str = "none",
-                        outlier_threshold: float | None = None) -> AffinityMatrixResult:
+                        outlier_threshold: float | None = None, by_dataset: bool = False) -> AffinityMatrixResult:
         """Mutual k-NN of every layer pair of two models (one graph per layer), the
         generalized-diagonal test and the argmax path; ``preprocess`` as in :meth:`mutual_knn`
-        (``dropped_*``: the dropped columns of each layer)."""
+        (``dropped_*``: the dropped columns of each layer); ``by_dataset`` adds the matrix
+        within each dataset (see :meth:`_within_datasets`)."""
         prep = check_prep(preprocess, outlier_threshold)
+        by_dataset = _check_bool(by_dataset, "byDataset")
         self._check_lists(layers_a, layers_b)
         ia, ib = self.store.models.get(model_a), self.store.models.get(model_b)
         la, lb = self.reads.layer_list(ia, layers_a), self.reads.layer_list(ib, layers_b)
         k = _int_arg(k, "k")
         query = {"op": "affinityMatrix", "a": [ia.key, la], "b": [ib.key, lb], "k": k, "dataset": dataset, "corpus": 1,
-                 "annThreshold": self.store.knn.ann_threshold, **prep.key()}
+                 "annThreshold": self.store.knn.ann_threshold, "byDataset": by_dataset, **prep.key()}
 
         def compute(key: str) -> AffinityMatrixResult:
             ids = self._knn_prompts(ia.key, ib.key, dataset, k)
@@ -341,7 +376,15 @@ class Similarity:
             graphs = self._graphs(prep, [(ia.key, l_) for l_ in la] + [(ib.key, l_) for l_ in lb], ids, k)
             ga, gb = graphs[:len(la)], graphs[len(la):]
             M = analysis.affinity_matrix([g for g, _, _ in ga], [g for g, _, _ in gb])
-            counts, _ = self._corpus(ids)
+            counts, labels = self._corpus(ids)
+            per = None
+            if by_dataset:
+                per = tuple(
+                    AffinityMatrixByDataset(c.name, c.n, None, None, None) if Md is None
+                    else AffinityMatrixByDataset(c.name, c.n, Md.tolist(), analysis.null_mean(k, c.n),
+                                                 analysis.argmax_path(Md))
+                    for c, Md in self._within_datasets(prep, [(ia.key, l_) for l_ in la], [(ib.key, l_) for l_ in lb],
+                                                       ids, counts, labels, k))
             return AffinityMatrixResult(
                 model_a=ia.key, model_b=ib.key, layers_a=la, layers_b=lb, values=M.tolist(), n=n,
                 argmax=analysis.argmax_path(M), k=k, null_mean=analysis.null_mean(k, n), diagonal=_diagonal(M),
@@ -349,13 +392,14 @@ class Similarity:
                 recall=worst_recall([r for _, r, _ in ga + gb]), preprocess=prep.name,
                 dropped_a=[list(d) for _, _, d in ga] if prep.active else None,
                 dropped_b=[list(d) for _, _, d in gb] if prep.active else None,
-                datasets=counts, warning=mixed_warning(counts),
+                datasets=counts, warning=mixed_warning(counts), by_dataset=per,
             )
 
         def cost() -> Cost:
             n = len(self._knn_prompts(ia.key, ib.key, dataset, k))
-            return affinity_cost(n, k, [ia.d_model] * len(la), [ib.d_model] * len(lb),
-                                 n >= self.store.knn.ann_threshold and not prep.active)
+            c = affinity_cost(n, k, [ia.d_model] * len(la), [ib.d_model] * len(lb),
+                              n >= self.store.knn.ann_threshold and not prep.active)
+            return Cost(c.flops * 2, c.what) if by_dataset else c
 
         return self.results.cached(query, self.reads.versions(ia, ib), compute, cost)
 
@@ -374,6 +418,28 @@ class Similarity:
             out.append((analysis.knn_graph(X, k, should_stop=stop_check()), None, dropped))
         return out
 
+    def _within_datasets(self, prep: Prep, layers_a: list[tuple[str, int]], layers_b: list[tuple[str, int]],
+                         ids: np.ndarray, counts: Sequence[DatasetCount], labels: np.ndarray,
+                         k: int) -> list[tuple[DatasetCount, np.ndarray | None]]:
+        """The affinity matrix [len(layers_a), len(layers_b)] within each dataset of ``counts``:
+        for each layer, the rows of the dataset's prompts (after ``prep``, fitted on all of
+        ``ids`` as for the pooled value) and their exact k-NN graph among themselves. None for a
+        dataset with k or fewer prompts (no k neighbours to find)."""
+        rows = []
+        for i, (model, layer) in enumerate(layers_a + layers_b):
+            check_cancelled(i, len(layers_a) + len(layers_b), "rows per dataset")
+            X, _ = prep.one(self.reads.rows(model, layer, ids), f"layer {layer} of model {model!r}")
+            rows.append(X)
+        out = []
+        for c in counts:
+            if c.n <= k:
+                out.append((c, None))
+                continue
+            m = labels == c.name
+            graphs = [analysis.knn_graph(X[m], k, should_stop=stop_check()) for X in rows]
+            out.append((c, analysis.affinity_matrix(graphs[:len(layers_a)], graphs[len(layers_a):])))
+        return out
+
     # ------------------------------------------------------------------- CKA
     def cka(self, a: LayerRef, b: LayerRef, debiased: bool = True, permutations: int = 0,
             dataset: str | None = None, seed: int = 0, preprocess: str = "none",
@@ -385,10 +451,10 @@ class Similarity:
         ``preprocess`` (see :mod:`.preprocessing`) is fitted on the shared prompts, per side.
         ``by_dataset`` adds CKA per dataset (on the same preprocessed rows, each dataset on its
         own prompts, with its own permutation test when ``permutations`` > 0). ``precision``:
-        one of PRECISIONS (default "auto")."""
+        one of :data:`.precision.PRECISIONS` (default "auto")."""
         prep = check_prep(preprocess, outlier_threshold)
         permutations = self._check_permutations(permutations)
-        precision = _check_precision(precision)
+        precision = check_precision(precision)
         by_dataset = _check_bool(by_dataset, "byDataset")
         ia, la = self.reads.resolve(a)
         ib, lb = self.reads.resolve(b)
@@ -439,10 +505,10 @@ class Similarity:
                    by_dataset: bool = False) -> SimilarityMatrixResult:
         """CKA of every layer pair of two models (or of a relative-depth grid of ``grid`` layers each);
         ``preprocess`` as in :meth:`cka`, per layer (``dropped_*``: each layer's dropped columns);
-        ``precision`` one of PRECISIONS (default "auto"); ``by_dataset`` adds the matrix of each
+        ``precision`` one of :data:`.precision.PRECISIONS` (default "auto"); ``by_dataset`` adds the matrix of each
         dataset on its own prompts (same preprocessed rows)."""
         prep = check_prep(preprocess, outlier_threshold)
-        precision = _check_precision(precision)
+        precision = check_precision(precision)
         by_dataset = _check_bool(by_dataset, "byDataset")
         self._check_lists(layers_a, layers_b)
         if grid is not None and not isinstance(grid, bool) and isinstance(grid, int) and grid > self.settings.max_layers:
@@ -491,12 +557,6 @@ class Similarity:
             return Cost(c.flops * 2, c.what) if by_dataset else c
 
         return self.results.cached(query, self.reads.versions(ia, ib), compute, cost)
-
-
-def _check_precision(precision: object) -> str:
-    if precision not in PRECISIONS:
-        raise InvalidInput(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return str(precision)
 
 
 def _check_bool(value: object, name: str) -> bool:

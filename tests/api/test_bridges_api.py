@@ -107,6 +107,23 @@ PT = """query($task: String!, $bridge: String, $m: BridgeMethod!, $rank: Int, $t
     sourceNative targetNative transferred taskSpecific chance nTrain nTest nBridge nClasses } }"""
 
 
+def test_bridge_precision_argument(client, linked):
+    q = """query($p: Precision!) { bridge(source: {model: "a", layer: 1}, target: {model: "b", layer: 2},
+             alpha: 2.0, testFraction: 0.25, seed: 3, precision: $p) { r2 precision } }"""
+    f32, f64 = data(client, q, {"p": "FLOAT32"})["bridge"], data(client, q, {"p": "FLOAT64"})["bridge"]
+    auto = data(client, q, {"p": "AUTO"})["bridge"]
+    assert (f32["precision"], f64["precision"], auto["precision"]) == ("float32", "float64", "auto")
+    ids = linked.activations.shared("a", "b")
+    tr, te = P.split_indices(len(ids), 0.25, 3)
+    S, T = arrays(linked, "a", 1, ids), arrays(linked, "b", 2, ids)
+    want = B.evaluate_bridge(S[tr], T[tr], S[te], T[te], "ridge", alpha=2.0)
+    assert f64["r2"] == pytest.approx(want.r2, abs=1e-6) and auto["r2"] == pytest.approx(want.r2, abs=1e-6)
+    assert f32["r2"] == pytest.approx(want.r2, abs=1e-4)
+    sweep = data(client, """{ probeTransferSweep(source: {model: "a", layer: 1}, target: {model: "b", layer: 2},
+                   taskDataset: "task", bridgeDataset: "general", ranks: [1, 4], precision: FLOAT32) { precision } }""")
+    assert sweep["probeTransferSweep"]["precision"] == "float32"
+
+
 def test_probe_transfer_field_against_direct(client, linked):
     got = data(client, PT, {"task": "task", "bridge": "general", "m": "RIDGE", "tf": 0.3})["probeTransfer"]
     ids = linked.prompts.ids("task")
@@ -197,6 +214,18 @@ def test_cli_commands(linked, tmp_path):
                             "--method", "low_rank", "--rank", "2"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["rank"] == 2
+    r = runner.invoke(app, ["bridge", "--store", linked.uri, "--source", "a:1", "--target", "b:2",
+                            "--method", "procrustes", "--scale", "--precision", "float32", "--preprocess", "standardize"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout)
+    assert (got["precision"], got["preprocess"], got["method"]) == ("float32", "standardize", "procrustes")
+    assert got["scale"] > 0
+    r = runner.invoke(app, ["bridge", "--store", linked.uri, "--source", "a:1", "--target", "b:2", "--precision", "half"])
+    assert r.exit_code == 2 and "precision must be one of auto, float32, float64, got 'half'" in r.stderr
+    r = runner.invoke(app, ["probe-transfer", "--store", linked.uri, "--source", "a:1", "--target", "b:2",
+                            "--task-dataset", "task", "--preprocess", "drop_outlier_dims", "--outlier-threshold", "0.5"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["preprocess"] == "drop_outlier_dims"
     r = runner.invoke(app, ["probe-transfer", "--store", linked.uri, "--source", "a:1", "--target", "b:2",
                             "--task-dataset", "general"])
     assert r.exit_code == 2 and "has no labels" in r.stderr

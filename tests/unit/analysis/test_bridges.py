@@ -250,3 +250,34 @@ def test_fit_errors(rng):
         gcv_path(S, T, [1.0, -2.0])
     with pytest.raises(AnalysisError, match="SST = 0"):
         b.evaluate(S[:1], b.target_mean_[None, :])
+
+
+# ----------------------------------------------------------------- precision
+@pytest.mark.parametrize("method,kw", [("ridge", {"alpha": 3.7}), ("procrustes", {}),
+                                       ("low_rank", {"alpha": 3.7, "rank": 4}), ("ridge", {})])
+def test_float32_precision_agrees_with_float64_and_the_direct_formula(rng, method, kw):
+    S, T = data(rng, 200, 12, 9)
+    S2, T2 = data(rng, 60, 12, 9)
+    f64 = LinearBridge(method, precision="float64", **kw).fit(S, T)
+    f32 = LinearBridge(method, precision="float32", **kw).fit(S, T)
+    auto = LinearBridge(method, **kw).fit(S, T)
+    np.testing.assert_array_equal(auto.W_, f64.W_)  # "auto" is float64 for bridges
+    assert f32.W_.dtype == np.float64 and f32.predict(S2).dtype == np.float64
+    if method == "ridge" and "alpha" in kw:
+        np.testing.assert_allclose(f64.W_, direct_ridge(S, T, 3.7), atol=1e-8)
+    np.testing.assert_allclose(f32.W_, f64.W_, rtol=0, atol=2e-3 * np.abs(f64.W_).max())
+    assert f32.score(S2, T2) == pytest.approx(f64.score(S2, T2), abs=1e-4)
+
+
+def test_float32_rank_sweep_agrees_with_float64(rng):
+    S, T = data(rng, 200, 12, 9)
+    S2, T2 = data(rng, 60, 12, 9)
+    a = bridge_rank_sweep(S, T, S2, T2, [1, 3, 9], alpha=2.0, precision="float32")
+    b = bridge_rank_sweep(S, T, S2, T2, [1, 3, 9], alpha=2.0, precision="float64")
+    np.testing.assert_allclose(a.r2, b.r2, atol=1e-4)
+    np.testing.assert_allclose(a.mean_cosine, b.mean_cosine, atol=1e-4)
+
+
+def test_bad_precision_is_refused(rng):
+    with pytest.raises(AnalysisError, match=r"^precision must be one of auto, float32, float64, got 'half'$"):
+        LinearBridge("ridge", precision="half")

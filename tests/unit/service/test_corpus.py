@@ -167,3 +167,59 @@ def test_cka_matrix_by_dataset_equals_cka_per_dataset_by_hand(built):
         want = [[direct_debiased_cka(rows["a"][la][m], rows["b"][0][m])] for la in (0, 1)]
         np.testing.assert_allclose(d.values, want, atol=1e-6)
     assert svc.similarity.cka_matrix("a", "b", precision="float64").by_dataset is None
+
+
+def direct_mutual_knn(X, Y, k):
+    """Mutual k-NN by hand (METHODS.md): cosine neighbours excluding self, float64, mean over
+    rows of |N_X(i) & N_Y(i)| / k."""
+    def neighbours(Z):
+        Zn = Z / np.linalg.norm(Z, axis=1, keepdims=True)
+        S = Zn @ Zn.T
+        np.fill_diagonal(S, -np.inf)
+        return [set(np.argsort(-S[i], kind="stable")[:k].tolist()) for i in range(len(Z))]
+    na, nb = neighbours(X), neighbours(Y)
+    return float(np.mean([len(a & b) / k for a, b in zip(na, nb)]))
+
+
+def test_mutual_knn_and_affinity_by_dataset_equal_within_dataset_values_by_hand(built):
+    svc, rows, names = built
+    r = svc.similarity.mutual_knn(LayerRef("a", 1), LayerRef("b", 0), k=3, by_dataset=True)
+    assert [(d.dataset, d.n) for d in r.by_dataset] == [("news", 16), ("sst", 24)]
+    for d in r.by_dataset:
+        m = names == d.dataset
+        assert d.value == pytest.approx(direct_mutual_knn(rows["a"][1][m], rows["b"][0][m], 3), abs=1e-12)
+    assert [d.null_mean for d in r.by_dataset] == [pytest.approx(3 / 15), pytest.approx(3 / 23)]
+    assert r.value == pytest.approx(direct_mutual_knn(rows["a"][1], rows["b"][0], 3), abs=1e-12)
+    assert svc.similarity.mutual_knn(LayerRef("a", 1), LayerRef("b", 0), k=3).by_dataset is None
+
+    am = svc.similarity.affinity_matrix("a", "b", k=3, by_dataset=True)
+    for d in am.by_dataset:
+        m = names == d.dataset
+        want = [[direct_mutual_knn(rows["a"][la][m], rows["b"][0][m], 3)] for la in (0, 1)]
+        np.testing.assert_allclose(d.values, want, atol=1e-12)
+        assert d.argmax == [0, 0]
+    # k = 16 leaves "news" (16 prompts) without 16 neighbours: no value, said as null
+    big = svc.similarity.mutual_knn(LayerRef("a", 1), LayerRef("b", 0), k=16, by_dataset=True)
+    assert (big.by_dataset[0].dataset, big.by_dataset[0].value, big.by_dataset[0].null_mean) == ("news", None, None)
+    assert big.by_dataset[1].value == pytest.approx(direct_mutual_knn(rows["a"][1][names == "sst"],
+                                                                      rows["b"][0][names == "sst"], 16), abs=1e-12)
+
+
+def test_graphql_mutual_knn_and_affinity_by_dataset(built):
+    import asyncio
+
+    from actstore.api import execute
+
+    svc, rows, names = built
+    q = """{ mutualKnn(a: {model: "a", layer: 0}, b: {model: "b", layer: 0}, k: 4, byDataset: true) {
+               value byDataset { dataset n value nullMean } }
+             affinityMatrix(modelA: "a", modelB: "b", k: 4, byDataset: true) { byDataset { dataset n values argmax } } }"""
+    out = asyncio.run(execute(svc, q))
+    assert "errors" not in out, out
+    per = out["data"]["mutualKnn"]["byDataset"]
+    assert [(d["dataset"], d["n"]) for d in per] == [("news", 16), ("sst", 24)]
+    m = names == "sst"
+    assert per[1]["value"] == pytest.approx(direct_mutual_knn(rows["a"][0][m], rows["b"][0][m], 4), abs=1e-12)
+    assert per[1]["nullMean"] == pytest.approx(4 / 23)
+    aff = out["data"]["affinityMatrix"]["byDataset"]
+    assert aff[1]["values"][0][0] == pytest.approx(per[1]["value"], abs=1e-12)
