@@ -196,10 +196,10 @@ class Maintenance:
         for r in records:
             if r.model_key not in infos:
                 saes.problems.append(f"SAE {r.sae_id} belongs to no registered model ({r.model_key!r})")
-            problem = self._saes.check(r) if self._tables.local_path is not None else None
+            problem = self._saes.check(r)
             if problem is not None:
                 saes.problems.append(problem)
-        saes.summary = f"{len(records)} SAE weight files match their recorded SHA-256"
+        saes.summary = f"{len(records)} stored SAE weights match their recorded SHA-256"
         done(saes)
         return out
 

@@ -4,10 +4,10 @@ Registering reads and checks an SAE folder in any supported layout
 (:mod:`actstore.store.sae_folders` and :mod:`actstore.store.sae_formats`: SAELens, Gemma
 Scope, Gemma Scope 2, Llama Scope, sparsify, dictionary_learning; the supported
 architectures; the path rule) or a SAELens registry entry, then copies the weights (only the
-tensors encoding and decoding need, in SAELens orientation) and the layout's config into
-``<store>/_saes/<sae_id>/``, so the store stays self-contained, and adds one row to the
-``saes`` table. The copy is written under a temporary name and renamed into place; a failure
-leaves nothing behind.
+tensors encoding and decoding need, in SAELens orientation) and the layout's config into the
+store (:mod:`actstore.store.sae_weights`: a folder of a local store, a Lance table of a store
+on object storage), so the store stays self-contained, and adds one row to the ``saes``
+table. A failure leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from __future__ import annotations
 import builtins
 import hashlib
 import json
-import shutil
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,14 +25,14 @@ import pyarrow as pa
 
 from actstore.errors import InvalidInput, NotFound
 from .models import ModelInfo, Models
-from .sae_folders import CFG_FILE, WEIGHTS_FILE, read_folder
+from .sae_folders import read_folder
 from .sae_formats.saelens_registry import read_release
+from .sae_weights import SaeWeights
 from .tables import Tables, sql_str
 
-__all__ = ["SAES", "SAES_SCHEMA", "SAE_DIR", "SaeRecord", "Saes", "tensors_sha256"]
+__all__ = ["SAES", "SAES_SCHEMA", "SaeRecord", "Saes", "tensors_sha256"]
 
 SAES = "saes"
-SAE_DIR = "_saes"
 
 SAES_SCHEMA = pa.schema(
     [
@@ -110,6 +108,8 @@ class Saes:
     def __init__(self, tables: Tables, models: Models):
         self._tables = tables
         self._models = models
+        #: the stored copies of the weights (a folder per SAE, or a Lance table on object storage)
+        self.weights = SaeWeights(tables)
 
     def list(self, model: str | None = None) -> builtins.list[SaeRecord]:
         """Registered SAEs (optionally of one model), by model, layer, then registration time."""
@@ -137,23 +137,17 @@ class Saes:
 
     def load(self, sae_id: str) -> tuple[SaeRecord, dict[str, np.ndarray]]:
         """(record, {tensor name: float32 ndarray}) of a registered SAE, from the store's copy."""
-        from safetensors.torch import load_file
-
         record = self.get(sae_id)
-        path = self._store_dir() / record.weights_path
-        if not path.is_file():
-            raise NotFound(f"the weights of SAE {record.sae_id!r} are missing from the store ({path})")
-        return record, {k: v.float().numpy() for k, v in load_file(str(path)).items()}
+        return record, self.weights.read_float32(record.sae_id, record.weights_path)
 
     def check(self, record: SaeRecord) -> str | None:
         """None when the stored weights of ``record`` match its recorded SHA-256, else what is wrong."""
-        from safetensors.torch import load_file
-
-        path = self._store_dir() / record.weights_path
-        if not path.is_file():
+        try:
+            tensors = self.weights.read(record.sae_id, record.weights_path)
+        except NotFound:
             return f"SAE {record.sae_id}: weights file {record.weights_path} is missing"
         try:
-            got = tensors_sha256(load_file(str(path)))
+            got = tensors_sha256(tensors)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is a finding, not a crash
             return f"SAE {record.sae_id}: weights file {record.weights_path} is unreadable ({exc})"
         if got != record.weights_sha256:
@@ -169,18 +163,10 @@ class Saes:
         if tbl is None:
             return 0
         ids = self._tables.scan(tbl, ["sae_id"], f"model_key = {sql_str(model_key)}")["sae_id"].to_pylist()
-        if self._tables.local_path is not None:
-            for sae_id in ids:
-                shutil.rmtree(self._tables.local_path / SAE_DIR / sae_id, ignore_errors=True)
+        self.weights.remove(ids)
         if ids:
             self._tables.delete(SAES, f"model_key = {sql_str(model_key)}")
         return len(ids)
-
-    def _store_dir(self) -> Path:
-        if self._tables.local_path is None:
-            raise InvalidInput(f"registering SAEs needs a local store (the weights are copied into it); "
-                               f"{self._tables.uri!r} is remote")
-        return self._tables.local_path
 
     def register(self, model_key: str, layer: int, path: str | Path, root: str | Path | None = None) -> SaeRecord:
         """Read, check and copy an SAE folder (any supported layout) into the store as an SAE
@@ -220,8 +206,6 @@ class Saes:
 
     def _add(self, info: ModelInfo, model_key: str, lay: int, cfg: dict[str, Any], tensors: dict[str, Any],
              source: str) -> SaeRecord:
-        from safetensors.torch import save_file
-
         if cfg["d_in"] != info.d_model:
             raise InvalidInput(f"SAE d_in = {cfg['d_in']} does not match d_model = {info.d_model} of model "
                                f"{model_key!r} (layer {lay}); this SAE was trained on other activations")
@@ -242,28 +226,18 @@ class Saes:
             for r in self.list(model_key):
                 if r.sae_id == sae_id:
                     return r
-            base = self._store_dir() / SAE_DIR
-            base.mkdir(parents=True, exist_ok=True)
-            tmp = base / f".tmp-{uuid.uuid4().hex}"
-            final = base / sae_id
-            tmp.mkdir()
+            weights_path = self.weights.write(sae_id, tensors, sha, cfg["original"])
             try:
-                save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"sae_id": sae_id, "sha256": sha})
-                (tmp / CFG_FILE).write_text(json.dumps(cfg["original"], indent=1, sort_keys=True, default=str))
-                if final.exists():
-                    shutil.rmtree(final)
-                tmp.rename(final)
                 row = {
                     "sae_id": sae_id, "model_key": model_key, "layer": lay, "d_in": cfg["d_in"],
                     "d_sae": cfg["d_sae"], "architecture": cfg["architecture"],
                     "cfg": json.dumps(cfg, sort_keys=True, default=str),
-                    "weights_path": f"{SAE_DIR}/{sae_id}/{WEIGHTS_FILE}", "weights_sha256": sha,
+                    "weights_path": weights_path, "weights_sha256": sha,
                     "source_path": source, "notes": "; ".join(notes) or None,
                     "created_at": datetime.now(timezone.utc),
                 }
                 self._tables.add(SAES, pa.Table.from_pylist([row], schema=SAES_SCHEMA), SAES_SCHEMA)
             except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                shutil.rmtree(final, ignore_errors=True)
+                self.weights.remove([sae_id])
                 raise
         return self.get(sae_id)
