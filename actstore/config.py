@@ -43,6 +43,21 @@ variable                       meaning                                    defaul
 ``ACTSTORE_RESULTS_MAX_ROWS``  cached answers kept in the results table   10000
                                (the oldest beyond it are dropped)
 ``ACTSTORE_RESULTS_COMPACT``   results-table writes between compactions   100
+``ACTSTORE_STORAGE_OPTIONS``   object-store options of the store: a JSON  unset
+                               object of strings, e.g.
+                               ``{"allow_http": "true"}``, passed to
+                               Lance as given (else Lance reads the
+                               usual ``AWS_*`` variables itself)
+``ACTSTORE_INDEX_CACHE``       local folder caching the k-NN indices of   ``~/.cache/``
+                               a store on object storage                  ``actstore/indexes``
+``ACTSTORE_ENGINE``            where CKA matrices run: ``local``,         ``auto``
+                               ``ray`` or ``auto`` (Ray when a cluster
+                               is at hand and the layers to read exceed
+                               ``ACTSTORE_RAY_MIN_MB``)
+``ACTSTORE_RAY_ADDRESS``       Ray cluster to join (``auto``,             unset: the Ray
+                               ``ray://host:10001``)                      of this process
+``ACTSTORE_RAY_MIN_MB``        layers read by a CKA matrix (float32 MB)   8192
+                               from which ``auto`` uses Ray
 ``HF_HUB_OFFLINE``             never contact the Hugging Face hub         unset: online
 ``HF_ENDPOINT``                the hub's address                          huggingface.co
 =============================  =========================================  ==================
@@ -60,7 +75,7 @@ from dataclasses import dataclass
 
 from actstore.errors import InvalidInput
 
-__all__ = ["DEFAULT_STORE", "Settings", "comma_list"]
+__all__ = ["DEFAULT_STORE", "ENGINES", "Settings", "comma_list", "storage_options_json"]
 
 DEFAULT_STORE = "./actstore-data"
 
@@ -70,6 +85,29 @@ def comma_list(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 _FALSE = ("", "0", "false", "no", "off")
+
+ENGINES = ("local", "ray", "auto")
+
+
+def storage_options_json(raw: str) -> dict[str, str]:
+    """``'{"aws_endpoint": "http://...", "allow_http": true}'`` -> a dict of strings: the
+    parser of ``ACTSTORE_STORAGE_OPTIONS`` (Lance takes every option value as a string)."""
+    import json
+
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return {str(k): (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in value.items()}
+
+
+def _engine(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ENGINES:
+        raise ValueError(f"use one of {', '.join(ENGINES)}")
+    return value
 
 # setting name -> (environment variable, parser)
 _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
@@ -98,6 +136,11 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "cors_origins": ("ACTSTORE_CORS_ORIGINS", comma_list),
     "results_max_rows": ("ACTSTORE_RESULTS_MAX_ROWS", int),
     "results_compact_every": ("ACTSTORE_RESULTS_COMPACT", int),
+    "storage_options": ("ACTSTORE_STORAGE_OPTIONS", storage_options_json),
+    "index_cache": ("ACTSTORE_INDEX_CACHE", str),
+    "engine": ("ACTSTORE_ENGINE", _engine),
+    "ray_address": ("ACTSTORE_RAY_ADDRESS", str),
+    "ray_min_mb": ("ACTSTORE_RAY_MIN_MB", int),
     "hf_endpoint": ("HF_ENDPOINT", str),
 }
 
@@ -132,6 +175,11 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     results_max_rows: int = 10_000
     results_compact_every: int = 100
+    storage_options: Mapping[str, str] | None = None
+    index_cache: str = "~/.cache/actstore/indexes"
+    engine: str = "auto"
+    ray_address: str | None = None
+    ray_min_mb: int = 8192
     hub_offline: bool = False
     hf_endpoint: str = "https://huggingface.co"
 
@@ -158,7 +206,9 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, object]:
             continue
         try:
             out[name] = parse(raw)
-        except ValueError:
+        except ValueError as exc:
+            if parse in (storage_options_json, _engine):
+                raise InvalidInput(f"{var}={raw!r} is invalid: {exc}") from None
             raise InvalidInput(f"{var}={raw!r} is not a valid {parse.__name__}") from None
     out["hub_offline"] = environ.get("HF_HUB_OFFLINE", "").strip().lower() not in _FALSE
     return out

@@ -5,7 +5,7 @@ No I/O and no imports from the rest of actstore. Modules:
   knn          cosine k-NN graphs, mutual k-NN, affinity matrices
   diagonal     generalized-diagonal test, argmax path, Bonferroni
   errors       AnalysisError (a ValueError)
-Also bridges, preprocess (per-query standardize / drop_outlier_dims), probes, permutation, sae, sae_match (imported by module), and the building blocks
+Also feature_sums (CKA from per-shard sums over rows, for distributed engines), bridges, preprocess (per-query standardize / drop_outlier_dims), probes, permutation, sae, sae_match (imported by module), and the building blocks
 they share: validation (input checks), devices (device / precision), hsic, traces, inputs.
 No module here imports a private name of another (tests/unit/test_architecture.py checks it).
 
@@ -33,7 +33,7 @@ _EXPORTS = {
     "null_mean": "knn",
     "permutation_p_value": "permutation", "stratified_permutations": "permutation",
 }
-_MODULES = ("bridges", "cka", "devices", "diagonal", "hsic", "inputs", "knn", "permutation", "preprocess",
+_MODULES = ("bridges", "cka", "devices", "diagonal", "feature_sums", "hsic", "inputs", "knn", "permutation", "preprocess",
             "probes", "sae", "sae_match", "traces", "validation")
 
 __all__ = sorted([*_EXPORTS, "AnalysisCancelled", "AnalysisError", "BridgeFit", "BridgeRankSweep", "DiagonalTest", "NextTokenTransfer",

@@ -59,6 +59,12 @@ def ingest_command(
     chat_template: Annotated[bool, typer.Option(
         "--chat-template", help="Wrap each prompt as one user message with the tokenizer's chat "
         "template (instruct models).")] = False,
+    engine: Annotated[str, typer.Option(
+        "--engine", help="local (this process) or ray (a Ray Data pipeline of model actors, one per "
+        "GPU; see docs/scale.md).")] = "local",
+    address: Annotated[Optional[str], typer.Option(
+        "--address", help="Ray cluster address for --engine ray (auto, ray://HOST:10001, HOST:6379; "
+        "default: $RAY_ADDRESS, else a local Ray).")] = None,
 ) -> None:
     """Run a Hugging Face model over a dataset's prompts and store last-token activations per layer.
 
@@ -82,6 +88,12 @@ def ingest_command(
         with user_errors(ctx), ProgressBar(console) as bar:
             settings = settings_for(store)
             check_store_path(settings.store_uri, create=True)
+            if engine not in ("local", "ray"):
+                raise fail(f"--engine must be local or ray, got {engine!r}")
+            if engine == "local" and address is not None:
+                raise fail("--address needs --engine ray")
+            if engine == "ray" and next_tokens:
+                raise fail("--next-tokens is not supported with --engine ray; ingest them with --engine local")
             if manifest is not None:
                 given = [name for name, v in (("--model", model), ("--dataset", dataset),
                                               ("--prompts", prompts), ("--key", key)) if v is not None]
@@ -96,19 +108,30 @@ def ingest_command(
                     settings.store_uri, manifest, base=base, settings=settings,
                     on_progress=lambda run, done, total: bar.update(
                         f"{run.key or model_key_for(run.model)} <- {run.dataset}", done, total),
-                    on_summary=lambda run, summary: report(summary))
+                    on_summary=lambda run, summary: report(summary), engine=engine, address=address)
                 return
             missing = [name for name, v in (("--model", model), ("--dataset", dataset)) if not v]
             if missing:
                 raise fail(f"missing {' and '.join(missing)} (or pass --manifest FILE.toml)")
             description = f"{key or model_key_for(model)} <- {dataset}"
-            summary = ingest(
-                settings.store_uri, model, dataset, prompts_file=prompts, key=key, layers=layers,
-                batch_size=batch_size, max_tokens=max_tokens, dtype=dtype, device=device,
-                compute_dtype=compute_dtype, text_column=column_spec(text_column),
-                label_column=column_spec(label_column), next_tokens=next_tokens, token=token,
-                chat_template=chat_template, settings=settings,
-                on_progress=lambda done, total: bar.update(description, done, total))
+            if engine == "ray":
+                from actstore.ingest.ray_engine import ingest_ray
+
+                summary = ingest_ray(
+                    settings.store_uri, model, dataset, prompts_file=prompts, key=key, layers=layers,
+                    batch_size=batch_size, max_tokens=max_tokens, dtype=dtype, device=device,
+                    compute_dtype=compute_dtype, text_column=column_spec(text_column),
+                    label_column=column_spec(label_column), token=token, chat_template=chat_template,
+                    settings=settings, address=address,
+                    on_progress=lambda done, total: bar.update(description, done, total))
+            else:
+                summary = ingest(
+                    settings.store_uri, model, dataset, prompts_file=prompts, key=key, layers=layers,
+                    batch_size=batch_size, max_tokens=max_tokens, dtype=dtype, device=device,
+                    compute_dtype=compute_dtype, text_column=column_spec(text_column),
+                    label_column=column_spec(label_column), next_tokens=next_tokens, token=token,
+                    chat_template=chat_template, settings=settings,
+                    on_progress=lambda done, total: bar.update(description, done, total))
         report(summary)
     except KeyboardInterrupt:
         raise fail("interrupted; run the same command again to resume", 130) from None

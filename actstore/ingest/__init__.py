@@ -7,6 +7,8 @@ pull in torch):
 - :mod:`.runner`   ``ModelRunner(source).encode(texts, layers)`` -> {layer: float32 [n, d]}.
 - :mod:`.pipeline` ``ingest(store, model, dataset, ...) -> IngestSummary`` (resumable).
 - :mod:`.manifest` ``run_manifest(store, "runs.toml")`` for several models/datasets.
+- :mod:`.ray_engine` ``ingest_ray(store, model, dataset, ...)``: the same ingest as a Ray Data
+  pipeline of model actors (``--engine ray``; Ray imported only when called).
 - :mod:`.token_sites` the token sites an ingest can store (``last``, ``first``, ``mean``).
 """
 
@@ -20,6 +22,7 @@ _EXPORTS = {
     "Batch": "runner", "ModelRunner": "runner",
     "IngestSummary": "pipeline", "ingest": "pipeline", "model_key_for": "pipeline", "open_store": "pipeline",
     "ManifestRun": "manifest", "load_manifest": "manifest", "run_manifest": "manifest",
+    "ingest_ray": "ray_engine",
 }
 __all__ = sorted(_EXPORTS)
 

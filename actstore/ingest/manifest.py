@@ -163,13 +163,37 @@ def load_manifest(path: str | Path, base: dict[str, Any] | None = None) -> list[
 def run_manifest(store: Store | str | Path, path: str | Path, *, base: dict[str, Any] | None = None,
                  on_progress: Callable[[ManifestRun, int, int], None] | None = None,
                  on_summary: Callable[[ManifestRun, IngestSummary], None] | None = None,
-                 settings: Settings | None = None) -> list[IngestSummary]:
+                 settings: Settings | None = None, engine: str = "local",
+                 address: str | None = None) -> list[IngestSummary]:
     """Run every ingest of a manifest in order; returns one summary per run.
 
     ``on_progress(run, done, total)`` reports each run's progress (see
     :func:`actstore.ingest.pipeline.ingest`), ``on_summary(run, summary)`` each finished run.
     A model used by consecutive runs (same model, device and compute dtype) is loaded once.
+    ``engine="ray"`` runs each ingest on a Ray cluster (``address``; see
+    :mod:`actstore.ingest.ray_engine`), the runs still one after another.
     """
+    if engine not in ("local", "ray"):
+        raise InvalidInput(f"engine must be local or ray, got {engine!r}")
+    if engine == "ray":
+        from actstore.ingest.pipeline import open_store
+        from actstore.ingest.ray_engine import ingest_ray
+
+        st = open_store(store, settings)
+        out = []
+        for run in load_manifest(path, base):
+            o = dict(run.options)
+            report = None if on_progress is None else (lambda done, total, run=run: on_progress(run, done, total))
+            summary = ingest_ray(
+                st, run.model, run.dataset, prompts_file=run.prompts, key=run.key, layers=o["layers"],
+                batch_size=o["batch_size"], max_tokens=o["max_tokens"], dtype=o["dtype"], device=o["device"],
+                compute_dtype=o["compute_dtype"], revision=o["revision"], text_column=o["text_column"],
+                label_column=o["label_column"], token=o["token"], chat_template=o["chat_template"],
+                settings=settings, address=address, on_progress=report)
+            out.append(summary)
+            if on_summary is not None:
+                on_summary(run, summary)
+        return out
     from actstore.ingest.pipeline import ingest, open_store
     from actstore.ingest.runner import ModelRunner
 

@@ -52,7 +52,8 @@ if TYPE_CHECKING:
     from actstore.ingest.runner import ModelRunner
     from actstore.store import Store
 
-__all__ = ["NEXT_TOP_K", "IngestSummary", "ingest", "model_key_for", "open_store"]
+__all__ = ["NEXT_TOP_K", "IngestSummary", "check_args", "check_model_matches", "dataset_prompts", "ingest",
+           "model_key_for", "open_store", "stored_everywhere"]
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -159,7 +160,8 @@ def open_store(store: Store | str | Path, settings: Settings | None = None, *, c
     return StoreClass.open(str(store), create=create, settings=settings)
 
 
-def _check_args(batch_size: int, max_tokens: int | None, dtype: str) -> None:
+def check_args(batch_size: int, max_tokens: int | None, dtype: str) -> None:
+    """InvalidInput for a bad batch size, token cap or storage dtype."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidInput(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
@@ -217,7 +219,7 @@ def ingest(
     says whether the Hugging Face hub may be contacted and how the store is opened.
     """
     t0 = time.perf_counter()
-    _check_args(batch_size, max_tokens, dtype)
+    check_args(batch_size, max_tokens, dtype)
     check_token_site(token)
     if not isinstance(chat_template, bool):
         raise InvalidInput(f"chat_template must be true or false, got {chat_template!r}")
@@ -253,29 +255,10 @@ def ingest(
     if st is None:
         st = open_store(store, settings)
     fingerprint = model_fingerprint(runner, runner.effective_max_tokens(max_tokens), token, chat_template)
-    _check_model_matches(st, key, runner, dtype, fingerprint, token, chat_template)
+    check_model_matches(st, key, runner, dtype, fingerprint, token, chat_template)
 
-    added = 0
-    text_of: dict[int, str] = {}
-    if prompt_set is not None:
-        before = _count(st, dataset)
-        ids_list = st.add_prompts(dataset, prompt_set.texts, labels=prompt_set.labels,
-                                  meta=prompt_set.meta)
-        added = _count(st, dataset) - before
-        text_of = dict(zip(ids_list, prompt_set.texts))
-    # The whole dataset (the file's prompts and any stored before), in ascending id order.
-    ids = st.prompts.ids(dataset)
-    missing = [int(i) for i in ids if int(i) not in text_of]
-    if missing:
-        text_of.update((p.id, p.text) for p in st.prompts.get(missing))
-    texts = [text_of[int(i)] for i in ids]
-
-    # Resume: what is stored for every requested layer is done.
-    done = np.ones(len(ids), dtype=bool)
-    for layer in wanted:
-        done &= np.isin(ids, st.activations.ids(key, layer))
-    if next_tokens:
-        done &= np.isin(ids, st.next_tokens.ids(key))
+    ids, texts, added = dataset_prompts(st, dataset, prompt_set)
+    done = stored_everywhere(st, key, ids, wanted, next_tokens)
     summary = IngestSummary(
         model_key=key, dataset=dataset, source=runner.source, prompts=len(ids), encoded=0,
         skipped=int(done.sum()), layers=wanted, tokens=0, seconds=0.0, bytes_written=0,
@@ -364,6 +347,37 @@ def ingest(
     return summary
 
 
+def dataset_prompts(st: Store, dataset: str, prompt_set: Any | None) -> tuple[np.ndarray, list[str], int]:
+    """Add the prompts of ``prompt_set`` (a read prompts file, or None) to ``dataset``; return
+    (ids int64 [n] ascending, texts [n] in id order, prompts added) of the whole dataset:
+    the file's prompts and any stored before."""
+    added = 0
+    text_of: dict[int, str] = {}
+    if prompt_set is not None:
+        before = _count(st, dataset)
+        ids_list = st.add_prompts(dataset, prompt_set.texts, labels=prompt_set.labels,
+                                  meta=prompt_set.meta)
+        added = _count(st, dataset) - before
+        text_of = dict(zip(ids_list, prompt_set.texts))
+    ids = st.prompts.ids(dataset)
+    missing = [int(i) for i in ids if int(i) not in text_of]
+    if missing:
+        text_of.update((p.id, p.text) for p in st.prompts.get(missing))
+    return ids, [text_of[int(i)] for i in ids], added
+
+
+def stored_everywhere(st: Store, key: str, ids: np.ndarray, layers: Sequence[int],
+                      next_tokens: bool = False) -> np.ndarray:
+    """bool [len(ids)]: which prompts are stored for every one of ``layers`` of model ``key``
+    (and have next tokens, when asked): what a resumed ingest skips."""
+    done = np.ones(len(ids), dtype=bool)
+    for layer in layers:
+        done &= np.isin(ids, st.activations.ids(key, layer))
+    if next_tokens:
+        done &= np.isin(ids, st.next_tokens.ids(key))
+    return done
+
+
 def _count(st: Store, dataset: str) -> int:
     try:
         return len(st.prompts.ids(dataset))
@@ -397,8 +411,8 @@ def _write_next_tokens(st: Store, key: str, runner: ModelRunner, ids: np.ndarray
     st.next_tokens.write(key, ids, top, [[d for d, _ in r] for r in rows], [[p for _, p in r] for r in rows])
 
 
-def _check_model_matches(st: Store, key: str, runner: ModelRunner, dtype: str, fingerprint: str,
-                         token: str = "last", chat_template: bool = False) -> None:
+def check_model_matches(st: Store, key: str, runner: ModelRunner, dtype: str, fingerprint: str,
+                        token: str = "last", chat_template: bool = False) -> None:
     """Refuse to mix a different model (or storage dtype) into an existing key, before any
     prompt is added: InvalidInput for another shape or dtype, Conflict for another token
     site, chat template or fingerprint (checked again by every write)."""

@@ -21,6 +21,7 @@ from actstore.layers import LayerRef
 from actstore.store import Store
 from actstore.store.knn import METRICS
 
+from . import engines
 from .boundary import service_boundary
 from .encoders import TextEncoders
 from .precision import check_precision
@@ -526,11 +527,15 @@ class Similarity:
 
         def compute(key: str) -> SimilarityMatrixResult:
             ids = self.reads.shared(ia.key, ib.key, dataset)
-            pa = [prep.one(self.reads.rows(ia.key, l_, ids), f"layer {l_} of model {ia.key!r}") for l_ in la]
-            pb = [prep.one(self.reads.rows(ib.key, l_, ids), f"layer {l_} of model {ib.key!r}") for l_ in lb]
+            # On Ray when ACTSTORE_ENGINE / the size says so (service.engines); None: here.
+            M = None if prep.active or by_dataset else engines.distributed_cka_matrix(
+                self.settings, self.store, ia, la, ib, lb, ids, debiased)
+            pa = [prep.one(self.reads.rows(ia.key, l_, ids), f"layer {l_} of model {ia.key!r}") for l_ in la] if M is None else []
+            pb = [prep.one(self.reads.rows(ib.key, l_, ids), f"layer {l_} of model {ib.key!r}") for l_ in lb] if M is None else []
             xs, ys = [x for x, _ in pa], [y for y, _ in pb]
             check_cancelled()
-            M = analysis.cka_matrix(xs, ys, debiased=debiased, precision=precision, should_stop=stop_check())
+            if M is None:
+                M = analysis.cka_matrix(xs, ys, debiased=debiased, precision=precision, should_stop=stop_check())
             counts, labels = self._corpus(ids)
             per = None
             if by_dataset:

@@ -38,6 +38,7 @@ from actstore.errors import InvalidInput, NotFound
 from .checks import as_int, preview
 from .models import ModelInfo, Models
 from .prompts import Prompts
+from .snapshots import FragmentTarget
 from .tables import ACTS_STORAGE_VERSION, Tables, acts_table, check_model_key, parse_acts_table
 from .vectors import STORAGE_DTYPES, arrow_to_vectors, vectors_to_arrow
 
@@ -294,6 +295,73 @@ class Activations:
                     fingerprint=fingerprint, quantization=quantization, chat_template=chat_template,
                 )
             return written
+
+    # ------------------------------------------------------- distributed writes
+    def fragment_targets(self, model_key: str, layers: Sequence[int], *, n_layers: int, d_model: int,
+                         dtype: str, source: str | None = None, architecture: str | None = None,
+                         revision: str | None = None, fingerprint: str | None = None,
+                         quantization: str | None = None, token: str = "last",
+                         chat_template: bool = False) -> dict[int, FragmentTarget]:
+        """Prepare a distributed write of ``layers``: check the model as :meth:`write` does
+        (same n_layers, d_model and dtype as stored; the fingerprint, see
+        :meth:`Models.check_write <actstore.store.models.Models.check_write>`), create the
+        missing layer tables empty (each with a fresh table id), record them in the layer
+        catalog and, for a new model, register it (the fields as :meth:`write` records them),
+        so that the store is consistent (``verify``) even if no fragment is ever committed.
+        Returns where workers write their fragments
+        (:func:`actstore.store.snapshots.write_layer_fragments`), by layer; their rows become
+        visible at :meth:`commit_fragments`."""
+        check_model_key(model_key)
+        if dtype not in STORAGE_DTYPES:
+            raise InvalidInput(f"dtype must be one of {sorted(STORAGE_DTYPES)}, got {dtype!r}")
+        with self._tables.write_lock:
+            existing = self._models.find(model_key, layers=False)
+            record = False
+            if existing is not None:
+                if (existing.n_layers, existing.d_model, existing.dtype) != (n_layers, d_model, dtype):
+                    raise InvalidInput(
+                        f"model {model_key!r} is stored with n_layers={existing.n_layers}, "
+                        f"d_model={existing.d_model}, dtype={existing.dtype}; got n_layers={n_layers}, "
+                        f"d_model={d_model}, dtype={dtype}")
+                record = self._models.check_write(existing, fingerprint, source)
+            out: dict[int, FragmentTarget] = {}
+            for layer in layers:
+                layer = as_int(layer, "layer")
+                if not 0 <= layer < n_layers:
+                    raise InvalidInput(f"layer {layer} is out of range for model {model_key!r}: allowed 0..{n_layers - 1}")
+                name = acts_table(model_key, layer)
+                tbl = self._tables.create(name, acts_schema(d_model, dtype, uuid.uuid4().hex),
+                                          storage_version=ACTS_STORAGE_VERSION)
+                out[layer] = FragmentTarget(layer, self._tables.dataset_uri(name), tbl.schema, dtype,
+                                            dict(self._tables.storage_options))
+            if record:
+                self._models.set_fingerprint(model_key, fingerprint)
+            self._models.add_layers(model_key, list(out))
+            if existing is None:
+                self._models.register(
+                    model_key, source=source, revision=revision, architecture=architecture,
+                    n_layers=n_layers, d_model=d_model, dtype=dtype, site="resid_post", token=token,
+                    fingerprint=fingerprint, quantization=quantization, chat_template=chat_template,
+                )
+            return out
+
+    def commit_fragments(self, model_key: str, fragments: Mapping[int, Sequence[str]]) -> int:
+        """Commit fragments written by workers (``{layer: [fragment metadata JSON]}``, from
+        :func:`~actstore.store.snapshots.write_layer_fragments` into the targets of
+        :meth:`fragment_targets`): one atomic append per layer table. The fragments must hold
+        prompt ids not stored yet in their layer (appends do not replace rows). Returns the
+        number of tables committed to."""
+        from lance.fragment import FragmentMetadata
+
+        self._models.get(model_key)  # NotFound unless fragment_targets registered it
+        done = 0
+        with self._tables.write_lock:
+            for layer, frags in sorted(fragments.items()):
+                if frags:
+                    self._tables.commit_append(acts_table(model_key, layer),
+                                               [FragmentMetadata.from_json(f) for f in frags])
+                    done += 1
+        return done
 
     # ------------------------------------------------------------------- read
     def read(

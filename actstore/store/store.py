@@ -29,6 +29,17 @@ from .tables import Tables
 __all__ = ["Store"]
 
 
+def _index_cache(tables: Tables, settings: Settings) -> Path:
+    """Local folder of the k-NN index files of a store on object storage: one sub-folder per
+    store URI under ``settings.index_cache``. The files are keyed by table id and version
+    (see :mod:`actstore.store.knn.exact`), so a cache shared by several machines or kept
+    across runs never serves an index of another version."""
+    import hashlib
+
+    name = hashlib.sha256(tables.uri.encode()).hexdigest()[:16]
+    return Path(settings.index_cache).expanduser() / name
+
+
 class Store:
     """A LanceDB database of prompts and activations. Open with :meth:`Store.open`."""
 
@@ -38,7 +49,7 @@ class Store:
         self.prompts = Prompts(tables)
         self.models = Models(tables)
         self.activations = Activations(tables, self.prompts, self.models)
-        persist = tables.local_path / "_faiss" if tables.local_path is not None else None
+        persist = tables.local_path / "_faiss" if tables.local_path is not None else _index_cache(tables, settings)
         self.knn = Knn(self.activations, self.prompts, persist, settings.ann_threshold)
         self.saes = Saes(tables, self.models)
         self.next_tokens = NextTokens(tables, self.prompts, self.models)
@@ -46,11 +57,17 @@ class Store:
         self.maintenance = Maintenance(tables, self.prompts, self.models, self.activations, self.knn, self.saes)
 
     @classmethod
-    def open(cls, uri: str | Path, *, create: bool = True, settings: Settings | None = None) -> "Store":
-        """Open the database at ``uri`` (local path or object-store URI). ``create=True``
-        creates a missing local folder; ``create=False`` raises NotFound for it instead and
-        creates nothing. ``settings`` default: ``Settings()`` (the environment)."""
-        return cls(Tables(uri, create=create), settings)
+    def open(cls, uri: str | Path, *, create: bool = True, settings: Settings | None = None,
+             storage_options: Mapping[str, str] | None = None) -> "Store":
+        """Open the database at ``uri`` (local path or object-store URI such as
+        ``s3://bucket/prefix``). ``create=True`` creates a missing local folder;
+        ``create=False`` raises NotFound for it instead and creates nothing. ``settings``
+        default: ``Settings()`` (the environment). ``storage_options``: Lance's object-store
+        options (strings: ``aws_endpoint``, ``allow_http``, ``aws_region``, keys, ...),
+        default ``settings.storage_options`` (``ACTSTORE_STORAGE_OPTIONS``)."""
+        settings = settings if settings is not None else Settings()
+        options = storage_options if storage_options is not None else settings.storage_options
+        return cls(Tables(uri, create=create, storage_options=options), settings)
 
     @property
     def uri(self) -> str:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "ACTS_PREFIX", "ACTS_STORAGE_VERSION", "KEEP_VERSIONS_FOR", "MAX_FRAGMENTS", "PUSHDOWN_IDS", "Tables",
-    "acts_table", "check_model_key", "parse_acts_table", "sql_str",
+    "acts_table", "check_model_key", "is_local", "parse_acts_table", "sql_str",
 ]
 
 # Compact a table once it has more fragments than this (many small ingest writes).
@@ -93,7 +94,9 @@ def sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _is_local(uri: str) -> bool:
+def is_local(uri: str) -> bool:
+    """Whether ``uri`` names a local folder (a path or ``file://``) rather than object storage
+    (``s3://``, ``gs://``, ``az://``, ...)."""
     return "://" not in uri or uri.startswith("file://")
 
 
@@ -102,14 +105,24 @@ class Tables:
 
     ``Tables(uri)`` opens the database at ``uri`` (local path or object-store URI). With
     ``create=False`` a local folder that does not exist raises NotFound and nothing is
-    created; with ``create=True`` (the default) it is created.
+    created; with ``create=True`` (the default) it is created. ``storage_options``: Lance's
+    object-store options (``aws_endpoint``, ``allow_http``, ``aws_region``, keys, ...; see
+    https://lancedb.github.io/lance/guide/object_store/), all strings; without them Lance
+    reads the usual ``AWS_*`` / ``GOOGLE_*`` / ``AZURE_*`` environment variables.
+
+    On S3, Lance commits a new table version by writing its manifest with a conditional PUT
+    (``If-None-Match: *``): of two writers racing for one version exactly one PUT succeeds
+    and the other gets 412 and retries on the new version (appends are rebased). Stores
+    without conditional PUT can use ``s3+ddb://bucket/path?ddbTableName=TABLE`` (a DynamoDB
+    commit lock) instead; see docs/scale.md.
     """
 
-    def __init__(self, uri: str | Path, *, create: bool = True):
+    def __init__(self, uri: str | Path, *, create: bool = True,
+                 storage_options: Mapping[str, str] | None = None):
         uri = str(uri)
         #: folder of a local database; None for object storage
         self.local_path: Path | None = None
-        if _is_local(uri):
+        if is_local(uri):
             path = Path(uri.removeprefix("file://")).expanduser()
             if path.exists() and not path.is_dir():
                 raise InvalidInput(f"{str(path)!r} is a file, not an actstore store folder")
@@ -124,8 +137,11 @@ class Tables:
             uri = str(path)
         #: the database URI (a normalised local path for local databases)
         self.uri: str = uri
+        #: object-store options every connection to this database needs (a copy; strings)
+        self.storage_options: dict[str, str] = {str(k): str(v) for k, v in (storage_options or {}).items()}
         # read_consistency_interval=0: every read sees the latest commit of any process.
-        self._db = lancedb.connect(self.uri, read_consistency_interval=timedelta(0))
+        self._db = lancedb.connect(self.uri, read_consistency_interval=timedelta(0),
+                                   storage_options=self.storage_options or None)
         #: serialises the writers of this process (re-entrant)
         self.write_lock = threading.RLock()
         self._handles: dict[str, Any] = {}
@@ -168,6 +184,28 @@ class Tables:
                 tbl = self._db.create_table(name, schema=schema, exist_ok=True, storage_options=options)
             self._handles[name] = tbl
             return tbl
+
+    def dataset_uri(self, name: str) -> str:
+        """URI of the Lance dataset of table ``name`` (``<db>/<name>.lance``), for the Lance
+        fragment API (distributed writes; see :meth:`commit_append`)."""
+        return f"{self.uri.rstrip('/')}/{name}.lance"
+
+    def commit_append(self, name: str, fragments: list) -> Any:
+        """Append fragments written elsewhere (``lance.fragment.write_fragments`` by other
+        processes, into :meth:`dataset_uri`) to existing table ``name`` in one commit: readers
+        see all their rows or none. Returns the table. A commit that races another writer's
+        append is rebased and retried by Lance."""
+        import lance
+
+        tbl = self.open(name)
+        if tbl is None:
+            raise NotFound(f"no table {name!r} to append fragments to")
+        if fragments:
+            ds = tbl.to_lance()
+            lance.LanceDataset.commit(self.dataset_uri(name), lance.LanceOperation.Append(list(fragments)),
+                                      read_version=ds.version, storage_options=self.storage_options or None)
+            self._maybe_compact(tbl)
+        return tbl
 
     def version(self, name: str) -> int | None:
         """Version of table ``name`` (it changes with every commit), None when it does not exist."""

@@ -3,7 +3,11 @@
 Exact search (:mod:`.exact`, flat FAISS indices) below ``ann_threshold`` rows per table,
 approximate search (:mod:`.ann`, IVF-PQ candidates re-ranked exactly) from it on;
 ``approximate=`` forces either. Indices are built lazily per table token (id and version)
-and persisted, with checksums, beside a local database (``<db>/_faiss``; :mod:`.files`). See :mod:`.exact` for the score of each metric.
+and persisted, with checksums, beside a local database (``<db>/_faiss``; :mod:`.files`) or, for a
+database on object storage, in a local cache folder (``Settings.index_cache``, one sub-folder
+per store URI): built from the remote table's rows, keyed by its id and version, so a new
+commit anywhere makes the next search build a new index. See :mod:`.exact` for the score of
+each metric.
 """
 
 from __future__ import annotations

@@ -101,7 +101,8 @@ class KnnIndexes:
 
     @property
     def persist_dir(self) -> Path | None:
-        """Folder the indices are persisted in (``<db>/_faiss``), None for object storage."""
+        """Folder the indices are persisted in (``<db>/_faiss``, or the local index cache of a
+        store on object storage), None for memory only."""
         return self._dir
 
     def ann_entries(self) -> dict[tuple[str, str], AnnIndex]:
