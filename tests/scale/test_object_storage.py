@@ -175,3 +175,35 @@ def test_storage_options_setting_is_a_json_object_of_strings():
         Settings(environ={"ACTSTORE_STORAGE_OPTIONS": "[1]"})
     with pytest.raises(InvalidInput, match="ACTSTORE_ENGINE='spark' is invalid: use one of local, ray, auto"):
         Settings(environ={"ACTSTORE_ENGINE": "spark"})
+
+
+def test_sae_weights_on_s3_register_load_verify_and_drop(pair, tmp_path: Path):
+    """An SAE registered into a store on S3 keeps its weights in the store's sae_weights table:
+    loaded back bit for bit as from a local store, checked by verify, removed by drop."""
+    import torch
+    from safetensors.torch import save_file
+
+    local, remote, _ = pair
+    rng = np.random.default_rng(5)
+    d, d_sae = local.models.get("tiny").d_model, 12
+    folder = tmp_path / "sae"
+    folder.mkdir()
+    tensors = {"W_enc": rng.standard_normal((d, d_sae)), "W_dec": rng.standard_normal((d_sae, d)),
+               "b_enc": rng.standard_normal(d_sae), "b_dec": rng.standard_normal(d)}
+    (folder / "cfg.json").write_text(json.dumps({"architecture": "standard", "d_in": d, "d_sae": d_sae,
+                                                 "apply_b_dec_to_input": True, "normalize_activations": "none"}))
+    save_file({k: torch.from_numpy(v.astype(np.float32)) for k, v in tensors.items()},
+              str(folder / "sae_weights.safetensors"))
+    r_local = local.saes.register("tiny", 1, folder)
+    r_remote = remote.saes.register("tiny", 1, folder)
+    assert r_remote.sae_id == r_local.sae_id and r_remote.weights_sha256 == r_local.weights_sha256
+    assert r_remote.weights_path == f"sae_weights/{r_remote.sae_id}"
+    assert r_local.weights_path == f"_saes/{r_local.sae_id}/sae_weights.safetensors"
+    _, got = remote.saes.load(r_remote.sae_id)
+    for name, value in tensors.items():
+        np.testing.assert_array_equal(got[name], value.astype(np.float32))
+    assert remote.saes.check(r_remote) is None
+    assert all(not c.problems for c in remote.maintenance.verify())
+    remote.maintenance.drop_model("tiny")
+    assert remote.saes.list() == []
+    assert remote.tables.scan(remote.tables.open("sae_weights"), ["sae_id"]).num_rows == 0
