@@ -146,6 +146,11 @@ class Tables:
         self.write_lock = threading.RLock()
         self._handles: dict[str, Any] = {}
         self._handles_lock = threading.Lock()
+        # Object storage has no folders: a store there exists once it holds a table.
+        if self.local_path is None and not create and not self.names():
+            raise NotFound(f"no actstore store at {self.uri!r} (no tables there); create one with "
+                           "`actstore ingest`, `actstore import` or `actstore demo`, or check --store and the "
+                           "storage options")
 
     def __repr__(self) -> str:
         return f"Tables({self.uri!r})"

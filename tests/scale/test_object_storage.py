@@ -207,3 +207,12 @@ def test_sae_weights_on_s3_register_load_verify_and_drop(pair, tmp_path: Path):
     remote.maintenance.drop_model("tiny")
     assert remote.saes.list() == []
     assert remote.tables.scan(remote.tables.open("sae_weights"), ["sae_id"]).num_rows == 0
+
+
+def test_a_missing_store_on_s3_is_refused_by_read_commands(s3_uri: str, s3_options: dict[str, str]):
+    from actstore.errors import NotFound
+
+    with pytest.raises(NotFound) as err:
+        Store.open(s3_uri, create=False, settings=Settings(environ={}), storage_options=s3_options)
+    assert str(err.value) == (f"no actstore store at '{s3_uri}' (no tables there); create one with `actstore "
+                              "ingest`, `actstore import` or `actstore demo`, or check --store and the storage options")
