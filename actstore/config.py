@@ -13,6 +13,16 @@ variable                       meaning                                    defaul
 ``ACTSTORE_MAX_DEPTH``         largest GraphQL query depth                10
 ``ACTSTORE_CACHE_MB``          in-memory layer cache of the service       4096
 ``ACTSTORE_ANN_THRESHOLD``     rows from which k-NN is approximate        50000
+``ACTSTORE_ANN_RECALL``        recall@10 an approximate index is tuned    0.98
+                               to at build time (measured on held-out
+                               stored rows; see actstore.store.knn.tuning)
+``ACTSTORE_ANN_LATENCY_MS``    single-query latency the tuned search      5.0
+                               must keep; else that table is searched
+                               exactly
+``ACTSTORE_VERSION_CHECK_S``   seconds between table-version checks of    1.0
+                               the nearestNeighbors path (writes through
+                               this process are seen at once; 0: check
+                               on every request)
 ``ACTSTORE_MAX_COST``          largest estimated cost of one heavy query  1e13
                                (floating-point operations; about 7
                                minutes on 2 CPU cores, see
@@ -120,6 +130,9 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "max_query_depth": ("ACTSTORE_MAX_DEPTH", int),
     "cache_mb": ("ACTSTORE_CACHE_MB", int),
     "ann_threshold": ("ACTSTORE_ANN_THRESHOLD", int),
+    "ann_recall": ("ACTSTORE_ANN_RECALL", float),
+    "ann_latency_ms": ("ACTSTORE_ANN_LATENCY_MS", float),
+    "version_check_s": ("ACTSTORE_VERSION_CHECK_S", float),
     "max_cost": ("ACTSTORE_MAX_COST", float),
     "cheap_cost": ("ACTSTORE_CHEAP_COST", float),
     "max_layers": ("ACTSTORE_MAX_LAYERS", int),
@@ -159,6 +172,9 @@ class Settings:
     max_query_depth: int = 10
     cache_mb: int = 4096
     ann_threshold: int = 50_000
+    ann_recall: float = 0.98
+    ann_latency_ms: float = 5.0
+    version_check_s: float = 1.0
     max_cost: float = 1e13
     cheap_cost: float = 1e9
     max_layers: int = 64

@@ -63,14 +63,21 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def matmul_gflops(n: int, d: int, dtype) -> float:
-    """Rate of a plain torch matmul [n, d] @ [d, n] (2 n^2 d flops), best of 3."""
+def matmul_gflops(n: int, d: int, dtype, device: str = "cpu") -> float:
+    """Rate of a plain torch matmul [n, d] @ [d, n] (2 n^2 d flops) on ``device``, best of 3."""
     import torch
 
-    x = torch.randn(n, d, dtype=dtype)
-    y = torch.randn(n, d, dtype=dtype)
-    x @ y.T
-    t, _ = timed(lambda: x @ y.T, repeat=3)
+    x = torch.randn(n, d, dtype=dtype, device=device)
+    y = torch.randn(n, d, dtype=dtype, device=device)
+
+    def mm():
+        out = x @ y.T
+        if out.is_cuda:
+            torch.cuda.synchronize()
+        return out
+
+    mm()
+    t, _ = timed(mm, repeat=3)
     return 2.0 * n * n * d / t / 1e9
 
 

@@ -26,7 +26,7 @@ from _common import matmul_gflops, peak_rss_gb, synthetic_models, timed
 from actstore.analysis import cka_matrix, cka_permutation_test, linear_cka, plan_cka_matrix
 
 
-def naive_pair(x: np.ndarray, y: np.ndarray, dtype=torch.float32) -> float:
+def naive_pair(x: np.ndarray, y: np.ndarray, dtype=torch.float32, device: str = "cpu") -> float:
     """Debiased CKA the direct way: both n x n Grams, then the estimator on K~, L~.
 
     Columns are centred first (in float64) so that float32 Grams stay accurate; the estimator
@@ -35,7 +35,7 @@ def naive_pair(x: np.ndarray, y: np.ndarray, dtype=torch.float32) -> float:
     n = x.shape[0]
 
     def gram(a):
-        a = torch.from_numpy(a)
+        a = torch.from_numpy(a).to(device)
         a = (a - a.to(torch.float64).mean(0).to(a.dtype)).to(dtype)
         k = a @ a.T
         k.fill_diagonal_(0)
@@ -58,10 +58,15 @@ def main() -> None:
     ap.add_argument("--naive-pairs", type=int, default=3)
     ap.add_argument("--permutations", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                    help="where cka_matrix and the reference matmul run (auto: cuda when available)")
     args = ap.parse_args()
     n = args.n or (10_000 if args.full else 4_096)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"device {'cuda' if torch.cuda.is_available() else 'cpu'}")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA device")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}"
+          + (f" ({torch.cuda.get_device_name(0)})" if device == "cuda" else ""))
 
     t0 = time.perf_counter()
     A, B = synthetic_models(n, seed=args.seed)
@@ -70,8 +75,8 @@ def main() -> None:
           f"{(sum(a.nbytes for a in A) + sum(b.nbytes for b in B)) / 2**30:.2f} GiB), "
           f"generated in {time.perf_counter() - t0:.1f} s")
 
-    mm32 = matmul_gflops(n, 2048, torch.float32)
-    mm64 = matmul_gflops(n, 2048, torch.float64)
+    mm32 = matmul_gflops(n, 2048, torch.float32, device)
+    mm64 = matmul_gflops(n, 2048, torch.float64, device)
     print(f"plain torch matmul [{n} x 2048] @ [2048 x {n}]: float32 {mm32:.0f} GFLOP/s, "
           f"float64 {mm64:.0f} GFLOP/s")
 
@@ -80,7 +85,7 @@ def main() -> None:
           f"{plan.block_rows}; gram form {plan.gram_flops / 1e12:.2f} TFLOP, feature form "
           f"{plan.feature_flops / 1e12:.2f} TFLOP")
 
-    t_fast, M = timed(cka_matrix, A, B, debiased=True)
+    t_fast, M = timed(cka_matrix, A, B, debiased=True, device=device)
     flops = plan.gram_flops if plan.form == "gram" else plan.feature_flops
     rate = flops / t_fast / 1e9
     ref_rate = mm32 if plan.precision == "float32" else mm64
@@ -94,9 +99,9 @@ def main() -> None:
     pairs = pairs[: max(1, args.naive_pairs)]
     t_naive, errs, errs64 = [], [], []
     for i, j in pairs:
-        t, v = timed(naive_pair, A[i], B[j])
+        t, v = timed(naive_pair, A[i], B[j], device=device)
         t_naive.append(t)
-        ref = linear_cka(A[i], B[j], precision="float64", form="feature")
+        ref = linear_cka(A[i], B[j], precision="float64", form="feature", device=device)
         errs.append(abs(M[i, j] - ref))
         errs64.append(abs(v - ref))
     per_pair = float(np.mean(t_naive))

@@ -12,6 +12,11 @@ storage and bookkeeping; the target is >= 0.9.
     .venv/bin/python bench/ingest.py                 # 64 prompts x 128 tokens, batch 16, 4 reps
     .venv/bin/python bench/ingest.py --prompts 1024 --device cuda
 
+MFU (model FLOPs utilisation) of both paths: forward FLOPs 2 N + 2 n_layers seq d_model per
+token (Kaplan et al. 2020; N the non-embedding parameters) over the card's dense fp16/bf16
+peak (known for H200 / H100 / A100 / L4 / A10G by name, or ``--peak-tflops``); CPU runs
+print it only with ``--peak-tflops``.
+
 Bare and ingest runs are interleaved (``--reps`` each, plus one more bare run) so that noise
 from other processes hits both alike; the ratio of the best runs is the headline, the ratio
 of the medians is printed too.
@@ -59,6 +64,26 @@ def make_prompts(n: int, seq: int, seed: int = 0) -> list[str]:
     return [f"{i} " + " ".join(rng.choice(words, size=seq)) for i in range(n)]
 
 
+# dense fp16 / bf16 tensor-core peak (TFLOP/s, no sparsity) by device-name fragment
+PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10G": 125.0,
+               "A10": 125.0, "V100": 125.0, "T4": 65.0}
+
+
+def peak_tflops(device, given: float | None) -> float | None:
+    """The card's dense fp16/bf16 peak (TFLOP/s): ``given``, else from the CUDA device name."""
+    if given:
+        return given
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+
+
+def forward_flops(n_params: int, embed_params: int, layers: int, seq: int, d_model: int, tokens: int) -> float:
+    """Forward FLOPs of ``tokens`` tokens: (2 N + 2 n_layers seq d_model) per token."""
+    return (2.0 * (n_params - embed_params) + 2.0 * layers * seq * d_model) * tokens
+
+
 def bare_loop(runner, tok, batches) -> float:
     """Wall seconds of plain forward passes over the batches, nothing kept."""
     model, dev = runner.model, runner.device
@@ -84,6 +109,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="float16", help="storage dtype")
     ap.add_argument("--reps", type=int, default=4, help="interleaved bare/ingest repetitions")
+    ap.add_argument("--peak-tflops", type=float, default=None,
+                    help="the device's dense fp16/bf16 peak for MFU (default: known CUDA cards by name)")
     args = ap.parse_args()
 
     from actstore import Store
@@ -138,6 +165,16 @@ def main() -> None:
         print(f"ratio ingest/bare = {ratio:.3f} (best runs, wall clock; {ratio_med:.3f} of the "
               f"medians); inside the best ingest "
               f"{100 * share:.1f}% of the time is spent outside the model")
+        peak = peak_tflops(runner.device, args.peak_tflops)
+        embed = sum(p.numel() for name, p in runner.model.named_parameters() if "embed" in name)
+        flops = forward_flops(n_params, embed, runner.n_layers, args.seq, runner.d_model, toks)
+        if peak:
+            print(f"MFU against {peak:.0f} TFLOP/s peak ({torch.cuda.get_device_name(runner.device) if runner.device.type == 'cuda' else 'given'}): "
+                  f"bare {flops / bw / 1e12 / peak:.3f} ({flops / bw / 1e12:.1f} TFLOP/s), "
+                  f"ingest {flops / iw / 1e12 / peak:.3f} ({flops / iw / 1e12:.1f} TFLOP/s)")
+        else:
+            print(f"model FLOP/s: bare {flops / bw / 1e12:.3f} TFLOP/s, ingest {flops / iw / 1e12:.3f} TFLOP/s "
+                  "(no peak known for MFU; give --peak-tflops)")
         print(f"target >= 0.90 -> {'OK' if ratio >= 0.9 else 'BELOW TARGET'}"
               + ("" if ratio >= 0.9 else " (wall clock is noisy on a shared machine; the share of "
                  "time outside the model is the noise-robust figure)"))

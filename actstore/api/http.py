@@ -246,8 +246,8 @@ class GraphQLEndpoint:
                    operation_name: str | None, extensions: dict[str, Any] | None) -> Response:
         # Parsed here (on a worker thread, into the cache the schema's parsing step reads) so the
         # operation can be selected by the specification's rules before anything runs.
-        try:
-            parsed = await asyncio.to_thread(self.cache.parse, query)
+        try:  # a cached document without a worker-thread round trip
+            parsed = self.cache.hit(query) or await asyncio.to_thread(self.cache.parse, query)
         except GraphQLError as exc:
             return self.render(SimpleNamespace(data=None, errors=[exc]), media)
         problem = operation_problem(parsed.document, operation_name)

@@ -22,6 +22,7 @@ from actstore.service import (
     CkaResult,
     DatasetCount,
     DatasetInfo,
+    LayerIndex as LayerIndexValue,
     ModelInfo,
     ModelSummary,
     MutualKnnByDataset,
@@ -129,6 +130,19 @@ _ModelFields = derive(ModelInfo, name="ModelFields", exclude=("created_at",),
                                                      "chat template."})
 
 
+LayerIndex = derive(LayerIndexValue, name="LayerIndex", descriptions={
+    "kind": "flat (exact search) or ivfpq4fs+rerank (approximate: IVF-PQ candidates re-ranked exactly).",
+    "metric": "The metric of the approximate index; null when every metric is searched the same way.",
+    "recall": "Recall@10 measured when the index was built, on held-out stored prompts against exact search "
+              "(1.0 when exact; null while the approximate index is not built yet: it is built on the first "
+              "search).",
+    "exact": "True when the layer's answers are exact: a table below the approximate threshold, or one whose "
+             "approximate index could not reach the target recall within the latency budget.",
+    "target": "Recall@10 the index is tuned to (ACTSTORE_ANN_RECALL).",
+    "candidates": "Candidates re-ranked exactly for k = 10 (tuned).",
+    "measured_rows": "Rows of the table when the recall was measured."})
+
+
 @strawberry.type
 class Model(_ModelFields):
     summary: strawberry.Private[Callable[[], Awaitable[ModelSummary]]]
@@ -140,6 +154,10 @@ class Model(_ModelFields):
     @strawberry.field(description="Prompts stored at every stored layer of this model.")
     async def prompt_count(self) -> int:
         return (await self.summary()).prompt_count
+
+    @strawberry.field(description="How k-NN searches each stored layer: kind, measured recall, exact or not.")
+    async def indexes(self, info: Info) -> list[LayerIndex]:
+        return [build(LayerIndex, r) for r in await call(info, info.context.service.catalog.layer_indexes, self.key)]
 
     @classmethod
     def of(cls, info: Info, model: ModelInfo) -> "Model":

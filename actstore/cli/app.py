@@ -50,6 +50,7 @@ def info_command(ctx: typer.Context, store: StoreOption = None) -> None:
         s = open_store(settings_for(store))
         models, datasets = s.models.list(), s.prompts.datasets()
         prompts = {m.key: len(s.activations.model_ids(m.key)) for m in models}
+        indexes = {m.key: s.knn.layer_indexes(m.key, m.layers) for m in models}
     console = Console()
     console.print(f"[bold]store[/bold] {s.uri}")
     t = Table(title=f"models ({len(models)})", title_justify="left")
@@ -61,6 +62,20 @@ def info_command(ctx: typer.Context, store: StoreOption = None) -> None:
         t.add_row(m.key, m.architecture, layers, str(m.d_model), m.dtype, m.quantization or "-",
                   m.token + (" +chat" if m.chat_template else ""), str(prompts[m.key]), m.source)
     console.print(t)
+    approx = [(key, r) for key, rows in indexes.items() for r in rows if r.kind != "flat" or r.metric is not None]
+    t = Table(title=f"approximate k-NN indexes (tables of at least {s.knn.ann_threshold} rows; smaller ones "
+              f"are searched exactly)", title_justify="left")
+    for col in ("model", "layer", "rows", "metric", "search", f"recall@10 (target {s.knn.recall_target:g})",
+                "nprobe", "candidates"):
+        t.add_column(col)
+    for key, r in approx:
+        recall = "not built yet" if r.recall is None else f"{r.recall:.4f}" + (
+            f" at {r.measured_rows} rows" if r.measured_rows not in (None, r.rows) else "")
+        t.add_row(key, str(r.layer), str(r.rows), r.metric or "all",
+                  "exact (target not reachable in budget)" if r.exact else r.kind, recall,
+                  "-" if r.nprobe is None else str(r.nprobe), "-" if r.candidates is None else str(r.candidates))
+    if approx:
+        console.print(t)
     t = Table(title=f"datasets ({len(datasets)})", title_justify="left")
     for col in ("name", "prompts", "labelled"):
         t.add_column(col)

@@ -8,6 +8,7 @@ are re-exported here, so its callers need nothing below it.
 
 from actstore.analysis.results import DiagonalTest
 from actstore.store import DatasetInfo, ModelInfo, PromptRecord, SaeRecord
+from actstore.store.knn import LayerIndex
 from actstore.store.maintenance import Check, DropSummary
 
 from .bridges import (
@@ -38,7 +39,8 @@ __all__ = [
     "AffinityMatrixByDataset", "AffinityMatrixResult", "BridgeResult", "BridgeSweepResult", "Check", "CkaByDataset", "CkaMatrixByDataset", "CkaResult", "DatasetCount",
     "DatasetInfo", "DiagonalTest",
     "DropSummary",
-    "FeaturePairResult", "Job", "ModelInfo", "ModelSummary", "MutualKnnByDataset", "MutualKnnResult", "Neighbor", "NextTokenTransferResult", "ProbeTransferResult",
+    "FeaturePairResult", "Job", "LayerIndex", "ModelInfo", "ModelSummary", "MutualKnnByDataset", "MutualKnnResult",
+    "Neighbor", "NextTokenTransferResult", "ProbeTransferResult",
     "ProbeTransferSweepResult", "PromptRecord", "SaeCorrelationResult", "SaeMatrixResult", "SaeRecord", "Service",
     "SimilarityMatrixResult",
 ]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from actstore.store import DatasetInfo, ModelInfo, PromptRecord, Store
+from actstore.store.knn import LayerIndex
 
 from .boundary import service_boundary
 
@@ -52,6 +53,12 @@ class Catalog:
         names = [d.name for d in datasets
                  if len(np.intersect1d(ids, self.store.prompts.ids(d.name), assume_unique=True))]
         return ModelSummary(info, names, len(ids))
+
+    def layer_indexes(self, key: str) -> list[LayerIndex]:
+        """How k-NN searches each stored layer of one model (kind, measured recall, exact or
+        not; see :meth:`actstore.store.knn.Knn.layer_indexes`). NotFound for an unknown key."""
+        info = self.store.models.get(key)
+        return self.store.knn.layer_indexes(info.key, info.layers)
 
     def datasets(self) -> list[DatasetInfo]:
         return self.store.prompts.datasets()

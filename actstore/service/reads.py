@@ -53,7 +53,8 @@ class Reads:
     # ------------------------------------------------------------ resolution
     def resolve(self, ref: LayerRef) -> tuple[ModelInfo, int]:
         """(model info, stored layer index) of a layer reference (see :class:`LayerRef`)."""
-        info = self.store.models.get(ref.model)
+        # catalogs up to Settings.version_check_s old: no version check per look-up
+        info = self.store.models.get(ref.model, recent=True)
         return info, ref.resolve(info.n_layers, info.layers)
 
     def layer_list(self, info: ModelInfo, layers: Sequence[int] | None) -> list[int]:

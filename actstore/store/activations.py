@@ -102,17 +102,26 @@ class Activations:
         self._model_ids_cache: dict[tuple[str, str | None], tuple[tuple, np.ndarray]] = {}
 
     # ----------------------------------------------------------------- tables
-    def locate(self, model_key: str, layer: int):
+    def locate(self, model_key: str, layer: int, *, recent: bool = False):
         """(info, layer, table) of one activation table: NotFound for an unknown model or a
         layer without a table, InvalidInput for a layer out of range. The hot path of every
-        read and k-NN query: one version check of the models table; ``info.layers`` is left
-        empty."""
-        info = self._info(model_key)
+        read and k-NN query: one version check of the models table (none with ``recent``
+        within ``Tables.version_check_s``); ``info.layers`` is left empty."""
+        info = self._info(model_key, recent)
         layer, tbl = self._table(info, layer)
         return info, layer, tbl
 
-    def _info(self, model_key: str) -> ModelInfo:
-        info = self._models.find(model_key, layers=False)
+    def recent_state(self, model_key: str, layer: int, *, fresh: bool = False) -> tuple[str, int]:
+        """(token, rows) of one activation table (it must exist), memoised for
+        ``Tables.version_check_s`` and until a write through this process (the k-NN look-up
+        path; ``fresh=True`` checks now)."""
+        return self._tables.recent(acts_table(model_key, layer), "token+rows",
+                                   lambda t: (table_token(t), int(t.count_rows())), fresh=fresh)
+
+    def _info(self, model_key: str, recent: bool = False) -> ModelInfo:
+        info = self._models.find(model_key, layers=False, recent=recent)
+        if info is None and recent:
+            info = self._models.find(model_key, layers=False)
         return info if info is not None else self._models.get(model_key)  # NotFound naming the known models
 
     def _table(self, info: ModelInfo, layer: int):

@@ -147,13 +147,14 @@ class Models:
             return -1
         return mv + (self._tables.version(MODEL_LAYERS) or 0)
 
-    def _rows(self) -> tuple[int, dict[str, ModelInfo]]:
+    def _rows(self, recent: bool = False) -> tuple[int, dict[str, ModelInfo]]:
         """(models-table version, registered models by key with ``layers`` empty), cached per
-        version; version -1 when there is no table."""
+        version; version -1 when there is no table. ``recent``: the version may be up to
+        ``Tables.version_check_s`` old (:meth:`Tables.recent`)."""
+        version = self._tables.checked_version(MODELS, recent)
         tbl = self._tables.open(MODELS)
-        if tbl is None:
+        if tbl is None or version is None:
             return -1, {}
-        version = int(tbl.version)
         cached = self._rows_cache
         if cached is None or cached[0] != version:
             rows = self._tables.scan(tbl).to_pylist()
@@ -173,13 +174,13 @@ class Models:
                 out.setdefault(parsed[0], set()).add(parsed[1])
         return {k: tuple(sorted(v)) for k, v in out.items()}
 
-    def _catalog(self) -> tuple[int | None, dict[str, tuple[int, ...]]]:
+    def _catalog(self, recent: bool = False) -> tuple[int | None, dict[str, tuple[int, ...]]]:
         """(catalog version, stored layers by model); version None for a store without a
-        catalog, whose layers come from the table names."""
+        catalog, whose layers come from the table names. ``recent`` as in :meth:`_rows`."""
+        version = self._tables.checked_version(MODEL_LAYERS, recent)
         tbl = self._tables.open(MODEL_LAYERS)
-        if tbl is None:
+        if tbl is None or version is None:
             return None, self._listed_layers()
-        version = int(tbl.version)
         cached = self._layers_cache
         if cached is None or cached[0] != version:
             t = self._tables.scan(tbl)
@@ -189,12 +190,12 @@ class Models:
             cached = self._layers_cache = (version, {k: tuple(sorted(v)) for k, v in out.items()})
         return cached
 
-    def _infos(self) -> dict[str, ModelInfo]:
+    def _infos(self, recent: bool = False) -> dict[str, ModelInfo]:
         """Registered models by key with their stored layers, cached per pair of versions."""
-        mv, rows = self._rows()
+        mv, rows = self._rows(recent)
         if not rows:
             return {}
-        lv, layers = self._catalog()
+        lv, layers = self._catalog(recent)
         if lv is None:
             return {k: replace(info, layers=layers.get(k, ())) for k, info in rows.items()}
         cached = self._full_cache
@@ -208,20 +209,25 @@ class Models:
         infos = self._infos()
         return [infos[k] for k in sorted(infos)]
 
-    def get(self, key: str) -> ModelInfo:
-        """The model registered under ``key``; NotFound naming the known keys otherwise."""
-        info = self.find(key)
+    def get(self, key: str, *, recent: bool = False) -> ModelInfo:
+        """The model registered under ``key``; NotFound naming the known keys otherwise.
+        ``recent=True``: from catalogs up to ``Tables.version_check_s`` old (a key they lack
+        is looked up afresh)."""
+        info = self.find(key, recent=recent)
+        if info is None and recent:
+            info = self.find(key)
         if info is None:
             raise NotFound(f"unknown model {key!r}; known models: {preview(sorted(self._rows()[1])) or 'none'}")
         return info
 
-    def find(self, key: str, *, layers: bool = True) -> ModelInfo | None:
+    def find(self, key: str, *, layers: bool = True, recent: bool = False) -> ModelInfo | None:
         """The model registered under ``key``, or None. ``layers=False`` leaves
         ``info.layers`` empty and skips the layer catalog (one version check: the hot path
-        of every activation read)."""
+        of every activation read). ``recent=True``: from catalogs up to
+        ``Tables.version_check_s`` old (no version check within that time)."""
         if not layers:
-            return self._rows()[1].get(key)
-        return self._infos().get(key)
+            return self._rows(recent)[1].get(key)
+        return self._infos(recent).get(key)
 
     # ------------------------------------------------------------------ write
     def check_write(self, info: ModelInfo, fingerprint: str | None, source: str | None) -> bool:

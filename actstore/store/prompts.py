@@ -319,10 +319,12 @@ class Prompts:
         v = self._tables.version(PROMPTS)
         return -1 if v is None else v
 
-    def _catalog(self) -> _Catalog:
-        """The prompt catalog at the table's latest version (cached per version)."""
+    def _catalog(self, recent: bool = False) -> _Catalog:
+        """The prompt catalog at the table's latest version (cached per version); ``recent``:
+        at a version checked at most ``Tables.version_check_s`` ago (:meth:`Tables.recent`)."""
+        version = self._tables.checked_version(PROMPTS, recent)
         tbl = self._tables.open(PROMPTS)
-        version = -1 if tbl is None else int(tbl.version)
+        version = -1 if tbl is None or version is None else version
         cached = self._cache
         if cached is None or cached.version != version:
             if tbl is None:
@@ -332,6 +334,18 @@ class Prompts:
                 t = t.take(pc.sort_indices(t["prompt_id"]))
             cached = self._cache = _Catalog(version, t)
         return cached
+
+    def _recent_with(self, ids: np.ndarray) -> _Catalog:
+        """The catalog at a version checked at most ``Tables.version_check_s`` ago when it
+        holds every one of ``ids`` (stored prompts never change), else at the latest version.
+        Reads of stored prompts thus cost no version check per request."""
+        catalog = self._catalog(recent=True)
+        known = catalog.ids
+        if len(known):
+            pos = np.clip(np.searchsorted(known, ids), 0, len(known) - 1)
+            if (known[pos] == ids).all():
+                return catalog
+        return self._catalog()
 
     def _positions(self, catalog: _Catalog, ids: np.ndarray) -> np.ndarray:
         """Rows of the catalog holding these prompt ids; NotFound for unknown ids."""
@@ -390,7 +404,7 @@ class Prompts:
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         if len(ids) == 0:
             return []
-        catalog = self._catalog()
+        catalog = self._recent_with(ids)
         rows = catalog.table.take(self._positions(catalog, ids)).to_pylist()
         return [
             PromptRecord(id=r["prompt_id"], dataset=r["dataset"], text=r["text"], label=r["label"],
@@ -403,6 +417,6 @@ class Prompts:
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         if len(ids) == 0:
             return np.empty(0)
-        catalog = self._catalog()
+        catalog = self._recent_with(ids)
         labels = catalog.table["label"].take(pa.array(self._positions(catalog, ids)))
         return labels.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls -> NaN

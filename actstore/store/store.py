@@ -46,11 +46,13 @@ class Store:
     def __init__(self, tables: Tables, settings: Settings | None = None):
         settings = settings if settings is not None else Settings()
         self.tables = tables
+        tables.version_check_s = float(settings.version_check_s)
         self.prompts = Prompts(tables)
         self.models = Models(tables)
         self.activations = Activations(tables, self.prompts, self.models)
         persist = tables.local_path / "_faiss" if tables.local_path is not None else _index_cache(tables, settings)
-        self.knn = Knn(self.activations, self.prompts, persist, settings.ann_threshold)
+        self.knn = Knn(self.activations, self.prompts, persist, settings.ann_threshold, settings.ann_recall,
+                       settings.ann_latency_ms)
         self.saes = Saes(tables, self.models)
         self.next_tokens = NextTokens(tables, self.prompts, self.models)
         self.results = Results(tables, settings.results_max_rows, settings.results_compact_every)

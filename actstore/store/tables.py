@@ -15,6 +15,15 @@ is made safe by its repository (see :mod:`actstore.store.prompts`). ``write_lock
 process-level lock, serialises the writers inside one process. The connection uses
 ``read_consistency_interval=0``: every read sees the latest commit of any process.
 
+Hot reads (a nearestNeighbors look-up) need not pay a version check per table per request
+(~0.25 ms each through LanceDB's event loop): :meth:`Tables.recent` memoises what a reader
+derives from a table (its version, token, row count) for ``version_check_s`` seconds
+(``ACTSTORE_VERSION_CHECK_S``, default 1 s; 0 checks every time). A write through any
+:class:`Tables` of the same database in this process (every write method here, and every
+release of ``write_lock``) drops those memos at once; writes of other processes are seen
+within ``version_check_s``. Writers and everything that keys cached answers keep exact
+checks.
+
 Measured choices kept here:
 
 * activation tables use the legacy (v1) Lance file format (:data:`ACTS_STORAGE_VERSION`);
@@ -29,10 +38,11 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import lancedb
 import numpy as np
@@ -41,6 +51,8 @@ import pyarrow as pa
 from actstore.errors import InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 __all__ = [
     "ACTS_PREFIX", "ACTS_STORAGE_VERSION", "KEEP_VERSIONS_FOR", "MAX_FRAGMENTS", "PUSHDOWN_IDS", "Tables",
@@ -100,6 +112,35 @@ def is_local(uri: str) -> bool:
     return "://" not in uri or uri.startswith("file://")
 
 
+# Writes through this process, per database URI: a memo of :meth:`Tables.recent` taken at an
+# older count is stale, whichever Tables object of the process wrote.
+_WRITES: dict[str, int] = {}
+_WRITES_LOCK = threading.Lock()
+
+
+class _WriteLock:
+    """A re-entrant lock whose every release counts as a write to the database (writers hold it)."""
+
+    def __init__(self, on_release) -> None:
+        self._lock = threading.RLock()
+        self._on_release = on_release
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        try:
+            self._on_release()
+        finally:
+            self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class Tables:
     """The tables of one LanceDB database. Thread-safe; writers take :attr:`write_lock`.
 
@@ -142,15 +183,40 @@ class Tables:
         # read_consistency_interval=0: every read sees the latest commit of any process.
         self._db = lancedb.connect(self.uri, read_consistency_interval=timedelta(0),
                                    storage_options=self.storage_options or None)
-        #: serialises the writers of this process (re-entrant)
-        self.write_lock = threading.RLock()
+        #: serialises the writers of this process (re-entrant); releasing it drops the memos of :meth:`recent`
+        self.write_lock = _WriteLock(self.wrote)
         self._handles: dict[str, Any] = {}
         self._handles_lock = threading.Lock()
+        #: seconds a memo of :meth:`recent` is trusted without a version check (``Settings.version_check_s``)
+        self.version_check_s = 0.0
+        self._memo: dict[tuple[str, str], tuple[float, int, Any]] = {}
         # Object storage has no folders: a store there exists once it holds a table.
         if self.local_path is None and not create and not self.names():
             raise NotFound(f"no actstore store at {self.uri!r} (no tables there); create one with "
                            "`actstore ingest`, `actstore import` or `actstore demo`, or check --store and the "
                            "storage options")
+
+    def wrote(self) -> None:
+        """Record a write to this database by this process: every memo of :meth:`recent`
+        (of every Tables object of the database) is stale from now on."""
+        with _WRITES_LOCK:
+            _WRITES[self.uri] = _WRITES.get(self.uri, 0) + 1
+
+    def recent(self, name: str, what: str, compute: Callable[[Any], T], *, fresh: bool = False) -> T:
+        """``compute(handle)`` of table ``name`` (handle None when the table does not exist),
+        memoised under ``what`` for ``version_check_s`` seconds and until a write through this
+        process; ``fresh=True`` computes it anew. For hot read paths that may be up to
+        ``version_check_s`` behind other processes' writes (see the module docstring)."""
+        key = (name, what)
+        with _WRITES_LOCK:
+            writes = _WRITES.get(self.uri, 0)
+        now = time.monotonic()
+        hit = self._memo.get(key)
+        if not fresh and hit is not None and hit[1] == writes and now - hit[0] < self.version_check_s:
+            return hit[2]
+        value = compute(self.open(name))
+        self._memo[key] = (now, writes, value)
+        return value
 
     def __repr__(self) -> str:
         return f"Tables({self.uri!r})"
@@ -187,6 +253,7 @@ class Tables:
                     return None
                 options = {"new_table_data_storage_version": storage_version} if storage_version else None
                 tbl = self._db.create_table(name, schema=schema, exist_ok=True, storage_options=options)
+                self.wrote()
             self._handles[name] = tbl
             return tbl
 
@@ -209,8 +276,15 @@ class Tables:
             ds = tbl.to_lance()
             lance.LanceDataset.commit(self.dataset_uri(name), lance.LanceOperation.Append(list(fragments)),
                                       read_version=ds.version, storage_options=self.storage_options or None)
+            self.wrote()
             self._maybe_compact(tbl)
         return tbl
+
+    def checked_version(self, name: str, recent: bool = False) -> int | None:
+        """Version of table ``name`` (None when it does not exist); ``recent=True`` takes it
+        from the memo of :meth:`recent` (at most ``version_check_s`` old), else checks it
+        (and refreshes that memo)."""
+        return self.recent(name, "version", lambda t: None if t is None else int(t.version), fresh=not recent)
 
     def version(self, name: str) -> int | None:
         """Version of table ``name`` (it changes with every commit), None when it does not exist."""
@@ -252,6 +326,7 @@ class Tables:
                 except (ValueError, FileNotFoundError):
                     raise exc from None
             self._handles[name] = tbl
+            self.wrote()
             return tbl
 
     def scan_for(self, tbl, keys: np.ndarray | None, columns: list[str] | None = None,
@@ -272,6 +347,7 @@ class Tables:
         tbl = self.create(name, schema, storage_version)
         tbl.add(batch)
         self._maybe_compact(tbl)
+        self.wrote()
         return tbl
 
     def upsert(self, name: str, batch: pa.Table, schema: pa.Schema, key: str = "prompt_id", *,
@@ -286,6 +362,7 @@ class Tables:
         else:
             tbl.add(batch)
         self._maybe_compact(tbl)
+        self.wrote()
         return tbl
 
     def merge(self, name: str, batch: pa.Table, schema: pa.Schema, key: str):
@@ -294,6 +371,7 @@ class Tables:
         tbl = self.create(name, schema)
         tbl.merge_insert(key).when_matched_update_all().when_not_matched_insert_all().execute(batch)
         self._maybe_compact(tbl)
+        self.wrote()
         return tbl
 
     def optimize(self, name: str, keep: timedelta = KEEP_VERSIONS_FOR) -> None:
@@ -302,6 +380,7 @@ class Tables:
         tbl = self.open(name)
         if tbl is not None:
             tbl.optimize(cleanup_older_than=keep)
+            self.wrote()
 
     def delete(self, name: str, where: str) -> None:
         """Delete the rows of table ``name`` matching the Lance filter ``where`` (one commit;
@@ -309,6 +388,7 @@ class Tables:
         tbl = self.open(name)
         if tbl is not None:
             tbl.delete(where)
+            self.wrote()
 
     def drop(self, name: str) -> bool:
         """Drop table ``name`` and forget its handle; False when it did not exist."""
@@ -318,6 +398,8 @@ class Tables:
                 self._db.drop_table(name)
             except (ValueError, FileNotFoundError):
                 return False
+            finally:
+                self.wrote()
             return True
 
     @staticmethod

@@ -2,18 +2,22 @@
 
 Exact search (:mod:`.exact`, flat FAISS indices) below ``ann_threshold`` rows per table,
 approximate search (:mod:`.ann`, IVF-PQ candidates re-ranked exactly) from it on;
-``approximate=`` forces either. Indices are built lazily per table token (id and version)
-and persisted, with checksums, beside a local database (``<db>/_faiss``; :mod:`.files`) or, for a
-database on object storage, in a local cache folder (``Settings.index_cache``, one sub-folder
-per store URI): built from the remote table's rows, keyed by its id and version, so a new
-commit anywhere makes the next search build a new index. See :mod:`.exact` for the score of
-each metric.
+``approximate=`` forces either. Every approximate index is tuned at build time to the recall
+promise ``recall_target`` (``ACTSTORE_ANN_RECALL``) on held-out stored rows, or the table is
+searched exactly when that cannot be met within ``latency_budget_ms`` (:mod:`.tuning`);
+:meth:`Knn.layer_indexes` reports what each layer got. Indices are built lazily per table
+token (id and version) and persisted, with checksums, beside a local database
+(``<db>/_faiss``; :mod:`.files`) or, for a database on object storage, in a local cache
+folder (``Settings.index_cache``, one sub-folder per store URI): built from the remote
+table's rows, keyed by its id and version, so a new commit anywhere makes the next search
+build a new index. See :mod:`.exact` for the score of each metric.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,20 +35,52 @@ if TYPE_CHECKING:  # FAISS (~0.1 s to import) is loaded on the first search, not
     from .ann import AnnIndex
     from .exact import ExactIndex, KnnIndexes
 
-__all__ = ["METRICS", "Knn"]
+__all__ = ["METRICS", "Knn", "LayerIndex"]
+
+KIND = "ivfpq4fs+rerank"  # the approximate index (:data:`actstore.store.knn.ann.KIND`, without importing FAISS)
+
+
+@dataclass(frozen=True)
+class LayerIndex:
+    """How k-NN searches one stored layer: ``kind`` "flat" (exact) or "ivfpq4fs+rerank"
+    (approximate, tuned); ``metric`` None when every metric is searched the same way (exact
+    tables); ``recall`` recall@10 measured at build time on held-out stored rows (1.0 when
+    exact; None while the approximate index is not built yet); ``exact`` True when answers
+    are exact (a small table, or an approximate index that could not reach ``target`` within
+    the latency budget); ``rows`` rows of the table; ``nprobe`` / ``candidates`` the tuned
+    search parameters; ``measured_rows`` rows when the recall was measured."""
+
+    layer: int
+    metric: str | None
+    kind: str
+    recall: float | None
+    exact: bool
+    rows: int
+    target: float | None = None
+    nprobe: int | None = None
+    candidates: int | None = None
+    measured_rows: int | None = None
 
 
 class Knn:
     """Nearest stored prompts of query vectors or of stored prompts, per model and layer."""
 
     def __init__(self, activations: Activations, prompts: Prompts, persist_dir: Path | None,
-                 ann_threshold: int):
+                 ann_threshold: int, recall_target: float = 0.98, latency_budget_ms: float = 5.0):
         self._activations = activations
         self._prompts = prompts
         self._persist_dir = persist_dir
         self._indexes: KnnIndexes | None = None
         self._indexes_lock = threading.Lock()
         self.ann_threshold = ann_threshold
+        #: recall@10 every approximate index is tuned to (``Settings.ann_recall``)
+        self.recall_target = float(recall_target)
+        #: single-query latency (ms) the tuned search must keep, else exact (``Settings.ann_latency_ms``)
+        self.latency_budget_ms = float(latency_budget_ms)
+        if not 0.0 < self.recall_target <= 1.0:
+            raise InvalidInput(f"ACTSTORE_ANN_RECALL must be in (0, 1], got {recall_target}")
+        if not self.latency_budget_ms > 0:
+            raise InvalidInput(f"ACTSTORE_ANN_LATENCY_MS must be > 0, got {latency_budget_ms}")
 
     @property
     def indexes(self) -> KnnIndexes:
@@ -131,6 +167,10 @@ class Knn:
         pids = np.asarray(prompt_ids, dtype=np.int64).reshape(-1)
         pos = np.clip(np.searchsorted(entry.ids, pids), 0, max(len(entry.ids) - 1, 0))
         missing = pids[entry.ids[pos] != pids] if len(entry.ids) else pids
+        if len(missing):  # perhaps written by another process since the last version check
+            info, layer, entry = self._entry(model_key, layer, metric, approximate, fresh=True)
+            pos = np.clip(np.searchsorted(entry.ids, pids), 0, max(len(entry.ids) - 1, 0))
+            missing = pids[entry.ids[pos] != pids] if len(entry.ids) else pids
         if len(missing):
             raise NotFound(
                 f"prompt id(s) {preview(missing)} have no activations for model {model_key!r} layer {layer}"
@@ -181,17 +221,50 @@ class Knn:
         """Whether a table of ``n_rows`` is searched approximately (``approximate`` forces it)."""
         return bool(approximate) if approximate is not None else n_rows >= self.ann_threshold
 
-    def _entry(self, model_key: str, layer: int, metric: str,
-               approximate: bool | None = None) -> tuple[ModelInfo, int, ExactIndex | AnnIndex]:
+    def _entry(self, model_key: str, layer: int, metric: str, approximate: bool | None = None,
+               fresh: bool = False) -> tuple[ModelInfo, int, ExactIndex | AnnIndex]:
+        """(info, layer, index entry) of one table. The table's token and size are checked at
+        most every ``Tables.version_check_s`` (and after every write through this process),
+        not per look-up; ``fresh=True`` checks them now."""
         if metric not in METRICS:
             raise InvalidInput(f"metric must be one of {list(METRICS)}, got {metric!r}")
-        info, layer, tbl = self._activations.locate(model_key, layer)
+        info, layer, _ = self._activations.locate(model_key, layer, recent=not fresh)
         name = acts_table(model_key, layer)
         load = lambda: self._activations.read(model_key, layer)  # noqa: E731
-        token = table_token(tbl)  # "<table id>:<version>": never repeats (see activations)
-        if self.use_ann(int(tbl.count_rows()), approximate):
-            return info, layer, self.indexes.get_ann(name, token, metric, load)
+        # token "<table id>:<version>": never repeats (see activations)
+        token, rows = self._activations.recent_state(model_key, layer, fresh=fresh)
+        if self.use_ann(rows, approximate):
+            entry = self.indexes.get_ann(name, token, metric, load, self.recall_target, self.latency_budget_ms)
+            if entry.tuning is None or not entry.tuning.exact:
+                return info, layer, entry
+            # the approximate index cannot keep the recall promise within the latency budget
         return info, layer, self.indexes.get(name, token, metric, load)
+
+    def layer_indexes(self, model_key: str, layers: Sequence[int]) -> list[LayerIndex]:
+        """How each of these stored layers of a model is searched, per metric with an
+        approximate index (reads table sizes and persisted tuning records, builds nothing):
+        exact below ``ann_threshold`` rows; above, the measured recall of the tuned index, or
+        ``recall`` None while no index was built yet (it is built on the first search)."""
+        out: list[LayerIndex] = []
+        for layer in layers:
+            _, layer, tbl = self._activations.locate(model_key, layer)
+            rows, token = int(tbl.count_rows()), table_token(tbl)
+            if not self.use_ann(rows):
+                out.append(LayerIndex(layer, None, "flat", 1.0, True, rows))
+                continue
+            name = acts_table(model_key, layer)
+            found = False
+            for metric in METRICS:
+                t = self.indexes.tuning(name, metric, token)
+                if t is None:
+                    continue
+                found = True
+                out.append(LayerIndex(layer, metric, "flat" if t.exact else KIND, t.recall, t.exact, rows,
+                                      self.recall_target, None if t.exact else t.nprobe,
+                                      None if t.exact else t.candidates, t.rows))
+            if not found:
+                out.append(LayerIndex(layer, "cosine", KIND, None, False, rows, self.recall_target))
+        return out
 
     def _k(self, entry: ExactIndex | AnnIndex, k: int, dataset: str | None,
            labelled: bool | None = None) -> tuple[int, np.ndarray | None]:

@@ -38,13 +38,15 @@ import faiss
 import numpy as np
 
 from . import files
-from .ann import AnnIndex
+from .ann import AnnIndex, Tuning
 from .metrics import METRICS
+from .tuning import tune
 
-__all__ = ["ExactIndex", "KnnIndexes", "build_flat", "search", "vectors_at"]
+__all__ = ["TUNING_SUFFIX", "ExactIndex", "KnnIndexes", "build_flat", "search", "vectors_at"]
 
 log = logging.getLogger(__name__)
 
+TUNING_SUFFIX = ".tuning.json"  # the measured recall and chosen parameters of an approximate index
 
 
 @dataclass
@@ -116,24 +118,33 @@ class KnnIndexes:
         version: str,
         metric: str,
         load: Callable[[], tuple[np.ndarray, np.ndarray]],
+        recall: float = 0.98,
+        latency_ms: float = 5.0,
     ) -> AnnIndex:
         """The approximate index of ``table`` at ``version`` (a table token, ``"<id>:<n>"``):
-        cached, persisted, extended or built.
+        cached, persisted, extended or built, and tuned to recall@10 >= ``recall`` within
+        ``latency_ms`` per query (:mod:`.tuning`; ``entry.tuning.exact``: search the table
+        exactly instead).
 
         ``load()`` returns (ids int64 [n] ascending, X [n, d]) of the current version. An index
         of an older version of the same table (same id) is extended when its rows are all
         still there unchanged and the table has at most doubled since training; otherwise the
-        index is rebuilt.
+        index is rebuilt. An extended index keeps its tuning until the table has grown by a
+        tenth since it was measured; a changed target or budget tunes it again.
         """
         key = (table, metric)
         with self._lock:
             prev = self._ann.get(key)
-            if prev is not None and prev.version == version:
+            if prev is not None and prev.version == version and prev.tuning is not None \
+                    and prev.tuning.fits(recall, latency_ms, prev.ntotal):
                 return prev
             current = Path(f"{self.stem(table, metric, version, 'ann')}{files.DIGEST_SUFFIX}")
             if prev is None or current.exists():  # another process may have persisted this version
                 prev = self._load_ann(table, metric, version) or prev
             if prev is not None and prev.version == version:
+                if prev.tuning is None or not prev.tuning.fits(recall, latency_ms, prev.ntotal):
+                    prev = tune(prev, recall, latency_ms)
+                    self._persist_ann(table, metric, prev)
                 self._ann[key] = prev
                 return prev
             if prev is not None and not _same_table(prev.version, version):
@@ -148,11 +159,34 @@ class KnnIndexes:
                     entry, how = prev.extended(version, ids[new], X[new]), f"extended by {int(new.sum())} rows"
             if entry is None:
                 entry = AnnIndex.build(version, metric, ids, X)
+            del X
+            if entry.tuning is None or not entry.tuning.fits(recall, latency_ms, entry.ntotal):
+                entry = tune(entry, recall, latency_ms)
             log.info("approximate index of %s (%s, n=%d) %s in %.1f s", table, metric, len(ids), how,
                      time.perf_counter() - t0)
             self._persist_ann(table, metric, entry)
             self._ann[key] = entry
             return entry
+
+    def tuning(self, table: str, metric: str, version: str) -> Tuning | None:
+        """The tuning of the approximate index of ``table`` / ``metric``: the one in memory,
+        else the newest persisted one of the same table id (``version`` a table token; it may
+        be older than ``version`` when the index was not searched since the last write);
+        None when no approximate index was built. Reads no index."""
+        with self._lock:
+            entry = self._ann.get((table, metric))
+        if entry is not None and _same_table(entry.version, version) and entry.tuning is not None:
+            return entry.tuning
+        if self._dir is None or not self._dir.exists():
+            return None
+        pattern = self.stem(table, metric, version, "ann").name.rsplit(".v", 1)[0] + ".v*" + TUNING_SUFFIX
+        for path in sorted(self._dir.glob(pattern), key=lambda p: _number(p.name[: -len(TUNING_SUFFIX)]),
+                           reverse=True):
+            try:
+                return Tuning.from_json(path.read_bytes())
+            except (OSError, ValueError, TypeError) as exc:
+                log.warning("ignoring unreadable %s: %s", path.name, exc)
+        return None
 
     def stem(self, table: str, metric: str, version: str, kind: str = "exact") -> Path:
         """File stem of the persisted index of ``table`` at ``version`` (a table token) for
@@ -185,7 +219,10 @@ class KnnIndexes:
             return
         stem = self.stem(table, metric, entry.version, "ann")
         index_bytes, arrays = entry.to_bytes()
-        if files.save(stem, {".faiss": index_bytes, ".npz": arrays}):
+        parts = {".faiss": index_bytes, ".npz": arrays}
+        if entry.tuning is not None:  # readable without loading the index (``actstore info``)
+            parts[TUNING_SUFFIX] = entry.tuning.to_json().encode()
+        if files.save(stem, parts):
             self._remove_others(f"{table}.{metric}.ann.*", stem)
 
     def _remove_others(self, pattern: str, keep: Path) -> None:
