@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo venv bench clean
+.PHONY: test demo venv bench clean assets
 
 $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -32,6 +32,11 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	for f in bench/[!_]*.py; do $(PY) $$f || exit 1; done
+
+# GraphiQL's bundle under actstore/api/static/graphiql/ from the versions pinned in
+# web/package-lock.json (npm + esbuild). The built files are committed: test and demo never need npm.
+assets:
+	cd web && npm ci --no-audit --no-fund && npm run build
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

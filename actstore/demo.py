@@ -331,7 +331,8 @@ def run_demo(store_uri: str, host: str = "127.0.0.1", port: int = 8000, online: 
           f"  actstore info {flag}\n"
           f"  actstore query '{{ models {{ key nLayers }} }}' {flag}\n"
           f"  actstore serve {flag}\n")
-    print(f"GraphiQL at {url}\n" if serve else "Example queries (GraphiQL once served):\n")
+    print(f"GraphiQL at {url}, the explorer at http://{host}:{port}/\n" if serve
+          else "Example queries (GraphiQL once served):\n")
     for title, query in example_queries(keys):
         print(f"# {title}\n{query}\n")
     if serve:

@@ -1,5 +1,7 @@
-"""The ASGI app: GraphQL (with GraphiQL) at ``/graphql``, ``/healthz`` and PNG plots at
-``/plots/{key}.png``, behind the browser guard (Host and Origin checks, CORS when configured).
+"""The ASGI app: GraphQL (with GraphiQL) at ``/graphql``, ``/healthz``, PNG plots at
+``/plots/{key}.png`` and the explorer at ``/`` with its files under ``/static/``
+(:mod:`actstore.api.web`), behind the browser guard (Host and Origin checks, CORS when
+configured).
 
 The app's lifespan owns the worker pools and, when the app was given a store rather than a
 ready service, the service (its background jobs stop with the app). Resolvers get a typed
@@ -47,6 +49,7 @@ from .http import BrowserGuard, GraphQLEndpoint, json_response
 from .limits import BoundedParsing, DocumentCache, operation_problem
 from .sae import SaeMutation, SaeQuery
 from .schema import Mutation, Query
+from .web import web_routes
 
 __all__ = ["build_schema", "create_app", "execute"]
 
@@ -154,6 +157,7 @@ def create_app(store: Any, settings: Settings | None = None, host: str | None = 
             Route("/healthz", healthz),
             Route("/plots/{key:str}.png", plot),
             Route("/graphql", graphql.handle, methods=["GET", "POST"]),
+            *web_routes(),
         ],
         lifespan=lifespan,
     )

@@ -9,7 +9,8 @@
   else is a 400 whose message names what was wrong. JSON is decoded on a worker thread when
   large.
 - ``GET`` with the same fields as URL parameters runs queries only: a mutation over GET is a
-  405 with ``Allow: POST``. ``GET`` without ``query`` from a browser is the GraphiQL page.
+  405 with ``Allow: POST``. ``GET`` without ``query`` from a browser is the GraphiQL page,
+  served from the package (:mod:`.web`).
 - ``Accept: application/graphql-response+json`` is answered in that media type: a request
   that fails before execution (syntax, validation, variables, operation selection) is a 400
   without ``data``. With ``application/json`` (the default) such errors keep status 200, as
@@ -42,10 +43,9 @@ from graphql import GraphQLError
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.exceptions import MissingQueryError
-from strawberry.http.ides import get_graphql_ide_html
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types.graphql import OperationType
 
@@ -54,6 +54,7 @@ from actstore.errors import LimitExceeded
 
 from .codes import BAD_REQUEST, INTERNAL, format_error, request_error
 from .limits import DocumentCache, check_document_size, operation_problem
+from .web import graphiql_page
 
 __all__ = ["BrowserGuard", "GraphQLEndpoint", "JSON_TYPE", "RESPONSE_TYPE", "json_response"]
 
@@ -171,7 +172,7 @@ class GraphQLEndpoint:
         media = negotiate(request.headers.get("accept"))
         try:
             if request.method == "GET" and "query" not in request.query_params and self._wants_html(request):
-                return HTMLResponse(get_graphql_ide_html())
+                return graphiql_page()
             data = await (self._from_url(request) if request.method == "GET" else self._from_body(request))
             query, variables, operation_name, extensions = self._fields(data)
             try:

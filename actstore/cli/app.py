@@ -145,7 +145,8 @@ def serve_command(
 
     if not settings.token:
         print("note: ACTSTORE_TOKEN is not set, so mutations (ingest, addPrompts) are refused", file=sys.stderr)
-    print(f"actstore: serving {service.store.uri} at http://{host}:{port}/graphql", file=sys.stderr, flush=True)
+    print(f"actstore: serving {service.store.uri} at http://{host}:{port}/graphql "
+          f"(the explorer at http://{host}:{port}/)", file=sys.stderr, flush=True)
     uvicorn.run(create_app(service, host=host), host=host, port=port, log_level=log_level)
 
 

@@ -100,12 +100,15 @@ def mixed_warning(datasets: Sequence[DatasetCount]) -> str | None:
 @dataclass(frozen=True)
 class Neighbor:
     """One nearest neighbour: ``score`` is the cosine or inner product (larger is nearer) or
-    the Euclidean distance for l2 (smaller is nearer)."""
+    the Euclidean distance for l2 (smaller is nearer); ``label`` and ``dataset`` are the
+    neighbour prompt's."""
 
     rank: int
     prompt_id: int
     score: float
     text: str | None
+    label: int | None = None
+    dataset: str | None = None
 
 
 @result_type
@@ -306,8 +309,9 @@ class Similarity:
 
     def _neighbors(self, ids: np.ndarray, scores: np.ndarray) -> list[Neighbor]:
         keep = ids >= 0
-        texts = {p.id: p.text for p in self.store.prompts.get(ids[keep])}
-        return [Neighbor(rank=r + 1, prompt_id=int(i), score=float(s), text=texts[int(i)])
+        prompts = {p.id: p for p in self.store.prompts.get(ids[keep])}
+        return [Neighbor(rank=r + 1, prompt_id=int(i), score=float(s), text=prompts[int(i)].text,
+                         label=prompts[int(i)].label, dataset=prompts[int(i)].dataset)
                 for r, (i, s) in enumerate(zip(ids[keep], scores[keep]))]
 
     # ------------------------------------------------------------ mutual k-NN

@@ -153,13 +153,18 @@ def _direct_knn(X, q, k, exclude=None):
 
 def test_nearest_neighbors_by_prompt_vector_and_dataset(client, populated):
     ids, X = populated.read_activations("a", 3)
-    d = data(client, '{ nearestNeighbors(at: {model: "a", layer: -1}, promptId: "5", k: 4) { rank promptId score text } }')
+    d = data(client, '{ nearestNeighbors(at: {model: "a", layer: -1}, promptId: "5", k: 4) '
+                     '{ rank promptId score text label dataset } }')
     order, scores = _direct_knn(X, X[5], 4, exclude=5)
     got = d["nearestNeighbors"]
     assert [r["rank"] for r in got] == [1, 2, 3, 4]
     assert [int(r["promptId"]) for r in got] == ids[order].tolist()
     np.testing.assert_allclose([r["score"] for r in got], scores, atol=1e-5)
     assert got[0]["text"] == populated.prompts.get([ids[order[0]]])[0].text
+    # the fixture labels the i-th prompt of "ds" i % 3 and leaves "other" unlabelled
+    truth = {int(pid): (i % 3, "ds") for i, pid in enumerate(populated.prompts.ids("ds"))}
+    truth |= {int(pid): (None, "other") for pid in populated.prompts.ids("other")}
+    assert [(r["label"], r["dataset"]) for r in got] == [truth[int(i)] for i in ids[order]]
 
     vec = (X[7] * 2).tolist()
     d = data(client, 'query($v: [Float!]) { nearestNeighbors(at: {model: "a", depth: 1.0}, vector: $v, k: 3) { promptId score } }',

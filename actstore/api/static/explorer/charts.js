@@ -1,0 +1,94 @@
+// plotly.js figures used by several views (plotly is loaded as the global `Plotly` from
+// /static/vendor/plotly.min.js, the copy the plotly Python package ships).
+
+const CONFIG = { displaylogo: false, responsive: true };
+
+/** Colour scale for a value range: diverging around 0 when values have both signs. */
+export function colourScale(values) {
+  const flat = values.flat();
+  const lo = Math.min(...flat);
+  const hi = Math.max(...flat);
+  if (lo < 0 && hi > 0) {
+    const r = Math.max(-lo, hi);
+    return { colorscale: "RdBu", reversescale: true, zmin: -r, zmax: r };
+  }
+  return { colorscale: "Viridis", zmin: lo, zmax: hi > lo ? hi : lo + 1e-9 };
+}
+
+/** A plotly axis over layer numbers: every layer ticked when there are few. */
+export function layerAxis(title, layers) {
+  const axis = { title: { text: title } };
+  if (layers.length <= 16) Object.assign(axis, { tickmode: "array", tickvals: layers });
+  return axis;
+}
+
+/** Linear interpolation of `d` over increasing `xs` to `ys`, clamped at the ends. */
+function interp(d, xs, ys) {
+  if (d <= xs[0]) return ys[0];
+  for (let i = 1; i < xs.length; i++) {
+    if (d <= xs[i]) return ys[i - 1] + ((d - xs[i - 1]) / (xs[i] - xs[i - 1])) * (ys[i] - ys[i - 1]);
+  }
+  return ys[ys.length - 1];
+}
+
+/** A layer-by-layer matrix (ckaMatrix, affinityMatrix) as a heatmap: hover gives both layers,
+ *  their relative depths and the value; the argmax path and the equal-depth (generalized)
+ *  diagonal are drawn; values are written on the cells when the matrix is small.
+ *  `onCell(i, j)` is called with the row and column index of a clicked cell. */
+export function matrixHeatmap(div, m, { label, title, onCell } = {}) {
+  const custom = m.layersA.map((_, i) => m.layersB.map((_, j) => [m.depthsA[i], m.depthsB[j]]));
+  const heat = {
+    type: "heatmap", name: label, x: m.layersB, y: m.layersA, z: m.values, customdata: custom,
+    ...colourScale(m.values), xgap: 1, ygap: 1, colorbar: { title: { text: label } },
+    hovertemplate: `${m.modelA} layer %{y} (depth %{customdata[0]:.2f})<br>`
+      + `${m.modelB} layer %{x} (depth %{customdata[1]:.2f})<br>${label} %{z:.4f}<extra></extra>`,
+  };
+  if (m.layersA.length * m.layersB.length <= 144) {
+    heat.texttemplate = "%{z:.2f}";
+    heat.textfont = { size: 11 };
+  }
+  const argmax = {
+    type: "scatter", mode: "lines+markers", name: "argmax per row", x: m.argmax.map((j) => m.layersB[j]),
+    y: m.layersA, line: { color: "#ff3b30", width: 2 }, marker: { size: 7 }, hoverinfo: "skip",
+  };
+  const diagonal = {
+    type: "scatter", mode: "lines", name: "equal relative depth", y: m.layersA,
+    x: m.depthsA.map((d) => interp(d, m.depthsB, m.layersB)),
+    line: { color: "#222", dash: "dash", width: 2 }, hoverinfo: "skip",
+  };
+  const layout = {
+    title: { text: title || label }, margin: { t: 40, l: 60, r: 20, b: 90 },
+    xaxis: layerAxis(`${m.modelB} layer`, m.layersB), yaxis: layerAxis(`${m.modelA} layer`, m.layersA),
+    legend: { orientation: "h", y: -0.2 },
+  };
+  Plotly.newPlot(div, [heat, argmax, diagonal], layout, CONFIG);
+  if (onCell) {
+    div.on("plotly_click", (event) => {
+      const point = event.points.find((p) => p.curveNumber === 0);
+      if (point) onCell(point.pointIndex[0], point.pointIndex[1]);
+    });
+  }
+}
+
+/** Lines against x with horizontal baselines: series = [{name, y}], baselines = [{name, value}]. */
+export function linesWithBaselines(div, x, series, baselines, { title, xTitle, yTitle } = {}) {
+  const traces = series.map((s) => ({ type: "scatter", mode: "lines+markers", name: s.name, x, y: s.y }));
+  const lo = Math.min(...x);
+  const hi = Math.max(...x);
+  for (const b of baselines) {
+    traces.push({
+      type: "scatter", mode: "lines", name: b.name, x: [lo, hi], y: [b.value, b.value],
+      line: { dash: b.dash || "dash", width: 1.5 }, hovertemplate: `${b.name} %{y:.4f}<extra></extra>`,
+    });
+  }
+  const layout = {
+    title: { text: title }, margin: { t: 40, l: 60, r: 20, b: 50 },
+    xaxis: { title: { text: xTitle }, type: x.length > 2 && hi / Math.max(lo, 1) >= 16 ? "log" : "linear" },
+    yaxis: { title: { text: yTitle } },
+  };
+  Plotly.newPlot(div, traces, layout, CONFIG);
+}
+
+export function newPlot(div, traces, layout) {
+  Plotly.newPlot(div, traces, { margin: { t: 40, l: 60, r: 20, b: 50 }, ...layout }, CONFIG);
+}

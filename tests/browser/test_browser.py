@@ -1,0 +1,278 @@
+"""The explorer (/) and GraphiQL (/graphql) in headless Chromium against a real server.
+
+One server (``actstore serve`` on 127.0.0.1) over a tiny store and one browser are shared by
+the module (tests/browser/harness.py). Each view is opened from a shareable URL; the values
+its plotly chart holds (read back from the graph div's ``data``) and its tables are compared
+with the API's own JSON answer to the same query. Every page is checked to have asked no host
+but the server and to have logged no error (CSP violations included).
+
+Without Chromium or Playwright these tests skip, except in CI (``CI=true``), where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+import pytest
+
+from tests.browser.harness import MODEL_A, MODEL_B, TOKEN, Server, browser_missing, build_store, launch
+
+MISSING = browser_missing()
+if MISSING and os.environ.get("CI", "").lower() == "true":
+    raise RuntimeError(f"browser tests cannot run in CI: {MISSING}")
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
+
+WAIT_MS = 20_000
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    uri, folders = build_store(tmp_path_factory.mktemp("browser"))
+    srv = Server(uri)
+    srv.folders = folders
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = launch(p)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    """A fresh page whose requests and console errors are checked when the test ends."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    pg.set_default_timeout(WAIT_MS)
+    requests: list[str] = []
+    problems: list[str] = []
+    pg.on("request", lambda r: requests.append(r.url))
+    pg.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    pg.on("pageerror", lambda e: problems.append(str(e)))
+    pg.requests, pg.problems = requests, problems
+    yield pg
+    context.close()
+    foreign = [u for u in requests if not (u.startswith(server.base + "/") or u.startswith("data:"))]
+    assert requests and not foreign, f"requests to other hosts: {foreign}"
+    assert not problems, f"errors in the browser console (CSP violations, failed loads, exceptions): {problems}"
+
+
+def plot_data(page, div_id: str) -> list[dict]:
+    """The traces plotly drew in ``#div_id`` (waits until there are some)."""
+    page.wait_for_function(f"() => document.getElementById({div_id!r})?.data?.length > 0")
+    return page.evaluate(f"() => JSON.parse(JSON.stringify(document.getElementById({div_id!r}).data))")
+
+
+def table_rows(page, table_id: str) -> list[list[str]]:
+    return page.evaluate(f"""() => [...document.querySelectorAll('#{table_id} tbody tr')]
+        .map(tr => [...tr.children].map(td => td.innerText.trim()))""")
+
+
+def terms(page, selector: str) -> dict[str, str]:
+    """The term -> value pairs of the definition list(s) under ``selector`` (the side panels)."""
+    return page.evaluate(f"""() => Object.fromEntries([...document.querySelectorAll('{selector} dt')]
+        .map(dt => [dt.innerText.trim(), dt.nextElementSibling.innerText.trim()]))""")
+
+
+def fmt(x: float) -> str:
+    """The explorer's number format (ui.js fmt) for values of moderate size."""
+    return f"{x:.4f}"
+
+
+# ------------------------------------------------------------------------------- GraphiQL
+def test_graphiql_renders_from_the_server_and_runs_a_query(page, server):
+    response = page.goto(f"{server.base}/graphql")
+    assert "default-src 'self'" in response.headers["content-security-policy"]
+    page.wait_for_selector(".graphiql-container")
+    page.click(".graphiql-execute-button")
+    page.wait_for_function("() => document.querySelector('.result-window')?.innerText.includes('promptCount')")
+    text = page.inner_text(".result-window")
+    models = server.data("{ models { key nLayers } }")["models"]
+    for m in models:
+        assert f'"key": "{m["key"]}"' in text and f'"nLayers": {m["nLayers"]}' in text
+    assert {u.split("/")[3] for u in page.requests} >= {"graphql", "static"}
+
+
+# ------------------------------------------------------------------------------- explorer
+def test_catalog_lists_models_datasets_and_saes(page, server):
+    response = page.goto(f"{server.base}/#catalog")
+    assert "default-src 'self'" in response.headers["content-security-policy"]
+    page.wait_for_selector("#saes-table")
+    api = server.data("{ models { key architecture nLayers dModel } datasets { name promptCount } saes { id model layer } }")
+    rows = table_rows(page, "models-table")
+    assert [r[:4] for r in rows] == [[m["key"], m["architecture"], str(m["nLayers"]), str(m["dModel"])]
+                                     for m in api["models"]]
+    assert sorted((r[0], r[1]) for r in rows) == [("tiny-gpt2", "gpt2"), ("tiny-llama", "llama")]
+    assert rows[0][7].startswith("general (30), moods (48)") and "78 stored" in rows[0][7]
+    bars = plot_data(page, "datasets-plot")[0]
+    assert bars["x"] == ["extra", "general", "moods"] and bars["y"] == [12, 30, 48]
+    assert [r[0] for r in table_rows(page, "saes-table")] == [s["id"] for s in api["saes"]]
+
+
+def test_compare_draws_cka_and_affinity_with_the_api_values(page, server):
+    page.goto(f"{server.base}/#compare?a={MODEL_A}&b={MODEL_B}&k=5&debiased=1&permutations=50")
+    cka_traces = plot_data(page, "cka-plot")
+    aff_traces = plot_data(page, "affinity-plot")
+    api = server.data(f"""{{
+      ckaMatrix(modelA: "{MODEL_A}", modelB: "{MODEL_B}", debiased: true) {{ layersA layersB values argmax depthsA }}
+      affinityMatrix(modelA: "{MODEL_A}", modelB: "{MODEL_B}", k: 5) {{
+        layersA layersB values argmax diagonal {{ pValue tStatistic }} }}
+    }}""")
+    cka, aff = api["ckaMatrix"], api["affinityMatrix"]
+    heat, argmax, diagonal = cka_traces
+    assert heat["type"] == "heatmap" and heat["z"] == cka["values"]
+    assert heat["x"] == cka["layersB"] == [0, 1, 2, 3] and heat["y"] == cka["layersA"] == [0, 1, 2]
+    assert argmax["x"] == [cka["layersB"][j] for j in cka["argmax"]]
+    # the equal-depth diagonal: layer 0 -> 0, middle of 3 layers (depth 0.5) -> 1.5 of 4, last -> 3
+    assert diagonal["x"] == pytest.approx([0.0, 1.5, 3.0]) and diagonal["y"] == [0, 1, 2]
+    assert heat["texttemplate"] == "%{z:.2f}"  # a 3 x 4 matrix has its values written on the cells
+    assert aff_traces[0]["z"] == aff["values"]
+    assert aff_traces[1]["x"] == [aff["layersB"][j] for j in aff["argmax"]]
+    side = terms(page, "#affinity-side")
+    assert side["diagonal test p"] == fmt(aff["diagonal"]["pValue"])
+    assert side["Welch t"] == fmt(aff["diagonal"]["tStatistic"])
+    # the URL holds the view's state
+    assert "a=tiny-llama" in page.url and "b=tiny-gpt2" in page.url and "k=5" in page.url
+
+    # a clicked cell runs a permutation test beside the CKA matrix
+    page.evaluate("() => document.getElementById('cka-plot').emit('plotly_click', "
+                  "{points: [{curveNumber: 0, pointIndex: [2, 1]}]})")
+    page.wait_for_selector("#cka-cell dl")
+    cell = server.data(f"""{{ cka(a: {{model: "{MODEL_A}", layer: 2}}, b: {{model: "{MODEL_B}", layer: 1}},
+                               permutations: 50) {{ value pValue }} }}""")["cka"]
+    side = terms(page, "#cka-cell")
+    assert side["CKA"] == fmt(cell["value"]) and side["permutation p"] == fmt(cell["pValue"])
+
+
+def test_compare_on_a_grid_uses_the_grid_layers_for_both_matrices(page, server):
+    page.goto(f"{server.base}/#compare?a={MODEL_B}&b={MODEL_A}&k=4&debiased=0&grid=2")
+    cka = plot_data(page, "cka-plot")[0]
+    aff = plot_data(page, "affinity-plot")[0]
+    api = server.data(f"""{{ ckaMatrix(modelA: "{MODEL_B}", modelB: "{MODEL_A}", debiased: false, grid: 2)
+                            {{ layersA layersB values }} }}""")["ckaMatrix"]
+    assert cka["z"] == api["values"] and cka["y"] == api["layersA"] == [0, 3] and cka["x"] == api["layersB"] == [0, 2]
+    assert aff["y"] == [0, 3] and aff["x"] == [0, 2]
+
+
+def test_neighbours_of_a_stored_prompt_across_depth(page, server):
+    page.goto(f"{server.base}/#neighbors?model={MODEL_A}&layer=2&k=5&from=moods&prompt=3")
+    bars = plot_data(page, "neighbors-plot")[0]
+    depth = plot_data(page, "depth-plot")[0]
+    fields = "rank promptId score text label dataset"
+    api = server.data(f"""{{ {" ".join(f'l{l}: nearestNeighbors(at: {{model: "{MODEL_A}", layer: {l}}}, promptId: 3, k: 5) {{ {fields} }}'
+                                        for l in range(3))} }}""")
+    chosen = api["l2"]
+    assert bars["y"] == [n["score"] for n in chosen]
+    rows = table_rows(page, "neighbors-table")
+    assert [(r[1], r[3], r[5]) for r in rows] == [(n["promptId"], "—" if n["label"] is None else str(n["label"]), n["text"])
+                                                for n in chosen]
+    assert rows[0][4] == "moods"
+    assert depth["z"] == [[n["score"] for n in api[f"l{l}"]] for l in range(3)]
+    overlap = plot_data(page, "overlap-plot")[0]
+    ids = {n["promptId"] for n in chosen}
+    assert overlap["y"] == [sum(n["promptId"] in ids for n in api[f"l{l}"]) / 5 for l in range(3)]
+    assert overlap["y"][2] == 1.0
+
+
+def test_neighbours_of_new_text(page, server):
+    # layer -3 of 4 is layer 1
+    page.goto(f"{server.base}/#neighbors?model={MODEL_B}&layer=-3&k=4&text=the%20soup%20was%20lovely")
+    bars = plot_data(page, "neighbors-plot")[0]
+    api = server.data(f"""{{ nearestNeighbors(at: {{model: "{MODEL_B}", layer: 1}}, text: "the soup was lovely", k: 4)
+                            {{ score promptId }} }}""")["nearestNeighbors"]
+    assert bars["y"] == pytest.approx([n["score"] for n in api], rel=1e-6)
+    assert [r[1] for r in table_rows(page, "neighbors-table")] == [n["promptId"] for n in api]
+    assert page.input_value("select[name=layer]") == "1" and "layer=1" in page.url
+
+
+def test_probe_transfer_and_bridge_sweeps(page, server):
+    page.goto(f"{server.base}/#transfer?mode=probe&source={MODEL_A}&sl=-1&target={MODEL_B}&tl=-1&task=moods&bridge=general&ranks=1,2,4")
+    traces = plot_data(page, "transfer-plot")
+    api = server.data(f"""{{ probeTransferSweep(source: {{model: "{MODEL_A}", layer: -1}}, target: {{model: "{MODEL_B}", layer: -1}},
+        taskDataset: "moods", bridgeDataset: "general", ranks: [1, 2, 4]) {{ ranks transferred taskSpecific sourceNative targetNative chance
+        ridgeTransferred ridgeTaskSpecific }} }}""")["probeTransferSweep"]
+    by_name = {t["name"]: t for t in traces}
+    assert by_name["transferred (frozen bridge)"]["x"] == [1, 2, 4]
+    assert by_name["transferred (frozen bridge)"]["y"] == api["transferred"]
+    assert by_name["task-specific bridge"]["y"] == api["taskSpecific"]
+    for name, key in (("source native", "sourceNative"), ("target native", "targetNative"), ("chance", "chance"),
+                      ("full-rank transferred", "ridgeTransferred"), ("full-rank task-specific", "ridgeTaskSpecific")):
+        assert by_name[name]["y"] == [api[key], api[key]], name
+
+    page.select_option("select[name=mode]", "bridge")
+    page.fill("input[name=ranks]", "2,8")
+    page.click("#view-transfer button[type=submit]")
+    page.wait_for_function("() => document.getElementById('transfer-plot').data[0].name === 'r2'")
+    traces = plot_data(page, "transfer-plot")
+    api = server.data(f"""{{ bridgeSweep(source: {{model: "{MODEL_A}", layer: -1}}, target: {{model: "{MODEL_B}", layer: -1}},
+        ranks: [2, 8], trainDataset: "general") {{ r2 meanCosine ridgeR2 }} }}""")["bridgeSweep"]
+    assert traces[0]["y"] == api["r2"] and traces[1]["y"] == api["meanCosine"]
+    assert traces[2]["y"] == [api["ridgeR2"]] * 2
+    assert "mode=bridge" in page.url and "ranks=2%2C8" in page.url
+
+
+def test_sae_matching_histogram_and_baselines(page, server):
+    saes = server.data("{ saes { id model } }")["saes"]
+    a = next(s["id"] for s in saes if s["model"] == MODEL_A)
+    b = next(s["id"] for s in saes if s["model"] == MODEL_B)
+    page.goto(f"{server.base}/#sae?a={a}&b={b}&randomPairs=20")
+    hist = plot_data(page, "sae-hist")[0]
+    bars = plot_data(page, "sae-bars")
+    api = server.data(f"""{{ saeFeatureCorrelation(a: {{id: "{a}"}}, b: {{id: "{b}"}}, randomPairs: 20) {{
+        pairs svcca rsa randomSvccaMean randomRsaMean pValue topPairs(limit: 2000) {{ correlation }} }} }}""")
+    r = api["saeFeatureCorrelation"]
+    assert hist["type"] == "histogram" and hist["x"] == [p["correlation"] for p in r["topPairs"]]
+    assert len(hist["x"]) == r["pairs"] > 0
+    assert bars[0]["y"] == [r["svcca"], r["rsa"]] and bars[1]["y"] == [r["randomSvccaMean"], r["randomRsaMean"]]
+    assert terms(page, "#sae-side")["SVCCA p"] == fmt(r["pValue"])
+
+
+def test_ingest_job_progress(page, server):
+    page.goto(f"{server.base}/#jobs")
+    page.fill("input[name=model]", str(server.folders[MODEL_A]))
+    page.select_option("select[name=dataset]", "extra")
+    page.fill("input[name=layers]", "0")
+    page.fill("input[name=token]", TOKEN)
+    page.click("text=Start ingest")
+    page.wait_for_function("() => ['SUCCEEDED', 'FAILED'].includes(document.getElementById('job-state')?.innerText)")
+    job_id = page.input_value("input[name=id]")
+    assert f"id={job_id}" in page.url
+    job = server.data(f'{{ job(id: "{job_id}") {{ state done total }} }}')["job"]
+    assert job == {"state": "SUCCEEDED", "done": 12, "total": 12}
+    assert page.inner_text("#job-count").strip() == "12 / 12"
+    assert page.evaluate("() => document.getElementById('job-progress').value") == 12
+
+
+def test_errors_show_the_api_message(page, server):
+    page.goto(f"{server.base}/#transfer?mode=bridge&source={MODEL_A}&sl=-1&target={MODEL_B}&tl=-1&ranks=0")
+    page.wait_for_selector("#transfer-status .error")
+    body = server.query(f"""{{ bridgeSweep(source: {{model: "{MODEL_A}", layer: -1}}, target: {{model: "{MODEL_B}", layer: -1}},
+        ranks: [0]) {{ r2 }} }}""")
+    message = body["errors"][0]["message"]
+    assert "rank" in message
+    assert page.inner_text("#transfer-status .error") == message
+    # a job id the server does not know: the explorer's own message
+    page.goto(f"{server.base}/#jobs?id=nope")
+    page.wait_for_selector("#jobs-status .error")
+    assert 'no job with id "nope"' in page.inner_text("#jobs-status .error")
+
+
+def test_a_heavy_query_shows_a_spinner_and_can_be_cancelled(page, server):
+    # Hold every GraphQL answer until the test has clicked Cancel.
+    page.goto(f"{server.base}/#catalog")
+    page.wait_for_selector("#models-table")
+    page.route(re.compile(r".*/graphql$"), lambda route: None)  # never answered: the request stays pending
+    page.goto(f"{server.base}/#compare?a={MODEL_A}&b={MODEL_B}&k=5")
+    page.wait_for_selector("#cka-status .spinner")
+    page.click("#cka-status button.cancel")
+    page.wait_for_selector("#cka-status .cancelled")
+    assert page.inner_text("#cka-status") == "Cancelled."
+    assert page.evaluate("() => document.getElementById('cka-plot').data") is None
