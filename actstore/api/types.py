@@ -204,7 +204,7 @@ MutualKnn = derive(MutualKnnResult, name="MutualKnn", descriptions={
 Cka = derive(CkaResult, name="Cka")
 DiagonalTest = derive(DiagonalTestResult, name="DiagonalTest", descriptions={
     "df": "Welch-Satterthwaite degrees of freedom.",
-    "transposed": "True when the matrix had more rows than columns and was tested transposed."})
+    "transposed": "True when the matrix had fewer rows than columns and was tested transposed (METHODS.md: n1 >= n2)."})
 
 _MATRIX_DOCS = {
     "argmax": "For each row, the column index (into layersB) of the most similar layer.",

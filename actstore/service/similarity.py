@@ -578,5 +578,5 @@ def _diagonal(M: np.ndarray) -> DiagonalTest:
     """The diagonal test where it is defined; NaN fields for matrices too small for it."""
     if min(M.shape) < 2 or M.size - max(M.shape) < 2:
         nan = float("nan")
-        return DiagonalTest(nan, nan, nan, nan, nan, 0, 0, M.shape[0] > M.shape[1])
+        return DiagonalTest(nan, nan, nan, nan, nan, 0, 0, M.shape[0] < M.shape[1])
     return analysis.diagonal_test(M)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -98,14 +99,11 @@ def test_hf_save_to_disk_folder_without_datasets(tmp_path):
         read_prompts(f"hf:{root}:test", text_column="sentence")
 
 
-def test_hf_hub_name_without_datasets_package_is_clear():
-    try:
-        import datasets  # noqa: F401
-    except ImportError:
-        with pytest.raises(InvalidInput, match=r"needs the 'datasets' package.*save_to_disk"):
-            read_prompts("hf:stanfordnlp/sst2:validation")
-    else:  # pragma: no cover - depends on the environment
-        pytest.skip("datasets is installed; the missing-package message cannot be checked")
+def test_hf_hub_name_without_datasets_package_is_clear(monkeypatch):
+    # None in sys.modules makes `import datasets` raise ImportError, installed or not
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    with pytest.raises(InvalidInput, match=r"needs the 'datasets' package.*save_to_disk"):
+        read_prompts("hf:stanfordnlp/sst2:validation")
 
 
 def test_real_sst2_and_toxigen_files(text_sets):
