@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -96,13 +98,70 @@ REAL = installed_real_models()
 def test_labelled_prompt_sets_are_distinct_balanced_and_sized():
     sets = labelled_prompt_sets(30)
     assert list(sets) == ["demo-sentiment", "demo-topic", "demo-text"]
-    assert [len(t) for t, _ in sets.values()] == [10, 10, 10]
+    assert [len(t) for t, _ in sets.values()] == [10, 6, 14]
     assert sets["demo-sentiment"][1] == [1, 0] * 5
-    assert set(sets["demo-topic"][1]) <= {0, 1, 2, 3} and sets["demo-text"][1] is None
-    full = labelled_prompt_sets()
-    assert [len(t) for t, _ in full.values()] == [640, 500, 1000]
-    texts = [t for ts, _ in full.values() for t in ts]
-    assert len(set(texts)) == len(texts) == 2140
+    assert sets["demo-topic"][1] == [0, 1, 2, 3, 0, 1] and sets["demo-text"][1] is None
+    assert [len(t) for t, _ in labelled_prompt_sets(6).values()] == [2, 2, 2]
+    with pytest.raises(ValueError, match="n must be at least 6"):
+        labelled_prompt_sets(5)
+
+
+@pytest.fixture(scope="module")
+def full_sets():
+    return labelled_prompt_sets()
+
+
+def test_default_prompt_sets_are_sized_balanced_distinct_and_deterministic(full_sets):
+    assert [len(t) for t, _ in full_sets.values()] == [600, 400, 800]
+    texts = [t for ts, _ in full_sets.values() for t in ts]
+    assert len(set(texts)) == len(texts) == 1800
+    assert full_sets["demo-sentiment"][1] == [1, 0] * 300
+    assert full_sets["demo-topic"][1] == [0, 1, 2, 3] * 100
+    # the same from the seed on every machine (string-seeded random.Random), another seed differs
+    assert full_sets["demo-sentiment"][0][:2] == [
+        "Third visit this year. The check-in felt a bit tedious, but overall the cleaning was fairly outstanding.",
+        "It was my first time. Despite the fact that the breakfast was never shabby, I left early."]
+    assert full_sets["demo-topic"][0][0] == (
+        '"We are delighted," said a source, after the striker was sent off after ten minutes.')
+    assert full_sets["demo-text"][0][0] == (
+        "The woodcutter followed the campfire under the pines. Early in the morning, the hiker gathered the tent.")
+    other = labelled_prompt_sets(60, seed=1)
+    assert not set(other["demo-text"][0]) & set(labelled_prompt_sets(60)["demo-text"][0])
+
+
+def _words(text):
+    return set(re.findall(r"[a-z'-]+", text.lower()))
+
+
+def test_sentiment_labels_are_compositional_not_one_word(full_sets):
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    texts, y = full_sets["demo-sentiment"]
+    y = np.array(y)
+    # every evaluative adjective occurs in reviews of both labels (negation, concession)
+    for adj in ("excellent", "good", "brilliant", "awful", "bad", "dull", "tedious"):
+        labels = {int(l) for t, l in zip(texts, y) if adj in _words(t)}
+        assert labels == {0, 1}, adj
+    # no single word predicts the label much better than chance ...
+    present = CountVectorizer(binary=True).fit_transform(texts).toarray().astype(bool)
+    best = np.abs((present == y.astype(bool)[:, None]).mean(0) - 0.5).max()
+    assert best < 0.06  # measured 0.035
+    # ... and a bag-of-words logistic regression only partly (the old templates gave 1.00)
+    acc = cross_val_score(LogisticRegression(max_iter=2000), present.astype(float), y, cv=5).mean()
+    assert 0.6 < acc < 0.78  # measured 0.72
+
+
+def test_topic_vocabulary_overlaps_and_general_text_varies(full_sets):
+    texts, y = full_sets["demo-topic"]
+    topics_of = {w: {l for t, l in zip(texts, y) if w in _words(t)} for w in ("record", "team", "market", "growth")}
+    assert topics_of == {"record": {0, 1, 3}, "team": {0, 1, 2}, "market": {2, 3}, "growth": {1, 3}}
+    general = full_sets["demo-text"][0]
+    lengths = [len(t.split()) for t in general]
+    assert (min(lengths), max(lengths), round(float(np.mean(lengths)), 1)) == (5, 51, 16.8)
+    assert Counter(t[-1] for t in general) == {".": 708, "?": 68, "!": 24}
+    assert len(set().union(*map(_words, general))) == 578
 
 
 def test_real_model_demo_falls_back_to_tiny_models_when_not_installed(tmp_path, capsys, monkeypatch):
@@ -121,8 +180,11 @@ def test_real_model_demo_builds_and_reports_findings(tmp_path):
     assert [(m.key, m.n_layers, m.d_model, m.layers) for m in store.models.list()] == [
         ("minilm-l6", 6, 384, (0, 3, 5)), ("smollm2-135m", 30, 576, (0, 15, 29)),
         ("smollm2-random", 30, 576, (0, 15, 29))]
+    # the control is only ingested where its findings need it
+    assert {d for d in ("demo-sentiment", "demo-topic", "demo-text")
+            if len(store.activations.shared("smollm2-random", "smollm2-random", d))} == {"demo-sentiment", "demo-text"}
     rows = dict(findings(store, permutations=20))
-    assert len(rows) == 5
+    assert len(rows) == 6
     within = rows["SmolLM2 within-model CKA: neighbouring vs >= 10 layers apart"]
     near, far = (float(x) for x in within.split(" (")[0].split(" vs "))
     assert -1 <= far <= 1 and -1 <= near <= 1
@@ -131,8 +193,12 @@ def test_real_model_demo_builds_and_reports_findings(tmp_path):
     probe = rows["sentiment probe SmolLM2@0.5 -> MiniLM@1.0: native S / native T / transferred / chance"]
     accs = [float(x) for x in probe.split(" / ")]
     assert len(accs) == 4 and all(0 <= a <= 1 for a in accs) and accs[3] >= 0.5
-    real, control = (float(x) for x in rows["max CKA with MiniLM: real SmolLM2 vs random-init control"].split(" vs "))
+    cmp = rows["max CKA with MiniLM: real SmolLM2 vs random-init control"]
+    real, control = (float(x) for x in cmp.split(" (control")[0].split(" vs "))
     assert real == best and -1 <= control <= 1
+    native = rows["sentiment probe @0.5, native: real SmolLM2 vs random-init control / chance"]
+    s_real, rest = native.split(" vs ")
+    assert float(s_real) == accs[0] and 0 <= float(rest.split(" / ")[0]) <= 1
     # a second build reuses the store
     t0 = time.perf_counter()
     build_demo_store(str(tmp_path / "real"), online=False, n_prompts=30, layers="grid:3")
