@@ -145,7 +145,7 @@ def build_demo_store(store_uri: str, *, online: bool | None = None, n_prompts: i
     each; the control only on the general-text and sentiment sets, all its findings need) or
     "tiny" (three tiny random models, ``n_prompts`` default 320, every layer).
     Models already stored are skipped, so running the demo again starts serving at once.
-    ``on_progress(model_key, done, total)`` reports each model's ingest.
+    ``on_progress(label, done, total)`` reports each ingest, labelled ``"<model key> <- <dataset>"``.
     """
     from actstore.ingest.pipeline import ingest
     from actstore.ingest.runner import hub_reachable
@@ -185,7 +185,8 @@ def build_demo_store(store_uri: str, *, online: bool | None = None, n_prompts: i
     for key, source in sources.items():
         if key in have:
             continue
-        report = None if on_progress is None else (lambda done, total, key=key: on_progress(key, done, total))
+        report = None if on_progress is None else (
+            lambda done, total, key=key: on_progress(f"{key} <- {DATASET}", done, total))
         summary = ingest(store, source, DATASET, key=key, layers="all", batch_size=32, max_tokens=64,
                          dtype="float32", on_progress=report, settings=settings)
         print(f"demo: {key}: {summary.encoded} prompts x {len(summary.layers)} layers stored")
@@ -221,7 +222,8 @@ def _build_real(store_uri: str, real: dict[str, str], n_prompts: int, layers: st
             build_random_control(real["smollm2-135m"], control)
         runner = ModelRunner(source, device="cpu")
         for dataset in todo:
-            report = None if on_progress is None else (lambda done, total, key=key: on_progress(key, done, total))
+            report = None if on_progress is None else (
+                lambda done, total, key=key, dataset=dataset: on_progress(f"{key} <- {dataset}", done, total))
             summary = ingest(store, runner, dataset, key=key, layers=layers, batch_size=32, max_tokens=64,
                              dtype="float32", token=token, on_progress=report, settings=settings)
             print(f"demo: {key} ({token} token): {dataset}: {summary.encoded} prompts x {len(summary.layers)} layers")

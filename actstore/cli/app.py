@@ -197,7 +197,7 @@ def demo_command(
     """
     from rich.console import Console
 
-    from actstore.demo import DATASET, run_demo
+    from actstore.demo import run_demo
 
     from .progress import ProgressBar
 
@@ -207,7 +207,7 @@ def demo_command(
             check_store_path(settings.store_uri, create=True)
             run_demo(settings.store_uri, host=host, port=port, online=False if offline else None,
                      serve=not no_serve, settings=settings,
-                     on_progress=lambda key, done, total: bar.update(f"{key} <- {DATASET}", done, total))
+                     on_progress=lambda label, done, total: bar.update(label, done, total))
     except KeyboardInterrupt:
         raise fail("interrupted; run the same command again to resume", 130) from None
 
