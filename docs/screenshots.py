@@ -1,12 +1,17 @@
 """The README's screenshots (docs/img/*.png): the explorer's compare view and GraphiQL, in
-headless Chromium against the tiny store of the browser tests (tiny random models, so the
-values show the layout, not findings). Run from the repository root:
+headless Chromium. Run from the repository root:
 
-    PYTHONPATH=. python docs/screenshots.py
+    PYTHONPATH=. python docs/screenshots.py --store demo-store   # the offline demo's real models
+    PYTHONPATH=. python docs/screenshots.py                      # the browser tests' tiny store
+
+With ``--store`` the compare view shows SmolLM2-135M against MiniLM on the demo's general text
+(``--a``, ``--b``, ``--dataset`` choose others); without it, the tiny random models of the
+browser tests (the values then show the layout, not findings).
 """
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 from pathlib import Path
 
@@ -18,14 +23,25 @@ OUT = Path(__file__).resolve().parent / "img"
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--store", help="an existing store (default: build the browser tests' tiny store)")
+    ap.add_argument("--a", default="smollm2-135m")
+    ap.add_argument("--b", default="minilm-l6")
+    ap.add_argument("--dataset", default="demo-text")
+    args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="actstore-shots-"))
-    server = Server(build_store(root)[0])
+    if args.store:
+        uri, view = args.store, f"a={args.a}&b={args.b}&dataset={args.dataset}&k=10&debiased=1"
+    else:
+        uri, view = build_store(root)[0], f"a={MODEL_A}&b={MODEL_B}&dataset=moods&k=5&debiased=1"
+    server = Server(uri)
     try:
         with sync_playwright() as p:
             browser = launch(p)
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.goto(f"{server.base}/#compare?a={MODEL_A}&b={MODEL_B}&dataset=moods&k=5&debiased=1")
-            page.wait_for_function("() => document.getElementById('affinity-plot')?.data?.length > 0")
+            page.goto(f"{server.base}/#compare?{view}")
+            page.wait_for_function("() => document.getElementById('affinity-plot')?.data?.length > 0",
+                                   timeout=300_000)
             page.wait_for_timeout(500)
             page.screenshot(path=str(OUT / "explorer-compare.png"))
             page.set_viewport_size({"width": 1280, "height": 720})
