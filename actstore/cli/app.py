@@ -51,7 +51,8 @@ def info_command(ctx: typer.Context, store: StoreOption = None) -> None:
         models, datasets = s.models.list(), s.prompts.datasets()
         prompts = {m.key: len(s.activations.model_ids(m.key)) for m in models}
         indexes = {m.key: s.knn.layer_indexes(m.key, m.layers) for m in models}
-    console = Console()
+    # piped output (a log, a file) is not cut to 80 columns: rich would ellipsise keys and paths
+    console = Console() if sys.stdout.isatty() else Console(width=400)
     console.print(f"[bold]store[/bold] {s.uri}")
     t = Table(title=f"models ({len(models)})", title_justify="left")
     for col in ("key", "architecture", "layers stored", "d_model", "dtype", "quantization", "token",

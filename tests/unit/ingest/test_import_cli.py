@@ -111,11 +111,13 @@ def test_import_rejects_nan_and_duplicate_texts(tmp_path, rng):
 def test_info_lists_models_and_datasets(tmp_path, rng):
     store = Store.open(tmp_path / "db")
     ids = store.add_prompts("sst", ["good", "bad", "fine"], labels=[1, 0, 1])
+    source = "/models/some-organisation/a-rather-long-model-name-that-rich-would-cut/at-80-columns.gguf"
     store.activations.write("tiny", {0: rng.standard_normal((3, 4)), 1: rng.standard_normal((3, 4)),
-                                3: rng.standard_normal((3, 4))}, ids, n_layers=4, architecture="llama", source="x/y")
+                                3: rng.standard_normal((3, 4))}, ids, n_layers=4, architecture="llama", source=source)
+    # piped (no terminal, no COLUMNS): nothing is cut to 80 columns
     res = subprocess.run([sys.executable, "-m", "actstore.cli", "info", "--store", store.uri],
-                         capture_output=True, text=True, timeout=120, env={"COLUMNS": "200", "PATH": ""})
+                         capture_output=True, text=True, timeout=120, env={"PATH": ""})
     assert res.returncode == 0, res.stderr
     out = res.stdout
-    assert "tiny" in out and "llama" in out and "3/4 (0-1, 3)" in out
+    assert "tiny" in out and "llama" in out and "3/4 (0-1, 3)" in out and source in out
     assert "sst" in out and "yes" in out
