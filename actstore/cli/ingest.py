@@ -114,24 +114,17 @@ def ingest_command(
             if missing:
                 raise fail(f"missing {' and '.join(missing)} (or pass --manifest FILE.toml)")
             description = f"{key or model_key_for(model)} <- {dataset}"
+            common = dict(prompts_file=prompts, key=key, layers=layers, batch_size=batch_size,
+                          max_tokens=max_tokens, dtype=dtype, device=device, compute_dtype=compute_dtype,
+                          text_column=column_spec(text_column), label_column=column_spec(label_column),
+                          token=token, chat_template=chat_template, settings=settings,
+                          on_progress=lambda done, total: bar.update(description, done, total))
             if engine == "ray":
                 from actstore.ingest.ray_engine import ingest_ray
 
-                summary = ingest_ray(
-                    settings.store_uri, model, dataset, prompts_file=prompts, key=key, layers=layers,
-                    batch_size=batch_size, max_tokens=max_tokens, dtype=dtype, device=device,
-                    compute_dtype=compute_dtype, text_column=column_spec(text_column),
-                    label_column=column_spec(label_column), token=token, chat_template=chat_template,
-                    settings=settings, address=address,
-                    on_progress=lambda done, total: bar.update(description, done, total))
+                summary = ingest_ray(settings.store_uri, model, dataset, address=address, **common)
             else:
-                summary = ingest(
-                    settings.store_uri, model, dataset, prompts_file=prompts, key=key, layers=layers,
-                    batch_size=batch_size, max_tokens=max_tokens, dtype=dtype, device=device,
-                    compute_dtype=compute_dtype, text_column=column_spec(text_column),
-                    label_column=column_spec(label_column), next_tokens=next_tokens, token=token,
-                    chat_template=chat_template, settings=settings,
-                    on_progress=lambda done, total: bar.update(description, done, total))
+                summary = ingest(settings.store_uri, model, dataset, next_tokens=next_tokens, **common)
         report(summary)
     except KeyboardInterrupt:
         raise fail("interrupted; run the same command again to resume", 130) from None
