@@ -44,7 +44,7 @@ import numpy as np
 from actstore.config import Settings
 from actstore.errors import Conflict, InvalidInput, NotFound
 from actstore.ingest.fingerprint import model_fingerprint
-from actstore.ingest.sources import read_prompts
+from actstore.ingest.sources import PromptSet, read_prompts
 from actstore.ingest.token_sites import check_token_site
 from actstore.layers import LayerSpec
 
@@ -177,6 +177,31 @@ def _check_key(key: str) -> str:
     return check_model_key(key)  # InvalidInput naming the key and the allowed characters
 
 
+def store_and_prompts(store: Store | str | Path, dataset: str, prompts_file: str | Path | None,
+                      text_column: str | int, label_column: str | int | None,
+                      settings: Settings | None) -> tuple[Store | None, PromptSet | None]:
+    """The checks of an ingest before any model loads: (the store, None when it does not exist
+    yet; the whole prompts file read and validated, None without one). A missing store is
+    created only once the model has loaded, so a failed ingest leaves none; without a prompts
+    file the dataset must already exist (NotFound naming the known ones)."""
+    prompt_set = None
+    if prompts_file is not None:
+        prompt_set = read_prompts(prompts_file, text_column=text_column, label_column=label_column)
+    try:
+        st: Store | None = open_store(store, settings, create=False)
+    except NotFound:
+        if prompt_set is None:
+            raise NotFound(f"unknown dataset {dataset!r}: there is no actstore store at {str(store)!r} yet; "
+                           "pass a prompts file (--prompts FILE) to add its prompts") from None
+        st = None
+    if st is not None and prompt_set is None:
+        try:
+            st.prompts.ids(dataset)
+        except NotFound as e:
+            raise NotFound(f"{e}; pass a prompts file (--prompts FILE) to add its prompts") from None
+    return st, prompt_set
+
+
 def ingest(
     store: Store | str | Path,
     model: str | Path | ModelRunner,
@@ -228,22 +253,7 @@ def ingest(
     is_runner = not isinstance(model, (str, Path))
     source_name = model.source if is_runner else str(model)
     key = _check_key(key if key is not None else model_key_for(source_name))
-    prompt_set = None
-    if prompts_file is not None:  # validate the whole file before anything is loaded or stored
-        prompt_set = read_prompts(prompts_file, text_column=text_column, label_column=label_column)
-    # A missing store is created only once the model has loaded: a failed ingest leaves none.
-    try:
-        st: Store | None = open_store(store, settings, create=False)
-    except NotFound:
-        if prompt_set is None:
-            raise NotFound(f"unknown dataset {dataset!r}: there is no actstore store at {str(store)!r} yet; "
-                           "pass a prompts file (--prompts FILE) to add its prompts") from None
-        st = None
-    if st is not None and prompt_set is None:
-        try:
-            st.prompts.ids(dataset)
-        except NotFound as e:
-            raise NotFound(f"{e}; pass a prompts file (--prompts FILE) to add its prompts") from None
+    st, prompt_set = store_and_prompts(store, dataset, prompts_file, text_column, label_column, settings)
 
     runner = model if is_runner else _load_runner(model, device, compute_dtype, revision, next_tokens, settings)
     if next_tokens and runner.lm_head is None:

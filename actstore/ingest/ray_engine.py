@@ -43,8 +43,7 @@ import numpy as np
 from actstore.config import Settings
 from actstore.errors import InvalidInput, NotFound
 from actstore.ingest.pipeline import (IngestSummary, check_args, check_model_matches, dataset_prompts,
-                                      model_key_for, open_store, stored_everywhere)
-from actstore.ingest.sources import read_prompts
+                                      model_key_for, open_store, store_and_prompts, stored_everywhere)
 from actstore.ingest.token_sites import check_token_site
 from actstore.layers import LayerSpec, parse_layer_spec
 
@@ -226,18 +225,7 @@ def ingest_ray(
     from actstore.store.tables import check_model_key
 
     key = check_model_key(key if key is not None else model_key_for(str(model)))
-    prompt_set = None
-    if prompts_file is not None:
-        prompt_set = read_prompts(prompts_file, text_column=text_column, label_column=label_column)
-    try:
-        st: Store | None = open_store(store, settings, create=False)
-    except NotFound:
-        if prompt_set is None:
-            raise NotFound(f"unknown dataset {dataset!r}: there is no actstore store at {str(store)!r} yet; "
-                           "pass a prompts file (--prompts FILE) to add its prompts") from None
-        st = None
-    if st is not None and prompt_set is None:
-        st.prompts.ids(dataset)  # NotFound naming the known datasets
+    st, prompt_set = store_and_prompts(store, dataset, prompts_file, text_column, label_column, settings)
 
     settings = settings if settings is not None else Settings()
     ray = _ray(address if address is not None else settings.ray_address)
