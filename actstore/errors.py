@@ -11,6 +11,10 @@ the service layer translates it to :class:`InvalidInput` in one place.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Iterable
+from typing import Any, Self
+
 __all__ = ["ActstoreError", "Conflict", "InvalidInput", "LimitExceeded", "NotFound", "QueryTimeout", "Unauthorized"]
 
 
@@ -18,9 +22,33 @@ class ActstoreError(Exception):
     """Base class of every user-facing error in actstore.
 
     ``code`` is what clients see as the GraphQL error's ``extensions.code``; each subclass
-    sets its own, and the API reads it from here (one mapping for every error)."""
+    sets its own, and the API reads it from here (one mapping for every error).
+
+    ``field`` (the Python name of the argument at fault, snake_case), ``value`` (what was given)
+    and ``allowed`` (what would have been accepted, in words) are set where one argument is at
+    fault. The message names the field by its Python name; each interface words it its own way
+    with :meth:`worded` (the API with its argument names, the CLI with its flags)."""
 
     code: str = "BAD_USER_INPUT"
+
+    def __init__(self, message: str, *, field: str | None = None, value: Any = None,
+                 allowed: str | None = None) -> None:
+        super().__init__(message)
+        self.field, self.value, self.allowed = field, value, allowed
+
+    @classmethod
+    def of(cls, field: str, value: Any, allowed: str) -> Self:
+        """The error for one argument: "FIELD must be ALLOWED, got VALUE"."""
+        return cls(f"{field} must be {allowed}, got {value!r}", field=field, value=value, allowed=allowed)
+
+    def worded(self, name: Callable[[str], str], names: Iterable[str] = ()) -> str:
+        """The message with the field's Python name, and each of ``names`` (the other
+        argument names of the call), replaced by ``name(python_name)``: whole words only."""
+        words = sorted({*names, *([self.field] if self.field else [])}, key=len, reverse=True)
+        if not words:
+            return str(self)
+        pattern = "|".join(re.escape(w) for w in words)
+        return re.sub(rf"(?<![\w.-])({pattern})(?![\w-])", lambda m: name(m.group(1)), str(self))
 
 
 class InvalidInput(ActstoreError, ValueError):

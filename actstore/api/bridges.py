@@ -6,7 +6,6 @@ dataclasses; resolvers run the service on a worker thread.
 
 from __future__ import annotations
 
-from typing import Optional
 
 import strawberry
 
@@ -18,9 +17,18 @@ from actstore.service import (
     ProbeTransferSweepResult,
 )
 
-from .context import Info, call
+from actstore.service.requests import (
+    BridgeRequest,
+    BridgeSweepRequest,
+    NextTokenTransferRequest,
+    ProbeTransferRequest,
+    ProbeTransferSweepRequest,
+)
+
+from .context import Info
 from .derive import build, derive
-from .types import BridgeMethod, LayerRef, Precision, Preprocess
+from .requests import request_field
+from .types import BridgeMethod
 
 __all__ = ["BridgeQuery"]
 
@@ -58,75 +66,26 @@ class ProbeTransferSweep(derive(ProbeTransferSweepResult, name="ProbeTransferSwe
 
 @strawberry.type
 class BridgeQuery:
-    @strawberry.field(description="Fit a linear map from source activations to target activations and score "
-                      "it on held-out prompts.")
-    async def bridge(self, info: Info, source: LayerRef, target: LayerRef,
-                     method: BridgeMethod = BridgeMethod.RIDGE, rank: Optional[int] = None,
-                     alpha: Optional[float] = None, train_dataset: Optional[str] = None,
-                     eval_dataset: Optional[str] = None, test_fraction: float = 0.2, seed: int = 0,
-                     preprocess: Preprocess = Preprocess.NONE, outlier_threshold: Optional[float] = None,
-                     scale: bool = False, precision: Precision = Precision.AUTO) -> Bridge:
-        r = await call(info, info.context.service.bridges.bridge, source.value(), target.value(),
-                       method=method.value, rank=rank, alpha=alpha, train_dataset=train_dataset,
-                       eval_dataset=eval_dataset, test_fraction=test_fraction, seed=seed,
-                       preprocess=preprocess.value, outlier_threshold=outlier_threshold, scale=scale,
-                       precision=precision.value, heavy=True)
-        return build(Bridge, r)
-
-    @strawberry.field(description="Reduced-rank ridge bridges at several ranks from one ridge fit and one SVD: "
-                      "held-out r2 and mean cosine per rank.")
-    async def bridge_sweep(self, info: Info, source: LayerRef, target: LayerRef, ranks: list[int],
-                           alpha: Optional[float] = None, train_dataset: Optional[str] = None,
-                           eval_dataset: Optional[str] = None, test_fraction: float = 0.2,
-                           seed: int = 0, preprocess: Preprocess = Preprocess.NONE,
-                           outlier_threshold: Optional[float] = None,
-                           precision: Precision = Precision.AUTO) -> BridgeSweep:
-        r = await call(info, info.context.service.bridges.bridge_sweep, source.value(), target.value(), ranks,
-                       alpha=alpha, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                       test_fraction=test_fraction, seed=seed, preprocess=preprocess.value,
-                       outlier_threshold=outlier_threshold, precision=precision.value, heavy=True)
-        return build(BridgeSweep, r)
-
-    @strawberry.field(description="Train a linear probe on `source` for the labels of `taskDataset`; map "
-                      "`target` activations into source space with a bridge (frozen: fit on `bridgeDataset`; "
-                      "task-specific: fit on the task's training split) and score the source probe on them.")
-    async def probe_transfer(self, info: Info, source: LayerRef, target: LayerRef, task_dataset: str,
-                             bridge_dataset: Optional[str] = None, method: BridgeMethod = BridgeMethod.RIDGE,
-                             rank: Optional[int] = None, test_fraction: float = 0.3, seed: int = 0,
-                             alpha: Optional[float] = None, preprocess: Preprocess = Preprocess.NONE,
-                             outlier_threshold: Optional[float] = None,
-                             precision: Precision = Precision.AUTO) -> ProbeTransfer:
-        r = await call(info, info.context.service.bridges.probe_transfer, source.value(), target.value(),
-                       task_dataset, bridge_dataset=bridge_dataset, method=method.value, rank=rank,
-                       test_fraction=test_fraction, seed=seed, alpha=alpha, preprocess=preprocess.value,
-                       outlier_threshold=outlier_threshold, precision=precision.value, heavy=True)
-        return build(ProbeTransfer, r)
-
-    @strawberry.field(description="Probe transfer through reduced-rank ridge bridges at every rank in `ranks` "
-                      "(shared work done once): the accuracy-against-rank curve, with a PNG plot.")
-    async def probe_transfer_sweep(self, info: Info, source: LayerRef, target: LayerRef, task_dataset: str,
-                                   ranks: list[int], bridge_dataset: Optional[str] = None,
-                                   alpha: Optional[float] = None, test_fraction: float = 0.3,
-                                   seed: int = 0, preprocess: Preprocess = Preprocess.NONE,
-                                   outlier_threshold: Optional[float] = None,
-                                   precision: Precision = Precision.AUTO) -> ProbeTransferSweep:
-        r = await call(info, info.context.service.bridges.probe_transfer_sweep, source.value(), target.value(),
-                       task_dataset, ranks, bridge_dataset=bridge_dataset, alpha=alpha,
-                       test_fraction=test_fraction, seed=seed, preprocess=preprocess.value,
-                       outlier_threshold=outlier_threshold, precision=precision.value, heavy=True)
-        return build(ProbeTransferSweep, r)
-
-    @strawberry.field(description="Next-token probe transfer across tokenizers: vocabularies aligned on shared "
-                      "decoded token strings, the `classes` most frequent shared next tokens as classes; top-1 / "
-                      "top-5 of source-native, target-native, transferred and the cross-model agreement ceiling. "
-                      "Needs next tokens stored at ingest (--next-tokens).")
-    async def next_token_transfer(self, info: Info, source: LayerRef, target: LayerRef, dataset: str,
-                                  bridge_dataset: Optional[str] = None,
-                                  method: BridgeMethod = BridgeMethod.RIDGE, rank: Optional[int] = None,
-                                  alpha: Optional[float] = None, classes: int = 500, test_fraction: float = 0.3,
-                                  seed: int = 0, precision: Precision = Precision.AUTO) -> NextTokenTransfer:
-        r = await call(info, info.context.service.bridges.next_token_transfer, source.value(), target.value(),
-                       dataset, bridge_dataset=bridge_dataset, method=method.value, rank=rank, alpha=alpha,
-                       classes=classes, test_fraction=test_fraction, seed=seed, precision=precision.value,
-                       heavy=True)
-        return build(NextTokenTransfer, r)
+    bridge: Bridge = request_field(
+        BridgeRequest, Bridge, build=lambda r: build(Bridge, r),
+        description="Fit a linear map from source activations to target activations and score it on held-out "
+                    "prompts.")
+    bridge_sweep: BridgeSweep = request_field(
+        BridgeSweepRequest, BridgeSweep, build=lambda r: build(BridgeSweep, r),
+        description="Reduced-rank ridge bridges at several ranks from one ridge fit and one SVD: held-out r2 and "
+                    "mean cosine per rank.")
+    probe_transfer: ProbeTransfer = request_field(
+        ProbeTransferRequest, ProbeTransfer, build=lambda r: build(ProbeTransfer, r),
+        description="Train a linear probe on `source` for the labels of `taskDataset`; map `target` activations "
+                    "into source space with a bridge (frozen: fit on `bridgeDataset`; task-specific: fit on the "
+                    "task's training split) and score the source probe on them.")
+    probe_transfer_sweep: ProbeTransferSweep = request_field(
+        ProbeTransferSweepRequest, ProbeTransferSweep, build=lambda r: build(ProbeTransferSweep, r),
+        description="Probe transfer through reduced-rank ridge bridges at every rank in `ranks` (shared work done "
+                    "once): the accuracy-against-rank curve, with a PNG plot.")
+    next_token_transfer: NextTokenTransfer = request_field(
+        NextTokenTransferRequest, NextTokenTransfer, build=lambda r: build(NextTokenTransfer, r),
+        description="Next-token probe transfer across tokenizers: vocabularies aligned on shared decoded token "
+                    "strings, the `classes` most frequent shared next tokens as classes; top-1 / top-5 of "
+                    "source-native, target-native, transferred and the cross-model agreement ceiling. Needs next "
+                    "tokens stored at ingest.")

@@ -29,7 +29,20 @@ _DERIVED: dict[type, type] = {}
 _CONVERTERS: dict[type, dict[str, Callable[[Any], Any]]] = {}
 
 
+def _array_kind(hint: Any) -> int | None:
+    """ndim of an array field's annotation (``Annotated[np.ndarray, ArrayKind(n)]``), else None."""
+    if typing.get_origin(hint) is typing.Annotated:
+        for extra in typing.get_args(hint)[1:]:
+            ndim = getattr(extra, "ndim", None)
+            if isinstance(ndim, int):
+                return ndim
+    return None
+
+
 def _graphql_hint(hint: Any) -> Any:
+    ndim = _array_kind(hint)
+    if ndim is not None:
+        return list[list[float]] if ndim == 2 else list[float]
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         inner = [_graphql_hint(a) for a in args if a is not type(None)]
@@ -57,6 +70,15 @@ def _converter(target: Any) -> Callable[[Any], Any] | None:
     return None
 
 
+def _array_converter(hint: Any) -> Callable[[Any], Any] | None:
+    """Converter of an array field (or an optional one) to nested lists."""
+    inner = [a for a in typing.get_args(hint) if a is not type(None)] \
+        if typing.get_origin(hint) in (typing.Union, types.UnionType) else [hint]
+    if len(inner) == 1 and _array_kind(inner[0]) is not None:
+        return lambda v: None if v is None else v.tolist()
+    return None
+
+
 def derive(cls: type, *, name: str, exclude: Iterable[str] = (), fields: Mapping[str, Any] | None = None,
            descriptions: Mapping[str, str] | None = None, description: str | None = None) -> type:
     """A strawberry type named ``name`` with the fields of dataclass ``cls``.
@@ -64,7 +86,7 @@ def derive(cls: type, *, name: str, exclude: Iterable[str] = (), fields: Mapping
     ``fields``: GraphQL types overriding those of some fields (enums and ids are converted
     from the result's values by :func:`build`); ``descriptions``: per-field descriptions.
     """
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields, descriptions, skip = dict(fields or {}), dict(descriptions or {}), set(exclude)
     unknown = (set(fields) | set(descriptions) | skip) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
@@ -76,7 +98,7 @@ def derive(cls: type, *, name: str, exclude: Iterable[str] = (), fields: Mapping
         if f.name in skip:
             continue
         annotations[f.name] = fields.get(f.name, _graphql_hint(hints[f.name]))
-        convert = _converter(fields[f.name]) if f.name in fields else None
+        convert = _converter(fields[f.name]) if f.name in fields else _array_converter(hints[f.name])
         if convert is not None:
             converters[f.name] = convert
         if f.name in descriptions:
@@ -89,6 +111,8 @@ def derive(cls: type, *, name: str, exclude: Iterable[str] = (), fields: Mapping
 
 
 def _plain(value: Any) -> Any:
+    if hasattr(value, "tolist") and hasattr(value, "ndim"):  # an ndarray
+        return value.tolist()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         target = _DERIVED.get(type(value))
         return build(target, value) if target is not None else value

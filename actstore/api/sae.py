@@ -18,9 +18,12 @@ import strawberry
 from actstore.errors import InvalidInput
 from actstore.service import FeaturePairResult, SaeCorrelationResult, SaeMatrixResult, SaeRecord
 
+from actstore.service.requests import SaeCorrelationRequest, SaeMatrixRequest
+
 from .context import Info, call, require_token
 from .derive import build, derive
-from .types import Matching, SaeRef
+from .requests import request_field
+from .types import Matching
 
 __all__ = ["SaeMutation", "SaeQuery"]
 
@@ -93,34 +96,16 @@ class SaeQuery:
     async def saes(self, info: Info, model: Optional[str] = None) -> list[Sae]:
         return [Sae.of(r) for r in await call(info, info.context.service.saes.saes, model)]
 
-    @strawberry.field(description="Match SAE features of two layers by activation correlation over shared prompts "
-                      "and compare the matched feature spaces (SVCCA, RSA) against random pairings. Optional "
-                      "filters: minCorrelation drops weaker pairs; keywords restricts both SAEs to the features "
-                      "whose top-activating prompts (topPrompts of them, at least keywordShare) contain a keyword.")
-    async def sae_feature_correlation(
-        self, info: Info, a: SaeRef, b: SaeRef, dataset: Optional[str] = None,
-        matching: Matching = Matching.ONE_TO_ONE, random_pairs: int = 100, seed: int = 0,
-        min_correlation: Optional[float] = None, keywords: Optional[list[str]] = None,
-        top_prompts: int = 10, keyword_share: float = 0.5,
-    ) -> SaeCorrelation:
-        r = await call(info, info.context.service.saes.sae_feature_correlation, str(a.id), str(b.id),
-                       dataset=dataset, matching=matching.value, random_pairs=random_pairs, seed=seed,
-                       min_correlation=min_correlation, keywords=keywords, top_prompts=top_prompts,
-                       keyword_share=keyword_share, heavy=True)
-        return SaeCorrelation.of(r)
-
-    @strawberry.field(description="SVCCA of SAE features for every SAE layer pair of two models (default: the "
-                      "latest SAE per stored layer), with a PNG heatmap.")
-    async def sae_matrix(
-        self, info: Info, model_a: str, model_b: str, dataset: Optional[str] = None,
-        matching: Matching = Matching.ONE_TO_ONE, random_pairs: int = 100, seed: int = 0,
-        saes_a: Optional[list[strawberry.ID]] = None, saes_b: Optional[list[strawberry.ID]] = None,
-    ) -> SaeMatrix:
-        r = await call(info, info.context.service.saes.sae_matrix, model_a, model_b, dataset=dataset,
-                       matching=matching.value, random_pairs=random_pairs, seed=seed,
-                       saes_a=[str(s) for s in saes_a] if saes_a is not None else None,
-                       saes_b=[str(s) for s in saes_b] if saes_b is not None else None, heavy=True)
-        return build(SaeMatrix, r)
+    sae_feature_correlation: SaeCorrelation = request_field(
+        SaeCorrelationRequest, SaeCorrelation, build=SaeCorrelation.of,
+        description="Match SAE features of two layers by activation correlation over shared prompts and compare "
+                    "the matched feature spaces (SVCCA, RSA) against random pairings. Optional filters: "
+                    "minCorrelation drops weaker pairs; keywords restricts both SAEs to the features whose "
+                    "top-activating prompts (topPrompts of them, at least keywordShare) contain a keyword.")
+    sae_matrix: SaeMatrix = request_field(
+        SaeMatrixRequest, SaeMatrix, build=lambda r: build(SaeMatrix, r),
+        description="SVCCA of SAE features for every SAE layer pair of two models (default: the latest SAE per "
+                    "stored layer), with a PNG heatmap.")
 
 
 @strawberry.type

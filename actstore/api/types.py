@@ -31,6 +31,7 @@ from actstore.service import (
     SimilarityMatrixResult,
 )
 from actstore.service import DiagonalTest as DiagonalTestResult
+from actstore.service import requests
 from actstore.service import Job as JobValue
 from actstore.service import Neighbor as NeighborResult
 
@@ -39,42 +40,17 @@ from .derive import build, derive
 
 
 # ------------------------------------------------------------------- enums, inputs
-@strawberry.enum
-class Metric(enum.Enum):
-    COSINE = "cosine"
-    L2 = "l2"
-    DOT = "dot"
-
-
-@strawberry.enum
-class BridgeMethod(enum.Enum):
-    PROCRUSTES = "procrustes"
-    RIDGE = "ridge"
-    LOW_RANK = "low_rank"
-    LASSO = "lasso"
-
-
-@strawberry.enum(description="Preprocessing of activations before similarity and bridges: NONE, STANDARDIZE "
-                 "(per-dimension z-score; constant dimensions dropped) or DROP_OUTLIER_DIMS (dimensions whose "
-                 "variance share exceeds outlierThreshold, default 0.05, dropped).")
-class Preprocess(enum.Enum):
-    NONE = "none"
-    STANDARDIZE = "standardize"
-    DROP_OUTLIER_DIMS = "drop_outlier_dims"
-
-
-@strawberry.enum(description="Floating-point precision: AUTO (the default; CKA: float64 for small problems, "
-                 "float32 for large ones; bridges and probe transfer: float64), FLOAT32 or FLOAT64.")
-class Precision(enum.Enum):
-    AUTO = "auto"
-    FLOAT32 = "float32"
-    FLOAT64 = "float64"
-
-
-@strawberry.enum
-class Matching(enum.Enum):
-    ONE_TO_ONE = "one_to_one"
-    MANY_TO_ONE = "many_to_one"
+# the request enums of the service, shown to GraphQL under the same names (values: member names)
+Metric = strawberry.enum(requests.Metric, name="Metric")
+BridgeMethod = strawberry.enum(requests.BridgeMethod, name="BridgeMethod")
+Preprocess = strawberry.enum(requests.Preprocess, name="Preprocess", description=(
+    "Preprocessing of activations before similarity and bridges: NONE, STANDARDIZE (per-dimension z-score; "
+    "constant dimensions dropped) or DROP_OUTLIER_DIMS (dimensions whose variance share exceeds "
+    "outlierThreshold, default 0.05, dropped)."))
+Precision = strawberry.enum(requests.Precision, name="Precision", description=(
+    "Floating-point precision: AUTO (the default; CKA: float64 for small problems, float32 for large ones; "
+    "bridges and probe transfer: float64), FLOAT32 or FLOAT64."))
+Matching = strawberry.enum(requests.Matching, name="Matching")
 
 
 @strawberry.enum

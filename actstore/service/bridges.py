@@ -31,15 +31,23 @@ import numpy as np
 
 from actstore import analysis
 from actstore.analysis.results import BridgeFit, BridgeRankSweep, NextTokenTransfer, ProbeTransfer, ProbeTransferSweep
+from actstore.config import Settings
 from actstore.errors import InvalidInput, NotFound
 from actstore.layers import LayerRef
 from actstore.store import ModelInfo, Store
 
+from .answering import Answers, answers
 from .boundary import service_boundary
-from .precision import check_precision
 from .preprocessing import Prep, check_prep
 from .reads import Reads
-from .results import ResultCache, result_type
+from .requests import (
+    BridgeRequest,
+    BridgeSweepRequest,
+    NextTokenTransferRequest,
+    ProbeTransferRequest,
+    ProbeTransferSweepRequest,
+)
+from .results import Plan, ResultCache, result_type
 from .work import Cost, bridge_cost, probe_cost
 
 __all__ = ["BridgeResult", "BridgeSweepResult", "Bridges", "NextTokenTransferResult", "ProbeTransferResult",
@@ -94,6 +102,8 @@ class ProbeTransferSweepResult(ProbeTransferSweep):
     """Probe transfer at several ranks, with the models, task and layers it read; ``key``
     is the cache key its plot is served under."""
 
+    plottable = True  # the accuracy-against-rank curve
+
     source: str
     target: str
     task_dataset: str
@@ -116,38 +126,6 @@ class NextTokenTransferResult(NextTokenTransfer):
     precision: str = "auto"
 
 
-def _method(method: Any) -> str:
-    m = str(getattr(method, "value", method)).lower()
-    if m not in analysis.bridges.BRIDGE_METHODS:
-        raise InvalidInput(f"method must be one of PROCRUSTES, RIDGE, LOW_RANK, LASSO, got {method!r}")
-    return m
-
-
-def _fraction(test_fraction: Any) -> float:
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) \
-            or not 0.0 < float(test_fraction) < 1.0:
-        raise InvalidInput(f"testFraction must be strictly between 0 and 1, got {test_fraction!r}")
-    return float(test_fraction)
-
-
-def _seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InvalidInput(f"seed must be an integer >= 0, got {seed!r}")
-    return int(seed)
-
-
-def _bridge_args(method: str, rank: int | None, alpha: float | None) -> None:
-    if alpha is not None and not (isinstance(alpha, (int, float)) and not isinstance(alpha, bool)
-                                  and np.isfinite(alpha) and alpha > 0):
-        raise InvalidInput(f"alpha must be a finite number > 0, got {alpha!r}")
-    if method == "low_rank" and rank is None:
-        raise InvalidInput("method LOW_RANK needs rank (an integer >= 1)")
-    if method != "low_rank" and rank is not None:
-        raise InvalidInput(f"rank applies only to method LOW_RANK, not {method.upper()}; leave it unset")
-    if method == "procrustes" and alpha is not None:
-        raise InvalidInput("alpha does not apply to method PROCRUSTES; leave it unset")
-
-
 def _prepare(prep: Prep, S_fit: np.ndarray, T_fit: np.ndarray, S_other: np.ndarray, T_other: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """Preprocessing fitted per side on the ``*_fit`` rows and applied to them and the others;
@@ -158,11 +136,17 @@ def _prepare(prep: Prep, S_fit: np.ndarray, T_fit: np.ndarray, S_other: np.ndarr
 
 
 @service_boundary
-class Bridges:
+class Bridges(Answers):
     """Linear bridges, probe transfer, rank sweeps and next-token transfer over stored layers."""
 
-    def __init__(self, store: Store, reads: Reads, results: ResultCache) -> None:
-        self.store, self.reads, self.results = store, reads, results
+    def __init__(self, store: Store, settings: Settings, reads: Reads, results: ResultCache) -> None:
+        self.store, self.settings, self.reads, self.results = store, settings, reads, results
+
+    bridge = answers(BridgeRequest)
+    bridge_sweep = answers(BridgeSweepRequest)
+    probe_transfer = answers(ProbeTransferRequest)
+    probe_transfer_sweep = answers(ProbeTransferSweepRequest)
+    next_token_transfer = answers(NextTokenTransferRequest)
 
     # ------------------------------------------------------------------ helpers
     def _pair(self, source: LayerRef, target: LayerRef) -> tuple[ModelInfo, int, ModelInfo, int, dict[str, int]]:
@@ -180,12 +164,12 @@ class Bridges:
         labels = self.store.prompts.labels(ids)
         has = ~np.isnan(labels)
         if not has.any():
-            raise InvalidInput(f"taskDataset {task_dataset!r} has no labels on the {len(ids)} prompts both "
-                                    f"models share; add labelled prompts (addPrompts labels / a label column)")
+            raise InvalidInput(f"task_dataset {task_dataset!r} has no labels on the {len(ids)} prompts both "
+                                    f"models share; add labelled prompts (with labels)")
         ids, y = ids[has], labels[has].astype(np.int64)
         classes = np.unique(y)
         if len(classes) < 2:
-            raise InvalidInput(f"taskDataset {task_dataset!r} has only one class ({classes.tolist()}) among "
+            raise InvalidInput(f"task_dataset {task_dataset!r} has only one class ({classes.tolist()}) among "
                                     f"its {len(ids)} labelled shared prompts; a probe needs at least 2")
         return ids, y
 
@@ -197,37 +181,23 @@ class Bridges:
             ids = self.store.activations.shared(s_key, t_key)
         ids = np.setdiff1d(ids, exclude, assume_unique=True)
         if len(ids) < 3:
-            where = f"bridgeDataset {bridge_dataset!r}" if bridge_dataset is not None else \
+            where = f"bridge_dataset {bridge_dataset!r}" if bridge_dataset is not None else \
                 "the prompts outside the task dataset"
             raise InvalidInput(
                 f"too few prompts to fit the frozen bridge: {where} has {len(ids)} prompt(s) both models share "
-                f"that are not in taskDataset {task_dataset!r}; at least 3 are needed (pass a general-text "
-                f"bridgeDataset)")
+                f"that are not in task_dataset {task_dataset!r}; at least 3 are needed (pass a general-text "
+                f"bridge_dataset)", field="bridge_dataset", value=bridge_dataset, allowed="a dataset of >= 3 prompts")
         return ids
 
     # ------------------------------------------------------------------ bridge
-    def bridge(self, source: LayerRef, target: LayerRef, method: str = "ridge", rank: int | None = None,
-               alpha: float | None = None, train_dataset: str | None = None, eval_dataset: str | None = None,
-               test_fraction: float = 0.2, seed: int = 0, preprocess: str = "none",
-               outlier_threshold: float | None = None, scale: bool = False,
-               precision: str = "auto") -> BridgeResult:
+    def _plan_BridgeRequest(self, req: BridgeRequest) -> Plan[BridgeResult]:
         """Fit a linear map source -> target and score it on held-out prompts (r2, mean cosine).
         ``scale`` (PROCRUSTES only) adds the isotropic scale s, reported as ``scale``;
         ``precision`` the working dtype (see :mod:`.precision`; "auto" is float64)."""
-        method = _method(method)
-        precision = check_precision(precision)
-        _bridge_args(method, rank, alpha)
-        prep = check_prep(preprocess, outlier_threshold)
-        if not isinstance(scale, bool):
-            raise InvalidInput(f"scale must be true or false, got {scale!r}")
-        if scale and method != "procrustes":
-            raise InvalidInput(f"scale applies only to method PROCRUSTES, not {method.upper()}; leave it unset")
-        test_fraction, seed = _fraction(test_fraction), _seed(seed)
-        info_s, ls, info_t, lt, versions = self._pair(source, target)
-        query = {"op": "bridge", "s": [info_s.key, ls], "t": [info_t.key, lt], "method": method, "rank": rank,
-                 "alpha": alpha, "train": train_dataset, "eval": eval_dataset,
-                 "testFraction": test_fraction if eval_dataset is None else None, "seed": seed,
-                 "scale": scale or None, "precision": precision, **prep.key()}
+        method, precision, prep = req.method.value, req.precision.value, check_prep(req.preprocess, req.outlier_threshold)
+        rank, alpha, scale, seed, test_fraction = req.rank, req.alpha, req.scale, req.seed, req.test_fraction
+        train_dataset, eval_dataset = req.train_dataset, req.eval_dataset
+        info_s, ls, info_t, lt, versions = self._pair(req.source, req.target)
 
         def compute(_key: str) -> BridgeResult:
             train_ids, test_ids = self._bridge_split(info_s.key, info_t.key, train_dataset, eval_dataset,
@@ -242,7 +212,7 @@ class Bridges:
             n = len(self.reads.shared(info_s.key, info_t.key, train_dataset))
             return bridge_cost(n, info_s.d_model, info_t.d_model)
 
-        return self.results.cached(query, versions, compute, cost)
+        return Plan(compute, {"source": [info_s.key, ls], "target": [info_t.key, lt]}, versions, cost)
 
     def _bridge_split(self, s_key: str, t_key: str, train_dataset: str | None, eval_dataset: str | None,
                       test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -256,25 +226,16 @@ class Bridges:
         train_ids = np.setdiff1d(ids, test_ids, assume_unique=True)
         if len(train_ids) < 2:
             raise InvalidInput(f"too few prompts to fit the bridge: {len(train_ids)} shared prompt(s) of "
-                                    f"{train_dataset or 'the store'} outside evalDataset {eval_dataset!r}")
+                                    f"{train_dataset or 'the store'} outside eval_dataset {eval_dataset!r}")
         return train_ids, test_ids
 
-    def bridge_sweep(self, source: LayerRef, target: LayerRef, ranks: Sequence[int], alpha: float | None = None,
-                     train_dataset: str | None = None, eval_dataset: str | None = None,
-                     test_fraction: float = 0.2, seed: int = 0, preprocess: str = "none",
-                     outlier_threshold: float | None = None, precision: str = "auto") -> BridgeSweepResult:
+    def _plan_BridgeSweepRequest(self, req: BridgeSweepRequest) -> Plan[BridgeSweepResult]:
         """Reduced-rank ridge bridges at every rank (one ridge fit, one SVD): held-out r2 per rank;
-        ``precision`` as in :meth:`bridge`."""
-        _bridge_args("ridge", None, alpha)
-        precision = check_precision(precision)
-        prep = check_prep(preprocess, outlier_threshold)
-        test_fraction, seed = _fraction(test_fraction), _seed(seed)
-        ranks = self._ranks(ranks)
-        info_s, ls, info_t, lt, versions = self._pair(source, target)
-        query = {"op": "bridgeSweep", "s": [info_s.key, ls], "t": [info_t.key, lt], "ranks": ranks,
-                 "alpha": alpha, "train": train_dataset, "eval": eval_dataset,
-                 "testFraction": test_fraction if eval_dataset is None else None, "seed": seed,
-                 "precision": precision, **prep.key()}
+        ``precision`` as in a bridge."""
+        precision, prep = req.precision.value, check_prep(req.preprocess, req.outlier_threshold)
+        ranks, alpha, seed, test_fraction = self._ranks(req.ranks), req.alpha, req.seed, req.test_fraction
+        train_dataset, eval_dataset = req.train_dataset, req.eval_dataset
+        info_s, ls, info_t, lt, versions = self._pair(req.source, req.target)
 
         def compute(_key: str) -> BridgeSweepResult:
             train_ids, test_ids = self._bridge_split(info_s.key, info_t.key, train_dataset, eval_dataset,
@@ -288,37 +249,28 @@ class Bridges:
             n = len(self.reads.shared(info_s.key, info_t.key, train_dataset))
             return bridge_cost(n, info_s.d_model, info_t.d_model, sweep=True, op="bridgeSweep")
 
-        return self.results.cached(query, versions, compute, cost)
+        return Plan(compute, {"source": [info_s.key, ls], "target": [info_t.key, lt]}, versions, cost)
 
     @staticmethod
     def _ranks(ranks: Sequence[int]) -> list[int]:
-        if ranks is None or len(ranks) == 0:
-            raise InvalidInput("ranks must be a non-empty list of integers >= 1")
-        out = []
-        for r in ranks:
-            if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1:
-                raise InvalidInput(f"every rank must be an integer >= 1, got {r!r}")
-            out.append(int(r))
-        return out
+        if len(ranks) == 0:
+            raise InvalidInput("ranks must be a non-empty list of integers >= 1", field="ranks", value=[],
+                               allowed="a non-empty list of integers >= 1")
+        bad = [r for r in ranks if r < 1]
+        if bad:
+            raise InvalidInput(f"every rank must be an integer >= 1, got {bad[0]!r}", field="ranks", value=bad[0],
+                               allowed="integers >= 1")
+        return list(ranks)
 
     # ------------------------------------------------------------ probe transfer
-    def probe_transfer(self, source: LayerRef, target: LayerRef, task_dataset: str,
-                       bridge_dataset: str | None = None, method: str = "ridge", rank: int | None = None,
-                       test_fraction: float = 0.3, seed: int = 0, alpha: float | None = None,
-                       preprocess: str = "none", outlier_threshold: float | None = None,
-                       precision: str = "auto") -> ProbeTransferResult:
+    def _plan_ProbeTransferRequest(self, req: ProbeTransferRequest) -> Plan[ProbeTransferResult]:
         """Probe transfer (METHODS.md): sourceNative, targetNative, transferred (frozen bridge),
         taskSpecific and chance, as shares of the task's test prompts; ``precision`` of the
-        bridges as in :meth:`bridge`."""
-        method = _method(method)
-        precision = check_precision(precision)
-        _bridge_args(method, rank, alpha)
-        prep = check_prep(preprocess, outlier_threshold)
-        test_fraction, seed = _fraction(test_fraction), _seed(seed)
-        info_s, ls, info_t, lt, versions = self._pair(source, target)
-        query = {"op": "probeTransfer", "s": [info_s.key, ls], "t": [info_t.key, lt], "task": task_dataset,
-                 "bridge": bridge_dataset, "method": method, "rank": rank, "alpha": alpha,
-                 "testFraction": test_fraction, "seed": seed, "precision": precision, **prep.key()}
+        bridges as in a bridge."""
+        method, precision, prep = req.method.value, req.precision.value, check_prep(req.preprocess, req.outlier_threshold)
+        rank, alpha, seed, test_fraction = req.rank, req.alpha, req.seed, req.test_fraction
+        task_dataset, bridge_dataset = req.task_dataset, req.bridge_dataset
+        info_s, ls, info_t, lt, versions = self._pair(req.source, req.target)
 
         def compute(_key: str) -> ProbeTransferResult:
             ids, y = self._task(info_s.key, info_t.key, task_dataset)
@@ -330,8 +282,8 @@ class Bridges:
                                                test_fraction=test_fraction, seed=seed, precision=precision)
             return ProbeTransferResult(**asdict(r), layer_source=ls, layer_target=lt, precision=precision, **named)
 
-        return self.results.cached(query, versions, compute,
-                                   lambda: self._probe_cost(info_s, info_t, task_dataset, 2, False, "probeTransfer"))
+        return Plan(compute, {"source": [info_s.key, ls], "target": [info_t.key, lt]}, versions,
+                    lambda: self._probe_cost(info_s, info_t, task_dataset, 2, False, "probeTransfer"))
 
     def _probe_cost(self, info_s: ModelInfo, info_t: ModelInfo, task_dataset: str, classes: int, sweep: bool,
                     op: str) -> Cost:
@@ -349,23 +301,14 @@ class Bridges:
         Tb = self.reads.rows(t_key, lt, bids)
         return S, T, Sb, Tb
 
-    def probe_transfer_sweep(self, source: LayerRef, target: LayerRef, task_dataset: str, ranks: Sequence[int],
-                             bridge_dataset: str | None = None, alpha: float | None = None,
-                             test_fraction: float = 0.3, seed: int = 0, preprocess: str = "none",
-                             outlier_threshold: float | None = None,
-                             precision: str = "auto") -> ProbeTransferSweepResult:
+    def _plan_ProbeTransferSweepRequest(self, req: ProbeTransferSweepRequest) -> Plan[ProbeTransferSweepResult]:
         """Probe transfer through reduced-rank ridge bridges at every rank, shared work done once;
         ``ridge_*`` are the full-rank values. The result's ``key`` names its PNG plot;
-        ``precision`` as in :meth:`bridge`."""
-        _bridge_args("ridge", None, alpha)
-        precision = check_precision(precision)
-        prep = check_prep(preprocess, outlier_threshold)
-        test_fraction, seed = _fraction(test_fraction), _seed(seed)
-        ranks = self._ranks(ranks)
-        info_s, ls, info_t, lt, versions = self._pair(source, target)
-        query = {"op": "probeTransferSweep", "s": [info_s.key, ls], "t": [info_t.key, lt], "task": task_dataset,
-                 "bridge": bridge_dataset, "ranks": ranks, "alpha": alpha, "testFraction": test_fraction,
-                 "seed": seed, "precision": precision, **prep.key()}
+        ``precision`` as in a bridge."""
+        precision, prep = req.precision.value, check_prep(req.preprocess, req.outlier_threshold)
+        ranks, alpha, seed, test_fraction = self._ranks(req.ranks), req.alpha, req.seed, req.test_fraction
+        task_dataset, bridge_dataset = req.task_dataset, req.bridge_dataset
+        info_s, ls, info_t, lt, versions = self._pair(req.source, req.target)
 
         def compute(key: str) -> ProbeTransferSweepResult:
             ids, y = self._task(info_s.key, info_t.key, task_dataset)
@@ -379,40 +322,31 @@ class Bridges:
                                             task_dataset=task_dataset, layer_source=ls, layer_target=lt, key=key,
                                             precision=precision, **named)
 
-        return self.results.cached(query, versions, compute,
-                                   lambda: self._probe_cost(info_s, info_t, task_dataset, 2, True, "probeTransferSweep"))
+        return Plan(compute, {"source": [info_s.key, ls], "target": [info_t.key, lt]}, versions,
+                    lambda: self._probe_cost(info_s, info_t, task_dataset, 2, True, "probeTransferSweep"))
 
     # ------------------------------------------------------------ next tokens
-    def next_token_transfer(self, source: LayerRef, target: LayerRef, dataset: str,
-                            bridge_dataset: str | None = None, method: str = "ridge", rank: int | None = None,
-                            alpha: float | None = None, classes: int = 500, test_fraction: float = 0.3,
-                            seed: int = 0, precision: str = "auto") -> NextTokenTransferResult:
+    def _plan_NextTokenTransferRequest(self, req: NextTokenTransferRequest) -> Plan[NextTokenTransferResult]:
         """Next-token probe transfer across tokenizers (see
         :func:`actstore.analysis.probes.next_token_transfer`) over the shared prompts of
         ``dataset`` that have next tokens stored for both models; the frozen bridge is fitted on
-        ``bridge_dataset`` (default: every other shared prompt); ``precision`` as in :meth:`bridge`."""
-        method = _method(method)
-        precision = check_precision(precision)
-        _bridge_args(method, rank, alpha)
-        test_fraction, seed = _fraction(test_fraction), _seed(seed)
-        if isinstance(classes, bool) or not isinstance(classes, (int, np.integer)) or classes < 2:
-            raise InvalidInput(f"classes must be an integer >= 2, got {classes!r}")
-        info_s, ls, info_t, lt, versions = self._pair(source, target)
+        ``bridge_dataset`` (default: every other shared prompt); ``precision`` as in a bridge."""
+        method, precision = req.method.value, req.precision.value
+        rank, alpha, seed, test_fraction, classes = req.rank, req.alpha, req.seed, req.test_fraction, req.classes
+        dataset, bridge_dataset = req.dataset, req.bridge_dataset
+        info_s, ls, info_t, lt, versions = self._pair(req.source, req.target)
         nt = self.store.next_tokens
         for key in (info_s.key, info_t.key):
             if not nt.has(key):
-                raise NotFound(f"model {key!r} has no next tokens stored; ingest it with --next-tokens")
+                raise NotFound(f"model {key!r} has no next tokens stored; ingest it again with next tokens")
         versions = versions | {f"next/{info_s.key}": nt.version(info_s.key), f"next/{info_t.key}": nt.version(info_t.key)}
-        query = {"op": "nextTokenTransfer", "s": [info_s.key, ls], "t": [info_t.key, lt], "dataset": dataset,
-                 "bridge": bridge_dataset, "method": method, "rank": rank, "alpha": alpha, "classes": int(classes),
-                 "testFraction": test_fraction, "seed": seed, "precision": precision}
 
         def compute(_key: str) -> NextTokenTransferResult:
             ids = self.reads.shared(info_s.key, info_t.key, dataset)
             ids = np.intersect1d(ids, np.intersect1d(nt.ids(info_s.key), nt.ids(info_t.key)), assume_unique=True)
             if len(ids) < 3:
                 raise InvalidInput(f"only {len(ids)} prompt(s) of dataset {dataset!r} have next tokens stored for "
-                                   f"both {info_s.key!r} and {info_t.key!r}; ingest them with --next-tokens")
+                                   f"both {info_s.key!r} and {info_t.key!r}; ingest them with next tokens")
             bids = self._bridge_ids(info_s.key, info_t.key, bridge_dataset, self.store.prompts.ids(dataset), dataset)
             S, T, Sb, Tb = self._four(info_s.key, ls, info_t.key, lt, ids, bids)
             _, _, src = nt.read(info_s.key, ids)
@@ -422,5 +356,5 @@ class Bridges:
                                                     precision=precision)
             return NextTokenTransferResult(**asdict(r), layer_source=ls, layer_target=lt, precision=precision)
 
-        return self.results.cached(query, versions, compute, lambda: self._probe_cost(
-            info_s, info_t, dataset, int(classes), False, "nextTokenTransfer"))
+        return Plan(compute, {"source": [info_s.key, ls], "target": [info_t.key, lt]}, versions,
+                    lambda: self._probe_cost(info_s, info_t, dataset, int(classes), False, "nextTokenTransfer"))

@@ -20,29 +20,81 @@ import json
 import types
 import typing
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Generic, TypeVar
+
+import numpy as np
 
 from actstore.analysis import AnalysisCancelled
+from actstore.config import Settings
 from actstore.errors import NotFound, QueryTimeout
 from actstore.store import Store
 
 from .cache import SingleFlight
+from .display import display_methods
+from .requests import Request
 from .work import Cost, Scheduler, WorkStatus, check_budget, stop_requested
 
-__all__ = ["ResultCache", "decode", "encode", "result_type"]
+__all__ = ["ArrayKind", "Matrix", "Plan", "ResultCache", "Vector", "array_eq", "decode", "encode", "result_type", "same"]
 
 T = TypeVar("T")
+
+
+class ArrayKind:
+    """Marks an ndarray field of a result: ``ndim`` 1 (a vector) or 2 (a matrix) of float64.
+    The JSON codec stores it as nested lists; GraphQL shows it as ``[Float!]!`` / ``[[Float!]!]!``."""
+
+    def __init__(self, ndim: int) -> None:
+        self.ndim = ndim
+
+    def __repr__(self) -> str:
+        return f"ArrayKind({self.ndim})"
+
+
+#: a float64 matrix field of a result (rows x columns)
+Matrix = Annotated[np.ndarray, ArrayKind(2)]
+#: a float64 vector field of a result
+Vector = Annotated[np.ndarray, ArrayKind(1)]
 
 _TYPES: dict[str, type] = {}
 
 
+def same(a: Any, b: Any) -> bool:
+    """Equality that understands arrays (equal shape and values, NaN equal to NaN), nested
+    dataclasses, tuples and lists."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape \
+            and bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f" and b.dtype.kind == "f"))
+    if dataclasses.is_dataclass(a) and not isinstance(a, type):
+        return type(a) is type(b) and all(same(getattr(a, f.name), getattr(b, f.name))
+                                          for f in dataclasses.fields(a))
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return bool(a == b)
+
+
+def _eq(self: Any, other: Any) -> bool:
+    if type(other) is not type(self):
+        return NotImplemented
+    return same(self, other)
+
+
+def array_eq(cls: type[T]) -> type[T]:
+    """Class decorator: ``==`` of a dataclass with array fields compares them by value."""
+    cls.__eq__ = _eq  # type: ignore[method-assign,assignment]
+    cls.__hash__ = None  # type: ignore[assignment]  # arrays are mutable: not hashable
+    return cls
+
+
 def result_type(cls: type[T]) -> type[T]:
-    """Class decorator: register a dataclass as a cacheable result type (by class name)."""
+    """Class decorator: register a dataclass as a cacheable result type (by class name); its
+    ``==`` compares array fields by value, and it gets the notebook methods of :mod:`.display`
+    (``to_dict``, ``to_pandas``, ``_repr_html_``, ``_repr_png_``)."""
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls.__name__} must be a dataclass to be a result type")
     if _TYPES.setdefault(cls.__name__, cls) is not cls:
         raise TypeError(f"two result types are named {cls.__name__}")
-    return cls
+    return display_methods(array_eq(cls))
 
 
 def canonical(obj: Any) -> str:
@@ -55,7 +107,15 @@ def encode(result: Any) -> str:
     name = type(result).__name__
     if _TYPES.get(name) is not type(result):
         raise TypeError(f"{name} is not a registered result type")
-    return json.dumps({"type": name, "data": dataclasses.asdict(result)})
+    return json.dumps({"type": name, "data": dataclasses.asdict(result)}, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def decode(text: str) -> Any:
@@ -65,7 +125,7 @@ def decode(text: str) -> Any:
 
 
 def _build(cls: type, data: Mapping[str, Any]) -> Any:
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     return cls(**{f.name: _value(hints[f.name], data[f.name]) for f in dataclasses.fields(cls) if f.name in data})
 
 
@@ -73,6 +133,8 @@ def _value(hint: Any, value: Any) -> Any:
     if value is None:
         return None
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated and any(isinstance(a, ArrayKind) for a in args[1:]):
+        return np.asarray(value, dtype=np.float64)
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
         return _value(inner[0], value) if len(inner) == 1 else value
@@ -85,15 +147,31 @@ def _value(hint: Any, value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class Plan(Generic[T]):
+    """How a service part answers one request, made before any heavy work.
+
+    ``resolved``: request fields replaced in the cache key by what they resolved to (a layer
+    reference by [model key, layer], a layer list by the stored layers); ``versions``: the
+    table versions the answer depends on; ``compute(key)`` makes the answer; ``cost()`` its
+    estimate (None: cheap, no slot)."""
+
+    compute: Callable[[str], T]
+    resolved: Mapping[str, Any] = field(default_factory=dict)
+    versions: Mapping[str, int] = field(default_factory=dict)
+    cost: Callable[[], Cost] | None = None
+
+
 class ResultCache:
     """Cached answers of heavy queries, computed once per key (single flight). A computation's
     estimated cost is checked against ``max_cost`` before it starts, and it runs in a slot of
     the ``scheduler`` (see :mod:`.work`)."""
 
-    def __init__(self, store: Store, scheduler: Scheduler, max_cost: float = float("inf")) -> None:
+    def __init__(self, store: Store, scheduler: Scheduler, settings: Settings | None = None) -> None:
         self.store = store
         self.scheduler = scheduler
-        self.max_cost = max_cost
+        self.settings = settings or Settings()
+        self.max_cost = self.settings.max_cost
         self._flight = SingleFlight()
         #: answers computed (not served from the results table); tests and benchmarks read it
         self.computed = 0
@@ -108,6 +186,29 @@ class ResultCache:
     def status(self) -> WorkStatus:
         """Heavy computations running and queued now."""
         return self.scheduler.status()
+
+    def effective(self, name: str) -> Any:
+        """The value in force of a setting: the store's k-NN parameters as the store holds them
+        (they can be changed on an open store), every other one from the settings."""
+        knn = self.store.knn
+        held = {"ann_threshold": knn.ann_threshold, "ann_recall": knn.recall_target,
+                "ann_latency_ms": knn.latency_budget_ms}
+        return held[name] if name in held else getattr(self.settings, name)
+
+    def request_key(self, request: Request, plan: Plan[Any]) -> str:
+        """The cache key of ``request`` answered by ``plan``: every field of the request (see
+        :meth:`Request.key_payload`) and the versions of the tables the answer depends on."""
+        return self.key(request.key_payload(self, plan.resolved), plan.versions)
+
+    def answer(self, request: Request, plan: Plan[T]) -> T:
+        """The answer of ``request``: from the results table when stored, else computed once
+        (cost estimate, slot, single flight) and stored. A request that is not ``cached``
+        (nearest neighbours) is computed directly, within the budget."""
+        if not request.cached:
+            if plan.cost is not None:
+                check_budget(plan.cost(), self.max_cost)
+            return plan.compute("")
+        return self.cached(request.key_payload(self, plan.resolved), plan.versions, plan.compute, plan.cost)
 
     def cached(self, query: Mapping[str, Any], versions: Mapping[str, int], compute: Callable[[str], T],
                cost: Callable[[], Cost] | None = None) -> T:

@@ -29,11 +29,13 @@ from actstore.config import Settings
 from actstore.layers import relative_depth
 from actstore.store import ModelInfo, SaeRecord, Store
 
+from .answering import Answers, answers
 from .boundary import service_boundary
 from .cache import ByteLRU
 from .reads import Reads, digest
-from .results import ResultCache, result_type
-from .work import Cost, check_budget, check_cancelled, check_length, sae_correlation_cost, stop_check
+from .requests import SaeCorrelationRequest, SaeMatrixRequest
+from .results import Matrix, Plan, ResultCache, result_type
+from .work import Cost, check_budget, check_cancelled, sae_correlation_cost, stop_check
 
 if TYPE_CHECKING:
     from actstore.analysis.sae import SaeParams
@@ -104,11 +106,11 @@ class SaeMatrixResult:
     layers_b: list[int]
     depths_a: list[float]
     depths_b: list[float]
-    values: list[list[float]]
-    rsa: list[list[float]]
-    random_svcca_mean: list[list[float]]
-    p_values: list[list[float]]
-    mean_correlation: list[list[float]]
+    values: Matrix
+    rsa: Matrix
+    random_svcca_mean: Matrix
+    p_values: Matrix
+    mean_correlation: Matrix
     argmax: list[int]
     n: int
     matching: str
@@ -118,7 +120,7 @@ class SaeMatrixResult:
 
 
 @service_boundary
-class Saes:
+class Saes(Answers):
     """The SAE registry and SAE feature comparisons. Thread-safe; keeps the parameters of the
     last few SAEs used and their encodings of recent prompt sets in memory."""
 
@@ -127,6 +129,9 @@ class Saes:
         # SAE parameters by ("params", sae id) and feature activations (CSR) by (sae id, table
         # version, prompt-set digest), together bounded by ACTSTORE_SAE_CACHE_MB
         self.features = ByteLRU(settings.sae_cache_mb << 20)
+
+    sae_feature_correlation = answers(SaeCorrelationRequest)
+    sae_matrix = answers(SaeMatrixRequest)
 
     # --------------------------------------------------------------- registry
     def saes(self, model: str | None = None) -> list[SaeRecord]:
@@ -174,20 +179,6 @@ class Saes:
         self.features.put(key, F)
         return F
 
-    def _check_random_pairs(self, random_pairs: int) -> int:
-        cap = self.settings.max_permutations
-        if isinstance(random_pairs, bool) or not isinstance(random_pairs, (int, np.integer)) \
-                or not 1 <= random_pairs <= cap:
-            raise InvalidInput(f"randomPairs must be between 1 and {cap}, got {random_pairs}")
-        return int(random_pairs)
-
-    @staticmethod
-    def _matching(matching: str) -> str:
-        m = str(getattr(matching, "value", matching)).lower()
-        if m not in MATCHINGS:
-            raise InvalidInput(f"matching must be ONE_TO_ONE or MANY_TO_ONE, got {matching!r}")
-        return m
-
     def _sae_record(self, sae_id: str) -> tuple[SaeRecord, ModelInfo]:
         record = self.store.saes.get(str(sae_id))
         info = self.store.models.get(record.model_key)
@@ -197,44 +188,16 @@ class Saes:
         return record, info
 
     # ----------------------------------------------------------------- queries
-    def sae_feature_correlation(
-        self,
-        a: str,
-        b: str,
-        dataset: str | None = None,
-        matching: str = "one_to_one",
-        random_pairs: int = 100,
-        seed: int = 0,
-        min_correlation: float | None = None,
-        keywords: Sequence[str] | None = None,
-        top_prompts: int = 10,
-        keyword_share: float = 0.5,
-    ) -> SaeCorrelationResult:
+    def _plan_SaeCorrelationRequest(self, req: SaeCorrelationRequest) -> Plan[SaeCorrelationResult]:
         """Match the features of SAEs ``a`` and ``b`` (ids) by activation correlation over the
         prompts their models share and compare the matched decoder rows (SVCCA, RSA) with
         ``random_pairs`` random pairings (p-value with the +1 correction)."""
-        matching = self._matching(matching)
-        random_pairs = self._check_random_pairs(random_pairs)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise InvalidInput(f"seed must be a non-negative integer, got {seed!r}")
-        if min_correlation is not None and not (np.isfinite(min_correlation) and -1.0 <= min_correlation <= 1.0):
-            raise InvalidInput(f"minCorrelation must be in [-1, 1], got {min_correlation}")
-        kw = None
-        if keywords is not None:
-            kw = sorted({str(k).strip().lower() for k in keywords if str(k).strip()})
-            if not kw:
-                raise InvalidInput("keywords must hold at least one non-empty word")
-            if isinstance(top_prompts, bool) or not isinstance(top_prompts, (int, np.integer)) or not 1 <= top_prompts <= 1000:
-                raise InvalidInput(f"topPrompts must be between 1 and 1000, got {top_prompts}")
-            if not 0.0 < float(keyword_share) <= 1.0:
-                raise InvalidInput(f"keywordShare must be in (0, 1], got {keyword_share}")
-        ra, ia = self._sae_record(a)
-        rb, ib = self._sae_record(b)
+        matching, random_pairs, seed, dataset = req.matching.value, req.random_pairs, req.seed, req.dataset
+        min_correlation, top_prompts, keyword_share = req.min_correlation, req.top_prompts, req.keyword_share
+        kw = sorted({k.strip().lower() for k in req.keywords if k.strip()}) if req.keywords is not None else None
+        ra, ia = self._sae_record(req.a)
+        rb, ib = self._sae_record(req.b)
         versions = self.reads.versions(ia, ib)
-        query = {"op": "saeFeatureCorrelation", "a": ra.sae_id, "b": rb.sae_id, "dataset": dataset,
-                 "matching": matching, "randomPairs": random_pairs, "seed": int(seed),
-                 "minCorrelation": min_correlation, "keywords": kw,
-                 "topPrompts": int(top_prompts) if kw else None, "keywordShare": float(keyword_share) if kw else None}
 
         def compute(key: str) -> SaeCorrelationResult:
             ids = self.reads.shared(ra.model_key, rb.model_key, dataset)
@@ -285,49 +248,40 @@ class Saes:
                         f"saeFeatureCorrelation of {ra.d_sae} x {rb.d_sae} features over n = {n} prompts with "
                         f"{random_pairs} random pairs")
 
-        return self.results.cached(query, versions, compute, cost)
+        return Plan(compute, {"a": ra.sae_id, "b": rb.sae_id, "keywords": kw}, versions, cost)
 
     @staticmethod
     def _pair_cost(ra: SaeRecord, rb: SaeRecord, n: int, matching: str, random_pairs: int) -> float:
         return sae_correlation_cost(n, ra.d_in, ra.d_sae, rb.d_in, rb.d_sae, random_pairs, matching == "one_to_one")
 
-    def sae_matrix(
-        self,
-        model_a: str,
-        model_b: str,
-        dataset: str | None = None,
-        matching: str = "one_to_one",
-        random_pairs: int = 100,
-        seed: int = 0,
-        saes_a: Sequence[str] | None = None,
-        saes_b: Sequence[str] | None = None,
-    ) -> SaeMatrixResult:
+    def _plan_SaeMatrixRequest(self, req: SaeMatrixRequest) -> Plan[SaeMatrixResult]:
         """SVCCA of every SAE pair over the layers of two models (rows: model A's SAEs by
-        layer; columns: model B's). Default SAEs: the latest registered one per stored layer."""
-        check_length(saes_a, "saesA", self.settings.max_layers)
-        check_length(saes_b, "saesB", self.settings.max_layers)
-        ia, ib = self.store.models.get(model_a), self.store.models.get(model_b)
-        la = self._sae_list(ia, saes_a)
-        lb = self._sae_list(ib, saes_b)
+        layer; columns: model B's). Default SAEs: the latest registered one per stored layer.
+        The cells are answered (and cached) one by one as SAE correlations; the whole matrix is
+        checked against the budget first."""
+        ia, ib = self.store.models.get(req.model_a), self.store.models.get(req.model_b)
+        la = self._sae_list(ia, req.saes_a)
+        lb = self._sae_list(ib, req.saes_b)
         versions = self.reads.versions(ia, ib)
-        query = {"op": "saeMatrix", "a": [r.sae_id for r in la], "b": [r.sae_id for r in lb], "dataset": dataset,
-                 "matching": self._matching(matching), "randomPairs": int(random_pairs), "seed": int(seed)}
-        if self.store.results.get(self.results.key(query, versions)) is None:
-            # the cells are cached one by one: the whole matrix is checked against the budget first
-            n = len(self.reads.shared(ia.key, ib.key, dataset))
-            flops = sum(self._pair_cost(x, y, n, self._matching(matching), int(random_pairs)) for x in la for y in lb)
-            check_budget(Cost(flops, f"saeMatrix of {len(la)} x {len(lb)} SAEs over n = {n} prompts with "
-                                     f"{random_pairs} random pairs"), self.results.max_cost)
-        cells = []
-        for i, x in enumerate(la):
-            check_cancelled(i * len(lb), len(la) * len(lb), "cells")
-            cells.append([self.sae_feature_correlation(x.sae_id, y.sae_id, dataset=dataset, matching=matching,
-                                                       random_pairs=random_pairs, seed=seed) for y in lb])
+        dataset, matching, random_pairs, seed = req.dataset, req.matching, req.random_pairs, req.seed
 
-        def grid(name: str) -> list[list[float]]:
-            return [[float(getattr(c, name)) for c in row] for row in cells]
+        def cost() -> Cost:
+            n = len(self.reads.shared(ia.key, ib.key, dataset))
+            flops = sum(self._pair_cost(x, y, n, matching.value, random_pairs) for x in la for y in lb)
+            return Cost(flops, f"saeMatrix of {len(la)} x {len(lb)} SAEs over n = {n} prompts with "
+                               f"{random_pairs} random pairs")
 
         def compute(key: str) -> SaeMatrixResult:
+            check_budget(cost(), self.results.max_cost)
+            cells = []
+            for i, x in enumerate(la):
+                check_cancelled(i * len(lb), len(la) * len(lb), "cells")
+                cells.append([self.answer(SaeCorrelationRequest(x.sae_id, y.sae_id, dataset=dataset, matching=matching,
+                                                                random_pairs=random_pairs, seed=seed)) for y in lb])
+
+            def grid(name: str) -> np.ndarray:
+                return np.array([[float(getattr(c, name)) for c in row] for row in cells])
+
             values = grid("svcca")
             return SaeMatrixResult(
                 model_a=ia.key, model_b=ib.key, saes_a=[r.sae_id for r in la], saes_b=[r.sae_id for r in lb],
@@ -340,12 +294,14 @@ class Saes:
                 key=key,
             )
 
-        return self.results.cached(query, versions, compute)
+        # no cost function: the cells take their own slots (a matrix holding one would deadlock)
+        return Plan(compute, {"saes_a": [r.sae_id for r in la], "saes_b": [r.sae_id for r in lb]}, versions)
 
     def _sae_list(self, info: ModelInfo, ids: Sequence[str] | None) -> list[SaeRecord]:
         if ids is not None:
             if len(ids) == 0:
-                raise InvalidInput(f"the SAE list for model {info.key!r} is empty")
+                raise InvalidInput(f"the SAE list for model {info.key!r} is empty", field="saes_a", value=[],
+                                   allowed="a non-empty list")
             out = [self.store.saes.get(str(i)) for i in ids]
             wrong = [r.sae_id for r in out if r.model_key != info.key]
             if wrong:
@@ -357,6 +313,6 @@ class Saes:
                 latest[r.layer] = r
         if not latest:
             raise NotFound(f"model {info.key!r} has no registered SAE on a stored layer; "
-                                "register one with `actstore sae add` or registerSae")
+                                "register one first")
         return [latest[l] for l in sorted(latest)]
 

@@ -35,11 +35,13 @@ from actstore.config import Settings
 from actstore.store import Store
 
 from .admin import Admin
+from .answering import Answers
 from .bridges import Bridges
 from .catalog import Catalog
 from .encoders import TextEncoders
 from .jobs import Jobs
 from .reads import Reads
+from .requests import Request
 from .results import ResultCache
 from .saes import Saes
 from .similarity import Similarity
@@ -61,17 +63,28 @@ class Service:
         self.scheduler = Scheduler(s.heavy_slots, s.heavy_queue, s.cheap_cost)
         reads = Reads(self.store, s.cache_mb << 20, s.graph_cache_mb << 20)
         self.reads = reads
-        self.results = ResultCache(self.store, self.scheduler, s.max_cost)
+        self.results = ResultCache(self.store, self.scheduler, s)
         self.encoders = TextEncoders()
         self.catalog = Catalog(self.store)
         self.similarity = Similarity(self.store, self.settings, reads, self.results, self.encoders)
-        self.bridges = Bridges(self.store, reads, self.results)
+        self.bridges = Bridges(self.store, self.settings, reads, self.results)
         self.saes = Saes(self.store, self.settings, reads, self.results)
         self.jobs = Jobs(self.store)
         self.admin = Admin(self.store)
 
     def __repr__(self) -> str:
         return f"Service({self.store!r})"
+
+    def parts(self) -> tuple[Answers, ...]:
+        """The parts that answer requests."""
+        return (self.similarity, self.bridges, self.saes)
+
+    def answer(self, request: Request) -> Any:
+        """The answer of any request (see :mod:`.requests`), by the part that answers its type."""
+        for part in self.parts():
+            if part.answers_type(type(request)):
+                return part.answer(request)
+        raise TypeError(f"no part of the service answers {type(request).__name__}")
 
     def run_cancellable(self, stop: threading.Event, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` in this thread; its long work stops (QueryTimeout) once

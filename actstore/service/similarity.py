@@ -16,19 +16,18 @@ import numpy as np
 from actstore import analysis
 from actstore.analysis.results import DiagonalTest
 from actstore.config import Settings
-from actstore.errors import InvalidInput, LimitExceeded
-from actstore.layers import LayerRef
-from actstore.store import Store
-from actstore.store.knn import METRICS
+from actstore.errors import InvalidInput
+from actstore.store import ModelInfo, Store
 
 from . import engines
+from .answering import Answers, answers
 from .boundary import service_boundary
 from .encoders import TextEncoders
-from .precision import check_precision
 from .preprocessing import Prep, check_prep
 from .reads import Reads, worst_recall
-from .results import ResultCache, result_type
-from .work import Cost, affinity_cost, check_cancelled, check_length, cka_cost, cka_matrix_cost, stop_check
+from .requests import AffinityRequest, CkaMatrixRequest, CkaRequest, MutualKnnRequest, NeighborsRequest
+from .results import Matrix, Plan, ResultCache, array_eq, result_type
+from .work import Cost, affinity_cost, check_cancelled, cka_cost, cka_matrix_cost, stop_check
 
 __all__ = ["AffinityMatrixByDataset", "AffinityMatrixResult", "CkaByDataset", "CkaMatrixByDataset", "CkaResult", "DatasetCount", "MutualKnnByDataset", "MutualKnnResult", "Neighbor",
            "Similarity", "SimilarityMatrixResult", "mixed_warning"]
@@ -55,6 +54,7 @@ class CkaByDataset:
     p_value: float | None = None
 
 
+@array_eq
 @dataclass(frozen=True)
 class CkaMatrixByDataset:
     """A CKA matrix over the prompts of one dataset only (``n`` of them); ``values`` None when
@@ -62,7 +62,7 @@ class CkaMatrixByDataset:
 
     dataset: str
     n: int
-    values: list[list[float]] | None
+    values: Matrix | None
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,7 @@ class MutualKnnByDataset:
     null_mean: float | None
 
 
+@array_eq
 @dataclass(frozen=True)
 class AffinityMatrixByDataset:
     """An affinity matrix over the prompts of one dataset only (neighbours searched within
@@ -83,7 +84,7 @@ class AffinityMatrixByDataset:
 
     dataset: str
     n: int
-    values: list[list[float]] | None
+    values: Matrix | None
     null_mean: float | None
     argmax: list[int] | None
 
@@ -175,7 +176,7 @@ class LayerMatrix:
     layers_b: list[int]
     depths_a: list[float]
     depths_b: list[float]
-    values: list[list[float]]
+    values: Matrix
     n: int
     argmax: list[int]
 
@@ -218,14 +219,8 @@ class AffinityMatrixResult(LayerMatrix):
     by_dataset: tuple[AffinityMatrixByDataset, ...] | None = None
 
 
-def _int_arg(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidInput(f"{name} must be an integer, got {value!r}")
-    return int(value)
-
-
 @service_boundary
-class Similarity:
+class Similarity(Answers):
     """Similarity of layers within and across models. Thread-safe."""
 
     def __init__(self, store: Store, settings: Settings, reads: Reads, results: ResultCache,
@@ -233,11 +228,17 @@ class Similarity:
         self.store, self.settings, self.reads, self.results = store, settings, reads, results
         self.encoders = encoders
 
+    nearest_neighbors = answers(NeighborsRequest)
+    mutual_knn = answers(MutualKnnRequest)
+    affinity_matrix = answers(AffinityRequest)
+    cka = answers(CkaRequest)
+    cka_matrix = answers(CkaMatrixRequest)
+
     def _check_k(self, k: int, n: int) -> int:
-        k = _int_arg(k, "k")
-        if k < 1 or k > self.settings.max_k or k >= n:
+        if k >= n:
             raise InvalidInput(
-                f"k must be between 1 and min({self.settings.max_k}, n - 1 = {n - 1}) for n = {n} prompts, got k={k}")
+                f"k must be between 1 and min({self.settings.max_k}, n - 1 = {n - 1}) for n = {n} prompts, got k={k}",
+                field="k", value=k, allowed=f"at most {n - 1}")
         return k
 
     def _knn_prompts(self, a: str, b: str, dataset: str | None, k: int) -> np.ndarray:
@@ -245,13 +246,6 @@ class Similarity:
         ids = self.reads.shared(a, b, dataset)
         self._check_k(k, len(ids))
         return ids
-
-    def _check_permutations(self, permutations: int) -> int:
-        cap = self.settings.max_permutations
-        if isinstance(permutations, bool) or not isinstance(permutations, (int, np.integer)) \
-                or not 0 <= permutations <= cap:
-            raise InvalidInput(f"permutations must be between 0 and {cap}, got {permutations}")
-        return int(permutations)
 
     def _corpus(self, ids: np.ndarray) -> tuple[tuple[DatasetCount, ...], np.ndarray]:
         """(datasets with their counts, by name; dataset name of each of ``ids``)."""
@@ -264,14 +258,16 @@ class Similarity:
                 counts.append(DatasetCount(info.name, int(mask.sum())))
         return tuple(counts), labels
 
-    def _check_lists(self, layers_a: Sequence[int] | None, layers_b: Sequence[int] | None) -> None:
-        check_length(layers_a, "layersA", self.settings.max_layers)
-        check_length(layers_b, "layersB", self.settings.max_layers)
+    def _matrix_layers(self, req: AffinityRequest | CkaMatrixRequest) -> tuple[ModelInfo, list[int], ModelInfo, list[int]]:
+        """(model A, its layers, model B, its layers) of a matrix request: the grid, the lists
+        given, or every stored layer."""
+        ia, ib = self.store.models.get(req.model_a), self.store.models.get(req.model_b)
+        if req.grid is not None:
+            return ia, self.reads.grid(ia, req.grid), ib, self.reads.grid(ib, req.grid)
+        return ia, self.reads.layer_list(ia, req.layers_a), ib, self.reads.layer_list(ib, req.layers_b)
 
     # ------------------------------------------------------------ neighbours
-    def nearest_neighbors(self, at: LayerRef, prompt_id: int | None = None, vector: Sequence[float] | None = None,
-                          text: str | None = None, k: int = 10, dataset: str | None = None, metric: str = "cosine",
-                          labelled: bool | None = None) -> list[Neighbor]:
+    def _plan_NeighborsRequest(self, req: NeighborsRequest) -> Plan[list[Neighbor]]:
         """The k stored prompts nearest to a stored prompt, a raw vector or new text at one layer.
 
         A stored prompt is never its own neighbour. ``dataset`` restricts the answer to that
@@ -279,33 +275,28 @@ class Similarity:
         Layers of at least ``store.knn.ann_threshold`` prompts are searched through their
         approximate index (exact scores of re-ranked candidates; see actstore.store.knn).
         """
-        given = [name for name, v in (("promptId", prompt_id), ("vector", vector), ("text", text)) if v is not None]
-        if len(given) != 1:
-            raise InvalidInput(f"give exactly one of promptId, vector or text (got {', '.join(given) or 'none'})")
-        metric = str(metric).lower()
-        if metric not in METRICS:
-            raise InvalidInput(f"metric must be one of COSINE, L2, DOT, got {metric!r}")
-        info, layer = self.reads.resolve(at)
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.settings.max_k:
-            raise InvalidInput(f"k must be between 1 and {self.settings.max_k} (and below n), got k={k}")
-        knn = self.store.knn
-        if prompt_id is not None:
-            ids, scores = knn.of_prompts(info.key, layer, [int(prompt_id)], k, metric=metric, dataset=dataset,
-                                         labelled=labelled)
+        info, layer = self.reads.resolve(req.at)
+        metric = req.metric.value
+
+        def compute(_key: str) -> list[Neighbor]:
+            knn = self.store.knn
+            if req.prompt_id is not None:
+                ids, scores = knn.of_prompts(info.key, layer, [req.prompt_id], req.k, metric=metric,
+                                             dataset=req.dataset, labelled=req.labelled)
+                return self._neighbors(ids[0], scores[0])
+            if req.vector is not None:
+                if len(req.vector) != info.d_model:
+                    raise InvalidInput(f"vector has {len(req.vector)} values, but model {info.key!r} has "
+                                       f"d_model={info.d_model}", field="vector", value="...",
+                                       allowed=f"{info.d_model} values")
+                query = np.asarray(req.vector, dtype=np.float32)[None, :]
+            else:
+                query = self.encoders.encode(info, layer, req.text or "")
+            ids, scores = knn.search(info.key, layer, query, req.k, metric=metric, dataset=req.dataset,
+                                     labelled=req.labelled)
             return self._neighbors(ids[0], scores[0])
-        if vector is not None:
-            query = np.asarray(vector, dtype=np.float64)
-            if query.ndim != 1 or len(query) != info.d_model:
-                raise InvalidInput(f"vector has {query.size} values, but model {info.key!r} has d_model={info.d_model}")
-            if not np.isfinite(query).all():
-                raise InvalidInput("vector contains NaN or inf")
-            query = query.astype(np.float32)[None, :]
-        else:
-            if not text or not text.strip():
-                raise InvalidInput("text must be non-empty")
-            query = self.encoders.encode(info, layer, text)
-        ids, scores = knn.search(info.key, layer, query, k, metric=metric, dataset=dataset, labelled=labelled)
-        return self._neighbors(ids[0], scores[0])
+
+        return Plan(compute)
 
     def _neighbors(self, ids: np.ndarray, scores: np.ndarray) -> list[Neighbor]:
         keep = ids >= 0
@@ -315,9 +306,7 @@ class Similarity:
                 for r, (i, s) in enumerate(zip(ids[keep], scores[keep]))]
 
     # ------------------------------------------------------------ mutual k-NN
-    def mutual_knn(self, a: LayerRef, b: LayerRef, k: int = 10, dataset: str | None = None,
-                   preprocess: str = "none", outlier_threshold: float | None = None,
-                   by_dataset: bool = False) -> MutualKnnResult:
+    def _plan_MutualKnnRequest(self, req: MutualKnnRequest) -> Plan[MutualKnnResult]:
         """Mutual k-NN of two layers over their shared prompts (METHODS.md), with its null k/(n-1).
 
         From ``store.knn.ann_threshold`` shared prompts on, the k-NN graphs are approximate and
@@ -326,13 +315,10 @@ class Similarity:
         graphs are exact. ``by_dataset`` adds the value within each dataset (see
         :meth:`_within_datasets`).
         """
-        prep = check_prep(preprocess, outlier_threshold)
-        by_dataset = _check_bool(by_dataset, "byDataset")
-        ia, la = self.reads.resolve(a)
-        ib, lb = self.reads.resolve(b)
-        k = _int_arg(k, "k")
-        query = {"op": "mutualKnn", "a": [ia.key, la], "b": [ib.key, lb], "k": k, "dataset": dataset, "corpus": 1,
-                 "annThreshold": self.store.knn.ann_threshold, "byDataset": by_dataset, **prep.key()}
+        prep = check_prep(req.preprocess, req.outlier_threshold)
+        ia, la = self.reads.resolve(req.a)
+        ib, lb = self.reads.resolve(req.b)
+        k, dataset = req.k, req.dataset
 
         def compute(_key: str) -> MutualKnnResult:
             ids = self._knn_prompts(ia.key, ib.key, dataset, k)
@@ -340,7 +326,7 @@ class Similarity:
             (ga, ra, da), (gb, rb, db) = self._graphs(prep, [(ia.key, la), (ib.key, lb)], ids, k)
             counts, labels = self._corpus(ids)
             per = None
-            if by_dataset:
+            if req.by_dataset:
                 per = tuple(
                     MutualKnnByDataset(c.name, c.n, None, None) if M is None
                     else MutualKnnByDataset(c.name, c.n, float(M[0, 0]), analysis.null_mean(k, c.n))
@@ -354,26 +340,18 @@ class Similarity:
             c = affinity_cost(n, k, [ia.d_model], [ib.d_model],
                               n >= self.store.knn.ann_threshold and not prep.active, op="mutualKnn")
             # within datasets: exact graphs, sum of n_i^2 <= n^2
-            return Cost(c.flops * 2, c.what) if by_dataset else c
+            return Cost(c.flops * 2, c.what) if req.by_dataset else c
 
-        return self.results.cached(query, self.reads.versions(ia, ib), compute, cost)
+        return Plan(compute, {"a": [ia.key, la], "b": [ib.key, lb]}, self.reads.versions(ia, ib), cost)
 
-    def affinity_matrix(self, model_a: str, model_b: str, k: int = 10, dataset: str | None = None,
-                        layers_a: Sequence[int] | None = None,
-                        layers_b: Sequence[int] | None = None, preprocess: str = "none",
-                        outlier_threshold: float | None = None, by_dataset: bool = False) -> AffinityMatrixResult:
+    def _plan_AffinityRequest(self, req: AffinityRequest) -> Plan[AffinityMatrixResult]:
         """Mutual k-NN of every layer pair of two models (one graph per layer), the
-        generalized-diagonal test and the argmax path; ``preprocess`` as in :meth:`mutual_knn`
+        generalized-diagonal test and the argmax path; ``preprocess`` as in mutual k-NN
         (``dropped_*``: the dropped columns of each layer); ``by_dataset`` adds the matrix
         within each dataset (see :meth:`_within_datasets`)."""
-        prep = check_prep(preprocess, outlier_threshold)
-        by_dataset = _check_bool(by_dataset, "byDataset")
-        self._check_lists(layers_a, layers_b)
-        ia, ib = self.store.models.get(model_a), self.store.models.get(model_b)
-        la, lb = self.reads.layer_list(ia, layers_a), self.reads.layer_list(ib, layers_b)
-        k = _int_arg(k, "k")
-        query = {"op": "affinityMatrix", "a": [ia.key, la], "b": [ib.key, lb], "k": k, "dataset": dataset, "corpus": 1,
-                 "annThreshold": self.store.knn.ann_threshold, "byDataset": by_dataset, **prep.key()}
+        prep = check_prep(req.preprocess, req.outlier_threshold)
+        ia, la, ib, lb = self._matrix_layers(req)
+        k, dataset = req.k, req.dataset
 
         def compute(key: str) -> AffinityMatrixResult:
             ids = self._knn_prompts(ia.key, ib.key, dataset, k)
@@ -383,15 +361,15 @@ class Similarity:
             M = analysis.affinity_matrix([g for g, _, _ in ga], [g for g, _, _ in gb])
             counts, labels = self._corpus(ids)
             per = None
-            if by_dataset:
+            if req.by_dataset:
                 per = tuple(
                     AffinityMatrixByDataset(c.name, c.n, None, None, None) if Md is None
-                    else AffinityMatrixByDataset(c.name, c.n, Md.tolist(), analysis.null_mean(k, c.n),
+                    else AffinityMatrixByDataset(c.name, c.n, Md, analysis.null_mean(k, c.n),
                                                  analysis.argmax_path(Md))
                     for c, Md in self._within_datasets(prep, [(ia.key, l_) for l_ in la], [(ib.key, l_) for l_ in lb],
                                                        ids, counts, labels, k))
             return AffinityMatrixResult(
-                model_a=ia.key, model_b=ib.key, layers_a=la, layers_b=lb, values=M.tolist(), n=n,
+                model_a=ia.key, model_b=ib.key, layers_a=la, layers_b=lb, values=M, n=n,
                 argmax=analysis.argmax_path(M), k=k, null_mean=analysis.null_mean(k, n), diagonal=_diagonal(M),
                 depths_a=self.reads.depths(ia, la), depths_b=self.reads.depths(ib, lb), key=key,
                 recall=worst_recall([r for _, r, _ in ga + gb]), preprocess=prep.name,
@@ -404,9 +382,9 @@ class Similarity:
             n = len(self._knn_prompts(ia.key, ib.key, dataset, k))
             c = affinity_cost(n, k, [ia.d_model] * len(la), [ib.d_model] * len(lb),
                               n >= self.store.knn.ann_threshold and not prep.active)
-            return Cost(c.flops * 2, c.what) if by_dataset else c
+            return Cost(c.flops * 2, c.what) if req.by_dataset else c
 
-        return self.results.cached(query, self.reads.versions(ia, ib), compute, cost)
+        return Plan(compute, {"layers_a": la, "layers_b": lb}, self.reads.versions(ia, ib), cost)
 
     def _graphs(self, prep: Prep, layers: list[tuple[str, int]], ids: np.ndarray,
                 k: int) -> list[tuple[np.ndarray, float | None, tuple[int, ...]]]:
@@ -446,10 +424,7 @@ class Similarity:
         return out
 
     # ------------------------------------------------------------------- CKA
-    def cka(self, a: LayerRef, b: LayerRef, debiased: bool = True, permutations: int = 0,
-            dataset: str | None = None, seed: int = 0, preprocess: str = "none",
-            outlier_threshold: float | None = None, by_dataset: bool = False,
-            precision: str = "auto") -> CkaResult:
+    def _plan_CkaRequest(self, req: CkaRequest) -> Plan[CkaResult]:
         """Linear CKA of two layers over their shared prompts; ``permutations`` > 0 adds a
         permutation-test p-value (1 + #{null >= observed}) / (1 + P), reproducible for a seed,
         whose null permutes prompts within each dataset when several are mixed.
@@ -457,15 +432,10 @@ class Similarity:
         ``by_dataset`` adds CKA per dataset (on the same preprocessed rows, each dataset on its
         own prompts, with its own permutation test when ``permutations`` > 0). ``precision``:
         one of :data:`.precision.PRECISIONS` (default "auto")."""
-        prep = check_prep(preprocess, outlier_threshold)
-        permutations = self._check_permutations(permutations)
-        precision = check_precision(precision)
-        by_dataset = _check_bool(by_dataset, "byDataset")
-        ia, la = self.reads.resolve(a)
-        ib, lb = self.reads.resolve(b)
-        query = {"op": "cka", "a": [ia.key, la], "b": [ib.key, lb], "debiased": bool(debiased),
-                 "permutations": permutations, "dataset": dataset, "seed": seed if permutations else None,
-                 "corpus": 1, "byDataset": by_dataset, "precision": precision, **prep.key()}
+        prep = check_prep(req.preprocess, req.outlier_threshold)
+        precision, permutations, debiased, seed = req.precision.value, req.permutations, req.debiased, req.seed
+        ia, la = self.reads.resolve(req.a)
+        ib, lb = self.reads.resolve(req.b)
 
         def one(X: np.ndarray, Y: np.ndarray, strata: np.ndarray | None) -> tuple[float, float | None]:
             if permutations:
@@ -475,64 +445,47 @@ class Similarity:
             return analysis.linear_cka(X, Y, debiased=debiased, precision=precision), None
 
         def compute(_key: str) -> CkaResult:
-            ids = self.reads.shared(ia.key, ib.key, dataset)
+            ids = self.reads.shared(ia.key, ib.key, req.dataset)
             X, da = prep.one(self.reads.rows(ia.key, la, ids), f"layer {la} of model {ia.key!r}")
             Y, db = prep.one(self.reads.rows(ib.key, lb, ids), f"layer {lb} of model {ib.key!r}")
             counts, labels = self._corpus(ids)
             value, p = one(X, Y, labels if len(counts) > 1 else None)
             per = None
-            if by_dataset:
-                per = []
+            if req.by_dataset:
+                rows = []
                 for c in counts:
                     if c.n < (4 if debiased else 2):
-                        per.append(CkaByDataset(c.name, c.n, None, None))
+                        rows.append(CkaByDataset(c.name, c.n, None, None))
                         continue
                     mask = labels == c.name
                     v, pv = one(X[mask], Y[mask], None)
-                    per.append(CkaByDataset(c.name, c.n, v, pv))
-                per = tuple(per)
-            return CkaResult(value, bool(debiased), len(ids), la, lb, permutations, p, preprocess=prep.name,
+                    rows.append(CkaByDataset(c.name, c.n, v, pv))
+                per = tuple(rows)
+            return CkaResult(value, debiased, len(ids), la, lb, permutations, p, preprocess=prep.name,
                              dropped_a=da, dropped_b=db, datasets=counts, warning=mixed_warning(counts),
                              by_dataset=per, precision=precision)
 
         def cost() -> Cost:
-            n = len(self.reads.shared(ia.key, ib.key, dataset))
+            n = len(self.reads.shared(ia.key, ib.key, req.dataset))
             c = cka_cost(n, ia.d_model, ib.d_model, permutations)
             # per dataset: sum of n_i^2 <= n^2, so at most the pooled cost again
-            return Cost(c.flops * 2, c.what) if by_dataset else c
+            return Cost(c.flops * 2, c.what) if req.by_dataset else c
 
-        return self.results.cached(query, self.reads.versions(ia, ib), compute, cost)
+        return Plan(compute, {"a": [ia.key, la], "b": [ib.key, lb]}, self.reads.versions(ia, ib), cost)
 
-    def cka_matrix(self, model_a: str, model_b: str, debiased: bool = True, dataset: str | None = None,
-                   layers_a: Sequence[int] | None = None, layers_b: Sequence[int] | None = None,
-                   grid: int | None = None, preprocess: str = "none",
-                   outlier_threshold: float | None = None, precision: str = "auto",
-                   by_dataset: bool = False) -> SimilarityMatrixResult:
+    def _plan_CkaMatrixRequest(self, req: CkaMatrixRequest) -> Plan[SimilarityMatrixResult]:
         """CKA of every layer pair of two models (or of a relative-depth grid of ``grid`` layers each);
-        ``preprocess`` as in :meth:`cka`, per layer (``dropped_*``: each layer's dropped columns);
-        ``precision`` one of :data:`.precision.PRECISIONS` (default "auto"); ``by_dataset`` adds the matrix of each
-        dataset on its own prompts (same preprocessed rows)."""
-        prep = check_prep(preprocess, outlier_threshold)
-        precision = check_precision(precision)
-        by_dataset = _check_bool(by_dataset, "byDataset")
-        self._check_lists(layers_a, layers_b)
-        if grid is not None and not isinstance(grid, bool) and isinstance(grid, int) and grid > self.settings.max_layers:
-            raise LimitExceeded(f"grid = {grid} layers; this server allows at most {self.settings.max_layers} "
-                                f"(ACTSTORE_MAX_LAYERS)")
-        ia, ib = self.store.models.get(model_a), self.store.models.get(model_b)
-        if grid is not None:
-            if layers_a is not None or layers_b is not None:
-                raise InvalidInput("give either grid or layersA/layersB, not both")
-            la, lb = self.reads.grid(ia, grid), self.reads.grid(ib, grid)
-        else:
-            la, lb = self.reads.layer_list(ia, layers_a), self.reads.layer_list(ib, layers_b)
-        query = {"op": "ckaMatrix", "a": [ia.key, la], "b": [ib.key, lb], "debiased": bool(debiased),
-                 "dataset": dataset, "corpus": 1, "precision": precision, "byDataset": by_dataset, **prep.key()}
+        ``preprocess`` as in CKA, per layer (``dropped_*``: each layer's dropped columns);
+        ``precision`` one of :data:`.precision.PRECISIONS` (default "auto"); ``by_dataset`` adds the
+        matrix of each dataset on its own prompts (same preprocessed rows)."""
+        prep = check_prep(req.preprocess, req.outlier_threshold)
+        precision, debiased, dataset = req.precision.value, req.debiased, req.dataset
+        ia, la, ib, lb = self._matrix_layers(req)
 
         def compute(key: str) -> SimilarityMatrixResult:
             ids = self.reads.shared(ia.key, ib.key, dataset)
             # On Ray when ACTSTORE_ENGINE / the size says so (service.engines); None: here.
-            M = None if prep.active or by_dataset else engines.distributed_cka_matrix(
+            M = None if prep.active or req.by_dataset else engines.distributed_cka_matrix(
                 self.settings, self.store, ia, la, ib, lb, ids, debiased)
             pa = [prep.one(self.reads.rows(ia.key, l_, ids), f"layer {l_} of model {ia.key!r}") for l_ in la] if M is None else []
             pb = [prep.one(self.reads.rows(ib.key, l_, ids), f"layer {l_} of model {ib.key!r}") for l_ in lb] if M is None else []
@@ -542,19 +495,19 @@ class Similarity:
                 M = analysis.cka_matrix(xs, ys, debiased=debiased, precision=precision, should_stop=stop_check())
             counts, labels = self._corpus(ids)
             per = None
-            if by_dataset:
-                per = []
+            if req.by_dataset:
+                rows = []
                 for c in counts:
                     m = labels == c.name
                     vals = None if c.n < (4 if debiased else 2) else analysis.cka_matrix(
                         [x[m] for x in xs], [y[m] for y in ys], debiased=debiased, precision=precision,
-                        should_stop=stop_check()).tolist()
-                    per.append(CkaMatrixByDataset(c.name, c.n, vals))
-                per = tuple(per)
+                        should_stop=stop_check())
+                    rows.append(CkaMatrixByDataset(c.name, c.n, vals))
+                per = tuple(rows)
             return SimilarityMatrixResult(
-                model_a=ia.key, model_b=ib.key, layers_a=la, layers_b=lb, values=M.tolist(), n=len(ids),
+                model_a=ia.key, model_b=ib.key, layers_a=la, layers_b=lb, values=M, n=len(ids),
                 argmax=analysis.argmax_path(M), depths_a=self.reads.depths(ia, la),
-                depths_b=self.reads.depths(ib, lb), debiased=bool(debiased), key=key, preprocess=prep.name,
+                depths_b=self.reads.depths(ib, lb), debiased=debiased, key=key, preprocess=prep.name,
                 dropped_a=[list(d) for _, d in pa] if prep.active else None,
                 dropped_b=[list(d) for _, d in pb] if prep.active else None,
                 datasets=counts, warning=mixed_warning(counts), precision=precision, by_dataset=per,
@@ -563,15 +516,9 @@ class Similarity:
         def cost() -> Cost:
             n = len(self.reads.shared(ia.key, ib.key, dataset))
             c = cka_matrix_cost(n, [ia.d_model] * len(la), [ib.d_model] * len(lb))
-            return Cost(c.flops * 2, c.what) if by_dataset else c
+            return Cost(c.flops * 2, c.what) if req.by_dataset else c
 
-        return self.results.cached(query, self.reads.versions(ia, ib), compute, cost)
-
-
-def _check_bool(value: object, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise InvalidInput(f"{name} must be true or false, got {value!r}")
-    return bool(value)
+        return Plan(compute, {"layers_a": la, "layers_b": lb}, self.reads.versions(ia, ib), cost)
 
 
 def _diagonal(M: np.ndarray) -> DiagonalTest:

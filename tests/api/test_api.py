@@ -265,10 +265,12 @@ ERRORS = [
     ('{ cka(a: {model: "a", depth: -0.1}, b: {model: "b", layer: 0}) { value } }', r"depth must be in \[0, 1\], got -0.1"),
     ('{ cka(a: {model: "a", layer: 1, depth: 0.5}, b: {model: "b", layer: 0}) { value } }', "give exactly one of layer or depth"),
     ('{ cka(a: {model: "a"}, b: {model: "b", layer: 0}) { value } }', "give exactly one of layer or depth"),
-    ('{ mutualKnn(a: {model: "a", layer: 0}, b: {model: "b", layer: 0}, k: 0) { value } }', r"k must be between 1 and min\(1000, n - 1 = 47\) for n = 48 prompts, got k=0"),
+    ('{ mutualKnn(a: {model: "a", layer: 0}, b: {model: "b", layer: 0}, k: 0) { value } }', r"^k must be an integer >= 1, got 0$"),
+    ('{ mutualKnn(a: {model: "a", layer: 0}, b: {model: "b", layer: 0}, k: 48) { value } }', r"^k must be between 1 and min\(1000, n - 1 = 47\) for n = 48 prompts, got k=48$"),
     ('{ mutualKnn(a: {model: "a", layer: 0}, b: {model: "b", layer: 0}, k: 48) { value } }', "got k=48"),
     ('{ affinityMatrix(modelA: "a", modelB: "b", k: 48) { n } }', "got k=48"),
-    ('{ nearestNeighbors(at: {model: "a", layer: 0}, promptId: "1", k: 0) { rank } }', "k must be between 1 and 1000"),
+    ('{ nearestNeighbors(at: {model: "a", layer: 0}, promptId: "1", k: 0) { rank } }', "^k must be an integer >= 1, got 0$"),
+    ('{ nearestNeighbors(at: {model: "a", layer: 0}, promptId: "1", k: 1001) { rank } }', r"^k must be at most 1000 on this server \(ACTSTORE_MAX_K\), got 1001$"),
     ('{ nearestNeighbors(at: {model: "a", layer: 0}, promptId: "1", k: 58) { rank } }', r"k must be between 1 and n - 1 = 57"),
     ('{ prompts(dataset: "ds", offset: -1) { id } }', "offset must be >= 0, got -1"),
     ('{ prompts(dataset: "ds", limit: -1) { id } }', "limit must be >= 0, got -1"),
@@ -276,14 +278,14 @@ ERRORS = [
     ('{ ckaMatrix(modelA: "a", modelB: "b", grid: 1) { n } }', "grid"),
     ('{ ckaMatrix(modelA: "a", modelB: "b", grid: 5) { n } }', r"grid 5 asks for more layers than model 'a' has \(4\); use grid <= 4"),
     ('{ ckaMatrix(modelA: "a", modelB: "b", grid: 3, layersA: [0]) { n } }', "give either grid or layersA/layersB, not both"),
-    ('{ cka(a: {model: "a", layer: 0}, b: {model: "b", layer: 0}, permutations: -1) { value } }', "permutations must be between 0 and 500, got -1"),
-    ('{ cka(a: {model: "a", layer: 0}, b: {model: "b", layer: 0}, permutations: 501) { value } }', "permutations must be between 0 and 500, got 501"),
+    ('{ cka(a: {model: "a", layer: 0}, b: {model: "b", layer: 0}, permutations: -1) { value } }', "^permutations must be an integer >= 0, got -1$"),
+    ('{ cka(a: {model: "a", layer: 0}, b: {model: "b", layer: 0}, permutations: 501) { value } }', r"^permutations must be at most 500 on this server \(ACTSTORE_MAX_PERMUTATIONS\), got 501$"),
     ('{ nearestNeighbors(at: {model: "a", layer: 0}) { rank } }', "give exactly one of promptId, vector or text \\(got none\\)"),
     ('{ nearestNeighbors(at: {model: "a", layer: 0}, promptId: "1", text: "x") { rank } }', "got promptId, text"),
     ('{ cka(a: {model: "a", layer: 0}, b: {model: "b", layer: 0}, dataset: "other") { value } }', "models 'a' and 'b' share no stored prompts in dataset 'other'"),
     ('{ nearestNeighbors(at: {model: "a", layer: 0}, vector: [1.0, 2.0]) { rank } }', "vector has 2 values, but model 'a' has d_model=16"),
     ('{ nearestNeighbors(at: {model: "a", layer: 0}, text: "hello") { rank } }', "cannot encode text with model 'a'"),
-    ('{ ckaMatrix(modelA: "a", modelB: "b", layersA: []) { n } }', "the layer list for model 'a' is empty"),
+    ('{ ckaMatrix(modelA: "a", modelB: "b", layersA: []) { n } }', "^layersA is empty; give at least one layer or leave it unset$"),
 ]
 
 
@@ -415,4 +417,4 @@ def test_identical_heavy_queries_arriving_together_compute_once(populated, monke
     for t in threads:
         t.join(30)
     assert len(calls) == 1 and len(results) == 4
-    assert all(r.values == results[0].values for r in results)
+    assert all(np.array_equal(r.values, results[0].values) for r in results)

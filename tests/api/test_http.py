@@ -266,7 +266,7 @@ def test_limit_exceeded_from_the_service_keeps_its_code(client, monkeypatch):
     def refuse(*a, **k):
         raise LimitExceeded("estimated cost 3e12 is over the limit 2e12 (ACTSTORE_MAX_COST)")
 
-    monkeypatch.setattr(client.service.similarity, "cka", refuse)
+    monkeypatch.setattr(client.service, "answer", refuse)
     r = post(client, {"query": '{ cka(a: {model: "a", layer: 0}, b: {model: "b", layer: 1}) { value } }'})
     assert only_error(r) == {"message": "estimated cost 3e12 is over the limit 2e12 (ACTSTORE_MAX_COST)",
                              "locations": [{"line": 1, "column": 3}], "path": ["cka"],

@@ -103,16 +103,16 @@ def test_a_1000_entry_layer_list_is_refused(store):
     service = _service(store)
     with pytest.raises(LimitExceeded) as exc:
         service.similarity.cka_matrix("a", "b", layers_a=[0] * 1000)
-    assert str(exc.value) == "layersA has 1000 entries; this server allows at most 64 (ACTSTORE_MAX_LAYERS)"
+    assert str(exc.value) == "layers_a has 1000 entries; this server allows at most 64 (ACTSTORE_MAX_LAYERS)"
     with pytest.raises(LimitExceeded) as exc:
         service.similarity.affinity_matrix("a", "b", layers_b=list(range(1000)))
-    assert str(exc.value) == "layersB has 1000 entries; this server allows at most 64 (ACTSTORE_MAX_LAYERS)"
+    assert str(exc.value) == "layers_b has 1000 entries; this server allows at most 64 (ACTSTORE_MAX_LAYERS)"
     with pytest.raises(LimitExceeded) as exc:
         service.similarity.cka_matrix("a", "b", grid=1000)
     assert str(exc.value) == "grid = 1000 layers; this server allows at most 64 (ACTSTORE_MAX_LAYERS)"
     with pytest.raises(LimitExceeded) as exc:
         service.saes.sae_matrix("a", "b", saes_a=["x"] * 1000)
-    assert str(exc.value) == "saesA has 1000 entries; this server allows at most 64 (ACTSTORE_MAX_LAYERS)"
+    assert str(exc.value) == "saes_a has 1000 entries; this server allows at most 64 (ACTSTORE_MAX_LAYERS)"
     assert service.results.computed == 0
 
 

@@ -121,9 +121,9 @@ def test_precision_float32_and_float64_agree(built):
 
 def test_bad_precision_and_by_dataset_are_refused(built):
     svc, _, _ = built
-    with pytest.raises(InvalidInput, match=r"^precision must be one of auto, float32, float64, got 'float16'$"):
+    with pytest.raises(InvalidInput, match=r"^precision must be one of AUTO, FLOAT32, FLOAT64, got 'float16'$"):
         svc.similarity.cka(LayerRef("a", 1), LayerRef("b", 0), precision="float16")
-    with pytest.raises(InvalidInput, match=r"^byDataset must be true or false, got 1$"):
+    with pytest.raises(InvalidInput, match=r"^by_dataset must be true or false, got 1$"):
         svc.similarity.cka(LayerRef("a", 1), LayerRef("b", 0), by_dataset=1)
 
 

@@ -135,10 +135,10 @@ def test_preprocess_argument_errors(service):
     with pytest.raises(InvalidInput, match="preprocess must be one of NONE, STANDARDIZE, DROP_OUTLIER_DIMS, "
                                            "got 'pca'"):
         service.similarity.cka(LayerRef("a", 1), LayerRef("b", 0), preprocess="pca")
-    with pytest.raises(InvalidInput, match="outlierThreshold applies only to preprocess DROP_OUTLIER_DIMS, not "
+    with pytest.raises(InvalidInput, match="outlier_threshold applies only to preprocess DROP_OUTLIER_DIMS, not "
                                            "STANDARDIZE; leave it unset"):
         service.bridges.bridge(LayerRef("a", 1), LayerRef("b", 0), preprocess="standardize", outlier_threshold=0.1)
-    with pytest.raises(InvalidInput, match="outlierThreshold must be a number strictly between 0 and 1, got 0"):
+    with pytest.raises(InvalidInput, match="outlier_threshold must be a number strictly between 0 and 1, got 0"):
         service.similarity.cka(LayerRef("a", 1), LayerRef("b", 0), preprocess="drop_outlier_dims",
                                outlier_threshold=0)
 
