@@ -15,7 +15,8 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any, Self
 
-__all__ = ["ActstoreError", "Conflict", "InvalidInput", "LimitExceeded", "NotFound", "QueryTimeout", "Unauthorized"]
+__all__ = ["ActstoreError", "Conflict", "InvalidInput", "LimitExceeded", "MissingExtra", "NotFound", "QueryTimeout",
+           "Unauthorized", "require_extra"]
 
 
 class ActstoreError(Exception):
@@ -89,3 +90,25 @@ class LimitExceeded(ActstoreError):
     many layers, a full queue of heavy work. The message names the value and the limit."""
 
     code = "LIMIT_EXCEEDED"
+
+
+class MissingExtra(ActstoreError):
+    """A feature whose packages are not installed: the message names the extra that brings them."""
+
+    code = "MISSING_EXTRA"
+
+
+#: the extras of pyproject.toml and a module each brings (checked without importing it)
+EXTRAS = {"ingest": ("transformers", "gguf", "accelerate"), "server": ("strawberry", "uvicorn", "plotly"),
+          "notebook": ("pandas", "matplotlib"), "ray": ("ray",)}
+
+
+def require_extra(extra: str, what: str) -> None:
+    """Raise :class:`MissingExtra` naming ``extra`` when one of its modules is not installed;
+    ``what`` names the feature ("actstore serve", "text look-ups", ...)."""
+    from importlib.util import find_spec
+
+    missing = [m for m in EXTRAS[extra] if find_spec(m) is None]
+    if missing:
+        raise MissingExtra(f"{what} needs the [{extra}] extra ({', '.join(missing)} not installed): "
+                           f"pip install 'actstore[{extra}]'")

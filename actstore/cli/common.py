@@ -47,16 +47,16 @@ def camel_case(name: str) -> str:
     return first + "".join(w[:1].upper() + w[1:] for w in rest)
 
 
-def _with_flag_names(message: str, ctx: Optional[typer.Context]) -> str:
-    """The service names arguments as GraphQL does (``bridgeDataset``); on the command line
-    they are flags (``--bridge-dataset``). Rewrites the command's own multi-word flags only."""
+def _with_flag_names(exc: ActstoreError, ctx: Optional[typer.Context]) -> str:
+    """Errors below the command line name arguments by their Python names (``bridge_dataset``);
+    here they are flags (``--bridge-dataset``). Rewrites the argument at fault and the command's
+    own multi-word flags (a one-word name such as ``dataset`` is also plain English)."""
     if ctx is None:
-        return message
-    for param in ctx.command.params:
-        for opt in param.opts:
-            if opt.startswith("--") and "-" in opt[2:]:
-                message = re.sub(rf"(?<![\w-]){camel_case(opt[2:])}(?![\w-])", opt, message)
-    return message
+        return str(exc)
+    flags = {opt[2:].replace("-", "_"): opt for param in ctx.command.params for opt in param.opts
+             if opt.startswith("--")}
+    names = [n for n in flags if "_" in n]
+    return exc.worded(lambda n: flags.get(n, n), names)
 
 
 def _os_message(exc: OSError) -> str:
@@ -72,7 +72,7 @@ def user_errors(ctx: Optional[typer.Context] = None) -> Iterator[None]:
     try:
         yield
     except ActstoreError as exc:
-        raise fail(_with_flag_names(str(exc), ctx)) from None
+        raise fail(_with_flag_names(exc, ctx)) from None
     except OSError as exc:
         raise fail(_os_message(exc)) from None
 

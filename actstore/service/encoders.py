@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from actstore.errors import ActstoreError, InvalidInput
+from actstore.errors import ActstoreError, InvalidInput, require_extra
 from actstore.store import ModelInfo
 
 __all__ = ["CHARS_PER_TOKEN", "MAX_TOKENS", "TextEncoders", "truncate_text"]
@@ -47,6 +47,7 @@ class TextEncoders:
             return sorted(self._runners)
 
     def _runner(self, info: ModelInfo) -> Any:
+        require_extra("ingest", "a text look-up (running the model on new text)")
         from actstore.ingest.runner import ModelRunner  # torch + transformers only when needed
 
         with self._lock:

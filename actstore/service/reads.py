@@ -92,10 +92,12 @@ class Reads:
         return ids
 
     def versions(self, *models: ModelInfo) -> dict[str, int]:
-        """Version of every stored layer table of these models (the cache-key dependencies)."""
+        """Version of every stored layer table of these models (the cache-key dependencies),
+        as recent as ``Settings.version_check_s`` (this process's own writes are seen at once):
+        the key of a cached answer opens no table."""
         out: dict[str, int] = {}
         for info in models:
-            for layer, version in self.store.activations.versions(info.key, info.layers).items():
+            for layer, version in self.store.activations.versions(info.key, info.layers, recent=True).items():
                 out[f"{info.key}/{layer}"] = version
         return out
 

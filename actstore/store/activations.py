@@ -146,11 +146,21 @@ class Activations:
         _, _, tbl = self.locate(model_key, layer)
         return table_token(tbl)
 
-    def versions(self, model_key: str, layers: Sequence[int]) -> dict[int, str]:
-        """:meth:`version` of several layers of one model, by layer (one model look-up)."""
-        info = self._info(model_key)
+    def versions(self, model_key: str, layers: Sequence[int], *, recent: bool = False) -> dict[int, str]:
+        """:meth:`version` of several layers of one model, by layer (one model look-up).
+
+        ``recent=True``: tokens memoised for ``Tables.version_check_s`` seconds and until this
+        process writes (:meth:`Tables.recent`), so a hot path (the key of a cached answer) opens
+        no table; another process's write is seen within ``version_check_s``."""
+        info = self._info(model_key, recent=recent)
         out: dict[int, str] = {}
         for layer in layers:
+            if recent:
+                name = acts_table(info.key, as_int(layer, "layer"))
+                token = self._tables.recent(name, "token", lambda tbl: None if tbl is None else table_token(tbl))
+                if token is not None:
+                    out[int(layer)] = token
+                    continue
             layer, tbl = self._table(info, layer)
             out[layer] = table_token(tbl)
         return out

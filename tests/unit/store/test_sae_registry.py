@@ -274,8 +274,8 @@ def test_api_register_correlate_and_matrix(world):
 
         for args, message in [
             ('a: {id: "nope"}, b: {id: "nope"}', "unknown SAE id 'nope'"),
-            (f'a: {{id: "{ids["a", 2]}"}}, b: {{id: "{ids["b", 1]}"}}, randomPairs: 0', "randomPairs must be between 1 and 500"),
-            (f'a: {{id: "{ids["a", 2]}"}}, b: {{id: "{ids["b", 1]}"}}, minCorrelation: 2', "minCorrelation must be in [-1, 1]"),
+            (f'a: {{id: "{ids["a", 2]}"}}, b: {{id: "{ids["b", 1]}"}}, randomPairs: 0', "randomPairs must be an integer >= 1, got 0"),
+            (f'a: {{id: "{ids["a", 2]}"}}, b: {{id: "{ids["b", 1]}"}}, minCorrelation: 2', "minCorrelation must be a number between -1 and 1, got 2"),
             (f'a: {{id: "{ids["a", 2]}"}}, b: {{id: "{ids["b", 1]}"}}, keywords: ["zebra"]', "none of the 240 shared prompts"),
             (f'a: {{id: "{ids["a", 2]}"}}, b: {{id: "{ids["b", 1]}"}}, dataset: "zz"', "unknown dataset 'zz'"),
         ]:
