@@ -51,6 +51,16 @@ class ActstoreError(Exception):
         pattern = "|".join(re.escape(w) for w in words)
         return re.sub(rf"(?<![\w.-])({pattern})(?![\w-])", lambda m: name(m.group(1)), str(self))
 
+    def reworded(self, name: Callable[[str], str], names: Iterable[str] = ()) -> "ActstoreError":
+        """The same error (same class, field, value and allowed) with the message of
+        :meth:`worded`; ``self`` when nothing changes."""
+        message = self.worded(name, names)
+        if message == str(self):
+            return self
+        new = type(self)(message, field=self.field, value=self.value, allowed=self.allowed)
+        new.__cause__ = self
+        return new
+
 
 class InvalidInput(ActstoreError, ValueError):
     """The caller passed a value outside what is allowed (shape, range, NaN, ...)."""

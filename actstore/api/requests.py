@@ -8,8 +8,9 @@ a field declared with ``graphql="ID"`` -> ``ID`` and ``graphql="SaeRef"`` -> the
 input. The resolver builds the request (its checks run there), answers it on a worker thread
 (:func:`.context.call`) and builds the output type.
 
-Errors raised below the API name arguments by their Python names; :func:`reworded` gives them
-the GraphQL names of the field's arguments (``by_dataset`` -> ``byDataset``).
+Errors raised below the API name arguments by their Python names; the resolver gives them the
+GraphQL names of the field's arguments (``by_dataset`` -> ``byDataset``,
+:meth:`actstore.errors.ActstoreError.reworded`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import enum
 import inspect
 import types
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Annotated, Any, Optional
 
 import strawberry
@@ -31,23 +32,13 @@ from actstore.service.requests import Request
 from .context import Info, call
 from .types import LayerRef, SaeRef, parse_prompt_id
 
-__all__ = ["camel", "request_field", "reworded"]
+__all__ = ["camel", "request_field"]
 
 
 def camel(name: str) -> str:
     """GraphQL name of a Python argument name: ``by_dataset`` -> ``byDataset``."""
     head, *rest = name.split("_")
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
-
-
-def reworded(exc: ActstoreError, names: Iterable[str]) -> ActstoreError:
-    """The same error with argument names worded as GraphQL names them."""
-    message = exc.worded(camel, names)
-    if message == str(exc):
-        return exc
-    new = type(exc)(message, field=exc.field, value=exc.value, allowed=exc.allowed)
-    new.__cause__ = exc
-    return new
 
 
 def _strip_optional(hint: Any) -> tuple[Any, bool]:
@@ -107,7 +98,7 @@ def request_field(request_type: type[Request], returns: Any, *, build: Callable[
             is_heavy = heavy(request) if callable(heavy) else heavy
             answer = await call(info, info.context.service.answer, request, heavy=is_heavy)
         except ActstoreError as exc:
-            raise reworded(exc, names) from exc
+            raise exc.reworded(camel, names) from exc
         return build(answer)
 
     resolver.__signature__ = inspect.Signature(params, return_annotation=returns)  # type: ignore[attr-defined]
