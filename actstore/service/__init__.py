@@ -4,43 +4,44 @@
 ``results``, ``jobs``); see :mod:`actstore.service.service`. The records and analysis
 dataclasses its answers carry (ModelInfo, DatasetInfo, PromptRecord, SaeRecord, DiagonalTest)
 are re-exported here, so its callers need nothing below it.
+
+Names are loaded on first use (PEP 562): ``actstore.service.requests`` (the request types the
+command line derives its flags from) imports no store, no numerics and no LanceDB.
 """
 
-from actstore.analysis.results import DiagonalTest
-from actstore.store import DatasetInfo, ModelInfo, PromptRecord, SaeRecord
-from actstore.store.knn import LayerIndex
-from actstore.store.maintenance import Check, DropSummary
+from __future__ import annotations
 
-from .bridges import (
-    BridgeResult,
-    BridgeSweepResult,
-    NextTokenTransferResult,
-    ProbeTransferResult,
-    ProbeTransferSweepResult,
-)
-from .catalog import ModelSummary
-from .jobs import Job
-from .saes import FeaturePairResult, SaeCorrelationResult, SaeMatrixResult
-from .service import Service
-from .similarity import (
-    AffinityMatrixByDataset,
-    AffinityMatrixResult,
-    CkaByDataset,
-    CkaMatrixByDataset,
-    CkaResult,
-    DatasetCount,
-    MutualKnnByDataset,
-    MutualKnnResult,
-    Neighbor,
-    SimilarityMatrixResult,
-)
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "AffinityMatrixByDataset", "AffinityMatrixResult", "BridgeResult", "BridgeSweepResult", "Check", "CkaByDataset", "CkaMatrixByDataset", "CkaResult", "DatasetCount",
-    "DatasetInfo", "DiagonalTest",
-    "DropSummary",
-    "FeaturePairResult", "Job", "LayerIndex", "ModelInfo", "ModelSummary", "MutualKnnByDataset", "MutualKnnResult",
-    "Neighbor", "NextTokenTransferResult", "ProbeTransferResult",
-    "ProbeTransferSweepResult", "PromptRecord", "SaeCorrelationResult", "SaeMatrixResult", "SaeRecord", "Service",
-    "SimilarityMatrixResult",
-]
+# name -> the module defining it, imported when the name is first used
+_EXPORTS = {
+    "DiagonalTest": "actstore.analysis.results",
+    "DatasetInfo": "actstore.store", "ModelInfo": "actstore.store", "PromptRecord": "actstore.store",
+    "SaeRecord": "actstore.store",
+    "LayerIndex": "actstore.store.knn",
+    "Check": "actstore.store.maintenance", "DropSummary": "actstore.store.maintenance",
+    "BridgeResult": ".bridges", "BridgeSweepResult": ".bridges", "NextTokenTransferResult": ".bridges",
+    "ProbeTransferResult": ".bridges", "ProbeTransferSweepResult": ".bridges",
+    "ModelSummary": ".catalog",
+    "Job": ".jobs",
+    "FeaturePairResult": ".saes", "SaeCorrelationResult": ".saes", "SaeMatrixResult": ".saes",
+    "Service": ".service",
+    "AffinityMatrixByDataset": ".similarity", "AffinityMatrixResult": ".similarity", "CkaByDataset": ".similarity",
+    "CkaMatrixByDataset": ".similarity", "CkaResult": ".similarity", "DatasetCount": ".similarity",
+    "MutualKnnByDataset": ".similarity", "MutualKnnResult": ".similarity", "Neighbor": ".similarity",
+    "SimilarityMatrixResult": ".similarity",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        module = _EXPORTS[name]
+        return getattr(import_module(module, __name__) if module.startswith(".") else import_module(module), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
