@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo venv bench clean assets
+.PHONY: test demo venv bench clean assets notebook
 
 $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -37,6 +37,10 @@ bench: $(STAMP)
 # web/package-lock.json (npm + esbuild). The built files are committed: test and demo never need npm.
 assets:
 	cd web && npm ci --no-audit --no-fund && npm run build
+
+# Run docs/notebook.ipynb again in place on ./demo-store (make demo first) and keep its outputs.
+notebook: $(STAMP)
+	$(PY) -c "import nbformat; from nbclient import NotebookClient; nb = nbformat.read('docs/notebook.ipynb', as_version=4); NotebookClient(nb, timeout=900, kernel_name='python3', resources={'metadata': {'path': 'docs'}}).execute(); nbformat.write(nb, 'docs/notebook.ipynb')"
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

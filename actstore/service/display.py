@@ -108,8 +108,12 @@ def _fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def repr_html(self: Any) -> str:
-    """Jupyter's HTML: the scalar fields as a table (a matrix: its values, rows by layer)."""
+def repr_html(self: Any) -> str | None:
+    """Jupyter's HTML: the scalar fields as a table (a matrix: its values, rows by layer). None
+    for an answer that has a plot while a PNG renderer is registered: Jupyter prefers HTML to
+    PNG, and a matrix is better seen drawn (``to_pandas()`` gives its numbers)."""
+    if getattr(self, "plottable", False) and _PNG:
+        return None
     name = type(self).__name__
     if _is_matrix(self):
         rows = [{"layer": la, **{str(lb): float(v) for lb, v in zip(self.layers_b, row)}}

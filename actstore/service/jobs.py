@@ -110,7 +110,7 @@ class Jobs:
         wrap prompts in the tokenizer's chat template (default false)."""
         self.store.prompts.dataset(dataset)  # unknown dataset: fail now, not in the job
         if batch_size is not None and batch_size < 1:
-            raise InvalidInput(f"batchSize must be >= 1, got {batch_size}")
+            raise InvalidInput(f"batch_size must be >= 1, got {batch_size}", field="batch_size", value=batch_size, allowed=">= 1")
         from actstore.ingest.token_sites import check_token_site
         from actstore.ingest.pipeline import ingest  # torch + transformers only when an ingest starts
 

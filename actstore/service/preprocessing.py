@@ -58,12 +58,12 @@ def check_prep(preprocess: Any, outlier_threshold: Any = None) -> Prep:
         raise InvalidInput(f"preprocess must be one of NONE, STANDARDIZE, DROP_OUTLIER_DIMS, got {preprocess!r}")
     if name != "drop_outlier_dims":
         if outlier_threshold is not None:
-            raise InvalidInput(f"outlierThreshold applies only to preprocess DROP_OUTLIER_DIMS, not "
+            raise InvalidInput(f"outlier_threshold applies only to preprocess DROP_OUTLIER_DIMS, not "
                                f"{name.upper()}; leave it unset")
         return Prep(name, None)
     if outlier_threshold is None:
         return Prep(name, DEFAULT_OUTLIER_SHARE)
     if isinstance(outlier_threshold, bool) or not isinstance(outlier_threshold, (int, float)) \
             or not 0.0 < float(outlier_threshold) < 1.0:
-        raise InvalidInput(f"outlierThreshold must be a number strictly between 0 and 1, got {outlier_threshold!r}")
+        raise InvalidInput(f"outlier_threshold must be a number strictly between 0 and 1, got {outlier_threshold!r}", field="outlier_threshold", value=outlier_threshold, allowed="a number strictly between 0 and 1")
     return Prep(name, float(outlier_threshold))
