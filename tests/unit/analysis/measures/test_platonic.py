@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from reference_platonic import DIRECT, platonic_rows
+from reference_platonic import mutual_knn as direct_mutual_knn
 
 from actstore.analysis.errors import AnalysisError
-from actstore.analysis.knn import knn_graph, mutual_knn as graph_mutual_knn
+from actstore.analysis.knn import knn_graph
+from actstore.analysis.knn import mutual_knn as graph_mutual_knn
 from actstore.analysis.measures import (
     Measure,
     get,
@@ -20,8 +23,6 @@ from actstore.analysis.measures import (
 from actstore.analysis.measures import permutation as perm_module
 from actstore.analysis.permutation import stratified_permutations
 from actstore.analysis.preprocess import fit_preprocess, platonic_clip, preprocess
-
-from reference_platonic import DIRECT, mutual_knn as direct_mutual_knn, platonic_rows
 
 PLATONIC = ["mutual_knn", "cycle_knn", "lcs_knn", "edit_distance_knn", "cknna", "cka", "unbiased_cka"]
 KNN = PLATONIC[:5]
@@ -93,6 +94,19 @@ def test_cycle_knn_of_a_layer_with_itself_can_be_below_one():
     # j being i's neighbour does not make i one of j's: 34 of these 36 prompts get back
     A = _layers(seed=5)[0]
     assert similarity(A, A, "cycle_knn", {"k": 4}) == 34 / 36 == DIRECT["cycle_knn"](A, A, k=4)
+
+
+def test_cknna_without_mutual_neighbours_is_zero():
+    # 9 points on a circle; Y puts point i at position 2i mod 9, so i's two neighbours are
+    # i +- 1 in X and i + 4, i + 5 in Y: no pair is a neighbour in both, CKNNA = 0
+    ang = 2 * np.pi * np.arange(9) / 9
+    X = np.stack([np.cos(ang), np.sin(ang)], axis=1)
+    Y = X[(2 * np.arange(9)) % 9]
+    for unbiased in (True, False):
+        got = similarity(X, Y, "cknna", {"k": 2, "unbiased": unbiased})
+        assert got == pytest.approx(DIRECT["cknna"](X, Y, k=2, unbiased=unbiased), abs=1e-12)
+    assert similarity(X, Y, "cknna", {"k": 2}) == 0.0
+    assert similarity(X, Y, "mutual_knn", {"k": 2}) == 0.0
 
 
 def test_mutual_knn_is_the_graph_function():
