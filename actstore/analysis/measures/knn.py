@@ -18,6 +18,9 @@ How this differs from platonic-rep's ``compute_nearest_neighbors`` (commit dcd76
   similarity (duplicate prompts, duplicate activations) the order and, at rank k, the set is
   unspecified; here ties go to the smaller index. The values agree whenever no tie reaches
   rank k (sets) or no tie sits inside the list (orders: lcs_knn, edit_distance_knn).
+* cknna picks its neighbours with ``torch.topk`` on the kernel (diagonal -inf when
+  unbiased), whose order among equal values is unspecified as well; with unbiased = False
+  it may pick self (K_ii = 1 on unit rows) and here self is always the first neighbour.
 * zero rows: F.normalize leaves them zero (all their similarities 0); here they are an error.
 
 Measured against platonic-rep's own functions at commit dcd76ba3c950c1b197a2ae8b1c6713535c94ecf9
