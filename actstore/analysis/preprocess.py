@@ -10,6 +10,21 @@
   shares computed once) and their indices reported as ``dropped``. The other columns are kept
   unchanged.
 
+* ``platonic``: platonic-rep's pipeline (``measure_alignment.prepare_features`` then
+  ``compute_score``, minyoungg/platonic-rep @ dcd76ba): clip every entry to [-c, c], one global
+  value c for the whole matrix (not per column), then scale every row to unit length
+  (x / max(|x|, 1e-12), as ``F.normalize``; a zero row stays zero). c is the ``quantile`` q
+  (0.95 unless given; q = 1 skips the clipping) of |X|:
+    exact_quantile False (measure_alignment.py's default, ``--precise`` not given): the mean
+      over rows of each row's q-quantile of |x_i| (linear interpolation, torch.quantile's and
+      numpy's default);
+    exact_quantile True (``--precise``, and platonic.Alignment): the entry of rank int(q N) of
+      the ascending sort of all N = n d entries of |X| (no interpolation).
+  The reference computes c over one model's whole feature file [n, L, d] (all layers
+  together; per layer when the file holds a list of layers): pass that value as ``clip``
+  (from :func:`platonic_clip`) to reproduce it; without ``clip`` c is fitted on X's rows.
+  Nothing is dropped.
+
 The statistics (means, standard deviations, variance shares) are fitted on one set of rows
 (:func:`fit_preprocess`) and can be applied to others (:meth:`Preprocessor.apply`): bridges fit
 them on the training split and apply them to the held-out split.
@@ -23,11 +38,13 @@ import numpy as np
 
 from .errors import AnalysisError
 
-__all__ = ["DEFAULT_OUTLIER_SHARE", "PREPROCESS", "Preprocessor", "check_preprocess", "check_threshold",
-           "fit_preprocess", "preprocess"]
+__all__ = ["DEFAULT_OUTLIER_SHARE", "DEFAULT_PLATONIC_QUANTILE", "PREPROCESS", "Preprocessor",
+           "check_preprocess", "check_threshold", "fit_preprocess", "platonic_clip", "preprocess"]
 
-PREPROCESS = ("none", "standardize", "drop_outlier_dims")
+PREPROCESS = ("none", "standardize", "drop_outlier_dims", "platonic")
 DEFAULT_OUTLIER_SHARE = 0.05
+DEFAULT_PLATONIC_QUANTILE = 0.95
+_NORM_EPS = 1e-12  # F.normalize's eps
 _CONSTANT = 1e-12  # a column whose std is at most this times the largest std counts as constant
 
 
@@ -58,6 +75,7 @@ class Preprocessor:
     dropped: tuple[int, ...]
     mean: np.ndarray | None = None
     scale: np.ndarray | None = None
+    clip: float | None = None
 
     def apply(self, X: object, name: str = "X") -> np.ndarray:
         """The preprocessed float64 rows of X [m, width]."""
@@ -67,6 +85,11 @@ class Preprocessor:
                                 f"{self.width}")
         if self.method == "none":
             return x
+        if self.method == "platonic":
+            if self.clip is not None:
+                x = np.clip(x, -self.clip, self.clip)
+            norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+            return x / np.maximum(norms, _NORM_EPS)[:, None]
         x = x[:, self.keep]
         if self.method == "standardize":
             return (x - self.mean) / self.scale
@@ -84,16 +107,60 @@ def _matrix(X: object, name: str, min_rows: int) -> np.ndarray:
     return x
 
 
+def _check_quantile(q: object) -> float:
+    if isinstance(q, bool) or not isinstance(q, (int, float, np.floating, np.integer)) or not 0.0 < float(q) <= 1.0:
+        raise AnalysisError(f"platonic quantile must be a number in (0, 1], got {q!r}")
+    return float(q)
+
+
+def platonic_clip(layers: object, quantile: float = DEFAULT_PLATONIC_QUANTILE, *,
+                  exact_quantile: bool = False, name: str = "layers") -> float | None:
+    """platonic-rep's clipping value c of one feature set (module doc), or None for q = 1.
+
+    ``layers``: one array [n, d] or a sequence of L arrays [n, d_l] over the same n rows (one
+    model's layers, treated as platonic-rep treats its [n, L, d] file: row i is all of prompt
+    i's entries over every layer). Returns c in the units of the activations.
+    """
+    q = _check_quantile(quantile)
+    if not isinstance(exact_quantile, (bool, np.bool_)):
+        raise AnalysisError(f"exact_quantile must be true or false, got {exact_quantile!r}")
+    arrays = [layers] if isinstance(layers, np.ndarray) and np.ndim(layers) == 2 else list(layers)
+    if not arrays:
+        raise AnalysisError(f"{name} is empty; give at least one [n, d] array")
+    mats = [_matrix(a, f"{name}[{i}]", min_rows=1) for i, a in enumerate(arrays)]
+    if any(m.shape[0] != mats[0].shape[0] for m in mats):
+        raise AnalysisError(f"{name} must all have the same rows, got {[m.shape[0] for m in mats]}")
+    if q == 1.0:
+        return None
+    a = np.abs(np.concatenate(mats, axis=1))
+    if exact_quantile:
+        flat = np.sort(a, axis=None)
+        return float(flat[int(q * flat.size)])
+    return float(np.quantile(a, q, axis=1).mean())
+
+
 def fit_preprocess(X: object, method: object = "none", *, threshold: float = DEFAULT_OUTLIER_SHARE,
-                   name: str = "X") -> Preprocessor:
+                   name: str = "X", quantile: float = DEFAULT_PLATONIC_QUANTILE,
+                   exact_quantile: bool = False, clip: float | None = None) -> Preprocessor:
     """Fit ``method`` on the rows of X [n, d] (n >= 2). Raises AnalysisError when every column
-    would be dropped or X has no variance."""
+    would be dropped or X has no variance. ``quantile``, ``exact_quantile`` and ``clip`` apply
+    to ``platonic`` only (module doc): a given ``clip`` (>= 0, in activation units) is used
+    as is, else it is fitted on X."""
     m = check_preprocess(method)
     tau = check_threshold(threshold)
     x = _matrix(X, name, min_rows=2)
     d = x.shape[1]
     if m == "none":
         return Preprocessor(m, d, np.arange(d), ())
+    if m == "platonic":
+        if clip is None:
+            c = platonic_clip(x, quantile, exact_quantile=exact_quantile, name=name)
+        elif isinstance(clip, bool) or not isinstance(clip, (int, float, np.floating, np.integer)) \
+                or not 0.0 <= float(clip) < np.inf:
+            raise AnalysisError(f"platonic clip must be a finite number >= 0, got {clip!r}")
+        else:
+            c = float(clip)
+        return Preprocessor(m, d, np.arange(d), (), clip=c)
     var = x.var(axis=0)
     if not var.max() > 0:
         raise AnalysisError(f"{name} is constant over its {x.shape[0]} rows; preprocess {m} needs a column "
@@ -114,7 +181,10 @@ def fit_preprocess(X: object, method: object = "none", *, threshold: float = DEF
 
 
 def preprocess(X: object, method: object = "none", *, threshold: float = DEFAULT_OUTLIER_SHARE,
-               name: str = "X") -> tuple[np.ndarray, tuple[int, ...]]:
+               name: str = "X", quantile: float = DEFAULT_PLATONIC_QUANTILE,
+               exact_quantile: bool = False, clip: float | None = None,
+               ) -> tuple[np.ndarray, tuple[int, ...]]:
     """(X preprocessed by statistics of its own rows, the dropped column indices)."""
-    p = fit_preprocess(X, method, threshold=threshold, name=name)
+    p = fit_preprocess(X, method, threshold=threshold, name=name, quantile=quantile,
+                       exact_quantile=exact_quantile, clip=clip)
     return p.apply(X, name), p.dropped

@@ -8,6 +8,11 @@ SVD, a k-NN graph, ...) and ``compare(stats_x, stats_y, opts)`` turns two layers
 into one float. A family may also give ``matrix(layers_a, layers_b, opts, should_stop)``, a
 faster all-pairs form (blocked GEMMs); the default loops ``compare`` over prepared layers.
 
+The family modules import this one and register on import; the package face
+(``measures/__init__.py``) imports :mod:`.families`, and Python runs it before any submodule,
+so the registry is full whenever it is reachable (no import from here back to the families:
+that would be an import cycle).
+
 Names are the reference projects' own (platonic-representation first, then ReSi). Options
 are validated here, once: :meth:`Measure.options_for` returns the full option mapping with
 defaults filled in, or raises AnalysisError naming the option, the bad value and what is
@@ -26,7 +31,7 @@ import numpy as np
 
 from ..errors import AnalysisError, StopCheck, check_stop
 
-__all__ = ["Measure", "Option", "get", "measures", "names", "register", "similarity", "similarity_matrix"]
+__all__ = ["Measure", "Option", "check_pair", "get", "measures", "names", "register", "similarity", "similarity_matrix"]
 
 Direction = Literal["similarity", "distance"]
 Options = Mapping[str, Any]
@@ -35,7 +40,8 @@ Options = Mapping[str, Any]
 @dataclass(frozen=True)
 class Option:
     """One option of a measure: ``kind`` is int, float, bool or str; ``choices`` (for str)
-    or ``minimum`` / ``maximum`` (inclusive, for numbers) say what is allowed."""
+    or ``minimum`` / ``maximum`` (inclusive, for numbers) say what is allowed. A ``required``
+    option has no default: leaving it out is an error (``k`` of the neighbourhood measures)."""
 
     name: str
     kind: type
@@ -44,6 +50,7 @@ class Option:
     choices: tuple[str, ...] = ()
     minimum: float | None = None
     maximum: float | None = None
+    required: bool = False
 
     def check(self, value: Any, measure: str) -> Any:
         where = f"option {self.name!r} of measure {measure!r}"
@@ -122,6 +129,10 @@ class Measure:
         if unknown:
             allowed = ", ".join(sorted(known)) or "none"
             raise AnalysisError(f"measure {self.name!r} has no option {unknown[0]!r} (its options: {allowed})")
+        missing = [o.name for o in self.options if o.required and given.get(o.name) is None]
+        if missing:
+            o = known[missing[0]]
+            raise AnalysisError(f"measure {self.name!r} needs option {o.name!r} ({o.description})")
         return {name: o.check(given[name], self.name) if name in given and given[name] is not None else o.default
                 for name, o in known.items()}
 
@@ -142,14 +153,8 @@ def register(measure: Measure) -> Measure:
     return measure
 
 
-def _load() -> None:
-    # the family modules register their measures on import
-    from . import families  # noqa: F401
-
-
 def get(name: str) -> Measure:
     """The measure called ``name``; AnalysisError listing every name otherwise."""
-    _load()
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
@@ -158,17 +163,16 @@ def get(name: str) -> Measure:
 
 def names() -> list[str]:
     """Every registered name, in registration order (platonic-representation's first)."""
-    _load()
     return list(_REGISTRY)
 
 
 def measures() -> list[Measure]:
     """Every registered measure, in registration order."""
-    _load()
     return list(_REGISTRY.values())
 
 
-def _check_pair(X: np.ndarray, Y: np.ndarray, m: Measure, opts: Options) -> None:
+def check_pair(X: np.ndarray, Y: np.ndarray, m: Measure, opts: Options) -> None:
+    """AnalysisError unless X [n, p] and Y [n, q] share n >= ``m.min_rows(opts)`` rows."""
     if X.ndim != 2 or Y.ndim != 2 or X.shape[0] != Y.shape[0]:
         raise AnalysisError(f"X and Y must be [n, p] and [n, q] over the same n rows, got {X.shape} and {Y.shape}")
     need = m.min_rows(opts)
@@ -181,7 +185,7 @@ def similarity(X: np.ndarray, Y: np.ndarray, measure: str, options: Mapping[str,
     m = get(measure)
     opts = m.options_for(options)
     X, Y = np.asarray(X), np.asarray(Y)
-    _check_pair(X, Y, m, opts)
+    check_pair(X, Y, m, opts)
     return float(m.compare(m.prepare(X, opts), m.prepare(Y, opts), opts))
 
 
@@ -196,7 +200,7 @@ def similarity_matrix(layers_a: Sequence[np.ndarray], layers_b: Sequence[np.ndar
     if not la or not lb:
         raise AnalysisError("both layer lists must be non-empty")
     for x in la + lb:
-        _check_pair(la[0], x, m, opts)
+        check_pair(la[0], x, m, opts)
     if m.matrix is not None:
         return np.asarray(m.matrix(la, lb, opts, should_stop), dtype=np.float64)
     total = len(la) + len(lb)

@@ -82,7 +82,7 @@ def test_drop_outlier_dims_keeps_everything_without_an_outlier():
 
 def test_preprocess_errors_name_the_value_and_the_choices():
     X = massive(8)
-    with pytest.raises(AnalysisError, match=r"preprocess must be one of none, standardize, drop_outlier_dims, "
+    with pytest.raises(AnalysisError, match=r"preprocess must be one of none, standardize, drop_outlier_dims, platonic, "
                                             r"got 'zscore'"):
         preprocess(X, "zscore")
     with pytest.raises(AnalysisError, match=r"outlier threshold must be a number strictly between 0 and 1, got 1.5"):
