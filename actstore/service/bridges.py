@@ -24,7 +24,7 @@ columns dropped from the source and target layers.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, make_dataclass
 from typing import Any
 
 import numpy as np
@@ -54,46 +54,27 @@ __all__ = ["BridgeResult", "BridgeSweepResult", "Bridges", "NextTokenTransferRes
            "ProbeTransferSweepResult"]
 
 
-@result_type
-@dataclass(frozen=True)
-class BridgeResult(BridgeFit):
-    """A fitted bridge's held-out scores, with the layers it joined, the preprocessing and the
-    columns it dropped from each side."""
-
-    layer_source: int
-    layer_target: int
-    preprocess: str = "none"
-    dropped_source: tuple[int, ...] = ()
-    dropped_target: tuple[int, ...] = ()
-    precision: str = "auto"
+# What every bridge answer adds to the analysis dataclass it extends: the layers it joined, the
+# preprocessing, the columns it dropped from each side and the precision of the fits.
+_JOINED: list[Any] = [
+    ("layer_source", int), ("layer_target", int), ("preprocess", str, field(default="none")),
+    ("dropped_source", tuple[int, ...], field(default=())), ("dropped_target", tuple[int, ...], field(default=())),
+    ("precision", str, field(default="auto")),
+]
 
 
-@result_type
-@dataclass(frozen=True)
-class BridgeSweepResult(BridgeRankSweep):
-    """Reduced-rank bridges at several ranks, with the layers they joined, the preprocessing
-    and the columns it dropped from each side."""
-
-    layer_source: int
-    layer_target: int
-    preprocess: str = "none"
-    dropped_source: tuple[int, ...] = ()
-    dropped_target: tuple[int, ...] = ()
-    precision: str = "auto"
+def _joined(name: str, base: type, doc: str) -> type:
+    cls = make_dataclass(name, _JOINED, bases=(base,), frozen=True, namespace={"__doc__": doc})
+    cls.__module__ = __name__
+    return result_type(cls)
 
 
-@result_type
-@dataclass(frozen=True)
-class ProbeTransferResult(ProbeTransfer):
-    """Probe-transfer accuracies, with the layers they read, the preprocessing and the columns
-    it dropped from each side."""
-
-    layer_source: int
-    layer_target: int
-    preprocess: str = "none"
-    dropped_source: tuple[int, ...] = ()
-    dropped_target: tuple[int, ...] = ()
-    precision: str = "auto"
+BridgeResult = _joined("BridgeResult", BridgeFit, "A fitted bridge's held-out scores, with the layers it joined, "
+                       "the preprocessing and the columns it dropped from each side.")
+BridgeSweepResult = _joined("BridgeSweepResult", BridgeRankSweep, "Reduced-rank bridges at several ranks, with the "
+                            "layers they joined, the preprocessing and the columns it dropped from each side.")
+ProbeTransferResult = _joined("ProbeTransferResult", ProbeTransfer, "Probe-transfer accuracies, with the layers "
+                              "they read, the preprocessing and the columns it dropped from each side.")
 
 
 @result_type
@@ -195,15 +176,11 @@ class Bridges(Answers):
         ``scale`` (PROCRUSTES only) adds the isotropic scale s, reported as ``scale``;
         ``precision`` the working dtype (see :mod:`.precision`; "auto" is float64)."""
         method, precision, prep = req.method.value, req.precision.value, check_prep(req.preprocess, req.outlier_threshold)
-        rank, alpha, scale, seed, test_fraction = req.rank, req.alpha, req.scale, req.seed, req.test_fraction
-        train_dataset, eval_dataset = req.train_dataset, req.eval_dataset
+        rank, alpha, scale, train_dataset = req.rank, req.alpha, req.scale, req.train_dataset
         info_s, ls, info_t, lt, versions = self._pair(req.source, req.target)
 
         def compute(_key: str) -> BridgeResult:
-            train_ids, test_ids = self._bridge_split(info_s.key, info_t.key, train_dataset, eval_dataset,
-                                                     test_fraction, seed)
-            S_tr, T_tr, S_te, T_te = self._four(info_s.key, ls, info_t.key, lt, train_ids, test_ids)
-            S_tr, T_tr, S_te, T_te, named = _prepare(prep, S_tr, T_tr, S_te, T_te)
+            S_tr, T_tr, S_te, T_te, named = self._split_rows(prep, req, info_s.key, ls, info_t.key, lt)
             f = analysis.bridges.evaluate_bridge(S_tr, T_tr, S_te, T_te, method, alpha=alpha, rank=rank, scale=scale,
                                                  precision=precision)
             return BridgeResult(**asdict(f), layer_source=ls, layer_target=lt, precision=precision, **named)
@@ -213,6 +190,15 @@ class Bridges(Answers):
             return bridge_cost(n, info_s.d_model, info_t.d_model)
 
         return Plan(compute, {"source": [info_s.key, ls], "target": [info_t.key, lt]}, versions, cost)
+
+    def _split_rows(self, prep: Prep, req: BridgeRequest | BridgeSweepRequest, s_key: str, ls: int, t_key: str,
+                    lt: int) -> tuple[Any, ...]:
+        """(S_train, T_train, S_test, T_test, preprocessing fields) of a bridge request's split,
+        preprocessing fitted on the training rows."""
+        train_ids, test_ids = self._bridge_split(s_key, t_key, req.train_dataset, req.eval_dataset,
+                                                 req.test_fraction, req.seed)
+        S_tr, T_tr, S_te, T_te = self._four(s_key, ls, t_key, lt, train_ids, test_ids)
+        return _prepare(prep, S_tr, T_tr, S_te, T_te)
 
     def _bridge_split(self, s_key: str, t_key: str, train_dataset: str | None, eval_dataset: str | None,
                       test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -233,15 +219,11 @@ class Bridges(Answers):
         """Reduced-rank ridge bridges at every rank (one ridge fit, one SVD): held-out r2 per rank;
         ``precision`` as in a bridge."""
         precision, prep = req.precision.value, check_prep(req.preprocess, req.outlier_threshold)
-        ranks, alpha, seed, test_fraction = self._ranks(req.ranks), req.alpha, req.seed, req.test_fraction
-        train_dataset, eval_dataset = req.train_dataset, req.eval_dataset
+        ranks, alpha, train_dataset = self._ranks(req.ranks), req.alpha, req.train_dataset
         info_s, ls, info_t, lt, versions = self._pair(req.source, req.target)
 
         def compute(_key: str) -> BridgeSweepResult:
-            train_ids, test_ids = self._bridge_split(info_s.key, info_t.key, train_dataset, eval_dataset,
-                                                     test_fraction, seed)
-            S_tr, T_tr, S_te, T_te = self._four(info_s.key, ls, info_t.key, lt, train_ids, test_ids)
-            S_tr, T_tr, S_te, T_te, named = _prepare(prep, S_tr, T_tr, S_te, T_te)
+            S_tr, T_tr, S_te, T_te, named = self._split_rows(prep, req, info_s.key, ls, info_t.key, lt)
             r = analysis.bridges.bridge_rank_sweep(S_tr, T_tr, S_te, T_te, ranks, alpha=alpha, precision=precision)
             return BridgeSweepResult(**asdict(r), layer_source=ls, layer_target=lt, precision=precision, **named)
 
@@ -273,11 +255,8 @@ class Bridges(Answers):
         info_s, ls, info_t, lt, versions = self._pair(req.source, req.target)
 
         def compute(_key: str) -> ProbeTransferResult:
-            ids, y = self._task(info_s.key, info_t.key, task_dataset)
-            bids = self._bridge_ids(info_s.key, info_t.key, bridge_dataset, self.store.prompts.ids(task_dataset),
-                                    task_dataset)
-            S, T, Sb, Tb = self._four(info_s.key, ls, info_t.key, lt, ids, bids)
-            Sb, Tb, S, T, named = _prepare(prep, Sb, Tb, S, T)
+            S, T, y, Sb, Tb, named = self._probe_inputs(prep, info_s.key, ls, info_t.key, lt, task_dataset,
+                                                        bridge_dataset)
             r = analysis.probes.probe_transfer(S, T, y, Sb, Tb, method=method, rank=rank, alpha=alpha,
                                                test_fraction=test_fraction, seed=seed, precision=precision)
             return ProbeTransferResult(**asdict(r), layer_source=ls, layer_target=lt, precision=precision, **named)
@@ -291,6 +270,17 @@ class Bridges(Answers):
         n_task = len(self.reads.shared(info_s.key, info_t.key, task_dataset))
         n_all = len(self.store.activations.shared(info_s.key, info_t.key))
         return probe_cost(n_task, max(0, n_all - n_task), info_s.d_model, info_t.d_model, classes, sweep, op)
+
+    def _probe_inputs(self, prep: Prep, s_key: str, ls: int, t_key: str, lt: int, task_dataset: str,
+                      bridge_dataset: str | None) -> tuple[np.ndarray, ...] | Any:
+        """(S, T, labels of the task's shared labelled prompts, then S and T of the frozen
+        bridge's prompts, and the preprocessing fields): preprocessing fitted on the bridge's
+        prompts (never the task's) and applied to the task's."""
+        ids, y = self._task(s_key, t_key, task_dataset)
+        bids = self._bridge_ids(s_key, t_key, bridge_dataset, self.store.prompts.ids(task_dataset), task_dataset)
+        S, T, Sb, Tb = self._four(s_key, ls, t_key, lt, ids, bids)
+        Sb, Tb, S, T, named = _prepare(prep, Sb, Tb, S, T)
+        return S, T, y, Sb, Tb, named
 
     def _four(self, s_key: str, ls: int, t_key: str, lt: int, ids: np.ndarray,
               bids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -311,11 +301,8 @@ class Bridges(Answers):
         info_s, ls, info_t, lt, versions = self._pair(req.source, req.target)
 
         def compute(key: str) -> ProbeTransferSweepResult:
-            ids, y = self._task(info_s.key, info_t.key, task_dataset)
-            bids = self._bridge_ids(info_s.key, info_t.key, bridge_dataset, self.store.prompts.ids(task_dataset),
-                                    task_dataset)
-            S, T, Sb, Tb = self._four(info_s.key, ls, info_t.key, lt, ids, bids)
-            Sb, Tb, S, T, named = _prepare(prep, Sb, Tb, S, T)
+            S, T, y, Sb, Tb, named = self._probe_inputs(prep, info_s.key, ls, info_t.key, lt, task_dataset,
+                                                        bridge_dataset)
             r = analysis.probes.probe_transfer_sweep(S, T, y, Sb, Tb, ranks, alpha=alpha, test_fraction=test_fraction,
                                                      seed=seed, precision=precision)
             return ProbeTransferSweepResult(**asdict(r), source=info_s.key, target=info_t.key,

@@ -328,12 +328,58 @@ _BY_DATASET = "also answer within each dataset of the prompts, each on its own p
 _PRECISION = "floating-point precision of the linear algebra"
 
 
-class _PrepFields:
+def _preprocess_arg() -> Any:
+    return arg(Preprocess.NONE, check=choice(Preprocess), doc=_PREPROCESS)
+
+
+def _threshold_arg() -> Any:
+    return arg(None, check=real(0, 1, open_=True, optional=True), doc=_THRESHOLD)
+
+
+def _precision_arg() -> Any:
+    return arg(Precision.AUTO, check=choice(Precision), doc=_PRECISION)
+
+
+def _layers_arg(model: str) -> Any:
+    return arg(None, check=OPT_INTS, limit="max_layers", doc=f"layers of model {model} (default: every stored layer)")
+
+
+def _grid_arg() -> Any:
+    return arg(None, check=integer(2, optional=True), limit="max_layers",
+               doc="an evenly spaced relative-depth grid of this many layers per model")
+
+
+def _split_seed_arg() -> Any:
+    return arg(0, check=integer(0), doc="seed of the train/test split")
+
+
+def _penalty_arg(doc: str = "bridge penalty (default: chosen by GCV)") -> Any:
+    return arg(None, check=real(0, open_=True, optional=True), doc=doc)
+
+
+def _fraction_arg(default: float) -> Any:
+    return arg(default, check=real(0, 1, open_=True), doc=_TEST_FRACTION)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Prep:
+    """The preprocessing fields (keyword-only, last in every request that has them)."""
+
+    preprocess: Preprocess = _preprocess_arg()
+    outlier_threshold: float | None = _threshold_arg()
+
     def check_fields(self) -> None:
-        prep, tau = getattr(self, "preprocess"), getattr(self, "outlier_threshold")
-        if tau is not None and prep is not Preprocess.DROP_OUTLIER_DIMS:
-            raise InvalidInput(f"outlier_threshold applies only to preprocess DROP_OUTLIER_DIMS, not {prep.name}; "
-                               "leave it unset", field="outlier_threshold", value=tau, allowed="unset")
+        if self.outlier_threshold is not None and self.preprocess is not Preprocess.DROP_OUTLIER_DIMS:
+            raise InvalidInput(f"outlier_threshold applies only to preprocess DROP_OUTLIER_DIMS, not "
+                               f"{self.preprocess.name}; leave it unset", field="outlier_threshold",
+                               value=self.outlier_threshold, allowed="unset")
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Precise:
+    """The precision field (keyword-only, last)."""
+
+    precision: Precision = _precision_arg()
 
 
 def _matrix_layers(req: Any) -> None:
@@ -374,7 +420,7 @@ class NeighborsRequest(Request):
 
 
 @dataclass(frozen=True)
-class MutualKnnRequest(_PrepFields, Request):
+class MutualKnnRequest(_Prep, Request):
     """Mutual k-NN of two layers over their shared prompts, with its null k / (n - 1)."""
 
     op: ClassVar[str] = "mutualKnn"
@@ -384,13 +430,11 @@ class MutualKnnRequest(_PrepFields, Request):
     b: LayerRef = arg(check=LAYER, doc="second layer")
     k: int = arg(10, check=integer(1), limit="max_k", doc="neighbours per prompt")
     dataset: str | None = arg(None, check=OPT_TEXT, doc=_DATASET)
-    preprocess: Preprocess = arg(Preprocess.NONE, check=choice(Preprocess), doc=_PREPROCESS)
-    outlier_threshold: float | None = arg(None, check=real(0, 1, open_=True, optional=True), doc=_THRESHOLD)
     by_dataset: bool = arg(False, check=BOOL, doc=_BY_DATASET)
 
 
 @dataclass(frozen=True)
-class AffinityRequest(_PrepFields, Request):
+class AffinityRequest(_Prep, Request):
     """Mutual k-NN of every layer pair of two models, the generalized-diagonal test and the
     argmax path (one k-NN graph per layer)."""
 
@@ -401,23 +445,18 @@ class AffinityRequest(_PrepFields, Request):
     model_b: str = arg(check=TEXT, doc="model of the columns")
     k: int = arg(10, check=integer(1), limit="max_k", doc="neighbours per prompt")
     dataset: str | None = arg(None, check=OPT_TEXT, doc=_DATASET)
-    layers_a: tuple[int, ...] | None = arg(None, check=OPT_INTS, limit="max_layers",
-                                           doc="layers of model A (default: every stored layer)")
-    layers_b: tuple[int, ...] | None = arg(None, check=OPT_INTS, limit="max_layers",
-                                           doc="layers of model B (default: every stored layer)")
-    preprocess: Preprocess = arg(Preprocess.NONE, check=choice(Preprocess), doc=_PREPROCESS)
-    outlier_threshold: float | None = arg(None, check=real(0, 1, open_=True, optional=True), doc=_THRESHOLD)
+    layers_a: tuple[int, ...] | None = _layers_arg("A")
+    layers_b: tuple[int, ...] | None = _layers_arg("B")
     by_dataset: bool = arg(False, check=BOOL, doc=_BY_DATASET)
-    grid: int | None = arg(None, check=integer(2, optional=True), limit="max_layers",
-                           doc="an evenly spaced relative-depth grid of this many layers per model")
+    grid: int | None = _grid_arg()
 
     def check_fields(self) -> None:
-        _PrepFields.check_fields(self)
+        _Prep.check_fields(self)
         _matrix_layers(self)
 
 
 @dataclass(frozen=True)
-class CkaRequest(_PrepFields, Request):
+class CkaRequest(_Prep, _Precise, Request):
     """Linear CKA of two layers over their shared prompts, with an optional permutation test."""
 
     op: ClassVar[str] = "cka"
@@ -429,14 +468,11 @@ class CkaRequest(_PrepFields, Request):
                             doc="permutations of a test of no relation (0: no p-value)")
     dataset: str | None = arg(None, check=OPT_TEXT, doc=_DATASET)
     seed: int = arg(0, check=integer(), doc="seed of the permutations")
-    preprocess: Preprocess = arg(Preprocess.NONE, check=choice(Preprocess), doc=_PREPROCESS)
-    outlier_threshold: float | None = arg(None, check=real(0, 1, open_=True, optional=True), doc=_THRESHOLD)
     by_dataset: bool = arg(False, check=BOOL, doc=_BY_DATASET)
-    precision: Precision = arg(Precision.AUTO, check=choice(Precision), doc=_PRECISION)
 
 
 @dataclass(frozen=True)
-class CkaMatrixRequest(_PrepFields, Request):
+class CkaMatrixRequest(_Prep, _Precise, Request):
     """Linear CKA of every layer pair of two models (or of a relative-depth grid)."""
 
     op: ClassVar[str] = "ckaMatrix"
@@ -445,19 +481,13 @@ class CkaMatrixRequest(_PrepFields, Request):
     model_b: str = arg(check=TEXT, doc="model of the columns")
     debiased: bool = arg(True, check=BOOL, doc="the unbiased HSIC estimator; false: biased CKA")
     dataset: str | None = arg(None, check=OPT_TEXT, doc=_DATASET)
-    layers_a: tuple[int, ...] | None = arg(None, check=OPT_INTS, limit="max_layers",
-                                           doc="layers of model A (default: every stored layer)")
-    layers_b: tuple[int, ...] | None = arg(None, check=OPT_INTS, limit="max_layers",
-                                           doc="layers of model B (default: every stored layer)")
-    grid: int | None = arg(None, check=integer(2, optional=True), limit="max_layers",
-                           doc="an evenly spaced relative-depth grid of this many layers per model")
-    preprocess: Preprocess = arg(Preprocess.NONE, check=choice(Preprocess), doc=_PREPROCESS)
-    outlier_threshold: float | None = arg(None, check=real(0, 1, open_=True, optional=True), doc=_THRESHOLD)
-    precision: Precision = arg(Precision.AUTO, check=choice(Precision), doc=_PRECISION)
+    layers_a: tuple[int, ...] | None = _layers_arg("A")
+    layers_b: tuple[int, ...] | None = _layers_arg("B")
+    grid: int | None = _grid_arg()
     by_dataset: bool = arg(False, check=BOOL, doc=_BY_DATASET)
 
     def check_fields(self) -> None:
-        _PrepFields.check_fields(self)
+        _Prep.check_fields(self)
         _matrix_layers(self)
 
 
@@ -467,7 +497,7 @@ _TEST_FRACTION = "share of prompts held out for scoring"
 
 class _BridgeArgs:
     def check_fields(self) -> None:
-        _PrepFields.check_fields(self)  # type: ignore[arg-type]
+        _Prep.check_fields(self)  # type: ignore[arg-type]
         method, rank = getattr(self, "method", BridgeMethod.RIDGE), getattr(self, "rank", None)
         if method is BridgeMethod.LOW_RANK and rank is None:
             raise InvalidInput("method LOW_RANK needs rank (an integer >= 1)", field="rank", value=None,
@@ -484,7 +514,7 @@ class _BridgeArgs:
 
 
 @dataclass(frozen=True)
-class BridgeRequest(_BridgeArgs, Request):
+class BridgeRequest(_BridgeArgs, _Prep, _Precise, Request):
     """A linear map from source to target activations, fitted and scored on held-out prompts."""
 
     op: ClassVar[str] = "bridge"
@@ -497,16 +527,13 @@ class BridgeRequest(_BridgeArgs, Request):
                               doc="ridge / low-rank penalty or lasso weight (default: chosen by GCV)")
     train_dataset: str | None = arg(None, check=OPT_TEXT, doc="dataset the bridge is fitted on")
     eval_dataset: str | None = arg(None, check=OPT_TEXT, doc="dataset the bridge is scored on")
-    test_fraction: float = arg(0.2, check=real(0, 1, open_=True), doc=_TEST_FRACTION)
-    seed: int = arg(0, check=integer(0), doc="seed of the train/test split")
-    preprocess: Preprocess = arg(Preprocess.NONE, check=choice(Preprocess), doc=_PREPROCESS)
-    outlier_threshold: float | None = arg(None, check=real(0, 1, open_=True, optional=True), doc=_THRESHOLD)
+    test_fraction: float = _fraction_arg(0.2)
+    seed: int = _split_seed_arg()
     scale: bool = arg(False, check=BOOL, doc="PROCRUSTES only: also fit an isotropic scale")
-    precision: Precision = arg(Precision.AUTO, check=choice(Precision), doc=_PRECISION)
 
 
 @dataclass(frozen=True)
-class BridgeSweepRequest(_PrepFields, Request):
+class BridgeSweepRequest(_Prep, _Precise, Request):
     """Reduced-rank ridge bridges at several ranks from one ridge fit and one SVD."""
 
     op: ClassVar[str] = "bridgeSweep"
@@ -514,18 +541,15 @@ class BridgeSweepRequest(_PrepFields, Request):
     source: LayerRef = arg(check=LAYER, doc="the layer mapped from")
     target: LayerRef = arg(check=LAYER, doc="the layer mapped to")
     ranks: tuple[int, ...] = arg(check=INTS, doc="ranks of the sweep")
-    alpha: float | None = arg(None, check=real(0, open_=True, optional=True), doc="ridge penalty (default: chosen by GCV)")
+    alpha: float | None = _penalty_arg("ridge penalty (default: chosen by GCV)")
     train_dataset: str | None = arg(None, check=OPT_TEXT, doc="dataset the bridges are fitted on")
     eval_dataset: str | None = arg(None, check=OPT_TEXT, doc="dataset the bridges are scored on")
-    test_fraction: float = arg(0.2, check=real(0, 1, open_=True), doc=_TEST_FRACTION)
-    seed: int = arg(0, check=integer(0), doc="seed of the train/test split")
-    preprocess: Preprocess = arg(Preprocess.NONE, check=choice(Preprocess), doc=_PREPROCESS)
-    outlier_threshold: float | None = arg(None, check=real(0, 1, open_=True, optional=True), doc=_THRESHOLD)
-    precision: Precision = arg(Precision.AUTO, check=choice(Precision), doc=_PRECISION)
+    test_fraction: float = _fraction_arg(0.2)
+    seed: int = _split_seed_arg()
 
 
 @dataclass(frozen=True)
-class ProbeTransferRequest(_BridgeArgs, Request):
+class ProbeTransferRequest(_BridgeArgs, _Prep, _Precise, Request):
     """A probe trained on the source, scored on target activations mapped through a bridge."""
 
     op: ClassVar[str] = "probeTransfer"
@@ -538,16 +562,13 @@ class ProbeTransferRequest(_BridgeArgs, Request):
                                          "outside the task)")
     method: BridgeMethod = arg(BridgeMethod.RIDGE, check=choice(BridgeMethod), doc="how the bridge is fitted")
     rank: int | None = arg(None, check=integer(1, optional=True), doc="rank of a LOW_RANK bridge")
-    test_fraction: float = arg(0.3, check=real(0, 1, open_=True), doc=_TEST_FRACTION)
-    seed: int = arg(0, check=integer(0), doc="seed of the train/test split")
-    alpha: float | None = arg(None, check=real(0, open_=True, optional=True), doc="bridge penalty (default: chosen by GCV)")
-    preprocess: Preprocess = arg(Preprocess.NONE, check=choice(Preprocess), doc=_PREPROCESS)
-    outlier_threshold: float | None = arg(None, check=real(0, 1, open_=True, optional=True), doc=_THRESHOLD)
-    precision: Precision = arg(Precision.AUTO, check=choice(Precision), doc=_PRECISION)
+    test_fraction: float = _fraction_arg(0.3)
+    seed: int = _split_seed_arg()
+    alpha: float | None = _penalty_arg()
 
 
 @dataclass(frozen=True)
-class ProbeTransferSweepRequest(_PrepFields, Request):
+class ProbeTransferSweepRequest(_Prep, _Precise, Request):
     """Probe transfer through reduced-rank ridge bridges at every rank of ``ranks``."""
 
     op: ClassVar[str] = "probeTransferSweep"
@@ -557,16 +578,13 @@ class ProbeTransferSweepRequest(_PrepFields, Request):
     task_dataset: str = arg(check=TEXT, doc="labelled dataset of the task")
     ranks: tuple[int, ...] = arg(check=INTS, doc="ranks of the sweep")
     bridge_dataset: str | None = arg(None, check=OPT_TEXT, doc="prompts the frozen bridges are fitted on")
-    alpha: float | None = arg(None, check=real(0, open_=True, optional=True), doc="ridge penalty (default: chosen by GCV)")
-    test_fraction: float = arg(0.3, check=real(0, 1, open_=True), doc=_TEST_FRACTION)
-    seed: int = arg(0, check=integer(0), doc="seed of the train/test split")
-    preprocess: Preprocess = arg(Preprocess.NONE, check=choice(Preprocess), doc=_PREPROCESS)
-    outlier_threshold: float | None = arg(None, check=real(0, 1, open_=True, optional=True), doc=_THRESHOLD)
-    precision: Precision = arg(Precision.AUTO, check=choice(Precision), doc=_PRECISION)
+    alpha: float | None = _penalty_arg("ridge penalty (default: chosen by GCV)")
+    test_fraction: float = _fraction_arg(0.3)
+    seed: int = _split_seed_arg()
 
 
 @dataclass(frozen=True)
-class NextTokenTransferRequest(Request):
+class NextTokenTransferRequest(_Precise, Request):
     """Next-token probe transfer across tokenizers (needs next tokens stored at ingest)."""
 
     op: ClassVar[str] = "nextTokenTransfer"
@@ -577,11 +595,10 @@ class NextTokenTransferRequest(Request):
     bridge_dataset: str | None = arg(None, check=OPT_TEXT, doc="prompts the frozen bridge is fitted on")
     method: BridgeMethod = arg(BridgeMethod.RIDGE, check=choice(BridgeMethod), doc="how the bridge is fitted")
     rank: int | None = arg(None, check=integer(1, optional=True), doc="rank of a LOW_RANK bridge")
-    alpha: float | None = arg(None, check=real(0, open_=True, optional=True), doc="bridge penalty (default: chosen by GCV)")
+    alpha: float | None = _penalty_arg()
     classes: int = arg(500, check=integer(2), doc="the most frequent shared next tokens used as classes")
-    test_fraction: float = arg(0.3, check=real(0, 1, open_=True), doc=_TEST_FRACTION)
-    seed: int = arg(0, check=integer(0), doc="seed of the train/test split")
-    precision: Precision = arg(Precision.AUTO, check=choice(Precision), doc=_PRECISION)
+    test_fraction: float = _fraction_arg(0.3)
+    seed: int = _split_seed_arg()
 
     def check_fields(self) -> None:
         if self.method is BridgeMethod.LOW_RANK and self.rank is None:
