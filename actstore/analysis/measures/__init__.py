@@ -3,6 +3,19 @@
 One module per family registers its measures on import (:mod:`.families` imports them all).
 """
 
-from .registry import Measure, Option, get, measures, names, register, similarity, similarity_matrix
+# The family modules register their measures on import. Importing them here (the package face
+# runs before any of its submodules) rather than lazily from registry.py keeps the graph acyclic:
+# face -> families -> each family -> registry.
+from . import families  # noqa: F401
+from .registry import (
+    Measure,
+    Option,
+    get,
+    measures,
+    names,
+    register,
+    similarity,
+    similarity_matrix,
+)
 
 __all__ = ["Measure", "Option", "get", "measures", "names", "register", "similarity", "similarity_matrix"]

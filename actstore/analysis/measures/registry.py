@@ -142,14 +142,8 @@ def register(measure: Measure) -> Measure:
     return measure
 
 
-def _load() -> None:
-    # the family modules register their measures on import
-    from . import families  # noqa: F401
-
-
 def get(name: str) -> Measure:
     """The measure called ``name``; AnalysisError listing every name otherwise."""
-    _load()
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
@@ -158,13 +152,11 @@ def get(name: str) -> Measure:
 
 def names() -> list[str]:
     """Every registered name, in registration order (platonic-representation's first)."""
-    _load()
     return list(_REGISTRY)
 
 
 def measures() -> list[Measure]:
     """Every registered measure, in registration order."""
-    _load()
     return list(_REGISTRY.values())
 
 
