@@ -253,3 +253,34 @@ def test_bad_options_and_inputs_are_named() -> None:
     bad[0, 0] = np.nan
     with pytest.raises(AnalysisError, match="measure 'gulp' needs finite activations, got NaN or inf values"):
         similarity(bad, Y, "gulp")
+
+
+SVD_BASED = ["svcca", "pwcca", "orthogonal_procrustes_centered_and_normalized", "procrustes_size_and_shape_distance",
+             "orthogonal_angular_shape_metric_centered", "aligned_cosine_similarity", "linear_regression",
+             "eigenspace_overlap_score", "gulp"]
+
+
+@pytest.mark.parametrize("name", SVD_BASED)
+def test_matrix_decomposes_each_layer_once(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from actstore.analysis.measures import alignment, cca, spectral, subspaces
+
+    calls = []
+
+    def counting(X: np.ndarray) -> subspaces.ThinSVD:
+        calls.append(X.shape)
+        return subspaces.thin_svd(X)
+
+    for module in (alignment, cca, spectral):
+        monkeypatch.setattr(module, "thin_svd", counting)
+    rng = np.random.default_rng(23)
+    layers = [rng.normal(size=(30, 4)) for _ in range(4)]
+    similarity_matrix(layers[:3], layers[1:], name)
+    assert len(calls) == 6  # 3 + 3 layers, not 9 pairs x 2
+
+
+def test_float32_input_is_computed_in_float64() -> None:
+    X, Y = correlated(50, 5, 6, seed=24)
+    X32, Y32 = X.astype(np.float32), Y.astype(np.float32)
+    for name in NAMES:
+        expected = DIRECT[name](X32.astype(np.float64), Y32.astype(np.float64))
+        assert similarity(X32, Y32, name) == pytest.approx(expected, abs=1e-6), name
