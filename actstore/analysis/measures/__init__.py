@@ -4,7 +4,10 @@ One module per family registers its measures on import (:mod:`.families` imports
 :func:`measure_permutation_test` tests any of them against a (stratified) permutation null.
 """
 
-from . import families  # noqa: F401  registers every family's measures
+# The family modules register their measures on import. Importing them here (the package face
+# runs before any of its submodules) rather than lazily from registry.py keeps the graph acyclic:
+# face -> families -> each family -> registry.
+from . import families  # noqa: F401
 from .permutation import MeasureTest, measure_permutation_test
 from .registry import (
     Measure,

@@ -1,5 +1,8 @@
-"""Imports every family module so that its measures are registered (order = listing order)."""
+"""Imports every family module so that its measures are registered (order = listing order):
+platonic-representation's measures first (svcca, its last, opens the CCA family), then ReSi's."""
 
-# platonic-representation's measures first, then ReSi's
 from . import knn  # noqa: F401  mutual_knn, cycle_knn, lcs_knn, edit_distance_knn, cknna
 from . import kernels  # noqa: F401  cka, unbiased_cka
+from . import cca  # noqa: F401  svcca, pwcca
+from . import alignment  # noqa: F401  Procrustes, aligned cosine, regression, correlation matching
+from . import spectral  # noqa: F401  eigenspace overlap, GULP
