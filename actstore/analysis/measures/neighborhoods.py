@@ -33,8 +33,14 @@ from ..errors import AnalysisError
 from ..knn import knn_graph
 from .registry import Measure, Option, Options, register
 
-__all__ = ["NeighbourLayer", "prepare_neighbours", "overlap_terms", "jaccard_values",
-           "rank_values", "second_order_values"]
+__all__ = [
+    "NeighbourLayer",
+    "jaccard_values",
+    "overlap_terms",
+    "prepare_neighbours",
+    "rank_values",
+    "second_order_values",
+]
 
 _RESI = "mklabunde/resi @ 24ab9e5055c71527445b0b196f5872f3cbe9a020 repsim/measures/nearest_neighbor.py"
 _BLOCK = 1 << 22  # elements of one gathered block in second_order_values
@@ -87,6 +93,9 @@ def second_order_values(a: NeighbourLayer, b: NeighbourLayer, values: str) -> np
     """float64 [n]: cos(s_i, s'_i) per prompt, s_i the cosine similarities (``values``
     "similarity") or cosine distances ("distance") of x_i to the prompts of
     U_i = N_i | N'_i under layer a, s'_i the same under layer b."""
+    if a.unit_rows is None or b.unit_rows is None:
+        raise AnalysisError("second-order cosine similarity needs layers prepared with their "
+                            "unit rows (prepare_neighbours with with_rows=True)")
     ga, gb, Ua, Ub = a.graph, b.graph, a.unit_rows, b.unit_rows
     n, k = ga.shape
     idx = np.concatenate([ga, gb], axis=1)  # [n, 2k]; gb's entries already in ga are masked
@@ -120,12 +129,12 @@ def _graph_only(X: np.ndarray, o: Options) -> np.ndarray:
     return prepare_neighbours(X, o["k"]).graph
 
 
-_COMMON = dict(
-    family="neighborhoods", direction="similarity", prepare=_graph_only,
-    prepare_cost=lambda n, d, o: float(n) * n * d,
-    compare_cost=lambda n, p, q, o: 3.0 * n * o["k"] * o["k"],
-    min_rows=lambda o: o["k"] + 1,
-)
+_COMMON: dict = {
+    "family": "neighborhoods", "direction": "similarity", "prepare": _graph_only,
+    "prepare_cost": lambda n, d, o: float(n) * n * d,
+    "compare_cost": lambda n, p, q, o: 3.0 * n * o["k"] * o["k"],
+    "min_rows": lambda o: o["k"] + 1,
+}
 
 register(Measure(
     name="jaccard_similarity",

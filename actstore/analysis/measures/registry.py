@@ -8,6 +8,11 @@ SVD, a k-NN graph, ...) and ``compare(stats_x, stats_y, opts)`` turns two layers
 into one float. A family may also give ``matrix(layers_a, layers_b, opts, should_stop)``, a
 faster all-pairs form (blocked GEMMs); the default loops ``compare`` over prepared layers.
 
+The family modules import this one and register on import; the package face
+(``measures/__init__.py``) imports :mod:`.families`, and Python runs it before any submodule,
+so the registry is full whenever it is reachable (no import from here back to the families:
+that would be an import cycle).
+
 Names are the reference projects' own (platonic-representation first, then ReSi). Options
 are validated here, once: :meth:`Measure.options_for` returns the full option mapping with
 defaults filled in, or raises AnalysisError naming the option, the bad value and what is
@@ -142,14 +147,8 @@ def register(measure: Measure) -> Measure:
     return measure
 
 
-def _load() -> None:
-    # the family modules register their measures on import
-    from . import families  # noqa: F401
-
-
 def get(name: str) -> Measure:
     """The measure called ``name``; AnalysisError listing every name otherwise."""
-    _load()
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
@@ -158,13 +157,11 @@ def get(name: str) -> Measure:
 
 def names() -> list[str]:
     """Every registered name, in registration order (platonic-representation's first)."""
-    _load()
     return list(_REGISTRY)
 
 
 def measures() -> list[Measure]:
     """Every registered measure, in registration order."""
-    _load()
     return list(_REGISTRY.values())
 
 

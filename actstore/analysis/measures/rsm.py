@@ -31,8 +31,13 @@ import scipy.stats
 from ..errors import AnalysisError
 from .registry import Measure, Option, Options, register
 
-__all__ = ["pairwise_sq_euclidean", "rsm_upper", "euclidean_rsm", "correlation_rsm",
-           "cosine_distance_rsm"]
+__all__ = [
+    "correlation_rsm",
+    "cosine_distance_rsm",
+    "euclidean_rsm",
+    "pairwise_sq_euclidean",
+    "rsm_upper",
+]
 
 _RESI = "mklabunde/resi @ 24ab9e5055c71527445b0b196f5872f3cbe9a020"
 _SQRT2 = float(np.sqrt(2.0))
@@ -212,7 +217,9 @@ register(Measure(
                 "dCov2(X, Y) = 1/n^2 sum_ij A_ij B_ij, A = H D_X H the double-centred "
                 "Euclidean distance matrix (A_ij = d_ij - mean_i. - mean_.j + mean_..). "
                 "In [0, 1], 1 for identical or rotated and isotropically scaled inputs. Input "
-                "not centred or scaled."),
+                "not centred or scaled. The V-statistic is biased upwards: unrelated layers "
+                "do not give 0 (independent Gaussian rows: 0.70 at n = 200, d = 48; 0.45 at "
+                "n = 1000, d = 64), so read it against a permutation baseline."),
     sensitive_to="any (also non-linear) dependence between the two layers' pairwise "
                  "Euclidean distances; not rotations, translations or isotropic scale",
     reference=("Szekely, Rizzo & Bakirov 2007 (V-statistic dCor); Klabunde et al. 2023 survey; "

@@ -19,9 +19,9 @@ import numpy as np
 from scipy.special import logsumexp
 
 from ..errors import AnalysisError
-from .registry import Measure, Option, Options, register
+from .registry import Measure, Option, register
 
-__all__ = ["magnitude", "concentricity", "uniformity"]
+__all__ = ["concentricity", "magnitude", "uniformity"]
 
 _RESI = "mklabunde/resi @ 24ab9e5055c71527445b0b196f5872f3cbe9a020 repsim/measures/statistics.py"
 _ROWS = 2048
