@@ -6,3 +6,6 @@ from . import kernels  # noqa: F401  cka, unbiased_cka
 from . import cca  # noqa: F401  svcca, pwcca
 from . import alignment  # noqa: F401  Procrustes, aligned cosine, regression, correlation matching
 from . import spectral  # noqa: F401  eigenspace overlap, GULP
+from . import rsm  # noqa: F401  rsa, rsm_norm_difference, distance_correlation
+from . import neighborhoods  # noqa: F401  Jaccard, rank, joint rank-Jaccard, second-order cosine
+from . import statistics  # noqa: F401  magnitude, concentricity, uniformity differences
