@@ -244,6 +244,10 @@ class ResultCache:
                 # the computation this call shared was stopped for another caller: compute it anew
         return self._flight.run(key, run)
 
+    def has(self, key: str) -> bool:
+        """True when an answer is stored under ``key``."""
+        return self.store.results.get(key) is not None
+
     def get(self, key: str) -> Any:
         """A cached answer by its key (plots are served from it); NotFound if there is none."""
         stored = self.store.results.get(key)

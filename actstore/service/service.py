@@ -45,7 +45,7 @@ from .requests import Request
 from .results import ResultCache
 from .saes import Saes
 from .similarity import Similarity
-from .work import Scheduler, run_cancellable
+from .work import Cost, Scheduler, run_cancellable
 
 T = TypeVar("T")
 
@@ -84,6 +84,18 @@ class Service:
         for part in self.parts():
             if part.answers_type(type(request)):
                 return part.answer(request)
+        raise TypeError(f"no part of the service answers {type(request).__name__}")
+
+    def estimate(self, request: Request) -> Cost:
+        """The work answering ``request`` would start, before any of it runs: 0 flops when the
+        answer is cached (its key opens no table), else the plan's cost estimate (a cheap plan
+        without one counts 0). Raises what the request itself would (bad input, unknown model)."""
+        for part in self.parts():
+            if part.answers_type(type(request)):
+                plan = part.plan(request)
+                if request.cached and self.results.has(self.results.request_key(request, plan)):
+                    return Cost(0.0, f"{request.op} (cached)")
+                return plan.cost() if plan.cost is not None else Cost(0.0, request.op)
         raise TypeError(f"no part of the service answers {type(request).__name__}")
 
     def run_cancellable(self, stop: threading.Event, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
