@@ -158,7 +158,8 @@ def test_chat_template_refused_without_one(tmp_path):
         ingest(tmp_path / "s", str(model), "d", prompts_file=_jsonl(tmp_path / "p.jsonl", TEXTS),
                device="cpu", chat_template=True)
     assert str(err.value) == (f"the tokenizer of model {str(model)!r} has no chat template; "
-                              "ingest it without --chat-template")
+                              "ingest it without the chat template")
+    assert err.value.field == "chat_template"
     assert not (tmp_path / "s").exists()
 
 
