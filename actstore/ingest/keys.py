@@ -73,9 +73,11 @@ def default_model_key(source: str | Path) -> str:
 
 
 def _gguf_key(path: Path) -> str | None:
-    from gguf import GGUFReader, LlamaFileType
+    from gguf import LlamaFileType
 
-    reader = GGUFReader(str(path))
+    from actstore.ingest.gguf_header import read_gguf
+
+    reader = read_gguf(path)
     field = reader.fields.get("general.name")
     if field is None or not field.data:
         return None

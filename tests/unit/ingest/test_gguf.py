@@ -306,7 +306,7 @@ def test_a_gguf_whose_metadata_lies_fails_at_once_in_one_line(tmp_path, claim, e
 
 
 def test_a_gguf_larger_than_the_free_memory_is_refused_naming_both(tiny_gguf, monkeypatch):
-    from actstore.ingest import loading
+    from actstore.ingest import gguf_header
     from actstore.ingest.loading import check_gguf
 
     header = check_gguf(tiny_gguf)
@@ -315,7 +315,7 @@ def test_a_gguf_larger_than_the_free_memory_is_refused_naming_both(tiny_gguf, mo
     assert header.n_params == 263 * 32 + 2 * (2 * 32 + 2 * 32 * 32 + 2 * 16 * 32 + 3 * 64 * 32) + 32
     assert (header.d_model, header.n_layers, header.vocab, header.quantization) == (32, 2, 263, "Q8_0")
     assert header.n_params == 27_008 and header.float32_bytes == 108_032
-    monkeypatch.setattr(loading, "available_memory", lambda: 2**16)
+    monkeypatch.setattr(gguf_header, "available_memory", lambda: 2**16)
     with pytest.raises(InvalidInput) as err:
         ModelRunner(tiny_gguf, device="cpu")
     assert str(err.value) == (f"GGUF file {str(tiny_gguf)!r} (27,008 parameters) needs about 105.5 KiB once "
