@@ -10,38 +10,15 @@ Ctrl-C exits with 130; running the same command again resumes where it stopped.
 # No `from __future__ import annotations`: typer reads the Annotated hints at runtime.
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
-from actstore.errors import ActstoreError
-
 from .common import StoreOption, check_store_path, column_spec, fail, settings_for, user_errors
+from .flags import flag_words
 
 __all__ = ["ingest_command"]
-
-# Errors raised below the CLI name the argument at fault in ``field`` and word it without flags;
-# here the words become this command's flags.
-_FLAG_WORDS = {
-    "next_tokens": ("without next tokens", "without --next-tokens"),
-    "chat_template": ("without the chat template", "without --chat-template"),
-    "device": ("use device cpu", "use --device cpu"),
-}
-
-
-@contextmanager
-def _flag_words() -> Iterator[None]:
-    try:
-        yield
-    except ActstoreError as exc:
-        words = _FLAG_WORDS.get(getattr(exc, "field", None) or "")
-        if words is not None and words[0] in str(exc):
-            raise type(exc)(str(exc).replace(*words)) from None
-        raise
-
 
 def _notice_line(notice: Any) -> str:
     """A warning of the ingest, naming the flag that avoids it."""
@@ -124,7 +101,7 @@ def ingest_command(
         def notify(notice: Any) -> None:
             console.print(_notice_line(notice), markup=False, highlight=False, soft_wrap=True)
 
-        with user_errors(ctx), _flag_words(), ProgressBar(console) as bar:
+        with user_errors(ctx), flag_words(), ProgressBar(console) as bar:
             settings = settings_for(store)
             check_store_path(settings.store_uri, create=True)
             if engine not in ("local", "ray"):

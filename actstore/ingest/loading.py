@@ -45,10 +45,11 @@ import torch
 
 from actstore.config import Settings
 from actstore.errors import InvalidInput
+from actstore.ingest.field_errors import invalid
 from actstore.ingest.gguf_header import GGUFHeader, check_gguf, gguf_quantization
 
 __all__ = ["GGUFHeader", "LoadedModel", "check_gguf", "gguf_quantization", "hub_gguf", "hub_reachable",
-           "invalid", "is_bidirectional", "load_model", "resolve_device", "resolve_dtype"]
+           "is_bidirectional", "load_model", "resolve_device", "resolve_dtype"]
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +58,6 @@ _DTYPES = {
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
     "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
 }
-
-
-def invalid(message: str, *, field: str | None = None) -> InvalidInput:
-    """InvalidInput carrying the name of the argument at fault (``field``: ``device``,
-    ``next_tokens``, ``chat_template``, ``token``...), so that the command line can name its
-    flag; messages here never name flags themselves."""
-    err = InvalidInput(message)
-    err.field = field  # type: ignore[attr-defined]
-    return err
 
 
 # --------------------------------------------------------------------------- environment

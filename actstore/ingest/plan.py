@@ -30,6 +30,7 @@ import numpy as np
 
 from actstore.config import Settings
 from actstore.errors import Conflict, InvalidInput, NotFound
+from actstore.ingest.field_errors import with_field
 from actstore.ingest.keys import default_model_key
 from actstore.ingest.sources import PromptSet, read_prompts
 from actstore.ingest.token_sites import check_token_site
@@ -159,10 +160,8 @@ class IngestPlan:
         passes them on or logs them)."""
         wanted = parse_layer_spec(self.layers, info.n_layers)
         if self.next_tokens and not info.has_lm_head:
-            err = InvalidInput("next tokens need the model's LM head: load the runner with "
-                               "ModelRunner(..., lm_head=True)")
-            err.field = "next_tokens"  # type: ignore[attr-defined]
-            raise err
+            raise with_field(InvalidInput("next tokens need the model's LM head: load the runner with "
+                                          "ModelRunner(..., lm_head=True)"), "next_tokens")
         st = self.opened if self.opened is not None else open_store(self.store, self.settings)
         check_model_matches(st, self.key, info, self.dtype, info.fingerprint, self.token, self.chat_template)
         ids, texts, added = dataset_prompts(st, self.dataset, self.prompt_set)
@@ -260,14 +259,14 @@ def store_and_prompts(store: Store | str | Path, dataset: str, prompts_file: str
         st: Store | None = open_store(store, settings, create=False)
     except NotFound:
         if prompt_set is None:
-            raise NotFound(f"unknown dataset {dataset!r}: there is no actstore store at {str(store)!r} yet; "
-                           "pass a prompts file (--prompts FILE) to add its prompts") from None
+            raise with_field(NotFound(f"unknown dataset {dataset!r}: there is no actstore store at {str(store)!r} "
+                                      "yet; pass a prompts file to add its prompts"), "prompts") from None
         st = None
     if st is not None and prompt_set is None:
         try:
             st.prompts.ids(dataset)
         except NotFound as e:
-            raise NotFound(f"{e}; pass a prompts file (--prompts FILE) to add its prompts") from None
+            raise with_field(NotFound(f"{e}; pass a prompts file to add its prompts"), "prompts") from None
     return st, prompt_set
 
 
@@ -325,19 +324,18 @@ def check_model_matches(st: Store, key: str, runner: ModelInfo | ModelRunner, dt
     if info.architecture and info.architecture != runner.architecture:
         diffs.append(f"architecture {info.architecture} vs {runner.architecture}")
     if diffs:
-        raise InvalidInput(
+        raise with_field(InvalidInput(
             f"model key {key!r} is already used by another model ({info.source or 'unknown source'}: "
-            f"{'; '.join(diffs)}); choose another --key"
-        )
+            f"{'; '.join(diffs)}); choose another key"), "key")
     if info.dtype != dtype:
-        raise InvalidInput(f"model {key!r} is stored as {info.dtype}; ingest it with "
-                                f"--dtype {info.dtype} (got {dtype})")
+        raise with_field(InvalidInput(f"model {key!r} is stored as {info.dtype}; ingest it with storage dtype "
+                                      f"{info.dtype} (got {dtype})"), "dtype")
     if info.fingerprint and (info.token, info.chat_template) != (token, chat_template):
         def spec(t: str, c: bool) -> str:
-            return f"--token {t}" + (" --chat-template" if c else "")
-        raise Conflict(f"model key {key!r} holds activations extracted with {spec(info.token, info.chat_template)}; "
-                       f"this ingest asks for {spec(token, chat_template)}: ingest it under another key "
-                       "with --key NAME")
+            return f"token site {t}" + (" and the chat template" if c else "")
+        raise with_field(Conflict(
+            f"model key {key!r} holds activations extracted with {spec(info.token, info.chat_template)}; "
+            f"this ingest asks for {spec(token, chat_template)}: ingest it under another key"), "key")
     st.models.check_write(info, fingerprint, runner.source)
     if info.source and info.source != runner.source:
         log.info("model %r was stored from %s; now ingesting from %s", key, info.source, runner.source)

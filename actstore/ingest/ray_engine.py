@@ -149,7 +149,7 @@ def _ray(address: str | None) -> Any:
     try:
         import ray
     except ImportError:
-        raise InvalidInput("--engine ray needs Ray: pip install 'actstore[ray]'") from None
+        raise InvalidInput("the Ray engine needs Ray: pip install 'actstore[ray]'") from None
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     return ray

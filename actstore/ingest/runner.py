@@ -59,8 +59,9 @@ import torch
 
 from actstore.config import Settings
 from actstore.errors import InvalidInput
-from actstore.ingest.loading import (gguf_quantization, hub_gguf, hub_reachable, invalid, is_bidirectional,
-                                     load_model, resolve_device, resolve_dtype)
+from actstore.ingest.field_errors import invalid
+from actstore.ingest.loading import (gguf_quantization, hub_gguf, hub_reachable, is_bidirectional, load_model,
+                                     resolve_device, resolve_dtype)
 from actstore.ingest.token_sites import check_token_site
 from actstore.layers import LayerSpec, parse_layer_spec
 

@@ -260,3 +260,33 @@ def test_ingest_mutation_takes_a_key(tmp_path):
         body = client.post("/graphql", json={"query": bad}, headers={"Authorization": "Bearer t"}).json()
     assert [m.key for m in store.models.list()] == ["chosen-key"]
     assert "Bad Key!" in body["errors"][0]["message"]
+
+
+def test_the_command_line_words_the_fields_of_ingest_errors_as_its_flags(tmp_path):
+    """Errors raised in actstore.ingest name no flags (they carry ``field``); the command names them."""
+    store = tmp_path / "s"
+    f = _jsonl(tmp_path / "p.jsonl", TEXTS[:2])
+    gpt2, llama = str(tiny_model_dir("gpt2")), str(tiny_model_dir("llama", n_layers=3))
+    base = ["ingest", "--store", str(store), "--device", "cpu", "--layers", "0"]
+    ok = CliRunner().invoke(_cli(), [*base, "--model", gpt2, "--dataset", "d", "--prompts", str(f), "--key", "k"])
+    assert ok.exit_code == 0, ok.output
+    (tmp_path / "q.csv").write_text("body,label\nhello,1\n")
+    cases = [
+        (["--model", gpt2, "--dataset", "nope"],
+         "error: unknown dataset 'nope'; known datasets: d; pass a prompts file (--prompts FILE) to add its prompts"),
+        (["--model", llama, "--dataset", "d", "--key", "k"],
+         f"error: model key 'k' is already used by another model ({gpt2}: n_layers 2 vs 3; architecture gpt2 vs llama); "
+         "choose another --key"),
+        (["--model", gpt2, "--dataset", "d", "--key", "k", "--dtype", "float32"],
+         "error: model 'k' is stored as float16; ingest it with --dtype float16 (got float32)"),
+        (["--model", gpt2, "--dataset", "d", "--key", "k", "--token", "mean"],
+         "error: model key 'k' holds activations extracted with token site last; this ingest asks for token "
+         "site mean: ingest it under another key with --key NAME"),
+        (["--model", gpt2, "--dataset", "q", "--prompts", str(tmp_path / "q.csv")],
+         f"error: {tmp_path / 'q.csv'}: line 1: no text column 'text' in the header (columns: 'body', 'label'); "
+         "name the text column with --text-column"),
+    ]
+    for args, line in cases:
+        res = CliRunner().invoke(_cli(), [*base, *args], env={"COLUMNS": "400"})
+        assert res.exit_code == 2, (args, res.output)
+        assert " ".join(res.output.split()) == line, res.output

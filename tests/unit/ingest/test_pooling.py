@@ -105,8 +105,9 @@ def test_token_site_is_part_of_the_fingerprint_and_refused_on_reingest(tmp_path)
            dtype="float32", device="cpu", token="mean")
     with pytest.raises(Conflict) as err:
         ingest(st, str(model), "d", key="m", layers="1", dtype="float32", device="cpu")
-    assert str(err.value) == ("model key 'm' holds activations extracted with --token mean; this ingest asks "
-                              "for --token last: ingest it under another key with --key NAME")
+    assert str(err.value) == ("model key 'm' holds activations extracted with token site mean; this ingest asks "
+                              "for token site last: ingest it under another key")
+    assert err.value.field == "key"
     assert st.models.get("m").layers == (0,)  # nothing written
     # The fingerprint itself differs in its extraction-spec part, so a direct write is refused too.
     from actstore.ingest.runner import ModelRunner
