@@ -201,13 +201,19 @@ def _fetch_hub_gguf(repo: str, filename: str, revision: str | None, settings: Se
         raise InvalidInput(f"hub repository {repo!r} has no file {filename!r}") from None
 
 
+_bar_lock = threading.Lock()
+_bar_users = 0  # loads in progress that silenced the GGUF bar
+_bar_saved: Any = None  # transformers' own tqdm, put back when the last of them ends
+
+
 @contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
     """Silence transformers while loading: its logging (load reports), the progress bars its
     logging module switches, and the tqdm bar of its GGUF de-quantisation, which it creates
     with ``tqdm.auto.tqdm`` directly (no switch reaches it; transformers 5.25,
     ``modeling_gguf_pytorch_utils.load_gguf_checkpoint``): that module's ``tqdm`` is replaced by
-    a disabled one for the duration. Not reentrant across threads that load at once."""
+    a disabled one while any load runs (counted, so that concurrent loads put back the original)."""
+    global _bar_users, _bar_saved
     import importlib
     import importlib.util
 
@@ -221,14 +227,20 @@ def quiet_transformers() -> Iterator[None]:
     if "gguf" in sys.modules or importlib.util.find_spec("gguf") is not None:
         with contextlib.suppress(ImportError):
             gguf_utils = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
-    saved = getattr(gguf_utils, "tqdm", None)
-    if saved is not None:
-        gguf_utils.tqdm = functools.partial(saved, disable=True)
+    if gguf_utils is not None and hasattr(gguf_utils, "tqdm"):
+        with _bar_lock:
+            if _bar_users == 0:
+                _bar_saved = gguf_utils.tqdm
+                gguf_utils.tqdm = functools.partial(_bar_saved, disable=True)
+            _bar_users += 1
     try:
         yield
     finally:
-        if saved is not None:
-            gguf_utils.tqdm = saved
+        if gguf_utils is not None and hasattr(gguf_utils, "tqdm"):
+            with _bar_lock:
+                _bar_users -= 1
+                if _bar_users == 0:
+                    gguf_utils.tqdm = _bar_saved
         tlog.set_verbosity(level)
         if bars:
             tlog.enable_progress_bar()
