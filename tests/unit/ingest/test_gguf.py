@@ -281,10 +281,10 @@ def test_the_gguf_dequantisation_bar_is_not_shown(tiny_gguf, capfd):
 
 
 @pytest.mark.parametrize(("claim", "expected"), [
-    (dict(embedding_length=4_000_000), "its metadata says llama.embedding_length = 4000000 but its tensor "
-                                       "token_embd.weight is 32 wide"),
-    (dict(block_count=1000), "its metadata says llama.block_count = 1000 but it holds tensors of 2 blocks "
-                             "(blk.0..blk.1)"),
+    ({"embedding_length": 4_000_000},
+     "its metadata says llama.embedding_length = 4000000 but its tensor token_embd.weight is 32 wide"),
+    ({"block_count": 1000},
+     "its metadata says llama.block_count = 1000 but it holds tensors of 2 blocks (blk.0..blk.1)"),
 ])
 def test_a_gguf_whose_metadata_lies_fails_at_once_in_one_line(tmp_path, claim, expected):
     import time

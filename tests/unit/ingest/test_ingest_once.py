@@ -105,10 +105,20 @@ def test_token_last_on_an_encoder_warns_and_names_mean(tmp_path):
         "appends (e.g. [SEP]), the same token for every prompt; the mean over the tokens (token site mean) or "
         "the first token (first, [CLS]) is what sentence-embedding users pool")
     assert s.notices == notices and s.encoded == len(TEXTS)  # a warning, not a refusal
-    # the stored vectors are indeed those of [SEP]
+    # the stored vectors are indeed those of [SEP]: block 0's output at the last position, unpadded
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tok, bert = AutoTokenizer.from_pretrained(model), AutoModel.from_pretrained(model).eval()
     st = Store.open(tmp_path / "s")
-    _, X = st.read_activations("bert", 0)
-    assert X.shape == (len(TEXTS), 32)
+    ids, X = st.read_activations("bert", 0)
+    texts = [p.text for p in st.prompts.get(ids)]
+    for row, text in zip(X, texts):
+        enc = tok(text, return_tensors="pt")
+        assert int(enc["input_ids"][0, -1]) == tok.sep_token_id
+        with torch.no_grad():
+            ref = bert(**enc, output_hidden_states=True).hidden_states[1][0, -1].numpy()
+        np.testing.assert_allclose(row, ref, rtol=2e-3, atol=2e-3)  # stored as float16
     quiet = []
     ingest(st, str(model), "d", key="bert-mean", layers="0", token="mean", device="cpu", on_notice=quiet.append)
     ingest(st, str(tiny_model_dir("llama")), "d", key="llama", layers="0", device="cpu", on_notice=quiet.append)
@@ -275,16 +285,16 @@ def test_the_command_line_words_the_fields_of_ingest_errors_as_its_flags(tmp_pat
         (["--model", gpt2, "--dataset", "nope"],
          "error: unknown dataset 'nope'; known datasets: d; pass a prompts file (--prompts FILE) to add its prompts"),
         (["--model", llama, "--dataset", "d", "--key", "k"],
-         f"error: model key 'k' is already used by another model ({gpt2}: n_layers 2 vs 3; architecture gpt2 vs llama); "
-         "choose another --key"),
+         (f"error: model key 'k' is already used by another model ({gpt2}: n_layers 2 vs 3; architecture gpt2 vs "
+          "llama); choose another --key")),
         (["--model", gpt2, "--dataset", "d", "--key", "k", "--dtype", "float32"],
          "error: model 'k' is stored as float16; ingest it with --dtype float16 (got float32)"),
         (["--model", gpt2, "--dataset", "d", "--key", "k", "--token", "mean"],
-         "error: model key 'k' holds activations extracted with token site last; this ingest asks for token "
-         "site mean: ingest it under another key with --key NAME"),
+         ("error: model key 'k' holds activations extracted with token site last; this ingest asks for token "
+          "site mean: ingest it under another key with --key NAME")),
         (["--model", gpt2, "--dataset", "q", "--prompts", str(tmp_path / "q.csv")],
-         f"error: {tmp_path / 'q.csv'}: line 1: no text column 'text' in the header (columns: 'body', 'label'); "
-         "name the text column with --text-column"),
+         (f"error: {tmp_path / 'q.csv'}: line 1: no text column 'text' in the header (columns: 'body', "
+          "'label'); name the text column with --text-column")),
     ]
     for args, line in cases:
         res = CliRunner().invoke(_cli(), [*base, *args], env={"COLUMNS": "400"})

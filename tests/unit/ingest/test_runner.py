@@ -11,7 +11,6 @@ import torch
 from actstore.config import Settings
 from actstore.errors import InvalidInput
 from actstore.ingest import loading as loading_mod
-from actstore.ingest import runner as runner_mod
 from actstore.ingest.runner import Batch, ModelRunner, hub_reachable
 
 try:
