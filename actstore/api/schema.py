@@ -87,10 +87,12 @@ class Mutation:
                      token: Annotated[Optional[str], strawberry.argument(
                          description="Token site stored: last (default), first or mean.")] = None,
                      chat_template: Annotated[Optional[bool], strawberry.argument(
-                         description="Wrap prompts in the tokenizer's chat template.")] = None) -> Job:
+                         description="Wrap prompts in the tokenizer's chat template.")] = None,
+                     key: Annotated[Optional[str], strawberry.argument(
+                         description="Model key in the store (default: from the model's name).")] = None) -> Job:
         require_token(info)
         j = await call(info, info.context.service.jobs.start_ingest, model, dataset, layers=layers,
-                       batch_size=batch_size, token=token, chat_template=chat_template)
+                       batch_size=batch_size, token=token, chat_template=chat_template, key=key)
         return Job.of(j)
 
     @strawberry.mutation(description="Add prompts (optionally labelled) as a dataset; needs the API token.")

@@ -118,7 +118,9 @@ def import_command(
     """
     from actstore.ingest.importer import import_activations
 
-    with user_errors(ctx):
+    from .flags import flag_words
+
+    with user_errors(ctx), flag_words():
         settings = settings_for(store)
         check_store_path(settings.store_uri, create=True)
         summary = import_activations(

@@ -11,13 +11,19 @@ Ctrl-C exits with 130; running the same command again resumes where it stopped.
 
 import logging
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from .common import StoreOption, check_store_path, column_spec, fail, settings_for, user_errors
+from .flags import flag_words
 
 __all__ = ["ingest_command"]
+
+def _notice_line(notice: Any) -> str:
+    """A warning of the ingest, naming the flag that avoids it."""
+    flag = f"--{notice.field.replace('_', '-')}"
+    return f"warning: {notice.message}; pass {flag} {notice.suggest}" if notice.suggest else f"warning: {notice.message}"
 
 
 def ingest_command(
@@ -52,10 +58,12 @@ def ingest_command(
         "--compute-dtype", help="Model dtype: auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16.")] = None,
     next_tokens: Annotated[bool, typer.Option(
         "--next-tokens", help="Also store the model's own top-5 next tokens per prompt (for "
-        "next-token transfer; loads the LM head).")] = False,
+        "next-token transfer; loads the LM head; refused for a model without a trained one, "
+        "such as a BERT-style encoder).")] = False,
     token: Annotated[str, typer.Option(
-        "--token", help="Token site stored: last (the last non-padding token), first (the first "
-        "token, [CLS] for BERT-style encoders) or mean (the mean over non-padding tokens).")] = "last",
+        "--token", help="Token site stored: last (the last non-padding token; [SEP] for BERT-style "
+        "encoders, which warn), first (the first token, [CLS] for encoders) or mean (the mean over "
+        "non-padding tokens).")] = "last",
     chat_template: Annotated[bool, typer.Option(
         "--chat-template", help="Wrap each prompt as one user message with the tokenizer's chat "
         "template (instruct models).")] = False,
@@ -69,12 +77,17 @@ def ingest_command(
     """Run a Hugging Face model over a dataset's prompts and store last-token activations per layer.
 
     Creates the store if it does not exist. Resumable: prompts already stored for every
-    requested layer are skipped.
+    requested layer are skipped. Vectors are written every 1,024 prompts (or 256 MiB) and
+    when the run ends; Ctrl-C writes the prompts computed so far first, so the progress bar
+    counts only what a rerun will skip (a killed process loses up to one such interval).
+    The model key defaults to the model's own name (a GGUF's general.name, a model card's
+    title), else the folder or file name.
     """
     from rich.console import Console
 
+    from actstore.ingest.keys import default_model_key
     from actstore.ingest.manifest import run_manifest
-    from actstore.ingest.pipeline import ingest, model_key_for
+    from actstore.ingest.pipeline import ingest
 
     from .progress import ProgressBar
 
@@ -85,7 +98,10 @@ def ingest_command(
         console.print(str(summary), markup=False, highlight=False)
 
     try:
-        with user_errors(ctx), ProgressBar(console) as bar:
+        def notify(notice: Any) -> None:
+            console.print(_notice_line(notice), markup=False, highlight=False, soft_wrap=True)
+
+        with user_errors(ctx), flag_words(), ProgressBar(console) as bar:
             settings = settings_for(store)
             check_store_path(settings.store_uri, create=True)
             if engine not in ("local", "ray"):
@@ -107,18 +123,20 @@ def ingest_command(
                 run_manifest(
                     settings.store_uri, manifest, base=base, settings=settings,
                     on_progress=lambda run, done, total: bar.update(
-                        f"{run.key or model_key_for(run.model)} <- {run.dataset}", done, total),
-                    on_summary=lambda run, summary: report(summary), engine=engine, address=address)
+                        f"{run.key or default_model_key(run.model)} <- {run.dataset}", done, total),
+                    on_summary=lambda run, summary: report(summary), engine=engine, address=address,
+                    on_notice=lambda run, notice: notify(notice))
                 return
             missing = [name for name, v in (("--model", model), ("--dataset", dataset)) if not v]
             if missing:
                 raise fail(f"missing {' and '.join(missing)} (or pass --manifest FILE.toml)")
-            description = f"{key or model_key_for(model)} <- {dataset}"
+            description = f"{key or default_model_key(model)} <- {dataset}"
             common = dict(prompts_file=prompts, key=key, layers=layers, batch_size=batch_size,
                           max_tokens=max_tokens, dtype=dtype, device=device, compute_dtype=compute_dtype,
                           text_column=column_spec(text_column), label_column=column_spec(label_column),
                           token=token, chat_template=chat_template, settings=settings,
-                          on_progress=lambda done, total: bar.update(description, done, total))
+                          on_progress=lambda done, total: bar.update(description, done, total),
+                          on_notice=notify)
             if engine == "ray":
                 from actstore.ingest.ray_engine import ingest_ray
 

@@ -164,7 +164,8 @@ def run_manifest(store: Store | str | Path, path: str | Path, *, base: dict[str,
                  on_progress: Callable[[ManifestRun, int, int], None] | None = None,
                  on_summary: Callable[[ManifestRun, IngestSummary], None] | None = None,
                  settings: Settings | None = None, engine: str = "local",
-                 address: str | None = None) -> list[IngestSummary]:
+                 address: str | None = None,
+                 on_notice: Callable[[ManifestRun, Any], None] | None = None) -> list[IngestSummary]:
     """Run every ingest of a manifest in order; returns one summary per run.
 
     ``on_progress(run, done, total)`` reports each run's progress (see
@@ -172,6 +173,7 @@ def run_manifest(store: Store | str | Path, path: str | Path, *, base: dict[str,
     A model used by consecutive runs (same model, device and compute dtype) is loaded once.
     ``engine="ray"`` runs each ingest on a Ray cluster (``address``; see
     :mod:`actstore.ingest.ray_engine`), the runs still one after another.
+    ``on_notice(run, notice)`` gets each run's warnings (an ``IngestNotice``; default: logged).
     """
     if engine not in ("local", "ray"):
         raise InvalidInput(f"engine must be local or ray, got {engine!r}")
@@ -184,12 +186,13 @@ def run_manifest(store: Store | str | Path, path: str | Path, *, base: dict[str,
         for run in load_manifest(path, base):
             o = dict(run.options)
             report = None if on_progress is None else (lambda done, total, run=run: on_progress(run, done, total))
+            notice = None if on_notice is None else (lambda n, run=run: on_notice(run, n))
             summary = ingest_ray(
                 st, run.model, run.dataset, prompts_file=run.prompts, key=run.key, layers=o["layers"],
                 batch_size=o["batch_size"], max_tokens=o["max_tokens"], dtype=o["dtype"], device=o["device"],
                 compute_dtype=o["compute_dtype"], revision=o["revision"], text_column=o["text_column"],
                 label_column=o["label_column"], token=o["token"], chat_template=o["chat_template"],
-                settings=settings, address=address, on_progress=report)
+                settings=settings, address=address, on_progress=report, on_notice=notice)
             out.append(summary)
             if on_summary is not None:
                 on_summary(run, summary)
@@ -211,11 +214,12 @@ def run_manifest(store: Store | str | Path, path: str | Path, *, base: dict[str,
                                  revision=o["revision"], settings=settings)
             loaded = ident
         report = None if on_progress is None else (lambda done, total, run=run: on_progress(run, done, total))
+        notice = None if on_notice is None else (lambda n, run=run: on_notice(run, n))
         summary = ingest(
             st, runner, run.dataset, prompts_file=run.prompts, key=run.key, layers=o["layers"],
             batch_size=o["batch_size"], max_tokens=o["max_tokens"], dtype=o["dtype"],
             text_column=o["text_column"], label_column=o["label_column"], token=o["token"],
-            chat_template=o["chat_template"], on_progress=report,
+            chat_template=o["chat_template"], on_progress=report, on_notice=notice,
         )
         summaries.append(summary)
         if on_summary is not None:

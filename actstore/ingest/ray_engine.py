@@ -5,7 +5,9 @@ stores -- bit for bit, on the same kind of device -- and keeps its guarantees:
 
 1. The driver (this process; it never loads the model) validates the options and the prompts
    file. A *planner* actor (the resources of one worker) loads the model once to give its
-   shape, fingerprint and the token length of every prompt, and is released.
+   shape, fingerprint and the token length of every prompt, and is released. Steps 1 and 2
+   are :mod:`actstore.ingest.plan`'s (``plan_ingest`` and ``IngestPlan.claim``), the same
+   code the local engine runs.
 2. The driver checks the model against the store, adds the file's prompts and skips those
    stored for every requested layer (resume). It plans the length-sorted batches of
    :meth:`ModelRunner.plan_batches <actstore.ingest.runner.ModelRunner.plan_batches>` over the
@@ -42,34 +44,22 @@ import numpy as np
 
 from actstore.config import Settings
 from actstore.errors import InvalidInput, NotFound
-from actstore.ingest.pipeline import (IngestSummary, check_args, check_model_matches, dataset_prompts,
-                                      model_key_for, open_store, store_and_prompts, stored_everywhere)
-from actstore.ingest.token_sites import check_token_site
-from actstore.layers import LayerSpec, parse_layer_spec
+from actstore.ingest.pipeline import IngestSummary
+from actstore.ingest.plan import IngestNotice, IngestPlan, ModelInfo, plan_ingest
+from actstore.layers import LayerSpec
 
 if TYPE_CHECKING:
     from actstore.store import Store
     from actstore.store.snapshots import FragmentTarget
 
-__all__ = ["RunnerInfo", "ingest_ray"]
+__all__ = ["RunnerInfo", "ingest_ray", "run_plan_ray"]
 
 log = logging.getLogger(__name__)
 
 UNIT_BATCHES = 4  # planned batches per work unit (one map_batches call of one actor)
 
 
-@dataclass(frozen=True)
-class RunnerInfo:
-    """What the driver needs of a model it does not load (the planner actor reports it)."""
-
-    source: str
-    revision: str | None
-    architecture: str
-    n_layers: int
-    d_model: int
-    quantization: str | None
-    fingerprint: str
-    max_tokens: int | None  # effective (capped by the model's positions)
+RunnerInfo = ModelInfo  # the name this module used before the plan was shared
 
 
 @dataclass(frozen=True)
@@ -98,15 +88,8 @@ class _Planner:
     def __init__(self, args: _RunnerArgs, threads: int | None) -> None:
         self.runner = _load(args, threads)
 
-    def info(self, max_tokens: int | None, token: str, chat_template: bool) -> RunnerInfo:
-        from actstore.ingest.fingerprint import model_fingerprint
-
-        r = self.runner
-        if chat_template:
-            r.apply_chat_template([""])  # InvalidInput for a tokenizer without a template
-        eff = r.effective_max_tokens(max_tokens)
-        return RunnerInfo(r.source, r.revision, r.architecture, r.n_layers, r.d_model, r.quantization,
-                          model_fingerprint(r, eff, token, chat_template), eff)
+    def info(self, max_tokens: int | None, token: str, chat_template: bool) -> ModelInfo:
+        return ModelInfo.of(self.runner, max_tokens, token, chat_template)
 
     def lengths(self, texts: list[str], max_tokens: int | None, chat_template: bool) -> tuple[np.ndarray, np.ndarray]:
         tok = self.runner.tokenize(texts, max_tokens, chat_template)
@@ -166,7 +149,7 @@ def _ray(address: str | None) -> Any:
     try:
         import ray
     except ImportError:
-        raise InvalidInput("--engine ray needs Ray: pip install 'actstore[ray]'") from None
+        raise InvalidInput("the Ray engine needs Ray: pip install 'actstore[ray]'") from None
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     return ray
@@ -197,6 +180,7 @@ def ingest_ray(
     commit_prompts: int = 4096,
     on_progress: Callable[[int, int], None] | None = None,
     on_commit: Callable[[int], None] | None = None,
+    on_notice: Callable[[IngestNotice], None] | None = None,
 ) -> IngestSummary:
     """:func:`actstore.ingest.pipeline.ingest` on a Ray cluster (see the module docstring).
 
@@ -212,49 +196,56 @@ def ingest_ray(
     (``extra["engine"] = "ray"``, ``extra["workers"]``, ``extra["commits"]``).
     """
     t0 = time.perf_counter()
-    check_args(batch_size, max_tokens, dtype)
-    check_token_site(token)
-    if not isinstance(chat_template, bool):
-        raise InvalidInput(f"chat_template must be true or false, got {chat_template!r}")
-    if not isinstance(dataset, str) or not dataset.strip():
-        raise InvalidInput(f"dataset must be a non-empty name, got {dataset!r}")
     if not isinstance(model, (str, Path)):
-        raise InvalidInput("--engine ray loads the model in its workers: pass a hub id or a folder, not a runner")
+        raise InvalidInput("the Ray engine loads the model in its workers: pass a hub id or a folder, "
+                           "not a loaded runner")
+    plan = plan_ingest(store, model, dataset, prompts_file=prompts_file, key=key, layers=layers,
+                       batch_size=batch_size, max_tokens=max_tokens, dtype=dtype, device=device,
+                       compute_dtype=compute_dtype, revision=revision, text_column=text_column,
+                       label_column=label_column, token=token, chat_template=chat_template,
+                       settings=settings)
+    return run_plan_ray(plan, address=address, workers=workers, threads=threads, commit_prompts=commit_prompts,
+                        on_progress=on_progress, on_commit=on_commit, on_notice=on_notice, started=t0)
+
+
+def run_plan_ray(plan: IngestPlan, *, address: str | None = None, workers: int | None = None, threads: int = 1,
+                 commit_prompts: int = 4096, on_progress: Callable[[int, int], None] | None = None,
+                 on_commit: Callable[[int], None] | None = None,
+                 on_notice: Callable[[IngestNotice], None] | None = None,
+                 started: float | None = None) -> IngestSummary:
+    """Run a planned ingest on a Ray cluster (see :func:`ingest_ray`)."""
+    t0 = started if started is not None else time.perf_counter()
+    if plan.next_tokens:
+        raise InvalidInput("the Ray engine does not store next tokens; ingest them with the local engine")
     if isinstance(commit_prompts, bool) or not isinstance(commit_prompts, int) or commit_prompts < 1:
         raise InvalidInput(f"commit_prompts must be an integer >= 1, got {commit_prompts!r}")
-    from actstore.store.tables import check_model_key
-
-    key = check_model_key(key if key is not None else model_key_for(str(model)))
-    st, prompt_set = store_and_prompts(store, dataset, prompts_file, text_column, label_column, settings)
-
-    settings = settings if settings is not None else Settings()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise InvalidInput(f"threads must be an integer >= 1, got {threads!r}")
+    key, max_tokens, token, chat_template = plan.key, plan.max_tokens, plan.token, plan.chat_template
+    settings = plan.settings if plan.settings is not None else Settings()
     ray = _ray(address if address is not None else settings.ray_address)
     resources = ray.cluster_resources()
     gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
     if workers is None:
         workers = gpus if gpus else max(1, (cpus - 1) // threads)
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise InvalidInput(f"threads must be an integer >= 1, got {threads!r}")
     per_actor = {"num_gpus": 1} if gpus else {"num_cpus": threads}
     threads = None if gpus else threads
-    args = _RunnerArgs(str(model), device, compute_dtype, revision, settings)
+    args = _RunnerArgs(str(plan.source), plan.device, plan.compute_dtype, plan.revision, settings)
 
     planner = ray.remote(**per_actor)(_Planner).remote(args, threads)
     try:
-        info: RunnerInfo = ray.get(planner.info.remote(max_tokens, token, chat_template))
-        wanted = parse_layer_spec(layers, info.n_layers)
-        if st is None:
-            st = open_store(store, settings)
-        check_model_matches(st, key, info, dtype, info.fingerprint, token, chat_template)  # type: ignore[arg-type]
-        ids, texts, added = dataset_prompts(st, dataset, prompt_set)
-        done = stored_everywhere(st, key, ids, wanted)
+        info: ModelInfo = ray.get(planner.info.remote(max_tokens, token, chat_template))
+        work = plan.claim(info)
+        for notice in work.notices:
+            on_notice(notice) if on_notice is not None else log.warning("%s", notice.message)
+        st, wanted, ids, texts, done = work.store, work.layers, work.ids, work.texts, work.done
         summary = IngestSummary(
-            model_key=key, dataset=dataset, source=info.source, prompts=len(ids), encoded=0,
+            model_key=key, dataset=plan.dataset, source=info.source, prompts=len(ids), encoded=0,
             skipped=int(done.sum()), layers=wanted, tokens=0, seconds=0.0, bytes_written=0,
-            rows_written=0, truncated=0, max_tokens=info.max_tokens, added_prompts=added,
-            extra={"engine": "ray", "workers": 0, "commits": 0},
+            rows_written=0, truncated=0, max_tokens=info.max_tokens, added_prompts=work.added,
+            extra={"engine": "ray", "workers": 0, "commits": 0}, notices=list(work.notices),
         )
-        todo_count = int((~done).sum())
+        todo_count = work.todo
         if on_progress is not None:
             on_progress(0, todo_count)
         if done.all():
@@ -266,13 +257,13 @@ def ingest_ray(
 
     from actstore.ingest.runner import ModelRunner, Tokenized
 
-    plan = ModelRunner.plan_batches(Tokenized([], None, np.asarray(lengths), np.zeros(len(lengths), bool)),
-                                    batch_size)
-    plan = [b for b in plan if not done[b].all()]
+    batches = ModelRunner.plan_batches(Tokenized([], None, np.asarray(lengths), np.zeros(len(lengths), bool)),
+                                       plan.batch_size)
+    batches = [b for b in batches if not done[b].all()]
     stored = {l: np.isin(ids, _stored_ids(st, key, l)) for l in wanted}
     units = []
-    for u in range(0, len(plan), UNIT_BATCHES):
-        group = plan[u:u + UNIT_BATCHES]
+    for u in range(0, len(batches), UNIT_BATCHES):
+        group = batches[u:u + UNIT_BATCHES]
         rows = np.concatenate(group)
         starts = np.cumsum([0] + [len(b) for b in group])
         units.append({
@@ -280,13 +271,10 @@ def ingest_ray(
             "batches": [np.arange(starts[k], starts[k + 1]) for k in range(len(group))],
             "need": {l: ~stored[l][rows] for l in wanted},
         })
-    targets = st.activations.fragment_targets(
-        key, wanted, n_layers=info.n_layers, d_model=info.d_model, dtype=dtype, source=info.source,
-        architecture=info.architecture, revision=info.revision, fingerprint=info.fingerprint,
-        quantization=info.quantization, token=token, chat_template=chat_template)
+    targets = st.activations.fragment_targets(key, wanted, d_model=info.d_model, **work.write_kwargs)
     workers = max(1, min(int(workers), len(units)))
     summary.extra["workers"] = workers
-    row_bytes = info.d_model * (2 if dtype == "float16" else 4) + 8
+    row_bytes = work.row_bytes
 
     import ray.data
 
@@ -318,23 +306,29 @@ def ingest_ray(
         if on_commit is not None:
             on_commit(n)
 
-    for row in results.iter_rows():
-        r = pickle.loads(row["result"])
-        for l in wanted:
-            pending[l].extend(r["fragments"][l])
-        pending_prompts += r["encoded"]
-        summary.encoded += r["encoded"]
-        summary.tokens += r["tokens"]
-        summary.truncated += r["truncated"]
-        summary.rows_written += r["rows"]
-        summary.bytes_written += r["rows"] * row_bytes
-        summary.forward_seconds += r["forward_seconds"]
-        summary.write_seconds += r["write_seconds"]
-        summary.batches += r["batches"]
-        if pending_prompts >= commit_prompts:
-            commit()
-        if on_progress is not None:
-            on_progress(summary.encoded, todo_count)
+    # Ctrl-C (KeyboardInterrupt) commits the fragments already written before it propagates,
+    # so what the progress callback counted is stored.
+    try:
+        for row in results.iter_rows():
+            r = pickle.loads(row["result"])
+            for l in wanted:
+                pending[l].extend(r["fragments"][l])
+            pending_prompts += r["encoded"]
+            summary.encoded += r["encoded"]
+            summary.tokens += r["tokens"]
+            summary.truncated += r["truncated"]
+            summary.rows_written += r["rows"]
+            summary.bytes_written += r["rows"] * row_bytes
+            summary.forward_seconds += r["forward_seconds"]
+            summary.write_seconds += r["write_seconds"]
+            summary.batches += r["batches"]
+            if pending_prompts >= commit_prompts:
+                commit()
+            if on_progress is not None:
+                on_progress(summary.encoded, todo_count)
+    except KeyboardInterrupt:
+        commit()
+        raise
     commit()
     st.activations.optimize(key)
     summary.seconds = time.perf_counter() - t0

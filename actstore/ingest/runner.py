@@ -1,4 +1,4 @@
-"""Run a Hugging Face model over prompts and capture last-token block outputs per layer.
+"""The forward pass of an ingest: tokenize, batch, and capture block outputs per layer.
 
 What is captured
     For prompt ``x`` and layer ``l``: the output of decoder block ``l`` (0-based), i.e. the
@@ -18,19 +18,9 @@ What is captured
     tokens, so none are added on top).
 
 Loading
-    ``AutoConfig`` / ``AutoTokenizer`` / ``AutoModel`` (the base model, no LM head) from a
-    local folder or a hub id, with ``trust_remote_code=False`` and ``use_safetensors=True``.
-    A ``.gguf`` file (or a folder without ``config.json`` holding exactly one, or
-    ``OWNER/REPO/FILE.gguf`` on the hub, fetched into the Hugging Face cache) is loaded
-    with ``gguf_file=``: config, tokenizer and weights all come from the file, and
-    transformers dequantizes the weights to float (needs the ``gguf`` and ``accelerate``
-    packages; the architectures transformers' GGUF loader knows: Llama, Mistral, Qwen2,
-    Gemma, Phi-3, GPT-2, ...). ``source`` is then the file's path and ``quantization`` its
-    weight format (:func:`gguf_quantization`; None for other sources).
-    Compute dtype: bf16 (fp16 where bf16 is unsupported) on CUDA, fp32 on CPU. A hub id when
-    the Hub cannot be reached (``HF_HUB_OFFLINE=1`` or no network; both read through
-    :class:`actstore.config.Settings`) is only looked up in the local cache
-    (``local_files_only``) and otherwise fails at once, asking for a local folder.
+    :func:`actstore.ingest.loading.load_model` (hub id, folder, GGUF file or hub GGUF; the
+    load report; the LM-head check). Compute dtype: bf16 (fp16 where bf16 is unsupported) on
+    CUDA, fp32 on CPU.
 
 Blocks
     Found generically: the shallowest ``nn.ModuleList`` whose length is the config's number
@@ -56,36 +46,30 @@ Batching
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import logging
-import os
-import socket
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
 
 from actstore.config import Settings
 from actstore.errors import InvalidInput
+from actstore.ingest.field_errors import invalid
+from actstore.ingest.loading import (gguf_quantization, hub_gguf, hub_reachable, is_bidirectional, load_model,
+                                     resolve_device, resolve_dtype)
 from actstore.ingest.token_sites import check_token_site
 from actstore.layers import LayerSpec, parse_layer_spec
 
-__all__ = ["Batch", "ModelRunner", "Tokenized", "gguf_quantization", "hub_reachable", "resolve_device",
+__all__ = ["Batch", "ModelRunner", "Tokenized", "gguf_quantization", "hub_gguf", "hub_reachable", "resolve_device",
            "resolve_dtype"]
 
 log = logging.getLogger(__name__)
 
-_DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-}
 # Model types whose embeddings compute position ids from the input ids (padding-aware).
 _SELF_POSITIONED = {"roberta", "xlm-roberta", "camembert", "longformer", "luke", "mpnet",
                     "data2vec-text", "xmod", "roberta-prelayernorm", "esm"}
@@ -145,172 +129,6 @@ class Batch:
                      None if nxt[0] is None else np.concatenate(nxt))
 
 
-# --------------------------------------------------------------------------- environment
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> ``cuda`` when available, else ``cpu``; otherwise ``torch.device(device)``."""
-    if isinstance(device, torch.device):
-        return device
-    d = (device or "auto").strip().lower()
-    if d == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(d)
-    except RuntimeError:
-        raise InvalidInput(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInput(f"device {device!r} requested but CUDA is not available; use --device cpu")
-    return dev
-
-
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """Compute dtype: explicit, or bf16/fp16 on CUDA and fp32 elsewhere for ``None``/``auto``."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype is None or str(dtype).lower() == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    try:
-        return _DTYPES[str(dtype).lower()]
-    except KeyError:
-        raise InvalidInput(
-            f"unknown compute dtype {dtype!r}: use auto, float32, bfloat16 or float16"
-        ) from None
-
-
-_reachable_cache: dict[str, bool] = {}
-
-
-def hub_reachable(settings: Settings | None = None, timeout: float = 2.0) -> bool:
-    """Whether the Hugging Face Hub endpoint (``settings.hf_endpoint``) accepts a TCP
-    connection within ``timeout`` s; ``False`` at once when ``settings.hub_offline``.
-
-    ``settings`` defaults to ``Settings()`` (the environment). DNS lookups run in a daemon
-    thread so that a dead resolver cannot hang the caller. Answers are cached per endpoint.
-    """
-    settings = settings if settings is not None else Settings()
-    if settings.hub_offline:
-        return False
-    endpoint = settings.hf_endpoint
-    if endpoint in _reachable_cache:
-        return _reachable_cache[endpoint]
-    url = urlparse(endpoint)
-    host = url.hostname or "huggingface.co"
-    port = url.port or (80 if url.scheme == "http" else 443)
-    result: list[bool] = [False]
-
-    def probe() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                result[0] = True
-        except OSError:
-            result[0] = False
-
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    t.join(timeout + 1.0)
-    _reachable_cache[endpoint] = result[0]
-    return result[0]
-
-
-def _resolve_source(source: str | Path, settings: Settings) -> tuple[str, bool, bool, str | None]:
-    """(what to pass to from_pretrained, is_local, local_files_only, GGUF file name or None).
-
-    A ``.gguf`` file, or a folder without ``config.json`` that holds exactly one ``.gguf``
-    file, is loaded from that file (the folder is passed to from_pretrained with
-    ``gguf_file=``)."""
-    s = str(source).strip()
-    if not s:
-        raise InvalidInput("empty model name: pass a hub id, a local model folder or a .gguf file")
-    p = Path(s).expanduser()
-    if p.exists():
-        if not p.is_dir():
-            if p.suffix.lower() != ".gguf":
-                raise InvalidInput(f"model path {s!r} is a file but not a .gguf file; pass a .gguf file "
-                                   "or a model folder (with config.json and *.safetensors)")
-            p = p.resolve()
-            return str(p.parent), True, True, p.name
-        if not (p / "config.json").exists():
-            ggufs = sorted(f.name for f in p.iterdir() if f.is_file() and f.suffix.lower() == ".gguf")
-            if len(ggufs) == 1:
-                return str(p.resolve()), True, True, ggufs[0]
-            if ggufs:
-                raise InvalidInput(f"model folder {s!r} has no config.json and {len(ggufs)} .gguf files "
-                                   f"({', '.join(ggufs)}); pass one of the .gguf files")
-            raise InvalidInput(f"model folder {s!r} has no config.json and no .gguf file; pass a folder "
-                               "with config.json, *.safetensors and tokenizer files (e.g. downloaded "
-                               "with `huggingface-cli download`) or a .gguf file")
-        return str(p.resolve()), True, True, None
-    if hub_gguf(s) is not None:
-        raise InvalidInput(f"{s!r} names a GGUF file of a hub repository; it is fetched by ModelRunner")
-    looks_like_path = (s.startswith((".", "/", "~")) or s.endswith("/") or s.count("/") > 1
-                       or os.sep in s and os.sep != "/" or s.startswith("\\"))
-    if looks_like_path:
-        raise InvalidInput(f"model folder {s!r} does not exist")
-    offline = not hub_reachable(settings)
-    return s, False, offline, None
-
-
-def hub_gguf(source: str | Path) -> tuple[str, str] | None:
-    """(repo id, file path in the repo) when ``source`` names a GGUF file of a hub repository as
-    ``OWNER/REPO/FILE.gguf`` (``OWNER/REPO/sub/FILE.gguf`` for a file in a folder) and is not a
-    local path; else None."""
-    s = str(source).strip()
-    parts = s.split("/")
-    if (not s.lower().endswith(".gguf") or s.startswith((".", "/", "~", "\\")) or len(parts) < 3
-            or any(not p for p in parts) or Path(s).expanduser().exists()):
-        return None
-    return "/".join(parts[:2]), "/".join(parts[2:])
-
-
-def _fetch_hub_gguf(repo: str, filename: str, revision: str | None, settings: Settings) -> Path:
-    """The local path of a hub GGUF file: from the Hugging Face cache, downloaded first when the
-    hub is reachable (``huggingface_hub.hf_hub_download``, which keeps it in the cache)."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
-
-    offline = not hub_reachable(settings)
-    try:
-        return Path(hf_hub_download(repo, filename, revision=revision, local_files_only=offline,
-                                    endpoint=None if offline else settings.hf_endpoint))
-    except LocalEntryNotFoundError:
-        why = "HF_HUB_OFFLINE is set" if settings.hub_offline else "the Hugging Face Hub cannot be reached"
-        raise InvalidInput(f"GGUF file {filename!r} of hub repository {repo!r} is not in the local Hugging Face "
-                           f"cache and {why}; download it where there is a network (`huggingface-cli download "
-                           f"{repo} {filename}`) or pass the local .gguf file") from None
-    except RepositoryNotFoundError:
-        raise InvalidInput(f"hub repository {repo!r} does not exist (or is private)") from None
-    except EntryNotFoundError:
-        raise InvalidInput(f"hub repository {repo!r} has no file {filename!r}") from None
-
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Silence transformers' load reports and progress bars while loading."""
-    from transformers.utils import logging as tlog
-
-    level = tlog.get_verbosity()
-    bars = tlog.is_progress_bar_enabled()
-    tlog.set_verbosity_error()
-    tlog.disable_progress_bar()
-    try:
-        yield
-    finally:
-        tlog.set_verbosity(level)
-        if bars:
-            tlog.enable_progress_bar()
-
-
-def _offline_error(source: str, settings: Settings) -> InvalidInput:
-    why = "HF_HUB_OFFLINE is set" if settings.hub_offline else "the Hugging Face Hub cannot be reached"
-    return InvalidInput(
-        f"model {source!r} is not a local folder and {why}, and it is not in the local "
-        "Hugging Face cache; pass a local folder instead (one with config.json, *.safetensors "
-        "and tokenizer files, e.g. downloaded with `huggingface-cli download`) or a .gguf file"
-    )
-
 
 # --------------------------------------------------------------------------- the runner
 
@@ -337,69 +155,22 @@ class ModelRunner:
         lm_head: bool = False,
         settings: Settings | None = None,
     ) -> None:
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
-
-        settings = settings if settings is not None else Settings()
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        hub_file = hub_gguf(source)
-        if hub_file is not None:
-            path, is_local, local_only, gguf_name = _resolve_source(
-                _fetch_hub_gguf(*hub_file, revision, settings), settings)
-        else:
-            path, is_local, local_only, gguf_name = _resolve_source(source, settings)
-        self.gguf_file: str | None = str(Path(path) / gguf_name) if gguf_name else None
-        # a hub GGUF is recorded by its hub name (OWNER/REPO/FILE.gguf); its weights by the file's sha256
-        self.source = "/".join(hub_file) if hub_file else self.gguf_file or (path if is_local else str(source).strip())
-        self.revision = revision if hub_file else None if is_local else revision
-        common: dict[str, Any] = dict(trust_remote_code=False, local_files_only=local_only)
-        if self.revision:
-            common["revision"] = self.revision
-        self.quantization: str | None = None
-        if gguf_name:
-            _require_gguf_packages(self.source)
-            common["gguf_file"] = gguf_name
-            self.quantization = gguf_quantization(self.gguf_file)
-        with _quiet_transformers():
-            try:
-                config = AutoConfig.from_pretrained(path, **common)
-            except (OSError, ValueError, RuntimeError) as e:
-                if not is_local and local_only:
-                    raise _offline_error(str(source), settings) from None
-                raise InvalidInput(f"cannot load the config of model {str(source)!r}: {e}") from None
-            if getattr(config, "is_encoder_decoder", False):
-                raise InvalidInput(
-                    f"model {str(source)!r} ({config.model_type}) is an encoder-decoder model; "
-                    "only decoder-only and encoder-only models are supported"
-                )
-            try:
-                self.tokenizer = AutoTokenizer.from_pretrained(path, **common)
-            except (OSError, ValueError) as e:
-                raise InvalidInput(f"cannot load the tokenizer of model {str(source)!r}: {e}") from None
-            kwargs = dict(common, config=config)
-            if not gguf_name:
-                kwargs["use_safetensors"] = True
-            kwargs[_dtype_kwarg()] = self.dtype
-            try:
-                model = (_causal_lm_class(config, str(source)) if lm_head else AutoModel).from_pretrained(path, **kwargs)
-            except (OSError, ValueError, EnvironmentError) as e:
-                msg = str(e)
-                if "safetensors" in msg.lower() or "no file named" in msg.lower():
-                    raise InvalidInput(
-                        f"model {str(source)!r} has no safetensors weights; actstore only loads "
-                        f"*.safetensors (convert the checkpoint first): {msg}") from None
-                raise InvalidInput(f"cannot load model {str(source)!r}: {msg}") from None
-        # With lm_head the causal LM is loaded; blocks and forward use its base model, and the
-        # head maps the final (normed) hidden state to next-token logits (see next_tokens).
-        self.lm_head: torch.nn.Module | None = None
-        if lm_head:
-            model = model.to(self.device).eval()
-            self.lm_head = model.get_output_embeddings()
-            model = model.base_model
-        self.model = model.to(self.device).eval()
+        loaded = load_model(source, device=self.device, dtype=self.dtype, revision=revision, lm_head=lm_head,
+                            settings=settings)
+        self.source, self.revision = loaded.source, loaded.revision
+        self.gguf_file, self.quantization = loaded.gguf_file, loaded.quantization
+        self.tokenizer, config = loaded.tokenizer, loaded.config
+        # With lm_head the blocks and forward use the causal LM's base model, and the head maps
+        # the final (normed) hidden state to next-token logits (see run_batch).
+        self.lm_head: torch.nn.Module | None = loaded.lm_head
+        self.model = model = loaded.model
         self.config = model.config
         text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
         self.architecture: str = str(getattr(config, "model_type", type(model).__name__))
+        # BERT-style encoder: its last token is a separator ([SEP]), see loading.is_bidirectional
+        self.bidirectional: bool = is_bidirectional(config)
         n_cfg = getattr(text_config, "num_hidden_layers", None)
         self.blocks_name, self.blocks = _find_blocks(self.model, n_cfg)
         self.n_layers: int = len(self.blocks)
@@ -441,8 +212,8 @@ class ModelRunner:
         """Each of ``texts`` wrapped as a single user message by the tokenizer's chat template
         (with the generation prompt); InvalidInput when the tokenizer has none."""
         if not getattr(self.tokenizer, "chat_template", None):
-            raise InvalidInput(f"the tokenizer of model {str(self.source)!r} has no chat template; "
-                               "ingest it without --chat-template")
+            raise invalid(f"the tokenizer of model {str(self.source)!r} has no chat template; "
+                          "ingest it without the chat template", field="chat_template")
         return [self.tokenizer.apply_chat_template([{"role": "user", "content": t}],
                                                    add_generation_prompt=True, tokenize=False)
                 for t in texts]
@@ -514,7 +285,7 @@ class ModelRunner:
         check_token_site(token)
         layers = sorted(set(int(x) for x in layers))
         if top_k and self.lm_head is None:
-            raise InvalidInput("next tokens need the LM head: load the runner with lm_head=True")
+            raise invalid("next tokens need the LM head: load the runner with lm_head=True", field="next_tokens")
         cap = self._batch_cap
         if cap is not None and len(idx) > cap:
             return Batch.concat([self.run_batch(tok, idx[i:i + cap], layers, top_k, token)
@@ -642,62 +413,6 @@ class ModelRunner:
 
 
 # --------------------------------------------------------------------------- helpers
-
-def _require_gguf_packages(source: str) -> None:
-    """InvalidInput naming the missing packages when ``gguf`` or ``accelerate`` is absent."""
-    import importlib.util
-
-    missing = [m for m in ("gguf", "accelerate") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise InvalidInput(f"loading the GGUF file {source!r} needs the packages {' and '.join(missing)}: "
-                           f"pip install {' '.join(missing)}")
-
-
-def gguf_quantization(path: str | Path) -> str:
-    """The weight format of a GGUF file, e.g. ``Q4_1``, ``Q8_0``, ``F16``.
-
-    Read from the metadata ``general.file_type`` (llama.cpp's ``LlamaFileType``, whose
-    ``MOSTLY_`` prefix is dropped); files without it get the most common type of their
-    2-D tensors (the matrices, where quantization applies).
-    """
-    from collections import Counter
-
-    from gguf import GGUFReader, LlamaFileType
-
-    try:
-        reader = GGUFReader(str(path))
-    except (OSError, ValueError) as e:
-        raise InvalidInput(f"cannot read the GGUF file {str(path)!r}: {e}") from None
-    field = reader.fields.get("general.file_type")
-    if field is not None and field.data:
-        code = int(field.parts[field.data[0]][0])
-        try:
-            return LlamaFileType(code).name.removeprefix("MOSTLY_")
-        except ValueError:
-            pass
-    counts = Counter(t.tensor_type.name for t in reader.tensors if len(t.shape) == 2)
-    return counts.most_common(1)[0][0] if counts else "unknown"
-
-
-def _causal_lm_class(config: Any, source: str) -> Any:
-    """AutoModelForCausalLM when the config has a causal-LM head, else a clear error."""
-    from transformers import AutoModelForCausalLM
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        raise InvalidInput(
-            f"model {source!r} ({config.model_type}) has no causal language-model head, so it has no "
-            "next tokens to store; ingest it without --next-tokens")
-    return AutoModelForCausalLM
-
-
-
-def _dtype_kwarg() -> str:
-    import transformers
-
-    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
-    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
-
 
 def _hidden_from_output(output: Any) -> torch.Tensor:
     """The hidden state of a block's output: a Tensor, or item 0 of a tuple/ModelOutput."""

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from actstore.errors import InvalidInput
+from actstore.ingest.field_errors import with_field
 
 __all__ = ["PromptSet", "read_prompts"]
 
@@ -233,10 +234,9 @@ def _read_csv(p: Path, text: str, delimiter: str, text_column: ColumnSpec,
         rows = rows[1:]
         first_line = 2
         if text_column not in header:
-            raise InvalidInput(
+            raise with_field(InvalidInput(
                 f"{p}: line 1: no text column {text_column!r} in the header (columns: "
-                f"{', '.join(repr(h) for h in header)}); name the text column with --text-column"
-            )
+                f"{', '.join(repr(h) for h in header)}); name the text column"), "text_column")
         ti = header.index(text_column)
         if label_column is not None and label_column in header:
             li = header.index(label_column)
@@ -297,8 +297,9 @@ def _from_arrow(table, source: str, text_column: ColumnSpec,
     if isinstance(label_column, int):
         label_column = names[label_column] if 0 <= label_column < len(names) else str(label_column)
     if text_column not in names:
-        raise InvalidInput(f"{source}: no text column {text_column!r} (columns: "
-                                f"{', '.join(repr(n) for n in names)}); name it with --text-column")
+        raise with_field(InvalidInput(f"{source}: no text column {text_column!r} (columns: "
+                                      f"{', '.join(repr(n) for n in names)}); name the text column"),
+                         "text_column")
     col = table.column(text_column)
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
         raise InvalidInput(f"{source}: text column {text_column!r} has type {col.type}, not string")

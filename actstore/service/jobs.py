@@ -104,10 +104,11 @@ class Jobs:
 
     def start_ingest(self, model: str, dataset: str, layers: Sequence[int] | None = None,
                      batch_size: int | None = None, token: str | None = None,
-                     chat_template: bool | None = None) -> Job:
+                     chat_template: bool | None = None, key: str | None = None) -> Job:
         """Queue an ingest of ``model`` (hub id or local folder) over ``dataset``; returns the job.
         ``token``: the token site stored (last | first | mean; default last); ``chat_template``:
-        wrap prompts in the tokenizer's chat template (default false)."""
+        wrap prompts in the tokenizer's chat template (default false); ``key``: the model's key
+        in the store (default: from the model's name, see ``actstore.ingest.loading``)."""
         self.store.prompts.dataset(dataset)  # unknown dataset: fail now, not in the job
         if batch_size is not None and batch_size < 1:
             raise InvalidInput(f"batch_size must be >= 1, got {batch_size}", field="batch_size", value=batch_size, allowed=">= 1")
@@ -115,11 +116,15 @@ class Jobs:
         from actstore.ingest.pipeline import ingest  # torch + transformers only when an ingest starts
 
         check_token_site(token or "last")  # a bad token site: fail now, not in the job
+        if key is not None:
+            from actstore.store.tables import check_model_key
+
+            check_model_key(key)  # a bad key: fail now, not in the job
 
         def work(progress: Progress) -> Any:
             return ingest(self.store, model, dataset, layers=list(layers) if layers is not None else "all",
                           batch_size=batch_size or 32, token=token or "last",
-                          chat_template=bool(chat_template), on_progress=progress)
+                          chat_template=bool(chat_template), key=key, on_progress=progress)
 
         def describe(summary: Any) -> str:
             return (f"stored {summary.encoded} prompts x {len(summary.layers)} layers as {summary.model_key!r} "

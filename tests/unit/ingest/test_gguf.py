@@ -38,9 +38,12 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, (chr(c) for c in cs)))
 
 
-def write_tiny_gguf(path: Path, seed: int = 0) -> Path:
+def write_tiny_gguf(path: Path, seed: int = 0, *, name: str | None = None, embedding_length: int | None = None,
+                    block_count: int | None = None) -> Path:
     """A 2-layer Llama (hidden 32, 4 heads, 2 KV heads) with Q8_0 matrices and a GPT-2 style
-    byte-level BPE tokenizer (256 bytes, a few merges, ``<|endoftext|>``) in the metadata."""
+    byte-level BPE tokenizer (256 bytes, a few merges, ``<|endoftext|>``) in the metadata.
+    ``name``: ``general.name``; ``embedding_length`` / ``block_count``: metadata that lies
+    about the tensors (which stay 32 wide, 2 blocks)."""
     import gguf
     from gguf.quants import quantize
 
@@ -49,9 +52,11 @@ def write_tiny_gguf(path: Path, seed: int = 0) -> Path:
     tokens = byte_tokens + [m.replace(" ", "") for m in merges] + ["<|endoftext|>"]
     vocab, hidden, inter, layers, heads, kv = len(tokens), 32, 64, 2, 4, 2
     w = gguf.GGUFWriter(str(path), "llama")
+    if name is not None:
+        w.add_name(name)
     w.add_context_length(128)
-    w.add_embedding_length(hidden)
-    w.add_block_count(layers)
+    w.add_embedding_length(embedding_length or hidden)
+    w.add_block_count(block_count or layers)
     w.add_feed_forward_length(inter)
     w.add_head_count(heads)
     w.add_head_count_kv(kv)
@@ -219,7 +224,7 @@ def test_ingest_smollm2_gguf_matches_independent_extraction(tmp_path):
     ingest(st, SMOLLM2, dataset="d", layers="3,10", dtype="float32", device="cpu")
     [info] = st.models.list()
     assert (info.key, info.source, info.quantization, info.architecture, info.n_layers, info.d_model,
-            info.layers) == ("smollm2-135m-instruct.q4_1", str(SMOLLM2), "Q4_1", "llama", 30, 576, (3, 10))
+            info.layers) == ("smollm2-135m-8k-lc100k-mix1-ep2-q4_1", str(SMOLLM2), "Q4_1", "llama", 30, 576, (3, 10))
     assert info.fingerprint.startswith(sha256(SMOLLM2)[:12] + "-")
     ref = reference(SMOLLM2, texts, [3, 10])
     for layer in (3, 10):
@@ -243,3 +248,75 @@ def test_a_models_table_without_the_quantization_column_keeps_working(tiny_gguf,
     ingest(st, tiny_gguf, dataset="d", key="tiny", layers="0", dtype="float32", device="cpu")
     reopened = Store.open(tmp_path / "store")
     assert [(m.key, m.quantization) for m in reopened.models.list()] == [("old", None), ("tiny", "Q8_0")]
+
+
+# ----------------------------------------------------------------------------- issue 22/25 papercuts
+
+
+def test_key_defaults_to_the_gguf_general_name_and_key_wins(tmp_path):
+    from actstore.ingest.keys import default_model_key
+
+    named = write_tiny_gguf(tmp_path / "model.gguf", name="Tiny Llama 2L Chat")
+    assert default_model_key(named) == "tiny-llama-2l-chat-q8_0"
+    assert default_model_key(tmp_path) == "tiny-llama-2l-chat-q8_0"  # the folder holding it
+    st = Store.open(tmp_path / "store")
+    st.add_prompts("d", TEXTS[:2])
+    s = ingest(st, named, "d", layers="0", dtype="float32", device="cpu")
+    assert s.model_key == "tiny-llama-2l-chat-q8_0"
+    s = ingest(st, named, "d", key="mine", layers="0", dtype="float32", device="cpu")
+    assert s.model_key == "mine"
+
+
+def test_the_gguf_dequantisation_bar_is_not_shown(tiny_gguf, capfd):
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    bar = gguf_utils.tqdm
+    capfd.readouterr()
+    runner = ModelRunner(tiny_gguf, device="cpu")
+    out, err = capfd.readouterr()
+    assert runner.n_layers == 2
+    assert "de-quantizing" not in err and "de-quantizing" not in out
+    assert (out, err) == ("", "")
+    assert gguf_utils.tqdm is bar  # put back after the load
+
+
+@pytest.mark.parametrize(("claim", "expected"), [
+    ({"embedding_length": 4_000_000},
+     "its metadata says llama.embedding_length = 4000000 but its tensor token_embd.weight is 32 wide"),
+    ({"block_count": 1000},
+     "its metadata says llama.block_count = 1000 but it holds tensors of 2 blocks (blk.0..blk.1)"),
+])
+def test_a_gguf_whose_metadata_lies_fails_at_once_in_one_line(tmp_path, claim, expected):
+    import time
+
+    lying = write_tiny_gguf(tmp_path / "lying.gguf", **claim)
+    t0 = time.perf_counter()
+    with pytest.raises(InvalidInput) as err:
+        ModelRunner(lying, device="cpu")
+    assert time.perf_counter() - t0 < 5
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg == (f"GGUF file {str(lying)!r} is inconsistent: {expected}; the file is damaged or was written "
+                   f"wrongly (its tensors hold 27,008 parameters, 105.5 KiB as float32)")
+    st = Store.open(tmp_path / "store")
+    st.add_prompts("d", TEXTS[:1])
+    with pytest.raises(InvalidInput, match="is inconsistent"):
+        ingest(st, lying, "d", device="cpu")
+    assert st.models.list() == []
+
+
+def test_a_gguf_larger_than_the_free_memory_is_refused_naming_both(tiny_gguf, monkeypatch):
+    from actstore.ingest import gguf_header
+    from actstore.ingest.loading import check_gguf
+
+    header = check_gguf(tiny_gguf)
+    # 263 tokens x 32 (embeddings) + 2 blocks x (2 norms of 32 + 32x32 q, o + 2 x 16x32 k, v + 3 x 64x32 ffn)
+    # + the final norm of 32
+    assert header.n_params == 263 * 32 + 2 * (2 * 32 + 2 * 32 * 32 + 2 * 16 * 32 + 3 * 64 * 32) + 32
+    assert (header.d_model, header.n_layers, header.vocab, header.quantization) == (32, 2, 263, "Q8_0")
+    assert header.n_params == 27_008 and header.float32_bytes == 108_032
+    monkeypatch.setattr(gguf_header, "available_memory", lambda: 2**16)
+    with pytest.raises(InvalidInput) as err:
+        ModelRunner(tiny_gguf, device="cpu")
+    assert str(err.value) == (f"GGUF file {str(tiny_gguf)!r} (27,008 parameters) needs about 105.5 KiB once "
+                              "dequantized to float32, but only 64.0 KiB of memory is available")

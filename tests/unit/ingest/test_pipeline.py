@@ -222,13 +222,14 @@ def test_bad_prompt_file_stores_nothing(tmp_path, content, pattern):
 
 def test_unknown_dataset_without_prompts_and_key_clash(tmp_path):
     store = Store.open(tmp_path / "db")
-    with pytest.raises(NotFound, match=r"unknown dataset 'nope'.*--prompts FILE"):
+    with pytest.raises(NotFound, match=r"unknown dataset 'nope'.*; pass a prompts file to add its prompts$") as err:
         ingest(store, str(tiny_model_dir("gpt2")), "nope", device="cpu")
+    assert err.value.field == "prompts"  # the command line adds its flag (--prompts FILE)
     f = _write_jsonl(tmp_path / "p.jsonl", ["one", "two"])
     ingest(store, str(tiny_model_dir("gpt2")), "d", prompts_file=f, key="k", device="cpu")
     with pytest.raises(InvalidInput, match=r"model key 'k' is already used by another model .*n_layers 2 vs 3"):
         ingest(store, str(tiny_model_dir("llama", n_layers=3)), "d", key="k", device="cpu")
-    with pytest.raises(InvalidInput, match="stored as float16; ingest it with --dtype float16"):
+    with pytest.raises(InvalidInput, match=r"stored as float16; ingest it with storage dtype float16 \(got float32\)$"):
         ingest(store, str(tiny_model_dir("gpt2")), "d", key="k", dtype="float32", device="cpu")
     with pytest.raises(InvalidInput, match="batch_size must be an integer >= 1"):
         ingest(store, str(tiny_model_dir("gpt2")), "d", batch_size=0)
@@ -460,7 +461,7 @@ def test_a_failed_ingest_creates_no_store(tmp_path):
     with pytest.raises(NotFound) as err:
         ingest(str(uri), str(tiny_model_dir("gpt2")), "d", device="cpu")
     assert str(err.value) == (f"unknown dataset 'd': there is no actstore store at '{uri}' yet; pass a prompts "
-                              "file (--prompts FILE) to add its prompts")
+                              "file to add its prompts")
     assert not uri.exists()
     s = ingest(str(uri), str(tiny_model_dir("gpt2")), "d", prompts_file=f, device="cpu")
     assert (s.encoded, s.added_prompts) == (2, 2) and uri.is_dir()

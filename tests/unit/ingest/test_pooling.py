@@ -105,8 +105,9 @@ def test_token_site_is_part_of_the_fingerprint_and_refused_on_reingest(tmp_path)
            dtype="float32", device="cpu", token="mean")
     with pytest.raises(Conflict) as err:
         ingest(st, str(model), "d", key="m", layers="1", dtype="float32", device="cpu")
-    assert str(err.value) == ("model key 'm' holds activations extracted with --token mean; this ingest asks "
-                              "for --token last: ingest it under another key with --key NAME")
+    assert str(err.value) == ("model key 'm' holds activations extracted with token site mean; this ingest asks "
+                              "for token site last: ingest it under another key")
+    assert err.value.field == "key"
     assert st.models.get("m").layers == (0,)  # nothing written
     # The fingerprint itself differs in its extraction-spec part, so a direct write is refused too.
     from actstore.ingest.runner import ModelRunner
@@ -158,7 +159,8 @@ def test_chat_template_refused_without_one(tmp_path):
         ingest(tmp_path / "s", str(model), "d", prompts_file=_jsonl(tmp_path / "p.jsonl", TEXTS),
                device="cpu", chat_template=True)
     assert str(err.value) == (f"the tokenizer of model {str(model)!r} has no chat template; "
-                              "ingest it without --chat-template")
+                              "ingest it without the chat template")
+    assert err.value.field == "chat_template"
     assert not (tmp_path / "s").exists()
 
 

@@ -10,7 +10,7 @@ import torch
 
 from actstore.config import Settings
 from actstore.errors import InvalidInput
-from actstore.ingest import runner as runner_mod
+from actstore.ingest import loading as loading_mod
 from actstore.ingest.runner import Batch, ModelRunner, hub_reachable
 
 try:
@@ -159,7 +159,7 @@ def test_hub_id_offline_fails_fast_asking_for_a_local_folder(monkeypatch, tmp_pa
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
-    monkeypatch.setattr(runner_mod, "_reachable_cache", {})
+    monkeypatch.setattr(loading_mod, "_reachable_cache", {})
     t0 = time.perf_counter()
     with pytest.raises(InvalidInput, match=r"cannot be reached.*pass a local folder"):
         ModelRunner("EleutherAI/pythia-70m", device="cpu")
