@@ -166,10 +166,11 @@ def create_app(store: Any, settings: Settings | None = None, host: str | None = 
 
 
 async def execute(service: Service, query: str, variables: dict[str, Any] | None = None,
-                  authorized: bool = False, operation_name: str | None = None) -> dict[str, Any]:
+                  authorized: bool = False, operation_name: str | None = None,
+                  base_url: str = "/") -> dict[str, Any]:
     """Run one GraphQL operation in-process (``actstore query``); returns {"data", "errors"?}
     like the server's answer (no "data" when the document cannot be run: syntax, limits,
-    operation selection)."""
+    operation selection). ``plotUrl`` fields are ``{base_url}plots/KEY.png``."""
     documents = DocumentCache(service.settings)
     schema = build_schema(service.settings, documents)
     try:
@@ -180,7 +181,7 @@ async def execute(service: Service, query: str, variables: dict[str, Any] | None
         return {"errors": [request_error(problem, "GRAPHQL_VALIDATION_FAILED")]}
     token = service.settings.token
     pools = Pools(light=2, heavy=1)
-    context = Context(service=service, pools=pools,
+    context = Context(service=service, pools=pools, base_url=base_url,
                       authorization=f"Bearer {token}" if authorized and token else None)
     try:
         result = await schema.execute(query, variable_values=variables, context_value=context,

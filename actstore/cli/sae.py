@@ -15,9 +15,9 @@ import typer
 
 from actstore.errors import InvalidInput
 
-from .common import StoreOption, open_service, open_store, print_json, result_json, settings_for, user_errors
+from .common import App, StoreOption, open_service, open_store, print_json, result_json, settings_for, user_errors
 
-sae_app = typer.Typer(help="Sparse autoencoders: register, list, correlate features.", no_args_is_help=True)
+sae_app = App(help="Sparse autoencoders: register, list, correlate features.", no_args_is_help=True)
 
 MATCHINGS = ("one_to_one", "many_to_one")
 
