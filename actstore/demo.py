@@ -318,10 +318,11 @@ def example_queries(keys: list[str], dataset: str = TEXT) -> list[tuple[str, str
          f'{{ nearestNeighbors(at: {{model: "{a}", depth: 0.5}}, promptId: "0", k: 5) {{ rank promptId score text }} }}'),
         (f"Debiased CKA matrix of {a} against {b} on {dataset}, on a 4-layer relative-depth grid",
          f'{{ ckaMatrix(modelA: "{a}", modelB: "{b}", dataset: "{dataset}", grid: 4) '
-         f'{{ layersA layersB values best {{ layerA layerB value }} plotUrl }} }}'),
+         f'{{ layersA layersB values best {{ layerA layerB value }} argmax plotUrl }} }}'),
         (f"Mutual k-NN affinity matrix of {a} and {b} on {dataset}, with the generalized-diagonal test",
-         f'{{ affinityMatrix(modelA: "{a}", modelB: "{b}", dataset: "{dataset}", k: 10) {{ layersA layersB nullMean '
-         f'diagonal {{ onDiagonalMean offDiagonalMean tStatistic pValue }} plotUrl }} }}'),
+         f'{{ affinityMatrix(modelA: "{a}", modelB: "{b}", dataset: "{dataset}", k: 10) {{ layersA layersB values '
+         f'nullMean best {{ layerA layerB value }} diagonal {{ onDiagonalMean offDiagonalMean tStatistic pValue }} '
+         f'plotUrl }} }}'),
     ]
 
 
