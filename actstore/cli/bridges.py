@@ -64,8 +64,11 @@ def bridge_command(
     ranks: Annotated[Optional[str], typer.Option(
         "--ranks", help="Comma-separated ranks: sweep reduced-rank ridge over them (one fit).")] = None,
     alpha: AlphaOption = None,
-    train_dataset: Annotated[Optional[str], typer.Option("--train-dataset")] = None,
-    eval_dataset: Annotated[Optional[str], typer.Option("--eval-dataset")] = None,
+    train_dataset: Annotated[Optional[str], typer.Option(
+        "--train-dataset", help="Fit on this dataset's shared prompts (default: every shared prompt).")] = None,
+    eval_dataset: Annotated[Optional[str], typer.Option(
+        "--eval-dataset", help="Score on this dataset's shared prompts and fit on the others "
+        "(--test-fraction is then unused).")] = None,
     test_fraction: Annotated[float, typer.Option("--test-fraction", help="Held-out share, in (0, 1).")] = 0.2,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the train/test split.")] = 0,
     preprocess: PreprocessOption = "none",
@@ -146,7 +149,9 @@ def next_token_transfer_command(
     source: SourceOption,
     target: TargetOption,
     dataset: Annotated[str, typer.Option("--dataset", help="Prompts ingested with --next-tokens.")],
-    bridge_dataset: Annotated[Optional[str], typer.Option("--bridge-dataset")] = None,
+    bridge_dataset: Annotated[Optional[str], typer.Option(
+        "--bridge-dataset", help="Prompts the bridge is fitted on (default: every shared prompt "
+        "outside --dataset).")] = None,
     method: MethodOption = "ridge",
     rank: RankOption = None,
     alpha: AlphaOption = None,
