@@ -26,9 +26,9 @@ from typer.core import TyperCommand
 from actstore.config import DEFAULT_STORE, Settings
 from actstore.errors import ActstoreError, InvalidInput
 
-__all__ = ["App", "StoreOption", "camel_case", "check_output_file", "check_port_free", "check_store_path", "column_spec", "fail",
-           "fraction", "int_list", "jsonable", "open_service", "open_store", "print_json", "result_json",
-           "settings_for", "user_errors"]
+__all__ = ["App", "StoreOption", "camel_case", "check_output_file", "check_port_free", "check_store_path",
+           "column_spec", "fail", "fraction", "int_list", "jsonable", "open_service", "open_store",
+           "print_json", "result_json", "settings_for", "user_errors"]
 
 StoreOption = Annotated[Optional[str], typer.Option(
     "--store", show_default=False,
