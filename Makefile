@@ -27,8 +27,10 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 # The demo prints its store's absolute path and the `--store ...` to use with the CLI.
+# `make demo PORT=8001` when 8000 is taken (a busy port is refused before anything is built).
+PORT ?= 8000
 demo: $(STAMP)
-	$(VENV)/bin/actstore demo --store "$(CURDIR)/demo-store"
+	$(VENV)/bin/actstore demo --store "$(CURDIR)/demo-store" --port $(PORT)
 
 bench: $(STAMP)
 	for f in bench/[!_]*.py; do $(PY) $$f || exit 1; done

@@ -309,18 +309,37 @@ def print_findings(rows: list[tuple[str, str]]) -> None:
         print(f"  {k.ljust(width)}  {v}")
 
 
-def example_queries(keys: list[str]) -> list[tuple[str, str]]:
-    """Three example GraphQL queries over the demo models: (title, query)."""
+def example_queries(keys: list[str], dataset: str = TEXT) -> list[tuple[str, str]]:
+    """Three example GraphQL queries over the demo models: (title, query). The matrix queries
+    name one ``dataset``: pooling the demo's datasets inflates cross-model similarity."""
     a, b = keys[0], keys[1]
     return [
         ("Nearest neighbours of prompt 0 at the middle layer of " + a,
          f'{{ nearestNeighbors(at: {{model: "{a}", depth: 0.5}}, promptId: "0", k: 5) {{ rank promptId score text }} }}'),
-        (f"Debiased CKA matrix of {a} against {b} on a 4-layer relative-depth grid",
-         f'{{ ckaMatrix(modelA: "{a}", modelB: "{b}", grid: 4) {{ layersA layersB values argmax plotUrl }} }}'),
-        (f"Mutual k-NN affinity matrix of {a} and {b}, with the generalized-diagonal test",
-         f'{{ affinityMatrix(modelA: "{a}", modelB: "{b}", k: 10) {{ layersA layersB nullMean '
-         f'diagonal {{ onDiagonalMean offDiagonalMean tStatistic pValue }} plotUrl }} }}'),
+        (f"Debiased CKA matrix of {a} against {b} on {dataset}, on a 4-layer relative-depth grid",
+         f'{{ ckaMatrix(modelA: "{a}", modelB: "{b}", dataset: "{dataset}", grid: 4) '
+         f'{{ layersA layersB values best {{ layerA layerB value }} argmax plotUrl }} }}'),
+        (f"Mutual k-NN affinity matrix of {a} and {b} on {dataset}, with the generalized-diagonal test",
+         f'{{ affinityMatrix(modelA: "{a}", modelB: "{b}", dataset: "{dataset}", k: 10) {{ layersA layersB values '
+         f'nullMean best {{ layerA layerB value }} diagonal {{ onDiagonalMean offDiagonalMean tStatistic pValue }} '
+         f'plotUrl }} }}'),
     ]
+
+
+def actstore_command() -> str:
+    """How to type ``actstore`` in this shell: plain when it is on PATH, else the path of this
+    environment's script (``.venv/bin/actstore`` under the current folder)."""
+    import os
+    import shutil
+
+    script = Path(sys.executable).parent / "actstore"
+    on_path = shutil.which("actstore")
+    if not script.exists() or (on_path is not None and Path(on_path).resolve() == script.resolve()):
+        return "actstore"
+    try:
+        return os.path.relpath(script, Path.cwd()) if script.is_relative_to(Path.cwd().resolve()) else str(script)
+    except ValueError:
+        return str(script)
 
 
 def run_demo(store_uri: str, host: str = "127.0.0.1", port: int = 8000, online: bool | None = None,
@@ -335,14 +354,17 @@ def run_demo(store_uri: str, host: str = "127.0.0.1", port: int = 8000, online: 
         print_findings(findings(where, settings))
     url = f"http://{host}:{port}/graphql"
     flag = f"--store {shlex.quote(where)}"
+    cmd = actstore_command()
     print(f"\nactstore demo: store at {where}")
-    print(f"Use it from the command line with {flag}, e.g.\n"
-          f"  actstore info {flag}\n"
-          f"  actstore query '{{ models {{ key nLayers }} }}' {flag}\n"
-          f"  actstore serve {flag}\n")
+    activate = "" if cmd == "actstore" else (
+        f" (`actstore` is not on PATH: type {cmd}, or `. {Path(cmd).parent / 'activate'}` first)")
+    print(f"Use it from the command line with {flag}{activate}, e.g.\n"
+          f"  {cmd} info {flag}\n"
+          f"  {cmd} query '{{ models {{ key nLayers }} }}' {flag}\n"
+          f"  {cmd} serve {flag}\n")
     print(f"GraphiQL at {url}, the explorer at http://{host}:{port}/\n" if serve
           else "Example queries (GraphiQL once served):\n")
-    for title, query in example_queries(keys):
+    for title, query in example_queries(keys, TEXT if keys == list(REAL_MODELS) else DATASET):
         print(f"# {title}\n{query}\n")
     if serve:
         print(f"From a shell:  curl -s {url} -H 'content-type: application/json' "

@@ -179,10 +179,11 @@ def _in_process_schema(service: Service) -> tuple[DocumentCache, strawberry.Sche
 
 
 async def execute(service: Service, query: str, variables: dict[str, Any] | None = None,
-                  authorized: bool = False, operation_name: str | None = None) -> dict[str, Any]:
+                  authorized: bool = False, operation_name: str | None = None,
+                  base_url: str = "/") -> dict[str, Any]:
     """Run one GraphQL operation in-process (``actstore query``); returns {"data", "errors"?}
     like the server's answer (no "data" when the document cannot be run: syntax, limits,
-    operation selection)."""
+    operation selection). ``plotUrl`` fields are ``{base_url}plots/KEY.png``."""
     documents, schema = _in_process_schema(service)
     try:
         problem = operation_problem((await asyncio.to_thread(documents.parse, query)).document, operation_name)
@@ -192,7 +193,7 @@ async def execute(service: Service, query: str, variables: dict[str, Any] | None
         return {"errors": [request_error(problem, "GRAPHQL_VALIDATION_FAILED")]}
     token = service.settings.token
     pools = Pools(light=2, heavy=1)
-    context = Context(service=service, pools=pools,
+    context = Context(service=service, pools=pools, base_url=base_url,
                       authorization=f"Bearer {token}" if authorized and token else None)
     try:
         result = await schema.execute(query, variable_values=variables, context_value=context,

@@ -188,6 +188,26 @@ _MATRIX_DOCS = {
 }
 
 
+@strawberry.type(description="One cell of a layer x layer matrix: its row and column (indices into layersA and "
+                 "layersB), the two layers and the value.")
+class MatrixCell:
+    row: int
+    column: int
+    layer_a: int
+    layer_b: int
+    value: float
+
+
+def best_cell(layers_a: list[int], layers_b: list[int], values: list[list[float]]) -> MatrixCell:
+    """The largest value of the whole matrix (the first in row-major order on a tie)."""
+    i, j = max(((i, j) for i in range(len(values)) for j in range(len(values[i]))),
+               key=lambda ij: values[ij[0]][ij[1]])
+    return MatrixCell(row=i, column=j, layer_a=layers_a[i], layer_b=layers_b[j], value=values[i][j])
+
+
+_BEST_DOC = "The most similar layer pair of the whole matrix (argmax is per row)."
+
+
 @strawberry.type
 class SimilarityMatrix(derive(SimilarityMatrixResult, name="SimilarityMatrixFields", exclude=("key",),
                               descriptions=_MATRIX_DOCS)):
@@ -196,6 +216,10 @@ class SimilarityMatrix(derive(SimilarityMatrixResult, name="SimilarityMatrixFiel
     @strawberry.field(description="PNG heatmap of this matrix, argmax path drawn.")
     def plot_url(self, info: Info) -> str:
         return info.context.plot_url(self.key)
+
+    @strawberry.field(description=_BEST_DOC)
+    def best(self) -> MatrixCell:
+        return best_cell(self.layers_a, self.layers_b, self.values)
 
 
 @strawberry.type
@@ -209,6 +233,10 @@ class AffinityMatrix(derive(AffinityMatrixResult, name="AffinityMatrixFields", e
     @strawberry.field(description="PNG heatmap of this matrix, argmax path drawn.")
     def plot_url(self, info: Info) -> str:
         return info.context.plot_url(self.key)
+
+    @strawberry.field(description=_BEST_DOC)
+    def best(self) -> MatrixCell:
+        return best_cell(self.layers_a, self.layers_b, self.values)
 
     @strawberry.field(description="The generalized-diagonal test of the matrix.")
     def diagonal(self) -> DiagonalTest:

@@ -20,12 +20,12 @@ from actstore.layers import format_layers
 from .admin import drop_command, verify_command
 from .analyses import COMMANDS as ANALYSES
 from .bridges import bridge_command, next_token_transfer_command, probe_transfer_command
-from .common import (StoreOption, check_store_path, column_spec, fail, int_list, open_service, open_store,
-                     settings_for, user_errors)
+from .common import (App, StoreOption, check_port_free, check_store_path, column_spec, fail, int_list, open_service,
+                     open_store, settings_for, user_errors)
 from .ingest import ingest_command
 from .sae import sae_app
 
-app = typer.Typer(
+app = App(
     name="actstore",
     help="A store of LLM activations with a GraphQL query API.",
     no_args_is_help=True,
@@ -47,45 +47,40 @@ for _name, _command in ANALYSES.items():
 def info_command(ctx: typer.Context, store: StoreOption = None) -> None:
     """Models, layers, datasets and prompt counts at a glance."""
     from rich.console import Console
-    from rich.table import Table
+
+    from .tables import print_records
 
     with user_errors(ctx):
         s = open_store(settings_for(store))
         models, datasets = s.models.list(), s.prompts.datasets()
         prompts = {m.key: len(s.activations.model_ids(m.key)) for m in models}
         indexes = {m.key: s.knn.layer_indexes(m.key, m.layers) for m in models}
-    # piped output (a log, a file) is not cut to 80 columns: rich would ellipsise keys and paths
+    # piped output (a log, a file) is not cut to 80 columns; on a terminal, rows that do not fit
+    # are printed one block per row (print_records): keys and sources are never ellipsised
     console = Console() if sys.stdout.isatty() else Console(width=400)
-    console.print(f"[bold]store[/bold] {s.uri}")
-    t = Table(title=f"models ({len(models)})", title_justify="left")
-    for col in ("key", "architecture", "layers stored", "d_model", "dtype", "quantization", "token",
-                "prompts", "source"):
-        t.add_column(col)
+    console.print(f"[bold]store[/bold] {s.uri}", overflow="fold", highlight=False)
+    rows = []
     for m in models:
         layers = f"{len(m.layers)}/{m.n_layers}" + (f" ({format_layers(m.layers)})" if m.layers else "")
-        t.add_row(m.key, m.architecture, layers, str(m.d_model), m.dtype, m.quantization or "-",
-                  m.token + (" +chat" if m.chat_template else ""), str(prompts[m.key]), m.source)
-    console.print(t)
+        rows.append([m.key, m.architecture, layers, str(m.d_model), m.dtype, m.quantization or "-",
+                     m.token + (" +chat" if m.chat_template else ""), str(prompts[m.key]), m.source])
+    print_records(console, f"models ({len(models)})", ("key", "architecture", "layers stored", "d_model", "dtype",
+                                                       "quantization", "token", "prompts", "source"), rows)
     approx = [(key, r) for key, rows in indexes.items() for r in rows if r.kind != "flat" or r.metric is not None]
-    t = Table(title=f"approximate k-NN indexes (tables of at least {s.knn.ann_threshold} rows; smaller ones "
-              f"are searched exactly)", title_justify="left")
-    for col in ("model", "layer", "rows", "metric", "search", f"recall@10 (target {s.knn.recall_target:g})",
-                "nprobe", "candidates"):
-        t.add_column(col)
+    rows = []
     for key, r in approx:
         recall = "not built yet" if r.recall is None else f"{r.recall:.4f}" + (
             f" at {r.measured_rows} rows" if r.measured_rows not in (None, r.rows) else "")
-        t.add_row(key, str(r.layer), str(r.rows), r.metric or "all",
-                  "exact (target not reachable in budget)" if r.exact else r.kind, recall,
-                  "-" if r.nprobe is None else str(r.nprobe), "-" if r.candidates is None else str(r.candidates))
+        rows.append([key, str(r.layer), str(r.rows), r.metric or "all",
+                     "exact (target not reachable in budget)" if r.exact else r.kind, recall,
+                     "-" if r.nprobe is None else str(r.nprobe), "-" if r.candidates is None else str(r.candidates)])
     if approx:
-        console.print(t)
-    t = Table(title=f"datasets ({len(datasets)})", title_justify="left")
-    for col in ("name", "prompts", "labelled"):
-        t.add_column(col)
-    for d in datasets:
-        t.add_row(d.name, str(d.prompt_count), "yes" if d.has_labels else "no")
-    console.print(t)
+        print_records(console, f"approximate k-NN indexes (tables of at least {s.knn.ann_threshold} rows; smaller "
+                      "ones are searched exactly)", ("model", "layer", "rows", "metric", "search",
+                                                     f"recall@10 (target {s.knn.recall_target:g})", "nprobe",
+                                                     "candidates"), rows)
+    print_records(console, f"datasets ({len(datasets)})", ("name", "prompts", "labelled"),
+                  [[d.name, str(d.prompt_count), "yes" if d.has_labels else "no"] for d in datasets])
 
 
 @app.command("import")
@@ -138,13 +133,15 @@ def serve_command(
     ctx: typer.Context,
     store: StoreOption = None,
     host: Annotated[str, typer.Option("--host", help="Address to bind; loopback unless told otherwise.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
-    log_level: Annotated[str, typer.Option("--log-level")] = "info",
+    port: Annotated[int, typer.Option("--port", help="TCP port; a busy one is refused at once.")] = 8000,
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn's log level: critical, error, warning, "
+                                           "info, debug or trace.")] = "info",
 ) -> None:
     """Serve the GraphQL API (GraphiQL at /graphql, /healthz, heatmaps at /plots/KEY.png)."""
     with user_errors(ctx):
         settings = settings_for(store)
         service = open_service(settings)
+        check_port_free(host, port)
     import uvicorn
 
     from actstore.api import create_app
@@ -161,12 +158,21 @@ def query_command(
     ctx: typer.Context,
     query: Annotated[str, typer.Argument(help="A GraphQL operation, e.g. '{ models { key nLayers } }'.")],
     variables: Annotated[Optional[str], typer.Option("--variables", help="Variables as a JSON object.")] = None,
+    plots: Annotated[Optional[Path], typer.Option(
+        "--plots", help="Folder to save the answer's plots in, as KEY.png; plotUrl is then that file's path.")] = None,
+    server: Annotated[str, typer.Option(
+        "--server", help="Where `actstore serve` runs on this store: plotUrl links to its /plots/KEY.png.")]
+        = "http://127.0.0.1:8000/",
+    json_errors: Annotated[bool, typer.Option(
+        "--json", help="On errors, print the whole JSON answer (errors with their path and extensions) "
+        "instead of one `error:` line each.")] = False,
     store: StoreOption = None,
 ) -> None:
     """Run one GraphQL operation in-process and print the JSON answer.
 
-    Runs as the owner of the store: mutations are allowed without the token.
-    Exits 1 when the answer has errors.
+    Runs as the owner of the store: mutations are allowed without the token. plotUrl is an
+    absolute address on the server given by --server, or with --plots a PNG file saved here.
+    Errors: one line `error: MESSAGE (CODE)` each on stderr, exit status 1 (--json: the whole answer).
     """
     import asyncio
     import json
@@ -178,21 +184,57 @@ def query_command(
             raise InvalidInput(f"--variables is not valid JSON: {exc}") from None
         if vars_ is not None and not isinstance(vars_, dict):
             raise InvalidInput("--variables must be a JSON object")
+        if plots is not None and plots.exists() and not plots.is_dir():
+            raise InvalidInput(f"--plots {str(plots)!r} is a file, not a folder")
         service = open_service(settings_for(store))
     from actstore.api import execute
 
-    out = asyncio.run(execute(service, query, vars_, authorized=True))
-    print(json.dumps(out, indent=2))
+    base_url = server if server.endswith("/") else server + "/"
+    out = asyncio.run(execute(service, query, vars_, authorized=True, base_url=base_url))
     if out.get("errors"):
+        if json_errors:
+            print(json.dumps(out, indent=2))
+            raise typer.Exit(1)
+        for err in out["errors"]:
+            code = (err.get("extensions") or {}).get("code")
+            where = ".".join(str(p) for p in err.get("path") or [])
+            print(f"error: {err.get('message')}" + (f" (at {where})" if where else "") + (f" [{code}]" if code else ""),
+                  file=sys.stderr)
         raise typer.Exit(1)
+    if plots is not None:
+        with user_errors(ctx):
+            _save_plots(out.get("data"), service, plots, base_url)
+    print(json.dumps(out, indent=2))
+
+
+def _save_plots(data: object, service: object, folder: Path, base_url: str) -> None:
+    """Render every ``plotUrl`` of ``data`` into ``folder/KEY.png`` and point it there (in place)."""
+    from actstore.plots import render_png
+
+    if isinstance(data, list):
+        for item in data:
+            _save_plots(item, service, folder, base_url)
+    if not isinstance(data, dict):
+        return
+    for name, value in data.items():
+        if name == "plotUrl" and isinstance(value, str) and value.startswith(f"{base_url}plots/"):
+            key = value[len(f"{base_url}plots/"):].removesuffix(".png")
+            folder.mkdir(parents=True, exist_ok=True)
+            path = (folder / f"{key}.png").absolute()
+            path.write_bytes(render_png(service.results.get(key)))
+            data[name] = str(path)
+        else:
+            _save_plots(value, service, folder, base_url)
 
 
 @app.command("demo")
 def demo_command(
     ctx: typer.Context,
     store: Annotated[str, typer.Option("--store", help="Where to build the demo store.")] = "./demo-store",
-    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port")] = 8000,
+    host: Annotated[str, typer.Option("--host", help="Address to serve on; loopback unless told otherwise.")]
+        = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port to serve on (make demo PORT=N); checked "
+                                      "before anything is built.")] = 8000,
     offline: Annotated[bool, typer.Option(
         "--offline", help="Don't use the hub: the installed SmolLM2 GGUF and MiniLM (else tiny random models).")] = False,
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Build the store and exit.")] = False,
@@ -207,6 +249,9 @@ def demo_command(
 
     from .progress import ProgressBar
 
+    with user_errors(ctx):
+        if not no_serve:  # before any output or build: a busy port is one line, not minutes later
+            check_port_free(host, port)
     try:
         with user_errors(ctx), ProgressBar(Console(stderr=True)) as bar:
             settings = settings_for(store)

@@ -42,6 +42,11 @@ def _rank(rank: Optional[int]) -> Optional[int]:
 SourceOption = Annotated[str, typer.Option("--source", help="Source layer: MODEL:LAYER or MODEL@DEPTH.")]
 TargetOption = Annotated[str, typer.Option("--target", help="Target layer: MODEL:LAYER or MODEL@DEPTH.")]
 MethodOption = Annotated[str, typer.Option("--method", help="procrustes, ridge, low_rank or lasso.")]
+RankOption = Annotated[Optional[int], typer.Option(
+    "--rank", help="Rank of a low_rank bridge (a positive integer at most the narrower layer width).")]
+AlphaOption = Annotated[Optional[float], typer.Option(
+    "--alpha", help="Penalty (> 0) of a ridge, low_rank or lasso bridge (default: generalized "
+    "cross-validation for ridge and low_rank; for lasso 0.05 x the smallest penalty that gives the zero map).")]
 PreprocessOption = Annotated[str, typer.Option(
     "--preprocess", help="none, standardize (per-dimension z-score) or drop_outlier_dims (see README).")]
 ThresholdOption = Annotated[Optional[float], typer.Option(
@@ -55,14 +60,17 @@ def bridge_command(
     source: SourceOption,
     target: TargetOption,
     method: MethodOption = "ridge",
-    rank: Annotated[Optional[int], typer.Option("--rank", help="Rank of a low_rank bridge.")] = None,
+    rank: RankOption = None,
     ranks: Annotated[Optional[str], typer.Option(
         "--ranks", help="Comma-separated ranks: sweep reduced-rank ridge over them (one fit).")] = None,
-    alpha: Annotated[Optional[float], typer.Option("--alpha", help="Penalty (default: GCV for ridge).")] = None,
-    train_dataset: Annotated[Optional[str], typer.Option("--train-dataset")] = None,
-    eval_dataset: Annotated[Optional[str], typer.Option("--eval-dataset")] = None,
+    alpha: AlphaOption = None,
+    train_dataset: Annotated[Optional[str], typer.Option(
+        "--train-dataset", help="Fit on this dataset's shared prompts (default: every shared prompt).")] = None,
+    eval_dataset: Annotated[Optional[str], typer.Option(
+        "--eval-dataset", help="Score on this dataset's shared prompts and fit on the others "
+        "(--test-fraction is then unused).")] = None,
     test_fraction: Annotated[float, typer.Option("--test-fraction", help="Held-out share, in (0, 1).")] = 0.2,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the train/test split.")] = 0,
     preprocess: PreprocessOption = "none",
     outlier_threshold: ThresholdOption = None,
     scale: Annotated[bool, typer.Option(
@@ -96,13 +104,13 @@ def probe_transfer_command(
     bridge_dataset: Annotated[Optional[str], typer.Option(
         "--bridge-dataset", help="General text for the frozen bridge (default: every other shared prompt).")] = None,
     method: MethodOption = "ridge",
-    rank: Annotated[Optional[int], typer.Option("--rank")] = None,
+    rank: RankOption = None,
     ranks: Annotated[Optional[str], typer.Option(
         "--ranks", help="Comma-separated ranks: sweep reduced-rank ridge bridges (shared work once).")] = None,
-    alpha: Annotated[Optional[float], typer.Option("--alpha")] = None,
+    alpha: AlphaOption = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="With --ranks: write the sweep's PNG here.")] = None,
     test_fraction: Annotated[float, typer.Option("--test-fraction", help="Held-out share, in (0, 1).")] = 0.3,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the train/test split.")] = 0,
     preprocess: PreprocessOption = "none",
     outlier_threshold: ThresholdOption = None,
     precision: PrecisionOption = "auto",
@@ -141,13 +149,15 @@ def next_token_transfer_command(
     source: SourceOption,
     target: TargetOption,
     dataset: Annotated[str, typer.Option("--dataset", help="Prompts ingested with --next-tokens.")],
-    bridge_dataset: Annotated[Optional[str], typer.Option("--bridge-dataset")] = None,
+    bridge_dataset: Annotated[Optional[str], typer.Option(
+        "--bridge-dataset", help="Prompts the bridge is fitted on (default: every shared prompt "
+        "outside --dataset).")] = None,
     method: MethodOption = "ridge",
-    rank: Annotated[Optional[int], typer.Option("--rank")] = None,
-    alpha: Annotated[Optional[float], typer.Option("--alpha")] = None,
+    rank: RankOption = None,
+    alpha: AlphaOption = None,
     classes: Annotated[int, typer.Option("--classes", help="Most frequent shared next tokens kept.")] = 500,
     test_fraction: Annotated[float, typer.Option("--test-fraction", help="Held-out share, in (0, 1).")] = 0.3,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the train/test split.")] = 0,
     precision: PrecisionOption = "auto",
     store: StoreOption = None,
 ) -> None:

@@ -8,10 +8,12 @@ their functions, so ``actstore --help`` starts at once.
 # No `from __future__ import annotations`: typer reads the Annotated hints at runtime.
 
 import dataclasses
+import errno
 import json
 import math
 import os
 import re
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,17 +21,38 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from actstore.config import DEFAULT_STORE, Settings
 from actstore.errors import ActstoreError, InvalidInput
 
-__all__ = ["StoreOption", "camel_case", "check_output_file", "check_store_path", "column_spec", "fail",
-           "fraction", "int_list", "jsonable", "open_service", "open_store", "print_json", "result_json",
-           "settings_for", "user_errors"]
+__all__ = ["App", "StoreOption", "camel_case", "check_output_file", "check_port_free", "check_store_path",
+           "column_spec", "fail", "fraction", "int_list", "jsonable", "open_service", "open_store",
+           "print_json", "result_json", "settings_for", "user_errors"]
 
 StoreOption = Annotated[Optional[str], typer.Option(
     "--store", show_default=False,
     help=f"Store URI: a local folder or an object-store URI (default: $ACTSTORE_STORE, else {DEFAULT_STORE}).")]
+
+
+class _FlagsAsTyped(TyperCommand):
+    """A command whose help shows flags as they are typed: ``--offline``, not ``--offline <bool>``
+    (typer's rich help gives on/off flags a value type, and ``--offline true`` is then refused)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)
+        for p in params:
+            if getattr(p, "is_flag", False) and p.metavar is None:
+                p.metavar = ""
+        return params
+
+
+class App(typer.Typer):
+    """``typer.Typer`` whose commands show flags as they are typed (see :class:`_FlagsAsTyped`)."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("cls", _FlagsAsTyped)
+        return super().command(*args, **kwargs)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -162,6 +185,27 @@ def check_output_file(path: Path, flag: str) -> Path:
         what = "is a file, not a folder" if parent.exists() else "does not exist"
         raise InvalidInput(f"{flag} {str(path)!r}: folder {str(parent)!r} {what}")
     return path
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse (InvalidInput naming ``--port``) a port that cannot be bound on ``host``: one in
+    use, one the user may not bind, or a host that does not resolve. Checked before anything
+    is printed or built, so a busy port is one ``error:`` line, not uvicorn's log and exit 3."""
+    if not 0 < port < 65536:
+        raise InvalidInput(f"--port must be between 1 and 65535, got {port}")
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise InvalidInput(f"--host {host!r} does not resolve: {exc.strerror}") from None
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind(addr)
+        except OSError as exc:
+            why = "is already in use (another server?)" if exc.errno == errno.EADDRINUSE else (
+                f"cannot be bound: {exc.strerror}")
+            raise InvalidInput(f"--port {port}: {host}:{port} {why}; choose another with --port N "
+                               "(make demo PORT=N)") from None
 
 
 # ------------------------------------------------------------------------ JSON output

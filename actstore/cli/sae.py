@@ -15,9 +15,9 @@ import typer
 
 from actstore.errors import InvalidInput
 
-from .common import StoreOption, open_service, open_store, print_json, result_json, settings_for, user_errors
+from .common import App, StoreOption, open_service, open_store, print_json, result_json, settings_for, user_errors
 
-sae_app = typer.Typer(help="Sparse autoencoders: register, list, correlate features.", no_args_is_help=True)
+sae_app = App(help="Sparse autoencoders: register, list, correlate features.", no_args_is_help=True)
 
 MATCHINGS = ("one_to_one", "many_to_one")
 
@@ -79,7 +79,7 @@ def sae_correlate(
     dataset: Annotated[Optional[str], typer.Option("--dataset", help="Only prompts of this dataset.")] = None,
     matching: Annotated[str, typer.Option("--matching", help="one_to_one or many_to_one.")] = "one_to_one",
     random_pairs: Annotated[int, typer.Option("--random-pairs", help="Random pairings for the baseline.")] = 100,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random pairings.")] = 0,
     min_correlation: Annotated[Optional[float], typer.Option(
         "--min-correlation", help="Drop weaker pairs (in [-1, 1]).")] = None,
     keywords: Annotated[Optional[str], typer.Option("--keywords", help="Comma-separated semantic subspace.")] = None,

@@ -276,3 +276,146 @@ def test_a_heavy_query_shows_a_spinner_and_can_be_cancelled(page, server):
     page.wait_for_selector("#cka-status .cancelled")
     assert page.inner_text("#cka-status") == "Cancelled."
     assert page.evaluate("() => document.getElementById('cka-plot').data") is None
+
+
+# ------------------------------------------------------------------------------- issue 25: papercuts
+def plot_layout(page, div_id: str) -> dict:
+    page.wait_for_function(f"() => document.getElementById({div_id!r})?.data?.length > 0")
+    return page.evaluate(f"() => JSON.parse(JSON.stringify(document.getElementById({div_id!r}).layout))")
+
+
+def generalized_diagonal(n1: int, n2: int) -> list[tuple[int, int]]:
+    """METHODS.md: cells (i, j) with j <= i <= j + n1 - n2 (n1 >= n2, else transposed)."""
+    if n1 >= n2:
+        return [(i, j) for i in range(n1) for j in range(n2) if j <= i <= j + n1 - n2]
+    return [(i, j) for i in range(n1) for j in range(n2) if i <= j <= i + n2 - n1]
+
+
+def edges(xs: list[int]) -> list[float]:
+    mid = [(a + b) / 2 for a, b in zip(xs, xs[1:])]
+    return [xs[0] - (mid[0] - xs[0]), *mid, xs[-1] + (xs[-1] - mid[-1])]
+
+
+def test_compare_draws_the_band_keeps_values_readable_and_offers_per_dataset_values(page, server):
+    page.goto(f"{server.base}/#compare?a={MODEL_A}&b={MODEL_B}&k=5&debiased=1")
+    traces = plot_data(page, "affinity-plot")
+    layout = plot_layout(page, "affinity-plot")
+    aff = server.data(f"""{{ affinityMatrix(modelA: "{MODEL_A}", modelB: "{MODEL_B}", k: 5) {{ layersA layersB
+        diagonal {{ nOn }} }} }}""")["affinityMatrix"]
+    band = generalized_diagonal(len(aff["layersA"]), len(aff["layersB"]))  # 3 x 4: transposed, 6 cells
+    assert len(band) == aff["diagonal"]["nOn"] == 6
+    ex, ey = edges(aff["layersB"]), edges(aff["layersA"])
+    rects = sorted((s["x0"], s["x1"], s["y0"], s["y1"]) for s in layout["shapes"])
+    assert rects == sorted((ex[j], ex[j + 1], ey[i], ey[i + 1]) for i, j in band)
+    argmax = traces[1]
+    assert argmax["marker"]["symbol"] == "square-open"  # an outline: the value on the cell stays visible
+    assert traces[0]["texttemplate"] == "%{z:.2f}"
+    # the pooled answer warns about mixed datasets and offers the per-dataset values
+    page.wait_for_selector("#cka-side button.by-dataset")
+    assert "ask byDataset" not in page.inner_text("#cka-side")
+    page.click("#cka-side button.by-dataset")
+    page.wait_for_selector("#cka-by-dataset")
+    page.wait_for_selector("#affinity-by-dataset")
+    api = server.data(f"""{{ ckaMatrix(modelA: "{MODEL_A}", modelB: "{MODEL_B}", byDataset: true) {{
+        layersA layersB byDataset {{ dataset n values }} }} }}""")["ckaMatrix"]
+    want = []
+    for d in api["byDataset"]:
+        v = d["values"]
+        i, j = max(((i, j) for i in range(len(v)) for j in range(len(v[0]))), key=lambda c: v[c[0]][c[1]])
+        want.append([d["dataset"], str(d["n"]), f"{fmt(v[i][j])} at {api['layersA'][i]} × {api['layersB'][j]}"])
+    assert table_rows(page, "cka-by-dataset") == want
+    assert [r[0] for r in want] == ["general", "moods"] and "byDataset=1" in page.url
+
+
+def test_transfer_log_axis_is_ticked_at_the_ranks(page, server):
+    page.goto(f"{server.base}/#transfer?mode=bridge&source={MODEL_A}&sl=-1&target={MODEL_B}&tl=-1&ranks=1,2,4,16")
+    layout = plot_layout(page, "transfer-plot")
+    assert layout["xaxis"]["type"] == "log"
+    assert layout["xaxis"]["tickvals"] == [1, 2, 4, 16] and layout["xaxis"]["ticktext"] == ["1", "2", "4", "16"]
+    assert layout["xaxis"]["title"]["text"] == "rank (log scale)"
+    page.goto(f"{server.base}/#transfer?mode=bridge&source={MODEL_A}&sl=-1&target={MODEL_B}&tl=-1&ranks=2,8")
+    page.wait_for_function("() => document.getElementById('transfer-plot')?.layout?.xaxis?.type === 'linear'")
+    assert plot_layout(page, "transfer-plot")["xaxis"]["title"]["text"] == "rank"
+
+
+def test_neighbour_scores_are_drawn_on_their_own_range(page, server):
+    page.goto(f"{server.base}/#neighbors?model={MODEL_A}&layer=2&k=5&from=moods&prompt=3")
+    bars = plot_data(page, "neighbors-plot")[0]
+    lo, hi = min(bars["y"]), max(bars["y"])
+    pad = max((hi - lo) * 0.15, abs(hi) * 1e-4, 1e-6)
+    layout = plot_layout(page, "neighbors-plot")
+    assert layout["yaxis"]["range"] == pytest.approx([lo - pad, hi + pad])
+    assert f"axis from {lo - pad:.3f}, not 0" in layout["title"]["text"]
+
+
+def _fake_api(page, answers: dict[str, dict], seen: list[dict]) -> None:
+    """Answer GraphQL operations whose text contains a key of ``answers`` with its data; the rest
+    go to the server. Every request body is appended to ``seen``."""
+    import json
+
+    def handle(route):
+        body = json.loads(route.request.post_data or "{}")
+        seen.append(body)
+        for marker, data in answers.items():
+            if marker in body.get("query", ""):
+                return route.fulfill(status=200, content_type="application/json",
+                                     body=json.dumps({"data": data() if callable(data) else data}))
+        return route.continue_()
+
+    page.route(re.compile(r".*/graphql$"), handle)
+
+
+def test_catalog_and_sae_views_name_sae_add(page, server):
+    seen: list[dict] = []
+    real = server.data("{ models { key source architecture nLayers dModel dtype token layers datasets promptCount } "
+                       "datasets { name promptCount hasLabels } }")
+    _fake_api(page, {"saes {": {**real, "saes": []}}, seen)
+    page.goto(f"{server.base}/#catalog")
+    page.wait_for_selector("#datasets-table")
+    notes = page.inner_text("#view-catalog")
+    assert "(registerSae mutation or `actstore sae add`)" in notes and "sae register" not in notes
+    page.goto(f"{server.base}/#sae")
+    page.wait_for_selector("#view-sae .note")
+    assert page.inner_text("#view-sae .note") == "No SAEs registered (registerSae mutation or `actstore sae add`)."
+
+
+def test_ingest_jobs_loading_state_no_stray_null_and_key_and_token_site(page, server):
+    seen: list[dict] = []
+    polls = iter([{"state": "RUNNING", "done": 0, "total": 0}, {"state": "RUNNING", "done": 4, "total": 12}]
+                 + [{"state": "SUCCEEDED", "done": 12, "total": 12}] * 1000)
+    job = lambda: {"job": {"id": "j1", "message": None, **next(polls)}}  # noqa: E731
+    _fake_api(page, {"query Job(": job,
+                     "mutation Ingest(": {"ingest": {"id": "j1", "state": "QUEUED", "done": 0, "total": 0,
+                                                     "message": None}}}, seen)
+    page.goto(f"{server.base}/#jobs")
+    page.fill("input[name=model]", "/models/some-model")
+    page.select_option("select[name=dataset]", "extra")
+    page.fill("input[name=token]", TOKEN)
+    page.click("text=Start ingest")
+    page.wait_for_function("() => document.getElementById('job-state')?.innerText === 'SUCCEEDED'")
+    bodies = [b for b in seen if "mutation Ingest(" in b["query"]]
+    assert bodies[0]["variables"] == {"model": "/models/some-model", "dataset": "extra", "layers": None}
+    assert "key:" not in bodies[0]["query"] and "token:" not in bodies[0]["query"]
+    # the first answers: total 0 while the model loads, then counted; at the end no stray "null"
+    assert page.inner_text("#job-count").strip() == "12 / 12"
+    assert "null" not in page.inner_text("#job-out")
+    # a key and a token site are sent when set
+    page.fill("input[name=key]", "some-model-mean")
+    page.select_option("select[name=site]", "mean")
+    page.click("text=Start ingest")
+    page.wait_for_function("() => document.getElementById('job-state')?.innerText === 'SUCCEEDED'")
+    body = [b for b in seen if "mutation Ingest(" in b["query"]][1]
+    assert body["variables"] == {"model": "/models/some-model", "dataset": "extra", "layers": None,
+                                 "key": "some-model-mean", "site": "mean"}
+    assert "key: $key" in body["query"] and "token: $site" in body["query"]
+
+
+def test_ingest_job_shows_loading_instead_of_zero_of_zero(page, server):
+    seen: list[dict] = []
+    _fake_api(page, {"query Job(": {"job": {"id": "j2", "state": "RUNNING", "done": 0, "total": 0, "message": None}}},
+              seen)
+    page.goto(f"{server.base}/#jobs?id=j2")
+    page.wait_for_selector("#job-count")
+    assert page.inner_text("#job-count").strip() == "loading the model…"
+    assert page.evaluate("() => document.getElementById('job-progress').position") == -1  # indeterminate
+    assert "0 / 0" not in page.inner_text("#job-out") and "null" not in page.inner_text("#job-out")

@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 
 from actstore import Store
 from actstore.api import create_app
-from actstore.demo import (build_demo_store, demo_prompts, example_queries, findings, installed_real_models,
+from actstore.demo import (DATASET, build_demo_store, demo_prompts, example_queries, findings, installed_real_models,
                           labelled_prompt_sets)
 from actstore.ingest.runner import ModelRunner
 from actstore.ingest.tiny import build_tiny_model
@@ -36,10 +36,10 @@ def test_offline_demo_store_answers_the_example_queries(tmp_path, capsys):
     assert [(m.key, m.n_layers, m.architecture) for m in store.models.list()] == [
         ("tiny-gpt2", 4, "gpt2"), ("tiny-llama", 6, "llama"), ("tiny-neox", 8, "gpt_neox")]
     with TestClient(create_app(store)) as client:
-        for _, query in example_queries(keys):
+        for _, query in example_queries(keys, DATASET):
             body = client.post("/graphql", json={"query": query}).json()
             assert "errors" not in body, body
-        nn = client.post("/graphql", json={"query": example_queries(keys)[0][1]}).json()["data"]["nearestNeighbors"]
+        nn = client.post("/graphql", json={"query": example_queries(keys, DATASET)[0][1]}).json()["data"]["nearestNeighbors"]
         assert len(nn) == 5 and all(r["text"] for r in nn)
     # a second run reuses what is stored
     t0 = time.perf_counter()

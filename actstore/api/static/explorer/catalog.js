@@ -30,7 +30,7 @@ export async function render(root, params, { models, datasets, saes }) {
       { title: { text: "Prompts per dataset" }, yaxis: { title: { text: "prompts" } } });
   }
   root.append(el("h3", {}, `Sparse autoencoders (${saes.length})`));
-  if (!saes.length) root.append(el("p", { class: "note" }, "No SAEs registered (registerSae mutation or `actstore sae register`)."));
+  if (!saes.length) root.append(el("p", { class: "note" }, "No SAEs registered (registerSae mutation or `actstore sae add`)."));
   else {
     root.append(table(["id", "model", "layer", "d_in", "d_sae", "architecture", "hook"],
       saes.map((s) => [s.id, s.model, s.layer, s.dIn, s.dSae, s.architecture, s.hookName]), { id: "saes-table" }));

@@ -47,9 +47,12 @@ export function matrixHeatmap(div, m, { label, title, onCell } = {}) {
     heat.texttemplate = "%{z:.2f}";
     heat.textfont = { size: 11 };
   }
+  // Open squares around the argmax cells (and a thin line through them): the value written on a
+  // cell stays readable under its marker.
   const argmax = {
     type: "scatter", mode: "lines+markers", name: "argmax per row", x: m.argmax.map((j) => m.layersB[j]),
-    y: m.layersA, line: { color: "#ff3b30", width: 2 }, marker: { size: 7 }, hoverinfo: "skip",
+    y: m.layersA, line: { color: "#ff3b30", width: 1 }, opacity: 0.9,
+    marker: { symbol: "square-open", size: 24, line: { width: 2.5 }, color: "#ff3b30" }, hoverinfo: "skip",
   };
   const diagonal = {
     type: "scatter", mode: "lines", name: "equal relative depth", y: m.layersA,
@@ -59,7 +62,7 @@ export function matrixHeatmap(div, m, { label, title, onCell } = {}) {
   const layout = {
     title: { text: title || label }, margin: { t: 40, l: 60, r: 20, b: 90 },
     xaxis: layerAxis(`${m.modelB} layer`, m.layersB), yaxis: layerAxis(`${m.modelA} layer`, m.layersA),
-    legend: { orientation: "h", y: -0.2 },
+    legend: { orientation: "h", y: -0.2 }, shapes: bandShapes(m),
   };
   Plotly.newPlot(div, [heat, argmax, diagonal], layout, CONFIG);
   if (onCell) {
@@ -68,6 +71,36 @@ export function matrixHeatmap(div, m, { label, title, onCell } = {}) {
       if (point) onCell(point.pointIndex[0], point.pointIndex[1]);
     });
   }
+}
+
+/** Cell edges of heatmap centres `xs` (plotly puts them half-way between centres). */
+function edges(xs) {
+  if (xs.length === 1) return [xs[0] - 0.5, xs[0] + 0.5];
+  const mid = xs.slice(1).map((x, i) => (x + xs[i]) / 2);
+  return [xs[0] - (mid[0] - xs[0]), ...mid, xs[xs.length - 1] + (xs[xs.length - 1] - mid[mid.length - 1])];
+}
+
+/** The generalized diagonal of an n1 x n2 matrix (METHODS.md): cells (i, j) with
+ *  j <= i <= j + n1 - n2 when n1 >= n2, else the same with rows and columns swapped. */
+export function generalizedDiagonal(n1, n2) {
+  const cells = [];
+  for (let i = 0; i < n1; i++) {
+    for (let j = 0; j < n2; j++) {
+      const on = n1 >= n2 ? j <= i && i <= j + n1 - n2 : i <= j && j <= i + n2 - n1;
+      if (on) cells.push([i, j]);
+    }
+  }
+  return cells;
+}
+
+/** Dotted outlines of the generalized-diagonal cells (the diagonal test's "on" cells). */
+function bandShapes(m) {
+  const ex = edges(m.layersB);
+  const ey = edges(m.layersA);
+  return generalizedDiagonal(m.layersA.length, m.layersB.length).map(([i, j]) => ({
+    type: "rect", xref: "x", yref: "y", x0: ex[j], x1: ex[j + 1], y0: ey[i], y1: ey[i + 1],
+    line: { color: "#111", width: 1.5, dash: "dot" }, fillcolor: "rgba(0,0,0,0)", name: "generalized diagonal",
+  }));
 }
 
 /** Lines against x with horizontal baselines: series = [{name, y}], baselines = [{name, value}]. */
@@ -81,10 +114,14 @@ export function linesWithBaselines(div, x, series, baselines, { title, xTitle, y
       line: { dash: b.dash || "dash", width: 1.5 }, hovertemplate: `${b.name} %{y:.4f}<extra></extra>`,
     });
   }
+  // Ranks spanning a factor of 16 or more go on a log axis, ticked at the ranks themselves
+  // (plotly's own log ticks read 2, 5, 10, ... whatever ranks were swept) and titled so.
+  const log = x.length > 2 && hi / Math.max(lo, 1) >= 16;
+  const xaxis = log
+    ? { title: { text: `${xTitle} (log scale)` }, type: "log", tickmode: "array", tickvals: x, ticktext: x.map(String) }
+    : { title: { text: xTitle }, type: "linear" };
   const layout = {
-    title: { text: title }, margin: { t: 40, l: 60, r: 20, b: 50 },
-    xaxis: { title: { text: xTitle }, type: x.length > 2 && hi / Math.max(lo, 1) >= 16 ? "log" : "linear" },
-    yaxis: { title: { text: yTitle } },
+    title: { text: title }, margin: { t: 40, l: 60, r: 20, b: 50 }, xaxis, yaxis: { title: { text: yTitle } },
   };
   Plotly.newPlot(div, traces, layout, CONFIG);
 }

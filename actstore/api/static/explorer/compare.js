@@ -3,18 +3,20 @@
 // affinity matrix and, for a clicked CKA cell, a permutation-test p-value.
 import { gql } from "./api.js";
 import { save } from "./state.js";
-import { el, field, select, run, fmt, dl, formValues, optInt } from "./ui.js";
+import { el, field, select, run, fmt, dl, formValues, optInt, table } from "./ui.js";
 import { matrixHeatmap } from "./charts.js";
 
-const CKA_MATRIX = `query CkaMatrix($a: String!, $b: String!, $debiased: Boolean!, $dataset: String, $grid: Int) {
-  ckaMatrix(modelA: $a, modelB: $b, debiased: $debiased, dataset: $dataset, grid: $grid) {
+const CKA_MATRIX = `query CkaMatrix($a: String!, $b: String!, $debiased: Boolean!, $dataset: String, $grid: Int, $byDataset: Boolean!) {
+  ckaMatrix(modelA: $a, modelB: $b, debiased: $debiased, dataset: $dataset, grid: $grid, byDataset: $byDataset) {
     modelA modelB layersA layersB depthsA depthsB values n argmax debiased warning datasets { name n }
+    byDataset { dataset n values }
   }
 }`;
 
-const AFFINITY = `query Affinity($a: String!, $b: String!, $k: Int!, $dataset: String, $layersA: [Int!], $layersB: [Int!]) {
-  affinityMatrix(modelA: $a, modelB: $b, k: $k, dataset: $dataset, layersA: $layersA, layersB: $layersB) {
+const AFFINITY = `query Affinity($a: String!, $b: String!, $k: Int!, $dataset: String, $layersA: [Int!], $layersB: [Int!], $byDataset: Boolean!) {
+  affinityMatrix(modelA: $a, modelB: $b, k: $k, dataset: $dataset, layersA: $layersA, layersB: $layersB, byDataset: $byDataset) {
     modelA modelB layersA layersB depthsA depthsB values n argmax k nullMean recall warning
+    byDataset { dataset n values nullMean }
     diagonal { onDiagonalMean offDiagonalMean tStatistic df pValue log10P pValueIsBound transposed nOn nOff }
   }
 }`;
@@ -27,6 +29,22 @@ const CKA_CELL = `query CkaCell($a: LayerRef!, $b: LayerRef!, $debiased: Boolean
 
 function pText(p, bound) {
   return `${bound ? "< " : ""}${fmt(p)}`;
+}
+
+/** The largest value of a matrix and its layers, e.g. "0.6214 at 10 × 3" (a dash for null). */
+function best(values, layersA, layersB) {
+  if (!values) return "— (too few prompts)";
+  let top = [0, 0];
+  values.forEach((row, i) => row.forEach((v, j) => { if (v > values[top[0]][top[1]]) top = [i, j]; }));
+  return `${fmt(values[top[0]][top[1]])} at ${layersA[top[0]]} × ${layersB[top[1]]}`;
+}
+
+/** The per-dataset answers (byDataset) as a table: dataset, n, largest value and its layers. */
+function perDataset(m, id) {
+  if (!m.byDataset || !m.byDataset.length) return null;
+  return el("div", {}, el("h4", {}, "within each dataset"),
+    table(["dataset", "n", "max (layer A × B)"], m.byDataset.map((d) => [d.dataset, d.n, best(d.values, m.layersA, m.layersB)]),
+      { id }));
 }
 
 export async function render(root, params, { models, datasets }) {
@@ -42,6 +60,7 @@ export async function render(root, params, { models, datasets }) {
     field("dataset", select("dataset", [{ value: "", label: "(all shared prompts)" }, ...datasets.map((d) => d.name)],
       params.get("dataset") || "")),
     field("debiased CKA", el("input", { type: "checkbox", name: "debiased", checked: params.get("debiased") !== "0" })),
+    field("per dataset (byDataset)", el("input", { type: "checkbox", name: "byDataset", checked: params.get("byDataset") === "1" })),
     field("grid (blank: all layers)", el("input", { type: "number", name: "grid", min: 2, value: params.get("grid") || "" })),
     field("k (affinity)", el("input", { type: "number", name: "k", min: 1, value: params.get("k") || "10" })),
     field("permutations (clicked cell)", el("input", { type: "number", name: "permutations", min: 1, value: params.get("permutations") || "200" })),
@@ -59,7 +78,13 @@ export async function render(root, params, { models, datasets }) {
   async function compare() {
     const v = formValues(form);
     save("compare", v);
-    const common = { a: v.a, b: v.b, dataset: v.dataset || null };
+    const common = { a: v.a, b: v.b, dataset: v.dataset || null, byDataset: v.byDataset === "1" };
+    // a mixed-dataset warning comes with a way to act on it: per-dataset values, one click away
+    const warning = (w) => w && ["warning", el("span", {}, w.replace(/; ask byDataset: true for per-dataset values$/, ""),
+      v.byDataset === "1" ? null : [" ", el("button", { type: "button", class: "by-dataset", onclick: () => {
+        form.elements.byDataset.checked = true;
+        compare();
+      } }, "show per-dataset values")])];
     const debiased = v.debiased === "1";
     const label = debiased ? "debiased CKA" : "CKA";
     const cka = run(ckaStatus, async (signal) => {
@@ -68,8 +93,9 @@ export async function render(root, params, { models, datasets }) {
       ckaSide.replaceChildren(dl([
         ["prompts (n)", m.n], ["estimator", m.debiased ? "debiased (unbiased HSIC)" : "biased"],
         ["datasets", m.datasets.map((d) => `${d.name} (${d.n})`).join(", ")],
-        m.warning ? ["warning", m.warning] : null,
-      ]), el("p", { class: "note" }, `Click a cell for a permutation test (${v.permutations} permutations).`),
+        warning(m.warning),
+      ]), perDataset(m, "cka-by-dataset"),
+      el("p", { class: "note" }, `Click a cell for a permutation test (${v.permutations} permutations).`),
       el("div", { id: "cka-cell" }));
       return m;
     });
@@ -91,8 +117,8 @@ export async function render(root, params, { models, datasets }) {
         ["Welch t", fmt(d.tStatistic)], ["df", fmt(d.df, 1)],
         ["diagonal test p", pText(d.pValue, d.pValueIsBound)], ["log10 p", fmt(d.log10P, 2)],
         ["cells on / off", `${d.nOn} / ${d.nOff}`], d.transposed ? ["tested transposed", "yes"] : null,
-        m.recall !== null ? ["k-NN recall", fmt(m.recall)] : null, m.warning ? ["warning", m.warning] : null,
-      ]));
+        m.recall !== null ? ["k-NN recall", fmt(m.recall)] : null, warning(m.warning),
+      ]), perDataset(m, "affinity-by-dataset"));
     });
     await cka;
   }

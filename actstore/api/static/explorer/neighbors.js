@@ -122,13 +122,24 @@ export async function render(root, params, { models, datasets }) {
   if (params.get("prompt") || params.get("text")) await find();
 }
 
+/** A y range around the scores: cosine scores of close neighbours sit at 0.94–0.98, where bars
+ *  on a 0–1 axis all look alike. The range starts at the lowest score less a margin (never
+ *  pretending to start at 0), and the title says where. */
+export function scoreRange(scores) {
+  const lo = Math.min(...scores);
+  const hi = Math.max(...scores);
+  const pad = Math.max((hi - lo) * 0.15, Math.abs(hi) * 1e-4, 1e-6);
+  return [lo - pad, hi + pad];
+}
+
 function scoreBars(div, list, layer, metric) {
+  const range = scoreRange(list.map((n) => n.score));
   newPlot(div, [{
     type: "bar", x: list.map((n) => n.rank), y: list.map((n) => n.score),
     customdata: list.map((n) => [n.promptId, n.label ?? "—", (n.text || "").slice(0, 90)]),
     hovertemplate: "rank %{x}: prompt %{customdata[0]} (label %{customdata[1]})<br>%{customdata[2]}<br>score %{y:.4f}<extra></extra>",
-  }], { title: { text: `${metric.toLowerCase()} score by rank, layer ${layer}` },
-    xaxis: { title: { text: "rank" }, dtick: 1 }, yaxis: { title: { text: "score" } } });
+  }], { title: { text: `${metric.toLowerCase()} score by rank, layer ${layer} (axis from ${fmt(range[0], 3)}, not 0)` },
+    xaxis: { title: { text: "rank" }, dtick: 1 }, yaxis: { title: { text: "score" }, range } });
 }
 
 function acrossDepth(heatDiv, overlapDiv, model, perLayer, layer) {

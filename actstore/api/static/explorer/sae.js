@@ -16,7 +16,7 @@ const QUERY = `query SaeMatch($a: ID!, $b: ID!, $dataset: String, $matching: Mat
 export async function render(root, params, { saes, datasets }) {
   root.append(el("h2", {}, "SAE feature matching"));
   if (saes.length < 1) {
-    root.append(el("p", { class: "note" }, "No SAEs registered (registerSae mutation or `actstore sae register`)."));
+    root.append(el("p", { class: "note" }, "No SAEs registered (registerSae mutation or `actstore sae add`)."));
     return;
   }
   const options = saes.map((s) => ({ value: s.id, label: `${s.id}: ${s.model} layer ${s.layer} (${s.dSae})` }));
