@@ -3,9 +3,12 @@
 ``model_key_for(name)`` slugs a hub id, folder or file name. ``default_model_key(source)``
 looks at what the source says its name is before falling back on the folder's name:
 
-- a GGUF file (or a folder holding one): ``general.name`` from the header, with the weight
-  format appended (``smollm2-135m-8k-lc100k-mix1-ep2-q4_1``), so two quantizations of one
-  model get two keys;
+- a GGUF file (or a folder holding one): the file's name, which names the model and its
+  weight format (``SmolLM2-135M-Instruct.Q4_1.gguf`` -> ``smollm2-135m-instruct.q4_1``; the
+  header's ``general.name`` is often a training-run id such as
+  ``smollm2-135m-8k-lc100k-mix1-ep2``); when the file name says nothing (``model.gguf``,
+  ``ggml-model-*.gguf``), ``general.name`` with the weight format appended
+  (``tiny-llama-2l-chat-q8_0``), so two quantizations of one model get two keys;
 - a model folder with a model card (``README.md``): its title (the first ``# heading``) when
   that is a plain name, else the hub id its usage example loads
   (``SentenceTransformer('org/name')`` / ``from_pretrained('org/name')``). The packaged
@@ -58,18 +61,25 @@ def default_model_key(source: str | Path) -> str:
     p = Path(str(source).strip()).expanduser()
     try:
         if p.is_file() and p.suffix.lower() == ".gguf":
-            return _gguf_key(p) or model_key_for(source)
+            return _gguf_file_key(p)
         if p.is_dir():
             if not (p / "config.json").exists():
                 ggufs = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() == ".gguf")
                 if len(ggufs) == 1:
-                    return _gguf_key(ggufs[0]) or model_key_for(ggufs[0])
+                    return _gguf_file_key(ggufs[0])
             card = _card_name(p / "README.md")
             if card:
                 return model_key_for(card)
     except (OSError, ValueError, KeyError, ImportError):
         pass  # an unreadable source fails later, when it is loaded, with its own message
     return model_key_for(source)
+
+
+def _gguf_file_key(path: Path) -> str:
+    name = model_key_for(path)
+    if name == "model" or name.startswith("ggml-model"):
+        return _gguf_key(path) or name
+    return name
 
 
 def _gguf_key(path: Path) -> str | None:

@@ -45,7 +45,7 @@ import torch
 
 from actstore.config import Settings
 from actstore.errors import InvalidInput
-from actstore.ingest.field_errors import invalid
+
 from actstore.ingest.gguf_header import GGUFHeader, check_gguf, gguf_quantization
 
 __all__ = ["GGUFHeader", "LoadedModel", "check_gguf", "gguf_quantization", "hub_gguf", "hub_reachable",
@@ -73,9 +73,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     try:
         dev = torch.device(d)
     except RuntimeError:
-        raise invalid(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N", field="device") from None
+        raise InvalidInput(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N", field="device") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise invalid(f"device {device!r} requested but CUDA is not available; use device cpu", field="device")
+        raise InvalidInput(f"device {device!r} requested but CUDA is not available; use device cpu", field="device")
     return dev
 
 
@@ -271,7 +271,7 @@ def _causal_lm_class(config: Any, source: str) -> Any:
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        raise invalid(
+        raise InvalidInput(
             f"model {source!r} ({config.model_type}) has no causal language-model head, so it has no "
             "next tokens to store; ingest it without next tokens", field="next_tokens")
     return AutoModelForCausalLM
@@ -381,7 +381,7 @@ def _check_trained_head(model: torch.nn.Module, report: dict[str, Any], source: 
     missing = sorted(k for k in report.get("missing_keys", ()) if not (prefix and k.startswith(prefix + ".")))
     if missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-        raise invalid(
+        raise InvalidInput(
             f"model {source!r} has no trained language-model head: its checkpoint lacks {shown}, which "
             "transformers would initialise at random, so the stored next tokens would be noise; "
             "ingest it without next tokens", field="next_tokens")

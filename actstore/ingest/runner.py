@@ -59,7 +59,7 @@ import torch
 
 from actstore.config import Settings
 from actstore.errors import InvalidInput
-from actstore.ingest.field_errors import invalid
+
 from actstore.ingest.loading import (gguf_quantization, hub_gguf, hub_reachable, is_bidirectional, load_model,
                                      resolve_device, resolve_dtype)
 from actstore.ingest.token_sites import check_token_site
@@ -212,7 +212,7 @@ class ModelRunner:
         """Each of ``texts`` wrapped as a single user message by the tokenizer's chat template
         (with the generation prompt); InvalidInput when the tokenizer has none."""
         if not getattr(self.tokenizer, "chat_template", None):
-            raise invalid(f"the tokenizer of model {str(self.source)!r} has no chat template; "
+            raise InvalidInput(f"the tokenizer of model {str(self.source)!r} has no chat template; "
                           "ingest it without the chat template", field="chat_template")
         return [self.tokenizer.apply_chat_template([{"role": "user", "content": t}],
                                                    add_generation_prompt=True, tokenize=False)
@@ -285,7 +285,7 @@ class ModelRunner:
         check_token_site(token)
         layers = sorted(set(int(x) for x in layers))
         if top_k and self.lm_head is None:
-            raise invalid("next tokens need the LM head: load the runner with lm_head=True", field="next_tokens")
+            raise InvalidInput("next tokens need the LM head: load the runner with lm_head=True", field="next_tokens")
         cap = self._batch_cap
         if cap is not None and len(idx) > cap:
             return Batch.concat([self.run_batch(tok, idx[i:i + cap], layers, top_k, token)

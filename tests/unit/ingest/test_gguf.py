@@ -224,7 +224,7 @@ def test_ingest_smollm2_gguf_matches_independent_extraction(tmp_path):
     ingest(st, SMOLLM2, dataset="d", layers="3,10", dtype="float32", device="cpu")
     [info] = st.models.list()
     assert (info.key, info.source, info.quantization, info.architecture, info.n_layers, info.d_model,
-            info.layers) == ("smollm2-135m-8k-lc100k-mix1-ep2-q4_1", str(SMOLLM2), "Q4_1", "llama", 30, 576, (3, 10))
+            info.layers) == ("smollm2-135m-instruct.q4_1", str(SMOLLM2), "Q4_1", "llama", 30, 576, (3, 10))
     assert info.fingerprint.startswith(sha256(SMOLLM2)[:12] + "-")
     ref = reference(SMOLLM2, texts, [3, 10])
     for layer in (3, 10):
