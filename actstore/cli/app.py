@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from actstore.errors import InvalidInput
+from actstore.errors import InvalidInput, require_extra
 from actstore.layers import format_layers
 
 from .admin import drop_command, verify_command
@@ -139,6 +139,7 @@ def serve_command(
 ) -> None:
     """Serve the GraphQL API (GraphiQL at /graphql, /healthz, heatmaps at /plots/KEY.png)."""
     with user_errors(ctx):
+        require_extra("server", "actstore serve")
         settings = settings_for(store)
         service = open_service(settings)
         check_port_free(host, port)
@@ -178,6 +179,7 @@ def query_command(
     import json
 
     with user_errors(ctx):
+        require_extra("server", "actstore query")
         try:
             vars_ = json.loads(variables) if variables else None
         except json.JSONDecodeError as exc:
@@ -244,6 +246,10 @@ def demo_command(
     Prints the store's absolute path and the --store to use it with the other commands.
     """
     from rich.console import Console
+
+    with user_errors(ctx):
+        require_extra("server", "actstore demo")
+        require_extra("ingest", "actstore demo")
 
     from actstore.demo import run_demo
 

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from actstore.errors import require_extra
+
 from .common import StoreOption, check_store_path, column_spec, fail, settings_for, user_errors
 from .flags import flag_words
 
@@ -84,6 +86,9 @@ def ingest_command(
     title), else the folder or file name.
     """
     from rich.console import Console
+
+    with user_errors(ctx):
+        require_extra("ingest", "actstore ingest")
 
     from actstore.ingest.keys import default_model_key
     from actstore.ingest.manifest import run_manifest
