@@ -136,6 +136,7 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "max_cost": ("ACTSTORE_MAX_COST", float),
     "cheap_cost": ("ACTSTORE_CHEAP_COST", float),
     "max_layers": ("ACTSTORE_MAX_LAYERS", int),
+    "max_atlas_models": ("ACTSTORE_MAX_ATLAS_MODELS", int),
     "heavy_slots": ("ACTSTORE_HEAVY_SLOTS", int),
     "heavy_queue": ("ACTSTORE_HEAVY_QUEUE", int),
     "graph_cache_mb": ("ACTSTORE_GRAPH_CACHE_MB", int),
@@ -178,6 +179,7 @@ class Settings:
     max_cost: float = 1e13
     cheap_cost: float = 1e9
     max_layers: int = 64
+    max_atlas_models: int = 128
     heavy_slots: int = 2
     heavy_queue: int = 8
     graph_cache_mb: int = 512

@@ -38,7 +38,7 @@ __all__ = [
     "AffinityRequest", "BridgeMethod", "BridgeRequest", "BridgeSweepRequest", "Check", "CkaMatrixRequest",
     "CkaRequest", "KEY_VERSION", "Matching", "Metric", "MutualKnnRequest", "NeighborsRequest",
     "NextTokenTransferRequest", "Precision", "Preprocess", "ProbeTransferRequest", "ProbeTransferSweepRequest",
-    "Request", "SaeCorrelationRequest", "SaeMatrixRequest", "arg", "plain", "request_types",
+    "AtlasRequest", "Request", "SaeCorrelationRequest", "SaeMatrixRequest", "arg", "plain", "request_types",
 ]
 
 #: bump when the meaning of a stored answer changes (every cached answer is then recomputed)
@@ -607,6 +607,36 @@ class NextTokenTransferRequest(_Precise, Request):
         if self.rank is not None and self.method is not BridgeMethod.LOW_RANK:
             raise InvalidInput(f"rank applies only to method LOW_RANK, not {self.method.name}; leave it unset",
                                field="rank", value=self.rank, allowed="unset")
+
+
+# --------------------------------------------------------------------------- the atlas
+def _models(value: Any, field: str) -> tuple[str, ...]:
+    names = _str_tuple(value, field)
+    if len(names) < 2:
+        raise InvalidInput.of(field, list(names), "at least 2 model keys")
+    repeated = sorted({m for m in names if names.count(m) > 1})
+    if repeated:
+        raise InvalidInput(f"{field} names {', '.join(repeated)} more than once", field=field, value=list(names),
+                           allowed="distinct model keys")
+    return names
+
+
+@dataclass(frozen=True)
+class AtlasRequest(_Prep, Request):
+    """Every pair of a set of models compared layer by layer with one measure, over the prompts
+    all of them share: each pair's matrix, argmax path and diagonal test, the mean of the
+    matrices resized to a square, and the largest similarity of every pair."""
+
+    op: ClassVar[str] = "atlas"
+    answer_settings: ClassVar[tuple[str, ...]] = ANN_SETTINGS
+
+    models: tuple[str, ...] = arg(check=Check(_models, tuple, item=str), limit="max_atlas_models",
+                                  doc="the models compared, in the order their pairs are listed")
+    measure: str = arg("mutual_knn", check=TEXT, doc="a registered similarity measure (see measures)")
+    k: int = arg(10, check=integer(1), limit="max_k", doc="neighbours per prompt (k-NN measures)")
+    dataset: str | None = arg(None, check=OPT_TEXT, doc="restrict to the prompts of this dataset")
+    grid: int | None = _grid_arg()
+    resize: int = arg(20, check=integer(2, 1000), doc="depths per axis of the resized square matrices")
 
 
 # --------------------------------------------------------------------------- SAEs

@@ -36,6 +36,7 @@ from actstore.store import Store
 
 from .admin import Admin
 from .answering import Answers
+from .atlas import Atlas
 from .bridges import Bridges
 from .catalog import Catalog
 from .encoders import TextEncoders
@@ -69,6 +70,7 @@ class Service:
         self.similarity = Similarity(self.store, self.settings, reads, self.results, self.encoders)
         self.bridges = Bridges(self.store, self.settings, reads, self.results)
         self.saes = Saes(self.store, self.settings, reads, self.results)
+        self.atlas = Atlas(self.store, self.settings, reads, self.results)
         self.jobs = Jobs(self.store)
         self.admin = Admin(self.store)
 
@@ -77,7 +79,7 @@ class Service:
 
     def parts(self) -> tuple[Answers, ...]:
         """The parts that answer requests."""
-        return (self.similarity, self.bridges, self.saes)
+        return (self.similarity, self.bridges, self.saes, self.atlas)
 
     def answer(self, request: Request) -> Any:
         """The answer of any request (see :mod:`.requests`), by the part that answers its type."""

@@ -34,10 +34,20 @@ def test_every_cell_runs_on_the_demo_models(tmp_path, monkeypatch):
     import nbformat
     from nbclient import NotebookClient
 
-    from actstore.demo import build_demo_store
+    from actstore import Store
+    from actstore.demo import installed_real_models, labelled_prompt_sets
+    from actstore.ingest.pipeline import ingest
 
+    # the demo's two real models, keys and token sites over 60 of its general texts (the notebook
+    # reads demo-text only; the full demo takes minutes)
     store = tmp_path / "store"
-    build_demo_store(str(store), models="real", n_prompts=180)
+    s = Store.open(store)
+    texts, _ = labelled_prompt_sets(300)["demo-text"]
+    s.add_prompts("demo-text", texts[:60])
+    real = installed_real_models()
+    for key, token in (("smollm2-135m", "last"), ("minilm-l6", "mean")):
+        ingest(s, real[key], "demo-text", key=key, layers="grid:7", batch_size=32, max_tokens=64, dtype="float32",
+               token=token)
     monkeypatch.setenv("ACTSTORE_NOTEBOOK_STORE", str(store))
     nb = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3",

@@ -19,16 +19,16 @@ from actstore.service import requests as R
 ANSWER_SETTINGS = {
     # k-NN graphs and searches switch to approximate indices at ann_threshold prompts, tuned to
     # reach ann_recall within ann_latency_ms: the neighbours found can differ
-    "ann_threshold": {"nearestNeighbors", "mutualKnn", "affinityMatrix"},
-    "ann_recall": {"nearestNeighbors", "mutualKnn", "affinityMatrix"},
-    "ann_latency_ms": {"nearestNeighbors", "mutualKnn", "affinityMatrix"},
+    "ann_threshold": {"nearestNeighbors", "mutualKnn", "affinityMatrix", "atlas"},
+    "ann_recall": {"nearestNeighbors", "mutualKnn", "affinityMatrix", "atlas"},
+    "ann_latency_ms": {"nearestNeighbors", "mutualKnn", "affinityMatrix", "atlas"},
 }
 NOT_ANSWER_SETTINGS = {
     # where and who: the store, access, the network
     "store_uri", "token", "sae_root", "storage_options", "index_cache", "allowed_hosts", "cors_origins",
     "hub_offline", "hf_endpoint",
     # limits refuse a request; they never change an answer that is given
-    "max_k", "max_permutations", "request_timeout_s", "max_query_depth", "max_cost", "cheap_cost", "max_layers",
+    "max_k", "max_permutations", "max_atlas_models", "request_timeout_s", "max_query_depth", "max_cost", "cheap_cost", "max_layers",
     "heavy_slots", "heavy_queue", "max_body_bytes", "max_document_chars", "max_tokens", "max_fields",
     # memory budgets of caches
     "cache_mb", "graph_cache_mb", "sae_cache_mb", "parse_cache_mb", "results_max_rows", "results_compact_every",
@@ -51,6 +51,8 @@ def _sample(cls: type[R.Request]) -> R.Request:
         str: "x",
         tuple: (1, 2),
     }
+    if cls is R.AtlasRequest:
+        return cls(("a", "b"))
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
@@ -78,7 +80,7 @@ def _other(req: R.Request, f: dataclasses.Field) -> object:
     if check.kind is str:
         return "other"
     if check.kind is tuple:
-        return (1.0, 2.0) if check.item is float else (("a", "b") if check.item is str else (3,))
+        return (1.0, 2.0) if check.item is float else (("a", "c") if check.item is str else (3,))
     raise AssertionError(f"no other value for {f.name}")
 
 
@@ -88,7 +90,7 @@ REQUESTS = R.request_types()
 def test_the_request_types():
     assert {c.op for c in REQUESTS} == {
         "nearestNeighbors", "mutualKnn", "affinityMatrix", "cka", "ckaMatrix", "bridge", "bridgeSweep",
-        "probeTransfer", "probeTransferSweep", "nextTokenTransfer", "saeFeatureCorrelation", "saeMatrix"}
+        "probeTransfer", "probeTransferSweep", "nextTokenTransfer", "saeFeatureCorrelation", "saeMatrix", "atlas"}
 
 
 @pytest.mark.parametrize("cls", REQUESTS, ids=lambda c: c.__name__)
