@@ -10,10 +10,11 @@ m = sum m_i layers; the caller slices each model pair's block out of the m x m r
   S_g of its n k (prompt, neighbour) keys; the shared-neighbour count of two graphs is the
   inner product <S_g, S_h>, so all counts are the Gram matrix S S^T of the m x n^2 indicator
   matrix S (m n k nonzeros), and M_k = count / (k n) exactly as :func:`.knn.affinity_matrix`.
-  Backends: "sparse" (scipy CSR SpGEMM, cost sum over keys of (graphs holding the key)^2),
-  "dense" (torch float32 GEMMs of 0/1 blocks, 2 m_a m_b n^2 flops, exact: 0/1 products and
-  fp32 sums of integers below 2^24). "auto": dense on CUDA, sparse on the CPU (measured:
-  bench/atlas.py; the dense form's n^2 m^2 flops are hopeless on a CPU, trivial on a GPU).
+  The columns of each prompt block are the distinct keys only (U of them), so the product
+  shrinks as graphs agree. Backends: "dense" (torch float32 GEMM of 0/1 blocks, m_a m_b U
+  multiply-adds, exact: 0/1 products and float32 sums of integers below 2^24) and "sparse"
+  (scipy CSR SpGEMM, sum over keys of c_a c_b updates, c = graphs holding the key; wins when
+  graphs share few neighbours). "auto": dense on CUDA, on a CPU the cheaper per block.
 * CKA, :func:`gram_cka`: the Gram form of :mod:`.cka` over all layers at once (each layer's
   centred Gram strip once per row block, one GEMM for all pairs), or its feature form.
 
@@ -48,23 +49,25 @@ DEFAULT_OVERLAP_BUDGET = 1 << 30  # bytes for one prompt block's neighbour indic
 _BACKENDS = ("auto", "sparse", "dense")
 _SPARSE_BYTES_PER_KEY = 24  # int32 index + int32 value, the CSR and the transposed copy, slack
 _FP32_EXACT = 1 << 24  # integers up to here are exact in float32
-_SYM_TILES = 8  # graph tiles of a symmetric overlap: ~(T + 1) / 2T of the full product
+_SYM_TILES = 8  # at most this many graph tiles of a symmetric overlap: (T + 1) / 2T of the product
+_TILE_MIN = 256  # graphs per tile at least (smaller GEMMs run far below the machine's rate)
+# "auto" on a CPU: dense when its multiply-adds are under this many times the sparse product's
+# scalar updates (measured on 2 cores, building the blocks included: one dense multiply-add
+# cost 1/110 to 1/160 of one scipy SpGEMM update at 342 and 114 graphs)
+_DENSE_PER_SPARSE = 150
 
 
-def overlap_block_rows(n: int, k: int, n_graphs: int, backend: str,
-                       memory_budget_bytes: int) -> int:
-    """Prompts per block of :func:`graph_overlaps` so that one block's indicators fit.
+def overlap_block_rows(n: int, k: int, n_graphs: int, memory_budget_bytes: int) -> int:
+    """Prompts per block of :func:`graph_overlaps` so that one block's indicators fit:
 
-    sparse: b = budget / (24 n_graphs k)  (CSR of n_graphs b k keys + the transposed copy);
-    dense:  b = budget / (4 n_graphs n)   (float32 0/1 rows of b n columns per graph),
-            capped so that b k < 2^24 (each partial count exact in float32).
-    At least 1 and at most n.
+        b = budget / (n_graphs max(4 n, 24 k)),  1 <= b <= n,  b k < 2^24
+
+    (dense: float32 0/1 rows of at most b n distinct keys per graph; sparse: CSR of
+    n_graphs b k keys + its transposed copy; b k < 2^24 keeps each block's counts exact in
+    float32).
     """
-    if backend == "dense":
-        b = memory_budget_bytes // max(1, 4 * n_graphs * n)
-        b = min(b, (_FP32_EXACT - 1) // k)
-    else:
-        b = memory_budget_bytes // max(1, _SPARSE_BYTES_PER_KEY * n_graphs * k)
+    b = memory_budget_bytes // max(1, n_graphs * max(4 * n, _SPARSE_BYTES_PER_KEY * k))
+    b = min(b, (_FP32_EXACT - 1) // k)
     return int(max(1, min(n, b)))
 
 
@@ -79,16 +82,26 @@ def graph_overlaps(graphs_a: Sequence[np.ndarray], graphs_b: Sequence[np.ndarray
                    should_stop: StopCheck | None = None) -> np.ndarray:
     """Mutual k-NN M_k of every pair of k-NN graphs, from one blocked indicator product.
 
+    Per block of b prompts, the (prompt, neighbour) keys of all graphs are numbered by their
+    distinct values (U of them; U is small when graphs share neighbours, as layers of related
+    models do), each graph becomes a 0/1 row over the U keys, and one product of the
+    [m_a, U] and [m_b, U] indicator matrices adds every pair's shared-key count.
+
     Args:
         graphs_a: m_a k-NN graphs, int [n, k] each (from :func:`.knn.knn_graph`), all over the
             same n prompts with the same k.
-        graphs_b: m_b more such graphs, or None for ``graphs_a`` against itself (then each
-            unordered pair of graph tiles is multiplied once and the result is symmetric).
-        device: "auto" | "cpu" | "cuda" for the dense backend (the sparse one runs on the CPU).
-        backend: "auto" (dense on CUDA, sparse otherwise) | "sparse" | "dense".
-        memory_budget_bytes: bound on one prompt block's indicators, see
-            :func:`overlap_block_rows` (sparse: 24 (m_a + m_b) b k bytes; dense:
-            4 (m_a + m_b) b n bytes; plus the [m_a, m_b] int64 result).
+        graphs_b: m_b more such graphs, or None for ``graphs_a`` against itself (then only
+            the tiles on and above the diagonal of a T x T tiling, T = min(8, m_a / 256)
+            rounded up, are multiplied and the result is mirrored: symmetric).
+        device: "auto" | "cpu" | "cuda" for the dense product (the sparse one runs on the CPU).
+        backend: "dense" (torch float32 GEMM of the 0/1 blocks, m_a m_b U multiply-adds per
+            block; exact: 0/1 products, float32 sums of integers below 2^24), "sparse" (scipy
+            CSR SpGEMM, sum over keys of c_a c_b updates, c = graphs holding the key) or
+            "auto": dense on CUDA; on a CPU per block whichever count is smaller (dense
+            multiply-adds weighted 1/150).
+        memory_budget_bytes: bound on one block's indicators; the block size b follows from
+            it by :func:`overlap_block_rows`: b = budget / ((m_a + m_b) max(4 n, 24 k)),
+            plus the [m_a, m_b] int64 result.
         should_stop: asked before every prompt block; True stops with AnalysisCancelled.
 
     Returns:
@@ -106,32 +119,51 @@ def graph_overlaps(graphs_a: Sequence[np.ndarray], graphs_b: Sequence[np.ndarray
                             f"{gb[0].shape}; all need the same prompts (n) and the same k")
     n, k = ga[0].shape
     dev = resolve_device(device)
-    chosen = backend if backend != "auto" else ("dense" if dev.type == "cuda" else "sparse")
     a = np.stack(ga)  # [m_a, n, k]
     b = a if symmetric else np.stack(gb)
     m_a, m_b = a.shape[0], b.shape[0]
-    rows = overlap_block_rows(n, k, m_a + (0 if symmetric else m_b), chosen, memory_budget_bytes)
+    rows = overlap_block_rows(n, k, m_a + (0 if symmetric else m_b), memory_budget_bytes)
     if symmetric:
-        ta = _tiles(m_a, _SYM_TILES)
+        ta = tb = _tiles(m_a, min(_SYM_TILES, -(-m_a // _TILE_MIN)))
         pairs = [(i, j) for i in range(len(ta)) for j in range(i, len(ta))]
-        tb = ta
     else:
-        ta, tb = [(0, m_a)], [(0, m_b)]
-        pairs = [(0, 0)]
+        ta, tb, pairs = [(0, m_a)], [(0, m_b)], [(0, 0)]
     counts = np.zeros((m_a, m_b), dtype=np.int64)
     for s in range(0, n, rows):
         check_stop(should_stop, s, n, "prompts of the graph overlaps")
         e = min(n, s + rows)
+        ka = _keys_block(a, s, e)
+        kb = ka if symmetric else _keys_block(b, s, e)
+        # number the distinct keys of this block (a presence mask over its (e - s) n keys)
+        present = np.zeros((e - s) * n, dtype=bool)
+        present[ka] = True
+        if not symmetric:
+            present[kb] = True
+        width = int(np.count_nonzero(present))
+        column = np.cumsum(present, dtype=np.int64) - 1
+        ca = column[ka]
+        cb = ca if symmetric else column[kb]
+        del present, column
+        chosen = backend
+        if backend == "auto":
+            if dev.type == "cuda":
+                chosen = "dense"
+            else:
+                na = np.bincount(ca.ravel(), minlength=width).astype(np.float64)
+                nb = na if symmetric else np.bincount(cb.ravel(), minlength=width)
+                work = float(na @ nb)
+                share = (len(ta) + 1) / (2 * len(ta)) if symmetric else 1.0
+                macs = float(m_a) * m_b * width * share
+                chosen = "dense" if macs < _DENSE_PER_SPARSE * work else "sparse"
         if chosen == "sparse":
-            sa = _sparse_block(a, s, e)
-            sb = sa if symmetric else _sparse_block(b, s, e)
+            sa = _sparse_block(ca, width)
+            sb = sa if symmetric else _sparse_block(cb, width)
             for i, j in pairs:
                 (a0, a1), (b0, b1) = ta[i], tb[j]
-                prod = (sa[a0:a1] @ sb[b0:b1].T).toarray()
-                counts[a0:a1, b0:b1] += prod
+                counts[a0:a1, b0:b1] += (sa[a0:a1] @ sb[b0:b1].T).toarray()
         else:
-            da = _dense_block(a, s, e, dev)
-            db = da if symmetric else _dense_block(b, s, e, dev)
+            da = _dense_block(ca, width, dev)
+            db = da if symmetric else _dense_block(cb, width, dev)
             for i, j in pairs:
                 (a0, a1), (b0, b1) = ta[i], tb[j]
                 prod = da[a0:a1] @ db[b0:b1].T
@@ -149,21 +181,20 @@ def _keys_block(g: np.ndarray, s: int, e: int) -> np.ndarray:
     return (g[:, s:e, :] + base).reshape(g.shape[0], -1)
 
 
-def _sparse_block(g: np.ndarray, s: int, e: int) -> sparse.csr_matrix:
-    keys = _keys_block(g, s, e)
-    m, nnz = keys.shape
-    ncols = (e - s) * g.shape[1]
-    idx_dtype = np.int32 if ncols < 2**31 and m * nnz < 2**31 else np.int64
-    indptr = (np.arange(m + 1, dtype=np.int64) * nnz).astype(idx_dtype)
-    data = np.ones(m * nnz, dtype=np.int32)
-    return sparse.csr_matrix((data, keys.ravel().astype(idx_dtype), indptr),
-                             shape=(m, ncols))
+def _sparse_block(cols: np.ndarray, width: int) -> sparse.csr_matrix:
+    """CSR [m, width] with a 1 at each graph's key columns ``cols`` [m, keys per graph]."""
+    m, per = cols.shape
+    idx_dtype = np.int32 if width < 2**31 and m * per < 2**31 else np.int64
+    indptr = (np.arange(m + 1, dtype=np.int64) * per).astype(idx_dtype)
+    return sparse.csr_matrix((np.ones(m * per, dtype=np.int32), cols.ravel().astype(idx_dtype),
+                              indptr), shape=(m, width))
 
 
-def _dense_block(g: np.ndarray, s: int, e: int, dev: torch.device) -> torch.Tensor:
-    keys = torch.from_numpy(_keys_block(g, s, e)).to(dev)
-    out = torch.zeros((g.shape[0], (e - s) * g.shape[1]), dtype=torch.float32, device=dev)
-    out.scatter_(1, keys, 1.0)
+def _dense_block(cols: np.ndarray, width: int, dev: torch.device) -> torch.Tensor:
+    """float32 [m, width] on ``dev`` with a 1 at each graph's key columns."""
+    idx = torch.from_numpy(np.ascontiguousarray(cols)).to(dev)
+    out = torch.zeros((cols.shape[0], width), dtype=torch.float32, device=dev)
+    out.scatter_(1, idx, 1.0)
     return out
 
 

@@ -56,7 +56,8 @@ def _block(big: np.ndarray, i: int, j: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("backend, budget", [("sparse", 1 << 30), ("sparse", 2000),
-                                             ("dense", 1 << 30), ("dense", 50_000)])
+                                             ("dense", 1 << 30), ("dense", 50_000),
+                                             ("auto", 1 << 30), ("auto", 20_000)])
 def test_graph_overlaps_equal_mutual_knn_loops_exactly(backend, budget):
     big = graph_overlaps(ALL_GRAPHS, backend=backend, device="cpu", memory_budget_bytes=budget)
     m = len(ALL_GRAPHS)
@@ -73,10 +74,12 @@ def test_graph_overlaps_two_sets_and_block_rows():
     for backend in ("sparse", "dense"):
         got = graph_overlaps(a, b, backend=backend, device="cpu", memory_budget_bytes=3000)
         assert np.array_equal(got, affinity_matrix(a, b))
-    # budgets: sparse 3000 // (24 * 11 * 5) = 2 prompts per block, dense 3000 // (4 * 11 * 120) = 0 -> 1
-    assert overlap_block_rows(N, K, 11, "sparse", 3000) == 2
-    assert overlap_block_rows(N, K, 11, "dense", 3000) == 1
-    assert overlap_block_rows(N, K, 11, "dense", 1 << 30) == N
+    # b = budget // (graphs * max(4 n, 24 k)): 30_000 // (11 * 480) = 5; at least 1, at most n
+    assert overlap_block_rows(N, K, 11, 30_000) == 5
+    assert overlap_block_rows(N, K, 11, 3000) == 1
+    assert overlap_block_rows(N, K, 11, 1 << 30) == N
+    assert overlap_block_rows(4096, 100, 1, 1 << 40) == 4096
+    assert overlap_block_rows(1 << 20, 100, 1, 1 << 45) == (2**24 - 1) // 100  # exact float32 counts
     # a hand-made pair: 2 of the 3 x 2 = 6 keys shared -> 1/3
     g1 = np.array([[1, 2], [0, 2], [0, 1]])
     g2 = np.array([[1, 2], [2, 0], [1, 0]])  # rows 0, 1 equal as sets; row 2 {1, 0} = {0, 1}
