@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from actstore.errors import InvalidInput, NotFound
 
 __all__ = ["LayerRef", "LayerSpec", "depth_grid", "format_layers", "nearest_layer", "parse_layer_spec",
-           "relative_depth", "resolve_index"]
+           "relative_depth", "resize_rows", "resolve_index"]
 
 LayerSpec = str | int | Iterable[int] | None
 
@@ -110,6 +110,51 @@ def depth_grid(g: int, n_layers: int, model: str | None = None) -> list[int]:
         of = f"model {model!r}" if model else "the model"
         raise InvalidInput(f"grid {g_} asks for more layers than {of} has ({L}); use grid <= {L}")
     return [(2 * i * (L - 1) + (g_ - 1)) // (2 * (g_ - 1)) for i in range(g_)]
+
+
+def resize_rows(stored: Sequence[int], n_layers: int, size: int) -> list[int]:
+    """Rows of a stored layer axis that resize it to ``size`` evenly spaced relative depths.
+
+    For each depth ``j / (size - 1)``, ``j = 0..size-1``, the layer it names by the one rounding
+    rule, ``floor(j (L - 1) / (size - 1) + 1/2)`` (computed in integers, midpoints go deeper);
+    if that layer is not stored, the stored layer nearest to it (ties to the deeper one).
+    Returns indices INTO ``stored`` (positions, not layer numbers), so ``values[rows]`` resizes
+    a matrix whose axis holds the stored layers in the given order. ``size`` may exceed the
+    number of layers (rows then repeat), as when the study resizes every affinity matrix to a
+    common square.
+
+    Examples: stored 0..5 (L = 6), size 3 -> depths 0, 0.5, 1 -> layers 0, 3, 5 -> [0, 3, 5];
+    stored [0, 2, 4] of L = 5, size 5 -> layers 0, 1, 2, 3, 4 -> 1 is between 0 and 2 (tie,
+    deeper: 2), 3 between 2 and 4 (4) -> [0, 1, 1, 2, 2]; stored 0..3 (L = 4), size 7 ->
+    layers 0, 1, 1, 2, 2, 3, 3 (0.5 -> 1, 1.5 -> 2, 2.5 -> 3) -> [0, 1, 1, 2, 2, 3, 3].
+
+    Raises InvalidInput for size < 2, an empty ``stored``, or stored layers that repeat or lie
+    outside 0..L-1.
+    """
+    L = _n_layers(n_layers)
+    g = _int(size, "size")
+    if g < 2:
+        raise InvalidInput(f"size must be at least 2 (first and last depth), got {g}")
+    layers = [_int(v, "stored layer") for v in stored]
+    if not layers:
+        raise InvalidInput("stored holds no layers; resizing needs at least one stored layer")
+    bad = [v for v in layers if not 0 <= v < L]
+    if bad:
+        raise InvalidInput(f"stored layer {bad[0]} is out of range for a model with {L} layers: "
+                           f"allowed 0..{L - 1}")
+    if len(set(layers)) != len(layers):
+        dup = next(v for i, v in enumerate(layers) if v in layers[:i])
+        raise InvalidInput(f"stored layer {dup} is listed twice; stored layers must be distinct")
+    pos = {v: i for i, v in enumerate(layers)}
+    out = []
+    for j in range(g):
+        target = (2 * j * (L - 1) + (g - 1)) // (2 * (g - 1))
+        if target in pos:
+            out.append(pos[target])
+            continue
+        best = min(layers, key=lambda v: (abs(v - target), -v))
+        out.append(pos[best])
+    return out
 
 
 def parse_layer_spec(spec: LayerSpec, n_layers: int) -> list[int]:

@@ -23,6 +23,8 @@
 #   knn     bench/knn.py --device cuda: approximate k-NN build (k-means on the GPU) and
 #           search, recall and p50 on the clustered and near-ties data sets
 #   sae     bench/sae.py --device cuda: SAE feature correlation and matching
+#   atlas   bench/atlas.py --quick --device cuda: 6-model mutual k-NN atlas (dense
+#           graph_overlaps on the GPU) against per-pair affinity matrices
 # Exit status: 0 when every step passed, 1 otherwise (the summary says which).
 set -u
 cd "$(dirname "$0")/.."
@@ -115,6 +117,7 @@ run_step ingest 110 10 "$PY" bench/ingest.py --device cuda --prompts 2048 --seq 
 run_step cka 75 8 "$PY" bench/cka_matrix.py --device cuda --n 8192 --naive-pairs 3 --permutations 20
 run_step knn 150 14 "$PY" bench/knn.py --device cuda --no-lance --repeat 1 --queries 200
 run_step sae 60 6 "$PY" bench/sae.py --device cuda
+run_step atlas 60 8 "$PY" bench/atlas.py --quick --device cuda
 
 echo >> "$SUMMARY"
 echo "total $(( $(date +%s) - START ))s of ${BUDGET}s; $([ "$FAILED" = 0 ] && echo 'all steps OK' || echo 'SOME STEPS FAILED')" >> "$SUMMARY"

@@ -4,6 +4,8 @@ No I/O and no imports from the rest of actstore. Modules:
   cka          linear CKA (biased / debiased), all-pairs matrices, permutation tests
   knn          cosine k-NN graphs, mutual k-NN, affinity matrices
   diagonal     generalized-diagonal test, argmax path, Bonferroni
+  atlas        many models at once: all k-NN graph overlaps / all CKA traces in one blocked
+               product, per-pair summaries, resizing, the models x models maximum
   errors       AnalysisError (a ValueError)
 Also feature_sums (CKA from per-shard sums over rows, for distributed engines), bridges, preprocess (per-query standardize / drop_outlier_dims), probes, permutation, sae, sae_match (imported by module), and the building blocks
 they share: validation (input checks), devices (device / precision), hsic, traces, inputs.
@@ -20,10 +22,12 @@ from importlib import import_module
 from typing import Any
 
 from .errors import AnalysisCancelled, AnalysisError
-from .results import BridgeFit, BridgeRankSweep, DiagonalTest, NextTokenTransfer, ProbeTransfer, ProbeTransferSweep
+from .results import BridgeFit, BridgeRankSweep, DiagonalTest, NextTokenTransfer, PairSummary, ProbeTransfer, ProbeTransferSweep
 
 # name -> the module defining it, imported when the name is first used
 _EXPORTS = {
+    "gram_cka": "atlas", "graph_overlaps": "atlas", "max_similarity": "atlas", "pair_summary": "atlas",
+    "resize": "atlas",
     "CkaMatrixTest": "cka", "CkaPlan": "cka", "CkaTest": "cka", "cka_matrix": "cka",
     "cka_matrix_permutation_test": "cka", "cka_permutation_test": "cka", "linear_cka": "cka",
     "plan_cka_matrix": "cka",
@@ -33,10 +37,10 @@ _EXPORTS = {
     "null_mean": "knn",
     "permutation_p_value": "permutation", "stratified_permutations": "permutation",
 }
-_MODULES = ("bridges", "cka", "devices", "diagonal", "feature_sums", "hsic", "inputs", "knn", "permutation", "preprocess",
+_MODULES = ("atlas", "bridges", "cka", "devices", "diagonal", "feature_sums", "hsic", "inputs", "knn", "permutation", "preprocess",
             "probes", "sae", "sae_match", "traces", "validation")
 
-__all__ = sorted([*_EXPORTS, "AnalysisCancelled", "AnalysisError", "BridgeFit", "BridgeRankSweep", "DiagonalTest", "NextTokenTransfer",
+__all__ = sorted([*_EXPORTS, "AnalysisCancelled", "AnalysisError", "BridgeFit", "BridgeRankSweep", "DiagonalTest", "NextTokenTransfer", "PairSummary",
                   "ProbeTransfer", "ProbeTransferSweep"])
 
 

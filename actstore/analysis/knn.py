@@ -28,7 +28,7 @@ from . import validation as V
 from .devices import from_numpy, resolve_device
 from .errors import AnalysisError, StopCheck, check_stop
 
-__all__ = ["knn_graph", "knn_graph_recall", "mutual_knn", "affinity_matrix", "null_mean",
+__all__ = ["check_graphs", "knn_graph", "knn_graph_recall", "mutual_knn", "affinity_matrix", "null_mean",
            "normalized_rows"]
 
 _BACKENDS = ("auto", "torch", "faiss")
@@ -256,8 +256,8 @@ def affinity_matrix(graphs_a: Sequence[np.ndarray],
     is turned into sorted (row, neighbour) keys once; a pair then costs one binary search of
     n k keys.
     """
-    ga = _check_graphs(graphs_a, "graphs_a")
-    gb = _check_graphs(graphs_b, "graphs_b")
+    ga = check_graphs(graphs_a, "graphs_a")
+    gb = check_graphs(graphs_b, "graphs_b")
     if ga[0].shape != gb[0].shape:
         raise AnalysisError(f"graph shapes differ: graphs_a are {ga[0].shape}, graphs_b are "
                             f"{gb[0].shape}; all need the same prompts (n) and the same k")
@@ -271,7 +271,10 @@ def affinity_matrix(graphs_a: Sequence[np.ndarray],
     return out
 
 
-def _check_graphs(graphs: object, name: str) -> list[np.ndarray]:
+def check_graphs(graphs: object, name: str) -> list[np.ndarray]:
+    """Validate a non-empty sequence of k-NN graphs (int [n, k] each, k distinct neighbours in
+    0..n-1 per row, all the same shape); returns them as int64 arrays. AnalysisError naming
+    the first bad graph otherwise."""
     if isinstance(graphs, np.ndarray) and graphs.ndim == 2:
         raise AnalysisError(f"{name} must be a sequence of [n, k] graphs, got one 2-D array; "
                             f"wrap it in a list")

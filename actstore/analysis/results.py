@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["BridgeFit", "BridgeRankSweep", "DiagonalTest", "NextTokenTransfer", "ProbeTransfer",
-           "ProbeTransferSweep"]
+__all__ = ["BridgeFit", "BridgeRankSweep", "DiagonalTest", "NextTokenTransfer", "PairSummary",
+           "ProbeTransfer", "ProbeTransferSweep"]
 
 
 @dataclass(frozen=True)
@@ -128,3 +128,21 @@ class NextTokenTransfer:
     n_bridge: int
     method: str
     rank: int | None
+
+
+@dataclass(frozen=True)
+class PairSummary:
+    """What an atlas reports for one model pair's layer-by-layer matrix M [m_a, m_b]
+    (filled by :func:`actstore.analysis.atlas.pair_summary`).
+
+    argmax: for each row (layer of model A) the column of its largest value, first on ties;
+    argmax_depths: the relative depth (in [0, 1]) of that column's layer in model B;
+    diagonal: the generalized-diagonal Welch test, NaN fields (n_on = n_off = 0) where it is
+    undefined (a matrix with one row or column, or constant within both groups);
+    max_value: the largest cell of M (same unit as M).
+    """
+
+    argmax: tuple[int, ...]
+    argmax_depths: tuple[float, ...]
+    diagonal: DiagonalTest
+    max_value: float

@@ -29,7 +29,7 @@ from .devices import from_numpy, torch_dtype
 from .hsic import LayerStats
 from .errors import StopCheck, check_stop
 
-__all__ = ["gram_traces", "feature_traces", "self_trace", "full_gram", "block_rows_for"]
+__all__ = ["gram_traces", "gram_trace_matrix", "feature_traces", "self_trace", "full_gram", "block_rows_for"]
 
 _F64_CHUNK_ELEMS = 1 << 23
 
@@ -69,9 +69,24 @@ def gram_traces(layers_a: Sequence[np.ndarray], stats_a: Sequence[LayerStats],
     gives every pair and every self term at once. ``should_stop`` is asked before every block
     (AnalysisCancelled when it returns True).
     """
-    layers = list(layers_a) + list(layers_b)
-    stats = list(stats_a) + list(stats_b)
-    m_a, m = len(layers_a), len(layers)
+    m_a = len(layers_a)
+    g = gram_trace_matrix(list(layers_a) + list(layers_b), list(stats_a) + list(stats_b),
+                          dtype=dtype, device=device, block_rows=block_rows,
+                          should_stop=should_stop)
+    diag_g = np.diag(g).copy()
+    return g[:m_a, m_a:].copy(), diag_g[:m_a], diag_g[m_a:]
+
+
+def gram_trace_matrix(layers: Sequence[np.ndarray], stats: Sequence[LayerStats], *,
+                      dtype: np.dtype, device: torch.device, block_rows: int,
+                      should_stop: StopCheck | None = None) -> np.ndarray:
+    """float64 [m, m] of tr(K~_i K~_j) for every pair of the m layers (diagonal: self traces),
+    by the blocked Gram form of :func:`gram_traces`: one GEMM per row block gives every pair,
+    so each layer's strip is computed once however many pairs it is in. Memory: the block
+    matrix m x (block_rows n) in ``dtype`` plus one [n, max p] work buffer."""
+    layers = list(layers)
+    stats = list(stats)
+    m = len(layers)
     n = layers[0].shape[0]
     b = max(1, min(n, block_rows))
     tdt = torch_dtype(dtype)
@@ -108,9 +123,7 @@ def gram_traces(layers_a: Sequence[np.ndarray], stats_a: Sequence[LayerStats],
         for c0 in range(0, bs * w, _GEMM_COLS):
             vc = v[:, c0: c0 + _GEMM_COLS]
             gram += (vc @ vc.T).to(torch.float64)
-    g = gram.cpu().numpy()
-    diag_g = np.diag(g).copy()
-    return g[:m_a, m_a:].copy(), diag_g[:m_a], diag_g[m_a:]
+    return gram.cpu().numpy()
 
 
 def _f64_chunks(n: int, width: int) -> range:

@@ -17,6 +17,7 @@ from actstore.layers import (
     nearest_layer,
     parse_layer_spec,
     relative_depth,
+    resize_rows,
     resolve_index,
 )
 
@@ -169,3 +170,35 @@ def test_layer_ref_parse_errors(text, message):
     with pytest.raises(InvalidInput) as err:
         LayerRef.parse(text)
     assert str(err.value) == message
+
+
+def test_resize_rows_literals():
+    # every layer stored: the depth grid with repeats allowed (positions j (L-1) / (g-1))
+    assert resize_rows(range(6), 6, 3) == [0, 3, 5]  # 0, 2.5 -> 3, 5
+    assert resize_rows(range(4), 4, 7) == [0, 1, 1, 2, 2, 3, 3]  # 0, .5, 1, 1.5, 2, 2.5, 3
+    assert resize_rows(range(16), 16, 2) == [0, 15]
+    assert resize_rows(range(3), 3, 4) == [0, 1, 1, 2]  # 0, 2/3 -> 1, 4/3 -> 1, 2
+    # positions into stored, not layer numbers
+    assert resize_rows([0, 2, 4], 5, 5) == [0, 1, 1, 2, 2]  # layer 1: tie 0/2 -> 2; 3: tie -> 4
+    assert resize_rows([4, 0, 2], 5, 5) == [1, 2, 2, 0, 0]  # same layers, stored in another order
+    # the nearest stored layer to the ROUNDED layer: depth 0.25 of L = 5 is layer 1, stored
+    # [0, 3] -> 0 (distance 1 vs 2)
+    assert resize_rows([0, 3], 5, 5) == [0, 0, 1, 1, 1]  # layers 0, 1, 2, 3, 4
+    assert resize_rows([0, 2], 3, 3) == [0, 1, 1]  # layer 1: tie 0/2 -> deeper 2
+    assert resize_rows([7], 12, 4) == [0, 0, 0, 0]
+    # agrees with depth_grid when g <= L and every layer is stored
+    for g, L in [(5, 16), (8, 28), (9, 28), (11, 61)]:
+        assert resize_rows(range(L), L, g) == depth_grid(g, L)
+
+
+@pytest.mark.parametrize("stored, L, size, msg", [
+    (range(4), 4, 1, "size must be at least 2"),
+    ([], 4, 3, "stored holds no layers"),
+    ([0, 4], 4, 3, "stored layer 4 is out of range for a model with 4 layers: allowed 0..3"),
+    ([1, 1], 4, 3, "stored layer 1 is listed twice"),
+    ([0, 1], 0, 3, "a model has at least one layer"),
+    ([0, 1], 4, 2.0, "size must be an integer"),
+])
+def test_resize_rows_errors(stored, L, size, msg):
+    with pytest.raises(InvalidInput, match=msg):
+        resize_rows(stored, L, size)
