@@ -37,7 +37,8 @@ _EXPORTS = {
     "null_mean": "knn",
     "permutation_p_value": "permutation", "stratified_permutations": "permutation",
 }
-_MODULES = ("atlas", "bridges", "cka", "devices", "diagonal", "feature_sums", "hsic", "inputs", "knn", "permutation", "preprocess",
+_MODULES = ("atlas", "bridges", "cka", "devices", "diagonal", "feature_sums", "hsic", "inputs", "knn", "measures",
+            "permutation", "preprocess",
             "probes", "sae", "sae_match", "traces", "validation")
 
 __all__ = sorted([*_EXPORTS, "AnalysisCancelled", "AnalysisError", "BridgeFit", "BridgeRankSweep", "DiagonalTest", "NextTokenTransfer", "PairSummary",
