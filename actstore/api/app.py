@@ -43,6 +43,7 @@ from actstore.plots import render_png, renderer_for
 from actstore.service import Service
 
 from .admin import AdminMutation
+from .atlas import AtlasMutation, AtlasQuery
 from .bridges import BridgeQuery
 from .codes import format_error, request_error, should_mask
 from .context import Context, Pools
@@ -55,8 +56,8 @@ from .web import web_routes
 __all__ = ["build_schema", "create_app", "execute"]
 
 # The root types of each feature, merged into one Query / Mutation.
-QUERY_TYPES: tuple[type, ...] = (Query, SaeQuery, BridgeQuery)
-MUTATION_TYPES: tuple[type, ...] = (Mutation, SaeMutation, AdminMutation)
+QUERY_TYPES: tuple[type, ...] = (Query, SaeQuery, BridgeQuery, AtlasQuery)
+MUTATION_TYPES: tuple[type, ...] = (Mutation, SaeMutation, AdminMutation, AtlasMutation)
 
 log = logging.getLogger("actstore.api")
 

@@ -78,10 +78,14 @@ def _argument(f: dataclasses.Field, hint: Any) -> tuple[Any, Callable[[Any], Any
 
 
 def request_field(request_type: type[Request], returns: Any, *, build: Callable[[Any], Any],
-                  description: str | None = None, heavy: bool | Callable[[Request], bool] = True) -> Any:
+                  description: str | None = None, heavy: bool | Callable[[Request], bool] = True,
+                  run: Callable[[Any, Request], Any] | None = None, guard: Callable[[Info], None] | None = None,
+                  mutation: bool = False) -> Any:
     """A strawberry field answering ``request_type``: arguments from its fields, output
     ``returns`` made by ``build(answer)``; ``heavy`` (or a function of the request) picks the
-    worker pool (heavy numerics vs light reads)."""
+    worker pool (heavy numerics vs light reads). ``run(service, request)`` replaces
+    ``service.answer`` (e.g. to start a job), ``guard(info)`` runs first (e.g. the token check
+    of a mutation); ``mutation``: a mutation field."""
     hints = typing.get_type_hints(request_type)
     params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
               inspect.Parameter("info", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Info)]
@@ -93,10 +97,14 @@ def request_field(request_type: type[Request], returns: Any, *, build: Callable[
     names = list(converters)
 
     async def resolver(self: Any, info: Info, **kwargs: Any) -> Any:
+        if guard is not None:
+            guard(info)
         try:
             request = request_type(**{name: converters[name](value) for name, value in kwargs.items()})
             is_heavy = heavy(request) if callable(heavy) else heavy
-            answer = await call(info, info.context.service.answer, request, heavy=is_heavy)
+            service = info.context.service
+            answer = await call(info, service.answer if run is None else (lambda r: run(service, r)), request,
+                                heavy=is_heavy)
         except ActstoreError as exc:
             raise exc.reworded(camel, names) from exc
         return build(answer)
@@ -104,4 +112,5 @@ def request_field(request_type: type[Request], returns: Any, *, build: Callable[
     resolver.__signature__ = inspect.Signature(params, return_annotation=returns)  # type: ignore[attr-defined]
     resolver.__name__ = request_type.op
     resolver.__annotations__ = {p.name: p.annotation for p in params[1:]} | {"return": returns}
-    return strawberry.field(resolver=resolver, description=description or request_type.__doc__)
+    make = strawberry.mutation if mutation else strawberry.field
+    return make(resolver=resolver, description=description or request_type.__doc__)

@@ -121,6 +121,14 @@ class Atlas(Answers):
             raise LimitExceeded(f"{exc}; run it as a job with the run_atlas mutation (the same arguments), then "
                                 "ask this query again: it answers from the cache") from exc
 
+    def start_job(self, jobs: Any, request: AtlasRequest) -> Any:
+        """Queue the atlas as a background job of ``jobs`` (the service's Jobs part): progress in
+        pairs, cancellable; the pairs it stores are kept if it stops. Bad arguments fail now."""
+        request.check_limits(self.settings)
+        self._plan_AtlasRequest(request)  # unknown models, measure, layers: refused before queueing
+        return jobs.start(lambda progress: self.run(request, progress),
+                          lambda r: f"atlas of {len(r.models)} models ({len(r.pairs)} pairs) over n = {r.n} prompts")
+
     def run(self, request: AtlasRequest, progress: Progress | None = None) -> AtlasResult:
         """The atlas computed (or read) without the cost budget, reporting ``progress(done,
         total)`` in pairs: what a job runs."""

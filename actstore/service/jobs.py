@@ -19,14 +19,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from actstore.errors import ActstoreError, InvalidInput
+from actstore.errors import ActstoreError, InvalidInput, NotFound
 from actstore.store import Store
 
 from .boundary import service_boundary
+from .work import run_cancellable
 
 log = logging.getLogger(__name__)
 
-QUEUED, RUNNING, SUCCEEDED, FAILED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED"
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"
 
 
 @dataclass(frozen=True)
@@ -46,24 +47,35 @@ class JobRunner:
 
     def __init__(self) -> None:
         self._jobs: dict[str, Job] = {}
+        self._stops: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="actstore-job")
 
     def submit(self, work: Callable[[Progress], Any], describe: Callable[[Any], str] = str) -> Job:
         """Queue ``work(progress)``; its return value, through ``describe``, becomes the message."""
         job = Job(id=uuid.uuid4().hex[:12], state=QUEUED)
+        stop = threading.Event()
         with self._lock:
             self._jobs[job.id] = job
+            self._stops[job.id] = stop
 
         def progress(done: int, total: int) -> None:
             self._update(job.id, done=int(done), total=int(total))
 
         def run() -> None:
+            if stop.is_set():
+                self._update(job.id, state=CANCELLED, message="cancelled before it started")
+                return
             self._update(job.id, state=RUNNING)
             try:
-                result = work(progress)
+                result = run_cancellable(stop, work, progress)
             except ActstoreError as exc:
-                self._update(job.id, state=FAILED, message=str(exc))
+                if stop.is_set():
+                    current = self.get(job.id)
+                    self._update(job.id, state=CANCELLED, message=f"cancelled after {current.done} of {current.total}"
+                                 if current is not None else "cancelled")
+                else:
+                    self._update(job.id, state=FAILED, message=str(exc))
             except Exception as exc:  # noqa: BLE001 - reported, logged, never raised into the pool
                 log.exception("job %s failed", job.id)
                 self._update(job.id, state=FAILED, message=f"internal error ({type(exc).__name__}); see server log")
@@ -78,6 +90,18 @@ class JobRunner:
     def get(self, job_id: str) -> Job | None:
         with self._lock:
             return self._jobs.get(job_id)
+
+    def cancel(self, job_id: str) -> Job:
+        """Ask a job to stop (its work stops between batches; what it stored stays stored);
+        NotFound for an unknown id."""
+        with self._lock:
+            stop = self._stops.get(job_id)
+        if stop is None:
+            raise NotFound(f"no job {job_id!r}")
+        stop.set()
+        job = self.get(job_id)
+        assert job is not None
+        return job
 
     def _update(self, job_id: str, **changes: Any) -> None:
         with self._lock:
@@ -101,6 +125,14 @@ class Jobs:
 
     def job(self, job_id: str) -> Job | None:
         return self.runner.get(job_id)
+
+    def cancel(self, job_id: str) -> Job:
+        """Stop a queued or running job (see :meth:`JobRunner.cancel`)."""
+        return self.runner.cancel(str(job_id))
+
+    def start(self, work: Callable[[Progress], Any], describe: Callable[[Any], str] = str) -> Job:
+        """Queue any work ``work(progress)`` (an atlas, ...); returns the job."""
+        return self.runner.submit(work, describe)
 
     def start_ingest(self, model: str, dataset: str, layers: Sequence[int] | None = None,
                      batch_size: int | None = None, token: str | None = None,
