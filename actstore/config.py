@@ -30,6 +30,12 @@ variable                       meaning                                    defaul
 ``ACTSTORE_CHEAP_COST``        estimated cost below which a query runs    1e9
                                at once, without a heavy-work slot
 ``ACTSTORE_MAX_LAYERS``        longest layersA / layersB / SAE list       64
+``ACTSTORE_MAX_LIST``          largest ``limit`` of a list field          10000
+                               (prompts, topPairs; page with offset)
+``ACTSTORE_MAX_SLOTS_PER_``    heavy computations one GraphQL request     2
+``REQUEST``                    may start (its cheap fields count one per
+                               ACTSTORE_CHEAP_COST of their sum; see
+                               actstore.api.budget)
 ``ACTSTORE_HEAVY_SLOTS``       heavy computations running at once         2
 ``ACTSTORE_HEAVY_QUEUE``       heavy computations waiting for a slot      8
                                (more are refused, naming the queue)
@@ -136,6 +142,8 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "max_cost": ("ACTSTORE_MAX_COST", float),
     "cheap_cost": ("ACTSTORE_CHEAP_COST", float),
     "max_layers": ("ACTSTORE_MAX_LAYERS", int),
+    "max_list": ("ACTSTORE_MAX_LIST", int),
+    "max_slots_per_request": ("ACTSTORE_MAX_SLOTS_PER_REQUEST", int),
     "heavy_slots": ("ACTSTORE_HEAVY_SLOTS", int),
     "heavy_queue": ("ACTSTORE_HEAVY_QUEUE", int),
     "graph_cache_mb": ("ACTSTORE_GRAPH_CACHE_MB", int),
@@ -178,6 +186,8 @@ class Settings:
     max_cost: float = 1e13
     cheap_cost: float = 1e9
     max_layers: int = 64
+    max_list: int = 10_000
+    max_slots_per_request: int = 2
     heavy_slots: int = 2
     heavy_queue: int = 8
     graph_cache_mb: int = 512

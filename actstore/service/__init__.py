@@ -18,10 +18,11 @@ from .bridges import (
     ProbeTransferResult,
     ProbeTransferSweepResult,
 )
-from .catalog import ModelSummary
+from .catalog import ModelSummary, check_list_limit
 from .jobs import Job
 from .saes import FeaturePairResult, SaeCorrelationResult, SaeMatrixResult
 from .service import Service
+from .work import Cost
 from .similarity import (
     AffinityMatrixByDataset,
     AffinityMatrixResult,
@@ -42,5 +43,5 @@ __all__ = [
     "FeaturePairResult", "Job", "LayerIndex", "ModelInfo", "ModelSummary", "MutualKnnByDataset", "MutualKnnResult",
     "Neighbor", "NextTokenTransferResult", "ProbeTransferResult",
     "ProbeTransferSweepResult", "PromptRecord", "SaeCorrelationResult", "SaeMatrixResult", "SaeRecord", "Service",
-    "SimilarityMatrixResult",
+    "SimilarityMatrixResult", "Cost", "check_list_limit",
 ]

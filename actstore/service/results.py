@@ -14,6 +14,7 @@ cached answer costs a key lookup; a new write changes a version and so the key.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import hashlib
 import json
@@ -29,7 +30,7 @@ from actstore.store import Store
 from .cache import SingleFlight
 from .work import Cost, Scheduler, WorkStatus, check_budget, stop_requested
 
-__all__ = ["ResultCache", "decode", "encode", "result_type"]
+__all__ = ["Estimated", "ResultCache", "decode", "encode", "result_type"]
 
 T = TypeVar("T")
 
@@ -85,6 +86,19 @@ def _value(hint: Any, value: Any) -> Any:
     return value
 
 
+# True while ResultCache.estimate runs a service call: it stops at its computation
+_ESTIMATING: contextvars.ContextVar[bool] = contextvars.ContextVar("actstore_estimating", default=False)
+
+
+class Estimated(Exception):
+    """Control flow of :meth:`ResultCache.estimate`: a service call reached a computation
+    that is not cached; ``cost`` is its estimate (None when the call gives none)."""
+
+    def __init__(self, cost: Cost | None) -> None:
+        super().__init__(cost.what if cost is not None else "no estimate")
+        self.cost = cost
+
+
 class ResultCache:
     """Cached answers of heavy queries, computed once per key (single flight). A computation's
     estimated cost is checked against ``max_cost`` before it starts, and it runs in a slot of
@@ -120,6 +134,8 @@ class ResultCache:
         stored = self.store.results.get(key)
         if stored is not None:
             return decode(stored)
+        if _ESTIMATING.get():
+            raise Estimated(cost() if cost is not None else None)
 
         def run() -> T:
             again = self.store.results.get(key)
@@ -142,6 +158,28 @@ class ResultCache:
                     raise
                 # the computation this call shared was stopped for another caller: compute it anew
         return self._flight.run(key, run)
+
+    def check(self, cost: Cost) -> None:
+        """``cost`` checked against ``max_cost`` (LimitExceeded over it) by a service call
+        that is about to compute several answers; while estimating, the estimate of that call."""
+        if _ESTIMATING.get():
+            raise Estimated(cost)
+        check_budget(cost, self.max_cost)
+
+    def estimate(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Cost | None:
+        """What ``fn(*args, **kwargs)`` (a service call answered through this cache) would
+        compute, without computing it: the call runs its checks and look-ups up to its first
+        answer that is not cached and stops there, giving that computation's estimate (None
+        when it has no estimate). ``Cost(0, ...)`` when every answer it needs is cached.
+        The call's own errors (unknown model, bad argument) propagate."""
+        token = _ESTIMATING.set(True)
+        try:
+            fn(*args, **kwargs)
+        except Estimated as done:
+            return done.cost
+        finally:
+            _ESTIMATING.reset(token)
+        return Cost(0.0, "a cached answer")
 
     def get(self, key: str) -> Any:
         """A cached answer by its key (plots are served from it); NotFound if there is none."""

@@ -33,7 +33,7 @@ from .boundary import service_boundary
 from .cache import ByteLRU
 from .reads import Reads, digest
 from .results import ResultCache, result_type
-from .work import Cost, check_budget, check_cancelled, check_length, sae_correlation_cost, stop_check
+from .work import Cost, check_cancelled, check_length, sae_correlation_cost, stop_check
 
 if TYPE_CHECKING:
     from actstore.analysis.sae import SaeParams
@@ -316,8 +316,8 @@ class Saes:
             # the cells are cached one by one: the whole matrix is checked against the budget first
             n = len(self.reads.shared(ia.key, ib.key, dataset))
             flops = sum(self._pair_cost(x, y, n, self._matching(matching), int(random_pairs)) for x in la for y in lb)
-            check_budget(Cost(flops, f"saeMatrix of {len(la)} x {len(lb)} SAEs over n = {n} prompts with "
-                                     f"{random_pairs} random pairs"), self.results.max_cost)
+            self.results.check(Cost(flops, f"saeMatrix of {len(la)} x {len(lb)} SAEs over n = {n} prompts with "
+                                           f"{random_pairs} random pairs"))
         cells = []
         for i, x in enumerate(la):
             check_cancelled(i * len(lb), len(la) * len(lb), "cells")

@@ -1,0 +1,353 @@
+"""A budget per GraphQL request: the whole operation is estimated before any field runs.
+
+After validation, :class:`RequestBudget` walks the operation to be executed (aliases and
+fragment spreads expanded, ``@skip`` / ``@include`` applied, variables coerced, argument
+defaults of the schema filled in) and asks an estimator for the cost of each root field. The
+request is refused with ``LIMIT_EXCEEDED`` (its estimate, the limit and the most expensive
+fields named) before anything runs when
+
+- the sum of its fields' estimates is over ``ACTSTORE_MAX_COST``, or
+- it needs more than ``ACTSTORE_MAX_SLOTS_PER_REQUEST`` heavy slots: a field estimated at
+  ``ACTSTORE_CHEAP_COST`` or more needs one slot; the cheap fields together need one per
+  ``ACTSTORE_CHEAP_COST`` of their sum (200 cheap ``cka`` aliases are 200 small
+  computations, as much work as several heavy ones).
+
+Costs are floating-point-operation equivalents, as in :mod:`actstore.service.work`.
+
+Estimators
+==========
+:data:`ESTIMATORS` maps a root field's GraphQL name to ``fn(service, args) -> Cost``, where
+``args`` are the field's coerced arguments under their GraphQL names. One function per field,
+registered with :func:`estimator`; a field without one costs :data:`FIELD_FLOPS`.
+
+- Lists (``prompts``): ``min(limit, ACTSTORE_MAX_LIST)`` rows at :data:`ROW_FLOPS` each (a
+  larger limit is refused by the field itself). ``datasets``, ``models``, ``saes``, ``model``
+  and ``job`` read small catalog tables (one row per dataset, model or SAE) and are not paged:
+  :data:`CATALOG_FLOPS` each.
+- ``nearestNeighbors``: one search, 2 n d over the n prompts searched, plus k rows; with
+  ``text`` the model's forward pass, 24 L d^2 per token (one token per character counted), and
+  at least ``ACTSTORE_CHEAP_COST``: loading a model's weights always takes a heavy slot.
+- Heavy analyses (``cka``, ``ckaMatrix``, ``mutualKnn``, ``affinityMatrix``, bridges, probe
+  transfer, SAE correlation and matrices): the service call itself is run in estimate mode
+  (:meth:`actstore.service.results.ResultCache.estimate`): it resolves names and layers, looks
+  its answer up in the results table and stops at the computation it would start, giving the
+  estimate of that computation's own ``cost()`` (the formulas of
+  :mod:`actstore.service.work`). A cached answer costs 0. A call that computes several answers
+  one after another (a probe transfer's frozen bridge) is counted at its first uncached one.
+- A field whose arguments the service refuses (unknown model, k out of range) costs 0 here:
+  it answers with its own error and computes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    GraphQLIncludeDirective,
+    GraphQLObjectType,
+    GraphQLSchema,
+    GraphQLSkipDirective,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    OperationType,
+    SelectionSetNode,
+)
+from graphql.execution.values import get_argument_values, get_directive_values, get_variable_values
+from strawberry.extensions import SchemaExtension
+
+from actstore.config import Settings
+from actstore.layers import LayerRef as LayerRefValue
+from actstore.errors import ActstoreError, LimitExceeded
+from actstore.service import Cost, Service
+
+__all__ = ["CATALOG_FLOPS", "ESTIMATORS", "FIELD_FLOPS", "ROW_FLOPS", "Estimate", "RequestBudget", "check_budget",
+           "estimate_operation", "estimator"]
+
+# One row of a list answer (a prompt: id, text, label, dataset, split): building, serialising and
+# sending it costs ~100 us of the server's time, ~2e6 operations at 2.5e10/s (measured: 2,000
+# prompts with four fields each took 0.22 s in-process on 2 busy cores).
+ROW_FLOPS = 2e6
+# One look-up in a small catalog table (models, datasets, SAEs, a job).
+CATALOG_FLOPS = 1e7
+# A root field without an estimator of its own (__typename, introspection, mutations).
+FIELD_FLOPS = 1e6
+# Parameters of an L-layer transformer of width d counted as 12 L d^2 (attention 4 d^2 and an
+# MLP of width 4 d); a forward pass is 2 flops per parameter per token.
+FORWARD_FLOPS_PER_TOKEN = 24.0
+
+log = logging.getLogger("actstore.api")
+
+Estimator = Callable[[Service, dict[str, Any]], Cost]
+
+ESTIMATORS: dict[str, Estimator] = {}
+
+
+def estimator(*names: str) -> Callable[[Estimator], Estimator]:
+    """Register ``fn(service, args) -> Cost`` as the estimator of the root fields ``names``."""
+    def register(fn: Estimator) -> Estimator:
+        for name in names:
+            ESTIMATORS[name] = fn
+        return fn
+    return register
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The estimate of one root field of a request: its response key (the alias), its field
+    name and its cost."""
+
+    key: str
+    field: str
+    flops: float
+
+
+# ---------------------------------------------------------------- arguments
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
+
+
+def _py(value: Any) -> Any:
+    """A coerced GraphQL argument as the resolvers pass it to the service (graphql-core
+    coerces input objects to dicts: a LayerRef to ``{"model", "layer", "depth"}``)."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict) and "model" in value:
+        return LayerRefValue(value["model"], value.get("layer"), value.get("depth"))
+    if isinstance(value, dict) and set(value) == {"id"}:  # SaeRef
+        return str(value["id"])
+    if isinstance(value, list):
+        return [_py(v) for v in value]
+    return value
+
+
+def py_args(args: dict[str, Any], drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    """GraphQL arguments under the service's (snake_case) names, enums as their values and
+    layer references as :class:`actstore.layers.LayerRef`."""
+    return {_snake(k): _py(v) for k, v in args.items() if k not in drop}
+
+
+def _through_cache(service: Service, fn: Callable[..., Any], **kwargs: Any) -> Cost:
+    cost = service.results.estimate(fn, **kwargs)
+    return cost if cost is not None else Cost(0.0, "no estimate")
+
+
+# --------------------------------------------------------------- estimators
+@estimator("prompts")
+def _prompts(service: Service, args: dict[str, Any]) -> Cost:
+    rows = max(0, min(int(args.get("limit", 100)), service.settings.max_list))
+    return Cost(rows * ROW_FLOPS, f"prompts of {rows} rows")
+
+
+@estimator("models", "model", "datasets", "saes", "job")
+def _catalog(service: Service, args: dict[str, Any]) -> Cost:
+    return Cost(CATALOG_FLOPS, "a catalog look-up")
+
+
+@estimator("nearestNeighbors")
+def _nearest(service: Service, args: dict[str, Any]) -> Cost:
+    info, _ = service.reads.resolve(_py(args["at"]))
+    counts = {d.name: d.prompt_count for d in service.store.prompts.datasets()}
+    dataset = args.get("dataset")
+    n = counts.get(dataset, 0) if dataset is not None else sum(counts.values())
+    k = int(args.get("k", 10))
+    flops = 2.0 * n * info.d_model + k * ROW_FLOPS
+    text = args.get("text")
+    if text is not None:
+        forward = FORWARD_FLOPS_PER_TOKEN * info.n_layers * info.d_model ** 2 * len(text)
+        return Cost(max(flops + forward, service.settings.cheap_cost),
+                    f"nearestNeighbors of a text through model {info.key!r} (a forward pass)")
+    return Cost(flops, f"nearestNeighbors over n = {n} prompts")
+
+
+@estimator("cka")
+def _cka(service: Service, args: dict[str, Any]) -> Cost:
+    return _through_cache(service, service.similarity.cka, **py_args(args))
+
+
+@estimator("ckaMatrix")
+def _cka_matrix(service: Service, args: dict[str, Any]) -> Cost:
+    return _through_cache(service, service.similarity.cka_matrix, **py_args(args))
+
+
+@estimator("mutualKnn")
+def _mutual_knn(service: Service, args: dict[str, Any]) -> Cost:
+    return _through_cache(service, service.similarity.mutual_knn, **py_args(args))
+
+
+@estimator("affinityMatrix")
+def _affinity(service: Service, args: dict[str, Any]) -> Cost:
+    return _through_cache(service, service.similarity.affinity_matrix, **py_args(args))
+
+
+@estimator("bridge")
+def _bridge(service: Service, args: dict[str, Any]) -> Cost:
+    return _through_cache(service, service.bridges.bridge, **py_args(args))
+
+
+@estimator("bridgeSweep")
+def _bridge_sweep(service: Service, args: dict[str, Any]) -> Cost:
+    return _through_cache(service, service.bridges.bridge_sweep, **py_args(args))
+
+
+@estimator("probeTransfer")
+def _probe(service: Service, args: dict[str, Any]) -> Cost:
+    return _through_cache(service, service.bridges.probe_transfer, **py_args(args))
+
+
+@estimator("probeTransferSweep")
+def _probe_sweep(service: Service, args: dict[str, Any]) -> Cost:
+    return _through_cache(service, service.bridges.probe_transfer_sweep, **py_args(args))
+
+
+@estimator("nextTokenTransfer")
+def _next_token(service: Service, args: dict[str, Any]) -> Cost:
+    return _through_cache(service, service.bridges.next_token_transfer, **py_args(args))
+
+
+@estimator("saeFeatureCorrelation")
+def _sae_correlation(service: Service, args: dict[str, Any]) -> Cost:
+    return _through_cache(service, service.saes.sae_feature_correlation, **py_args(args))
+
+
+@estimator("saeMatrix")
+def _sae_matrix(service: Service, args: dict[str, Any]) -> Cost:
+    kwargs = py_args(args)
+    for side in ("saes_a", "saes_b"):
+        if kwargs.get(side) is not None:
+            kwargs[side] = [str(s) for s in kwargs[side]]
+    return _through_cache(service, service.saes.sae_matrix, **kwargs)
+
+
+# --------------------------------------------------------------- the walk
+def _root_fields(document: DocumentNode, operation: OperationDefinitionNode,
+                 variables: Any) -> Iterator[tuple[str, FieldNode]]:
+    """(response key, first field node) of every root field the operation executes: fragment
+    spreads and inline fragments expanded, ``@skip`` / ``@include`` applied, fields of the same
+    response key merged (GraphQL runs them once)."""
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    seen: set[str] = set()
+    visited: set[str] = set()
+
+    def included(node: Any) -> bool:
+        skip = get_directive_values(GraphQLSkipDirective, node, variables)
+        if skip is not None and skip.get("if") is True:
+            return False
+        include = get_directive_values(GraphQLIncludeDirective, node, variables)
+        return not (include is not None and include.get("if") is False)
+
+    def walk(selection_set: SelectionSetNode) -> Iterator[tuple[str, FieldNode]]:
+        for sel in selection_set.selections:
+            if not included(sel):
+                continue
+            if isinstance(sel, FieldNode):
+                key = sel.alias.value if sel.alias else sel.name.value
+                if key not in seen:
+                    seen.add(key)
+                    yield key, sel
+            elif isinstance(sel, InlineFragmentNode):
+                yield from walk(sel.selection_set)
+            elif isinstance(sel, FragmentSpreadNode):
+                name = sel.name.value
+                if name in visited or name not in fragments:  # a fragment is collected once per selection
+                    continue
+                visited.add(name)
+                yield from walk(fragments[name].selection_set)
+
+    yield from walk(operation.selection_set)
+
+
+def _operation(document: DocumentNode, name: str | None) -> OperationDefinitionNode | None:
+    ops = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if name is None:
+        return ops[0] if len(ops) == 1 else None
+    return next((d for d in ops if d.name is not None and d.name.value == name), None)
+
+
+def estimate_operation(schema: GraphQLSchema, service: Service, document: DocumentNode,
+                       variables: dict[str, Any] | None, operation_name: str | None) -> list[Estimate]:
+    """The estimate of every root field the operation would execute (see the module's notes);
+    empty when the operation or its variables are invalid (execution reports those, running nothing)."""
+    operation = _operation(document, operation_name)
+    if operation is None:
+        return []
+    values = get_variable_values(schema, operation.variable_definitions or (), variables or {}, max_errors=1)
+    if isinstance(values, list):  # the variables' errors
+        return []
+    root: GraphQLObjectType | None = {OperationType.QUERY: schema.query_type,
+                                      OperationType.MUTATION: schema.mutation_type}.get(operation.operation)
+    if root is None:
+        return []
+    out = []
+    for key, node in _root_fields(document, operation, values):
+        name = node.name.value
+        field = root.fields.get(name)
+        fn = ESTIMATORS.get(name)
+        if field is None or fn is None:
+            out.append(Estimate(key, name, FIELD_FLOPS))
+            continue
+        try:
+            args = get_argument_values(field, node, values)
+            cost = fn(service, args)
+        except (ActstoreError, GraphQLError):
+            cost = Cost(0.0, "refused by the field itself")
+        except Exception:  # an estimator's bug must not fail the request: its field is counted as one
+            log.exception("estimating the cost of %s failed", name)
+            cost = Cost(FIELD_FLOPS, name)
+        out.append(Estimate(key, name, float(cost.flops)))
+    return out
+
+
+def check_budget(estimates: list[Estimate], settings: Settings) -> None:
+    """LimitExceeded when the request's fields are over the cost budget or need more heavy
+    slots than one request may have (see the module's notes); the message names the estimate,
+    the limit and the most expensive fields."""
+    total = sum(e.flops for e in estimates)
+    heavy = sum(1 for e in estimates if e.flops >= settings.cheap_cost)
+    cheap = sum(e.flops for e in estimates if e.flops < settings.cheap_cost)
+    slots = heavy + int(cheap // settings.cheap_cost)
+    if total <= settings.max_cost and slots <= settings.max_slots_per_request:
+        return
+    top = sorted(estimates, key=lambda e: -e.flops)[:3]
+    names = ", ".join(f"{e.key} ({e.field}, {e.flops:.3g})" for e in top)
+    if total > settings.max_cost:
+        why = f"over this server's limit of {settings.max_cost:.3g} per request (ACTSTORE_MAX_COST)"
+    else:
+        why = (f"and needs {slots} heavy-work slots ({heavy} fields estimated at {settings.cheap_cost:.3g} or more, "
+               f"cheap fields summing to {cheap:.3g}), over the {settings.max_slots_per_request} one request may "
+               f"have (ACTSTORE_MAX_SLOTS_PER_REQUEST)")
+    raise LimitExceeded(
+        f"the request was refused before running: its {len(estimates)} fields have an estimated cost of "
+        f"{total:.3g} floating-point operations {why}; the most expensive: {names}. Ask for fewer fields or "
+        "aliases, smaller limits, or send the fields in separate requests")
+
+
+class RequestBudget(SchemaExtension):
+    """Refuse an operation over the request budget before any field runs (see the module's
+    notes). The estimate runs on a worker thread. The request's context must carry the
+    service (``context.service``)."""
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        ec = self.execution_context
+        service = getattr(ec.context, "service", None)
+        if ec.result is None and ec.graphql_document is not None and isinstance(service, Service):
+            schema: Any = ec.schema
+            estimates = await asyncio.to_thread(estimate_operation, schema.graphql_schema, service,
+                                                ec.graphql_document, ec.variables, ec.operation_name)
+            try:
+                check_budget(estimates, service.settings)
+            except LimitExceeded as exc:
+                total = sum(e.flops for e in estimates)
+                ec.result = ExecutionResult(data=None, errors=[GraphQLError(
+                    str(exc), extensions={"code": exc.code, "estimate": total})])
+        yield
