@@ -20,10 +20,14 @@ Estimators
 ``args`` are the field's coerced arguments under their GraphQL names. One function per field,
 registered with :func:`estimator`; a field without one costs :data:`FIELD_FLOPS`.
 
+- Every field has a floor (:data:`FLOORS`) computed from its arguments alone; the floors are
+  checked first and the estimators that read the store stop as soon as the request is over,
+  so a refused request costs little more to refuse than to parse (the message then says
+  "at least").
 - Lists (``prompts``): ``min(limit, ACTSTORE_MAX_LIST)`` rows at :data:`ROW_FLOPS` each (a
   larger limit is refused by the field itself). ``datasets``, ``models``, ``saes``, ``model``
   and ``job`` read small catalog tables (one row per dataset, model or SAE) and are not paged:
-  :data:`CATALOG_FLOPS` each.
+  :data:`CATALOG_FLOPS` each, ``models`` (with every model's summary) :data:`MODELS_FLOPS`. These need no estimator: their floor is their estimate.
 - ``nearestNeighbors``: one search, 2 n d over the n prompts searched, plus k rows; with
   ``text`` the model's forward pass, 24 L d^2 per token (one token per character counted), and
   at least ``ACTSTORE_CHEAP_COST``: loading a model's weights always takes a heavy slot.
@@ -32,10 +36,11 @@ registered with :func:`estimator`; a field without one costs :data:`FIELD_FLOPS`
   (:meth:`actstore.service.results.ResultCache.estimate`): it resolves names and layers, looks
   its answer up in the results table and stops at the computation it would start, giving the
   estimate of that computation's own ``cost()`` (the formulas of
-  :mod:`actstore.service.work`). A cached answer costs 0. A call that computes several answers
+  :mod:`actstore.service.work`), plus :data:`ANSWER_FLOPS` for the field's fixed work. A
+  cached answer costs ANSWER_FLOPS (so ~11 cached answers fit in one request's cheap work). A call that computes several answers
   one after another (a probe transfer's frozen bridge) is counted at its first uncached one.
-- A field whose arguments the service refuses (unknown model, k out of range) costs 0 here:
-  it answers with its own error and computes nothing.
+- A field whose arguments the service refuses (unknown model, k out of range) costs its
+  floor: it answers with its own error and computes nothing.
 """
 
 from __future__ import annotations
@@ -71,15 +76,22 @@ from actstore.layers import LayerRef as LayerRefValue
 from actstore.errors import ActstoreError, LimitExceeded
 from actstore.service import Cost, Service
 
-__all__ = ["CATALOG_FLOPS", "ESTIMATORS", "FIELD_FLOPS", "ROW_FLOPS", "Estimate", "RequestBudget", "check_budget",
-           "estimate_operation", "estimator"]
+__all__ = ["ANSWER_FLOPS", "CATALOG_FLOPS", "MODELS_FLOPS", "ESTIMATORS", "FIELD_FLOPS", "FLOORS", "ROW_FLOPS", "Estimate",
+           "RequestBudget", "check_budget", "estimate_operation", "estimator", "py_args"]
 
 # One row of a list answer (a prompt: id, text, label, dataset, split): building, serialising and
 # sending it costs ~100 us of the server's time, ~2e6 operations at 2.5e10/s (measured: 2,000
 # prompts with four fields each took 0.22 s in-process on 2 busy cores).
 ROW_FLOPS = 2e6
-# One look-up in a small catalog table (models, datasets, SAEs, a job).
+# One look-up in a small catalog table (datasets, SAEs, a job, one model).
 CATALOG_FLOPS = 1e7
+# The models list with its summaries (datasets and prompt count of every stored model; measured:
+# 100 aliases of it on a 2-model store took 0.75 s on 2 busy cores, ~8 ms each).
+MODELS_FLOPS = 2e8
+# The fixed work of one analysis field, whatever its size or whether its answer is cached:
+# resolving names and layers, the results-table look-up and decoding (measured: 100 aliases
+# of one cached mutualKnn answer took 1.0 s on 2 busy cores, ~10 ms each).
+ANSWER_FLOPS = 2.5e8
 # A root field without an estimator of its own (__typename, introspection, mutations).
 FIELD_FLOPS = 1e6
 # Parameters of an L-layer transformer of width d counted as 12 L d^2 (attention 4 d^2 and an
@@ -89,17 +101,29 @@ FORWARD_FLOPS_PER_TOKEN = 24.0
 log = logging.getLogger("actstore.api")
 
 Estimator = Callable[[Service, dict[str, Any]], Cost]
+Floor = Callable[[Settings, dict[str, Any]], float]
 
 ESTIMATORS: dict[str, Estimator] = {}
+#: per field, the least its estimate can be, from its arguments alone (no store read): every
+#: floor is summed and checked before any estimator reads the store
+FLOORS: dict[str, Floor] = {}
 
 
-def estimator(*names: str) -> Callable[[Estimator], Estimator]:
-    """Register ``fn(service, args) -> Cost`` as the estimator of the root fields ``names``."""
+def estimator(*names: str, floor: Floor | None = None) -> Callable[[Estimator], Estimator]:
+    """Register ``fn(service, args) -> Cost`` as the estimator of the root fields ``names``;
+    ``floor(settings, args)``: the least it can estimate, from the arguments alone (default:
+    FIELD_FLOPS)."""
     def register(fn: Estimator) -> Estimator:
         for name in names:
             ESTIMATORS[name] = fn
+            if floor is not None:
+                FLOORS[name] = floor
         return fn
     return register
+
+
+def _answer_floor(settings: Settings, args: dict[str, Any]) -> float:
+    return ANSWER_FLOPS
 
 
 @dataclass(frozen=True)
@@ -110,6 +134,8 @@ class Estimate:
     key: str
     field: str
     flops: float
+    #: False for the floor of a field whose estimator was not run (the request was already over)
+    exact: bool = True
 
 
 # ---------------------------------------------------------------- arguments
@@ -138,23 +164,32 @@ def py_args(args: dict[str, Any], drop: tuple[str, ...] = ()) -> dict[str, Any]:
 
 
 def _through_cache(service: Service, fn: Callable[..., Any], **kwargs: Any) -> Cost:
-    cost = service.results.estimate(fn, **kwargs)
-    return cost if cost is not None else Cost(0.0, "no estimate")
+    """ANSWER_FLOPS plus the estimate of the computation the call would start (none when its
+    answer is cached or the call refuses its arguments)."""
+    try:
+        cost = service.results.estimate(fn, **kwargs)
+    except ActstoreError:
+        cost = None
+    return Cost(ANSWER_FLOPS + (cost.flops if cost is not None else 0.0), cost.what if cost else "one answer")
 
 
 # --------------------------------------------------------------- estimators
-@estimator("prompts")
-def _prompts(service: Service, args: dict[str, Any]) -> Cost:
-    rows = max(0, min(int(args.get("limit", 100)), service.settings.max_list))
-    return Cost(rows * ROW_FLOPS, f"prompts of {rows} rows")
+def _prompt_rows(settings: Settings, args: dict[str, Any]) -> float:
+    return max(0, min(int(args.get("limit", 100)), settings.max_list)) * ROW_FLOPS
 
 
-@estimator("models", "model", "datasets", "saes", "job")
-def _catalog(service: Service, args: dict[str, Any]) -> Cost:
-    return Cost(CATALOG_FLOPS, "a catalog look-up")
+FLOORS["prompts"] = _prompt_rows  # no estimator: the floor, from the arguments, is the estimate
+for _name in ("model", "datasets", "saes", "job"):
+    FLOORS[_name] = lambda settings, args: CATALOG_FLOPS
+FLOORS["models"] = lambda settings, args: MODELS_FLOPS
 
 
-@estimator("nearestNeighbors")
+def _nearest_floor(settings: Settings, args: dict[str, Any]) -> float:
+    rows = int(args.get("k", 10)) * ROW_FLOPS
+    return max(rows, settings.cheap_cost) if args.get("text") is not None else rows
+
+
+@estimator("nearestNeighbors", floor=_nearest_floor)
 def _nearest(service: Service, args: dict[str, Any]) -> Cost:
     info, _ = service.reads.resolve(_py(args["at"]))
     counts = {d.name: d.prompt_count for d in service.store.prompts.datasets()}
@@ -170,57 +205,57 @@ def _nearest(service: Service, args: dict[str, Any]) -> Cost:
     return Cost(flops, f"nearestNeighbors over n = {n} prompts")
 
 
-@estimator("cka")
+@estimator("cka", floor=_answer_floor)
 def _cka(service: Service, args: dict[str, Any]) -> Cost:
     return _through_cache(service, service.similarity.cka, **py_args(args))
 
 
-@estimator("ckaMatrix")
+@estimator("ckaMatrix", floor=_answer_floor)
 def _cka_matrix(service: Service, args: dict[str, Any]) -> Cost:
     return _through_cache(service, service.similarity.cka_matrix, **py_args(args))
 
 
-@estimator("mutualKnn")
+@estimator("mutualKnn", floor=_answer_floor)
 def _mutual_knn(service: Service, args: dict[str, Any]) -> Cost:
     return _through_cache(service, service.similarity.mutual_knn, **py_args(args))
 
 
-@estimator("affinityMatrix")
+@estimator("affinityMatrix", floor=_answer_floor)
 def _affinity(service: Service, args: dict[str, Any]) -> Cost:
     return _through_cache(service, service.similarity.affinity_matrix, **py_args(args))
 
 
-@estimator("bridge")
+@estimator("bridge", floor=_answer_floor)
 def _bridge(service: Service, args: dict[str, Any]) -> Cost:
     return _through_cache(service, service.bridges.bridge, **py_args(args))
 
 
-@estimator("bridgeSweep")
+@estimator("bridgeSweep", floor=_answer_floor)
 def _bridge_sweep(service: Service, args: dict[str, Any]) -> Cost:
     return _through_cache(service, service.bridges.bridge_sweep, **py_args(args))
 
 
-@estimator("probeTransfer")
+@estimator("probeTransfer", floor=_answer_floor)
 def _probe(service: Service, args: dict[str, Any]) -> Cost:
     return _through_cache(service, service.bridges.probe_transfer, **py_args(args))
 
 
-@estimator("probeTransferSweep")
+@estimator("probeTransferSweep", floor=_answer_floor)
 def _probe_sweep(service: Service, args: dict[str, Any]) -> Cost:
     return _through_cache(service, service.bridges.probe_transfer_sweep, **py_args(args))
 
 
-@estimator("nextTokenTransfer")
+@estimator("nextTokenTransfer", floor=_answer_floor)
 def _next_token(service: Service, args: dict[str, Any]) -> Cost:
     return _through_cache(service, service.bridges.next_token_transfer, **py_args(args))
 
 
-@estimator("saeFeatureCorrelation")
+@estimator("saeFeatureCorrelation", floor=_answer_floor)
 def _sae_correlation(service: Service, args: dict[str, Any]) -> Cost:
     return _through_cache(service, service.saes.sae_feature_correlation, **py_args(args))
 
 
-@estimator("saeMatrix")
+@estimator("saeMatrix", floor=_answer_floor)
 def _sae_matrix(service: Service, args: dict[str, Any]) -> Cost:
     kwargs = py_args(args)
     for side in ("saes_a", "saes_b"):
@@ -274,10 +309,10 @@ def _operation(document: DocumentNode, name: str | None) -> OperationDefinitionN
     return next((d for d in ops if d.name is not None and d.name.value == name), None)
 
 
-def estimate_operation(schema: GraphQLSchema, service: Service, document: DocumentNode,
-                       variables: dict[str, Any] | None, operation_name: str | None) -> list[Estimate]:
-    """The estimate of every root field the operation would execute (see the module's notes);
-    empty when the operation or its variables are invalid (execution reports those, running nothing)."""
+def _fields(schema: GraphQLSchema, document: DocumentNode, variables: dict[str, Any] | None,
+            operation_name: str | None) -> list[tuple[str, str, dict[str, Any] | None]]:
+    """(response key, field name, coerced arguments or None) of every root field the operation
+    executes; empty when the operation or its variables are invalid (execution reports those)."""
     operation = _operation(document, operation_name)
     if operation is None:
         return []
@@ -288,23 +323,72 @@ def estimate_operation(schema: GraphQLSchema, service: Service, document: Docume
                                       OperationType.MUTATION: schema.mutation_type}.get(operation.operation)
     if root is None:
         return []
-    out = []
+    out: list[tuple[str, str, dict[str, Any] | None]] = []
     for key, node in _root_fields(document, operation, values):
-        name = node.name.value
-        field = root.fields.get(name)
+        field = root.fields.get(node.name.value)
+        try:
+            args = get_argument_values(field, node, values) if field is not None else None
+        except GraphQLError:
+            args = None
+        out.append((key, node.name.value, args))
+    return out
+
+
+def _over(estimates: list[Estimate], settings: Settings) -> bool:
+    total, heavy, cheap = _sums(estimates, settings)
+    return total > settings.max_cost or heavy + int(cheap // settings.cheap_cost) > settings.max_slots_per_request
+
+
+def _sums(estimates: list[Estimate], settings: Settings) -> tuple[float, int, float]:
+    total = sum(e.flops for e in estimates)
+    heavy = sum(1 for e in estimates if e.flops >= settings.cheap_cost)
+    cheap = sum(e.flops for e in estimates if e.flops < settings.cheap_cost)
+    return total, heavy, cheap
+
+
+def estimate_operation(schema: GraphQLSchema, service: Service, document: DocumentNode,
+                       variables: dict[str, Any] | None, operation_name: str | None,
+                       stop_when_over: bool = False) -> list[Estimate]:
+    """The estimate of every root field the operation would execute (see the module's notes);
+    empty when the operation or its variables are invalid (execution reports those, running
+    nothing).
+
+    With ``stop_when_over``, a request already over the budget of ``service.settings`` by the
+    floors of its fields (:data:`FLOORS`, no store read) is answered with those floors, and the
+    estimators stop reading the store as soon as the sum is over: a refused request costs at
+    most the estimates that decided it."""
+    fields = _fields(schema, document, variables, operation_name)
+    settings = service.settings
+
+    def floor(key: str, name: str, args: dict[str, Any] | None) -> Estimate:
+        fn = FLOORS.get(name)
+        if fn is None or args is None:
+            return Estimate(key, name, FIELD_FLOPS if name not in ESTIMATORS else 0.0)
+        try:
+            flops = float(fn(settings, args))
+        except (TypeError, ValueError):
+            flops = 0.0
+        return Estimate(key, name, flops, exact=name not in ESTIMATORS)
+
+    floors = [floor(key, name, args) for key, name, args in fields]
+    if stop_when_over and _over(floors, settings):
+        return floors
+    out: list[Estimate] = []
+    for i, (key, name, args) in enumerate(fields):
         fn = ESTIMATORS.get(name)
-        if field is None or fn is None:
-            out.append(Estimate(key, name, FIELD_FLOPS))
+        if fn is None or args is None:
+            out.append(floors[i])
             continue
         try:
-            args = get_argument_values(field, node, values)
             cost = fn(service, args)
-        except (ActstoreError, GraphQLError):
-            cost = Cost(0.0, "refused by the field itself")
-        except Exception:  # an estimator's bug must not fail the request: its field is counted as one
+        except ActstoreError:  # refused by the field itself: it answers with that error
+            cost = Cost(floors[i].flops, name)
+        except Exception:  # an estimator's bug must not fail the request: its floor is counted
             log.exception("estimating the cost of %s failed", name)
-            cost = Cost(FIELD_FLOPS, name)
+            cost = Cost(floors[i].flops, name)
         out.append(Estimate(key, name, float(cost.flops)))
+        if stop_when_over and _over(out + floors[i + 1:], settings):
+            return out + floors[i + 1:]
     return out
 
 
@@ -312,9 +396,7 @@ def check_budget(estimates: list[Estimate], settings: Settings) -> None:
     """LimitExceeded when the request's fields are over the cost budget or need more heavy
     slots than one request may have (see the module's notes); the message names the estimate,
     the limit and the most expensive fields."""
-    total = sum(e.flops for e in estimates)
-    heavy = sum(1 for e in estimates if e.flops >= settings.cheap_cost)
-    cheap = sum(e.flops for e in estimates if e.flops < settings.cheap_cost)
+    total, heavy, cheap = _sums(estimates, settings)
     slots = heavy + int(cheap // settings.cheap_cost)
     if total <= settings.max_cost and slots <= settings.max_slots_per_request:
         return
@@ -326,9 +408,10 @@ def check_budget(estimates: list[Estimate], settings: Settings) -> None:
         why = (f"and needs {slots} heavy-work slots ({heavy} fields estimated at {settings.cheap_cost:.3g} or more, "
                f"cheap fields summing to {cheap:.3g}), over the {settings.max_slots_per_request} one request may "
                f"have (ACTSTORE_MAX_SLOTS_PER_REQUEST)")
+    least = "" if all(e.exact for e in estimates) else "at least "
     raise LimitExceeded(
         f"the request was refused before running: its {len(estimates)} fields have an estimated cost of "
-        f"{total:.3g} floating-point operations {why}; the most expensive: {names}. Ask for fewer fields or "
+        f"{least}{total:.3g} floating-point operations {why}; the most expensive: {names}. Ask for fewer fields or "
         "aliases, smaller limits, or send the fields in separate requests")
 
 
@@ -343,7 +426,7 @@ class RequestBudget(SchemaExtension):
         if ec.result is None and ec.graphql_document is not None and isinstance(service, Service):
             schema: Any = ec.schema
             estimates = await asyncio.to_thread(estimate_operation, schema.graphql_schema, service,
-                                                ec.graphql_document, ec.variables, ec.operation_name)
+                                                ec.graphql_document, ec.variables, ec.operation_name, True)
             try:
                 check_budget(estimates, service.settings)
             except LimitExceeded as exc:
