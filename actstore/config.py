@@ -32,10 +32,6 @@ variable                       meaning                                    defaul
 ``ACTSTORE_MAX_LAYERS``        longest layersA / layersB / SAE list       64
 ``ACTSTORE_MAX_LIST``          largest ``limit`` of a list field          10000
                                (prompts, topPairs; page with offset)
-``ACTSTORE_MAX_SLOTS_PER_``    heavy computations one GraphQL request     2
-``REQUEST``                    may start (its cheap fields count one per
-                               ACTSTORE_CHEAP_COST of their sum; see
-                               actstore.api.budget)
 ``ACTSTORE_HEAVY_SLOTS``       heavy computations running at once         2
 ``ACTSTORE_HEAVY_QUEUE``       heavy computations waiting for a slot      8
                                (more are refused, naming the queue)
@@ -77,6 +73,11 @@ variable                       meaning                                    defaul
 ``HF_HUB_OFFLINE``             never contact the Hugging Face hub         unset: online
 ``HF_ENDPOINT``                the hub's address                          huggingface.co
 =============================  =========================================  ==================
+
+``ACTSTORE_MAX_SLOTS_PER_REQUEST`` (default 2): the heavy slots one GraphQL request may need
+(a field estimated at ``ACTSTORE_CHEAP_COST`` or more needs one; its cheap fields together
+one per ``ACTSTORE_CHEAP_COST`` of their sum); more is refused before any field runs (see
+actstore.api.budget).
 
 The hub-offline rule: the hub is offline when ``HF_HUB_OFFLINE`` is set to anything but
 empty, ``0``, ``false``, ``no`` or ``off`` (any case).

@@ -27,7 +27,9 @@ registered with :func:`estimator`; a field without one costs :data:`FIELD_FLOPS`
 - Lists (``prompts``): ``min(limit, ACTSTORE_MAX_LIST)`` rows at :data:`ROW_FLOPS` each (a
   larger limit is refused by the field itself). ``datasets``, ``models``, ``saes``, ``model``
   and ``job`` read small catalog tables (one row per dataset, model or SAE) and are not paged:
-  :data:`CATALOG_FLOPS` each, ``models`` (with every model's summary) :data:`MODELS_FLOPS`. These need no estimator: their floor is their estimate.
+  :data:`CATALOG_FLOPS` each, ``models`` (with every model's summary) :data:`MODELS_FLOPS`;
+  introspection's ``__schema`` :data:`SCHEMA_FLOPS`. These need no estimator: their floor is
+  their estimate.
 - ``nearestNeighbors``: one search, 2 n d over the n prompts searched, plus k rows; with
   ``text`` the model's forward pass, 24 L d^2 per token (one token per character counted), and
   at least ``ACTSTORE_CHEAP_COST``: loading a model's weights always takes a heavy slot.
@@ -37,8 +39,9 @@ registered with :func:`estimator`; a field without one costs :data:`FIELD_FLOPS`
   its answer up in the results table and stops at the computation it would start, giving the
   estimate of that computation's own ``cost()`` (the formulas of
   :mod:`actstore.service.work`), plus :data:`ANSWER_FLOPS` for the field's fixed work. A
-  cached answer costs ANSWER_FLOPS (so ~11 cached answers fit in one request's cheap work). A call that computes several answers
-  one after another (a probe transfer's frozen bridge) is counted at its first uncached one.
+  cached answer costs ANSWER_FLOPS (so 11 cached answers fit in one request's cheap work). A
+  call that computes several answers one after another (a probe transfer's frozen bridge) is
+  counted at its first uncached one.
 - A field whose arguments the service refuses (unknown model, k out of range) costs its
   floor: it answers with its own error and computes nothing.
 """
@@ -68,16 +71,34 @@ from graphql import (
     OperationType,
     SelectionSetNode,
 )
-from graphql.execution.values import get_argument_values, get_directive_values, get_variable_values
+from graphql.execution.values import (
+    get_argument_values,
+    get_directive_values,
+    get_variable_values,
+)
 from strawberry.extensions import SchemaExtension
 
 from actstore.config import Settings
-from actstore.layers import LayerRef as LayerRefValue
 from actstore.errors import ActstoreError, LimitExceeded
+from actstore.layers import LayerRef as LayerRefValue
 from actstore.service import Cost, Service
 
-__all__ = ["ANSWER_FLOPS", "CATALOG_FLOPS", "MODELS_FLOPS", "ESTIMATORS", "FIELD_FLOPS", "FLOORS", "ROW_FLOPS", "Estimate",
-           "RequestBudget", "check_budget", "estimate_operation", "estimator", "py_args"]
+__all__ = [
+    "ANSWER_FLOPS",
+    "CATALOG_FLOPS",
+    "ESTIMATORS",
+    "FIELD_FLOPS",
+    "FLOORS",
+    "MODELS_FLOPS",
+    "ROW_FLOPS",
+    "SCHEMA_FLOPS",
+    "Estimate",
+    "RequestBudget",
+    "check_budget",
+    "estimate_operation",
+    "estimator",
+    "py_args",
+]
 
 # One row of a list answer (a prompt: id, text, label, dataset, split): building, serialising and
 # sending it costs ~100 us of the server's time, ~2e6 operations at 2.5e10/s (measured: 2,000
@@ -92,6 +113,8 @@ MODELS_FLOPS = 2e8
 # resolving names and layers, the results-table look-up and decoding (measured: 100 aliases
 # of one cached mutualKnn answer took 1.0 s on 2 busy cores, ~10 ms each).
 ANSWER_FLOPS = 2.5e8
+# Introspection's __schema with a full selection (measured: 17 ms per alias in-process).
+SCHEMA_FLOPS = 5e8
 # A root field without an estimator of its own (__typename, introspection, mutations).
 FIELD_FLOPS = 1e6
 # Parameters of an L-layer transformer of width d counted as 12 L d^2 (attention 4 d^2 and an
@@ -182,6 +205,7 @@ FLOORS["prompts"] = _prompt_rows  # no estimator: the floor, from the arguments,
 for _name in ("model", "datasets", "saes", "job"):
     FLOORS[_name] = lambda settings, args: CATALOG_FLOPS
 FLOORS["models"] = lambda settings, args: MODELS_FLOPS
+FLOORS["__schema"] = lambda settings, args: SCHEMA_FLOPS
 
 
 def _nearest_floor(settings: Settings, args: dict[str, Any]) -> float:
@@ -326,8 +350,8 @@ def _fields(schema: GraphQLSchema, document: DocumentNode, variables: dict[str, 
     out: list[tuple[str, str, dict[str, Any] | None]] = []
     for key, node in _root_fields(document, operation, values):
         field = root.fields.get(node.name.value)
-        try:
-            args = get_argument_values(field, node, values) if field is not None else None
+        try:  # meta fields (__schema, __type, __typename) are not in the root type: no arguments counted
+            args = get_argument_values(field, node, values) if field is not None else {}
         except GraphQLError:
             args = None
         out.append((key, node.name.value, args))
@@ -363,7 +387,7 @@ def estimate_operation(schema: GraphQLSchema, service: Service, document: Docume
     def floor(key: str, name: str, args: dict[str, Any] | None) -> Estimate:
         fn = FLOORS.get(name)
         if fn is None or args is None:
-            return Estimate(key, name, FIELD_FLOPS if name not in ESTIMATORS else 0.0)
+            return Estimate(key, name, FIELD_FLOPS, exact=name not in ESTIMATORS)
         try:
             flops = float(fn(settings, args))
         except (TypeError, ValueError):

@@ -23,7 +23,15 @@ from starlette.testclient import TestClient
 
 from actstore import Store
 from actstore.api import create_app
-from actstore.api.budget import ANSWER_FLOPS, CATALOG_FLOPS, FIELD_FLOPS, ROW_FLOPS, Estimate, estimate_operation
+from actstore.api.budget import (
+    ANSWER_FLOPS,
+    CATALOG_FLOPS,
+    FIELD_FLOPS,
+    ROW_FLOPS,
+    SCHEMA_FLOPS,
+    Estimate,
+    estimate_operation,
+)
 from actstore.api.context import Context, Pools, call
 from actstore.config import Settings
 from actstore.errors import QueryTimeout
@@ -198,6 +206,15 @@ def test_heavy_fields_are_estimated_by_their_own_cost_formula_and_cached_ones_co
     # a field the service refuses (unknown model) counts its fixed work: it answers with its own error
     (bad,) = estimates(client, '{ cka(a: {model: "nope", layer: 0}, b: {model: "b", layer: 1}) { value } }')
     assert bad == Estimate("cka", "cka", ANSWER_FLOPS)
+
+
+def test_introspection_aliases_are_counted(client):
+    one = "{key}: __schema {{ types {{ name fields {{ name }} }} }}"
+    assert post(client, "{ " + " ".join(one.format(key=f"s{i}") for i in range(5)) + " }").status_code == 200
+    error = refusal(post(client, "{ " + " ".join(one.format(key=f"s{i}") for i in range(6)) + " }"))
+    assert error["extensions"]["estimate"] == 6 * SCHEMA_FLOPS == 3e9
+    assert "needs 3 heavy-work slots (0 fields estimated at 1e+09 or more, cheap fields summing to 3e+09)" \
+        in error["message"]
 
 
 def test_a_text_look_up_takes_a_heavy_slot(client):
