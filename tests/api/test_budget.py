@@ -225,6 +225,43 @@ def test_a_text_look_up_takes_a_heavy_slot(client):
     assert "needs 3 heavy-work slots" in error["message"]
 
 
+def sae_flops(n: int, d: int, f: int, random_pairs: int) -> float:
+    """SAE correlation of two SAEs of width f on layers of width d (work.py's formula, written
+    out): 2 n (d f + d f) encoding + 2 n f^2 correlating + f^3 one-to-one + R 2 f d^2."""
+    return 2.0 * n * (2 * d * f) + 2.0 * n * f * f + float(f) ** 3 + random_pairs * 2.0 * f * d * d
+
+
+def test_sae_fields_are_estimated_by_their_cost_formula(store, tmp_path):
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(5)
+    f = 32
+    for layer in range(2):
+        folder = tmp_path / "saes" / f"L{layer}"
+        folder.mkdir(parents=True)
+        (folder / "cfg.json").write_text(json.dumps({
+            "architecture": "standard", "d_in": D, "d_sae": f, "dtype": "float32", "apply_b_dec_to_input": False,
+            "normalize_activations": "none", "metadata": {"hook_name": f"blocks.{layer}.hook_resid_post"}}))
+        save_file({"W_enc": rng.standard_normal((D, f)).astype(np.float32),
+                   "W_dec": rng.standard_normal((f, D)).astype(np.float32),
+                   "b_enc": np.zeros(f, np.float32), "b_dec": np.zeros(D, np.float32)},
+                  str(folder / "sae_weights.safetensors"))
+    service = Service(store, Settings(environ={}, sae_root=str(tmp_path / "saes")))
+    ids = [service.saes.register_sae("a", layer, f"L{layer}").sae_id for layer in range(2)]
+    with TestClient(create_app(service)) as c:
+        c.service = service
+        (one,) = estimates(c, f'{{ s: saeFeatureCorrelation(a: {{id: "{ids[0]}"}}, b: {{id: "{ids[1]}"}}, '
+                              'randomPairs: 7) { svcca } }')
+        assert one.flops == pytest.approx(ANSWER_FLOPS + sae_flops(N, D, f, 7), rel=1e-12)
+        # the matrix of both SAEs of model a against themselves: 2 x 2 cells, checked as a whole
+        (mx,) = estimates(c, '{ m: saeMatrix(modelA: "a", modelB: "a", randomPairs: 7) { values } }')
+        assert mx.flops == pytest.approx(ANSWER_FLOPS + 4 * sae_flops(N, D, f, 7), rel=1e-12)
+        assert service.results.computed == 0
+        body = post(c, f'{{ s: saeFeatureCorrelation(a: {{id: "{ids[0]}"}}, b: {{id: "{ids[1]}"}}, '
+                       'randomPairs: 7) { svcca topPairs(limit: 10001) { correlation } } }').json()
+    assert body["errors"][0]["message"].startswith("limit = 10,001 is over this server's largest list of 10,000")
+
+
 # ------------------------------------------------------------------------------ lists
 def test_a_limit_over_the_list_cap_is_bad_user_input_naming_the_cap(client):
     body = post(client, '{ prompts(dataset: "big", limit: 10001) { id } }').json()
