@@ -40,8 +40,8 @@ registered with :func:`estimator`; a field without one costs :data:`FIELD_FLOPS`
   estimate of that computation's own ``cost()`` (the formulas of
   :mod:`actstore.service.work`), plus :data:`ANSWER_FLOPS` for the field's fixed work. A
   cached answer costs ANSWER_FLOPS (so 11 cached answers fit in one request's cheap work). A
-  call that computes several answers one after another (a probe transfer's frozen bridge) is
-  counted at its first uncached one.
+  call that computes several answers (``saeMatrix``: its cells) states the cost of the whole
+  before the first (:meth:`~actstore.service.results.ResultCache.check`) and is counted at that.
 - A field whose arguments the service refuses (unknown model, k out of range) costs its
   floor: it answers with its own error and computes nothing.
 """
