@@ -30,6 +30,8 @@ variable                       meaning                                    defaul
 ``ACTSTORE_CHEAP_COST``        estimated cost below which a query runs    1e9
                                at once, without a heavy-work slot
 ``ACTSTORE_MAX_LAYERS``        longest layersA / layersB / SAE list       64
+``ACTSTORE_MAX_LIST``          largest ``limit`` of a list field          10000
+                               (prompts, topPairs; page with offset)
 ``ACTSTORE_HEAVY_SLOTS``       heavy computations running at once         2
 ``ACTSTORE_HEAVY_QUEUE``       heavy computations waiting for a slot      8
                                (more are refused, naming the queue)
@@ -71,6 +73,11 @@ variable                       meaning                                    defaul
 ``HF_HUB_OFFLINE``             never contact the Hugging Face hub         unset: online
 ``HF_ENDPOINT``                the hub's address                          huggingface.co
 =============================  =========================================  ==================
+
+``ACTSTORE_MAX_SLOTS_PER_REQUEST`` (default 2): the heavy slots one GraphQL request may need
+(a field estimated at ``ACTSTORE_CHEAP_COST`` or more needs one; its cheap fields together
+one per ``ACTSTORE_CHEAP_COST`` of their sum); more is refused before any field runs (see
+actstore.api.budget).
 
 The hub-offline rule: the hub is offline when ``HF_HUB_OFFLINE`` is set to anything but
 empty, ``0``, ``false``, ``no`` or ``off`` (any case).
@@ -137,6 +144,8 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "cheap_cost": ("ACTSTORE_CHEAP_COST", float),
     "max_layers": ("ACTSTORE_MAX_LAYERS", int),
     "max_atlas_models": ("ACTSTORE_MAX_ATLAS_MODELS", int),
+    "max_list": ("ACTSTORE_MAX_LIST", int),
+    "max_slots_per_request": ("ACTSTORE_MAX_SLOTS_PER_REQUEST", int),
     "heavy_slots": ("ACTSTORE_HEAVY_SLOTS", int),
     "heavy_queue": ("ACTSTORE_HEAVY_QUEUE", int),
     "graph_cache_mb": ("ACTSTORE_GRAPH_CACHE_MB", int),
@@ -180,6 +189,8 @@ class Settings:
     cheap_cost: float = 1e9
     max_layers: int = 64
     max_atlas_models: int = 128
+    max_list: int = 10_000
+    max_slots_per_request: int = 2
     heavy_slots: int = 2
     heavy_queue: int = 8
     graph_cache_mb: int = 512

@@ -45,6 +45,7 @@ from actstore.service import Service
 from .admin import AdminMutation
 from .atlas import AtlasMutation, AtlasQuery
 from .bridges import BridgeQuery
+from .budget import RequestBudget
 from .codes import format_error, request_error, should_mask
 from .context import Context, Pools
 from .http import BrowserGuard, GraphQLEndpoint, json_response
@@ -97,6 +98,9 @@ def build_schema(settings: Settings, cache: DocumentCache | None = None) -> stra
             # Clients repeat the same operation with new variables: parse and validate once
             # (validation is ~8 ms of a look-up otherwise), within a byte budget.
             lambda: BoundedParsing(documents),
+            # One budget per request: every root field estimated, aliases and fragments
+            # expanded, before any runs.
+            RequestBudget,
         ],
     )
 
@@ -202,6 +206,7 @@ async def execute(service: Service, query: str, variables: dict[str, Any] | None
     except (CannotGetOperationTypeError, InvalidOperationTypeError, MissingQueryError):  # refused above
         return {"errors": [request_error("give a GraphQL document with one operation")]}
     finally:
+        context.stop_all()
         pools.shutdown()
     out: dict[str, Any] = {"data": result.data}
     if result.errors:

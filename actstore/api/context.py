@@ -14,7 +14,7 @@ import hmac
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import strawberry
@@ -53,6 +53,17 @@ class Context:
     base_url: str = "/"
     #: ``await client_gone()`` is True once the HTTP client has disconnected (None in-process)
     client_gone: Callable[[], Awaitable[bool]] | None = None
+    #: the stop events of the computations this request started (see :meth:`stop_all`)
+    stops: set[threading.Event] = field(default_factory=set)
+    finished: bool = False
+
+    def stop_all(self) -> None:
+        """Stop every computation this request started and any it would start: called once
+        the request is answered or refused, so no alias's work outlives its request (graphql-core
+        answers a request whose non-null field failed while sibling fields still run)."""
+        self.finished = True
+        for stop in list(self.stops):
+            stop.set()
 
     def plot_url(self, key: str) -> str:
         """Address of the PNG plot of a cached result."""
@@ -69,7 +80,10 @@ async def call(info: Info, fn: Callable[..., T], *args: Any, heavy: bool = False
     the service's long work stops between batches (see :mod:`actstore.service.work`)."""
     ctx = info.context
     loop = asyncio.get_running_loop()
+    if ctx.finished:
+        raise QueryTimeout("the request was already answered or refused: this computation was not started")
     stop = threading.Event()
+    ctx.stops.add(stop)
     fut = loop.run_in_executor(ctx.pools.heavy if heavy else ctx.pools.light,
                                lambda: ctx.service.run_cancellable(stop, fn, *args, **kwargs))
     timeout = ctx.service.settings.request_timeout_s
@@ -83,6 +97,7 @@ async def call(info: Info, fn: Callable[..., T], *args: Any, heavy: bool = False
         ) from None
     finally:
         stop.set()
+        ctx.stops.discard(stop)
         if watcher is not None:
             watcher.cancel()
 

@@ -268,6 +268,12 @@ class GraphQLEndpoint:
                           headers={"Allow": "POST"}) from None
         except MissingQueryError:
             raise Refused(400, "'query' must be a string holding a GraphQL document, got nothing") from None
+        finally:
+            # the request is answered (or refused, or its client left and this task was
+            # cancelled): no computation it started may keep running
+            stop = getattr(context, "stop_all", None)
+            if stop is not None:
+                stop()
         return self.render(result, media)
 
     @staticmethod

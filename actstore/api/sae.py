@@ -16,7 +16,7 @@ from typing import Optional
 import strawberry
 
 from actstore.errors import InvalidInput
-from actstore.service import FeaturePairResult, SaeCorrelationResult, SaeMatrixResult, SaeRecord
+from actstore.service import FeaturePairResult, SaeCorrelationResult, SaeMatrixResult, SaeRecord, check_list_limit
 
 from actstore.service.requests import SaeCorrelationRequest, SaeMatrixRequest
 
@@ -69,9 +69,10 @@ class SaeCorrelation(derive(
     pairs_kept: strawberry.Private[list[FeaturePairResult]]
 
     @strawberry.field(description="Matched pairs, strongest correlation first (at most 2,000 are kept).")
-    def top_pairs(self, limit: int = 20) -> list[FeaturePair]:
+    def top_pairs(self, info: Info, limit: int = 20) -> list[FeaturePair]:
         if limit < 0:
             raise InvalidInput(f"limit must be >= 0, got {limit}")
+        check_list_limit(limit, info.context.service.settings.max_list)
         return [build(FeaturePair, p) for p in self.pairs_kept[:limit]]
 
     @classmethod

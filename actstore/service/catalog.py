@@ -7,12 +7,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from actstore.errors import InvalidInput
 from actstore.store import DatasetInfo, ModelInfo, PromptRecord, Store
 from actstore.store.knn import LayerIndex
 
 from .boundary import service_boundary
 
-__all__ = ["Catalog", "ModelSummary"]
+__all__ = ["Catalog", "ModelSummary", "check_list_limit"]
+
+
+def check_list_limit(limit: object, max_list: int, name: str = "limit") -> None:
+    """InvalidInput when ``limit`` (an int; other types are left to the callee) is over ``max_list``."""
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit > max_list:
+        raise InvalidInput(f"{name} = {limit:,} is over this server's largest list of {max_list:,} "
+                           f"(ACTSTORE_MAX_LIST): read more in pages of at most {max_list:,}, "
+                           "moving offset by the page size")
 
 
 @dataclass(frozen=True)
@@ -29,8 +38,9 @@ class Catalog:
     """What the store holds. ``model_infos`` / ``model_info`` read no activation table;
     summaries read the prompt ids of every stored layer (cached by table version)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, max_list: int = 10_000) -> None:
         self.store = store
+        self.max_list = max_list
 
     def models(self) -> list[ModelSummary]:
         datasets = self.store.prompts.datasets()
@@ -67,6 +77,9 @@ class Catalog:
         return self.store.prompts.dataset(name)
 
     def prompts(self, dataset: str, offset: int = 0, limit: int = 100) -> list[PromptRecord]:
+        """``limit`` prompts of ``dataset`` from ``offset`` (ascending id); InvalidInput for a
+        limit over ``max_list`` (ACTSTORE_MAX_LIST): larger lists are read page by page."""
+        check_list_limit(limit, self.max_list)
         return self.store.prompts.page(dataset, offset, limit)
 
     def add_prompts(self, dataset: str, texts: Sequence[str], labels: Sequence[int] | None = None) -> DatasetInfo:

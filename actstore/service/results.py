@@ -160,6 +160,9 @@ class Plan(Generic[T]):
     resolved: Mapping[str, Any] = field(default_factory=dict)
     versions: Mapping[str, int] = field(default_factory=dict)
     cost: Callable[[], Cost] | None = None
+    #: False when ``compute`` answers other requests that take their own slots (a matrix of
+    #: cached cells): the cost is checked against the budget, no slot is held
+    slot: bool = True
 
 
 class ResultCache:
@@ -208,10 +211,11 @@ class ResultCache:
             if plan.cost is not None:
                 check_budget(plan.cost(), self.max_cost)
             return plan.compute("")
-        return self.cached(request.key_payload(self, plan.resolved), plan.versions, plan.compute, plan.cost)
+        return self.cached(request.key_payload(self, plan.resolved), plan.versions, plan.compute, plan.cost,
+                           slot=plan.slot)
 
     def cached(self, query: Mapping[str, Any], versions: Mapping[str, int], compute: Callable[[str], T],
-               cost: Callable[[], Cost] | None = None) -> T:
+               cost: Callable[[], Cost] | None = None, slot: bool = True) -> T:
         """The stored answer of ``query``, or ``compute(key)`` run once and stored.
 
         Before computing, ``cost()`` (when given) estimates the work: LimitExceeded over
@@ -229,7 +233,7 @@ class ResultCache:
             estimate = cost() if cost is not None else None
             if estimate is not None:
                 check_budget(estimate, self.max_cost)
-            with self.scheduler.slot(estimate):
+            with self.scheduler.slot(estimate if slot else Cost(0.0, "answers others, which hold their own slots")):
                 result = compute(key)
             self.computed += 1
             self.store.results.put(key, encode(result), query=canonical(query))

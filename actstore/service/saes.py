@@ -35,7 +35,7 @@ from .cache import ByteLRU
 from .reads import Reads, digest
 from .requests import SaeCorrelationRequest, SaeMatrixRequest
 from .results import Matrix, Plan, ResultCache, result_type
-from .work import Cost, check_budget, check_cancelled, sae_correlation_cost, stop_check
+from .work import Cost, check_cancelled, sae_correlation_cost, stop_check
 
 if TYPE_CHECKING:
     from actstore.analysis.sae import SaeParams
@@ -272,7 +272,6 @@ class Saes(Answers):
                                f"{random_pairs} random pairs")
 
         def compute(key: str) -> SaeMatrixResult:
-            check_budget(cost(), self.results.max_cost)
             cells = []
             for i, x in enumerate(la):
                 check_cancelled(i * len(lb), len(la) * len(lb), "cells")
@@ -294,8 +293,10 @@ class Saes(Answers):
                 key=key,
             )
 
-        # no cost function: the cells take their own slots (a matrix holding one would deadlock)
-        return Plan(compute, {"saes_a": [r.sae_id for r in la], "saes_b": [r.sae_id for r in lb]}, versions)
+        # the whole matrix is checked against the budget; the cells take their own slots (a matrix
+        # holding one too could deadlock)
+        return Plan(compute, {"saes_a": [r.sae_id for r in la], "saes_b": [r.sae_id for r in lb]}, versions, cost,
+                    slot=False)
 
     def _sae_list(self, info: ModelInfo, ids: Sequence[str] | None) -> list[SaeRecord]:
         if ids is not None:

@@ -66,7 +66,7 @@ class Service:
         self.reads = reads
         self.results = ResultCache(self.store, self.scheduler, s)
         self.encoders = TextEncoders()
-        self.catalog = Catalog(self.store)
+        self.catalog = Catalog(self.store, s.max_list)
         self.similarity = Similarity(self.store, self.settings, reads, self.results, self.encoders)
         self.bridges = Bridges(self.store, self.settings, reads, self.results)
         self.saes = Saes(self.store, self.settings, reads, self.results)

@@ -1,6 +1,7 @@
 """The HTTP attacks of issue 12 against a real `actstore serve` (uvicorn in a subprocess):
 server memory under eight distinct alias-bomb documents, /healthz while a large document
-parses, and a fuzzing run of malformed requests that must get no 5xx."""
+parses, and a fuzzing run of malformed requests that must get no 5xx; and of issue 22: alias
+and fragment amplification of every list and heavy field (no 5xx, refused by the budget)."""
 
 from __future__ import annotations
 
@@ -308,3 +309,77 @@ def test_fuzzing_malformed_requests_gets_no_5xx(server):
           f"{len(fives)} with status >= 500")
     assert total >= 300
     assert fives == []
+
+
+# Every list and heavy root field (issue 22), with arguments that pass on the fixture store
+# (or fail with the field's own error: no SAEs, no next tokens) and a small selection.
+_L0, _L1 = '{model: "a", layer: 0}', '{model: "b", layer: 1}'
+AMPLIFIED = {
+    "prompts": 'prompts(dataset: "ds", limit: 10000) { id text label }',
+    "prompts (over the cap)": 'prompts(dataset: "ds", limit: 2147483647) { id }',
+    "models": "models { key datasets promptCount }",
+    "datasets": "datasets { name promptCount }",
+    "saes": "saes { id }",
+    "job": 'job(id: "nope") { id }',
+    "nearestNeighbors": f'nearestNeighbors(at: {_L0}, promptId: "1", k: 40) {{ rank text }}',
+    "nearestNeighbors (text)": f'nearestNeighbors(at: {_L0}, text: "hello", k: 3) {{ rank }}',
+    "mutualKnn": f"mutualKnn(a: {_L0}, b: {_L1}, k: 5) {{ value }}",
+    "affinityMatrix": 'affinityMatrix(modelA: "a", modelB: "b", k: 5) { values }',
+    "cka": f"cka(a: {_L0}, b: {_L1}, permutations: 200) {{ value pValue }}",
+    "ckaMatrix": 'ckaMatrix(modelA: "a", modelB: "b") { values }',
+    "bridge": f"bridge(source: {_L0}, target: {_L1}) {{ r2 }}",
+    "bridgeSweep": f"bridgeSweep(source: {_L0}, target: {_L1}, ranks: [1, 2, 4]) {{ r2 }}",
+    "probeTransfer": f'probeTransfer(source: {_L0}, target: {_L1}, taskDataset: "ds") {{ transferred }}',
+    "probeTransferSweep": f'probeTransferSweep(source: {_L0}, target: {_L1}, taskDataset: "ds", ranks: [1, 2]) '
+                          '{ transferred }',
+    "nextTokenTransfer": f'nextTokenTransfer(source: {_L0}, target: {_L1}, dataset: "ds") {{ transferredTop1 }}',
+    "saeFeatureCorrelation": 'saeFeatureCorrelation(a: {id: "x"}, b: {id: "y"}) { svcca topPairs(limit: 5) { correlation } }',
+    "saeMatrix": 'saeMatrix(modelA: "a", modelB: "b") { values }',
+}
+
+
+def _amplified(field: str, how: str, n: int) -> str:
+    """``n`` copies of one root field: as aliases, or as aliases spread from nested fragments
+    (F0 holds 10 aliases and spreads F1, ...), or as distinct aliases that differ by an argument
+    (seed / offset), so no two share a cached answer."""
+    if how == "aliases":
+        return "{ " + " ".join(f"x{i}: {field}" for i in range(n)) + " }"
+    if how == "fragments":
+        per = 10
+        frags = [f"fragment F{j} on Query {{ " + " ".join(f"f{j}_{i}: {field}" for i in range(per))
+                 + (f" ...F{j + 1}" if j + 1 < n // per else "") + " }" for j in range(n // per)]
+        return "{ ... on Query { ...F0 } __typename } " + " ".join(frags)
+    distinct = [field.replace("(", f"(seed: {i}, ", 1) if "seed" not in field and any(
+        field.startswith(h) for h in ("cka(", "bridge(", "probeTransfer(", "bridgeSweep(", "probeTransferSweep("))
+        else field.replace("(", f"(offset: {i}, ", 1) if field.startswith("prompts(") else field for i in range(n)]
+    return "{ " + " ".join(f"d{i}: {f}" for i, f in enumerate(distinct)) + " }"
+
+
+def test_alias_and_fragment_amplification_of_every_list_and_heavy_field_gets_no_5xx(server):
+    fives, outcomes = [], {}
+    t0 = time.perf_counter()
+    with httpx.Client(base_url=server.base, timeout=120) as c:
+        before = server.rss_mb()
+        for name, field in AMPLIFIED.items():
+            for how in ("aliases", "fragments", "distinct"):
+                r = c.post("/graphql", json={"query": _amplified(field, how, 100)})
+                body = r.json()
+                codes = sorted({e["extensions"]["code"] for e in body.get("errors", [])})
+                outcomes[f"{name} x100 {how}"] = (r.status_code, codes)
+                if r.status_code >= 500 or "INTERNAL_SERVER_ERROR" in codes:
+                    fives.append((name, how, r.status_code, r.text[:300]))
+        after = server.rss_mb()
+        assert c.get("/healthz").status_code == 200
+    refused = sorted(k for k, (status, codes) in outcomes.items() if codes == ["LIMIT_EXCEEDED"])
+    print(f"\namplification: {len(outcomes)} documents in {time.perf_counter() - t0:.1f} s, {len(fives)} >= 500, "
+          f"{len(refused)} refused by the request budget; server RSS {before:.0f} -> {after:.0f} MB")
+    assert fives == []
+    # 100 copies of any list page, look-up or analysis are refused before running, whatever the
+    # store (each analysis field counts its answer's fixed work at least); small catalog reads run
+    for name in AMPLIFIED:
+        for how in ("aliases", "fragments", "distinct"):
+            got = outcomes[f"{name} x100 {how}"]
+            if name in ("datasets", "saes", "job"):
+                assert got[0] == 200, (name, how, got)
+            else:
+                assert got == (400, ["LIMIT_EXCEEDED"]), (name, how, got)
