@@ -70,7 +70,7 @@ class AtlasMutation:
                     "with cancelJob; pairs are stored as they finish, so a stopped job resumes. When it is done, "
                     "the atlas query with the same arguments answers from the cache.")
 
-    @strawberry.mutation(description="Stop a queued or running job (needs the API token); what it stored stays.")
+    @strawberry.mutation(description="Stop a queued or running job (needs the API token): its state becomes FAILED with a message starting 'cancelled'; what it stored stays.")
     async def cancel_job(self, info: Info, id: strawberry.ID) -> Job:
         require_token(info)
         return Job.of(await call(info, info.context.service.jobs.cancel, str(id)))

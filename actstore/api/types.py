@@ -59,7 +59,6 @@ class JobState(enum.Enum):
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
 
 
 @strawberry.input(description="One layer of one stored model: give exactly one of `layer` (0-based decoder "

@@ -27,7 +27,9 @@ from .work import run_cancellable
 
 log = logging.getLogger(__name__)
 
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"
+QUEUED, RUNNING, SUCCEEDED, FAILED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED"
+#: the message of a job stopped by :meth:`JobRunner.cancel` starts with this (its state is FAILED)
+CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ class JobRunner:
 
         def run() -> None:
             if stop.is_set():
-                self._update(job.id, state=CANCELLED, message="cancelled before it started")
+                self._update(job.id, state=FAILED, message=f"{CANCELLED} before it started")
                 return
             self._update(job.id, state=RUNNING)
             try:
@@ -72,8 +74,8 @@ class JobRunner:
             except ActstoreError as exc:
                 if stop.is_set():
                     current = self.get(job.id)
-                    self._update(job.id, state=CANCELLED, message=f"cancelled after {current.done} of {current.total}"
-                                 if current is not None else "cancelled")
+                    self._update(job.id, state=FAILED, message=f"{CANCELLED} after {current.done} of {current.total}"
+                                 if current is not None else CANCELLED)
                 else:
                     self._update(job.id, state=FAILED, message=str(exc))
             except Exception as exc:  # noqa: BLE001 - reported, logged, never raised into the pool
