@@ -171,7 +171,8 @@ class _Spectral:
         self.total = float((Tc ** 2).sum())
 
     def weights(self, alpha: float) -> torch.Tensor:
-        return self.V @ ((self.s / (self.sig2 + alpha))[:, None] * self.R)
+        W: torch.Tensor = self.V @ ((self.s / (self.sig2 + alpha))[:, None] * self.R)
+        return W
 
     def gcv(self, alpha: float) -> float:
         h = self.sig2 / (self.sig2 + alpha)
@@ -186,6 +187,7 @@ class _Spectral:
         """Right singular vectors of the fitted values S_c W (rows, descending), [m, q]."""
         h = self.sig2 / (self.sig2 + alpha)
         # S_c W = U diag(h) R with U orthonormal, so its right singular vectors are diag(h) R's.
+        Vh: torch.Tensor
         _, _, Vh = torch.linalg.svd(h[:, None] * self.R, full_matrices=False)
         return Vh
 
@@ -383,7 +385,8 @@ class LinearBridge:
         if s.shape[1] != self.W_.shape[0]:
             raise AnalysisError(f"S has {s.shape[1]} columns but the bridge was fitted on source "
                                 f"width p = {self.W_.shape[0]}")
-        return (np.asarray(s, dtype=np.float64) - self.source_mean_) @ self.W_ + self.target_mean_
+        predicted: np.ndarray = (np.asarray(s, dtype=np.float64) - self.source_mean_) @ self.W_ + self.target_mean_
+        return predicted
 
     def evaluate(self, S: np.ndarray, T: np.ndarray) -> BridgeScore:
         """Held-out r2 (pooled, SST around the training target mean) and mean cosine."""

@@ -106,4 +106,5 @@ def bonferroni(p_values: np.ndarray) -> np.ndarray:
     bad = ~np.isfinite(p) | (p < 0) | (p > 1)
     if bad.any():
         raise AnalysisError(f"p_values must be in [0, 1], got {float(p[bad].flat[0])!r}")
-    return np.minimum(1.0, p * p.size)
+    adjusted: np.ndarray = np.minimum(1.0, p * p.size)
+    return adjusted

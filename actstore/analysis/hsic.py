@@ -109,4 +109,5 @@ def cka_table(debiased: bool, t_ab: np.ndarray, t_aa: np.ndarray, t_bb: np.ndarr
                 f"the {kind} of {which} with itself is {h[bad[0]]:.3g} (not positive) over "
                 f"n = {n} prompts, so CKA is undefined; use more prompts"
                 + (" or debiased=False" if debiased else ""))
-    return num / np.sqrt(np.multiply.outer(ha, hb))
+    cka: np.ndarray = num / np.sqrt(np.multiply.outer(ha, hb))
+    return cka

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from . import validation as V
@@ -25,8 +27,8 @@ def prepare_layers(layers_a: object, layers_b: object, *, debiased: bool, name_a
     min_rows = 4 if debiased else 2
     a = V.activation_list(layers_a, name_a, indexed=indexed)
     b = V.activation_list(layers_b, name_b, indexed=indexed)
-    fa = (lambda i: f"{name_a}[{i}]") if indexed else (lambda i: name_a)
-    fb = (lambda j: f"{name_b}[{j}]") if indexed else (lambda j: name_b)
+    fa: Callable[[int], str] = (lambda i: f"{name_a}[{i}]") if indexed else (lambda i: name_a)
+    fb: Callable[[int], str] = (lambda j: f"{name_b}[{j}]") if indexed else (lambda j: name_b)
     n = V.check_same_rows([a[0], b[0]], [fa(0), fb(0)])
     if n < min_rows:
         what = "debiased CKA needs n >= 4 prompts" if debiased else \

@@ -110,7 +110,7 @@ def knn_graph_recall(X: np.ndarray, graph: np.ndarray, *, sample: int = 256, see
     n = x.shape[0]
     if g.ndim != 2 or g.shape[0] != n or not 1 <= g.shape[1] <= n - 1:
         raise AnalysisError(f"graph must be [n, k] with n = {n} rows and 1 <= k <= n - 1, got shape {g.shape}")
-    k = g.shape[1]
+    k: int = g.shape[1]
     s_ = V.check_int(sample, "sample", minimum=1)
     rows = np.arange(n) if n <= s_ else np.sort(np.random.default_rng(seed).choice(n, s_, replace=False))
     dev = resolve_device(device)
@@ -165,7 +165,7 @@ def _faiss_candidates(xn: np.ndarray, c: int, dev: torch.device
     import faiss
 
     n, d = xn.shape
-    index = faiss.IndexFlatIP(d)
+    index: faiss.Index = faiss.IndexFlatIP(d)
     if dev.type == "cuda" and faiss.get_num_gpus() > 0:  # pragma: no cover - needs a GPU
         index = faiss.index_cpu_to_all_gpus(index)
     index.add(xn)
@@ -244,7 +244,7 @@ def mutual_knn(graph_a: np.ndarray, graph_b: np.ndarray) -> float:
         raise AnalysisError(f"graph shapes differ: graph_a is {a.shape}, graph_b is "
                             f"{b.shape}; both need the same prompts (n) and the same k")
     n, k = a.shape
-    return _shared(_keys(a), _keys(b)) / (k * n)
+    return float(_shared(_keys(a), _keys(b)) / (k * n))
 
 
 def affinity_matrix(graphs_a: Sequence[np.ndarray],

@@ -26,7 +26,7 @@ float64 (``precision="auto"``), else float32.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -156,9 +156,11 @@ def cka_matrix_permutation_test(layers_a: Sequence[np.ndarray],
                         strata=strata)
 
 
-def _matrix_test(layers_a, layers_b, *, permutations, seed, debiased, device, precision,
-                 memory_budget_bytes, names=("layers_a", "layers_b"), indexed=True, should_stop=None,
-                 strata=None):
+def _matrix_test(layers_a: object, layers_b: object, *, permutations: int, seed: int, debiased: bool,
+                 device: str, precision: str, memory_budget_bytes: int,
+                 names: tuple[str, str] = ("layers_a", "layers_b"), indexed: bool = True,
+                 should_stop: StopCheck | None = None,
+                 strata: Sequence[object] | np.ndarray | None = None) -> CkaMatrixTest:
     P = V.check_int(permutations, "permutations", minimum=0)
     seed = V.check_int(seed, "seed", minimum=0)
     a, b, sa, sb, n = prepare_layers(layers_a, layers_b, debiased=debiased,
@@ -205,14 +207,15 @@ def _matrix_test(layers_a, layers_b, *, permutations, seed, debiased, device, pr
     for k_, sigma in enumerate(_sigmas(n, P, seed, perm_a, groups)):
         vec[k_] = (rs[:, sigma] @ rl.T) if debiased else (ds[:, sigma] @ dl.T)
     kw = {"r_dot": vec} if debiased else {"d_dot": vec}
-    nm = tuple(names) if perm_a else (names[1], names[0])
+    nm = (names[0], names[1]) if perm_a else (names[1], names[0])
     vals = cka_table(debiased, t, t_ss, t_ll, s_stats, l_stats, names=nm, indexed=indexed,
                      **kw)
     if not perm_a:
         vals = np.swapaxes(vals, 1, 2)
     observed, null = vals[0].copy(), vals[1:].copy()
     tol = 1e-12 if dt == np.float64 else 1e-6
-    best = tuple(int(v) for v in np.unravel_index(np.argmax(observed), observed.shape))
+    bi, bj = np.unravel_index(np.argmax(observed), observed.shape)
+    best = (int(bi), int(bj))
     null_max = null.reshape(P, -1).max(axis=1) if P else np.empty(0)
     p_max = permutation_p_value(null_max, observed[best], tol)
     p_adj = np.asarray(permutation_p_value(null_max[:, None, None] if P else
@@ -224,7 +227,7 @@ def _matrix_test(layers_a, layers_b, *, permutations, seed, debiased, device, pr
                          seed=seed, debiased=bool(debiased))
 
 
-def _strata_groups(strata, n: int) -> list[np.ndarray] | None:
+def _strata_groups(strata: Sequence[object] | np.ndarray | None, n: int) -> list[np.ndarray] | None:
     """Row indices of each stratum (in order of first appearance), None without strata."""
     if strata is None:
         return None
@@ -239,7 +242,7 @@ def _strata_groups(strata, n: int) -> list[np.ndarray] | None:
 
 
 def stratified_permutations(n: int, permutations: int, seed: int,
-                            strata: Sequence[object] | np.ndarray | None = None):
+                            strata: Sequence[object] | np.ndarray | None = None) -> Iterator[np.ndarray]:
     """The P permutations pi [n] of a test's null, in draw order (Y's row i -> Y[pi[i]]).
 
     Without strata: ``default_rng(seed).permutation(n)`` per draw. With strata (one label per
@@ -261,7 +264,8 @@ def _draw(rng: np.random.Generator, n: int, groups: list[np.ndarray] | None) -> 
     return pi
 
 
-def _sigmas(n: int, P: int, seed: int, perm_a: bool, groups: list[np.ndarray] | None = None):
+def _sigmas(n: int, P: int, seed: int, perm_a: bool, groups: list[np.ndarray] | None = None,
+            ) -> Iterator[np.ndarray]:
     """Identity, then the P draws; as applied to the gathered side (pi^-1 when that is A)."""
     yield np.arange(n)
     rng = np.random.default_rng(seed)

@@ -32,6 +32,7 @@ them on the training split and apply them to the held-out split.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,10 +90,12 @@ class Preprocessor:
             if self.clip is not None:
                 x = np.clip(x, -self.clip, self.clip)
             norms = np.sqrt(np.einsum("ij,ij->i", x, x))
-            return x / np.maximum(norms, _NORM_EPS)[:, None]
+            unit: np.ndarray = x / np.maximum(norms, _NORM_EPS)[:, None]
+            return unit
         x = x[:, self.keep]
         if self.method == "standardize":
-            return (x - self.mean) / self.scale
+            standardized: np.ndarray = (x - self.mean) / self.scale
+            return standardized
         return x
 
 
@@ -113,7 +116,7 @@ def _check_quantile(q: object) -> float:
     return float(q)
 
 
-def platonic_clip(layers: object, quantile: float = DEFAULT_PLATONIC_QUANTILE, *,
+def platonic_clip(layers: np.ndarray | Iterable[object], quantile: float = DEFAULT_PLATONIC_QUANTILE, *,
                   exact_quantile: bool = False, name: str = "layers") -> float | None:
     """platonic-rep's clipping value c of one feature set (module doc), or None for q = 1.
 

@@ -94,18 +94,21 @@ class LinearProbe:
         x = V.activations(X, "X")
         if x.shape[1] != len(self.mean_):
             raise AnalysisError(f"X has {x.shape[1]} columns but the probe was trained on {len(self.mean_)}")
-        return (np.asarray(x, dtype=np.float64) - self.mean_) / self.scale_
+        z: np.ndarray = (np.asarray(x, dtype=np.float64) - self.mean_) / self.scale_
+        return z
 
     def decision(self, X: np.ndarray) -> np.ndarray:
         """Class scores [n, n_classes] (larger = more probable), columns = ``classes_``."""
-        d = self.model_.decision_function(self._z(X))
+        d: np.ndarray = self.model_.decision_function(self._z(X))
         return np.stack([-d, d], 1) if d.ndim == 1 else d
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return self.model_.predict_proba(self._z(X))
+        proba: np.ndarray = self.model_.predict_proba(self._z(X))
+        return proba
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.classes_[np.argmax(self.decision(X), 1)]
+        labels: np.ndarray = self.classes_[np.argmax(self.decision(X), 1)]
+        return labels
 
     def score(self, X: np.ndarray, y: np.ndarray) -> float:
         """Accuracy on (X, y)."""

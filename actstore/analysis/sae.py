@@ -138,8 +138,10 @@ def _normalize(x: torch.Tensor, p: SaeParams) -> torch.Tensor:
 def _activate(pre: torch.Tensor, p: SaeParams, thr: torch.Tensor | None) -> torch.Tensor:
     f = torch.relu(pre)
     if p.architecture == "jumprelu":
+        assert thr is not None  # encode passes the threshold check_params requires of a jumprelu SAE
         f = f * (pre > thr)
     elif p.architecture == "topk":
+        assert p.k is not None  # check_params requires k of a topk SAE
         vals, idx = torch.topk(f, int(p.k), dim=-1)
         f = torch.zeros_like(f).scatter_(-1, idx, vals)
     return f
@@ -173,7 +175,8 @@ def encode(X: np.ndarray, sae: SaeParams, *, device: str = "auto", dense: bool =
     W = from_numpy(sae.W_enc).to(dev, dt)
     b = from_numpy(sae.b_enc).to(dev, dt)
     bd = from_numpy(sae.b_dec).to(dev, dt)
-    thr = from_numpy(sae.threshold).to(dev, dt) if sae.architecture == "jumprelu" else None
+    thr = from_numpy(sae.threshold).to(dev, dt) \
+        if sae.architecture == "jumprelu" and sae.threshold is not None else None
     n = X.shape[0]
     rows = int(max(1, min(n, memory_budget_bytes // max(1, 4 * sae.d_sae * (2 if dense else 3)))))
     out_dense = np.empty((n, sae.d_sae), np.float64 if dt == torch.float64 else np.float32) if dense else None
@@ -185,14 +188,14 @@ def encode(X: np.ndarray, sae: SaeParams, *, device: str = "auto", dense: bool =
             if sae.apply_b_dec_to_input:
                 x = x - bd
             f = _activate(x @ W + b, sae, thr)
-            if dense:
+            if out_dense is not None:
                 out_dense[s:s + rows] = f.cpu().numpy()
                 continue
             nz = f.nonzero(as_tuple=False)
             vals = f[nz[:, 0], nz[:, 1]].to(torch.float32).cpu().numpy()
-            nz = nz.cpu().numpy()
-            parts.append(sp.csr_matrix((vals, (nz[:, 0], nz[:, 1])), shape=(f.shape[0], sae.d_sae)))
-    if dense:
+            ij = nz.cpu().numpy()
+            parts.append(sp.csr_matrix((vals, (ij[:, 0], ij[:, 1])), shape=(f.shape[0], sae.d_sae)))
+    if out_dense is not None:
         return out_dense
     F = sp.vstack(parts, format="csr") if parts else sp.csr_matrix((0, sae.d_sae), dtype=np.float32)
     F.sort_indices()

@@ -58,7 +58,7 @@ from scipy.stats import rankdata
 from . import validation as V
 from .devices import from_numpy, resolve_device
 from .errors import AnalysisError, StopCheck, check_stop
-from .sae import as_csr, feature_stats
+from .sae import FeatureStats, as_csr, feature_stats
 
 __all__ = [
     "FeatureMatch",
@@ -114,7 +114,8 @@ class _Correlator:
     """Blocks of the Pearson matrix of kept A features (rows) with kept B features."""
 
     def __init__(self, A: sp.csr_matrix, B: sp.csr_matrix, keep_a: np.ndarray, keep_b: np.ndarray,
-                 stats_a, stats_b, plan: CorrelationPlan, device: torch.device):
+                 stats_a: FeatureStats, stats_b: FeatureStats, plan: CorrelationPlan, device: torch.device,
+                 ) -> None:
         self.n = A.shape[0]
         self.plan = plan
         self.device = device
@@ -387,7 +388,7 @@ def svcca(X: np.ndarray, Y: np.ndarray, threshold: float = SVCCA_THRESHOLD) -> f
     return float(np.clip(rho, 0.0, 1.0).mean())
 
 
-def _rank_matrix(X: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+def _rank_matrix(X: np.ndarray, name: str) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """(centred average-rank matrix of the RDM's off-diagonal entries [m, m] with zero diagonal,
     upper-triangle indices)."""
     Xc = X - X.mean(axis=1, keepdims=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
@@ -59,7 +59,7 @@ def check_rank(rank: object, p: int, q: int) -> int:
 
 def check_ranks(ranks: object, p: int, q: int) -> list[int]:
     """A non-empty sequence of distinct ranks, each an integer in 1..min(p, q)."""
-    if isinstance(ranks, (str, bytes)) or not hasattr(ranks, "__len__") or len(ranks) == 0:
+    if isinstance(ranks, (str, bytes)) or not isinstance(ranks, Collection) or len(ranks) == 0:
         raise AnalysisError(f"ranks must be a non-empty list of integers in 1..{min(p, q)}, got {ranks!r}")
     out = [check_rank(r, p, q) for r in ranks]
     if len(set(out)) != len(out):
@@ -141,7 +141,7 @@ def activation_list(layers: object, name: str, *, min_rows: int = 1,
 
 def check_same_rows(arrays: Sequence[np.ndarray], names: Sequence[str]) -> int:
     """All arrays must have the same number of rows (the same prompts); return it."""
-    n = arrays[0].shape[0]
+    n: int = arrays[0].shape[0]
     for a, nm in zip(arrays, names):
         if a.shape[0] != n:
             raise AnalysisError(

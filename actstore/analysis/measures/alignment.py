@@ -10,6 +10,7 @@ padding adds zero columns, which changes none of these values, so it is not done
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,7 +43,7 @@ def _nonzero(X: np.ndarray, name: str) -> np.ndarray:
 
 # --------------------------------------------------------------- orthogonal Procrustes
 
-def _procrustes_prepare(normalize: bool, name: str):
+def _procrustes_prepare(normalize: bool, name: str) -> Callable[[np.ndarray, Options], ThinSVD]:
     def prepare(X: np.ndarray, opts: Options) -> ThinSVD:
         A = centre_columns(as_float64(X, name))
         if normalize:
@@ -252,12 +253,13 @@ register(Measure(
 
 # --------------------------------------------------------------------- correlation match
 
-def _correlation_prepare(name: str):
+def _correlation_prepare(name: str) -> Callable[[np.ndarray, Options], np.ndarray]:
     def prepare(X: np.ndarray, opts: Options) -> np.ndarray:
         A = centre_columns(as_float64(X, name))
         norms = np.linalg.norm(A, axis=0)
         # a constant neuron has no correlation; like sklearn's cosine it correlates 0 with everything
-        return A / np.where(norms > 0, norms, 1.0)
+        unit: np.ndarray = A / np.where(norms > 0, norms, 1.0)
+        return unit
     return prepare
 
 

@@ -23,6 +23,7 @@ What platonic-rep's ``AlignmentMetrics.cka`` / ``unbiased_cka`` compute (metrics
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +31,7 @@ import torch
 
 from .. import validation as V
 from ..cka import cka_matrix
-from ..errors import AnalysisError
+from ..errors import AnalysisError, StopCheck
 from ..hsic import LayerStats, layer_stats
 from ..traces import self_trace
 from .registry import Measure, Option, Options, register
@@ -98,8 +99,10 @@ def _compare(a: KernelLayer, b: KernelLayer, debiased: bool, eps: float) -> floa
     return num / (float(np.sqrt(a.hsic * b.hsic)) + eps)
 
 
-def _matrix(debiased: bool):
-    def run(la, lb, opts, stop):
+def _matrix(debiased: bool) -> Callable[[Sequence[np.ndarray], Sequence[np.ndarray], Options, StopCheck | None],
+                                        np.ndarray]:
+    def run(la: Sequence[np.ndarray], lb: Sequence[np.ndarray], opts: Options,
+            stop: StopCheck | None) -> np.ndarray:
         m = cka_matrix(la, lb, debiased=debiased, should_stop=stop)
         if opts["eps"] > 0:
             ha = np.array([prepare_kernel(x, debiased).hsic for x in la])

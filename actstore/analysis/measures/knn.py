@@ -82,7 +82,8 @@ def _graphs(layers: Sequence[np.ndarray], k: int, stop: StopCheck | None) -> lis
 
 # --- mutual_knn -----------------------------------------------------------------------------
 
-def _mutual_matrix(la, lb, opts, stop):
+def _mutual_matrix(la: Sequence[np.ndarray], lb: Sequence[np.ndarray], opts: Options,
+                   stop: StopCheck | None) -> np.ndarray:
     return affinity_matrix(_graphs(la, opts["k"], stop), _graphs(lb, opts["k"], stop))
 
 
@@ -170,7 +171,7 @@ def edit_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _dp_cost(n: int, p: int, q: int, o: Options) -> float:
-    return 4.0 * n * o["k"] ** 2
+    return 4.0 * n * float(o["k"]) ** 2
 
 
 register(Measure(
@@ -270,7 +271,7 @@ def prepare_cknna(X: np.ndarray, opts: Options, should_stop: StopCheck | None = 
 def _cknna_compare(a: CknnaLayer, b: CknnaLayer, o: Options) -> float:
     common, ia, ib = np.intersect1d(a.keys, b.keys, assume_unique=True, return_indices=True)
     kl = _masked_hsic(a.n, common, a.values[ia], b.values[ib], o["unbiased"])
-    return kl / (float(np.sqrt(a.self_hsic * b.self_hsic)) + o["eps"])
+    return kl / (float(np.sqrt(a.self_hsic * b.self_hsic)) + float(o["eps"]))
 
 
 register(Measure(

@@ -26,6 +26,7 @@ rows [n, d] float64); compare works in row blocks, so any n that knn_graph handl
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -75,7 +76,8 @@ def jaccard_values(ga: np.ndarray, gb: np.ndarray) -> np.ndarray:
     """float64 [n]: |N_i & N'_i| / |N_i | N'_i| per prompt."""
     matched, _ = overlap_terms(ga, gb)
     inter = matched.sum(axis=1)
-    return inter / (2 * ga.shape[1] - inter)
+    values: np.ndarray = inter / (2 * ga.shape[1] - inter)
+    return values
 
 
 def rank_values(ga: np.ndarray, gb: np.ndarray) -> np.ndarray:
@@ -86,7 +88,8 @@ def rank_values(ga: np.ndarray, gb: np.ndarray) -> np.ndarray:
     shared = matched.sum(axis=1)
     harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, ga.shape[1] + 1))])
     vmax = harmonic[shared]
-    return np.divide(terms.sum(axis=1), vmax, out=np.zeros(ga.shape[0]), where=shared > 0)
+    values: np.ndarray = np.divide(terms.sum(axis=1), vmax, out=np.zeros(ga.shape[0]), where=shared > 0)
+    return values
 
 
 def second_order_values(a: NeighbourLayer, b: NeighbourLayer, values: str) -> np.ndarray:
@@ -129,7 +132,7 @@ def _graph_only(X: np.ndarray, o: Options) -> np.ndarray:
     return prepare_neighbours(X, o["k"]).graph
 
 
-_COMMON: dict = {
+_COMMON: dict[str, Any] = {
     "family": "neighborhoods", "direction": "similarity", "prepare": _graph_only,
     "prepare_cost": lambda n, d, o: float(n) * n * d,
     "compare_cost": lambda n, p, q, o: 3.0 * n * o["k"] * o["k"],

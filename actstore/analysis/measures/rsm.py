@@ -50,7 +50,7 @@ def pairwise_sq_euclidean(X: np.ndarray) -> np.ndarray:
     Xc = Xc - Xc.mean(axis=0, keepdims=True)
     G = Xc @ Xc.T
     sq = np.diag(G).copy()
-    D2 = sq[:, None] + sq[None, :] - 2.0 * G
+    D2: np.ndarray = sq[:, None] + sq[None, :] - 2.0 * G
     np.maximum(D2, 0.0, out=D2)
     np.fill_diagonal(D2, 0.0)
     return D2
@@ -58,7 +58,8 @@ def pairwise_sq_euclidean(X: np.ndarray) -> np.ndarray:
 
 def euclidean_rsm(X: np.ndarray) -> np.ndarray:
     """float64 [n, n]: Euclidean distances |x_i - x_j| of the rows of X [n, d]."""
-    return np.sqrt(pairwise_sq_euclidean(X))
+    D: np.ndarray = np.sqrt(pairwise_sq_euclidean(X))
+    return D
 
 
 def _unit_rows(X: np.ndarray, problem: str) -> np.ndarray:
@@ -66,7 +67,8 @@ def _unit_rows(X: np.ndarray, problem: str) -> np.ndarray:
     zero = np.flatnonzero(norms == 0)
     if zero.size:
         raise AnalysisError(f"row {zero[0]} {problem}")
-    return X / norms[:, None]
+    unit: np.ndarray = X / norms[:, None]
+    return unit
 
 
 def correlation_rsm(X: np.ndarray) -> np.ndarray:
@@ -75,7 +77,7 @@ def correlation_rsm(X: np.ndarray) -> np.ndarray:
     Xr = np.asarray(X, dtype=np.float64)
     U = _unit_rows(Xr - Xr.mean(axis=1, keepdims=True),
                    "is constant; its Pearson correlation with other rows is undefined")
-    S = U @ U.T
+    S: np.ndarray = U @ U.T
     np.fill_diagonal(S, 1.0)
     return S
 
@@ -85,7 +87,7 @@ def cosine_distance_rsm(X: np.ndarray) -> np.ndarray:
     A zero row raises AnalysisError."""
     U = _unit_rows(np.asarray(X, dtype=np.float64),
                    "is all zeros; its cosine with other rows is undefined")
-    D = 1.0 - U @ U.T
+    D: np.ndarray = 1.0 - U @ U.T
     np.fill_diagonal(D, 0.0)
     return D
 
@@ -107,7 +109,8 @@ def _standardised(v: np.ndarray, what: str) -> np.ndarray:
     if norm == 0:
         raise AnalysisError(f"every entry of the layer's {what} is equal; its correlation with "
                             f"another layer's is undefined")
-    return c / norm
+    standardised: np.ndarray = c / norm
+    return standardised
 
 
 def _prepare_rsa(X: np.ndarray, o: Options) -> np.ndarray:
@@ -208,7 +211,8 @@ def _prepare_dcor(X: np.ndarray, o: Options) -> np.ndarray:
     if norm == 0:
         raise AnalysisError("every row of the layer is the same point; its distance variance "
                             "is 0 and distance correlation is undefined")
-    return w / norm
+    unit: np.ndarray = w / norm
+    return unit
 
 
 register(Measure(

@@ -25,7 +25,8 @@ def as_float64(X: np.ndarray, measure: str) -> np.ndarray:
 
 def centre_columns(X: np.ndarray) -> np.ndarray:
     """X [n, d] minus its column means."""
-    return X - X.mean(axis=0, keepdims=True)
+    centred: np.ndarray = X - X.mean(axis=0, keepdims=True)
+    return centred
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,8 @@ class ThinSVD:
     @property
     def scores(self) -> np.ndarray:
         """U diag(s) [n, r]: X in the orthonormal basis of its row space (X = scores Vt)."""
-        return self.U * self.s
+        scores: np.ndarray = self.U * self.s
+        return scores
 
 
 def thin_svd(X: np.ndarray) -> ThinSVD:
