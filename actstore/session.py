@@ -143,6 +143,7 @@ class Session:
     next_token_transfer = _method(R.NextTokenTransferRequest)
     sae_correlation = _method(R.SaeCorrelationRequest)
     sae_matrix = _method(R.SaeMatrixRequest)
+    atlas = _method(R.AtlasRequest)
 
     def answer(self, request: R.Request) -> Any:
         """The answer of any request object (see :mod:`actstore.service.requests`)."""
