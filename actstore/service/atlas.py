@@ -40,6 +40,7 @@ from actstore.errors import InvalidInput, LimitExceeded
 from actstore.layers import relative_depth, resize_rows
 from actstore.store import ModelInfo, Store
 
+from . import engines
 from .answering import Answers, answers
 from .boundary import service_boundary
 from .preprocessing import Prep, check_prep
@@ -239,6 +240,8 @@ class Atlas(Answers):
         if progress is not None:
             progress(len(out), total)
         todo = [p for p in keys if p not in out]
+        if todo and self._on_ray(measure, prep, infos, layers, ids, todo):
+            return self._pairs_on_ray(keys, out, todo, opts, infos, layers, ids, progress)
         stats: dict[int, list[Any]] = {}
         for row in sorted({a for a, _ in todo}):
             partners = [b for a, b in todo if a == row]
@@ -260,6 +263,47 @@ class Atlas(Answers):
             # a model is a row once, after every row that has it as a partner: its statistics
             # are not needed again
             stats.pop(row, None)
+        return out
+
+    def _on_ray(self, measure: Any, prep: Prep, infos: Sequence[ModelInfo], layers: Sequence[list[int]],
+                ids: np.ndarray, todo: Sequence[tuple[int, int]]) -> bool:
+        """Mutual k-NN atlases run on Ray when :func:`.engines.choose_engine` says so for the
+        layers they read (other measures and preprocessed rows stay local)."""
+        if measure.name != "mutual_knn" or prep.active or len(ids) >= self.store.knn.ann_threshold:
+            return False
+        involved = sorted({i for p in todo for i in p})
+        dims = [infos[i].d_model for i in involved for _ in layers[i]]
+        return engines.choose_engine(self.settings, len(ids), dims, []) == "ray"
+
+    def _pairs_on_ray(self, keys: dict[tuple[int, int], str], out: dict[tuple[int, int], AtlasPairResult],
+                      todo: list[tuple[int, int]], opts: dict[str, Any], infos: Sequence[ModelInfo],
+                      layers: Sequence[list[int]], ids: np.ndarray,
+                      progress: Progress | None) -> dict[tuple[int, int], AtlasPairResult]:
+        """The pairs to compute on Ray: one task per layer's k-NN graph (tables pinned at their
+        versions), then one task per model row's block against its partners."""
+        involved = sorted({i for p in todo for i in p})
+        flat = [(infos[i], layer) for i in involved for layer in layers[i]]
+        graphs = engines.ray_atlas_graphs(self.store, flat, ids, opts["k"], address=self.settings.ray_address)
+        by_model: dict[int, list[np.ndarray]] = {}
+        start = 0
+        for i in involved:
+            by_model[i] = graphs[start:start + len(layers[i])]
+            start += len(layers[i])
+        rows = sorted({a for a, _ in todo})
+        partners = {r: [b for a, b in todo if a == r] for r in rows}
+        blocks = engines.ray_overlap_blocks([(by_model[r], [g for b in partners[r] for g in by_model[b]])
+                                             for r in rows], address=self.settings.ray_address)
+        for r, block in zip(rows, blocks):
+            start = 0
+            for b in partners[r]:
+                width = len(layers[b])
+                pair = self._pair(infos[r], layers[r], infos[b], layers[b], block[:, start:start + width])
+                start += width
+                self.store.results.put(keys[(r, b)], encode(pair), query=f"atlasPair {infos[r].key} x {infos[b].key}")
+                self.pairs_computed += 1
+                out[(r, b)] = pair
+                if progress is not None:
+                    progress(len(out), len(keys))
         return out
 
     def _layer_stats(self, measure: Any, opts: dict[str, Any], prep: Prep, info: ModelInfo, layers: list[int],

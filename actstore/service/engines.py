@@ -35,7 +35,7 @@ from actstore.store import ModelInfo, Store
 from actstore.store.snapshots import LayerSnapshot, read_rows, snapshot
 
 __all__ = ["CENTRE_SAMPLE", "GROUP_BYTES", "SHARD_BYTES", "choose_engine", "distributed_cka_matrix",
-           "ray_cka_matrix"]
+           "ray_atlas_graphs", "ray_overlap_blocks", "ray_cka_matrix"]
 
 CENTRE_SAMPLE = 1024  # rows read by the driver for each layer's centre vector
 GROUP_BYTES = 1 << 30  # float64 statistics of one pair group (per task and in the reduce)
@@ -87,6 +87,57 @@ def _groups(dims: list[int], pairs: list[tuple[int, int]], budget: int) -> list[
             out.append([])
         out[-1].append(pair)
     return out
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise InvalidInput("the Ray engine needs Ray: pip install 'actstore[ray]' (or ACTSTORE_ENGINE=local)") from None
+    return ray
+
+
+def _init(ray: Any, address: str | None) -> None:
+    with _INIT_LOCK:  # two heavy-work threads may ask at once; ray.init works in any thread
+        if not ray.is_initialized():
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+
+
+def _layer_graph(snap: LayerSnapshot, ids: np.ndarray, k: int) -> np.ndarray:
+    """Ray task body: the exact cosine k-NN graph of rows ``ids`` of one pinned layer."""
+    from actstore.analysis.knn import knn_graph
+
+    return knn_graph(read_rows(snap, ids), k)
+
+
+def _overlap_block(rows: list[np.ndarray], cols: list[np.ndarray]) -> np.ndarray:
+    """Ray task body: mutual k-NN of every (row graph, column graph) pair."""
+    from actstore.analysis.atlas import graph_overlaps
+
+    return graph_overlaps(rows, cols)
+
+
+def ray_atlas_graphs(store: Store, layers: Sequence[tuple[ModelInfo, int]], ids: np.ndarray, k: int,
+                     address: str | None = None) -> list[np.ndarray]:
+    """The exact k-NN graph [n, k] of each (model, layer) over prompts ``ids``, one Ray task
+    per layer reading its rows from a table pinned at its current version (what the local
+    atlas computes, the same graph: ties to the smaller index)."""
+    ray = _ray()
+    _init(ray, address)
+    ids = np.asarray(ids, dtype=np.int64)
+    task = ray.remote(_layer_graph)
+    refs = [task.remote(snapshot(store.tables, info.key, layer, info.d_model), ids, k) for info, layer in layers]
+    return list(ray.get(refs))
+
+
+def ray_overlap_blocks(blocks: Sequence[tuple[list[np.ndarray], list[np.ndarray]]],
+                       address: str | None = None) -> list[np.ndarray]:
+    """:func:`actstore.analysis.atlas.graph_overlaps` of each (row graphs, column graphs) block,
+    one Ray task per block."""
+    ray = _ray()
+    _init(ray, address)
+    task = ray.remote(_overlap_block)
+    return list(ray.get([task.remote(rows, cols) for rows, cols in blocks]))
 
 
 def ray_cka_matrix(store: Store, info_a: ModelInfo, layers_a: Sequence[int], info_b: ModelInfo,
