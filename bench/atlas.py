@@ -31,7 +31,6 @@ import argparse
 import time
 
 import numpy as np
-
 from _common import matmul_gflops, peak_rss_gb
 
 from actstore.analysis import affinity_matrix, knn_graph
