@@ -4,6 +4,7 @@
 - approximate k-NN with the coarse k-means on CUDA keeps the recall promise on near ties;
 - FAISS-GPU exact search (when the faiss build has GPUs) answers what CPU FAISS answers;
 - CKA and CKA matrices on CUDA equal the float64 CPU values (1e-6 in float64);
+- the atlas' graph overlaps (dense product on CUDA) equal affinity_matrix bit for bit;
 - SAE feature correlation on CUDA picks the CPU pairs with the same correlations;
 - ingest on CUDA in float32 stores the CPU ingest's vectors (1e-4 relative: TF32 and kernel
   order), and the default bf16 compute stays close (cosine > 0.99 per row).
@@ -70,6 +71,21 @@ def test_cka_on_cuda_matches_cpu_float64():
     M_cpu = cka_matrix(A, B, device="cpu", precision="float64")
     M_gpu = cka_matrix(A, B, device="cuda", precision="float64")
     np.testing.assert_allclose(M_gpu, M_cpu, atol=1e-6)
+
+
+def test_atlas_graph_overlaps_on_cuda_equal_affinity_matrix():
+    from actstore.analysis.atlas import graph_overlaps
+    from actstore.analysis.knn import affinity_matrix, knn_graph
+
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((1500, 8))
+    graphs = [knn_graph(z @ rng.standard_normal((8, 32)) + 0.5 * rng.standard_normal((1500, 32)),
+                        10, device="cuda") for _ in range(12)]
+    ref = affinity_matrix(graphs, graphs)
+    for budget in (1 << 30, 1 << 22):  # one block; many blocks
+        got = graph_overlaps(graphs, device="cuda", memory_budget_bytes=budget)
+        assert np.array_equal(got, ref)
+    assert np.array_equal(graph_overlaps(graphs[:5], graphs[5:], device="cuda"), ref[:5, 5:])
 
 
 def test_sae_correlation_on_cuda_matches_cpu():

@@ -93,12 +93,12 @@ def test_graph_overlaps_two_sets_and_block_rows():
 
 
 @pytest.mark.parametrize("kwargs, msg", [
-    (dict(graphs_a=[np.zeros((4, 2), int)], backend="gpu"), "backend must be one of"),
-    (dict(graphs_a=[np.array([[1, 1], [0, 2], [0, 1]])]), r"graphs_a\[0\] row 0 lists a neighbour twice"),
-    (dict(graphs_a=[np.array([[1, 2], [0, 2], [0, 3]])]), r"graphs_a\[0\] holds neighbour index 3 outside \[0, 2\]"),
-    (dict(graphs_a=[np.array([[1, 2], [0, 2], [0, 1]])], graphs_b=[np.array([[1], [0], [0]])]),
+    ({"graphs_a": [np.zeros((4, 2), int)], "backend": "gpu"}, "backend must be one of"),
+    ({"graphs_a": [np.array([[1, 1], [0, 2], [0, 1]])]}, r"graphs_a\[0\] row 0 lists a neighbour twice"),
+    ({"graphs_a": [np.array([[1, 2], [0, 2], [0, 3]])]}, r"graphs_a\[0\] holds neighbour index 3 outside \[0, 2\]"),
+    ({"graphs_a": [np.array([[1, 2], [0, 2], [0, 1]])], "graphs_b": [np.array([[1], [0], [0]])]},
      "graph shapes differ"),
-    (dict(graphs_a=[np.array([[1, 2], [0, 2], [0, 1]])], memory_budget_bytes=0),
+    ({"graphs_a": [np.array([[1, 2], [0, 2], [0, 1]])], "memory_budget_bytes": 0},
      "memory_budget_bytes must be >= 1"),
 ])
 def test_graph_overlaps_errors(kwargs, msg):
