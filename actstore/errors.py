@@ -11,7 +11,8 @@ the service layer translates it to :class:`InvalidInput` in one place.
 
 from __future__ import annotations
 
-__all__ = ["ActstoreError", "Conflict", "InvalidInput", "LimitExceeded", "NotFound", "QueryTimeout", "Unauthorized"]
+__all__ = ["ActstoreError", "Conflict", "DataCorrupted", "InvalidInput", "LimitExceeded", "NotFound", "QueryTimeout",
+           "StorageUnavailable", "Unauthorized"]
 
 
 class ActstoreError(Exception):
@@ -61,3 +62,17 @@ class LimitExceeded(ActstoreError):
     many layers, a full queue of heavy work. The message names the value and the limit."""
 
     code = "LIMIT_EXCEEDED"
+
+
+class DataCorrupted(ActstoreError):
+    """Stored data that fails its checksum (a flipped bit in a data file, a torn page): never
+    served. The message names the table and the prompt ids."""
+
+    code = "DATA_CORRUPTED"
+
+
+class StorageUnavailable(ActstoreError):
+    """The storage under the store failed: an object store that cannot be reached, a full
+    disk. The message names the store and what failed (no stack)."""
+
+    code = "STORAGE_UNAVAILABLE"

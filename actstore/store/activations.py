@@ -1,5 +1,13 @@
 """Activation tables: one per model and layer, ``acts__{model_key}__L{layer:03d}``, rows
-``(prompt_id int64, vector fixed_size_list<float16|float32>[d_model])``.
+``(prompt_id int64, vector fixed_size_list<float16|float32>[d_model], digest uint64)``.
+
+Checksums: ``digest`` is the xxh3-64 of the vector's stored bytes
+(:func:`~actstore.store.vectors.row_digests`), written with the row. ``verify`` compares every
+row; with ``ACTSTORE_VERIFY_READS=1`` (:attr:`Activations.verify_reads`) every read does, and a
+row that fails is never served (:class:`~actstore.errors.DataCorrupted` naming the table and
+prompt ids). Tables written before checksums have no ``digest`` column: they read as before,
+``verify`` counts them as "no checksums", and their next write rewrites the table once with a
+digest for every row (:meth:`Activations.write`).
 
 Writes are validated completely first, then each layer is one commit (an upsert on
 prompt_id, so re-writing a prompt replaces it); the first write of a model registers it and
@@ -34,16 +42,16 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
-from actstore.errors import InvalidInput, NotFound
+from actstore.errors import DataCorrupted, InvalidInput, NotFound
 from .checks import as_int, preview
 from .models import ModelInfo, Models
 from .prompts import Prompts
 from .snapshots import FragmentTarget
 from .tables import ACTS_STORAGE_VERSION, Tables, acts_table, check_model_key, parse_acts_table
-from .vectors import STORAGE_DTYPES, arrow_to_vectors, vectors_to_arrow
+from .vectors import STORAGE_DTYPES, arrow_digests, arrow_to_vectors, row_digests, vectors_to_arrow
 
-__all__ = ["FLOAT16_MAX", "IDS_CACHE_BYTES", "TABLE_ID_KEY", "Activations", "acts_schema", "table_id",
-           "table_token"]
+__all__ = ["DIGEST", "FLOAT16_MAX", "IDS_CACHE_BYTES", "TABLE_ID_KEY", "Activations", "acts_schema",
+           "check_digests", "corrupted", "table_id", "table_token"]
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 # Memory the per-layer prompt-id cache may hold (100,000 ids take 0.8 MB).
@@ -52,15 +60,19 @@ IDS_CACHE_BYTES = 256 << 20
 
 # Schema metadata key of an activation table's id (see the module docstring).
 TABLE_ID_KEY = b"actstore.table_id"
+# Column of an activation table holding each vector's checksum (see the module docstring).
+DIGEST = "digest"
 
 
 def acts_schema(d_model: int, dtype: str, table_id: str | None = None) -> pa.Schema:
-    """Schema of an activation table: ``(prompt_id int64, vector fixed_size_list[d])``;
-    with ``table_id``, carrying it as the table's id (the schema a table is created with)."""
+    """Schema of an activation table: ``(prompt_id int64, vector fixed_size_list[d], digest
+    uint64)``; with ``table_id``, carrying it as the table's id (the schema a table is created
+    with)."""
     return pa.schema(
         [
             pa.field("prompt_id", pa.int64(), nullable=False),
             pa.field("vector", pa.list_(STORAGE_DTYPES[dtype], d_model)),
+            pa.field(DIGEST, pa.uint64()),
         ],
         metadata={TABLE_ID_KEY: table_id.encode()} if table_id else None,
     )
@@ -84,6 +96,28 @@ def table_token(tbl) -> str:
     return f"{table_id(tbl) or 'legacy'}:{version}"
 
 
+def check_digests(name: str, t: pa.Table, d_model: int) -> tuple[np.ndarray, int]:
+    """Prompt ids (sorted) of the rows of ``t`` (columns prompt_id, vector[, digest], read
+    from activation table ``name``) whose vector does not match its stored digest, and the
+    number of rows without a digest (all of them when ``t`` has no digest column)."""
+    if DIGEST not in t.column_names:
+        return np.empty(0, np.int64), t.num_rows
+    # 0 is never a digest (row_digests maps it to 1): it marks a row without one (the legacy
+    # Lance format stores a null uint64 as 0).
+    want = t[DIGEST].fill_null(0).to_numpy().astype(np.uint64)
+    present = want != 0
+    bad = (want != arrow_digests(t["vector"], d_model)) & present
+    return np.sort(t["prompt_id"].to_numpy()[bad]), int((~present).sum())
+
+
+def corrupted(name: str, ids: np.ndarray) -> DataCorrupted:
+    """The refusal of rows that fail their checksum."""
+    return DataCorrupted(
+        f"activation table {name}: the stored vectors of prompt id(s) {preview(ids)} do not match their "
+        "checksums (a damaged data file); they are not served. Run `actstore verify`, then drop the "
+        "model and store its activations again")
+
+
 def _frozen(a: np.ndarray) -> np.ndarray:
     a.flags.writeable = False
     return a
@@ -92,8 +126,10 @@ def _frozen(a: np.ndarray) -> np.ndarray:
 class Activations:
     """The activation tables of every model and layer."""
 
-    def __init__(self, tables: Tables, prompts: Prompts, models: Models):
+    def __init__(self, tables: Tables, prompts: Prompts, models: Models, *, verify_reads: bool = False):
         self._tables = tables
+        #: check every row read against its checksum (``ACTSTORE_VERIFY_READS``)
+        self.verify_reads = verify_reads
         self._prompts = prompts
         self._models = models
         self._lock = threading.Lock()
@@ -282,10 +318,11 @@ class Activations:
             schema = acts_schema(d, stored_dtype)
             written = 0
             for layer, X in prepared:
-                batch = pa.table(
-                    {"prompt_id": sorted_ids, "vector": vectors_to_arrow(X if in_order else X[order], stored_dtype)},
-                    schema=schema,
-                )
+                vec = vectors_to_arrow(X if in_order else X[order], stored_dtype)
+                digests = row_digests(vec.values.to_numpy(zero_copy_only=False).reshape(len(vec), d))
+                batch = pa.table({"prompt_id": sorted_ids, "vector": vec, DIGEST: pa.array(digests, pa.uint64())},
+                                 schema=schema)
+                self._add_digests(acts_table(model_key, layer), d)
                 # A new table is created with a fresh id (the schema's metadata); the batch's
                 # own schema carries none, and appends keep the table's.
                 tbl = self._tables.upsert(acts_table(model_key, layer), batch,
@@ -304,6 +341,22 @@ class Activations:
                     fingerprint=fingerprint, quantization=quantization, chat_template=chat_template,
                 )
             return written
+
+    def _add_digests(self, name: str, d_model: int) -> None:
+        """Give an activation table written before checksums (no ``digest`` column) a digest
+        for every row: one rewrite of the table in one commit (its id kept; a table without
+        an id gets one). Nothing for a table that has them or does not exist."""
+        tbl = self._tables.open(name)
+        if tbl is None or DIGEST in tbl.schema.names:
+            return
+        t = self._tables.scan(tbl, ["prompt_id", "vector"])
+        uid = table_id(tbl) or uuid.uuid4().hex
+        old = tbl.schema
+        schema = pa.schema([pa.field("prompt_id", pa.int64(), nullable=False), old.field("vector"),
+                            pa.field(DIGEST, pa.uint64())], metadata={TABLE_ID_KEY: uid.encode()})
+        full = pa.table({"prompt_id": t["prompt_id"], "vector": t["vector"],
+                         DIGEST: pa.array(arrow_digests(t["vector"], d_model), pa.uint64())}, schema=schema)
+        self._tables.overwrite(name, full)
 
     # ------------------------------------------------------- distributed writes
     def fragment_targets(self, model_key: str, layers: Sequence[int], *, n_layers: int, d_model: int,
@@ -393,7 +446,14 @@ class Activations:
         if dataset is not None:
             in_ds = self._prompts.ids(dataset)
             wanted = in_ds if wanted is None else np.intersect1d(wanted, in_ds, assume_unique=True)
-        t = self._tables.scan_for(tbl, wanted, ["prompt_id", "vector"])
+        check = self.verify_reads and DIGEST in tbl.schema.names
+        t = self._tables.scan_for(tbl, wanted, ["prompt_id", "vector", DIGEST] if check else ["prompt_id", "vector"])
+        if check:
+            bad, _ = check_digests(acts_table(info.key, layer), t, info.d_model)
+            if wanted is not None:
+                bad = bad[np.isin(bad, wanted)]
+            if len(bad):
+                raise corrupted(acts_table(info.key, layer), bad)
         ids = t["prompt_id"].to_numpy()
         X = arrow_to_vectors(t["vector"], info.d_model)
         if wanted is not None:

@@ -22,7 +22,9 @@ guarantees that every commit is atomic (a version's manifest is written with
 put-if-not-exists, so a reader sees a whole version or the previous one) and that data files
 are immutable once written; it keeps no checksums of data pages, so a flipped bit inside a
 data file goes unnoticed by Lance unless it breaks the file's structure. ``verify`` reads every
-row of every table (structural damage fails the scan), and checks what actstore adds on top.
+row of every table (structural damage fails the scan), and checks what actstore adds on top:
+every activation vector against the checksum written with it (the ``checksums`` check; see
+:mod:`actstore.store.activations`), tables written before checksums counted as "no checksums".
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .activations import Activations
+from .activations import Activations, check_digests
 from .checks import preview
 from .knn import Knn
 from .knn import files as index_files
@@ -48,7 +50,7 @@ __all__ = ["CHECKS", "Check", "DropSummary", "Maintenance"]
 
 _IN_CHUNK = 10_000  # prompt ids per delete predicate
 
-CHECKS = ("tables", "prompts", "references", "vectors", "catalog", "indices", "saes")
+CHECKS = ("tables", "prompts", "references", "vectors", "checksums", "catalog", "indices", "saes")
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,9 @@ class Maintenance:
                 on_check(check)
 
         tables, prompts, refs, vectors = Check("tables"), Check("prompts"), Check("references"), Check("vectors")
+        sums = Check("checksums")
+        n_checked = n_unsummed = 0
+        unsummed_tables: list[str] = []
         names = sorted(self._tables.names(), key=lambda n: n != PROMPTS)  # prompts first
         infos = {m.key: m for m in self._models.list()}
         known = np.empty(0, np.int64)
@@ -174,11 +179,24 @@ class Maintenance:
                 known = self._check_prompts(t, prompts)
             elif parse_acts_table(name) or name.startswith(NEXT_TOKENS_PREFIX):
                 n_vectors += self._check_rows(name, t, known, infos, refs, vectors)
+                if parse_acts_table(name) and t.num_rows:
+                    bad, missing = check_digests(name, t, t["vector"].type.list_size)
+                    if len(bad):
+                        sums.problems.append(f"{name}: stored vectors of prompt id(s) {preview(bad)} do not match "
+                                             "their checksums (a damaged data file)")
+                    n_checked += t.num_rows - missing
+                    if missing:
+                        n_unsummed += missing
+                        unsummed_tables.append(name)
         tables.summary = f"{len(names)} tables open and scan ({total:,} rows)"
         prompts.summary = f"{len(known):,} prompt ids, none given to two different texts"
         refs.summary = "every activation and next-token row names a known prompt id, once per table"
         vectors.summary = f"{n_vectors:,} activation vectors finite, of their model's dimension"
-        for check in (tables, prompts, refs, vectors):
+        sums.summary = f"{n_checked:,} activation vectors match their checksums"
+        if n_unsummed:
+            sums.summary += (f"; no checksums for {n_unsummed:,} rows in {len(unsummed_tables)} table(s) written "
+                             f"before checksums ({preview(unsummed_tables, 3)}; their next write adds them)")
+        for check in (tables, prompts, refs, vectors, sums):
             done(check)
         done(self._check_catalog(names, infos))
 

@@ -24,7 +24,7 @@ import pyarrow as pa
 from actstore.errors import InvalidInput, NotFound
 from .checks import preview
 from .tables import ACTS_STORAGE_VERSION, Tables, acts_table
-from .vectors import STORAGE_DTYPES, arrow_to_vectors, vectors_to_arrow
+from .vectors import STORAGE_DTYPES, arrow_to_vectors, row_digests, vectors_to_arrow
 
 __all__ = ["FragmentTarget", "LayerSnapshot", "read_rows", "snapshot", "write_layer_fragments"]
 
@@ -113,8 +113,12 @@ def write_layer_fragments(target: FragmentTarget, ids: np.ndarray, vectors: np.n
     if target.dtype not in STORAGE_DTYPES:
         raise InvalidInput(f"dtype must be one of {sorted(STORAGE_DTYPES)}, got {target.dtype!r}")
     order = np.argsort(ids, kind="stable")
-    batch = pa.table({"prompt_id": pa.array(ids[order], pa.int64()),
-                      "vector": vectors_to_arrow(X[order], target.dtype)}, schema=target.schema)
+    vec = vectors_to_arrow(X[order], target.dtype)
+    columns = {"prompt_id": pa.array(ids[order], pa.int64()), "vector": vec}
+    if "digest" in target.schema.names:  # tables written before checksums have none
+        columns["digest"] = pa.array(row_digests(vec.values.to_numpy(zero_copy_only=False).reshape(len(vec), -1)),
+                                     pa.uint64())
+    batch = pa.table(columns, schema=target.schema)
     frags = write_fragments(batch, target.uri, schema=target.schema, data_storage_version=ACTS_STORAGE_VERSION,
                             storage_options=dict(target.storage_options) or None)
     return [json.dumps(f.to_json()) for f in frags]

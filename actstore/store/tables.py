@@ -365,6 +365,17 @@ class Tables:
         self.wrote()
         return tbl
 
+    def overwrite(self, name: str, data: pa.Table) -> Any:
+        """Replace every row of existing table ``name`` with ``data`` (which may add columns:
+        its schema becomes the table's) in one commit; readers see the old rows or the new.
+        Returns the table."""
+        tbl = self.open(name)
+        if tbl is None:
+            raise NotFound(f"no table {name!r} to overwrite")
+        tbl.add(data, mode="overwrite")
+        self.wrote()
+        return tbl
+
     def merge(self, name: str, batch: pa.Table, schema: pa.Schema, key: str):
         """Upsert ``batch`` on ``key`` with merge_insert, without first reading the stored keys
         (for small batches into tables of arbitrary size). Then the compaction rule."""
