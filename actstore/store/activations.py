@@ -37,7 +37,8 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import pyarrow as pa
@@ -47,7 +48,7 @@ from .checks import as_int, preview
 from .models import ModelInfo, Models
 from .prompts import Prompts
 from .snapshots import FragmentTarget
-from .tables import ACTS_STORAGE_VERSION, Tables, acts_table, check_model_key, parse_acts_table
+from .tables import ACTS_STORAGE_VERSION, Tables, acts_table, check_model_key, is_vanished, parse_acts_table
 from .vectors import STORAGE_DTYPES, arrow_digests, arrow_to_vectors, row_digests, vectors_to_arrow
 
 __all__ = ["DIGEST", "FLOAT16_MAX", "IDS_CACHE_BYTES", "TABLE_ID_KEY", "Activations", "acts_schema",
@@ -138,6 +139,22 @@ class Activations:
         self._model_ids_cache: dict[tuple[str, str | None], tuple[tuple, np.ndarray]] = {}
 
     # ----------------------------------------------------------------- tables
+    @contextmanager
+    def _dropped_is_not_found(self, model_key: str, layers: Sequence[int]) -> Iterator[None]:
+        """A table dropped (by another process) between its look-up and its read is an
+        answer, not a crash: NotFound as if the drop had come first (unknown model, or no
+        table for the layer)."""
+        try:
+            yield
+        except Exception as exc:
+            if not is_vanished(exc):
+                raise
+            for layer in layers:
+                self._tables.forget(acts_table(model_key, int(layer)))
+            for layer in layers:
+                self.locate(model_key, layer)  # raises the NotFound a later request gets
+            raise NotFound(f"the activations of model {model_key!r} were dropped while this call read them") from None
+
     def locate(self, model_key: str, layer: int, *, recent: bool = False):
         """(info, layer, table) of one activation table: NotFound for an unknown model or a
         layer without a table, InvalidInput for a layer out of range. The hot path of every
@@ -151,8 +168,9 @@ class Activations:
         """(token, rows) of one activation table (it must exist), memoised for
         ``Tables.version_check_s`` and until a write through this process (the k-NN look-up
         path; ``fresh=True`` checks now)."""
-        return self._tables.recent(acts_table(model_key, layer), "token+rows",
-                                   lambda t: (table_token(t), int(t.count_rows())), fresh=fresh)
+        with self._dropped_is_not_found(model_key, [layer]):
+            return self._tables.recent(acts_table(model_key, layer), "token+rows",
+                                       lambda t: (table_token(t), int(t.count_rows())), fresh=fresh)
 
     def _info(self, model_key: str, recent: bool = False) -> ModelInfo:
         info = self._models.find(model_key, layers=False, recent=recent)
@@ -179,16 +197,18 @@ class Activations:
     def version(self, model_key: str, layer: int) -> str:
         """Token of one activation table, ``"<table id>:<version>"`` (:func:`table_token`): it
         changes with every write and never repeats (cache keys and index files use it)."""
-        _, _, tbl = self.locate(model_key, layer)
-        return table_token(tbl)
+        with self._dropped_is_not_found(model_key, [layer]):
+            _, _, tbl = self.locate(model_key, layer)
+            return table_token(tbl)
 
     def versions(self, model_key: str, layers: Sequence[int]) -> dict[int, str]:
         """:meth:`version` of several layers of one model, by layer (one model look-up)."""
         info = self._info(model_key)
         out: dict[int, str] = {}
-        for layer in layers:
-            layer, tbl = self._table(info, layer)
-            out[layer] = table_token(tbl)
+        with self._dropped_is_not_found(model_key, [x for x in layers if isinstance(x, (int, np.integer))]):
+            for layer in layers:
+                layer, tbl = self._table(info, layer)
+                out[layer] = table_token(tbl)
         return out
 
     def _token(self, name: str) -> str | None:
@@ -311,6 +331,9 @@ class Activations:
                 raise InvalidInput(f"unknown prompt id(s): {preview(missing)}; add the prompts first")
             if existing is not None and record_fingerprint:
                 self._models.set_fingerprint(model_key, fingerprint)
+            if existing is None:  # before any row: the loser of a first-write race writes nothing
+                self._models.claim(model_key, source=source, fingerprint=fingerprint, n_layers=L, d_model=d,
+                                   dtype=stored_dtype)
 
             in_order = bool((np.diff(ids) > 0).all())
             order = None if in_order else np.argsort(ids, kind="stable")
@@ -334,7 +357,7 @@ class Activations:
                 written += len(ids)
             # The catalog before the model row: a model is never listed without its layers.
             self._models.add_layers(model_key, [layer for layer, _ in prepared])
-            if existing is None:
+            if existing is None and self._models.find(model_key, layers=False) is None:
                 self._models.register(
                     model_key, source=source, revision=revision, architecture=architecture,
                     n_layers=L, d_model=d, dtype=stored_dtype, site="resid_post", token=token,
@@ -386,6 +409,9 @@ class Activations:
                         f"d_model={existing.d_model}, dtype={existing.dtype}; got n_layers={n_layers}, "
                         f"d_model={d_model}, dtype={dtype}")
                 record = self._models.check_write(existing, fingerprint, source)
+            else:  # before any table: the loser of a first-write race creates nothing
+                self._models.claim(model_key, source=source, fingerprint=fingerprint, n_layers=n_layers,
+                                   d_model=d_model, dtype=dtype)
             out: dict[int, FragmentTarget] = {}
             for layer in layers:
                 layer = as_int(layer, "layer")
@@ -399,7 +425,7 @@ class Activations:
             if record:
                 self._models.set_fingerprint(model_key, fingerprint)
             self._models.add_layers(model_key, list(out))
-            if existing is None:
+            if existing is None and self._models.find(model_key, layers=False) is None:
                 self._models.register(
                     model_key, source=source, revision=revision, architecture=architecture,
                     n_layers=n_layers, d_model=d_model, dtype=dtype, site="resid_post", token=token,
@@ -437,8 +463,14 @@ class Activations:
 
         Returns (ids int64 [n], X float32 [n, d_model], C-contiguous), rows in ascending
         prompt_id order, optionally restricted to a dataset and/or to given prompt ids
-        (every given id must be stored for this layer).
+        (every given id must be stored for this layer). NotFound also when the table is
+        dropped while it is read.
         """
+        with self._dropped_is_not_found(model_key, [layer]):
+            return self._read(model_key, layer, dataset, prompt_ids)
+
+    def _read(self, model_key: str, layer: int, dataset: str | None,
+              prompt_ids: Sequence[int] | np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         info, layer, tbl = self.locate(model_key, layer)
         wanted = None
         if prompt_ids is not None:
@@ -477,6 +509,15 @@ class Activations:
     def ids(self, model_key: str, layer: int) -> np.ndarray:
         """Sorted ids of the prompts stored for one model and layer (empty if none); a
         read-only array cached by the table's version."""
+        try:
+            return self._ids(model_key, layer)
+        except Exception as exc:  # dropped by another process since this one opened it: none now
+            if not is_vanished(exc):
+                raise
+            self._tables.forget(acts_table(model_key, int(layer)))
+            return self._ids(model_key, layer)
+
+    def _ids(self, model_key: str, layer: int) -> np.ndarray:
         name = acts_table(model_key, int(layer))
         tbl = self._tables.open(name)
         if tbl is None:

@@ -5,8 +5,8 @@ Drops are ordered so that a drop that fails half-way (a killed process, a full d
 nothing else of the store and running it again finishes the job: what other data points at
 goes last.
 
-* :meth:`Maintenance.drop_model`: the model's SAEs (weight folders, then rows), its FAISS
-  index files, its next-token table, its activation tables, its layer-catalog rows, and last
+* :meth:`Maintenance.drop_model`: the model's key claims (a key held by a first write that
+  died can be dropped), its SAEs (weight folders, then rows), its FAISS index files, its next-token table, its activation tables, its layer-catalog rows, and last
   its row in ``models`` (until then the model is listed, so a retry finds it).
 * :meth:`Maintenance.drop_dataset` cascades: the dataset's rows in every activation and
   next-token table of every model, then its prompts (until then the dataset is listed). Models
@@ -106,10 +106,11 @@ class Maintenance:
         """Remove model ``key``: SAEs, FAISS files, next tokens, activation tables, catalog rows
         and last the model row (see the module docstring). NotFound for an unknown key."""
         names = self._model_tables(key)
-        if self._models.find(key, layers=False) is None and not names:
+        if self._models.find(key, layers=False) is None and not names and not self._models.claimed(key):
             self._models.get(key)  # NotFound naming the known models
         nt = next_tokens_table(key)
         with self._tables.write_lock:
+            self._models.forget_claims(key)  # first: a later write of another model may claim the key
             saes = self._saes.remove_model(key)
             files = sum(self._knn.indexes.forget(name) for name in names)
             dropped = int(self._tables.drop(nt))
