@@ -8,7 +8,8 @@ the one base class ``ActstoreError``. ``AnalysisCancelled`` (long work told to s
 :mod:`.work`) becomes :class:`actstore.errors.QueryTimeout`. A table dropped by another
 process while a call read it (Lance's ``Not found: .../_versions``, where the store did not
 already answer NotFound itself) becomes :class:`actstore.errors.NotFound`: a race with a drop
-is an answer, not a crash.
+is an answer, not a crash. A storage failure (a full disk, an object store that does not
+answer or refuses) becomes the error :func:`actstore.store.tables.storage_error` names.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 
 from actstore.analysis import AnalysisCancelled, AnalysisError
 from actstore.errors import ActstoreError, InvalidInput, NotFound, QueryTimeout
-from actstore.store.tables import is_vanished
+from actstore.store.tables import is_vanished, storage_error
 
 __all__ = ["service_boundary"]
 
@@ -42,6 +43,10 @@ def _translating(fn: Callable[..., Any]) -> Callable[..., Any]:
             if is_vanished(exc):
                 raise NotFound("data this request read was dropped while it ran (a model or dataset removed "
                                "by another process); ask again for the current state") from exc
+            store = getattr(args[0], "store", None) if args else None
+            failed = storage_error(exc, str(getattr(store, "uri", "the store")))
+            if failed is not None:  # a full disk, an object store gone or refusing: one clear error
+                raise failed from exc
             raise
 
     return wrapper

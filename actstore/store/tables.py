@@ -58,7 +58,8 @@ T = TypeVar("T")
 
 __all__ = [
     "ACTS_PREFIX", "ACTS_STORAGE_VERSION", "KEEP_VERSIONS_FOR", "MAX_FRAGMENTS", "PUSHDOWN_IDS", "Tables",
-    "acts_table", "check_model_key", "is_local", "is_vanished", "parse_acts_table", "sql_str", "storage_problem",
+    "acts_table", "check_model_key", "is_local", "is_vanished", "parse_acts_table", "sql_str", "storage_error",
+    "storage_problem",
 ]
 
 # Compact a table once it has more fragments than this (many small ingest writes).
@@ -127,7 +128,13 @@ def storage_problem(exc: BaseException) -> str | None:
     text = str(exc)
     if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left" in text:
         return "full"
-    if isinstance(exc, (OSError, RuntimeError, ValueError)) and any(m in text for m in _UNREACHABLE):
+    if not isinstance(exc, (OSError, RuntimeError, ValueError)):
+        return None
+    answer = re.search(r"<Code>(\w+)</Code>\s*<Message>([^<]{0,200})</Message>", text.replace('\\"', '"'))
+    if answer:  # the object store answered with an error (S3 XML)
+        code, message = answer.groups()
+        return f"{'missing' if code == 'NoSuchBucket' else 'refused'}: {code} ({message})"
+    if any(m in text for m in _UNREACHABLE):
         endpoint = re.search(r"uri: Some\((https?://[^/)\s]+)", text)
         kind = re.search(r"HttpError \{ kind: (\w+)", text)
         detail = ", ".join(x for x in (endpoint and f"endpoint {endpoint.group(1)}",
@@ -136,7 +143,21 @@ def storage_problem(exc: BaseException) -> str | None:
     return None
 
 
-def _storage_error(uri: str, problem: str) -> StorageUnavailable:
+def storage_error(exc: BaseException, uri: str) -> ActstoreError | None:
+    """The actstore error for a storage failure ``exc`` of the store at ``uri`` (see
+    :func:`storage_problem`), or None when ``exc`` is not one."""
+    problem = storage_problem(exc)
+    return None if problem is None else _storage_error(uri, problem)
+
+
+def _storage_error(uri: str, problem: str) -> ActstoreError:
+    kind, _, detail = problem.partition(": ")
+    if kind == "missing":
+        return NotFound(f"no actstore store at {uri}: the object store answers {detail}; check the URI and the "
+                        "storage options")
+    if kind == "refused":
+        return StorageUnavailable(f"the object store of {uri} refused the request: {detail}; check the "
+                                  "credentials and the storage options")
     if problem == "full":
         return StorageUnavailable(f"the disk holding the store {uri} is full (no space left on device): free "
                                   "space or move the store, then run the same write again (the failed commit "
