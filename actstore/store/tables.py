@@ -170,7 +170,7 @@ def _storage_errors(method: Callable[..., T]) -> Callable[..., T]:
     """Tables methods: a full disk or an unreachable object store becomes one clear
     StorageUnavailable naming the store, instead of a raw Lance error."""
     @functools.wraps(method)
-    def wrapper(self: "Tables", *args: Any, **kwargs: Any) -> T:
+    def wrapper(self: Tables, *args: Any, **kwargs: Any) -> T:
         try:
             return method(self, *args, **kwargs)
         except ActstoreError:
