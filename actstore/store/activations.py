@@ -43,16 +43,17 @@ from contextlib import contextmanager
 import numpy as np
 import pyarrow as pa
 
-from actstore.errors import DataCorrupted, InvalidInput, NotFound
+from actstore.errors import InvalidInput, NotFound
 from .checks import as_int, preview
 from .models import ModelInfo, Models
 from .prompts import Prompts
 from .snapshots import FragmentTarget
 from .tables import ACTS_STORAGE_VERSION, Tables, acts_table, check_model_key, is_vanished, parse_acts_table
+from .checksums import DIGEST, check_digests, corrupted
 from .vectors import STORAGE_DTYPES, arrow_digests, arrow_to_vectors, row_digests, vectors_to_arrow
 
-__all__ = ["DIGEST", "FLOAT16_MAX", "IDS_CACHE_BYTES", "TABLE_ID_KEY", "Activations", "acts_schema",
-           "check_digests", "corrupted", "table_id", "table_token"]
+__all__ = ["FLOAT16_MAX", "IDS_CACHE_BYTES", "TABLE_ID_KEY", "Activations", "acts_schema", "table_id",
+           "table_token"]
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 # Memory the per-layer prompt-id cache may hold (100,000 ids take 0.8 MB).
@@ -61,8 +62,6 @@ IDS_CACHE_BYTES = 256 << 20
 
 # Schema metadata key of an activation table's id (see the module docstring).
 TABLE_ID_KEY = b"actstore.table_id"
-# Column of an activation table holding each vector's checksum (see the module docstring).
-DIGEST = "digest"
 
 
 def acts_schema(d_model: int, dtype: str, table_id: str | None = None) -> pa.Schema:
@@ -95,28 +94,6 @@ def table_token(tbl) -> str:
     yet (created before ids existed, not written since) gives ``"legacy:<version>"``."""
     version = int(tbl.version)
     return f"{table_id(tbl) or 'legacy'}:{version}"
-
-
-def check_digests(name: str, t: pa.Table, d_model: int) -> tuple[np.ndarray, int]:
-    """Prompt ids (sorted) of the rows of ``t`` (columns prompt_id, vector[, digest], read
-    from activation table ``name``) whose vector does not match its stored digest, and the
-    number of rows without a digest (all of them when ``t`` has no digest column)."""
-    if DIGEST not in t.column_names:
-        return np.empty(0, np.int64), t.num_rows
-    # 0 is never a digest (row_digests maps it to 1): it marks a row without one (the legacy
-    # Lance format stores a null uint64 as 0).
-    want = t[DIGEST].fill_null(0).to_numpy().astype(np.uint64)
-    present = want != 0
-    bad = (want != arrow_digests(t["vector"], d_model)) & present
-    return np.sort(t["prompt_id"].to_numpy()[bad]), int((~present).sum())
-
-
-def corrupted(name: str, ids: np.ndarray) -> DataCorrupted:
-    """The refusal of rows that fail their checksum."""
-    return DataCorrupted(
-        f"activation table {name}: the stored vectors of prompt id(s) {preview(ids)} do not match their "
-        "checksums (a damaged data file); they are not served. Run `actstore verify`, then drop the "
-        "model and store its activations again")
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:

@@ -36,7 +36,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .activations import Activations, check_digests
+from .activations import Activations
+from .checksums import check_digests
 from .checks import preview
 from .knn import Knn
 from .knn import files as index_files

@@ -131,3 +131,17 @@ def test_a_table_written_before_checksums_reads_is_reported_and_gets_them_on_its
     assert _checks(store)["checksums"].summary == "6 activation vectors match their checksums"
     _, got = store.read_activations("m", 0)
     assert np.array_equal(got, X)
+
+
+def test_snapshot_reads_of_workers_refuse_a_flipped_bit_when_verifying(tmp_path):
+    from actstore.store.snapshots import read_rows, snapshot
+
+    store = _store(tmp_path / "db")
+    ids = np.asarray(_model(store))
+    _flip_byte_of_row(tmp_path / "db", X[4])
+    plain = snapshot(store.tables, "m", 0, 4)
+    assert read_rows(plain, ids)[4, 0] != X[4, 0]  # served unchecked, as before
+    checked = snapshot(store.tables, "m", 0, 4, verify=True)
+    assert np.array_equal(read_rows(checked, ids[:4]), X[:4])
+    with pytest.raises(DataCorrupted, match=f"^activation table {TABLE}: the stored vectors of prompt id\\(s\\) {ids[4]} "):
+        read_rows(checked, ids)
