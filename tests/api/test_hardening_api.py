@@ -79,3 +79,33 @@ def test_a_flipped_bit_under_a_checked_read_is_data_corrupted(populated):
     assert code == "DATA_CORRUPTED"
     assert message.startswith(f"activation table acts__b__L000: the stored vectors of prompt id(s) {ids[5]} do not "
                               "match their checksums")
+
+
+def test_queries_running_while_another_process_drops_and_rewrites_a_model(client, populated):
+    """The attack as reported: queries in flight while `actstore drop --model` runs. Every
+    answer is data or NOT_FOUND (an unknown model, a layer without a table), never INTERNAL."""
+    import threading
+
+    ids, _ = populated.read_activations("b", 0)
+    rng = np.random.default_rng(3)
+    other = Store.open(populated.uri)  # the dropping process
+    codes: list[str | None] = []
+    stop = threading.Event()
+
+    def ask() -> None:
+        while not stop.is_set():
+            for q in (NN, CKA):
+                body = gql(client, q)
+                codes.append(body["errors"][0]["extensions"]["code"] if body.get("errors") else None)
+
+    worker = threading.Thread(target=ask)
+    worker.start()
+    try:
+        for _ in range(4):
+            other.maintenance.drop_model("b")
+            other.activations.write("b", {l: rng.standard_normal((len(ids), 24)) for l in range(3)}, ids,
+                                    n_layers=6, dtype="float32", architecture="gpt2", source="nowhere/b")
+    finally:
+        stop.set()
+        worker.join(60)
+    assert len(codes) > 8 and set(codes) <= {None, "NOT_FOUND"}, sorted(set(map(str, codes)))
