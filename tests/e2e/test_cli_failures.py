@@ -1,5 +1,5 @@
-"""Expected failures on the command line are one ``error:`` line, never a traceback (issue 22,
-item 4): an unreachable object store for ``info``/``verify``/``ingest``, ``sae add`` on a
+"""Expected failures on the command line are one ``error:`` line (exit status 2, nothing else
+on stderr), never a traceback (issue 22, item 4): an unreachable object store for ``info``/``verify``/``ingest``, ``sae add`` on a
 deeply nested ``cfg.json``, a full disk under a write, a checksum mismatch under a read."""
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import pytest
 from typer.testing import CliRunner
 
 from actstore import Store
-from tests.e2e.test_cli import actstore, one_error_line
 
 
 def _closed_port() -> int:
@@ -23,22 +22,26 @@ def _closed_port() -> int:
         return s.getsockname()[1]  # nothing listens there once the socket is closed
 
 
-def test_an_unreachable_object_store_is_one_error_line(tmp_path):
+def test_an_unreachable_object_store_is_one_error_line(tmp_path, monkeypatch):
+    from actstore.cli import app
+
     port = _closed_port()
     options = {"aws_endpoint": f"http://127.0.0.1:{port}", "allow_http": True, "aws_access_key_id": "k",
                "aws_secret_access_key": "s", "aws_region": "us-east-1", "connect_timeout": "1s",
                "timeout": "2s", "client_max_retries": "0", "client_retry_timeout": "1"}
-    env = {"ACTSTORE_STORAGE_OPTIONS": json.dumps(options)}
+    monkeypatch.setenv("ACTSTORE_STORAGE_OPTIONS", json.dumps(options))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     (tmp_path / "p.txt").write_text("a\nb\n")
     expected = (f"error: cannot reach the store s3://bucket/store (endpoint http://127.0.0.1:{port}, connect "
                 "error): check the URI, that the object store is running, and the storage options")
     for args in (["info"], ["verify"],
                  ["ingest", "--model", "org/missing-model", "--dataset", "d", "--prompts", str(tmp_path / "p.txt")]):
-        res = actstore(*args, "--store", "s3://bucket/store", cwd=tmp_path, env=env)
-        assert one_error_line(res) == expected, args
+        assert _error_line(CliRunner().invoke(app, [*args, "--store", "s3://bucket/store"])) == expected, args
 
 
 def test_sae_add_on_a_deeply_nested_cfg_json_is_one_error_line(tmp_path):
+    from actstore.cli import app
+
     store = Store.open(tmp_path / "db")
     ids = store.add_prompts("ds", ["a", "b"])
     store.write_activations("m", 0, ids, np.ones((2, 4), np.float32), n_layers=1, source="s", architecture="x")
@@ -46,14 +49,15 @@ def test_sae_add_on_a_deeply_nested_cfg_json_is_one_error_line(tmp_path):
     sae.mkdir()
     (sae / "cfg.json").write_text("[" * 200_000 + "]" * 200_000)
     (sae / "sae_weights.safetensors").write_bytes(b"")
-    res = actstore("sae", "add", "--model", "m", "--layer", "0", "--path", str(sae), "--store", store.uri,
-                   cwd=tmp_path)
-    assert one_error_line(res) == f"error: cfg.json in '{sae}' nests 200,000 levels deep; at most 32 are allowed"
+    res = CliRunner().invoke(app, ["sae", "add", "--model", "m", "--layer", "0", "--path", str(sae),
+                                   "--store", store.uri])
+    assert _error_line(res) == f"error: cfg.json in '{sae}' nests 200,000 levels deep; at most 32 are allowed"
 
 
 def _error_line(result) -> str:
     assert result.exit_code == 2, (result.exit_code, result.output)
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.stdout == "", result.stdout
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     return lines[0]
