@@ -45,11 +45,11 @@ import pyarrow as pa
 
 from actstore.errors import InvalidInput, NotFound
 from .checks import as_int, preview
+from .checksums import DIGEST, check_digests, corrupted
 from .models import ModelInfo, Models
 from .prompts import Prompts
 from .snapshots import FragmentTarget
 from .tables import ACTS_STORAGE_VERSION, Tables, acts_table, check_model_key, is_vanished, parse_acts_table
-from .checksums import DIGEST, check_digests, corrupted
 from .vectors import STORAGE_DTYPES, arrow_digests, arrow_to_vectors, row_digests, vectors_to_arrow
 
 __all__ = ["FLOAT16_MAX", "IDS_CACHE_BYTES", "TABLE_ID_KEY", "Activations", "acts_schema", "table_id",

@@ -68,6 +68,8 @@ MODEL_LAYERS = "model_layers"
 MODEL_CLAIMS = "model_claims"
 # A row of the claims log that releases every earlier claim of its key (a drop).
 _FORGET = "forget:"
+# The marker row the claims log is created with (no key is empty: it names no claim).
+_SEED = "seed"
 _CLAIM_ATTEMPTS = 5
 
 MODEL_CLAIMS_SCHEMA = pa.schema(
@@ -300,12 +302,14 @@ class Models:
         row = pa.Table.from_pylist([{"token": token, "key": key, "source": source, "fingerprint": fingerprint,
                                      "n_layers": n_layers, "d_model": d_model, "dtype": dtype}],
                                    schema=MODEL_CLAIMS_SCHEMA)
+        if self._tables.open(MODEL_CLAIMS) is None:
+            # Created with a marker row (the same from every creator: a creation that loses a
+            # race loses nothing); each claim is then an append, which Lance never drops.
+            seed = pa.Table.from_pylist([{"token": _SEED, "key": ""}], schema=MODEL_CLAIMS_SCHEMA)
+            self._tables.create_seeded(MODEL_CLAIMS, seed, MODEL_CLAIMS_SCHEMA, stable_row_ids=True)
         for attempt in range(_CLAIM_ATTEMPTS):
             try:
-                if self._tables.open(MODEL_CLAIMS) is None:  # created holding this claim, or the winner's
-                    self._tables.create_seeded(MODEL_CLAIMS, row, MODEL_CLAIMS_SCHEMA, stable_row_ids=True)
-                if not self._claims(key, token):
-                    self._tables.add(MODEL_CLAIMS, row, MODEL_CLAIMS_SCHEMA)
+                self._tables.add(MODEL_CLAIMS, row, MODEL_CLAIMS_SCHEMA)
                 break
             except (OSError, RuntimeError, ValueError) as exc:  # e.g. too many concurrent commits
                 if self._claims(key, token):  # committed after all
@@ -315,6 +319,8 @@ class Models:
                 log.warning("model key claim retried after: %s", exc)
                 time.sleep(0.05 * 2 ** attempt)
         live = self._claims(key)
+        if not any(r["token"] == token for r in live):  # cannot happen after a successful commit
+            raise RuntimeError(f"model key claim {token} is missing from {MODEL_CLAIMS!r} after its commit")
         first = live[0]
         if first["token"] == token:
             return

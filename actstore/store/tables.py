@@ -112,9 +112,9 @@ def sql_str(value: str) -> str:
 def is_vanished(exc: BaseException) -> bool:
     """Whether ``exc`` is Lance's answer to reading a table whose files are gone (dropped by
     another process after this one opened it: ``lance error: Not found: .../_versions``)."""
-    if isinstance(exc, FileNotFoundError):
-        return True
-    return isinstance(exc, (RuntimeError, ValueError, OSError)) and "Not found:" in str(exc)
+    text = str(exc)
+    return (isinstance(exc, (RuntimeError, ValueError, OSError)) and "Not found:" in text
+            and (".lance" in text or "_versions" in text))
 
 
 _UNREACHABLE = ("Failed to connect", "kind: Connect", "error sending request", "dispatch failure",
@@ -123,8 +123,10 @@ _UNREACHABLE = ("Failed to connect", "kind: Connect", "error sending request", "
 
 def storage_problem(exc: BaseException) -> str | None:
     """What failed under the store, in words, when ``exc`` is a storage failure rather than a
-    bug: ``"full"`` (ENOSPC, Lance's "No space left"), ``"unreachable: DETAIL"`` (an object
-    store that does not answer); None otherwise."""
+    bug: ``"full"`` (ENOSPC, Lance's "No space left"), ``"missing: DETAIL"`` (the object store
+    answers that the bucket does not exist), ``"refused: DETAIL"`` (it answers with another S3
+    error: access denied, bad keys, ...), ``"unreachable: DETAIL"`` (it does not answer); None
+    otherwise."""
     text = str(exc)
     if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left" in text:
         return "full"

@@ -115,7 +115,7 @@ def test_verify_reports_each_kind_of_damage(store, tmp_path):
     assert [line.split(":")[0] for line in lines] == [
         "ok   tables", "ok   prompts", "ok   references", "ok   vectors", "ok   checksums", "ok   catalog",
             "ok   indices", "ok   saes"]
-    assert lines[0] == "ok   tables: 10 tables open and scan (46 rows)"  # model_claims: 1 table, 2 rows
+    assert lines[0] == "ok   tables: 10 tables open and scan (47 rows)"  # model_claims: 1 table, seed + 2 claims
 
     # a damaged index file, a damaged SAE, a table deleted by hand, rows of unknown prompts
     digest = store.knn.indexes.digest_files()[0]
