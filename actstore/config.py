@@ -70,6 +70,10 @@ variable                       meaning                                    defaul
                                ``ray://host:10001``)                      of this process
 ``ACTSTORE_RAY_MIN_MB``        layers read by a CKA matrix (float32 MB)   8192
                                from which ``auto`` uses Ray
+``ACTSTORE_VERIFY_READS``      check every activation row read against    unset: off
+                               its checksum (a mismatch is refused,
+                               naming table and prompt ids; ``verify``
+                               always checks)
 ``HF_HUB_OFFLINE``             never contact the Hugging Face hub         unset: online
 ``HF_ENDPOINT``                the hub's address                          huggingface.co
 =============================  =========================================  ==================
@@ -166,6 +170,8 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "ray_min_mb": ("ACTSTORE_RAY_MIN_MB", int),
     "hf_endpoint": ("HF_ENDPOINT", str),
 }
+# boolean settings: on unless empty, 0, false, no or off (any case)
+_FLAGS: dict[str, str] = {"verify_reads": "ACTSTORE_VERIFY_READS"}
 
 
 @dataclass(frozen=True, init=False)
@@ -210,6 +216,7 @@ class Settings:
     ray_address: str | None = None
     ray_min_mb: int = 8192
     hub_offline: bool = False
+    verify_reads: bool = False
     hf_endpoint: str = "https://huggingface.co"
 
     def __init__(self, *, environ: Mapping[str, str] | None = None, **explicit: object) -> None:
@@ -240,4 +247,7 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, object]:
                 raise InvalidInput(f"{var}={raw!r} is invalid: {exc}") from None
             raise InvalidInput(f"{var}={raw!r} is not a valid {parse.__name__}") from None
     out["hub_offline"] = environ.get("HF_HUB_OFFLINE", "").strip().lower() not in _FALSE
+    for name, var in _FLAGS.items():
+        if var in environ:
+            out[name] = environ[var].strip().lower() not in _FALSE
     return out

@@ -15,8 +15,8 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any, Self
 
-__all__ = ["ActstoreError", "Conflict", "InvalidInput", "LimitExceeded", "MissingExtra", "NotFound", "QueryTimeout",
-           "Unauthorized", "require_extra"]
+__all__ = ["ActstoreError", "Conflict", "DataCorrupted", "InvalidInput", "LimitExceeded", "MissingExtra", "NotFound",
+           "QueryTimeout", "StorageUnavailable", "Unauthorized", "require_extra"]
 
 
 class ActstoreError(Exception):
@@ -122,3 +122,17 @@ def require_extra(extra: str, what: str) -> None:
     if missing:
         raise MissingExtra(f"{what} needs the [{extra}] extra ({', '.join(missing)} not installed): "
                            f"pip install 'actstore[{extra}]'")
+
+
+class DataCorrupted(ActstoreError):
+    """Stored data that fails its checksum (a flipped bit in a data file, a torn page): never
+    served. The message names the table and the prompt ids."""
+
+    code = "DATA_CORRUPTED"
+
+
+class StorageUnavailable(ActstoreError):
+    """The storage under the store failed: an object store that cannot be reached, a full
+    disk. The message names the store and what failed (no stack)."""
+
+    code = "STORAGE_UNAVAILABLE"

@@ -1,7 +1,9 @@
 """``extensions.code`` of every GraphQL error, and masking of unexpected ones: one place.
 
 - an :class:`actstore.errors.ActstoreError` carries its class's ``code`` (``BAD_USER_INPUT``,
-  ``NOT_FOUND``, ``UNAUTHENTICATED``, ``LIMIT_EXCEEDED``, ``TIMEOUT``, ``CONFLICT``);
+  ``NOT_FOUND``, ``UNAUTHENTICATED``, ``LIMIT_EXCEEDED``, ``TIMEOUT``, ``CONFLICT``,
+  ``DATA_CORRUPTED`` (a stored vector failing its checksum), ``STORAGE_UNAVAILABLE`` (a full
+  disk, an object store that does not answer));
 - errors the API makes itself carry their code already (``GRAPHQL_PARSE_FAILED``,
   ``GRAPHQL_VALIDATION_FAILED``, ``LIMIT_EXCEEDED``, ``BAD_REQUEST``);
 - graphql-core's own errors without a cause (variable coercion) are ``BAD_USER_INPUT``;

@@ -165,7 +165,8 @@ def ray_cka_matrix(store: Store, info_a: ModelInfo, layers_a: Sequence[int], inf
         if k not in keys:
             keys.append(k)
     width = {info_a.key: info_a.d_model, info_b.key: info_b.d_model}
-    snaps = [snapshot(store.tables, key, layer, width[key]) for key, layer in keys]
+    snaps = [snapshot(store.tables, key, layer, width[key], verify=store.activations.verify_reads)
+             for key, layer in keys]
     index_a = [keys.index((info_a.key, int(l))) for l in layers_a]
     index_b = [keys.index((info_b.key, int(l))) for l in layers_b]
     sample = ids[:CENTRE_SAMPLE]

@@ -87,6 +87,10 @@ class Reads:
             self.store.prompts.dataset(dataset)  # NotFound for an unknown dataset
         ids = self.store.activations.shared(model_a, model_b, dataset)
         if len(ids) == 0:
+            for key in (model_a, model_b):
+                if not self.store.models.get(key).layers:  # no layer at all: a drop under way
+                    raise NotFound(f"model {key!r} has no activations stored (it is being dropped, or its "
+                                   "first write has not finished)")
             where = f" in dataset {dataset!r}" if dataset else ""
             raise InvalidInput(f"models {model_a!r} and {model_b!r} share no stored prompts{where}")
         return ids

@@ -1,5 +1,13 @@
 """Activation tables: one per model and layer, ``acts__{model_key}__L{layer:03d}``, rows
-``(prompt_id int64, vector fixed_size_list<float16|float32>[d_model])``.
+``(prompt_id int64, vector fixed_size_list<float16|float32>[d_model], digest uint64)``.
+
+Checksums: ``digest`` is the xxh3-64 of the vector's stored bytes
+(:func:`~actstore.store.vectors.row_digests`), written with the row. ``verify`` compares every
+row; with ``ACTSTORE_VERIFY_READS=1`` (:attr:`Activations.verify_reads`) every read does, and a
+row that fails is never served (:class:`~actstore.errors.DataCorrupted` naming the table and
+prompt ids). Tables written before checksums have no ``digest`` column: they read as before,
+``verify`` counts them as "no checksums", and their next write rewrites the table once with a
+digest for every row (:meth:`Activations.write`).
 
 Writes are validated completely first, then each layer is one commit (an upsert on
 prompt_id, so re-writing a prompt replaces it); the first write of a model registers it and
@@ -29,18 +37,20 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import pyarrow as pa
 
 from actstore.errors import InvalidInput, NotFound
 from .checks import as_int, preview
+from .checksums import DIGEST, check_digests, corrupted
 from .models import ModelInfo, Models
 from .prompts import Prompts
 from .snapshots import FragmentTarget
-from .tables import ACTS_STORAGE_VERSION, Tables, acts_table, check_model_key, parse_acts_table
-from .vectors import STORAGE_DTYPES, arrow_to_vectors, vectors_to_arrow
+from .tables import ACTS_STORAGE_VERSION, Tables, acts_table, check_model_key, is_vanished, parse_acts_table
+from .vectors import STORAGE_DTYPES, arrow_digests, arrow_to_vectors, row_digests, vectors_to_arrow
 
 __all__ = ["FLOAT16_MAX", "IDS_CACHE_BYTES", "TABLE_ID_KEY", "Activations", "acts_schema", "table_id",
            "table_token"]
@@ -55,12 +65,14 @@ TABLE_ID_KEY = b"actstore.table_id"
 
 
 def acts_schema(d_model: int, dtype: str, table_id: str | None = None) -> pa.Schema:
-    """Schema of an activation table: ``(prompt_id int64, vector fixed_size_list[d])``;
-    with ``table_id``, carrying it as the table's id (the schema a table is created with)."""
+    """Schema of an activation table: ``(prompt_id int64, vector fixed_size_list[d], digest
+    uint64)``; with ``table_id``, carrying it as the table's id (the schema a table is created
+    with)."""
     return pa.schema(
         [
             pa.field("prompt_id", pa.int64(), nullable=False),
             pa.field("vector", pa.list_(STORAGE_DTYPES[dtype], d_model)),
+            pa.field(DIGEST, pa.uint64()),
         ],
         metadata={TABLE_ID_KEY: table_id.encode()} if table_id else None,
     )
@@ -92,8 +104,10 @@ def _frozen(a: np.ndarray) -> np.ndarray:
 class Activations:
     """The activation tables of every model and layer."""
 
-    def __init__(self, tables: Tables, prompts: Prompts, models: Models):
+    def __init__(self, tables: Tables, prompts: Prompts, models: Models, *, verify_reads: bool = False):
         self._tables = tables
+        #: check every row read against its checksum (``ACTSTORE_VERIFY_READS``)
+        self.verify_reads = verify_reads
         self._prompts = prompts
         self._models = models
         self._lock = threading.Lock()
@@ -102,6 +116,22 @@ class Activations:
         self._model_ids_cache: dict[tuple[str, str | None], tuple[tuple, np.ndarray]] = {}
 
     # ----------------------------------------------------------------- tables
+    @contextmanager
+    def _dropped_is_not_found(self, model_key: str, layers: Sequence[int]) -> Iterator[None]:
+        """A table dropped (by another process) between its look-up and its read is an
+        answer, not a crash: NotFound as if the drop had come first (unknown model, or no
+        table for the layer)."""
+        try:
+            yield
+        except Exception as exc:
+            if not is_vanished(exc):
+                raise
+            for layer in layers:
+                self._tables.forget(acts_table(model_key, int(layer)))
+            for layer in layers:
+                self.locate(model_key, layer)  # raises the NotFound a later request gets
+            raise NotFound(f"the activations of model {model_key!r} were dropped while this call read them") from None
+
     def locate(self, model_key: str, layer: int, *, recent: bool = False):
         """(info, layer, table) of one activation table: NotFound for an unknown model or a
         layer without a table, InvalidInput for a layer out of range. The hot path of every
@@ -115,8 +145,9 @@ class Activations:
         """(token, rows) of one activation table (it must exist), memoised for
         ``Tables.version_check_s`` and until a write through this process (the k-NN look-up
         path; ``fresh=True`` checks now)."""
-        return self._tables.recent(acts_table(model_key, layer), "token+rows",
-                                   lambda t: (table_token(t), int(t.count_rows())), fresh=fresh)
+        with self._dropped_is_not_found(model_key, [layer]):
+            return self._tables.recent(acts_table(model_key, layer), "token+rows",
+                                       lambda t: (table_token(t), int(t.count_rows())), fresh=fresh)
 
     def _info(self, model_key: str, recent: bool = False) -> ModelInfo:
         info = self._models.find(model_key, layers=False, recent=recent)
@@ -143,8 +174,9 @@ class Activations:
     def version(self, model_key: str, layer: int) -> str:
         """Token of one activation table, ``"<table id>:<version>"`` (:func:`table_token`): it
         changes with every write and never repeats (cache keys and index files use it)."""
-        _, _, tbl = self.locate(model_key, layer)
-        return table_token(tbl)
+        with self._dropped_is_not_found(model_key, [layer]):
+            _, _, tbl = self.locate(model_key, layer)
+            return table_token(tbl)
 
     def versions(self, model_key: str, layers: Sequence[int], *, recent: bool = False) -> dict[int, str]:
         """:meth:`version` of several layers of one model, by layer (one model look-up).
@@ -154,15 +186,16 @@ class Activations:
         no table; another process's write is seen within ``version_check_s``."""
         info = self._info(model_key, recent=recent)
         out: dict[int, str] = {}
-        for layer in layers:
-            if recent:
-                name = acts_table(info.key, as_int(layer, "layer"))
-                token = self._tables.recent(name, "token", lambda tbl: None if tbl is None else table_token(tbl))
-                if token is not None:
-                    out[int(layer)] = token
-                    continue
-            layer, tbl = self._table(info, layer)
-            out[layer] = table_token(tbl)
+        with self._dropped_is_not_found(model_key, [x for x in layers if isinstance(x, (int, np.integer))]):
+            for layer in layers:
+                if recent:
+                    name = acts_table(info.key, as_int(layer, "layer"))
+                    token = self._tables.recent(name, "token", lambda tbl: None if tbl is None else table_token(tbl))
+                    if token is not None:
+                        out[int(layer)] = token
+                        continue
+                layer, tbl = self._table(info, layer)
+                out[layer] = table_token(tbl)
         return out
 
     def _token(self, name: str) -> str | None:
@@ -285,6 +318,9 @@ class Activations:
                 raise InvalidInput(f"unknown prompt id(s): {preview(missing)}; add the prompts first")
             if existing is not None and record_fingerprint:
                 self._models.set_fingerprint(model_key, fingerprint)
+            if existing is None:  # before any row: the loser of a first-write race writes nothing
+                self._models.claim(model_key, source=source, fingerprint=fingerprint, n_layers=L, d_model=d,
+                                   dtype=stored_dtype)
 
             in_order = bool((np.diff(ids) > 0).all())
             order = None if in_order else np.argsort(ids, kind="stable")
@@ -292,10 +328,11 @@ class Activations:
             schema = acts_schema(d, stored_dtype)
             written = 0
             for layer, X in prepared:
-                batch = pa.table(
-                    {"prompt_id": sorted_ids, "vector": vectors_to_arrow(X if in_order else X[order], stored_dtype)},
-                    schema=schema,
-                )
+                vec = vectors_to_arrow(X if in_order else X[order], stored_dtype)
+                digests = row_digests(vec.values.to_numpy(zero_copy_only=False).reshape(len(vec), d))
+                batch = pa.table({"prompt_id": sorted_ids, "vector": vec, DIGEST: pa.array(digests, pa.uint64())},
+                                 schema=schema)
+                self._add_digests(acts_table(model_key, layer), d)
                 # A new table is created with a fresh id (the schema's metadata); the batch's
                 # own schema carries none, and appends keep the table's.
                 tbl = self._tables.upsert(acts_table(model_key, layer), batch,
@@ -307,13 +344,29 @@ class Activations:
                 written += len(ids)
             # The catalog before the model row: a model is never listed without its layers.
             self._models.add_layers(model_key, [layer for layer, _ in prepared])
-            if existing is None:
+            if existing is None and self._models.find(model_key, layers=False) is None:
                 self._models.register(
                     model_key, source=source, revision=revision, architecture=architecture,
                     n_layers=L, d_model=d, dtype=stored_dtype, site="resid_post", token=token,
                     fingerprint=fingerprint, quantization=quantization, chat_template=chat_template,
                 )
             return written
+
+    def _add_digests(self, name: str, d_model: int) -> None:
+        """Give an activation table written before checksums (no ``digest`` column) a digest
+        for every row: one rewrite of the table in one commit (its id kept; a table without
+        an id gets one). Nothing for a table that has them or does not exist."""
+        tbl = self._tables.open(name)
+        if tbl is None or DIGEST in tbl.schema.names:
+            return
+        t = self._tables.scan(tbl, ["prompt_id", "vector"])
+        uid = table_id(tbl) or uuid.uuid4().hex
+        old = tbl.schema
+        schema = pa.schema([pa.field("prompt_id", pa.int64(), nullable=False), old.field("vector"),
+                            pa.field(DIGEST, pa.uint64())], metadata={TABLE_ID_KEY: uid.encode()})
+        full = pa.table({"prompt_id": t["prompt_id"], "vector": t["vector"],
+                         DIGEST: pa.array(arrow_digests(t["vector"], d_model), pa.uint64())}, schema=schema)
+        self._tables.overwrite(name, full)
 
     # ------------------------------------------------------- distributed writes
     def fragment_targets(self, model_key: str, layers: Sequence[int], *, n_layers: int, d_model: int,
@@ -343,6 +396,9 @@ class Activations:
                         f"d_model={existing.d_model}, dtype={existing.dtype}; got n_layers={n_layers}, "
                         f"d_model={d_model}, dtype={dtype}")
                 record = self._models.check_write(existing, fingerprint, source)
+            else:  # before any table: the loser of a first-write race creates nothing
+                self._models.claim(model_key, source=source, fingerprint=fingerprint, n_layers=n_layers,
+                                   d_model=d_model, dtype=dtype)
             out: dict[int, FragmentTarget] = {}
             for layer in layers:
                 layer = as_int(layer, "layer")
@@ -356,7 +412,7 @@ class Activations:
             if record:
                 self._models.set_fingerprint(model_key, fingerprint)
             self._models.add_layers(model_key, list(out))
-            if existing is None:
+            if existing is None and self._models.find(model_key, layers=False) is None:
                 self._models.register(
                     model_key, source=source, revision=revision, architecture=architecture,
                     n_layers=n_layers, d_model=d_model, dtype=dtype, site="resid_post", token=token,
@@ -394,8 +450,14 @@ class Activations:
 
         Returns (ids int64 [n], X float32 [n, d_model], C-contiguous), rows in ascending
         prompt_id order, optionally restricted to a dataset and/or to given prompt ids
-        (every given id must be stored for this layer).
+        (every given id must be stored for this layer). NotFound also when the table is
+        dropped while it is read.
         """
+        with self._dropped_is_not_found(model_key, [layer]):
+            return self._read(model_key, layer, dataset, prompt_ids)
+
+    def _read(self, model_key: str, layer: int, dataset: str | None,
+              prompt_ids: Sequence[int] | np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         info, layer, tbl = self.locate(model_key, layer)
         wanted = None
         if prompt_ids is not None:
@@ -403,7 +465,14 @@ class Activations:
         if dataset is not None:
             in_ds = self._prompts.ids(dataset)
             wanted = in_ds if wanted is None else np.intersect1d(wanted, in_ds, assume_unique=True)
-        t = self._tables.scan_for(tbl, wanted, ["prompt_id", "vector"])
+        check = self.verify_reads and DIGEST in tbl.schema.names
+        t = self._tables.scan_for(tbl, wanted, ["prompt_id", "vector", DIGEST] if check else ["prompt_id", "vector"])
+        if check:
+            bad, _ = check_digests(acts_table(info.key, layer), t, info.d_model)
+            if wanted is not None:
+                bad = bad[np.isin(bad, wanted)]
+            if len(bad):
+                raise corrupted(acts_table(info.key, layer), bad)
         ids = t["prompt_id"].to_numpy()
         X = arrow_to_vectors(t["vector"], info.d_model)
         if wanted is not None:
@@ -427,6 +496,15 @@ class Activations:
     def ids(self, model_key: str, layer: int) -> np.ndarray:
         """Sorted ids of the prompts stored for one model and layer (empty if none); a
         read-only array cached by the table's version."""
+        try:
+            return self._ids(model_key, layer)
+        except Exception as exc:  # dropped by another process since this one opened it: none now
+            if not is_vanished(exc):
+                raise
+            self._tables.forget(acts_table(model_key, int(layer)))
+            return self._ids(model_key, layer)
+
+    def _ids(self, model_key: str, layer: int) -> np.ndarray:
         name = acts_table(model_key, int(layer))
         tbl = self._tables.open(name)
         if tbl is None:

@@ -5,8 +5,8 @@ Drops are ordered so that a drop that fails half-way (a killed process, a full d
 nothing else of the store and running it again finishes the job: what other data points at
 goes last.
 
-* :meth:`Maintenance.drop_model`: the model's SAEs (weight folders, then rows), its FAISS
-  index files, its next-token table, its activation tables, its layer-catalog rows, and last
+* :meth:`Maintenance.drop_model`: the model's key claims (a key held by a first write that
+  died can be dropped), its SAEs (weight folders, then rows), its FAISS index files, its next-token table, its activation tables, its layer-catalog rows, and last
   its row in ``models`` (until then the model is listed, so a retry finds it).
 * :meth:`Maintenance.drop_dataset` cascades: the dataset's rows in every activation and
   next-token table of every model, then its prompts (until then the dataset is listed). Models
@@ -22,7 +22,9 @@ guarantees that every commit is atomic (a version's manifest is written with
 put-if-not-exists, so a reader sees a whole version or the previous one) and that data files
 are immutable once written; it keeps no checksums of data pages, so a flipped bit inside a
 data file goes unnoticed by Lance unless it breaks the file's structure. ``verify`` reads every
-row of every table (structural damage fails the scan), and checks what actstore adds on top.
+row of every table (structural damage fails the scan), and checks what actstore adds on top:
+every activation vector against the checksum written with it (the ``checksums`` check; see
+:mod:`actstore.store.activations`), tables written before checksums counted as "no checksums".
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .activations import Activations
+from .checksums import check_digests
 from .checks import preview
 from .knn import Knn
 from .knn import files as index_files
@@ -48,7 +51,7 @@ __all__ = ["CHECKS", "Check", "DropSummary", "Maintenance"]
 
 _IN_CHUNK = 10_000  # prompt ids per delete predicate
 
-CHECKS = ("tables", "prompts", "references", "vectors", "catalog", "indices", "saes")
+CHECKS = ("tables", "prompts", "references", "vectors", "checksums", "catalog", "indices", "saes")
 
 
 @dataclass(frozen=True)
@@ -104,10 +107,11 @@ class Maintenance:
         """Remove model ``key``: SAEs, FAISS files, next tokens, activation tables, catalog rows
         and last the model row (see the module docstring). NotFound for an unknown key."""
         names = self._model_tables(key)
-        if self._models.find(key, layers=False) is None and not names:
+        if self._models.find(key, layers=False) is None and not names and not self._models.claimed(key):
             self._models.get(key)  # NotFound naming the known models
         nt = next_tokens_table(key)
         with self._tables.write_lock:
+            self._models.forget_claims(key)  # first: a later write of another model may claim the key
             saes = self._saes.remove_model(key)
             files = sum(self._knn.indexes.forget(name) for name in names)
             dropped = int(self._tables.drop(nt))
@@ -152,6 +156,9 @@ class Maintenance:
                 on_check(check)
 
         tables, prompts, refs, vectors = Check("tables"), Check("prompts"), Check("references"), Check("vectors")
+        sums = Check("checksums")
+        n_checked = n_unsummed = 0
+        unsummed_tables: list[str] = []
         names = sorted(self._tables.names(), key=lambda n: n != PROMPTS)  # prompts first
         infos = {m.key: m for m in self._models.list()}
         known = np.empty(0, np.int64)
@@ -174,11 +181,24 @@ class Maintenance:
                 known = self._check_prompts(t, prompts)
             elif parse_acts_table(name) or name.startswith(NEXT_TOKENS_PREFIX):
                 n_vectors += self._check_rows(name, t, known, infos, refs, vectors)
+                if parse_acts_table(name) and t.num_rows:
+                    bad, missing = check_digests(name, t, t["vector"].type.list_size)
+                    if len(bad):
+                        sums.problems.append(f"{name}: stored vectors of prompt id(s) {preview(bad)} do not match "
+                                             "their checksums (a damaged data file)")
+                    n_checked += t.num_rows - missing
+                    if missing:
+                        n_unsummed += missing
+                        unsummed_tables.append(name)
         tables.summary = f"{len(names)} tables open and scan ({total:,} rows)"
         prompts.summary = f"{len(known):,} prompt ids, none given to two different texts"
         refs.summary = "every activation and next-token row names a known prompt id, once per table"
         vectors.summary = f"{n_vectors:,} activation vectors finite, of their model's dimension"
-        for check in (tables, prompts, refs, vectors):
+        sums.summary = f"{n_checked:,} activation vectors match their checksums"
+        if n_unsummed:
+            sums.summary += (f"; no checksums for {n_unsummed:,} rows in {len(unsummed_tables)} table(s) written "
+                             f"before checksums ({preview(unsummed_tables, 3)}; their next write adds them)")
+        for check in (tables, prompts, refs, vectors, sums):
             done(check)
         done(self._check_catalog(names, infos))
 

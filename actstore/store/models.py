@@ -22,10 +22,18 @@ their next model write; reading them needs nothing. The same holds for ``quantiz
 (the weight format of a GGUF source, e.g. ``Q4_1``; empty for unquantized weights) and
 ``chat_template`` (whether prompts were wrapped in the tokenizer's chat template; empty reads
 as False). ``token`` is the token site (``last``, ``first`` or ``mean``; older stores wrote
-``last_non_padding``, read as ``last``). Not
-covered: the *first* writes of two different models under one new key at the same moment in
-two processes both find no row and both register (after writing their rows); readers then
-take the earliest registration, and the other's rows are already mixed in.
+``last_non_padding``, read as ``last``).
+
+Claiming a new key. The first write of a model claims its key before it writes any row
+(:meth:`Models.claim`): it appends ``(token, key, source, fingerprint, n_layers, d_model,
+dtype)`` to the append-only log ``model_claims`` (created with Lance stable row ids, so row ids
+follow commit order, as for the prompt claims of :mod:`actstore.store.prompts`) and reads the
+log back. The earliest claim of the key wins: a writer of the same model (same fingerprint; or,
+without fingerprints, the same source) and shape goes on, any other gets
+:class:`~actstore.errors.Conflict` and writes nothing. So of two first writes of different
+models under one new key at the same moment in two processes, exactly one stores its rows.
+A claim whose writer died before registering the model keeps the key for that model until
+the key is dropped (:meth:`Models.forget_claims`, called by ``drop_model``).
 
 Both tables are read whole and cached per table version: :meth:`Models.get` costs one
 version check per table after the first read. A store written before the catalog existed
@@ -36,6 +44,9 @@ activation write creates the catalog, seeded from those names.
 from __future__ import annotations
 
 import builtins
+import logging
+import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -47,11 +58,31 @@ from actstore.errors import Conflict, NotFound
 from .checks import preview
 from .tables import Tables, parse_acts_table, sql_str
 
-__all__ = ["MODELS", "MODELS_SCHEMA", "MODEL_LAYERS", "MODEL_LAYERS_SCHEMA", "ModelInfo", "Models",
-           "short_fingerprint"]
+log = logging.getLogger(__name__)
+
+__all__ = ["MODELS", "MODELS_SCHEMA", "MODEL_CLAIMS", "MODEL_CLAIMS_SCHEMA", "MODEL_LAYERS",
+           "MODEL_LAYERS_SCHEMA", "ModelInfo", "Models", "short_fingerprint"]
 
 MODELS = "models"
 MODEL_LAYERS = "model_layers"
+MODEL_CLAIMS = "model_claims"
+# A row of the claims log that releases every earlier claim of its key (a drop).
+_FORGET = "forget:"
+# The marker row the claims log is created with (no key is empty: it names no claim).
+_SEED = "seed"
+_CLAIM_ATTEMPTS = 5
+
+MODEL_CLAIMS_SCHEMA = pa.schema(
+    [
+        pa.field("token", pa.string(), nullable=False),
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("source", pa.string()),
+        pa.field("fingerprint", pa.string()),
+        pa.field("n_layers", pa.int64()),
+        pa.field("d_model", pa.int64()),
+        pa.field("dtype", pa.string()),
+    ]
+)
 
 MODELS_SCHEMA = pa.schema(
     [
@@ -260,6 +291,74 @@ class Models:
                     "shown to be the same model: ingest it under another key with --key NAME")
             return True
         return False
+
+    def claim(self, key: str, *, source: str | None, fingerprint: str | None, n_layers: int, d_model: int,
+              dtype: str) -> None:
+        """Claim ``key`` for the first write of a model (see the module docstring): returns
+        when the earliest live claim of ``key`` is this model's (this one, or an earlier one
+        of the same model and shape), raises :class:`Conflict` naming the other model when it
+        is not. One append and one read of the claims log; call it before writing any row."""
+        token = uuid.uuid4().hex
+        row = pa.Table.from_pylist([{"token": token, "key": key, "source": source, "fingerprint": fingerprint,
+                                     "n_layers": n_layers, "d_model": d_model, "dtype": dtype}],
+                                   schema=MODEL_CLAIMS_SCHEMA)
+        if self._tables.open(MODEL_CLAIMS) is None:
+            # Created with a marker row (the same from every creator: a creation that loses a
+            # race loses nothing); each claim is then an append, which Lance never drops.
+            seed = pa.Table.from_pylist([{"token": _SEED, "key": ""}], schema=MODEL_CLAIMS_SCHEMA)
+            self._tables.create_seeded(MODEL_CLAIMS, seed, MODEL_CLAIMS_SCHEMA, stable_row_ids=True)
+        for attempt in range(_CLAIM_ATTEMPTS):
+            try:
+                self._tables.add(MODEL_CLAIMS, row, MODEL_CLAIMS_SCHEMA)
+                break
+            except (OSError, RuntimeError, ValueError) as exc:  # e.g. too many concurrent commits
+                if self._claims(key, token):  # committed after all
+                    break
+                if attempt + 1 == _CLAIM_ATTEMPTS:
+                    raise
+                log.warning("model key claim retried after: %s", exc)
+                time.sleep(0.05 * 2 ** attempt)
+        live = self._claims(key)
+        if not any(r["token"] == token for r in live):  # cannot happen after a successful commit
+            raise RuntimeError(f"model key claim {token} is missing from {MODEL_CLAIMS!r} after its commit")
+        first = live[0]
+        if first["token"] == token:
+            return
+        same_model = (first["fingerprint"] == fingerprint if first["fingerprint"] and fingerprint
+                      else (first["source"] or None) == (source or None))
+        same_shape = (first["n_layers"], first["d_model"], first["dtype"]) == (n_layers, d_model, dtype)
+        if not (same_model and same_shape):
+            raise Conflict(
+                f"model key {key!r} is claimed by a write of {first['source'] or 'an unnamed source'} "
+                f"(fingerprint {short_fingerprint(first['fingerprint'])}, n_layers={first['n_layers']}, "
+                f"d_model={first['d_model']}, dtype={first['dtype']}) that started first; {source or 'this write'} "
+                f"(fingerprint {short_fingerprint(fingerprint)}, n_layers={n_layers}, d_model={d_model}, "
+                f"dtype={dtype}) was not written: store it under another key (if no such write is running, "
+                "drop the model key first)")
+
+    def _claims(self, key: str, token: str | None = None) -> builtins.list[dict[str, Any]]:
+        """The live claims of ``key`` (after its last forget row), earliest first; with
+        ``token``, only that claim (empty when it is not in the log)."""
+        tbl = self._tables.open(MODEL_CLAIMS)
+        if tbl is None:
+            return []
+        where = f"key = {sql_str(key)}" + (f" AND token = {sql_str(token)}" if token else "")
+        rows = self._tables.scan(tbl, MODEL_CLAIMS_SCHEMA.names, where, row_ids=True).to_pylist()
+        rows.sort(key=lambda r: r["_rowid"])
+        forgets = [i for i, r in enumerate(rows) if r["token"].startswith(_FORGET)]
+        return rows[forgets[-1] + 1:] if forgets else rows
+
+    def claimed(self, key: str) -> bool:
+        """Whether a live claim holds ``key`` (a first write under way, or one that died)."""
+        return bool(self._claims(key))
+
+    def forget_claims(self, key: str) -> None:
+        """Release every claim of ``key`` so far (one append; nothing without a claims log).
+        Callers hold ``tables.write_lock``."""
+        if self._tables.open(MODEL_CLAIMS) is None:
+            return
+        row = pa.Table.from_pylist([{"token": _FORGET + uuid.uuid4().hex, "key": key}], schema=MODEL_CLAIMS_SCHEMA)
+        self._tables.add(MODEL_CLAIMS, row, MODEL_CLAIMS_SCHEMA)
 
     def register(self, key: str, **fields: Any) -> None:
         """Add the row of a new model (fields: the columns of :data:`MODELS_SCHEMA`).

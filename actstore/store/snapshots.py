@@ -23,8 +23,9 @@ import pyarrow as pa
 
 from actstore.errors import InvalidInput, NotFound
 from .checks import preview
+from .checksums import DIGEST, check_digests, corrupted
 from .tables import ACTS_STORAGE_VERSION, Tables, acts_table
-from .vectors import STORAGE_DTYPES, arrow_to_vectors, vectors_to_arrow
+from .vectors import STORAGE_DTYPES, arrow_to_vectors, row_digests, vectors_to_arrow
 
 __all__ = ["FragmentTarget", "LayerSnapshot", "read_rows", "snapshot", "write_layer_fragments"]
 
@@ -32,7 +33,8 @@ __all__ = ["FragmentTarget", "LayerSnapshot", "read_rows", "snapshot", "write_la
 @dataclass(frozen=True)
 class LayerSnapshot:
     """One activation table at one version: ``uri`` of its Lance dataset, ``version``,
-    ``d_model`` and the ``storage_options`` to reach it (strings)."""
+    ``d_model`` and the ``storage_options`` to reach it (strings); ``verify``: check every row
+    read against its checksum (``ACTSTORE_VERIFY_READS``)."""
 
     model_key: str
     layer: int
@@ -40,24 +42,25 @@ class LayerSnapshot:
     version: int
     d_model: int
     storage_options: Mapping[str, str] = field(default_factory=dict)
+    verify: bool = False
 
 
-def snapshot(tables: Tables, model_key: str, layer: int, d_model: int) -> LayerSnapshot:
+def snapshot(tables: Tables, model_key: str, layer: int, d_model: int, *, verify: bool = False) -> LayerSnapshot:
     """The current version of the activation table of ``model_key`` / ``layer`` (NotFound
-    when it does not exist)."""
+    when it does not exist); ``verify`` as in :class:`LayerSnapshot`."""
     name = acts_table(model_key, layer)
     version = tables.version(name)
     if version is None:
         raise NotFound(f"model {model_key!r} has no activations stored for layer {layer}")
     return LayerSnapshot(model_key, int(layer), tables.dataset_uri(name), version, int(d_model),
-                         dict(tables.storage_options))
+                         dict(tables.storage_options), verify)
 
 
 def read_rows(snap: LayerSnapshot, ids: np.ndarray) -> np.ndarray:
     """float32 [len(ids), d_model] of the prompt ids ``ids`` (int64, ascending, distinct)
     from the snapshot's version, in the order of ``ids``. Reads the id range
     ``[ids[0], ids[-1]]`` (a filter Lance pushes down) and keeps the ids asked for; NotFound
-    when one is missing."""
+    when one is missing; DataCorrupted for a row that fails its checksum (with ``verify``)."""
     import lance
 
     ids = np.asarray(ids, dtype=np.int64)
@@ -66,8 +69,14 @@ def read_rows(snap: LayerSnapshot, ids: np.ndarray) -> np.ndarray:
     if len(ids) > 1 and not (np.diff(ids) > 0).all():
         raise InvalidInput("read_rows needs ascending, distinct prompt ids")
     ds = lance.dataset(snap.uri, version=snap.version, storage_options=dict(snap.storage_options) or None)
-    t = ds.to_table(columns=["prompt_id", "vector"],
+    check = snap.verify and DIGEST in ds.schema.names
+    t = ds.to_table(columns=["prompt_id", "vector", DIGEST] if check else ["prompt_id", "vector"],
                     filter=f"prompt_id >= {int(ids[0])} AND prompt_id <= {int(ids[-1])}")
+    if check:
+        bad, _ = check_digests(acts_table(snap.model_key, snap.layer), t, snap.d_model)
+        bad = bad[np.isin(bad, ids)]
+        if len(bad):
+            raise corrupted(acts_table(snap.model_key, snap.layer), bad)
     got = t["prompt_id"].to_numpy()
     order = np.argsort(got, kind="stable")
     pos = np.searchsorted(got[order], ids)
@@ -113,8 +122,12 @@ def write_layer_fragments(target: FragmentTarget, ids: np.ndarray, vectors: np.n
     if target.dtype not in STORAGE_DTYPES:
         raise InvalidInput(f"dtype must be one of {sorted(STORAGE_DTYPES)}, got {target.dtype!r}")
     order = np.argsort(ids, kind="stable")
-    batch = pa.table({"prompt_id": pa.array(ids[order], pa.int64()),
-                      "vector": vectors_to_arrow(X[order], target.dtype)}, schema=target.schema)
+    vec = vectors_to_arrow(X[order], target.dtype)
+    columns = {"prompt_id": pa.array(ids[order], pa.int64()), "vector": vec}
+    if DIGEST in target.schema.names:  # tables written before checksums have none
+        columns[DIGEST] = pa.array(row_digests(vec.values.to_numpy(zero_copy_only=False).reshape(len(vec), -1)),
+                                     pa.uint64())
+    batch = pa.table(columns, schema=target.schema)
     frags = write_fragments(batch, target.uri, schema=target.schema, data_storage_version=ACTS_STORAGE_VERSION,
                             storage_options=dict(target.storage_options) or None)
     return [json.dumps(f.to_json()) for f in frags]

@@ -49,7 +49,7 @@ class Store:
         tables.version_check_s = float(settings.version_check_s)
         self.prompts = Prompts(tables)
         self.models = Models(tables)
-        self.activations = Activations(tables, self.prompts, self.models)
+        self.activations = Activations(tables, self.prompts, self.models, verify_reads=settings.verify_reads)
         persist = tables.local_path / "_faiss" if tables.local_path is not None else _index_cache(tables, settings)
         self.knn = Knn(self.activations, self.prompts, persist, settings.ann_threshold, settings.ann_recall,
                        settings.ann_latency_ms)

@@ -35,6 +35,8 @@ Measured choices kept here:
 
 from __future__ import annotations
 
+import errno
+import functools
 import logging
 import re
 import threading
@@ -48,7 +50,7 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 
-from actstore.errors import InvalidInput, NotFound
+from actstore.errors import ActstoreError, InvalidInput, NotFound, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,8 @@ T = TypeVar("T")
 
 __all__ = [
     "ACTS_PREFIX", "ACTS_STORAGE_VERSION", "KEEP_VERSIONS_FOR", "MAX_FRAGMENTS", "PUSHDOWN_IDS", "Tables",
-    "acts_table", "check_model_key", "is_local", "parse_acts_table", "sql_str",
+    "acts_table", "check_model_key", "is_local", "is_vanished", "parse_acts_table", "sql_str", "storage_error",
+    "storage_problem",
 ]
 
 # Compact a table once it has more fragments than this (many small ingest writes).
@@ -104,6 +107,83 @@ def parse_acts_table(name: str) -> tuple[str, int] | None:
 def sql_str(value: str) -> str:
     """``value`` as a quoted SQL string literal for a Lance filter."""
     return "'" + value.replace("'", "''") + "'"
+
+
+def is_vanished(exc: BaseException) -> bool:
+    """Whether ``exc`` is Lance's answer to reading a table whose files are gone (dropped by
+    another process after this one opened it: ``lance error: Not found: .../_versions``)."""
+    text = str(exc)
+    return (isinstance(exc, (RuntimeError, ValueError, OSError)) and "Not found:" in text
+            and (".lance" in text or "_versions" in text))
+
+
+_UNREACHABLE = ("Failed to connect", "kind: Connect", "error sending request", "dispatch failure",
+                "Connection refused", "connection refused", "dns error", "operation timed out")
+
+
+def storage_problem(exc: BaseException) -> str | None:
+    """What failed under the store, in words, when ``exc`` is a storage failure rather than a
+    bug: ``"full"`` (ENOSPC, Lance's "No space left"), ``"missing: DETAIL"`` (the object store
+    answers that the bucket does not exist), ``"refused: DETAIL"`` (it answers with another S3
+    error: access denied, bad keys, ...), ``"unreachable: DETAIL"`` (it does not answer); None
+    otherwise."""
+    text = str(exc)
+    if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left" in text:
+        return "full"
+    if not isinstance(exc, (OSError, RuntimeError, ValueError)):
+        return None
+    answer = re.search(r"<Code>(\w+)</Code>\s*<Message>([^<]{0,200})</Message>", text.replace('\\"', '"'))
+    if answer:  # the object store answered with an error (S3 XML)
+        code, message = answer.groups()
+        return f"{'missing' if code == 'NoSuchBucket' else 'refused'}: {code} ({message})"
+    if any(m in text for m in _UNREACHABLE):
+        endpoint = re.search(r"uri: Some\((https?://[^/)\s]+)", text)
+        kind = re.search(r"HttpError \{ kind: (\w+)", text)
+        detail = ", ".join(x for x in (endpoint and f"endpoint {endpoint.group(1)}",
+                                       kind and f"{kind.group(1).lower()} error") if x)
+        return f"unreachable: {detail or text.splitlines()[0][:200]}"
+    return None
+
+
+def storage_error(exc: BaseException, uri: str) -> ActstoreError | None:
+    """The actstore error for a storage failure ``exc`` of the store at ``uri`` (see
+    :func:`storage_problem`), or None when ``exc`` is not one."""
+    problem = storage_problem(exc)
+    return None if problem is None else _storage_error(uri, problem)
+
+
+def _storage_error(uri: str, problem: str) -> ActstoreError:
+    kind, _, detail = problem.partition(": ")
+    if kind == "missing":
+        return NotFound(f"no actstore store at {uri}: the object store answers {detail}; check the URI and the "
+                        "storage options")
+    if kind == "refused":
+        return StorageUnavailable(f"the object store of {uri} refused the request: {detail}; check the "
+                                  "credentials and the storage options")
+    if problem == "full":
+        return StorageUnavailable(f"the disk holding the store {uri} is full (no space left on device): free "
+                                  "space or move the store, then run the same write again (the failed commit "
+                                  "left nothing behind)")
+    return StorageUnavailable(f"cannot reach the store {uri} ({problem.removeprefix('unreachable: ')}): check the "
+                              "URI, that the object store is running, and the storage options")
+
+
+def _storage_errors(method: Callable[..., T]) -> Callable[..., T]:
+    """Tables methods: a full disk or an unreachable object store becomes one clear
+    StorageUnavailable naming the store, instead of a raw Lance error."""
+    @functools.wraps(method)
+    def wrapper(self: Tables, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except ActstoreError:
+            raise
+        except Exception as exc:
+            problem = storage_problem(exc)
+            if problem is None:
+                raise
+            raise _storage_error(self.uri, problem) from exc
+
+    return wrapper
 
 
 def is_local(uri: str) -> bool:
@@ -181,8 +261,16 @@ class Tables:
         #: object-store options every connection to this database needs (a copy; strings)
         self.storage_options: dict[str, str] = {str(k): str(v) for k, v in (storage_options or {}).items()}
         # read_consistency_interval=0: every read sees the latest commit of any process.
-        self._db = lancedb.connect(self.uri, read_consistency_interval=timedelta(0),
-                                   storage_options=self.storage_options or None)
+        try:
+            self._db = lancedb.connect(self.uri, read_consistency_interval=timedelta(0),
+                                       storage_options=self.storage_options or None)
+        except Exception as exc:  # an object store that does not answer: one clear error
+            problem = storage_problem(exc)
+            if problem is None and self.local_path is None:
+                problem = f"unreachable: {str(exc).splitlines()[0][:200]}"
+            if problem is None:
+                raise
+            raise _storage_error(self.uri, problem) from None
         #: serialises the writers of this process (re-entrant); releasing it drops the memos of :meth:`recent`
         self.write_lock = _WriteLock(self.wrote)
         self._handles: dict[str, Any] = {}
@@ -221,6 +309,7 @@ class Tables:
     def __repr__(self) -> str:
         return f"Tables({self.uri!r})"
 
+    @_storage_errors
     def names(self) -> list[str]:
         """Names of every table of the database."""
         names: list[str] = []
@@ -236,11 +325,13 @@ class Tables:
         """The LanceDB table ``name``, or None when it does not exist. Handles are cached."""
         return self._open(name, None, None)
 
+    @_storage_errors
     def create(self, name: str, schema: pa.Schema, storage_version: str | None = None):
         """Table ``name``, created empty with ``schema`` (and Lance file format
         ``storage_version``, e.g. :data:`ACTS_STORAGE_VERSION`) when missing."""
         return self._open(name, schema, storage_version)
 
+    @_storage_errors
     def _open(self, name: str, schema: pa.Schema | None, storage_version: str | None):
         with self._handles_lock:
             tbl = self._handles.get(name)
@@ -257,11 +348,18 @@ class Tables:
             self._handles[name] = tbl
             return tbl
 
+    def forget(self, name: str) -> None:
+        """Forget the cached handle of table ``name`` (after finding its files gone): the next
+        :meth:`open` looks it up afresh."""
+        with self._handles_lock:
+            self._handles.pop(name, None)
+
     def dataset_uri(self, name: str) -> str:
         """URI of the Lance dataset of table ``name`` (``<db>/<name>.lance``), for the Lance
         fragment API (distributed writes; see :meth:`commit_append`)."""
         return f"{self.uri.rstrip('/')}/{name}.lance"
 
+    @_storage_errors
     def commit_append(self, name: str, fragments: list) -> Any:
         """Append fragments written elsewhere (``lance.fragment.write_fragments`` by other
         processes, into :meth:`dataset_uri`) to existing table ``name`` in one commit: readers
@@ -307,6 +405,7 @@ class Tables:
             q = q.with_row_id(True)
         return q.limit(None).to_arrow()
 
+    @_storage_errors
     def create_seeded(self, name: str, data: pa.Table, schema: pa.Schema, *, stable_row_ids: bool = False):
         """Table ``name``; when missing, created holding ``data`` in its first commit (so no
         reader ever sees it without those rows), with Lance *stable row ids* when asked
@@ -341,6 +440,7 @@ class Tables:
             return self.scan(tbl, columns, where)
         return tbl.to_arrow()
 
+    @_storage_errors
     def add(self, name: str, batch: pa.Table, schema: pa.Schema, storage_version: str | None = None):
         """Append ``batch`` to table ``name`` (created with ``schema`` when missing) in one
         commit, then apply the compaction rule. Returns the table."""
@@ -350,6 +450,7 @@ class Tables:
         self.wrote()
         return tbl
 
+    @_storage_errors
     def upsert(self, name: str, batch: pa.Table, schema: pa.Schema, key: str = "prompt_id", *,
                storage_version: str | None = None):
         """Write ``batch`` to table ``name`` in one commit: rows whose ``key`` is stored already
@@ -365,6 +466,19 @@ class Tables:
         self.wrote()
         return tbl
 
+    @_storage_errors
+    def overwrite(self, name: str, data: pa.Table) -> Any:
+        """Replace every row of existing table ``name`` with ``data`` (which may add columns:
+        its schema becomes the table's) in one commit; readers see the old rows or the new.
+        Returns the table."""
+        tbl = self.open(name)
+        if tbl is None:
+            raise NotFound(f"no table {name!r} to overwrite")
+        tbl.add(data, mode="overwrite")
+        self.wrote()
+        return tbl
+
+    @_storage_errors
     def merge(self, name: str, batch: pa.Table, schema: pa.Schema, key: str):
         """Upsert ``batch`` on ``key`` with merge_insert, without first reading the stored keys
         (for small batches into tables of arbitrary size). Then the compaction rule."""
@@ -374,6 +488,7 @@ class Tables:
         self.wrote()
         return tbl
 
+    @_storage_errors
     def optimize(self, name: str, keep: timedelta = KEEP_VERSIONS_FOR) -> None:
         """Compact table ``name`` into few fragments (old versions kept ``keep``, by default
         :data:`KEEP_VERSIONS_FOR`)."""
@@ -382,6 +497,7 @@ class Tables:
             tbl.optimize(cleanup_older_than=keep)
             self.wrote()
 
+    @_storage_errors
     def delete(self, name: str, where: str) -> None:
         """Delete the rows of table ``name`` matching the Lance filter ``where`` (one commit;
         nothing when the table does not exist)."""
@@ -390,6 +506,7 @@ class Tables:
             tbl.delete(where)
             self.wrote()
 
+    @_storage_errors
     def drop(self, name: str) -> bool:
         """Drop table ``name`` and forget its handle; False when it did not exist."""
         with self._handles_lock:

@@ -20,16 +20,21 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from actstore.errors import InvalidInput
 
 __all__ = [
     "ARCHITECTURES",
+    "MAX_JSON_BYTES",
+    "MAX_JSON_DEPTH",
     "SUPPORTED",
     "SaeFormat",
     "available_memory",
@@ -37,6 +42,7 @@ __all__ = [
     "file_in",
     "finish",
     "hook_layer_of",
+    "json_depth",
     "load_npz",
     "load_safetensors",
     "load_torch",
@@ -94,14 +100,42 @@ def file_in(folder: Path, name: str, root: str | Path | None, layout: str) -> Pa
     return real
 
 
+# Bounds of a configuration file read from an SAE folder: its size, and how deeply its arrays
+# and objects nest (real configs nest 2-3 levels; deeper ones are refused before parsing, so a
+# crafted file cannot exhaust the parser's recursion).
+MAX_JSON_BYTES = 16 << 20
+MAX_JSON_DEPTH = 32
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def json_depth(text: bytes) -> int:
+    """How deeply the arrays and objects of the JSON document ``text`` nest (0 for a scalar),
+    counted without parsing it (brackets inside strings do not count)."""
+    bare = np.frombuffer(_JSON_STRING.sub(b'""', text), np.uint8)
+    step = np.zeros(len(bare), np.int64)
+    step[(bare == ord("[")) | (bare == ord("{"))] = 1
+    step[(bare == ord("]")) | (bare == ord("}"))] = -1
+    return int(np.cumsum(step).max(initial=0))
+
+
 def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from ``path``; InvalidInput when it is not valid JSON or not an object."""
+    """A JSON object from ``path``; InvalidInput when it is larger than
+    :data:`MAX_JSON_BYTES`, nests deeper than :data:`MAX_JSON_DEPTH`, is not valid JSON or is
+    not an object."""
+    where = f"{path.name} in {str(path.parent)!r}"
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise InvalidInput(f"{where} is {size:,} bytes; configuration files over {MAX_JSON_BYTES:,} bytes are refused")
+    data = path.read_bytes()
+    depth = json_depth(data)
+    if depth > MAX_JSON_DEPTH:
+        raise InvalidInput(f"{where} nests {depth:,} levels deep; at most {MAX_JSON_DEPTH} are allowed")
     try:
-        raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"{path.name} in {str(path.parent)!r} is not valid JSON: {exc}") from None
+        raw = json.loads(data.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise InvalidInput(f"{where} is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(raw, dict):
-        raise InvalidInput(f"{path.name} in {str(path.parent)!r} must hold a JSON object")
+        raise InvalidInput(f"{where} must hold a JSON object")
     return raw
 
 

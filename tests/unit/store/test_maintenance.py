@@ -113,8 +113,9 @@ def test_verify_reports_each_kind_of_damage(store, tmp_path):
     _world(store, tmp_path)
     lines = [c.line() for c in store.maintenance.verify()]
     assert [line.split(":")[0] for line in lines] == [
-        "ok   tables", "ok   prompts", "ok   references", "ok   vectors", "ok   catalog", "ok   indices", "ok   saes"]
-    assert lines[0] == "ok   tables: 9 tables open and scan (44 rows)"
+        "ok   tables", "ok   prompts", "ok   references", "ok   vectors", "ok   checksums", "ok   catalog",
+            "ok   indices", "ok   saes"]
+    assert lines[0] == "ok   tables: 10 tables open and scan (47 rows)"  # model_claims: 1 table, seed + 2 claims
 
     # a damaged index file, a damaged SAE, a table deleted by hand, rows of unknown prompts
     digest = store.knn.indexes.digest_files()[0]
@@ -131,7 +132,8 @@ def test_verify_reports_each_kind_of_damage(store, tmp_path):
     store.tables.drop("acts__m__L001")  # forget the handle, as a new process would
     schema = acts_schema(4, "float32")
     bad = pa.table({"prompt_id": pa.array([999], pa.int64()),
-                    "vector": pa.array([[np.inf, 0, 0, 0]], schema.field("vector").type)}, schema=schema)
+                    "vector": pa.array([[np.inf, 0, 0, 0]], schema.field("vector").type),
+                    "digest": pa.array([None], pa.uint64())}, schema=schema)
     store.tables.add("acts__keep__L000", bad, schema)  # past every check of a write
     checks = {c.name: c for c in store.maintenance.verify()}
     assert [n for n, c in checks.items() if not c.ok] == ["references", "vectors", "catalog", "indices", "saes"]

@@ -1,7 +1,7 @@
 // Catalog: stored models, datasets and registered SAEs, with links into the other views.
 import { el, table } from "./ui.js";
 import { href } from "./state.js";
-import { newPlot } from "./charts.js";
+import { newPlot, plotText } from "./charts.js";
 
 export async function render(root, params, { models, datasets, saes }) {
   const counts = Object.fromEntries(datasets.map((d) => [d.name, d.promptCount]));
@@ -26,7 +26,8 @@ export async function render(root, params, { models, datasets, saes }) {
     el("div", { id: "datasets-plot", class: "plot small" })));
   if (datasets.length) {
     newPlot(root.querySelector("#datasets-plot"),
-      [{ type: "bar", x: datasets.map((d) => d.name), y: datasets.map((d) => d.promptCount), name: "prompts" }],
+      [{ type: "bar", x: datasets.map((d) => plotText(d.name)), y: datasets.map((d) => d.promptCount), name: "prompts",
+        hovertemplate: "%{x}: %{y} prompts<extra></extra>" }],
       { title: { text: "Prompts per dataset" }, yaxis: { title: { text: "prompts" } } });
   }
   root.append(el("h3", {}, `Sparse autoencoders (${saes.length})`));

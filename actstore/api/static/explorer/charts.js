@@ -3,6 +3,17 @@
 
 const CONFIG = { displaylogo: false, responsive: true };
 
+/** User text (model keys, dataset names, prompt texts, labels) made inert for plotly, which
+ *  reads the strings it draws (titles, names, tick labels, hover and cell text) as pseudo-HTML:
+ *  `<a href=...>` would become a clickable link, `<br>`, `<b>`... markup. Escaped as HTML
+ *  entities, which plotly shows as the literal characters; `%{` is escaped too, so that text
+ *  put into a hover template is not read as a placeholder. Apply it to every user string that
+ *  reaches a plotly figure, and only once. */
+export function plotText(value) {
+  return String(value ?? "")
+    .replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/%\{/g, "&#37;{");
+}
+
 /** Colour scale for a value range: diverging around 0 when values have both signs. */
 export function colourScale(values) {
   const flat = values.flat();
@@ -15,7 +26,8 @@ export function colourScale(values) {
   return { colorscale: "Viridis", zmin: lo, zmax: hi > lo ? hi : lo + 1e-9 };
 }
 
-/** A plotly axis over layer numbers: every layer ticked when there are few. */
+/** A plotly axis over layer numbers: every layer ticked when there are few. `title` is
+ *  drawn as plotly pseudo-HTML: escape user text in it with plotText. */
 export function layerAxis(title, layers) {
   const axis = { title: { text: title } };
   if (layers.length <= 16) Object.assign(axis, { tickmode: "array", tickvals: layers });
@@ -37,11 +49,13 @@ function interp(d, xs, ys) {
  *  `onCell(i, j)` is called with the row and column index of a clicked cell. */
 export function matrixHeatmap(div, m, { label, title, onCell } = {}) {
   const custom = m.layersA.map((_, i) => m.layersB.map((_, j) => [m.depthsA[i], m.depthsB[j]]));
+  const modelA = plotText(m.modelA);
+  const modelB = plotText(m.modelB);
   const heat = {
     type: "heatmap", name: label, x: m.layersB, y: m.layersA, z: m.values, customdata: custom,
     ...colourScale(m.values), xgap: 1, ygap: 1, colorbar: { title: { text: label } },
-    hovertemplate: `${m.modelA} layer %{y} (depth %{customdata[0]:.2f})<br>`
-      + `${m.modelB} layer %{x} (depth %{customdata[1]:.2f})<br>${label} %{z:.4f}<extra></extra>`,
+    hovertemplate: `${modelA} layer %{y} (depth %{customdata[0]:.2f})<br>`
+      + `${modelB} layer %{x} (depth %{customdata[1]:.2f})<br>${label} %{z:.4f}<extra></extra>`,
   };
   if (m.layersA.length * m.layersB.length <= 144) {
     heat.texttemplate = "%{z:.2f}";
@@ -61,7 +75,7 @@ export function matrixHeatmap(div, m, { label, title, onCell } = {}) {
   };
   const layout = {
     title: { text: title || label }, margin: { t: 40, l: 60, r: 20, b: 90 },
-    xaxis: layerAxis(`${m.modelB} layer`, m.layersB), yaxis: layerAxis(`${m.modelA} layer`, m.layersA),
+    xaxis: layerAxis(`${modelB} layer`, m.layersB), yaxis: layerAxis(`${modelA} layer`, m.layersA),
     legend: { orientation: "h", y: -0.2 }, shapes: bandShapes(m),
   };
   Plotly.newPlot(div, [heat, argmax, diagonal], layout, CONFIG);
@@ -103,7 +117,8 @@ function bandShapes(m) {
   }));
 }
 
-/** Lines against x with horizontal baselines: series = [{name, y}], baselines = [{name, value}]. */
+/** Lines against x with horizontal baselines: series = [{name, y}], baselines = [{name, value}].
+ *  Names and titles are drawn as plotly pseudo-HTML: escape user text in them with plotText. */
 export function linesWithBaselines(div, x, series, baselines, { title, xTitle, yTitle } = {}) {
   const traces = series.map((s) => ({ type: "scatter", mode: "lines+markers", name: s.name, x, y: s.y }));
   const lo = Math.min(...x);

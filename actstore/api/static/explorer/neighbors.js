@@ -4,7 +4,7 @@
 import { gql } from "./api.js";
 import { save } from "./state.js";
 import { el, field, select, run, table, formValues, fmt } from "./ui.js";
-import { newPlot, layerAxis } from "./charts.js";
+import { newPlot, layerAxis, plotText } from "./charts.js";
 
 const FIELDS = "rank promptId score text label dataset";
 const PROMPTS = `query Prompts($dataset: String!) { prompts(dataset: $dataset, limit: 200) { id text label } }`;
@@ -136,7 +136,7 @@ function scoreBars(div, list, layer, metric) {
   const range = scoreRange(list.map((n) => n.score));
   newPlot(div, [{
     type: "bar", x: list.map((n) => n.rank), y: list.map((n) => n.score),
-    customdata: list.map((n) => [n.promptId, n.label ?? "—", (n.text || "").slice(0, 90)]),
+    customdata: list.map((n) => [n.promptId, plotText(n.label ?? "—"), plotText((n.text || "").slice(0, 90))]),
     hovertemplate: "rank %{x}: prompt %{customdata[0]} (label %{customdata[1]})<br>%{customdata[2]}<br>score %{y:.4f}<extra></extra>",
   }], { title: { text: `${metric.toLowerCase()} score by rank, layer ${layer} (axis from ${fmt(range[0], 3)}, not 0)` },
     xaxis: { title: { text: "rank" }, dtick: 1 }, yaxis: { title: { text: "score" }, range } });
@@ -148,7 +148,7 @@ function acrossDepth(heatDiv, overlapDiv, model, perLayer, layer) {
   const z = perLayer.map((list) => ranks.map((r) => list[r - 1]?.score ?? null));
   const text = perLayer.map((list) => ranks.map((r) => {
     const n = list[r - 1];
-    return n ? `prompt ${n.promptId} [${n.label ?? "—"}]: ${(n.text || "").slice(0, 70)}` : "";
+    return n ? plotText(`prompt ${n.promptId} [${n.label ?? "—"}]: ${(n.text || "").slice(0, 70)}`) : "";
   }));
   newPlot(heatDiv, [{
     type: "heatmap", x: ranks, y: model.layers, z, text, colorscale: "Viridis", xgap: 1, ygap: 1,
@@ -161,5 +161,5 @@ function acrossDepth(heatDiv, overlapDiv, model, perLayer, layer) {
     type: "scatter", mode: "lines+markers", x: model.layers, y: overlap, name: "overlap",
     hovertemplate: "layer %{x}: %{y:.2f} of the neighbours shared<extra></extra>",
   }], { title: { text: `share of neighbours shared with layer ${layer}` },
-    xaxis: layerAxis(`${model.key} layer`, model.layers), yaxis: { title: { text: "share" }, range: [0, 1.05] } });
+    xaxis: layerAxis(`${plotText(model.key)} layer`, model.layers), yaxis: { title: { text: "share" }, range: [0, 1.05] } });
 }

@@ -3,7 +3,7 @@
 import { gql } from "./api.js";
 import { save } from "./state.js";
 import { el, field, select, run, dl, fmt, formValues, intList } from "./ui.js";
-import { linesWithBaselines } from "./charts.js";
+import { linesWithBaselines, plotText } from "./charts.js";
 
 const PROBE = `query ProbeSweep($source: LayerRef!, $target: LayerRef!, $task: String!, $ranks: [Int!]!, $bridge: String) {
   probeTransferSweep(source: $source, target: $target, taskDataset: $task, ranks: $ranks, bridgeDataset: $bridge) {
@@ -54,7 +54,7 @@ export async function render(root, params, { models, datasets }) {
         const s = (await gql(BRIDGE, { source, target, ranks, train: v.bridge || null }, { signal })).bridgeSweep;
         linesWithBaselines(plot, s.ranks, [{ name: "r2", y: s.r2 }, { name: "mean cosine", y: s.meanCosine }],
           [{ name: "full-rank ridge r2", value: s.ridgeR2 }, { name: "full-rank ridge cosine", value: s.ridgeMeanCosine, dash: "dot" }],
-          { title: `bridge ${v.source} L${s.layerSource} → ${v.target} L${s.layerTarget}`, xTitle: "rank", yTitle: "held-out score" });
+          { title: `bridge ${plotText(v.source)} L${s.layerSource} → ${plotText(v.target)} L${s.layerTarget}`, xTitle: "rank", yTitle: "held-out score" });
         side.replaceChildren(dl([["ridge alpha", fmt(s.alpha)], ["train prompts", s.nTrain], ["test prompts", s.nTest]]));
         return;
       }
@@ -66,7 +66,7 @@ export async function render(root, params, { models, datasets }) {
           { name: "full-rank transferred", value: s.ridgeTransferred, dash: "dot" },
           { name: "full-rank task-specific", value: s.ridgeTaskSpecific, dash: "dot" },
           { name: "chance", value: s.chance, dash: "longdash" }],
-        { title: `probe transfer on ${v.task}: ${v.source} L${s.layerSource} ← ${v.target} L${s.layerTarget}`,
+        { title: `probe transfer on ${plotText(v.task)}: ${plotText(v.source)} L${s.layerSource} ← ${plotText(v.target)} L${s.layerTarget}`,
           xTitle: "bridge rank", yTitle: "accuracy" });
       side.replaceChildren(dl([
         ["source native", fmt(s.sourceNative)], ["target native", fmt(s.targetNative)], ["chance", fmt(s.chance)],
