@@ -1,6 +1,6 @@
 """The service layer: resolves layer references, reads arrays, calls analysis, caches answers.
 
-``Service(store)`` holds the parts (``catalog``, ``similarity``, ``bridges``, ``saes``,
+``Service(store)`` holds the parts (``catalog``, ``similarity``, ``measures``, ``bridges``, ``saes``,
 ``results``, ``jobs``); see :mod:`actstore.service.service`. The records and analysis
 dataclasses its answers carry (ModelInfo, DatasetInfo, PromptRecord, SaeRecord, DiagonalTest)
 are re-exported here, so its callers need nothing below it.
@@ -24,6 +24,7 @@ _EXPORTS = {
     "BridgeResult": ".bridges", "BridgeSweepResult": ".bridges", "NextTokenTransferResult": ".bridges",
     "ProbeTransferResult": ".bridges", "ProbeTransferSweepResult": ".bridges",
     "ModelSummary": ".catalog",
+    "MeasureInfo": ".measures", "SimilarityByDataset": ".measures", "SimilarityResult": ".measures",
     "Job": ".jobs",
     "FeaturePairResult": ".saes", "SaeCorrelationResult": ".saes", "SaeMatrixResult": ".saes",
     "Service": ".service",

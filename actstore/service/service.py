@@ -6,6 +6,7 @@ part               answers
 =================  ==========================================================================
 ``catalog``        models, datasets, prompts; adding prompts
 ``similarity``     nearest neighbours, mutual k-NN, affinity matrices, CKA, CKA matrices
+``measures``       every registered similarity measure: measures, similarity, similarity matrices
 ``bridges``        linear bridges, probe transfer, rank sweeps, next-token transfer
 ``saes``           the SAE registry, SAE feature correlation, SAE matrices
 ``results``        cached answers by key (plots are served from them)
@@ -40,6 +41,7 @@ from .bridges import Bridges
 from .catalog import Catalog
 from .encoders import TextEncoders
 from .jobs import Jobs
+from .measures import Measures
 from .reads import Reads
 from .requests import Request
 from .results import ResultCache
@@ -67,6 +69,7 @@ class Service:
         self.encoders = TextEncoders()
         self.catalog = Catalog(self.store)
         self.similarity = Similarity(self.store, self.settings, reads, self.results, self.encoders)
+        self.measures = Measures(self.store, self.settings, reads, self.results)
         self.bridges = Bridges(self.store, self.settings, reads, self.results)
         self.saes = Saes(self.store, self.settings, reads, self.results)
         self.jobs = Jobs(self.store)
@@ -77,7 +80,7 @@ class Service:
 
     def parts(self) -> tuple[Answers, ...]:
         """The parts that answer requests."""
-        return (self.similarity, self.bridges, self.saes)
+        return (self.similarity, self.measures, self.bridges, self.saes)
 
     def answer(self, request: Request) -> Any:
         """The answer of any request (see :mod:`.requests`), by the part that answers its type."""

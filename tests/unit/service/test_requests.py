@@ -58,6 +58,8 @@ def _sample(cls: type[R.Request]) -> R.Request:
             kwargs[f.name] = required[typing.get_origin(hints[f.name]) or hints[f.name]]
     if cls is R.NeighborsRequest:
         kwargs["prompt_id"] = 3
+    if cls in (R.SimilarityRequest, R.SimilarityMatrixRequest):
+        kwargs["measure"] = "cka"
     return cls(**kwargs)
 
 
@@ -88,7 +90,8 @@ REQUESTS = R.request_types()
 def test_the_request_types():
     assert {c.op for c in REQUESTS} == {
         "nearestNeighbors", "mutualKnn", "affinityMatrix", "cka", "ckaMatrix", "bridge", "bridgeSweep",
-        "probeTransfer", "probeTransferSweep", "nextTokenTransfer", "saeFeatureCorrelation", "saeMatrix"}
+        "probeTransfer", "probeTransferSweep", "nextTokenTransfer", "saeFeatureCorrelation", "saeMatrix",
+        "similarity", "similarityMatrix"}
 
 
 @pytest.mark.parametrize("cls", REQUESTS, ids=lambda c: c.__name__)
@@ -137,7 +140,7 @@ def test_checks_coerce_and_refuse_with_structure():
     assert e.worded(lambda n: "--" + n.replace("_", "-")) == "--by-dataset must be true or false, got 'yes'"
     with pytest.raises(InvalidInput, match=r"^k must be an integer >= 1, got 0$"):
         R.MutualKnnRequest(LayerRef("a", 0), LayerRef("b", 0), k=0)
-    with pytest.raises(InvalidInput, match=r"^preprocess must be one of NONE, STANDARDIZE, DROP_OUTLIER_DIMS, got 'pca'$"):
+    with pytest.raises(InvalidInput, match=r"^preprocess must be one of NONE, STANDARDIZE, DROP_OUTLIER_DIMS, PLATONIC, got 'pca'$"):
         R.CkaRequest(LayerRef("a", 0), LayerRef("b", 0), preprocess="pca")
     with pytest.raises(InvalidInput, match=r"^give either grid or layers_a/layers_b, not both$"):
         R.CkaMatrixRequest("a", "b", grid=3, layers_a=[0])
