@@ -244,3 +244,17 @@ def test_errors_name_the_value_and_what_is_allowed(service):
         service.measures.similarity(a, b, "mutual_knn", k=14, dataset="y")
     with pytest.raises(InvalidInput, match=r"^permutations must be at most"):
         service.measures.similarity(a, b, "cka", permutations=10**9)
+
+
+# ------------------------------------------------------------------ the notebook face
+def test_session_methods(service, data):
+    import actstore
+
+    s = actstore.open(service.store)
+    table = s.measures()
+    assert [m.name for m in table] == NAMES and table.to_pandas()["sensitive_to"].tolist() == [
+        m.sensitive_to for m in registry.measures()]
+    r = s.similarity(("a", 1.0), "b:0", "unbiased_cka")
+    assert (r.layer_a, r.value) == (1, pytest.approx(DIRECT["unbiased_cka"](data["a"][1], data["b"][0]), abs=1e-9))
+    M = s.similarity_matrix("a", "b", "mutual_knn", k=K, layers_b=[1])
+    assert M.values.shape == (2, 1) and M.to_dict()["measure"] == "mutual_knn"
