@@ -734,6 +734,7 @@ class SimilarityRequest(_MeasureFields, Request):
     optional (stratified) permutation test."""
 
     op: ClassVar[str] = "similarity"
+    # answer_settings: none; the registry computes exact k-NN graphs from the rows (no ANN index)
 
     a: LayerRef = arg(check=LAYER, doc="first layer")
     b: LayerRef = arg(check=LAYER, doc="second layer")
@@ -756,6 +757,7 @@ class SimilarityMatrixRequest(_MeasureFields, Request):
     relative-depth grid); each layer's statistics are computed once."""
 
     op: ClassVar[str] = "similarityMatrix"
+    # answer_settings: none (exact k-NN graphs, as for SimilarityRequest)
 
     model_a: str = arg(check=TEXT, doc="model of the rows")
     model_b: str = arg(check=TEXT, doc="model of the columns")

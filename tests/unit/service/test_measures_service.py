@@ -258,3 +258,20 @@ def test_session_methods(service, data):
     assert (r.layer_a, r.value) == (1, pytest.approx(DIRECT["unbiased_cka"](data["a"][1], data["b"][0]), abs=1e-9))
     M = s.similarity_matrix("a", "b", "mutual_knn", k=K, layers_b=[1])
     assert M.values.shape == (2, 1) and M.to_dict()["measure"] == "mutual_knn"
+
+
+def test_cost_is_the_measures_formula_and_over_the_budget_is_refused(service):
+    from actstore.errors import LimitExceeded
+    from actstore.service.requests import SimilarityRequest
+
+    m = registry.get("cknna")
+    opts = m.options_for({"k": K})
+    req = SimilarityRequest(LayerRef("a", 0), LayerRef("b", 1), "cknna", k=K, permutations=5, dataset="x")
+    cost = service.measures.plan(req).cost()
+    want = m.cost(N_X, [7], [8], opts) + 5 * (m.prepare_cost(N_X, 8, opts) + m.compare_cost(N_X, 7, 8, opts))
+    assert cost.flops == pytest.approx(want, rel=1e-12)
+    assert cost.what == "cknna over n = 22 prompts (d = 7, 8) with 5 permutations"
+    small = Service(service.store, Settings(token="t", max_cost=want / 2))
+    with pytest.raises(LimitExceeded, match=r"^cknna over n = 22 prompts \(d = 7, 8\) with 5 permutations has an "
+                                            r"estimated cost of"):
+        small.measures.similarity(LayerRef("a", 0), LayerRef("b", 1), "cknna", k=K, permutations=5, dataset="x")

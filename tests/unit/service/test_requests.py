@@ -161,3 +161,33 @@ def test_limits_come_from_the_settings():
         R.CkaMatrixRequest("a", "b", layers_a=[0, 1, 2, 3]).check_limits(s)
     with pytest.raises(LimitExceeded, match=r"^grid = 4 layers; this server allows at most 3 \(ACTSTORE_MAX_LAYERS\)$"):
         R.AffinityRequest("a", "b", grid=4).check_limits(s)
+
+
+def test_measure_requests_check_against_the_registry_and_key_their_options():
+    s = Settings(environ={})
+    a, b = LayerRef("a", 0), LayerRef("b", 0)
+    base = R.SimilarityRequest(a, b, "cknna", k=5)
+    # options are canonical JSON: the same options in any order (or as text) are the same request
+    one = R.SimilarityRequest(a, b, "cknna", k=5, options={"unbiased": False, "eps": 1e-6})
+    two = R.SimilarityRequest(a, b, "cknna", k=5, options='{"eps": 1e-06, "unbiased": false}')
+    assert one == two and one.options == '{"eps":1e-06,"unbiased":false}'
+    assert one.key_payload(s) == two.key_payload(s) != base.key_payload(s)
+    assert R.SimilarityRequest(a, b, "cknna", k=5, options={}) == base  # no options: the same request
+    assert R.SimilarityRequest(a, b, "mutual_knn", k=5).key_payload(s) != R.SimilarityRequest(
+        a, b, "cycle_knn", k=5).key_payload(s)
+    assert one.measure_options() == {"k": 5, "unbiased": False, "eps": 1e-6}
+    # None stands for the default of the arguments the contract declares nullable with a default
+    r = R.SimilarityMatrixRequest("a", "b", "cka", preprocess=None, by_dataset=None)
+    assert (r.preprocess, r.by_dataset) == (R.Preprocess.NONE, False)
+    with pytest.raises(InvalidInput) as exc:
+        R.SimilarityRequest(a, b, "Mutual_KNN", k=3)
+    assert (exc.value.field, exc.value.value) == ("measure", "Mutual_KNN")
+    assert exc.value.allowed.startswith("one of mutual_knn, cycle_knn, lcs_knn, edit_distance_knn, cknna, cka, ")
+    with pytest.raises(InvalidInput, match=r"^k must be an integer >= 1, got 0$"):
+        R.SimilarityRequest(a, b, "mutual_knn", k=0)
+    with pytest.raises(InvalidInput, match=r"^option 'eps' of measure 'cka' must be a finite number, got 'x'$"):
+        R.SimilarityMatrixRequest("a", "b", "cka", options={"eps": "x"})
+    with pytest.raises(InvalidInput, match=r"^give either grid or layers_a/layers_b, not both$"):
+        R.SimilarityMatrixRequest("a", "b", "cka", grid=3, layers_a=[0])
+    with pytest.raises(InvalidInput, match=r"^k must be at most 2 on this server \(ACTSTORE_MAX_K\), got 3$"):
+        R.SimilarityRequest(a, b, "mutual_knn", k=3).check_limits(Settings(environ={}, max_k=2))
