@@ -44,6 +44,7 @@ def test_similarity_with_options_and_json(store, tmp_path):
     out = json.loads(actstore("similarity-matrix", "a", "b", "lcs_knn", "--k", "3", "--layers-a", "0,2", "--json",
                               *S, cwd=tmp_path).stdout)
     assert (out["measure"], out["k"], out["layersA"], out["layersB"]) == ("lcs_knn", 3, [0, 2], [0, 1])
+    assert out["options"] == {} and "key" not in out
     assert out["values"][1][0] == pytest.approx(DIRECT["lcs_knn"](f64(store, "a", 2), f64(store, "b", 0), 3), abs=1e-9)
 
 
