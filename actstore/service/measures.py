@@ -38,7 +38,13 @@ from .preprocessing import Prep, check_prep
 from .reads import Reads
 from .requests import SimilarityMatrixRequest, SimilarityRequest
 from .results import Plan, ResultCache, result_type
-from .similarity import CkaMatrixByDataset, DatasetCount, SimilarityMatrixResult, corpus, mixed_warning
+from .similarity import (
+    CkaMatrixByDataset,
+    DatasetCount,
+    SimilarityMatrixResult,
+    corpus,
+    mixed_warning,
+)
 from .work import Cost, check_cancelled, stop_check
 
 __all__ = ["MeasureInfo", "Measures", "SimilarityByDataset", "SimilarityResult", "list_measures", "measure_info"]

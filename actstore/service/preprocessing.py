@@ -32,7 +32,12 @@ from typing import Any
 
 import numpy as np
 
-from actstore.analysis.preprocess import DEFAULT_OUTLIER_SHARE, PREPROCESS, fit_preprocess, platonic_clip
+from actstore.analysis.preprocess import (
+    DEFAULT_OUTLIER_SHARE,
+    PREPROCESS,
+    fit_preprocess,
+    platonic_clip,
+)
 from actstore.errors import InvalidInput
 
 __all__ = ["DEFAULT_OUTLIER_SHARE", "Prep", "check_prep"]

@@ -32,8 +32,8 @@ def reserved_sdl() -> str:
     block = "\n".join(line[2:] if line.startswith("# ") else line[1:]
                       for line in text[text.index("# ---- Names for what the open issues add"):].splitlines()
                       if line.startswith("#"))
-    types = [re.search(r"type Measure \{.*?\}", block, re.S).group(0),
-             re.search(r"type Similarity \{.*?\}", block, re.S).group(0)]
+    types = [re.search(r"type Measure \{.*?\}", block, re.DOTALL).group(0),
+             re.search(r"type Similarity \{.*?\}", block, re.DOTALL).group(0)]
     query = block[block.index("  measures:"):block.index("  atlas(")]
     # types the block names that the contract defines nowhere yet (stand-ins, compared by name)
     stand_ins = "scalar JSON\nenum Preprocess { NONE }\ntype DatasetCount { name: String! n: Int! }\n"

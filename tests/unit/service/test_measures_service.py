@@ -62,7 +62,7 @@ def data():
     b0 = z @ rng.standard_normal((3, 8)) + 0.6 * rng.standard_normal((N, 8))
     b1 = rng.standard_normal((N, 8))
     b1[:, 2] *= 12.0  # one large dimension: the platonic clip matters
-    cast = lambda x: x.astype(np.float32)  # noqa: E731
+    cast = lambda x: x.astype(np.float32)
     return {"a": {0: cast(a0), 1: cast(a1)}, "b": {0: cast(b0), 1: cast(b1)}}
 
 
@@ -205,7 +205,7 @@ def test_platonic_for_the_cka_query_too_and_refused_for_bridges(service, data):
 
 # ------------------------------------------------------------------ cache
 def test_a_cached_answer_computes_nothing(service):
-    ask = dict(a=LayerRef("a", 1), b=LayerRef("b", 1), measure="lcs_knn", k=3)
+    ask = {"a": LayerRef("a", 1), "b": LayerRef("b", 1), "measure": "lcs_knn", "k": 3}
     first = service.measures.similarity(**ask)
     before = service.results.computed
     assert service.measures.similarity(**ask) == first
