@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 #: bump when the meaning of a stored answer changes (every cached answer is then recomputed)
-KEY_VERSION = 2
+KEY_VERSION = 3  # 3: SimilarityMatrix answers name their measure (a stored biased one would read unbiased_cka)
 
 
 # --------------------------------------------------------------------------- enums
@@ -709,8 +709,9 @@ class _MeasureFields:
             raise InvalidInput(f"measure {m.name!r} needs k (neighbours per prompt, an integer >= 1)", field="k",
                                value=None, allowed="an integer >= 1")
         if not m.uses_k and k is not None:
-            raise InvalidInput(f"k applies only to the k-NN measures ({', '.join(x.name for x in registry.measures() if x.uses_k)}), "
-                               f"not {m.name!r}; leave it unset", field="k", value=k, allowed="unset")
+            knn = ", ".join(x.name for x in registry.measures() if x.uses_k)
+            raise InvalidInput(f"k applies only to the k-NN measures ({knn}), not {m.name!r}; leave it unset",
+                               field="k", value=k, allowed="unset")
         try:
             m.options_for({**given, **({"k": k} if m.uses_k else {})})
         except AnalysisError as exc:
