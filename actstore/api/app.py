@@ -50,6 +50,7 @@ from .codes import format_error, request_error, should_mask
 from .context import Context, Pools
 from .http import BrowserGuard, GraphQLEndpoint, json_response
 from .limits import BoundedParsing, DocumentCache, operation_problem
+from .measures import MeasureQuery
 from .sae import SaeMutation, SaeQuery
 from .schema import Mutation, Query
 from .web import web_routes
@@ -57,7 +58,7 @@ from .web import web_routes
 __all__ = ["build_schema", "create_app", "execute"]
 
 # The root types of each feature, merged into one Query / Mutation.
-QUERY_TYPES: tuple[type, ...] = (Query, SaeQuery, BridgeQuery, AtlasQuery)
+QUERY_TYPES: tuple[type, ...] = (Query, MeasureQuery, SaeQuery, BridgeQuery, AtlasQuery)
 MUTATION_TYPES: tuple[type, ...] = (Mutation, SaeMutation, AdminMutation, AtlasMutation)
 
 log = logging.getLogger("actstore.api")

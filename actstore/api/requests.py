@@ -4,8 +4,8 @@
 request's fields: snake_case in Python, camelCase in GraphQL (as strawberry names them), with
 the request's defaults and descriptions. Types map as follows: ``LayerRef`` -> the ``LayerRef``
 input, the request enums -> the GraphQL enums of the same names, ``tuple[X, ...]`` -> ``[X!]``,
-a field declared with ``graphql="ID"`` -> ``ID`` and ``graphql="SaeRef"`` -> the ``SaeRef``
-input. The resolver builds the request (its checks run there), answers it on a worker thread
+a field declared with ``graphql="ID"`` -> ``ID``, ``graphql="SaeRef"`` -> the ``SaeRef``
+input and ``graphql="JSON"`` -> the ``JSON`` scalar (measure options). The resolver builds the request (its checks run there), answers it on a worker thread
 (:func:`.context.call`) and builds the output type.
 
 Errors raised below the API name arguments by their Python names; the resolver gives them the
@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Optional
 
 import strawberry
+from strawberry.scalars import JSON
 
 from actstore.errors import ActstoreError
 from actstore.layers import LayerRef as LayerRefValue
@@ -52,6 +53,7 @@ _OVERRIDES: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "ID": (strawberry.ID, lambda v: parse_prompt_id(v)),
     "SaeRef": (SaeRef, lambda v: str(v.id)),
     "IDs": (list[strawberry.ID], lambda v: [str(x) for x in v]),
+    "JSON": (JSON, lambda v: v),
 }
 
 

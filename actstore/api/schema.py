@@ -75,7 +75,7 @@ class Query:
                     "adds a permutation-test p-value (null stratified by dataset when several are mixed); byDataset "
                     "adds the value per dataset.")
     cka_matrix: SimilarityMatrix = request_field(
-        CkaMatrixRequest, SimilarityMatrix, build=lambda r: build(SimilarityMatrix, r),
+        CkaMatrixRequest, SimilarityMatrix, build=SimilarityMatrix.of,
         description="CKA for every layer pair (or an evenly spaced relative-depth grid of `grid` layers).")
 
 

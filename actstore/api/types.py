@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import json
 from collections.abc import Awaitable, Callable
 from typing import Optional
 
 import strawberry
+from strawberry.scalars import JSON
 
 from actstore.errors import InvalidInput
 from actstore.layers import LayerRef as LayerRefValue
@@ -45,8 +47,10 @@ Metric = strawberry.enum(requests.Metric, name="Metric")
 BridgeMethod = strawberry.enum(requests.BridgeMethod, name="BridgeMethod")
 Preprocess = strawberry.enum(requests.Preprocess, name="Preprocess", description=(
     "Preprocessing of activations before similarity and bridges: NONE, STANDARDIZE (per-dimension z-score; "
-    "constant dimensions dropped) or DROP_OUTLIER_DIMS (dimensions whose variance share exceeds "
-    "outlierThreshold, default 0.05, dropped)."))
+    "constant dimensions dropped), DROP_OUTLIER_DIMS (dimensions whose variance share exceeds "
+    "outlierThreshold, default 0.05, dropped) or PLATONIC (similarity only: platonic-rep's pipeline, every "
+    "entry clipped at one value per model, the mean over prompts of the 0.95-quantile of |x| over all its "
+    "stored layers, then unit-length rows)."))
 Precision = strawberry.enum(requests.Precision, name="Precision", description=(
     "Floating-point precision: AUTO (the default; CKA: float64 for small problems, float32 for large ones; "
     "bridges and probe transfer: float64), FLOAT32 or FLOAT64."))
@@ -210,7 +214,14 @@ _BEST_DOC = "The most similar layer pair of the whole matrix (argmax is per row)
 
 @strawberry.type
 class SimilarityMatrix(derive(SimilarityMatrixResult, name="SimilarityMatrixFields", exclude=("key",),
-                              descriptions=_MATRIX_DOCS)):
+                              fields={"options": JSON}, descriptions={
+                                  **_MATRIX_DOCS,
+                                  "argmax": "For each row, the column index (into layersB) of the most similar "
+                                            "layer (the smallest value for a distance measure).",
+                                  "measure": "The registered measure (ckaMatrix: unbiased_cka, or cka when not "
+                                             "debiased).",
+                                  "debiased": "True for unbiased_cka only.",
+                                  "options": "Every option of the measure used (defaults filled in; k apart)."})):
     key: strawberry.Private[str]
 
     @strawberry.field(description="PNG heatmap of this matrix, argmax path drawn.")
@@ -220,6 +231,10 @@ class SimilarityMatrix(derive(SimilarityMatrixResult, name="SimilarityMatrixFiel
     @strawberry.field(description=_BEST_DOC)
     def best(self) -> MatrixCell:
         return best_cell(self.layers_a, self.layers_b, self.values)
+
+    @classmethod
+    def of(cls, r: SimilarityMatrixResult) -> "SimilarityMatrix":
+        return build(cls, r, options=json.loads(r.options))
 
 
 @strawberry.type

@@ -1,5 +1,6 @@
 """The everyday analyses on the command line: ``actstore cka``, ``cka-matrix``, ``mutual-knn``,
-``affinity`` and ``neighbors``, derived from the service's request types
+``affinity``, ``neighbors``, ``similarity`` and ``similarity-matrix`` (any registered measure)
+and ``measures`` (the registry's listing), derived from the service's request types
 (:mod:`.requests`). Answers print as tables (``--json`` for the API's JSON, ``--plot FILE.png``
 to draw a matrix).
 
@@ -7,6 +8,9 @@ to draw a matrix).
     actstore affinity smollm2-135m minilm-l6 --k 10 --dataset demo-text
     actstore cka smollm2-135m@0.5 minilm-l6:-1 --permutations 200 --dataset demo-text
     actstore neighbors smollm2-135m:20 --text "a quiet walk by the river" --k 5
+    actstore similarity smollm2-135m@0.5 minilm-l6@0.5 cknna --k 10 --options '{"unbiased": false}'
+    actstore similarity-matrix smollm2-135m minilm-l6 mutual_knn --k 10 --grid 6 --preprocess platonic
+    actstore measures
 """
 
 # No `from __future__ import annotations`: typer reads the Annotated hints at runtime.
@@ -15,13 +19,15 @@ import dataclasses
 import enum
 import math
 import sys
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
 from actstore.service import requests as R
 
+from .common import print_json
 from .requests import request_command
 
 __all__ = ["COMMANDS"]
@@ -101,10 +107,31 @@ def _loading(service: Any, request: R.NeighborsRequest) -> None:
               f"look-up from this command line loads it again (actstore serve keeps it loaded)", file=sys.stderr)
 
 
+def measures_command(
+        as_json: Annotated[bool, typer.Option("--json", help="Print the listing as JSON.")] = False) -> None:
+    """Every registered similarity measure: name, direction, options and what it is sensitive to."""
+    from actstore.service.measures import list_measures
+
+    listing = [{"name": m.name, "direction": m.direction, "options": list(m.options), "sensitiveTo": m.sensitive_to,
+                "reference": m.reference} for m in list_measures()]
+    if as_json:
+        print_json(listing)
+        return
+    table = Table(title="similarity measures (actstore similarity MODEL:LAYER MODEL:LAYER NAME)")
+    for name in ("name", "direction", "options", "sensitive to"):
+        table.add_column(name, overflow="fold")
+    for m in listing:
+        table.add_row(m["name"], m["direction"], ", ".join(m["options"]), m["sensitiveTo"])
+    _console().print(table)
+
+
 COMMANDS = {
     "cka": request_command(R.CkaRequest, show_scalar),
     "cka-matrix": request_command(R.CkaMatrixRequest, show_matrix),
     "mutual-knn": request_command(R.MutualKnnRequest, show_scalar),
     "affinity": request_command(R.AffinityRequest, show_matrix),
     "neighbors": request_command(R.NeighborsRequest, show_neighbors, before=_loading),
+    "similarity": request_command(R.SimilarityRequest, show_scalar),
+    "similarity-matrix": request_command(R.SimilarityMatrixRequest, show_matrix),
+    "measures": measures_command,
 }

@@ -230,9 +230,12 @@ def jsonable(value: Any) -> Any:
 def result_json(result: Any) -> dict[str, Any]:
     """A result dataclass as JSON-ready data (see :func:`jsonable`): every field but the
     internal cache ``key``, i.e. the fields of the API's type for it (derived from the same
-    dataclass), and with the same camelCase names."""
+    dataclass), and with the same camelCase names; a measure's ``options`` (JSON text in the
+    result) as the object the API's JSON scalar gives."""
     data = jsonable(result)
     data.pop("key", None)
+    if isinstance(getattr(result, "options", None), str):  # a measure's options: a JSON object, names kept
+        data["options"] = json.loads(result.options)
     return data
 
 

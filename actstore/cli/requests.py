@@ -84,8 +84,8 @@ def _parameter(f: dataclasses.Field, hint: Any) -> tuple[inspect.Parameter, Call
             convert = lambda v: [item(x) for x in v.split(",") if x.strip()]  # noqa: E731
     else:
         kind = inner
-    annotation = Optional[kind] if (optional or default is None) and not required else kind
-    if kind is bool and not optional:
+    annotation = Optional[kind] if default is None and not required else kind
+    if kind is bool and (not optional or default is not None):  # None standing for a default: still a flag
         info = typer.Option(f"{flag(f.name)}/--no-{f.name.replace('_', '-')}", help=doc)
     elif required:
         info = typer.Argument(..., help=doc, show_default=False)

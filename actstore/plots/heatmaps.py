@@ -42,7 +42,8 @@ def heatmap_png(result: Any) -> bytes:
     """A SimilarityMatrixResult or AffinityMatrixResult as PNG bytes.
 
     Rows are layers of model A (y axis), columns layers of model B (x axis); the white line
-    marks each row's argmax. Affinity plots state k, n, the null mean and the diagonal test.
+    marks each row's most alike column. Affinity plots state k, n, the null mean and the diagonal
+    test; other measures their name (and k).
     """
     plt = _pyplot()
     M = np.asarray(result.values, dtype=float)
@@ -51,17 +52,23 @@ def heatmap_png(result: Any) -> bytes:
     im = ax.imshow(M, origin="lower", aspect="auto", cmap="viridis", interpolation="nearest")
     ax.plot(result.argmax, np.arange(M.shape[0]), color="white", lw=1.5, marker="o", ms=3)
     _layer_axes(ax, result, "layer")
-    if hasattr(result, "k"):
+    measure = getattr(result, "measure", "unbiased_cka")
+    if hasattr(result, "diagonal"):
         d = result.diagonal
         title = f"mutual k-NN (k={result.k}, n={result.n}, null {result.null_mean:.3f})"
         if d.p_value == d.p_value:
             title += f"\ndiagonal {d.on_diagonal_mean:.3f} vs {d.off_diagonal_mean:.3f}, t={d.t_statistic:.2f}, p={d.p_value:.2g}"
         label = "mutual k-NN"
-    else:
+    elif measure in ("unbiased_cka", "cka"):
         kind = "debiased" if result.debiased else "biased"
         title = f"linear CKA ({kind}, n={result.n})"
         label = "CKA"
-    ax.set_title(title + "\nwhite line: argmax of each row", fontsize=9)
+    else:
+        k = f"k={result.k}, " if result.k is not None else ""
+        title = f"{measure} ({k}n={result.n})"
+        label = measure if result.direction == "similarity" else f"{measure} (smaller: more alike)"
+    best = "argmax" if getattr(result, "direction", "similarity") == "similarity" else "argmin"
+    ax.set_title(title + f"\nwhite line: {best} of each row", fontsize=9)
     fig.colorbar(im, ax=ax, label=label)
     fig.tight_layout()
     return _png(fig, plt)

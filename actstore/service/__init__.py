@@ -1,6 +1,6 @@
 """The service layer: resolves layer references, reads arrays, calls analysis, caches answers.
 
-``Service(store)`` holds the parts (``catalog``, ``similarity``, ``bridges``, ``saes``,
+``Service(store)`` holds the parts (``catalog``, ``similarity``, ``measures``, ``bridges``, ``saes``,
 ``results``, ``jobs``); see :mod:`actstore.service.service`. The records and analysis
 dataclasses its answers carry (ModelInfo, DatasetInfo, PromptRecord, SaeRecord, DiagonalTest)
 are re-exported here, so its callers need nothing below it.
@@ -25,6 +25,7 @@ _EXPORTS = {
     "ProbeTransferResult": ".bridges", "ProbeTransferSweepResult": ".bridges",
     "ModelSummary": ".catalog", "check_list_limit": ".catalog",
     "Cost": ".work",
+    "MeasureInfo": ".measures", "SimilarityByDataset": ".measures", "SimilarityResult": ".measures",
     "Job": ".jobs",
     "FeaturePairResult": ".saes", "SaeCorrelationResult": ".saes", "SaeMatrixResult": ".saes",
     "Service": ".service",

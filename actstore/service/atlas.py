@@ -316,7 +316,7 @@ class Atlas(Answers):
             if measure.name == "mutual_knn" and not prep.active:
                 out.append(self.reads.graph(info.key, layer, ids, opts["k"])[0])
                 continue
-            X, _ = prep.one(self.reads.rows(info.key, layer, ids), f"layer {layer} of model {info.key!r}")
+            X, _ = prep.rows(self.reads.rows, info.key, layer, ids, info.layers)
             if measure.name == "mutual_knn":
                 out.append(analysis.knn_graph(X, opts["k"], should_stop=stop_check()))
             elif measure.name in ("cka", "unbiased_cka"):

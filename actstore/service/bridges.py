@@ -175,7 +175,7 @@ class Bridges(Answers):
         """Fit a linear map source -> target and score it on held-out prompts (r2, mean cosine).
         ``scale`` (PROCRUSTES only) adds the isotropic scale s, reported as ``scale``;
         ``precision`` the working dtype (see :mod:`.precision`; "auto" is float64)."""
-        method, precision, prep = req.method.value, req.precision.value, check_prep(req.preprocess, req.outlier_threshold)
+        method, precision, prep = req.method.value, req.precision.value, check_prep(req.preprocess, req.outlier_threshold, similarity=False)
         rank, alpha, scale, train_dataset = req.rank, req.alpha, req.scale, req.train_dataset
         info_s, ls, info_t, lt, versions = self._pair(req.source, req.target)
 
@@ -218,7 +218,7 @@ class Bridges(Answers):
     def _plan_BridgeSweepRequest(self, req: BridgeSweepRequest) -> Plan[BridgeSweepResult]:
         """Reduced-rank ridge bridges at every rank (one ridge fit, one SVD): held-out r2 per rank;
         ``precision`` as in a bridge."""
-        precision, prep = req.precision.value, check_prep(req.preprocess, req.outlier_threshold)
+        precision, prep = req.precision.value, check_prep(req.preprocess, req.outlier_threshold, similarity=False)
         ranks, alpha, train_dataset = self._ranks(req.ranks), req.alpha, req.train_dataset
         info_s, ls, info_t, lt, versions = self._pair(req.source, req.target)
 
@@ -249,7 +249,7 @@ class Bridges(Answers):
         """Probe transfer (METHODS.md): sourceNative, targetNative, transferred (frozen bridge),
         taskSpecific and chance, as shares of the task's test prompts; ``precision`` of the
         bridges as in a bridge."""
-        method, precision, prep = req.method.value, req.precision.value, check_prep(req.preprocess, req.outlier_threshold)
+        method, precision, prep = req.method.value, req.precision.value, check_prep(req.preprocess, req.outlier_threshold, similarity=False)
         rank, alpha, seed, test_fraction = req.rank, req.alpha, req.seed, req.test_fraction
         task_dataset, bridge_dataset = req.task_dataset, req.bridge_dataset
         info_s, ls, info_t, lt, versions = self._pair(req.source, req.target)
@@ -295,7 +295,7 @@ class Bridges(Answers):
         """Probe transfer through reduced-rank ridge bridges at every rank, shared work done once;
         ``ridge_*`` are the full-rank values. The result's ``key`` names its PNG plot;
         ``precision`` as in a bridge."""
-        precision, prep = req.precision.value, check_prep(req.preprocess, req.outlier_threshold)
+        precision, prep = req.precision.value, check_prep(req.preprocess, req.outlier_threshold, similarity=False)
         ranks, alpha, seed, test_fraction = self._ranks(req.ranks), req.alpha, req.seed, req.test_fraction
         task_dataset, bridge_dataset = req.task_dataset, req.bridge_dataset
         info_s, ls, info_t, lt, versions = self._pair(req.source, req.target)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
@@ -38,11 +39,12 @@ __all__ = [
     "AffinityRequest", "BridgeMethod", "BridgeRequest", "BridgeSweepRequest", "Check", "CkaMatrixRequest",
     "CkaRequest", "KEY_VERSION", "Matching", "Metric", "MutualKnnRequest", "NeighborsRequest",
     "NextTokenTransferRequest", "Precision", "Preprocess", "ProbeTransferRequest", "ProbeTransferSweepRequest",
-    "AtlasRequest", "Request", "SaeCorrelationRequest", "SaeMatrixRequest", "arg", "plain", "request_types",
+    "AtlasRequest", "Request", "SaeCorrelationRequest", "SaeMatrixRequest", "SimilarityMatrixRequest",
+    "SimilarityRequest", "arg", "plain", "request_types",
 ]
 
 #: bump when the meaning of a stored answer changes (every cached answer is then recomputed)
-KEY_VERSION = 2
+KEY_VERSION = 3  # 3: SimilarityMatrix answers name their measure (a stored biased one would read unbiased_cka)
 
 
 # --------------------------------------------------------------------------- enums
@@ -69,6 +71,7 @@ class Preprocess(enum.Enum):
     NONE = "none"
     STANDARDIZE = "standardize"
     DROP_OUTLIER_DIMS = "drop_outlier_dims"
+    PLATONIC = "platonic"  # platonic-rep's clip + unit rows (similarity queries only)
 
 
 class Precision(enum.Enum):
@@ -193,6 +196,25 @@ def _floats(value: Any, field: str) -> tuple[float, ...]:
     return tuple(arr.tolist())
 
 
+def _options(value: Any, field: str) -> str | None:
+    """A JSON object (a mapping, or its JSON text) as canonical JSON text: sorted keys, so
+    equal options give equal requests and cache keys."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise InvalidInput.of(field, value, f"a JSON object (not valid JSON: {exc.msg})") from None
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise InvalidInput.of(field, value, "a JSON object of option names and values")
+    if not value:
+        return None  # type: ignore[return-value]  # no options: the same request as none given
+    try:
+        return json.dumps(dict(value), sort_keys=True, separators=(",", ":"), allow_nan=False,
+                          default=lambda v: v.item() if isinstance(v, np.generic) else str(v))
+    except ValueError:
+        raise InvalidInput.of(field, value, "a JSON object of finite numbers, strings and booleans") from None
+
+
 BOOL = Check(_bool, bool)
 TEXT = Check(_text, str)
 OPT_TEXT = Check(_text, str, optional=True)
@@ -202,6 +224,23 @@ INTS = Check(_int_tuple, tuple, item=int)
 OPT_TEXTS = Check(_str_tuple, tuple, optional=True, item=str)
 OPT_FLOATS = Check(_floats, tuple, optional=True, item=float)
 OPT_BOOL = Check(_bool, bool, optional=True)
+OPT_OPTIONS = Check(_options, str, optional=True)
+
+
+@dataclass(frozen=True)
+class _Defaulted(Check):
+    """A check that takes None for ``default`` (a GraphQL argument that is nullable with a
+    default, as the contract writes ``byDataset: Boolean = false``)."""
+
+    default: Any = None
+
+    def __call__(self, value: Any, field: str) -> Any:
+        return self.fn(self.default if value is None else value, field)
+
+
+def defaulted(check: Check, default: Any) -> Check:
+    """``check``, with None standing for ``default``."""
+    return _Defaulted(check.fn, check.kind, True, check.item, default)
 
 
 def integer(lo: int | None = None, hi: int | None = None, *, optional: bool = False) -> Check:
@@ -686,3 +725,105 @@ class SaeMatrixRequest(Request):
                                          doc="SAE ids of model A (default: the latest one per stored layer)")
     saes_b: tuple[str, ...] | None = arg(None, check=OPT_TEXTS, limit="max_layers", graphql="IDs",
                                          doc="SAE ids of model B (default: the latest one per stored layer)")
+
+
+# --------------------------------------------------------------------------- every measure
+_MEASURE = "a registered similarity measure (the measures query lists them)"
+_K = "neighbours per prompt: required by the k-NN measures, refused by the others"
+_OPTIONS = "the measure's options as a JSON object, e.g. {\"unbiased\": false} (the measures query lists them)"
+
+
+class _MeasureFields:
+    """Checks of ``measure``, ``k`` and ``options`` against the registry (imported here, on
+    first use, so that building the command line needs no numerics), and of the preprocessing."""
+
+    def check_fields(self) -> None:
+        from actstore.analysis import AnalysisError
+        from actstore.analysis import measures as registry
+
+        _PrepFields.check_fields(self)
+        name, k, text = getattr(self, "measure"), getattr(self, "k"), getattr(self, "options")
+        try:
+            m = registry.get(name)
+        except AnalysisError as exc:
+            raise InvalidInput(str(exc), field="measure", value=name,
+                               allowed=f"one of {', '.join(registry.names())}") from None
+        given = json.loads(text) if text is not None else {}
+        if "k" in given:
+            raise InvalidInput("give k as the k argument, not inside options", field="options", value=text,
+                               allowed="options without k")
+        if m.uses_k and k is None:
+            raise InvalidInput(f"measure {m.name!r} needs k (neighbours per prompt, an integer >= 1)", field="k",
+                               value=None, allowed="an integer >= 1")
+        if not m.uses_k and k is not None:
+            knn = ", ".join(x.name for x in registry.measures() if x.uses_k)
+            raise InvalidInput(f"k applies only to the k-NN measures ({knn}), not {m.name!r}; leave it unset",
+                               field="k", value=k, allowed="unset")
+        try:
+            m.options_for({**given, **({"k": k} if m.uses_k else {})})
+        except AnalysisError as exc:
+            field = "k" if "'k'" in str(exc) else "options"
+            raise InvalidInput(str(exc), field=field, value=k if field == "k" else text,
+                               allowed="the options the measures query lists") from None
+
+    def measure_options(self) -> dict[str, Any]:
+        """Every option of the measure (defaults filled in, ``k`` included for k-NN measures)."""
+        from actstore.analysis import measures as registry
+
+        m = registry.get(getattr(self, "measure"))
+        text, k = getattr(self, "options"), getattr(self, "k")
+        given = json.loads(text) if text is not None else {}
+        return m.options_for({**given, **({"k": k} if m.uses_k else {})})
+
+
+@dataclass(frozen=True)
+class SimilarityRequest(_MeasureFields, Request):
+    """Any registered similarity measure of two layers over their shared prompts, with an
+    optional (stratified) permutation test."""
+
+    op: ClassVar[str] = "similarity"
+    # answer_settings: none; the registry computes exact k-NN graphs from the rows (no ANN index)
+
+    a: LayerRef = arg(check=LAYER, doc="first layer")
+    b: LayerRef = arg(check=LAYER, doc="second layer")
+    measure: str = arg(check=TEXT, doc=_MEASURE)
+    k: int | None = arg(None, check=integer(1, optional=True), limit="max_k", doc=_K)
+    options: str | None = arg(None, check=OPT_OPTIONS, doc=_OPTIONS, graphql="JSON")
+    dataset: str | None = arg(None, check=OPT_TEXT, doc=_DATASET)
+    preprocess: Preprocess | None = arg(Preprocess.NONE, check=defaulted(choice(Preprocess), Preprocess.NONE),
+                                        doc=_PREPROCESS)
+    outlier_threshold: float | None = arg(None, check=real(0, 1, open_=True, optional=True), doc=_THRESHOLD)
+    permutations: int = arg(0, check=integer(0), limit="max_permutations",
+                            doc="permutations of a test of no relation (0: no p-value)")
+    seed: int = arg(0, check=integer(0), doc="seed of the permutations")
+    by_dataset: bool | None = arg(False, check=defaulted(BOOL, False), doc=_BY_DATASET)
+
+
+@dataclass(frozen=True)
+class SimilarityMatrixRequest(_MeasureFields, Request):
+    """Any registered similarity measure for every layer pair of two models (or of a
+    relative-depth grid); each layer's statistics are computed once."""
+
+    op: ClassVar[str] = "similarityMatrix"
+    # answer_settings: none (exact k-NN graphs, as for SimilarityRequest)
+
+    model_a: str = arg(check=TEXT, doc="model of the rows")
+    model_b: str = arg(check=TEXT, doc="model of the columns")
+    measure: str = arg(check=TEXT, doc=_MEASURE)
+    k: int | None = arg(None, check=integer(1, optional=True), limit="max_k", doc=_K)
+    options: str | None = arg(None, check=OPT_OPTIONS, doc=_OPTIONS, graphql="JSON")
+    dataset: str | None = arg(None, check=OPT_TEXT, doc=_DATASET)
+    grid: int | None = arg(None, check=integer(2, optional=True), limit="max_layers",
+                           doc="an evenly spaced relative-depth grid of this many layers per model")
+    layers_a: tuple[int, ...] | None = arg(None, check=OPT_INTS, limit="max_layers",
+                                           doc="layers of model A (default: every stored layer)")
+    layers_b: tuple[int, ...] | None = arg(None, check=OPT_INTS, limit="max_layers",
+                                           doc="layers of model B (default: every stored layer)")
+    preprocess: Preprocess | None = arg(Preprocess.NONE, check=defaulted(choice(Preprocess), Preprocess.NONE),
+                                        doc=_PREPROCESS)
+    outlier_threshold: float | None = arg(None, check=real(0, 1, open_=True, optional=True), doc=_THRESHOLD)
+    by_dataset: bool | None = arg(False, check=defaulted(BOOL, False), doc=_BY_DATASET)
+
+    def check_fields(self) -> None:
+        _MeasureFields.check_fields(self)
+        _matrix_layers(self)

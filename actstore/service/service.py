@@ -6,6 +6,7 @@ part               answers
 =================  ==========================================================================
 ``catalog``        models, datasets, prompts; adding prompts
 ``similarity``     nearest neighbours, mutual k-NN, affinity matrices, CKA, CKA matrices
+``measures``       every registered similarity measure: measures, similarity, similarity matrices
 ``bridges``        linear bridges, probe transfer, rank sweeps, next-token transfer
 ``saes``           the SAE registry, SAE feature correlation, SAE matrices
 ``results``        cached answers by key (plots are served from them)
@@ -41,6 +42,7 @@ from .bridges import Bridges
 from .catalog import Catalog
 from .encoders import TextEncoders
 from .jobs import Jobs
+from .measures import Measures
 from .reads import Reads
 from .requests import Request
 from .results import ResultCache
@@ -68,6 +70,7 @@ class Service:
         self.encoders = TextEncoders()
         self.catalog = Catalog(self.store, s.max_list)
         self.similarity = Similarity(self.store, self.settings, reads, self.results, self.encoders)
+        self.measures = Measures(self.store, self.settings, reads, self.results)
         self.bridges = Bridges(self.store, self.settings, reads, self.results)
         self.saes = Saes(self.store, self.settings, reads, self.results)
         self.atlas = Atlas(self.store, self.settings, reads, self.results)
@@ -79,7 +82,7 @@ class Service:
 
     def parts(self) -> tuple[Answers, ...]:
         """The parts that answer requests."""
-        return (self.similarity, self.bridges, self.saes, self.atlas)
+        return (self.similarity, self.measures, self.bridges, self.saes, self.atlas)
 
     def answer(self, request: Request) -> Any:
         """The answer of any request (see :mod:`.requests`), by the part that answers its type."""

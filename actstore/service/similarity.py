@@ -30,7 +30,7 @@ from .results import Matrix, Plan, ResultCache, array_eq, result_type
 from .work import Cost, affinity_cost, check_cancelled, cka_cost, cka_matrix_cost, stop_check
 
 __all__ = ["AffinityMatrixByDataset", "AffinityMatrixResult", "CkaByDataset", "CkaMatrixByDataset", "CkaResult", "DatasetCount", "MutualKnnByDataset", "MutualKnnResult", "Neighbor",
-           "Similarity", "SimilarityMatrixResult", "mixed_warning"]
+           "Similarity", "SimilarityMatrixResult", "corpus", "mixed_warning"]
 
 
 
@@ -96,6 +96,18 @@ def mixed_warning(datasets: Sequence[DatasetCount]) -> str | None:
     return (f"mixes {len(datasets)} datasets; cross-model similarity over mixed corpora is inflated by "
             f"between-corpus differences; the permutation null is stratified by dataset; ask byDataset: true "
             f"for per-dataset values")
+
+
+def corpus(store: Store, ids: np.ndarray) -> tuple[tuple[DatasetCount, ...], np.ndarray]:
+    """(datasets of the prompts ``ids`` with their counts, by name; dataset name of each of ``ids``)."""
+    labels = np.empty(len(ids), dtype=object)
+    counts = []
+    for info in store.prompts.datasets():
+        mask = np.isin(ids, store.prompts.ids(info.name))
+        if mask.any():
+            labels[mask] = info.name
+            counts.append(DatasetCount(info.name, int(mask.sum())))
+    return tuple(counts), labels
 
 
 @dataclass(frozen=True)
@@ -184,9 +196,13 @@ class LayerMatrix:
 @result_type
 @dataclass(frozen=True)
 class SimilarityMatrixResult(LayerMatrix):
-    """Linear CKA of every layer pair over ``n`` shared prompts; ``key`` names the plot;
-    ``dropped_a[i]`` / ``dropped_b[j]``: the columns ``preprocess`` dropped from each layer
-    (None without preprocessing)."""
+    """A similarity measure (linear CKA for ckaMatrix) of every layer pair over ``n`` shared
+    prompts; ``key`` names the plot; ``dropped_a[i]`` / ``dropped_b[j]``: the columns
+    ``preprocess`` dropped from each layer (None without preprocessing). ``measure`` names the
+    registered measure (ckaMatrix: unbiased_cka, or cka when not debiased; ``debiased`` is
+    true only for unbiased_cka), ``direction`` whether larger (similarity) or smaller
+    (distance) means more alike (``argmax`` then points at the most alike column), ``k`` the
+    neighbours of a k-NN measure and ``options`` every option of the measure as JSON text."""
 
     debiased: bool
     key: str = ""
@@ -197,6 +213,10 @@ class SimilarityMatrixResult(LayerMatrix):
     warning: str | None = None
     precision: str = "auto"
     by_dataset: tuple[CkaMatrixByDataset, ...] | None = None
+    measure: str = "unbiased_cka"
+    direction: str = "similarity"
+    k: int | None = None
+    options: str = "{}"
 
 
 @result_type
@@ -248,15 +268,7 @@ class Similarity(Answers):
         return ids
 
     def _corpus(self, ids: np.ndarray) -> tuple[tuple[DatasetCount, ...], np.ndarray]:
-        """(datasets with their counts, by name; dataset name of each of ``ids``)."""
-        labels = np.empty(len(ids), dtype=object)
-        counts = []
-        for info in self.store.prompts.datasets():
-            mask = np.isin(ids, self.store.prompts.ids(info.name))
-            if mask.any():
-                labels[mask] = info.name
-                counts.append(DatasetCount(info.name, int(mask.sum())))
-        return tuple(counts), labels
+        return corpus(self.store, ids)
 
     def _matrix_layers(self, req: AffinityRequest | CkaMatrixRequest) -> tuple[ModelInfo, list[int], ModelInfo, list[int]]:
         """(model A, its layers, model B, its layers) of a matrix request: the grid, the lists
@@ -265,6 +277,12 @@ class Similarity(Answers):
         if req.grid is not None:
             return ia, self.reads.grid(ia, req.grid), ib, self.reads.grid(ib, req.grid)
         return ia, self.reads.layer_list(ia, req.layers_a), ib, self.reads.layer_list(ib, req.layers_b)
+
+    def _rows(self, prep: Prep, model: str, layer: int, ids: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+        """The rows of (model, layer) at ``ids`` after ``prep`` (platonic: the model's clip over
+        every stored layer) and the dropped column indices."""
+        layers = self.store.models.get(model).layers if prep.name == "platonic" else [layer]
+        return prep.rows(self.reads.rows, model, layer, ids, layers)
 
     # ------------------------------------------------------------ neighbours
     def _plan_NeighborsRequest(self, req: NeighborsRequest) -> Plan[list[Neighbor]]:
@@ -397,7 +415,7 @@ class Similarity(Answers):
                 g, r = self.reads.graph(model, layer, ids, k)
                 out.append((g, r, ()))
                 continue
-            X, dropped = prep.one(self.reads.rows(model, layer, ids), f"layer {layer} of model {model!r}")
+            X, dropped = self._rows(prep, model, layer, ids)
             out.append((analysis.knn_graph(X, k, should_stop=stop_check()), None, dropped))
         return out
 
@@ -411,7 +429,7 @@ class Similarity(Answers):
         rows = []
         for i, (model, layer) in enumerate(layers_a + layers_b):
             check_cancelled(i, len(layers_a) + len(layers_b), "rows per dataset")
-            X, _ = prep.one(self.reads.rows(model, layer, ids), f"layer {layer} of model {model!r}")
+            X, _ = self._rows(prep, model, layer, ids)
             rows.append(X)
         out = []
         for c in counts:
@@ -446,8 +464,8 @@ class Similarity(Answers):
 
         def compute(_key: str) -> CkaResult:
             ids = self.reads.shared(ia.key, ib.key, req.dataset)
-            X, da = prep.one(self.reads.rows(ia.key, la, ids), f"layer {la} of model {ia.key!r}")
-            Y, db = prep.one(self.reads.rows(ib.key, lb, ids), f"layer {lb} of model {ib.key!r}")
+            X, da = self._rows(prep, ia.key, la, ids)
+            Y, db = self._rows(prep, ib.key, lb, ids)
             counts, labels = self._corpus(ids)
             value, p = one(X, Y, labels if len(counts) > 1 else None)
             per = None
@@ -487,8 +505,8 @@ class Similarity(Answers):
             # On Ray when ACTSTORE_ENGINE / the size says so (service.engines); None: here.
             M = None if prep.active or req.by_dataset else engines.distributed_cka_matrix(
                 self.settings, self.store, ia, la, ib, lb, ids, debiased)
-            pa = [prep.one(self.reads.rows(ia.key, l_, ids), f"layer {l_} of model {ia.key!r}") for l_ in la] if M is None else []
-            pb = [prep.one(self.reads.rows(ib.key, l_, ids), f"layer {l_} of model {ib.key!r}") for l_ in lb] if M is None else []
+            pa = [self._rows(prep, ia.key, l_, ids) for l_ in la] if M is None else []
+            pb = [self._rows(prep, ib.key, l_, ids) for l_ in lb] if M is None else []
             xs, ys = [x for x, _ in pa], [y for y, _ in pb]
             check_cancelled()
             if M is None:
@@ -511,6 +529,7 @@ class Similarity(Answers):
                 dropped_a=[list(d) for _, d in pa] if prep.active else None,
                 dropped_b=[list(d) for _, d in pb] if prep.active else None,
                 datasets=counts, warning=mixed_warning(counts), precision=precision, by_dataset=per,
+                measure="unbiased_cka" if debiased else "cka", options='{"eps":0.0}',
             )
 
         def cost() -> Cost:

@@ -419,3 +419,36 @@ def test_ingest_job_shows_loading_instead_of_zero_of_zero(page, server):
     assert page.inner_text("#job-count").strip() == "loading the model…"
     assert page.evaluate("() => document.getElementById('job-progress').position") == -1  # indeterminate
     assert "0 / 0" not in page.inner_text("#job-out") and "null" not in page.inner_text("#job-out")
+
+
+def test_compare_with_other_registered_measures_draws_the_similarity_matrix(page, server):
+    page.goto(f"{server.base}/#compare?a={MODEL_A}&b={MODEL_B}&k=4&ckaMeasure=cknna&affinityMeasure=lcs_knn"
+              "&permutations=20")
+    left = plot_data(page, "cka-plot")
+    right = plot_data(page, "affinity-plot")
+    api = server.data(f"""{{
+      left: similarityMatrix(modelA: "{MODEL_A}", modelB: "{MODEL_B}", measure: "cknna", k: 4) {{
+        layersA layersB values argmax }}
+      right: similarityMatrix(modelA: "{MODEL_A}", modelB: "{MODEL_B}", measure: "lcs_knn", k: 4) {{ values argmax }}
+      measures {{ name sensitiveTo }}
+    }}""")
+    assert left[0]["z"] == api["left"]["values"] and right[0]["z"] == api["right"]["values"]
+    assert left[0]["x"] == api["left"]["layersB"] and left[0]["y"] == api["left"]["layersA"]
+    assert left[1]["x"] == [api["left"]["layersB"][j] for j in api["left"]["argmax"]]
+    # every registered measure is offered, titled with what it is sensitive to
+    options = page.evaluate("() => [...document.querySelectorAll('#ckaMeasure option')].map(o => [o.value, o.title])")
+    assert options[1:] == [[m["name"], f"similarity: sensitive to {m['sensitiveTo']}"] for m in api["measures"]]
+    cknna = next(m for m in api["measures"] if m["name"] == "cknna")
+    assert page.inner_text("#cka-measure-help") == f"cknna (similarity) is sensitive to {cknna['sensitiveTo']}."
+    assert terms(page, "#cka-side")["measure"] == "cknna"
+    assert "ckaMeasure=cknna" in page.url
+
+    # a clicked cell runs that measure's permutation test
+    page.evaluate("() => document.getElementById('cka-plot').emit('plotly_click', "
+                  "{points: [{curveNumber: 0, pointIndex: [1, 2]}]})")
+    page.wait_for_selector("#cka-cell dl")
+    cell = server.data(f"""{{ similarity(a: {{model: "{MODEL_A}", layer: {api['left']['layersA'][1]}}},
+                               b: {{model: "{MODEL_B}", layer: {api['left']['layersB'][2]}}}, measure: "cknna", k: 4,
+                               permutations: 20) {{ value pValue }} }}""")["similarity"]
+    side = terms(page, "#cka-cell")
+    assert side["cknna"] == fmt(cell["value"]) and side["permutation p"] == fmt(cell["pValue"])

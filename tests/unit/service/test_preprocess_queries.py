@@ -133,7 +133,7 @@ def test_procrustes_scale_through_the_service(service):
 
 def test_preprocess_argument_errors(service):
     with pytest.raises(InvalidInput, match="preprocess must be one of NONE, STANDARDIZE, DROP_OUTLIER_DIMS, "
-                                           "got 'pca'"):
+                                           "PLATONIC, got 'pca'"):
         service.similarity.cka(LayerRef("a", 1), LayerRef("b", 0), preprocess="pca")
     with pytest.raises(InvalidInput, match="outlier_threshold applies only to preprocess DROP_OUTLIER_DIMS, not "
                                            "STANDARDIZE; leave it unset"):

@@ -60,6 +60,8 @@ def _sample(cls: type[R.Request]) -> R.Request:
             kwargs[f.name] = required[typing.get_origin(hints[f.name]) or hints[f.name]]
     if cls is R.NeighborsRequest:
         kwargs["prompt_id"] = 3
+    if cls in (R.SimilarityRequest, R.SimilarityMatrixRequest):
+        kwargs["measure"] = "cka"
     return cls(**kwargs)
 
 
@@ -90,7 +92,8 @@ REQUESTS = R.request_types()
 def test_the_request_types():
     assert {c.op for c in REQUESTS} == {
         "nearestNeighbors", "mutualKnn", "affinityMatrix", "cka", "ckaMatrix", "bridge", "bridgeSweep",
-        "probeTransfer", "probeTransferSweep", "nextTokenTransfer", "saeFeatureCorrelation", "saeMatrix", "atlas"}
+        "probeTransfer", "probeTransferSweep", "nextTokenTransfer", "saeFeatureCorrelation", "saeMatrix",
+        "similarity", "similarityMatrix", "atlas"}
 
 
 @pytest.mark.parametrize("cls", REQUESTS, ids=lambda c: c.__name__)
@@ -139,7 +142,7 @@ def test_checks_coerce_and_refuse_with_structure():
     assert e.worded(lambda n: "--" + n.replace("_", "-")) == "--by-dataset must be true or false, got 'yes'"
     with pytest.raises(InvalidInput, match=r"^k must be an integer >= 1, got 0$"):
         R.MutualKnnRequest(LayerRef("a", 0), LayerRef("b", 0), k=0)
-    with pytest.raises(InvalidInput, match=r"^preprocess must be one of NONE, STANDARDIZE, DROP_OUTLIER_DIMS, got 'pca'$"):
+    with pytest.raises(InvalidInput, match=r"^preprocess must be one of NONE, STANDARDIZE, DROP_OUTLIER_DIMS, PLATONIC, got 'pca'$"):
         R.CkaRequest(LayerRef("a", 0), LayerRef("b", 0), preprocess="pca")
     with pytest.raises(InvalidInput, match=r"^give either grid or layers_a/layers_b, not both$"):
         R.CkaMatrixRequest("a", "b", grid=3, layers_a=[0])
@@ -160,3 +163,33 @@ def test_limits_come_from_the_settings():
         R.CkaMatrixRequest("a", "b", layers_a=[0, 1, 2, 3]).check_limits(s)
     with pytest.raises(LimitExceeded, match=r"^grid = 4 layers; this server allows at most 3 \(ACTSTORE_MAX_LAYERS\)$"):
         R.AffinityRequest("a", "b", grid=4).check_limits(s)
+
+
+def test_measure_requests_check_against_the_registry_and_key_their_options():
+    s = Settings(environ={})
+    a, b = LayerRef("a", 0), LayerRef("b", 0)
+    base = R.SimilarityRequest(a, b, "cknna", k=5)
+    # options are canonical JSON: the same options in any order (or as text) are the same request
+    one = R.SimilarityRequest(a, b, "cknna", k=5, options={"unbiased": False, "eps": 1e-6})
+    two = R.SimilarityRequest(a, b, "cknna", k=5, options='{"eps": 1e-06, "unbiased": false}')
+    assert one == two and one.options == '{"eps":1e-06,"unbiased":false}'
+    assert one.key_payload(s) == two.key_payload(s) != base.key_payload(s)
+    assert R.SimilarityRequest(a, b, "cknna", k=5, options={}) == base  # no options: the same request
+    assert R.SimilarityRequest(a, b, "mutual_knn", k=5).key_payload(s) != R.SimilarityRequest(
+        a, b, "cycle_knn", k=5).key_payload(s)
+    assert one.measure_options() == {"k": 5, "unbiased": False, "eps": 1e-6}
+    # None stands for the default of the arguments the contract declares nullable with a default
+    r = R.SimilarityMatrixRequest("a", "b", "cka", preprocess=None, by_dataset=None)
+    assert (r.preprocess, r.by_dataset) == (R.Preprocess.NONE, False)
+    with pytest.raises(InvalidInput) as exc:
+        R.SimilarityRequest(a, b, "Mutual_KNN", k=3)
+    assert (exc.value.field, exc.value.value) == ("measure", "Mutual_KNN")
+    assert exc.value.allowed.startswith("one of mutual_knn, cycle_knn, lcs_knn, edit_distance_knn, cknna, cka, ")
+    with pytest.raises(InvalidInput, match=r"^k must be an integer >= 1, got 0$"):
+        R.SimilarityRequest(a, b, "mutual_knn", k=0)
+    with pytest.raises(InvalidInput, match=r"^option 'eps' of measure 'cka' must be a finite number, got 'x'$"):
+        R.SimilarityMatrixRequest("a", "b", "cka", options={"eps": "x"})
+    with pytest.raises(InvalidInput, match=r"^give either grid or layers_a/layers_b, not both$"):
+        R.SimilarityMatrixRequest("a", "b", "cka", grid=3, layers_a=[0])
+    with pytest.raises(InvalidInput, match=r"^k must be at most 2 on this server \(ACTSTORE_MAX_K\), got 3$"):
+        R.SimilarityRequest(a, b, "mutual_knn", k=3).check_limits(Settings(environ={}, max_k=2))
