@@ -275,20 +275,22 @@ class Models:
                 f"model key {info.key!r} holds activations of {info.source or 'an unknown source'} "
                 f"(fingerprint {short_fingerprint(stored)}); {here} has fingerprint "
                 f"{short_fingerprint(given)}{_differences(stored, given)}: ingest it under another "
-                "key with --key NAME")
+                "key", field="key", value=info.key, allowed="a key not holding another model")
         same_source = bool(source) and source == info.source
         if stored and not same_source:
             raise Conflict(
                 f"model key {info.key!r} holds activations of {info.source or 'an unknown source'} "
                 f"(fingerprint {short_fingerprint(stored)}); a write from {source or 'an unnamed source'} "
                 "without a fingerprint cannot be checked against it: ingest the model (which "
-                "fingerprints it) or store it under another key with --key NAME")
+                "fingerprints it) or store it under another key", field="key", value=info.key,
+                allowed="a key not holding another model")
         if given and not stored:
             if info.source and not same_source:
                 raise Conflict(
                     f"model key {info.key!r} holds activations of {info.source} (stored without a "
                     f"fingerprint); {here} has fingerprint {short_fingerprint(given)} and cannot be "
-                    "shown to be the same model: ingest it under another key with --key NAME")
+                    "shown to be the same model: ingest it under another key", field="key", value=info.key,
+                    allowed="a key not holding another model")
             return True
         return False
 

@@ -100,8 +100,8 @@ class NextTokens:
         tbl = self._table(model_key)
         if tbl is None:
             self._models.get(model_key)  # unknown model -> NotFound naming the known ones
-            raise NotFound(f"model {model_key!r} has no next tokens stored; ingest it with "
-                           "--next-tokens (ingest(..., next_tokens=True))")
+            raise NotFound(f"model {model_key!r} has no next tokens stored; ingest it with next_tokens",
+                           field="next_tokens", value=False, allowed="an ingest with next_tokens")
         t = self._tables.scan(tbl)
         ids = t["prompt_id"].to_numpy()
         order = np.argsort(ids)
@@ -113,7 +113,8 @@ class NextTokens:
             if not found.all():
                 missing = want[~found]
                 raise NotFound(f"model {model_key!r} has no next tokens for {len(missing)} prompt(s) "
-                               f"(e.g. {missing[:5].tolist()}); ingest them with --next-tokens")
+                               f"(e.g. {missing[:5].tolist()}); ingest them with next_tokens", field="next_tokens",
+                               value=False, allowed="an ingest with next_tokens")
             order = order[pos]
             ids = want
         tid = t["token_ids"].take(pa.array(order)).to_pylist()

@@ -218,7 +218,7 @@ class Saes:
         if cfg["normalize_activations"] == "expected_average_only_in" and cfg["norm_scaling_factor"] is None:
             notes.append("normalize_activations is expected_average_only_in without norm_scaling_factor: "
                          "encoding applies no scaling (as SAELens does without a folded factor); a factor kept "
-                         "only in SAELens' registry is not visible from a folder: register with --release/--sae-id "
+                         "only in SAELens' registry is not visible from a folder: register it through the registry (release and sae_id) "
                          "(needs sae-lens) to use it")
         sha = tensors_sha256(tensors)
         sae_id = f"{model_key}.L{lay}.{sha[:10]}"

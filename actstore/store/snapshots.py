@@ -118,7 +118,8 @@ def write_layer_fragments(target: FragmentTarget, ids: np.ndarray, vectors: np.n
     if not np.isfinite(X).all():
         raise InvalidInput(f"non-finite values (NaN or inf) in vectors for layer {target.layer}")
     if target.dtype == "float16" and np.abs(X).max() > float(np.finfo(np.float16).max):
-        raise InvalidInput(f"values at layer {target.layer} overflow float16; ingest with --dtype float32")
+        raise InvalidInput(f"values at layer {target.layer} overflow float16; ingest with dtype float32", field="dtype",
+                           value="float16", allowed="float32")
     if target.dtype not in STORAGE_DTYPES:
         raise InvalidInput(f"dtype must be one of {sorted(STORAGE_DTYPES)}, got {target.dtype!r}")
     order = np.argsort(ids, kind="stable")

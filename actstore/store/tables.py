@@ -281,7 +281,7 @@ class Tables:
         # Object storage has no folders: a store there exists once it holds a table.
         if self.local_path is None and not create and not self.names():
             raise NotFound(f"no actstore store at {self.uri!r} (no tables there); create one with "
-                           "`actstore ingest`, `actstore import` or `actstore demo`, or check --store and the "
+                           "`actstore ingest`, `actstore import` or `actstore demo`, or check the store URI and the "
                            "storage options")
 
     def wrote(self) -> None:

@@ -215,4 +215,4 @@ def test_a_missing_store_on_s3_is_refused_by_read_commands(s3_uri: str, s3_optio
     with pytest.raises(NotFound) as err:
         Store.open(s3_uri, create=False, settings=Settings(environ={}), storage_options=s3_options)
     assert str(err.value) == (f"no actstore store at '{s3_uri}' (no tables there); create one with `actstore "
-                              "ingest`, `actstore import` or `actstore demo`, or check --store and the storage options")
+                              "ingest`, `actstore import` or `actstore demo`, or check the store URI and the storage options")

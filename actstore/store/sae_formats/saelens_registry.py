@@ -38,9 +38,9 @@ def read_release(release: str, sae_id: str) -> tuple[dict[str, Any], dict[str, A
     cannot be seen), NotFound for an unknown release or SAE id."""
     if not registry_available():
         raise InvalidInput(
-            "--release/--sae-id resolve through SAELens' pretrained directory, but the sae-lens package is not "
+            "release and sae_id resolve through SAELens' pretrained directory, but the sae-lens package is not "
             f"installed (pip install sae-lens); without it these registry settings cannot be seen: "
-            f"{', '.join(REGISTRY_SETTINGS)}. Download the SAE folder and register it with --path instead")
+            f"{', '.join(REGISTRY_SETTINGS)}. Download the SAE folder and register it from its path instead")
     from sae_lens.loading import pretrained_sae_loaders as loaders
     from sae_lens.loading.pretrained_saes_directory import (get_config_overrides, get_norm_scaling_factor,
                                                             get_pretrained_saes_directory,

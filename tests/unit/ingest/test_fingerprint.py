@@ -66,7 +66,7 @@ def test_a_second_model_with_the_same_folder_name_is_refused_and_stores_nothing(
     assert re.fullmatch(FP, fp_b) and fp_b[12:] == fp_a[12:] and fp_b[:12] != fp_a[:12]
     assert str(err.value) == (
         f"model key 'tiny-gpt2' holds activations of {a} (fingerprint {fp_a}); {b} has fingerprint "
-        f"{fp_b} (different weights): ingest it under another key with --key NAME")
+        f"{fp_b} (different weights): ingest it under another key")
 
 
 def test_the_same_model_from_another_folder_is_accepted_but_another_max_tokens_is_not(tmp_path):
@@ -77,7 +77,7 @@ def test_the_same_model_from_another_folder_is_accepted_but_another_max_tokens_i
     fp = store.models.get("tiny-gpt2").fingerprint
     done = ingest(store, str(moved), "e", prompts_file=_jsonl(tmp_path / "q.jsonl", ["three"]), device="cpu")
     assert (done.encoded, store.models.get("tiny-gpt2").fingerprint) == (1, fp)
-    with pytest.raises(Conflict, match=r"\(different extraction spec\): ingest it under another key with --key NAME"):
+    with pytest.raises(Conflict, match=r"\(different extraction spec\): ingest it under another key"):
         ingest(store, str(a), "f", prompts_file=_jsonl(tmp_path / "r.jsonl", ["four"]), max_tokens=8,
                device="cpu")
     assert [d.name for d in store.prompts.datasets()] == ["d", "e"]
@@ -91,7 +91,7 @@ def test_store_writes_check_the_fingerprint(tmp_path):
     assert store.models.get("m").fingerprint == "f1"
     store.write_activations("m", 1, ids, X, source="/elsewhere/m", fingerprint="f1")  # same model, moved
     with pytest.raises(Conflict, match=r"^model key 'm' holds activations of /models/m \(fingerprint f1\); "
-                                       r"/other/m has fingerprint f2: ingest it under another key with --key NAME$"):
+                                       r"/other/m has fingerprint f2: ingest it under another key$"):
         store.write_activations("m", 0, ids, X, source="/other/m", fingerprint="f2")
     with pytest.raises(Conflict, match=r"^model key 'm' holds activations of /models/m \(fingerprint f1\); a write "
                                        r"from /other/m without a fingerprint cannot be checked against it"):

@@ -77,7 +77,7 @@ def test_import_safetensors_and_per_layer_npy(tmp_path, rng):
     [
         ((7, 2, 4), [], "layer 0 has 7 rows but .* has 6 prompts"),
         ((6, 2, 4), ["--layers", "1"], "1 layers given for an array of 2 layers"),
-        ((6, 2, 4), ["--n-layers", "1"], "layer 1 is out of range for n_layers=1"),
+        ((6, 2, 4), ["--n-layers", "1"], "layer 1 is out of range for --n-layers=1"),
     ],
 )
 def test_import_errors_store_nothing(tmp_path, rng, shape, extra, message):

@@ -119,7 +119,7 @@ def test_token_site_is_part_of_the_fingerprint_and_refused_on_reingest(tmp_path)
     assert len({fp[:21] for fp in fps.values()}) == 1  # same weights and tokenizer digests
     assert st.models.get("m").fingerprint == fps[("mean", False)]
     X = np.zeros((1, runner.d_model), np.float32)
-    with pytest.raises(Conflict, match=r"\(different extraction spec\): ingest it under another key with --key NAME$"):
+    with pytest.raises(Conflict, match=r"\(different extraction spec\): ingest it under another key$"):
         st.activations.write("m", {1: X}, [0], source=runner.source, fingerprint=fps[("last", False)])
     # The default spec is the one older stores fingerprinted with.
     assert extraction_spec(512) == {"site": "resid_post", "token": "last_non_padding", "chat_template": None,
