@@ -741,7 +741,7 @@ class _MeasureFields:
         from actstore.analysis import AnalysisError
         from actstore.analysis import measures as registry
 
-        _PrepFields.check_fields(self)
+        _Prep.check_fields(self)  # type: ignore[arg-type]
         name, k, text = getattr(self, "measure"), getattr(self, "k"), getattr(self, "options")
         try:
             m = registry.get(name)
@@ -792,7 +792,7 @@ class SimilarityRequest(_MeasureFields, Request):
     dataset: str | None = arg(None, check=OPT_TEXT, doc=_DATASET)
     preprocess: Preprocess | None = arg(Preprocess.NONE, check=defaulted(choice(Preprocess), Preprocess.NONE),
                                         doc=_PREPROCESS)
-    outlier_threshold: float | None = arg(None, check=real(0, 1, open_=True, optional=True), doc=_THRESHOLD)
+    outlier_threshold: float | None = _threshold_arg()
     permutations: int = arg(0, check=integer(0), limit="max_permutations",
                             doc="permutations of a test of no relation (0: no p-value)")
     seed: int = arg(0, check=integer(0), doc="seed of the permutations")
@@ -813,15 +813,12 @@ class SimilarityMatrixRequest(_MeasureFields, Request):
     k: int | None = arg(None, check=integer(1, optional=True), limit="max_k", doc=_K)
     options: str | None = arg(None, check=OPT_OPTIONS, doc=_OPTIONS, graphql="JSON")
     dataset: str | None = arg(None, check=OPT_TEXT, doc=_DATASET)
-    grid: int | None = arg(None, check=integer(2, optional=True), limit="max_layers",
-                           doc="an evenly spaced relative-depth grid of this many layers per model")
-    layers_a: tuple[int, ...] | None = arg(None, check=OPT_INTS, limit="max_layers",
-                                           doc="layers of model A (default: every stored layer)")
-    layers_b: tuple[int, ...] | None = arg(None, check=OPT_INTS, limit="max_layers",
-                                           doc="layers of model B (default: every stored layer)")
+    grid: int | None = _grid_arg()
+    layers_a: tuple[int, ...] | None = _layers_arg("A")
+    layers_b: tuple[int, ...] | None = _layers_arg("B")
     preprocess: Preprocess | None = arg(Preprocess.NONE, check=defaulted(choice(Preprocess), Preprocess.NONE),
                                         doc=_PREPROCESS)
-    outlier_threshold: float | None = arg(None, check=real(0, 1, open_=True, optional=True), doc=_THRESHOLD)
+    outlier_threshold: float | None = _threshold_arg()
     by_dataset: bool | None = arg(False, check=defaulted(BOOL, False), doc=_BY_DATASET)
 
     def check_fields(self) -> None:

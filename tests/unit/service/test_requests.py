@@ -30,6 +30,9 @@ NOT_ANSWER_SETTINGS = {
     # limits refuse a request; they never change an answer that is given
     "max_k", "max_permutations", "max_atlas_models", "request_timeout_s", "max_query_depth", "max_cost", "cheap_cost", "max_layers",
     "heavy_slots", "heavy_queue", "max_body_bytes", "max_document_chars", "max_tokens", "max_fields",
+    "max_list", "max_slots_per_request",
+    # checksums refuse damaged rows; an answer that is given is the same with or without them
+    "verify_reads",
     # memory budgets of caches
     "cache_mb", "graph_cache_mb", "sae_cache_mb", "parse_cache_mb", "results_max_rows", "results_compact_every",
     "version_check_s",
