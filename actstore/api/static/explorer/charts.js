@@ -3,6 +3,12 @@
 
 const CONFIG = { displaylogo: false, responsive: true };
 
+/** `text` safe to show in a plotly title, legend, tick or hover: plotly reads tags such as
+ *  <a href> and <br> in strings, so &, < and > are written as entities (shown as typed). */
+export function plotText(text) {
+  return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+}
+
 /** Colour scale for a value range: diverging around 0 when values have both signs. */
 export function colourScale(values) {
   const flat = values.flat();
