@@ -5,7 +5,7 @@
 // (runAtlas, behind the API token) whose progress is followed, then asked again.
 import { gql } from "./api.js";
 import { href, save } from "./state.js";
-import { el, field, select, run, dl, formValues, optInt, table } from "./ui.js";
+import { el, field, select, run, fmt, dl, formValues, optInt, table } from "./ui.js";
 import { colourScale, newPlot, plotText } from "./charts.js";
 
 const ARGS = "$models: [String!]!, $measure: String!, $k: Int!, $dataset: String, $grid: Int, $resize: Int!";
@@ -130,13 +130,16 @@ export async function render(root, params, { models, datasets }) {
       location.hash = href("compare", { a: p.modelA, b: p.modelB, dataset: v.dataset, k: a.k ?? v.k, grid: v.grid });
     };
     const tested = a.pairs.filter((p) => p.diagonal);
+    const scale = colourScale(a.pairs.flatMap((p) => p.values));
     const above = tested.filter((p) => p.diagonal.onDiagonalMean > p.diagonal.offDiagonalMean);
     const multiples = el("div", { class: "multiples", id: "atlas-multiples" });
     out.replaceChildren(
-      dl([["models", a.models.length], ["pairs", a.pairs.length], ["prompts (n)", a.n], ["measure", a.measure],
+      el("div", { class: "side", id: "atlas-side" }, dl([["models", a.models.length], ["pairs", a.pairs.length], ["prompts (n)", a.n], ["measure", a.measure],
         a.k !== null ? ["k", a.k] : null, ["datasets", a.datasets.map((d) => `${d.name} (${d.n})`).join(", ")],
-        ["pairs with on > off", `${above.length} of ${tested.length} tested`], a.warning ? ["warning", a.warning] : null]),
-      el("h3", {}, "Every pair (click one to compare the two models)"), multiples,
+        ["pairs with on > off", `${above.length} of ${tested.length} tested`], a.warning ? ["warning", a.warning] : null])),
+      el("h3", {}, "Every pair (click one to compare the two models)"),
+      el("p", { class: "note" }, `One colour scale for every pair: ${fmt(scale.zmin)} to ${fmt(scale.zmax)}; axes: relative depth `
+        + "(rows model A, columns model B)."), multiples,
       el("div", { class: "row" },
         el("div", { class: "plot small", id: "atlas-argmax" }), el("div", { class: "plot small", id: "atlas-rowmax" })),
       el("div", { class: "row" },
@@ -146,12 +149,11 @@ export async function render(root, params, { models, datasets }) {
         p.diagonal?.pValue ?? null, el("a", { href: href("compare", { a: p.modelA, b: p.modelB, dataset: v.dataset,
           k: a.k ?? v.k, grid: v.grid }) }, "open")]), { id: "atlas-table" }));
 
-    const scale = colourScale(a.pairs.flatMap((p) => p.values));
     a.pairs.forEach((p, i) => {
       const div = el("div", { class: "plot tiny", id: `atlas-pair-${i}` });
       multiples.append(div);
       newPlot(div, [{
-        type: "heatmap", x: p.depthsB, y: p.depthsA, z: p.values, ...scale, showscale: i === 0, name: pairName(p),
+        type: "heatmap", x: p.depthsB, y: p.depthsA, z: p.values, ...scale, showscale: false, name: pairName(p),
         customdata: p.layersA.map((la) => p.layersB.map((lb) => [la, lb])), text: p.values.map((r) => r.map(() => pairName(p))),
         hovertemplate: "%{text}<br>layer %{customdata[0]} × %{customdata[1]}<br>%{z:.4f}<extra></extra>",
       }], {
