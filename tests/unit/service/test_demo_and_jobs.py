@@ -184,7 +184,11 @@ def test_real_model_demo_builds_and_reports_findings(tmp_path):
     assert {d for d in ("demo-sentiment", "demo-topic", "demo-text")
             if len(store.activations.shared("smollm2-random", "smollm2-random", d))} == {"demo-sentiment", "demo-text"}
     rows = dict(findings(store, permutations=20))
-    assert len(rows) == 6
+    assert len(rows) == 7
+    atlas = rows["atlas of every demo model (mutual k-NN, k = 4, demo-text)"]  # n = 14: k = 13 // 3
+    m = re.fullmatch(r"atlas of 3 models \(3 pairs\): (\d) pairs with on > off, (\d) significant "
+                     r"\(Bonferroni p < 0.05\)", atlas)
+    assert m and int(m.group(2)) <= int(m.group(1)) <= 3
     within = rows["SmolLM2 within-model CKA: neighbouring vs >= 10 layers apart"]
     near, far = (float(x) for x in within.split(" (")[0].split(" vs "))
     assert -1 <= far <= 1 and -1 <= near <= 1
