@@ -67,7 +67,8 @@ def atlas_command(
     models: Annotated[Optional[str], typer.Option(
         "--models", help="The models compared, comma-separated, in the order their pairs are listed.")] = None,
     all_models: Annotated[bool, typer.Option("--all", help="Compare every stored model.")] = False,
-    dataset: Annotated[Optional[str], typer.Option("--dataset", help="Restrict to the prompts of this dataset.")] = None,
+    dataset: Annotated[Optional[str], typer.Option(
+        "--dataset", help="Restrict to the prompts of this dataset.")] = None,
     measure: Annotated[str, typer.Option(
         "--measure", help="A registered similarity measure (actstore query '{ measures { name } }').")] = "mutual_knn",
     k: Annotated[int, typer.Option("--k", help="Neighbours per prompt (k-NN measures).")] = 10,
@@ -77,7 +78,8 @@ def atlas_command(
     resize: Annotated[int, typer.Option("--resize", help="Depths per axis of the mean resized matrix.")] = 20,
     preprocess: Annotated[str, typer.Option(
         "--preprocess", help="none, standardize or drop_outlier_dims.")] = "none",
-    out: Annotated[Optional[Path], typer.Option("--out", help="Write the answer as the API's JSON to this file.")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", help="Write the answer as the API's JSON to this file.")] = None,
     plot: Annotated[Optional[Path], typer.Option(
         "--plot", help="Draw the atlas (mean resized matrix, argmax-depth lines, on vs off) to this PNG.")] = None,
     store: StoreOption = None,

@@ -28,7 +28,8 @@ class ProgressBar:
         return self
 
     def update(self, description: str, done: int, total: int) -> None:
-        """``done`` of ``total`` units (prompts; pairs for the atlas) of ``description``; a new description starts a new bar."""
+        """``done`` of ``total`` units (prompts; pairs for the atlas) of ``description``; a new
+        description starts a new bar."""
         if not self.console.is_terminal:
             return
         if description != self._description:

@@ -137,3 +137,19 @@ def test_plot_url_serves_the_atlas_png_and_the_session_draws_it(store_path):
         assert png.content.startswith(PNG)
     at = Session(str(store_path)).atlas(["m0", "m1"], k=4)
     assert at._repr_png_().startswith(PNG)
+
+
+def test_the_progress_bar_counts_pairs():
+    import io
+
+    from rich.console import Console
+
+    from actstore.cli.progress import ProgressBar
+
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=120)
+    with ProgressBar(console, unit="pairs") as bar:
+        bar.update("atlas of 3 models", 0, 3)
+        bar.update("atlas of 3 models", 3, 3)
+    out = buf.getvalue()
+    assert "atlas of 3 models" in out and "3/3" in out and "pairs/s" in out and "prompts/s" not in out
