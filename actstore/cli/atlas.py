@@ -100,8 +100,10 @@ def atlas_command(
         if plot is not None:
             require_extra("server", "--plot")
         service = open_service(settings_for(store))
+        # the request's checks take the preprocessing by name (any case) and refuse others
+        fields: dict[str, Any] = {"preprocess": preprocess}
         request = AtlasRequest(models=tuple(_models(service, models, all_models)), measure=measure, k=k,
-                               dataset=dataset, grid=grid, resize=resize, preprocess=preprocess)
+                               dataset=dataset, grid=grid, resize=resize, **fields)
         label = f"atlas of {len(request.models)} models"
         with ProgressBar(Console(stderr=True), unit="pairs") as bar:
             answer = service.atlas.run(request, lambda done, total: bar.update(label, done, total))
