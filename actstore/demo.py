@@ -327,9 +327,10 @@ def print_findings(rows: list[tuple[str, str]]) -> None:
 
 
 def example_queries(keys: list[str], dataset: str = TEXT) -> list[tuple[str, str]]:
-    """Three example GraphQL queries over the demo models: (title, query). The matrix queries
+    """Four example GraphQL queries over the demo models: (title, query). The matrix queries
     name one ``dataset``: pooling the demo's datasets inflates cross-model similarity."""
     a, b = keys[0], keys[1]
+    names = ", ".join(f'"{k}"' for k in keys)
     return [
         ("Nearest neighbours of prompt 0 at the middle layer of " + a,
          f'{{ nearestNeighbors(at: {{model: "{a}", depth: 0.5}}, promptId: "0", k: 5) {{ rank promptId score text }} }}'),
@@ -340,6 +341,9 @@ def example_queries(keys: list[str], dataset: str = TEXT) -> list[tuple[str, str
          f'{{ affinityMatrix(modelA: "{a}", modelB: "{b}", dataset: "{dataset}", k: 10) {{ layersA layersB values '
          f'nullMean best {{ layerA layerB value }} diagonal {{ onDiagonalMean offDiagonalMean tStatistic pValue }} '
          f'plotUrl }} }}'),
+        (f"The atlas of every demo model on {dataset}: every pair's mutual k-NN matrix, argmax path and diagonal test",
+         f'{{ atlas(models: [{names}], dataset: "{dataset}") {{ models pairs {{ modelA modelB maxValue '
+         f'argmaxDepths diagonal {{ onDiagonalMean offDiagonalMean pValue }} }} meanResized plotUrl }} }}'),
     ]
 
 

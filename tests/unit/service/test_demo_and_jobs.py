@@ -41,6 +41,9 @@ def test_offline_demo_store_answers_the_example_queries(tmp_path, capsys):
             assert "errors" not in body, body
         nn = client.post("/graphql", json={"query": example_queries(keys, DATASET)[0][1]}).json()["data"]["nearestNeighbors"]
         assert len(nn) == 5 and all(r["text"] for r in nn)
+        at = client.post("/graphql", json={"query": example_queries(keys, DATASET)[3][1]}).json()["data"]["atlas"]
+        assert at["models"] == keys and [(p["modelA"], p["modelB"]) for p in at["pairs"]] == [
+            ("tiny-llama", "tiny-gpt2"), ("tiny-llama", "tiny-neox"), ("tiny-gpt2", "tiny-neox")]
     # a second run reuses what is stored
     t0 = time.perf_counter()
     build_demo_store(str(tmp_path / "demo"), online=False, n_prompts=40, models="tiny")
