@@ -20,6 +20,7 @@ import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from actstore import demo_texts
 from actstore.config import Settings
@@ -297,7 +298,23 @@ def findings(store_uri: str | Store, settings: Settings | None = None,
                                     bridge_dataset=TEXT)
     rows.append(("sentiment probe @0.5, native: real SmolLM2 vs random-init control / chance",
                  f"{pt.source_native:.2f} vs {pc.source_native:.2f} / {pc.chance:.2f}"))
+    rows.append(atlas_finding(svc, list(REAL_MODELS), k))
     return rows
+
+
+def atlas_finding(svc: Any, models: list[str], k: int = 10) -> tuple[str, str]:
+    """The atlas of ``models`` on the general-text set (mutual k-NN, ``k``; the random control
+    is only on demo-text and demo-sentiment) as one findings row: pairs with on > off and how
+    many are significant after Bonferroni over the pairs. Run as a job runs it (no cost
+    budget); the k-NN graphs of the affinity row above are reused."""
+    from actstore.service.atlas_summary import summarize
+    from actstore.service.requests import AtlasRequest
+
+    try:
+        answer = svc.atlas.run(AtlasRequest(models=tuple(models), dataset=TEXT, measure="mutual_knn", k=k))
+    except InvalidInput as exc:  # e.g. too few shared prompts
+        return "atlas of every demo model (mutual k-NN, demo-text)", f"undefined: {exc}"
+    return (f"atlas of every demo model (mutual k-NN, k = {k}, demo-text)", summarize(answer).line())
 
 
 def _mean(xs: list[float]) -> float:
@@ -317,9 +334,10 @@ def print_findings(rows: list[tuple[str, str]]) -> None:
 
 
 def example_queries(keys: list[str], dataset: str = TEXT) -> list[tuple[str, str]]:
-    """Three example GraphQL queries over the demo models: (title, query). The matrix queries
+    """Four example GraphQL queries over the demo models: (title, query). The matrix queries
     name one ``dataset``: pooling the demo's datasets inflates cross-model similarity."""
     a, b = keys[0], keys[1]
+    names = ", ".join(f'"{k}"' for k in keys)
     return [
         ("Nearest neighbours of prompt 0 at the middle layer of " + a,
          f'{{ nearestNeighbors(at: {{model: "{a}", depth: 0.5}}, promptId: "0", k: 5) {{ rank promptId score text }} }}'),
@@ -330,6 +348,9 @@ def example_queries(keys: list[str], dataset: str = TEXT) -> list[tuple[str, str
          f'{{ affinityMatrix(modelA: "{a}", modelB: "{b}", dataset: "{dataset}", k: 10) {{ layersA layersB values '
          f'nullMean best {{ layerA layerB value }} diagonal {{ onDiagonalMean offDiagonalMean tStatistic pValue }} '
          f'plotUrl }} }}'),
+        (f"The atlas of every demo model on {dataset}: every pair's mutual k-NN matrix, argmax path and diagonal test",
+         f'{{ atlas(models: [{names}], dataset: "{dataset}") {{ models pairs {{ modelA modelB maxValue '
+         f'argmaxDepths diagonal {{ onDiagonalMean offDiagonalMean pValue }} }} meanResized plotUrl }} }}'),
     ]
 
 

@@ -19,6 +19,7 @@ from actstore.layers import format_layers
 
 from .admin import drop_command, verify_command
 from .analyses import COMMANDS as ANALYSES
+from .atlas import atlas_command
 from .bridges import bridge_command, next_token_transfer_command, probe_transfer_command
 from .common import (App, StoreOption, check_port_free, check_store_path, column_spec, fail, int_list, open_service,
                      open_store, settings_for, user_errors)
@@ -39,6 +40,7 @@ app.command("next-token-transfer")(next_token_transfer_command)
 app.add_typer(sae_app, name="sae")
 app.command("drop")(drop_command)
 app.command("verify")(verify_command)
+app.command("atlas")(atlas_command)
 for _name, _command in ANALYSES.items():
     app.command(_name)(_command)
 

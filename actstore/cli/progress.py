@@ -10,14 +10,15 @@ __all__ = ["ProgressBar"]
 
 
 class ProgressBar:
-    """One bar per description (a model <- dataset ingest): done/total prompts, prompts/s,
+    """One bar per description (a model <- dataset ingest): done/total ``unit`` (prompts), per s,
     elapsed and ETA. :meth:`update` is the progress callback; a bar is drawn from its first
     update with work to do and stops when ``done`` reaches ``total``, so nothing stays live
     between ingests (or while the demo serves). Use as a context manager: leaving it stops a
     bar cut short by an error. Draws nothing when ``console`` is not a terminal."""
 
-    def __init__(self, console: Any) -> None:
+    def __init__(self, console: Any, unit: str = "prompts") -> None:
         self.console = console
+        self.unit = unit
         self._progress: Any = None
         self._task: Any = None
         self._description: str | None = None
@@ -27,7 +28,8 @@ class ProgressBar:
         return self
 
     def update(self, description: str, done: int, total: int) -> None:
-        """``done`` of ``total`` prompts of ``description``; a new description starts a new bar."""
+        """``done`` of ``total`` units (prompts; pairs for the atlas) of ``description``; a new
+        description starts a new bar."""
         if not self.console.is_terminal:
             return
         if description != self._description:
@@ -50,7 +52,7 @@ class ProgressBar:
 
         self._progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]} prompts/s"), TimeElapsedColumn(),
+            TextColumn(f"{{task.fields[rate]}} {self.unit}/s"), TimeElapsedColumn(),
             TextColumn("ETA"), TimeRemainingColumn(), console=self.console, transient=False,
         )
         self._progress.start()

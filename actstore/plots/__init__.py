@@ -8,11 +8,12 @@ imported inside the drawing functions only, so importing this package is cheap.
 - :mod:`.registry`  ``renders``, ``render_png``
 - :mod:`.heatmaps`  CKA / affinity matrices (the default), SAE SVCCA matrices
 - :mod:`.sweeps`    the probe-transfer accuracy-against-rank curve
+- :mod:`.atlas`     the atlas: mean resized matrix, argmax-depth lines, on vs off scatter
 """
 
 from __future__ import annotations
 
-from . import heatmaps, sweeps  # noqa: F401 - importing them registers their renderers
+from . import atlas, heatmaps, sweeps  # noqa: F401 - importing them registers their renderers
 from .registry import render_png, renderer_for, renders
 
 __all__ = ["render_png", "renderer_for", "renders"]

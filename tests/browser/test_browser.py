@@ -452,3 +452,89 @@ def test_compare_with_other_registered_measures_draws_the_similarity_matrix(page
                                permutations: 20) {{ value pValue }} }}""")["similarity"]
     side = terms(page, "#cka-cell")
     assert side["cknna"] == fmt(cell["value"]) and side["permutation p"] == fmt(cell["pValue"])
+
+
+# ------------------------------------------------------------------------------- atlas
+ATLAS_FIELDS = """models k n resize meanResized pairs { modelA modelB depthsA values argmaxDepths maxValue
+                  diagonal { onDiagonalMean offDiagonalMean pValue } }"""
+
+
+def test_atlas_draws_every_chart_with_the_api_values_and_a_click_opens_compare(page, server):
+    page.goto(f"{server.base}/#atlas?models={MODEL_A},{MODEL_B}&dataset=moods&k=5&resize=4")
+    small = plot_data(page, "atlas-pair-0")[0]
+    argmax = plot_data(page, "atlas-argmax")
+    rowmax = plot_data(page, "atlas-rowmax")
+    mean = plot_data(page, "atlas-mean")[0]
+    onoff = plot_data(page, "atlas-onoff")[0]
+    api = server.data(f'{{ atlas(models: ["{MODEL_A}", "{MODEL_B}"], dataset: "moods", k: 5, resize: 4) '
+                      f'{{ {ATLAS_FIELDS} }} }}')["atlas"]
+    (pair,) = api["pairs"]
+    assert small["type"] == "heatmap" and small["z"] == pair["values"]
+    assert argmax[0]["x"] == pair["depthsA"] and argmax[0]["y"] == pair["argmaxDepths"]
+    assert argmax[0]["name"] == f"{MODEL_A} × {MODEL_B}" and argmax[1]["x"] == [0, 1]  # the dashed diagonal
+    assert rowmax[0]["y"] == [max(row) for row in pair["values"]]
+    assert mean["z"] == api["meanResized"] and mean["x"] == pytest.approx([0, 1 / 3, 2 / 3, 1])
+    d = pair["diagonal"]
+    assert onoff["x"] == [d["offDiagonalMean"]] and onoff["y"] == [d["onDiagonalMean"]]
+    assert onoff["text"] == [f"{MODEL_A} × {MODEL_B}"]
+    assert table_rows(page, "atlas-table")[0][:5] == [MODEL_A, MODEL_B, fmt(pair["maxValue"]),
+                                                     fmt(d["onDiagonalMean"]), fmt(d["offDiagonalMean"])]
+    assert "models=tiny-llama%2Ctiny-gpt2" in page.url or "models=tiny-llama,tiny-gpt2" in page.url
+    # a click on the pair's point opens the affinity (Compare) view for it, same dataset and k
+    page.evaluate("() => document.getElementById('atlas-onoff').emit('plotly_click', "
+                  "{points: [{curveNumber: 0, pointIndex: 0}]})")
+    aff = plot_data(page, "affinity-plot")[0]
+    assert "#compare" in page.url and "k=5" in page.url and "dataset=moods" in page.url
+    expected = server.data(f'{{ affinityMatrix(modelA: "{MODEL_A}", modelB: "{MODEL_B}", k: 5, dataset: "moods") '
+                           "{ values } }")["affinityMatrix"]
+    assert aff["z"] == expected["values"]
+
+
+def test_atlas_refused_over_budget_runs_as_a_job_then_asks_again(page, server):
+    """The first atlas query is answered LIMIT_EXCEEDED (as the server does over its budget):
+    the view offers runAtlas, runs it with the token, follows the job and asks again."""
+    import json
+
+    asked: list[str] = []
+
+    def handle(route):
+        body = json.loads(route.request.post_data or "{}")
+        query = body.get("query", "")
+        if "atlas(" in query:
+            asked.append("atlas")
+            if len(asked) == 1:
+                return route.fulfill(status=200, content_type="application/json", body=json.dumps({
+                    "data": None, "errors": [{"message": "atlas of 2 models is over the budget; run it as a job with "
+                                              "the run_atlas mutation (the same arguments), then ask this query again",
+                                              "extensions": {"code": "LIMIT_EXCEEDED"}}]}))
+        elif "runAtlas(" in query:
+            asked.append("runAtlas")
+        return route.continue_()
+
+    page.route(re.compile(r".*/graphql$"), handle)
+    page.goto(f"{server.base}/#atlas?models={MODEL_B},{MODEL_A}&k=3&resize=3")
+    page.wait_for_selector("#atlas-run-job")
+    assert "LIMIT_EXCEEDED" not in page.inner_text("#atlas-status") and "run_atlas" in page.inner_text("#atlas-status")
+    page.fill("input[name=token]", TOKEN)
+    page.click("#atlas-run-job")
+    small = plot_data(page, "atlas-pair-0")[0]
+    assert asked == ["atlas", "runAtlas", "atlas"]
+    assert page.inner_text("#atlas-job-state") == "SUCCEEDED"
+    api = server.data(f'{{ atlas(models: ["{MODEL_B}", "{MODEL_A}"], k: 3, resize: 3) {{ {ATLAS_FIELDS} }} }}')["atlas"]
+    assert small["z"] == api["pairs"][0]["values"]
+
+
+def test_atlas_names_are_escaped_in_plotly(page, server):
+    real = server.data(f'{{ atlas(models: ["{MODEL_A}", "{MODEL_B}"], k: 4, resize: 3) '
+                       "{ models measure direction k n resize meanResized maxSimilarity warning datasets { name n } "
+                       "pairs { modelA modelB layersA layersB depthsA depthsB values argmax argmaxDepths maxValue "
+                       "diagonal { onDiagonalMean offDiagonalMean tStatistic pValue } } } }")["atlas"]
+    real["pairs"][0]["modelA"] = "<a href='x'>evil</a><br>"
+    _fake_api(page, {"atlas(": {"atlas": real}}, [])
+    page.goto(f"{server.base}/#atlas?models={MODEL_A},{MODEL_B}&k=4&resize=3")
+    small = plot_data(page, "atlas-pair-0")[0]
+    escaped = "&lt;a href='x'&gt;evil&lt;/a&gt;&lt;br&gt; × tiny-gpt2"
+    assert small["name"] == escaped and plot_layout(page, "atlas-pair-0")["title"]["text"] == escaped
+    assert plot_data(page, "atlas-onoff")[0]["text"] == [escaped]
+    assert plot_data(page, "atlas-argmax")[0]["name"] == escaped
+    assert page.evaluate("() => document.querySelectorAll('#atlas-out a[href=\"x\"]').length") == 0

@@ -41,6 +41,9 @@ def test_offline_demo_store_answers_the_example_queries(tmp_path, capsys):
             assert "errors" not in body, body
         nn = client.post("/graphql", json={"query": example_queries(keys, DATASET)[0][1]}).json()["data"]["nearestNeighbors"]
         assert len(nn) == 5 and all(r["text"] for r in nn)
+        at = client.post("/graphql", json={"query": example_queries(keys, DATASET)[3][1]}).json()["data"]["atlas"]
+        assert at["models"] == keys and [(p["modelA"], p["modelB"]) for p in at["pairs"]] == [
+            ("tiny-llama", "tiny-gpt2"), ("tiny-llama", "tiny-neox"), ("tiny-gpt2", "tiny-neox")]
     # a second run reuses what is stored
     t0 = time.perf_counter()
     build_demo_store(str(tmp_path / "demo"), online=False, n_prompts=40, models="tiny")
@@ -184,7 +187,11 @@ def test_real_model_demo_builds_and_reports_findings(tmp_path):
     assert {d for d in ("demo-sentiment", "demo-topic", "demo-text")
             if len(store.activations.shared("smollm2-random", "smollm2-random", d))} == {"demo-sentiment", "demo-text"}
     rows = dict(findings(store, permutations=20))
-    assert len(rows) == 6
+    assert len(rows) == 7
+    atlas = rows["atlas of every demo model (mutual k-NN, k = 4, demo-text)"]  # n = 14: k = 13 // 3
+    m = re.fullmatch(r"atlas of 3 models \(3 pairs\): (\d) pairs with on > off, (\d) significant "
+                     r"\(Bonferroni p < 0.05\)", atlas)
+    assert m and int(m.group(2)) <= int(m.group(1)) <= 3
     within = rows["SmolLM2 within-model CKA: neighbouring vs >= 10 layers apart"]
     near, far = (float(x) for x in within.split(" (")[0].split(" vs "))
     assert -1 <= far <= 1 and -1 <= near <= 1

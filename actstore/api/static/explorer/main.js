@@ -9,8 +9,9 @@ import * as neighbors from "./neighbors.js";
 import * as transfer from "./transfer.js";
 import * as sae from "./sae.js";
 import * as jobs from "./jobs.js";
+import * as atlas from "./atlas.js";
 
-const VIEWS = { catalog, compare, neighbors, transfer, sae, jobs };
+const VIEWS = { catalog, compare, atlas, neighbors, transfer, sae, jobs };
 
 const CATALOG_QUERY = `{
   models { key source architecture nLayers dModel dtype token layers datasets promptCount }
