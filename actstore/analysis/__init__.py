@@ -21,7 +21,9 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from .errors import AnalysisCancelled, AnalysisError
+# ``X as X``: re-exported for the type checker too (it does not evaluate the computed __all__)
+from .errors import AnalysisCancelled as AnalysisCancelled
+from .errors import AnalysisError as AnalysisError
 from .results import BridgeFit, BridgeRankSweep, DiagonalTest, NextTokenTransfer, PairSummary, ProbeTransfer, ProbeTransferSweep
 
 # name -> the module defining it, imported when the name is first used

@@ -158,14 +158,16 @@ def graph_overlaps(graphs_a: Sequence[np.ndarray], graphs_b: Sequence[np.ndarray
     if symmetric:
         iu = np.triu_indices(m_a, 1)
         counts[(iu[1], iu[0])] = counts[iu]
-    return counts / (k * n)
+    share: np.ndarray = counts / (k * n)
+    return share
 
 
 def _keys_block(g: np.ndarray, s: int, e: int) -> np.ndarray:
     """int64 [m, (e - s) k]: key (row - s) n + neighbour of rows [s, e) of every graph."""
     n = g.shape[1]
     base = (np.arange(e - s, dtype=np.int64) * n)[None, :, None]
-    return (g[:, s:e, :] + base).reshape(g.shape[0], -1)
+    keys: np.ndarray = (g[:, s:e, :] + base).reshape(g.shape[0], -1)
+    return keys
 
 
 def _sparse_block(cols: np.ndarray, width: int) -> sparse.csr_matrix:
@@ -318,7 +320,8 @@ def resize(values: np.ndarray, rows: Sequence[int], cols: Sequence[int]) -> np.n
     M = V.finite_matrix(values, "values")
     r = _index_list(rows, M.shape[0], "rows")
     c = _index_list(cols, M.shape[1], "cols")
-    return M[np.ix_(r, c)]
+    out: np.ndarray = M[np.ix_(r, c)]
+    return out
 
 
 def max_similarity(n_models: int, pair_max: Mapping[tuple[int, int], float]) -> np.ndarray:

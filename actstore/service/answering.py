@@ -46,7 +46,8 @@ class Answers:
         planner = getattr(self, f"_plan_{type(request).__name__}", None)
         if planner is None:
             raise TypeError(f"{type(self).__name__} does not answer {type(request).__name__}")
-        return planner(request)
+        plan: Plan[Any] = planner(request)
+        return plan
 
     def answer(self, request: Request) -> Any:
         """The answer of ``request`` (cached, budgeted, cancellable; see the module docstring)."""

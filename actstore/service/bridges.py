@@ -24,7 +24,7 @@ columns dropped from the source and target layers.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, make_dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -54,27 +54,48 @@ __all__ = ["BridgeResult", "BridgeSweepResult", "Bridges", "NextTokenTransferRes
            "ProbeTransferSweepResult"]
 
 
-# What every bridge answer adds to the analysis dataclass it extends: the layers it joined, the
+# Every bridge answer extends the analysis dataclass with the layers it joined, the
 # preprocessing, the columns it dropped from each side and the precision of the fits.
-_JOINED: list[Any] = [
-    ("layer_source", int), ("layer_target", int), ("preprocess", str, field(default="none")),
-    ("dropped_source", tuple[int, ...], field(default=())), ("dropped_target", tuple[int, ...], field(default=())),
-    ("precision", str, field(default="auto")),
-]
+@result_type
+@dataclass(frozen=True)
+class BridgeResult(BridgeFit):
+    """A fitted bridge's held-out scores, with the layers it joined, the preprocessing and the
+    columns it dropped from each side."""
+
+    layer_source: int
+    layer_target: int
+    preprocess: str = "none"
+    dropped_source: tuple[int, ...] = ()
+    dropped_target: tuple[int, ...] = ()
+    precision: str = "auto"
 
 
-def _joined(name: str, base: type, doc: str) -> type:
-    cls = make_dataclass(name, _JOINED, bases=(base,), frozen=True, namespace={"__doc__": doc})
-    cls.__module__ = __name__
-    return result_type(cls)
+@result_type
+@dataclass(frozen=True)
+class BridgeSweepResult(BridgeRankSweep):
+    """Reduced-rank bridges at several ranks, with the layers they joined, the preprocessing
+    and the columns it dropped from each side."""
+
+    layer_source: int
+    layer_target: int
+    preprocess: str = "none"
+    dropped_source: tuple[int, ...] = ()
+    dropped_target: tuple[int, ...] = ()
+    precision: str = "auto"
 
 
-BridgeResult = _joined("BridgeResult", BridgeFit, "A fitted bridge's held-out scores, with the layers it joined, "
-                       "the preprocessing and the columns it dropped from each side.")
-BridgeSweepResult = _joined("BridgeSweepResult", BridgeRankSweep, "Reduced-rank bridges at several ranks, with the "
-                            "layers they joined, the preprocessing and the columns it dropped from each side.")
-ProbeTransferResult = _joined("ProbeTransferResult", ProbeTransfer, "Probe-transfer accuracies, with the layers "
-                              "they read, the preprocessing and the columns it dropped from each side.")
+@result_type
+@dataclass(frozen=True)
+class ProbeTransferResult(ProbeTransfer):
+    """Probe-transfer accuracies, with the layers they read, the preprocessing and the columns
+    it dropped from each side."""
+
+    layer_source: int
+    layer_target: int
+    preprocess: str = "none"
+    dropped_source: tuple[int, ...] = ()
+    dropped_target: tuple[int, ...] = ()
+    precision: str = "auto"
 
 
 @result_type
@@ -130,7 +151,7 @@ class Bridges(Answers):
     next_token_transfer = answers(NextTokenTransferRequest)
 
     # ------------------------------------------------------------------ helpers
-    def _pair(self, source: LayerRef, target: LayerRef) -> tuple[ModelInfo, int, ModelInfo, int, dict[str, int]]:
+    def _pair(self, source: LayerRef, target: LayerRef) -> tuple[ModelInfo, int, ModelInfo, int, dict[str, str | int]]:
         info_s, ls = self.reads.resolve(source)
         info_t, lt = self.reads.resolve(target)
         return info_s, ls, info_t, lt, self.reads.versions(info_s, info_t)
@@ -272,7 +293,8 @@ class Bridges(Answers):
         return probe_cost(n_task, max(0, n_all - n_task), info_s.d_model, info_t.d_model, classes, sweep, op)
 
     def _probe_inputs(self, prep: Prep, s_key: str, ls: int, t_key: str, lt: int, task_dataset: str,
-                      bridge_dataset: str | None) -> tuple[np.ndarray, ...] | Any:
+                      bridge_dataset: str | None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """(S, T, labels of the task's shared labelled prompts, then S and T of the frozen
         bridge's prompts, and the preprocessing fields): preprocessing fitted on the bridge's
         prompts (never the task's) and applied to the task's."""

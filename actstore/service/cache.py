@@ -128,18 +128,19 @@ class SingleFlight:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._running: dict[Hashable, Future] = {}
+        self._running: dict[Hashable, Future[Any]] = {}
 
     def run(self, key: Hashable, fn: Callable[[], T]) -> T:
         with self._lock:
-            fut = self._running.get(key)
-            leader = fut is None
-            if leader:
-                fut = self._running[key] = Future()
-        if not leader:
-            return fut.result()
+            running = self._running.get(key)
+            if running is None:
+                fut: Future[Any] = Future()
+                self._running[key] = fut
+        if running is not None:
+            shared: T = running.result()
+            return shared
         try:
-            result: Any = fn()
+            result = fn()
         except BaseException as exc:
             fut.set_exception(exc)
             raise

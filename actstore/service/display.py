@@ -79,7 +79,8 @@ def _is_matrix(result: Any) -> bool:
 
 def to_dict(self: Any) -> dict[str, Any]:
     """This answer as a JSON-safe dict."""
-    return plain_data(self)
+    data: dict[str, Any] = plain_data(self)
+    return data
 
 
 def to_pandas(self: Any) -> Any:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from actstore.analysis.feature_sums import add_feature_sums, cka_from_sums, feature_sums, sums_bytes
+from actstore.analysis.feature_sums import FeatureSums, add_feature_sums, cka_from_sums, feature_sums, sums_bytes
 from actstore.config import Settings
 from actstore.errors import InvalidInput
 from actstore.store import ModelInfo, Store
@@ -175,21 +175,23 @@ def ray_cka_matrix(store: Store, info_a: ModelInfo, layers_a: Sequence[int], inf
     pairs = list(dict.fromkeys([(i, j) for i in index_a for j in index_b] + [(i, i) for i in range(len(keys))]))
     if shards is None:
         rows = max(1, SHARD_BYTES // (4 * sum(dims)))
-        shards = max(int(ray.cluster_resources().get("CPU", 1)), -(-len(ids) // rows))
+        # ray leaves cluster_resources unannotated
+        shards = max(int(ray.cluster_resources().get("CPU", 1)), -(-len(ids) // rows))  # type: ignore[no-untyped-call]
     shards = max(1, min(int(shards), len(ids)))
     cuts = np.array_split(ids, shards)
     task = ray.remote(_shard_sums)
-    results = []
+    results: list[tuple[list[int], FeatureSums]] = []
     for group in _groups(dims, pairs, group_bytes):
         used = sorted({i for pair in group for i in pair})
         local = {g: k for k, g in enumerate(used)}
         refs = [task.remote([snaps[i] for i in used], cut, [centres[i] for i in used],
                             [(local[i], local[j]) for i, j in group]) for cut in cuts]
-        total = None
+        total: FeatureSums | None = None
         while refs:  # add the shards' sums as they finish (one in memory besides the total)
             done, refs = ray.wait(refs, num_returns=1)
-            part = ray.get(done[0])
+            part: FeatureSums = ray.get(done[0])
             total = part if total is None else add_feature_sums([total, part])
+        assert total is not None  # every group has at least one shard
         results.append((used, total))
     # Re-key every group's pairs by the distinct-layer index, then one CKA table.
     from dataclasses import replace
@@ -200,7 +202,7 @@ def ray_cka_matrix(store: Store, info_a: ModelInfo, layers_a: Sequence[int], inf
     return cka_from_sums(rekeyed, index_a, index_b, debiased=debiased)
 
 
-def _spread(values: tuple, used: list[int], m: int) -> tuple:
+def _spread(values: tuple[Any, ...], used: list[int], m: int) -> tuple[Any, ...]:
     """Per-layer values of the layers ``used`` placed at their distinct-layer index (None elsewhere)."""
     out: list[Any] = [None] * m
     for k, g in enumerate(used):

@@ -83,6 +83,7 @@ class JobRunner:
                 self._update(job.id, state=FAILED, message=f"internal error ({type(exc).__name__}); see server log")
             else:
                 current = self.get(job.id)
+                assert current is not None  # jobs are never forgotten
                 self._update(job.id, state=SUCCEEDED, done=max(current.done, current.total),
                              message=describe(result))
 

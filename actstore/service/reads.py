@@ -95,19 +95,19 @@ class Reads:
             raise InvalidInput(f"models {model_a!r} and {model_b!r} share no stored prompts{where}")
         return ids
 
-    def versions(self, *models: ModelInfo) -> dict[str, int]:
+    def versions(self, *models: ModelInfo) -> dict[str, str | int]:
         """Version of every stored layer table of these models (the cache-key dependencies),
         as recent as ``Settings.version_check_s`` (this process's own writes are seen at once):
         the key of a cached answer opens no table."""
-        out: dict[str, int] = {}
+        out: dict[str, str | int] = {}
         for info in models:
             for layer, version in self.store.activations.versions(info.key, info.layers, recent=True).items():
                 out[f"{info.key}/{layer}"] = version
         return out
 
     # ---------------------------------------------------------------- arrays
-    def full_layer(self, model: str, layer: int) -> tuple[int, np.ndarray, np.ndarray]:
-        """(table version, ids [n], X float32 [n, d]) of a whole layer, from the LRU cache."""
+    def full_layer(self, model: str, layer: int) -> tuple[str, np.ndarray, np.ndarray]:
+        """(table token, ids [n], X float32 [n, d]) of a whole layer, from the LRU cache."""
         version = self.store.activations.version(model, layer)
         ids, X = self.layers.get((model, layer, version), lambda: self.store.activations.read(model, layer))
         return version, ids, X
@@ -129,7 +129,7 @@ class Reads:
         version, _, _ = self.full_layer(model, layer)
         approximate = len(ids) >= self.store.knn.ann_threshold
         key = (model, layer, version, digest(ids), k, approximate)
-        hit = self.graphs.get(key)
+        hit: tuple[np.ndarray, float | None] | None = self.graphs.get(key)
         if hit is not None:
             return hit
 

@@ -203,11 +203,12 @@ def _options(value: Any, field: str) -> str | None:
         try:
             value = json.loads(value)
         except ValueError as exc:
-            raise InvalidInput.of(field, value, f"a JSON object (not valid JSON: {exc.msg})") from None
+            why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)  # e.g. too many digits
+            raise InvalidInput.of(field, value, f"a JSON object (not valid JSON: {why})") from None
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
         raise InvalidInput.of(field, value, "a JSON object of option names and values")
     if not value:
-        return None  # type: ignore[return-value]  # no options: the same request as none given
+        return None  # no options: the same request as none given
     try:
         return json.dumps(dict(value), sort_keys=True, separators=(",", ":"), allow_nan=False,
                           default=lambda v: v.item() if isinstance(v, np.generic) else str(v))

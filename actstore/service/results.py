@@ -73,7 +73,7 @@ def same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _eq(self: Any, other: Any) -> bool:
+def _eq(self: Any, other: Any) -> object:  # bool, or NotImplemented for another type
     if type(other) is not type(self):
         return NotImplemented
     return same(self, other)
@@ -104,8 +104,9 @@ def canonical(obj: Any) -> str:
 
 def encode(result: Any) -> str:
     """JSON text of a registered result."""
-    name = type(result).__name__
-    if _TYPES.get(name) is not type(result):
+    kind: type = type(result)
+    name = kind.__name__
+    if _TYPES.get(name) is not kind:
         raise TypeError(f"{name} is not a registered result type")
     return json.dumps({"type": name, "data": dataclasses.asdict(result)}, default=_json_default)
 
@@ -139,7 +140,7 @@ def _value(hint: Any, value: Any) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _value(inner[0], value) if len(inner) == 1 else value
     if dataclasses.is_dataclass(hint):
-        return _build(hint, value)
+        return _build(typing.cast(type, hint), value)
     if origin in (list, tuple):
         item = args[0] if args else Any
         items = [_value(item, v) for v in value]
@@ -153,12 +154,13 @@ class Plan(Generic[T]):
 
     ``resolved``: request fields replaced in the cache key by what they resolved to (a layer
     reference by [model key, layer], a layer list by the stored layers); ``versions``: the
-    table versions the answer depends on; ``compute(key)`` makes the answer; ``cost()`` its
-    estimate (None: cheap, no slot)."""
+    versions of the tables the answer depends on (activation-table tokens, other tables'
+    version numbers); ``compute(key)`` makes the answer; ``cost()`` its estimate (None:
+    cheap, no slot)."""
 
     compute: Callable[[str], T]
     resolved: Mapping[str, Any] = field(default_factory=dict)
-    versions: Mapping[str, int] = field(default_factory=dict)
+    versions: Mapping[str, str | int] = field(default_factory=dict)
     cost: Callable[[], Cost] | None = None
     #: False when ``compute`` answers other requests that take their own slots (a matrix of
     #: cached cells): the cost is checked against the budget, no slot is held
@@ -180,7 +182,7 @@ class ResultCache:
         self.computed = 0
 
     @staticmethod
-    def key(query: Mapping[str, Any], versions: Mapping[str, int]) -> str:
+    def key(query: Mapping[str, Any], versions: Mapping[str, str | int]) -> str:
         """Cache key of ``query`` over tables at ``versions``."""
         text = canonical({"query": query, "versions": versions})
         return hashlib.sha256(text.encode()).hexdigest()[:32]
@@ -214,7 +216,7 @@ class ResultCache:
         return self.cached(request.key_payload(self, plan.resolved), plan.versions, plan.compute, plan.cost,
                            slot=plan.slot)
 
-    def cached(self, query: Mapping[str, Any], versions: Mapping[str, int], compute: Callable[[str], T],
+    def cached(self, query: Mapping[str, Any], versions: Mapping[str, str | int], compute: Callable[[str], T],
                cost: Callable[[], Cost] | None = None, slot: bool = True) -> T:
         """The stored answer of ``query``, or ``compute(key)`` run once and stored.
 
@@ -224,12 +226,14 @@ class ResultCache:
         key = self.key(query, versions)
         stored = self.store.results.get(key)
         if stored is not None:
-            return decode(stored)
+            hit: T = decode(stored)
+            return hit
 
         def run() -> T:
             again = self.store.results.get(key)
             if again is not None:
-                return decode(again)
+                shared: T = decode(again)
+                return shared
             estimate = cost() if cost is not None else None
             if estimate is not None:
                 check_budget(estimate, self.max_cost)

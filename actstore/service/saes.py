@@ -152,7 +152,7 @@ class Saes(Answers):
 
     # ---------------------------------------------------------------- helpers
     def _sae_params(self, sae_id: str) -> tuple[SaeRecord, SaeParams]:
-        hit = self.features.get(("params", sae_id))
+        hit: tuple[SaeRecord, SaeParams] | None = self.features.get(("params", sae_id))
         if hit is not None:
             return hit
         record, w = self.store.saes.load(sae_id)
@@ -171,7 +171,7 @@ class Saes(Answers):
         """Sparse feature activations [len(ids), d_sae] of one SAE over stored prompts."""
         version = self.store.activations.version(record.model_key, record.layer)
         key = (record.sae_id, version, digest(ids))
-        F = self.features.get(key)
+        F: np.ndarray | None = self.features.get(key)
         if F is not None:
             return F
         X = self.reads.rows(record.model_key, record.layer, ids)

@@ -408,7 +408,7 @@ class Similarity(Answers):
                 k: int) -> list[tuple[np.ndarray, float | None, tuple[int, ...]]]:
         """(k-NN graph, recall, dropped columns) of each (model, layer): the cached graphs of
         the stored rows without preprocessing, else exact graphs of the preprocessed rows."""
-        out = []
+        out: list[tuple[np.ndarray, float | None, tuple[int, ...]]] = []
         for i, (model, layer) in enumerate(layers):
             check_cancelled(i, len(layers), "k-NN graphs")
             if not prep.active:
@@ -431,7 +431,7 @@ class Similarity(Answers):
             check_cancelled(i, len(layers_a) + len(layers_b), "rows per dataset")
             X, _ = self._rows(prep, model, layer, ids)
             rows.append(X)
-        out = []
+        out: list[tuple[DatasetCount, np.ndarray | None]] = []
         for c in counts:
             if c.n <= k:
                 out.append((c, None))
@@ -545,4 +545,5 @@ def _diagonal(M: np.ndarray) -> DiagonalTest:
     if min(M.shape) < 2 or M.size - max(M.shape) < 2:
         nan = float("nan")
         return DiagonalTest(nan, nan, nan, nan, nan, 0, 0, M.shape[0] < M.shape[1])
-    return analysis.diagonal_test(M)
+    test: DiagonalTest = analysis.diagonal_test(M)
+    return test

@@ -102,7 +102,8 @@ def _cka_plan_flops(n: int, dims_a: Sequence[int], dims_b: Sequence[int]) -> flo
     from actstore.analysis import plan_cka_matrix
 
     plan = plan_cka_matrix(n, list(dims_a), list(dims_b))
-    return min(plan.gram_flops, plan.feature_flops)
+    flops: float = min(plan.gram_flops, plan.feature_flops)
+    return flops
 
 
 def cka_cost(n: int, p: int, q: int, permutations: int = 0) -> Cost:

@@ -39,6 +39,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -49,7 +50,7 @@ from .checksums import DIGEST, check_digests, corrupted
 from .models import ModelInfo, Models
 from .prompts import Prompts
 from .snapshots import FragmentTarget
-from .tables import ACTS_STORAGE_VERSION, Tables, acts_table, check_model_key, is_vanished, parse_acts_table
+from .tables import ACTS_STORAGE_VERSION, LanceTable, Tables, acts_table, check_model_key, is_vanished, parse_acts_table
 from .vectors import STORAGE_DTYPES, arrow_digests, arrow_to_vectors, row_digests, vectors_to_arrow
 
 __all__ = ["FLOAT16_MAX", "IDS_CACHE_BYTES", "TABLE_ID_KEY", "Activations", "acts_schema", "table_id",
@@ -78,7 +79,7 @@ def acts_schema(d_model: int, dtype: str, table_id: str | None = None) -> pa.Sch
     )
 
 
-def table_id(tbl) -> str | None:
+def table_id(tbl: LanceTable) -> str | None:
     """The id of an activation table (schema metadata, or ``prompt_id`` field metadata for a
     table created before ids existed), or None for a table without one yet."""
     schema = tbl.schema
@@ -88,7 +89,7 @@ def table_id(tbl) -> str | None:
     return None if uid is None else uid.decode()
 
 
-def table_token(tbl) -> str:
+def table_token(tbl: LanceTable) -> str:
     """``"<table id>:<version>"`` of an activation table: changes with every commit and never
     repeats, not even after the table is dropped and created again. A table without an id
     yet (created before ids existed, not written since) gives ``"legacy:<version>"``."""
@@ -113,7 +114,7 @@ class Activations:
         self._lock = threading.Lock()
         self._ids_cache: OrderedDict[str, tuple[str, np.ndarray]] = OrderedDict()
         self._ids_bytes = 0
-        self._model_ids_cache: dict[tuple[str, str | None], tuple[tuple, np.ndarray]] = {}
+        self._model_ids_cache: dict[tuple[str, str | None], tuple[tuple[Any, ...], np.ndarray]] = {}
 
     # ----------------------------------------------------------------- tables
     @contextmanager
@@ -132,7 +133,7 @@ class Activations:
                 self.locate(model_key, layer)  # raises the NotFound a later request gets
             raise NotFound(f"the activations of model {model_key!r} were dropped while this call read them") from None
 
-    def locate(self, model_key: str, layer: int, *, recent: bool = False):
+    def locate(self, model_key: str, layer: int, *, recent: bool = False) -> tuple[ModelInfo, int, LanceTable]:
         """(info, layer, table) of one activation table: NotFound for an unknown model or a
         layer without a table, InvalidInput for a layer out of range. The hot path of every
         read and k-NN query: one version check of the models table (none with ``recent``
@@ -155,7 +156,7 @@ class Activations:
             info = self._models.find(model_key, layers=False)
         return info if info is not None else self._models.get(model_key)  # NotFound naming the known models
 
-    def _table(self, info: ModelInfo, layer: int):
+    def _table(self, info: ModelInfo, layer: int) -> tuple[int, LanceTable]:
         layer = as_int(layer, "layer")
         if not 0 <= layer < info.n_layers:
             raise InvalidInput(
@@ -255,6 +256,7 @@ class Activations:
 
         with self._tables.write_lock:
             existing = self._models.find(model_key, layers=False)
+            d: int | None
             if existing is not None:
                 L, d, stored_dtype = existing.n_layers, existing.d_model, existing.dtype
                 if n_layers is not None and as_int(n_layers, "n_layers") != L:
@@ -308,6 +310,7 @@ class Activations:
 
             if len(ids) == 0:
                 return 0
+            assert d is not None  # set by the first of the (non-empty) layers
             uniq, counts = np.unique(ids, return_counts=True)
             if (counts > 1).any():
                 raise InvalidInput(f"duplicate prompt id(s) in one write: {preview(uniq[counts > 1])}")
@@ -316,7 +319,7 @@ class Activations:
             missing = uniq if len(known) == 0 else uniq[known[pos] != uniq]
             if len(missing):
                 raise InvalidInput(f"unknown prompt id(s): {preview(missing)}; add the prompts first")
-            if existing is not None and record_fingerprint:
+            if existing is not None and record_fingerprint and fingerprint is not None:
                 self._models.set_fingerprint(model_key, fingerprint)
             if existing is None:  # before any row: the loser of a first-write race writes nothing
                 self._models.claim(model_key, source=source, fingerprint=fingerprint, n_layers=L, d_model=d,
@@ -409,7 +412,7 @@ class Activations:
                                           storage_version=ACTS_STORAGE_VERSION)
                 out[layer] = FragmentTarget(layer, self._tables.dataset_uri(name), tbl.schema, dtype,
                                             dict(self._tables.storage_options))
-            if record:
+            if record and fingerprint is not None:  # record implies a fingerprint
                 self._models.set_fingerprint(model_key, fingerprint)
             self._models.add_layers(model_key, list(out))
             if existing is None and self._models.find(model_key, layers=False) is None:

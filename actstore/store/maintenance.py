@@ -41,7 +41,7 @@ from .checksums import check_digests
 from .checks import preview
 from .knn import Knn
 from .knn import files as index_files
-from .models import MODEL_LAYERS, MODELS, Models
+from .models import MODEL_LAYERS, MODELS, ModelInfo, Models
 from .next_tokens import NEXT_TOKENS_PREFIX, next_tokens_table
 from .prompts import PROMPTS, Prompts
 from .saes import Saes
@@ -238,7 +238,8 @@ class Maintenance:
         return known
 
     @staticmethod
-    def _check_rows(name: str, t: pa.Table, known: np.ndarray, infos: dict, refs: Check, vectors: Check) -> int:
+    def _check_rows(name: str, t: pa.Table, known: np.ndarray, infos: dict[str, ModelInfo], refs: Check,
+                    vectors: Check) -> int:
         """Reference and vector checks of one activation or next-token table; its vector count."""
         ids = t["prompt_id"].to_numpy()
         uniq = np.unique(ids)
@@ -263,7 +264,7 @@ class Maintenance:
         return len(ids)
 
     @staticmethod
-    def _check_catalog(names: list[str], infos: dict) -> Check:
+    def _check_catalog(names: list[str], infos: dict[str, ModelInfo]) -> Check:
         """The models table and layer catalog against the tables that exist."""
         check = Check("catalog")
         present = set(names)

@@ -345,7 +345,7 @@ class Models:
         if tbl is None:
             return []
         where = f"key = {sql_str(key)}" + (f" AND token = {sql_str(token)}" if token else "")
-        rows = self._tables.scan(tbl, MODEL_CLAIMS_SCHEMA.names, where, row_ids=True).to_pylist()
+        rows: list[dict[str, Any]] = self._tables.scan(tbl, MODEL_CLAIMS_SCHEMA.names, where, row_ids=True).to_pylist()
         rows.sort(key=lambda r: r["_rowid"])
         forgets = [i for i, r in enumerate(rows) if r["token"].startswith(_FORGET)]
         return rows[forgets[-1] + 1:] if forgets else rows

@@ -18,7 +18,7 @@ import pyarrow as pa
 from actstore.errors import InvalidInput, NotFound
 from .models import Models
 from .prompts import Prompts
-from .tables import ACTS_STORAGE_VERSION, Tables, check_model_key
+from .tables import ACTS_STORAGE_VERSION, LanceTable, Tables, check_model_key
 
 __all__ = ["NEXT_TOKENS_PREFIX", "NEXT_TOKENS_SCHEMA", "NextTokens", "next_tokens_table"]
 
@@ -71,7 +71,7 @@ class NextTokens:
                                 storage_version=ACTS_STORAGE_VERSION)
         return len(ids)
 
-    def _table(self, model_key: str):
+    def _table(self, model_key: str) -> LanceTable:
         return self._tables.open(next_tokens_table(model_key))
 
     def has(self, model_key: str) -> bool:

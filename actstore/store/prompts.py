@@ -419,4 +419,5 @@ class Prompts:
             return np.empty(0)
         catalog = self._recent_with(ids)
         labels = catalog.table["label"].take(pa.array(self._positions(catalog, ids)))
-        return labels.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls -> NaN
+        out: np.ndarray = labels.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls -> NaN
+        return out

@@ -55,12 +55,13 @@ class SaeWeights:
 
         metadata = {"sae_id": sae_id, "sha256": sha256}
         cfg_text = json.dumps(cfg, indent=1, sort_keys=True, default=str)
-        if self.remote:
+        local = self._tables.local_path
+        if local is None:  # remote
             self.remove([sae_id])
             row = {"sae_id": sae_id, "safetensors": save(tensors, metadata=metadata), "cfg": cfg_text}
             self._tables.add(SAE_WEIGHTS, pa.Table.from_pylist([row], schema=_SCHEMA), _SCHEMA)
             return f"{SAE_WEIGHTS}/{sae_id}"
-        base = self._tables.local_path / SAE_DIR
+        base = local / SAE_DIR
         base.mkdir(parents=True, exist_ok=True)
         tmp, final = base / f".tmp-{uuid.uuid4().hex}", base / sae_id
         tmp.mkdir()

@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import lancedb
 import numpy as np
@@ -55,6 +55,8 @@ from actstore.errors import ActstoreError, InvalidInput, NotFound, StorageUnavai
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+#: a LanceDB table handle (lancedb ships no type stubs for it)
+LanceTable: TypeAlias = Any
 
 __all__ = [
     "ACTS_PREFIX", "ACTS_STORAGE_VERSION", "KEEP_VERSIONS_FOR", "MAX_FRAGMENTS", "PUSHDOWN_IDS", "Tables",
@@ -201,7 +203,7 @@ _WRITES_LOCK = threading.Lock()
 class _WriteLock:
     """A re-entrant lock whose every release counts as a write to the database (writers hold it)."""
 
-    def __init__(self, on_release) -> None:
+    def __init__(self, on_release: Callable[[], None]) -> None:
         self._lock = threading.RLock()
         self._on_release = on_release
 
@@ -301,7 +303,8 @@ class Tables:
         now = time.monotonic()
         hit = self._memo.get(key)
         if not fresh and hit is not None and hit[1] == writes and now - hit[0] < self.version_check_s:
-            return hit[2]
+            memo: T = hit[2]
+            return memo
         value = compute(self.open(name))
         self._memo[key] = (now, writes, value)
         return value
@@ -321,18 +324,18 @@ class Tables:
             if not token:
                 return names
 
-    def open(self, name: str):
+    def open(self, name: str) -> LanceTable:
         """The LanceDB table ``name``, or None when it does not exist. Handles are cached."""
         return self._open(name, None, None)
 
     @_storage_errors
-    def create(self, name: str, schema: pa.Schema, storage_version: str | None = None):
+    def create(self, name: str, schema: pa.Schema, storage_version: str | None = None) -> LanceTable:
         """Table ``name``, created empty with ``schema`` (and Lance file format
         ``storage_version``, e.g. :data:`ACTS_STORAGE_VERSION`) when missing."""
         return self._open(name, schema, storage_version)
 
     @_storage_errors
-    def _open(self, name: str, schema: pa.Schema | None, storage_version: str | None):
+    def _open(self, name: str, schema: pa.Schema | None, storage_version: str | None) -> LanceTable:
         with self._handles_lock:
             tbl = self._handles.get(name)
             if tbl is not None:
@@ -360,7 +363,7 @@ class Tables:
         return f"{self.uri.rstrip('/')}/{name}.lance"
 
     @_storage_errors
-    def commit_append(self, name: str, fragments: list) -> Any:
+    def commit_append(self, name: str, fragments: list[Any]) -> LanceTable:
         """Append fragments written elsewhere (``lance.fragment.write_fragments`` by other
         processes, into :meth:`dataset_uri`) to existing table ``name`` in one commit: readers
         see all their rows or none. Returns the table. A commit that races another writer's
@@ -390,7 +393,7 @@ class Tables:
         return None if tbl is None else int(tbl.version)
 
     @staticmethod
-    def scan(tbl, columns: list[str] | None = None, where: str | None = None, *,
+    def scan(tbl: LanceTable, columns: list[str] | None = None, where: str | None = None, *,
              row_ids: bool = False) -> pa.Table:
         """Rows of ``tbl`` (the latest version), optionally only some columns and rows;
         ``row_ids=True`` adds Lance's ``_rowid`` column (``where`` may filter on it)."""
@@ -406,7 +409,8 @@ class Tables:
         return q.limit(None).to_arrow()
 
     @_storage_errors
-    def create_seeded(self, name: str, data: pa.Table, schema: pa.Schema, *, stable_row_ids: bool = False):
+    def create_seeded(self, name: str, data: pa.Table, schema: pa.Schema, *,
+                      stable_row_ids: bool = False) -> LanceTable:
         """Table ``name``; when missing, created holding ``data`` in its first commit (so no
         reader ever sees it without those rows), with Lance *stable row ids* when asked
         (``_rowid`` assigned at commit in commit order and kept through compaction; this
@@ -428,7 +432,7 @@ class Tables:
             self.wrote()
             return tbl
 
-    def scan_for(self, tbl, keys: np.ndarray | None, columns: list[str] | None = None,
+    def scan_for(self, tbl: LanceTable, keys: np.ndarray | None, columns: list[str] | None = None,
                  key: str = "prompt_id") -> pa.Table:
         """Rows of ``tbl`` covering the integer ``keys``: exactly the rows whose ``key`` is one
         of them (``key IN (...)`` pushed down to Lance, only ``columns``) for up to
@@ -441,7 +445,7 @@ class Tables:
         return tbl.to_arrow()
 
     @_storage_errors
-    def add(self, name: str, batch: pa.Table, schema: pa.Schema, storage_version: str | None = None):
+    def add(self, name: str, batch: pa.Table, schema: pa.Schema, storage_version: str | None = None) -> LanceTable:
         """Append ``batch`` to table ``name`` (created with ``schema`` when missing) in one
         commit, then apply the compaction rule. Returns the table."""
         tbl = self.create(name, schema, storage_version)
@@ -452,7 +456,7 @@ class Tables:
 
     @_storage_errors
     def upsert(self, name: str, batch: pa.Table, schema: pa.Schema, key: str = "prompt_id", *,
-               storage_version: str | None = None):
+               storage_version: str | None = None) -> LanceTable:
         """Write ``batch`` to table ``name`` in one commit: rows whose ``key`` is stored already
         are replaced, the others appended. When none is stored yet it is a plain append
         (much cheaper than merge_insert's join). Then the compaction rule. Returns the table."""
@@ -467,7 +471,7 @@ class Tables:
         return tbl
 
     @_storage_errors
-    def overwrite(self, name: str, data: pa.Table) -> Any:
+    def overwrite(self, name: str, data: pa.Table) -> LanceTable:
         """Replace every row of existing table ``name`` with ``data`` (which may add columns:
         its schema becomes the table's) in one commit; readers see the old rows or the new.
         Returns the table."""
@@ -479,7 +483,7 @@ class Tables:
         return tbl
 
     @_storage_errors
-    def merge(self, name: str, batch: pa.Table, schema: pa.Schema, key: str):
+    def merge(self, name: str, batch: pa.Table, schema: pa.Schema, key: str) -> LanceTable:
         """Upsert ``batch`` on ``key`` with merge_insert, without first reading the stored keys
         (for small batches into tables of arbitrary size). Then the compaction rule."""
         tbl = self.create(name, schema)
@@ -520,7 +524,7 @@ class Tables:
             return True
 
     @staticmethod
-    def _maybe_compact(tbl) -> None:
+    def _maybe_compact(tbl: LanceTable) -> None:
         """Compact ``tbl`` when it has too many fragments. Best effort: the write before it is
         committed already, and a compaction that loses a race with another process's
         compaction of the same fragments (a Lance commit conflict) is left to the next write."""

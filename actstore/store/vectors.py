@@ -84,7 +84,7 @@ def row_digests(values: np.ndarray) -> np.ndarray:
     if n == 0:
         return np.empty(0, np.uint64)
     step = a.nbytes // n
-    buf = memoryview(a.reshape(-1).view(np.uint8))
+    buf = a.reshape(-1).view(np.uint8).data
     digest = xxhash.xxh3_64_intdigest
     out = np.fromiter((digest(buf[i * step:(i + 1) * step]) for i in range(n)), np.uint64, n)
     out[out == 0] = 1  # 0 marks "no digest" (a null in the legacy Lance format reads as 0)

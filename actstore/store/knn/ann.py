@@ -62,6 +62,7 @@ import json
 import logging
 import math
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import faiss
 import numpy as np
@@ -207,7 +208,7 @@ class AnnIndex:
 
     kind = KIND
 
-    def __init__(self, version: str, metric: str, ids_by_pos: np.ndarray, index: faiss.Index,
+    def __init__(self, version: str, metric: str, ids_by_pos: np.ndarray, index: faiss.IndexIVF,
                  vectors: np.ndarray, norms: np.ndarray, params: AnnParams, n_trained: int):
         self.version = version
         self.metric = metric
@@ -256,7 +257,7 @@ class AnnIndex:
         del sample
         index.nprobe = params.nprobe
         copy_dtype = _copy_dtype(X)
-        vectors = np.empty((n, d), copy_dtype)
+        vectors: np.ndarray = np.empty((n, d), copy_dtype)
         norms = np.empty(n, np.float32)
         out = cls(version, metric, np.asarray(ids, np.int64).copy(), index, vectors, norms, params, n)
         _fill(out, 0, X)
@@ -269,7 +270,7 @@ class AnnIndex:
         vectors = np.empty((n0 + m, d), self.vectors.dtype)
         vectors[:n0] = self.vectors
         norms = np.concatenate([self.norms, np.empty(m, np.float32)])
-        index = faiss.clone_index(self.index)
+        index = cast(faiss.IndexIVF, faiss.clone_index(self.index))  # faiss returns it downcast
         out = AnnIndex(version, self.metric, np.concatenate([self.ids_by_pos, np.asarray(ids, np.int64)]),
                        index, vectors, norms, self.params, self.n_trained)
         out.tuning = self.tuning
@@ -301,7 +302,8 @@ class AnnIndex:
 
     def vectors_at(self, sorted_positions: np.ndarray) -> np.ndarray:
         """Stored vectors float32 [m, d] (raw, not normalised) at positions of ``ids``."""
-        return self.vectors[self.positions(sorted_positions)].astype(np.float32)
+        out: np.ndarray = self.vectors[self.positions(sorted_positions)].astype(np.float32)
+        return out
 
     # ----------------------------------------------------------------- search
     def search(self, queries: np.ndarray, k: int, exclude_self_ids: np.ndarray | None = None,
@@ -331,8 +333,11 @@ class AnnIndex:
             probe = nprobe or self.params.nprobe
             probe = min(self.params.nlist, math.ceil(probe / max(frac, 1e-9)))
             sel = None if allowed_pos is None else faiss.IDSelectorBatch(allowed_pos.astype(np.int64))
-            params = faiss.SearchParametersIVF(nprobe=probe, sel=sel) if sel is not None else \
-                faiss.SearchParametersIVF(nprobe=probe)
+            # faiss's SWIG signatures omit the keyword arguments its Python wrapper accepts
+            if sel is not None:
+                params = faiss.SearchParametersIVF(nprobe=probe, sel=sel)  # type: ignore[call-arg]
+            else:
+                params = faiss.SearchParametersIVF(nprobe=probe)  # type: ignore[call-arg]
             _, cand = self.index.search(q, kc, params=params)
         return self._rerank(q, np.asarray(cand), k, exclude_self_ids)
 
@@ -386,12 +391,13 @@ class AnnIndex:
                  meta=np.array([self.n_trained], np.int64), version=np.array(str(self.version)),
                  metric=np.array(self.metric),
                  tuning=np.array(self.tuning.to_json() if self.tuning is not None else ""))
-        return memoryview(faiss.serialize_index(self.index)), buf.getbuffer()
+        return faiss.serialize_index(self.index).data, buf.getbuffer()
 
     @classmethod
     def from_bytes(cls, index_bytes: bytes, arrays: bytes) -> "AnnIndex":
         """Inverse of :meth:`to_bytes`."""
-        index = faiss.deserialize_index(np.frombuffer(index_bytes, dtype=np.uint8))
+        # an IVF-PQ index (faiss returns it downcast to its class)
+        index = cast(faiss.IndexIVF, faiss.deserialize_index(np.frombuffer(index_bytes, dtype=np.uint8)))
         with np.load(io.BytesIO(arrays), allow_pickle=False) as z:
             params = AnnParams(*[int(v) for v in z["params"]])
             (n_trained,) = (int(v) for v in z["meta"])

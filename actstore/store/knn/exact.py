@@ -81,6 +81,7 @@ def _gpu_count() -> int:
 def build_flat(X: np.ndarray, metric: str) -> faiss.Index:
     """Flat FAISS index over X float32 [n, d] (C-contiguous; normalised in place for cosine)."""
     d = X.shape[1]
+    index: faiss.Index
     if metric == "l2":
         index = faiss.IndexFlatL2(d)
     else:
@@ -219,7 +220,7 @@ class KnnIndexes:
             return
         stem = self.stem(table, metric, entry.version, "ann")
         index_bytes, arrays = entry.to_bytes()
-        parts = {".faiss": index_bytes, ".npz": arrays}
+        parts: dict[str, bytes | memoryview] = {".faiss": index_bytes, ".npz": arrays}
         if entry.tuning is not None:  # readable without loading the index (``actstore info``)
             parts[TUNING_SUFFIX] = entry.tuning.to_json().encode()
         if files.save(stem, parts):
@@ -308,7 +309,7 @@ class KnnIndexes:
         stem = self.stem(table, metric, entry.version)
         buf = io.BytesIO()
         np.save(buf, np.ascontiguousarray(entry.ids, dtype=np.int64))
-        if files.save(stem, {".faiss": faiss.serialize_index(entry.index), ".ids.npy": buf.getbuffer()}):
+        if files.save(stem, {".faiss": faiss.serialize_index(entry.index).data, ".ids.npy": buf.getbuffer()}):
             self._remove_others(f"{table}.{metric}.exact.*", stem)
             for old in self._dir.glob(f"{table}.{metric}.v*"):  # files of the older naming scheme
                 old.unlink(missing_ok=True)
@@ -360,7 +361,8 @@ def search(
     if allowed_ids is not None:
         pos = np.clip(np.searchsorted(entry.ids, allowed_ids), 0, len(entry.ids) - 1)
         pos = pos[entry.ids[pos] == allowed_ids]
-        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(pos.astype(np.int64)))
+        # faiss's SWIG signature omits the keyword arguments its Python wrapper accepts
+        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(pos.astype(np.int64)))  # type: ignore[call-arg]
         scores, pos = entry.index.search(q, kk, params=params)
     else:
         scores, pos = entry.index.search(q, kk)

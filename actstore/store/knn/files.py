@@ -20,6 +20,7 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 __all__ = ["DIGEST_SUFFIX", "ChecksumMismatch", "digest", "load", "save", "verify", "write_bytes"]
 
@@ -38,7 +39,7 @@ def digest(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def write_bytes(fh, data: memoryview) -> None:
+def write_bytes(fh: BinaryIO, data: memoryview) -> None:
     """Write ``data`` to the open binary file ``fh`` in chunks (tests fail it to simulate a full disk)."""
     for s in range(0, len(data), _CHUNK):
         fh.write(data[s:s + _CHUNK])

@@ -144,7 +144,8 @@ def _choose(entry: AnnIndex, q: np.ndarray, truth: np.ndarray, goal: float, late
     c_ladder = [c for c in _ladder(p.candidates(K), kmax) if c <= kmax]
     found: list[tuple[float, int, int]] = []
     for probe in _ladder(p.nprobe, p.nlist) if p.nprobe < p.nlist else [p.nlist]:
-        _, cand = entry.index.search(q, kmax, params=faiss.SearchParametersIVF(nprobe=probe))
+        # faiss's SWIG signature omits the keyword arguments its Python wrapper accepts
+        _, cand = entry.index.search(q, kmax, params=faiss.SearchParametersIVF(nprobe=probe))  # type: ignore[call-arg]
         # rank of each true neighbour among the candidates (kmax when absent)
         rank = np.full(truth.shape, kmax, np.int64)
         for i in range(len(q)):

@@ -221,7 +221,7 @@ def load_npz(path: Path, where: str) -> dict[str, Any]:
                     elif version == (2, 0):
                         shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
                     else:  # no public reader for other header versions: count the stored bytes
-                        shape, dtype = (z.getinfo(name).file_size,), np.uint8
+                        shape, dtype = (z.getinfo(name).file_size,), np.dtype(np.uint8)
                 sizes.append((name.removesuffix(".npy"), tuple(shape), np.dtype(dtype).itemsize))
         check_memory(sizes, where)
         with np.load(path, allow_pickle=False) as data:
