@@ -156,6 +156,6 @@ def test_query_command_prints_json(big_store):
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["data"]["mutualKnn"] == {"k": 7, "n": 2000, "nullMean": pytest.approx(7 / 1999)}
-    res = subprocess.run([sys.executable, "-m", "actstore.cli", "query", '{ model(key: "a") { nope } }',
+    res = subprocess.run([sys.executable, "-m", "actstore.cli", "query", '{ model(key: "a") { nope } }', "--json",
                           "--store", big_store.uri], capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 1 and "Cannot query field 'nope'" in json.loads(res.stdout)["errors"][0]["message"]
