@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo venv bench clean assets notebook
+.PHONY: test lint demo venv bench clean assets notebook
 
 $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -23,8 +23,14 @@ $(STAMP): $(PY) pyproject.toml
 
 venv: $(STAMP)
 
-test: $(STAMP)
+# The house rules first (lint, format, types: tools/check_types.py), then the tests.
+test: $(STAMP) lint
 	$(PY) -m pytest -q tests
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) tools/check_types.py
 
 # The demo prints its store's absolute path and the `--store ...` to use with the CLI.
 # `make demo PORT=8001` when 8000 is taken (a busy port is refused before anything is built).

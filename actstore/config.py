@@ -105,6 +105,7 @@ def comma_list(raw: str) -> tuple[str, ...]:
     """``"a, b,,c"`` -> ``("a", "b", "c")``: the parser of list-valued settings."""
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
+
 _FALSE = ("", "0", "false", "no", "off")
 
 ENGINES = ("local", "ray", "auto")
@@ -129,6 +130,7 @@ def _engine(raw: str) -> str:
     if value not in ENGINES:
         raise ValueError(f"use one of {', '.join(ENGINES)}")
     return value
+
 
 # setting name -> (environment variable, parser)
 _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
@@ -229,7 +231,7 @@ class Settings:
         for f in dataclasses.fields(self):
             object.__setattr__(self, f.name, values.get(f.name, f.default))
 
-    def replace(self, **changes: object) -> "Settings":
+    def replace(self, **changes: object) -> Settings:
         """A copy with some fields changed (the environment is not read again)."""
         return Settings(environ={}, **{**dataclasses.asdict(self), **changes})
 

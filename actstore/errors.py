@@ -15,8 +15,19 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any, Self
 
-__all__ = ["ActstoreError", "Conflict", "DataCorrupted", "InvalidInput", "LimitExceeded", "MissingExtra", "NotFound",
-           "QueryTimeout", "StorageUnavailable", "Unauthorized", "require_extra"]
+__all__ = [
+    "ActstoreError",
+    "Conflict",
+    "DataCorrupted",
+    "InvalidInput",
+    "LimitExceeded",
+    "MissingExtra",
+    "NotFound",
+    "QueryTimeout",
+    "StorageUnavailable",
+    "Unauthorized",
+    "require_extra",
+]
 
 
 class ActstoreError(Exception):
@@ -32,8 +43,9 @@ class ActstoreError(Exception):
 
     code: str = "BAD_USER_INPUT"
 
-    def __init__(self, message: str, *, field: str | None = None, value: Any = None,
-                 allowed: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, field: str | None = None, value: Any = None, allowed: str | None = None
+    ) -> None:
         super().__init__(message)
         self.field, self.value, self.allowed = field, value, allowed
 
@@ -47,14 +59,15 @@ class ActstoreError(Exception):
         argument names of the call), replaced by ``name(python_name)``: whole words only. One-letter
         names other than the error's own field (the layers ``a`` and ``b``) are left alone: they
         are also English words ("must be a JSON object")."""
-        words = sorted({*(n for n in names if len(n) > 1), *([self.field] if self.field else [])}, key=len,
-                       reverse=True)
+        words = sorted(
+            {*(n for n in names if len(n) > 1), *([self.field] if self.field else [])}, key=len, reverse=True
+        )
         if not words:
             return str(self)
         pattern = "|".join(re.escape(w) for w in words)
         return re.sub(rf"(?<![\w.-])({pattern})(?![\w-])", lambda m: name(m.group(1)), str(self))
 
-    def reworded(self, name: Callable[[str], str], names: Iterable[str] = ()) -> "ActstoreError":
+    def reworded(self, name: Callable[[str], str], names: Iterable[str] = ()) -> ActstoreError:
         """The same error (same class, field, value and allowed) with the message of
         :meth:`worded`; ``self`` when nothing changes."""
         message = self.worded(name, names)
@@ -112,8 +125,12 @@ class MissingExtra(ActstoreError):
 
 
 #: the extras of pyproject.toml and a module each brings (checked without importing it)
-EXTRAS = {"ingest": ("transformers", "gguf", "accelerate"), "server": ("strawberry", "uvicorn", "plotly"),
-          "notebook": ("pandas", "matplotlib"), "ray": ("ray",)}
+EXTRAS = {
+    "ingest": ("transformers", "gguf", "accelerate"),
+    "server": ("strawberry", "uvicorn", "plotly"),
+    "notebook": ("pandas", "matplotlib"),
+    "ray": ("ray",),
+}
 
 
 def require_extra(extra: str, what: str) -> None:
@@ -123,8 +140,9 @@ def require_extra(extra: str, what: str) -> None:
 
     missing = [m for m in EXTRAS[extra] if find_spec(m) is None]
     if missing:
-        raise MissingExtra(f"{what} needs the [{extra}] extra ({', '.join(missing)} not installed): "
-                           f"pip install 'actstore[{extra}]'")
+        raise MissingExtra(
+            f"{what} needs the [{extra}] extra ({', '.join(missing)} not installed): pip install 'actstore[{extra}]'"
+        )
 
 
 class DataCorrupted(ActstoreError):

@@ -26,8 +26,17 @@ from dataclasses import dataclass
 
 from actstore.errors import InvalidInput, NotFound
 
-__all__ = ["LayerRef", "LayerSpec", "depth_grid", "format_layers", "nearest_layer", "parse_layer_spec",
-           "relative_depth", "resize_rows", "resolve_index"]
+__all__ = [
+    "LayerRef",
+    "LayerSpec",
+    "depth_grid",
+    "format_layers",
+    "nearest_layer",
+    "parse_layer_spec",
+    "relative_depth",
+    "resize_rows",
+    "resolve_index",
+]
 
 LayerSpec = str | int | Iterable[int] | None
 
@@ -140,8 +149,7 @@ def resize_rows(stored: Sequence[int], n_layers: int, size: int) -> list[int]:
         raise InvalidInput("stored holds no layers; resizing needs at least one stored layer")
     bad = [v for v in layers if not 0 <= v < L]
     if bad:
-        raise InvalidInput(f"stored layer {bad[0]} is out of range for a model with {L} layers: "
-                           f"allowed 0..{L - 1}")
+        raise InvalidInput(f"stored layer {bad[0]} is out of range for a model with {L} layers: allowed 0..{L - 1}")
     if len(set(layers)) != len(layers):
         dup = next(v for i, v in enumerate(layers) if v in layers[:i])
         raise InvalidInput(f"stored layer {dup} is listed twice; stored layers must be distinct")
@@ -186,8 +194,10 @@ def parse_layer_spec(spec: LayerSpec, n_layers: int) -> list[int]:
             try:
                 values.append(int(part.strip()))
             except ValueError:
-                raise InvalidInput(f"bad layer spec {spec!r}: {part.strip()!r} is not an integer; use 'all', "
-                                   "a list like '0,5,-1', or 'grid:G'") from None
+                raise InvalidInput(
+                    f"bad layer spec {spec!r}: {part.strip()!r} is not an integer; use 'all', "
+                    "a list like '0,5,-1', or 'grid:G'"
+                ) from None
         return _distinct(values, L, spec)
     try:
         values = list(spec)
@@ -241,16 +251,19 @@ class LayerRef:
         whose stored layers are ``stored``. InvalidInput for a bad reference, NotFound for a
         layer that is not stored."""
         if (self.layer is None) == (self.depth is None):
-            raise InvalidInput(f"give exactly one of layer or depth for model {self.model!r} "
-                               f"(got layer={self.layer}, depth={self.depth})")
+            raise InvalidInput(
+                f"give exactly one of layer or depth for model {self.model!r} "
+                f"(got layer={self.layer}, depth={self.depth})"
+            )
         if not stored:
             raise NotFound(f"model {self.model!r} has no stored layers")
         if self.depth is not None:
             return nearest_layer(self.depth, n_layers, stored)
         layer = resolve_index(self.layer, n_layers, self.model)
         if layer not in stored:
-            raise NotFound(f"layer {layer} of model {self.model!r} is not stored; stored layers: "
-                           f"{format_layers(stored)}")
+            raise NotFound(
+                f"layer {layer} of model {self.model!r} is not stored; stored layers: {format_layers(stored)}"
+            )
         return layer
 
 

@@ -65,7 +65,7 @@ def _method(request_type: type[R.Request], wrap: Callable[[Any], Any] | None = N
     params = list(inspect.signature(request_type).parameters.values())
     signature = inspect.Signature([inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *params])
 
-    def method(self: "Session", *args: Any, **kwargs: Any) -> Any:
+    def method(self: Session, *args: Any, **kwargs: Any) -> Any:
         bound = signature.bind(self, *args, **kwargs)
         values = {k: v for k, v in bound.arguments.items() if k != "self"}
         for name in refs & set(values):
@@ -93,7 +93,7 @@ class Session:
     def __repr__(self) -> str:
         return f"Session({self.store.uri!r})" if hasattr(self.store, "uri") else f"Session({self.store!r})"
 
-    def __enter__(self) -> "Session":
+    def __enter__(self) -> Session:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -123,8 +123,9 @@ class Session:
         """(prompt ids int64 [n], activations float32 [n, d]) of one stored layer, by prompt id."""
         return self.store.read_activations(model, layer, dataset=dataset)
 
-    def aligned(self, model_a: str, layer_a: int | float, model_b: str, layer_b: int | float,
-                dataset: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def aligned(
+        self, model_a: str, layer_a: int | float, model_b: str, layer_b: int | float, dataset: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids int64 [n], X float32 [n, d_a], Y float32 [n, d_b]): two layers (an int is a layer,
         negative from the end; a float a relative depth) on the prompts both models share at every
         stored layer, rows in ascending prompt-id order (the rows every comparison uses)."""

@@ -18,8 +18,7 @@ MODEL_A = (16, 2048)  # layers, d_model
 MODEL_B = (28, 3072)
 
 
-def synthetic_models(n: int, *, seed: int = 0, rank: int = 64, dtype=np.float32,
-                     model_a=MODEL_A, model_b=MODEL_B):
+def synthetic_models(n: int, *, seed: int = 0, rank: int = 64, dtype=np.float32, model_a=MODEL_A, model_b=MODEL_B):
     """Two models' activations: lists of [n, d] arrays, cheap to generate.
 
     Each prompt has latent factors Z0, Z1 [n, rank]; a layer at relative depth t sees
@@ -39,10 +38,9 @@ def synthetic_models(n: int, *, seed: int = 0, rank: int = 64, dtype=np.float32,
             w = rng.standard_normal((rank, d), dtype=np.float32) * (1.5 / np.sqrt(rank))
             x = z @ w
             x += rng.standard_normal((n, d), dtype=np.float32)
-            x += (rng.standard_normal(d, dtype=np.float32) * 30.0 + 50.0)
+            x += rng.standard_normal(d, dtype=np.float32) * 30.0 + 50.0
             out_dims = rng.choice(d, 4, replace=False)
-            x[:, out_dims] = (1000.0 + 5.0 * rng.standard_normal((n, 4), dtype=np.float32)
-                              + 10.0 * z[:, :4])
+            x[:, out_dims] = 1000.0 + 5.0 * rng.standard_normal((n, 4), dtype=np.float32) + 10.0 * z[:, :4]
             mats.append(np.ascontiguousarray(x, dtype=dtype))
         out.append(mats)
     return out[0], out[1]

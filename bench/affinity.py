@@ -20,7 +20,6 @@ import time
 
 import faiss
 import numpy as np
-
 from _common import peak_rss_gb, synthetic_models, timed
 
 from actstore.analysis import (
@@ -61,9 +60,11 @@ def main() -> None:
 
     t0 = time.perf_counter()
     A, B = synthetic_models(n, seed=args.seed)
-    print(f"data: n = {n}; A {len(A)} layers x d = {A[0].shape[1]}, B {len(B)} layers x "
-          f"d = {B[0].shape[1]} ({A[0].dtype}), generated in {time.perf_counter() - t0:.1f} s;"
-          f" k = {k}, faiss {faiss.__version__}, threads {faiss.omp_get_max_threads()}")
+    print(
+        f"data: n = {n}; A {len(A)} layers x d = {A[0].shape[1]}, B {len(B)} layers x "
+        f"d = {B[0].shape[1]} ({A[0].dtype}), generated in {time.perf_counter() - t0:.1f} s;"
+        f" k = {k}, faiss {faiss.__version__}, threads {faiss.omp_get_max_threads()}"
+    )
 
     t0 = time.perf_counter()
     ga = [knn_graph(x, k) for x in A]
@@ -71,13 +72,15 @@ def main() -> None:
     t_graphs = time.perf_counter() - t0
     t_aff, M = timed(affinity_matrix, ga, gb)
     t_fast = t_graphs + t_aff
-    print(f"affinity matrix {M.shape[0]} x {M.shape[1]}: {len(ga) + len(gb)} graphs "
-          f"{t_graphs:.1f} s + matrix {t_aff:.2f} s = {t_fast:.1f} s")
+    print(
+        f"affinity matrix {M.shape[0]} x {M.shape[1]}: {len(ga) + len(gb)} graphs "
+        f"{t_graphs:.1f} s + matrix {t_aff:.2f} s = {t_fast:.1f} s"
+    )
 
     rng = np.random.default_rng(1)
     pairs = [(0, 0), (len(A) - 1, len(B) - 1)] + [
-        (int(rng.integers(len(A))), int(rng.integers(len(B))))
-        for _ in range(max(0, args.naive_pairs - 2))]
+        (int(rng.integers(len(A))), int(rng.integers(len(B)))) for _ in range(max(0, args.naive_pairs - 2))
+    ]
     pairs = pairs[: max(1, args.naive_pairs)]
     t_own, t_fa = [], []
     for i, j in pairs:
@@ -88,18 +91,23 @@ def main() -> None:
         t_fa.append(t)
         assert abs(v2 - M[i, j]) < 0.01, (v2, M[i, j])  # float32 near-ties only
     tot_own, tot_fa = np.mean(t_own) * M.size, np.mean(t_fa) * M.size
-    print(f"naive, both graphs per pair, timed on {len(pairs)} pairs {pairs}, EXTRAPOLATED "
-          f"to {M.size} pairs: plain FAISS {np.mean(t_fa):.2f} s/pair -> {tot_fa:.0f} s; "
-          f"actstore knn_graph {np.mean(t_own):.2f} s/pair -> {tot_own:.0f} s")
-    print(f"RATIO affinity_matrix vs naive (plain FAISS graphs): {tot_fa / t_fast:.1f} x  "
-          f"(target >= 20 x)")
-    print(f"RATIO affinity_matrix vs naive (same graph builder):  {tot_own / t_fast:.1f} x  "
-          f"(reuse alone; bound sum_ij (t_i + t_j) / sum t)")
+    print(
+        f"naive, both graphs per pair, timed on {len(pairs)} pairs {pairs}, EXTRAPOLATED "
+        f"to {M.size} pairs: plain FAISS {np.mean(t_fa):.2f} s/pair -> {tot_fa:.0f} s; "
+        f"actstore knn_graph {np.mean(t_own):.2f} s/pair -> {tot_own:.0f} s"
+    )
+    print(f"RATIO affinity_matrix vs naive (plain FAISS graphs): {tot_fa / t_fast:.1f} x  (target >= 20 x)")
+    print(
+        f"RATIO affinity_matrix vs naive (same graph builder):  {tot_own / t_fast:.1f} x  "
+        f"(reuse alone; bound sum_ij (t_i + t_j) / sum t)"
+    )
 
     res = diagonal_test(M)
-    print(f"null mean k/(n-1) = {null_mean(k, n):.4f}; matrix range [{M.min():.4f}, "
-          f"{M.max():.4f}]; diagonal test: on {res.on_diagonal_mean:.4f} vs off "
-          f"{res.off_diagonal_mean:.4f}, t = {res.t_statistic:.2f}, p = {res.p_value:.2e}")
+    print(
+        f"null mean k/(n-1) = {null_mean(k, n):.4f}; matrix range [{M.min():.4f}, "
+        f"{M.max():.4f}]; diagonal test: on {res.on_diagonal_mean:.4f} vs off "
+        f"{res.off_diagonal_mean:.4f}, t = {res.t_statistic:.2f}, p = {res.p_value:.2e}"
+    )
     print(f"argmax path (B layer for each A layer): {argmax_path(M)}")
     print(f"peak memory (ru_maxrss): {peak_rss_gb():.2f} GiB")
 

@@ -37,8 +37,10 @@ from actstore import Store  # noqa: E402
 from actstore.layers import LayerRef  # noqa: E402
 from actstore.service import Service  # noqa: E402
 
-QUERY = ("query($p: ID!, $k: Int!) { nearestNeighbors(at: {model: \"m\", layer: 0}, promptId: $p, k: $k) "
-         "{ promptId score text } }")
+QUERY = (
+    'query($p: ID!, $k: Int!) { nearestNeighbors(at: {model: "m", layer: 0}, promptId: $p, k: $k) '
+    "{ promptId score text } }"
+)
 
 
 def _free_port() -> int:
@@ -89,9 +91,12 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--clients", type=int, default=32)
-    ap.add_argument("--repeat", type=int, default=3,
-                    help="runs of each query per path; its fastest counts (load from other processes "
-                         "only ever adds time)")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs of each query per path; its fastest counts (load from other processes only ever adds time)",
+    )
     ap.add_argument("--profile", action="store_true", help="cProfile the in-process service call")
     ap.add_argument("--store", help="reuse (or create) the synthetic store here instead of a temporary one")
     args = ap.parse_args()
@@ -115,8 +120,10 @@ def main() -> None:
         store.knn.of_prompts("m", 0, qids[:1], args.k)  # build (or load) and tune the index once
         print(f"index ready in {time.perf_counter() - t0:.1f} s")
         for [row] in [store.knn.layer_indexes("m", [0])] if hasattr(store.knn, "layer_indexes") else []:
-            print(f"index: {row.kind}, exact={row.exact}, recall@10={row.recall}, nprobe={row.nprobe}, "
-                  f"candidates={row.candidates}")
+            print(
+                f"index: {row.kind}, exact={row.exact}, recall@10={row.recall}, nprobe={row.nprobe}, "
+                f"candidates={row.candidates}"
+            )
         svc = Service(store)
         at = LayerRef("m", 0)
         if args.profile:
@@ -128,10 +135,28 @@ def main() -> None:
             pstats.Stats(prof).sort_stats("tottime").print_stats(20)
 
         port = _free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "actstore.cli", "serve", "--store", store.uri, "--port",
-                                 str(port), "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                                    [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])})
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "actstore.cli",
+                "serve",
+                "--store",
+                store.uri,
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(
+                    [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
+                ),
+            },
+        )
         try:
             base = f"http://127.0.0.1:{port}"
             for _ in range(600):
@@ -141,6 +166,7 @@ def main() -> None:
                 except httpx.HTTPError:
                     time.sleep(0.1)
             with httpx.Client(base_url=base, timeout=120) as client:
+
                 def post(pid) -> None:
                     r = client.post("/graphql", json={"query": QUERY, "variables": {"p": str(pid), "k": args.k}})
                     assert "errors" not in r.json(), r.text
@@ -154,8 +180,9 @@ def main() -> None:
                 t_single = time.perf_counter() - t0
                 for pid in qids:
                     local += _times(lambda p: store.knn.of_prompts("m", 0, [p], args.k), [pid], args.repeat)
-                    service += _times(lambda p: svc.similarity.nearest_neighbors(at, prompt_id=int(p), k=args.k),
-                                      [pid], args.repeat)
+                    service += _times(
+                        lambda p: svc.similarity.nearest_neighbors(at, prompt_id=int(p), k=args.k), [pid], args.repeat
+                    )
                     remote += _times(post, [pid], args.repeat)
             svc.close()
             many, wall = asyncio.run(_concurrent(base, np.concatenate([qids, qids]), args.clients, args.k))
@@ -168,16 +195,22 @@ def main() -> None:
         cp50, cp99 = _ms(many)
         diff = float(np.median(np.subtract(remote, local)) * 1e3)
         single_qps, many_qps = len(remote) / t_single, len(many) / wall
-        print(f"api: n={args.n} d={args.d} float16, k={args.k}, {len(qids)} queries by promptId (each the "
-              f"fastest of {args.repeat} runs), {os.cpu_count()} CPUs")
+        print(
+            f"api: n={args.n} d={args.d} float16, k={args.k}, {len(qids)} queries by promptId (each the "
+            f"fastest of {args.repeat} runs), {os.cpu_count()} CPUs"
+        )
         print(f"  in-process store k-NN (reference): p50 {lp50:6.2f} ms  p99 {lp99:6.2f} ms")
         print(f"  in-process service call:           p50 {sp50:6.2f} ms  p99 {sp99:6.2f} ms")
         print(f"  HTTP nearestNeighbors, 1 client:   p50 {rp50:6.2f} ms  p99 {rp99:6.2f} ms  {single_qps:7.1f} q/s")
-        print(f"  HTTP, {args.clients} concurrent clients:     p50 {cp50:6.2f} ms  p99 {cp99:6.2f} ms  "
-              f"{many_qps:7.1f} q/s ({many_qps / single_qps:.2f}x the single client)")
-        print(f"  p50 ratio HTTP/in-process {rp50 / lp50:.2f}x, difference of the p50s {rp50 - lp50:+.2f} ms, "
-              f"median per-query difference {diff:+.2f} ms (target: <= +1.5 ms): "
-              f"{'met' if diff <= 1.5 else 'NOT met'}")
+        print(
+            f"  HTTP, {args.clients} concurrent clients:     p50 {cp50:6.2f} ms  p99 {cp99:6.2f} ms  "
+            f"{many_qps:7.1f} q/s ({many_qps / single_qps:.2f}x the single client)"
+        )
+        print(
+            f"  p50 ratio HTTP/in-process {rp50 / lp50:.2f}x, difference of the p50s {rp50 - lp50:+.2f} ms, "
+            f"median per-query difference {diff:+.2f} ms (target: <= +1.5 ms): "
+            f"{'met' if diff <= 1.5 else 'NOT met'}"
+        )
     finally:
         if not args.store:
             shutil.rmtree(root, ignore_errors=True)

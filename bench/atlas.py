@@ -39,14 +39,30 @@ from actstore.layers import resize_rows
 
 # (name, layers) from the study's Appendix C, Table 1
 STUDY_MODELS = [
-    ("gemma-2b", 18), ("gemma-7b", 28), ("gemma-2-2b", 26), ("gemma-2-9b", 42),
-    ("gemma-2-9b-it", 42), ("gemma-2-27b", 46), ("llama-3.1-8b", 32),
-    ("llama-3.1-8b-it", 32), ("llama-3.2-1b", 16), ("llama-3.2-3b", 28),
-    ("llama-3.2-3b-it", 28), ("llama-3.2-11b-vision", 40), ("llama-3.1-70b", 80),
-    ("llama-3.1-70b-it", 80), ("llama-3.3-70b-it", 80), ("mistral-7b-v0.3", 32),
-    ("mistral-nemo", 40), ("mixtral-8x7b", 32), ("phi-3-mini-it", 32),
-    ("phi-3-medium-it", 40), ("phi-3.5-mini-it", 32), ("falcon-40b", 60),
-    ("falcon-11b", 60), ("falcon-mamba-7b", 64),
+    ("gemma-2b", 18),
+    ("gemma-7b", 28),
+    ("gemma-2-2b", 26),
+    ("gemma-2-9b", 42),
+    ("gemma-2-9b-it", 42),
+    ("gemma-2-27b", 46),
+    ("llama-3.1-8b", 32),
+    ("llama-3.1-8b-it", 32),
+    ("llama-3.2-1b", 16),
+    ("llama-3.2-3b", 28),
+    ("llama-3.2-3b-it", 28),
+    ("llama-3.2-11b-vision", 40),
+    ("llama-3.1-70b", 80),
+    ("llama-3.1-70b-it", 80),
+    ("llama-3.3-70b-it", 80),
+    ("mistral-7b-v0.3", 32),
+    ("mistral-nemo", 40),
+    ("mixtral-8x7b", 32),
+    ("phi-3-mini-it", 32),
+    ("phi-3-medium-it", 40),
+    ("phi-3.5-mini-it", 32),
+    ("falcon-40b", 60),
+    ("falcon-11b", 60),
+    ("falcon-mamba-7b", 64),
 ]
 H200_FP32_TFLOPS = 67.0  # spec sheet, dense FP32 without tensor cores (an assumption, not measured)
 RANK = 64
@@ -77,8 +93,9 @@ def layer_stream(model: int, layers: int, d: int, n: int, seed: int):
         yield x
 
 
-def graphs_of(model: int, layers: int, d: int, n: int, k: int, seed: int, device: str
-              ) -> tuple[list[np.ndarray], float, float]:
+def graphs_of(
+    model: int, layers: int, d: int, n: int, k: int, seed: int, device: str
+) -> tuple[list[np.ndarray], float, float]:
     """(k-NN graphs, seconds in knn_graph, seconds generating data)."""
     out, t_knn, t_gen = [], 0.0, 0.0
     t0 = time.perf_counter()
@@ -101,10 +118,12 @@ def main() -> None:
     ap.add_argument("--naive-pairs", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    ap.add_argument("--backend", default="auto", choices=["auto", "sparse", "dense"],
-                    help="graph_overlaps backend for the atlas")
-    ap.add_argument("--compare-backends", action="store_true",
-                    help="also time graph_overlaps with the sparse and the dense backend")
+    ap.add_argument(
+        "--backend", default="auto", choices=["auto", "sparse", "dense"], help="graph_overlaps backend for the atlas"
+    )
+    ap.add_argument(
+        "--compare-backends", action="store_true", help="also time graph_overlaps with the sparse and the dense backend"
+    )
     args = ap.parse_args()
     import torch
 
@@ -118,9 +137,11 @@ def main() -> None:
     D = [width(ly) for ly in L]
     M = len(models)
     pairs = [(i, j) for i in range(M) for j in range(i + 1, M)]
-    print(f"atlas: {M} models (the study's layer counts {min(L)}..{max(L)}, {sum(L)} layers), "
-          f"widths {min(D)}..{max(D)}, n = {n} prompts, k = {k}, {len(pairs)} pairs, "
-          f"{sum(L[i] * L[j] for i, j in pairs):,} layer pairs; device {dev}, float32 activations")
+    print(
+        f"atlas: {M} models (the study's layer counts {min(L)}..{max(L)}, {sum(L)} layers), "
+        f"widths {min(D)}..{max(D)}, n = {n} prompts, k = {k}, {len(pairs)} pairs, "
+        f"{sum(L[i] * L[j] for i, j in pairs):,} layer pairs; device {dev}, float32 activations"
+    )
 
     # ---- the atlas (measured) -------------------------------------------------------------
     graphs, t_model, t_gen = [], [], 0.0
@@ -140,29 +161,36 @@ def main() -> None:
         for be in ("sparse", "dense"):
             t1 = time.perf_counter()
             other = graph_overlaps(flat, device=args.device, backend=be)
-            print(f"  graph_overlaps backend={be}: {time.perf_counter() - t1:.1f} s "
-                  f"(equal: {np.array_equal(other, big)})", flush=True)
+            print(
+                f"  graph_overlaps backend={be}: {time.perf_counter() - t1:.1f} s "
+                f"(equal: {np.array_equal(other, big)})",
+                flush=True,
+            )
     t0 = time.perf_counter()
     rows = [resize_rows(range(ly), ly, args.resize) for ly in L]
     summaries, resized = {}, []
     for i, j in pairs:
-        block = big[off[i]:off[i + 1], off[j]:off[j + 1]]
-        summaries[(i, j)] = pair_summary(block, [x / (L[i] - 1) for x in range(L[i])],
-                                         [x / (L[j] - 1) for x in range(L[j])])
+        block = big[off[i] : off[i + 1], off[j] : off[j + 1]]
+        summaries[(i, j)] = pair_summary(
+            block, [x / (L[i] - 1) for x in range(L[i])], [x / (L[j] - 1) for x in range(L[j])]
+        )
         resized.append(resize(block, rows[i], rows[j]))
     mean_resized = np.mean(resized, axis=0)
     maxsim = max_similarity(M, {p: s.max_value for p, s in summaries.items()})
     t_post = time.perf_counter() - t0
     t_atlas = t_graphs + t_over + t_post
-    print(f"MEASURED atlas: {sum(L)} k-NN graphs {t_graphs:.1f} s + graph_overlaps "
-          f"({args.backend}) {sum(L)} x {sum(L)} {t_over:.1f} s + per-pair summaries/resize/max {t_post:.1f} s "
-          f"= {t_atlas:.1f} s   (data generation, not counted: {t_gen:.1f} s)")
-    on_higher = sum(s.diagonal.on_diagonal_mean > s.diagonal.off_diagonal_mean
-                    for s in summaries.values())
-    print(f"  on-diagonal mean > off-diagonal in {on_higher}/{len(pairs)} pairs; mean resized "
-          f"{args.resize} x {args.resize}: diagonal mean {np.diag(mean_resized).mean():.3f}, "
-          f"corner [0, -1] {mean_resized[0, -1]:.3f}; max similarity range "
-          f"[{np.nanmin(maxsim):.3f}, {np.nanmax(maxsim):.3f}]")
+    print(
+        f"MEASURED atlas: {sum(L)} k-NN graphs {t_graphs:.1f} s + graph_overlaps "
+        f"({args.backend}) {sum(L)} x {sum(L)} {t_over:.1f} s + per-pair summaries/resize/max {t_post:.1f} s "
+        f"= {t_atlas:.1f} s   (data generation, not counted: {t_gen:.1f} s)"
+    )
+    on_higher = sum(s.diagonal.on_diagonal_mean > s.diagonal.off_diagonal_mean for s in summaries.values())
+    print(
+        f"  on-diagonal mean > off-diagonal in {on_higher}/{len(pairs)} pairs; mean resized "
+        f"{args.resize} x {args.resize}: diagonal mean {np.diag(mean_resized).mean():.3f}, "
+        f"corner [0, -1] {mean_resized[0, -1]:.3f}; max similarity range "
+        f"[{np.nanmin(maxsim):.3f}, {np.nanmax(maxsim):.3f}]"
+    )
 
     # ---- naive per pair (sample measured, total extrapolated) -----------------------------
     order = np.argsort(L, kind="stable")
@@ -180,7 +208,7 @@ def main() -> None:
         t0 = time.perf_counter()
         A = affinity_matrix(ga, gb)
         s_aff += time.perf_counter() - t0
-        assert np.array_equal(A, big[off[i]:off[i + 1], off[j]:off[j + 1]]), (i, j)
+        assert np.array_equal(A, big[off[i] : off[i + 1], off[j] : off[j + 1]]), (i, j)
         s_graph += ta + tb
         s_graph_atlas += t_model[i] + t_model[j]
         cells += L[i] * L[j]
@@ -190,16 +218,21 @@ def main() -> None:
     all_cells = sum(L[i] * L[j] for i, j in pairs)
     naive_aff = r_aff * all_cells
     naive = naive_graphs + naive_aff
-    print(f"naive per pair (both models' k-NN graphs + affinity_matrix), MEASURED on "
-          f"{len(sample)} pairs {sample} ({s_graph + s_aff:.1f} s, equal to the atlas' blocks), "
-          f"EXTRAPOLATED to {len(pairs)} pairs: graphs {naive_graphs:.0f} s (per-model graph "
-          f"times x {rho:.2f}) + affinity_matrix {naive_aff:.0f} s ({r_aff * 1e3:.2f} ms per "
-          f"layer pair x {all_cells:,}) = {naive:.0f} s")
+    print(
+        f"naive per pair (both models' k-NN graphs + affinity_matrix), MEASURED on "
+        f"{len(sample)} pairs {sample} ({s_graph + s_aff:.1f} s, equal to the atlas' blocks), "
+        f"EXTRAPOLATED to {len(pairs)} pairs: graphs {naive_graphs:.0f} s (per-model graph "
+        f"times x {rho:.2f}) + affinity_matrix {naive_aff:.0f} s ({r_aff * 1e3:.2f} ms per "
+        f"layer pair x {all_cells:,}) = {naive:.0f} s"
+    )
     print(f"RATIO atlas vs naive per pair: {naive / t_atlas:.1f} x  (target >= 20 x)")
-    print(f"RATIO with every k-NN graph cached (affinity_matrix per pair vs one graph_overlaps):"
-          f" {naive_aff / t_over:.1f} x")
-    print(f"peak memory (ru_maxrss): {peak_rss_gb():.2f} GiB  (the {sum(L)} graphs: "
-          f"{sum(L) * n * k * 8 / 2**20:.0f} MiB)")
+    print(
+        f"RATIO with every k-NN graph cached (affinity_matrix per pair vs one graph_overlaps):"
+        f" {naive_aff / t_over:.1f} x"
+    )
+    print(
+        f"peak memory (ru_maxrss): {peak_rss_gb():.2f} GiB  (the {sum(L)} graphs: {sum(L) * n * k * 8 / 2**20:.0f} MiB)"
+    )
 
     # ---- projection (not measured) ----------------------------------------------------------
     knn_flops = sum(L[i] * n * n * D[i] for i in range(M))  # symmetric self-join: n^2 d each
@@ -219,12 +252,14 @@ def main() -> None:
     h200 = H200_FP32_TFLOPS * 1e3 * eff
     p_graphs, p_over = knn_flops / h200 / 1e9, dense_flops / h200 / 1e9
     p_naive = (M - 1) * p_graphs + naive_aff  # affinity_matrix is numpy on the host CPU
-    print(f"PROJECTED one H200 (assumption: {H200_FP32_TFLOPS:.0f} TFLOP/s FP32 x the "
-          f"efficiency measured here, knn_graph {cpu_knn:.0f} GFLOP/s / torch matmul "
-          f"{cpu_mm:.0f} GFLOP/s = {eff:.3f}): graphs {p_graphs:.2f} s + dense graph_overlaps "
-          f"({n_keys:,} distinct keys) {dense_flops / 1e12:.2f} TFLOP {p_over:.2f} s = {p_graphs + p_over:.2f} s; naive "
-          f"per pair {p_naive:.0f} s (its affinity_matrix stays on the CPU) -> "
-          f"{p_naive / (p_graphs + p_over):.0f} x")
+    print(
+        f"PROJECTED one H200 (assumption: {H200_FP32_TFLOPS:.0f} TFLOP/s FP32 x the "
+        f"efficiency measured here, knn_graph {cpu_knn:.0f} GFLOP/s / torch matmul "
+        f"{cpu_mm:.0f} GFLOP/s = {eff:.3f}): graphs {p_graphs:.2f} s + dense graph_overlaps "
+        f"({n_keys:,} distinct keys) {dense_flops / 1e12:.2f} TFLOP {p_over:.2f} s = {p_graphs + p_over:.2f} s; naive "
+        f"per pair {p_naive:.0f} s (its affinity_matrix stays on the CPU) -> "
+        f"{p_naive / (p_graphs + p_over):.0f} x"
+    )
 
 
 if __name__ == "__main__":

@@ -39,10 +39,13 @@ def _store(folder: str, n: int, d: int, n_layers: int) -> Store:
     ids = store.add_prompts("ds", [f"prompt {i}" for i in range(n)])
     Z = rng.standard_normal((n, 8))
     for key in ("a", "b"):
-        layers = {l: (Z @ rng.standard_normal((8, d)) + rng.standard_normal((n, d))).astype(np.float32)
-                  for l in range(n_layers)}
-        store.activations.write(key, layers, ids, n_layers=n_layers, dtype="float32", architecture="llama",
-                                source=f"nowhere/{key}")
+        layers = {
+            l: (Z @ rng.standard_normal((8, d)) + rng.standard_normal((n, d))).astype(np.float32)
+            for l in range(n_layers)
+        }
+        store.activations.write(
+            key, layers, ids, n_layers=n_layers, dtype="float32", architecture="llama", source=f"nowhere/{key}"
+        )
     return store
 
 
@@ -85,15 +88,18 @@ def wait() -> None:
         t0 = time.perf_counter()
         service.similarity.cka(*cheap, debiased=True)
         waited = time.perf_counter() - t0
-        print(f"cheap cka took {waited * 1000:.0f} ms while a 3,000-permutation cka (n = 1,000) ran "
-              f"(a first cheap cka on an idle service, layer reads included: {idle * 1000:.0f} ms)")
+        print(
+            f"cheap cka took {waited * 1000:.0f} ms while a 3,000-permutation cka (n = 1,000) ran "
+            f"(a first cheap cka on an idle service, layer reads included: {idle * 1000:.0f} ms)"
+        )
         still = thread.is_alive()
         stop.set()
         t_stop = time.perf_counter()
         thread.join()
-        print(f"expensive one: {out['outcome']} after {out['ran']:.1f} s"
-              + (f"; stopped {1000 * (out['end'] - t_stop):.0f} ms after being told to" if cancellable and still
-                 else ""))
+        print(
+            f"expensive one: {out['outcome']} after {out['ran']:.1f} s"
+            + (f"; stopped {1000 * (out['end'] - t_stop):.0f} ms after being told to" if cancellable and still else "")
+        )
 
 
 def wait_api(expensive_queries: int = 4) -> None:
@@ -106,21 +112,31 @@ def wait_api(expensive_queries: int = 4) -> None:
         service = Service(_store(tmp, 1000, 32, 2), Settings(max_permutations=10_000, request_timeout_s=60))
         q = '{ cka(a: {model: "a", layer: 0}, b: {model: "b", layer: 0}, permutations: 3000, seed: SEED) { pValue } }'
         with TestClient(create_app(service)) as client:
-            client.post("/graphql", json={"query": '{ cka(a: {model: "a", layer: 1}, b: {model: "b", layer: 1}, '
-                                                   'debiased: false) { value } }'})
-            threads = [threading.Thread(target=client.post, args=("/graphql",),
-                                        kwargs={"json": {"query": q.replace("SEED", str(i))}})
-                       for i in range(expensive_queries)]
+            client.post(
+                "/graphql",
+                json={
+                    "query": '{ cka(a: {model: "a", layer: 1}, b: {model: "b", layer: 1}, debiased: false) { value } }'
+                },
+            )
+            threads = [
+                threading.Thread(
+                    target=client.post, args=("/graphql",), kwargs={"json": {"query": q.replace("SEED", str(i))}}
+                )
+                for i in range(expensive_queries)
+            ]
             for t in threads:
                 t.start()
             time.sleep(2.0)
             t0 = time.perf_counter()
-            body = client.post("/graphql", json={"query": '{ cka(a: {model: "a", layer: 1}, '
-                                                          'b: {model: "b", layer: 1}) { value } }'}).json()
+            body = client.post(
+                "/graphql", json={"query": '{ cka(a: {model: "a", layer: 1}, b: {model: "b", layer: 1}) { value } }'}
+            ).json()
             waited = time.perf_counter() - t0
             status = getattr(service.results, "status", None)
-            print(f"API: cheap cka took {waited * 1000:.0f} ms behind {expensive_queries} expensive requests "
-                  f"({'ok' if 'errors' not in body else body['errors'][0]['message']}); heavy work now: {status}")
+            print(
+                f"API: cheap cka took {waited * 1000:.0f} ms behind {expensive_queries} expensive requests "
+                f"({'ok' if 'errors' not in body else body['errors'][0]['message']}); heavy work now: {status}"
+            )
             for t in threads:
                 t.join()
 
@@ -137,8 +153,10 @@ def rss() -> None:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         graphs = getattr(service.reads, "graphs", None)
         held = f"; graph cache holds {graphs.bytes / 2**20:.0f} MiB" if hasattr(graphs, "bytes") else ""
-        print(f"21 mutualKnn (k = 10..1000, n = 4,000): RSS before {base:.0f} MB, after {_rss_mb():.0f} MB, "
-              f"peak {peak:.0f} MB, {time.perf_counter() - t0:.1f} s{held}")
+        print(
+            f"21 mutualKnn (k = 10..1000, n = 4,000): RSS before {base:.0f} MB, after {_rss_mb():.0f} MB, "
+            f"peak {peak:.0f} MB, {time.perf_counter() - t0:.1f} s{held}"
+        )
 
 
 if __name__ == "__main__":

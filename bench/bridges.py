@@ -30,10 +30,12 @@ def make(n: int, p: int, q: int, seed: int, rank: int = 256):
     """Source and target sharing a rank-``rank`` latent, plus independent noise (float32)."""
     rng = np.random.default_rng(seed)
     Z = rng.standard_normal((n, rank), dtype=np.float32)
-    S = Z @ rng.standard_normal((rank, p), dtype=np.float32) / np.sqrt(rank) \
-        + 0.7 * rng.standard_normal((n, p), dtype=np.float32)
-    T = Z @ rng.standard_normal((rank, q), dtype=np.float32) / np.sqrt(rank) \
-        + 0.7 * rng.standard_normal((n, q), dtype=np.float32)
+    S = Z @ rng.standard_normal((rank, p), dtype=np.float32) / np.sqrt(rank) + 0.7 * rng.standard_normal(
+        (n, p), dtype=np.float32
+    )
+    T = Z @ rng.standard_normal((rank, q), dtype=np.float32) / np.sqrt(rank) + 0.7 * rng.standard_normal(
+        (n, q), dtype=np.float32
+    )
     return S, T
 
 
@@ -53,12 +55,14 @@ def main() -> None:
     a = ap.parse_args()
     import torch
 
-    print(f"sizes: n={a.n} (train) + {a.test} (test), p={a.p}, q={a.q}; threads={torch.get_num_threads()}; "
-          f"cuda={torch.cuda.is_available()}; device={a.device}")
+    print(
+        f"sizes: n={a.n} (train) + {a.test} (test), p={a.p}, q={a.q}; threads={torch.get_num_threads()}; "
+        f"cuda={torch.cuda.is_available()}; device={a.device}"
+    )
     S, T = make(a.n + a.test, a.p, a.q, a.seed)
-    Str, Ttr, Ste, Tte = S[:a.n], T[:a.n], S[a.n:], T[a.n:]
+    Str, Ttr, Ste, Tte = S[: a.n], T[: a.n], S[a.n :], T[a.n :]
     Sc = Str.astype(np.float64) - Str.mean(0, dtype=np.float64)
-    scale = float((Sc ** 2).sum()) / a.p
+    scale = float((Sc**2).sum()) / a.p
     grid = scale * np.logspace(-4, 2, a.alphas)
     del Sc
 
@@ -67,8 +71,10 @@ def main() -> None:
     ours = LinearBridge("ridge", alphas=grid, device=a.device).fit(Str, Ttr)
     t_ours = time.perf_counter() - t0
     r2_ours = ours.score(Ste, Tte)
-    print(f"\n[ridge + GCV, {a.alphas} alphas] actstore: {t_ours:.2f} s, alpha index {ours.gcv_.index} "
-          f"({ours.alpha_:.4g}), held-out r2 {r2_ours:.4f}")
+    print(
+        f"\n[ridge + GCV, {a.alphas} alphas] actstore: {t_ours:.2f} s, alpha index {ours.gcv_.index} "
+        f"({ours.alpha_:.4g}), held-out r2 {r2_ours:.4f}"
+    )
     if not a.skip_sklearn:
         from sklearn.linear_model import RidgeCV
 
@@ -77,9 +83,14 @@ def main() -> None:
         t_ref = time.perf_counter() - t0
         i_ref = int(np.argmin(np.abs(grid - ref.alpha_)))
         r2_ref = 1 - ((Tte - ref.predict(Ste)) ** 2).sum() / ((Tte - Ttr.mean(0)) ** 2).sum()
-        print(f"  sklearn RidgeCV (LOO): {t_ref:.2f} s, alpha index {i_ref} ({ref.alpha_:.4g}), held-out r2 "
-              f"{r2_ref:.4f}")
-        same = "same alpha" if i_ref == ours.gcv_.index else f"alphas differ by {abs(i_ref - ours.gcv_.index)} grid step(s)"
+        print(
+            f"  sklearn RidgeCV (LOO): {t_ref:.2f} s, alpha index {i_ref} ({ref.alpha_:.4g}), held-out r2 {r2_ref:.4f}"
+        )
+        same = (
+            "same alpha"
+            if i_ref == ours.gcv_.index
+            else f"alphas differ by {abs(i_ref - ours.gcv_.index)} grid step(s)"
+        )
         print(f"  speed-up vs RidgeCV: x{t_ref / t_ours:.1f}; {same}")
         if i_ref == ours.gcv_.index:
             dw = np.abs(ref.coef_.T - ours.W_).max() / np.abs(ref.coef_).max()
@@ -91,12 +102,15 @@ def main() -> None:
     sw = bridge_rank_sweep(Str, Ttr, Ste, Tte, ranks, alphas=grid, device=a.device)
     t_sweep = time.perf_counter() - t0
     t0 = time.perf_counter()
-    sep = [LinearBridge("low_rank", rank=r, alphas=grid, device=a.device).fit(Str, Ttr).evaluate(Ste, Tte)
-           for r in ranks]
+    sep = [
+        LinearBridge("low_rank", rank=r, alphas=grid, device=a.device).fit(Str, Ttr).evaluate(Ste, Tte) for r in ranks
+    ]
     t_sep = time.perf_counter() - t0
     dmax = max(abs(x - y.r2) for x, y in zip(sw.r2, sep))
-    print(f"\n[rank sweep, ranks {ranks}] one call: {t_sweep:.2f} s; {len(ranks)} separate fits: {t_sep:.2f} s; "
-          f"speed-up x{t_sep / t_sweep:.1f}; max |r2 difference| {dmax:.1e}")
+    print(
+        f"\n[rank sweep, ranks {ranks}] one call: {t_sweep:.2f} s; {len(ranks)} separate fits: {t_sep:.2f} s; "
+        f"speed-up x{t_sep / t_sweep:.1f}; max |r2 difference| {dmax:.1e}"
+    )
     print("  r2 by rank: " + ", ".join(f"{r}:{v:.3f}" for r, v in zip(ranks, sw.r2)) + f", ridge:{sw.ridge_r2:.3f}")
 
     # 2. lasso
@@ -105,10 +119,12 @@ def main() -> None:
         las = LinearBridge("lasso", alpha=a.lasso_alpha).fit(Str, Ttr)
         t_las = time.perf_counter() - t0
         nnz = float((las.W_ != 0).mean())
-        print(f"\n[lasso] {t_las:.1f} s at n={a.n}, p={a.p}, q={a.q} (alpha {las.alpha_:.4g}, "
-              f"{las.alpha_ / las.lasso_alpha_max_:.3g} alpha_max); nonzero share {nnz:.3f}; "
-              f"held-out r2 {las.score(Ste, Tte):.4f}; max CD iterations {las.lasso_n_iter_}; "
-              f"x{t_las / t_ours:.1f} the ridge+GCV time")
+        print(
+            f"\n[lasso] {t_las:.1f} s at n={a.n}, p={a.p}, q={a.q} (alpha {las.alpha_:.4g}, "
+            f"{las.alpha_ / las.lasso_alpha_max_:.3g} alpha_max); nonzero share {nnz:.3f}; "
+            f"held-out r2 {las.score(Ste, Tte):.4f}; max CD iterations {las.lasso_n_iter_}; "
+            f"x{t_las / t_ours:.1f} the ridge+GCV time"
+        )
 
 
 if __name__ == "__main__":

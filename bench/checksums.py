@@ -85,8 +85,9 @@ def main() -> None:
         ids = {name: s.add_prompts("ds", [f"p{i}" for i in range(args.n)]) for name, s in stores.items()}
 
         def write_once(name: str) -> None:
-            stores[name].write_activations("m", 0, ids[name], X, n_layers=1, source="bench",
-                                           architecture="bench", dtype=args.dtype)
+            stores[name].write_activations(
+                "m", 0, ids[name], X, n_layers=1, source="bench", architecture="bench", dtype=args.dtype
+            )
 
         def write_plain() -> None:  # the same write path, the hashing left out
             real = acts_module.row_digests
@@ -102,8 +103,13 @@ def main() -> None:
         _drop_digests(stores["without"])
         stores["with"].tables.optimize(TABLE, keep=timedelta(0))
         with_ = Store.open(root / "with", settings=checked)
-        read = _interleaved({"checked": lambda: with_.read_activations("m", 0),
-                             "plain": lambda: stores["with"].read_activations("m", 0)}, args.repeat)
+        read = _interleaved(
+            {
+                "checked": lambda: with_.read_activations("m", 0),
+                "plain": lambda: stores["with"].read_activations("m", 0),
+            },
+            args.repeat,
+        )
         read_checked, read_plain = read["checked"], read["plain"]
         verify = _interleaved({name: s.maintenance.verify for name, s in stores.items()}, args.repeat)
         size = {name: _data_bytes(s) for name, s in stores.items()}
@@ -113,16 +119,26 @@ def main() -> None:
         assert checks["checksums"].ok, checks["checksums"].line()
 
         print(f"checksums: n={args.n:,} d={args.d} {args.dtype}, best of {args.repeat}")
-        print(f"  write   {write['with'] * 1e3:8.1f} ms vs {write['without'] * 1e3:8.1f} ms without digests: "
-              f"{write['with'] / write['without']:.2f}x")
-        print(f"  read    {read_checked * 1e3:8.1f} ms with ACTSTORE_VERIFY_READS=1 vs {read_plain * 1e3:8.1f} ms "
-              f"plain: {read_checked / read_plain:.2f}x")
-        print(f"  verify  {verify['with'] * 1e3:8.1f} ms vs {verify['without'] * 1e3:8.1f} ms without digests: "
-              f"{verify['with'] / verify['without']:.2f}x")
-        print(f"  hashing alone: {digest_s * 1e3:.1f} ms for {args.n:,} rows "
-              f"({stored.nbytes / digest_s / 1e9:.1f} GB/s; {digest_s / read_plain:.1%} of a plain read)")
-        print(f"  size    {size['with']:,} B vs {size['without']:,} B: {size['with'] / size['without']:.4f}x "
-              f"(+{(size['with'] - size['without']) / args.n:.1f} B per row)")
+        print(
+            f"  write   {write['with'] * 1e3:8.1f} ms vs {write['without'] * 1e3:8.1f} ms without digests: "
+            f"{write['with'] / write['without']:.2f}x"
+        )
+        print(
+            f"  read    {read_checked * 1e3:8.1f} ms with ACTSTORE_VERIFY_READS=1 vs {read_plain * 1e3:8.1f} ms "
+            f"plain: {read_checked / read_plain:.2f}x"
+        )
+        print(
+            f"  verify  {verify['with'] * 1e3:8.1f} ms vs {verify['without'] * 1e3:8.1f} ms without digests: "
+            f"{verify['with'] / verify['without']:.2f}x"
+        )
+        print(
+            f"  hashing alone: {digest_s * 1e3:.1f} ms for {args.n:,} rows "
+            f"({stored.nbytes / digest_s / 1e9:.1f} GB/s; {digest_s / read_plain:.1%} of a plain read)"
+        )
+        print(
+            f"  size    {size['with']:,} B vs {size['without']:,} B: {size['with'] / size['without']:.4f}x "
+            f"(+{(size['with'] - size['without']) / args.n:.1f} B per row)"
+        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -85,13 +85,17 @@ def main() -> None:
                 times[name].append(time.perf_counter() - t0)
 
         base = statistics.median(times["python -c pass"])
-        print(f"cli_startup: whole processes, median of {args.runs} runs ({os.cpu_count()} CPUs); store: "
-              f"{args.n} prompts, 2 models x 4 layers, d={args.d}, {_dir_bytes(uri) / 2**20:.1f} MiB on disk")
+        print(
+            f"cli_startup: whole processes, median of {args.runs} runs ({os.cpu_count()} CPUs); store: "
+            f"{args.n} prompts, 2 models x 4 layers, d={args.d}, {_dir_bytes(uri) / 2**20:.1f} MiB on disk"
+        )
         for name, (_, target) in commands.items():
             med = statistics.median(times[name])
             verdict = "" if target is None else f"  target < {target:.1f} s: {'ok' if med < target else 'MISSED'}"
-            print(f"  {name:28s} {med:6.3f} s  ({med / base:6.1f}x python -c pass; "
-                  f"min {min(times[name]):.3f}, max {max(times[name]):.3f}){verdict}")
+            print(
+                f"  {name:28s} {med:6.3f} s  ({med / base:6.1f}x python -c pass; "
+                f"min {min(times[name]):.3f}, max {max(times[name]):.3f}){verdict}"
+            )
         for name, why in failed.items():
             print(f"  {name:28s} FAILED ({why}); not timed")
     finally:

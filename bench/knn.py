@@ -52,7 +52,7 @@ def _latency(search, Q: np.ndarray, repeat: int) -> tuple[float, float]:
         ts = []
         for i in range(len(Q)):
             t0 = time.perf_counter()
-            search(Q[i:i + 1])
+            search(Q[i : i + 1])
             ts.append(time.perf_counter() - t0)
         p50s.append(np.percentile(ts, 50) * 1e3)
         p99s.append(np.percentile(ts, 99) * 1e3)
@@ -67,12 +67,23 @@ def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def run(kind: str, n: int, d: int, n_queries: int, repeat: int, lance_index: bool, seed: int, device: str,
-        lance: bool = True) -> dict[str, tuple[float, float]]:
+def run(
+    kind: str,
+    n: int,
+    d: int,
+    n_queries: int,
+    repeat: int,
+    lance_index: bool,
+    seed: int,
+    device: str,
+    lance: bool = True,
+) -> dict[str, tuple[float, float]]:
     """One data set; returns {method: (recall, p50 ms)} for the summary."""
     make = DATA[kind][0]
-    print(f"\n== {kind}: n = {n:,}, d = {d}, float16 vectors ({n * d * 2 / 2**20:.0f} MiB), cosine, "
-          f"{n_queries} held-out queries, k = 10, faiss threads = {faiss.omp_get_max_threads()}, device {device}")
+    print(
+        f"\n== {kind}: n = {n:,}, d = {d}, float16 vectors ({n * d * 2 / 2**20:.0f} MiB), cosine, "
+        f"{n_queries} held-out queries, k = 10, faiss threads = {faiss.omp_get_max_threads()}, device {device}"
+    )
     t0 = time.perf_counter()
     data = make(n + n_queries, d, seed=seed)
     X16, Q = data[:n], data[n:].astype(np.float32)
@@ -110,28 +121,46 @@ def run(kind: str, n: int, d: int, n_queries: int, repeat: int, lance_index: boo
     params = AnnParams.choose(n, d)
     print(f"ann params from n, d: {params}  (candidates re-ranked for k=10: {params.candidates(10)})")
     t0 = time.perf_counter()
-    ann = AnnIndex.build("bench:1", "cosine", np.arange(n, dtype=np.int64), X16, params,
-                         device="cpu" if device == "cpu" else "auto")
+    ann = AnnIndex.build(
+        "bench:1", "cosine", np.arange(n, dtype=np.int64), X16, params, device="cpu" if device == "cpu" else "auto"
+    )
     build = time.perf_counter() - t0
     got, _ = ann.search(Q, 10)
     rec = _recall(list(got), truth)
     p50, p99 = _latency(lambda q: ann.search(q, 10), Q, repeat)
-    rows.append((f"actstore untuned IVF{params.nlist}-PQ{params.m}x4fs+rerank{params.candidates(10)}", build, p50,
-                 p99, rec, ann.nbytes() / base))
+    rows.append(
+        (
+            f"actstore untuned IVF{params.nlist}-PQ{params.m}x4fs+rerank{params.candidates(10)}",
+            build,
+            p50,
+            p99,
+            rec,
+            ann.nbytes() / base,
+        )
+    )
     t0 = time.perf_counter()
     ann = tune(ann, 0.98, 5.0)
     tuned_s = build + time.perf_counter() - t0
     t = ann.tuning
     print(f"tuning: {t}")
     if t.exact:
-        rows.append(("actstore tuned: exact fallback (see faiss exact)", tuned_s, rows[0][2], rows[0][3], 1.0,
-                     rows[0][5]))
+        rows.append(
+            ("actstore tuned: exact fallback (see faiss exact)", tuned_s, rows[0][2], rows[0][3], 1.0, rows[0][5])
+        )
     else:
         got, _ = ann.search(Q, 10)
         rec = _recall(list(got), truth)
         p50, p99 = _latency(lambda q: ann.search(q, 10), Q, repeat)
-        rows.append((f"actstore tuned nprobe{t.nprobe} PQ{t.m}x4fs+rerank{t.candidates}", tuned_s, p50, p99, rec,
-                     ann.nbytes() / base))
+        rows.append(
+            (
+                f"actstore tuned nprobe{t.nprobe} PQ{t.m}x4fs+rerank{t.candidates}",
+                tuned_s,
+                p50,
+                p99,
+                rec,
+                ann.nbytes() / base,
+            )
+        )
     del ann
     if not lance:
         return _report(kind, n, rows)
@@ -155,24 +184,35 @@ def run(kind: str, n: int, d: int, n_queries: int, repeat: int, lance_index: boo
                 s = s.nprobes(kw["nprobes"]).refine_factor(kw["refine"])
             return s.to_arrow()["prompt_id"].to_numpy()
 
-        lq = Q[:max(10, n_queries // 10)]  # a brute-force scan per query: fewer queries
+        lq = Q[: max(10, n_queries // 10)]  # a brute-force scan per query: fewer queries
         got = [lance_search(q[None]) for q in lq]
         p50, p99 = _latency(lance_search, lq, 1)
-        rows.append(("lancedb flat scan (no index)", write, p50, p99, _recall(got, truth[:len(lq)]), table_bytes / base))
+        rows.append(
+            ("lancedb flat scan (no index)", write, p50, p99, _recall(got, truth[: len(lq)]), table_bytes / base)
+        )
         if lance_index:
             from lancedb.index import IvfPq
 
             t0 = time.perf_counter()
             # lancedb 0.40: with config=, the column is the first positional argument
-            tbl.create_index("vector", config=IvfPq(distance_type="cosine", num_partitions=params.nlist,
-                                                    num_sub_vectors=d // 8))
+            tbl.create_index(
+                "vector", config=IvfPq(distance_type="cosine", num_partitions=params.nlist, num_sub_vectors=d // 8)
+            )
             build = time.perf_counter() - t0
             kw = {"nprobes": params.nprobe, "refine": 20}
             got = [lance_search(q[None], **kw) for q in Q]
             p50, p99 = _latency(lambda q: lance_search(q, **kw), Q, repeat)
             idx_bytes = _dir_bytes(tmp / "t.lance" / "_indices")
-            rows.append((f"lancedb IVF_PQ{d // 8} nprobes {params.nprobe} refine 20", build, p50, p99,
-                         _recall(got, truth), idx_bytes / base))
+            rows.append(
+                (
+                    f"lancedb IVF_PQ{d // 8} nprobes {params.nprobe} refine 20",
+                    build,
+                    p50,
+                    p99,
+                    _recall(got, truth),
+                    idx_bytes / base,
+                )
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -181,8 +221,10 @@ def run(kind: str, n: int, d: int, n_queries: int, repeat: int, lance_index: boo
 
 def _report(kind: str, n: int, rows: list) -> dict[str, tuple[float, float]]:
     ref = rows[0]
-    print(f"\n{'method':52s} {'build s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} {'recall@10':>9s} {'mem/fp16':>8s}"
-          f" {'p50 vs exact':>12s}")
+    print(
+        f"\n{'method':52s} {'build s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} {'recall@10':>9s} {'mem/fp16':>8s}"
+        f" {'p50 vs exact':>12s}"
+    )
     for name, b, p50, p99, rec, mem in rows:
         print(f"{name:52s} {b:8.1f} {p50:8.2f} {p99:8.2f} {rec:9.4f} {mem:7.2f}x {ref[2] / p50:11.1f}x")
     ours = next(r for r in rows if r[0].startswith("actstore tuned"))
@@ -206,8 +248,12 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="latency passes (median reported)")
     ap.add_argument("--lance-index", action="store_true", help="also build LanceDB's IVF_PQ index (slow)")
     ap.add_argument("--no-lance", action="store_true", help="skip LanceDB altogether")
-    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                    help="cuda: k-means on the GPU and FAISS-GPU exact search (when the faiss build has GPUs)")
+    ap.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="cuda: k-means on the GPU and FAISS-GPU exact search (when the faiss build has GPUs)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     if a.device == "cuda":
@@ -219,8 +265,9 @@ def main() -> None:
     for kind in DATA if a.data == "both" else [a.data]:
         d = a.d or DATA[kind][1]
         for n in [a.n] + ([1_000_000] if a.full and a.n != 1_000_000 else []):
-            summary[(kind, n, d)] = run(kind, n, d, a.queries, a.repeat, a.lance_index, a.seed, a.device,
-                                        lance=not a.no_lance)
+            summary[(kind, n, d)] = run(
+                kind, n, d, a.queries, a.repeat, a.lance_index, a.seed, a.device, lance=not a.no_lance
+            )
     print("\n== summary: recall@10 and p50 (ms) per data set")
     for (kind, n, d), rows in summary.items():
         for name, (rec, p50) in rows.items():

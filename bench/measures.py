@@ -44,8 +44,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=None, help="prompts (default 2,048; 256 with --quick)")
     ap.add_argument("--quick", action="store_true", help="n = 256 and a 2 s pair budget")
     ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--pair-budget", type=float, default=None,
-                    help="seconds of per-pair calls per measure before extrapolating (default 20)")
+    ap.add_argument(
+        "--pair-budget",
+        type=float,
+        default=None,
+        help="seconds of per-pair calls per measure before extrapolating (default 20)",
+    )
     ap.add_argument("--only", default="", help="comma-separated measure names")
     args = ap.parse_args()
     n = args.n or (256 if args.quick else 2048)
@@ -54,17 +58,22 @@ def main() -> None:
 
     A, B = synthetic_models(n, seed=0, model_a=(LAYERS, 256), model_b=(LAYERS, 512))
     pairs = [(i, j) for i in range(LAYERS) for j in range(LAYERS)]
-    print(f"data: n = {n}; A {LAYERS} layers x d = 256, B {LAYERS} layers x d = 512 (float32); "
-          f"{len(pairs)} pairs; k = {args.k} for neighbourhood measures; per-pair budget {budget:g} s")
-    print(f"{'measure':22s} {'matrix s':>9s} {'per-pair s':>11s} {'pairs timed':>11s} {'ratio':>7s} "
-          f"{'max |diff|':>10s}")
+    print(
+        f"data: n = {n}; A {LAYERS} layers x d = 256, B {LAYERS} layers x d = 512 (float32); "
+        f"{len(pairs)} pairs; k = {args.k} for neighbourhood measures; per-pair budget {budget:g} s"
+    )
+    print(
+        f"{'measure':22s} {'matrix s':>9s} {'per-pair s':>11s} {'pairs timed':>11s} {'ratio':>7s} {'max |diff|':>10s}"
+    )
     for m in measures():
         if only and m.name not in only:
             continue
         opts = options_for(m, args.k)
         if opts is None:
-            print(f"{m.name:22s} skipped: needs an option without a default "
-                  f"({', '.join(o.name for o in m.options if o.required)})")
+            print(
+                f"{m.name:22s} skipped: needs an option without a default "
+                f"({', '.join(o.name for o in m.options if o.required)})"
+            )
             continue
         try:
             t_mat, M = timed(similarity_matrix, A, B, m.name, opts)
@@ -82,8 +91,7 @@ def main() -> None:
         done = len(diffs)
         naive = spent / done * len(pairs)
         mark = "" if done == len(pairs) else " (EXTRAPOLATED)"
-        print(f"{m.name:22s} {t_mat:9.2f} {naive:11.2f} {done:>11d} {naive / t_mat:6.1f}x "
-              f"{max(diffs):10.1e}{mark}")
+        print(f"{m.name:22s} {t_mat:9.2f} {naive:11.2f} {done:>11d} {naive / t_mat:6.1f}x {max(diffs):10.1e}{mark}")
     print(f"peak memory (ru_maxrss): {peak_rss_gb():.2f} GiB")
 
 

@@ -54,8 +54,12 @@ def main() -> None:
     store = act.Store.open(f"{root}/db")
     ids = store.add_prompts("bench", [f"prompt {i}" for i in range(args.n)])
     for model, (layers, d) in {"a": (30, 256), "b": (6, 384)}.items():
-        store.activations.write(model, {l_: rng.standard_normal((args.n, d), dtype=np.float32)
-                                        for l_ in range(layers)}, ids, n_layers=layers)
+        store.activations.write(
+            model,
+            {l_: rng.standard_normal((args.n, d), dtype=np.float32) for l_ in range(layers)},
+            ids,
+            n_layers=layers,
+        )
     print(f"store: model a 30 layers x d 256, model b 6 layers x d 384, n = {args.n}")
 
     # --------------------------------------------------------------- cached answers
@@ -78,10 +82,12 @@ def main() -> None:
         session.cka_matrix("a", "b")
     finally:
         tables_module.Tables.open = real_open
-    print(f"cached ckaMatrix: store look-up {lookup:.2f} ms, Python face {face:.2f} ms "
-          f"(ratio {face / lookup:.2f}, target < 2), in-process GraphQL {gql:.2f} ms "
-          f"(ratio to the face {gql / face:.2f}, target < 2); tables opened by a cache hit: "
-          f"{len(set(n for n in opened if n.startswith('acts__')))} activation tables, {len(opened)} opens in all")
+    print(
+        f"cached ckaMatrix: store look-up {lookup:.2f} ms, Python face {face:.2f} ms "
+        f"(ratio {face / lookup:.2f}, target < 2), in-process GraphQL {gql:.2f} ms "
+        f"(ratio to the face {gql / face:.2f}, target < 2); tables opened by a cache hit: "
+        f"{len(set(n for n in opened if n.startswith('acts__')))} activation tables, {len(opened)} opens in all"
+    )
 
     # ----------------------------------------------------------------- cold queries
     # every cold run asks a question not asked before (debiased x precision), of a new service
@@ -103,12 +109,14 @@ def main() -> None:
         return time.perf_counter() - t0
 
     service_times, hand_times = [], []
-    for debiased, precision in variants[:max(2, min(len(variants), args.repeat))]:
+    for debiased, precision in variants[: max(2, min(len(variants), args.repeat))]:
         hand_times.append(by_hand(debiased, precision))
         service_times.append(cold_service(debiased, precision))
     s_med, h_med = statistics.median(service_times), statistics.median(hand_times)
-    print(f"cold ckaMatrix 30 x 6 layers: service {s_med:.2f} s, reads + analysis.cka_matrix {h_med:.2f} s "
-          f"(ratio {s_med / h_med:.2f}, target <= 1.3)")
+    print(
+        f"cold ckaMatrix 30 x 6 layers: service {s_med:.2f} s, reads + analysis.cka_matrix {h_med:.2f} s "
+        f"(ratio {s_med / h_med:.2f}, target <= 1.3)"
+    )
 
 
 if __name__ == "__main__":

@@ -44,7 +44,9 @@ def main() -> None:
             files_of[label] = files
             print(f"{label:40s} {args.puts} puts in {dt:5.1f} s  {files:6d} files  {store.results.count():6d} rows")
     ref = files_of["no maintenance (reference)"]
-    print(f"files with the defaults / without maintenance: {files_of['defaults (every 100 puts, cap 10,000)'] / ref:.2f}")
+    print(
+        f"files with the defaults / without maintenance: {files_of['defaults (every 100 puts, cap 10,000)'] / ref:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -21,11 +21,10 @@ from __future__ import annotations
 import argparse
 import time
 
+import _common  # noqa: F401  (puts the repository on sys.path)
 import numpy as np
 import scipy.sparse as sp
 import torch
-
-import _common  # noqa: F401  (puts the repository on sys.path)
 
 from actstore.analysis.sae_match import match_features
 
@@ -75,8 +74,9 @@ def synthetic(n: int, d: int, l0: float, seed: int):
     rows_b.append(noise.row)
     cols_b.append(noise.col)
     vals_b.append(noise.data)
-    B = sp.csr_matrix((np.concatenate(vals_b), (np.concatenate(rows_b), np.concatenate(cols_b))),
-                      shape=(n, d), dtype=np.float32)
+    B = sp.csr_matrix(
+        (np.concatenate(vals_b), (np.concatenate(rows_b), np.concatenate(cols_b))), shape=(n, d), dtype=np.float32
+    )
     B.sum_duplicates()
     return A.tocsr(), B, np.where(planted, perm, -1)
 
@@ -125,8 +125,10 @@ def main() -> None:
 
     t0 = time.perf_counter()
     A, B, planted = synthetic(n, d, args.l0, args.seed)
-    print(f"sizes: n={n} prompts, d_sae={d} (A) x {d} (B); nnz A={A.nnz:,} ({A.nnz / n:.1f}/prompt, "
-          f"density {A.nnz / (n * d):.3%}), nnz B={B.nnz:,}; generated in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"sizes: n={n} prompts, d_sae={d} (A) x {d} (B); nnz A={A.nnz:,} ({A.nnz / n:.1f}/prompt, "
+        f"density {A.nnz / (n * d):.3%}), nnz B={B.nnz:,}; generated in {time.perf_counter() - t0:.1f} s"
+    )
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cuda {torch.cuda.is_available()}")
 
     base = _rss_gb("VmRSS")
@@ -135,10 +137,12 @@ def main() -> None:
     m = match_features(A, B, matching="one_to_one", device=args.device)
     t_ours = time.perf_counter() - t0
     peak = _rss_gb("VmHWM")
-    print(f"ours  : match_features ONE_TO_ONE  {t_ours:8.2f} s   peak RSS {peak:.2f} GB "
-          f"(+{peak - base:.2f} GB over the {base:.2f} GB before the call)   method={m.method}, "
-          f"pairs={len(m.pairs_a):,}, dropped A/B={m.dropped_a}/{m.dropped_b}, "
-          f"recomputed rows={m.recomputed_rows:,}")
+    print(
+        f"ours  : match_features ONE_TO_ONE  {t_ours:8.2f} s   peak RSS {peak:.2f} GB "
+        f"(+{peak - base:.2f} GB over the {base:.2f} GB before the call)   method={m.method}, "
+        f"pairs={len(m.pairs_a):,}, dropped A/B={m.dropped_a}/{m.dropped_b}, "
+        f"recomputed rows={m.recomputed_rows:,}"
+    )
 
     rng = np.random.default_rng(args.seed + 1)
     cols = np.sort(rng.choice(d, min(args.slice, d), replace=False))
@@ -148,26 +152,36 @@ def main() -> None:
     slice_cells = float(C.size)
     t_dense = t_fixed + t_gemm / frac + t_sort * (cells * np.log2(cells)) / (slice_cells * np.log2(slice_cells))
     mem_dense = (2 * n * d * 4 + cells * 4 + cells * 8) / 2**30  # dense Z_A, Z_B, C float32, argsort int64
-    print(f"dense : all-at-once (extrapolated from {len(cols)} of {d} A features) {t_dense:8.2f} s "
-          f"(standardise B {t_fixed:.2f} s + A and GEMM {t_gemm / frac:.2f} s + full sort "
-          f"{t_dense - t_fixed - t_gemm / frac:.2f} s)   memory ~{mem_dense:.1f} GB "
-          f"(Z_A, Z_B, C float32, sort indices)")
-    print(f"ratio : dense / ours = {t_dense / t_ours:.1f}x faster; peak {peak:.2f} GB vs ~{mem_dense:.1f} GB "
-          f"(target < 4 GB: {'met' if peak < 4 else 'NOT met'})")
+    print(
+        f"dense : all-at-once (extrapolated from {len(cols)} of {d} A features) {t_dense:8.2f} s "
+        f"(standardise B {t_fixed:.2f} s + A and GEMM {t_gemm / frac:.2f} s + full sort "
+        f"{t_dense - t_fixed - t_gemm / frac:.2f} s)   memory ~{mem_dense:.1f} GB "
+        f"(Z_A, Z_B, C float32, sort indices)"
+    )
+    print(
+        f"ratio : dense / ours = {t_dense / t_ours:.1f}x faster; peak {peak:.2f} GB vs ~{mem_dense:.1f} GB "
+        f"(target < 4 GB: {'met' if peak < 4 else 'NOT met'})"
+    )
 
     # accuracy: our pair correlations against the dense slice; planted pairs recovered
     pos = {int(c): i for i, c in enumerate(cols)}
     in_slice = [(int(a), int(b), r) for a, b, r in zip(m.pairs_a, m.pairs_b, m.correlation) if int(a) in pos]
     errs = [abs(r - C[pos[a], b]) for a, b, r in in_slice]
     Ac, Bc = A.tocsc(), B.tocsc()
-    err64 = max(abs(r - _pearson64(Ac[:, a].toarray().ravel().astype(np.float64),
-                                   Bc[:, b].toarray().ravel().astype(np.float64))) for a, b, r in in_slice[:200])
+    err64 = max(
+        abs(
+            r - _pearson64(Ac[:, a].toarray().ravel().astype(np.float64), Bc[:, b].toarray().ravel().astype(np.float64))
+        )
+        for a, b, r in in_slice[:200]
+    )
     got = dict(zip(m.pairs_a.tolist(), m.pairs_b.tolist()))
     pl = np.flatnonzero(planted >= 0)
     rec = np.mean([got.get(int(i), -2) == planted[i] for i in pl])
-    print(f"check : max |r_ours - r_dense| over {len(errs)} pairs in the slice = {max(errs):.2e}, "
-          f"|r_ours - float64 Pearson| over {min(200, len(errs))} = {err64:.1e}; "
-          f"planted pairs recovered {rec:.1%} of {len(pl):,}; mean r of matched pairs {m.correlation.mean():.3f}")
+    print(
+        f"check : max |r_ours - r_dense| over {len(errs)} pairs in the slice = {max(errs):.2e}, "
+        f"|r_ours - float64 Pearson| over {min(200, len(errs))} = {err64:.1e}; "
+        f"planted pairs recovered {rec:.1%} of {len(pl):,}; mean r of matched pairs {m.correlation.mean():.3f}"
+    )
 
 
 if __name__ == "__main__":

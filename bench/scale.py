@@ -36,8 +36,12 @@ from actstore.ingest.tiny import build_tiny_model  # noqa: E402
 def _prompts(path: Path, n: int) -> Path:
     rng = np.random.default_rng(0)
     words = "the of a model layer token prompt river stone music paper light cold warm fast".split()
-    path.write_text("".join(json.dumps({"text": " ".join(rng.choice(words, int(rng.integers(4, 40))))
-                                        + f" #{i}"}) + "\n" for i in range(n)))
+    path.write_text(
+        "".join(
+            json.dumps({"text": " ".join(rng.choice(words, int(rng.integers(4, 40)))) + f" #{i}"}) + "\n"
+            for i in range(n)
+        )
+    )
     return path
 
 
@@ -54,21 +58,36 @@ def bench_ingest(tmp: Path, args) -> None:
     loc = ingest(tmp / "local", str(model), "ds", prompts_file=prompts, key="m", device="cpu", batch_size=16)
     t_local = time.perf_counter() - t
     t = time.perf_counter()
-    ray_s = ingest_ray(tmp / "ray", str(model), "ds", prompts_file=prompts, key="m", device="cpu",
-                       batch_size=16, commit_prompts=max(64, args.prompts // 4))
+    ray_s = ingest_ray(
+        tmp / "ray",
+        str(model),
+        "ds",
+        prompts_file=prompts,
+        key="m",
+        device="cpu",
+        batch_size=16,
+        commit_prompts=max(64, args.prompts // 4),
+    )
     t_ray = time.perf_counter() - t
     a, b = Store.open(tmp / "local"), Store.open(tmp / "ray")
-    same = all(a.read_activations("m", l)[1].tobytes() == b.read_activations("m", l)[1].tobytes()
-               for l in range(args.layers))
+    same = all(
+        a.read_activations("m", l)[1].tobytes() == b.read_activations("m", l)[1].tobytes() for l in range(args.layers)
+    )
     workers = ray_s.extra["workers"]
     fwd_ratio = loc.forward_seconds / max(ray_s.forward_seconds / workers, 1e-9)
-    print(f"ingest: {args.prompts} prompts, tiny llama {args.layers} layers x d={args.hidden}, "
-          f"{workers} CPU actor(s) x 1 thread vs 1 local thread")
+    print(
+        f"ingest: {args.prompts} prompts, tiny llama {args.layers} layers x d={args.hidden}, "
+        f"{workers} CPU actor(s) x 1 thread vs 1 local thread"
+    )
     print(f"  local  {loc.encoded / t_local:8.1f} prompts/s ({t_local:.1f} s)")
-    print(f"  ray    {ray_s.encoded / t_ray:8.1f} prompts/s ({t_ray:.1f} s end to end, "
-          f"{ray_s.extra['commits']} commit wave(s))")
-    print(f"  ratio ray/local throughput: {t_local / t_ray:.2f} end to end (actor start-up and two model "
-          f"loads included: a fixed cost per run); {fwd_ratio:.2f} in the forward passes alone")
+    print(
+        f"  ray    {ray_s.encoded / t_ray:8.1f} prompts/s ({t_ray:.1f} s end to end, "
+        f"{ray_s.extra['commits']} commit wave(s))"
+    )
+    print(
+        f"  ratio ray/local throughput: {t_local / t_ray:.2f} end to end (actor start-up and two model "
+        f"loads included: a fixed cost per run); {fwd_ratio:.2f} in the forward passes alone"
+    )
     print(f"  stored vectors bit-identical: {same}")
 
 
@@ -83,14 +102,22 @@ def bench_cka(tmp: Path, args) -> None:
     prompts.write_text("".join(json.dumps({"text": f"t{i}"}) + "\n" for i in range(n)))
     z = rng.standard_normal((n, 32), dtype=np.float32)
     for key in ("a", "b"):
-        acts = np.stack([z @ rng.standard_normal((32, d), dtype=np.float32)
-                         + rng.standard_normal((n, d), dtype=np.float32) + 20.0 for _ in range(m)], axis=1)
+        acts = np.stack(
+            [
+                z @ rng.standard_normal((32, d), dtype=np.float32)
+                + rng.standard_normal((n, d), dtype=np.float32)
+                + 20.0
+                for _ in range(m)
+            ],
+            axis=1,
+        )
         np.save(tmp / f"{key}.npy", acts)
         del acts
     st = Store.open(tmp / "cka-db")
     for key in ("a", "b"):
-        import_activations(st, model_key=key, dataset="ds", prompts_file=prompts, arrays=[tmp / f"{key}.npy"],
-                           dtype="float32")
+        import_activations(
+            st, model_key=key, dataset="ds", prompts_file=prompts, arrays=[tmp / f"{key}.npy"], dtype="float32"
+        )
     ia, ib = st.models.get("a"), st.models.get("b")
     ids = st.activations.shared("a", "b")
     layers = list(range(m))
@@ -106,8 +133,10 @@ def bench_cka(tmp: Path, args) -> None:
     t_ray = time.perf_counter() - t
     print(f"CKA matrix: {m} x {m} layers, n = {n}, d = {d} (float32 tables, {2 * m * n * d * 4 / 2**20:.0f} MiB read)")
     print(f"  local (read + analysis.cka_matrix) {t_local:.2f} s; ray (tasks over row ranges) {t_ray:.2f} s")
-    print(f"  ratio local/ray time: {t_local / t_ray:.2f}; max relative difference "
-          f"{np.abs(R - L).max() / np.abs(L).max():.1e}")
+    print(
+        f"  ratio local/ray time: {t_local / t_ray:.2f}; max relative difference "
+        f"{np.abs(R - L).max() / np.abs(L).max():.1e}"
+    )
 
 
 def main() -> None:

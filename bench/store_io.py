@@ -74,11 +74,15 @@ def main() -> None:
     disk = _dir_bytes(root / "db" / "acts__m0__L000.lance")
     mb = raw_bytes / 2**20
     print(f"store_io: n={args.n} d={args.d} dtype={args.dtype} raw={mb:.1f} MiB  (best of {args.repeat})")
-    print(f"  write: store {t_write * 1e3:8.1f} ms ({mb / t_write:7.1f} MiB/s) | np.save {t_save * 1e3:8.1f} ms "
-          f"({mb / t_save:7.1f} MiB/s) | store/np.save time ratio {t_write / t_save:.2f}x")
-    print(f"  read : store {t_read * 1e3:8.1f} ms -> float32 | np.load {t_load * 1e3:8.1f} ms "
-          f"| np.load+cast {t_load_cast * 1e3:8.1f} ms | store/np.load {t_read / t_load:.2f}x "
-          f"(target <= 2x) | store/(np.load+cast) {t_read / t_load_cast:.2f}x")
+    print(
+        f"  write: store {t_write * 1e3:8.1f} ms ({mb / t_write:7.1f} MiB/s) | np.save {t_save * 1e3:8.1f} ms "
+        f"({mb / t_save:7.1f} MiB/s) | store/np.save time ratio {t_write / t_save:.2f}x"
+    )
+    print(
+        f"  read : store {t_read * 1e3:8.1f} ms -> float32 | np.load {t_load * 1e3:8.1f} ms "
+        f"| np.load+cast {t_load_cast * 1e3:8.1f} ms | store/np.load {t_read / t_load:.2f}x "
+        f"(target <= 2x) | store/(np.load+cast) {t_read / t_load_cast:.2f}x"
+    )
     print(f"  disk : {disk / 2**20:.1f} MiB for {mb:.1f} MiB raw -> {disk / raw_bytes:.3f}x (target <= 1.1x)")
     if not args.dir:
         shutil.rmtree(root, ignore_errors=True)

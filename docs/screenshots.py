@@ -43,8 +43,7 @@ def main() -> None:
             browser = launch(p)
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.goto(f"{server.base}/#compare?{view}")
-            page.wait_for_function("() => document.getElementById('affinity-plot')?.data?.length > 0",
-                                   timeout=300_000)
+            page.wait_for_function("() => document.getElementById('affinity-plot')?.data?.length > 0", timeout=300_000)
             page.wait_for_timeout(500)
             page.screenshot(path=str(OUT / "explorer-compare.png"))
             page.goto(f"{server.base}/#atlas?{atlas}")

@@ -61,8 +61,10 @@ class TextSet:
 # name -> (path under the data folder, facts of the real file from its PROVENANCE.txt)
 _REAL = {
     "sst2": ("sst2/dev.tsv", dict(rows=872, first_text="it 's a charming")),
-    "toxigen": ("toxigen_demonstrations/toxigen_demonstrations.tsv",
-                dict(rows=587, first_text="", quoted='"unicorn third"')),
+    "toxigen": (
+        "toxigen_demonstrations/toxigen_demonstrations.tsv",
+        dict(rows=587, first_text="", quoted='"unicorn third"'),
+    ),
     "wikitext2": ("wikitext2_raw/wiki.test.raw", dict(rows=2891, first_text=" = ")),
 }
 
@@ -108,26 +110,84 @@ def _sst2_like(path: Path) -> dict:
     ending in a space before the tab, label 1 = positive / 0 = negative, no quote characters;
     872 rows, 444 positive / 428 negative, in seeded random order."""
     rnd = random.Random(20240601)
-    subjects = ["the film", "this movie", "the story", "the cast", "the script", "its second half",
-                "the director 's new picture", "the soundtrack", "the ending", "the lead performance",
-                "this sequel", "the dialogue"]
-    nouns = ["ride", "portrait", "comedy", "drama", "journey", "character study", "thriller",
-             "piece of work", "romance", "experience"]
-    pos = ["charming", "moving", "witty", "gorgeous", "smart", "tender", "rousing", "funny",
-           "honest", "thrilling", "warm", "inventive"]
-    neg = ["tedious", "bland", "clumsy", "dull", "shallow", "muddled", "lifeless", "predictable",
-           "grating", "sloppy", "pointless", "overlong"]
-    tails = ["", ".", "from start to finish .", ", and it shows .", "that never lets up .",
-             "-- and that 's saying something .", "for most of its running time ."]
-    forms = ["{s} is a {a} {n} {t}", "{s} feels {a} {t}", "a {a} {n} , {s} does n't stop {t}",
-             "{a} , {a2} and {s} makes it work {t}"]
+    subjects = [
+        "the film",
+        "this movie",
+        "the story",
+        "the cast",
+        "the script",
+        "its second half",
+        "the director 's new picture",
+        "the soundtrack",
+        "the ending",
+        "the lead performance",
+        "this sequel",
+        "the dialogue",
+    ]
+    nouns = [
+        "ride",
+        "portrait",
+        "comedy",
+        "drama",
+        "journey",
+        "character study",
+        "thriller",
+        "piece of work",
+        "romance",
+        "experience",
+    ]
+    pos = [
+        "charming",
+        "moving",
+        "witty",
+        "gorgeous",
+        "smart",
+        "tender",
+        "rousing",
+        "funny",
+        "honest",
+        "thrilling",
+        "warm",
+        "inventive",
+    ]
+    neg = [
+        "tedious",
+        "bland",
+        "clumsy",
+        "dull",
+        "shallow",
+        "muddled",
+        "lifeless",
+        "predictable",
+        "grating",
+        "sloppy",
+        "pointless",
+        "overlong",
+    ]
+    tails = [
+        "",
+        ".",
+        "from start to finish .",
+        ", and it shows .",
+        "that never lets up .",
+        "-- and that 's saying something .",
+        "for most of its running time .",
+    ]
+    forms = [
+        "{s} is a {a} {n} {t}",
+        "{s} feels {a} {t}",
+        "a {a} {n} , {s} does n't stop {t}",
+        "{a} , {a2} and {s} makes it work {t}",
+    ]
 
     def make(words: list[str]) -> Callable[[], str]:
         def one() -> str:
             a, a2 = rnd.sample(words, 2)
-            text = rnd.choice(forms).format(s=rnd.choice(subjects), n=rnd.choice(nouns), a=a, a2=a2,
-                                            t=rnd.choice(tails))
+            text = rnd.choice(forms).format(
+                s=rnd.choice(subjects), n=rnd.choice(nouns), a=a, a2=a2, t=rnd.choice(tails)
+            )
             return " ".join(text.split()) + " "
+
         return one
 
     rows = [(t, 1) for t in _unique(make(pos), 444)] + [(t, 0) for t in _unique(make(neg), 428)]
@@ -144,26 +204,48 @@ def _toxigen_like(path: Path) -> dict:
     1 / 0 with label_name "hate" / "neutral"; 587 rows, 317 / 270. The generated texts are
     harmless generalisations about made-up hobby groups, not hateful statements."""
     rnd = random.Random(20240602)
-    groups = {"birdwatchers": "bird watchers", "chess_players": "chess players", "cyclists": "cyclists",
-              "gardeners": "gardeners", "drummers": "drummers", "night_owls": "night owls",
-              "stamp_collectors": "stamp collectors", "surfers": "surfers", "knitters": "knitters",
-              "runners": "runners", "sailors": "weekend sailors", "gamers": "board gamers"}
-    label1 = ["{g} are always late and never say sorry", "you can never trust {g} with a schedule",
-              "{g} think they are better than everyone else", "all {g} talk too loudly at dinner",
-              "{g} should stay out of the {p}", "nobody wants {g} at the {p}",
-              'they call {g} "the {w} crowd" and mean it as an insult']
-    label0 = ["{g} often meet at the {p} on {d}", "many {g} started their hobby as children",
-              "{g} share tips with each other at the {p}", "some {g} travel far to meet friends",
-              "{g} come from every kind of background", 'the {p} newsletter calls {g} "the {w} crowd"']
+    groups = {
+        "birdwatchers": "bird watchers",
+        "chess_players": "chess players",
+        "cyclists": "cyclists",
+        "gardeners": "gardeners",
+        "drummers": "drummers",
+        "night_owls": "night owls",
+        "stamp_collectors": "stamp collectors",
+        "surfers": "surfers",
+        "knitters": "knitters",
+        "runners": "runners",
+        "sailors": "weekend sailors",
+        "gamers": "board gamers",
+    }
+    label1 = [
+        "{g} are always late and never say sorry",
+        "you can never trust {g} with a schedule",
+        "{g} think they are better than everyone else",
+        "all {g} talk too loudly at dinner",
+        "{g} should stay out of the {p}",
+        "nobody wants {g} at the {p}",
+        'they call {g} "the {w} crowd" and mean it as an insult',
+    ]
+    label0 = [
+        "{g} often meet at the {p} on {d}",
+        "many {g} started their hobby as children",
+        "{g} share tips with each other at the {p}",
+        "some {g} travel far to meet friends",
+        "{g} come from every kind of background",
+        'the {p} newsletter calls {g} "the {w} crowd"',
+    ]
     places = ["park", "library", "harbour", "community hall", "town square", "old station", "market"]
     days = ["mondays", "saturdays", "sunday mornings", "weekday evenings"]
     words = ["early", "loud", "patient", "muddy", "careful", "cheerful"]
 
     def make(templates: list[str], group: str) -> Callable[[], str]:
         def one() -> str:
-            text = rnd.choice(templates).format(g=groups[group], p=rnd.choice(places), d=rnd.choice(days),
-                                                w=rnd.choice(words))
+            text = rnd.choice(templates).format(
+                g=groups[group], p=rnd.choice(places), d=rnd.choice(days), w=rnd.choice(words)
+            )
             return text[0].upper() + text[1:] if rnd.random() < 0.5 else text
+
         return one
 
     rows: list[tuple[str, int, str]] = []
@@ -180,7 +262,7 @@ def _toxigen_like(path: Path) -> dict:
             for text, label, group in rows:
                 kind = "hate" if label else "neutral"
                 w.writerow([text, label, kind, group, f"generated/{kind}_{group}.txt"])
-    return dict(rows=len(rows), first_text=rows[0][0][:16], quoted=quoted[quoted.index('"'):])
+    return dict(rows=len(rows), first_text=rows[0][0][:16], quoted=quoted[quoted.index('"') :])
 
 
 def _wikitext_like(path: Path) -> dict:
@@ -209,11 +291,18 @@ def _wikitext_like(path: Path) -> dict:
             lines.append(f" = = {section} = = ")
             for _ in range(4):
                 picks = rnd.sample(sentences, 3)
-                kw = dict(name=name, kind=rnd.choice(kinds), region=rnd.choice(regions),
-                          year=rnd.randint(1780, 1900), year2=rnd.randint(1901, 1990),
-                          person=f"{rnd.choice(firsts)} {rnd.choice(firsts)}son",
-                          war=rnd.choice(["first world", "second world"]), money=rnd.randint(2, 90),
-                          place=rnd.choice(firsts) + "ton", km=rnd.randint(2, 9))
+                kw = dict(
+                    name=name,
+                    kind=rnd.choice(kinds),
+                    region=rnd.choice(regions),
+                    year=rnd.randint(1780, 1900),
+                    year2=rnd.randint(1901, 1990),
+                    person=f"{rnd.choice(firsts)} {rnd.choice(firsts)}son",
+                    war=rnd.choice(["first world", "second world"]),
+                    money=rnd.randint(2, 90),
+                    place=rnd.choice(firsts) + "ton",
+                    km=rnd.randint(2, 9),
+                )
                 lines.append(" " + " ".join(s.format(**kw) for s in picks) + " ")
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -222,4 +311,7 @@ def _wikitext_like(path: Path) -> dict:
 
 
 _GENERATORS: dict[str, Callable[[Path], dict]] = {
-    "sst2": _sst2_like, "toxigen": _toxigen_like, "wikitext2": _wikitext_like}
+    "sst2": _sst2_like,
+    "toxigen": _toxigen_like,
+    "wikitext2": _wikitext_like,
+}

@@ -14,8 +14,9 @@ def direct_debiased_cka(X: np.ndarray, Y: np.ndarray) -> float:
         np.fill_diagonal(K, 0)
         np.fill_diagonal(L, 0)
         one = np.ones(n)
-        return (np.trace(K @ L) + (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2))
-                - 2 / (n - 2) * one @ K @ L @ one) / (n * (n - 3))
+        return (
+            np.trace(K @ L) + (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2)) - 2 / (n - 2) * one @ K @ L @ one
+        ) / (n * (n - 3))
 
     K, L = X @ X.T, Y @ Y.T
     return hsic(K, L) / np.sqrt(hsic(K, K) * hsic(L, L))

@@ -24,8 +24,16 @@ from pathlib import Path
 
 from actstore.ingest.tiny import FAMILIES, build_tiny_model, build_tokenizer, make_config
 
-__all__ = ["FAMILIES", "build_tiny_model", "build_tokenizer", "make_config", "minilm_dir",
-           "reference_activations", "shared_data_dir", "tiny_model_dir"]
+__all__ = [
+    "FAMILIES",
+    "build_tiny_model",
+    "build_tokenizer",
+    "make_config",
+    "minilm_dir",
+    "reference_activations",
+    "shared_data_dir",
+    "tiny_model_dir",
+]
 
 _cache: dict[tuple, Path] = {}
 _lock = threading.Lock()
@@ -40,15 +48,17 @@ def _cache_root() -> Path:
     return _root
 
 
-def tiny_model_dir(family: str, *, n_layers: int = 2, hidden: int = 32,
-                   padding_side: str = "right", seed: int = 0) -> Path:
+def tiny_model_dir(
+    family: str, *, n_layers: int = 2, hidden: int = 32, padding_side: str = "right", seed: int = 0
+) -> Path:
     """Like :func:`build_tiny_model` into a per-process temporary folder, cached by arguments."""
     key = (family, n_layers, hidden, padding_side, seed)
     with _lock:
         if key not in _cache:
             name = f"tiny-{family}-L{n_layers}-h{hidden}-{padding_side}-s{seed}".replace("_", "-")
-            _cache[key] = build_tiny_model(family, _cache_root() / name, n_layers=n_layers,
-                                           hidden=hidden, padding_side=padding_side, seed=seed)
+            _cache[key] = build_tiny_model(
+                family, _cache_root() / name, n_layers=n_layers, hidden=hidden, padding_side=padding_side, seed=seed
+            )
         return _cache[key]
 
 
@@ -102,8 +112,7 @@ def reference_activations(path: str | Path, texts: list[str], max_tokens: int | 
     out = []
     try:
         for text in texts:
-            enc = tokenizer(text, return_tensors="pt", truncation=max_tokens is not None,
-                            max_length=max_tokens)
+            enc = tokenizer(text, return_tensors="pt", truncation=max_tokens is not None, max_length=max_tokens)
             with torch.no_grad():
                 res = model(**enc, output_hidden_states=True)
             hs = res.hidden_states

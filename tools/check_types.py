@@ -22,8 +22,12 @@ LINE = re.compile(r"^(?P<path>[^:]+):(?P<line>\d+): error: (?P<message>.*?)\s+\[
 
 def errors() -> list[tuple[str, str, str]]:
     """(path, code, message) of every mypy error (line numbers left out: they move)."""
-    res = subprocess.run([sys.executable, "-m", "mypy", "--no-color-output", "--no-error-summary"],
-                         cwd=ROOT, capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-color-output", "--no-error-summary"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     out = []
     for line in res.stdout.splitlines():
         m = LINE.match(line.strip())
@@ -48,7 +52,9 @@ def main() -> int:
         BASELINE.write_text("".join(f"{k}\n" for k in sorted(rest.elements())))
         print(f"wrote {sum(rest.values())} baseline errors to {BASELINE.relative_to(ROOT)}")
         return 1 if strict else 0
-    base = Counter(line for line in BASELINE.read_text().splitlines() if line.strip()) if BASELINE.exists() else Counter()
+    base = (
+        Counter(line for line in BASELINE.read_text().splitlines() if line.strip()) if BASELINE.exists() else Counter()
+    )
     new, fixed = rest - base, base - rest
     for e in strict:
         print(f"strict: {key(e)}")
@@ -57,8 +63,10 @@ def main() -> int:
     for k in sorted(fixed.elements()):
         print(f"fixed: remove from {BASELINE.relative_to(ROOT)}: {k}")
     if strict or new or fixed:
-        print(f"types: {len(strict)} strict errors, {sum(new.values())} new, {sum(fixed.values())} fixed "
-              "but still in the baseline")
+        print(
+            f"types: {len(strict)} strict errors, {sum(new.values())} new, {sum(fixed.values())} fixed "
+            "but still in the baseline"
+        )
         return 1
     print(f"types: clean (strict packages), {sum(base.values())} baseline errors elsewhere")
     return 0

@@ -24,27 +24,75 @@ from typing import Any
 # ``X as X``: re-exported for the type checker too (it does not evaluate the computed __all__)
 from .errors import AnalysisCancelled as AnalysisCancelled
 from .errors import AnalysisError as AnalysisError
-from .results import BridgeFit, BridgeRankSweep, DiagonalTest, NextTokenTransfer, PairSummary, ProbeTransfer, ProbeTransferSweep
+from .results import BridgeFit as BridgeFit
+from .results import BridgeRankSweep as BridgeRankSweep
+from .results import DiagonalTest as DiagonalTest
+from .results import NextTokenTransfer as NextTokenTransfer
+from .results import PairSummary as PairSummary
+from .results import ProbeTransfer as ProbeTransfer
+from .results import ProbeTransferSweep as ProbeTransferSweep
 
 # name -> the module defining it, imported when the name is first used
 _EXPORTS = {
-    "gram_cka": "atlas", "graph_overlaps": "atlas", "max_similarity": "atlas", "pair_summary": "atlas",
+    "gram_cka": "atlas",
+    "graph_overlaps": "atlas",
+    "max_similarity": "atlas",
+    "pair_summary": "atlas",
     "resize": "atlas",
-    "CkaMatrixTest": "cka", "CkaPlan": "cka", "CkaTest": "cka", "cka_matrix": "cka",
-    "cka_matrix_permutation_test": "cka", "cka_permutation_test": "cka", "linear_cka": "cka",
+    "CkaMatrixTest": "cka",
+    "CkaPlan": "cka",
+    "CkaTest": "cka",
+    "cka_matrix": "cka",
+    "cka_matrix_permutation_test": "cka",
+    "cka_permutation_test": "cka",
+    "linear_cka": "cka",
     "plan_cka_matrix": "cka",
-    "argmax_path": "diagonal", "bonferroni": "diagonal", "diagonal_test": "diagonal",
+    "argmax_path": "diagonal",
+    "bonferroni": "diagonal",
+    "diagonal_test": "diagonal",
     "generalized_diagonal_mask": "diagonal",
-    "affinity_matrix": "knn", "knn_graph": "knn", "knn_graph_recall": "knn", "mutual_knn": "knn",
+    "affinity_matrix": "knn",
+    "knn_graph": "knn",
+    "knn_graph_recall": "knn",
+    "mutual_knn": "knn",
     "null_mean": "knn",
-    "permutation_p_value": "permutation", "stratified_permutations": "permutation",
+    "permutation_p_value": "permutation",
+    "stratified_permutations": "permutation",
 }
-_MODULES = ("atlas", "bridges", "cka", "devices", "diagonal", "feature_sums", "hsic", "inputs", "knn", "measures",
-            "permutation", "preprocess",
-            "probes", "sae", "sae_match", "traces", "validation")
+_MODULES = (
+    "atlas",
+    "bridges",
+    "cka",
+    "devices",
+    "diagonal",
+    "feature_sums",
+    "hsic",
+    "inputs",
+    "knn",
+    "measures",
+    "permutation",
+    "preprocess",
+    "probes",
+    "sae",
+    "sae_match",
+    "traces",
+    "validation",
+)
 
-__all__ = sorted([*_EXPORTS, "AnalysisCancelled", "AnalysisError", "BridgeFit", "BridgeRankSweep", "DiagonalTest", "NextTokenTransfer", "PairSummary",
-                  "ProbeTransfer", "ProbeTransferSweep"])
+__all__ = sorted(
+    [
+        *_EXPORTS,
+        "AnalysisCancelled",
+        "AnalysisError",
+        "BridgeFit",
+        "BridgeRankSweep",
+        "DiagonalTest",
+        "NextTokenTransfer",
+        "PairSummary",
+        "ProbeTransfer",
+        "ProbeTransferSweep",
+    ]
+)
 
 
 def __getattr__(name: str) -> Any:

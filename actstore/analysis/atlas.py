@@ -42,8 +42,16 @@ from .knn import check_graphs
 from .results import DiagonalTest, PairSummary
 from .traces import block_rows_for, feature_traces, gram_trace_matrix
 
-__all__ = ["DEFAULT_OVERLAP_BUDGET", "PairSummary", "gram_cka", "graph_overlaps",
-           "max_similarity", "overlap_block_rows", "pair_summary", "resize"]
+__all__ = [
+    "DEFAULT_OVERLAP_BUDGET",
+    "PairSummary",
+    "gram_cka",
+    "graph_overlaps",
+    "max_similarity",
+    "overlap_block_rows",
+    "pair_summary",
+    "resize",
+]
 
 DEFAULT_OVERLAP_BUDGET = 1 << 30  # bytes for one prompt block's neighbour indicators
 _BACKENDS = ("auto", "sparse", "dense")
@@ -72,10 +80,15 @@ def _tiles(m: int, count: int) -> list[tuple[int, int]]:
     return [(s, min(m, s + step)) for s in range(0, m, step)]
 
 
-def graph_overlaps(graphs_a: Sequence[np.ndarray], graphs_b: Sequence[np.ndarray] | None = None,
-                   *, device: str = "auto", backend: str = "auto",
-                   memory_budget_bytes: int = DEFAULT_OVERLAP_BUDGET,
-                   should_stop: StopCheck | None = None) -> np.ndarray:
+def graph_overlaps(
+    graphs_a: Sequence[np.ndarray],
+    graphs_b: Sequence[np.ndarray] | None = None,
+    *,
+    device: str = "auto",
+    backend: str = "auto",
+    memory_budget_bytes: int = DEFAULT_OVERLAP_BUDGET,
+    should_stop: StopCheck | None = None,
+) -> np.ndarray:
     """Mutual k-NN M_k of every pair of k-NN graphs, from one blocked indicator product.
 
     Per block of b prompts, the (prompt, neighbour) keys of all graphs are numbered by their
@@ -112,8 +125,10 @@ def graph_overlaps(graphs_a: Sequence[np.ndarray], graphs_b: Sequence[np.ndarray
     symmetric = graphs_b is None
     gb = ga if symmetric else check_graphs(graphs_b, "graphs_b")
     if ga[0].shape != gb[0].shape:
-        raise AnalysisError(f"graph shapes differ: graphs_a are {ga[0].shape}, graphs_b are "
-                            f"{gb[0].shape}; all need the same prompts (n) and the same k")
+        raise AnalysisError(
+            f"graph shapes differ: graphs_a are {ga[0].shape}, graphs_b are "
+            f"{gb[0].shape}; all need the same prompts (n) and the same k"
+        )
     n, k = ga[0].shape
     dev = resolve_device(device)
     chosen = backend if backend != "auto" else ("dense" if dev.type == "cuda" else "sparse")
@@ -175,8 +190,9 @@ def _sparse_block(cols: np.ndarray, width: int) -> sparse.csr_matrix:
     m, per = cols.shape
     idx_dtype = np.int32 if width < 2**31 and m * per < 2**31 else np.int64
     indptr = (np.arange(m + 1, dtype=np.int64) * per).astype(idx_dtype)
-    return sparse.csr_matrix((np.ones(m * per, dtype=np.int32), cols.ravel().astype(idx_dtype),
-                              indptr), shape=(m, width))
+    return sparse.csr_matrix(
+        (np.ones(m * per, dtype=np.int32), cols.ravel().astype(idx_dtype), indptr), shape=(m, width)
+    )
 
 
 def _dense_block(cols: np.ndarray, width: int, dev: torch.device) -> torch.Tensor:
@@ -187,10 +203,17 @@ def _dense_block(cols: np.ndarray, width: int, dev: torch.device) -> torch.Tenso
     return out
 
 
-def gram_cka(layers_a: Sequence[np.ndarray], layers_b: Sequence[np.ndarray] | None = None, *,
-             debiased: bool = True, device: str = "auto", precision: str = "auto",
-             form: str = "auto", memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET,
-             should_stop: StopCheck | None = None) -> np.ndarray:
+def gram_cka(
+    layers_a: Sequence[np.ndarray],
+    layers_b: Sequence[np.ndarray] | None = None,
+    *,
+    debiased: bool = True,
+    device: str = "auto",
+    precision: str = "auto",
+    form: str = "auto",
+    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET,
+    should_stop: StopCheck | None = None,
+) -> np.ndarray:
     """Linear CKA of every pair of many layers, each layer's statistics computed once.
 
     Same definitions, forms and precision rules as :func:`.cka.cka_matrix` (whose value it
@@ -217,23 +240,26 @@ def gram_cka(layers_a: Sequence[np.ndarray], layers_b: Sequence[np.ndarray] | No
     b = a if symmetric else V.activation_list(layers_b, "layers_b")
     n = V.check_same_rows([a[0], b[0]], ["layers_a[0]", "layers_b[0]"])
     if n < min_rows:
-        what = "debiased CKA needs n >= 4 prompts" if debiased else \
-            "biased CKA needs n >= 2 prompts"
+        what = "debiased CKA needs n >= 4 prompts" if debiased else "biased CKA needs n >= 2 prompts"
         raise AnalysisError(f"n = {n} prompts is too few: {what}")
     sa = [layer_stats(x, f"layers_a[{i}]") for i, x in enumerate(a)]
     sb = sa if symmetric else [layer_stats(y, f"layers_b[{j}]") for j, y in enumerate(b)]
     dev = resolve_device(device)
-    plan = plan_cka_matrix(n, [x.shape[1] for x in a], [y.shape[1] for y in b],
-                           precision=precision, form=form,
-                           memory_budget_bytes=memory_budget_bytes)
+    plan = plan_cka_matrix(
+        n,
+        [x.shape[1] for x in a],
+        [y.shape[1] for y in b],
+        precision=precision,
+        form=form,
+        memory_budget_bytes=memory_budget_bytes,
+    )
     m_a = len(a)
     if plan.form == "gram":
         layers = a if symmetric else a + b
         stats = sa if symmetric else sa + sb
         dt = np.dtype(plan.precision)
         rows = block_rows_for(n, len(layers), dt.itemsize, memory_budget_bytes)
-        g = gram_trace_matrix(layers, stats, dtype=dt, device=dev, block_rows=rows,
-                              should_stop=should_stop)
+        g = gram_trace_matrix(layers, stats, dtype=dt, device=dev, block_rows=rows, should_stop=should_stop)
         diag = np.diag(g).copy()
         if symmetric:
             t_ab, t_aa, t_bb = (g + g.T) / 2, diag, diag
@@ -256,22 +282,20 @@ def _nan_diagonal(shape: tuple[int, int]) -> DiagonalTest:
 
 def _depths(depths: object, m: int, name: str) -> tuple[float, ...]:
     if isinstance(depths, (str, bytes)) or not hasattr(depths, "__len__"):
-        raise AnalysisError(f"{name} must be {m} relative depths (one per layer on that axis), "
-                            f"got {depths!r}")
+        raise AnalysisError(f"{name} must be {m} relative depths (one per layer on that axis), got {depths!r}")
     d = np.asarray(depths)
     if d.ndim != 1 or d.shape[0] != m or d.dtype.kind not in "fiu":
-        raise AnalysisError(f"{name} must be {m} relative depths (one per layer on that axis), "
-                            f"got {depths!r}")
+        raise AnalysisError(f"{name} must be {m} relative depths (one per layer on that axis), got {depths!r}")
     d = d.astype(np.float64)
     bad = ~np.isfinite(d) | (d < 0) | (d > 1)
     if bad.any():
-        raise AnalysisError(f"{name} must lie in [0, 1], got {float(d[bad][0])!r} at "
-                            f"position {int(np.flatnonzero(bad)[0])}")
+        raise AnalysisError(
+            f"{name} must lie in [0, 1], got {float(d[bad][0])!r} at position {int(np.flatnonzero(bad)[0])}"
+        )
     return tuple(float(x) for x in d)
 
 
-def pair_summary(values: np.ndarray, depths_a: Sequence[float],
-                 depths_b: Sequence[float]) -> PairSummary:
+def pair_summary(values: np.ndarray, depths_a: Sequence[float], depths_b: Sequence[float]) -> PairSummary:
     """Argmax path, its depths, the diagonal test and the maximum of one pair's matrix.
 
     Args:
@@ -296,8 +320,9 @@ def pair_summary(values: np.ndarray, depths_a: Sequence[float],
             diag = diagonal_test(M)
         except AnalysisError:  # constant within both groups: the t statistic is undefined
             diag = _nan_diagonal(M.shape)
-    return PairSummary(argmax=tuple(path), argmax_depths=tuple(db[j] for j in path),
-                       diagonal=diag, max_value=float(M.max()))
+    return PairSummary(
+        argmax=tuple(path), argmax_depths=tuple(db[j] for j in path), diagonal=diag, max_value=float(M.max())
+    )
 
 
 def _index_list(idx: object, size: int, name: str) -> np.ndarray:
@@ -306,8 +331,10 @@ def _index_list(idx: object, size: int, name: str) -> np.ndarray:
         raise AnalysisError(f"{name} must be a non-empty list of integer positions, got {idx!r}")
     bad = (a < 0) | (a >= size)
     if bad.any():
-        raise AnalysisError(f"{name} holds position {int(a[bad][0])} outside 0..{size - 1} "
-                            f"(the matrix has {size} {'rows' if name == 'rows' else 'columns'})")
+        raise AnalysisError(
+            f"{name} holds position {int(a[bad][0])} outside 0..{size - 1} "
+            f"(the matrix has {size} {'rows' if name == 'rows' else 'columns'})"
+        )
     return a.astype(np.int64)
 
 
@@ -344,8 +371,9 @@ def max_similarity(n_models: int, pair_max: Mapping[tuple[int, int], float]) -> 
         i = V.check_int(key[0], "model position i", minimum=0, maximum=m - 1)
         j = V.check_int(key[1], "model position j", minimum=0, maximum=m - 1)
         if i == j:
-            raise AnalysisError(f"pair_max has the pair ({i}, {j}) of a model with itself; "
-                                f"the diagonal is left empty (NaN)")
+            raise AnalysisError(
+                f"pair_max has the pair ({i}, {j}) of a model with itself; the diagonal is left empty (NaN)"
+            )
         u = (min(i, j), max(i, j))
         if u in seen:
             raise AnalysisError(f"pair_max gives the pair {u} twice; give each unordered pair once")
@@ -356,6 +384,8 @@ def max_similarity(n_models: int, pair_max: Mapping[tuple[int, int], float]) -> 
         out[i, j] = out[j, i] = v
     missing = [(i, j) for i in range(m) for j in range(i + 1, m) if (i, j) not in seen]
     if missing:
-        raise AnalysisError(f"pair_max lacks {len(missing)} of the {m * (m - 1) // 2} model "
-                            f"pairs, first {missing[0]}; every unordered pair is needed")
+        raise AnalysisError(
+            f"pair_max lacks {len(missing)} of the {m * (m - 1) // 2} model "
+            f"pairs, first {missing[0]}; every unordered pair is needed"
+        )
     return out

@@ -111,8 +111,9 @@ def check_method(method: object) -> str:
     return m
 
 
-def _check_pair(S: object, T: object, *, min_rows: int, names: tuple[str, str] = ("S", "T")
-                ) -> tuple[np.ndarray, np.ndarray]:
+def _check_pair(
+    S: object, T: object, *, min_rows: int, names: tuple[str, str] = ("S", "T")
+) -> tuple[np.ndarray, np.ndarray]:
     s = V.activations(S, names[0], min_rows=min_rows)
     t = V.activations(T, names[1], min_rows=min_rows)
     V.check_same_rows([s, t], list(names))
@@ -167,8 +168,8 @@ class _Spectral:
             self.R = U.T @ Tc
         self.s = s
         self.sig2 = evals
-        self.c = (self.R ** 2).sum(1)  # ||R_k||^2
-        self.total = float((Tc ** 2).sum())
+        self.c = (self.R**2).sum(1)  # ||R_k||^2
+        self.total = float((Tc**2).sum())
 
     def weights(self, alpha: float) -> torch.Tensor:
         W: torch.Tensor = self.V @ ((self.s / (self.sig2 + alpha))[:, None] * self.R)
@@ -192,8 +193,14 @@ class _Spectral:
         return Vh
 
 
-def gcv_path(S: np.ndarray, T: np.ndarray, alphas: Sequence[float] | None = None, *,
-             device: str = "auto", precision: str = "auto") -> GcvPath:
+def gcv_path(
+    S: np.ndarray,
+    T: np.ndarray,
+    alphas: Sequence[float] | None = None,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+) -> GcvPath:
     """GCV score of ridge from S [n, p] to T [n, q] at every alpha (see :class:`GcvPath`).
 
     ``alphas`` defaults to :func:`default_alpha_grid`. Needs n >= 3.
@@ -203,7 +210,7 @@ def gcv_path(S: np.ndarray, T: np.ndarray, alphas: Sequence[float] | None = None
     St, Tt = _t(s, dev, dt), _t(t, dev, dt)
     Sc, Tc = St - St.mean(0), Tt - Tt.mean(0)
     spec = _Spectral(Sc, Tc)
-    grid = _grid(alphas, float((Sc ** 2).sum()), s.shape[1])
+    grid = _grid(alphas, float((Sc**2).sum()), s.shape[1])
     return _gcv_from(spec, grid)
 
 
@@ -220,7 +227,8 @@ def _gcv_from(spec: _Spectral, grid: np.ndarray) -> GcvPath:
     if not any(math.isfinite(x) for x in scores):
         raise AnalysisError(
             f"GCV is undefined for every alpha of the grid: with n = {spec.n} prompts the ridge fits "
-            "use all degrees of freedom; give alpha explicitly or use more prompts")
+            "use all degrees of freedom; give alpha explicitly or use more prompts"
+        )
     i = int(np.argmin(np.where(np.isfinite(scores), scores, np.inf)))
     return GcvPath(tuple(float(a) for a in grid), tuple(float(x) for x in scores), float(grid[i]), i)
 
@@ -254,10 +262,20 @@ class LinearBridge:
     ``lasso_n_iter_`` (lasso: max iterations used).
     """
 
-    def __init__(self, method: str = "ridge", *, alpha: float | None = None, rank: int | None = None,
-                 alphas: Sequence[float] | None = None, device: str = "auto",
-                 lasso_tol: float = 1e-4, lasso_max_iter: int = 1000, n_jobs: int | None = None,
-                 scale: bool = False, precision: str = "auto"):
+    def __init__(
+        self,
+        method: str = "ridge",
+        *,
+        alpha: float | None = None,
+        rank: int | None = None,
+        alphas: Sequence[float] | None = None,
+        device: str = "auto",
+        lasso_tol: float = 1e-4,
+        lasso_max_iter: int = 1000,
+        n_jobs: int | None = None,
+        scale: bool = False,
+        precision: str = "auto",
+    ):
         self.method = check_method(method)
         self.dtype = bridge_dtype(precision)
         self.precision = precision
@@ -269,8 +287,9 @@ class LinearBridge:
         if alpha is not None:
             alpha = V.check_positive(alpha, "alpha")
             if self.method == "procrustes":
-                raise AnalysisError("alpha does not apply to procrustes (an orthogonal map has no "
-                                    "penalty); leave it unset")
+                raise AnalysisError(
+                    "alpha does not apply to procrustes (an orthogonal map has no penalty); leave it unset"
+                )
         if rank is not None and self.method != "low_rank":
             raise AnalysisError(f"rank applies only to low_rank, not to {self.method}; leave it unset")
         if self.method == "low_rank":
@@ -289,7 +308,7 @@ class LinearBridge:
         return f"LinearBridge(method={self.method!r}, alpha={self.alpha!r}, rank={self.rank!r})"
 
     # ------------------------------------------------------------------ fit
-    def fit(self, S: np.ndarray, T: np.ndarray) -> "LinearBridge":
+    def fit(self, S: np.ndarray, T: np.ndarray) -> LinearBridge:
         """Fit on S [n, p] and T [n, q] (same prompts, same order). Returns self."""
         min_rows = 3 if self.method in ("ridge", "low_rank") and self.alpha is None else 2
         s, t = _check_pair(S, T, min_rows=min_rows)
@@ -312,10 +331,12 @@ class LinearBridge:
             W = U @ Vh
             self.alpha_ = None
             if self.scale:
-                sq = float((Sc ** 2).sum())
+                sq = float((Sc**2).sum())
                 if not sq > 0:
-                    raise AnalysisError("procrustes with scale: the training source rows are all equal "
-                                        "(||S_c||_F = 0), so no scale is defined")
+                    raise AnalysisError(
+                        "procrustes with scale: the training source rows are all equal "
+                        "(||S_c||_F = 0), so no scale is defined"
+                    )
                 self.scale_ = float(sig.sum()) / sq
                 W = W * self.scale_
         elif self.method == "lasso":
@@ -323,7 +344,7 @@ class LinearBridge:
         else:
             spec = _Spectral(Sc, Tc)
             if self.alpha is None:
-                self.gcv_ = _gcv_from(spec, _grid(self.alphas, float((Sc ** 2).sum()), p))
+                self.gcv_ = _gcv_from(spec, _grid(self.alphas, float((Sc**2).sum()), p))
                 alpha = self.gcv_.alpha
             else:
                 alpha = self.alpha
@@ -346,8 +367,9 @@ class LinearBridge:
         alpha_max = float(np.abs(C).max()) / n
         if self.alpha is None:
             if alpha_max <= 0:
-                raise AnalysisError("lasso: S and T are uncorrelated (S_c^T T_c = 0), so every alpha "
-                                    "gives the zero map")
+                raise AnalysisError(
+                    "lasso: S and T are uncorrelated (S_c^T T_c = 0), so every alpha gives the zero map"
+                )
             alpha = DEFAULT_LASSO_FRACTION * alpha_max
         else:
             alpha = self.alpha
@@ -359,8 +381,14 @@ class LinearBridge:
         Sf = np.asfortranarray(Sc)
 
         def solve(cols: np.ndarray) -> None:
-            model = Lasso(alpha=alpha, fit_intercept=False, precompute=G, copy_X=False,
-                          max_iter=self.lasso_max_iter, tol=self.lasso_tol)
+            model = Lasso(
+                alpha=alpha,
+                fit_intercept=False,
+                precompute=G,
+                copy_X=False,
+                max_iter=self.lasso_max_iter,
+                tol=self.lasso_tol,
+            )
             model.fit(Sf, np.asfortranarray(Tc[:, cols]))  # coordinate descent on the shared Gram
             coef = np.atleast_2d(model.coef_)
             W[:, cols] = coef.T
@@ -383,8 +411,9 @@ class LinearBridge:
         self._check_fitted()
         s = V.activations(S, "S")
         if s.shape[1] != self.W_.shape[0]:
-            raise AnalysisError(f"S has {s.shape[1]} columns but the bridge was fitted on source "
-                                f"width p = {self.W_.shape[0]}")
+            raise AnalysisError(
+                f"S has {s.shape[1]} columns but the bridge was fitted on source width p = {self.W_.shape[0]}"
+            )
         predicted: np.ndarray = (np.asarray(s, dtype=np.float64) - self.source_mean_) @ self.W_ + self.target_mean_
         return predicted
 
@@ -393,8 +422,9 @@ class LinearBridge:
         self._check_fitted()
         s, t = _check_pair(S, T, min_rows=1)
         if t.shape[1] != self.W_.shape[1]:
-            raise AnalysisError(f"T has {t.shape[1]} columns but the bridge was fitted on target "
-                                f"width q = {self.W_.shape[1]}")
+            raise AnalysisError(
+                f"T has {t.shape[1]} columns but the bridge was fitted on target width q = {self.W_.shape[1]}"
+            )
         P = self.predict(s)
         tt = np.asarray(t, dtype=np.float64)
         return BridgeScore(pooled_r2(tt, P, self.target_mean_), mean_cosine(P, tt), len(tt))
@@ -423,18 +453,30 @@ def mean_cosine(P: np.ndarray, T: np.ndarray) -> float:
     return float(cos.mean())
 
 
-def evaluate_bridge(S_train: np.ndarray, T_train: np.ndarray, S_test: np.ndarray, T_test: np.ndarray,
-                    method: str = "ridge", *, alpha: float | None = None, rank: int | None = None,
-                    alphas: Sequence[float] | None = None, device: str = "auto", scale: bool = False,
-                    precision: str = "auto") -> BridgeFit:
+def evaluate_bridge(
+    S_train: np.ndarray,
+    T_train: np.ndarray,
+    S_test: np.ndarray,
+    T_test: np.ndarray,
+    method: str = "ridge",
+    *,
+    alpha: float | None = None,
+    rank: int | None = None,
+    alphas: Sequence[float] | None = None,
+    device: str = "auto",
+    scale: bool = False,
+    precision: str = "auto",
+) -> BridgeFit:
     """Fit a bridge on the training rows and score it on the test rows (see LinearBridge)."""
     s_tr, t_tr = _check_pair(S_train, T_train, min_rows=2, names=("S_train", "T_train"))
     s_te, t_te = _check_pair(S_test, T_test, min_rows=1, names=("S_test", "T_test"))
     if s_te.shape[1] != s_tr.shape[1] or t_te.shape[1] != t_tr.shape[1]:
-        raise AnalysisError(f"train and test widths differ: S {s_tr.shape[1]} vs {s_te.shape[1]}, "
-                            f"T {t_tr.shape[1]} vs {t_te.shape[1]}")
-    b = LinearBridge(method, alpha=alpha, rank=rank, alphas=alphas, device=device, scale=scale,
-                     precision=precision).fit(s_tr, t_tr)
+        raise AnalysisError(
+            f"train and test widths differ: S {s_tr.shape[1]} vs {s_te.shape[1]}, T {t_tr.shape[1]} vs {t_te.shape[1]}"
+        )
+    b = LinearBridge(
+        method, alpha=alpha, rank=rank, alphas=alphas, device=device, scale=scale, precision=precision
+    ).fit(s_tr, t_tr)
     sc = b.evaluate(s_te, t_te)
     return BridgeFit(b.method, b.rank_, b.alpha_, len(s_tr), len(s_te), sc.r2, sc.mean_cosine, b.scale_)
 
@@ -447,8 +489,15 @@ class LowRankFamily:
     A[:, :r] Vh[:r].
     """
 
-    def __init__(self, S: np.ndarray, T: np.ndarray, alpha: float | None,
-                 alphas: Sequence[float] | None, device: str, precision: str = "auto"):
+    def __init__(
+        self,
+        S: np.ndarray,
+        T: np.ndarray,
+        alpha: float | None,
+        alphas: Sequence[float] | None,
+        device: str,
+        precision: str = "auto",
+    ):
         dev = resolve_device(device)
         self.dtype = bridge_dtype(precision)
         St, Tt = _t(S, dev, self.dtype), _t(T, dev, self.dtype)
@@ -458,7 +507,7 @@ class LowRankFamily:
         spec = _Spectral(Sc, Tc)
         self.gcv = None
         if alpha is None:
-            self.gcv = _gcv_from(spec, _grid(alphas, float((Sc ** 2).sum()), S.shape[1]))
+            self.gcv = _gcv_from(spec, _grid(alphas, float((Sc**2).sum()), S.shape[1]))
             alpha = self.gcv.alpha
         self.alpha = float(alpha)
         self.W = spec.weights(self.alpha)
@@ -477,10 +526,18 @@ class LowRankFamily:
         return (Sc @ self.W + self.mu_t).cpu().double().numpy()
 
 
-def bridge_rank_sweep(S_train: np.ndarray, T_train: np.ndarray, S_test: np.ndarray,
-                      T_test: np.ndarray, ranks: Sequence[int], *, alpha: float | None = None,
-                      alphas: Sequence[float] | None = None, device: str = "auto",
-                      precision: str = "auto") -> BridgeRankSweep:
+def bridge_rank_sweep(
+    S_train: np.ndarray,
+    T_train: np.ndarray,
+    S_test: np.ndarray,
+    T_test: np.ndarray,
+    ranks: Sequence[int],
+    *,
+    alpha: float | None = None,
+    alphas: Sequence[float] | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+) -> BridgeRankSweep:
     """Held-out r2 and mean cosine of reduced-rank ridge at every rank in ``ranks``.
 
     Shares all work across ranks: one ridge fit (GCV or ``alpha``), one SVD of its fitted
@@ -488,12 +545,12 @@ def bridge_rank_sweep(S_train: np.ndarray, T_train: np.ndarray, S_test: np.ndarr
     running sums over the orthonormal directions. Equal to fitting ``LinearBridge("low_rank",
     rank=r)`` separately for each r (the tests check it).
     """
-    s_tr, t_tr = _check_pair(S_train, T_train, min_rows=3 if alpha is None else 2,
-                             names=("S_train", "T_train"))
+    s_tr, t_tr = _check_pair(S_train, T_train, min_rows=3 if alpha is None else 2, names=("S_train", "T_train"))
     s_te, t_te = _check_pair(S_test, T_test, min_rows=1, names=("S_test", "T_test"))
     if s_te.shape[1] != s_tr.shape[1] or t_te.shape[1] != t_tr.shape[1]:
-        raise AnalysisError(f"train and test widths differ: S {s_tr.shape[1]} vs {s_te.shape[1]}, "
-                            f"T {t_tr.shape[1]} vs {t_te.shape[1]}")
+        raise AnalysisError(
+            f"train and test widths differ: S {s_tr.shape[1]} vs {s_te.shape[1]}, T {t_tr.shape[1]} vs {t_te.shape[1]}"
+        )
     if alpha is not None:
         alpha = V.check_positive(alpha, "alpha")
     rk = V.check_ranks(ranks, s_tr.shape[1], t_tr.shape[1])
@@ -503,17 +560,17 @@ def bridge_rank_sweep(S_train: np.ndarray, T_train: np.ndarray, S_test: np.ndarr
     A = (Sc @ fam.W) @ fam.Vh.T  # [m, k]: coordinates of the full prediction on Vh
     Bt = Tt @ fam.Vh.T  # true rows on the same directions
     Tc = Tt - fam.mu_t
-    sst = float((Tc ** 2).sum())
+    sst = float((Tc**2).sum())
     if sst <= 0:
         raise AnalysisError("r2 is undefined: every held-out target row equals the training mean (SST = 0)")
     mu_proj = fam.Vh @ fam.mu_t  # [k]
     # Running sums over directions k (orthonormal rows of Vh):
     # SSE_r = ||Tc||^2 - 2 sum_{k<r} <Tc Vh_k, A_k> + sum_{k<r} ||A_k||^2
     cross = ((Tc @ fam.Vh.T) * A).sum(0).cumsum(0)
-    sq = (A ** 2).sum(0).cumsum(0)
+    sq = (A**2).sum(0).cumsum(0)
     # cosine: <T_i, P_i> = <T_i, mu> + sum_{k<r} Bt_ik A_ik; |P_i|^2 = |mu|^2 + 2 sum A_ik mu_k' + sum A_ik^2
     dot_c = (Bt * A).cumsum(1)
-    pn_c = (2 * A * mu_proj[None, :] + A ** 2).cumsum(1)
+    pn_c = (2 * A * mu_proj[None, :] + A**2).cumsum(1)
     t_mu = Tt @ fam.mu_t
     mu2 = float(fam.mu_t @ fam.mu_t)
     tn = Tt.norm(dim=1)
@@ -527,5 +584,13 @@ def bridge_rank_sweep(S_train: np.ndarray, T_train: np.ndarray, S_test: np.ndarr
         cos = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
         coss.append(float(cos.mean()))
     P = fam.predict_full(Sc)
-    return BridgeRankSweep(tuple(rk), tuple(r2s), tuple(coss), pooled_r2(t_te, P, fam.mu_t.cpu().double().numpy()),
-                           mean_cosine(P, t_te), fam.alpha, len(s_tr), len(s_te))
+    return BridgeRankSweep(
+        tuple(rk),
+        tuple(r2s),
+        tuple(coss),
+        pooled_r2(t_te, P, fam.mu_t.cpu().double().numpy()),
+        mean_cosine(P, t_te),
+        fam.alpha,
+        len(s_tr),
+        len(s_te),
+    )

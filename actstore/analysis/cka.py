@@ -26,16 +26,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from .devices import resolve_device, resolve_precision
+from .errors import AnalysisError, StopCheck
 from .hsic import cka_table
 from .inputs import prepare_layers
-from .traces import block_rows_for, feature_traces, gram_traces
-from .errors import AnalysisError, StopCheck
 from .permutation import (
     CkaMatrixTest,
     CkaTest,
     cka_matrix_permutation_test,
     cka_permutation_test,
 )
+from .traces import block_rows_for, feature_traces, gram_traces
 
 __all__ = [
     "CkaPlan",
@@ -73,9 +73,15 @@ class CkaPlan:
     block_rows: int
 
 
-def plan_cka_matrix(n: int, dims_a: Sequence[int], dims_b: Sequence[int], *,
-                    precision: str = "auto", form: str = "auto",
-                    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET) -> CkaPlan:
+def plan_cka_matrix(
+    n: int,
+    dims_a: Sequence[int],
+    dims_b: Sequence[int],
+    *,
+    precision: str = "auto",
+    form: str = "auto",
+    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET,
+) -> CkaPlan:
     """Choose the form and precision for an all-pairs CKA matrix of n prompts.
 
     gram_flops = n^2 (sum(dims_a) + sum(dims_b))        one triangle per layer
@@ -88,22 +94,35 @@ def plan_cka_matrix(n: int, dims_a: Sequence[int], dims_b: Sequence[int], *,
     m_a, m_b = len(dims_a), len(dims_b)
     pa, pb = float(sum(dims_a)), float(sum(dims_b))
     gram = float(n) ** 2 * (pa + pb + m_a * m_b + m_a + m_b)
-    feat = 2.0 * n * pa * pb + sum(min(2.0 * n * p * p, float(n) ** 2 * p)
-                                   for p in list(dims_a) + list(dims_b))
+    feat = 2.0 * n * pa * pb + sum(min(2.0 * n * p * p, float(n) ** 2 * p) for p in list(dims_a) + list(dims_b))
     dt = resolve_precision(precision, small=gram <= _SMALL_FLOPS)
     w_gram = 2.0 if dt == np.float64 else 1.0
     chosen = form if form != "auto" else ("gram" if gram * w_gram <= 2.0 * feat else "feature")
     prec = dt.name if chosen == "gram" else "float64"
     rows = block_rows_for(n, m_a + m_b, np.dtype(prec).itemsize, memory_budget_bytes)
-    return CkaPlan(n=n, dims_a=tuple(int(p) for p in dims_a),
-                   dims_b=tuple(int(p) for p in dims_b), form=chosen, precision=prec,
-                   gram_flops=gram, feature_flops=feat, block_rows=rows)
+    return CkaPlan(
+        n=n,
+        dims_a=tuple(int(p) for p in dims_a),
+        dims_b=tuple(int(p) for p in dims_b),
+        form=chosen,
+        precision=prec,
+        gram_flops=gram,
+        feature_flops=feat,
+        block_rows=rows,
+    )
 
 
-def cka_matrix(layers_a: Sequence[np.ndarray], layers_b: Sequence[np.ndarray], *,
-               debiased: bool = True, device: str = "auto", precision: str = "auto",
-               form: str = "auto", memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET,
-               should_stop: StopCheck | None = None) -> np.ndarray:
+def cka_matrix(
+    layers_a: Sequence[np.ndarray],
+    layers_b: Sequence[np.ndarray],
+    *,
+    debiased: bool = True,
+    device: str = "auto",
+    precision: str = "auto",
+    form: str = "auto",
+    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET,
+    should_stop: StopCheck | None = None,
+) -> np.ndarray:
     """Linear CKA of every layer in ``layers_a`` with every layer in ``layers_b``.
 
     Args:
@@ -119,37 +138,53 @@ def cka_matrix(layers_a: Sequence[np.ndarray], layers_b: Sequence[np.ndarray], *
     Returns:
         float64 array [m_a, m_b]; entry (i, j) is CKA(layers_a[i], layers_b[j]) (unitless).
     """
-    a, b, sa, sb, n = prepare_layers(layers_a, layers_b, debiased=debiased, name_a="layers_a",
-                               name_b="layers_b")
+    a, b, sa, sb, n = prepare_layers(layers_a, layers_b, debiased=debiased, name_a="layers_a", name_b="layers_b")
     dev = resolve_device(device)
-    plan = plan_cka_matrix(n, [x.shape[1] for x in a], [y.shape[1] for y in b],
-                           precision=precision, form=form,
-                           memory_budget_bytes=memory_budget_bytes)
+    plan = plan_cka_matrix(
+        n,
+        [x.shape[1] for x in a],
+        [y.shape[1] for y in b],
+        precision=precision,
+        form=form,
+        memory_budget_bytes=memory_budget_bytes,
+    )
     if plan.form == "gram":
-        t_ab, t_aa, t_bb = gram_traces(a, sa, b, sb, dtype=np.dtype(plan.precision),
-                                       device=dev, block_rows=plan.block_rows, should_stop=should_stop)
+        t_ab, t_aa, t_bb = gram_traces(
+            a,
+            sa,
+            b,
+            sb,
+            dtype=np.dtype(plan.precision),
+            device=dev,
+            block_rows=plan.block_rows,
+            should_stop=should_stop,
+        )
     else:
         t_ab, t_aa, t_bb = feature_traces(a, sa, b, sb, device=dev, should_stop=should_stop)
     return cka_table(debiased, t_ab, t_aa, t_bb, sa, sb)
 
 
-def linear_cka(X: np.ndarray, Y: np.ndarray, *, debiased: bool = True,
-               device: str = "auto", precision: str = "auto", form: str = "auto") -> float:
+def linear_cka(
+    X: np.ndarray,
+    Y: np.ndarray,
+    *,
+    debiased: bool = True,
+    device: str = "auto",
+    precision: str = "auto",
+    form: str = "auto",
+) -> float:
     """Linear CKA of X [n, p] and Y [n, q] (same prompts, same order); unitless float.
 
     Debiased (default) needs n >= 4; the value may be slightly negative for unrelated layers.
     Raises AnalysisError on mismatched rows, non-finite values or a constant layer.
     """
-    a, b, sa, sb, n = prepare_layers([X], [Y], debiased=debiased, name_a="X", name_b="Y",
-                                     indexed=False)
+    a, b, sa, sb, n = prepare_layers([X], [Y], debiased=debiased, name_a="X", name_b="Y", indexed=False)
     dev = resolve_device(device)
-    plan = plan_cka_matrix(n, [a[0].shape[1]], [b[0].shape[1]], precision=precision,
-                           form=form)
+    plan = plan_cka_matrix(n, [a[0].shape[1]], [b[0].shape[1]], precision=precision, form=form)
     if plan.form == "gram":
-        t_ab, t_aa, t_bb = gram_traces(a, sa, b, sb, dtype=np.dtype(plan.precision),
-                                       device=dev, block_rows=plan.block_rows)
+        t_ab, t_aa, t_bb = gram_traces(
+            a, sa, b, sb, dtype=np.dtype(plan.precision), device=dev, block_rows=plan.block_rows
+        )
     else:
         t_ab, t_aa, t_bb = feature_traces(a, sa, b, sb, device=dev)
-    return float(cka_table(debiased, t_ab, t_aa, t_bb, sa, sb, names=("X", "Y"),
-                           indexed=False)[0, 0])
-
+    return float(cka_table(debiased, t_ab, t_aa, t_bb, sa, sb, names=("X", "Y"), indexed=False)[0, 0])

@@ -27,8 +27,7 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise AnalysisError("device 'cuda' was requested but torch sees no CUDA device; "
-                            "use device='cpu' or 'auto'")
+        raise AnalysisError("device 'cuda' was requested but torch sees no CUDA device; use device='cpu' or 'auto'")
     return torch.device(device)
 
 

@@ -14,19 +14,25 @@ regularized incomplete beta in arbitrary precision with mpmath) where the double
 
 from __future__ import annotations
 
-
 import math
 
 import mpmath
 import numpy as np
 from scipy import stats
 
-from .validation import finite_matrix
 from .errors import AnalysisError
 from .results import DiagonalTest
+from .validation import finite_matrix
 
-__all__ = ["DiagonalTest", "P_FLOOR", "diagonal_test", "generalized_diagonal_mask", "argmax_path",
-           "bonferroni", "t_sf_log10"]
+__all__ = [
+    "DiagonalTest",
+    "P_FLOOR",
+    "diagonal_test",
+    "generalized_diagonal_mask",
+    "argmax_path",
+    "bonferroni",
+    "t_sf_log10",
+]
 
 #: the smallest normal double: a p-value below it is reported as this bound (see module doc)
 P_FLOOR = float(np.finfo(np.float64).tiny)
@@ -48,8 +54,7 @@ def t_sf_log10(t: float, df: float) -> float:
 def generalized_diagonal_mask(n1: int, n2: int) -> np.ndarray:
     """Boolean [n1, n2] mask of the generalized diagonal of an n1 x n2 matrix, n1 >= n2."""
     if n1 < n2:
-        raise AnalysisError(f"the generalized diagonal is defined for n1 >= n2 (transpose "
-                            f"first), got {n1} x {n2}")
+        raise AnalysisError(f"the generalized diagonal is defined for n1 >= n2 (transpose first), got {n1} x {n2}")
     i = np.arange(n1)[:, None]
     j = np.arange(n2)[None, :]
     return (j <= i) & (i <= j + n1 - n2)
@@ -70,23 +75,33 @@ def diagonal_test(M: np.ndarray) -> DiagonalTest:
     if off.size < 2:
         raise AnalysisError(
             f"M of shape {M.shape} has {off.size} off-diagonal cell(s) outside its "
-            f"generalized diagonal; the diagonal test needs at least 2")
+            f"generalized diagonal; the diagonal test needs at least 2"
+        )
     m1, m0 = float(on.mean()), float(off.mean())
     v1, v0 = float(on.var(ddof=1)), float(off.var(ddof=1))
     se2 = v1 / on.size + v0 / off.size
     if not se2 > 0:
-        raise AnalysisError("M is constant within both the on- and the off-diagonal cells; "
-                            "the Welch t statistic is undefined (zero variance)")
+        raise AnalysisError(
+            "M is constant within both the on- and the off-diagonal cells; "
+            "the Welch t statistic is undefined (zero variance)"
+        )
     t = (m1 - m0) / np.sqrt(se2)
-    df = se2 ** 2 / ((v1 / on.size) ** 2 / (on.size - 1) + (v0 / off.size) ** 2 /
-                     (off.size - 1))
+    df = se2**2 / ((v1 / on.size) ** 2 / (on.size - 1) + (v0 / off.size) ** 2 / (off.size - 1))
     p = float(stats.t.sf(t, df))
     log10_p = t_sf_log10(float(t), float(df))
     bound = p < P_FLOOR
-    return DiagonalTest(on_diagonal_mean=m1, off_diagonal_mean=m0, t_statistic=float(t),
-                        p_value=P_FLOOR if bound else p, df=float(df), n_on=int(on.size),
-                        n_off=int(off.size), transposed=bool(transposed), log10_p=log10_p,
-                        p_value_is_bound=bound)
+    return DiagonalTest(
+        on_diagonal_mean=m1,
+        off_diagonal_mean=m0,
+        t_statistic=float(t),
+        p_value=P_FLOOR if bound else p,
+        df=float(df),
+        n_on=int(on.size),
+        n_off=int(off.size),
+        transposed=bool(transposed),
+        log10_p=log10_p,
+        p_value_is_bound=bound,
+    )
 
 
 def argmax_path(M: np.ndarray) -> list[int]:

@@ -64,8 +64,9 @@ def sums_bytes(dims: Sequence[int], pairs: Sequence[tuple[int, int]]) -> int:
     return 8 * (sum(dims) + sum(dims[i] * dims[j] + dims[i] + dims[j] for i, j in pairs))
 
 
-def feature_sums(layers: Sequence[np.ndarray], centres: Sequence[np.ndarray],
-                 pairs: Sequence[tuple[int, int]]) -> FeatureSums:
+def feature_sums(
+    layers: Sequence[np.ndarray], centres: Sequence[np.ndarray], pairs: Sequence[tuple[int, int]]
+) -> FeatureSums:
     """The sums of one shard: ``layers`` m arrays [n_s, p_i] (the same rows in the same order;
     float16/32/64), ``centres`` m float64 vectors [p_i] (the same for every shard),
     ``pairs`` the (i, j) layer pairs wanted (self pairs (i, i) included when wanted)."""
@@ -87,7 +88,7 @@ def feature_sums(layers: Sequence[np.ndarray], centres: Sequence[np.ndarray],
     h = [np.zeros(dims[i]) for i, _ in pairs]
     step = max(1, _CHUNK_ELEMS // max(1, sum(dims)))
     for s in range(0, n, step):
-        xs = [np.subtract(x[s:s + step], c, dtype=np.float64) for x, c in zip(layers, centres)]
+        xs = [np.subtract(x[s : s + step], c, dtype=np.float64) for x, c in zip(layers, centres)]
         if not all(np.isfinite(x).all() for x in xs):
             raise AnalysisError("non-finite values (NaN or inf) in the layers")
         ds = [np.einsum("ij,ij->i", x, x) for x in xs]
@@ -99,8 +100,7 @@ def feature_sums(layers: Sequence[np.ndarray], centres: Sequence[np.ndarray],
             E[k] += float(ds[i] @ ds[j])
             g[k] += ds[i] @ xs[j]
             h[k] += ds[j] @ xs[i]
-    return FeatureSums(n=n, u=tuple(u), dsum=tuple(dsum), pairs=pairs, C=tuple(C), E=tuple(E),
-                       g=tuple(g), h=tuple(h))
+    return FeatureSums(n=n, u=tuple(u), dsum=tuple(dsum), pairs=pairs, C=tuple(C), E=tuple(E), g=tuple(g), h=tuple(h))
 
 
 def add_feature_sums(parts: Sequence[FeatureSums]) -> FeatureSums:
@@ -136,8 +136,9 @@ def _hsic(s: FeatureSums, k: int, debiased: bool) -> float:
     return (t + si * sj / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * rr) / (n * (n - 3))
 
 
-def cka_from_sums(sums: FeatureSums | Sequence[FeatureSums], index_a: Sequence[int],
-                  index_b: Sequence[int], *, debiased: bool = True) -> np.ndarray:
+def cka_from_sums(
+    sums: FeatureSums | Sequence[FeatureSums], index_a: Sequence[int], index_b: Sequence[int], *, debiased: bool = True
+) -> np.ndarray:
     """CKA [len(index_a), len(index_b)] float64 of layers ``index_a`` against ``index_b``
     from the summed statistics (one FeatureSums, or several holding disjoint pairs of the
     same rows, e.g. computed in groups to bound memory). Needs the pairs (a, b) and the self
@@ -148,8 +149,10 @@ def cka_from_sums(sums: FeatureSums | Sequence[FeatureSums], index_a: Sequence[i
     if any(p.n != n for p in parts):
         raise AnalysisError("sums of different rows cannot be combined")
     if n < (4 if debiased else 2):
-        raise AnalysisError(f"n = {n} prompts is too few: "
-                            + ("debiased CKA needs n >= 4 prompts" if debiased else "biased CKA needs n >= 2 prompts"))
+        raise AnalysisError(
+            f"n = {n} prompts is too few: "
+            + ("debiased CKA needs n >= 4 prompts" if debiased else "biased CKA needs n >= 2 prompts")
+        )
     where = {pair: (p, k) for p in parts for k, pair in enumerate(p.pairs)}
 
     def hsic(i: int, j: int) -> float:
@@ -162,8 +165,10 @@ def cka_from_sums(sums: FeatureSums | Sequence[FeatureSums], index_a: Sequence[i
     for i, v in selves.items():
         if not v > 0:
             kind = "debiased HSIC1" if debiased else "HSIC"
-            raise AnalysisError(f"the {kind} of layer {i} with itself is {v:.3g} (not positive) over n = {n} "
-                                "prompts, so CKA is undefined (a constant layer, or too few prompts)")
+            raise AnalysisError(
+                f"the {kind} of layer {i} with itself is {v:.3g} (not positive) over n = {n} "
+                "prompts, so CKA is undefined (a constant layer, or too few prompts)"
+            )
     out = np.empty((len(index_a), len(index_b)))
     for r, i in enumerate(index_a):
         for c, j in enumerate(index_b):

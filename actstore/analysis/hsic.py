@@ -70,25 +70,36 @@ def layer_stats(x: np.ndarray, name: str = "X") -> LayerStats:
     if total == 0.0 or total <= 1e-24 * scale:
         raise AnalysisError(
             f"{name} is constant over the {n} prompts (every column has zero variance); "
-            f"CKA is undefined for a constant layer")
-    return LayerStats(n=n, mean=mean, d=dn, r=-dn, s=float(un @ un) - total,
-                      total_variance=total)
+            f"CKA is undefined for a constant layer"
+        )
+    return LayerStats(n=n, mean=mean, d=dn, r=-dn, s=float(un @ un) - total, total_variance=total)
 
 
-def cka_table(debiased: bool, t_ab: np.ndarray, t_aa: np.ndarray, t_bb: np.ndarray,
-              stats_a: list[LayerStats], stats_b: list[LayerStats], *,
-              r_dot: np.ndarray | None = None, d_dot: np.ndarray | None = None,
-              names: tuple[str, str] = ("layers_a", "layers_b"), indexed: bool = True,
-              ) -> np.ndarray:
+def cka_table(
+    debiased: bool,
+    t_ab: np.ndarray,
+    t_aa: np.ndarray,
+    t_bb: np.ndarray,
+    stats_a: list[LayerStats],
+    stats_b: list[LayerStats],
+    *,
+    r_dot: np.ndarray | None = None,
+    d_dot: np.ndarray | None = None,
+    names: tuple[str, str] = ("layers_a", "layers_b"),
+    indexed: bool = True,
+) -> np.ndarray:
     """Vectorised CKA for traces ``t_ab`` [..., m_a, m_b] (e.g. a leading permutation axis).
 
     ``r_dot`` / ``d_dot`` [..., m_a, m_b] override r_K . r_L and d_K . d_L (permuted
     vectors); by default they are taken from the stats. Self traces t_aa [m_a], t_bb [m_b].
     """
     n = stats_a[0].n
-    ra = np.stack([s.r for s in stats_a]); rb = np.stack([s.r for s in stats_b])
-    da = np.stack([s.d for s in stats_a]); db = np.stack([s.d for s in stats_b])
-    sa = np.array([s.s for s in stats_a]); sb = np.array([s.s for s in stats_b])
+    ra = np.stack([s.r for s in stats_a])
+    rb = np.stack([s.r for s in stats_b])
+    da = np.stack([s.d for s in stats_a])
+    db = np.stack([s.d for s in stats_b])
+    sa = np.array([s.s for s in stats_a])
+    sb = np.array([s.s for s in stats_b])
     if debiased:
         rd = ra @ rb.T if r_dot is None else r_dot
         c1, c2, c3 = (n - 1) * (n - 2), 2.0 / (n - 2), n * (n - 3)
@@ -107,7 +118,7 @@ def cka_table(debiased: bool, t_ab: np.ndarray, t_aa: np.ndarray, t_bb: np.ndarr
             which = f"{nm}[{bad[0]}]" if indexed else nm
             raise AnalysisError(
                 f"the {kind} of {which} with itself is {h[bad[0]]:.3g} (not positive) over "
-                f"n = {n} prompts, so CKA is undefined; use more prompts"
-                + (" or debiased=False" if debiased else ""))
+                f"n = {n} prompts, so CKA is undefined; use more prompts" + (" or debiased=False" if debiased else "")
+            )
     cka: np.ndarray = num / np.sqrt(np.multiply.outer(ha, hb))
     return cka

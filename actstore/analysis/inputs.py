@@ -7,15 +7,15 @@ from collections.abc import Callable
 import numpy as np
 
 from . import validation as V
-from .hsic import LayerStats, layer_stats
 from .errors import AnalysisError
+from .hsic import LayerStats, layer_stats
 
 __all__ = ["prepare_layers"]
 
 
-def prepare_layers(layers_a: object, layers_b: object, *, debiased: bool, name_a: str,
-                   name_b: str, indexed: bool = True) -> tuple[list[np.ndarray], list[np.ndarray],
-                                         list[LayerStats], list[LayerStats], int]:
+def prepare_layers(
+    layers_a: object, layers_b: object, *, debiased: bool, name_a: str, name_b: str, indexed: bool = True
+) -> tuple[list[np.ndarray], list[np.ndarray], list[LayerStats], list[LayerStats], int]:
     """Validate two sets of layers (same prompts) and compute each layer's float64 stats.
 
     Returns (layers_a, layers_b, stats_a, stats_b, n). Raises AnalysisError for: a bad
@@ -31,8 +31,7 @@ def prepare_layers(layers_a: object, layers_b: object, *, debiased: bool, name_a
     fb: Callable[[int], str] = (lambda j: f"{name_b}[{j}]") if indexed else (lambda j: name_b)
     n = V.check_same_rows([a[0], b[0]], [fa(0), fb(0)])
     if n < min_rows:
-        what = "debiased CKA needs n >= 4 prompts" if debiased else \
-            "biased CKA needs n >= 2 prompts"
+        what = "debiased CKA needs n >= 4 prompts" if debiased else "biased CKA needs n >= 2 prompts"
         raise AnalysisError(f"n = {n} prompts is too few: {what}")
     sa = [layer_stats(x, fa(i)) for i, x in enumerate(a)]
     sb = [layer_stats(y, fb(j)) for j, y in enumerate(b)]

@@ -28,8 +28,15 @@ from . import validation as V
 from .devices import from_numpy, resolve_device
 from .errors import AnalysisError, StopCheck, check_stop
 
-__all__ = ["check_graphs", "knn_graph", "knn_graph_recall", "mutual_knn", "affinity_matrix", "null_mean",
-           "normalized_rows"]
+__all__ = [
+    "check_graphs",
+    "knn_graph",
+    "knn_graph_recall",
+    "mutual_knn",
+    "affinity_matrix",
+    "null_mean",
+    "normalized_rows",
+]
 
 _BACKENDS = ("auto", "torch", "faiss")
 _PAD = 4  # extra candidates searched beyond k
@@ -52,18 +59,20 @@ def normalized_rows(X: np.ndarray, name: str = "X") -> np.ndarray:
     out = np.empty((n, d), dtype=np.float32)
     rows = max(1, (1 << 22) // max(1, d))
     for s in range(0, n, rows):
-        x = X[s:s + rows].astype(np.float64)
+        x = X[s : s + rows].astype(np.float64)
         norms = np.sqrt(np.einsum("ij,ij->i", x, x))
         zero = np.flatnonzero(norms == 0)
         if zero.size:
-            raise AnalysisError(f"{name} row {s + zero[0]} is all zeros; cosine similarity "
-                                f"is undefined for a zero vector")
-        out[s:s + rows] = x / norms[:, None]
+            raise AnalysisError(
+                f"{name} row {s + zero[0]} is all zeros; cosine similarity is undefined for a zero vector"
+            )
+        out[s : s + rows] = x / norms[:, None]
     return out
 
 
-def knn_graph(X: np.ndarray, k: int, *, device: str = "auto",
-              backend: str = "auto", should_stop: StopCheck | None = None) -> np.ndarray:
+def knn_graph(
+    X: np.ndarray, k: int, *, device: str = "auto", backend: str = "auto", should_stop: StopCheck | None = None
+) -> np.ndarray:
     """Cosine k-NN graph of one layer.
 
     Args:
@@ -92,8 +101,9 @@ def knn_graph(X: np.ndarray, k: int, *, device: str = "auto",
     return _finish(xn, vals, idx, k_, dev)
 
 
-def knn_graph_recall(X: np.ndarray, graph: np.ndarray, *, sample: int = 256, seed: int = 0,
-                     device: str = "auto") -> float:
+def knn_graph_recall(
+    X: np.ndarray, graph: np.ndarray, *, sample: int = 256, seed: int = 0, device: str = "auto"
+) -> float:
     """Recall of an (approximate) cosine k-NN graph against exact search, on sampled rows.
 
     Args:
@@ -117,7 +127,7 @@ def knn_graph_recall(X: np.ndarray, graph: np.ndarray, *, sample: int = 256, see
     xn = from_numpy(normalized_rows(x)).to(dev)
     hits = 0
     for s0 in range(0, len(rows), 256):
-        r = rows[s0:s0 + 256]
+        r = rows[s0 : s0 + 256]
         sims = xn[torch.as_tensor(r, device=dev)] @ xn.T
         sims[torch.arange(len(r), device=dev), torch.as_tensor(r, device=dev)] = -torch.inf
         exact = torch.topk(sims, k, dim=1).indices.cpu().numpy()
@@ -126,8 +136,12 @@ def knn_graph_recall(X: np.ndarray, graph: np.ndarray, *, sample: int = 256, see
     return hits / (len(rows) * k)
 
 
-def _torch_candidates(xn: np.ndarray, c: int, dev: torch.device, should_stop: StopCheck | None = None,
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def _torch_candidates(
+    xn: np.ndarray,
+    c: int,
+    dev: torch.device,
+    should_stop: StopCheck | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-c (similarity, index) per row, self excluded, by a symmetric blocked self-join."""
     n = xn.shape[0]
     x = from_numpy(xn).to(dev)
@@ -159,8 +173,7 @@ def _torch_candidates(xn: np.ndarray, c: int, dev: torch.device, should_stop: St
     return best_v.cpu().numpy(), best_i.cpu().numpy()
 
 
-def _faiss_candidates(xn: np.ndarray, c: int, dev: torch.device
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def _faiss_candidates(xn: np.ndarray, c: int, dev: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """Top-c (similarity, index) per row, self excluded, from a faiss IndexFlatIP."""
     import faiss
 
@@ -178,8 +191,7 @@ def _faiss_candidates(xn: np.ndarray, c: int, dev: torch.device
     return np.take_along_axis(vals, order, 1), np.take_along_axis(idx, order, 1)
 
 
-def _finish(xn: np.ndarray, vals: np.ndarray, idx: np.ndarray, k: int,
-            dev: torch.device) -> np.ndarray:
+def _finish(xn: np.ndarray, vals: np.ndarray, idx: np.ndarray, k: int, dev: torch.device) -> np.ndarray:
     """Sort candidates by (-similarity, index); redo rows whose tie at rank k may be cut."""
     n, c = idx.shape
     order = np.lexsort((idx, -vals), axis=-1)
@@ -192,7 +204,7 @@ def _finish(xn: np.ndarray, vals: np.ndarray, idx: np.ndarray, k: int,
     if redo.size:
         x = from_numpy(xn).to(dev)
         for s0 in range(0, redo.size, 256):
-            rows = redo[s0:s0 + 256]
+            rows = redo[s0 : s0 + 256]
             sims = (x[torch.as_tensor(rows, device=dev)] @ x.T).cpu().numpy()
             sims[np.arange(rows.size), rows] = -np.inf
             cols = np.broadcast_to(np.arange(n), sims.shape)
@@ -204,20 +216,18 @@ def _finish(xn: np.ndarray, vals: np.ndarray, idx: np.ndarray, k: int,
 def _check_graph(g: object, name: str) -> np.ndarray:
     a = np.asarray(g)
     if a.dtype.kind not in "iu" or a.ndim != 2:
-        raise AnalysisError(f"{name} must be an integer array [n, k], got dtype {a.dtype} "
-                            f"and shape {tuple(a.shape)}")
+        raise AnalysisError(f"{name} must be an integer array [n, k], got dtype {a.dtype} and shape {tuple(a.shape)}")
     n, k = a.shape
     if n < 2 or not 1 <= k <= n - 1:
-        raise AnalysisError(f"{name} has shape {tuple(a.shape)}; a k-NN graph needs "
-                            f"n >= 2 rows and 1 <= k <= n - 1 columns")
+        raise AnalysisError(
+            f"{name} has shape {tuple(a.shape)}; a k-NN graph needs n >= 2 rows and 1 <= k <= n - 1 columns"
+        )
     if a.min() < 0 or a.max() >= n:
-        raise AnalysisError(f"{name} holds neighbour index {a.min() if a.min() < 0 else a.max()}"
-                            f" outside [0, {n - 1}]")
+        raise AnalysisError(f"{name} holds neighbour index {a.min() if a.min() < 0 else a.max()} outside [0, {n - 1}]")
     srt = np.sort(a, axis=1)
     if k > 1 and (srt[:, 1:] == srt[:, :-1]).any():
         row = int(np.flatnonzero((srt[:, 1:] == srt[:, :-1]).any(axis=1))[0])
-        raise AnalysisError(f"{name} row {row} lists a neighbour twice; rows must hold k "
-                            f"distinct prompts")
+        raise AnalysisError(f"{name} row {row} lists a neighbour twice; rows must hold k distinct prompts")
     return a.astype(np.int64, copy=False)
 
 
@@ -241,14 +251,15 @@ def mutual_knn(graph_a: np.ndarray, graph_b: np.ndarray) -> float:
     a = _check_graph(graph_a, "graph_a")
     b = _check_graph(graph_b, "graph_b")
     if a.shape != b.shape:
-        raise AnalysisError(f"graph shapes differ: graph_a is {a.shape}, graph_b is "
-                            f"{b.shape}; both need the same prompts (n) and the same k")
+        raise AnalysisError(
+            f"graph shapes differ: graph_a is {a.shape}, graph_b is "
+            f"{b.shape}; both need the same prompts (n) and the same k"
+        )
     n, k = a.shape
     return float(_shared(_keys(a), _keys(b)) / (k * n))
 
 
-def affinity_matrix(graphs_a: Sequence[np.ndarray],
-                    graphs_b: Sequence[np.ndarray]) -> np.ndarray:
+def affinity_matrix(graphs_a: Sequence[np.ndarray], graphs_b: Sequence[np.ndarray]) -> np.ndarray:
     """Mutual k-NN of every graph in ``graphs_a`` with every graph in ``graphs_b``.
 
     Takes one k-NN graph per layer (from :func:`knn_graph`; never recomputed per pair), all
@@ -259,8 +270,10 @@ def affinity_matrix(graphs_a: Sequence[np.ndarray],
     ga = check_graphs(graphs_a, "graphs_a")
     gb = check_graphs(graphs_b, "graphs_b")
     if ga[0].shape != gb[0].shape:
-        raise AnalysisError(f"graph shapes differ: graphs_a are {ga[0].shape}, graphs_b are "
-                            f"{gb[0].shape}; all need the same prompts (n) and the same k")
+        raise AnalysisError(
+            f"graph shapes differ: graphs_a are {ga[0].shape}, graphs_b are "
+            f"{gb[0].shape}; all need the same prompts (n) and the same k"
+        )
     n, k = ga[0].shape
     ka = [_keys(g) for g in ga]
     kb = [_keys(g) for g in gb]
@@ -276,13 +289,13 @@ def check_graphs(graphs: object, name: str) -> list[np.ndarray]:
     0..n-1 per row, all the same shape); returns them as int64 arrays. AnalysisError naming
     the first bad graph otherwise."""
     if isinstance(graphs, np.ndarray) and graphs.ndim == 2:
-        raise AnalysisError(f"{name} must be a sequence of [n, k] graphs, got one 2-D array; "
-                            f"wrap it in a list")
+        raise AnalysisError(f"{name} must be a sequence of [n, k] graphs, got one 2-D array; wrap it in a list")
     if not isinstance(graphs, (Sequence, np.ndarray)) or len(graphs) == 0:
         raise AnalysisError(f"{name} must be a non-empty sequence of [n, k] graphs")
     out = [_check_graph(g, f"{name}[{i}]") for i, g in enumerate(graphs)]
     for i, g in enumerate(out):
         if g.shape != out[0].shape:
-            raise AnalysisError(f"{name}[{i}] has shape {g.shape} but {name}[0] has "
-                                f"{out[0].shape}; all graphs need the same n and k")
+            raise AnalysisError(
+                f"{name}[{i}] has shape {g.shape} but {name}[0] has {out[0].shape}; all graphs need the same n and k"
+            )
     return out

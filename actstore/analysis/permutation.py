@@ -34,13 +34,19 @@ import torch
 
 from . import validation as V
 from .devices import resolve_device, resolve_precision
+from .errors import AnalysisError, StopCheck, check_stop
 from .hsic import cka_table
 from .inputs import prepare_layers
 from .traces import full_gram
-from .errors import AnalysisError, StopCheck, check_stop
 
-__all__ = ["CkaTest", "CkaMatrixTest", "cka_permutation_test",
-           "cka_matrix_permutation_test", "permutation_p_value", "stratified_permutations"]
+__all__ = [
+    "CkaTest",
+    "CkaMatrixTest",
+    "cka_permutation_test",
+    "cka_matrix_permutation_test",
+    "permutation_p_value",
+    "stratified_permutations",
+]
 
 DEFAULT_PERM_MEMORY_BUDGET = 4 << 30  # bytes for cached Gram matrices
 _GATHER_BYTES = 64 << 20  # temporary per gather block
@@ -84,8 +90,11 @@ class CkaMatrixTest:
     debiased: bool
 
 
-def permutation_p_value(null: np.ndarray, observed: np.ndarray | float, tol: float = 0.0,
-                        ) -> np.ndarray | float:
+def permutation_p_value(
+    null: np.ndarray,
+    observed: np.ndarray | float,
+    tol: float = 0.0,
+) -> np.ndarray | float:
     """(1 + #{null >= observed - tol}) / (1 + P) along axis 0 of ``null`` [P, ...]."""
     null = np.asarray(null, dtype=np.float64)
     count = np.sum(null >= np.asarray(observed) - tol, axis=0)
@@ -98,8 +107,7 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _permuted_traces(ks: torch.Tensor, kl: torch.Tensor, sigma: np.ndarray,
-                     rows: int) -> np.ndarray:
+def _permuted_traces(ks: torch.Tensor, kl: torch.Tensor, sigma: np.ndarray, rows: int) -> np.ndarray:
     """T[s, l] = <K~_s[sigma][:, sigma], L~_l>_F for stacks ks [m_s, n, n], kl [m_l, n, n].
 
     Gathers ``rows`` permuted rows of every K~_s at a time (numpy's take on CPU, which is
@@ -130,13 +138,19 @@ def _permuted_traces(ks: torch.Tensor, kl: torch.Tensor, sigma: np.ndarray,
     return out.cpu().numpy()
 
 
-def cka_matrix_permutation_test(layers_a: Sequence[np.ndarray],
-                                layers_b: Sequence[np.ndarray], *, permutations: int,
-                                seed: int = 0, debiased: bool = True, device: str = "auto",
-                                precision: str = "auto",
-                                memory_budget_bytes: int = DEFAULT_PERM_MEMORY_BUDGET,
-                                should_stop: StopCheck | None = None,
-                                strata: Sequence[object] | np.ndarray | None = None) -> CkaMatrixTest:
+def cka_matrix_permutation_test(
+    layers_a: Sequence[np.ndarray],
+    layers_b: Sequence[np.ndarray],
+    *,
+    permutations: int,
+    seed: int = 0,
+    debiased: bool = True,
+    device: str = "auto",
+    precision: str = "auto",
+    memory_budget_bytes: int = DEFAULT_PERM_MEMORY_BUDGET,
+    should_stop: StopCheck | None = None,
+    strata: Sequence[object] | np.ndarray | None = None,
+) -> CkaMatrixTest:
     """CKA matrix [m_a, m_b] with per-cell and max-statistic permutation p-values.
 
     Args:
@@ -150,29 +164,47 @@ def cka_matrix_permutation_test(layers_a: Sequence[np.ndarray],
         strata: optional label per prompt [n] (e.g. its dataset): the null is stratified,
             each draw permutes rows only within a stratum (see :func:`stratified_permutations`).
     """
-    return _matrix_test(layers_a, layers_b, permutations=permutations, seed=seed,
-                        debiased=debiased, device=device, precision=precision,
-                        memory_budget_bytes=memory_budget_bytes, should_stop=should_stop,
-                        strata=strata)
+    return _matrix_test(
+        layers_a,
+        layers_b,
+        permutations=permutations,
+        seed=seed,
+        debiased=debiased,
+        device=device,
+        precision=precision,
+        memory_budget_bytes=memory_budget_bytes,
+        should_stop=should_stop,
+        strata=strata,
+    )
 
 
-def _matrix_test(layers_a: object, layers_b: object, *, permutations: int, seed: int, debiased: bool,
-                 device: str, precision: str, memory_budget_bytes: int,
-                 names: tuple[str, str] = ("layers_a", "layers_b"), indexed: bool = True,
-                 should_stop: StopCheck | None = None,
-                 strata: Sequence[object] | np.ndarray | None = None) -> CkaMatrixTest:
+def _matrix_test(
+    layers_a: object,
+    layers_b: object,
+    *,
+    permutations: int,
+    seed: int,
+    debiased: bool,
+    device: str,
+    precision: str,
+    memory_budget_bytes: int,
+    names: tuple[str, str] = ("layers_a", "layers_b"),
+    indexed: bool = True,
+    should_stop: StopCheck | None = None,
+    strata: Sequence[object] | np.ndarray | None = None,
+) -> CkaMatrixTest:
     P = V.check_int(permutations, "permutations", minimum=0)
     seed = V.check_int(seed, "seed", minimum=0)
-    a, b, sa, sb, n = prepare_layers(layers_a, layers_b, debiased=debiased,
-                                     name_a=names[0], name_b=names[1], indexed=indexed)
+    a, b, sa, sb, n = prepare_layers(
+        layers_a, layers_b, debiased=debiased, name_a=names[0], name_b=names[1], indexed=indexed
+    )
     groups = _strata_groups(strata, n)
     dev = resolve_device(device)
     m_a, m_b = len(a), len(b)
     perm_a = m_a <= m_b  # gather the side with fewer layers
     s_layers, s_stats, l_layers, l_stats = (a, sa, b, sb) if perm_a else (b, sb, a, sa)
     m_s, m_l = len(s_layers), len(l_layers)
-    dt = resolve_precision(precision, small=(m_s + m_l) * n * n * 8 + _GATHER_BYTES
-                           <= memory_budget_bytes)
+    dt = resolve_precision(precision, small=(m_s + m_l) * n * n * 8 + _GATHER_BYTES <= memory_budget_bytes)
     it = dt.itemsize
     cache = m_s * n * n * it
     chunk = int((memory_budget_bytes - cache - _GATHER_BYTES) // (n * n * it))
@@ -182,34 +214,33 @@ def _matrix_test(layers_a: object, layers_b: object, *, permutations: int, seed:
             f"a permutation test on n = {n} prompts with {m_s} + {m_l} layers needs at least "
             f"{need / 2**30:.2f} GiB of Gram matrices ({dt.name}) but memory_budget_bytes is "
             f"{memory_budget_bytes / 2**30:.2f} GiB; use fewer prompts or layers, or raise "
-            f"the budget")
+            f"the budget"
+        )
     rows = max(1, _GATHER_BYTES // (2 * m_s * n * it))
 
-    ks = torch.stack([full_gram(x, st, dtype=dt, device=dev)
-                      for x, st in zip(s_layers, s_stats)])
+    ks = torch.stack([full_gram(x, st, dtype=dt, device=dev) for x, st in zip(s_layers, s_stats)])
     t_ss = np.array([float(torch.linalg.vector_norm(k, dtype=torch.float64)) ** 2 for k in ks])
     t = np.empty((P + 1, m_s, m_l))
     t_ll = np.empty(m_l)
     for c0 in range(0, m_l, chunk):
         c1 = min(m_l, c0 + chunk)
-        kl = torch.stack([full_gram(l_layers[j], l_stats[j], dtype=dt, device=dev)
-                          for j in range(c0, c1)])
-        t_ll[c0:c1] = [float(torch.linalg.vector_norm(k, dtype=torch.float64)) ** 2
-                       for k in kl]
+        kl = torch.stack([full_gram(l_layers[j], l_stats[j], dtype=dt, device=dev) for j in range(c0, c1)])
+        t_ll[c0:c1] = [float(torch.linalg.vector_norm(k, dtype=torch.float64)) ** 2 for k in kl]
         for k_, sigma in enumerate(_sigmas(n, P, seed, perm_a, groups)):
             check_stop(should_stop, k_, P, "permutations")
             t[k_, :, c0:c1] = _permuted_traces(ks, kl, sigma, rows)
         del kl
     # Vector terms under each permutation (cheap: n m_s m_l per draw).
-    rs = np.stack([st.r for st in s_stats]); rl = np.stack([st.r for st in l_stats])
-    ds = np.stack([st.d for st in s_stats]); dl = np.stack([st.d for st in l_stats])
+    rs = np.stack([st.r for st in s_stats])
+    rl = np.stack([st.r for st in l_stats])
+    ds = np.stack([st.d for st in s_stats])
+    dl = np.stack([st.d for st in l_stats])
     vec = np.empty((P + 1, m_s, m_l))
     for k_, sigma in enumerate(_sigmas(n, P, seed, perm_a, groups)):
         vec[k_] = (rs[:, sigma] @ rl.T) if debiased else (ds[:, sigma] @ dl.T)
     kw = {"r_dot": vec} if debiased else {"d_dot": vec}
     nm = (names[0], names[1]) if perm_a else (names[1], names[0])
-    vals = cka_table(debiased, t, t_ss, t_ll, s_stats, l_stats, names=nm, indexed=indexed,
-                     **kw)
+    vals = cka_table(debiased, t, t_ss, t_ll, s_stats, l_stats, names=nm, indexed=indexed, **kw)
     if not perm_a:
         vals = np.swapaxes(vals, 1, 2)
     observed, null = vals[0].copy(), vals[1:].copy()
@@ -218,13 +249,20 @@ def _matrix_test(layers_a: object, layers_b: object, *, permutations: int, seed:
     best = (int(bi), int(bj))
     null_max = null.reshape(P, -1).max(axis=1) if P else np.empty(0)
     p_max = permutation_p_value(null_max, observed[best], tol)
-    p_adj = np.asarray(permutation_p_value(null_max[:, None, None] if P else
-                                           np.empty((0, 1, 1)), observed, tol))
+    p_adj = np.asarray(permutation_p_value(null_max[:, None, None] if P else np.empty((0, 1, 1)), observed, tol))
     p_vals = np.asarray(permutation_p_value(null, observed, tol))
-    return CkaMatrixTest(values=_readonly(observed), p_max=float(p_max), best=best,
-                         null_max=_readonly(null_max), p_adjusted=_readonly(p_adj),
-                         p_values=_readonly(p_vals), null=_readonly(null), permutations=P,
-                         seed=seed, debiased=bool(debiased))
+    return CkaMatrixTest(
+        values=_readonly(observed),
+        p_max=float(p_max),
+        best=best,
+        null_max=_readonly(null_max),
+        p_adjusted=_readonly(p_adj),
+        p_values=_readonly(p_vals),
+        null=_readonly(null),
+        permutations=P,
+        seed=seed,
+        debiased=bool(debiased),
+    )
 
 
 def _strata_groups(strata: Sequence[object] | np.ndarray | None, n: int) -> list[np.ndarray] | None:
@@ -233,16 +271,16 @@ def _strata_groups(strata: Sequence[object] | np.ndarray | None, n: int) -> list
         return None
     labels = np.asarray(strata, dtype=object).reshape(-1)
     if len(labels) != n:
-        raise AnalysisError(f"strata has {len(labels)} labels but there are n = {n} prompts; "
-                            f"give one label per prompt")
+        raise AnalysisError(f"strata has {len(labels)} labels but there are n = {n} prompts; give one label per prompt")
     first: dict[object, list[int]] = {}
     for i, lab in enumerate(labels.tolist()):
         first.setdefault(lab, []).append(i)
     return [np.asarray(v, dtype=np.int64) for v in first.values()]
 
 
-def stratified_permutations(n: int, permutations: int, seed: int,
-                            strata: Sequence[object] | np.ndarray | None = None) -> Iterator[np.ndarray]:
+def stratified_permutations(
+    n: int, permutations: int, seed: int, strata: Sequence[object] | np.ndarray | None = None
+) -> Iterator[np.ndarray]:
     """The P permutations pi [n] of a test's null, in draw order (Y's row i -> Y[pi[i]]).
 
     Without strata: ``default_rng(seed).permutation(n)`` per draw. With strata (one label per
@@ -264,8 +302,13 @@ def _draw(rng: np.random.Generator, n: int, groups: list[np.ndarray] | None) -> 
     return pi
 
 
-def _sigmas(n: int, P: int, seed: int, perm_a: bool, groups: list[np.ndarray] | None = None,
-            ) -> Iterator[np.ndarray]:
+def _sigmas(
+    n: int,
+    P: int,
+    seed: int,
+    perm_a: bool,
+    groups: list[np.ndarray] | None = None,
+) -> Iterator[np.ndarray]:
     """Identity, then the P draws; as applied to the gathered side (pi^-1 when that is A)."""
     yield np.arange(n)
     rng = np.random.default_rng(seed)
@@ -274,12 +317,19 @@ def _sigmas(n: int, P: int, seed: int, perm_a: bool, groups: list[np.ndarray] | 
         yield np.argsort(pi) if perm_a else pi
 
 
-def cka_permutation_test(X: np.ndarray, Y: np.ndarray, *, permutations: int, seed: int = 0,
-                         debiased: bool = True, device: str = "auto",
-                         precision: str = "auto",
-                         memory_budget_bytes: int = DEFAULT_PERM_MEMORY_BUDGET,
-                         should_stop: StopCheck | None = None,
-                         strata: Sequence[object] | np.ndarray | None = None) -> CkaTest:
+def cka_permutation_test(
+    X: np.ndarray,
+    Y: np.ndarray,
+    *,
+    permutations: int,
+    seed: int = 0,
+    debiased: bool = True,
+    device: str = "auto",
+    precision: str = "auto",
+    memory_budget_bytes: int = DEFAULT_PERM_MEMORY_BUDGET,
+    should_stop: StopCheck | None = None,
+    strata: Sequence[object] | np.ndarray | None = None,
+) -> CkaTest:
     """Permutation test of CKA(X, Y) for X [n, p], Y [n, q] (rows = same prompts).
 
     Permutes the rows of Y ``permutations`` times (numpy default_rng(seed)); returns the
@@ -289,11 +339,25 @@ def cka_permutation_test(X: np.ndarray, Y: np.ndarray, *, permutations: int, see
     ``strata`` (one label per row, e.g. the prompt's dataset) stratifies the null: rows of Y
     are permuted within each stratum only (:func:`stratified_permutations` gives the draws).
     """
-    res = _matrix_test([X], [Y], permutations=permutations, seed=seed, debiased=debiased,
-                       device=device, precision=precision,
-                       memory_budget_bytes=memory_budget_bytes, names=("X", "Y"),
-                       indexed=False, should_stop=should_stop, strata=strata)
-    return CkaTest(value=float(res.values[0, 0]), p_value=float(res.p_values[0, 0]),
-                   permutations=res.permutations, null=_readonly(res.null[:, 0, 0].copy()),
-                   seed=res.seed,
-                   debiased=bool(debiased))
+    res = _matrix_test(
+        [X],
+        [Y],
+        permutations=permutations,
+        seed=seed,
+        debiased=debiased,
+        device=device,
+        precision=precision,
+        memory_budget_bytes=memory_budget_bytes,
+        names=("X", "Y"),
+        indexed=False,
+        should_stop=should_stop,
+        strata=strata,
+    )
+    return CkaTest(
+        value=float(res.values[0, 0]),
+        p_value=float(res.p_values[0, 0]),
+        permutations=res.permutations,
+        null=_readonly(res.null[:, 0, 0].copy()),
+        seed=res.seed,
+        debiased=bool(debiased),
+    )

@@ -39,8 +39,17 @@ import numpy as np
 
 from .errors import AnalysisError
 
-__all__ = ["DEFAULT_OUTLIER_SHARE", "DEFAULT_PLATONIC_QUANTILE", "PREPROCESS", "Preprocessor",
-           "check_preprocess", "check_threshold", "fit_preprocess", "platonic_clip", "preprocess"]
+__all__ = [
+    "DEFAULT_OUTLIER_SHARE",
+    "DEFAULT_PLATONIC_QUANTILE",
+    "PREPROCESS",
+    "Preprocessor",
+    "check_preprocess",
+    "check_threshold",
+    "fit_preprocess",
+    "platonic_clip",
+    "preprocess",
+]
 
 PREPROCESS = ("none", "standardize", "drop_outlier_dims", "platonic")
 DEFAULT_OUTLIER_SHARE = 0.05
@@ -59,8 +68,11 @@ def check_preprocess(method: object) -> str:
 
 def check_threshold(threshold: object) -> float:
     """An outlier variance share strictly between 0 and 1."""
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating, np.integer)) \
-            or not 0.0 < float(threshold) < 1.0:
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, (int, float, np.floating, np.integer))
+        or not 0.0 < float(threshold) < 1.0
+    ):
         raise AnalysisError(f"outlier threshold must be a number strictly between 0 and 1, got {threshold!r}")
     return float(threshold)
 
@@ -82,8 +94,7 @@ class Preprocessor:
         """The preprocessed float64 rows of X [m, width]."""
         x = _matrix(X, name, min_rows=1)
         if x.shape[1] != self.width:
-            raise AnalysisError(f"{name} has {x.shape[1]} columns but the preprocessing was fitted on "
-                                f"{self.width}")
+            raise AnalysisError(f"{name} has {x.shape[1]} columns but the preprocessing was fitted on {self.width}")
         if self.method == "none":
             return x
         if self.method == "platonic":
@@ -116,8 +127,13 @@ def _check_quantile(q: object) -> float:
     return float(q)
 
 
-def platonic_clip(layers: np.ndarray | Iterable[object], quantile: float = DEFAULT_PLATONIC_QUANTILE, *,
-                  exact_quantile: bool = False, name: str = "layers") -> float | None:
+def platonic_clip(
+    layers: np.ndarray | Iterable[object],
+    quantile: float = DEFAULT_PLATONIC_QUANTILE,
+    *,
+    exact_quantile: bool = False,
+    name: str = "layers",
+) -> float | None:
     """platonic-rep's clipping value c of one feature set (module doc), or None for q = 1.
 
     ``layers``: one array [n, d] or a sequence of L arrays [n, d_l] over the same n rows (one
@@ -142,9 +158,16 @@ def platonic_clip(layers: np.ndarray | Iterable[object], quantile: float = DEFAU
     return float(np.quantile(a, q, axis=1).mean())
 
 
-def fit_preprocess(X: object, method: object = "none", *, threshold: float = DEFAULT_OUTLIER_SHARE,
-                   name: str = "X", quantile: float = DEFAULT_PLATONIC_QUANTILE,
-                   exact_quantile: bool = False, clip: float | None = None) -> Preprocessor:
+def fit_preprocess(
+    X: object,
+    method: object = "none",
+    *,
+    threshold: float = DEFAULT_OUTLIER_SHARE,
+    name: str = "X",
+    quantile: float = DEFAULT_PLATONIC_QUANTILE,
+    exact_quantile: bool = False,
+    clip: float | None = None,
+) -> Preprocessor:
     """Fit ``method`` on the rows of X [n, d] (n >= 2). Raises AnalysisError when every column
     would be dropped or X has no variance. ``quantile``, ``exact_quantile`` and ``clip`` apply
     to ``platonic`` only (module doc): a given ``clip`` (>= 0, in activation units) is used
@@ -158,16 +181,18 @@ def fit_preprocess(X: object, method: object = "none", *, threshold: float = DEF
     if m == "platonic":
         if clip is None:
             c = platonic_clip(x, quantile, exact_quantile=exact_quantile, name=name)
-        elif isinstance(clip, bool) or not isinstance(clip, (int, float, np.floating, np.integer)) \
-                or not 0.0 <= float(clip) < np.inf:
+        elif (
+            isinstance(clip, bool)
+            or not isinstance(clip, (int, float, np.floating, np.integer))
+            or not 0.0 <= float(clip) < np.inf
+        ):
             raise AnalysisError(f"platonic clip must be a finite number >= 0, got {clip!r}")
         else:
             c = float(clip)
         return Preprocessor(m, d, np.arange(d), (), clip=c)
     var = x.var(axis=0)
     if not var.max() > 0:
-        raise AnalysisError(f"{name} is constant over its {x.shape[0]} rows; preprocess {m} needs a column "
-                            f"that varies")
+        raise AnalysisError(f"{name} is constant over its {x.shape[0]} rows; preprocess {m} needs a column that varies")
     if m == "standardize":
         std = np.sqrt(var)
         keep_mask = std > _CONSTANT * std.max()
@@ -176,18 +201,26 @@ def fit_preprocess(X: object, method: object = "none", *, threshold: float = DEF
     keep = np.flatnonzero(keep_mask)
     dropped = tuple(int(j) for j in np.flatnonzero(~keep_mask))
     if len(keep) == 0:
-        raise AnalysisError(f"{m} would drop every one of the {d} columns of {name} (variance shares above "
-                            f"{tau}); raise the threshold")
+        raise AnalysisError(
+            f"{m} would drop every one of the {d} columns of {name} (variance shares above {tau}); raise the threshold"
+        )
     if m == "standardize":
         return Preprocessor(m, d, keep, dropped, x[:, keep].mean(0), np.sqrt(var[keep]))
     return Preprocessor(m, d, keep, dropped)
 
 
-def preprocess(X: object, method: object = "none", *, threshold: float = DEFAULT_OUTLIER_SHARE,
-               name: str = "X", quantile: float = DEFAULT_PLATONIC_QUANTILE,
-               exact_quantile: bool = False, clip: float | None = None,
-               ) -> tuple[np.ndarray, tuple[int, ...]]:
+def preprocess(
+    X: object,
+    method: object = "none",
+    *,
+    threshold: float = DEFAULT_OUTLIER_SHARE,
+    name: str = "X",
+    quantile: float = DEFAULT_PLATONIC_QUANTILE,
+    exact_quantile: bool = False,
+    clip: float | None = None,
+) -> tuple[np.ndarray, tuple[int, ...]]:
     """(X preprocessed by statistics of its own rows, the dropped column indices)."""
-    p = fit_preprocess(X, method, threshold=threshold, name=name, quantile=quantile,
-                       exact_quantile=exact_quantile, clip=clip)
+    p = fit_preprocess(
+        X, method, threshold=threshold, name=name, quantile=quantile, exact_quantile=exact_quantile, clip=clip
+    )
     return p.apply(X, name), p.dropped

@@ -64,7 +64,7 @@ class LinearProbe:
         self.C = V.check_positive(C, "C")
         self.max_iter = int(max_iter)
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "LinearProbe":
+    def fit(self, X: np.ndarray, y: np.ndarray) -> LinearProbe:
         import warnings
 
         from sklearn.exceptions import ConvergenceWarning
@@ -74,8 +74,7 @@ class LinearProbe:
         lab = _labels(y, len(x))
         classes = np.unique(lab)
         if len(classes) < 2:
-            raise AnalysisError(f"a probe needs at least 2 classes in its training labels, got only "
-                                f"{classes.tolist()}")
+            raise AnalysisError(f"a probe needs at least 2 classes in its training labels, got only {classes.tolist()}")
         x = np.asarray(x, dtype=np.float64)
         self.mean_ = x.mean(0)
         sd = x.std(0)
@@ -144,15 +143,20 @@ def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, 
 
     Raises AnalysisError when test_fraction is outside (0, 1) or fewer than 2 rows remain to train.
     """
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float, np.floating)) \
-            or not 0.0 < float(test_fraction) < 1.0:
+    if (
+        isinstance(test_fraction, bool)
+        or not isinstance(test_fraction, (int, float, np.floating))
+        or not 0.0 < float(test_fraction) < 1.0
+    ):
         raise AnalysisError(f"testFraction must be strictly between 0 and 1, got {test_fraction!r}")
     seed = V.check_int(seed, "seed", minimum=0)
     n = V.check_int(n, "n", minimum=0)
     n_test = max(1, int(round(float(test_fraction) * n)))
     if n - n_test < 2:
-        raise AnalysisError(f"too few prompts: n = {n} with testFraction {test_fraction} leaves "
-                            f"{n - n_test} to train on; at least 2 are needed")
+        raise AnalysisError(
+            f"too few prompts: n = {n} with testFraction {test_fraction} leaves "
+            f"{n - n_test} to train on; at least 2 are needed"
+        )
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[n_test:]), np.sort(perm[:n_test])
 
@@ -162,8 +166,9 @@ def _chance(y_test: np.ndarray) -> float:
     return float(counts.max() / len(y_test))
 
 
-def _check_task(S: object, T: object, y: object, Sb: object, Tb: object, bridge_min: int
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _check_task(
+    S: object, T: object, y: object, Sb: object, Tb: object, bridge_min: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     s = V.activations(S, "S (source task activations)", min_rows=3)
     t = V.activations(T, "T (target task activations)", min_rows=3)
     V.check_same_rows([s, t], ["S", "T"])
@@ -174,23 +179,38 @@ def _check_task(S: object, T: object, y: object, Sb: object, Tb: object, bridge_
     tb = V.activations(Tb, "T_bridge (target bridge activations)", min_rows=bridge_min)
     V.check_same_rows([sb, tb], ["S_bridge", "T_bridge"])
     if sb.shape[1] != s.shape[1] or tb.shape[1] != t.shape[1]:
-        raise AnalysisError(f"bridge and task widths differ: source {sb.shape[1]} vs {s.shape[1]}, "
-                            f"target {tb.shape[1]} vs {t.shape[1]}")
+        raise AnalysisError(
+            f"bridge and task widths differ: source {sb.shape[1]} vs {s.shape[1]}, target {tb.shape[1]} vs {t.shape[1]}"
+        )
     return s, t, lab, sb, tb
 
 
 def _fit_probe(X: np.ndarray, y: np.ndarray, C: float, which: str) -> LinearProbe:
     if len(np.unique(y)) < 2:
-        raise AnalysisError(f"the training split of the {which} probe has only one class "
-                            f"({np.unique(y).tolist()}); use more prompts or another seed")
+        raise AnalysisError(
+            f"the training split of the {which} probe has only one class "
+            f"({np.unique(y).tolist()}); use more prompts or another seed"
+        )
     return LinearProbe(C).fit(X, y)
 
 
 # --------------------------------------------------------------------------- transfer
-def probe_transfer(S: np.ndarray, T: np.ndarray, y: Sequence[int] | np.ndarray, S_bridge: np.ndarray,
-                   T_bridge: np.ndarray, *, method: str = "ridge", rank: int | None = None,
-                   alpha: float | None = None, test_fraction: float = 0.3, seed: int = 0,
-                   C: float = DEFAULT_C, device: str = "auto", precision: str = "auto") -> ProbeTransfer:
+def probe_transfer(
+    S: np.ndarray,
+    T: np.ndarray,
+    y: Sequence[int] | np.ndarray,
+    S_bridge: np.ndarray,
+    T_bridge: np.ndarray,
+    *,
+    method: str = "ridge",
+    rank: int | None = None,
+    alpha: float | None = None,
+    test_fraction: float = 0.3,
+    seed: int = 0,
+    C: float = DEFAULT_C,
+    device: str = "auto",
+    precision: str = "auto",
+) -> ProbeTransfer:
     """Probe transfer from target to source (module docstring; METHODS.md).
 
     Args:
@@ -211,19 +231,37 @@ def probe_transfer(S: np.ndarray, T: np.ndarray, y: Sequence[int] | np.ndarray, 
     task = LinearBridge(method, alpha=alpha, rank=rank, device=device, precision=precision).fit(t[train], s[train])
     yt = lab[test]
     return ProbeTransfer(
-        source_native=probe_s.score(s[test], yt), target_native=probe_t.score(t[test], yt),
+        source_native=probe_s.score(s[test], yt),
+        target_native=probe_t.score(t[test], yt),
         transferred=probe_s.score(frozen.predict(t[test]), yt),
-        task_specific=probe_s.score(task.predict(t[test]), yt), chance=_chance(yt),
-        n_train=len(train), n_test=len(test), n_bridge=len(sb), n_classes=len(np.unique(lab[train])),
-        method=method, rank=frozen.rank_, alpha_frozen=frozen.alpha_, alpha_task=task.alpha_,
+        task_specific=probe_s.score(task.predict(t[test]), yt),
+        chance=_chance(yt),
+        n_train=len(train),
+        n_test=len(test),
+        n_bridge=len(sb),
+        n_classes=len(np.unique(lab[train])),
+        method=method,
+        rank=frozen.rank_,
+        alpha_frozen=frozen.alpha_,
+        alpha_task=task.alpha_,
     )
 
 
-def probe_transfer_sweep(S: np.ndarray, T: np.ndarray, y: Sequence[int] | np.ndarray,
-                         S_bridge: np.ndarray, T_bridge: np.ndarray, ranks: Sequence[int], *,
-                         alpha: float | None = None, test_fraction: float = 0.3, seed: int = 0,
-                         C: float = DEFAULT_C, device: str = "auto",
-                         precision: str = "auto") -> ProbeTransferSweep:
+def probe_transfer_sweep(
+    S: np.ndarray,
+    T: np.ndarray,
+    y: Sequence[int] | np.ndarray,
+    S_bridge: np.ndarray,
+    T_bridge: np.ndarray,
+    ranks: Sequence[int],
+    *,
+    alpha: float | None = None,
+    test_fraction: float = 0.3,
+    seed: int = 0,
+    C: float = DEFAULT_C,
+    device: str = "auto",
+    precision: str = "auto",
+) -> ProbeTransferSweep:
     """Probe transfer through reduced-rank ridge bridges at every rank in ``ranks``.
 
     Shared work is done once: the split, both probes, one ridge fit per bridge (frozen and
@@ -239,8 +277,10 @@ def probe_transfer_sweep(S: np.ndarray, T: np.ndarray, y: Sequence[int] | np.nda
     probe_s = _fit_probe(s[train], lab[train], C, "source")
     probe_t = _fit_probe(t[train], lab[train], C, "target")
     yt = lab[test]
-    fams = [LowRankFamily(tb, sb, alpha, None, device, precision),
-            LowRankFamily(t[train], s[train], alpha, None, device, precision)]
+    fams = [
+        LowRankFamily(tb, sb, alpha, None, device, precision),
+        LowRankFamily(t[train], s[train], alpha, None, device, precision),
+    ]
     curves: list[list[float]] = [[], []]
     full: list[float] = []
     for fam, curve in zip(fams, curves):
@@ -250,11 +290,20 @@ def probe_transfer_sweep(S: np.ndarray, T: np.ndarray, y: Sequence[int] | np.nda
             curve.append(probe_s.score(fam.predict_rank(A, r), yt))
         full.append(probe_s.score(fam.predict_full(Tc), yt))
     return ProbeTransferSweep(
-        ranks=tuple(rk), transferred=tuple(curves[0]), task_specific=tuple(curves[1]),
-        source_native=probe_s.score(s[test], yt), target_native=probe_t.score(t[test], yt),
-        chance=_chance(yt), ridge_transferred=full[0], ridge_task_specific=full[1],
-        alpha_frozen=fams[0].alpha, alpha_task=fams[1].alpha, n_train=len(train), n_test=len(test),
-        n_bridge=len(sb), n_classes=len(np.unique(lab[train])),
+        ranks=tuple(rk),
+        transferred=tuple(curves[0]),
+        task_specific=tuple(curves[1]),
+        source_native=probe_s.score(s[test], yt),
+        target_native=probe_t.score(t[test], yt),
+        chance=_chance(yt),
+        ridge_transferred=full[0],
+        ridge_task_specific=full[1],
+        alpha_frozen=fams[0].alpha,
+        alpha_task=fams[1].alpha,
+        n_train=len(train),
+        n_test=len(test),
+        n_bridge=len(sb),
+        n_classes=len(np.unique(lab[train])),
     )
 
 
@@ -272,8 +321,7 @@ def _usable(token: str) -> bool:
     return bool(token) and "\ufffd" not in token
 
 
-def next_token_classes(source_tokens: Sequence[str], target_tokens: Sequence[str],
-                       classes: int) -> list[str]:
+def next_token_classes(source_tokens: Sequence[str], target_tokens: Sequence[str], classes: int) -> list[str]:
     """The ``classes`` most frequent normalised next-token strings that occur as a next token of
     both models (counting both models' occurrences; ties by string order)."""
     src = Counter(normalize_token(x) for x in source_tokens)
@@ -283,12 +331,24 @@ def next_token_classes(source_tokens: Sequence[str], target_tokens: Sequence[str
     return shared[:classes]
 
 
-def next_token_transfer(S: np.ndarray, T: np.ndarray, source_top: Sequence[Sequence[str]],
-                        target_top: Sequence[Sequence[str]], S_bridge: np.ndarray, T_bridge: np.ndarray,
-                        *, classes: int = 500, method: str = "ridge", rank: int | None = None,
-                        alpha: float | None = None, test_fraction: float = 0.3, seed: int = 0,
-                        C: float = DEFAULT_C, device: str = "auto",
-                        precision: str = "auto") -> NextTokenTransfer:
+def next_token_transfer(
+    S: np.ndarray,
+    T: np.ndarray,
+    source_top: Sequence[Sequence[str]],
+    target_top: Sequence[Sequence[str]],
+    S_bridge: np.ndarray,
+    T_bridge: np.ndarray,
+    *,
+    classes: int = 500,
+    method: str = "ridge",
+    rank: int | None = None,
+    alpha: float | None = None,
+    test_fraction: float = 0.3,
+    seed: int = 0,
+    C: float = DEFAULT_C,
+    device: str = "auto",
+    precision: str = "auto",
+) -> NextTokenTransfer:
     """Next-token probe transfer across tokenizers (the first source document, Experiment A).
 
     Inputs: S [n, p], T [n, q] activations at the last prompt token; ``source_top[i]`` /
@@ -316,8 +376,10 @@ def next_token_transfer(S: np.ndarray, T: np.ndarray, source_top: Sequence[Seque
     t = V.activations(T, "T", min_rows=3)
     V.check_same_rows([s, t], ["S", "T"])
     if len(source_top) != len(s) or len(target_top) != len(s):
-        raise AnalysisError(f"next tokens must have one entry per prompt ({len(s)}), got "
-                            f"{len(source_top)} (source) and {len(target_top)} (target)")
+        raise AnalysisError(
+            f"next tokens must have one entry per prompt ({len(s)}), got "
+            f"{len(source_top)} (source) and {len(target_top)} (target)"
+        )
     if any(len(x) == 0 for x in source_top) or any(len(x) == 0 for x in target_top):
         raise AnalysisError("every prompt needs at least one next token per model")
     sb = V.activations(S_bridge, "S_bridge", min_rows=2)
@@ -328,14 +390,17 @@ def next_token_transfer(S: np.ndarray, T: np.ndarray, source_top: Sequence[Seque
     vocab = next_token_classes([x[0] for x in source_top], [x[0] for x in target_top], classes)
     shared_tokens = len(next_token_classes([x[0] for x in source_top], [x[0] for x in target_top], 1 << 62))
     if len(vocab) < 2:
-        raise AnalysisError(f"the two models share {len(vocab)} next-token string(s) over these "
-                            f"{len(s)} prompts; at least 2 are needed for a probe")
+        raise AnalysisError(
+            f"the two models share {len(vocab)} next-token string(s) over these "
+            f"{len(s)} prompts; at least 2 are needed for a probe"
+        )
     index = {w: i for i, w in enumerate(vocab)}
     keep = np.array([a in index and b in index for a, b in zip(src1, tgt1)])
     rows = np.flatnonzero(keep)
     if len(rows) < 3:
-        raise AnalysisError(f"only {len(rows)} prompts have next tokens among the {len(vocab)} shared "
-                            "classes; at least 3 are needed")
+        raise AnalysisError(
+            f"only {len(rows)} prompts have next tokens among the {len(vocab)} shared classes; at least 3 are needed"
+        )
     ys = np.array([index[src1[i]] for i in rows])
     yt_all = np.array([index[tgt1[i]] for i in rows])
     s, t = s[rows], t[rows]
@@ -359,8 +424,14 @@ def next_token_transfer(S: np.ndarray, T: np.ndarray, source_top: Sequence[Seque
         transferred_top5=probe_s.top_k_accuracy(bridged, yt, 5),
         task_specific_top1=probe_s.top_k_accuracy(bridged_task, yt, 1),
         task_specific_top5=probe_s.top_k_accuracy(bridged_task, yt, 5),
-        agreement_top1=float(np.mean(ys_te == yt)), agreement_top5=agree5, chance=_chance(yt),
-        classes=tuple(vocab), shared_tokens=shared_tokens, n_train=len(train), n_test=len(test),
-        n_bridge=len(sb), method=method, rank=frozen.rank_,
+        agreement_top1=float(np.mean(ys_te == yt)),
+        agreement_top5=agree5,
+        chance=_chance(yt),
+        classes=tuple(vocab),
+        shared_tokens=shared_tokens,
+        n_train=len(train),
+        n_test=len(test),
+        n_bridge=len(sb),
+        method=method,
+        rank=frozen.rank_,
     )
-

@@ -10,8 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["BridgeFit", "BridgeRankSweep", "DiagonalTest", "NextTokenTransfer", "PairSummary",
-           "ProbeTransfer", "ProbeTransferSweep"]
+__all__ = [
+    "BridgeFit",
+    "BridgeRankSweep",
+    "DiagonalTest",
+    "NextTokenTransfer",
+    "PairSummary",
+    "ProbeTransfer",
+    "ProbeTransferSweep",
+]
 
 
 @dataclass(frozen=True)

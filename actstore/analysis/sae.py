@@ -95,8 +95,7 @@ def check_params(p: SaeParams) -> None:
     if p.architecture not in ARCHITECTURES:
         raise AnalysisError(f"architecture must be one of {ARCHITECTURES}, got {p.architecture!r}")
     if p.normalize_activations not in NORMALIZATIONS:
-        raise AnalysisError(
-            f"normalize_activations must be one of {NORMALIZATIONS}, got {p.normalize_activations!r}")
+        raise AnalysisError(f"normalize_activations must be one of {NORMALIZATIONS}, got {p.normalize_activations!r}")
     W = np.asarray(p.W_enc)
     if W.ndim != 2:
         raise AnalysisError(f"W_enc must be 2-D [d_in, d_sae], got shape {W.shape}")
@@ -109,12 +108,12 @@ def check_params(p: SaeParams) -> None:
     for name, shape in want.items():
         got = np.shape(getattr(p, name))
         if got != shape:
-            raise AnalysisError(f"{name} must have shape {list(shape)} for W_enc of shape "
-                                f"[{d_in}, {d_sae}], got {list(got)}")
+            raise AnalysisError(
+                f"{name} must have shape {list(shape)} for W_enc of shape [{d_in}, {d_sae}], got {list(got)}"
+            )
     if p.architecture == "topk":
         V.check_int(p.k, "k (topk SAE)", minimum=1, maximum=d_sae)
-    if p.norm_scaling_factor is not None and not (np.isfinite(p.norm_scaling_factor)
-                                                  and p.norm_scaling_factor > 0):
+    if p.norm_scaling_factor is not None and not (np.isfinite(p.norm_scaling_factor) and p.norm_scaling_factor > 0):
         raise AnalysisError(f"norm_scaling_factor must be a positive number, got {p.norm_scaling_factor!r}")
 
 
@@ -122,8 +121,7 @@ def _normalize(x: torch.Tensor, p: SaeParams) -> torch.Tensor:
     mode = p.normalize_activations
     if mode == "constant_norm_rescale":
         norm = x.norm(dim=-1, keepdim=True)
-        scale = torch.where(norm > 0, (p.d_in ** 0.5) / norm.clamp_min(torch.finfo(x.dtype).tiny),
-                            torch.zeros_like(norm))
+        scale = torch.where(norm > 0, (p.d_in**0.5) / norm.clamp_min(torch.finfo(x.dtype).tiny), torch.zeros_like(norm))
         return x * scale
     if mode == "layer_norm":
         mu = x.mean(dim=-1, keepdim=True)
@@ -147,9 +145,15 @@ def _activate(pre: torch.Tensor, p: SaeParams, thr: torch.Tensor | None) -> torc
     return f
 
 
-def encode(X: np.ndarray, sae: SaeParams, *, device: str = "auto", dense: bool = False,
-           precision: str = "float32", memory_budget_bytes: int = DEFAULT_ENCODE_BUDGET,
-           ) -> sp.csr_matrix | np.ndarray:
+def encode(
+    X: np.ndarray,
+    sae: SaeParams,
+    *,
+    device: str = "auto",
+    dense: bool = False,
+    precision: str = "float32",
+    memory_budget_bytes: int = DEFAULT_ENCODE_BUDGET,
+) -> sp.csr_matrix | np.ndarray:
     """Feature activations of the SAE for activations X.
 
     Args:
@@ -175,21 +179,22 @@ def encode(X: np.ndarray, sae: SaeParams, *, device: str = "auto", dense: bool =
     W = from_numpy(sae.W_enc).to(dev, dt)
     b = from_numpy(sae.b_enc).to(dev, dt)
     bd = from_numpy(sae.b_dec).to(dev, dt)
-    thr = from_numpy(sae.threshold).to(dev, dt) \
-        if sae.architecture == "jumprelu" and sae.threshold is not None else None
+    thr = (
+        from_numpy(sae.threshold).to(dev, dt) if sae.architecture == "jumprelu" and sae.threshold is not None else None
+    )
     n = X.shape[0]
     rows = int(max(1, min(n, memory_budget_bytes // max(1, 4 * sae.d_sae * (2 if dense else 3)))))
     out_dense = np.empty((n, sae.d_sae), np.float64 if dt == torch.float64 else np.float32) if dense else None
     parts: list[sp.csr_matrix] = []
     with torch.no_grad():
         for s in range(0, n, rows):
-            x = from_numpy(X[s:s + rows]).to(dev, dt)
+            x = from_numpy(X[s : s + rows]).to(dev, dt)
             x = _normalize(x, sae)
             if sae.apply_b_dec_to_input:
                 x = x - bd
             f = _activate(x @ W + b, sae, thr)
             if out_dense is not None:
-                out_dense[s:s + rows] = f.cpu().numpy()
+                out_dense[s : s + rows] = f.cpu().numpy()
                 continue
             nz = f.nonzero(as_tuple=False)
             vals = f[nz[:, 0], nz[:, 1]].to(torch.float32).cpu().numpy()
@@ -251,7 +256,7 @@ def feature_stats(F: object, name: str = "F") -> FeatureStats:
     col = np.repeat(np.arange(d), nnz)
     dev2 = (data - mean[col]) ** 2
     ss = np.add.reduceat(dev2, C.indptr[:-1]) if len(data) else np.zeros(d)
-    ss = np.where(nnz > 0, ss, 0.0) + (n - nnz) * mean ** 2
+    ss = np.where(nnz > 0, ss, 0.0) + (n - nnz) * mean**2
     std = np.sqrt(ss / n)
     if len(data):
         mx = np.maximum.reduceat(data, C.indptr[:-1])
@@ -266,8 +271,9 @@ def feature_stats(F: object, name: str = "F") -> FeatureStats:
     return FeatureStats(n=n, mean=mean, std=std, nnz=nnz.astype(np.int64), varies=varies)
 
 
-def top_activating(F: object, top: int, features: Sequence[int] | np.ndarray | None = None,
-                   name: str = "F") -> np.ndarray:
+def top_activating(
+    F: object, top: int, features: Sequence[int] | np.ndarray | None = None, name: str = "F"
+) -> np.ndarray:
     """Rows (prompt positions) of each feature's ``top`` largest positive activations.
 
     Returns int64 [len(features), top], best first, padded with -1 where a feature is
@@ -303,13 +309,19 @@ def keyword_hits(texts: Sequence[str], keywords: Sequence[str]) -> np.ndarray:
     if not words:
         raise AnalysisError("keywords must hold at least one non-empty word")
     alts = [r"\s+".join(re.escape(w) for w in k.split()) for k in words]
-    pattern = re.compile(r"(?<!\w)(?:" + "|".join(sorted(alts, key=len, reverse=True)) + r")(?!\w)",
-                         re.IGNORECASE)
+    pattern = re.compile(r"(?<!\w)(?:" + "|".join(sorted(alts, key=len, reverse=True)) + r")(?!\w)", re.IGNORECASE)
     return np.array([bool(pattern.search(t)) for t in texts], dtype=bool)
 
 
-def keyword_features(F: object, hits: np.ndarray, *, top: int = 10, min_share: float = 0.5,
-                     features: Sequence[int] | np.ndarray | None = None, name: str = "F") -> np.ndarray:
+def keyword_features(
+    F: object,
+    hits: np.ndarray,
+    *,
+    top: int = 10,
+    min_share: float = 0.5,
+    features: Sequence[int] | np.ndarray | None = None,
+    name: str = "F",
+) -> np.ndarray:
     """Features (column indices, ascending) of a semantic subspace.
 
     A feature belongs when at least ``min_share`` of its ``top`` top-activating prompts

@@ -90,9 +90,17 @@ class CorrelationPlan:
     dense_flops: float
 
 
-def plan_correlation(nnz_per_row_a: np.ndarray, nnz_per_row_b: np.ndarray, n: int, ka: int, kb: int,
-                     *, device: torch.device, method: str = "auto",
-                     memory_budget_bytes: int = DEFAULT_CORR_BUDGET) -> CorrelationPlan:
+def plan_correlation(
+    nnz_per_row_a: np.ndarray,
+    nnz_per_row_b: np.ndarray,
+    n: int,
+    ka: int,
+    kb: int,
+    *,
+    device: torch.device,
+    method: str = "auto",
+    memory_budget_bytes: int = DEFAULT_CORR_BUDGET,
+) -> CorrelationPlan:
     """Choose sparse or dense by counting: sparse ~ sum_i nnz_A(i) nnz_B(i) multiply-adds at
     ~20x the cost of a GEMM flop on CPU; dense = 2 n kA kB flops (/50 on CUDA)."""
     if method not in METHODS_:
@@ -113,9 +121,17 @@ def plan_correlation(nnz_per_row_a: np.ndarray, nnz_per_row_b: np.ndarray, n: in
 class _Correlator:
     """Blocks of the Pearson matrix of kept A features (rows) with kept B features."""
 
-    def __init__(self, A: sp.csr_matrix, B: sp.csr_matrix, keep_a: np.ndarray, keep_b: np.ndarray,
-                 stats_a: FeatureStats, stats_b: FeatureStats, plan: CorrelationPlan, device: torch.device,
-                 ) -> None:
+    def __init__(
+        self,
+        A: sp.csr_matrix,
+        B: sp.csr_matrix,
+        keep_a: np.ndarray,
+        keep_b: np.ndarray,
+        stats_a: FeatureStats,
+        stats_b: FeatureStats,
+        plan: CorrelationPlan,
+        device: torch.device,
+    ) -> None:
         self.n = A.shape[0]
         self.plan = plan
         self.device = device
@@ -124,7 +140,7 @@ class _Correlator:
         self.inv_a = 1.0 / (self.n * stats_a.std[keep_a])
         self.inv_b = 1.0 / stats_b.std[keep_b]
         self.At = A[:, keep_a].T.tocsr().astype(np.float64)  # [kA, n]
-        self.B = B[:, keep_b].tocsr().astype(np.float64)     # [n, kB]
+        self.B = B[:, keep_b].tocsr().astype(np.float64)  # [n, kB]
         self.kb = len(keep_b)
         self._zb: torch.Tensor | None = None
 
@@ -190,11 +206,19 @@ class FeatureMatch:
         return self.n_features_b - self.dropped_b
 
 
-def match_features(F_A: object, F_B: object, *, matching: str = "one_to_one",
-                   features_a: np.ndarray | None = None, features_b: np.ndarray | None = None,
-                   min_correlation: float | None = None, candidates: int = 16,
-                   method: str = "auto", device: str = "auto",
-                   memory_budget_bytes: int = DEFAULT_CORR_BUDGET) -> FeatureMatch:
+def match_features(
+    F_A: object,
+    F_B: object,
+    *,
+    matching: str = "one_to_one",
+    features_a: np.ndarray | None = None,
+    features_b: np.ndarray | None = None,
+    min_correlation: float | None = None,
+    candidates: int = 16,
+    method: str = "auto",
+    device: str = "auto",
+    memory_budget_bytes: int = DEFAULT_CORR_BUDGET,
+) -> FeatureMatch:
     """Match the features of F_A [n, dA] to those of F_B [n, dB] by Pearson correlation.
 
     Args:
@@ -217,8 +241,10 @@ def match_features(F_A: object, F_B: object, *, matching: str = "one_to_one",
     A = as_csr(F_A, "F_A")
     B = as_csr(F_B, "F_B")
     if A.shape[0] != B.shape[0]:
-        raise AnalysisError(f"row counts differ: F_A has {A.shape[0]} rows but F_B has {B.shape[0]}; "
-                            "both sides must hold the same prompts in the same order")
+        raise AnalysisError(
+            f"row counts differ: F_A has {A.shape[0]} rows but F_B has {B.shape[0]}; "
+            "both sides must hold the same prompts in the same order"
+        )
     n = A.shape[0]
     if n < 3:
         raise AnalysisError(f"n = {n} prompts is too few: feature correlation needs n >= 3")
@@ -230,14 +256,17 @@ def match_features(F_A: object, F_B: object, *, matching: str = "one_to_one",
     dropped_a, dropped_b = len(fa) - len(keep_a), len(fb) - len(keep_b)
     if len(keep_a) == 0 or len(keep_b) == 0:
         side = "A" if len(keep_a) == 0 else "B"
-        raise AnalysisError(f"no feature of SAE {side} varies over these {n} prompts "
-                            f"({len(fa) if side == 'A' else len(fb)} considered, all dead or constant); "
-                            "nothing to correlate")
+        raise AnalysisError(
+            f"no feature of SAE {side} varies over these {n} prompts "
+            f"({len(fa) if side == 'A' else len(fb)} considered, all dead or constant); "
+            "nothing to correlate"
+        )
     dev = resolve_device(device)
     nnz_a = np.diff(A[:, keep_a].tocsr().indptr)
     nnz_b = np.diff(B[:, keep_b].tocsr().indptr)
-    plan = plan_correlation(nnz_a, nnz_b, n, len(keep_a), len(keep_b), device=dev, method=method,
-                            memory_budget_bytes=memory_budget_bytes)
+    plan = plan_correlation(
+        nnz_a, nnz_b, n, len(keep_a), len(keep_b), device=dev, method=method, memory_budget_bytes=memory_budget_bytes
+    )
     corr = _Correlator(A, B, keep_a, keep_b, sa, sb, plan, dev)
     ka, kb = len(keep_a), len(keep_b)
     c = min(candidates, kb)
@@ -261,10 +290,20 @@ def match_features(F_A: object, F_B: object, *, matching: str = "one_to_one",
             raise AnalysisError(f"min_correlation must be a finite number, got {min_correlation!r}")
         sel = r >= floor
         pa, pb, r = pa[sel], pb[sel], r[sel]
-    return FeatureMatch(matching=matching, pairs_a=pa.astype(np.int64), pairs_b=pb.astype(np.int64),
-                        correlation=r, n=n, n_features_a=len(fa), n_features_b=len(fb),
-                        dropped_a=int(dropped_a), dropped_b=int(dropped_b), method=plan.method,
-                        candidates=c, recomputed_rows=int(recomputed))
+    return FeatureMatch(
+        matching=matching,
+        pairs_a=pa.astype(np.int64),
+        pairs_b=pb.astype(np.int64),
+        correlation=r,
+        n=n,
+        n_features_a=len(fa),
+        n_features_b=len(fb),
+        dropped_a=int(dropped_a),
+        dropped_b=int(dropped_b),
+        method=plan.method,
+        candidates=c,
+        recomputed_rows=int(recomputed),
+    )
 
 
 def _subset(features: np.ndarray | None, d: int, name: str) -> np.ndarray:
@@ -278,14 +317,15 @@ def _subset(features: np.ndarray | None, d: int, name: str) -> np.ndarray:
     return f.astype(np.int64)
 
 
-def _greedy(cand_v: np.ndarray, cand_i: np.ndarray, kb: int, candidates: int,
-            corr: _Correlator) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def _greedy(
+    cand_v: np.ndarray, cand_i: np.ndarray, kb: int, candidates: int, corr: _Correlator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Exact greedy ONE_TO_ONE over kept indices with lazily recomputed candidate lists."""
     ka, c = cand_i.shape
     cand_v = cand_v.copy()
     cand_i = cand_i.copy()
-    length = np.full(ka, c, np.int64)          # valid entries of each list
-    complete = np.full(ka, c >= kb, bool)       # list covers every free B feature
+    length = np.full(ka, c, np.int64)  # valid entries of each list
+    complete = np.full(ka, c >= kb, bool)  # list covers every free B feature
     pos = np.zeros(ka, np.int64)
     gen = np.zeros(ka, np.int64)
     used_b = np.zeros(kb, bool)
@@ -311,7 +351,7 @@ def _greedy(cand_v: np.ndarray, cand_i: np.ndarray, kb: int, candidates: int,
             cc = min(candidates, n_free)
             free_t = torch.from_numpy(free).to(corr.device)
             for s in range(0, len(rows), corr.plan.block_rows):
-                blk = rows[s:s + corr.plan.block_rows]
+                blk = rows[s : s + corr.plan.block_rows]
                 v, i = _topk_rows(corr.block(blk), cc, free_t)
                 cand_v[blk, :cc], cand_i[blk, :cc] = v[:, :c], i[:, :c]
                 length[blk] = min(cc, c)
@@ -339,8 +379,7 @@ def _greedy(cand_v: np.ndarray, cand_i: np.ndarray, kb: int, candidates: int,
         elif not complete[a]:
             waiting.add(a)
             heapq.heappush(heap, (-cand_v[a, length[a] - 1], 1, a, g))
-    return (np.asarray(out_a, np.int64), np.asarray(out_b, np.int64), np.asarray(out_r, np.float64),
-            recomputed)
+    return (np.asarray(out_a, np.int64), np.asarray(out_b, np.int64), np.asarray(out_r, np.float64), recomputed)
 
 
 # ------------------------------------------------------------------ SVCCA / RSA
@@ -448,9 +487,17 @@ class PairedSpaceTest:
     seed: int
 
 
-def paired_space_test(X: np.ndarray, Y: np.ndarray, *, random_pairs: int = 100, seed: int = 0,
-                      threshold: float = SVCCA_THRESHOLD, rsa_max_pairs: int = DEFAULT_RSA_MAX_PAIRS,
-                      device: str = "auto", should_stop: StopCheck | None = None) -> PairedSpaceTest:
+def paired_space_test(
+    X: np.ndarray,
+    Y: np.ndarray,
+    *,
+    random_pairs: int = 100,
+    seed: int = 0,
+    threshold: float = SVCCA_THRESHOLD,
+    rsa_max_pairs: int = DEFAULT_RSA_MAX_PAIRS,
+    device: str = "auto",
+    should_stop: StopCheck | None = None,
+) -> PairedSpaceTest:
     """SVCCA and RSA of X [K, p] with Y [K, q] (row i of each = matched pair i), and the same
     for ``random_pairs`` random re-pairings (rows of Y permuted) from ``default_rng(seed)``.
 
@@ -485,9 +532,20 @@ def paired_space_test(X: np.ndarray, Y: np.ndarray, *, random_pairs: int = 100, 
         rand_rsa[j] = 0.5 * float(np.einsum("ij,ij->", Rx, Ry[np.ix_(q, q)])) / denom
     p = (1.0 + np.count_nonzero(rand_svcca >= value - 1e-12)) / (1.0 + random_pairs)
     p_rsa = (1.0 + np.count_nonzero(rand_rsa >= rsa_value - 1e-12)) / (1.0 + random_pairs)
-    return PairedSpaceTest(svcca=value, rsa=rsa_value, random_svcca=rand_svcca, random_rsa=rand_rsa,
-                           p_value=float(p), rsa_p_value=float(p_rsa), dims_a=ux.shape[1],
-                           dims_b=uy.shape[1], pairs=K, rsa_pairs=m, random_pairs=random_pairs, seed=seed)
+    return PairedSpaceTest(
+        svcca=value,
+        rsa=rsa_value,
+        random_svcca=rand_svcca,
+        random_rsa=rand_rsa,
+        p_value=float(p),
+        rsa_p_value=float(p_rsa),
+        dims_a=ux.shape[1],
+        dims_b=uy.shape[1],
+        pairs=K,
+        rsa_pairs=m,
+        random_pairs=random_pairs,
+        seed=seed,
+    )
 
 
 def _random_svcca(ux: np.ndarray, uy: np.ndarray, perms: list[np.ndarray], device: str) -> np.ndarray:

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from .devices import from_numpy, torch_dtype
-from .hsic import LayerStats
 from .errors import StopCheck, check_stop
+from .hsic import LayerStats
 
 __all__ = ["gram_traces", "gram_trace_matrix", "feature_traces", "self_trace", "full_gram", "block_rows_for"]
 
@@ -42,8 +42,7 @@ def block_rows_for(n: int, n_layers: int, itemsize: int, budget_bytes: int) -> i
     return max(1, min(n, b, max(512, -(-n // 8))))
 
 
-def _centred(x: np.ndarray, mean: torch.Tensor, dtype: np.dtype,
-             device: torch.device) -> torch.Tensor:
+def _centred(x: np.ndarray, mean: torch.Tensor, dtype: np.dtype, device: torch.device) -> torch.Tensor:
     """x - mean as a new tensor in ``dtype`` on ``device`` (the caller's array is untouched)."""
     src = from_numpy(x)
     t = src.to(device=device, dtype=torch_dtype(dtype))
@@ -52,14 +51,21 @@ def _centred(x: np.ndarray, mean: torch.Tensor, dtype: np.dtype,
     return t.sub_(mean)
 
 
-_SQRT2 = 2.0 ** 0.5
+_SQRT2 = 2.0**0.5
 _GEMM_COLS = 1 << 18  # columns per pair GEMM; each partial result is added in float64
 
 
-def gram_traces(layers_a: Sequence[np.ndarray], stats_a: Sequence[LayerStats],
-                layers_b: Sequence[np.ndarray], stats_b: Sequence[LayerStats], *,
-                dtype: np.dtype, device: torch.device, block_rows: int,
-                should_stop: StopCheck | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def gram_traces(
+    layers_a: Sequence[np.ndarray],
+    stats_a: Sequence[LayerStats],
+    layers_b: Sequence[np.ndarray],
+    stats_b: Sequence[LayerStats],
+    *,
+    dtype: np.dtype,
+    device: torch.device,
+    block_rows: int,
+    should_stop: StopCheck | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(T_AB [m_a, m_b], T_AA [m_a], T_BB [m_b]) in float64 by the blocked Gram form.
 
     Layout of one layer's row in the block matrix V for rows [s, e) (bs = e - s):
@@ -70,16 +76,27 @@ def gram_traces(layers_a: Sequence[np.ndarray], stats_a: Sequence[LayerStats],
     (AnalysisCancelled when it returns True).
     """
     m_a = len(layers_a)
-    g = gram_trace_matrix(list(layers_a) + list(layers_b), list(stats_a) + list(stats_b),
-                          dtype=dtype, device=device, block_rows=block_rows,
-                          should_stop=should_stop)
+    g = gram_trace_matrix(
+        list(layers_a) + list(layers_b),
+        list(stats_a) + list(stats_b),
+        dtype=dtype,
+        device=device,
+        block_rows=block_rows,
+        should_stop=should_stop,
+    )
     diag_g = np.diag(g).copy()
     return g[:m_a, m_a:].copy(), diag_g[:m_a], diag_g[m_a:]
 
 
-def gram_trace_matrix(layers: Sequence[np.ndarray], stats: Sequence[LayerStats], *,
-                      dtype: np.dtype, device: torch.device, block_rows: int,
-                      should_stop: StopCheck | None = None) -> np.ndarray:
+def gram_trace_matrix(
+    layers: Sequence[np.ndarray],
+    stats: Sequence[LayerStats],
+    *,
+    dtype: np.dtype,
+    device: torch.device,
+    block_rows: int,
+    should_stop: StopCheck | None = None,
+) -> np.ndarray:
     """float64 [m, m] of tr(K~_i K~_j) for every pair of the m layers (diagonal: self traces),
     by the blocked Gram form of :func:`gram_traces`: one GEMM per row block gives every pair,
     so each layer's strip is computed once however many pairs it is in. Memory: the block
@@ -108,8 +125,7 @@ def gram_trace_matrix(layers: Sequence[np.ndarray], stats: Sequence[LayerStats],
         for li, x in enumerate(layers):
             xr = work[:w, : x.shape[1]]
             if on_cpu:
-                np.subtract(x[s:], means_np[li], out=work_np[:w, : x.shape[1]],
-                            casting="unsafe")
+                np.subtract(x[s:], means_np[li], out=work_np[:w, : x.shape[1]], casting="unsafe")
             else:
                 xr.copy_(torch.from_numpy(x[s:]))
                 xr.sub_(means[li])
@@ -118,10 +134,10 @@ def gram_trace_matrix(layers: Sequence[np.ndarray], stats: Sequence[LayerStats],
             torch.matmul(xr[:bs], xr[:bs].T, out=diag)
             diag.fill_diagonal_(0.0)
             if w > bs:
-                torch.matmul(xr[:bs] * _SQRT2, xr[bs:].T, out=row[bs * bs: bs * w].view(bs, w - bs))
+                torch.matmul(xr[:bs] * _SQRT2, xr[bs:].T, out=row[bs * bs : bs * w].view(bs, w - bs))
         v = buf[:, : bs * w]
         for c0 in range(0, bs * w, _GEMM_COLS):
-            vc = v[:, c0: c0 + _GEMM_COLS]
+            vc = v[:, c0 : c0 + _GEMM_COLS]
             gram += (vc @ vc.T).to(torch.float64)
     return gram.cpu().numpy()
 
@@ -130,10 +146,15 @@ def _f64_chunks(n: int, width: int) -> range:
     return range(0, n, max(1, _F64_CHUNK_ELEMS // max(1, width)))
 
 
-def feature_traces(layers_a: Sequence[np.ndarray], stats_a: Sequence[LayerStats],
-                   layers_b: Sequence[np.ndarray], stats_b: Sequence[LayerStats], *,
-                   device: torch.device, should_stop: StopCheck | None = None,
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def feature_traces(
+    layers_a: Sequence[np.ndarray],
+    stats_a: Sequence[LayerStats],
+    layers_b: Sequence[np.ndarray],
+    stats_b: Sequence[LayerStats],
+    *,
+    device: torch.device,
+    should_stop: StopCheck | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(T_AB, T_AA, T_BB) in float64 by the feature form (no n x n matrix); ``should_stop``
     is asked before every layer pair (AnalysisCancelled when it returns True)."""
     n = layers_a[0].shape[0]
@@ -147,8 +168,8 @@ def feature_traces(layers_a: Sequence[np.ndarray], stats_a: Sequence[LayerStats]
             c = torch.zeros((x.shape[1], y.shape[1]), dtype=torch.float64, device=device)
             step = _f64_chunks(n, x.shape[1] + y.shape[1]).step
             for s in range(0, n, step):
-                xc = _centred(x[s:s + step], mx, f64, device)
-                yc = _centred(y[s:s + step], my, f64, device)
+                xc = _centred(x[s : s + step], mx, f64, device)
+                yc = _centred(y[s : s + step], my, f64, device)
                 c.addmm_(xc.T, yc)
             t_ab[i, j] = float(torch.sum(c * c)) - float(sx.d @ sy.d)
     t_aa = np.array([self_trace(x, st, device=device) for x, st in zip(layers_a, stats_a)])
@@ -165,15 +186,14 @@ def self_trace(x: np.ndarray, st: LayerStats, *, device: torch.device) -> float:
         c = torch.zeros((p, p), dtype=torch.float64, device=device)
         step = _f64_chunks(n, p).step
         for s in range(0, n, step):
-            xc = _centred(x[s:s + step], mean, f64, device)
+            xc = _centred(x[s : s + step], mean, f64, device)
             c.addmm_(xc.T, xc)
         return float(torch.sum(c * c)) - float(st.d @ st.d)
     k = full_gram(x, st, dtype=f64, device=device)
     return float(torch.sum(k * k))
 
 
-def full_gram(x: np.ndarray, st: LayerStats, *, dtype: np.dtype,
-              device: torch.device) -> torch.Tensor:
+def full_gram(x: np.ndarray, st: LayerStats, *, dtype: np.dtype, device: torch.device) -> torch.Tensor:
     """K~ [n, n] of the centred layer (zero diagonal) in ``dtype`` on ``device``."""
     mean = torch.as_tensor(st.mean, dtype=torch_dtype(dtype), device=device)
     xc = _centred(x, mean, dtype, device)

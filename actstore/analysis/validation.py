@@ -26,8 +26,7 @@ __all__ = [
 ]
 
 
-def check_int(value: object, name: str, *, minimum: int | None = None,
-              maximum: int | None = None) -> int:
+def check_int(value: object, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
     """Return ``value`` as ``int`` or raise if it is not an integer in [minimum, maximum]."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         shown = value.item() if isinstance(value, np.generic) else value
@@ -77,22 +76,18 @@ def activations(x: object, name: str = "X", *, min_rows: int = 1) -> np.ndarray:
     if a.dtype == object or a.dtype.kind not in "fiu":
         raise AnalysisError(f"{name} must be a real numeric array, got dtype {a.dtype}")
     if a.ndim != 2:
-        raise AnalysisError(
-            f"{name} must be 2-D [n_prompts, d], got shape {tuple(a.shape)}")
+        raise AnalysisError(f"{name} must be 2-D [n_prompts, d], got shape {tuple(a.shape)}")
     if a.shape[1] < 1:
-        raise AnalysisError(f"{name} must have at least one column (d >= 1), got shape "
-                            f"{tuple(a.shape)}")
+        raise AnalysisError(f"{name} must have at least one column (d >= 1), got shape {tuple(a.shape)}")
     if a.shape[0] < min_rows:
-        raise AnalysisError(
-            f"{name} has n = {a.shape[0]} rows (prompts); at least {min_rows} are needed")
+        raise AnalysisError(f"{name} has n = {a.shape[0]} rows (prompts); at least {min_rows} are needed")
     if a.dtype.kind in "iu":
         a = a.astype(np.float64)
     _check_finite(a, name)
     return a
 
 
-def finite_matrix(x: object, name: str = "M", *, min_rows: int = 1,
-                  min_cols: int = 1) -> np.ndarray:
+def finite_matrix(x: object, name: str = "M", *, min_rows: int = 1, min_cols: int = 1) -> np.ndarray:
     """A finite real 2-D float64 matrix with at least min_rows x min_cols entries."""
     a = np.asarray(x)
     if a.dtype == object or a.dtype.kind not in "fiub":
@@ -100,8 +95,7 @@ def finite_matrix(x: object, name: str = "M", *, min_rows: int = 1,
     if a.ndim != 2:
         raise AnalysisError(f"{name} must be 2-D, got shape {tuple(a.shape)}")
     if a.shape[0] < min_rows or a.shape[1] < min_cols:
-        raise AnalysisError(f"{name} must be at least {min_rows} x {min_cols}, got "
-                            f"{a.shape[0]} x {a.shape[1]}")
+        raise AnalysisError(f"{name} must be at least {min_rows} x {min_cols}, got {a.shape[0]} x {a.shape[1]}")
     a = a.astype(np.float64, copy=False)
     _check_finite(a, name)
     return a
@@ -111,28 +105,29 @@ def _check_finite(a: np.ndarray, name: str) -> None:
     # Chunked so that a large float16 layer does not need a full boolean copy at once.
     rows = max(1, (1 << 24) // max(1, a.shape[1]))
     for s in range(0, a.shape[0], rows):
-        block = a[s:s + rows]
+        block = a[s : s + rows]
         ok = np.isfinite(block)
         if not ok.all():
             i, j = np.argwhere(~ok)[0]
             raise AnalysisError(
                 f"{name} contains a non-finite value ({block[i, j]}) at row {s + i}, column "
-                f"{j}; activations must be finite (no NaN or inf)")
+                f"{j}; activations must be finite (no NaN or inf)"
+            )
 
 
-def activation_list(layers: object, name: str, *, min_rows: int = 1,
-                    indexed: bool = True) -> list[np.ndarray]:
+def activation_list(layers: object, name: str, *, min_rows: int = 1, indexed: bool = True) -> list[np.ndarray]:
     """Check a non-empty sequence of layers that share one row count.
 
     Layers are named ``name[i]`` in messages, or just ``name`` when ``indexed`` is False.
     """
     if isinstance(layers, np.ndarray) and layers.ndim == 2:
-        raise AnalysisError(f"{name} must be a sequence of 2-D layers, got a single 2-D array;"
-                            f" wrap it in a list")
+        raise AnalysisError(f"{name} must be a sequence of 2-D layers, got a single 2-D array; wrap it in a list")
     if not isinstance(layers, (Sequence, np.ndarray)) or len(layers) == 0:
-        raise AnalysisError(f"{name} must be a non-empty sequence of 2-D arrays, got "
-                            f"{type(layers).__name__} of length "
-                            f"{len(layers) if hasattr(layers, '__len__') else '?'}")
+        raise AnalysisError(
+            f"{name} must be a non-empty sequence of 2-D arrays, got "
+            f"{type(layers).__name__} of length "
+            f"{len(layers) if hasattr(layers, '__len__') else '?'}"
+        )
     names = [f"{name}[{i}]" if indexed else name for i in range(len(layers))]
     out = [activations(x, nm, min_rows=min_rows) for x, nm in zip(layers, names)]
     check_same_rows(out, names)
@@ -146,5 +141,6 @@ def check_same_rows(arrays: Sequence[np.ndarray], names: Sequence[str]) -> int:
         if a.shape[0] != n:
             raise AnalysisError(
                 f"row counts differ: {names[0]} has {n} rows but {nm} has {a.shape[0]}; "
-                f"both sides must hold the same prompts in the same order")
+                f"both sides must hold the same prompts in the same order"
+            )
     return n

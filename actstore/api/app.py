@@ -147,15 +147,24 @@ def create_app(store: Any, settings: Settings | None = None, host: str | None = 
             return json_response({"error": str(exc)}, 404)
         # Results without a renderer of their own fall to the matrix heatmap, which needs values.
         if renderer_for(result) is renderer_for(None) and not hasattr(result, "values"):
-            return json_response({"error": f"the cached result {key!r} is a {type(result).__name__}, "
-                                           "which has no plot (plots exist for matrix and sweep answers)"}, 404)
+            return json_response(
+                {
+                    "error": f"the cached result {key!r} is a {type(result).__name__}, "
+                    "which has no plot (plots exist for matrix and sweep answers)"
+                },
+                404,
+            )
         png = await asyncio.to_thread(render_png, result)
         return Response(png, media_type="image/png")
 
     async def context(request: Request) -> Context:
-        return Context(service=request.state.service, pools=request.state.pools,
-                       authorization=request.headers.get("authorization"), base_url=str(request.base_url),
-                       client_gone=request.is_disconnected)
+        return Context(
+            service=request.state.service,
+            pools=request.state.pools,
+            authorization=request.headers.get("authorization"),
+            base_url=str(request.base_url),
+            client_gone=request.is_disconnected,
+        )
 
     graphql = GraphQLEndpoint(schema, settings, documents, context)
     app = Starlette(
@@ -173,7 +182,7 @@ def create_app(store: Any, settings: Settings | None = None, host: str | None = 
 
 
 # Schemas of in-process execution, one per service (built once: ~60 ms each).
-_SCHEMAS: "weakref.WeakKeyDictionary[Service, tuple[DocumentCache, strawberry.Schema]]" = weakref.WeakKeyDictionary()
+_SCHEMAS: weakref.WeakKeyDictionary[Service, tuple[DocumentCache, strawberry.Schema]] = weakref.WeakKeyDictionary()
 
 
 def _in_process_schema(service: Service) -> tuple[DocumentCache, strawberry.Schema]:
@@ -184,9 +193,14 @@ def _in_process_schema(service: Service) -> tuple[DocumentCache, strawberry.Sche
     return found
 
 
-async def execute(service: Service, query: str, variables: dict[str, Any] | None = None,
-                  authorized: bool = False, operation_name: str | None = None,
-                  base_url: str = "/") -> dict[str, Any]:
+async def execute(
+    service: Service,
+    query: str,
+    variables: dict[str, Any] | None = None,
+    authorized: bool = False,
+    operation_name: str | None = None,
+    base_url: str = "/",
+) -> dict[str, Any]:
     """Run one GraphQL operation in-process (``actstore query``); returns {"data", "errors"?}
     like the server's answer (no "data" when the document cannot be run: syntax, limits,
     operation selection). ``plotUrl`` fields are ``{base_url}plots/KEY.png``."""
@@ -199,11 +213,16 @@ async def execute(service: Service, query: str, variables: dict[str, Any] | None
         return {"errors": [request_error(problem, "GRAPHQL_VALIDATION_FAILED")]}
     token = service.settings.token
     pools = Pools(light=2, heavy=1)
-    context = Context(service=service, pools=pools, base_url=base_url,
-                      authorization=f"Bearer {token}" if authorized and token else None)
+    context = Context(
+        service=service,
+        pools=pools,
+        base_url=base_url,
+        authorization=f"Bearer {token}" if authorized and token else None,
+    )
     try:
-        result = await schema.execute(query, variable_values=variables, context_value=context,
-                                      operation_name=operation_name)
+        result = await schema.execute(
+            query, variable_values=variables, context_value=context, operation_name=operation_name
+        )
     except (CannotGetOperationTypeError, InvalidOperationTypeError, MissingQueryError):  # refused above
         return {"errors": [request_error("give a GraphQL document with one operation")]}
     finally:

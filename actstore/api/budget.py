@@ -137,12 +137,14 @@ def estimator(*names: str, floor: Floor | None = None) -> Callable[[Estimator], 
     """Register ``fn(service, args) -> Cost`` as the estimator of the root fields ``names``;
     ``floor(settings, args)``: the least it can estimate, from the arguments alone (default:
     FIELD_FLOPS)."""
+
     def register(fn: Estimator) -> Estimator:
         for name in names:
             ESTIMATORS[name] = fn
             if floor is not None:
                 FLOORS[name] = floor
         return fn
+
     return register
 
 
@@ -224,9 +226,11 @@ def _nearest(service: Service, args: dict[str, Any]) -> Cost:
     flops = 2.0 * n * info.d_model + k * ROW_FLOPS
     text = args.get("text")
     if text is not None:
-        forward = FORWARD_FLOPS_PER_TOKEN * info.n_layers * info.d_model ** 2 * len(text)
-        return Cost(max(flops + forward, service.settings.cheap_cost),
-                    f"nearestNeighbors of a text through model {info.key!r} (a forward pass)")
+        forward = FORWARD_FLOPS_PER_TOKEN * info.n_layers * info.d_model**2 * len(text)
+        return Cost(
+            max(flops + forward, service.settings.cheap_cost),
+            f"nearestNeighbors of a text through model {info.key!r} (a forward pass)",
+        )
     return Cost(flops, f"nearestNeighbors over n = {n} prompts")
 
 
@@ -234,12 +238,14 @@ def _nearest(service: Service, args: dict[str, Any]) -> Cost:
 for _request in request_types():
     if _request.op not in ESTIMATORS:
         estimator(_request.op, floor=_answer_floor)(
-            lambda service, args, request_type=_request: _request_cost(service, request_type, args))
+            lambda service, args, request_type=_request: _request_cost(service, request_type, args)
+        )
 
 
 # --------------------------------------------------------------- the walk
-def _root_fields(document: DocumentNode, operation: OperationDefinitionNode,
-                 variables: Any) -> Iterator[tuple[str, FieldNode]]:
+def _root_fields(
+    document: DocumentNode, operation: OperationDefinitionNode, variables: Any
+) -> Iterator[tuple[str, FieldNode]]:
     """(response key, first field node) of every root field the operation executes: fragment
     spreads and inline fragments expanded, ``@skip`` / ``@include`` applied, fields of the same
     response key merged (GraphQL runs them once)."""
@@ -282,8 +288,9 @@ def _operation(document: DocumentNode, name: str | None) -> OperationDefinitionN
     return next((d for d in ops if d.name is not None and d.name.value == name), None)
 
 
-def _fields(schema: GraphQLSchema, document: DocumentNode, variables: dict[str, Any] | None,
-            operation_name: str | None) -> list[tuple[str, str, dict[str, Any] | None]]:
+def _fields(
+    schema: GraphQLSchema, document: DocumentNode, variables: dict[str, Any] | None, operation_name: str | None
+) -> list[tuple[str, str, dict[str, Any] | None]]:
     """(response key, field name, coerced arguments or None) of every root field the operation
     executes; empty when the operation or its variables are invalid (execution reports those)."""
     operation = _operation(document, operation_name)
@@ -292,8 +299,10 @@ def _fields(schema: GraphQLSchema, document: DocumentNode, variables: dict[str, 
     values = get_variable_values(schema, operation.variable_definitions or (), variables or {}, max_errors=1)
     if isinstance(values, list):  # the variables' errors
         return []
-    root: GraphQLObjectType | None = {OperationType.QUERY: schema.query_type,
-                                      OperationType.MUTATION: schema.mutation_type}.get(operation.operation)
+    root: GraphQLObjectType | None = {
+        OperationType.QUERY: schema.query_type,
+        OperationType.MUTATION: schema.mutation_type,
+    }.get(operation.operation)
     if root is None:
         return []
     out: list[tuple[str, str, dict[str, Any] | None]] = []
@@ -319,9 +328,14 @@ def _sums(estimates: list[Estimate], settings: Settings) -> tuple[float, int, fl
     return total, heavy, cheap
 
 
-def estimate_operation(schema: GraphQLSchema, service: Service, document: DocumentNode,
-                       variables: dict[str, Any] | None, operation_name: str | None,
-                       stop_when_over: bool = False) -> list[Estimate]:
+def estimate_operation(
+    schema: GraphQLSchema,
+    service: Service,
+    document: DocumentNode,
+    variables: dict[str, Any] | None,
+    operation_name: str | None,
+    stop_when_over: bool = False,
+) -> list[Estimate]:
     """The estimate of every root field the operation would execute (see the module's notes);
     empty when the operation or its variables are invalid (execution reports those, running
     nothing).
@@ -360,8 +374,8 @@ def estimate_operation(schema: GraphQLSchema, service: Service, document: Docume
             log.exception("estimating the cost of %s failed", name)
             cost = Cost(floors[i].flops, name)
         out.append(Estimate(key, name, float(cost.flops)))
-        if stop_when_over and _over(out + floors[i + 1:], settings):
-            return out + floors[i + 1:]
+        if stop_when_over and _over(out + floors[i + 1 :], settings):
+            return out + floors[i + 1 :]
     return out
 
 
@@ -378,16 +392,23 @@ def check_budget(estimates: list[Estimate], settings: Settings) -> None:
     if total > settings.max_cost:
         why = f"over this server's limit of {settings.max_cost:.3g} per request (ACTSTORE_MAX_COST)"
     else:
-        why = (f"and needs {slots} heavy-work slots ({heavy} fields estimated at {settings.cheap_cost:.3g} or more, "
-               f"cheap fields summing to {cheap:.3g}), over the {settings.max_slots_per_request} one request may "
-               f"have (ACTSTORE_MAX_SLOTS_PER_REQUEST)")
+        why = (
+            f"and needs {slots} heavy-work slots ({heavy} fields estimated at {settings.cheap_cost:.3g} or more, "
+            f"cheap fields summing to {cheap:.3g}), over the {settings.max_slots_per_request} one request may "
+            f"have (ACTSTORE_MAX_SLOTS_PER_REQUEST)"
+        )
     least = "" if all(e.exact for e in estimates) else "at least "
-    atlas = " An atlas too large to answer at once runs as a job: the runAtlas mutation (the same arguments); " \
-        "the atlas query then answers from the cache." if any(e.field == "atlas" for e in top) else ""
+    atlas = (
+        " An atlas too large to answer at once runs as a job: the runAtlas mutation (the same arguments); "
+        "the atlas query then answers from the cache."
+        if any(e.field == "atlas" for e in top)
+        else ""
+    )
     raise LimitExceeded(
         f"the request was refused before running: its {len(estimates)} fields have an estimated cost of "
         f"{least}{total:.3g} floating-point operations {why}; the most expensive: {names}. Ask for fewer fields or "
-        f"aliases, smaller limits, or send the fields in separate requests.{atlas}")
+        f"aliases, smaller limits, or send the fields in separate requests.{atlas}"
+    )
 
 
 class RequestBudget(SchemaExtension):
@@ -400,12 +421,20 @@ class RequestBudget(SchemaExtension):
         service = getattr(ec.context, "service", None)
         if ec.result is None and ec.graphql_document is not None and isinstance(service, Service):
             schema: Any = ec.schema
-            estimates = await asyncio.to_thread(estimate_operation, schema.graphql_schema, service,
-                                                ec.graphql_document, ec.variables, ec.operation_name, True)
+            estimates = await asyncio.to_thread(
+                estimate_operation,
+                schema.graphql_schema,
+                service,
+                ec.graphql_document,
+                ec.variables,
+                ec.operation_name,
+                True,
+            )
             try:
                 check_budget(estimates, service.settings)
             except LimitExceeded as exc:
                 total = sum(e.flops for e in estimates)
-                ec.result = ExecutionResult(data=None, errors=[GraphQLError(
-                    str(exc), extensions={"code": exc.code, "estimate": total})])
+                ec.result = ExecutionResult(
+                    data=None, errors=[GraphQLError(str(exc), extensions={"code": exc.code, "estimate": total})]
+                )
         yield

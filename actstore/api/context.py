@@ -84,13 +84,14 @@ async def call(info: Info, fn: Callable[..., T], *args: Any, heavy: bool = False
         raise QueryTimeout("the request was already answered or refused: this computation was not started")
     stop = threading.Event()
     ctx.stops.add(stop)
-    fut = loop.run_in_executor(ctx.pools.heavy if heavy else ctx.pools.light,
-                               lambda: ctx.service.run_cancellable(stop, fn, *args, **kwargs))
+    fut = loop.run_in_executor(
+        ctx.pools.heavy if heavy else ctx.pools.light, lambda: ctx.service.run_cancellable(stop, fn, *args, **kwargs)
+    )
     timeout = ctx.service.settings.request_timeout_s
     watcher = asyncio.ensure_future(_stop_when_gone(ctx.client_gone, fut, stop)) if ctx.client_gone else None
     try:
         return await asyncio.wait_for(fut, timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise QueryTimeout(
             f"the query ran past the server's time limit of {timeout:g} s and was stopped; ask for "
             "less (fewer prompts, permutations or layers)"
@@ -102,8 +103,9 @@ async def call(info: Info, fn: Callable[..., T], *args: Any, heavy: bool = False
             watcher.cancel()
 
 
-async def _stop_when_gone(client_gone: Callable[[], Awaitable[bool]], fut: asyncio.Future,
-                          stop: threading.Event) -> None:
+async def _stop_when_gone(
+    client_gone: Callable[[], Awaitable[bool]], fut: asyncio.Future, stop: threading.Event
+) -> None:
     """Set ``stop`` as soon as the client has disconnected while ``fut`` still runs."""
     while not fut.done():
         await asyncio.sleep(DISCONNECT_POLL_S)

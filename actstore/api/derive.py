@@ -72,15 +72,25 @@ def _converter(target: Any) -> Callable[[Any], Any] | None:
 
 def _array_converter(hint: Any) -> Callable[[Any], Any] | None:
     """Converter of an array field (or an optional one) to nested lists."""
-    inner = [a for a in typing.get_args(hint) if a is not type(None)] \
-        if typing.get_origin(hint) in (typing.Union, types.UnionType) else [hint]
+    inner = (
+        [a for a in typing.get_args(hint) if a is not type(None)]
+        if typing.get_origin(hint) in (typing.Union, types.UnionType)
+        else [hint]
+    )
     if len(inner) == 1 and _array_kind(inner[0]) is not None:
         return lambda v: None if v is None else v.tolist()
     return None
 
 
-def derive(cls: type, *, name: str, exclude: Iterable[str] = (), fields: Mapping[str, Any] | None = None,
-           descriptions: Mapping[str, str] | None = None, description: str | None = None) -> type:
+def derive(
+    cls: type,
+    *,
+    name: str,
+    exclude: Iterable[str] = (),
+    fields: Mapping[str, Any] | None = None,
+    descriptions: Mapping[str, str] | None = None,
+    description: str | None = None,
+) -> type:
     """A strawberry type named ``name`` with the fields of dataclass ``cls``.
 
     ``fields``: GraphQL types overriding those of some fields (enums and ids are converted

@@ -34,8 +34,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from types import SimpleNamespace
 from collections.abc import Awaitable, Callable, Iterable
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -65,21 +65,30 @@ THREAD_DECODE_BYTES = 64 * 1024
 # A JSON string escape of a UTF-16 surrogate: only then is the decoded body searched for
 # unpaired surrogates (which no UTF-8 text can hold).
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
-               bool: "a boolean", type(None): "null"}
+_JSON_TYPES = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+}
 
 
 class Refused(Exception):
     """A request the endpoint answers with an error status and a JSON error body."""
 
-    def __init__(self, status: int, message: str, code: str = BAD_REQUEST,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, code: str = BAD_REQUEST, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.code, self.headers = status, message, code, headers or {}
 
 
-def json_response(body: Any, status: int = 200, media_type: str = JSON_TYPE,
-                  headers: dict[str, str] | None = None) -> Response:
+def json_response(
+    body: Any, status: int = 200, media_type: str = JSON_TYPE, headers: dict[str, str] | None = None
+) -> Response:
     """``body`` as compact JSON; strings no UTF-8 can hold (lone surrogates) are escaped."""
     text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
     try:
@@ -153,16 +162,18 @@ def decode_json(raw: bytes | str, what: str = "the request body") -> Any:
     if _SURROGATE_ESCAPE.search(text):
         bad = _unpaired_surrogate(value)
         if bad is not None:
-            raise Refused(400, f"{what} has a JSON string with the unpaired UTF-16 surrogate {bad}, "
-                               "which is not Unicode text")
+            raise Refused(
+                400, f"{what} has a JSON string with the unpaired UTF-16 surrogate {bad}, which is not Unicode text"
+            )
     return value
 
 
 class GraphQLEndpoint:
     """The ``/graphql`` endpoint: ``Route("/graphql", endpoint.handle, methods=["GET", "POST"])``."""
 
-    def __init__(self, schema: Any, settings: Settings, cache: DocumentCache,
-                 context: Callable[[Request], Awaitable[Any]]) -> None:
+    def __init__(
+        self, schema: Any, settings: Settings, cache: DocumentCache, context: Callable[[Request], Awaitable[Any]]
+    ) -> None:
         self.schema = schema
         self.settings = settings
         self.cache = cache
@@ -199,20 +210,31 @@ class GraphQLEndpoint:
     async def _from_body(self, request: Request) -> Any:
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media != JSON_TYPE:
-            raise Refused(415, f"POST /graphql needs Content-Type: application/json, got {media or 'none'!r}",
-                          headers={"Accept-Post": JSON_TYPE})
+            raise Refused(
+                415,
+                f"POST /graphql needs Content-Type: application/json, got {media or 'none'!r}",
+                headers={"Accept-Post": JSON_TYPE},
+            )
         limit = self.settings.max_body_bytes
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            raise Refused(413, f"the request body has {int(declared):,} bytes; this server accepts at most "
-                               f"{limit:,} (ACTSTORE_MAX_BODY_BYTES)", "LIMIT_EXCEEDED")
+            raise Refused(
+                413,
+                f"the request body has {int(declared):,} bytes; this server accepts at most "
+                f"{limit:,} (ACTSTORE_MAX_BODY_BYTES)",
+                "LIMIT_EXCEEDED",
+            )
         chunks, size = [], 0
         try:
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
-                    raise Refused(413, f"the request body is over {limit:,} bytes, the most this server accepts "
-                                       "(ACTSTORE_MAX_BODY_BYTES)", "LIMIT_EXCEEDED")
+                    raise Refused(
+                        413,
+                        f"the request body is over {limit:,} bytes, the most this server accepts "
+                        "(ACTSTORE_MAX_BODY_BYTES)",
+                        "LIMIT_EXCEEDED",
+                    )
                 chunks.append(chunk)
         except ClientDisconnect:
             raise Refused(400, "the client closed the connection before sending the whole body") from None
@@ -228,23 +250,34 @@ class GraphQLEndpoint:
         if isinstance(data, list):
             raise Refused(400, "batched requests (a JSON array) are not supported: send one operation per request")
         if not isinstance(data, dict):
-            raise Refused(400, "the request body must be a JSON object with a 'query' string, got "
-                               f"{_kind(data)}: {_preview(data)}")
+            raise Refused(
+                400,
+                f"the request body must be a JSON object with a 'query' string, got {_kind(data)}: {_preview(data)}",
+            )
         query = data.get("query")
         if not isinstance(query, str) or not query.strip():
             got = "nothing" if query is None else f"{_kind(query)}: {_preview(query)}"
             raise Refused(400, f"'query' must be a string holding a GraphQL document, got {got}")
         variables, name, extensions = data.get("variables"), data.get("operationName"), data.get("extensions")
         if variables is not None and not isinstance(variables, dict):
-            raise Refused(400, f"'variables' must be a JSON object or null, got {_kind(variables)}: {_preview(variables)}")
+            raise Refused(
+                400, f"'variables' must be a JSON object or null, got {_kind(variables)}: {_preview(variables)}"
+            )
         if name is not None and not isinstance(name, str):
             raise Refused(400, f"'operationName' must be a string or null, got {_kind(name)}: {_preview(name)}")
         if extensions is not None and not isinstance(extensions, dict):
             raise Refused(400, f"'extensions' must be a JSON object or null, got {_kind(extensions)}")
         return query, variables, name or None, extensions
 
-    async def _run(self, request: Request, media: str, query: str, variables: dict[str, Any] | None,
-                   operation_name: str | None, extensions: dict[str, Any] | None) -> Response:
+    async def _run(
+        self,
+        request: Request,
+        media: str,
+        query: str,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+        extensions: dict[str, Any] | None,
+    ) -> Response:
         # Parsed here (on a worker thread, into the cache the schema's parsing step reads) so the
         # operation can be selected by the specification's rules before anything runs.
         try:  # a cached document without a worker-thread round trip
@@ -257,15 +290,21 @@ class GraphQLEndpoint:
         allowed = {OperationType.QUERY} if request.method == "GET" else {OperationType.QUERY, OperationType.MUTATION}
         context = await self.context(request)
         try:
-            result = await self.schema.execute(query, variable_values=variables, context_value=context,
-                                               operation_name=operation_name, allowed_operation_types=allowed,
-                                               operation_extensions=extensions)
+            result = await self.schema.execute(
+                query,
+                variable_values=variables,
+                context_value=context,
+                operation_name=operation_name,
+                allowed_operation_types=allowed,
+                operation_extensions=extensions,
+            )
         except CannotGetOperationTypeError:  # operation_problem refused these already
             raise Refused(400, "the document has no operation to run", "GRAPHQL_VALIDATION_FAILED") from None
         except InvalidOperationTypeError as exc:
             kind = exc.operation_type.value
-            raise Refused(405, f"a {kind} needs POST: GET runs queries only", "BAD_REQUEST",
-                          headers={"Allow": "POST"}) from None
+            raise Refused(
+                405, f"a {kind} needs POST: GET runs queries only", "BAD_REQUEST", headers={"Allow": "POST"}
+            ) from None
         except MissingQueryError:
             raise Refused(400, "'query' must be a string holding a GraphQL document, got nothing") from None
         finally:
@@ -345,9 +384,13 @@ class BrowserGuard:
         self.any_origin = "*" in settings.cors_origins
         self.origins = {o if o == "null" else _origin(o) for o in settings.cors_origins if o != "*"}
         if settings.cors_origins:
-            app = CORSMiddleware(app, allow_origins=["*"] if self.any_origin else sorted(o for o in self.origins if o),
-                                 allow_methods=["GET", "POST"],
-                                 allow_headers=["authorization", "content-type", "accept"], max_age=600)
+            app = CORSMiddleware(
+                app,
+                allow_origins=["*"] if self.any_origin else sorted(o for o in self.origins if o),
+                allow_methods=["GET", "POST"],
+                allow_headers=["authorization", "content-type", "accept"],
+                max_age=600,
+            )
         self.app = app
 
     def host_allowed(self, scope: Scope, host: str | None) -> bool:
@@ -379,17 +422,29 @@ class BrowserGuard:
         host = headers.get("host")
         refusal = None
         if not self.host_allowed(scope, host):
-            refusal = (400, f"this server does not answer to the Host {host!r}: it answers to "
-                            f"{', '.join(sorted(self.hosts))} and the address it listens on; add a name "
-                            "to ACTSTORE_ALLOWED_HOSTS to allow it", "FORBIDDEN_HOST")
+            refusal = (
+                400,
+                f"this server does not answer to the Host {host!r}: it answers to "
+                f"{', '.join(sorted(self.hosts))} and the address it listens on; add a name "
+                "to ACTSTORE_ALLOWED_HOSTS to allow it",
+                "FORBIDDEN_HOST",
+            )
         else:
             origin = headers.get("origin")
             if origin is not None and not self.origin_allowed(headers, origin):
-                refusal = (403, f"a page on {origin!r} may not query this server (cross-origin request); "
-                                "set ACTSTORE_CORS_ORIGINS to allow that origin", "FORBIDDEN_ORIGIN")
+                refusal = (
+                    403,
+                    f"a page on {origin!r} may not query this server (cross-origin request); "
+                    "set ACTSTORE_CORS_ORIGINS to allow that origin",
+                    "FORBIDDEN_ORIGIN",
+                )
             elif origin is None and self.no_cors_from_elsewhere(scope, headers):
-                refusal = (403, "a page on another site may not query this server (a cross-site request "
-                                "without Origin, e.g. an <img> or <script> source or a redirect)", "FORBIDDEN_ORIGIN")
+                refusal = (
+                    403,
+                    "a page on another site may not query this server (a cross-site request "
+                    "without Origin, e.g. an <img> or <script> source or a redirect)",
+                    "FORBIDDEN_ORIGIN",
+                )
         if refusal is None:
             await self.app(scope, receive, send)
             return

@@ -44,8 +44,16 @@ from strawberry.schema.schema import validate_document
 from actstore.config import Settings
 from actstore.errors import LimitExceeded
 
-__all__ = ["MAX_NESTING", "BoundedParsing", "DocumentCache", "Parsed", "check_document_size", "count_fields", "empty_selection_set",
-           "operation_problem"]
+__all__ = [
+    "MAX_NESTING",
+    "BoundedParsing",
+    "DocumentCache",
+    "Parsed",
+    "check_document_size",
+    "count_fields",
+    "empty_selection_set",
+    "operation_problem",
+]
 
 PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
 VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
@@ -86,8 +94,10 @@ def count_fields(document: DocumentNode, stop_after: int) -> int:
     visiting: set[str] = set()
 
     def too_deep() -> LimitExceeded:
-        return LimitExceeded(f"the GraphQL document nests selections more than {MAX_NESTING} levels deep "
-                             "(fields, inline fragments and fragment spreads counted)")
+        return LimitExceeded(
+            f"the GraphQL document nests selections more than {MAX_NESTING} levels deep "
+            "(fields, inline fragments and fragment spreads counted)"
+        )
 
     def selection_set(node: SelectionSetNode | None, level: int) -> tuple[int, int]:
         if node is None:
@@ -136,8 +146,11 @@ def count_fields(document: DocumentNode, stop_after: int) -> int:
 def empty_selection_set(document: DocumentNode) -> SelectionSetNode | None:
     """The first ``{ }`` of the document, or None. graphql-core parses empty selection sets
     (a proposal the specification has not adopted); validation rules crash on them."""
-    stack: list[Any] = [d.selection_set for d in document.definitions
-                        if isinstance(d, (OperationDefinitionNode, FragmentDefinitionNode))]
+    stack: list[Any] = [
+        d.selection_set
+        for d in document.definitions
+        if isinstance(d, (OperationDefinitionNode, FragmentDefinitionNode))
+    ]
     while stack:
         node = stack.pop()
         if node is None:
@@ -215,28 +228,42 @@ class DocumentCache:
         except LimitExceeded as exc:
             raise limit_error(exc) from None
         try:
-            document = parse(query, max_lexical_tokens=s.max_tokens, max_source_length=s.max_document_chars,
-                             max_comments=s.max_tokens)
+            document = parse(
+                query,
+                max_lexical_tokens=s.max_tokens,
+                max_source_length=s.max_document_chars,
+                max_comments=s.max_tokens,
+            )
         except GraphQLError as exc:
             if "Document contains more than" in exc.message:  # over max_lexical_tokens / max_comments
                 what = "comments" if exc.message.endswith("comments. Parsing aborted.") else "tokens"
-                raise limit_error(LimitExceeded(
-                    f"the GraphQL document has more than {s.max_tokens:,} {what}, the most this server "
-                    "parses (ACTSTORE_MAX_TOKENS): pass large values as variables")) from None
-            raise GraphQLError(exc.message, source=exc.source, positions=exc.positions,
-                               extensions={"code": PARSE_FAILED}) from None
+                raise limit_error(
+                    LimitExceeded(
+                        f"the GraphQL document has more than {s.max_tokens:,} {what}, the most this server "
+                        "parses (ACTSTORE_MAX_TOKENS): pass large values as variables"
+                    )
+                ) from None
+            raise GraphQLError(
+                exc.message, source=exc.source, positions=exc.positions, extensions={"code": PARSE_FAILED}
+            ) from None
         empty = empty_selection_set(document)
         if empty is not None:
-            raise GraphQLError("Syntax Error: a selection set must select at least one field.", nodes=[empty],
-                               extensions={"code": PARSE_FAILED})
+            raise GraphQLError(
+                "Syntax Error: a selection set must select at least one field.",
+                nodes=[empty],
+                extensions={"code": PARSE_FAILED},
+            )
         try:
             fields = count_fields(document, s.max_fields)
         except LimitExceeded as exc:
             raise limit_error(exc) from None
         if fields > s.max_fields:
-            raise limit_error(LimitExceeded(
-                f"the GraphQL document selects more than {s.max_fields:,} fields (aliases and fragment "
-                f"spreads counted); this server allows at most {s.max_fields:,} (ACTSTORE_MAX_FIELDS)"))
+            raise limit_error(
+                LimitExceeded(
+                    f"the GraphQL document selects more than {s.max_fields:,} fields (aliases and fragment "
+                    f"spreads counted); this server allows at most {s.max_fields:,} (ACTSTORE_MAX_FIELDS)"
+                )
+            )
         parsed = Parsed(document, len(query) * BYTES_PER_CHAR)
         if parsed.size <= self.max_bytes // 8:
             with self._lock:
@@ -254,9 +281,16 @@ class DocumentCache:
         key = tuple(rules)
         errors = parsed.validated.get(key)
         if errors is None:
-            errors = [GraphQLError(e.message, nodes=e.nodes, source=e.source, positions=e.positions,
-                                   extensions={**(e.extensions or {}), "code": VALIDATION_FAILED})
-                      for e in validate_document(schema, parsed.document, key)]
+            errors = [
+                GraphQLError(
+                    e.message,
+                    nodes=e.nodes,
+                    source=e.source,
+                    positions=e.positions,
+                    extensions={**(e.extensions or {}), "code": VALIDATION_FAILED},
+                )
+                for e in validate_document(schema, parsed.document, key)
+            ]
             parsed.validated[key] = errors
         return errors
 
@@ -285,6 +319,9 @@ class BoundedParsing(SchemaExtension):
             rules: Any = ec.validation_rules
             schema: Any = ec.schema  # actstore.api.app's schema class: exposes graphql_schema
             done = self._parsed.validated.get(tuple(rules))
-            ec.pre_execution_errors = done if done is not None else await asyncio.to_thread(
-                self.cache.validate, schema.graphql_schema, self._parsed, rules)
+            ec.pre_execution_errors = (
+                done
+                if done is not None
+                else await asyncio.to_thread(self.cache.validate, schema.graphql_schema, self._parsed, rules)
+            )
         yield

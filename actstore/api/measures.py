@@ -21,20 +21,32 @@ from .types import SimilarityMatrix
 
 __all__ = ["MeasureQuery"]
 
-Measure = derive(MeasureInfo, name="Measure", fields={"defaults": JSON}, descriptions={
-    "direction": "similarity (larger is more alike) or distance (smaller is more alike).",
-    "options": "Option names (k for the k-NN measures, given as the k argument; the others in options).",
-    "defaults": "Each option's default (k has none: the k-NN measures need it).",
-    "sensitive_to": "One line on what the measure responds to.",
-    "definition": "The formula.",
-    "reference": "Paper, reference code (with its commit) and the largest difference measured against it."})
+Measure = derive(
+    MeasureInfo,
+    name="Measure",
+    fields={"defaults": JSON},
+    descriptions={
+        "direction": "similarity (larger is more alike) or distance (smaller is more alike).",
+        "options": "Option names (k for the k-NN measures, given as the k argument; the others in options).",
+        "defaults": "Each option's default (k has none: the k-NN measures need it).",
+        "sensitive_to": "One line on what the measure responds to.",
+        "definition": "The formula.",
+        "reference": "Paper, reference code (with its commit) and the largest difference measured against it.",
+    },
+)
 SimilarityByDatasetType = derive(SimilarityByDataset, name="SimilarityByDataset")
-Similarity = derive(SimilarityResult, name="Similarity", fields={"options": JSON}, descriptions={
-    "value": "The measure's value (direction says whether larger or smaller is more alike).",
-    "options": "Every option of the measure used (defaults filled in; k apart).",
-    "p_value": "Permutation-test p-value (1 + #{null at least as extreme}) / (1 + permutations); null without "
-               "permutations.",
-    "warnings": "Warnings about the answer (a mixed corpus, ...)."})
+Similarity = derive(
+    SimilarityResult,
+    name="Similarity",
+    fields={"options": JSON},
+    descriptions={
+        "value": "The measure's value (direction says whether larger or smaller is more alike).",
+        "options": "Every option of the measure used (defaults filled in; k apart).",
+        "p_value": "Permutation-test p-value (1 + #{null at least as extreme}) / (1 + permutations); null without "
+        "permutations.",
+        "warnings": "Warnings about the answer (a mixed corpus, ...).",
+    },
+)
 
 
 def similarity_of(r: SimilarityResult) -> Similarity:  # type: ignore[valid-type]
@@ -46,15 +58,23 @@ def similarity_of(r: SimilarityResult) -> Similarity:  # type: ignore[valid-type
 class MeasureQuery:
     @strawberry.field(description="Every registered similarity measure, platonic-representation's first.")
     async def measures(self, info: Info) -> list[Measure]:  # type: ignore[valid-type]
-        return [build(Measure, m, defaults=json.loads(m.defaults))
-                for m in await call(info, info.context.service.measures.measures)]
+        return [
+            build(Measure, m, defaults=json.loads(m.defaults))
+            for m in await call(info, info.context.service.measures.measures)
+        ]
 
     similarity: Similarity = request_field(  # type: ignore[valid-type]
-        SimilarityRequest, Similarity, build=similarity_of,
+        SimilarityRequest,
+        Similarity,
+        build=similarity_of,
         description="Any registered measure of two layers over their shared prompts; permutations > 0 adds a "
-                    "p-value (null stratified by dataset when several are mixed); byDataset adds the value per "
-                    "dataset.")
+        "p-value (null stratified by dataset when several are mixed); byDataset adds the value per "
+        "dataset.",
+    )
     similarity_matrix: SimilarityMatrix = request_field(
-        SimilarityMatrixRequest, SimilarityMatrix, build=SimilarityMatrix.of,
+        SimilarityMatrixRequest,
+        SimilarityMatrix,
+        build=SimilarityMatrix.of,
         description="Any registered measure for every layer pair of two models (or an evenly spaced relative-depth "
-                    "grid of `grid` layers); each layer's statistics are computed once.")
+        "grid of `grid` layers); each layer's statistics are computed once.",
+    )

@@ -79,18 +79,27 @@ def _argument(f: dataclasses.Field, hint: Any) -> tuple[Any, Callable[[Any], Any
     return annotation, (lambda v: None if v is None else convert(v))
 
 
-def request_field(request_type: type[Request], returns: Any, *, build: Callable[[Any], Any],
-                  description: str | None = None, heavy: bool | Callable[[Request], bool] = True,
-                  run: Callable[[Any, Request], Any] | None = None, guard: Callable[[Info], None] | None = None,
-                  mutation: bool = False) -> Any:
+def request_field(
+    request_type: type[Request],
+    returns: Any,
+    *,
+    build: Callable[[Any], Any],
+    description: str | None = None,
+    heavy: bool | Callable[[Request], bool] = True,
+    run: Callable[[Any, Request], Any] | None = None,
+    guard: Callable[[Info], None] | None = None,
+    mutation: bool = False,
+) -> Any:
     """A strawberry field answering ``request_type``: arguments from its fields, output
     ``returns`` made by ``build(answer)``; ``heavy`` (or a function of the request) picks the
     worker pool (heavy numerics vs light reads). ``run(service, request)`` replaces
     ``service.answer`` (e.g. to start a job), ``guard(info)`` runs first (e.g. the token check
     of a mutation); ``mutation``: a mutation field."""
     hints = typing.get_type_hints(request_type)
-    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-              inspect.Parameter("info", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Info)]
+    params = [
+        inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        inspect.Parameter("info", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Info),
+    ]
     converters: dict[str, Callable[[Any], Any]] = {}
     for f in dataclasses.fields(request_type):  # type: ignore[arg-type]
         annotation, converters[f.name] = _argument(f, hints[f.name])
@@ -105,8 +114,9 @@ def request_field(request_type: type[Request], returns: Any, *, build: Callable[
             request = request_type(**{name: converters[name](value) for name, value in kwargs.items()})
             is_heavy = heavy(request) if callable(heavy) else heavy
             service = info.context.service
-            answer = await call(info, service.answer if run is None else (lambda r: run(service, r)), request,
-                                heavy=is_heavy)
+            answer = await call(
+                info, service.answer if run is None else (lambda r: run(service, r)), request, heavy=is_heavy
+            )
         except ActstoreError as exc:
             raise exc.reworded(camel, names) from exc
         return build(answer)

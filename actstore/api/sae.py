@@ -17,7 +17,6 @@ import strawberry
 
 from actstore.errors import InvalidInput
 from actstore.service import FeaturePairResult, SaeCorrelationResult, SaeMatrixResult, SaeRecord, check_list_limit
-
 from actstore.service.requests import SaeCorrelationRequest, SaeMatrixRequest
 
 from .context import Info, call, require_token
@@ -38,25 +37,40 @@ class Sae:
     architecture: str = strawberry.field(description="SAELens' name: standard (ReLU), jumprelu or topk.")
     hook_name: Optional[str] = strawberry.field(description="The hook it was trained on (from cfg.json).")
     notes: Optional[str] = strawberry.field(description="Warnings recorded at registration.")
-    format: str = strawberry.field(description="The layout it was read from: saelens, gemma_scope, gemma_scope_2, "
-                                   "llama_scope, sparsify, dictionary_learning or saelens_registry.")
+    format: str = strawberry.field(
+        description="The layout it was read from: saelens, gemma_scope, gemma_scope_2, "
+        "llama_scope, sparsify, dictionary_learning or saelens_registry."
+    )
     created_at: str
 
     @classmethod
-    def of(cls, r: SaeRecord) -> "Sae":
-        return cls(id=strawberry.ID(r.sae_id), model=r.model_key, layer=r.layer, d_in=r.d_in, d_sae=r.d_sae,
-                   architecture=r.architecture, hook_name=r.cfg.get("hook_name"), notes=r.notes,
-                   format=r.cfg.get("format") or "saelens",
-                   created_at=r.created_at.isoformat() if r.created_at else "")
+    def of(cls, r: SaeRecord) -> Sae:
+        return cls(
+            id=strawberry.ID(r.sae_id),
+            model=r.model_key,
+            layer=r.layer,
+            d_in=r.d_in,
+            d_sae=r.d_sae,
+            architecture=r.architecture,
+            hook_name=r.cfg.get("hook_name"),
+            notes=r.notes,
+            format=r.cfg.get("format") or "saelens",
+            created_at=r.created_at.isoformat() if r.created_at else "",
+        )
 
 
 FeaturePair = derive(FeaturePairResult, name="FeaturePair")
 
 
-@strawberry.type(description="SAE features of two layers matched by activation correlation; SVCCA and RSA of "
-                 "the matched decoder rows against random pairings.")
-class SaeCorrelation(derive(
-        SaeCorrelationResult, name="SaeCorrelationFields", exclude=("key", "top_pairs"),
+@strawberry.type(
+    description="SAE features of two layers matched by activation correlation; SVCCA and RSA of "
+    "the matched decoder rows against random pairings."
+)
+class SaeCorrelation(
+    derive(
+        SaeCorrelationResult,
+        name="SaeCorrelationFields",
+        exclude=("key", "top_pairs"),
         fields={"sae_a": strawberry.ID, "sae_b": strawberry.ID, "matching": Matching},
         descriptions={
             "n": "Shared prompts the activations were correlated over.",
@@ -65,7 +79,10 @@ class SaeCorrelation(derive(
             "dropped_a": "Of those, features that never vary over the prompts (left out).",
             "svcca_dims_a": "SVD directions kept for 99% of the variance.",
             "rsa_pairs": "Matched pairs used for RSA (a seeded subset when there are many).",
-            "method": "How the correlation blocks were computed: sparse or dense."})):
+            "method": "How the correlation blocks were computed: sparse or dense.",
+        },
+    )
+):
     pairs_kept: strawberry.Private[list[FeaturePairResult]]
 
     @strawberry.field(description="Matched pairs, strongest correlation first (at most 2,000 are kept).")
@@ -76,14 +93,20 @@ class SaeCorrelation(derive(
         return [build(FeaturePair, p) for p in self.pairs_kept[:limit]]
 
     @classmethod
-    def of(cls, r: SaeCorrelationResult) -> "SaeCorrelation":
+    def of(cls, r: SaeCorrelationResult) -> SaeCorrelation:
         return build(cls, r, pairs_kept=r.top_pairs)
 
 
 @strawberry.type(description="SVCCA of SAE features for every SAE layer pair of two models.")
-class SaeMatrix(derive(SaeMatrixResult, name="SaeMatrixFields", exclude=("key",),
-                       fields={"saes_a": list[strawberry.ID], "saes_b": list[strawberry.ID], "matching": Matching},
-                       descriptions={"values": "SVCCA of the matched decoder rows."})):
+class SaeMatrix(
+    derive(
+        SaeMatrixResult,
+        name="SaeMatrixFields",
+        exclude=("key",),
+        fields={"saes_a": list[strawberry.ID], "saes_b": list[strawberry.ID], "matching": Matching},
+        descriptions={"values": "SVCCA of the matched decoder rows."},
+    )
+):
     key: strawberry.Private[str]
 
     @strawberry.field(description="PNG heatmap of the SVCCA values.")
@@ -98,22 +121,30 @@ class SaeQuery:
         return [Sae.of(r) for r in await call(info, info.context.service.saes.saes, model)]
 
     sae_feature_correlation: SaeCorrelation = request_field(
-        SaeCorrelationRequest, SaeCorrelation, build=SaeCorrelation.of,
+        SaeCorrelationRequest,
+        SaeCorrelation,
+        build=SaeCorrelation.of,
         description="Match SAE features of two layers by activation correlation over shared prompts and compare "
-                    "the matched feature spaces (SVCCA, RSA) against random pairings. Optional filters: "
-                    "minCorrelation drops weaker pairs; keywords restricts both SAEs to the features whose "
-                    "top-activating prompts (topPrompts of them, at least keywordShare) contain a keyword.")
+        "the matched feature spaces (SVCCA, RSA) against random pairings. Optional filters: "
+        "minCorrelation drops weaker pairs; keywords restricts both SAEs to the features whose "
+        "top-activating prompts (topPrompts of them, at least keywordShare) contain a keyword.",
+    )
     sae_matrix: SaeMatrix = request_field(
-        SaeMatrixRequest, SaeMatrix, build=lambda r: build(SaeMatrix, r),
+        SaeMatrixRequest,
+        SaeMatrix,
+        build=lambda r: build(SaeMatrix, r),
         description="SVCCA of SAE features for every SAE layer pair of two models (default: the latest SAE per "
-                    "stored layer), with a PNG heatmap.")
+        "stored layer), with a PNG heatmap.",
+    )
 
 
 @strawberry.type
 class SaeMutation:
-    @strawberry.mutation(description="Register an SAE folder from the server's allowed SAE root; needs the token. "
-                         "Layouts: SAELens, Gemma Scope, Gemma Scope 2, Llama Scope, EleutherAI sparsify, "
-                         "dictionary_learning.")
+    @strawberry.mutation(
+        description="Register an SAE folder from the server's allowed SAE root; needs the token. "
+        "Layouts: SAELens, Gemma Scope, Gemma Scope 2, Llama Scope, EleutherAI sparsify, "
+        "dictionary_learning."
+    )
     async def register_sae(self, info: Info, model: str, layer: int, path: str) -> Sae:
         require_token(info)
         r = await call(info, info.context.service.saes.register_sae, model, layer, path, heavy=True)

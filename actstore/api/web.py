@@ -12,7 +12,7 @@ GraphiQL's and plotly's components set them at run time.
 from __future__ import annotations
 
 import importlib.util
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from starlette.requests import Request
@@ -24,14 +24,20 @@ __all__ = ["CSP", "STATIC", "graphiql_page", "plotly_js", "web_routes"]
 
 STATIC = Path(__file__).resolve().parent / "static"
 
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-       "img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; "
-       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-PAGE_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
-                "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+PAGE_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _read(name: str) -> str:
     return (STATIC / name).read_text(encoding="utf-8")
 
@@ -57,8 +63,13 @@ def plotly_js() -> Path | None:
 async def plotly_file(request: Request) -> Response:
     path = plotly_js()
     if path is None:
-        return JSONResponse({"error": "plotly.min.js comes from the Python package 'plotly', which is not "
-                                       "installed: pip install plotly"}, 404)
+        return JSONResponse(
+            {
+                "error": "plotly.min.js comes from the Python package 'plotly', which is not "
+                "installed: pip install plotly"
+            },
+            404,
+        )
     return FileResponse(path, media_type="text/javascript", headers={"X-Content-Type-Options": "nosniff"})
 
 

@@ -21,10 +21,13 @@ __all__ = ["drop_command", "verify_command"]
 
 def drop_command(
     ctx: typer.Context,
-    model: Annotated[Optional[str], typer.Option(
-        "--model", help="Key of the model to remove with its activations, next tokens, SAEs and indices.")] = None,
-    dataset: Annotated[Optional[str], typer.Option(
-        "--dataset", help="Dataset to remove: its prompts and their rows in every model.")] = None,
+    model: Annotated[
+        Optional[str],
+        typer.Option("--model", help="Key of the model to remove with its activations, next tokens, SAEs and indices."),
+    ] = None,
+    dataset: Annotated[
+        Optional[str], typer.Option("--dataset", help="Dataset to remove: its prompts and their rows in every model.")
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     store: StoreOption = None,
 ) -> None:
@@ -36,12 +39,16 @@ def drop_command(
         if model is not None:
             info = service.store.models.get(model)  # NotFound naming the known models
             saes = len(service.store.saes.list(model))
-            what = (f"model {model!r}: {len(info.layers)} activation table(s), its next tokens, "
-                    f"{saes} SAE(s) and its FAISS indices")
+            what = (
+                f"model {model!r}: {len(info.layers)} activation table(s), its next tokens, "
+                f"{saes} SAE(s) and its FAISS indices"
+            )
         else:
             ds = service.store.prompts.dataset(dataset)  # NotFound naming the known datasets
-            what = (f"dataset {dataset!r}: {ds.prompt_count} prompt(s) and their activation and next-token rows "
-                    "in every model")
+            what = (
+                f"dataset {dataset!r}: {ds.prompt_count} prompt(s) and their activation and next-token rows "
+                "in every model"
+            )
     if not yes:
         if not sys.stdin.isatty():
             raise fail(f"refusing to drop {what} without confirmation: pass --yes")
@@ -50,8 +57,10 @@ def drop_command(
     with user_errors(ctx):
         r = service.admin.drop_model(model) if model is not None else service.admin.drop_dataset(dataset)
     if r.kind == "model":
-        print(f"dropped model {r.name!r}: {r.tables_dropped} table(s), {r.saes_removed} SAE(s), "
-              f"{r.index_files_removed} index file(s)")
+        print(
+            f"dropped model {r.name!r}: {r.tables_dropped} table(s), {r.saes_removed} SAE(s), "
+            f"{r.index_files_removed} index file(s)"
+        )
     else:
         print(f"dropped dataset {r.name!r}: {r.rows_deleted} row(s)")
 

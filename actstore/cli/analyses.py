@@ -78,12 +78,18 @@ def show_matrix(answer: Any) -> None:
         table.add_row(str(la), *[f"[bold]{v:.3f}[/bold]" if j == best else f"{v:.3f}" for j, v in enumerate(values[i])])
     console.print(table)
     i, j = divmod(int(values.argmax()), values.shape[1])
-    console.print(f"largest: {values[i, j]:.4f} at {answer.model_a} layer {answer.layers_a[i]} x "
-                  f"{answer.model_b} layer {answer.layers_b[j]}", highlight=False)
+    console.print(
+        f"largest: {values[i, j]:.4f} at {answer.model_a} layer {answer.layers_a[i]} x "
+        f"{answer.model_b} layer {answer.layers_b[j]}",
+        highlight=False,
+    )
     diagonal = getattr(answer, "diagonal", None)
     if diagonal is not None and diagonal.p_value == diagonal.p_value:
-        console.print(f"generalized diagonal: on {diagonal.on_diagonal_mean:.4f} vs off {diagonal.off_diagonal_mean:.4f}, "
-                      f"t = {diagonal.t_statistic:.3f}, p = {diagonal.p_value:.3g}", highlight=False)
+        console.print(
+            f"generalized diagonal: on {diagonal.on_diagonal_mean:.4f} vs off {diagonal.off_diagonal_mean:.4f}, "
+            f"t = {diagonal.t_statistic:.3f}, p = {diagonal.p_value:.3g}",
+            highlight=False,
+        )
     if getattr(answer, "null_mean", None) is not None:
         console.print(f"null mean (random neighbours): {answer.null_mean:.4f}", highlight=False)
     _corpus(answer, console)
@@ -95,25 +101,43 @@ def show_neighbors(rows: list[Any]) -> None:
     for name in ("rank", "prompt", "score", "dataset", "label", "text"):
         table.add_column(name, overflow="fold")
     for r in rows:
-        table.add_row(str(r.rank), str(r.prompt_id), f"{r.score:.4f}", r.dataset or "",
-                      "" if r.label is None else str(r.label), r.text or "")
+        table.add_row(
+            str(r.rank),
+            str(r.prompt_id),
+            f"{r.score:.4f}",
+            r.dataset or "",
+            "" if r.label is None else str(r.label),
+            r.text or "",
+        )
     _console().print(table)
 
 
 def _loading(service: Any, request: R.NeighborsRequest) -> None:
     if request.text is not None:
         info, _ = service.reads.resolve(request.at)
-        print(f"loading model {info.key!r} ({info.source}) to encode the text: once per process, so every "
-              f"look-up from this command line loads it again (actstore serve keeps it loaded)", file=sys.stderr)
+        print(
+            f"loading model {info.key!r} ({info.source}) to encode the text: once per process, so every "
+            f"look-up from this command line loads it again (actstore serve keeps it loaded)",
+            file=sys.stderr,
+        )
 
 
 def measures_command(
-        as_json: Annotated[bool, typer.Option("--json", help="Print the listing as JSON.")] = False) -> None:
+    as_json: Annotated[bool, typer.Option("--json", help="Print the listing as JSON.")] = False,
+) -> None:
     """Every registered similarity measure: name, direction, options and what it is sensitive to."""
     from actstore.service.measures import list_measures
 
-    listing = [{"name": m.name, "direction": m.direction, "options": list(m.options), "sensitiveTo": m.sensitive_to,
-                "reference": m.reference} for m in list_measures()]
+    listing = [
+        {
+            "name": m.name,
+            "direction": m.direction,
+            "options": list(m.options),
+            "sensitiveTo": m.sensitive_to,
+            "reference": m.reference,
+        }
+        for m in list_measures()
+    ]
     if as_json:
         print_json(listing)
         return

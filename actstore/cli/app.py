@@ -21,8 +21,19 @@ from .admin import drop_command, verify_command
 from .analyses import COMMANDS as ANALYSES
 from .atlas import atlas_command
 from .bridges import bridge_command, next_token_transfer_command, probe_transfer_command
-from .common import (App, StoreOption, check_port_free, check_store_path, column_spec, fail, int_list, open_service,
-                     open_store, settings_for, user_errors)
+from .common import (
+    App,
+    StoreOption,
+    check_port_free,
+    check_store_path,
+    column_spec,
+    fail,
+    int_list,
+    open_service,
+    open_store,
+    settings_for,
+    user_errors,
+)
 from .ingest import ingest_command
 from .sae import sae_app
 
@@ -64,49 +75,113 @@ def info_command(ctx: typer.Context, store: StoreOption = None) -> None:
     rows = []
     for m in models:
         layers = f"{len(m.layers)}/{m.n_layers}" + (f" ({format_layers(m.layers)})" if m.layers else "")
-        rows.append([m.key, m.architecture, layers, str(m.d_model), m.dtype, m.quantization or "-",
-                     m.token + (" +chat" if m.chat_template else ""), str(prompts[m.key]), m.source])
-    print_records(console, f"models ({len(models)})", ("key", "architecture", "layers stored", "d_model", "dtype",
-                                                       "quantization", "token", "prompts", "source"), rows)
+        rows.append(
+            [
+                m.key,
+                m.architecture,
+                layers,
+                str(m.d_model),
+                m.dtype,
+                m.quantization or "-",
+                m.token + (" +chat" if m.chat_template else ""),
+                str(prompts[m.key]),
+                m.source,
+            ]
+        )
+    print_records(
+        console,
+        f"models ({len(models)})",
+        ("key", "architecture", "layers stored", "d_model", "dtype", "quantization", "token", "prompts", "source"),
+        rows,
+    )
     approx = [(key, r) for key, rows in indexes.items() for r in rows if r.kind != "flat" or r.metric is not None]
     rows = []
     for key, r in approx:
-        recall = "not built yet" if r.recall is None else f"{r.recall:.4f}" + (
-            f" at {r.measured_rows} rows" if r.measured_rows not in (None, r.rows) else "")
-        rows.append([key, str(r.layer), str(r.rows), r.metric or "all",
-                     "exact (target not reachable in budget)" if r.exact else r.kind, recall,
-                     "-" if r.nprobe is None else str(r.nprobe), "-" if r.candidates is None else str(r.candidates)])
+        recall = (
+            "not built yet"
+            if r.recall is None
+            else f"{r.recall:.4f}" + (f" at {r.measured_rows} rows" if r.measured_rows not in (None, r.rows) else "")
+        )
+        rows.append(
+            [
+                key,
+                str(r.layer),
+                str(r.rows),
+                r.metric or "all",
+                "exact (target not reachable in budget)" if r.exact else r.kind,
+                recall,
+                "-" if r.nprobe is None else str(r.nprobe),
+                "-" if r.candidates is None else str(r.candidates),
+            ]
+        )
     if approx:
-        print_records(console, f"approximate k-NN indexes (tables of at least {s.knn.ann_threshold} rows; smaller "
-                      "ones are searched exactly)", ("model", "layer", "rows", "metric", "search",
-                                                     f"recall@10 (target {s.knn.recall_target:g})", "nprobe",
-                                                     "candidates"), rows)
-    print_records(console, f"datasets ({len(datasets)})", ("name", "prompts", "labelled"),
-                  [[d.name, str(d.prompt_count), "yes" if d.has_labels else "no"] for d in datasets])
+        print_records(
+            console,
+            f"approximate k-NN indexes (tables of at least {s.knn.ann_threshold} rows; smaller "
+            "ones are searched exactly)",
+            (
+                "model",
+                "layer",
+                "rows",
+                "metric",
+                "search",
+                f"recall@10 (target {s.knn.recall_target:g})",
+                "nprobe",
+                "candidates",
+            ),
+            rows,
+        )
+    print_records(
+        console,
+        f"datasets ({len(datasets)})",
+        ("name", "prompts", "labelled"),
+        [[d.name, str(d.prompt_count), "yes" if d.has_labels else "no"] for d in datasets],
+    )
 
 
 @app.command("import")
 def import_command(
     ctx: typer.Context,
-    arrays: Annotated[list[Path], typer.Argument(
-        help="One [n, L, d] .npy, several [n, d] .npy (one per layer), or one .safetensors "
-        "with one tensor per layer.")],
+    arrays: Annotated[
+        list[Path],
+        typer.Argument(
+            help="One [n, L, d] .npy, several [n, d] .npy (one per layer), or one .safetensors "
+            "with one tensor per layer."
+        ),
+    ],
     model: Annotated[str, typer.Option("--model", help="Model key to store the activations under.")],
     dataset: Annotated[str, typer.Option("--dataset", help="Dataset the prompts go into.")],
-    prompts: Annotated[Path, typer.Option(
-        "--prompts", help="Prompts file (.jsonl, .csv, .tsv, .parquet, .txt); row i of each array is prompt i.")],
-    layers: Annotated[Optional[str], typer.Option(
-        "--layers", help="Comma-separated layer indices of the arrays (default: from the names or axis 1).")] = None,
-    n_layers: Annotated[Optional[int], typer.Option(
-        "--n-layers", help="Number of decoder blocks of the model (default: highest layer + 1).")] = None,
+    prompts: Annotated[
+        Path,
+        typer.Option(
+            "--prompts", help="Prompts file (.jsonl, .csv, .tsv, .parquet, .txt); row i of each array is prompt i."
+        ),
+    ],
+    layers: Annotated[
+        Optional[str],
+        typer.Option(
+            "--layers", help="Comma-separated layer indices of the arrays (default: from the names or axis 1)."
+        ),
+    ] = None,
+    n_layers: Annotated[
+        Optional[int],
+        typer.Option("--n-layers", help="Number of decoder blocks of the model (default: highest layer + 1)."),
+    ] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="Storage dtype: float16 or float32.")] = "float16",
     source: Annotated[Optional[str], typer.Option("--source", help="Where the activations came from.")] = None,
-    architecture: Annotated[Optional[str], typer.Option("--architecture", help="config.model_type of the model.")] = None,
-    text_column: Annotated[str, typer.Option(
-        "--text-column", help="Text column/field of the prompts file (a 0-based index for a "
-        "CSV/TSV without a header row).")] = "text",
-    label_column: Annotated[str, typer.Option(
-        "--label-column", help="Label column/field of the prompts file (optional in the file).")] = "label",
+    architecture: Annotated[
+        Optional[str], typer.Option("--architecture", help="config.model_type of the model.")
+    ] = None,
+    text_column: Annotated[
+        str,
+        typer.Option(
+            "--text-column",
+            help="Text column/field of the prompts file (a 0-based index for a CSV/TSV without a header row).",
+        ),
+    ] = "text",
+    label_column: Annotated[
+        str, typer.Option("--label-column", help="Label column/field of the prompts file (optional in the file).")
+    ] = "label",
     store: StoreOption = None,
 ) -> None:
     """Load activations extracted elsewhere, with their prompts, into the store.
@@ -121,13 +196,24 @@ def import_command(
         settings = settings_for(store)
         check_store_path(settings.store_uri, create=True)
         summary = import_activations(
-            settings.store_uri, model_key=model, dataset=dataset, prompts_file=prompts, arrays=arrays,
-            layers=int_list(layers, "--layers"), n_layers=n_layers, dtype=dtype, source=source,
-            architecture=architecture, text_column=column_spec(text_column),
-            label_column=column_spec(label_column), settings=settings,
+            settings.store_uri,
+            model_key=model,
+            dataset=dataset,
+            prompts_file=prompts,
+            arrays=arrays,
+            layers=int_list(layers, "--layers"),
+            n_layers=n_layers,
+            dtype=dtype,
+            source=source,
+            architecture=architecture,
+            text_column=column_spec(text_column),
+            label_column=column_spec(label_column),
+            settings=settings,
         )
-    print(f"imported {summary.prompts} prompts x {len(summary.layers)} layers (d={summary.d_model}) "
-          f"as model {summary.model_key!r}, dataset {summary.dataset!r}")
+    print(
+        f"imported {summary.prompts} prompts x {len(summary.layers)} layers (d={summary.d_model}) "
+        f"as model {summary.model_key!r}, dataset {summary.dataset!r}"
+    )
 
 
 @app.command("serve")
@@ -136,8 +222,9 @@ def serve_command(
     store: StoreOption = None,
     host: Annotated[str, typer.Option("--host", help="Address to bind; loopback unless told otherwise.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port; a busy one is refused at once.")] = 8000,
-    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn's log level: critical, error, warning, "
-                                           "info, debug or trace.")] = "info",
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="uvicorn's log level: critical, error, warning, info, debug or trace.")
+    ] = "info",
 ) -> None:
     """Serve the GraphQL API (GraphiQL at /graphql, /healthz, heatmaps at /plots/KEY.png)."""
     with user_errors(ctx):
@@ -151,8 +238,12 @@ def serve_command(
 
     if not settings.token:
         print("note: ACTSTORE_TOKEN is not set, so mutations (ingest, addPrompts) are refused", file=sys.stderr)
-    print(f"actstore: serving {service.store.uri} at http://{host}:{port}/graphql "
-          f"(the explorer at http://{host}:{port}/)", file=sys.stderr, flush=True)
+    print(
+        f"actstore: serving {service.store.uri} at http://{host}:{port}/graphql "
+        f"(the explorer at http://{host}:{port}/)",
+        file=sys.stderr,
+        flush=True,
+    )
     uvicorn.run(create_app(service, host=host), host=host, port=port, log_level=log_level)
 
 
@@ -161,14 +252,26 @@ def query_command(
     ctx: typer.Context,
     query: Annotated[str, typer.Argument(help="A GraphQL operation, e.g. '{ models { key nLayers } }'.")],
     variables: Annotated[Optional[str], typer.Option("--variables", help="Variables as a JSON object.")] = None,
-    plots: Annotated[Optional[Path], typer.Option(
-        "--plots", help="Folder to save the answer's plots in, as KEY.png; plotUrl is then that file's path.")] = None,
-    server: Annotated[str, typer.Option(
-        "--server", help="Where `actstore serve` runs on this store: plotUrl links to its /plots/KEY.png.")]
-        = "http://127.0.0.1:8000/",
-    json_errors: Annotated[bool, typer.Option(
-        "--json", help="On errors, print the whole JSON answer (errors with their path and extensions) "
-        "instead of one `error:` line each.")] = False,
+    plots: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--plots", help="Folder to save the answer's plots in, as KEY.png; plotUrl is then that file's path."
+        ),
+    ] = None,
+    server: Annotated[
+        str,
+        typer.Option(
+            "--server", help="Where `actstore serve` runs on this store: plotUrl links to its /plots/KEY.png."
+        ),
+    ] = "http://127.0.0.1:8000/",
+    json_errors: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="On errors, print the whole JSON answer (errors with their path and extensions) "
+            "instead of one `error:` line each.",
+        ),
+    ] = False,
     store: StoreOption = None,
 ) -> None:
     """Run one GraphQL operation in-process and print the JSON answer.
@@ -202,8 +305,10 @@ def query_command(
         for err in out["errors"]:
             code = (err.get("extensions") or {}).get("code")
             where = ".".join(str(p) for p in err.get("path") or [])
-            print(f"error: {err.get('message')}" + (f" (at {where})" if where else "") + (f" [{code}]" if code else ""),
-                  file=sys.stderr)
+            print(
+                f"error: {err.get('message')}" + (f" (at {where})" if where else "") + (f" [{code}]" if code else ""),
+                file=sys.stderr,
+            )
         raise typer.Exit(1)
     if plots is not None:
         with user_errors(ctx):
@@ -222,7 +327,7 @@ def _save_plots(data: object, service: object, folder: Path, base_url: str) -> N
         return
     for name, value in data.items():
         if name == "plotUrl" and isinstance(value, str) and value.startswith(f"{base_url}plots/"):
-            key = value[len(f"{base_url}plots/"):].removesuffix(".png")
+            key = value[len(f"{base_url}plots/") :].removesuffix(".png")
             folder.mkdir(parents=True, exist_ok=True)
             path = (folder / f"{key}.png").absolute()
             path.write_bytes(render_png(service.results.get(key)))
@@ -235,12 +340,18 @@ def _save_plots(data: object, service: object, folder: Path, base_url: str) -> N
 def demo_command(
     ctx: typer.Context,
     store: Annotated[str, typer.Option("--store", help="Where to build the demo store.")] = "./demo-store",
-    host: Annotated[str, typer.Option("--host", help="Address to serve on; loopback unless told otherwise.")]
-        = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="TCP port to serve on (make demo PORT=N); checked "
-                                      "before anything is built.")] = 8000,
-    offline: Annotated[bool, typer.Option(
-        "--offline", help="Don't use the hub: the installed SmolLM2 GGUF and MiniLM (else tiny random models).")] = False,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to serve on; loopback unless told otherwise.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", help="TCP port to serve on (make demo PORT=N); checked before anything is built.")
+    ] = 8000,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline", help="Don't use the hub: the installed SmolLM2 GGUF and MiniLM (else tiny random models)."
+        ),
+    ] = False,
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Build the store and exit.")] = False,
 ) -> None:
     """Build a demo store (hub models online; offline installed SmolLM2 + MiniLM, else tiny ones) and serve it.
@@ -264,9 +375,15 @@ def demo_command(
         with user_errors(ctx), ProgressBar(Console(stderr=True)) as bar:
             settings = settings_for(store)
             check_store_path(settings.store_uri, create=True)
-            run_demo(settings.store_uri, host=host, port=port, online=False if offline else None,
-                     serve=not no_serve, settings=settings,
-                     on_progress=lambda label, done, total: bar.update(label, done, total))
+            run_demo(
+                settings.store_uri,
+                host=host,
+                port=port,
+                online=False if offline else None,
+                serve=not no_serve,
+                settings=settings,
+                on_progress=lambda label, done, total: bar.update(label, done, total),
+            )
     except KeyboardInterrupt:
         raise fail("interrupted; run the same command again to resume", 130) from None
 

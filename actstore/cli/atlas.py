@@ -48,14 +48,25 @@ def print_atlas(answer: Any, console: Any) -> None:
     rows = []
     for pair, adjusted in zip(answer.pairs, summary.adjusted):
         d = pair.diagonal
-        rows.append([pair.model_a, pair.model_b, _num(pair.max_value),
-                     _num(d.on_diagonal_mean if d else None), _num(d.off_diagonal_mean if d else None),
-                     _num(d.p_value if d else None, ".3g"), _num(adjusted, ".3g")])
+        rows.append(
+            [
+                pair.model_a,
+                pair.model_b,
+                _num(pair.max_value),
+                _num(d.on_diagonal_mean if d else None),
+                _num(d.off_diagonal_mean if d else None),
+                _num(d.p_value if d else None, ".3g"),
+                _num(adjusted, ".3g"),
+            ]
+        )
     k = f", k = {answer.k}" if answer.k is not None else ""
-    print_records(console, f"atlas: {answer.measure}{k}, n = {answer.n} prompts",
-                  ("model A", "model B", "max", "on", "off", "p", "p (Bonferroni)"), rows)
-    console.print(f"{summary.line()}; {summary.tested} of {summary.pairs} pairs have a diagonal test",
-                  highlight=False)
+    print_records(
+        console,
+        f"atlas: {answer.measure}{k}, n = {answer.n} prompts",
+        ("model A", "model B", "max", "on", "off", "p", "p (Bonferroni)"),
+        rows,
+    )
+    console.print(f"{summary.line()}; {summary.tested} of {summary.pairs} pairs have a diagonal test", highlight=False)
     if answer.datasets:
         console.print("datasets: " + ", ".join(f"{d.name} ({d.n})" for d in answer.datasets), highlight=False)
     if answer.warning:
@@ -64,24 +75,34 @@ def print_atlas(answer: Any, console: Any) -> None:
 
 def atlas_command(
     ctx: typer.Context,
-    models: Annotated[Optional[str], typer.Option(
-        "--models", help="The models compared, comma-separated, in the order their pairs are listed.")] = None,
+    models: Annotated[
+        Optional[str],
+        typer.Option("--models", help="The models compared, comma-separated, in the order their pairs are listed."),
+    ] = None,
     all_models: Annotated[bool, typer.Option("--all", help="Compare every stored model.")] = False,
-    dataset: Annotated[Optional[str], typer.Option(
-        "--dataset", help="Restrict to the prompts of this dataset.")] = None,
-    measure: Annotated[str, typer.Option(
-        "--measure", help="A registered similarity measure (actstore query '{ measures { name } }').")] = "mutual_knn",
+    dataset: Annotated[
+        Optional[str], typer.Option("--dataset", help="Restrict to the prompts of this dataset.")
+    ] = None,
+    measure: Annotated[
+        str, typer.Option("--measure", help="A registered similarity measure (actstore query '{ measures { name } }').")
+    ] = "mutual_knn",
     k: Annotated[int, typer.Option("--k", help="Neighbours per prompt (k-NN measures).")] = 10,
-    grid: Annotated[Optional[int], typer.Option(
-        "--grid", help="An evenly spaced relative-depth grid of this many layers per model (default: every "
-                       "stored layer).")] = None,
+    grid: Annotated[
+        Optional[int],
+        typer.Option(
+            "--grid",
+            help="An evenly spaced relative-depth grid of this many layers per model (default: every stored layer).",
+        ),
+    ] = None,
     resize: Annotated[int, typer.Option("--resize", help="Depths per axis of the mean resized matrix.")] = 20,
-    preprocess: Annotated[str, typer.Option(
-        "--preprocess", help="none, standardize or drop_outlier_dims.")] = "none",
-    out: Annotated[Optional[Path], typer.Option(
-        "--out", help="Write the answer as the API's JSON to this file.")] = None,
-    plot: Annotated[Optional[Path], typer.Option(
-        "--plot", help="Draw the atlas (mean resized matrix, argmax-depth lines, on vs off) to this PNG.")] = None,
+    preprocess: Annotated[str, typer.Option("--preprocess", help="none, standardize or drop_outlier_dims.")] = "none",
+    out: Annotated[
+        Optional[Path], typer.Option("--out", help="Write the answer as the API's JSON to this file.")
+    ] = None,
+    plot: Annotated[
+        Optional[Path],
+        typer.Option("--plot", help="Draw the atlas (mean resized matrix, argmax-depth lines, on vs off) to this PNG."),
+    ] = None,
     store: StoreOption = None,
 ) -> None:
     """Every pair of a set of models compared layer by layer with one measure: a table of the
@@ -102,8 +123,15 @@ def atlas_command(
         service = open_service(settings_for(store))
         # the request's checks take the preprocessing by name (any case) and refuse others
         fields: dict[str, Any] = {"preprocess": preprocess}
-        request = AtlasRequest(models=tuple(_models(service, models, all_models)), measure=measure, k=k,
-                               dataset=dataset, grid=grid, resize=resize, **fields)
+        request = AtlasRequest(
+            models=tuple(_models(service, models, all_models)),
+            measure=measure,
+            k=k,
+            dataset=dataset,
+            grid=grid,
+            resize=resize,
+            **fields,
+        )
         label = f"atlas of {len(request.models)} models"
         with ProgressBar(Console(stderr=True), unit="pairs") as bar:
             answer = service.atlas.run(request, lambda done, total: bar.update(label, done, total))

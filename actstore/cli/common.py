@@ -26,13 +26,34 @@ from typer.core import TyperCommand
 from actstore.config import DEFAULT_STORE, Settings
 from actstore.errors import ActstoreError, InvalidInput
 
-__all__ = ["App", "StoreOption", "camel_case", "check_output_file", "check_port_free", "check_store_path",
-           "column_spec", "fail", "fraction", "int_list", "jsonable", "open_service", "open_store",
-           "print_json", "result_json", "settings_for", "user_errors"]
+__all__ = [
+    "App",
+    "StoreOption",
+    "camel_case",
+    "check_output_file",
+    "check_port_free",
+    "check_store_path",
+    "column_spec",
+    "fail",
+    "fraction",
+    "int_list",
+    "jsonable",
+    "open_service",
+    "open_store",
+    "print_json",
+    "result_json",
+    "settings_for",
+    "user_errors",
+]
 
-StoreOption = Annotated[Optional[str], typer.Option(
-    "--store", show_default=False,
-    help=f"Store URI: a local folder or an object-store URI (default: $ACTSTORE_STORE, else {DEFAULT_STORE}).")]
+StoreOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--store",
+        show_default=False,
+        help=f"Store URI: a local folder or an object-store URI (default: $ACTSTORE_STORE, else {DEFAULT_STORE}).",
+    ),
+]
 
 
 class _FlagsAsTyped(TyperCommand):
@@ -76,8 +97,9 @@ def _with_flag_names(exc: ActstoreError, ctx: Optional[typer.Context]) -> str:
     own multi-word flags (a one-word name such as ``dataset`` is also plain English)."""
     if ctx is None:
         return str(exc)
-    flags = {opt[2:].replace("-", "_"): opt for param in ctx.command.params for opt in param.opts
-             if opt.startswith("--")}
+    flags = {
+        opt[2:].replace("-", "_"): opt for param in ctx.command.params for opt in param.opts if opt.startswith("--")
+    }
     names = [n for n in flags if "_" in n]
     return exc.worded(lambda n: flags.get(n, n), names)
 
@@ -202,10 +224,14 @@ def check_port_free(host: str, port: int) -> None:
         try:
             sock.bind(addr)
         except OSError as exc:
-            why = "is already in use (another server?)" if exc.errno == errno.EADDRINUSE else (
-                f"cannot be bound: {exc.strerror}")
-            raise InvalidInput(f"--port {port}: {host}:{port} {why}; choose another with --port N "
-                               "(make demo PORT=N)") from None
+            why = (
+                "is already in use (another server?)"
+                if exc.errno == errno.EADDRINUSE
+                else (f"cannot be bound: {exc.strerror}")
+            )
+            raise InvalidInput(
+                f"--port {port}: {host}:{port} {why}; choose another with --port N (make demo PORT=N)"
+            ) from None
 
 
 # ------------------------------------------------------------------------ JSON output

@@ -20,8 +20,10 @@ FLAG_WORDS: dict[str, list[tuple[str, str]]] = {
     "chat_template": [("without the chat template", "without --chat-template")],
     "device": [("use device cpu", "use --device cpu")],
     "prompts": [("pass a prompts file to add", "pass a prompts file (--prompts FILE) to add")],
-    "key": [("choose another key", "choose another --key"),
-            ("ingest it under another key", "ingest it under another key with --key NAME")],
+    "key": [
+        ("choose another key", "choose another --key"),
+        ("ingest it under another key", "ingest it under another key with --key NAME"),
+    ],
     "dtype": [("with storage dtype", "with --dtype")],
     "text_column": [("name the text column", "name the text column with --text-column")],
 }

@@ -47,8 +47,12 @@ def read_vector(path: str, name: str = "vector") -> list[float]:
     try:
         arr = np.load(p) if p.suffix == ".npy" else np.array(p.read_text().replace(",", " ").split(), dtype=float)
     except ValueError as exc:
-        raise InvalidInput(f"{name} file {path!r} is not a list of numbers: {exc}", field=name, value=path,
-                           allowed="a .npy file or numbers separated by commas or whitespace") from None
+        raise InvalidInput(
+            f"{name} file {path!r} is not a list of numbers: {exc}",
+            field=name,
+            value=path,
+            allowed="a .npy file or numbers separated by commas or whitespace",
+        ) from None
     return np.asarray(arr, dtype=np.float64).ravel().tolist()
 
 
@@ -91,14 +95,18 @@ def _parameter(f: dataclasses.Field, hint: Any) -> tuple[inspect.Parameter, Call
         info = typer.Argument(..., help=doc, show_default=False)
     else:
         info = typer.Option(flag(f.name), help=doc)
-    param = inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
-                              default=inspect.Parameter.empty if required else default,
-                              annotation=Annotated[annotation, info])
+    param = inspect.Parameter(
+        f.name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=inspect.Parameter.empty if required else default,
+        annotation=Annotated[annotation, info],
+    )
     return param, (lambda v: None if v is None else convert(v))
 
 
-def request_command(request_type: type, show: Callable[[Any], None], *,
-                    before: Callable[[Any, Any], None] | None = None) -> Callable[..., None]:
+def request_command(
+    request_type: type, show: Callable[[Any], None], *, before: Callable[[Any, Any], None] | None = None
+) -> Callable[..., None]:
     """A typer command answering ``request_type``: ``show(answer)`` prints it (unless ``--json``);
     ``before(service, request)`` runs first (e.g. to say that a model is being loaded)."""
     hints = typing.get_type_hints(request_type)
@@ -109,10 +117,23 @@ def request_command(request_type: type, show: Callable[[Any], None], *,
     K = inspect.Parameter.KEYWORD_ONLY
     extra = [
         inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
-        inspect.Parameter("as_json", K, default=False, annotation=Annotated[bool, typer.Option(
-            "--json", help="Print the answer as JSON, with the API's field names.")]),
-        inspect.Parameter("plot", K, default=None, annotation=Annotated[Optional[Path], typer.Option(
-            "--plot", help="Also draw the answer to this PNG file (matrices and sweeps).")]),
+        inspect.Parameter(
+            "as_json",
+            K,
+            default=False,
+            annotation=Annotated[
+                bool, typer.Option("--json", help="Print the answer as JSON, with the API's field names.")
+            ],
+        ),
+        inspect.Parameter(
+            "plot",
+            K,
+            default=None,
+            annotation=Annotated[
+                Optional[Path],
+                typer.Option("--plot", help="Also draw the answer to this PNG file (matrices and sweeps)."),
+            ],
+        ),
         inspect.Parameter("store", K, default=None, annotation=StoreOption),
     ]
 
@@ -135,8 +156,7 @@ def request_command(request_type: type, show: Callable[[Any], None], *,
             except ActstoreError as exc:
                 raise exc.reworded(flag, converters) from exc
         if as_json:
-            print_json(result_json(answer) if dataclasses.is_dataclass(answer)
-                       else [result_json(a) for a in answer])
+            print_json(result_json(answer) if dataclasses.is_dataclass(answer) else [result_json(a) for a in answer])
         else:
             show(answer)
         if plot is not None:

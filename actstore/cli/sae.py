@@ -27,13 +27,22 @@ def sae_add(
     ctx: typer.Context,
     model: Annotated[str, typer.Option("--model", help="Key of the stored model the SAE reads.")],
     layer: Annotated[int, typer.Option("--layer", help="Decoder block (0-based; negative counts from the end).")],
-    path: Annotated[Optional[str], typer.Option(
-        "--path", help="SAE folder: SAELens (cfg.json + sae_weights.safetensors), Gemma Scope (params.npz), "
-                       "Gemma Scope 2 (config.json + params.safetensors), Llama Scope (hyperparams.json + "
-                       "checkpoints/final.safetensors), sparsify (cfg.json + sae.safetensors) or "
-                       "dictionary_learning (config.json + ae.pt).")] = None,
-    release: Annotated[Optional[str], typer.Option(
-        "--release", help="SAELens registry release (needs sae-lens; downloads from the Hugging Face Hub).")] = None,
+    path: Annotated[
+        Optional[str],
+        typer.Option(
+            "--path",
+            help="SAE folder: SAELens (cfg.json + sae_weights.safetensors), Gemma Scope (params.npz), "
+            "Gemma Scope 2 (config.json + params.safetensors), Llama Scope (hyperparams.json + "
+            "checkpoints/final.safetensors), sparsify (cfg.json + sae.safetensors) or "
+            "dictionary_learning (config.json + ae.pt).",
+        ),
+    ] = None,
+    release: Annotated[
+        Optional[str],
+        typer.Option(
+            "--release", help="SAELens registry release (needs sae-lens; downloads from the Hugging Face Hub)."
+        ),
+    ] = None,
     sae_id: Annotated[Optional[str], typer.Option("--sae-id", help="SAE id within --release.")] = None,
     store: StoreOption = None,
 ) -> None:
@@ -49,8 +58,10 @@ def sae_add(
             r = saes.register(model, layer, path, root=settings.sae_root)
         else:
             r = saes.register_release(model, layer, release, sae_id)
-    print(f"registered SAE {r.sae_id}: model {r.model_key!r} layer {r.layer}, {r.architecture}, "
-          f"d_in={r.d_in}, d_sae={r.d_sae} ({r.cfg.get('format') or 'saelens'})")
+    print(
+        f"registered SAE {r.sae_id}: model {r.model_key!r} layer {r.layer}, {r.architecture}, "
+        f"d_in={r.d_in}, d_sae={r.d_sae} ({r.cfg.get('format') or 'saelens'})"
+    )
     if r.notes:
         print(f"note: {r.notes}", file=sys.stderr)
 
@@ -65,8 +76,10 @@ def sae_list(
     with user_errors(ctx):
         rows = open_store(settings_for(store)).saes.list(model)
     for r in rows:
-        print(f"{r.sae_id}\t{r.model_key}\tL{r.layer}\t{r.architecture}\td_in={r.d_in}\td_sae={r.d_sae}"
-              + (f"\tnote: {r.notes}" if r.notes else ""))
+        print(
+            f"{r.sae_id}\t{r.model_key}\tL{r.layer}\t{r.architecture}\td_in={r.d_in}\td_sae={r.d_sae}"
+            + (f"\tnote: {r.notes}" if r.notes else "")
+        )
     if not rows:
         print("no SAEs registered", file=sys.stderr)
 
@@ -80,8 +93,9 @@ def sae_correlate(
     matching: Annotated[str, typer.Option("--matching", help="one_to_one or many_to_one.")] = "one_to_one",
     random_pairs: Annotated[int, typer.Option("--random-pairs", help="Random pairings for the baseline.")] = 100,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random pairings.")] = 0,
-    min_correlation: Annotated[Optional[float], typer.Option(
-        "--min-correlation", help="Drop weaker pairs (in [-1, 1]).")] = None,
+    min_correlation: Annotated[
+        Optional[float], typer.Option("--min-correlation", help="Drop weaker pairs (in [-1, 1]).")
+    ] = None,
     keywords: Annotated[Optional[str], typer.Option("--keywords", help="Comma-separated semantic subspace.")] = None,
     top: Annotated[int, typer.Option("--top", help="Top pairs to print.")] = 10,
     store: StoreOption = None,
@@ -102,8 +116,15 @@ def sae_correlate(
             raise InvalidInput(f"--top must be >= 0, got {top}")
         service = open_service(settings_for(store))
         r = service.saes.sae_feature_correlation(
-            a, b, dataset=dataset, matching=m, random_pairs=random_pairs, seed=seed,
-            min_correlation=min_correlation, keywords=keywords.split(",") if keywords else None)
+            a,
+            b,
+            dataset=dataset,
+            matching=m,
+            random_pairs=random_pairs,
+            seed=seed,
+            min_correlation=min_correlation,
+            keywords=keywords.split(",") if keywords else None,
+        )
     data = result_json(r)  # the fields of the API's SaeCorrelation
     data["topPairs"] = data["topPairs"][:top]
     print_json(data)

@@ -24,11 +24,21 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "PromptSet": "sources", "read_prompts": "sources",
-    "Batch": "runner", "ModelRunner": "runner",
-    "IngestSummary": "pipeline", "ingest": "pipeline", "model_key_for": "pipeline", "open_store": "pipeline",
-    "IngestPlan": "plan", "plan_ingest": "plan", "default_model_key": "keys", "load_model": "loading",
-    "ManifestRun": "manifest", "load_manifest": "manifest", "run_manifest": "manifest",
+    "PromptSet": "sources",
+    "read_prompts": "sources",
+    "Batch": "runner",
+    "ModelRunner": "runner",
+    "IngestSummary": "pipeline",
+    "ingest": "pipeline",
+    "model_key_for": "pipeline",
+    "open_store": "pipeline",
+    "IngestPlan": "plan",
+    "plan_ingest": "plan",
+    "default_model_key": "keys",
+    "load_model": "loading",
+    "ManifestRun": "manifest",
+    "load_manifest": "manifest",
+    "run_manifest": "manifest",
     "ingest_ray": "ray_engine",
 }
 __all__ = sorted(_EXPORTS)

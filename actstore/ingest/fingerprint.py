@@ -48,9 +48,18 @@ TOKEN = "last_non_padding"  # the spec's name of the token site ``last`` (see ac
 
 _WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".gguf")
 _TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "spiece.model",
-    "sentencepiece.bpe.model", "vocab.json", "vocab.txt", "merges.txt", "special_tokens_map.json",
-    "added_tokens.json", "chat_template.jinja", "chat_template.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
 )
 _CONFIG_NOISE = ("transformers_version", "dtype", "torch_dtype", "_name_or_path", "architectures")
 _CHUNK = 1 << 20
@@ -104,8 +113,12 @@ def folder_digests(folder: str | Path) -> tuple[str, str] | None:
 
 def extraction_spec(max_tokens: int | None, token: str = "last", chat_template: bool = False) -> dict[str, Any]:
     """What decides which vector is stored for a prompt, besides the model."""
-    return {"site": SITE, "token": TOKEN if token == "last" else token,
-            "chat_template": "user" if chat_template else None, "max_tokens": max_tokens}
+    return {
+        "site": SITE,
+        "token": TOKEN if token == "last" else token,
+        "chat_template": "user" if chat_template else None,
+        "max_tokens": max_tokens,
+    }
 
 
 def _tensor_digests(runner: ModelRunner) -> tuple[str, str]:
@@ -136,8 +149,9 @@ def _files_folder(runner: ModelRunner) -> Path | None:
         return None
 
 
-def model_fingerprint(runner: ModelRunner, max_tokens: int | None, token: str = "last",
-                      chat_template: bool = False) -> str:
+def model_fingerprint(
+    runner: ModelRunner, max_tokens: int | None, token: str = "last", chat_template: bool = False
+) -> str:
     """The fingerprint of ``runner``'s model when it encodes prompts cut to ``max_tokens``
     (the effective limit, see :meth:`ModelRunner.effective_max_tokens`) at token site
     ``token``, wrapped in its chat template or not."""
@@ -150,5 +164,7 @@ def model_fingerprint(runner: ModelRunner, max_tokens: int | None, token: str = 
     if digests is None:
         digests = _tensor_digests(runner)
     weights, tokenizer = digests
-    spec = hashlib.sha256(json.dumps(extraction_spec(max_tokens, token, chat_template), sort_keys=True).encode()).hexdigest()
+    spec = hashlib.sha256(
+        json.dumps(extraction_spec(max_tokens, token, chat_template), sort_keys=True).encode()
+    ).hexdigest()
     return f"{weights[:12]}-{tokenizer[:8]}-{spec[:8]}"

@@ -104,22 +104,33 @@ def check_gguf(path: str | Path) -> GGUFHeader:
     tensors = {t.name: t for t in reader.tensors}
     emb = tensors.get("token_embd.weight")
     if emb is None:
-        raise InvalidInput(f"GGUF file {p!r} has no token_embd.weight tensor, so it is not a language model "
-                           "transformers can load")
+        raise InvalidInput(
+            f"GGUF file {p!r} has no token_embd.weight tensor, so it is not a language model transformers can load"
+        )
     # GGML order: shape[0] is the embedding width, shape[1] the vocabulary
     d_model, vocab = int(emb.shape[0]), int(emb.shape[1]) if len(emb.shape) > 1 else 0
     blocks = {int(n.split(".")[1]) for n in tensors if n.startswith("blk.") and n.split(".")[1].isdigit()}
     n_layers = max(blocks) + 1 if blocks else 0
-    claims = [("embedding_length", _field(reader, f"{arch}.embedding_length"), d_model,
-               f"its tensor token_embd.weight is {d_model} wide"),
-              ("block_count", _field(reader, f"{arch}.block_count"), n_layers,
-               f"it holds tensors of {n_layers} blocks (blk.0..blk.{n_layers - 1})"),
-              ("vocab_size", _field(reader, f"{arch}.vocab_size"), vocab,
-               f"its tensor token_embd.weight has {vocab} rows")]
+    claims = [
+        (
+            "embedding_length",
+            _field(reader, f"{arch}.embedding_length"),
+            d_model,
+            f"its tensor token_embd.weight is {d_model} wide",
+        ),
+        (
+            "block_count",
+            _field(reader, f"{arch}.block_count"),
+            n_layers,
+            f"it holds tensors of {n_layers} blocks (blk.0..blk.{n_layers - 1})",
+        ),
+        ("vocab_size", _field(reader, f"{arch}.vocab_size"), vocab, f"its tensor token_embd.weight has {vocab} rows"),
+    ]
     tokens = reader.fields.get("tokenizer.ggml.tokens")
     if tokens is not None:
-        claims.append(("tokenizer.ggml.tokens", len(tokens.data), vocab,
-                       f"its tensor token_embd.weight has {vocab} rows"))
+        claims.append(
+            ("tokenizer.ggml.tokens", len(tokens.data), vocab, f"its tensor token_embd.weight has {vocab} rows")
+        )
     n_params = int(sum(int(t.n_elements) for t in reader.tensors))
     for what, said, real, why in claims:
         if said is not None and int(said) != real:
@@ -128,7 +139,8 @@ def check_gguf(path: str | Path) -> GGUFHeader:
             raise InvalidInput(
                 f"GGUF file {p!r} is inconsistent: its metadata says {name} = {int(said)}{count} but {why}; "
                 f"the file is damaged or was written wrongly (its tensors hold {n_params:,} parameters, "
-                f"{_gib(4 * n_params)} as float32)")
+                f"{_gib(4 * n_params)} as float32)"
+            )
     code = _field(reader, "general.file_type")
     quant = None
     if code is not None:
@@ -144,7 +156,8 @@ def check_gguf(path: str | Path) -> GGUFHeader:
     if header.float32_bytes > free:
         raise InvalidInput(
             f"GGUF file {p!r} ({n_params:,} parameters) needs about {_gib(header.float32_bytes)} once "
-            f"dequantized to float32, but only {_gib(free)} of memory is available")
+            f"dequantized to float32, but only {_gib(free)} of memory is available"
+        )
     return header
 
 

@@ -171,8 +171,14 @@ def import_activations(
     ids = st.add_prompts(dataset, prompts.texts, prompts.labels, prompts.meta)
     for layer, a in sorted(by_layer.items()):
         st.write_activations(
-            model_key, layer, ids, np.asarray(a, dtype=np.float32), n_layers=L, source=source,
-            architecture=architecture or "imported", dtype=dtype,
+            model_key,
+            layer,
+            ids,
+            np.asarray(a, dtype=np.float32),
+            n_layers=L,
+            source=source,
+            architecture=architecture or "imported",
+            dtype=dtype,
         )
     st.activations.optimize(model_key)
     return ImportSummary(model_key, dataset, n, tuple(sorted(by_layer)), d)

@@ -43,7 +43,7 @@ def model_key_for(source: str | Path) -> str:
     parts = [p for p in re.split(r"[/\\]", s) if p]
     name = parts[-1] if parts else "model"
     if name.lower().endswith(".gguf"):
-        name = name[:-len(".gguf")]
+        name = name[: -len(".gguf")]
     for p in parts:
         if p.startswith("models--"):
             name = p.split("--")[-1]
@@ -110,7 +110,7 @@ def _card_name(readme: Path) -> str | None:
     text = readme.read_text(encoding="utf-8", errors="replace")[:200_000]
     if text.startswith("---"):  # YAML front matter
         end = text.find("\n---", 3)
-        text = text[end + 4:] if end >= 0 else text
+        text = text[end + 4 :] if end >= 0 else text
     in_code = False
     for line in text.splitlines():
         if line.lstrip().startswith("```"):

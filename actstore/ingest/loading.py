@@ -45,18 +45,32 @@ import torch
 
 from actstore.config import Settings
 from actstore.errors import InvalidInput
-
 from actstore.ingest.gguf_header import GGUFHeader, check_gguf, gguf_quantization
 
-__all__ = ["GGUFHeader", "LoadedModel", "check_gguf", "gguf_quantization", "hub_gguf", "hub_reachable",
-           "is_bidirectional", "load_model", "resolve_device", "resolve_dtype"]
+__all__ = [
+    "GGUFHeader",
+    "LoadedModel",
+    "check_gguf",
+    "gguf_quantization",
+    "hub_gguf",
+    "hub_reachable",
+    "is_bidirectional",
+    "load_model",
+    "resolve_device",
+    "resolve_dtype",
+]
 
 log = logging.getLogger(__name__)
 
 _DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
 }
 
 
@@ -90,9 +104,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     try:
         return _DTYPES[str(dtype).lower()]
     except KeyError:
-        raise InvalidInput(
-            f"unknown compute dtype {dtype!r}: use auto, float32, bfloat16 or float16"
-        ) from None
+        raise InvalidInput(f"unknown compute dtype {dtype!r}: use auto, float32, bfloat16 or float16") from None
 
 
 _reachable_cache: dict[str, bool] = {}
@@ -143,8 +155,10 @@ def _resolve_source(source: str | Path, settings: Settings) -> tuple[str, bool, 
     if p.exists():
         if not p.is_dir():
             if p.suffix.lower() != ".gguf":
-                raise InvalidInput(f"model path {s!r} is a file but not a .gguf file; pass a .gguf file "
-                                   "or a model folder (with config.json and *.safetensors)")
+                raise InvalidInput(
+                    f"model path {s!r} is a file but not a .gguf file; pass a .gguf file "
+                    "or a model folder (with config.json and *.safetensors)"
+                )
             p = p.resolve()
             return str(p.parent), True, True, p.name
         if not (p / "config.json").exists():
@@ -152,16 +166,26 @@ def _resolve_source(source: str | Path, settings: Settings) -> tuple[str, bool, 
             if len(ggufs) == 1:
                 return str(p.resolve()), True, True, ggufs[0]
             if ggufs:
-                raise InvalidInput(f"model folder {s!r} has no config.json and {len(ggufs)} .gguf files "
-                                   f"({', '.join(ggufs)}); pass one of the .gguf files")
-            raise InvalidInput(f"model folder {s!r} has no config.json and no .gguf file; pass a folder "
-                               "with config.json, *.safetensors and tokenizer files (e.g. downloaded "
-                               "with `huggingface-cli download`) or a .gguf file")
+                raise InvalidInput(
+                    f"model folder {s!r} has no config.json and {len(ggufs)} .gguf files "
+                    f"({', '.join(ggufs)}); pass one of the .gguf files"
+                )
+            raise InvalidInput(
+                f"model folder {s!r} has no config.json and no .gguf file; pass a folder "
+                "with config.json, *.safetensors and tokenizer files (e.g. downloaded "
+                "with `huggingface-cli download`) or a .gguf file"
+            )
         return str(p.resolve()), True, True, None
     if hub_gguf(s) is not None:
         raise InvalidInput(f"{s!r} names a GGUF file of a hub repository; it is fetched by load_model")
-    looks_like_path = (s.startswith((".", "/", "~")) or s.endswith("/") or s.count("/") > 1
-                       or os.sep in s and os.sep != "/" or s.startswith("\\"))
+    looks_like_path = (
+        s.startswith((".", "/", "~"))
+        or s.endswith("/")
+        or s.count("/") > 1
+        or os.sep in s
+        and os.sep != "/"
+        or s.startswith("\\")
+    )
     if looks_like_path:
         raise InvalidInput(f"model folder {s!r} does not exist")
     offline = not hub_reachable(settings)
@@ -174,8 +198,13 @@ def hub_gguf(source: str | Path) -> tuple[str, str] | None:
     local path; else None."""
     s = str(source).strip()
     parts = s.split("/")
-    if (not s.lower().endswith(".gguf") or s.startswith((".", "/", "~", "\\")) or len(parts) < 3
-            or any(not p for p in parts) or Path(s).expanduser().exists()):
+    if (
+        not s.lower().endswith(".gguf")
+        or s.startswith((".", "/", "~", "\\"))
+        or len(parts) < 3
+        or any(not p for p in parts)
+        or Path(s).expanduser().exists()
+    ):
         return None
     return "/".join(parts[:2]), "/".join(parts[2:])
 
@@ -188,13 +217,22 @@ def _fetch_hub_gguf(repo: str, filename: str, revision: str | None, settings: Se
 
     offline = not hub_reachable(settings)
     try:
-        return Path(hf_hub_download(repo, filename, revision=revision, local_files_only=offline,
-                                    endpoint=None if offline else settings.hf_endpoint))
+        return Path(
+            hf_hub_download(
+                repo,
+                filename,
+                revision=revision,
+                local_files_only=offline,
+                endpoint=None if offline else settings.hf_endpoint,
+            )
+        )
     except LocalEntryNotFoundError:
         why = "HF_HUB_OFFLINE is set" if settings.hub_offline else "the Hugging Face Hub cannot be reached"
-        raise InvalidInput(f"GGUF file {filename!r} of hub repository {repo!r} is not in the local Hugging Face "
-                           f"cache and {why}; download it where there is a network (`huggingface-cli download "
-                           f"{repo} {filename}`) or pass the local .gguf file") from None
+        raise InvalidInput(
+            f"GGUF file {filename!r} of hub repository {repo!r} is not in the local Hugging Face "
+            f"cache and {why}; download it where there is a network (`huggingface-cli download "
+            f"{repo} {filename}`) or pass the local .gguf file"
+        ) from None
     except RepositoryNotFoundError:
         raise InvalidInput(f"hub repository {repo!r} does not exist (or is private)") from None
     except EntryNotFoundError:
@@ -261,8 +299,10 @@ def _require_gguf_packages(source: str) -> None:
 
     missing = [m for m in ("gguf", "accelerate") if importlib.util.find_spec(m) is None]
     if missing:
-        raise InvalidInput(f"loading the GGUF file {source!r} needs the packages {' and '.join(missing)}: "
-                           f"pip install {' '.join(missing)}")
+        raise InvalidInput(
+            f"loading the GGUF file {source!r} needs the packages {' and '.join(missing)}: "
+            f"pip install {' '.join(missing)}"
+        )
 
 
 def _causal_lm_class(config: Any, source: str) -> Any:
@@ -273,9 +313,10 @@ def _causal_lm_class(config: Any, source: str) -> Any:
     if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         raise InvalidInput(
             f"model {source!r} ({config.model_type}) has no causal language-model head, so it has no "
-            "next tokens to store; ingest it without next tokens", field="next_tokens")
+            "next tokens to store; ingest it without next tokens",
+            field="next_tokens",
+        )
     return AutoModelForCausalLM
-
 
 
 def _dtype_kwarg() -> str:
@@ -308,8 +349,15 @@ class LoadedModel:
     lm_head: torch.nn.Module | None
 
 
-def load_model(source: str | Path, *, device: torch.device, dtype: torch.dtype, revision: str | None = None,
-               lm_head: bool = False, settings: Settings | None = None) -> LoadedModel:
+def load_model(
+    source: str | Path,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    revision: str | None = None,
+    lm_head: bool = False,
+    settings: Settings | None = None,
+) -> LoadedModel:
     """Resolve ``source`` and load its config, tokenizer and model (see the module docstring).
 
     InvalidInput for a source that does not exist or cannot be loaded, a lying or too large
@@ -321,7 +369,8 @@ def load_model(source: str | Path, *, device: torch.device, dtype: torch.dtype, 
     hub_file = hub_gguf(source)
     if hub_file is not None:
         path, is_local, local_only, gguf_name = _resolve_source(
-            _fetch_hub_gguf(*hub_file, revision, settings), settings)
+            _fetch_hub_gguf(*hub_file, revision, settings), settings
+        )
     else:
         path, is_local, local_only, gguf_name = _resolve_source(source, settings)
     gguf_file = str(Path(path) / gguf_name) if gguf_name else None
@@ -346,7 +395,8 @@ def load_model(source: str | Path, *, device: torch.device, dtype: torch.dtype, 
         if getattr(config, "is_encoder_decoder", False):
             raise InvalidInput(
                 f"model {str(source)!r} ({config.model_type}) is an encoder-decoder model; "
-                "only decoder-only and encoder-only models are supported")
+                "only decoder-only and encoder-only models are supported"
+            )
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, **common)
         except (OSError, ValueError) as e:
@@ -358,12 +408,13 @@ def load_model(source: str | Path, *, device: torch.device, dtype: torch.dtype, 
         cls = _causal_lm_class(config, str(source)) if lm_head else AutoModel
         try:
             model, report = cls.from_pretrained(path, output_loading_info=True, **kwargs)
-        except (OSError, ValueError, EnvironmentError) as e:
+        except (OSError, ValueError) as e:
             msg = str(e)
             if "safetensors" in msg.lower() or "no file named" in msg.lower():
                 raise InvalidInput(
                     f"model {str(source)!r} has no safetensors weights; actstore only loads "
-                    f"*.safetensors (convert the checkpoint first): {msg}") from None
+                    f"*.safetensors (convert the checkpoint first): {msg}"
+                ) from None
             raise InvalidInput(f"cannot load model {str(source)!r}: {msg}") from None
     head = None
     if lm_head:
@@ -384,7 +435,9 @@ def _check_trained_head(model: torch.nn.Module, report: dict[str, Any], source: 
         raise InvalidInput(
             f"model {source!r} has no trained language-model head: its checkpoint lacks {shown}, which "
             "transformers would initialise at random, so the stored next tokens would be noise; "
-            "ingest it without next tokens", field="next_tokens")
+            "ingest it without next tokens",
+            field="next_tokens",
+        )
 
 
 def is_bidirectional(config: Any) -> bool:
@@ -393,5 +446,6 @@ def is_bidirectional(config: Any) -> bool:
     not configured as a decoder."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-    return (getattr(config, "model_type", None) in MODEL_FOR_MASKED_LM_MAPPING_NAMES
-            and not getattr(config, "is_decoder", False))
+    return getattr(config, "model_type", None) in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(
+        config, "is_decoder", False
+    )

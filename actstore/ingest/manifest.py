@@ -63,12 +63,24 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "chat_template": (bool,),
 }
 _RUN_TYPES: dict[str, tuple[type, ...]] = {
-    "model": (str,), "dataset": (str,), "prompts": (str,), "key": (str,), **_OPTION_TYPES,
+    "model": (str,),
+    "dataset": (str,),
+    "prompts": (str,),
+    "key": (str,),
+    **_OPTION_TYPES,
 }
 DEFAULT_OPTIONS: dict[str, Any] = {
-    "layers": "all", "batch_size": 32, "max_tokens": 512, "dtype": "float16", "device": "auto",
-    "compute_dtype": None, "revision": None, "text_column": "text", "label_column": "label",
-    "token": "last", "chat_template": False,
+    "layers": "all",
+    "batch_size": 32,
+    "max_tokens": 512,
+    "dtype": "float16",
+    "device": "auto",
+    "compute_dtype": None,
+    "revision": None,
+    "text_column": "text",
+    "label_column": "label",
+    "token": "last",
+    "chat_template": False,
 }
 
 
@@ -86,17 +98,18 @@ class ManifestRun:
 def _check_table(table: dict, allowed: dict[str, tuple[type, ...]], where: str) -> None:
     for name, value in table.items():
         if name not in allowed:
-            raise InvalidInput(
-                f"{where}: unknown key {name!r}; allowed: {', '.join(sorted(allowed))}"
-            )
+            raise InvalidInput(f"{where}: unknown key {name!r}; allowed: {', '.join(sorted(allowed))}")
         types = allowed[name]
         if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
             want = " or ".join("list" if t is list else t.__name__ for t in types)
             raise InvalidInput(f"{where}: {name} must be {want}, got {value!r}")
         if name == "token" and value not in TOKEN_SITES:
             raise InvalidInput(f"{where}: token must be one of {', '.join(TOKEN_SITES)}, got {value!r}")
-        if name == "layers" and isinstance(value, list) and not all(
-                isinstance(v, int) and not isinstance(v, bool) for v in value):
+        if (
+            name == "layers"
+            and isinstance(value, list)
+            and not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        ):
             raise InvalidInput(f"{where}: layers list must hold integers, got {value!r}")
 
 
@@ -131,9 +144,7 @@ def load_manifest(path: str | Path, base: dict[str, Any] | None = None) -> list[
     _check_table(doc, _OPTION_TYPES, f"{path}: top level")
     _check_table(defaults_table, _OPTION_TYPES, f"{path}: [defaults]")
     if not isinstance(runs, list) or not runs:
-        raise InvalidInput(
-            f"{path}: no runs; add one or more [[run]] tables with model = ... and dataset = ..."
-        )
+        raise InvalidInput(f"{path}: no runs; add one or more [[run]] tables with model = ... and dataset = ...")
     options = {**DEFAULT_OPTIONS, **(base or {}), **doc, **defaults_table}
     out: list[ManifestRun] = []
     for i, run in enumerate(runs, start=1):
@@ -143,7 +154,7 @@ def load_manifest(path: str | Path, base: dict[str, Any] | None = None) -> list[
         _check_table(run, _RUN_TYPES, where)
         for req in ("model", "dataset"):
             if not run.get(req, "").strip():
-                raise InvalidInput(f"{where}: missing {req} = \"...\"")
+                raise InvalidInput(f'{where}: missing {req} = "..."')
         opts = {**options, **{k: v for k, v in run.items() if k in _OPTION_TYPES}}
         prompts = None
         if run.get("prompts"):
@@ -153,19 +164,31 @@ def load_manifest(path: str | Path, base: dict[str, Any] | None = None) -> list[
             else:
                 prompts = Path(_local_or_hub(prompts_s, folder))
                 if not prompts.exists():
-                    raise InvalidInput(f"{where}: prompts file {prompts_s!r} not found "
-                                            f"(looked in {prompts})")
-        out.append(ManifestRun(model=_local_or_hub(run["model"], folder), dataset=run["dataset"],
-                               prompts=prompts, key=run.get("key"), options=opts))
+                    raise InvalidInput(f"{where}: prompts file {prompts_s!r} not found (looked in {prompts})")
+        out.append(
+            ManifestRun(
+                model=_local_or_hub(run["model"], folder),
+                dataset=run["dataset"],
+                prompts=prompts,
+                key=run.get("key"),
+                options=opts,
+            )
+        )
     return out
 
 
-def run_manifest(store: Store | str | Path, path: str | Path, *, base: dict[str, Any] | None = None,
-                 on_progress: Callable[[ManifestRun, int, int], None] | None = None,
-                 on_summary: Callable[[ManifestRun, IngestSummary], None] | None = None,
-                 settings: Settings | None = None, engine: str = "local",
-                 address: str | None = None,
-                 on_notice: Callable[[ManifestRun, Any], None] | None = None) -> list[IngestSummary]:
+def run_manifest(
+    store: Store | str | Path,
+    path: str | Path,
+    *,
+    base: dict[str, Any] | None = None,
+    on_progress: Callable[[ManifestRun, int, int], None] | None = None,
+    on_summary: Callable[[ManifestRun, IngestSummary], None] | None = None,
+    settings: Settings | None = None,
+    engine: str = "local",
+    address: str | None = None,
+    on_notice: Callable[[ManifestRun, Any], None] | None = None,
+) -> list[IngestSummary]:
     """Run every ingest of a manifest in order; returns one summary per run.
 
     ``on_progress(run, done, total)`` reports each run's progress (see
@@ -188,11 +211,27 @@ def run_manifest(store: Store | str | Path, path: str | Path, *, base: dict[str,
             report = None if on_progress is None else (lambda done, total, run=run: on_progress(run, done, total))
             notice = None if on_notice is None else (lambda n, run=run: on_notice(run, n))
             summary = ingest_ray(
-                st, run.model, run.dataset, prompts_file=run.prompts, key=run.key, layers=o["layers"],
-                batch_size=o["batch_size"], max_tokens=o["max_tokens"], dtype=o["dtype"], device=o["device"],
-                compute_dtype=o["compute_dtype"], revision=o["revision"], text_column=o["text_column"],
-                label_column=o["label_column"], token=o["token"], chat_template=o["chat_template"],
-                settings=settings, address=address, on_progress=report, on_notice=notice)
+                st,
+                run.model,
+                run.dataset,
+                prompts_file=run.prompts,
+                key=run.key,
+                layers=o["layers"],
+                batch_size=o["batch_size"],
+                max_tokens=o["max_tokens"],
+                dtype=o["dtype"],
+                device=o["device"],
+                compute_dtype=o["compute_dtype"],
+                revision=o["revision"],
+                text_column=o["text_column"],
+                label_column=o["label_column"],
+                token=o["token"],
+                chat_template=o["chat_template"],
+                settings=settings,
+                address=address,
+                on_progress=report,
+                on_notice=notice,
+            )
             out.append(summary)
             if on_summary is not None:
                 on_summary(run, summary)
@@ -210,16 +249,28 @@ def run_manifest(store: Store | str | Path, path: str | Path, *, base: dict[str,
         ident = (run.model, o["device"], o["compute_dtype"], o["revision"])
         if ident != loaded:
             runner = None  # free the previous model before loading the next
-            runner = ModelRunner(run.model, device=o["device"], dtype=o["compute_dtype"],
-                                 revision=o["revision"], settings=settings)
+            runner = ModelRunner(
+                run.model, device=o["device"], dtype=o["compute_dtype"], revision=o["revision"], settings=settings
+            )
             loaded = ident
         report = None if on_progress is None else (lambda done, total, run=run: on_progress(run, done, total))
         notice = None if on_notice is None else (lambda n, run=run: on_notice(run, n))
         summary = ingest(
-            st, runner, run.dataset, prompts_file=run.prompts, key=run.key, layers=o["layers"],
-            batch_size=o["batch_size"], max_tokens=o["max_tokens"], dtype=o["dtype"],
-            text_column=o["text_column"], label_column=o["label_column"], token=o["token"],
-            chat_template=o["chat_template"], on_progress=report, on_notice=notice,
+            st,
+            runner,
+            run.dataset,
+            prompts_file=run.prompts,
+            key=run.key,
+            layers=o["layers"],
+            batch_size=o["batch_size"],
+            max_tokens=o["max_tokens"],
+            dtype=o["dtype"],
+            text_column=o["text_column"],
+            label_column=o["label_column"],
+            token=o["token"],
+            chat_template=o["chat_template"],
+            on_progress=report,
+            on_notice=notice,
         )
         summaries.append(summary)
         if on_summary is not None:

@@ -42,9 +42,19 @@ import numpy as np
 
 from actstore.config import Settings
 from actstore.ingest.keys import model_key_for
-from actstore.ingest.plan import (STORAGE_DTYPES, IngestNotice, IngestPlan, ModelInfo, check_args,
-                                  check_model_matches, dataset_prompts, open_store, plan_ingest,
-                                  store_and_prompts, stored_everywhere)
+from actstore.ingest.plan import (
+    STORAGE_DTYPES,
+    IngestNotice,
+    IngestPlan,
+    ModelInfo,
+    check_args,
+    check_model_matches,
+    dataset_prompts,
+    open_store,
+    plan_ingest,
+    store_and_prompts,
+    stored_everywhere,
+)
 from actstore.layers import LayerSpec
 
 if TYPE_CHECKING:
@@ -53,12 +63,25 @@ if TYPE_CHECKING:
 
 # check_args ... stored_everywhere live in .plan (shared with the Ray engine) and model_key_for in
 # .keys; they are re-exported here, where other modules have always imported them from.
-__all__ = ["NEXT_TOP_K", "STORAGE_DTYPES", "IngestSummary", "check_args", "check_model_matches", "dataset_prompts",
-           "ingest", "model_key_for", "open_store", "run_plan", "store_and_prompts", "stored_everywhere"]
+__all__ = [
+    "NEXT_TOP_K",
+    "STORAGE_DTYPES",
+    "IngestSummary",
+    "check_args",
+    "check_model_matches",
+    "dataset_prompts",
+    "ingest",
+    "model_key_for",
+    "open_store",
+    "run_plan",
+    "store_and_prompts",
+    "stored_everywhere",
+]
 
 ProgressCallback = Callable[[int, int], None]
 
 log = logging.getLogger(__name__)
+
 
 @dataclass
 class IngestSummary:
@@ -97,8 +120,7 @@ class IngestSummary:
     def __str__(self) -> str:
         layers = _fmt_layers(self.layers)
         lines = [
-            f"ingested {self.encoded} prompt(s) of dataset {self.dataset!r} into model "
-            f"{self.model_key!r} ({layers})",
+            f"ingested {self.encoded} prompt(s) of dataset {self.dataset!r} into model {self.model_key!r} ({layers})",
             f"  skipped {self.skipped} already stored; {self.rows_written} rows, "
             f"{_fmt_bytes(self.bytes_written)} written in {self.seconds:.1f} s",
             f"  {self.prompts_per_s:.1f} prompts/s, {self.tokens_per_s:.0f} tokens/s",
@@ -172,26 +194,55 @@ def ingest(
     gets each warning (e.g. token site ``last`` on a BERT-style encoder); default: logged.
     """
     t0 = time.perf_counter()
-    plan = plan_ingest(store, model, dataset, prompts_file=prompts_file, key=key, layers=layers,
-                       batch_size=batch_size, max_tokens=max_tokens, dtype=dtype, device=device,
-                       compute_dtype=compute_dtype, revision=revision, text_column=text_column,
-                       label_column=label_column, token=token, chat_template=chat_template,
-                       next_tokens=next_tokens, settings=settings)
-    return run_plan(plan, flush_prompts=flush_prompts, flush_bytes=flush_bytes, on_progress=on_progress,
-                    on_notice=on_notice, started=t0)
+    plan = plan_ingest(
+        store,
+        model,
+        dataset,
+        prompts_file=prompts_file,
+        key=key,
+        layers=layers,
+        batch_size=batch_size,
+        max_tokens=max_tokens,
+        dtype=dtype,
+        device=device,
+        compute_dtype=compute_dtype,
+        revision=revision,
+        text_column=text_column,
+        label_column=label_column,
+        token=token,
+        chat_template=chat_template,
+        next_tokens=next_tokens,
+        settings=settings,
+    )
+    return run_plan(
+        plan,
+        flush_prompts=flush_prompts,
+        flush_bytes=flush_bytes,
+        on_progress=on_progress,
+        on_notice=on_notice,
+        started=t0,
+    )
 
 
-def run_plan(plan: IngestPlan, *, flush_prompts: int = 1024, flush_bytes: int = 256 << 20,
-             on_progress: ProgressCallback | None = None,
-             on_notice: Callable[[IngestNotice], None] | None = None,
-             started: float | None = None) -> IngestSummary:
+def run_plan(
+    plan: IngestPlan,
+    *,
+    flush_prompts: int = 1024,
+    flush_bytes: int = 256 << 20,
+    on_progress: ProgressCallback | None = None,
+    on_notice: Callable[[IngestNotice], None] | None = None,
+    started: float | None = None,
+) -> IngestSummary:
     """Run a planned ingest in this process: load the model (unless the plan holds a loaded
     runner), claim the key, encode what is still to do and write it (see the module docstring).
     ``on_notice`` gets each warning (default: logged)."""
     t0 = started if started is not None else time.perf_counter()
     is_runner = not isinstance(plan.source, (str, Path))
-    runner = plan.source if is_runner else _load_runner(plan.source, plan.device, plan.compute_dtype,
-                                                        plan.revision, plan.next_tokens, plan.settings)
+    runner = (
+        plan.source
+        if is_runner
+        else _load_runner(plan.source, plan.device, plan.compute_dtype, plan.revision, plan.next_tokens, plan.settings)
+    )
     info = ModelInfo.of(runner, plan.max_tokens, plan.token, plan.chat_template)
     work = plan.claim(info)
     for notice in work.notices:
@@ -199,9 +250,20 @@ def run_plan(plan: IngestPlan, *, flush_prompts: int = 1024, flush_bytes: int = 
     st, key, wanted, ids, done = work.store, plan.key, work.layers, work.ids, work.done
     next_tokens = plan.next_tokens
     summary = IngestSummary(
-        model_key=key, dataset=plan.dataset, source=info.source, prompts=len(ids), encoded=0,
-        skipped=int(done.sum()), layers=wanted, tokens=0, seconds=0.0, bytes_written=0,
-        rows_written=0, truncated=0, max_tokens=info.max_tokens, added_prompts=work.added,
+        model_key=key,
+        dataset=plan.dataset,
+        source=info.source,
+        prompts=len(ids),
+        encoded=0,
+        skipped=int(done.sum()),
+        layers=wanted,
+        tokens=0,
+        seconds=0.0,
+        bytes_written=0,
+        rows_written=0,
+        truncated=0,
+        max_tokens=info.max_tokens,
+        added_prompts=work.added,
         notices=list(work.notices),
     )
     todo_count = work.todo
@@ -254,13 +316,17 @@ def run_plan(plan: IngestPlan, *, flush_prompts: int = 1024, flush_bytes: int = 
         try:
             for idx in batches:
                 t = time.perf_counter()
-                batch = runner.run_batch(tok, idx, wanted, top_k=NEXT_TOP_K if next_tokens else 0,
-                                         token=plan.token)
+                batch = runner.run_batch(tok, idx, wanted, top_k=NEXT_TOP_K if next_tokens else 0, token=plan.token)
                 summary.forward_seconds += time.perf_counter() - t
                 keep = ~done[idx]
                 sel = idx[keep]
-                buf.append((ids[sel], batch.next_tokens[keep] if next_tokens else None,
-                            {l: batch.activations[l][keep] for l in wanted}))
+                buf.append(
+                    (
+                        ids[sel],
+                        batch.next_tokens[keep] if next_tokens else None,
+                        {l: batch.activations[l][keep] for l in wanted},
+                    )
+                )
                 summary.batches += 1
                 summary.tokens += int(tok.lengths[idx].sum())
                 summary.encoded += len(sel)
@@ -284,12 +350,17 @@ def run_plan(plan: IngestPlan, *, flush_prompts: int = 1024, flush_bytes: int = 
     return summary
 
 
-def _load_runner(model: str | Path, device: str, compute_dtype: str | None, revision: str | None,
-                 lm_head: bool, settings: Settings | None) -> ModelRunner:
+def _load_runner(
+    model: str | Path,
+    device: str,
+    compute_dtype: str | None,
+    revision: str | None,
+    lm_head: bool,
+    settings: Settings | None,
+) -> ModelRunner:
     from actstore.ingest.runner import ModelRunner
 
-    return ModelRunner(model, device=device, dtype=compute_dtype, revision=revision, lm_head=lm_head,
-                       settings=settings)
+    return ModelRunner(model, device=device, dtype=compute_dtype, revision=revision, lm_head=lm_head, settings=settings)
 
 
 NEXT_TOP_K = 5  # next tokens stored per prompt (top-1 is the label, top-5 the ceiling)
@@ -308,5 +379,3 @@ def _write_next_tokens(st: Store, key: str, runner: ModelRunner, ids: np.ndarray
 
     rows = [[text(int(i)) for i in row] for row in top]
     st.next_tokens.write(key, ids, top, [[d for d, _ in r] for r in rows], [[p for _, p in r] for r in rows])
-
-

@@ -40,9 +40,20 @@ if TYPE_CHECKING:
     from actstore.ingest.runner import ModelRunner
     from actstore.store import Store
 
-__all__ = ["STORAGE_DTYPES", "IngestNotice", "IngestPlan", "IngestWork", "ModelInfo", "check_args",
-           "check_model_matches", "dataset_prompts", "open_store", "plan_ingest", "store_and_prompts",
-           "stored_everywhere"]
+__all__ = [
+    "STORAGE_DTYPES",
+    "IngestNotice",
+    "IngestPlan",
+    "IngestWork",
+    "ModelInfo",
+    "check_args",
+    "check_model_matches",
+    "dataset_prompts",
+    "open_store",
+    "plan_ingest",
+    "store_and_prompts",
+    "stored_everywhere",
+]
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +97,18 @@ class ModelInfo:
         if chat_template:
             runner.apply_chat_template([""])
         eff = runner.effective_max_tokens(max_tokens)
-        return cls(runner.source, runner.revision, runner.architecture, runner.n_layers, runner.d_model,
-                   runner.quantization, model_fingerprint(runner, eff, token, chat_template), eff,
-                   bool(getattr(runner, "bidirectional", False)), runner.lm_head is not None)
+        return cls(
+            runner.source,
+            runner.revision,
+            runner.architecture,
+            runner.n_layers,
+            runner.d_model,
+            runner.quantization,
+            model_fingerprint(runner, eff, token, chat_template),
+            eff,
+            bool(getattr(runner, "bidirectional", False)),
+            runner.lm_head is not None,
+        )
 
 
 @dataclass(frozen=True)
@@ -117,9 +137,17 @@ class IngestWork:
     @property
     def write_kwargs(self) -> dict[str, Any]:
         i, p = self.info, self.plan
-        return dict(n_layers=i.n_layers, source=i.source, architecture=i.architecture, dtype=p.dtype,
-                    revision=i.revision, fingerprint=i.fingerprint, quantization=i.quantization,
-                    token=p.token, chat_template=p.chat_template)
+        return dict(
+            n_layers=i.n_layers,
+            source=i.source,
+            architecture=i.architecture,
+            dtype=p.dtype,
+            revision=i.revision,
+            fingerprint=i.fingerprint,
+            quantization=i.quantization,
+            token=p.token,
+            chat_template=p.chat_template,
+        )
 
     @property
     def row_bytes(self) -> int:
@@ -160,19 +188,28 @@ class IngestPlan:
         passes them on or logs them)."""
         wanted = parse_layer_spec(self.layers, info.n_layers)
         if self.next_tokens and not info.has_lm_head:
-            raise with_field(InvalidInput("next tokens need the model's LM head: load the runner with "
-                                          "ModelRunner(..., lm_head=True)"), "next_tokens")
+            raise with_field(
+                InvalidInput(
+                    "next tokens need the model's LM head: load the runner with ModelRunner(..., lm_head=True)"
+                ),
+                "next_tokens",
+            )
         st = self.opened if self.opened is not None else open_store(self.store, self.settings)
         check_model_matches(st, self.key, info, self.dtype, info.fingerprint, self.token, self.chat_template)
         ids, texts, added = dataset_prompts(st, self.dataset, self.prompt_set)
         done = stored_everywhere(st, self.key, ids, wanted, self.next_tokens)
         notices = []
         if self.token == "last" and info.bidirectional:
-            notices.append(IngestNotice(
-                "token", f"model {info.source!r} ({info.architecture}) is a BERT-style encoder: its last "
-                "token is the separator its tokenizer appends (e.g. [SEP]), the same token for every "
-                "prompt; the mean over the tokens (token site mean) or the first token (first, [CLS]) "
-                "is what sentence-embedding users pool", suggest="mean"))
+            notices.append(
+                IngestNotice(
+                    "token",
+                    f"model {info.source!r} ({info.architecture}) is a BERT-style encoder: its last "
+                    "token is the separator its tokenizer appends (e.g. [SEP]), the same token for every "
+                    "prompt; the mean over the tokens (token site mean) or the first token (first, [CLS]) "
+                    "is what sentence-embedding users pool",
+                    suggest="mean",
+                )
+            )
         return IngestWork(self, st, info, wanted, ids, texts, done, added, tuple(notices))
 
 
@@ -220,8 +257,25 @@ def plan_ingest(
         default = None if key is not None else default_model_key(model.source)
     key = check_model_key(key if key is not None else default)
     opened, prompt_set = store_and_prompts(store, dataset, prompts_file, text_column, label_column, settings)
-    return IngestPlan(store, model, key, dataset, prompt_set, opened, layers, batch_size, max_tokens, dtype,
-                      device, compute_dtype, revision, token, chat_template, next_tokens, settings)
+    return IngestPlan(
+        store,
+        model,
+        key,
+        dataset,
+        prompt_set,
+        opened,
+        layers,
+        batch_size,
+        max_tokens,
+        dtype,
+        device,
+        compute_dtype,
+        revision,
+        token,
+        chat_template,
+        next_tokens,
+        settings,
+    )
 
 
 def open_store(store: Store | str | Path, settings: Settings | None = None, *, create: bool = True) -> Store:
@@ -238,16 +292,20 @@ def check_args(batch_size: int, max_tokens: int | None, dtype: str) -> None:
     """InvalidInput for a bad batch size, token cap or storage dtype."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidInput(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
-                                   or max_tokens < 1):
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
         raise InvalidInput(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
     if dtype not in STORAGE_DTYPES:
         raise InvalidInput(f"storage dtype must be float16 or float32, got {dtype!r}")
 
 
-def store_and_prompts(store: Store | str | Path, dataset: str, prompts_file: str | Path | None,
-                      text_column: str | int, label_column: str | int | None,
-                      settings: Settings | None) -> tuple[Store | None, PromptSet | None]:
+def store_and_prompts(
+    store: Store | str | Path,
+    dataset: str,
+    prompts_file: str | Path | None,
+    text_column: str | int,
+    label_column: str | int | None,
+    settings: Settings | None,
+) -> tuple[Store | None, PromptSet | None]:
     """The checks of an ingest before any model loads: (the store, None when it does not exist
     yet; the whole prompts file read and validated, None without one). A missing store is
     created only once the model has loaded, so a failed ingest leaves none; without a prompts
@@ -259,8 +317,13 @@ def store_and_prompts(store: Store | str | Path, dataset: str, prompts_file: str
         st: Store | None = open_store(store, settings, create=False)
     except NotFound:
         if prompt_set is None:
-            raise with_field(NotFound(f"unknown dataset {dataset!r}: there is no actstore store at {str(store)!r} "
-                                      "yet; pass a prompts file to add its prompts"), "prompts") from None
+            raise with_field(
+                NotFound(
+                    f"unknown dataset {dataset!r}: there is no actstore store at {str(store)!r} "
+                    "yet; pass a prompts file to add its prompts"
+                ),
+                "prompts",
+            ) from None
         st = None
     if st is not None and prompt_set is None:
         try:
@@ -278,8 +341,7 @@ def dataset_prompts(st: Store, dataset: str, prompt_set: Any | None) -> tuple[np
     text_of: dict[int, str] = {}
     if prompt_set is not None:
         before = _count(st, dataset)
-        ids_list = st.add_prompts(dataset, prompt_set.texts, labels=prompt_set.labels,
-                                  meta=prompt_set.meta)
+        ids_list = st.add_prompts(dataset, prompt_set.texts, labels=prompt_set.labels, meta=prompt_set.meta)
         added = _count(st, dataset) - before
         text_of = dict(zip(ids_list, prompt_set.texts))
     ids = st.prompts.ids(dataset)
@@ -289,8 +351,9 @@ def dataset_prompts(st: Store, dataset: str, prompt_set: Any | None) -> tuple[np
     return ids, [text_of[int(i)] for i in ids], added
 
 
-def stored_everywhere(st: Store, key: str, ids: np.ndarray, layers: Sequence[int],
-                      next_tokens: bool = False) -> np.ndarray:
+def stored_everywhere(
+    st: Store, key: str, ids: np.ndarray, layers: Sequence[int], next_tokens: bool = False
+) -> np.ndarray:
     """bool [len(ids)]: which prompts are stored for every one of ``layers`` of model ``key``
     (and have next tokens, when asked): what a resumed ingest skips."""
     done = np.ones(len(ids), dtype=bool)
@@ -308,8 +371,15 @@ def _count(st: Store, dataset: str) -> int:
         return 0
 
 
-def check_model_matches(st: Store, key: str, runner: ModelInfo | ModelRunner, dtype: str, fingerprint: str,
-                        token: str = "last", chat_template: bool = False) -> None:
+def check_model_matches(
+    st: Store,
+    key: str,
+    runner: ModelInfo | ModelRunner,
+    dtype: str,
+    fingerprint: str,
+    token: str = "last",
+    chat_template: bool = False,
+) -> None:
     """Refuse to mix a different model (or storage dtype) into an existing key, before any
     prompt is added: InvalidInput for another shape or dtype, Conflict for another token
     site, chat template or fingerprint (checked again by every write)."""
@@ -324,18 +394,32 @@ def check_model_matches(st: Store, key: str, runner: ModelInfo | ModelRunner, dt
     if info.architecture and info.architecture != runner.architecture:
         diffs.append(f"architecture {info.architecture} vs {runner.architecture}")
     if diffs:
-        raise with_field(InvalidInput(
-            f"model key {key!r} is already used by another model ({info.source or 'unknown source'}: "
-            f"{'; '.join(diffs)}); choose another key"), "key")
+        raise with_field(
+            InvalidInput(
+                f"model key {key!r} is already used by another model ({info.source or 'unknown source'}: "
+                f"{'; '.join(diffs)}); choose another key"
+            ),
+            "key",
+        )
     if info.dtype != dtype:
-        raise with_field(InvalidInput(f"model {key!r} is stored as {info.dtype}; ingest it with storage dtype "
-                                      f"{info.dtype} (got {dtype})"), "dtype")
+        raise with_field(
+            InvalidInput(
+                f"model {key!r} is stored as {info.dtype}; ingest it with storage dtype {info.dtype} (got {dtype})"
+            ),
+            "dtype",
+        )
     if info.fingerprint and (info.token, info.chat_template) != (token, chat_template):
+
         def spec(t: str, c: bool) -> str:
             return f"token site {t}" + (" and the chat template" if c else "")
-        raise with_field(Conflict(
-            f"model key {key!r} holds activations extracted with {spec(info.token, info.chat_template)}; "
-            f"this ingest asks for {spec(token, chat_template)}: ingest it under another key"), "key")
+
+        raise with_field(
+            Conflict(
+                f"model key {key!r} holds activations extracted with {spec(info.token, info.chat_template)}; "
+                f"this ingest asks for {spec(token, chat_template)}: ingest it under another key"
+            ),
+            "key",
+        )
     st.models.check_write(info, fingerprint, runner.source)
     if info.source and info.source != runner.source:
         log.info("model %r was stored from %s; now ingesting from %s", key, info.source, runner.source)

@@ -78,8 +78,9 @@ def _load(args: _RunnerArgs, threads: int | None = None) -> Any:
         import torch
 
         torch.set_num_threads(threads)
-    return ModelRunner(args.model, device=args.device, dtype=args.compute_dtype, revision=args.revision,
-                       settings=args.settings)
+    return ModelRunner(
+        args.model, device=args.device, dtype=args.compute_dtype, revision=args.revision, settings=args.settings
+    )
 
 
 class _Planner:
@@ -100,8 +101,15 @@ class _Worker:
     """Ray Data callable class: one loaded ModelRunner; each call runs one work unit and
     writes its rows of every layer as Lance fragments."""
 
-    def __init__(self, args: _RunnerArgs, threads: int | None, targets: dict[int, FragmentTarget],
-                 max_tokens: int | None, token: str, chat_template: bool) -> None:
+    def __init__(
+        self,
+        args: _RunnerArgs,
+        threads: int | None,
+        targets: dict[int, FragmentTarget],
+        max_tokens: int | None,
+        token: str,
+        chat_template: bool,
+    ) -> None:
         self.runner = _load(args, threads)
         self.targets, self.max_tokens = targets, max_tokens
         self.token, self.chat_template = token, chat_template
@@ -126,12 +134,20 @@ class _Worker:
                 need = unit["need"][l]
                 frags[l] = write_layer_fragments(self.targets[l], unit["ids"][need], acts[l][need])
             todo = unit["todo"]
-            out.append(pickle.dumps({
-                "fragments": frags, "encoded": int(todo.sum()), "tokens": int(tok.lengths.sum()),
-                "truncated": int(tok.truncated[todo].sum()), "rows": int(sum(unit["need"][l].sum() for l in layers)),
-                "forward_seconds": forward, "write_seconds": time.perf_counter() - t0 - forward,
-                "batches": len(unit["batches"]),
-            }))
+            out.append(
+                pickle.dumps(
+                    {
+                        "fragments": frags,
+                        "encoded": int(todo.sum()),
+                        "tokens": int(tok.lengths.sum()),
+                        "truncated": int(tok.truncated[todo].sum()),
+                        "rows": int(sum(unit["need"][l].sum() for l in layers)),
+                        "forward_seconds": forward,
+                        "write_seconds": time.perf_counter() - t0 - forward,
+                        "batches": len(unit["batches"]),
+                    }
+                )
+            )
         return {"result": np.array(out, dtype=object)}
 
 
@@ -197,22 +213,53 @@ def ingest_ray(
     """
     t0 = time.perf_counter()
     if not isinstance(model, (str, Path)):
-        raise InvalidInput("the Ray engine loads the model in its workers: pass a hub id or a folder, "
-                           "not a loaded runner")
-    plan = plan_ingest(store, model, dataset, prompts_file=prompts_file, key=key, layers=layers,
-                       batch_size=batch_size, max_tokens=max_tokens, dtype=dtype, device=device,
-                       compute_dtype=compute_dtype, revision=revision, text_column=text_column,
-                       label_column=label_column, token=token, chat_template=chat_template,
-                       settings=settings)
-    return run_plan_ray(plan, address=address, workers=workers, threads=threads, commit_prompts=commit_prompts,
-                        on_progress=on_progress, on_commit=on_commit, on_notice=on_notice, started=t0)
+        raise InvalidInput(
+            "the Ray engine loads the model in its workers: pass a hub id or a folder, not a loaded runner"
+        )
+    plan = plan_ingest(
+        store,
+        model,
+        dataset,
+        prompts_file=prompts_file,
+        key=key,
+        layers=layers,
+        batch_size=batch_size,
+        max_tokens=max_tokens,
+        dtype=dtype,
+        device=device,
+        compute_dtype=compute_dtype,
+        revision=revision,
+        text_column=text_column,
+        label_column=label_column,
+        token=token,
+        chat_template=chat_template,
+        settings=settings,
+    )
+    return run_plan_ray(
+        plan,
+        address=address,
+        workers=workers,
+        threads=threads,
+        commit_prompts=commit_prompts,
+        on_progress=on_progress,
+        on_commit=on_commit,
+        on_notice=on_notice,
+        started=t0,
+    )
 
 
-def run_plan_ray(plan: IngestPlan, *, address: str | None = None, workers: int | None = None, threads: int = 1,
-                 commit_prompts: int = 4096, on_progress: Callable[[int, int], None] | None = None,
-                 on_commit: Callable[[int], None] | None = None,
-                 on_notice: Callable[[IngestNotice], None] | None = None,
-                 started: float | None = None) -> IngestSummary:
+def run_plan_ray(
+    plan: IngestPlan,
+    *,
+    address: str | None = None,
+    workers: int | None = None,
+    threads: int = 1,
+    commit_prompts: int = 4096,
+    on_progress: Callable[[int, int], None] | None = None,
+    on_commit: Callable[[int], None] | None = None,
+    on_notice: Callable[[IngestNotice], None] | None = None,
+    started: float | None = None,
+) -> IngestSummary:
     """Run a planned ingest on a Ray cluster (see :func:`ingest_ray`)."""
     t0 = started if started is not None else time.perf_counter()
     if plan.next_tokens:
@@ -240,10 +287,22 @@ def run_plan_ray(plan: IngestPlan, *, address: str | None = None, workers: int |
             on_notice(notice) if on_notice is not None else log.warning("%s", notice.message)
         st, wanted, ids, texts, done = work.store, work.layers, work.ids, work.texts, work.done
         summary = IngestSummary(
-            model_key=key, dataset=plan.dataset, source=info.source, prompts=len(ids), encoded=0,
-            skipped=int(done.sum()), layers=wanted, tokens=0, seconds=0.0, bytes_written=0,
-            rows_written=0, truncated=0, max_tokens=info.max_tokens, added_prompts=work.added,
-            extra={"engine": "ray", "workers": 0, "commits": 0}, notices=list(work.notices),
+            model_key=key,
+            dataset=plan.dataset,
+            source=info.source,
+            prompts=len(ids),
+            encoded=0,
+            skipped=int(done.sum()),
+            layers=wanted,
+            tokens=0,
+            seconds=0.0,
+            bytes_written=0,
+            rows_written=0,
+            truncated=0,
+            max_tokens=info.max_tokens,
+            added_prompts=work.added,
+            extra={"engine": "ray", "workers": 0, "commits": 0},
+            notices=list(work.notices),
         )
         todo_count = work.todo
         if on_progress is not None:
@@ -257,20 +316,25 @@ def run_plan_ray(plan: IngestPlan, *, address: str | None = None, workers: int |
 
     from actstore.ingest.runner import ModelRunner, Tokenized
 
-    batches = ModelRunner.plan_batches(Tokenized([], None, np.asarray(lengths), np.zeros(len(lengths), bool)),
-                                       plan.batch_size)
+    batches = ModelRunner.plan_batches(
+        Tokenized([], None, np.asarray(lengths), np.zeros(len(lengths), bool)), plan.batch_size
+    )
     batches = [b for b in batches if not done[b].all()]
     stored = {l: np.isin(ids, _stored_ids(st, key, l)) for l in wanted}
     units = []
     for u in range(0, len(batches), UNIT_BATCHES):
-        group = batches[u:u + UNIT_BATCHES]
+        group = batches[u : u + UNIT_BATCHES]
         rows = np.concatenate(group)
         starts = np.cumsum([0] + [len(b) for b in group])
-        units.append({
-            "ids": ids[rows], "texts": [texts[i] for i in rows], "todo": ~done[rows],
-            "batches": [np.arange(starts[k], starts[k + 1]) for k in range(len(group))],
-            "need": {l: ~stored[l][rows] for l in wanted},
-        })
+        units.append(
+            {
+                "ids": ids[rows],
+                "texts": [texts[i] for i in rows],
+                "todo": ~done[rows],
+                "batches": [np.arange(starts[k], starts[k + 1]) for k in range(len(group))],
+                "need": {l: ~stored[l][rows] for l in wanted},
+            }
+        )
     targets = st.activations.fragment_targets(key, wanted, d_model=info.d_model, **work.write_kwargs)
     workers = max(1, min(int(workers), len(units)))
     summary.extra["workers"] = workers
@@ -283,10 +347,15 @@ def run_plan_ray(plan: IngestPlan, *, address: str | None = None, workers: int |
     ctx.execution_options.preserve_order = False
     items = [{"payload": pickle.dumps(unit)} for unit in units]
     results = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-        _Worker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), zero_copy_batch=True,
-        fn_constructor_kwargs=dict(args=args, threads=threads, targets=targets, max_tokens=max_tokens,
-                                   token=token, chat_template=chat_template),
-        **per_actor)
+        _Worker,
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        zero_copy_batch=True,
+        fn_constructor_kwargs=dict(
+            args=args, threads=threads, targets=targets, max_tokens=max_tokens, token=token, chat_template=chat_template
+        ),
+        **per_actor,
+    )
 
     pending: dict[int, list[str]] = {l: [] for l in wanted}
     pending_prompts = 0

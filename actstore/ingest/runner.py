@@ -59,20 +59,44 @@ import torch
 
 from actstore.config import Settings
 from actstore.errors import InvalidInput
-
-from actstore.ingest.loading import (gguf_quantization, hub_gguf, hub_reachable, is_bidirectional, load_model,
-                                     resolve_device, resolve_dtype)
+from actstore.ingest.loading import (
+    gguf_quantization,
+    hub_gguf,
+    hub_reachable,
+    is_bidirectional,
+    load_model,
+    resolve_device,
+    resolve_dtype,
+)
 from actstore.ingest.token_sites import check_token_site
 from actstore.layers import LayerSpec, parse_layer_spec
 
-__all__ = ["Batch", "ModelRunner", "Tokenized", "gguf_quantization", "hub_gguf", "hub_reachable", "resolve_device",
-           "resolve_dtype"]
+__all__ = [
+    "Batch",
+    "ModelRunner",
+    "Tokenized",
+    "gguf_quantization",
+    "hub_gguf",
+    "hub_reachable",
+    "resolve_device",
+    "resolve_dtype",
+]
 
 log = logging.getLogger(__name__)
 
 # Model types whose embeddings compute position ids from the input ids (padding-aware).
-_SELF_POSITIONED = {"roberta", "xlm-roberta", "camembert", "longformer", "luke", "mpnet",
-                    "data2vec-text", "xmod", "roberta-prelayernorm", "esm"}
+_SELF_POSITIONED = {
+    "roberta",
+    "xlm-roberta",
+    "camembert",
+    "longformer",
+    "luke",
+    "mpnet",
+    "data2vec-text",
+    "xmod",
+    "roberta-prelayernorm",
+    "esm",
+}
 _BLOCK_NAMES = ("layers", "h", "layer", "blocks", "block")
 
 
@@ -125,9 +149,10 @@ class Batch:
         """The rows of ``parts`` one after another (same layers, next tokens in all or none)."""
         layers = parts[0].activations.keys()
         nxt = [p.next_tokens for p in parts]
-        return Batch({l: np.concatenate([p.activations[l] for p in parts]) for l in layers},
-                     None if nxt[0] is None else np.concatenate(nxt))
-
+        return Batch(
+            {l: np.concatenate([p.activations[l] for p in parts]) for l in layers},
+            None if nxt[0] is None else np.concatenate(nxt),
+        )
 
 
 # --------------------------------------------------------------------------- the runner
@@ -157,8 +182,9 @@ class ModelRunner:
     ) -> None:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        loaded = load_model(source, device=self.device, dtype=self.dtype, revision=revision, lm_head=lm_head,
-                            settings=settings)
+        loaded = load_model(
+            source, device=self.device, dtype=self.dtype, revision=revision, lm_head=lm_head, settings=settings
+        )
         self.source, self.revision = loaded.source, loaded.revision
         self.gguf_file, self.quantization = loaded.gguf_file, loaded.quantization
         self.tokenizer, config = loaded.tokenizer, loaded.config
@@ -187,17 +213,18 @@ class ModelRunner:
         self.pad_id = int(pad if not isinstance(pad, list) else pad[0])
         params = inspect.signature(self.model.forward).parameters
         self._accepts = set(params)
-        self._pass_positions = ("position_ids" in params
-                                and self.architecture not in _SELF_POSITIONED)
+        self._pass_positions = "position_ids" in params and self.architecture not in _SELF_POSITIONED
         self._batch_cap: int | None = None
         self.last_truncated = 0
         # Hooks are registered per forward pass on shared block modules: one pass at a time.
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return (f"ModelRunner({self.source!r}, architecture={self.architecture!r}, "
-                f"n_layers={self.n_layers}, d_model={self.d_model}, device={str(self.device)!r}, "
-                f"dtype={str(self.dtype).removeprefix('torch.')!r})")
+        return (
+            f"ModelRunner({self.source!r}, architecture={self.architecture!r}, "
+            f"n_layers={self.n_layers}, d_model={self.d_model}, device={str(self.device)!r}, "
+            f"dtype={str(self.dtype).removeprefix('torch.')!r})"
+        )
 
     # ----------------------------------------------------------------- tokenization
 
@@ -212,14 +239,19 @@ class ModelRunner:
         """Each of ``texts`` wrapped as a single user message by the tokenizer's chat template
         (with the generation prompt); InvalidInput when the tokenizer has none."""
         if not getattr(self.tokenizer, "chat_template", None):
-            raise InvalidInput(f"the tokenizer of model {str(self.source)!r} has no chat template; "
-                          "ingest it without the chat template", field="chat_template")
-        return [self.tokenizer.apply_chat_template([{"role": "user", "content": t}],
-                                                   add_generation_prompt=True, tokenize=False)
-                for t in texts]
+            raise InvalidInput(
+                f"the tokenizer of model {str(self.source)!r} has no chat template; "
+                "ingest it without the chat template",
+                field="chat_template",
+            )
+        return [
+            self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": t}], add_generation_prompt=True, tokenize=False
+            )
+            for t in texts
+        ]
 
-    def tokenize(self, texts: Sequence[str], max_tokens: int | None = 512,
-                 chat_template: bool = False) -> Tokenized:
+    def tokenize(self, texts: Sequence[str], max_tokens: int | None = 512, chat_template: bool = False) -> Tokenized:
         """Tokenize ``texts`` (with special tokens) and truncate each to ``max_tokens``.
         ``chat_template``: wrap each text first (see :meth:`apply_chat_template`); the template
         writes the special tokens itself, so none are added then."""
@@ -231,17 +263,29 @@ class ModelRunner:
         if not texts:
             return Tokenized([], None, np.zeros(0, np.int64), np.zeros(0, bool))
         limit = self.effective_max_tokens(max_tokens)
-        enc = self.tokenizer(texts, add_special_tokens=special, truncation=False, padding=False,
-                             return_attention_mask=False, verbose=False)
+        enc = self.tokenizer(
+            texts,
+            add_special_tokens=special,
+            truncation=False,
+            padding=False,
+            return_attention_mask=False,
+            verbose=False,
+        )
         ids: list[list[int]] = [list(x) for x in enc["input_ids"]]
         tti = enc.get("token_type_ids")
         tti = [list(x) for x in tti] if tti is not None and "token_type_ids" in self._accepts else None
         truncated = np.array([limit is not None and len(x) > limit for x in ids], dtype=bool)
         if truncated.any():
             where = np.flatnonzero(truncated)
-            cut = self.tokenizer([texts[i] for i in where], add_special_tokens=special,
-                                 truncation=True, max_length=limit, padding=False,
-                                 return_attention_mask=False, verbose=False)
+            cut = self.tokenizer(
+                [texts[i] for i in where],
+                add_special_tokens=special,
+                truncation=True,
+                max_length=limit,
+                padding=False,
+                return_attention_mask=False,
+                verbose=False,
+            )
             for j, i in enumerate(where):
                 ids[i] = list(cut["input_ids"][j])
                 if tti is not None:
@@ -262,7 +306,7 @@ class ModelRunner:
         if batch_size < 1:
             raise InvalidInput(f"batch_size must be >= 1, got {batch_size}")
         order = np.argsort(-tok.lengths, kind="stable")
-        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
     # ----------------------------------------------------------------- forward
 
@@ -270,8 +314,14 @@ class ModelRunner:
         """Resolve a layer spec (``"all"``, ``"0,5,-1"``, ``"grid:9"``, ints) for this model."""
         return parse_layer_spec(spec, self.n_layers)
 
-    def run_batch(self, tok: Tokenized, idx: np.ndarray | Sequence[int],
-                  layers: Sequence[int], top_k: int = 0, token: str = "last") -> Batch:
+    def run_batch(
+        self,
+        tok: Tokenized,
+        idx: np.ndarray | Sequence[int],
+        layers: Sequence[int],
+        top_k: int = 0,
+        token: str = "last",
+    ) -> Batch:
         """Block outputs at the last real token for prompts ``idx`` of ``tok`` (``token``:
         ``last``; ``first`` the first token, ``mean`` the mean over the real tokens).
 
@@ -288,8 +338,9 @@ class ModelRunner:
             raise InvalidInput("next tokens need the LM head: load the runner with lm_head=True", field="next_tokens")
         cap = self._batch_cap
         if cap is not None and len(idx) > cap:
-            return Batch.concat([self.run_batch(tok, idx[i:i + cap], layers, top_k, token)
-                                 for i in range(0, len(idx), cap)])
+            return Batch.concat(
+                [self.run_batch(tok, idx[i : i + cap], layers, top_k, token) for i in range(0, len(idx), cap)]
+            )
         try:
             with self._lock:
                 return self._forward(tok, idx, layers, top_k, token)
@@ -299,17 +350,17 @@ class ModelRunner:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             self._batch_cap = max(1, len(idx) // 2)
-            log.warning("CUDA out of memory at batch size %d; retrying with %d",
-                        len(idx), self._batch_cap)
+            log.warning("CUDA out of memory at batch size %d; retrying with %d", len(idx), self._batch_cap)
             return self.run_batch(tok, idx, layers, top_k, token)
 
     @torch.inference_mode()
-    def _forward(self, tok: Tokenized, idx: np.ndarray, layers: list[int], top_k: int,
-                 token: str = "last") -> Batch:
+    def _forward(self, tok: Tokenized, idx: np.ndarray, layers: list[int], top_k: int, token: str = "last") -> Batch:
         B = len(idx)
         if B == 0:
-            return Batch({l: np.zeros((0, self.d_model), np.float32) for l in layers},
-                         np.zeros((0, top_k), np.int64) if top_k else None)
+            return Batch(
+                {l: np.zeros((0, self.d_model), np.float32) for l in layers},
+                np.zeros((0, top_k), np.int64) if top_k else None,
+            )
         for l in layers:
             if not 0 <= l < self.n_layers:
                 raise InvalidInput(f"layer {l} out of range 0..{self.n_layers - 1}")
@@ -365,6 +416,7 @@ class ModelRunner:
                 captured[layer] = pool(h)
                 if stop_early and layer == deepest:
                     raise _StopForward
+
             return hook
 
         handles = [self.blocks[l].register_forward_hook(make_hook(l)) for l in layers]
@@ -387,16 +439,27 @@ class ModelRunner:
 
     # ----------------------------------------------------------------- convenience
 
-    def iter_encode(self, tok: Tokenized, layers: Sequence[int], batch_size: int = 32,
-                    batches: Sequence[np.ndarray] | None = None, token: str = "last"
-                    ) -> Iterator[tuple[np.ndarray, dict[int, np.ndarray]]]:
+    def iter_encode(
+        self,
+        tok: Tokenized,
+        layers: Sequence[int],
+        batch_size: int = 32,
+        batches: Sequence[np.ndarray] | None = None,
+        token: str = "last",
+    ) -> Iterator[tuple[np.ndarray, dict[int, np.ndarray]]]:
         """Yield ``(idx, {layer: float32 [len(idx), d]})`` batch by batch (length-sorted)."""
-        for idx in (batches if batches is not None else self.plan_batches(tok, batch_size)):
+        for idx in batches if batches is not None else self.plan_batches(tok, batch_size):
             yield idx, self.run_batch(tok, idx, layers, token=token).activations
 
-    def encode(self, texts: Sequence[str], layers: LayerSpec = "all", batch_size: int = 32,
-               max_tokens: int | None = 512, token: str = "last",
-               chat_template: bool = False) -> dict[int, np.ndarray]:
+    def encode(
+        self,
+        texts: Sequence[str],
+        layers: LayerSpec = "all",
+        batch_size: int = 32,
+        max_tokens: int | None = 512,
+        token: str = "last",
+        chat_template: bool = False,
+    ) -> dict[int, np.ndarray]:
         """Encode ``texts``: ``{layer: float32 array [len(texts), d_model]}`` in input order.
 
         ``layers`` is a layer spec (see :func:`actstore.layers.parse_layer_spec`).
@@ -414,6 +477,7 @@ class ModelRunner:
 
 # --------------------------------------------------------------------------- helpers
 
+
 def _hidden_from_output(output: Any) -> torch.Tensor:
     """The hidden state of a block's output: a Tensor, or item 0 of a tuple/ModelOutput."""
     if isinstance(output, torch.Tensor):
@@ -428,9 +492,11 @@ def _hidden_from_output(output: Any) -> torch.Tensor:
 
 def _find_blocks(model: torch.nn.Module, n_layers: int | None) -> tuple[str, torch.nn.ModuleList]:
     """The ModuleList of transformer blocks: the shallowest one with ``n_layers`` entries."""
-    lists = [(name, m) for name, m in model.named_modules()
-             if isinstance(m, torch.nn.ModuleList) and len(m) > 0
-             and len({type(c) for c in m}) == 1]
+    lists = [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.ModuleList) and len(m) > 0 and len({type(c) for c in m}) == 1
+    ]
     if n_layers:
         matching = [(n, m) for n, m in lists if len(m) == n_layers]
     else:
@@ -442,15 +508,16 @@ def _find_blocks(model: torch.nn.Module, n_layers: int | None) -> tuple[str, tor
         matching = matching[:1]
     if not matching:
         raise InvalidInput(
-            f"cannot find the transformer blocks of {type(model).__name__}: no ModuleList of "
-            f"{n_layers} layers"
+            f"cannot find the transformer blocks of {type(model).__name__}: no ModuleList of {n_layers} layers"
         )
 
     def rank(item: tuple[str, torch.nn.ModuleList]) -> tuple[int, int]:
         name = item[0]
         leaf = name.rsplit(".", 1)[-1]
-        return (name.count(".") if name else -1,
-                _BLOCK_NAMES.index(leaf) if leaf in _BLOCK_NAMES else len(_BLOCK_NAMES))
+        return (
+            name.count(".") if name else -1,
+            _BLOCK_NAMES.index(leaf) if leaf in _BLOCK_NAMES else len(_BLOCK_NAMES),
+        )
 
     name, blocks = min(matching, key=rank)
     return name, blocks

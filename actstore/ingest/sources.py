@@ -156,8 +156,7 @@ def _parse_label(value: Any, where: str, column: ColumnSpec) -> int | None:
     )
 
 
-def _finish(texts: list[str], labels: list[int | None] | None, meta: list[dict] | None,
-            source: str) -> PromptSet:
+def _finish(texts: list[str], labels: list[int | None] | None, meta: list[dict] | None, source: str) -> PromptSet:
     if not texts:
         raise InvalidInput(f"prompt file {source!r} holds no prompts")
     if labels is not None and all(label is None for label in labels):
@@ -176,8 +175,7 @@ def _read_txt(p: Path, text: str) -> PromptSet:
     return _finish(texts, None, None, str(p))
 
 
-def _read_jsonl(p: Path, text: str, text_column: ColumnSpec,
-                label_column: ColumnSpec | None) -> PromptSet:
+def _read_jsonl(p: Path, text: str, text_column: ColumnSpec, label_column: ColumnSpec | None) -> PromptSet:
     texts: list[str] = []
     labels: list[int | None] = []
     meta: list[dict] = []
@@ -191,11 +189,13 @@ def _read_jsonl(p: Path, text: str, text_column: ColumnSpec,
         except json.JSONDecodeError as e:
             raise InvalidInput(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
         if not isinstance(obj, dict):
-            raise InvalidInput(f"{where}: expected a JSON object like {{\"{text_column}\": \"...\"}}, "
-                                    f"got a {type(obj).__name__}")
+            raise InvalidInput(
+                f'{where}: expected a JSON object like {{"{text_column}": "..."}}, got a {type(obj).__name__}'
+            )
         if text_column not in obj:
-            raise InvalidInput(f"{where}: missing text field {text_column!r} "
-                                    f"(fields: {', '.join(map(str, obj)) or 'none'})")
+            raise InvalidInput(
+                f"{where}: missing text field {text_column!r} (fields: {', '.join(map(str, obj)) or 'none'})"
+            )
         texts.append(_check_text(obj[text_column], where, text_column))
         label = None
         if label_column is not None and label_column in obj:
@@ -208,14 +208,17 @@ def _read_jsonl(p: Path, text: str, text_column: ColumnSpec,
     return _finish(texts, labels, meta, str(p))
 
 
-def _read_csv(p: Path, text: str, delimiter: str, text_column: ColumnSpec,
-              label_column: ColumnSpec | None) -> PromptSet:
+def _read_csv(
+    p: Path, text: str, delimiter: str, text_column: ColumnSpec, label_column: ColumnSpec | None
+) -> PromptSet:
     headerless = isinstance(text_column, int)
     if headerless and label_column == "label":
         label_column = None  # the default name means nothing without a header
     if label_column is not None and isinstance(label_column, int) != headerless:
-        raise InvalidInput("text_column and label_column must both be names (file with a "
-                                "header row) or both be 0-based indices (file without one)")
+        raise InvalidInput(
+            "text_column and label_column must both be names (file with a "
+            "header row) or both be 0-based indices (file without one)"
+        )
     csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # long prompts are fine
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     kind = "TSV" if delimiter == "\t" else "CSV"
@@ -234,9 +237,13 @@ def _read_csv(p: Path, text: str, delimiter: str, text_column: ColumnSpec,
         rows = rows[1:]
         first_line = 2
         if text_column not in header:
-            raise with_field(InvalidInput(
-                f"{p}: line 1: no text column {text_column!r} in the header (columns: "
-                f"{', '.join(repr(h) for h in header)}); name the text column"), "text_column")
+            raise with_field(
+                InvalidInput(
+                    f"{p}: line 1: no text column {text_column!r} in the header (columns: "
+                    f"{', '.join(repr(h) for h in header)}); name the text column"
+                ),
+                "text_column",
+            )
         ti = header.index(text_column)
         if label_column is not None and label_column in header:
             li = header.index(label_column)
@@ -284,8 +291,7 @@ def _read_parquet(p: Path, text_column: ColumnSpec, label_column: ColumnSpec | N
     return _from_arrow(table, str(p), text_column, label_column)
 
 
-def _from_arrow(table, source: str, text_column: ColumnSpec,
-                label_column: ColumnSpec | None) -> PromptSet:
+def _from_arrow(table, source: str, text_column: ColumnSpec, label_column: ColumnSpec | None) -> PromptSet:
     """Validate an Arrow table's columns into a PromptSet (rows are 1-based in messages)."""
     import pyarrow as pa
 
@@ -297,9 +303,13 @@ def _from_arrow(table, source: str, text_column: ColumnSpec,
     if isinstance(label_column, int):
         label_column = names[label_column] if 0 <= label_column < len(names) else str(label_column)
     if text_column not in names:
-        raise with_field(InvalidInput(f"{source}: no text column {text_column!r} (columns: "
-                                      f"{', '.join(repr(n) for n in names)}); name the text column"),
-                         "text_column")
+        raise with_field(
+            InvalidInput(
+                f"{source}: no text column {text_column!r} (columns: "
+                f"{', '.join(repr(n) for n in names)}); name the text column"
+            ),
+            "text_column",
+        )
     col = table.column(text_column)
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
         raise InvalidInput(f"{source}: text column {text_column!r} has type {col.type}, not string")
@@ -311,15 +321,13 @@ def _from_arrow(table, source: str, text_column: ColumnSpec,
         t = lcol.type
         if pa.types.is_dictionary(t):  # HF ClassLabel is stored as int64; pandas categories not
             t = t.value_type
-        if pa.types.is_boolean(t) or not (pa.types.is_integer(t) or pa.types.is_floating(t)
-                                          or pa.types.is_string(t) or pa.types.is_large_string(t)):
-            raise InvalidInput(f"{source}: label column {label_column!r} has type {lcol.type}; "
-                                    "labels must be integers")
-        labels = [_parse_label(v, f"{source}: row {i + 1}", label_column)
-                  for i, v in enumerate(lcol.to_pylist())]
+        if pa.types.is_boolean(t) or not (
+            pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_string(t) or pa.types.is_large_string(t)
+        ):
+            raise InvalidInput(f"{source}: label column {label_column!r} has type {lcol.type}; labels must be integers")
+        labels = [_parse_label(v, f"{source}: row {i + 1}", label_column) for i, v in enumerate(lcol.to_pylist())]
     elif _required_label(label_column):
-        raise InvalidInput(f"{source}: no label column {label_column!r} (columns: "
-                                f"{', '.join(repr(n) for n in names)})")
+        raise InvalidInput(f"{source}: no label column {label_column!r} (columns: {', '.join(repr(n) for n in names)})")
     others = [n for n in names if n not in (text_column, label_column)]
     meta = None
     if others:
@@ -363,8 +371,9 @@ def _read_hf(spec: str, text_column: ColumnSpec, label_column: ColumnSpec | None
     return _read_hf_hub(name, split, text_column, label_column, spec)
 
 
-def _read_hf_saved(folder: Path, split: str | None, text_column: ColumnSpec,
-                   label_column: ColumnSpec | None, spec: str) -> PromptSet:
+def _read_hf_saved(
+    folder: Path, split: str | None, text_column: ColumnSpec, label_column: ColumnSpec | None, spec: str
+) -> PromptSet:
     """Read a ``save_to_disk`` folder (Dataset or DatasetDict) from its Arrow stream files."""
     import pyarrow as pa
 
@@ -379,14 +388,12 @@ def _read_hf_saved(folder: Path, split: str | None, text_column: ColumnSpec,
             elif "train" in splits:
                 split = "train"
             else:
-                raise InvalidInput(f"{spec!r} has splits {', '.join(splits)}; choose one "
-                                        f"with hf:{folder}:SPLIT")
+                raise InvalidInput(f"{spec!r} has splits {', '.join(splits)}; choose one with hf:{folder}:SPLIT")
         if split not in splits:
             raise InvalidInput(f"{spec!r}: no split {split!r}; splits: {', '.join(splits)}")
         folder = folder / split
     elif split is not None:
-        raise InvalidInput(f"{spec!r}: {str(folder)!r} is a single dataset without splits; "
-                                f"drop ':{split}'")
+        raise InvalidInput(f"{spec!r}: {str(folder)!r} is a single dataset without splits; drop ':{split}'")
     state_file = folder / "state.json"
     try:
         state = json.loads(state_file.read_text("utf-8"))
@@ -394,8 +401,9 @@ def _read_hf_saved(folder: Path, split: str | None, text_column: ColumnSpec,
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise InvalidInput(f"{spec!r}: {state_file} is not a datasets state.json ({e})") from None
     if state.get("_indices_data_files"):
-        raise InvalidInput(f"{spec!r}: the saved dataset has an indices mapping; save it "
-                                "again after .flatten_indices()")
+        raise InvalidInput(
+            f"{spec!r}: the saved dataset has an indices mapping; save it again after .flatten_indices()"
+        )
     tables = []
     for f in files:
         try:
@@ -413,8 +421,9 @@ def _read_hf_saved(folder: Path, split: str | None, text_column: ColumnSpec,
     return _from_arrow(table, spec, text_column, label_column)
 
 
-def _read_hf_hub(name: str, split: str | None, text_column: ColumnSpec,
-                 label_column: ColumnSpec | None, spec: str) -> PromptSet:
+def _read_hf_hub(
+    name: str, split: str | None, text_column: ColumnSpec, label_column: ColumnSpec | None, spec: str
+) -> PromptSet:
     try:
         import datasets  # noqa: F401  (optional dependency, imported lazily)
     except ImportError:
@@ -426,7 +435,8 @@ def _read_hf_hub(name: str, split: str | None, text_column: ColumnSpec,
     try:
         ds = datasets.load_dataset(name, split=split or "train")
     except Exception as e:  # datasets raises many types (FileNotFoundError, ConnectionError, ...)
-        raise InvalidInput(f"{spec!r}: cannot load Hugging Face dataset {name!r} "
-                                f"(split {split or 'train'!r}): {e}") from None
+        raise InvalidInput(
+            f"{spec!r}: cannot load Hugging Face dataset {name!r} (split {split or 'train'!r}): {e}"
+        ) from None
     table = ds.with_format("arrow")[:]  # every row as one pyarrow Table, any index mapping applied
     return _from_arrow(table, spec, text_column, label_column)

@@ -89,40 +89,75 @@ def make_config(family: str, vocab_size: int, *, n_layers: int = 2, hidden: int 
     heads = 4
     common = dict(vocab_size=vocab_size, pad_token_id=0, bos_token_id=1, eos_token_id=2)
     if family == "llama":
-        return tf.LlamaConfig(hidden_size=hidden, intermediate_size=2 * hidden,
-                              num_hidden_layers=n_layers, num_attention_heads=heads,
-                              num_key_value_heads=2, max_position_embeddings=256, **common)
+        return tf.LlamaConfig(
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=n_layers,
+            num_attention_heads=heads,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            **common,
+        )
     if family == "mistral":
-        return tf.MistralConfig(hidden_size=hidden, intermediate_size=2 * hidden,
-                                num_hidden_layers=n_layers, num_attention_heads=heads,
-                                num_key_value_heads=2, max_position_embeddings=256,
-                                sliding_window=64, **common)
+        return tf.MistralConfig(
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=n_layers,
+            num_attention_heads=heads,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            sliding_window=64,
+            **common,
+        )
     if family == "qwen2":
-        return tf.Qwen2Config(hidden_size=hidden, intermediate_size=2 * hidden,
-                              num_hidden_layers=n_layers, num_attention_heads=heads,
-                              num_key_value_heads=2, max_position_embeddings=256, **common)
+        return tf.Qwen2Config(
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=n_layers,
+            num_attention_heads=heads,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            **common,
+        )
     if family == "gemma2":
-        return tf.Gemma2Config(hidden_size=hidden, intermediate_size=2 * hidden,
-                               num_hidden_layers=n_layers, num_attention_heads=heads,
-                               num_key_value_heads=2, head_dim=hidden // heads,
-                               query_pre_attn_scalar=hidden // heads,
-                               max_position_embeddings=256, sliding_window=8, **common)
+        return tf.Gemma2Config(
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=n_layers,
+            num_attention_heads=heads,
+            num_key_value_heads=2,
+            head_dim=hidden // heads,
+            query_pre_attn_scalar=hidden // heads,
+            max_position_embeddings=256,
+            sliding_window=8,
+            **common,
+        )
     if family == "gpt_neox":
-        return tf.GPTNeoXConfig(hidden_size=hidden, intermediate_size=2 * hidden,
-                                num_hidden_layers=n_layers, num_attention_heads=heads,
-                                max_position_embeddings=256, **common)
+        return tf.GPTNeoXConfig(
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=n_layers,
+            num_attention_heads=heads,
+            max_position_embeddings=256,
+            **common,
+        )
     if family == "gpt2":
-        return tf.GPT2Config(n_embd=hidden, n_layer=n_layers, n_head=heads, n_positions=256,
-                             **common)
+        return tf.GPT2Config(n_embd=hidden, n_layer=n_layers, n_head=heads, n_positions=256, **common)
     if family == "phi":
-        return tf.PhiConfig(hidden_size=hidden, intermediate_size=2 * hidden,
-                            num_hidden_layers=n_layers, num_attention_heads=heads,
-                            max_position_embeddings=256, **common)
+        return tf.PhiConfig(
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=n_layers,
+            num_attention_heads=heads,
+            max_position_embeddings=256,
+            **common,
+        )
     raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
 
 
-def build_tiny_model(family: str, path: str | Path, *, n_layers: int = 2, hidden: int = 32,
-                     padding_side: str = "right", seed: int = 0) -> Path:
+def build_tiny_model(
+    family: str, path: str | Path, *, n_layers: int = 2, hidden: int = 32, padding_side: str = "right", seed: int = 0
+) -> Path:
     """Build a random ``family`` model + tokenizer and save both (safetensors) under ``path``.
 
     The weights are random (``torch.manual_seed(seed)``) with a larger init scale than the

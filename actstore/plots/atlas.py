@@ -34,8 +34,14 @@ def atlas_png(result: Any) -> bytes:
     fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.3), dpi=100)
     mean = np.asarray(result.mean_resized, dtype=float)
     size = mean.shape[0]
-    im = axes[0].imshow(mean, origin="lower", aspect="auto", cmap="viridis", interpolation="nearest",
-                        extent=(-0.5 / (size - 1), 1 + 0.5 / (size - 1), -0.5 / (size - 1), 1 + 0.5 / (size - 1)))
+    im = axes[0].imshow(
+        mean,
+        origin="lower",
+        aspect="auto",
+        cmap="viridis",
+        interpolation="nearest",
+        extent=(-0.5 / (size - 1), 1 + 0.5 / (size - 1), -0.5 / (size - 1), 1 + 0.5 / (size - 1)),
+    )
     axes[0].set_xlabel("model B: relative depth")
     axes[0].set_ylabel("model A: relative depth")
     axes[0].set_title(f"mean of {len(pairs)} pairs resized to {size} x {size}", fontsize=9)
@@ -43,8 +49,15 @@ def atlas_png(result: Any) -> bytes:
 
     ax = axes[1]
     for p in pairs:
-        ax.plot(p.depths_a, p.argmax_depths, lw=0.8, alpha=0.7, marker="o" if len(pairs) <= 6 else None, ms=2,
-                label=f"{p.model_a} x {p.model_b}")
+        ax.plot(
+            p.depths_a,
+            p.argmax_depths,
+            lw=0.8,
+            alpha=0.7,
+            marker="o" if len(pairs) <= 6 else None,
+            ms=2,
+            label=f"{p.model_a} x {p.model_b}",
+        )
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
     ax.set_xlim(-0.03, 1.03)
     ax.set_ylim(-0.03, 1.03)

@@ -98,12 +98,23 @@ def sae_heatmap_png(result: Any) -> bytes:
         P = np.asarray(result.p_values, dtype=float)
         for i in range(M.shape[0]):
             for j in range(M.shape[1]):
-                ax.text(j, i, f"{M[i, j]:.2f}\np={P[i, j]:.2g}", ha="center", va="center", fontsize=6,
-                        color="black" if M[i, j] > 0.6 else "white")
+                ax.text(
+                    j,
+                    i,
+                    f"{M[i, j]:.2f}\np={P[i, j]:.2g}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="black" if M[i, j] > 0.6 else "white",
+                )
     _layer_axes(ax, result, "SAE layer")
     rand = float(np.mean(result.random_svcca_mean))
-    ax.set_title(f"SAE feature SVCCA ({result.matching.upper()}, n={result.n})\n"
-                 f"random-pairing mean {rand:.3f} over {result.random_pairs} pairings", fontsize=9, pad=18)
+    ax.set_title(
+        f"SAE feature SVCCA ({result.matching.upper()}, n={result.n})\n"
+        f"random-pairing mean {rand:.3f} over {result.random_pairs} pairings",
+        fontsize=9,
+        pad=18,
+    )
     fig.colorbar(im, ax=ax, label="SVCCA")
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.12), fontsize=7, frameon=False)
     fig.tight_layout()

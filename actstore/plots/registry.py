@@ -37,8 +37,7 @@ def renders(*class_names: str, default: bool = False) -> Callable[[F], F]:
             _RENDERERS[name] = fn
         if default:
             if _DEFAULT and _DEFAULT[0] is not fn:
-                raise ValueError(f"the default renderer is already {_DEFAULT[0].__module__}."
-                                 f"{_DEFAULT[0].__qualname__}")
+                raise ValueError(f"the default renderer is already {_DEFAULT[0].__module__}.{_DEFAULT[0].__qualname__}")
             _DEFAULT[:] = [fn]
         return fn
 

@@ -36,9 +36,12 @@ def sweep_png(result: Any) -> bytes:
     ax.set_xlabel("bridge rank (reduced-rank ridge, target -> source)")
     ax.set_ylabel("accuracy on the task's test prompts")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"probe transfer {result.target} L{result.layer_target} -> {result.source} "
-                 f"L{result.layer_source}\n{result.task_dataset}: n_train={result.n_train}, "
-                 f"n_test={result.n_test}, bridge n={result.n_bridge}", fontsize=9)
+    ax.set_title(
+        f"probe transfer {result.target} L{result.layer_target} -> {result.source} "
+        f"L{result.layer_source}\n{result.task_dataset}: n_train={result.n_train}, "
+        f"n_test={result.n_test}, bridge n={result.n_bridge}",
+        fontsize=9,
+    )
     ax.legend(fontsize=7, loc="best", framealpha=0.7)
     fig.tight_layout()
     buf = io.BytesIO()

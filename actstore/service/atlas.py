@@ -119,16 +119,20 @@ class Atlas(Answers):
         try:
             return super().answer(request)
         except LimitExceeded as exc:
-            raise LimitExceeded(f"{exc}; run it as a job with the run_atlas mutation (the same arguments), then "
-                                "ask this query again: it answers from the cache") from exc
+            raise LimitExceeded(
+                f"{exc}; run it as a job with the run_atlas mutation (the same arguments), then "
+                "ask this query again: it answers from the cache"
+            ) from exc
 
     def start_job(self, jobs: Any, request: AtlasRequest) -> Any:
         """Queue the atlas as a background job of ``jobs`` (the service's Jobs part): progress in
         pairs, cancellable; the pairs it stores are kept if it stops. Bad arguments fail now."""
         request.check_limits(self.settings)
         self._plan_AtlasRequest(request)  # unknown models, measure, layers: refused before queueing
-        return jobs.start(lambda progress: self.run(request, progress),
-                          lambda r: f"atlas of {len(r.models)} models ({len(r.pairs)} pairs) over n = {r.n} prompts")
+        return jobs.start(
+            lambda progress: self.run(request, progress),
+            lambda r: f"atlas of {len(r.models)} models ({len(r.pairs)} pairs) over n = {r.n} prompts",
+        )
 
     def run(self, request: AtlasRequest, progress: Progress | None = None) -> AtlasResult:
         """The atlas computed (or read) without the cost budget, reporting ``progress(done,
@@ -150,18 +154,24 @@ class Atlas(Answers):
             ids = self._shared(infos, req.dataset)
             need = measure.min_rows(opts)
             if len(ids) < need:
-                raise InvalidInput(f"the {len(infos)} models share {len(ids)} prompts; measure {measure.name!r} "
-                                   f"needs at least {need} with these options", field="models",
-                                   value=list(req.models), allowed=f"models sharing >= {need} prompts")
+                raise InvalidInput(
+                    f"the {len(infos)} models share {len(ids)} prompts; measure {measure.name!r} "
+                    f"needs at least {need} with these options",
+                    field="models",
+                    value=list(req.models),
+                    allowed=f"models sharing >= {need} prompts",
+                )
             pairs = self._pairs(req, measure, opts, prep, infos, layers, ids, progress)
             counts, _ = self._corpus(ids)
-            return self._assemble(req, measure.direction, opts.get("k"), prep, infos, layers, ids, pairs, counts,
-                                  key)
+            return self._assemble(req, measure.direction, opts.get("k"), prep, infos, layers, ids, pairs, counts, key)
 
         def cost() -> Cost:
             ids = self._shared(infos, req.dataset)
-            todo = [p for p in self._pair_indices(len(infos))
-                    if not self.results.has(self._pair_key(req, measure.name, opts, prep, infos, layers, ids, p))]
+            todo = [
+                p
+                for p in self._pair_indices(len(infos))
+                if not self.results.has(self._pair_key(req, measure.name, opts, prep, infos, layers, ids, p))
+            ]
             return self._cost(measure.name, opts, infos, layers, len(ids), todo)
 
         resolved = {"models": [i.key for i in infos], "grid": [list(ls) for ls in layers]}
@@ -180,8 +190,10 @@ class Atlas(Answers):
         for info in infos[2:]:
             ids = np.intersect1d(ids, self.reads.shared(infos[0].key, info.key, dataset), assume_unique=True)
         if len(ids) == 0:
-            raise InvalidInput(f"the models {', '.join(i.key for i in infos)} share no stored prompts"
-                               + (f" in dataset {dataset!r}" if dataset else ""))
+            raise InvalidInput(
+                f"the models {', '.join(i.key for i in infos)} share no stored prompts"
+                + (f" in dataset {dataset!r}" if dataset else "")
+            )
         return ids
 
     def _corpus(self, ids: np.ndarray) -> tuple[tuple[DatasetCount, ...], np.ndarray]:
@@ -194,8 +206,15 @@ class Atlas(Answers):
                 counts.append(DatasetCount(info.name, int(mask.sum())))
         return tuple(counts), labels
 
-    def _cost(self, measure: str, opts: dict[str, Any], infos: Sequence[ModelInfo], layers: Sequence[list[int]],
-              n: int, todo: Sequence[tuple[int, int]]) -> Cost:
+    def _cost(
+        self,
+        measure: str,
+        opts: dict[str, Any],
+        infos: Sequence[ModelInfo],
+        layers: Sequence[list[int]],
+        n: int,
+        todo: Sequence[tuple[int, int]],
+    ) -> Cost:
         """Per-layer statistics of the models with pairs to compute, plus the pair blocks."""
         involved = sorted({i for p in todo for i in p})
         dims = {i: [infos[i].d_model] * len(layers[i]) for i in involved}
@@ -208,29 +227,59 @@ class Atlas(Answers):
             flops = sum(cka_matrix_cost(n, dims[a], dims[b]).flops for a, b in todo)
         else:
             flops = sum(m.prepare_cost(n, d, opts) for i in involved for d in dims[i])
-            flops += sum(m.compare_cost(n, infos[a].d_model, infos[b].d_model, opts) * len(layers[a]) * len(layers[b])
-                         for a, b in todo)
-        return Cost(flops, f"atlas of {len(infos)} models ({len(todo)} pairs to compute) with {measure} over "
-                           f"n = {n} prompts")
+            flops += sum(
+                m.compare_cost(n, infos[a].d_model, infos[b].d_model, opts) * len(layers[a]) * len(layers[b])
+                for a, b in todo
+            )
+        return Cost(
+            flops, f"atlas of {len(infos)} models ({len(todo)} pairs to compute) with {measure} over n = {n} prompts"
+        )
 
     # ----------------------------------------------------------------- pairs
-    def _pair_key(self, req: AtlasRequest, measure: str, opts: dict[str, Any], prep: Prep,
-                  infos: Sequence[ModelInfo], layers: Sequence[list[int]], ids: np.ndarray,
-                  pair: tuple[int, int]) -> str:
+    def _pair_key(
+        self,
+        req: AtlasRequest,
+        measure: str,
+        opts: dict[str, Any],
+        prep: Prep,
+        infos: Sequence[ModelInfo],
+        layers: Sequence[list[int]],
+        ids: np.ndarray,
+        pair: tuple[int, int],
+    ) -> str:
         a, b = pair
-        query = {"op": "atlasPair", "v": KEY_VERSION, "measure": measure, "options": opts, "prep": prep.key(),
-                 "prompts": digest(ids), "a": [infos[a].key, layers[a]], "b": [infos[b].key, layers[b]],
-                 "settings": {name: self.results.effective(name) for name in AtlasRequest.answer_settings}
-                 if measure == "mutual_knn" else {}}
+        query = {
+            "op": "atlasPair",
+            "v": KEY_VERSION,
+            "measure": measure,
+            "options": opts,
+            "prep": prep.key(),
+            "prompts": digest(ids),
+            "a": [infos[a].key, layers[a]],
+            "b": [infos[b].key, layers[b]],
+            "settings": {name: self.results.effective(name) for name in AtlasRequest.answer_settings}
+            if measure == "mutual_knn"
+            else {},
+        }
         return self.results.key(query, self.reads.versions(infos[a], infos[b]))
 
-    def _pairs(self, req: AtlasRequest, measure: Any, opts: dict[str, Any], prep: Prep,
-               infos: Sequence[ModelInfo], layers: Sequence[list[int]], ids: np.ndarray,
-               progress: Progress | None) -> dict[tuple[int, int], AtlasPairResult]:
+    def _pairs(
+        self,
+        req: AtlasRequest,
+        measure: Any,
+        opts: dict[str, Any],
+        prep: Prep,
+        infos: Sequence[ModelInfo],
+        layers: Sequence[list[int]],
+        ids: np.ndarray,
+        progress: Progress | None,
+    ) -> dict[tuple[int, int], AtlasPairResult]:
         """Every pair: stored ones read, the others computed in one block per model row and
         stored as soon as each is done."""
-        keys = {p: self._pair_key(req, measure.name, opts, prep, infos, layers, ids, p)
-                for p in self._pair_indices(len(infos))}
+        keys = {
+            p: self._pair_key(req, measure.name, opts, prep, infos, layers, ids, p)
+            for p in self._pair_indices(len(infos))
+        }
         out: dict[tuple[int, int], AtlasPairResult] = {}
         for p, key in keys.items():
             stored = self.store.results.get(key)
@@ -253,9 +302,11 @@ class Atlas(Answers):
             start = 0
             for b in partners:
                 width = len(layers[b])
-                pair = self._pair(infos[row], layers[row], infos[b], layers[b], block[:, start:start + width])
+                pair = self._pair(infos[row], layers[row], infos[b], layers[b], block[:, start : start + width])
                 start += width
-                self.store.results.put(keys[(row, b)], encode(pair), query=f"atlasPair {infos[row].key} x {infos[b].key}")
+                self.store.results.put(
+                    keys[(row, b)], encode(pair), query=f"atlasPair {infos[row].key} x {infos[b].key}"
+                )
                 self.pairs_computed += 1
                 out[(row, b)] = pair
                 if progress is not None:
@@ -265,8 +316,15 @@ class Atlas(Answers):
             stats.pop(row, None)
         return out
 
-    def _on_ray(self, measure: Any, prep: Prep, infos: Sequence[ModelInfo], layers: Sequence[list[int]],
-                ids: np.ndarray, todo: Sequence[tuple[int, int]]) -> bool:
+    def _on_ray(
+        self,
+        measure: Any,
+        prep: Prep,
+        infos: Sequence[ModelInfo],
+        layers: Sequence[list[int]],
+        ids: np.ndarray,
+        todo: Sequence[tuple[int, int]],
+    ) -> bool:
         """Mutual k-NN atlases run on Ray when :func:`.engines.choose_engine` says so for the
         layers they read (other measures and preprocessed rows stay local)."""
         if measure.name != "mutual_knn" or prep.active or len(ids) >= self.store.knn.ann_threshold:
@@ -275,10 +333,17 @@ class Atlas(Answers):
         dims = [infos[i].d_model for i in involved for _ in layers[i]]
         return engines.choose_engine(self.settings, len(ids), dims, []) == "ray"
 
-    def _pairs_on_ray(self, keys: dict[tuple[int, int], str], out: dict[tuple[int, int], AtlasPairResult],
-                      todo: list[tuple[int, int]], opts: dict[str, Any], infos: Sequence[ModelInfo],
-                      layers: Sequence[list[int]], ids: np.ndarray,
-                      progress: Progress | None) -> dict[tuple[int, int], AtlasPairResult]:
+    def _pairs_on_ray(
+        self,
+        keys: dict[tuple[int, int], str],
+        out: dict[tuple[int, int], AtlasPairResult],
+        todo: list[tuple[int, int]],
+        opts: dict[str, Any],
+        infos: Sequence[ModelInfo],
+        layers: Sequence[list[int]],
+        ids: np.ndarray,
+        progress: Progress | None,
+    ) -> dict[tuple[int, int], AtlasPairResult]:
         """The pairs to compute on Ray: one task per layer's k-NN graph (tables pinned at their
         versions), then one task per model row's block against its partners."""
         involved = sorted({i for p in todo for i in p})
@@ -287,17 +352,19 @@ class Atlas(Answers):
         by_model: dict[int, list[np.ndarray]] = {}
         start = 0
         for i in involved:
-            by_model[i] = graphs[start:start + len(layers[i])]
+            by_model[i] = graphs[start : start + len(layers[i])]
             start += len(layers[i])
         rows = sorted({a for a, _ in todo})
         partners = {r: [b for a, b in todo if a == r] for r in rows}
-        blocks = engines.ray_overlap_blocks([(by_model[r], [g for b in partners[r] for g in by_model[b]])
-                                             for r in rows], address=self.settings.ray_address)
+        blocks = engines.ray_overlap_blocks(
+            [(by_model[r], [g for b in partners[r] for g in by_model[b]]) for r in rows],
+            address=self.settings.ray_address,
+        )
         for r, block in zip(rows, blocks):
             start = 0
             for b in partners[r]:
                 width = len(layers[b])
-                pair = self._pair(infos[r], layers[r], infos[b], layers[b], block[:, start:start + width])
+                pair = self._pair(infos[r], layers[r], infos[b], layers[b], block[:, start : start + width])
                 start += width
                 self.store.results.put(keys[(r, b)], encode(pair), query=f"atlasPair {infos[r].key} x {infos[b].key}")
                 self.pairs_computed += 1
@@ -306,8 +373,9 @@ class Atlas(Answers):
                     progress(len(out), len(keys))
         return out
 
-    def _layer_stats(self, measure: Any, opts: dict[str, Any], prep: Prep, info: ModelInfo, layers: list[int],
-                     ids: np.ndarray) -> list[Any]:
+    def _layer_stats(
+        self, measure: Any, opts: dict[str, Any], prep: Prep, info: ModelInfo, layers: list[int], ids: np.ndarray
+    ) -> list[Any]:
         """Per layer: the k-NN graph (mutual_knn), the preprocessed rows (CKA), else the
         registry's prepared statistics."""
         out = []
@@ -333,8 +401,9 @@ class Atlas(Answers):
         if measure.name == "mutual_knn":
             return analysis.atlas.graph_overlaps(rows, cols, should_stop=stop_check())
         if measure.name in ("cka", "unbiased_cka"):
-            return analysis.atlas.gram_cka(rows, cols, debiased=measure.name == "unbiased_cka",
-                                           should_stop=stop_check())
+            return analysis.atlas.gram_cka(
+                rows, cols, debiased=measure.name == "unbiased_cka", should_stop=stop_check()
+            )
         out = np.empty((len(rows), len(cols)))
         for i, a in enumerate(rows):
             check_cancelled(i, len(rows), "layers")
@@ -348,13 +417,34 @@ class Atlas(Answers):
         db = [relative_depth(l_, ib.n_layers) for l_ in lb]
         s = analysis.atlas.pair_summary(values, da, db)
         diagonal = None if s.diagonal.p_value != s.diagonal.p_value else s.diagonal
-        return AtlasPairResult(ia.key, ib.key, list(la), list(lb), da, db, np.asarray(values, dtype=np.float64),
-                               list(s.argmax), list(s.argmax_depths), diagonal, s.max_value)
+        return AtlasPairResult(
+            ia.key,
+            ib.key,
+            list(la),
+            list(lb),
+            da,
+            db,
+            np.asarray(values, dtype=np.float64),
+            list(s.argmax),
+            list(s.argmax_depths),
+            diagonal,
+            s.max_value,
+        )
 
     # --------------------------------------------------------------- summary
-    def _assemble(self, req: AtlasRequest, direction: str, k: int | None, prep: Prep, infos: Sequence[ModelInfo],
-                  layers: Sequence[list[int]], ids: np.ndarray, pairs: dict[tuple[int, int], AtlasPairResult],
-                  counts: tuple[DatasetCount, ...], key: str) -> AtlasResult:
+    def _assemble(
+        self,
+        req: AtlasRequest,
+        direction: str,
+        k: int | None,
+        prep: Prep,
+        infos: Sequence[ModelInfo],
+        layers: Sequence[list[int]],
+        ids: np.ndarray,
+        pairs: dict[tuple[int, int], AtlasPairResult],
+        counts: tuple[DatasetCount, ...],
+        key: str,
+    ) -> AtlasResult:
         ordered = [pairs[p] for p in self._pair_indices(len(infos))]
         resized = []
         for (a, b), pair in zip(self._pair_indices(len(infos)), ordered):
@@ -362,7 +452,18 @@ class Atlas(Answers):
             cols = resize_rows(layers[b], infos[b].n_layers, req.resize)
             resized.append(analysis.atlas.resize(pair.values, rows, cols))
         best = analysis.atlas.max_similarity(len(infos), {p: pairs[p].max_value for p in pairs})
-        return AtlasResult(models=[i.key for i in infos], measure=req.measure, direction=direction, k=k, n=len(ids),
-                           resize=req.resize, pairs=tuple(ordered), mean_resized=np.mean(resized, axis=0),
-                           max_similarity=best, preprocess=prep.name, datasets=counts,
-                           warning=mixed_warning(counts), key=key)
+        return AtlasResult(
+            models=[i.key for i in infos],
+            measure=req.measure,
+            direction=direction,
+            k=k,
+            n=len(ids),
+            resize=req.resize,
+            pairs=tuple(ordered),
+            mean_resized=np.mean(resized, axis=0),
+            max_similarity=best,
+            preprocess=prep.name,
+            datasets=counts,
+            warning=mixed_warning(counts),
+            key=key,
+        )

@@ -31,8 +31,10 @@ class AtlasSummary:
 
     def line(self) -> str:
         """``atlas of M models (P pairs): X pairs with on > off, Y significant (Bonferroni p < 0.05)``."""
-        return (f"atlas of {self.models} models ({self.pairs} pairs): {self.on_above_off} pairs with on > off, "
-                f"{self.significant} significant (Bonferroni p < {self.alpha:g})")
+        return (
+            f"atlas of {self.models} models ({self.pairs} pairs): {self.on_above_off} pairs with on > off, "
+            f"{self.significant} significant (Bonferroni p < {self.alpha:g})"
+        )
 
 
 def summarize(result: Any, alpha: float = 0.05) -> AtlasSummary:
@@ -44,5 +46,6 @@ def summarize(result: Any, alpha: float = 0.05) -> AtlasSummary:
         adjusted[tested] = analysis.bonferroni(np.array([pairs[i].diagonal.p_value for i in tested], dtype=np.float64))
     above = [i for i in tested if pairs[i].diagonal.on_diagonal_mean > pairs[i].diagonal.off_diagonal_mean]
     significant = sum(1 for i in above if adjusted[i] < alpha)
-    return AtlasSummary(len(result.models), len(pairs), len(tested), len(above), significant, alpha,
-                        tuple(float(x) for x in adjusted))
+    return AtlasSummary(
+        len(result.models), len(pairs), len(tested), len(above), significant, alpha, tuple(float(x) for x in adjusted)
+    )

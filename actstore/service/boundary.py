@@ -41,8 +41,10 @@ def _translating(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise
         except Exception as exc:
             if is_vanished(exc):
-                raise NotFound("data this request read was dropped while it ran (a model or dataset removed "
-                               "by another process); ask again for the current state") from exc
+                raise NotFound(
+                    "data this request read was dropped while it ran (a model or dataset removed "
+                    "by another process); ask again for the current state"
+                ) from exc
             store = getattr(args[0], "store", None) if args else None
             failed = storage_error(exc, str(getattr(store, "uri", "the store")))
             if failed is not None:  # a full disk, an object store gone or refusing: one clear error

@@ -50,8 +50,14 @@ from .requests import (
 from .results import Plan, ResultCache, result_type
 from .work import Cost, bridge_cost, probe_cost
 
-__all__ = ["BridgeResult", "BridgeSweepResult", "Bridges", "NextTokenTransferResult", "ProbeTransferResult",
-           "ProbeTransferSweepResult"]
+__all__ = [
+    "BridgeResult",
+    "BridgeSweepResult",
+    "Bridges",
+    "NextTokenTransferResult",
+    "ProbeTransferResult",
+    "ProbeTransferSweepResult",
+]
 
 
 # Every bridge answer extends the analysis dataclass with the layers it joined, the
@@ -128,8 +134,9 @@ class NextTokenTransferResult(NextTokenTransfer):
     precision: str = "auto"
 
 
-def _prepare(prep: Prep, S_fit: np.ndarray, T_fit: np.ndarray, S_other: np.ndarray, T_other: np.ndarray
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+def _prepare(
+    prep: Prep, S_fit: np.ndarray, T_fit: np.ndarray, S_other: np.ndarray, T_other: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """Preprocessing fitted per side on the ``*_fit`` rows and applied to them and the others;
     with the result fields naming it."""
     S_fit, S_other, ds = prep.split(S_fit, S_other, "source")
@@ -166,29 +173,41 @@ class Bridges(Answers):
         labels = self.store.prompts.labels(ids)
         has = ~np.isnan(labels)
         if not has.any():
-            raise InvalidInput(f"task_dataset {task_dataset!r} has no labels on the {len(ids)} prompts both "
-                                    f"models share; add labelled prompts (with labels)")
+            raise InvalidInput(
+                f"task_dataset {task_dataset!r} has no labels on the {len(ids)} prompts both "
+                f"models share; add labelled prompts (with labels)"
+            )
         ids, y = ids[has], labels[has].astype(np.int64)
         classes = np.unique(y)
         if len(classes) < 2:
-            raise InvalidInput(f"task_dataset {task_dataset!r} has only one class ({classes.tolist()}) among "
-                                    f"its {len(ids)} labelled shared prompts; a probe needs at least 2")
+            raise InvalidInput(
+                f"task_dataset {task_dataset!r} has only one class ({classes.tolist()}) among "
+                f"its {len(ids)} labelled shared prompts; a probe needs at least 2"
+            )
         return ids, y
 
-    def _bridge_ids(self, s_key: str, t_key: str, bridge_dataset: str | None, exclude: np.ndarray,
-                    task_dataset: str) -> np.ndarray:
+    def _bridge_ids(
+        self, s_key: str, t_key: str, bridge_dataset: str | None, exclude: np.ndarray, task_dataset: str
+    ) -> np.ndarray:
         if bridge_dataset is not None:
             ids = self.reads.shared(s_key, t_key, bridge_dataset)
         else:
             ids = self.store.activations.shared(s_key, t_key)
         ids = np.setdiff1d(ids, exclude, assume_unique=True)
         if len(ids) < 3:
-            where = f"bridge_dataset {bridge_dataset!r}" if bridge_dataset is not None else \
-                "the prompts outside the task dataset"
+            where = (
+                f"bridge_dataset {bridge_dataset!r}"
+                if bridge_dataset is not None
+                else "the prompts outside the task dataset"
+            )
             raise InvalidInput(
                 f"too few prompts to fit the frozen bridge: {where} has {len(ids)} prompt(s) both models share "
                 f"that are not in task_dataset {task_dataset!r}; at least 3 are needed (pass a general-text "
-                f"bridge_dataset)", field="bridge_dataset", value=bridge_dataset, allowed="a dataset of >= 3 prompts")
+                f"bridge_dataset)",
+                field="bridge_dataset",
+                value=bridge_dataset,
+                allowed="a dataset of >= 3 prompts",
+            )
         return ids
 
     # ------------------------------------------------------------------ bridge
@@ -196,14 +215,19 @@ class Bridges(Answers):
         """Fit a linear map source -> target and score it on held-out prompts (r2, mean cosine).
         ``scale`` (PROCRUSTES only) adds the isotropic scale s, reported as ``scale``;
         ``precision`` the working dtype (see :mod:`.precision`; "auto" is float64)."""
-        method, precision, prep = req.method.value, req.precision.value, check_prep(req.preprocess, req.outlier_threshold, similarity=False)
+        method, precision, prep = (
+            req.method.value,
+            req.precision.value,
+            check_prep(req.preprocess, req.outlier_threshold, similarity=False),
+        )
         rank, alpha, scale, train_dataset = req.rank, req.alpha, req.scale, req.train_dataset
         info_s, ls, info_t, lt, versions = self._pair(req.source, req.target)
 
         def compute(_key: str) -> BridgeResult:
             S_tr, T_tr, S_te, T_te, named = self._split_rows(prep, req, info_s.key, ls, info_t.key, lt)
-            f = analysis.bridges.evaluate_bridge(S_tr, T_tr, S_te, T_te, method, alpha=alpha, rank=rank, scale=scale,
-                                                 precision=precision)
+            f = analysis.bridges.evaluate_bridge(
+                S_tr, T_tr, S_te, T_te, method, alpha=alpha, rank=rank, scale=scale, precision=precision
+            )
             return BridgeResult(**asdict(f), layer_source=ls, layer_target=lt, precision=precision, **named)
 
         def cost() -> Cost:
@@ -212,17 +236,26 @@ class Bridges(Answers):
 
         return Plan(compute, {"source": [info_s.key, ls], "target": [info_t.key, lt]}, versions, cost)
 
-    def _split_rows(self, prep: Prep, req: BridgeRequest | BridgeSweepRequest, s_key: str, ls: int, t_key: str,
-                    lt: int) -> tuple[Any, ...]:
+    def _split_rows(
+        self, prep: Prep, req: BridgeRequest | BridgeSweepRequest, s_key: str, ls: int, t_key: str, lt: int
+    ) -> tuple[Any, ...]:
         """(S_train, T_train, S_test, T_test, preprocessing fields) of a bridge request's split,
         preprocessing fitted on the training rows."""
-        train_ids, test_ids = self._bridge_split(s_key, t_key, req.train_dataset, req.eval_dataset,
-                                                 req.test_fraction, req.seed)
+        train_ids, test_ids = self._bridge_split(
+            s_key, t_key, req.train_dataset, req.eval_dataset, req.test_fraction, req.seed
+        )
         S_tr, T_tr, S_te, T_te = self._four(s_key, ls, t_key, lt, train_ids, test_ids)
         return _prepare(prep, S_tr, T_tr, S_te, T_te)
 
-    def _bridge_split(self, s_key: str, t_key: str, train_dataset: str | None, eval_dataset: str | None,
-                      test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    def _bridge_split(
+        self,
+        s_key: str,
+        t_key: str,
+        train_dataset: str | None,
+        eval_dataset: str | None,
+        test_fraction: float,
+        seed: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
         if train_dataset is not None:
             ids = self.reads.shared(s_key, t_key, train_dataset)
         else:
@@ -232,8 +265,10 @@ class Bridges(Answers):
         test_ids = self.reads.shared(s_key, t_key, eval_dataset)
         train_ids = np.setdiff1d(ids, test_ids, assume_unique=True)
         if len(train_ids) < 2:
-            raise InvalidInput(f"too few prompts to fit the bridge: {len(train_ids)} shared prompt(s) of "
-                                    f"{train_dataset or 'the store'} outside eval_dataset {eval_dataset!r}")
+            raise InvalidInput(
+                f"too few prompts to fit the bridge: {len(train_ids)} shared prompt(s) of "
+                f"{train_dataset or 'the store'} outside eval_dataset {eval_dataset!r}"
+            )
         return train_ids, test_ids
 
     def _plan_BridgeSweepRequest(self, req: BridgeSweepRequest) -> Plan[BridgeSweepResult]:
@@ -257,12 +292,20 @@ class Bridges(Answers):
     @staticmethod
     def _ranks(ranks: Sequence[int]) -> list[int]:
         if len(ranks) == 0:
-            raise InvalidInput("ranks must be a non-empty list of integers >= 1", field="ranks", value=[],
-                               allowed="a non-empty list of integers >= 1")
+            raise InvalidInput(
+                "ranks must be a non-empty list of integers >= 1",
+                field="ranks",
+                value=[],
+                allowed="a non-empty list of integers >= 1",
+            )
         bad = [r for r in ranks if r < 1]
         if bad:
-            raise InvalidInput(f"every rank must be an integer >= 1, got {bad[0]!r}", field="ranks", value=bad[0],
-                               allowed="integers >= 1")
+            raise InvalidInput(
+                f"every rank must be an integer >= 1, got {bad[0]!r}",
+                field="ranks",
+                value=bad[0],
+                allowed="integers >= 1",
+            )
         return list(ranks)
 
     # ------------------------------------------------------------ probe transfer
@@ -270,31 +313,52 @@ class Bridges(Answers):
         """Probe transfer (METHODS.md): sourceNative, targetNative, transferred (frozen bridge),
         taskSpecific and chance, as shares of the task's test prompts; ``precision`` of the
         bridges as in a bridge."""
-        method, precision, prep = req.method.value, req.precision.value, check_prep(req.preprocess, req.outlier_threshold, similarity=False)
+        method, precision, prep = (
+            req.method.value,
+            req.precision.value,
+            check_prep(req.preprocess, req.outlier_threshold, similarity=False),
+        )
         rank, alpha, seed, test_fraction = req.rank, req.alpha, req.seed, req.test_fraction
         task_dataset, bridge_dataset = req.task_dataset, req.bridge_dataset
         info_s, ls, info_t, lt, versions = self._pair(req.source, req.target)
 
         def compute(_key: str) -> ProbeTransferResult:
-            S, T, y, Sb, Tb, named = self._probe_inputs(prep, info_s.key, ls, info_t.key, lt, task_dataset,
-                                                        bridge_dataset)
-            r = analysis.probes.probe_transfer(S, T, y, Sb, Tb, method=method, rank=rank, alpha=alpha,
-                                               test_fraction=test_fraction, seed=seed, precision=precision)
+            S, T, y, Sb, Tb, named = self._probe_inputs(
+                prep, info_s.key, ls, info_t.key, lt, task_dataset, bridge_dataset
+            )
+            r = analysis.probes.probe_transfer(
+                S,
+                T,
+                y,
+                Sb,
+                Tb,
+                method=method,
+                rank=rank,
+                alpha=alpha,
+                test_fraction=test_fraction,
+                seed=seed,
+                precision=precision,
+            )
             return ProbeTransferResult(**asdict(r), layer_source=ls, layer_target=lt, precision=precision, **named)
 
-        return Plan(compute, {"source": [info_s.key, ls], "target": [info_t.key, lt]}, versions,
-                    lambda: self._probe_cost(info_s, info_t, task_dataset, 2, False, "probeTransfer"))
+        return Plan(
+            compute,
+            {"source": [info_s.key, ls], "target": [info_t.key, lt]},
+            versions,
+            lambda: self._probe_cost(info_s, info_t, task_dataset, 2, False, "probeTransfer"),
+        )
 
-    def _probe_cost(self, info_s: ModelInfo, info_t: ModelInfo, task_dataset: str, classes: int, sweep: bool,
-                    op: str) -> Cost:
+    def _probe_cost(
+        self, info_s: ModelInfo, info_t: ModelInfo, task_dataset: str, classes: int, sweep: bool, op: str
+    ) -> Cost:
         """:func:`.work.probe_cost` with the task's shared prompts and every shared prompt as bridge prompts."""
         n_task = len(self.reads.shared(info_s.key, info_t.key, task_dataset))
         n_all = len(self.store.activations.shared(info_s.key, info_t.key))
         return probe_cost(n_task, max(0, n_all - n_task), info_s.d_model, info_t.d_model, classes, sweep, op)
 
-    def _probe_inputs(self, prep: Prep, s_key: str, ls: int, t_key: str, lt: int, task_dataset: str,
-                      bridge_dataset: str | None
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    def _probe_inputs(
+        self, prep: Prep, s_key: str, ls: int, t_key: str, lt: int, task_dataset: str, bridge_dataset: str | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """(S, T, labels of the task's shared labelled prompts, then S and T of the frozen
         bridge's prompts, and the preprocessing fields): preprocessing fitted on the bridge's
         prompts (never the task's) and applied to the task's."""
@@ -304,8 +368,9 @@ class Bridges(Answers):
         Sb, Tb, S, T, named = _prepare(prep, Sb, Tb, S, T)
         return S, T, y, Sb, Tb, named
 
-    def _four(self, s_key: str, ls: int, t_key: str, lt: int, ids: np.ndarray,
-              bids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _four(
+        self, s_key: str, ls: int, t_key: str, lt: int, ids: np.ndarray, bids: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Source and target rows of ``ids``, then of ``bids``."""
         S = self.reads.rows(s_key, ls, ids)
         T = self.reads.rows(t_key, lt, ids)
@@ -323,16 +388,30 @@ class Bridges(Answers):
         info_s, ls, info_t, lt, versions = self._pair(req.source, req.target)
 
         def compute(key: str) -> ProbeTransferSweepResult:
-            S, T, y, Sb, Tb, named = self._probe_inputs(prep, info_s.key, ls, info_t.key, lt, task_dataset,
-                                                        bridge_dataset)
-            r = analysis.probes.probe_transfer_sweep(S, T, y, Sb, Tb, ranks, alpha=alpha, test_fraction=test_fraction,
-                                                     seed=seed, precision=precision)
-            return ProbeTransferSweepResult(**asdict(r), source=info_s.key, target=info_t.key,
-                                            task_dataset=task_dataset, layer_source=ls, layer_target=lt, key=key,
-                                            precision=precision, **named)
+            S, T, y, Sb, Tb, named = self._probe_inputs(
+                prep, info_s.key, ls, info_t.key, lt, task_dataset, bridge_dataset
+            )
+            r = analysis.probes.probe_transfer_sweep(
+                S, T, y, Sb, Tb, ranks, alpha=alpha, test_fraction=test_fraction, seed=seed, precision=precision
+            )
+            return ProbeTransferSweepResult(
+                **asdict(r),
+                source=info_s.key,
+                target=info_t.key,
+                task_dataset=task_dataset,
+                layer_source=ls,
+                layer_target=lt,
+                key=key,
+                precision=precision,
+                **named,
+            )
 
-        return Plan(compute, {"source": [info_s.key, ls], "target": [info_t.key, lt]}, versions,
-                    lambda: self._probe_cost(info_s, info_t, task_dataset, 2, True, "probeTransferSweep"))
+        return Plan(
+            compute,
+            {"source": [info_s.key, ls], "target": [info_t.key, lt]},
+            versions,
+            lambda: self._probe_cost(info_s, info_t, task_dataset, 2, True, "probeTransferSweep"),
+        )
 
     # ------------------------------------------------------------ next tokens
     def _plan_NextTokenTransferRequest(self, req: NextTokenTransferRequest) -> Plan[NextTokenTransferResult]:
@@ -348,22 +427,43 @@ class Bridges(Answers):
         for key in (info_s.key, info_t.key):
             if not nt.has(key):
                 raise NotFound(f"model {key!r} has no next tokens stored; ingest it again with next tokens")
-        versions = versions | {f"next/{info_s.key}": nt.version(info_s.key), f"next/{info_t.key}": nt.version(info_t.key)}
+        versions = versions | {
+            f"next/{info_s.key}": nt.version(info_s.key),
+            f"next/{info_t.key}": nt.version(info_t.key),
+        }
 
         def compute(_key: str) -> NextTokenTransferResult:
             ids = self.reads.shared(info_s.key, info_t.key, dataset)
             ids = np.intersect1d(ids, np.intersect1d(nt.ids(info_s.key), nt.ids(info_t.key)), assume_unique=True)
             if len(ids) < 3:
-                raise InvalidInput(f"only {len(ids)} prompt(s) of dataset {dataset!r} have next tokens stored for "
-                                   f"both {info_s.key!r} and {info_t.key!r}; ingest them with next tokens")
+                raise InvalidInput(
+                    f"only {len(ids)} prompt(s) of dataset {dataset!r} have next tokens stored for "
+                    f"both {info_s.key!r} and {info_t.key!r}; ingest them with next tokens"
+                )
             bids = self._bridge_ids(info_s.key, info_t.key, bridge_dataset, self.store.prompts.ids(dataset), dataset)
             S, T, Sb, Tb = self._four(info_s.key, ls, info_t.key, lt, ids, bids)
             _, _, src = nt.read(info_s.key, ids)
             _, _, tgt = nt.read(info_t.key, ids)
-            r = analysis.probes.next_token_transfer(S, T, src, tgt, Sb, Tb, classes=int(classes), method=method, rank=rank,
-                                                    alpha=alpha, test_fraction=test_fraction, seed=seed,
-                                                    precision=precision)
+            r = analysis.probes.next_token_transfer(
+                S,
+                T,
+                src,
+                tgt,
+                Sb,
+                Tb,
+                classes=int(classes),
+                method=method,
+                rank=rank,
+                alpha=alpha,
+                test_fraction=test_fraction,
+                seed=seed,
+                precision=precision,
+            )
             return NextTokenTransferResult(**asdict(r), layer_source=ls, layer_target=lt, precision=precision)
 
-        return Plan(compute, {"source": [info_s.key, ls], "target": [info_t.key, lt]}, versions,
-                    lambda: self._probe_cost(info_s, info_t, dataset, int(classes), False, "nextTokenTransfer"))
+        return Plan(
+            compute,
+            {"source": [info_s.key, ls], "target": [info_t.key, lt]},
+            versions,
+            lambda: self._probe_cost(info_s, info_t, dataset, int(classes), False, "nextTokenTransfer"),
+        )

@@ -19,9 +19,11 @@ __all__ = ["Catalog", "ModelSummary", "check_list_limit"]
 def check_list_limit(limit: object, max_list: int, name: str = "limit") -> None:
     """InvalidInput when ``limit`` (an int; other types are left to the callee) is over ``max_list``."""
     if isinstance(limit, int) and not isinstance(limit, bool) and limit > max_list:
-        raise InvalidInput(f"{name} = {limit:,} is over this server's largest list of {max_list:,} "
-                           f"(ACTSTORE_MAX_LIST): read more in pages of at most {max_list:,}, "
-                           "moving offset by the page size")
+        raise InvalidInput(
+            f"{name} = {limit:,} is over this server's largest list of {max_list:,} "
+            f"(ACTSTORE_MAX_LIST): read more in pages of at most {max_list:,}, "
+            "moving offset by the page size"
+        )
 
 
 @dataclass(frozen=True)
@@ -60,8 +62,9 @@ class Catalog:
 
     def _summary(self, info: ModelInfo, datasets: list[DatasetInfo]) -> ModelSummary:
         ids = self.store.activations.model_ids(info.key) if info.layers else np.empty(0, np.int64)
-        names = [d.name for d in datasets
-                 if len(np.intersect1d(ids, self.store.prompts.ids(d.name), assume_unique=True))]
+        names = [
+            d.name for d in datasets if len(np.intersect1d(ids, self.store.prompts.ids(d.name), assume_unique=True))
+        ]
         return ModelSummary(info, names, len(ids))
 
     def layer_indexes(self, key: str) -> list[LayerIndex]:

@@ -88,8 +88,11 @@ def to_pandas(self: Any) -> Any:
     answer as a one-row DataFrame of its scalar fields."""
     pd = _pandas()
     if _is_matrix(self):
-        return pd.DataFrame(self.values, index=pd.Index(list(self.layers_a), name=f"{self.model_a} layer"),
-                            columns=pd.Index(list(self.layers_b), name=f"{self.model_b} layer"))
+        return pd.DataFrame(
+            self.values,
+            index=pd.Index(list(self.layers_a), name=f"{self.model_a} layer"),
+            columns=pd.Index(list(self.layers_b), name=f"{self.model_b} layer"),
+        )
     return pd.DataFrame([_scalars(self)])
 
 
@@ -99,8 +102,9 @@ def _html_table(rows: list[dict[str, Any]], caption: str) -> str:
     cols = list(rows[0])
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in cols) + "</tr>" for r in rows)
-    return (f"<table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead>"
-            f"<tbody>{body}</tbody></table>")
+    return (
+        f"<table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    )
 
 
 def _fmt(v: Any) -> str:
@@ -117,8 +121,10 @@ def repr_html(self: Any) -> str | None:
         return None
     name = type(self).__name__
     if _is_matrix(self):
-        rows = [{"layer": la, **{str(lb): float(v) for lb, v in zip(self.layers_b, row)}}
-                for la, row in zip(self.layers_a, self.values)]
+        rows = [
+            {"layer": la, **{str(lb): float(v) for lb, v in zip(self.layers_b, row)}}
+            for la, row in zip(self.layers_a, self.values)
+        ]
         return _html_table(rows, f"{name}: {self.model_a} (rows) x {self.model_b} (columns)")
     return _html_table([_scalars(self)], name)
 
@@ -133,8 +139,12 @@ def repr_png(self: Any) -> bytes | None:
 def display_methods(cls: type) -> type:
     """Give a result class ``to_dict``, ``to_pandas``, ``_repr_html_`` and ``_repr_png_``
     (those it does not define itself); ``plottable`` is True for layer matrices."""
-    for name, fn in (("to_dict", to_dict), ("to_pandas", to_pandas), ("_repr_html_", repr_html),
-                     ("_repr_png_", repr_png)):
+    for name, fn in (
+        ("to_dict", to_dict),
+        ("to_pandas", to_pandas),
+        ("_repr_html_", repr_html),
+        ("_repr_png_", repr_png),
+    ):
         if name not in vars(cls):
             setattr(cls, name, fn)
     if "plottable" not in vars(cls) and "values" in {f.name for f in dataclasses.fields(cls)}:

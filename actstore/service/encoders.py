@@ -57,11 +57,14 @@ class TextEncoders:
             try:
                 runner = ModelRunner(info.source)
             except ActstoreError as exc:
-                raise InvalidInput(f"cannot encode text with model {info.key!r}: its weights are not reachable "
-                                   f"from the server ({exc})") from None
+                raise InvalidInput(
+                    f"cannot encode text with model {info.key!r}: its weights are not reachable from the server ({exc})"
+                ) from None
             except Exception as exc:  # noqa: BLE001 - any load failure means "not reachable"
-                raise InvalidInput(f"cannot encode text with model {info.key!r}: its weights at {info.source!r} "
-                                   f"are not reachable from the server ({type(exc).__name__}: {exc})") from None
+                raise InvalidInput(
+                    f"cannot encode text with model {info.key!r}: its weights at {info.source!r} "
+                    f"are not reachable from the server ({type(exc).__name__}: {exc})"
+                ) from None
             self._runners[info.key] = runner
             return runner
 
@@ -71,7 +74,8 @@ class TextEncoders:
         if runner.d_model != info.d_model or runner.n_layers != info.n_layers:
             raise InvalidInput(
                 f"the weights at {info.source!r} (d_model={runner.d_model}, {runner.n_layers} layers) do not "
-                f"match stored model {info.key!r} (d_model={info.d_model}, {info.n_layers} layers)")
+                f"match stored model {info.key!r} (d_model={info.d_model}, {info.n_layers} layers)"
+            )
         side = getattr(getattr(runner, "tokenizer", None), "truncation_side", "right")
         text = truncate_text(text, getattr(runner, "max_length", None), side)
         out = runner.encode([text], layers=[layer], batch_size=1, max_tokens=MAX_TOKENS)

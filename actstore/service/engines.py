@@ -34,8 +34,16 @@ from actstore.errors import InvalidInput
 from actstore.store import ModelInfo, Store
 from actstore.store.snapshots import LayerSnapshot, read_rows, snapshot
 
-__all__ = ["CENTRE_SAMPLE", "GROUP_BYTES", "SHARD_BYTES", "choose_engine", "distributed_cka_matrix",
-           "ray_atlas_graphs", "ray_overlap_blocks", "ray_cka_matrix"]
+__all__ = [
+    "CENTRE_SAMPLE",
+    "GROUP_BYTES",
+    "SHARD_BYTES",
+    "choose_engine",
+    "distributed_cka_matrix",
+    "ray_atlas_graphs",
+    "ray_overlap_blocks",
+    "ray_cka_matrix",
+]
 
 CENTRE_SAMPLE = 1024  # rows read by the driver for each layer's centre vector
 GROUP_BYTES = 1 << 30  # float64 statistics of one pair group (per task and in the reduce)
@@ -62,19 +70,28 @@ def choose_engine(settings: Settings, n: int, dims_a: Sequence[int], dims_b: Seq
     return "ray" if data_mb >= settings.ray_min_mb and _ray_at_hand(settings) else "local"
 
 
-def distributed_cka_matrix(settings: Settings, store: Store, info_a: ModelInfo, layers_a: Sequence[int],
-                           info_b: ModelInfo, layers_b: Sequence[int], ids: np.ndarray,
-                           debiased: bool) -> np.ndarray | None:
+def distributed_cka_matrix(
+    settings: Settings,
+    store: Store,
+    info_a: ModelInfo,
+    layers_a: Sequence[int],
+    info_b: ModelInfo,
+    layers_b: Sequence[int],
+    ids: np.ndarray,
+    debiased: bool,
+) -> np.ndarray | None:
     """The CKA matrix of the shared prompts ``ids`` on Ray when :func:`choose_engine` says so,
     else None (the caller computes it locally)."""
     if choose_engine(settings, len(ids), [info_a.d_model] * len(layers_a), [info_b.d_model] * len(layers_b)) != "ray":
         return None
-    return ray_cka_matrix(store, info_a, layers_a, info_b, layers_b, ids, debiased=debiased,
-                          address=settings.ray_address)
+    return ray_cka_matrix(
+        store, info_a, layers_a, info_b, layers_b, ids, debiased=debiased, address=settings.ray_address
+    )
 
 
-def _shard_sums(snaps: list[LayerSnapshot], ids: np.ndarray, centres: list[np.ndarray],
-                pairs: list[tuple[int, int]]) -> Any:
+def _shard_sums(
+    snaps: list[LayerSnapshot], ids: np.ndarray, centres: list[np.ndarray], pairs: list[tuple[int, int]]
+) -> Any:
     """Ray task body: the FeatureSums of rows ``ids`` of the layers ``snaps``."""
     return feature_sums([read_rows(s, ids) for s in snaps], centres, pairs)
 
@@ -117,8 +134,9 @@ def _overlap_block(rows: list[np.ndarray], cols: list[np.ndarray]) -> np.ndarray
     return graph_overlaps(rows, cols)
 
 
-def ray_atlas_graphs(store: Store, layers: Sequence[tuple[ModelInfo, int]], ids: np.ndarray, k: int,
-                     address: str | None = None) -> list[np.ndarray]:
+def ray_atlas_graphs(
+    store: Store, layers: Sequence[tuple[ModelInfo, int]], ids: np.ndarray, k: int, address: str | None = None
+) -> list[np.ndarray]:
     """The exact k-NN graph [n, k] of each (model, layer) over prompts ``ids``, one Ray task
     per layer reading its rows from a table pinned at its current version (what the local
     atlas computes, the same graph: ties to the smaller index)."""
@@ -130,8 +148,9 @@ def ray_atlas_graphs(store: Store, layers: Sequence[tuple[ModelInfo, int]], ids:
     return list(ray.get(refs))
 
 
-def ray_overlap_blocks(blocks: Sequence[tuple[list[np.ndarray], list[np.ndarray]]],
-                       address: str | None = None) -> list[np.ndarray]:
+def ray_overlap_blocks(
+    blocks: Sequence[tuple[list[np.ndarray], list[np.ndarray]]], address: str | None = None
+) -> list[np.ndarray]:
     """:func:`actstore.analysis.atlas.graph_overlaps` of each (row graphs, column graphs) block,
     one Ray task per block."""
     ray = _ray()
@@ -140,10 +159,19 @@ def ray_overlap_blocks(blocks: Sequence[tuple[list[np.ndarray], list[np.ndarray]
     return list(ray.get([task.remote(rows, cols) for rows, cols in blocks]))
 
 
-def ray_cka_matrix(store: Store, info_a: ModelInfo, layers_a: Sequence[int], info_b: ModelInfo,
-                   layers_b: Sequence[int], ids: np.ndarray, *, debiased: bool = True,
-                   shards: int | None = None, address: str | None = None,
-                   group_bytes: int = GROUP_BYTES) -> np.ndarray:
+def ray_cka_matrix(
+    store: Store,
+    info_a: ModelInfo,
+    layers_a: Sequence[int],
+    info_b: ModelInfo,
+    layers_b: Sequence[int],
+    ids: np.ndarray,
+    *,
+    debiased: bool = True,
+    shards: int | None = None,
+    address: str | None = None,
+    group_bytes: int = GROUP_BYTES,
+) -> np.ndarray:
     """CKA [len(layers_a), len(layers_b)] float64 of two models' layers over the prompts ``ids``
     (int64, ascending; stored for every layer), computed by Ray tasks over row ranges (see the
     module docstring). ``shards``: row ranges (default: enough for :data:`SHARD_BYTES` per
@@ -165,8 +193,9 @@ def ray_cka_matrix(store: Store, info_a: ModelInfo, layers_a: Sequence[int], inf
         if k not in keys:
             keys.append(k)
     width = {info_a.key: info_a.d_model, info_b.key: info_b.d_model}
-    snaps = [snapshot(store.tables, key, layer, width[key], verify=store.activations.verify_reads)
-             for key, layer in keys]
+    snaps = [
+        snapshot(store.tables, key, layer, width[key], verify=store.activations.verify_reads) for key, layer in keys
+    ]
     index_a = [keys.index((info_a.key, int(l))) for l in layers_a]
     index_b = [keys.index((info_b.key, int(l))) for l in layers_b]
     sample = ids[:CENTRE_SAMPLE]
@@ -184,8 +213,12 @@ def ray_cka_matrix(store: Store, info_a: ModelInfo, layers_a: Sequence[int], inf
     for group in _groups(dims, pairs, group_bytes):
         used = sorted({i for pair in group for i in pair})
         local = {g: k for k, g in enumerate(used)}
-        refs = [task.remote([snaps[i] for i in used], cut, [centres[i] for i in used],
-                            [(local[i], local[j]) for i, j in group]) for cut in cuts]
+        refs = [
+            task.remote(
+                [snaps[i] for i in used], cut, [centres[i] for i in used], [(local[i], local[j]) for i, j in group]
+            )
+            for cut in cuts
+        ]
         total: FeatureSums | None = None
         while refs:  # add the shards' sums as they finish (one in memory besides the total)
             done, refs = ray.wait(refs, num_returns=1)
@@ -196,9 +229,15 @@ def ray_cka_matrix(store: Store, info_a: ModelInfo, layers_a: Sequence[int], inf
     # Re-key every group's pairs by the distinct-layer index, then one CKA table.
     from dataclasses import replace
 
-    rekeyed = [replace(t, pairs=tuple((used[i], used[j]) for i, j in t.pairs),
-                       u=_spread(t.u, used, len(keys)), dsum=_spread(t.dsum, used, len(keys)))
-               for used, t in results]
+    rekeyed = [
+        replace(
+            t,
+            pairs=tuple((used[i], used[j]) for i, j in t.pairs),
+            u=_spread(t.u, used, len(keys)),
+            dsum=_spread(t.dsum, used, len(keys)),
+        )
+        for used, t in results
+    ]
     return cka_from_sums(rekeyed, index_a, index_b, debiased=debiased)
 
 

@@ -13,9 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -74,8 +73,13 @@ class JobRunner:
             except ActstoreError as exc:
                 if stop.is_set():
                     current = self.get(job.id)
-                    self._update(job.id, state=FAILED, message=f"{CANCELLED} after {current.done} of {current.total}"
-                                 if current is not None else CANCELLED)
+                    self._update(
+                        job.id,
+                        state=FAILED,
+                        message=f"{CANCELLED} after {current.done} of {current.total}"
+                        if current is not None
+                        else CANCELLED,
+                    )
                 else:
                     self._update(job.id, state=FAILED, message=str(exc))
             except Exception as exc:  # noqa: BLE001 - reported, logged, never raised into the pool
@@ -84,8 +88,7 @@ class JobRunner:
             else:
                 current = self.get(job.id)
                 assert current is not None  # jobs are never forgotten
-                self._update(job.id, state=SUCCEEDED, done=max(current.done, current.total),
-                             message=describe(result))
+                self._update(job.id, state=SUCCEEDED, done=max(current.done, current.total), message=describe(result))
 
         self._pool.submit(run)
         return job
@@ -137,18 +140,27 @@ class Jobs:
         """Queue any work ``work(progress)`` (an atlas, ...); returns the job."""
         return self.runner.submit(work, describe)
 
-    def start_ingest(self, model: str, dataset: str, layers: Sequence[int] | None = None,
-                     batch_size: int | None = None, token: str | None = None,
-                     chat_template: bool | None = None, key: str | None = None) -> Job:
+    def start_ingest(
+        self,
+        model: str,
+        dataset: str,
+        layers: Sequence[int] | None = None,
+        batch_size: int | None = None,
+        token: str | None = None,
+        chat_template: bool | None = None,
+        key: str | None = None,
+    ) -> Job:
         """Queue an ingest of ``model`` (hub id or local folder) over ``dataset``; returns the job.
         ``token``: the token site stored (last | first | mean; default last); ``chat_template``:
         wrap prompts in the tokenizer's chat template (default false); ``key``: the model's key
         in the store (default: from the model's name, see ``actstore.ingest.loading``)."""
         self.store.prompts.dataset(dataset)  # unknown dataset: fail now, not in the job
         if batch_size is not None and batch_size < 1:
-            raise InvalidInput(f"batch_size must be >= 1, got {batch_size}", field="batch_size", value=batch_size, allowed=">= 1")
-        from actstore.ingest.token_sites import check_token_site
+            raise InvalidInput(
+                f"batch_size must be >= 1, got {batch_size}", field="batch_size", value=batch_size, allowed=">= 1"
+            )
         from actstore.ingest.pipeline import ingest  # torch + transformers only when an ingest starts
+        from actstore.ingest.token_sites import check_token_site
 
         check_token_site(token or "last")  # a bad token site: fail now, not in the job
         if key is not None:
@@ -157,13 +169,23 @@ class Jobs:
             check_model_key(key)  # a bad key: fail now, not in the job
 
         def work(progress: Progress) -> Any:
-            return ingest(self.store, model, dataset, layers=list(layers) if layers is not None else "all",
-                          batch_size=batch_size or 32, token=token or "last",
-                          chat_template=bool(chat_template), key=key, on_progress=progress)
+            return ingest(
+                self.store,
+                model,
+                dataset,
+                layers=list(layers) if layers is not None else "all",
+                batch_size=batch_size or 32,
+                token=token or "last",
+                chat_template=bool(chat_template),
+                key=key,
+                on_progress=progress,
+            )
 
         def describe(summary: Any) -> str:
-            return (f"stored {summary.encoded} prompts x {len(summary.layers)} layers as {summary.model_key!r} "
-                    f"({summary.skipped} already stored, {summary.truncated} truncated)")
+            return (
+                f"stored {summary.encoded} prompts x {len(summary.layers)} layers as {summary.model_key!r} "
+                f"({summary.skipped} already stored, {summary.truncated} truncated)"
+            )
 
         return self.runner.submit(work, describe)
 

@@ -121,8 +121,16 @@ class SimilarityResult:
 def measure_info(m: registry.Measure) -> MeasureInfo:
     """The listing of one registered measure."""
     defaults = {o.name: o.default for o in m.options if not o.required}
-    return MeasureInfo(m.name, m.family, m.direction, tuple(o.name for o in m.options),
-                       json.dumps(defaults, sort_keys=True), m.reference, m.definition, m.sensitive_to)
+    return MeasureInfo(
+        m.name,
+        m.family,
+        m.direction,
+        tuple(o.name for o in m.options),
+        json.dumps(defaults, sort_keys=True),
+        m.reference,
+        m.definition,
+        m.sensitive_to,
+    )
 
 
 def list_measures() -> list[MeasureInfo]:
@@ -157,11 +165,19 @@ class Measures(Answers):
         need = m.min_rows(opts)
         if n < need:
             if m.uses_k:
-                raise InvalidInput(f"k must be between 1 and n - {need - opts['k']} = {n - need + opts['k']} for "
-                                   f"measure {m.name!r} over n = {n} prompts, got k={opts['k']}", field="k",
-                                   value=opts["k"], allowed=f"at most {n - need + opts['k']}")
-            raise InvalidInput(f"measure {m.name!r} needs at least {need} shared prompts, got n = {n}; use a larger "
-                               f"dataset", field="dataset", value=n, allowed=f"at least {need} prompts")
+                raise InvalidInput(
+                    f"k must be between 1 and n - {need - opts['k']} = {n - need + opts['k']} for "
+                    f"measure {m.name!r} over n = {n} prompts, got k={opts['k']}",
+                    field="k",
+                    value=opts["k"],
+                    allowed=f"at most {n - need + opts['k']}",
+                )
+            raise InvalidInput(
+                f"measure {m.name!r} needs at least {need} shared prompts, got n = {n}; use a larger dataset",
+                field="dataset",
+                value=n,
+                allowed=f"at least {need} prompts",
+            )
 
     # ------------------------------------------------------------ one pair
     def _plan_SimilarityRequest(self, req: SimilarityRequest) -> Plan[SimilarityResult]:
@@ -175,8 +191,9 @@ class Measures(Answers):
 
         def one(X: np.ndarray, Y: np.ndarray, strata: np.ndarray | None) -> tuple[float, float | None]:
             if P:
-                t = registry.measure_permutation_test(X, Y, m.name, opts, permutations=P, seed=seed, strata=strata,
-                                                      should_stop=stop_check())
+                t = registry.measure_permutation_test(
+                    X, Y, m.name, opts, permutations=P, seed=seed, strata=strata, should_stop=stop_check()
+                )
                 return t.value, t.p_value
             return registry.similarity(X, Y, m.name, opts), None
 
@@ -201,10 +218,27 @@ class Measures(Answers):
                 per = tuple(rows)
             warning = mixed_warning(counts)
             return SimilarityResult(
-                value=value, measure=m.name, direction=m.direction, n=len(ids), model_a=ia.key, layer_a=la,
-                model_b=ib.key, layer_b=lb, k=opts.get("k"), options=_options_text(opts), permutations=P,
-                p_value=p, seed=seed, preprocess=prep.name, dropped_a=da, dropped_b=db, datasets=counts,
-                warning=warning, warnings=(warning,) if warning else (), by_dataset=per)
+                value=value,
+                measure=m.name,
+                direction=m.direction,
+                n=len(ids),
+                model_a=ia.key,
+                layer_a=la,
+                model_b=ib.key,
+                layer_b=lb,
+                k=opts.get("k"),
+                options=_options_text(opts),
+                permutations=P,
+                p_value=p,
+                seed=seed,
+                preprocess=prep.name,
+                dropped_a=da,
+                dropped_b=db,
+                datasets=counts,
+                warning=warning,
+                warnings=(warning,) if warning else (),
+                by_dataset=per,
+            )
 
         def cost() -> Cost:
             n = len(self.reads.shared(ia.key, ib.key, req.dataset))
@@ -255,19 +289,36 @@ class Measures(Answers):
                     rows.append(CkaMatrixByDataset(c.name, c.n, vals))
                 per = tuple(rows)
             return SimilarityMatrixResult(
-                model_a=ia.key, model_b=ib.key, layers_a=la, layers_b=lb, values=M, n=len(ids),
+                model_a=ia.key,
+                model_b=ib.key,
+                layers_a=la,
+                layers_b=lb,
+                values=M,
+                n=len(ids),
                 argmax=analysis.argmax_path(M if m.direction == "similarity" else -M),
-                depths_a=self.reads.depths(ia, la), depths_b=self.reads.depths(ib, lb),
-                debiased=m.name == "unbiased_cka", key=key, preprocess=prep.name,
+                depths_a=self.reads.depths(ia, la),
+                depths_b=self.reads.depths(ib, lb),
+                debiased=m.name == "unbiased_cka",
+                key=key,
+                preprocess=prep.name,
                 dropped_a=[list(d) for _, d in pa] if prep.active else None,
                 dropped_b=[list(d) for _, d in pb] if prep.active else None,
-                datasets=counts, warning=mixed_warning(counts), precision="auto", by_dataset=per,
-                measure=m.name, direction=m.direction, k=opts.get("k"), options=_options_text(opts))
+                datasets=counts,
+                warning=mixed_warning(counts),
+                precision="auto",
+                by_dataset=per,
+                measure=m.name,
+                direction=m.direction,
+                k=opts.get("k"),
+                options=_options_text(opts),
+            )
 
         def cost() -> Cost:
             n = len(self.reads.shared(ia.key, ib.key, req.dataset))
             flops = m.cost(n, [ia.d_model] * len(la), [ib.d_model] * len(lb), opts)
-            return Cost(flops * (2 if req.by_dataset else 1),
-                        f"similarityMatrix ({m.name}) of {len(la)} x {len(lb)} layers over n = {n} prompts")
+            return Cost(
+                flops * (2 if req.by_dataset else 1),
+                f"similarityMatrix ({m.name}) of {len(la)} x {len(lb)} layers over n = {n} prompts",
+            )
 
         return Plan(compute, {"layers_a": la, "layers_b": lb}, self.reads.versions(ia, ib), cost)

@@ -72,8 +72,9 @@ class Prep:
         p = fit_preprocess(X, self.name, threshold=self._tau(), name=name, clip=clip)
         return p.apply(X, name), p.dropped
 
-    def rows(self, read: RowReader, model: str, layer: int, ids: np.ndarray,
-             model_layers: Sequence[int]) -> tuple[np.ndarray, tuple[int, ...]]:
+    def rows(
+        self, read: RowReader, model: str, layer: int, ids: np.ndarray, model_layers: Sequence[int]
+    ) -> tuple[np.ndarray, tuple[int, ...]]:
         """The preprocessed rows of one stored layer at ``ids`` and the dropped column indices.
         For platonic the clip is the model's (over ``model_layers``, every stored layer of it,
         at ``ids``; see the module doc), computed once per model and prompt set."""
@@ -83,8 +84,10 @@ class Prep:
             return self.one(X, name)
         slot = (model, np.ascontiguousarray(ids, dtype=np.int64).tobytes())
         if slot not in self._clips:
-            self._clips[slot] = platonic_clip([X if l_ == layer else read(model, l_, ids) for l_ in model_layers],
-                                              name=f"the layers of model {model!r}")
+            self._clips[slot] = platonic_clip(
+                [X if l_ == layer else read(model, l_, ids) for l_ in model_layers],
+                name=f"the layers of model {model!r}",
+            )
         return self.one(X, name, clip=self._clips[slot])
 
     def split(self, train: np.ndarray, test: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
@@ -106,19 +109,32 @@ def check_prep(preprocess: Any, outlier_threshold: Any = None, *, similarity: bo
     allowed = [p for p in PREPROCESS if similarity or p != "platonic"]
     if name not in allowed:
         if name == "platonic":
-            raise InvalidInput("preprocess PLATONIC applies to similarity queries only (its clip is fitted on every "
-                               "prompt, which would leak held-out prompts into a bridge); use NONE, STANDARDIZE or "
-                               "DROP_OUTLIER_DIMS", field="preprocess", value=preprocess,
-                               allowed="one of NONE, STANDARDIZE, DROP_OUTLIER_DIMS")
+            raise InvalidInput(
+                "preprocess PLATONIC applies to similarity queries only (its clip is fitted on every "
+                "prompt, which would leak held-out prompts into a bridge); use NONE, STANDARDIZE or "
+                "DROP_OUTLIER_DIMS",
+                field="preprocess",
+                value=preprocess,
+                allowed="one of NONE, STANDARDIZE, DROP_OUTLIER_DIMS",
+            )
         raise InvalidInput(f"preprocess must be one of {', '.join(p.upper() for p in allowed)}, got {preprocess!r}")
     if name != "drop_outlier_dims":
         if outlier_threshold is not None:
-            raise InvalidInput(f"outlier_threshold applies only to preprocess DROP_OUTLIER_DIMS, not "
-                               f"{name.upper()}; leave it unset")
+            raise InvalidInput(
+                f"outlier_threshold applies only to preprocess DROP_OUTLIER_DIMS, not {name.upper()}; leave it unset"
+            )
         return Prep(name, None)
     if outlier_threshold is None:
         return Prep(name, DEFAULT_OUTLIER_SHARE)
-    if isinstance(outlier_threshold, bool) or not isinstance(outlier_threshold, (int, float)) \
-            or not 0.0 < float(outlier_threshold) < 1.0:
-        raise InvalidInput(f"outlier_threshold must be a number strictly between 0 and 1, got {outlier_threshold!r}", field="outlier_threshold", value=outlier_threshold, allowed="a number strictly between 0 and 1")
+    if (
+        isinstance(outlier_threshold, bool)
+        or not isinstance(outlier_threshold, (int, float))
+        or not 0.0 < float(outlier_threshold) < 1.0
+    ):
+        raise InvalidInput(
+            f"outlier_threshold must be a number strictly between 0 and 1, got {outlier_threshold!r}",
+            field="outlier_threshold",
+            value=outlier_threshold,
+            allowed="a number strictly between 0 and 1",
+        )
     return Prep(name, float(outlier_threshold))

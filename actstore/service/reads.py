@@ -72,8 +72,10 @@ class Reads:
         layers = depth_grid(grid, info.n_layers, info.key)
         missing = [l_ for l_ in layers if l_ not in info.layers]
         if missing:
-            raise NotFound(f"a grid of {grid} over model {info.key!r} needs layers {layers}; not stored: "
-                           f"{format_layers(missing)} (stored: {format_layers(info.layers)})")
+            raise NotFound(
+                f"a grid of {grid} over model {info.key!r} needs layers {layers}; not stored: "
+                f"{format_layers(missing)} (stored: {format_layers(info.layers)})"
+            )
         return layers
 
     @staticmethod
@@ -89,8 +91,10 @@ class Reads:
         if len(ids) == 0:
             for key in (model_a, model_b):
                 if not self.store.models.get(key).layers:  # no layer at all: a drop under way
-                    raise NotFound(f"model {key!r} has no activations stored (it is being dropped, or its "
-                                   "first write has not finished)")
+                    raise NotFound(
+                        f"model {key!r} has no activations stored (it is being dropped, or its "
+                        "first write has not finished)"
+                    )
             where = f" in dataset {dataset!r}" if dataset else ""
             raise InvalidInput(f"models {model_a!r} and {model_b!r} share no stored prompts{where}")
         return ids

@@ -36,11 +36,32 @@ from actstore.errors import InvalidInput, LimitExceeded
 from actstore.layers import LayerRef
 
 __all__ = [
-    "AffinityRequest", "BridgeMethod", "BridgeRequest", "BridgeSweepRequest", "Check", "CkaMatrixRequest",
-    "CkaRequest", "KEY_VERSION", "Matching", "Metric", "MutualKnnRequest", "NeighborsRequest",
-    "NextTokenTransferRequest", "Precision", "Preprocess", "ProbeTransferRequest", "ProbeTransferSweepRequest",
-    "AtlasRequest", "Request", "SaeCorrelationRequest", "SaeMatrixRequest", "SimilarityMatrixRequest",
-    "SimilarityRequest", "arg", "plain", "request_types",
+    "AffinityRequest",
+    "BridgeMethod",
+    "BridgeRequest",
+    "BridgeSweepRequest",
+    "Check",
+    "CkaMatrixRequest",
+    "CkaRequest",
+    "KEY_VERSION",
+    "Matching",
+    "Metric",
+    "MutualKnnRequest",
+    "NeighborsRequest",
+    "NextTokenTransferRequest",
+    "Precision",
+    "Preprocess",
+    "ProbeTransferRequest",
+    "ProbeTransferSweepRequest",
+    "AtlasRequest",
+    "Request",
+    "SaeCorrelationRequest",
+    "SaeMatrixRequest",
+    "SimilarityMatrixRequest",
+    "SimilarityRequest",
+    "arg",
+    "plain",
+    "request_types",
 ]
 
 #: bump when the meaning of a stored answer changes (every cached answer is then recomputed)
@@ -123,6 +144,7 @@ def _int(lo: int | None = None, hi: int | None = None) -> Callable[[Any, str], i
         if (lo is not None and v < lo) or (hi is not None and v > hi):
             raise InvalidInput.of(field, value, "an integer" + _range(lo, hi))
         return v
+
     return check
 
 
@@ -147,6 +169,7 @@ def _real(lo: float | None = None, hi: float | None = None, open_: bool = False)
         if below or above:
             raise InvalidInput.of(field, value, allowed)
         return v
+
     return check
 
 
@@ -165,6 +188,7 @@ def _enum(cls: type[enum.Enum]) -> Callable[[Any, str], enum.Enum]:
             if isinstance(raw, str) and raw.lower() in (member.value, member.name.lower()):
                 return member
         raise InvalidInput.of(field, value, f"one of {', '.join(m.name for m in cls)}")
+
     return check
 
 
@@ -210,8 +234,13 @@ def _options(value: Any, field: str) -> str | None:
     if not value:
         return None  # no options: the same request as none given
     try:
-        return json.dumps(dict(value), sort_keys=True, separators=(",", ":"), allow_nan=False,
-                          default=lambda v: v.item() if isinstance(v, np.generic) else str(v))
+        return json.dumps(
+            dict(value),
+            sort_keys=True,
+            separators=(",", ":"),
+            allow_nan=False,
+            default=lambda v: v.item() if isinstance(v, np.generic) else str(v),
+        )
     except ValueError:
         raise InvalidInput.of(field, value, "a JSON object of finite numbers, strings and booleans") from None
 
@@ -256,8 +285,9 @@ def choice(cls: type[enum.Enum]) -> Check:
     return Check(_enum(cls), cls)
 
 
-def arg(default: Any = dataclasses.MISSING, *, check: Check, doc: str = "", limit: str | None = None,
-        graphql: Any = None) -> Any:
+def arg(
+    default: Any = dataclasses.MISSING, *, check: Check, doc: str = "", limit: str | None = None, graphql: Any = None
+) -> Any:
     """A request field: its default, :class:`Check`, description, the Settings field that
     bounds it (``limit``: an int's maximum, a list's length) and an optional GraphQL type
     override (e.g. an ID)."""
@@ -318,21 +348,34 @@ class Request:
             if isinstance(value, tuple):
                 if len(value) > cap:
                     error = LimitExceeded if name == "max_layers" else InvalidInput
-                    raise error(f"{f.name} has {len(value)} entries; this server allows at most {cap} ({env})",
-                                field=f.name, value=len(value), allowed=f"at most {cap} entries")
+                    raise error(
+                        f"{f.name} has {len(value)} entries; this server allows at most {cap} ({env})",
+                        field=f.name,
+                        value=len(value),
+                        allowed=f"at most {cap} entries",
+                    )
             elif value > cap:
                 if name == "max_layers":
-                    raise LimitExceeded(f"{f.name} = {value} layers; this server allows at most {cap} ({env})",
-                                        field=f.name, value=value, allowed=f"at most {cap}")
-                raise InvalidInput(f"{f.name} must be at most {cap} on this server ({env}), got {value}",
-                                   field=f.name, value=value, allowed=f"at most {cap}")
+                    raise LimitExceeded(
+                        f"{f.name} = {value} layers; this server allows at most {cap} ({env})",
+                        field=f.name,
+                        value=value,
+                        allowed=f"at most {cap}",
+                    )
+                raise InvalidInput(
+                    f"{f.name} must be at most {cap} on this server ({env}), got {value}",
+                    field=f.name,
+                    value=value,
+                    allowed=f"at most {cap}",
+                )
 
     def fields(self) -> dict[str, Any]:
         """Every field by name, as given (after checks)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
 
-    def key_payload(self, settings: Settings | SettingsSource, resolved: Mapping[str, Any] | None = None
-                    ) -> dict[str, Any]:
+    def key_payload(
+        self, settings: Settings | SettingsSource, resolved: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         """What the cache key of this request hashes: the operation, every field (those in
         ``resolved`` replaced by what they resolved to: a layer reference by [model key, layer],
         a layer list by the stored layers) and every setting in ``answer_settings``."""
@@ -385,8 +428,12 @@ def _layers_arg(model: str) -> Any:
 
 
 def _grid_arg() -> Any:
-    return arg(None, check=integer(2, optional=True), limit="max_layers",
-               doc="an evenly spaced relative-depth grid of this many layers per model")
+    return arg(
+        None,
+        check=integer(2, optional=True),
+        limit="max_layers",
+        doc="an evenly spaced relative-depth grid of this many layers per model",
+    )
 
 
 def _split_seed_arg() -> Any:
@@ -410,9 +457,13 @@ class _Prep:
 
     def check_fields(self) -> None:
         if self.outlier_threshold is not None and self.preprocess is not Preprocess.DROP_OUTLIER_DIMS:
-            raise InvalidInput(f"outlier_threshold applies only to preprocess DROP_OUTLIER_DIMS, not "
-                               f"{self.preprocess.name}; leave it unset", field="outlier_threshold",
-                               value=self.outlier_threshold, allowed="unset")
+            raise InvalidInput(
+                f"outlier_threshold applies only to preprocess DROP_OUTLIER_DIMS, not "
+                f"{self.preprocess.name}; leave it unset",
+                field="outlier_threshold",
+                value=self.outlier_threshold,
+                allowed="unset",
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -424,12 +475,20 @@ class _Precise:
 
 def _matrix_layers(req: Any) -> None:
     if req.grid is not None and (req.layers_a is not None or req.layers_b is not None):
-        raise InvalidInput("give either grid or layers_a/layers_b, not both", field="grid", value=req.grid,
-                           allowed="unset when layers are given")
+        raise InvalidInput(
+            "give either grid or layers_a/layers_b, not both",
+            field="grid",
+            value=req.grid,
+            allowed="unset when layers are given",
+        )
     for name in ("layers_a", "layers_b"):
         if getattr(req, name) == ():
-            raise InvalidInput(f"{name} is empty; give at least one layer or leave it unset", field=name,
-                               value=[], allowed="a non-empty list")
+            raise InvalidInput(
+                f"{name} is empty; give at least one layer or leave it unset",
+                field=name,
+                value=[],
+                allowed="a non-empty list",
+            )
 
 
 # --------------------------------------------------------------------------- similarity
@@ -442,21 +501,27 @@ class NeighborsRequest(Request):
     answer_settings: ClassVar[tuple[str, ...]] = ANN_SETTINGS
 
     at: LayerRef = arg(check=LAYER, doc="the layer searched")
-    prompt_id: int | None = arg(None, check=integer(0, 2**63 - 1, optional=True), doc="a stored prompt's id",
-                                graphql="ID")
+    prompt_id: int | None = arg(
+        None, check=integer(0, 2**63 - 1, optional=True), doc="a stored prompt's id", graphql="ID"
+    )
     vector: tuple[float, ...] | None = arg(None, check=OPT_FLOATS, doc="a raw query vector of d_model values")
     text: str | None = arg(None, check=OPT_TEXT, doc="new text, encoded by the model at this layer")
     k: int = arg(10, check=integer(1), limit="max_k", doc="neighbours to return")
     dataset: str | None = arg(None, check=OPT_TEXT, doc="search only this dataset's prompts")
     metric: Metric = arg(Metric.COSINE, check=choice(Metric), doc="similarity or distance used")
-    labelled: bool | None = arg(None, check=OPT_BOOL,
-                                doc="true: only labelled prompts as neighbours; false: only unlabelled; null: all")
+    labelled: bool | None = arg(
+        None, check=OPT_BOOL, doc="true: only labelled prompts as neighbours; false: only unlabelled; null: all"
+    )
 
     def check_fields(self) -> None:
         given = [name for name in ("prompt_id", "vector", "text") if getattr(self, name) is not None]
         if len(given) != 1:
-            raise InvalidInput(f"give exactly one of prompt_id, vector or text (got {', '.join(given) or 'none'})",
-                               field="prompt_id", value=None, allowed="exactly one of prompt_id, vector, text")
+            raise InvalidInput(
+                f"give exactly one of prompt_id, vector or text (got {', '.join(given) or 'none'})",
+                field="prompt_id",
+                value=None,
+                allowed="exactly one of prompt_id, vector, text",
+            )
 
 
 @dataclass(frozen=True)
@@ -504,8 +569,9 @@ class CkaRequest(_Prep, _Precise, Request):
     a: LayerRef = arg(check=LAYER, doc="first layer")
     b: LayerRef = arg(check=LAYER, doc="second layer")
     debiased: bool = arg(True, check=BOOL, doc="the unbiased HSIC estimator (Song et al. 2012); false: biased CKA")
-    permutations: int = arg(0, check=integer(0), limit="max_permutations",
-                            doc="permutations of a test of no relation (0: no p-value)")
+    permutations: int = arg(
+        0, check=integer(0), limit="max_permutations", doc="permutations of a test of no relation (0: no p-value)"
+    )
     dataset: str | None = arg(None, check=OPT_TEXT, doc=_DATASET)
     seed: int = arg(0, check=integer(), doc="seed of the permutations")
     by_dataset: bool = arg(False, check=BOOL, doc=_BY_DATASET)
@@ -536,21 +602,38 @@ _TEST_FRACTION = "share of prompts held out for scoring"
 
 
 class _BridgeArgs:
+    """Checks shared by the bridge requests (method, rank, alpha, scale)."""
+
+    alpha: float | None  # a field of every request using these checks (a plain annotation: no dataclass field here)
+
     def check_fields(self) -> None:
         _Prep.check_fields(self)  # type: ignore[arg-type]
         method, rank = getattr(self, "method", BridgeMethod.RIDGE), getattr(self, "rank", None)
         if method is BridgeMethod.LOW_RANK and rank is None:
-            raise InvalidInput("method LOW_RANK needs rank (an integer >= 1)", field="rank", value=None,
-                               allowed="an integer >= 1")
+            raise InvalidInput(
+                "method LOW_RANK needs rank (an integer >= 1)", field="rank", value=None, allowed="an integer >= 1"
+            )
         if rank is not None and method is not BridgeMethod.LOW_RANK:
-            raise InvalidInput(f"rank applies only to method LOW_RANK, not {method.name}; leave it unset",
-                               field="rank", value=rank, allowed="unset")
+            raise InvalidInput(
+                f"rank applies only to method LOW_RANK, not {method.name}; leave it unset",
+                field="rank",
+                value=rank,
+                allowed="unset",
+            )
         if method is BridgeMethod.PROCRUSTES and getattr(self, "alpha", None) is not None:
-            raise InvalidInput("alpha does not apply to method PROCRUSTES; leave it unset", field="alpha",
-                               value=getattr(self, "alpha"), allowed="unset")
+            raise InvalidInput(
+                "alpha does not apply to method PROCRUSTES; leave it unset",
+                field="alpha",
+                value=self.alpha,
+                allowed="unset",
+            )
         if getattr(self, "scale", False) and method is not BridgeMethod.PROCRUSTES:
-            raise InvalidInput(f"scale applies only to method PROCRUSTES, not {method.name}; leave it unset",
-                               field="scale", value=True, allowed="false")
+            raise InvalidInput(
+                f"scale applies only to method PROCRUSTES, not {method.name}; leave it unset",
+                field="scale",
+                value=True,
+                allowed="false",
+            )
 
 
 @dataclass(frozen=True)
@@ -563,8 +646,11 @@ class BridgeRequest(_BridgeArgs, _Prep, _Precise, Request):
     target: LayerRef = arg(check=LAYER, doc="the layer mapped to")
     method: BridgeMethod = arg(BridgeMethod.RIDGE, check=choice(BridgeMethod), doc="how the map is fitted")
     rank: int | None = arg(None, check=integer(1, optional=True), doc="rank of a LOW_RANK bridge")
-    alpha: float | None = arg(None, check=real(0, open_=True, optional=True),
-                              doc="ridge / low-rank penalty or lasso weight (default: chosen by GCV)")
+    alpha: float | None = arg(
+        None,
+        check=real(0, open_=True, optional=True),
+        doc="ridge / low-rank penalty or lasso weight (default: chosen by GCV)",
+    )
     train_dataset: str | None = arg(None, check=OPT_TEXT, doc="dataset the bridge is fitted on")
     eval_dataset: str | None = arg(None, check=OPT_TEXT, doc="dataset the bridge is scored on")
     test_fraction: float = _fraction_arg(0.2)
@@ -597,9 +683,11 @@ class ProbeTransferRequest(_BridgeArgs, _Prep, _Precise, Request):
     source: LayerRef = arg(check=LAYER, doc="the layer the probe is trained on")
     target: LayerRef = arg(check=LAYER, doc="the layer mapped into the source's space")
     task_dataset: str = arg(check=TEXT, doc="labelled dataset of the task")
-    bridge_dataset: str | None = arg(None, check=OPT_TEXT,
-                                     doc="prompts the frozen bridge is fitted on (default: every shared prompt "
-                                         "outside the task)")
+    bridge_dataset: str | None = arg(
+        None,
+        check=OPT_TEXT,
+        doc="prompts the frozen bridge is fitted on (default: every shared prompt outside the task)",
+    )
     method: BridgeMethod = arg(BridgeMethod.RIDGE, check=choice(BridgeMethod), doc="how the bridge is fitted")
     rank: int | None = arg(None, check=integer(1, optional=True), doc="rank of a LOW_RANK bridge")
     test_fraction: float = _fraction_arg(0.3)
@@ -642,11 +730,16 @@ class NextTokenTransferRequest(_Precise, Request):
 
     def check_fields(self) -> None:
         if self.method is BridgeMethod.LOW_RANK and self.rank is None:
-            raise InvalidInput("method LOW_RANK needs rank (an integer >= 1)", field="rank", value=None,
-                               allowed="an integer >= 1")
+            raise InvalidInput(
+                "method LOW_RANK needs rank (an integer >= 1)", field="rank", value=None, allowed="an integer >= 1"
+            )
         if self.rank is not None and self.method is not BridgeMethod.LOW_RANK:
-            raise InvalidInput(f"rank applies only to method LOW_RANK, not {self.method.name}; leave it unset",
-                               field="rank", value=self.rank, allowed="unset")
+            raise InvalidInput(
+                f"rank applies only to method LOW_RANK, not {self.method.name}; leave it unset",
+                field="rank",
+                value=self.rank,
+                allowed="unset",
+            )
 
 
 # --------------------------------------------------------------------------- the atlas
@@ -656,8 +749,12 @@ def _models(value: Any, field: str) -> tuple[str, ...]:
         raise InvalidInput.of(field, list(names), "at least 2 model keys")
     repeated = sorted({m for m in names if names.count(m) > 1})
     if repeated:
-        raise InvalidInput(f"{field} names {', '.join(repeated)} more than once", field=field, value=list(names),
-                           allowed="distinct model keys")
+        raise InvalidInput(
+            f"{field} names {', '.join(repeated)} more than once",
+            field=field,
+            value=list(names),
+            allowed="distinct model keys",
+        )
     return names
 
 
@@ -670,8 +767,11 @@ class AtlasRequest(_Prep, Request):
     op: ClassVar[str] = "atlas"
     answer_settings: ClassVar[tuple[str, ...]] = ANN_SETTINGS
 
-    models: tuple[str, ...] = arg(check=Check(_models, tuple, item=str), limit="max_atlas_models",
-                                  doc="the models compared, in the order their pairs are listed")
+    models: tuple[str, ...] = arg(
+        check=Check(_models, tuple, item=str),
+        limit="max_atlas_models",
+        doc="the models compared, in the order their pairs are listed",
+    )
     measure: str = arg("mutual_knn", check=TEXT, doc="a registered similarity measure (see measures)")
     k: int = arg(10, check=integer(1), limit="max_k", doc="neighbours per prompt (k-NN measures)")
     dataset: str | None = arg(None, check=OPT_TEXT, doc="restrict to the prompts of this dataset")
@@ -696,10 +796,12 @@ class SaeCorrelationRequest(Request):
     matching: Matching = arg(Matching.ONE_TO_ONE, check=choice(Matching), doc=_MATCHING)
     random_pairs: int = arg(100, check=integer(1), limit="max_permutations", doc="random pairings of the baseline")
     seed: int = arg(0, check=integer(), doc="seed of the random pairings")
-    min_correlation: float | None = arg(None, check=real(-1, 1, optional=True),
-                                        doc="drop matched pairs weaker than this")
-    keywords: tuple[str, ...] | None = arg(None, check=OPT_TEXTS,
-                                           doc="restrict both SAEs to features whose top prompts contain these")
+    min_correlation: float | None = arg(
+        None, check=real(-1, 1, optional=True), doc="drop matched pairs weaker than this"
+    )
+    keywords: tuple[str, ...] | None = arg(
+        None, check=OPT_TEXTS, doc="restrict both SAEs to features whose top prompts contain these"
+    )
     top_prompts: int = arg(10, check=integer(1, 1000), doc="top prompts per feature read for keywords")
     keyword_share: float = arg(0.5, check=real(0, 1), doc="share of top prompts that must contain a keyword, in (0, 1]")
 
@@ -722,57 +824,83 @@ class SaeMatrixRequest(Request):
     matching: Matching = arg(Matching.ONE_TO_ONE, check=choice(Matching), doc=_MATCHING)
     random_pairs: int = arg(100, check=integer(1), limit="max_permutations", doc="random pairings of the baseline")
     seed: int = arg(0, check=integer(), doc="seed of the random pairings")
-    saes_a: tuple[str, ...] | None = arg(None, check=OPT_TEXTS, limit="max_layers", graphql="IDs",
-                                         doc="SAE ids of model A (default: the latest one per stored layer)")
-    saes_b: tuple[str, ...] | None = arg(None, check=OPT_TEXTS, limit="max_layers", graphql="IDs",
-                                         doc="SAE ids of model B (default: the latest one per stored layer)")
+    saes_a: tuple[str, ...] | None = arg(
+        None,
+        check=OPT_TEXTS,
+        limit="max_layers",
+        graphql="IDs",
+        doc="SAE ids of model A (default: the latest one per stored layer)",
+    )
+    saes_b: tuple[str, ...] | None = arg(
+        None,
+        check=OPT_TEXTS,
+        limit="max_layers",
+        graphql="IDs",
+        doc="SAE ids of model B (default: the latest one per stored layer)",
+    )
 
 
 # --------------------------------------------------------------------------- every measure
 _MEASURE = "a registered similarity measure (the measures query lists them)"
 _K = "neighbours per prompt: required by the k-NN measures, refused by the others"
-_OPTIONS = "the measure's options as a JSON object, e.g. {\"unbiased\": false} (the measures query lists them)"
+_OPTIONS = 'the measure\'s options as a JSON object, e.g. {"unbiased": false} (the measures query lists them)'
 
 
 class _MeasureFields:
     """Checks of ``measure``, ``k`` and ``options`` against the registry (imported here, on
     first use, so that building the command line needs no numerics), and of the preprocessing."""
 
+    # fields of every request using these checks (plain annotations: no dataclass fields here)
+    measure: str
+    k: int | None
+    options: str | None
+
     def check_fields(self) -> None:
         from actstore.analysis import AnalysisError
         from actstore.analysis import measures as registry
 
         _Prep.check_fields(self)  # type: ignore[arg-type]
-        name, k, text = getattr(self, "measure"), getattr(self, "k"), getattr(self, "options")
+        name, k, text = self.measure, self.k, self.options
         try:
             m = registry.get(name)
         except AnalysisError as exc:
-            raise InvalidInput(str(exc), field="measure", value=name,
-                               allowed=f"one of {', '.join(registry.names())}") from None
+            raise InvalidInput(
+                str(exc), field="measure", value=name, allowed=f"one of {', '.join(registry.names())}"
+            ) from None
         given = json.loads(text) if text is not None else {}
         if "k" in given:
-            raise InvalidInput("give k as the k argument, not inside options", field="options", value=text,
-                               allowed="options without k")
+            raise InvalidInput(
+                "give k as the k argument, not inside options", field="options", value=text, allowed="options without k"
+            )
         if m.uses_k and k is None:
-            raise InvalidInput(f"measure {m.name!r} needs k (neighbours per prompt, an integer >= 1)", field="k",
-                               value=None, allowed="an integer >= 1")
+            raise InvalidInput(
+                f"measure {m.name!r} needs k (neighbours per prompt, an integer >= 1)",
+                field="k",
+                value=None,
+                allowed="an integer >= 1",
+            )
         if not m.uses_k and k is not None:
             knn = ", ".join(x.name for x in registry.measures() if x.uses_k)
-            raise InvalidInput(f"k applies only to the k-NN measures ({knn}), not {m.name!r}; leave it unset",
-                               field="k", value=k, allowed="unset")
+            raise InvalidInput(
+                f"k applies only to the k-NN measures ({knn}), not {m.name!r}; leave it unset",
+                field="k",
+                value=k,
+                allowed="unset",
+            )
         try:
             m.options_for({**given, **({"k": k} if m.uses_k else {})})
         except AnalysisError as exc:
             field = "k" if "'k'" in str(exc) else "options"
-            raise InvalidInput(str(exc), field=field, value=k if field == "k" else text,
-                               allowed="the options the measures query lists") from None
+            raise InvalidInput(
+                str(exc), field=field, value=k if field == "k" else text, allowed="the options the measures query lists"
+            ) from None
 
     def measure_options(self) -> dict[str, Any]:
         """Every option of the measure (defaults filled in, ``k`` included for k-NN measures)."""
         from actstore.analysis import measures as registry
 
-        m = registry.get(getattr(self, "measure"))
-        text, k = getattr(self, "options"), getattr(self, "k")
+        m = registry.get(self.measure)
+        text, k = self.options, self.k
         given = json.loads(text) if text is not None else {}
         return m.options_for({**given, **({"k": k} if m.uses_k else {})})
 
@@ -791,11 +919,13 @@ class SimilarityRequest(_MeasureFields, Request):
     k: int | None = arg(None, check=integer(1, optional=True), limit="max_k", doc=_K)
     options: str | None = arg(None, check=OPT_OPTIONS, doc=_OPTIONS, graphql="JSON")
     dataset: str | None = arg(None, check=OPT_TEXT, doc=_DATASET)
-    preprocess: Preprocess | None = arg(Preprocess.NONE, check=defaulted(choice(Preprocess), Preprocess.NONE),
-                                        doc=_PREPROCESS)
+    preprocess: Preprocess | None = arg(
+        Preprocess.NONE, check=defaulted(choice(Preprocess), Preprocess.NONE), doc=_PREPROCESS
+    )
     outlier_threshold: float | None = _threshold_arg()
-    permutations: int = arg(0, check=integer(0), limit="max_permutations",
-                            doc="permutations of a test of no relation (0: no p-value)")
+    permutations: int = arg(
+        0, check=integer(0), limit="max_permutations", doc="permutations of a test of no relation (0: no p-value)"
+    )
     seed: int = arg(0, check=integer(0), doc="seed of the permutations")
     by_dataset: bool | None = arg(False, check=defaulted(BOOL, False), doc=_BY_DATASET)
 
@@ -817,8 +947,9 @@ class SimilarityMatrixRequest(_MeasureFields, Request):
     grid: int | None = _grid_arg()
     layers_a: tuple[int, ...] | None = _layers_arg("A")
     layers_b: tuple[int, ...] | None = _layers_arg("B")
-    preprocess: Preprocess | None = arg(Preprocess.NONE, check=defaulted(choice(Preprocess), Preprocess.NONE),
-                                        doc=_PREPROCESS)
+    preprocess: Preprocess | None = arg(
+        Preprocess.NONE, check=defaulted(choice(Preprocess), Preprocess.NONE), doc=_PREPROCESS
+    )
     outlier_threshold: float | None = _threshold_arg()
     by_dataset: bool | None = arg(False, check=defaulted(BOOL, False), doc=_BY_DATASET)
 

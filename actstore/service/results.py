@@ -35,7 +35,18 @@ from .display import display_methods
 from .requests import Request
 from .work import Cost, Scheduler, WorkStatus, check_budget, stop_requested
 
-__all__ = ["ArrayKind", "Matrix", "Plan", "ResultCache", "Vector", "array_eq", "decode", "encode", "result_type", "same"]
+__all__ = [
+    "ArrayKind",
+    "Matrix",
+    "Plan",
+    "ResultCache",
+    "Vector",
+    "array_eq",
+    "decode",
+    "encode",
+    "result_type",
+    "same",
+]
 
 T = TypeVar("T")
 
@@ -63,11 +74,14 @@ def same(a: Any, b: Any) -> bool:
     """Equality that understands arrays (equal shape and values, NaN equal to NaN), nested
     dataclasses, tuples and lists."""
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape \
+        return (
+            isinstance(a, np.ndarray)
+            and isinstance(b, np.ndarray)
+            and a.shape == b.shape
             and bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f" and b.dtype.kind == "f"))
+        )
     if dataclasses.is_dataclass(a) and not isinstance(a, type):
-        return type(a) is type(b) and all(same(getattr(a, f.name), getattr(b, f.name))
-                                          for f in dataclasses.fields(a))
+        return type(a) is type(b) and all(same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
     if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
     return bool(a == b)
@@ -196,8 +210,11 @@ class ResultCache:
         """The value in force of a setting: the store's k-NN parameters as the store holds them
         (they can be changed on an open store), every other one from the settings."""
         knn = self.store.knn
-        held = {"ann_threshold": knn.ann_threshold, "ann_recall": knn.recall_target,
-                "ann_latency_ms": knn.latency_budget_ms}
+        held = {
+            "ann_threshold": knn.ann_threshold,
+            "ann_recall": knn.recall_target,
+            "ann_latency_ms": knn.latency_budget_ms,
+        }
         return held[name] if name in held else getattr(self.settings, name)
 
     def request_key(self, request: Request, plan: Plan[Any]) -> str:
@@ -213,11 +230,18 @@ class ResultCache:
             if plan.cost is not None:
                 check_budget(plan.cost(), self.max_cost)
             return plan.compute("")
-        return self.cached(request.key_payload(self, plan.resolved), plan.versions, plan.compute, plan.cost,
-                           slot=plan.slot)
+        return self.cached(
+            request.key_payload(self, plan.resolved), plan.versions, plan.compute, plan.cost, slot=plan.slot
+        )
 
-    def cached(self, query: Mapping[str, Any], versions: Mapping[str, str | int], compute: Callable[[str], T],
-               cost: Callable[[], Cost] | None = None, slot: bool = True) -> T:
+    def cached(
+        self,
+        query: Mapping[str, Any],
+        versions: Mapping[str, str | int],
+        compute: Callable[[str], T],
+        cost: Callable[[], Cost] | None = None,
+        slot: bool = True,
+    ) -> T:
         """The stored answer of ``query``, or ``compute(key)`` run once and stored.
 
         Before computing, ``cost()`` (when given) estimates the work: LimitExceeded over

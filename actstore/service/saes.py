@@ -18,14 +18,15 @@ and the versions of both activation tables.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from actstore import analysis
-from actstore.errors import InvalidInput, NotFound
 from actstore.config import Settings
+from actstore.errors import InvalidInput, NotFound
 from actstore.layers import relative_depth
 from actstore.store import ModelInfo, SaeRecord, Store
 
@@ -146,8 +147,9 @@ class Saes(Answers):
         relative paths are taken from the root; nothing outside it, symlinks included."""
         root = self.settings.sae_root
         if not root:
-            raise InvalidInput("SAE registration over the API is disabled: the server has no "
-                                    "ACTSTORE_SAE_ROOT configured")
+            raise InvalidInput(
+                "SAE registration over the API is disabled: the server has no ACTSTORE_SAE_ROOT configured"
+            )
         return self.store.saes.register(model, layer, path, root=root)
 
     # ---------------------------------------------------------------- helpers
@@ -158,8 +160,13 @@ class Saes(Answers):
         record, w = self.store.saes.load(sae_id)
         cfg = record.cfg
         params = analysis.sae.SaeParams(
-            W_enc=w["W_enc"], b_enc=w["b_enc"], W_dec=w["W_dec"], b_dec=w["b_dec"],
-            architecture=record.architecture, threshold=w.get("threshold"), k=cfg.get("k"),
+            W_enc=w["W_enc"],
+            b_enc=w["b_enc"],
+            W_dec=w["W_dec"],
+            b_dec=w["b_dec"],
+            architecture=record.architecture,
+            threshold=w.get("threshold"),
+            k=cfg.get("k"),
             apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
             normalize_activations=cfg.get("normalize_activations", "none"),
             norm_scaling_factor=cfg.get("norm_scaling_factor"),
@@ -183,8 +190,10 @@ class Saes(Answers):
         record = self.store.saes.get(str(sae_id))
         info = self.store.models.get(record.model_key)
         if record.layer not in info.layers:
-            raise NotFound(f"SAE {record.sae_id!r} reads layer {record.layer} of model {record.model_key!r}, "
-                                f"which has no stored activations; stored layers: {list(info.layers)}")
+            raise NotFound(
+                f"SAE {record.sae_id!r} reads layer {record.layer} of model {record.model_key!r}, "
+                f"which has no stored activations; stored layers: {list(info.layers)}"
+            )
         return record, info
 
     # ----------------------------------------------------------------- queries
@@ -212,41 +221,77 @@ class Saes(Answers):
                 texts = [p.text for p in self.store.prompts.get(ids)]
                 hits = analysis.sae.keyword_hits(texts, kw)
                 if not hits.any():
-                    raise InvalidInput(f"none of the {len(ids)} shared prompts contains any of the keywords "
-                                            f"{', '.join(kw[:10])}")
+                    raise InvalidInput(
+                        f"none of the {len(ids)} shared prompts contains any of the keywords {', '.join(kw[:10])}"
+                    )
                 fa = analysis.sae.keyword_features(Fa, hits, top=int(top_prompts), min_share=float(keyword_share))
                 fb = analysis.sae.keyword_features(Fb, hits, top=int(top_prompts), min_share=float(keyword_share))
                 for side, f in (("A", fa), ("B", fb)):
                     if len(f) == 0:
                         raise InvalidInput(
                             f"no feature of SAE {side} has its top-activating prompts matching the keywords "
-                            f"(top {top_prompts}, share >= {keyword_share}); try more keywords or prompts")
-            m = analysis.sae_match.match_features(Fa, Fb, matching=matching, features_a=fa, features_b=fb,
-                               min_correlation=min_correlation)
+                            f"(top {top_prompts}, share >= {keyword_share}); try more keywords or prompts"
+                        )
+            m = analysis.sae_match.match_features(
+                Fa, Fb, matching=matching, features_a=fa, features_b=fb, min_correlation=min_correlation
+            )
             if len(m.pairs_a) < 3:
                 floor = f" at or above minCorrelation {min_correlation}" if min_correlation is not None else ""
                 raise InvalidInput(f"only {len(m.pairs_a)} matched feature pairs{floor}; SVCCA and RSA need at least 3")
-            t = analysis.sae_match.paired_space_test(pa_.W_dec[m.pairs_a].astype(np.float64), pb_.W_dec[m.pairs_b].astype(np.float64),
-                                  random_pairs=random_pairs, seed=int(seed), should_stop=stop_check())
-            top = [FeaturePairResult(int(x), int(y), float(r)) for x, y, r in
-                   zip(m.pairs_a[:TOP_PAIRS_KEPT], m.pairs_b[:TOP_PAIRS_KEPT], m.correlation[:TOP_PAIRS_KEPT])]
+            t = analysis.sae_match.paired_space_test(
+                pa_.W_dec[m.pairs_a].astype(np.float64),
+                pb_.W_dec[m.pairs_b].astype(np.float64),
+                random_pairs=random_pairs,
+                seed=int(seed),
+                should_stop=stop_check(),
+            )
+            top = [
+                FeaturePairResult(int(x), int(y), float(r))
+                for x, y, r in zip(
+                    m.pairs_a[:TOP_PAIRS_KEPT], m.pairs_b[:TOP_PAIRS_KEPT], m.correlation[:TOP_PAIRS_KEPT]
+                )
+            ]
             return SaeCorrelationResult(
-                sae_a=ra.sae_id, sae_b=rb.sae_id, model_a=ra.model_key, layer_a=ra.layer, model_b=rb.model_key,
-                layer_b=rb.layer, matching=matching, n=len(ids), pairs=len(m.pairs_a),
-                mean_correlation=float(m.correlation.mean()), svcca=t.svcca, rsa=t.rsa,
-                random_svcca_mean=float(t.random_svcca.mean()), random_rsa_mean=float(t.random_rsa.mean()),
-                random_svcca_std=float(t.random_svcca.std()), p_value=t.p_value, rsa_p_value=t.rsa_p_value,
-                random_pairs=random_pairs, seed=int(seed), features_a=m.n_features_a, features_b=m.n_features_b,
-                dropped_a=m.dropped_a, dropped_b=m.dropped_b, svcca_dims_a=t.dims_a, svcca_dims_b=t.dims_b,
-                rsa_pairs=t.rsa_pairs, method=m.method, min_correlation=min_correlation, keywords=kw,
-                top_pairs=top, key=key,
+                sae_a=ra.sae_id,
+                sae_b=rb.sae_id,
+                model_a=ra.model_key,
+                layer_a=ra.layer,
+                model_b=rb.model_key,
+                layer_b=rb.layer,
+                matching=matching,
+                n=len(ids),
+                pairs=len(m.pairs_a),
+                mean_correlation=float(m.correlation.mean()),
+                svcca=t.svcca,
+                rsa=t.rsa,
+                random_svcca_mean=float(t.random_svcca.mean()),
+                random_rsa_mean=float(t.random_rsa.mean()),
+                random_svcca_std=float(t.random_svcca.std()),
+                p_value=t.p_value,
+                rsa_p_value=t.rsa_p_value,
+                random_pairs=random_pairs,
+                seed=int(seed),
+                features_a=m.n_features_a,
+                features_b=m.n_features_b,
+                dropped_a=m.dropped_a,
+                dropped_b=m.dropped_b,
+                svcca_dims_a=t.dims_a,
+                svcca_dims_b=t.dims_b,
+                rsa_pairs=t.rsa_pairs,
+                method=m.method,
+                min_correlation=min_correlation,
+                keywords=kw,
+                top_pairs=top,
+                key=key,
             )
 
         def cost() -> Cost:
             n = len(self.reads.shared(ra.model_key, rb.model_key, dataset))
-            return Cost(self._pair_cost(ra, rb, n, matching, random_pairs),
-                        f"saeFeatureCorrelation of {ra.d_sae} x {rb.d_sae} features over n = {n} prompts with "
-                        f"{random_pairs} random pairs")
+            return Cost(
+                self._pair_cost(ra, rb, n, matching, random_pairs),
+                f"saeFeatureCorrelation of {ra.d_sae} x {rb.d_sae} features over n = {n} prompts with "
+                f"{random_pairs} random pairs",
+            )
 
         return Plan(compute, {"a": ra.sae_id, "b": rb.sae_id, "keywords": kw}, versions, cost)
 
@@ -268,41 +313,71 @@ class Saes(Answers):
         def cost() -> Cost:
             n = len(self.reads.shared(ia.key, ib.key, dataset))
             flops = sum(self._pair_cost(x, y, n, matching.value, random_pairs) for x in la for y in lb)
-            return Cost(flops, f"saeMatrix of {len(la)} x {len(lb)} SAEs over n = {n} prompts with "
-                               f"{random_pairs} random pairs")
+            return Cost(
+                flops, f"saeMatrix of {len(la)} x {len(lb)} SAEs over n = {n} prompts with {random_pairs} random pairs"
+            )
 
         def compute(key: str) -> SaeMatrixResult:
             cells = []
             for i, x in enumerate(la):
                 check_cancelled(i * len(lb), len(la) * len(lb), "cells")
-                cells.append([self.answer(SaeCorrelationRequest(x.sae_id, y.sae_id, dataset=dataset, matching=matching,
-                                                                random_pairs=random_pairs, seed=seed)) for y in lb])
+                cells.append(
+                    [
+                        self.answer(
+                            SaeCorrelationRequest(
+                                x.sae_id,
+                                y.sae_id,
+                                dataset=dataset,
+                                matching=matching,
+                                random_pairs=random_pairs,
+                                seed=seed,
+                            )
+                        )
+                        for y in lb
+                    ]
+                )
 
             def grid(name: str) -> np.ndarray:
                 return np.array([[float(getattr(c, name)) for c in row] for row in cells])
 
             values = grid("svcca")
             return SaeMatrixResult(
-                model_a=ia.key, model_b=ib.key, saes_a=[r.sae_id for r in la], saes_b=[r.sae_id for r in lb],
-                layers_a=[r.layer for r in la], layers_b=[r.layer for r in lb],
+                model_a=ia.key,
+                model_b=ib.key,
+                saes_a=[r.sae_id for r in la],
+                saes_b=[r.sae_id for r in lb],
+                layers_a=[r.layer for r in la],
+                layers_b=[r.layer for r in lb],
                 depths_a=[relative_depth(r.layer, ia.n_layers) for r in la],
-                depths_b=[relative_depth(r.layer, ib.n_layers) for r in lb], values=values, rsa=grid("rsa"),
-                random_svcca_mean=grid("random_svcca_mean"), p_values=grid("p_value"),
-                mean_correlation=grid("mean_correlation"), argmax=[int(np.argmax(r)) for r in values],
-                n=cells[0][0].n, matching=cells[0][0].matching, random_pairs=int(random_pairs), seed=int(seed),
+                depths_b=[relative_depth(r.layer, ib.n_layers) for r in lb],
+                values=values,
+                rsa=grid("rsa"),
+                random_svcca_mean=grid("random_svcca_mean"),
+                p_values=grid("p_value"),
+                mean_correlation=grid("mean_correlation"),
+                argmax=[int(np.argmax(r)) for r in values],
+                n=cells[0][0].n,
+                matching=cells[0][0].matching,
+                random_pairs=int(random_pairs),
+                seed=int(seed),
                 key=key,
             )
 
         # the whole matrix is checked against the budget; the cells take their own slots (a matrix
         # holding one too could deadlock)
-        return Plan(compute, {"saes_a": [r.sae_id for r in la], "saes_b": [r.sae_id for r in lb]}, versions, cost,
-                    slot=False)
+        return Plan(
+            compute, {"saes_a": [r.sae_id for r in la], "saes_b": [r.sae_id for r in lb]}, versions, cost, slot=False
+        )
 
     def _sae_list(self, info: ModelInfo, ids: Sequence[str] | None) -> list[SaeRecord]:
         if ids is not None:
             if len(ids) == 0:
-                raise InvalidInput(f"the SAE list for model {info.key!r} is empty", field="saes_a", value=[],
-                                   allowed="a non-empty list")
+                raise InvalidInput(
+                    f"the SAE list for model {info.key!r} is empty",
+                    field="saes_a",
+                    value=[],
+                    allowed="a non-empty list",
+                )
             out = [self.store.saes.get(str(i)) for i in ids]
             wrong = [r.sae_id for r in out if r.model_key != info.key]
             if wrong:
@@ -313,7 +388,5 @@ class Saes(Answers):
             if r.layer in info.layers:
                 latest[r.layer] = r
         if not latest:
-            raise NotFound(f"model {info.key!r} has no registered SAE on a stored layer; "
-                                "register one first")
+            raise NotFound(f"model {info.key!r} has no registered SAE on a stored layer; register one first")
         return [latest[l] for l in sorted(latest)]
-

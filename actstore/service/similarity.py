@@ -29,9 +29,21 @@ from .requests import AffinityRequest, CkaMatrixRequest, CkaRequest, MutualKnnRe
 from .results import Matrix, Plan, ResultCache, array_eq, result_type
 from .work import Cost, affinity_cost, check_cancelled, cka_cost, cka_matrix_cost, stop_check
 
-__all__ = ["AffinityMatrixByDataset", "AffinityMatrixResult", "CkaByDataset", "CkaMatrixByDataset", "CkaResult", "DatasetCount", "MutualKnnByDataset", "MutualKnnResult", "Neighbor",
-           "Similarity", "SimilarityMatrixResult", "corpus", "mixed_warning"]
-
+__all__ = [
+    "AffinityMatrixByDataset",
+    "AffinityMatrixResult",
+    "CkaByDataset",
+    "CkaMatrixByDataset",
+    "CkaResult",
+    "DatasetCount",
+    "MutualKnnByDataset",
+    "MutualKnnResult",
+    "Neighbor",
+    "Similarity",
+    "SimilarityMatrixResult",
+    "corpus",
+    "mixed_warning",
+]
 
 
 @dataclass(frozen=True)
@@ -93,9 +105,11 @@ def mixed_warning(datasets: Sequence[DatasetCount]) -> str | None:
     """The warning a similarity answer over several datasets carries (None for one)."""
     if len(datasets) < 2:
         return None
-    return (f"mixes {len(datasets)} datasets; cross-model similarity over mixed corpora is inflated by "
-            f"between-corpus differences; the permutation null is stratified by dataset; ask byDataset: true "
-            f"for per-dataset values")
+    return (
+        f"mixes {len(datasets)} datasets; cross-model similarity over mixed corpora is inflated by "
+        f"between-corpus differences; the permutation null is stratified by dataset; ask byDataset: true "
+        f"for per-dataset values"
+    )
 
 
 def corpus(store: Store, ids: np.ndarray) -> tuple[tuple[DatasetCount, ...], np.ndarray]:
@@ -243,8 +257,9 @@ class AffinityMatrixResult(LayerMatrix):
 class Similarity(Answers):
     """Similarity of layers within and across models. Thread-safe."""
 
-    def __init__(self, store: Store, settings: Settings, reads: Reads, results: ResultCache,
-                 encoders: TextEncoders) -> None:
+    def __init__(
+        self, store: Store, settings: Settings, reads: Reads, results: ResultCache, encoders: TextEncoders
+    ) -> None:
         self.store, self.settings, self.reads, self.results = store, settings, reads, results
         self.encoders = encoders
 
@@ -258,7 +273,10 @@ class Similarity(Answers):
         if k >= n:
             raise InvalidInput(
                 f"k must be between 1 and min({self.settings.max_k}, n - 1 = {n - 1}) for n = {n} prompts, got k={k}",
-                field="k", value=k, allowed=f"at most {n - 1}")
+                field="k",
+                value=k,
+                allowed=f"at most {n - 1}",
+            )
         return k
 
     def _knn_prompts(self, a: str, b: str, dataset: str | None, k: int) -> np.ndarray:
@@ -270,7 +288,9 @@ class Similarity(Answers):
     def _corpus(self, ids: np.ndarray) -> tuple[tuple[DatasetCount, ...], np.ndarray]:
         return corpus(self.store, ids)
 
-    def _matrix_layers(self, req: AffinityRequest | CkaMatrixRequest) -> tuple[ModelInfo, list[int], ModelInfo, list[int]]:
+    def _matrix_layers(
+        self, req: AffinityRequest | CkaMatrixRequest
+    ) -> tuple[ModelInfo, list[int], ModelInfo, list[int]]:
         """(model A, its layers, model B, its layers) of a matrix request: the grid, the lists
         given, or every stored layer."""
         ia, ib = self.store.models.get(req.model_a), self.store.models.get(req.model_b)
@@ -299,19 +319,24 @@ class Similarity(Answers):
         def compute(_key: str) -> list[Neighbor]:
             knn = self.store.knn
             if req.prompt_id is not None:
-                ids, scores = knn.of_prompts(info.key, layer, [req.prompt_id], req.k, metric=metric,
-                                             dataset=req.dataset, labelled=req.labelled)
+                ids, scores = knn.of_prompts(
+                    info.key, layer, [req.prompt_id], req.k, metric=metric, dataset=req.dataset, labelled=req.labelled
+                )
                 return self._neighbors(ids[0], scores[0])
             if req.vector is not None:
                 if len(req.vector) != info.d_model:
-                    raise InvalidInput(f"vector has {len(req.vector)} values, but model {info.key!r} has "
-                                       f"d_model={info.d_model}", field="vector", value="...",
-                                       allowed=f"{info.d_model} values")
+                    raise InvalidInput(
+                        f"vector has {len(req.vector)} values, but model {info.key!r} has d_model={info.d_model}",
+                        field="vector",
+                        value="...",
+                        allowed=f"{info.d_model} values",
+                    )
                 query = np.asarray(req.vector, dtype=np.float32)[None, :]
             else:
                 query = self.encoders.encode(info, layer, req.text or "")
-            ids, scores = knn.search(info.key, layer, query, req.k, metric=metric, dataset=req.dataset,
-                                     labelled=req.labelled)
+            ids, scores = knn.search(
+                info.key, layer, query, req.k, metric=metric, dataset=req.dataset, labelled=req.labelled
+            )
             return self._neighbors(ids[0], scores[0])
 
         return Plan(compute)
@@ -319,9 +344,17 @@ class Similarity(Answers):
     def _neighbors(self, ids: np.ndarray, scores: np.ndarray) -> list[Neighbor]:
         keep = ids >= 0
         prompts = {p.id: p for p in self.store.prompts.get(ids[keep])}
-        return [Neighbor(rank=r + 1, prompt_id=int(i), score=float(s), text=prompts[int(i)].text,
-                         label=prompts[int(i)].label, dataset=prompts[int(i)].dataset)
-                for r, (i, s) in enumerate(zip(ids[keep], scores[keep]))]
+        return [
+            Neighbor(
+                rank=r + 1,
+                prompt_id=int(i),
+                score=float(s),
+                text=prompts[int(i)].text,
+                label=prompts[int(i)].label,
+                dataset=prompts[int(i)].dataset,
+            )
+            for r, (i, s) in enumerate(zip(ids[keep], scores[keep]))
+        ]
 
     # ------------------------------------------------------------ mutual k-NN
     def _plan_MutualKnnRequest(self, req: MutualKnnRequest) -> Plan[MutualKnnResult]:
@@ -346,17 +379,32 @@ class Similarity(Answers):
             per = None
             if req.by_dataset:
                 per = tuple(
-                    MutualKnnByDataset(c.name, c.n, None, None) if M is None
+                    MutualKnnByDataset(c.name, c.n, None, None)
+                    if M is None
                     else MutualKnnByDataset(c.name, c.n, float(M[0, 0]), analysis.null_mean(k, c.n))
-                    for c, M in self._within_datasets(prep, [(ia.key, la)], [(ib.key, lb)], ids, counts, labels, k))
-            return MutualKnnResult(analysis.mutual_knn(ga, gb), k, n, analysis.null_mean(k, n), la, lb,
-                                   recall=worst_recall([ra, rb]), preprocess=prep.name, dropped_a=da, dropped_b=db,
-                                   datasets=counts, warning=mixed_warning(counts), by_dataset=per)
+                    for c, M in self._within_datasets(prep, [(ia.key, la)], [(ib.key, lb)], ids, counts, labels, k)
+                )
+            return MutualKnnResult(
+                analysis.mutual_knn(ga, gb),
+                k,
+                n,
+                analysis.null_mean(k, n),
+                la,
+                lb,
+                recall=worst_recall([ra, rb]),
+                preprocess=prep.name,
+                dropped_a=da,
+                dropped_b=db,
+                datasets=counts,
+                warning=mixed_warning(counts),
+                by_dataset=per,
+            )
 
         def cost() -> Cost:
             n = len(self._knn_prompts(ia.key, ib.key, dataset, k))
-            c = affinity_cost(n, k, [ia.d_model], [ib.d_model],
-                              n >= self.store.knn.ann_threshold and not prep.active, op="mutualKnn")
+            c = affinity_cost(
+                n, k, [ia.d_model], [ib.d_model], n >= self.store.knn.ann_threshold and not prep.active, op="mutualKnn"
+            )
             # within datasets: exact graphs, sum of n_i^2 <= n^2
             return Cost(c.flops * 2, c.what) if req.by_dataset else c
 
@@ -375,37 +423,58 @@ class Similarity(Answers):
             ids = self._knn_prompts(ia.key, ib.key, dataset, k)
             n = len(ids)
             graphs = self._graphs(prep, [(ia.key, l_) for l_ in la] + [(ib.key, l_) for l_ in lb], ids, k)
-            ga, gb = graphs[:len(la)], graphs[len(la):]
+            ga, gb = graphs[: len(la)], graphs[len(la) :]
             M = analysis.affinity_matrix([g for g, _, _ in ga], [g for g, _, _ in gb])
             counts, labels = self._corpus(ids)
             per = None
             if req.by_dataset:
                 per = tuple(
-                    AffinityMatrixByDataset(c.name, c.n, None, None, None) if Md is None
-                    else AffinityMatrixByDataset(c.name, c.n, Md, analysis.null_mean(k, c.n),
-                                                 analysis.argmax_path(Md))
-                    for c, Md in self._within_datasets(prep, [(ia.key, l_) for l_ in la], [(ib.key, l_) for l_ in lb],
-                                                       ids, counts, labels, k))
+                    AffinityMatrixByDataset(c.name, c.n, None, None, None)
+                    if Md is None
+                    else AffinityMatrixByDataset(c.name, c.n, Md, analysis.null_mean(k, c.n), analysis.argmax_path(Md))
+                    for c, Md in self._within_datasets(
+                        prep, [(ia.key, l_) for l_ in la], [(ib.key, l_) for l_ in lb], ids, counts, labels, k
+                    )
+                )
             return AffinityMatrixResult(
-                model_a=ia.key, model_b=ib.key, layers_a=la, layers_b=lb, values=M, n=n,
-                argmax=analysis.argmax_path(M), k=k, null_mean=analysis.null_mean(k, n), diagonal=_diagonal(M),
-                depths_a=self.reads.depths(ia, la), depths_b=self.reads.depths(ib, lb), key=key,
-                recall=worst_recall([r for _, r, _ in ga + gb]), preprocess=prep.name,
+                model_a=ia.key,
+                model_b=ib.key,
+                layers_a=la,
+                layers_b=lb,
+                values=M,
+                n=n,
+                argmax=analysis.argmax_path(M),
+                k=k,
+                null_mean=analysis.null_mean(k, n),
+                diagonal=_diagonal(M),
+                depths_a=self.reads.depths(ia, la),
+                depths_b=self.reads.depths(ib, lb),
+                key=key,
+                recall=worst_recall([r for _, r, _ in ga + gb]),
+                preprocess=prep.name,
                 dropped_a=[list(d) for _, _, d in ga] if prep.active else None,
                 dropped_b=[list(d) for _, _, d in gb] if prep.active else None,
-                datasets=counts, warning=mixed_warning(counts), by_dataset=per,
+                datasets=counts,
+                warning=mixed_warning(counts),
+                by_dataset=per,
             )
 
         def cost() -> Cost:
             n = len(self._knn_prompts(ia.key, ib.key, dataset, k))
-            c = affinity_cost(n, k, [ia.d_model] * len(la), [ib.d_model] * len(lb),
-                              n >= self.store.knn.ann_threshold and not prep.active)
+            c = affinity_cost(
+                n,
+                k,
+                [ia.d_model] * len(la),
+                [ib.d_model] * len(lb),
+                n >= self.store.knn.ann_threshold and not prep.active,
+            )
             return Cost(c.flops * 2, c.what) if req.by_dataset else c
 
         return Plan(compute, {"layers_a": la, "layers_b": lb}, self.reads.versions(ia, ib), cost)
 
-    def _graphs(self, prep: Prep, layers: list[tuple[str, int]], ids: np.ndarray,
-                k: int) -> list[tuple[np.ndarray, float | None, tuple[int, ...]]]:
+    def _graphs(
+        self, prep: Prep, layers: list[tuple[str, int]], ids: np.ndarray, k: int
+    ) -> list[tuple[np.ndarray, float | None, tuple[int, ...]]]:
         """(k-NN graph, recall, dropped columns) of each (model, layer): the cached graphs of
         the stored rows without preprocessing, else exact graphs of the preprocessed rows."""
         out: list[tuple[np.ndarray, float | None, tuple[int, ...]]] = []
@@ -419,9 +488,16 @@ class Similarity(Answers):
             out.append((analysis.knn_graph(X, k, should_stop=stop_check()), None, dropped))
         return out
 
-    def _within_datasets(self, prep: Prep, layers_a: list[tuple[str, int]], layers_b: list[tuple[str, int]],
-                         ids: np.ndarray, counts: Sequence[DatasetCount], labels: np.ndarray,
-                         k: int) -> list[tuple[DatasetCount, np.ndarray | None]]:
+    def _within_datasets(
+        self,
+        prep: Prep,
+        layers_a: list[tuple[str, int]],
+        layers_b: list[tuple[str, int]],
+        ids: np.ndarray,
+        counts: Sequence[DatasetCount],
+        labels: np.ndarray,
+        k: int,
+    ) -> list[tuple[DatasetCount, np.ndarray | None]]:
         """The affinity matrix [len(layers_a), len(layers_b)] within each dataset of ``counts``:
         for each layer, the rows of the dataset's prompts (after ``prep``, fitted on all of
         ``ids`` as for the pooled value) and their exact k-NN graph among themselves. None for a
@@ -438,7 +514,7 @@ class Similarity(Answers):
                 continue
             m = labels == c.name
             graphs = [analysis.knn_graph(X[m], k, should_stop=stop_check()) for X in rows]
-            out.append((c, analysis.affinity_matrix(graphs[:len(layers_a)], graphs[len(layers_a):])))
+            out.append((c, analysis.affinity_matrix(graphs[: len(layers_a)], graphs[len(layers_a) :])))
         return out
 
     # ------------------------------------------------------------------- CKA
@@ -457,8 +533,16 @@ class Similarity(Answers):
 
         def one(X: np.ndarray, Y: np.ndarray, strata: np.ndarray | None) -> tuple[float, float | None]:
             if permutations:
-                t = analysis.cka_permutation_test(X, Y, permutations=permutations, seed=seed, debiased=debiased,
-                                                  precision=precision, should_stop=stop_check(), strata=strata)
+                t = analysis.cka_permutation_test(
+                    X,
+                    Y,
+                    permutations=permutations,
+                    seed=seed,
+                    debiased=debiased,
+                    precision=precision,
+                    should_stop=stop_check(),
+                    strata=strata,
+                )
                 return t.value, t.p_value
             return analysis.linear_cka(X, Y, debiased=debiased, precision=precision), None
 
@@ -479,9 +563,22 @@ class Similarity(Answers):
                     v, pv = one(X[mask], Y[mask], None)
                     rows.append(CkaByDataset(c.name, c.n, v, pv))
                 per = tuple(rows)
-            return CkaResult(value, debiased, len(ids), la, lb, permutations, p, preprocess=prep.name,
-                             dropped_a=da, dropped_b=db, datasets=counts, warning=mixed_warning(counts),
-                             by_dataset=per, precision=precision)
+            return CkaResult(
+                value,
+                debiased,
+                len(ids),
+                la,
+                lb,
+                permutations,
+                p,
+                preprocess=prep.name,
+                dropped_a=da,
+                dropped_b=db,
+                datasets=counts,
+                warning=mixed_warning(counts),
+                by_dataset=per,
+                precision=precision,
+            )
 
         def cost() -> Cost:
             n = len(self.reads.shared(ia.key, ib.key, req.dataset))
@@ -503,8 +600,11 @@ class Similarity(Answers):
         def compute(key: str) -> SimilarityMatrixResult:
             ids = self.reads.shared(ia.key, ib.key, dataset)
             # On Ray when ACTSTORE_ENGINE / the size says so (service.engines); None: here.
-            M = None if prep.active or req.by_dataset else engines.distributed_cka_matrix(
-                self.settings, self.store, ia, la, ib, lb, ids, debiased)
+            M = (
+                None
+                if prep.active or req.by_dataset
+                else engines.distributed_cka_matrix(self.settings, self.store, ia, la, ib, lb, ids, debiased)
+            )
             pa = [self._rows(prep, ia.key, l_, ids) for l_ in la] if M is None else []
             pb = [self._rows(prep, ib.key, l_, ids) for l_ in lb] if M is None else []
             xs, ys = [x for x, _ in pa], [y for y, _ in pb]
@@ -517,19 +617,40 @@ class Similarity(Answers):
                 rows = []
                 for c in counts:
                     m = labels == c.name
-                    vals = None if c.n < (4 if debiased else 2) else analysis.cka_matrix(
-                        [x[m] for x in xs], [y[m] for y in ys], debiased=debiased, precision=precision,
-                        should_stop=stop_check())
+                    vals = (
+                        None
+                        if c.n < (4 if debiased else 2)
+                        else analysis.cka_matrix(
+                            [x[m] for x in xs],
+                            [y[m] for y in ys],
+                            debiased=debiased,
+                            precision=precision,
+                            should_stop=stop_check(),
+                        )
+                    )
                     rows.append(CkaMatrixByDataset(c.name, c.n, vals))
                 per = tuple(rows)
             return SimilarityMatrixResult(
-                model_a=ia.key, model_b=ib.key, layers_a=la, layers_b=lb, values=M, n=len(ids),
-                argmax=analysis.argmax_path(M), depths_a=self.reads.depths(ia, la),
-                depths_b=self.reads.depths(ib, lb), debiased=debiased, key=key, preprocess=prep.name,
+                model_a=ia.key,
+                model_b=ib.key,
+                layers_a=la,
+                layers_b=lb,
+                values=M,
+                n=len(ids),
+                argmax=analysis.argmax_path(M),
+                depths_a=self.reads.depths(ia, la),
+                depths_b=self.reads.depths(ib, lb),
+                debiased=debiased,
+                key=key,
+                preprocess=prep.name,
                 dropped_a=[list(d) for _, d in pa] if prep.active else None,
                 dropped_b=[list(d) for _, d in pb] if prep.active else None,
-                datasets=counts, warning=mixed_warning(counts), precision=precision, by_dataset=per,
-                measure="unbiased_cka" if debiased else "cka", options='{"eps":0.0}',
+                datasets=counts,
+                warning=mixed_warning(counts),
+                precision=precision,
+                by_dataset=per,
+                measure="unbiased_cka" if debiased else "cka",
+                options='{"eps":0.0}',
             )
 
         def cost() -> Cost:

@@ -62,9 +62,27 @@ from typing import Any, TypeVar
 
 from actstore.errors import InvalidInput, LimitExceeded, QueryTimeout
 
-__all__ = ["ANN_CANDIDATES", "GATHER_FLOPS", "PROBE_ITERS", "Cost", "Scheduler", "WorkStatus", "affinity_cost",
-           "bridge_cost", "check_budget", "check_cancelled", "check_length", "cka_cost", "cka_matrix_cost",
-           "knn_graph_cost", "probe_cost", "run_cancellable", "sae_correlation_cost", "stop_check", "stop_requested"]
+__all__ = [
+    "ANN_CANDIDATES",
+    "GATHER_FLOPS",
+    "PROBE_ITERS",
+    "Cost",
+    "Scheduler",
+    "WorkStatus",
+    "affinity_cost",
+    "bridge_cost",
+    "check_budget",
+    "check_cancelled",
+    "check_length",
+    "cka_cost",
+    "cka_matrix_cost",
+    "knn_graph_cost",
+    "probe_cost",
+    "run_cancellable",
+    "sae_correlation_cost",
+    "stop_check",
+    "stop_requested",
+]
 
 T = TypeVar("T")
 
@@ -87,14 +105,16 @@ def check_budget(cost: Cost, limit: float) -> None:
         raise LimitExceeded(
             f"{cost.what} has an estimated cost of {cost.flops:.3g} floating-point operations, over this "
             f"server's limit of {limit:.3g} (ACTSTORE_MAX_COST); use fewer prompts (a dataset), permutations, "
-            f"layers or random pairs")
+            f"layers or random pairs"
+        )
 
 
 def check_length(values: Sequence[Any] | None, name: str, limit: int) -> None:
     """LimitExceeded when the list ``values`` has more than ``limit`` entries."""
     if values is not None and len(values) > limit:
-        raise LimitExceeded(f"{name} has {len(values)} entries; this server allows at most {limit} "
-                            f"(ACTSTORE_MAX_LAYERS)")
+        raise LimitExceeded(
+            f"{name} has {len(values)} entries; this server allows at most {limit} (ACTSTORE_MAX_LAYERS)"
+        )
 
 
 # ----------------------------------------------------------------- estimates
@@ -117,8 +137,9 @@ def cka_cost(n: int, p: int, q: int, permutations: int = 0) -> Cost:
 
 def cka_matrix_cost(n: int, dims_a: Sequence[int], dims_b: Sequence[int]) -> Cost:
     """All-pairs CKA: min(gram, feature) flops of plan_cka_matrix."""
-    return Cost(_cka_plan_flops(n, dims_a, dims_b),
-                f"ckaMatrix of {len(dims_a)} x {len(dims_b)} layers over n = {n} prompts")
+    return Cost(
+        _cka_plan_flops(n, dims_a, dims_b), f"ckaMatrix of {len(dims_a)} x {len(dims_b)} layers over n = {n} prompts"
+    )
 
 
 def knn_graph_cost(n: int, d: int, approximate: bool) -> float:
@@ -126,8 +147,9 @@ def knn_graph_cost(n: int, d: int, approximate: bool) -> float:
     return 2.0 * n * d * (ANN_CANDIDATES if approximate else n)
 
 
-def affinity_cost(n: int, k: int, dims_a: Sequence[int], dims_b: Sequence[int], approximate: bool,
-                  op: str = "affinityMatrix") -> Cost:
+def affinity_cost(
+    n: int, k: int, dims_a: Sequence[int], dims_b: Sequence[int], approximate: bool, op: str = "affinityMatrix"
+) -> Cost:
     """One graph per layer of both lists plus m_a m_b n k for the neighbour-set intersections."""
     graphs = sum(knn_graph_cost(n, d, approximate) for d in [*dims_a, *dims_b])
     shape = f"{len(dims_a)} x {len(dims_b)} layers, " if op == "affinityMatrix" else ""
@@ -143,16 +165,16 @@ def bridge_cost(n: int, p: int, q: int, sweep: bool = False, op: str = "bridge")
     return Cost(flops, f"{op} over n = {n} prompts (d = {p}, {q})")
 
 
-def probe_cost(n_task: int, n_bridge: int, p: int, q: int, classes: int, sweep: bool = False,
-               op: str = "probeTransfer") -> Cost:
+def probe_cost(
+    n_task: int, n_bridge: int, p: int, q: int, classes: int, sweep: bool = False, op: str = "probeTransfer"
+) -> Cost:
     """The frozen bridge on the bridge prompts plus probes on both sides:
     bridge_cost(n_bridge) + 2 PROBE_ITERS n_task (p + q) classes."""
     flops = bridge_cost(n_bridge, p, q, sweep).flops + 2.0 * PROBE_ITERS * n_task * (p + q) * max(2, classes)
     return Cost(flops, f"{op} over {n_task} task and {n_bridge} bridge prompts (d = {p}, {q})")
 
 
-def sae_correlation_cost(n: int, d_a: int, f_a: int, d_b: int, f_b: int, random_pairs: int,
-                         one_to_one: bool) -> float:
+def sae_correlation_cost(n: int, d_a: int, f_a: int, d_b: int, f_b: int, random_pairs: int, one_to_one: bool) -> float:
     """2 n (d_a f_a + d_b f_b) encoding, 2 n f_a f_b correlating, f^3 one-to-one matching,
     random_pairs 2 min(f_a, f_b) max(d_a, d_b)^2 for the random pairings' SVCCA."""
     f, d = max(f_a, f_b), max(d_a, d_b)
@@ -238,7 +260,8 @@ class Scheduler:
             if self._running >= self.slots and len(self._waiting) >= self.max_queued:
                 raise LimitExceeded(
                     f"the server is busy: {self._running} heavy computations are running and {len(self._waiting)} "
-                    f"are queued, the most it queues (ACTSTORE_HEAVY_QUEUE={self.max_queued}); try again later")
+                    f"are queued, the most it queues (ACTSTORE_HEAVY_QUEUE={self.max_queued}); try again later"
+                )
             self._waiting.append(me)
             try:
                 while self._running >= self.slots or self._waiting[0] is not me:

@@ -45,6 +45,7 @@ import numpy as np
 import pyarrow as pa
 
 from actstore.errors import InvalidInput, NotFound
+
 from .checks import as_int, preview
 from .checksums import DIGEST, check_digests, corrupted
 from .models import ModelInfo, Models
@@ -53,8 +54,7 @@ from .snapshots import FragmentTarget
 from .tables import ACTS_STORAGE_VERSION, LanceTable, Tables, acts_table, check_model_key, is_vanished, parse_acts_table
 from .vectors import STORAGE_DTYPES, arrow_digests, arrow_to_vectors, row_digests, vectors_to_arrow
 
-__all__ = ["FLOAT16_MAX", "IDS_CACHE_BYTES", "TABLE_ID_KEY", "Activations", "acts_schema", "table_id",
-           "table_token"]
+__all__ = ["FLOAT16_MAX", "IDS_CACHE_BYTES", "TABLE_ID_KEY", "Activations", "acts_schema", "table_id", "table_token"]
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 # Memory the per-layer prompt-id cache may hold (100,000 ids take 0.8 MB).
@@ -147,8 +147,9 @@ class Activations:
         ``Tables.version_check_s`` and until a write through this process (the k-NN look-up
         path; ``fresh=True`` checks now)."""
         with self._dropped_is_not_found(model_key, [layer]):
-            return self._tables.recent(acts_table(model_key, layer), "token+rows",
-                                       lambda t: (table_token(t), int(t.count_rows())), fresh=fresh)
+            return self._tables.recent(
+                acts_table(model_key, layer), "token+rows", lambda t: (table_token(t), int(t.count_rows())), fresh=fresh
+            )
 
     def _info(self, model_key: str, recent: bool = False) -> ModelInfo:
         info = self._models.find(model_key, layers=False, recent=recent)
@@ -322,8 +323,9 @@ class Activations:
             if existing is not None and record_fingerprint and fingerprint is not None:
                 self._models.set_fingerprint(model_key, fingerprint)
             if existing is None:  # before any row: the loser of a first-write race writes nothing
-                self._models.claim(model_key, source=source, fingerprint=fingerprint, n_layers=L, d_model=d,
-                                   dtype=stored_dtype)
+                self._models.claim(
+                    model_key, source=source, fingerprint=fingerprint, n_layers=L, d_model=d, dtype=stored_dtype
+                )
 
             in_order = bool((np.diff(ids) > 0).all())
             order = None if in_order else np.argsort(ids, kind="stable")
@@ -333,25 +335,39 @@ class Activations:
             for layer, X in prepared:
                 vec = vectors_to_arrow(X if in_order else X[order], stored_dtype)
                 digests = row_digests(vec.values.to_numpy(zero_copy_only=False).reshape(len(vec), d))
-                batch = pa.table({"prompt_id": sorted_ids, "vector": vec, DIGEST: pa.array(digests, pa.uint64())},
-                                 schema=schema)
+                batch = pa.table(
+                    {"prompt_id": sorted_ids, "vector": vec, DIGEST: pa.array(digests, pa.uint64())}, schema=schema
+                )
                 self._add_digests(acts_table(model_key, layer), d)
                 # A new table is created with a fresh id (the schema's metadata); the batch's
                 # own schema carries none, and appends keep the table's.
-                tbl = self._tables.upsert(acts_table(model_key, layer), batch,
-                                          acts_schema(d, stored_dtype, uuid.uuid4().hex),
-                                          storage_version=ACTS_STORAGE_VERSION)
+                tbl = self._tables.upsert(
+                    acts_table(model_key, layer),
+                    batch,
+                    acts_schema(d, stored_dtype, uuid.uuid4().hex),
+                    storage_version=ACTS_STORAGE_VERSION,
+                )
                 if table_id(tbl) is None:  # a table from before ids: give it one now
                     tbl.update_field_metadata(
-                        {"path": "prompt_id", "metadata": {TABLE_ID_KEY.decode(): uuid.uuid4().hex}})
+                        {"path": "prompt_id", "metadata": {TABLE_ID_KEY.decode(): uuid.uuid4().hex}}
+                    )
                 written += len(ids)
             # The catalog before the model row: a model is never listed without its layers.
             self._models.add_layers(model_key, [layer for layer, _ in prepared])
             if existing is None and self._models.find(model_key, layers=False) is None:
                 self._models.register(
-                    model_key, source=source, revision=revision, architecture=architecture,
-                    n_layers=L, d_model=d, dtype=stored_dtype, site="resid_post", token=token,
-                    fingerprint=fingerprint, quantization=quantization, chat_template=chat_template,
+                    model_key,
+                    source=source,
+                    revision=revision,
+                    architecture=architecture,
+                    n_layers=L,
+                    d_model=d,
+                    dtype=stored_dtype,
+                    site="resid_post",
+                    token=token,
+                    fingerprint=fingerprint,
+                    quantization=quantization,
+                    chat_template=chat_template,
                 )
             return written
 
@@ -365,18 +381,37 @@ class Activations:
         t = self._tables.scan(tbl, ["prompt_id", "vector"])
         uid = table_id(tbl) or uuid.uuid4().hex
         old = tbl.schema
-        schema = pa.schema([pa.field("prompt_id", pa.int64(), nullable=False), old.field("vector"),
-                            pa.field(DIGEST, pa.uint64())], metadata={TABLE_ID_KEY: uid.encode()})
-        full = pa.table({"prompt_id": t["prompt_id"], "vector": t["vector"],
-                         DIGEST: pa.array(arrow_digests(t["vector"], d_model), pa.uint64())}, schema=schema)
+        schema = pa.schema(
+            [pa.field("prompt_id", pa.int64(), nullable=False), old.field("vector"), pa.field(DIGEST, pa.uint64())],
+            metadata={TABLE_ID_KEY: uid.encode()},
+        )
+        full = pa.table(
+            {
+                "prompt_id": t["prompt_id"],
+                "vector": t["vector"],
+                DIGEST: pa.array(arrow_digests(t["vector"], d_model), pa.uint64()),
+            },
+            schema=schema,
+        )
         self._tables.overwrite(name, full)
 
     # ------------------------------------------------------- distributed writes
-    def fragment_targets(self, model_key: str, layers: Sequence[int], *, n_layers: int, d_model: int,
-                         dtype: str, source: str | None = None, architecture: str | None = None,
-                         revision: str | None = None, fingerprint: str | None = None,
-                         quantization: str | None = None, token: str = "last",
-                         chat_template: bool = False) -> dict[int, FragmentTarget]:
+    def fragment_targets(
+        self,
+        model_key: str,
+        layers: Sequence[int],
+        *,
+        n_layers: int,
+        d_model: int,
+        dtype: str,
+        source: str | None = None,
+        architecture: str | None = None,
+        revision: str | None = None,
+        fingerprint: str | None = None,
+        quantization: str | None = None,
+        token: str = "last",
+        chat_template: bool = False,
+    ) -> dict[int, FragmentTarget]:
         """Prepare a distributed write of ``layers``: check the model as :meth:`write` does
         (same n_layers, d_model and dtype as stored; the fingerprint, see
         :meth:`Models.check_write <actstore.store.models.Models.check_write>`), create the
@@ -397,29 +432,44 @@ class Activations:
                     raise InvalidInput(
                         f"model {model_key!r} is stored with n_layers={existing.n_layers}, "
                         f"d_model={existing.d_model}, dtype={existing.dtype}; got n_layers={n_layers}, "
-                        f"d_model={d_model}, dtype={dtype}")
+                        f"d_model={d_model}, dtype={dtype}"
+                    )
                 record = self._models.check_write(existing, fingerprint, source)
             else:  # before any table: the loser of a first-write race creates nothing
-                self._models.claim(model_key, source=source, fingerprint=fingerprint, n_layers=n_layers,
-                                   d_model=d_model, dtype=dtype)
+                self._models.claim(
+                    model_key, source=source, fingerprint=fingerprint, n_layers=n_layers, d_model=d_model, dtype=dtype
+                )
             out: dict[int, FragmentTarget] = {}
             for layer in layers:
                 layer = as_int(layer, "layer")
                 if not 0 <= layer < n_layers:
-                    raise InvalidInput(f"layer {layer} is out of range for model {model_key!r}: allowed 0..{n_layers - 1}")
+                    raise InvalidInput(
+                        f"layer {layer} is out of range for model {model_key!r}: allowed 0..{n_layers - 1}"
+                    )
                 name = acts_table(model_key, layer)
-                tbl = self._tables.create(name, acts_schema(d_model, dtype, uuid.uuid4().hex),
-                                          storage_version=ACTS_STORAGE_VERSION)
-                out[layer] = FragmentTarget(layer, self._tables.dataset_uri(name), tbl.schema, dtype,
-                                            dict(self._tables.storage_options))
+                tbl = self._tables.create(
+                    name, acts_schema(d_model, dtype, uuid.uuid4().hex), storage_version=ACTS_STORAGE_VERSION
+                )
+                out[layer] = FragmentTarget(
+                    layer, self._tables.dataset_uri(name), tbl.schema, dtype, dict(self._tables.storage_options)
+                )
             if record and fingerprint is not None:  # record implies a fingerprint
                 self._models.set_fingerprint(model_key, fingerprint)
             self._models.add_layers(model_key, list(out))
             if existing is None and self._models.find(model_key, layers=False) is None:
                 self._models.register(
-                    model_key, source=source, revision=revision, architecture=architecture,
-                    n_layers=n_layers, d_model=d_model, dtype=dtype, site="resid_post", token=token,
-                    fingerprint=fingerprint, quantization=quantization, chat_template=chat_template,
+                    model_key,
+                    source=source,
+                    revision=revision,
+                    architecture=architecture,
+                    n_layers=n_layers,
+                    d_model=d_model,
+                    dtype=dtype,
+                    site="resid_post",
+                    token=token,
+                    fingerprint=fingerprint,
+                    quantization=quantization,
+                    chat_template=chat_template,
                 )
             return out
 
@@ -436,8 +486,9 @@ class Activations:
         with self._tables.write_lock:
             for layer, frags in sorted(fragments.items()):
                 if frags:
-                    self._tables.commit_append(acts_table(model_key, layer),
-                                               [FragmentMetadata.from_json(f) for f in frags])
+                    self._tables.commit_append(
+                        acts_table(model_key, layer), [FragmentMetadata.from_json(f) for f in frags]
+                    )
                     done += 1
         return done
 
@@ -459,8 +510,9 @@ class Activations:
         with self._dropped_is_not_found(model_key, [layer]):
             return self._read(model_key, layer, dataset, prompt_ids)
 
-    def _read(self, model_key: str, layer: int, dataset: str | None,
-              prompt_ids: Sequence[int] | np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _read(
+        self, model_key: str, layer: int, dataset: str | None, prompt_ids: Sequence[int] | np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         info, layer, tbl = self.locate(model_key, layer)
         wanted = None
         if prompt_ids is not None:

@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from actstore.errors import DataCorrupted
+
 from .checks import preview
 from .vectors import arrow_digests
 
@@ -36,4 +37,5 @@ def corrupted(name: str, ids: np.ndarray) -> DataCorrupted:
     return DataCorrupted(
         f"activation table {name}: the stored vectors of prompt id(s) {preview(ids)} do not match their "
         "checksums (a damaged data file); they are not served. Run `actstore verify`, then drop the "
-        "model and store its activations again")
+        "model and store its activations again"
+    )

@@ -37,8 +37,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .activations import Activations
-from .checksums import check_digests
 from .checks import preview
+from .checksums import check_digests
 from .knn import Knn
 from .knn import files as index_files
 from .models import MODEL_LAYERS, MODELS, ModelInfo, Models
@@ -90,8 +90,9 @@ class Check:
 class Maintenance:
     """Drops and checks over one store's repositories."""
 
-    def __init__(self, tables: Tables, prompts: Prompts, models: Models, activations: Activations,
-                 knn: Knn, saes: Saes):
+    def __init__(
+        self, tables: Tables, prompts: Prompts, models: Models, activations: Activations, knn: Knn, saes: Saes
+    ):
         self._tables = tables
         self._prompts = prompts
         self._models = models
@@ -137,7 +138,7 @@ class Maintenance:
                 stored = self._tables.scan(tbl, ["prompt_id"])["prompt_id"].to_numpy()
                 hit = np.intersect1d(stored, ids)
                 for s in range(0, len(hit), _IN_CHUNK):
-                    self._tables.delete(table, f"prompt_id IN ({','.join(map(str, hit[s:s + _IN_CHUNK]))})")
+                    self._tables.delete(table, f"prompt_id IN ({','.join(map(str, hit[s : s + _IN_CHUNK]))})")
                 deleted += len(hit)
             self._prompts.forget_claims(name)  # a text added again later gets a new id
             self._tables.delete(PROMPTS, f"dataset = {sql_str(name)}")
@@ -184,8 +185,10 @@ class Maintenance:
                 if parse_acts_table(name) and t.num_rows:
                     bad, missing = check_digests(name, t, t["vector"].type.list_size)
                     if len(bad):
-                        sums.problems.append(f"{name}: stored vectors of prompt id(s) {preview(bad)} do not match "
-                                             "their checksums (a damaged data file)")
+                        sums.problems.append(
+                            f"{name}: stored vectors of prompt id(s) {preview(bad)} do not match "
+                            "their checksums (a damaged data file)"
+                        )
                     n_checked += t.num_rows - missing
                     if missing:
                         n_unsummed += missing
@@ -196,8 +199,10 @@ class Maintenance:
         vectors.summary = f"{n_vectors:,} activation vectors finite, of their model's dimension"
         sums.summary = f"{n_checked:,} activation vectors match their checksums"
         if n_unsummed:
-            sums.summary += (f"; no checksums for {n_unsummed:,} rows in {len(unsummed_tables)} table(s) written "
-                             f"before checksums ({preview(unsummed_tables, 3)}; their next write adds them)")
+            sums.summary += (
+                f"; no checksums for {n_unsummed:,} rows in {len(unsummed_tables)} table(s) written "
+                f"before checksums ({preview(unsummed_tables, 3)}; their next write adds them)"
+            )
         for check in (tables, prompts, refs, vectors, sums):
             done(check)
         done(self._check_catalog(names, infos))
@@ -238,8 +243,9 @@ class Maintenance:
         return known
 
     @staticmethod
-    def _check_rows(name: str, t: pa.Table, known: np.ndarray, infos: dict[str, ModelInfo], refs: Check,
-                    vectors: Check) -> int:
+    def _check_rows(
+        name: str, t: pa.Table, known: np.ndarray, infos: dict[str, ModelInfo], refs: Check, vectors: Check
+    ) -> int:
         """Reference and vector checks of one activation or next-token table; its vector count."""
         ids = t["prompt_id"].to_numpy()
         uniq = np.unique(ids)
@@ -255,8 +261,9 @@ class Maintenance:
         width = col.type.list_size
         info = infos.get(parsed[0])
         if info is not None and width != info.d_model:
-            vectors.problems.append(f"{name}: vectors of dimension {width}, model {parsed[0]!r} has "
-                                    f"d_model={info.d_model}")
+            vectors.problems.append(
+                f"{name}: vectors of dimension {width}, model {parsed[0]!r} has d_model={info.d_model}"
+            )
         flat = col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), width)
         bad = ~np.isfinite(flat).all(axis=1)
         if bad.any():
@@ -271,7 +278,7 @@ class Maintenance:
         for name in names:
             parsed = parse_acts_table(name)
             if parsed is None:
-                if name.startswith(NEXT_TOKENS_PREFIX) and name[len(NEXT_TOKENS_PREFIX):] not in infos:
+                if name.startswith(NEXT_TOKENS_PREFIX) and name[len(NEXT_TOKENS_PREFIX) :] not in infos:
                     check.problems.append(f"table {name} belongs to no registered model")
                 continue
             key, layer = parsed

@@ -49,19 +49,29 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 
 from actstore.errors import Conflict, NotFound
+
 from .checks import preview
 from .tables import Tables, parse_acts_table, sql_str
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MODELS", "MODELS_SCHEMA", "MODEL_CLAIMS", "MODEL_CLAIMS_SCHEMA", "MODEL_LAYERS",
-           "MODEL_LAYERS_SCHEMA", "ModelInfo", "Models", "short_fingerprint"]
+__all__ = [
+    "MODELS",
+    "MODELS_SCHEMA",
+    "MODEL_CLAIMS",
+    "MODEL_CLAIMS_SCHEMA",
+    "MODEL_LAYERS",
+    "MODEL_LAYERS_SCHEMA",
+    "ModelInfo",
+    "Models",
+    "short_fingerprint",
+]
 
 MODELS = "models"
 MODEL_LAYERS = "model_layers"
@@ -136,11 +146,18 @@ _OLD_TOKEN_NAMES = {"last_non_padding": "last"}
 
 def _info(row: dict[str, Any]) -> ModelInfo:
     return ModelInfo(
-        key=row["key"], source=row["source"] or "", architecture=row["architecture"] or "",
-        n_layers=int(row["n_layers"]), d_model=int(row["d_model"]), dtype=row["dtype"],
-        revision=row["revision"], site=row["site"] or "resid_post",
-        token=_OLD_TOKEN_NAMES.get(row["token"] or "last", row["token"] or "last"), created_at=row["created_at"],
-        fingerprint=row.get("fingerprint"), quantization=row.get("quantization"),
+        key=row["key"],
+        source=row["source"] or "",
+        architecture=row["architecture"] or "",
+        n_layers=int(row["n_layers"]),
+        d_model=int(row["d_model"]),
+        dtype=row["dtype"],
+        revision=row["revision"],
+        site=row["site"] or "resid_post",
+        token=_OLD_TOKEN_NAMES.get(row["token"] or "last", row["token"] or "last"),
+        created_at=row["created_at"],
+        fingerprint=row.get("fingerprint"),
+        quantization=row.get("quantization"),
         chat_template=bool(row.get("chat_template")),
     )
 
@@ -191,8 +208,15 @@ class Models:
             rows = self._tables.scan(tbl).to_pylist()
             # Two first writes of one key in two processes at once can both register it: the
             # earliest registration is the model (the same answer in every reader).
-            rows.sort(key=lambda r: (r["created_at"] is None, r["created_at"] or 0, r.get("fingerprint") or "",
-                                     r["source"] or ""), reverse=True)
+            rows.sort(
+                key=lambda r: (
+                    r["created_at"] is None,
+                    r["created_at"] or 0,
+                    r.get("fingerprint") or "",
+                    r["source"] or "",
+                ),
+                reverse=True,
+            )
             cached = self._rows_cache = (version, {r["key"]: _info(r) for r in rows})
         return cached
 
@@ -275,35 +299,57 @@ class Models:
                 f"model key {info.key!r} holds activations of {info.source or 'an unknown source'} "
                 f"(fingerprint {short_fingerprint(stored)}); {here} has fingerprint "
                 f"{short_fingerprint(given)}{_differences(stored, given)}: ingest it under another "
-                "key", field="key", value=info.key, allowed="a key not holding another model")
+                "key",
+                field="key",
+                value=info.key,
+                allowed="a key not holding another model",
+            )
         same_source = bool(source) and source == info.source
         if stored and not same_source:
             raise Conflict(
                 f"model key {info.key!r} holds activations of {info.source or 'an unknown source'} "
                 f"(fingerprint {short_fingerprint(stored)}); a write from {source or 'an unnamed source'} "
                 "without a fingerprint cannot be checked against it: ingest the model (which "
-                "fingerprints it) or store it under another key", field="key", value=info.key,
-                allowed="a key not holding another model")
+                "fingerprints it) or store it under another key",
+                field="key",
+                value=info.key,
+                allowed="a key not holding another model",
+            )
         if given and not stored:
             if info.source and not same_source:
                 raise Conflict(
                     f"model key {info.key!r} holds activations of {info.source} (stored without a "
                     f"fingerprint); {here} has fingerprint {short_fingerprint(given)} and cannot be "
-                    "shown to be the same model: ingest it under another key", field="key", value=info.key,
-                    allowed="a key not holding another model")
+                    "shown to be the same model: ingest it under another key",
+                    field="key",
+                    value=info.key,
+                    allowed="a key not holding another model",
+                )
             return True
         return False
 
-    def claim(self, key: str, *, source: str | None, fingerprint: str | None, n_layers: int, d_model: int,
-              dtype: str) -> None:
+    def claim(
+        self, key: str, *, source: str | None, fingerprint: str | None, n_layers: int, d_model: int, dtype: str
+    ) -> None:
         """Claim ``key`` for the first write of a model (see the module docstring): returns
         when the earliest live claim of ``key`` is this model's (this one, or an earlier one
         of the same model and shape), raises :class:`Conflict` naming the other model when it
         is not. One append and one read of the claims log; call it before writing any row."""
         token = uuid.uuid4().hex
-        row = pa.Table.from_pylist([{"token": token, "key": key, "source": source, "fingerprint": fingerprint,
-                                     "n_layers": n_layers, "d_model": d_model, "dtype": dtype}],
-                                   schema=MODEL_CLAIMS_SCHEMA)
+        row = pa.Table.from_pylist(
+            [
+                {
+                    "token": token,
+                    "key": key,
+                    "source": source,
+                    "fingerprint": fingerprint,
+                    "n_layers": n_layers,
+                    "d_model": d_model,
+                    "dtype": dtype,
+                }
+            ],
+            schema=MODEL_CLAIMS_SCHEMA,
+        )
         if self._tables.open(MODEL_CLAIMS) is None:
             # Created with a marker row (the same from every creator: a creation that loses a
             # race loses nothing); each claim is then an append, which Lance never drops.
@@ -319,15 +365,18 @@ class Models:
                 if attempt + 1 == _CLAIM_ATTEMPTS:
                     raise
                 log.warning("model key claim retried after: %s", exc)
-                time.sleep(0.05 * 2 ** attempt)
+                time.sleep(0.05 * 2**attempt)
         live = self._claims(key)
         if not any(r["token"] == token for r in live):  # cannot happen after a successful commit
             raise RuntimeError(f"model key claim {token} is missing from {MODEL_CLAIMS!r} after its commit")
         first = live[0]
         if first["token"] == token:
             return
-        same_model = (first["fingerprint"] == fingerprint if first["fingerprint"] and fingerprint
-                      else (first["source"] or None) == (source or None))
+        same_model = (
+            first["fingerprint"] == fingerprint
+            if first["fingerprint"] and fingerprint
+            else (first["source"] or None) == (source or None)
+        )
         same_shape = (first["n_layers"], first["d_model"], first["dtype"]) == (n_layers, d_model, dtype)
         if not (same_model and same_shape):
             raise Conflict(
@@ -336,7 +385,8 @@ class Models:
                 f"d_model={first['d_model']}, dtype={first['dtype']}) that started first; {source or 'this write'} "
                 f"(fingerprint {short_fingerprint(fingerprint)}, n_layers={n_layers}, d_model={d_model}, "
                 f"dtype={dtype}) was not written: store it under another key (if no such write is running, "
-                "drop the model key first)")
+                "drop the model key first)"
+            )
 
     def _claims(self, key: str, token: str | None = None) -> builtins.list[dict[str, Any]]:
         """The live claims of ``key`` (after its last forget row), earliest first; with
@@ -348,7 +398,7 @@ class Models:
         rows: list[dict[str, Any]] = self._tables.scan(tbl, MODEL_CLAIMS_SCHEMA.names, where, row_ids=True).to_pylist()
         rows.sort(key=lambda r: r["_rowid"])
         forgets = [i for i, r in enumerate(rows) if r["token"].startswith(_FORGET)]
-        return rows[forgets[-1] + 1:] if forgets else rows
+        return rows[forgets[-1] + 1 :] if forgets else rows
 
     def claimed(self, key: str) -> bool:
         """Whether a live claim holds ``key`` (a first write under way, or one that died)."""
@@ -366,7 +416,7 @@ class Models:
         """Add the row of a new model (fields: the columns of :data:`MODELS_SCHEMA`).
         Callers hold ``tables.write_lock``."""
         row = {name: fields.get(name) for name in MODELS_SCHEMA.names}
-        row.update(key=key, created_at=datetime.now(timezone.utc))
+        row.update(key=key, created_at=datetime.now(UTC))
         self._ensure_columns()
         self._tables.add(MODELS, pa.Table.from_pylist([row], schema=MODELS_SCHEMA), MODELS_SCHEMA)
 
@@ -401,8 +451,10 @@ class Models:
         if not rows:
             return
         batch = pa.table(
-            {"model_key": pa.array([k for k, _ in rows], pa.string()),
-             "layer": pa.array([l for _, l in rows], pa.int64())},
+            {
+                "model_key": pa.array([k for k, _ in rows], pa.string()),
+                "layer": pa.array([l for _, l in rows], pa.int64()),
+            },
             schema=MODEL_LAYERS_SCHEMA,
         )
         self._tables.add(MODEL_LAYERS, batch, MODEL_LAYERS_SCHEMA)

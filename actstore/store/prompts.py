@@ -54,11 +54,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from actstore.errors import InvalidInput, NotFound
+
 from .checks import as_int, preview
 from .tables import Tables, sql_str
 
-__all__ = ["PROMPTS", "PROMPTS_SCHEMA", "PROMPT_CLAIMS", "PROMPT_CLAIMS_SCHEMA", "DatasetInfo",
-           "PromptRecord", "Prompts"]
+__all__ = [
+    "PROMPTS",
+    "PROMPTS_SCHEMA",
+    "PROMPT_CLAIMS",
+    "PROMPT_CLAIMS_SCHEMA",
+    "DatasetInfo",
+    "PromptRecord",
+    "Prompts",
+]
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +126,9 @@ class _Catalog:
         self.version = version
         ids = table["prompt_id"].to_numpy()
         if len(ids) > 1 and not (np.diff(ids) > 0).all():  # the same id stored twice (see above)
-            order = pc.sort_indices(table, sort_keys=[(c, "ascending", "at_end") for c in
-                                                      ("prompt_id", "label", "split", "meta")])
+            order = pc.sort_indices(
+                table, sort_keys=[(c, "ascending", "at_end") for c in ("prompt_id", "label", "split", "meta")]
+            )
             table = table.take(order)
             ids = table["prompt_id"].to_numpy()
             keep = np.ones(len(ids), dtype=bool)
@@ -141,8 +150,9 @@ class _Catalog:
             else:
                 t = t.append_column("has_label", pc.is_valid(t["label"]))
                 g = t.group_by("dataset").aggregate([("dataset", "count"), ("has_label", "any")])
-                rows = sorted(zip(g["dataset"].to_pylist(), g["dataset_count"].to_pylist(),
-                                  g["has_label_any"].to_pylist()))
+                rows = sorted(
+                    zip(g["dataset"].to_pylist(), g["dataset_count"].to_pylist(), g["has_label_any"].to_pylist())
+                )
                 self._datasets = [DatasetInfo(name, int(count), bool(lab)) for name, count, lab in rows]
         return self._datasets
 
@@ -249,12 +259,15 @@ class Prompts:
         claims log: the id an earlier claim gave a text, else one of this claim's block."""
         if self._tables.open(PROMPT_CLAIMS) is None:
             base = int(catalog.ids[-1]) + 1 if len(catalog.ids) else 0
-            seed = pa.table({"token": [_SEED], "dataset": [""], "count": [base], "shas": [[]]},
-                            schema=PROMPT_CLAIMS_SCHEMA)
+            seed = pa.table(
+                {"token": [_SEED], "dataset": [""], "count": [base], "shas": [[]]}, schema=PROMPT_CLAIMS_SCHEMA
+            )
             self._tables.create_seeded(PROMPT_CLAIMS, seed, PROMPT_CLAIMS_SCHEMA, stable_row_ids=True)
         token = uuid.uuid4().hex
-        row = pa.table({"token": [token], "dataset": [dataset], "count": [len(shas)],
-                        "shas": [[bytes.fromhex(s) for s in shas]]}, schema=PROMPT_CLAIMS_SCHEMA)
+        row = pa.table(
+            {"token": [token], "dataset": [dataset], "count": [len(shas)], "shas": [[bytes.fromhex(s) for s in shas]]},
+            schema=PROMPT_CLAIMS_SCHEMA,
+        )
         for attempt in range(_CLAIM_ATTEMPTS):
             try:
                 self._tables.add(PROMPT_CLAIMS, row, PROMPT_CLAIMS_SCHEMA)
@@ -265,7 +278,7 @@ class Prompts:
                 if attempt + 1 == _CLAIM_ATTEMPTS:
                     raise
                 log.warning("prompt id claim retried after: %s", exc)
-                time.sleep(0.05 * 2 ** attempt)
+                time.sleep(0.05 * 2**attempt)
         found = self._claim_rows(token)
         if found is None:  # cannot happen after a successful commit (reads see every commit)
             raise RuntimeError(f"prompt id claim {token} is missing from {PROMPT_CLAIMS!r} after its commit")
@@ -275,8 +288,9 @@ class Prompts:
         wanted = set(shas)
         out: dict[str, int] = {}
         tbl = self._tables.open(PROMPT_CLAIMS)
-        earlier = self._tables.scan(tbl, ["token", "shas"], f"dataset = {sql_str(dataset)} AND _rowid < {mine}",
-                                    row_ids=True)
+        earlier = self._tables.scan(
+            tbl, ["token", "shas"], f"dataset = {sql_str(dataset)} AND _rowid < {mine}", row_ids=True
+        )
         if earlier.num_rows:
             earlier = earlier.take(pc.sort_indices(earlier["_rowid"]))
             forgets = np.flatnonzero(pc.starts_with(earlier["token"], _FORGET).to_numpy(zero_copy_only=False))
@@ -299,8 +313,10 @@ class Prompts:
         with self._tables.write_lock:
             if self._tables.open(PROMPT_CLAIMS) is None:
                 return
-            row = pa.table({"token": [_FORGET + uuid.uuid4().hex], "dataset": [dataset], "count": [0],
-                            "shas": [[]]}, schema=PROMPT_CLAIMS_SCHEMA)
+            row = pa.table(
+                {"token": [_FORGET + uuid.uuid4().hex], "dataset": [dataset], "count": [0], "shas": [[]]},
+                schema=PROMPT_CLAIMS_SCHEMA,
+            )
             self._tables.add(PROMPT_CLAIMS, row, PROMPT_CLAIMS_SCHEMA)
 
     def _claim_rows(self, token: str) -> tuple[np.ndarray, np.ndarray, int] | None:
@@ -407,8 +423,14 @@ class Prompts:
         catalog = self._recent_with(ids)
         rows = catalog.table.take(self._positions(catalog, ids)).to_pylist()
         return [
-            PromptRecord(id=r["prompt_id"], dataset=r["dataset"], text=r["text"], label=r["label"],
-                         split=r["split"], meta=json.loads(r["meta"]) if r["meta"] else {})
+            PromptRecord(
+                id=r["prompt_id"],
+                dataset=r["dataset"],
+                text=r["text"],
+                label=r["label"],
+                split=r["split"],
+                meta=json.loads(r["meta"]) if r["meta"] else {},
+            )
             for r in rows
         ]
 

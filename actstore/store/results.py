@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
@@ -77,7 +77,7 @@ class Results:
         ``compact_every`` puts, :meth:`maintain` runs.
         """
         row = pa.Table.from_pylist(
-            [{"key": key, "query": query, "value": value, "created_at": datetime.now(timezone.utc)}],
+            [{"key": key, "query": query, "value": value, "created_at": datetime.now(UTC)}],
             schema=RESULTS_SCHEMA,
         )
         try:
@@ -115,7 +115,7 @@ class Results:
                     oldest = np.argsort(when, kind="stable")[: n - self.max_rows]
                     keys = t["key"].take(pa.array(oldest)).to_pylist()
                     for s in range(0, len(keys), _DELETE_CHUNK):
-                        chunk = ",".join(sql_str(k) for k in keys[s:s + _DELETE_CHUNK])
+                        chunk = ",".join(sql_str(k) for k in keys[s : s + _DELETE_CHUNK])
                         self._tables.delete(RESULTS, f"key IN ({chunk})")
                     dropped = len(keys)
                 self._tables.optimize(RESULTS, keep=RESULTS_KEEP_VERSIONS)

@@ -20,8 +20,16 @@ from actstore.errors import InvalidInput, NotFound
 from .sae_formats import FORMATS, SUPPORTED, detect
 from .sae_formats.saelens import CFG_FILE, WEIGHTS_FILE, parse_config
 
-__all__ = ["CFG_FILE", "MAX_PATH_CHARS", "SHOWN_CHARS", "WEIGHTS_FILE", "parse_config", "read_folder",
-           "resolve_folder", "shown_path"]
+__all__ = [
+    "CFG_FILE",
+    "MAX_PATH_CHARS",
+    "SHOWN_CHARS",
+    "WEIGHTS_FILE",
+    "parse_config",
+    "read_folder",
+    "resolve_folder",
+    "shown_path",
+]
 
 # Longest SAE path accepted (Linux's PATH_MAX); longer ones are refused before any file-system call.
 MAX_PATH_CHARS = 4096
@@ -65,12 +73,14 @@ def _resolve(path: str, root: str | Path | None) -> Path:
         if not real.is_relative_to(root_real):
             raise InvalidInput(
                 f"SAE path {shown_path(path)} resolves to {shown_path(real)}, outside the allowed SAE root "
-                f"{str(root_real)!r}; only folders under ACTSTORE_SAE_ROOT can be registered")
+                f"{str(root_real)!r}; only folders under ACTSTORE_SAE_ROOT can be registered"
+            )
     if not real.exists():
         raise NotFound(f"SAE folder {shown_path(path)} does not exist")
     if not real.is_dir():
-        raise InvalidInput(f"SAE path {shown_path(path)} is not a folder: give the folder holding the SAE's "
-                           f"files; {SUPPORTED}")
+        raise InvalidInput(
+            f"SAE path {shown_path(path)} is not a folder: give the folder holding the SAE's files; {SUPPORTED}"
+        )
     return real
 
 
@@ -81,9 +91,13 @@ def read_folder(path: str | Path, root: str | Path | None = None) -> tuple[dict[
     fmt = detect(folder)
     if fmt is None:
         present = sorted(p.name for p in folder.iterdir())[:12]
-        partial = [f"{f.title} needs {' + '.join(f.files)}" for f in FORMATS if any((folder / x).exists() for x in f.files)]
+        partial = [
+            f"{f.title} needs {' + '.join(f.files)}" for f in FORMATS if any((folder / x).exists() for x in f.files)
+        ]
         raise InvalidInput(
             f"SAE folder {str(path)!r} is in no supported layout (it holds: {', '.join(present) or 'nothing'})"
-            + (f"; {'; '.join(partial)}" if partial else "") + f"; {SUPPORTED}")
+            + (f"; {'; '.join(partial)}" if partial else "")
+            + f"; {SUPPORTED}"
+        )
     cfg, tensors = fmt.read(folder, root)
     return cfg, tensors, folder

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from actstore.errors import NotFound
+
 from .sae_folders import CFG_FILE, WEIGHTS_FILE
 from .tables import Tables, sql_str
 
@@ -31,11 +32,13 @@ __all__ = ["SAE_DIR", "SAE_WEIGHTS", "SaeWeights"]
 
 SAE_DIR = "_saes"
 SAE_WEIGHTS = "sae_weights"
-_SCHEMA = pa.schema([
-    pa.field("sae_id", pa.string(), nullable=False),
-    pa.field("safetensors", pa.large_binary(), nullable=False),
-    pa.field("cfg", pa.string(), nullable=False),
-])
+_SCHEMA = pa.schema(
+    [
+        pa.field("sae_id", pa.string(), nullable=False),
+        pa.field("safetensors", pa.large_binary(), nullable=False),
+        pa.field("cfg", pa.string(), nullable=False),
+    ]
+)
 
 
 class SaeWeights:
@@ -87,8 +90,10 @@ class SaeWeights:
                 raise NotFound(f"the weights of SAE {sae_id!r} are missing from the store ({weights_path})")
             return load(rows["safetensors"][0].as_py())
         if self._tables.local_path is None:
-            raise NotFound(f"the weights of SAE {sae_id!r} were stored as a file ({weights_path}) of a local "
-                           f"store; this store is on object storage ({self._tables.uri})")
+            raise NotFound(
+                f"the weights of SAE {sae_id!r} were stored as a file ({weights_path}) of a local "
+                f"store; this store is on object storage ({self._tables.uri})"
+            )
         path = self._tables.local_path / weights_path
         if not path.is_file():
             raise NotFound(f"the weights of SAE {sae_id!r} are missing from the store ({path})")

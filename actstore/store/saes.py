@@ -16,7 +16,7 @@ import builtins
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from actstore.errors import InvalidInput, NotFound
+
 from .models import ModelInfo, Models
 from .sae_folders import read_folder
 from .sae_formats.saelens_registry import read_release
@@ -95,11 +96,20 @@ def _record(row: dict[str, Any]) -> SaeRecord:
     arch = _LEGACY_ARCH.get(row["architecture"], row["architecture"])
     if isinstance(cfg, dict) and "architecture" in cfg:
         cfg["architecture"] = _LEGACY_ARCH.get(cfg["architecture"], cfg["architecture"])
-    return SaeRecord(sae_id=row["sae_id"], model_key=row["model_key"], layer=int(row["layer"]),
-                     d_in=int(row["d_in"]), d_sae=int(row["d_sae"]), architecture=arch,
-                     cfg=cfg, weights_path=row["weights_path"],
-                     weights_sha256=row["weights_sha256"], source_path=row["source_path"],
-                     notes=row["notes"], created_at=row["created_at"])
+    return SaeRecord(
+        sae_id=row["sae_id"],
+        model_key=row["model_key"],
+        layer=int(row["layer"]),
+        d_in=int(row["d_in"]),
+        d_sae=int(row["d_sae"]),
+        architecture=arch,
+        cfg=cfg,
+        weights_path=row["weights_path"],
+        weights_sha256=row["weights_sha256"],
+        source_path=row["source_path"],
+        notes=row["notes"],
+        created_at=row["created_at"],
+    )
 
 
 class Saes:
@@ -122,7 +132,7 @@ class Saes:
         if model is not None:
             self._models.get(model)  # NotFound for an unknown model
             rows = [r for r in rows if r.model_key == model]
-        epoch = datetime.min.replace(tzinfo=timezone.utc)
+        epoch = datetime.min.replace(tzinfo=UTC)
         return sorted(rows, key=lambda r: (r.model_key, r.layer, r.created_at or epoch, r.sae_id))
 
     def get(self, sae_id: str) -> SaeRecord:
@@ -151,8 +161,10 @@ class Saes:
         except Exception as exc:  # noqa: BLE001 - any unreadable file is a finding, not a crash
             return f"SAE {record.sae_id}: weights file {record.weights_path} is unreadable ({exc})"
         if got != record.weights_sha256:
-            return f"SAE {record.sae_id}: weights SHA-256 {got[:12]}... differs from the recorded " \
-                   f"{record.weights_sha256[:12]}..."
+            return (
+                f"SAE {record.sae_id}: weights SHA-256 {got[:12]}... differs from the recorded "
+                f"{record.weights_sha256[:12]}..."
+            )
         return None
 
     def remove_model(self, model_key: str) -> int:
@@ -200,26 +212,31 @@ class Saes:
         L = info.n_layers
         lay = int(layer) + L if layer < 0 else int(layer)
         if not 0 <= lay < L:
-            raise InvalidInput(f"layer {layer} is out of range for model {model_key!r}: "
-                               f"allowed 0..{L - 1} or -{L}..-1")
+            raise InvalidInput(f"layer {layer} is out of range for model {model_key!r}: allowed 0..{L - 1} or -{L}..-1")
         return info, lay
 
-    def _add(self, info: ModelInfo, model_key: str, lay: int, cfg: dict[str, Any], tensors: dict[str, Any],
-             source: str) -> SaeRecord:
+    def _add(
+        self, info: ModelInfo, model_key: str, lay: int, cfg: dict[str, Any], tensors: dict[str, Any], source: str
+    ) -> SaeRecord:
         if cfg["d_in"] != info.d_model:
-            raise InvalidInput(f"SAE d_in = {cfg['d_in']} does not match d_model = {info.d_model} of model "
-                               f"{model_key!r} (layer {lay}); this SAE was trained on other activations")
+            raise InvalidInput(
+                f"SAE d_in = {cfg['d_in']} does not match d_model = {info.d_model} of model "
+                f"{model_key!r} (layer {lay}); this SAE was trained on other activations"
+            )
         notes = list(cfg.get("notes") or [])
         if cfg["hook_layer"] is not None and int(cfg["hook_layer"]) != lay:
-            notes.append(f"the SAE's config says hook layer {cfg['hook_layer']} ({cfg['hook_name']}), "
-                         f"registered at layer {lay}")
+            notes.append(
+                f"the SAE's config says hook layer {cfg['hook_layer']} ({cfg['hook_name']}), registered at layer {lay}"
+            )
         if isinstance(cfg["hook_name"], str) and "resid_post" not in cfg["hook_name"]:
             notes.append(f"trained on hook {cfg['hook_name']!r}; actstore stores the residual stream after each block")
         if cfg["normalize_activations"] == "expected_average_only_in" and cfg["norm_scaling_factor"] is None:
-            notes.append("normalize_activations is expected_average_only_in without norm_scaling_factor: "
-                         "encoding applies no scaling (as SAELens does without a folded factor); a factor kept "
-                         "only in SAELens' registry is not visible from a folder: register it through the registry (release and sae_id) "
-                         "(needs sae-lens) to use it")
+            notes.append(
+                "normalize_activations is expected_average_only_in without norm_scaling_factor: "
+                "encoding applies no scaling (as SAELens does without a folded factor); a factor kept "
+                "only in SAELens' registry is not visible from a folder: register it through the registry (release and sae_id) "
+                "(needs sae-lens) to use it"
+            )
         sha = tensors_sha256(tensors)
         sae_id = f"{model_key}.L{lay}.{sha[:10]}"
         with self._tables.write_lock:
@@ -229,12 +246,18 @@ class Saes:
             weights_path = self.weights.write(sae_id, tensors, sha, cfg["original"])
             try:
                 row = {
-                    "sae_id": sae_id, "model_key": model_key, "layer": lay, "d_in": cfg["d_in"],
-                    "d_sae": cfg["d_sae"], "architecture": cfg["architecture"],
+                    "sae_id": sae_id,
+                    "model_key": model_key,
+                    "layer": lay,
+                    "d_in": cfg["d_in"],
+                    "d_sae": cfg["d_sae"],
+                    "architecture": cfg["architecture"],
                     "cfg": json.dumps(cfg, sort_keys=True, default=str),
-                    "weights_path": weights_path, "weights_sha256": sha,
-                    "source_path": source, "notes": "; ".join(notes) or None,
-                    "created_at": datetime.now(timezone.utc),
+                    "weights_path": weights_path,
+                    "weights_sha256": sha,
+                    "source_path": source,
+                    "notes": "; ".join(notes) or None,
+                    "created_at": datetime.now(UTC),
                 }
                 self._tables.add(SAES, pa.Table.from_pylist([row], schema=SAES_SCHEMA), SAES_SCHEMA)
             except BaseException:

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from actstore.errors import InvalidInput, NotFound
+
 from .checks import preview
 from .checksums import DIGEST, check_digests, corrupted
 from .tables import ACTS_STORAGE_VERSION, Tables, acts_table
@@ -52,8 +53,9 @@ def snapshot(tables: Tables, model_key: str, layer: int, d_model: int, *, verify
     version = tables.version(name)
     if version is None:
         raise NotFound(f"model {model_key!r} has no activations stored for layer {layer}")
-    return LayerSnapshot(model_key, int(layer), tables.dataset_uri(name), version, int(d_model),
-                         dict(tables.storage_options), verify)
+    return LayerSnapshot(
+        model_key, int(layer), tables.dataset_uri(name), version, int(d_model), dict(tables.storage_options), verify
+    )
 
 
 def read_rows(snap: LayerSnapshot, ids: np.ndarray) -> np.ndarray:
@@ -70,8 +72,10 @@ def read_rows(snap: LayerSnapshot, ids: np.ndarray) -> np.ndarray:
         raise InvalidInput("read_rows needs ascending, distinct prompt ids")
     ds = lance.dataset(snap.uri, version=snap.version, storage_options=dict(snap.storage_options) or None)
     check = snap.verify and DIGEST in ds.schema.names
-    t = ds.to_table(columns=["prompt_id", "vector", DIGEST] if check else ["prompt_id", "vector"],
-                    filter=f"prompt_id >= {int(ids[0])} AND prompt_id <= {int(ids[-1])}")
+    t = ds.to_table(
+        columns=["prompt_id", "vector", DIGEST] if check else ["prompt_id", "vector"],
+        filter=f"prompt_id >= {int(ids[0])} AND prompt_id <= {int(ids[-1])}",
+    )
     if check:
         bad, _ = check_digests(acts_table(snap.model_key, snap.layer), t, snap.d_model)
         bad = bad[np.isin(bad, ids)]
@@ -83,8 +87,10 @@ def read_rows(snap: LayerSnapshot, ids: np.ndarray) -> np.ndarray:
     pos = np.clip(pos, 0, max(len(got) - 1, 0))
     if len(got) == 0 or (got[order][pos] != ids).any():
         missing = ids if len(got) == 0 else ids[got[order][pos] != ids]
-        raise NotFound(f"prompt id(s) {preview(missing)} have no activations for model "
-                       f"{snap.model_key!r} layer {snap.layer} (version {snap.version})")
+        raise NotFound(
+            f"prompt id(s) {preview(missing)} have no activations for model "
+            f"{snap.model_key!r} layer {snap.layer} (version {snap.version})"
+        )
     X = arrow_to_vectors(t["vector"], snap.d_model)
     return np.ascontiguousarray(X[order[pos]])
 
@@ -118,17 +124,27 @@ def write_layer_fragments(target: FragmentTarget, ids: np.ndarray, vectors: np.n
     if not np.isfinite(X).all():
         raise InvalidInput(f"non-finite values (NaN or inf) in vectors for layer {target.layer}")
     if target.dtype == "float16" and np.abs(X).max() > float(np.finfo(np.float16).max):
-        raise InvalidInput(f"values at layer {target.layer} overflow float16; ingest with dtype float32", field="dtype",
-                           value="float16", allowed="float32")
+        raise InvalidInput(
+            f"values at layer {target.layer} overflow float16; ingest with dtype float32",
+            field="dtype",
+            value="float16",
+            allowed="float32",
+        )
     if target.dtype not in STORAGE_DTYPES:
         raise InvalidInput(f"dtype must be one of {sorted(STORAGE_DTYPES)}, got {target.dtype!r}")
     order = np.argsort(ids, kind="stable")
     vec = vectors_to_arrow(X[order], target.dtype)
     columns = {"prompt_id": pa.array(ids[order], pa.int64()), "vector": vec}
     if DIGEST in target.schema.names:  # tables written before checksums have none
-        columns[DIGEST] = pa.array(row_digests(vec.values.to_numpy(zero_copy_only=False).reshape(len(vec), -1)),
-                                     pa.uint64())
+        columns[DIGEST] = pa.array(
+            row_digests(vec.values.to_numpy(zero_copy_only=False).reshape(len(vec), -1)), pa.uint64()
+        )
     batch = pa.table(columns, schema=target.schema)
-    frags = write_fragments(batch, target.uri, schema=target.schema, data_storage_version=ACTS_STORAGE_VERSION,
-                            storage_options=dict(target.storage_options) or None)
+    frags = write_fragments(
+        batch,
+        target.uri,
+        schema=target.schema,
+        data_storage_version=ACTS_STORAGE_VERSION,
+        storage_options=dict(target.storage_options) or None,
+    )
     return [json.dumps(f.to_json()) for f in frags]

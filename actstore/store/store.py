@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from actstore.config import Settings
+
 from .activations import Activations
 from .knn import Knn
 from .maintenance import Maintenance
@@ -51,16 +52,28 @@ class Store:
         self.models = Models(tables)
         self.activations = Activations(tables, self.prompts, self.models, verify_reads=settings.verify_reads)
         persist = tables.local_path / "_faiss" if tables.local_path is not None else _index_cache(tables, settings)
-        self.knn = Knn(self.activations, self.prompts, persist, settings.ann_threshold, settings.ann_recall,
-                       settings.ann_latency_ms)
+        self.knn = Knn(
+            self.activations,
+            self.prompts,
+            persist,
+            settings.ann_threshold,
+            settings.ann_recall,
+            settings.ann_latency_ms,
+        )
         self.saes = Saes(tables, self.models)
         self.next_tokens = NextTokens(tables, self.prompts, self.models)
         self.results = Results(tables, settings.results_max_rows, settings.results_compact_every)
         self.maintenance = Maintenance(tables, self.prompts, self.models, self.activations, self.knn, self.saes)
 
     @classmethod
-    def open(cls, uri: str | Path, *, create: bool = True, settings: Settings | None = None,
-             storage_options: Mapping[str, str] | None = None) -> "Store":
+    def open(
+        cls,
+        uri: str | Path,
+        *,
+        create: bool = True,
+        settings: Settings | None = None,
+        storage_options: Mapping[str, str] | None = None,
+    ) -> Store:
         """Open the database at ``uri`` (local path or object-store URI such as
         ``s3://bucket/prefix``). ``create=True`` creates a missing local folder;
         ``create=False`` raises NotFound for it instead and creates nothing. ``settings``
@@ -78,24 +91,52 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({self.uri!r})"
 
-    def add_prompts(self, dataset: str, texts: Sequence[str], labels: Sequence[int | None] | None = None,
-                    meta: Sequence[Mapping[str, Any] | None] | None = None,
-                    split: str | Sequence[str | None] | None = None) -> list[int]:
+    def add_prompts(
+        self,
+        dataset: str,
+        texts: Sequence[str],
+        labels: Sequence[int | None] | None = None,
+        meta: Sequence[Mapping[str, Any] | None] | None = None,
+        split: str | Sequence[str | None] | None = None,
+    ) -> list[int]:
         """Add prompts to ``dataset``; their ids, one per text (see :meth:`Prompts.add`)."""
         return self.prompts.add(dataset, texts, labels, meta, split)
 
-    def write_activations(self, model_key: str, layer: int, prompt_ids: Sequence[int] | np.ndarray,
-                          vectors: np.ndarray, *, n_layers: int | None = None, source: str | None = None,
-                          architecture: str | None = None, dtype: str | None = None,
-                          revision: str | None = None, fingerprint: str | None = None) -> int:
+    def write_activations(
+        self,
+        model_key: str,
+        layer: int,
+        prompt_ids: Sequence[int] | np.ndarray,
+        vectors: np.ndarray,
+        *,
+        n_layers: int | None = None,
+        source: str | None = None,
+        architecture: str | None = None,
+        dtype: str | None = None,
+        revision: str | None = None,
+        fingerprint: str | None = None,
+    ) -> int:
         """Upsert one layer's activations [n, d_model] of ``prompt_ids``; the rows written
         (see :meth:`Activations.write`)."""
-        return self.activations.write(model_key, {layer: vectors}, prompt_ids, n_layers=n_layers, source=source,
-                                      architecture=architecture, dtype=dtype, revision=revision,
-                                      fingerprint=fingerprint)
+        return self.activations.write(
+            model_key,
+            {layer: vectors},
+            prompt_ids,
+            n_layers=n_layers,
+            source=source,
+            architecture=architecture,
+            dtype=dtype,
+            revision=revision,
+            fingerprint=fingerprint,
+        )
 
-    def read_activations(self, model_key: str, layer: int, dataset: str | None = None,
-                         prompt_ids: Sequence[int] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def read_activations(
+        self,
+        model_key: str,
+        layer: int,
+        dataset: str | None = None,
+        prompt_ids: Sequence[int] | np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(ids int64 [n], X float32 [n, d_model]) of one layer in ascending id order (see
         :meth:`Activations.read`)."""
         return self.activations.read(model_key, layer, dataset, prompt_ids)

@@ -59,8 +59,19 @@ T = TypeVar("T")
 LanceTable: TypeAlias = Any
 
 __all__ = [
-    "ACTS_PREFIX", "ACTS_STORAGE_VERSION", "KEEP_VERSIONS_FOR", "MAX_FRAGMENTS", "PUSHDOWN_IDS", "Tables",
-    "acts_table", "check_model_key", "is_local", "is_vanished", "parse_acts_table", "sql_str", "storage_error",
+    "ACTS_PREFIX",
+    "ACTS_STORAGE_VERSION",
+    "KEEP_VERSIONS_FOR",
+    "MAX_FRAGMENTS",
+    "PUSHDOWN_IDS",
+    "Tables",
+    "acts_table",
+    "check_model_key",
+    "is_local",
+    "is_vanished",
+    "parse_acts_table",
+    "sql_str",
+    "storage_error",
     "storage_problem",
 ]
 
@@ -100,7 +111,7 @@ def parse_acts_table(name: str) -> tuple[str, int] | None:
     """Inverse of :func:`acts_table`; ``None`` for names that are not activation tables."""
     if not name.startswith(ACTS_PREFIX):
         return None
-    key, sep, layer = name[len(ACTS_PREFIX):].rpartition("__L")
+    key, sep, layer = name[len(ACTS_PREFIX) :].rpartition("__L")
     if not sep or not layer.isdigit():
         return None
     return key, int(layer)
@@ -115,12 +126,23 @@ def is_vanished(exc: BaseException) -> bool:
     """Whether ``exc`` is Lance's answer to reading a table whose files are gone (dropped by
     another process after this one opened it: ``lance error: Not found: .../_versions``)."""
     text = str(exc)
-    return (isinstance(exc, (RuntimeError, ValueError, OSError)) and "Not found:" in text
-            and (".lance" in text or "_versions" in text))
+    return (
+        isinstance(exc, (RuntimeError, ValueError, OSError))
+        and "Not found:" in text
+        and (".lance" in text or "_versions" in text)
+    )
 
 
-_UNREACHABLE = ("Failed to connect", "kind: Connect", "error sending request", "dispatch failure",
-                "Connection refused", "connection refused", "dns error", "operation timed out")
+_UNREACHABLE = (
+    "Failed to connect",
+    "kind: Connect",
+    "error sending request",
+    "dispatch failure",
+    "Connection refused",
+    "connection refused",
+    "dns error",
+    "operation timed out",
+)
 
 
 def storage_problem(exc: BaseException) -> str | None:
@@ -141,8 +163,9 @@ def storage_problem(exc: BaseException) -> str | None:
     if any(m in text for m in _UNREACHABLE):
         endpoint = re.search(r"uri: Some\((https?://[^/)\s]+)", text)
         kind = re.search(r"HttpError \{ kind: (\w+)", text)
-        detail = ", ".join(x for x in (endpoint and f"endpoint {endpoint.group(1)}",
-                                       kind and f"{kind.group(1).lower()} error") if x)
+        detail = ", ".join(
+            x for x in (endpoint and f"endpoint {endpoint.group(1)}", kind and f"{kind.group(1).lower()} error") if x
+        )
         return f"unreachable: {detail or text.splitlines()[0][:200]}"
     return None
 
@@ -157,22 +180,29 @@ def storage_error(exc: BaseException, uri: str) -> ActstoreError | None:
 def _storage_error(uri: str, problem: str) -> ActstoreError:
     kind, _, detail = problem.partition(": ")
     if kind == "missing":
-        return NotFound(f"no actstore store at {uri}: the object store answers {detail}; check the URI and the "
-                        "storage options")
+        return NotFound(
+            f"no actstore store at {uri}: the object store answers {detail}; check the URI and the storage options"
+        )
     if kind == "refused":
-        return StorageUnavailable(f"the object store of {uri} refused the request: {detail}; check the "
-                                  "credentials and the storage options")
+        return StorageUnavailable(
+            f"the object store of {uri} refused the request: {detail}; check the credentials and the storage options"
+        )
     if problem == "full":
-        return StorageUnavailable(f"the disk holding the store {uri} is full (no space left on device): free "
-                                  "space or move the store, then run the same write again (the failed commit "
-                                  "left nothing behind)")
-    return StorageUnavailable(f"cannot reach the store {uri} ({problem.removeprefix('unreachable: ')}): check the "
-                              "URI, that the object store is running, and the storage options")
+        return StorageUnavailable(
+            f"the disk holding the store {uri} is full (no space left on device): free "
+            "space or move the store, then run the same write again (the failed commit "
+            "left nothing behind)"
+        )
+    return StorageUnavailable(
+        f"cannot reach the store {uri} ({problem.removeprefix('unreachable: ')}): check the "
+        "URI, that the object store is running, and the storage options"
+    )
 
 
 def _storage_errors(method: Callable[..., T]) -> Callable[..., T]:
     """Tables methods: a full disk or an unreachable object store becomes one clear
     StorageUnavailable naming the store, instead of a raw Lance error."""
+
     @functools.wraps(method)
     def wrapper(self: Tables, *args: Any, **kwargs: Any) -> T:
         try:
@@ -240,8 +270,7 @@ class Tables:
     commit lock) instead; see docs/scale.md.
     """
 
-    def __init__(self, uri: str | Path, *, create: bool = True,
-                 storage_options: Mapping[str, str] | None = None):
+    def __init__(self, uri: str | Path, *, create: bool = True, storage_options: Mapping[str, str] | None = None):
         uri = str(uri)
         #: folder of a local database; None for object storage
         self.local_path: Path | None = None
@@ -264,8 +293,9 @@ class Tables:
         self.storage_options: dict[str, str] = {str(k): str(v) for k, v in (storage_options or {}).items()}
         # read_consistency_interval=0: every read sees the latest commit of any process.
         try:
-            self._db = lancedb.connect(self.uri, read_consistency_interval=timedelta(0),
-                                       storage_options=self.storage_options or None)
+            self._db = lancedb.connect(
+                self.uri, read_consistency_interval=timedelta(0), storage_options=self.storage_options or None
+            )
         except Exception as exc:  # an object store that does not answer: one clear error
             problem = storage_problem(exc)
             if problem is None and self.local_path is None:
@@ -282,9 +312,11 @@ class Tables:
         self._memo: dict[tuple[str, str], tuple[float, int, Any]] = {}
         # Object storage has no folders: a store there exists once it holds a table.
         if self.local_path is None and not create and not self.names():
-            raise NotFound(f"no actstore store at {self.uri!r} (no tables there); create one with "
-                           "`actstore ingest`, `actstore import` or `actstore demo`, or check the store URI and the "
-                           "storage options")
+            raise NotFound(
+                f"no actstore store at {self.uri!r} (no tables there); create one with "
+                "`actstore ingest`, `actstore import` or `actstore demo`, or check the store URI and the "
+                "storage options"
+            )
 
     def wrote(self) -> None:
         """Record a write to this database by this process: every memo of :meth:`recent`
@@ -375,8 +407,12 @@ class Tables:
             raise NotFound(f"no table {name!r} to append fragments to")
         if fragments:
             ds = tbl.to_lance()
-            lance.LanceDataset.commit(self.dataset_uri(name), lance.LanceOperation.Append(list(fragments)),
-                                      read_version=ds.version, storage_options=self.storage_options or None)
+            lance.LanceDataset.commit(
+                self.dataset_uri(name),
+                lance.LanceOperation.Append(list(fragments)),
+                read_version=ds.version,
+                storage_options=self.storage_options or None,
+            )
             self.wrote()
             self._maybe_compact(tbl)
         return tbl
@@ -393,8 +429,9 @@ class Tables:
         return None if tbl is None else int(tbl.version)
 
     @staticmethod
-    def scan(tbl: LanceTable, columns: list[str] | None = None, where: str | None = None, *,
-             row_ids: bool = False) -> pa.Table:
+    def scan(
+        tbl: LanceTable, columns: list[str] | None = None, where: str | None = None, *, row_ids: bool = False
+    ) -> pa.Table:
         """Rows of ``tbl`` (the latest version), optionally only some columns and rows;
         ``row_ids=True`` adds Lance's ``_rowid`` column (``where`` may filter on it)."""
         if columns is None and where is None and not row_ids:
@@ -409,8 +446,9 @@ class Tables:
         return q.limit(None).to_arrow()
 
     @_storage_errors
-    def create_seeded(self, name: str, data: pa.Table, schema: pa.Schema, *,
-                      stable_row_ids: bool = False) -> LanceTable:
+    def create_seeded(
+        self, name: str, data: pa.Table, schema: pa.Schema, *, stable_row_ids: bool = False
+    ) -> LanceTable:
         """Table ``name``; when missing, created holding ``data`` in its first commit (so no
         reader ever sees it without those rows), with Lance *stable row ids* when asked
         (``_rowid`` assigned at commit in commit order and kept through compaction; this
@@ -432,8 +470,9 @@ class Tables:
             self.wrote()
             return tbl
 
-    def scan_for(self, tbl: LanceTable, keys: np.ndarray | None, columns: list[str] | None = None,
-                 key: str = "prompt_id") -> pa.Table:
+    def scan_for(
+        self, tbl: LanceTable, keys: np.ndarray | None, columns: list[str] | None = None, key: str = "prompt_id"
+    ) -> pa.Table:
         """Rows of ``tbl`` covering the integer ``keys``: exactly the rows whose ``key`` is one
         of them (``key IN (...)`` pushed down to Lance, only ``columns``) for up to
         :data:`PUSHDOWN_IDS` keys; above that, or with ``keys=None``, the whole table with
@@ -455,8 +494,15 @@ class Tables:
         return tbl
 
     @_storage_errors
-    def upsert(self, name: str, batch: pa.Table, schema: pa.Schema, key: str = "prompt_id", *,
-               storage_version: str | None = None) -> LanceTable:
+    def upsert(
+        self,
+        name: str,
+        batch: pa.Table,
+        schema: pa.Schema,
+        key: str = "prompt_id",
+        *,
+        storage_version: str | None = None,
+    ) -> LanceTable:
         """Write ``batch`` to table ``name`` in one commit: rows whose ``key`` is stored already
         are replaced, the others appended. When none is stored yet it is a plain append
         (much cheaper than merge_insert's join). Then the compaction rule. Returns the table."""

@@ -63,12 +63,12 @@ def arrow_to_vectors(column: pa.ChunkedArray | pa.Array, d_model: int) -> np.nda
             continue
         flat = chunk.flatten().to_numpy(zero_copy_only=False)  # flatten() honours slicing
         if flat.dtype == np.float32:
-            out[row:row + m] = flat.reshape(m, d_model)
+            out[row : row + m] = flat.reshape(m, d_model)
         else:
             with warnings.catch_warnings():  # arrow buffers are read-only; torch only reads them
                 warnings.simplefilter("ignore", UserWarning)
                 src = torch.from_numpy(flat)
-            torch.from_numpy(out[row:row + m]).view(-1).copy_(src)
+            torch.from_numpy(out[row : row + m]).view(-1).copy_(src)
         row += m
     return out
 
@@ -86,7 +86,7 @@ def row_digests(values: np.ndarray) -> np.ndarray:
     step = a.nbytes // n
     buf = a.reshape(-1).view(np.uint8).data
     digest = xxhash.xxh3_64_intdigest
-    out = np.fromiter((digest(buf[i * step:(i + 1) * step]) for i in range(n)), np.uint64, n)
+    out = np.fromiter((digest(buf[i * step : (i + 1) * step]) for i in range(n)), np.uint64, n)
     out[out == 0] = 1  # 0 marks "no digest" (a null in the legacy Lance format reads as 0)
     return out
 
@@ -94,6 +94,5 @@ def row_digests(values: np.ndarray) -> np.ndarray:
 def arrow_digests(column: pa.ChunkedArray | pa.Array, d_model: int) -> np.ndarray:
     """:func:`row_digests` of a ``fixed_size_list`` column as stored -> uint64 [n]."""
     chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
-    parts = [row_digests(c.flatten().to_numpy(zero_copy_only=False).reshape(len(c), d_model))
-             for c in chunks if len(c)]
+    parts = [row_digests(c.flatten().to_numpy(zero_copy_only=False).reshape(len(c), d_model)) for c in chunks if len(c)]
     return np.concatenate(parts) if parts else np.empty(0, np.uint64)

@@ -18,14 +18,23 @@ def test_drops_need_the_token(client, populated):
 def test_drop_model_and_dataset(client, populated):
     populated.knn.search("b", 0, [[1.0] * 24], 3)  # a persisted index of b
     assert data(client, DROP_B, token=TOKEN)["dropModel"] == {
-        "kind": "model", "name": "b", "tablesDropped": 6, "rowsDeleted": 0, "saesRemoved": 0,
-        "indexFilesRemoved": 3}
+        "kind": "model",
+        "name": "b",
+        "tablesDropped": 6,
+        "rowsDeleted": 0,
+        "saesRemoved": 0,
+        "indexFilesRemoved": 3,
+    }
     assert data(client, "{ models { key } }")["models"] == [{"key": "a"}]
     assert error(client, DROP_B, token=TOKEN) == "unknown model 'b'; known models: a"
 
     # 10 prompts of 'other', and their rows at a's 4 layers
     assert data(client, DROP_OTHER, token=TOKEN)["dropDataset"] == {
-        "kind": "dataset", "name": "other", "tablesDropped": 0, "rowsDeleted": 50}
+        "kind": "dataset",
+        "name": "other",
+        "tablesDropped": 0,
+        "rowsDeleted": 50,
+    }
     assert [d.name for d in populated.prompts.datasets()] == ["ds"]
     assert len(populated.read_activations("a", 3)[0]) == 48
     assert error(client, DROP_OTHER, token=TOKEN).startswith("unknown dataset 'other'")

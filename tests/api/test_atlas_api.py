@@ -48,8 +48,9 @@ def test_over_the_budget_run_it_as_a_job(tmp_path):
     store = Store.open(tmp_path / "db")
     ids = store.add_prompts("ds", [f"p {i}" for i in range(300)])
     for key in ("a", "b"):
-        store.activations.write(key, {l_: rng.standard_normal((300, 64)) for l_ in range(5)}, ids, n_layers=5,
-                                dtype="float32")
+        store.activations.write(
+            key, {l_: rng.standard_normal((300, 64)) for l_ in range(5)}, ids, n_layers=5, dtype="float32"
+        )
     service = Service(store, Settings(environ={}, token=TOKEN, max_cost=3e8))
     with TestClient(create_app(service)) as client:
         r = client.post("/graphql", json={"query": ATLAS})
@@ -64,8 +65,12 @@ def test_over_the_budget_run_it_as_a_job(tmp_path):
             if state["state"] in ("SUCCEEDED", "FAILED"):
                 break
             time.sleep(0.05)
-        assert state == {"state": "SUCCEEDED", "done": 1, "total": 1,
-                         "message": "atlas of 2 models (1 pairs) over n = 300 prompts"}
+        assert state == {
+            "state": "SUCCEEDED",
+            "done": 1,
+            "total": 1,
+            "message": "atlas of 2 models (1 pairs) over n = 300 prompts",
+        }
         # the same query now answers from the cache
         at = data(client, ATLAS)["atlas"]
         assert np.asarray(at["pairs"][0]["values"]).shape == (5, 5)

@@ -37,15 +37,17 @@ def store_path(tmp_path_factory):
         rng = np.random.default_rng(s)
         for layer in range(L):
             X = Z @ rng.standard_normal((4, d)) * (1 + layer) + 0.8 * rng.standard_normal((N, d))
-            store.write_activations(key, layer, ids, X, n_layers=L, source=f"x/{key}", architecture="llama",
-                                    dtype="float32")
+            store.write_activations(
+                key, layer, ids, X, n_layers=L, source=f"x/{key}", architecture="llama", dtype="float32"
+            )
     return path
 
 
 @pytest.fixture(scope="module")
 def answer(store_path):
     return Service(Store.open(store_path), Settings(environ={})).atlas.run(
-        AtlasRequest(models=("m0", "m1", "m2"), k=4, resize=5))
+        AtlasRequest(models=("m0", "m1", "m2"), k=4, resize=5)
+    )
 
 
 def test_the_renderer_is_registered_and_draws_a_png(answer):
@@ -64,8 +66,10 @@ def test_summary_against_a_direct_bonferroni(answer):
     np.testing.assert_allclose(s.adjusted, adjusted, rtol=0, atol=1e-12)
     assert s.on_above_off == int((on > off).sum())
     assert s.significant == int(((on > off) & (adjusted < 0.05)).sum())
-    assert s.line() == (f"atlas of 3 models (3 pairs): {s.on_above_off} pairs with on > off, {s.significant} "
-                        "significant (Bonferroni p < 0.05)")
+    assert s.line() == (
+        f"atlas of 3 models (3 pairs): {s.on_above_off} pairs with on > off, {s.significant} "
+        "significant (Bonferroni p < 0.05)"
+    )
 
 
 def test_summary_counts_untested_pairs_out():
@@ -88,8 +92,24 @@ def test_summary_counts_untested_pairs_out():
 
 def test_cli_prints_the_pairs_writes_json_and_plot(store_path, answer, tmp_path):
     out, plot = tmp_path / "atlas.json", tmp_path / "atlas.png"
-    r = CliRunner().invoke(app, ["atlas", "--models", "m0,m1,m2", "--k", "4", "--resize", "5", "--store",
-                                 str(store_path), "--out", str(out), "--plot", str(plot)])
+    r = CliRunner().invoke(
+        app,
+        [
+            "atlas",
+            "--models",
+            "m0,m1,m2",
+            "--k",
+            "4",
+            "--resize",
+            "5",
+            "--store",
+            str(store_path),
+            "--out",
+            str(out),
+            "--plot",
+            str(plot),
+        ],
+    )
     assert r.exit_code == 0, r.output
     for pair in answer.pairs:
         d = pair.diagonal
@@ -111,14 +131,21 @@ def test_cli_all_is_every_stored_model(store_path):
     assert "atlas of 3 models (3 pairs)" in r.output
 
 
-@pytest.mark.parametrize("args, message", [
-    ([], "error: give the models with --models a,b,c or every stored model with --all (one of the two)"),
-    (["--models", "m0,m1", "--all"], "error: give the models with --models a,b,c or every stored model with "
-                                     "--all (one of the two)"),
-    (["--models", "m0"], "error: --models must be at least 2 model keys, got ['m0']"),
-    (["--models", "m0,m1", "--preprocess", "bogus"],
-     "error: --preprocess must be one of NONE, STANDARDIZE, DROP_OUTLIER_DIMS, got 'bogus'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "error: give the models with --models a,b,c or every stored model with --all (one of the two)"),
+        (
+            ["--models", "m0,m1", "--all"],
+            "error: give the models with --models a,b,c or every stored model with --all (one of the two)",
+        ),
+        (["--models", "m0"], "error: --models must be at least 2 model keys, got ['m0']"),
+        (
+            ["--models", "m0,m1", "--preprocess", "bogus"],
+            "error: --preprocess must be one of NONE, STANDARDIZE, DROP_OUTLIER_DIMS, got 'bogus'",
+        ),
+    ],
+)
 def test_cli_errors_are_one_line(store_path, args, message):
     r = CliRunner().invoke(app, ["atlas", "--store", str(store_path), *args])
     assert r.exit_code == 2

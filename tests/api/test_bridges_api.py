@@ -15,9 +15,9 @@ from actstore import Store
 from actstore.analysis import bridges as B
 from actstore.analysis import probes as P
 from actstore.api import create_app
-from actstore.service import Service
-from actstore.layers import LayerRef
 from actstore.config import Settings
+from actstore.layers import LayerRef
+from actstore.service import Service
 
 N_TASK, N_GEN = 120, 160
 
@@ -82,9 +82,16 @@ BRIDGE = """query($m: BridgeMethod!, $rank: Int, $alpha: Float, $tf: Float!) {
          alpha: $alpha, testFraction: $tf, seed: 3) { method rank alpha nTrain nTest r2 meanCosine layerTarget } }"""
 
 
-@pytest.mark.parametrize("method, rank, alpha", [("RIDGE", None, None), ("RIDGE", None, 2.0),
-                                                 ("LOW_RANK", 3, None), ("PROCRUSTES", None, None),
-                                                 ("LASSO", None, 0.05)])
+@pytest.mark.parametrize(
+    "method, rank, alpha",
+    [
+        ("RIDGE", None, None),
+        ("RIDGE", None, 2.0),
+        ("LOW_RANK", 3, None),
+        ("PROCRUSTES", None, None),
+        ("LASSO", None, 0.05),
+    ],
+)
 def test_bridge_field_against_direct(client, linked, method, rank, alpha):
     got = data(client, BRIDGE, {"m": method, "rank": rank, "alpha": alpha, "tf": 0.25})["bridge"]
     ids = linked.activations.shared("a", "b")
@@ -119,8 +126,11 @@ def test_bridge_precision_argument(client, linked):
     want = B.evaluate_bridge(S[tr], T[tr], S[te], T[te], "ridge", alpha=2.0)
     assert f64["r2"] == pytest.approx(want.r2, abs=1e-6) and auto["r2"] == pytest.approx(want.r2, abs=1e-6)
     assert f32["r2"] == pytest.approx(want.r2, abs=1e-4)
-    sweep = data(client, """{ probeTransferSweep(source: {model: "a", layer: 1}, target: {model: "b", layer: 2},
-                   taskDataset: "task", bridgeDataset: "general", ranks: [1, 4], precision: FLOAT32) { precision } }""")
+    sweep = data(
+        client,
+        """{ probeTransferSweep(source: {model: "a", layer: 1}, target: {model: "b", layer: 2},
+                   taskDataset: "task", bridgeDataset: "general", ranks: [1, 4], precision: FLOAT32) { precision } }""",
+    )
     assert sweep["probeTransferSweep"]["precision"] == "float32"
 
 
@@ -129,10 +139,22 @@ def test_probe_transfer_field_against_direct(client, linked):
     ids = linked.prompts.ids("task")
     bids = linked.prompts.ids("general")
     y = linked.prompts.labels(ids).astype(int)
-    want = P.probe_transfer(arrays(linked, "a", 1, ids), arrays(linked, "b", 2, ids), y,
-                            arrays(linked, "a", 1, bids), arrays(linked, "b", 2, bids), test_fraction=0.3, seed=1)
-    for k, v in (("sourceNative", want.source_native), ("targetNative", want.target_native),
-                 ("transferred", want.transferred), ("taskSpecific", want.task_specific), ("chance", want.chance)):
+    want = P.probe_transfer(
+        arrays(linked, "a", 1, ids),
+        arrays(linked, "b", 2, ids),
+        y,
+        arrays(linked, "a", 1, bids),
+        arrays(linked, "b", 2, bids),
+        test_fraction=0.3,
+        seed=1,
+    )
+    for k, v in (
+        ("sourceNative", want.source_native),
+        ("targetNative", want.target_native),
+        ("transferred", want.transferred),
+        ("taskSpecific", want.task_specific),
+        ("chance", want.chance),
+    ):
         assert got[k] == pytest.approx(v, abs=1e-12), k
     assert (got["nTrain"], got["nTest"], got["nBridge"], got["nClasses"]) == (84, 36, N_GEN, 2)
     assert got["transferred"] > 0.8 and abs(got["transferred"] - got["targetNative"]) < 0.1
@@ -148,9 +170,15 @@ def test_sweep_field_and_its_plot(client, linked):
     got = data(client, q)["probeTransferSweep"]
     assert got["ranks"] == [1, 2, 6, 16] and len(got["transferred"]) == 4
     ids, bids = linked.prompts.ids("task"), linked.prompts.ids("general")
-    want = P.probe_transfer_sweep(arrays(linked, "a", 1, ids), arrays(linked, "b", 2, ids),
-                                  linked.prompts.labels(ids).astype(int), arrays(linked, "a", 1, bids),
-                                  arrays(linked, "b", 2, bids), [1, 2, 6, 16], seed=1)
+    want = P.probe_transfer_sweep(
+        arrays(linked, "a", 1, ids),
+        arrays(linked, "b", 2, ids),
+        linked.prompts.labels(ids).astype(int),
+        arrays(linked, "a", 1, bids),
+        arrays(linked, "b", 2, bids),
+        [1, 2, 6, 16],
+        seed=1,
+    )
     assert got["transferred"] == pytest.approx(list(want.transferred), abs=1e-12)
     assert got["taskSpecific"] == pytest.approx(list(want.task_specific), abs=1e-12)
     png = client.get(got["plotUrl"].replace("http://testserver", ""))
@@ -169,17 +197,20 @@ def test_answers_are_cached(client):
     assert client.service.results.computed == before + 1
 
 
-@pytest.mark.parametrize("variables, message", [
-    ({"task": "nope", "m": "RIDGE", "tf": 0.3}, "unknown dataset 'nope'"),
-    ({"task": "general", "m": "RIDGE", "tf": 0.3}, "taskDataset 'general' has no labels"),
-    ({"task": "task", "bridge": "nope", "m": "RIDGE", "tf": 0.3}, "unknown dataset 'nope'"),
-    ({"task": "task", "bridge": "task", "m": "RIDGE", "tf": 0.3}, "too few prompts to fit the frozen bridge"),
-    ({"task": "task", "m": "RIDGE", "tf": 1.5}, "testFraction must be a number strictly between 0 and 1, got 1.5"),
-    ({"task": "task", "m": "RIDGE", "tf": 0.0}, "testFraction must be a number strictly between 0 and 1"),
-    ({"task": "task", "m": "LOW_RANK", "rank": 99, "tf": 0.3}, "rank must be <= 16"),
-    ({"task": "task", "m": "LOW_RANK", "tf": 0.3}, "method LOW_RANK needs rank"),
-    ({"task": "task", "m": "RIDGE", "rank": 2, "tf": 0.3}, "rank applies only to method LOW_RANK"),
-])
+@pytest.mark.parametrize(
+    "variables, message",
+    [
+        ({"task": "nope", "m": "RIDGE", "tf": 0.3}, "unknown dataset 'nope'"),
+        ({"task": "general", "m": "RIDGE", "tf": 0.3}, "taskDataset 'general' has no labels"),
+        ({"task": "task", "bridge": "nope", "m": "RIDGE", "tf": 0.3}, "unknown dataset 'nope'"),
+        ({"task": "task", "bridge": "task", "m": "RIDGE", "tf": 0.3}, "too few prompts to fit the frozen bridge"),
+        ({"task": "task", "m": "RIDGE", "tf": 1.5}, "testFraction must be a number strictly between 0 and 1, got 1.5"),
+        ({"task": "task", "m": "RIDGE", "tf": 0.0}, "testFraction must be a number strictly between 0 and 1"),
+        ({"task": "task", "m": "LOW_RANK", "rank": 99, "tf": 0.3}, "rank must be <= 16"),
+        ({"task": "task", "m": "LOW_RANK", "tf": 0.3}, "method LOW_RANK needs rank"),
+        ({"task": "task", "m": "RIDGE", "rank": 2, "tf": 0.3}, "rank applies only to method LOW_RANK"),
+    ],
+)
 def test_probe_transfer_errors(client, variables, message):
     assert message in error(client, PT, variables)
 
@@ -187,7 +218,8 @@ def test_probe_transfer_errors(client, variables, message):
 def test_other_errors(client, linked):
     assert "alpha must be a number > 0" in error(client, BRIDGE, {"m": "RIDGE", "alpha": -1.0, "tf": 0.2})
     assert "alpha does not apply to method PROCRUSTES" in error(
-        client, BRIDGE, {"m": "PROCRUSTES", "alpha": 1.0, "tf": 0.2})
+        client, BRIDGE, {"m": "PROCRUSTES", "alpha": 1.0, "tf": 0.2}
+    )
     svc = client.service
     with pytest.raises(Exception, match="only one class"):
         linked.activations.write("a", {0: np.ones((5, 16)), 1: np.ones((5, 16))}, linked.prompts.ids("oneclass"))
@@ -204,30 +236,98 @@ def test_cli_commands(linked, tmp_path):
 
     runner = CliRunner()
     plot = tmp_path / "sweep.png"
-    r = runner.invoke(app, ["probe-transfer", "--store", linked.uri, "--source", "a:1", "--target", "b:-1",
-                            "--task-dataset", "task", "--bridge-dataset", "general", "--ranks", "1,4,8",
-                            "--plot", str(plot)])
+    r = runner.invoke(
+        app,
+        [
+            "probe-transfer",
+            "--store",
+            linked.uri,
+            "--source",
+            "a:1",
+            "--target",
+            "b:-1",
+            "--task-dataset",
+            "task",
+            "--bridge-dataset",
+            "general",
+            "--ranks",
+            "1,4,8",
+            "--plot",
+            str(plot),
+        ],
+    )
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["ranks"] == [1, 4, 8] and plot.read_bytes()[:4] == b"\x89PNG"
-    r = runner.invoke(app, ["bridge", "--store", linked.uri, "--source", "a@1.0", "--target", "b:2",
-                            "--method", "low_rank", "--rank", "2"])
+    r = runner.invoke(
+        app,
+        [
+            "bridge",
+            "--store",
+            linked.uri,
+            "--source",
+            "a@1.0",
+            "--target",
+            "b:2",
+            "--method",
+            "low_rank",
+            "--rank",
+            "2",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["rank"] == 2
-    r = runner.invoke(app, ["bridge", "--store", linked.uri, "--source", "a:1", "--target", "b:2",
-                            "--method", "procrustes", "--scale", "--precision", "float32", "--preprocess", "standardize"])
+    r = runner.invoke(
+        app,
+        [
+            "bridge",
+            "--store",
+            linked.uri,
+            "--source",
+            "a:1",
+            "--target",
+            "b:2",
+            "--method",
+            "procrustes",
+            "--scale",
+            "--precision",
+            "float32",
+            "--preprocess",
+            "standardize",
+        ],
+    )
     assert r.exit_code == 0, r.output
     got = json.loads(r.stdout)
     assert (got["precision"], got["preprocess"], got["method"]) == ("float32", "standardize", "procrustes")
     assert got["scale"] > 0
-    r = runner.invoke(app, ["bridge", "--store", linked.uri, "--source", "a:1", "--target", "b:2", "--precision", "half"])
+    r = runner.invoke(
+        app, ["bridge", "--store", linked.uri, "--source", "a:1", "--target", "b:2", "--precision", "half"]
+    )
     assert r.exit_code == 2 and "precision must be one of AUTO, FLOAT32, FLOAT64, got 'half'" in r.stderr
-    r = runner.invoke(app, ["probe-transfer", "--store", linked.uri, "--source", "a:1", "--target", "b:2",
-                            "--task-dataset", "task", "--preprocess", "drop_outlier_dims", "--outlier-threshold", "0.5"])
+    r = runner.invoke(
+        app,
+        [
+            "probe-transfer",
+            "--store",
+            linked.uri,
+            "--source",
+            "a:1",
+            "--target",
+            "b:2",
+            "--task-dataset",
+            "task",
+            "--preprocess",
+            "drop_outlier_dims",
+            "--outlier-threshold",
+            "0.5",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["preprocess"] == "drop_outlier_dims"
-    r = runner.invoke(app, ["probe-transfer", "--store", linked.uri, "--source", "a:1", "--target", "b:2",
-                            "--task-dataset", "general"])
+    r = runner.invoke(
+        app,
+        ["probe-transfer", "--store", linked.uri, "--source", "a:1", "--target", "b:2", "--task-dataset", "general"],
+    )
     assert r.exit_code == 2 and "has no labels" in r.stderr
     r = runner.invoke(app, ["bridge", "--store", linked.uri, "--source", "a", "--target", "b:2"])
     assert r.exit_code == 2 and "use MODEL:LAYER" in r.stderr
@@ -271,13 +371,21 @@ def test_next_tokens_at_ingest_and_transfer(tmp_path):
         assert tid[i] == want
         assert tok[i] == [tokenizer.decode([t]) for t in want]
     svc = Service(store, Settings())
-    r = svc.bridges.next_token_transfer(LayerRef("ta", layer=-1), LayerRef("tb", layer=-1), "nt", bridge_dataset="gen",
-                                classes=50, alpha=1.0)
+    r = svc.bridges.next_token_transfer(
+        LayerRef("ta", layer=-1), LayerRef("tb", layer=-1), "nt", bridge_dataset="gen", classes=50, alpha=1.0
+    )
     nid = store.prompts.ids("nt")
     gid = store.prompts.ids("gen")
-    want = P.next_token_transfer(arrays(store, "ta", 1, nid), arrays(store, "tb", 1, nid),
-                                 store.next_tokens.read("ta", nid)[2], store.next_tokens.read("tb", nid)[2],
-                                 arrays(store, "ta", 1, gid), arrays(store, "tb", 1, gid), classes=50, alpha=1.0)
+    want = P.next_token_transfer(
+        arrays(store, "ta", 1, nid),
+        arrays(store, "tb", 1, nid),
+        store.next_tokens.read("ta", nid)[2],
+        store.next_tokens.read("tb", nid)[2],
+        arrays(store, "ta", 1, gid),
+        arrays(store, "tb", 1, gid),
+        classes=50,
+        alpha=1.0,
+    )
     assert r.transferred_top1 == want.transferred_top1 and r.agreement_top1 == want.agreement_top1
     assert r.source_native_top5 == want.source_native_top5 and list(r.classes) == list(want.classes)
     assert r.agreement_top1 == 1.0 and r.agreement_top5 == 1.0
@@ -297,8 +405,11 @@ def test_end_to_end_sst2_through_ingest_api_and_probe_transfer(tmp_path, text_se
         rows = [(r["sentence"].strip(), int(r["label"])) for r in csv.DictReader(f, delimiter="\t")][:120]
     task_file = tmp_path / "sst2.tsv"
     _write_tsv_rows(task_file, rows)
-    lines = [ln.strip() for ln in wiki.read_text(encoding="utf-8").splitlines()
-             if len(ln.strip()) > 40 and not ln.strip().startswith("=")][:150]
+    lines = [
+        ln.strip()
+        for ln in wiki.read_text(encoding="utf-8").splitlines()
+        if len(ln.strip()) > 40 and not ln.strip().startswith("=")
+    ][:150]
     gen_file = tmp_path / "wiki.tsv"
     _write_tsv_rows(gen_file, [(ln[:300], "") for ln in lines])
     store = Store.open(tmp_path / "db")
@@ -313,12 +424,23 @@ def test_end_to_end_sst2_through_ingest_api_and_probe_transfer(tmp_path, text_se
                   sourceNative targetNative transferred taskSpecific chance nTrain nTest nBridge } }"""
         got = data(c, q)["probeTransfer"]
     ids, bids = store.prompts.ids("sst2"), store.prompts.ids("wiki")
-    want = P.probe_transfer(arrays(store, "llama-tiny", 1, ids), arrays(store, "qwen-tiny", 1, ids),
-                            store.prompts.labels(ids).astype(int), arrays(store, "llama-tiny", 1, bids),
-                            arrays(store, "qwen-tiny", 1, bids), test_fraction=0.25, seed=0)
+    want = P.probe_transfer(
+        arrays(store, "llama-tiny", 1, ids),
+        arrays(store, "qwen-tiny", 1, ids),
+        store.prompts.labels(ids).astype(int),
+        arrays(store, "llama-tiny", 1, bids),
+        arrays(store, "qwen-tiny", 1, bids),
+        test_fraction=0.25,
+        seed=0,
+    )
     assert (got["nTrain"], got["nTest"], got["nBridge"]) == (90, 30, len(bids))
-    for k, v in (("sourceNative", want.source_native), ("targetNative", want.target_native),
-                 ("transferred", want.transferred), ("taskSpecific", want.task_specific), ("chance", want.chance)):
+    for k, v in (
+        ("sourceNative", want.source_native),
+        ("targetNative", want.target_native),
+        ("transferred", want.transferred),
+        ("taskSpecific", want.task_specific),
+        ("chance", want.chance),
+    ):
         assert got[k] == pytest.approx(v, abs=1e-12), k
     labels = np.array([lab for _, lab in rows])
     assert got["chance"] >= 0.5 and got["chance"] <= max(np.mean(labels), 1 - np.mean(labels)) + 0.2

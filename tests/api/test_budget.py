@@ -56,12 +56,26 @@ def store(tmp_path_factory) -> Store:
     ids = store.add_prompts("big", [f"prompt {i}" for i in range(N)], labels=[i % 2 for i in range(N)])
     for key in ("a", "b"):
         for layer in range(2):
-            store.write_activations(key, layer, ids, rng.standard_normal((N, D)).astype(np.float32), n_layers=2,
-                                    source="synthetic", architecture="synthetic")
+            store.write_activations(
+                key,
+                layer,
+                ids,
+                rng.standard_normal((N, D)).astype(np.float32),
+                n_layers=2,
+                source="synthetic",
+                architecture="synthetic",
+            )
     long_ids = store.add_prompts("long", [f"long {i}" for i in range(2000)])
     for layer in range(2):
-        store.write_activations("c", layer, long_ids, rng.standard_normal((2000, D)).astype(np.float32), n_layers=2,
-                                source="synthetic", architecture="synthetic")
+        store.write_activations(
+            "c",
+            layer,
+            long_ids,
+            rng.standard_normal((2000, D)).astype(np.float32),
+            n_layers=2,
+            source="synthetic",
+            architecture="synthetic",
+        )
     return store
 
 
@@ -93,8 +107,11 @@ def estimates(client, query: str, variables: dict | None = None) -> list[Estimat
 
 # ------------------------------------------------------------------- the attacks of the issue
 def test_the_200_alias_prompts_attack_is_refused_with_its_estimate(client):
-    query = "{ " + " ".join(f'p{i}: prompts(dataset: "big", limit: 2147483647) {{ id text label }}'
-                            for i in range(200)) + " }"
+    query = (
+        "{ "
+        + " ".join(f'p{i}: prompts(dataset: "big", limit: 2147483647) {{ id text label }}' for i in range(200))
+        + " }"
+    )
     computed = client.service.results.computed
     error = refusal(post(client, query))
     # each alias counts the largest page it could return: 10,000 rows (ACTSTORE_MAX_LIST)
@@ -103,7 +120,8 @@ def test_the_200_alias_prompts_attack_is_refused_with_its_estimate(client):
         "the request was refused before running: its 200 fields have an estimated cost of 4e+12 "
         "floating-point operations and needs 200 heavy-work slots (200 fields estimated at 1e+09 or more, "
         "cheap fields summing to 0), over the 2 one request may have (ACTSTORE_MAX_SLOTS_PER_REQUEST); "
-        "the most expensive: p0 (prompts, 2e+10), p1 (prompts, 2e+10), p2 (prompts, 2e+10).")
+        "the most expensive: p0 (prompts, 2e+10), p1 (prompts, 2e+10), p2 (prompts, 2e+10)."
+    )
     assert client.service.results.computed == computed
 
 
@@ -111,15 +129,23 @@ def test_200_distinct_cheap_cka_aliases_are_refused(client):
     # each alias a distinct permutation test below ACTSTORE_CHEAP_COST (so each alone takes no slot)
     perms = [50 + i for i in range(200)]
     assert max(cka_flops(N, D, D, p) for p in perms) < 1e9
-    query = "{ " + " ".join(f'c{i}: cka(a: {{model: "a", layer: 0}}, b: {{model: "b", layer: 1}}, '
-                            f'permutations: {p}, seed: {i}) {{ value pValue }}' for i, p in enumerate(perms)) + " }"
+    query = (
+        "{ "
+        + " ".join(
+            f'c{i}: cka(a: {{model: "a", layer: 0}}, b: {{model: "b", layer: 1}}, '
+            f"permutations: {p}, seed: {i}) {{ value pValue }}"
+            for i, p in enumerate(perms)
+        )
+        + " }"
+    )
     error = refusal(post(client, query))
     # refused by the fields' floors alone (the fixed work of an answer each), before any store read
     assert error["extensions"]["estimate"] == 200 * ANSWER_FLOPS == 5e10
     assert error["message"].startswith(
         "the request was refused before running: its 200 fields have an estimated cost of at least 5e+10 "
         "floating-point operations and needs 50 heavy-work slots (0 fields estimated at 1e+09 or more, cheap "
-        "fields summing to 5e+10), over the 2 one request may have")
+        "fields summing to 5e+10), over the 2 one request may have"
+    )
     assert client.service.results.computed == 0
     assert client.service.results.status.running == 0
     # estimated in full, each field is its answer's fixed work plus its permutation test
@@ -131,12 +157,21 @@ def test_heavy_aliases_are_refused_before_any_runs(client):
     # three tests of 400 permutations: each over ACTSTORE_CHEAP_COST, three slots asked for, two allowed
     one = ANSWER_FLOPS + cka_flops(N, D, D, 400)
     assert one >= 1e9
-    query = "{ " + " ".join(f'h{i}: cka(a: {{model: "a", layer: 0}}, b: {{model: "b", layer: {i % 2}}}, '
-                            f'permutations: 400, seed: {i}) {{ value }}' for i in range(3)) + " }"
+    query = (
+        "{ "
+        + " ".join(
+            f'h{i}: cka(a: {{model: "a", layer: 0}}, b: {{model: "b", layer: {i % 2}}}, '
+            f"permutations: 400, seed: {i}) {{ value }}"
+            for i in range(3)
+        )
+        + " }"
+    )
     error = refusal(post(client, query))
     assert error["extensions"]["estimate"] == pytest.approx(3 * one, rel=1e-12)
-    assert f"estimated cost of {3 * one:.3g} floating-point operations and needs 3 heavy-work slots (3 fields " \
-           "estimated at 1e+09 or more" in error["message"]
+    assert (
+        f"estimated cost of {3 * one:.3g} floating-point operations and needs 3 heavy-work slots (3 fields "
+        "estimated at 1e+09 or more" in error["message"]
+    )
     assert client.service.results.computed == 0
     assert client.service.results.status.running == 0 and client.service.results.status.queued == 0
 
@@ -144,11 +179,16 @@ def test_heavy_aliases_are_refused_before_any_runs(client):
 def test_a_request_over_the_cost_limit_is_refused_naming_the_limit(store):
     service = Service(store, Settings(environ={}, max_cost=1e10))
     with TestClient(create_app(service)) as c:
-        error = refusal(post(c, '{ a: prompts(dataset: "big", limit: 4000) { id } '
-                                '  b: prompts(dataset: "big", limit: 4000) { id } }'))
+        error = refusal(
+            post(
+                c, '{ a: prompts(dataset: "big", limit: 4000) { id }   b: prompts(dataset: "big", limit: 4000) { id } }'
+            )
+        )
     assert error["extensions"]["estimate"] == 8000 * ROW_FLOPS == 1.6e10
-    assert "estimated cost of 1.6e+10 floating-point operations over this server's limit of 1e+10 per " \
-           "request (ACTSTORE_MAX_COST)" in error["message"]
+    assert (
+        "estimated cost of 1.6e+10 floating-point operations over this server's limit of 1e+10 per "
+        "request (ACTSTORE_MAX_COST)" in error["message"]
+    )
 
 
 # ------------------------------------------------------------ what the walk counts
@@ -167,10 +207,15 @@ def test_fragments_inline_fragments_skip_and_merged_keys_are_counted(client):
     fragment G on Query { g: prompts(dataset: "big") { id } }
     """
     got = estimates(client, query, {"no": True})
-    assert got == [Estimate("a", "prompts", 7 * ROW_FLOPS), Estimate("b", "prompts", 3 * ROW_FLOPS),
-                   Estimate("c", "datasets", CATALOG_FLOPS), Estimate("g", "prompts", 100 * ROW_FLOPS),
-                   Estimate("d", "prompts", 11 * ROW_FLOPS), Estimate("f", "prompts", 17 * ROW_FLOPS),
-                   Estimate("__typename", "__typename", FIELD_FLOPS)]
+    assert got == [
+        Estimate("a", "prompts", 7 * ROW_FLOPS),
+        Estimate("b", "prompts", 3 * ROW_FLOPS),
+        Estimate("c", "datasets", CATALOG_FLOPS),
+        Estimate("g", "prompts", 100 * ROW_FLOPS),
+        Estimate("d", "prompts", 11 * ROW_FLOPS),
+        Estimate("f", "prompts", 17 * ROW_FLOPS),
+        Estimate("__typename", "__typename", FIELD_FLOPS),
+    ]
 
 
 def test_a_fragment_of_aliases_spread_many_times_is_refused(client):
@@ -183,14 +228,19 @@ def test_a_fragment_of_aliases_spread_many_times_is_refused(client):
 
 
 def test_variables_and_schema_defaults_are_applied(client):
-    query = 'query($n: Int!, $m: Int = 9) { a: prompts(dataset: "big", limit: $n) { id } ' \
-            'b: prompts(dataset: "big", limit: $m) { id } c: prompts(dataset: "big") { id } }'
+    query = (
+        'query($n: Int!, $m: Int = 9) { a: prompts(dataset: "big", limit: $n) { id } '
+        'b: prompts(dataset: "big", limit: $m) { id } c: prompts(dataset: "big") { id } }'
+    )
     assert estimates(client, query, {"n": 5}) == [
-        Estimate("a", "prompts", 5 * ROW_FLOPS), Estimate("b", "prompts", 9 * ROW_FLOPS),
-        Estimate("c", "prompts", 100 * ROW_FLOPS)]
+        Estimate("a", "prompts", 5 * ROW_FLOPS),
+        Estimate("b", "prompts", 9 * ROW_FLOPS),
+        Estimate("c", "prompts", 100 * ROW_FLOPS),
+    ]
     # the same document with a large variable is refused (the variable, not the text, decides)
-    many = 'query($n: Int!) { ' + " ".join(f'p{i}: prompts(dataset: "big", limit: $n) {{ id }}'
-                                             for i in range(3)) + " }"
+    many = (
+        "query($n: Int!) { " + " ".join(f'p{i}: prompts(dataset: "big", limit: $n) {{ id }}' for i in range(3)) + " }"
+    )
     assert post(client, many, {"n": 2}).status_code == 200
     error = refusal(post(client, many, {"n": 9000}))
     assert error["extensions"]["estimate"] == 3 * 9000 * ROW_FLOPS
@@ -213,8 +263,10 @@ def test_introspection_aliases_are_counted(client):
     assert post(client, "{ " + " ".join(one.format(key=f"s{i}") for i in range(5)) + " }").status_code == 200
     error = refusal(post(client, "{ " + " ".join(one.format(key=f"s{i}") for i in range(6)) + " }"))
     assert error["extensions"]["estimate"] == 6 * SCHEMA_FLOPS == 3e9
-    assert "needs 3 heavy-work slots (0 fields estimated at 1e+09 or more, cheap fields summing to 3e+09)" \
+    assert (
+        "needs 3 heavy-work slots (0 fields estimated at 1e+09 or more, cheap fields summing to 3e+09)"
         in error["message"]
+    )
 
 
 def test_a_text_look_up_takes_a_heavy_slot(client):
@@ -239,26 +291,46 @@ def test_sae_fields_are_estimated_by_their_cost_formula(store, tmp_path):
     for layer in range(2):
         folder = tmp_path / "saes" / f"L{layer}"
         folder.mkdir(parents=True)
-        (folder / "cfg.json").write_text(json.dumps({
-            "architecture": "standard", "d_in": D, "d_sae": f, "dtype": "float32", "apply_b_dec_to_input": False,
-            "normalize_activations": "none", "metadata": {"hook_name": f"blocks.{layer}.hook_resid_post"}}))
-        save_file({"W_enc": rng.standard_normal((D, f)).astype(np.float32),
-                   "W_dec": rng.standard_normal((f, D)).astype(np.float32),
-                   "b_enc": np.zeros(f, np.float32), "b_dec": np.zeros(D, np.float32)},
-                  str(folder / "sae_weights.safetensors"))
+        (folder / "cfg.json").write_text(
+            json.dumps(
+                {
+                    "architecture": "standard",
+                    "d_in": D,
+                    "d_sae": f,
+                    "dtype": "float32",
+                    "apply_b_dec_to_input": False,
+                    "normalize_activations": "none",
+                    "metadata": {"hook_name": f"blocks.{layer}.hook_resid_post"},
+                }
+            )
+        )
+        save_file(
+            {
+                "W_enc": rng.standard_normal((D, f)).astype(np.float32),
+                "W_dec": rng.standard_normal((f, D)).astype(np.float32),
+                "b_enc": np.zeros(f, np.float32),
+                "b_dec": np.zeros(D, np.float32),
+            },
+            str(folder / "sae_weights.safetensors"),
+        )
     service = Service(store, Settings(environ={}, sae_root=str(tmp_path / "saes")))
     ids = [service.saes.register_sae("a", layer, f"L{layer}").sae_id for layer in range(2)]
     with TestClient(create_app(service)) as c:
         c.service = service
-        (one,) = estimates(c, f'{{ s: saeFeatureCorrelation(a: {{id: "{ids[0]}"}}, b: {{id: "{ids[1]}"}}, '
-                              'randomPairs: 7) { svcca } }')
+        (one,) = estimates(
+            c,
+            f'{{ s: saeFeatureCorrelation(a: {{id: "{ids[0]}"}}, b: {{id: "{ids[1]}"}}, randomPairs: 7) {{ svcca }} }}',
+        )
         assert one.flops == pytest.approx(ANSWER_FLOPS + sae_flops(N, D, f, 7), rel=1e-12)
         # the matrix of both SAEs of model a against themselves: 2 x 2 cells, checked as a whole
         (mx,) = estimates(c, '{ m: saeMatrix(modelA: "a", modelB: "a", randomPairs: 7) { values } }')
         assert mx.flops == pytest.approx(ANSWER_FLOPS + 4 * sae_flops(N, D, f, 7), rel=1e-12)
         assert service.results.computed == 0
-        body = post(c, f'{{ s: saeFeatureCorrelation(a: {{id: "{ids[0]}"}}, b: {{id: "{ids[1]}"}}, '
-                       'randomPairs: 7) { svcca topPairs(limit: 10001) { correlation } } }').json()
+        body = post(
+            c,
+            f'{{ s: saeFeatureCorrelation(a: {{id: "{ids[0]}"}}, b: {{id: "{ids[1]}"}}, '
+            "randomPairs: 7) { svcca topPairs(limit: 10001) { correlation } } }",
+        ).json()
     assert body["errors"][0]["message"].startswith("limit = 10,001 is over this server's largest list of 10,000")
 
 
@@ -267,8 +339,10 @@ def test_a_limit_over_the_list_cap_is_bad_user_input_naming_the_cap(client):
     body = post(client, '{ prompts(dataset: "big", limit: 10001) { id } }').json()
     (error,) = body["errors"]
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
-    assert error["message"] == ("limit = 10,001 is over this server's largest list of 10,000 (ACTSTORE_MAX_LIST): "
-                                "read more in pages of at most 10,000, moving offset by the page size")
+    assert error["message"] == (
+        "limit = 10,001 is over this server's largest list of 10,000 (ACTSTORE_MAX_LIST): "
+        "read more in pages of at most 10,000, moving offset by the page size"
+    )
     page = post(client, '{ prompts(dataset: "big", offset: 150, limit: 10000) { id } }').json()["data"]["prompts"]
     assert [p["id"] for p in page] == [str(i) for i in range(150, 200)]
 
@@ -287,8 +361,15 @@ def test_a_request_answered_with_an_error_stops_the_work_of_its_other_aliases(st
             seen.append(service.results.status.running)
             time.sleep(0.005)
 
-    query = "{ " + " ".join(f's{i}: cka(a: {{model: "c", layer: 0}}, b: {{model: "c", layer: 1}}, '
-                            f'permutations: 10000, seed: {i}) {{ value }}' for i in range(2)) + " }"
+    query = (
+        "{ "
+        + " ".join(
+            f's{i}: cka(a: {{model: "c", layer: 0}}, b: {{model: "c", layer: 1}}, '
+            f"permutations: 10000, seed: {i}) {{ value }}"
+            for i in range(2)
+        )
+        + " }"
+    )
     watcher = threading.Thread(target=watch)
     with TestClient(create_app(service)) as c:
         watcher.start()
@@ -302,7 +383,7 @@ def test_a_request_answered_with_an_error_stops_the_work_of_its_other_aliases(st
     assert body["data"] is None
     assert [e["extensions"]["code"] for e in body["errors"]] == ["LIMIT_EXCEEDED"]
     assert "the server is busy" in body["errors"][0]["message"]
-    assert max(seen[:answered + 1]) == 1  # the other test was running when the request was answered
+    assert max(seen[: answered + 1]) == 1  # the other test was running when the request was answered
     assert seen[-50:] == [0] * 50, "the running alias kept its slot after its request was answered"
 
 
@@ -361,16 +442,39 @@ def _status_mb(pid: int, field: str) -> float:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_peak_server_memory_of_anonymous_requests_on_a_10000_prompt_store(tmp_path):
     store = Store.open(tmp_path / "db")
-    ids = store.add_prompts("big", [f"a short review, number {i}" for i in range(10_000)],
-                            labels=[i % 2 for i in range(10_000)])
+    ids = store.add_prompts(
+        "big", [f"a short review, number {i}" for i in range(10_000)], labels=[i % 2 for i in range(10_000)]
+    )
     rng = np.random.default_rng(1)
     for layer in range(2):
-        store.write_activations("tiny", layer, ids, rng.standard_normal((10_000, 8)).astype(np.float32), n_layers=2,
-                                source="synthetic", architecture="synthetic")
+        store.write_activations(
+            "tiny",
+            layer,
+            ids,
+            rng.standard_normal((10_000, 8)).astype(np.float32),
+            n_layers=2,
+            source="synthetic",
+            architecture="synthetic",
+        )
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "actstore.cli", "serve", "--store", store.uri, "--port", str(port),
-                             "--log-level", "warning"], env=dict(os.environ, PYTHONUNBUFFERED="1"),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "actstore.cli",
+            "serve",
+            "--store",
+            store.uri,
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 60
@@ -381,16 +485,26 @@ def test_peak_server_memory_of_anonymous_requests_on_a_10000_prompt_store(tmp_pa
             except httpx.HTTPError:
                 time.sleep(0.2)
             assert proc.poll() is None and time.time() < deadline, "the server did not start"
-        attack = "{ " + " ".join(f'p{i}: prompts(dataset: "big", limit: 2147483647) {{ id text label }}'
-                                 for i in range(200)) + " }"
+        attack = (
+            "{ "
+            + " ".join(f'p{i}: prompts(dataset: "big", limit: 2147483647) {{ id text label }}' for i in range(200))
+            + " }"
+        )
         page = '{field}: prompts(dataset: "big", offset: {offset}, limit: {limit}) {{ id text label dataset split }}'
         # the largest answer one request may have: two full pages (a heavy slot each) and cheap
         # fields up to one slot's worth
-        biggest = "{ " + page.format(field="a", offset=0, limit=10_000) + " " + \
-                  page.format(field="b", offset=0, limit=10_000) + " " + \
-                  page.format(field="c", offset=0, limit=300) + " models { key } datasets { name } }"
-        neighbours = '{ n: nearestNeighbors(at: {model: "tiny", layer: 1}, promptId: "5", k: 1000) ' \
-                     '{ promptId text score } }'
+        biggest = (
+            "{ "
+            + page.format(field="a", offset=0, limit=10_000)
+            + " "
+            + page.format(field="b", offset=0, limit=10_000)
+            + " "
+            + page.format(field="c", offset=0, limit=300)
+            + " models { key } datasets { name } }"
+        )
+        neighbours = (
+            '{ n: nearestNeighbors(at: {model: "tiny", layer: 1}, promptId: "5", k: 1000) { promptId text score } }'
+        )
         with httpx.Client(base_url=base, timeout=120) as c:
             # warm: the first answers import and cache what every later one uses
             warm = "{ " + page.format(field="w", offset=0, limit=10) + " }"
@@ -408,9 +522,11 @@ def test_peak_server_memory_of_anonymous_requests_on_a_10000_prompt_store(tmp_pa
             r = c.post("/graphql", json={"query": neighbours})
             assert len(r.json()["data"]["n"]) == 1000
             peak = _status_mb(proc.pid, "VmHWM")
-        print(f"\nserver RSS: {idle:.0f} MB idle, peak {peak:.0f} MB over the worst anonymous requests "
-              f"(+{peak - idle:.0f} MB; the 200-alias attack refused, {len(json.dumps(r.json())) // 1024} KB "
-              "neighbour answer)")
+        print(
+            f"\nserver RSS: {idle:.0f} MB idle, peak {peak:.0f} MB over the worst anonymous requests "
+            f"(+{peak - idle:.0f} MB; the 200-alias attack refused, {len(json.dumps(r.json())) // 1024} KB "
+            "neighbour answer)"
+        )
         assert peak - idle < 100
     finally:
         proc.terminate()

@@ -37,8 +37,11 @@ def test_work_stops_soon_after_its_client_disconnects(tmp_path):
     pools = Pools(light=1, heavy=1)
     info = SimpleNamespace(context=Context(service=service, pools=pools, client_gone=client_gone))
     try:
-        with pytest.raises(QueryTimeout, match=r"the computation was stopped after \d+ of 600 batches: "
-                                               r"its time limit passed or its client left"):
+        with pytest.raises(
+            QueryTimeout,
+            match=r"the computation was stopped after \d+ of 600 batches: "
+            r"its time limit passed or its client left",
+        ):
             asyncio.run(call(info, long_work, heavy=True))
         stopped_after = time.monotonic() - left_at[0]
     finally:

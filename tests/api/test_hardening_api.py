@@ -17,7 +17,7 @@ from tests.api.test_api import TOKEN, client, gql, populated  # noqa: F401 - fix
 NN = '{ nearestNeighbors(at: {model: "b", layer: 0}, promptId: "5", k: 3) { promptId } }'
 CKA = '{ cka(a: {model: "a", layer: 1}, b: {model: "b", layer: 2}) { value } }'
 MATRIX = '{ ckaMatrix(modelA: "a", modelB: "b") { values } }'
-REGISTER = "mutation($p: String!) { registerSae(model: \"a\", layer: 0, path: $p) { id } }"
+REGISTER = 'mutation($p: String!) { registerSae(model: "a", layer: 0, path: $p) { id } }'
 
 
 def _error(body: dict) -> tuple[str, str]:
@@ -39,7 +39,7 @@ def sae_client(populated, tmp_path):
     root = tmp_path / "saes"
     deep = root / "deep"
     deep.mkdir(parents=True)
-    (deep / "cfg.json").write_text("{\"a\": " * 200_000 + "1" + "}" * 200_000)
+    (deep / "cfg.json").write_text('{"a": ' * 200_000 + "1" + "}" * 200_000)
     (deep / "sae_weights.safetensors").write_bytes(b"")
     service = Service(populated, Settings(token=TOKEN, sae_root=str(root)))
     with TestClient(create_app(service)) as c:
@@ -52,16 +52,21 @@ def test_register_sae_refuses_bad_paths_and_configs_as_bad_user_input(sae_client
         return _error(gql(sae_client, REGISTER, {"p": path}, TOKEN))
 
     assert register("deep\x00/../etc") == (
-        "BAD_USER_INPUT", "SAE path 'deep\\x00/../etc' holds a NUL byte: give a folder path without one")
+        "BAD_USER_INPUT",
+        "SAE path 'deep\\x00/../etc' holds a NUL byte: give a folder path without one",
+    )
     code, message = register("x" * 100_000)
     assert code == "BAD_USER_INPUT"
     assert message == f"SAE path {'x' * 200!r}... (100,000 characters) is longer than 4096 characters"
     code, message = register("y" * 300)  # a name over the file system's limit of 255 bytes
-    assert (code, message) == ("BAD_USER_INPUT", f"SAE path {'y' * 200!r}... (300 characters) cannot be used: "
-                                                 "File name too long")
+    assert (code, message) == (
+        "BAD_USER_INPUT",
+        f"SAE path {'y' * 200!r}... (300 characters) cannot be used: File name too long",
+    )
     assert register("deep") == (
-        "BAD_USER_INPUT", f"cfg.json in {str((sae_client.root / 'deep').resolve())!r} nests 200,000 levels deep; "
-                          "at most 32 are allowed")
+        "BAD_USER_INPUT",
+        f"cfg.json in {str((sae_client.root / 'deep').resolve())!r} nests 200,000 levels deep; at most 32 are allowed",
+    )
 
 
 def test_a_flipped_bit_under_a_checked_read_is_data_corrupted(populated):
@@ -77,8 +82,9 @@ def test_a_flipped_bit_under_a_checked_read_is_data_corrupted(populated):
     with TestClient(create_app(Service(store, Settings(environ={}, verify_reads=True)))) as c:
         code, message = _error(gql(c, NN))
     assert code == "DATA_CORRUPTED"
-    assert message.startswith(f"activation table acts__b__L000: the stored vectors of prompt id(s) {ids[5]} do not "
-                              "match their checksums")
+    assert message.startswith(
+        f"activation table acts__b__L000: the stored vectors of prompt id(s) {ids[5]} do not match their checksums"
+    )
 
 
 def test_queries_running_while_another_process_drops_and_rewrites_a_model(client, populated):
@@ -103,8 +109,15 @@ def test_queries_running_while_another_process_drops_and_rewrites_a_model(client
     try:
         for _ in range(4):
             other.maintenance.drop_model("b")
-            other.activations.write("b", {l: rng.standard_normal((len(ids), 24)) for l in range(3)}, ids,
-                                    n_layers=6, dtype="float32", architecture="gpt2", source="nowhere/b")
+            other.activations.write(
+                "b",
+                {l: rng.standard_normal((len(ids), 24)) for l in range(3)},
+                ids,
+                n_layers=6,
+                dtype="float32",
+                architecture="gpt2",
+                source="nowhere/b",
+            )
     finally:
         stop.set()
         worker.join(60)

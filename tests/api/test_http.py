@@ -30,8 +30,13 @@ def small_store(tmp_path_factory) -> Store:
     store = Store.open(tmp_path_factory.mktemp("http") / "db")
     ids = store.add_prompts("ds", [f"prompt {i}" for i in range(20)])
     for key in ("a", "b"):
-        store.activations.write(key, {l: rng.standard_normal((20, 8)).astype(np.float32) for l in range(2)}, ids,
-                                n_layers=2, architecture="synthetic")
+        store.activations.write(
+            key,
+            {l: rng.standard_normal((20, 8)).astype(np.float32) for l in range(2)},
+            ids,
+            n_layers=2,
+            architecture="synthetic",
+        )
     return store
 
 
@@ -60,25 +65,35 @@ def only_error(r) -> dict:
 
 
 # ------------------------------------------------------------ no 5xx for a client's mistake
-@pytest.mark.parametrize("raw, kind", [(b"42", "a number: 42"), (b"null", "null: null"), (b'"s"', 'a string: "s"'),
-                                       (b"true", "a boolean: true")])
+@pytest.mark.parametrize(
+    "raw, kind",
+    [(b"42", "a number: 42"), (b"null", "null: null"), (b'"s"', 'a string: "s"'), (b"true", "a boolean: true")],
+)
 def test_a_json_body_that_is_not_an_object_is_a_400(client, raw, kind):
     r = post(client, raw)
     assert r.status_code == 400
-    assert only_error(r) == {"message": f"the request body must be a JSON object with a 'query' string, got {kind}",
-                             "extensions": {"code": "BAD_REQUEST"}}
+    assert only_error(r) == {
+        "message": f"the request body must be a JSON object with a 'query' string, got {kind}",
+        "extensions": {"code": "BAD_REQUEST"},
+    }
 
 
 def test_a_batch_and_a_query_of_the_wrong_type_are_400s(client):
     r = post(client, b'[{"query": "{ models { key } }"}]')
     assert (r.status_code, only_error(r)["message"]) == (
-        400, "batched requests (a JSON array) are not supported: send one operation per request")
+        400,
+        "batched requests (a JSON array) are not supported: send one operation per request",
+    )
     r = post(client, {"query": 7})
     assert (r.status_code, only_error(r)["message"]) == (
-        400, "'query' must be a string holding a GraphQL document, got a number: 7")
+        400,
+        "'query' must be a string holding a GraphQL document, got a number: 7",
+    )
     r = post(client, {"query": "{ models { key } }", "variables": [1]})
     assert (r.status_code, only_error(r)["message"]) == (
-        400, "'variables' must be a JSON object or null, got an array: an array")
+        400,
+        "'variables' must be a JSON object or null, got an array: an array",
+    )
 
 
 def test_invalid_utf8_inside_a_json_string_is_a_400(client):
@@ -88,8 +103,9 @@ def test_invalid_utf8_inside_a_json_string_is_a_400(client):
     # the same bytes written as a JSON escape: an unpaired surrogate, which no text can hold
     r = post(client, b'{"query": "{ model(key: \\"\\ud800\\") { key } }"}')
     assert r.status_code == 400
-    assert only_error(r)["message"] == ("the request body has a JSON string with the unpaired UTF-16 surrogate "
-                                        "\\ud800, which is not Unicode text")
+    assert only_error(r)["message"] == (
+        "the request body has a JSON string with the unpaired UTF-16 surrogate \\ud800, which is not Unicode text"
+    )
     # a surrogate pair is fine (an emoji)
     r = post(client, b'{"query": "{ model(key: \\"\\ud83d\\ude00\\") { key } }"}')
     assert r.status_code == 200 and r.json() == {"data": {"model": None}}
@@ -122,8 +138,9 @@ def test_prompt_id_beyond_int64_is_a_graphql_error_naming_it(client, pid):
     assert err["extensions"] == {"code": "BAD_USER_INPUT"}
 
 
-@pytest.mark.parametrize("path", ["/plots/%00.png", "/plots/ab%00cd.png", "/plots/..%2f..%2fetc.png", "/graphql%00",
-                                  "/healthz%00"])
+@pytest.mark.parametrize(
+    "path", ["/plots/%00.png", "/plots/ab%00cd.png", "/plots/..%2f..%2fetc.png", "/graphql%00", "/healthz%00"]
+)
 def test_a_nul_byte_or_odd_characters_in_a_path_are_404(client, path):
     r = client.get(path)
     assert r.status_code == 404
@@ -136,10 +153,13 @@ def test_plot_of_a_non_matrix_answer_is_404(client, small_store):
     (key,) = [k for k in keys if type(client.service.results.get(k)).__name__ == "CkaResult"]
     r = client.get(f"/plots/{key}.png")
     assert r.status_code == 404
-    assert r.json() == {"error": f"the cached result {key!r} is a CkaResult, which has no plot "
-                                 "(plots exist for matrix and sweep answers)"}
+    assert r.json() == {
+        "error": f"the cached result {key!r} is a CkaResult, which has no plot "
+        "(plots exist for matrix and sweep answers)"
+    }
     assert client.get("/plots/0123456789abcdef0123456789abcdef.png").json() == {
-        "error": "no cached result '0123456789abcdef0123456789abcdef'"}
+        "error": "no cached result '0123456789abcdef0123456789abcdef'"
+    }
 
 
 # --------------------------------------------------------------------- GraphQL over HTTP
@@ -149,8 +169,10 @@ TWO_OPS = "query A { models { key } } query B { datasets { name } }"
 def test_several_operations_without_operation_name_is_a_request_error(client):
     r = post(client, {"query": TWO_OPS})
     assert r.status_code == 400
-    assert only_error(r) == {"message": "the document has several operations (A, B): name the one to run in "
-                                        "'operationName'", "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"}}
+    assert only_error(r) == {
+        "message": "the document has several operations (A, B): name the one to run in 'operationName'",
+        "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"},
+    }
     r = post(client, {"query": TWO_OPS, "operationName": "B"})
     assert r.status_code == 200 and r.json() == {"data": {"datasets": [{"name": "ds"}]}}
 
@@ -167,15 +189,24 @@ def test_graphql_response_json_is_honoured(client):
     assert ok.json() == {"data": {"datasets": [{"name": "ds"}]}}
     syntax = post(client, {"query": "{ datasets { name }"}, {"accept": GQL})
     assert (syntax.status_code, syntax.headers["content-type"]) == (400, GQL)
-    assert syntax.json() == {"errors": [{"message": "Syntax Error: Expected Name, found <EOF>.",
-                                         "locations": [{"line": 1, "column": 20}],
-                                         "extensions": {"code": "GRAPHQL_PARSE_FAILED"}}]}
+    assert syntax.json() == {
+        "errors": [
+            {
+                "message": "Syntax Error: Expected Name, found <EOF>.",
+                "locations": [{"line": 1, "column": 20}],
+                "extensions": {"code": "GRAPHQL_PARSE_FAILED"},
+            }
+        ]
+    }
     invalid = post(client, {"query": "{ datasets { nope } }"}, {"accept": GQL})
     assert invalid.status_code == 400 and "data" not in invalid.json()
     assert only_error(invalid)["extensions"] == {"code": "GRAPHQL_VALIDATION_FAILED"}
     assert only_error(invalid)["message"] == "Cannot query field 'nope' on type 'Dataset'. Did you mean 'name'?"
-    variables = post(client, {"query": "query($k: Int!) { prompts(dataset: \"ds\", limit: $k) { id } }",
-                              "variables": {"k": "many"}}, {"accept": GQL})
+    variables = post(
+        client,
+        {"query": 'query($k: Int!) { prompts(dataset: "ds", limit: $k) { id } }', "variables": {"k": "many"}},
+        {"accept": GQL},
+    )
     assert variables.status_code == 400 and "data" not in variables.json()
     assert only_error(variables)["extensions"] == {"code": "BAD_USER_INPUT"}
     # a field error is still a 200 with data
@@ -187,14 +218,22 @@ def test_graphql_response_json_is_honoured(client):
     assert (legacy.status_code, legacy.headers["content-type"]) == (200, "application/json")
 
 
-@pytest.mark.parametrize("query, column", [("{ }", 1), ("query { models { } }", 16), ("{ ...F } fragment F on Query { }", 30)])
+@pytest.mark.parametrize(
+    "query, column", [("{ }", 1), ("query { models { } }", 16), ("{ ...F } fragment F on Query { }", 30)]
+)
 def test_empty_selection_sets_are_syntax_errors(client, query, column):
     # found by fuzzing: graphql-core parses `{ }`, and strawberry's depth rule then crashed (500)
     r = post(client, {"query": query})
     assert r.status_code == 200
-    assert r.json() == {"errors": [{"message": "Syntax Error: a selection set must select at least one field.",
-                                    "locations": [{"line": 1, "column": column}],
-                                    "extensions": {"code": "GRAPHQL_PARSE_FAILED"}}]}
+    assert r.json() == {
+        "errors": [
+            {
+                "message": "Syntax Error: a selection set must select at least one field.",
+                "locations": [{"line": 1, "column": column}],
+                "extensions": {"code": "GRAPHQL_PARSE_FAILED"},
+            }
+        ]
+    }
 
 
 def test_a_document_nested_past_the_parser_recursion_is_a_syntax_error(client):
@@ -202,26 +241,39 @@ def test_a_document_nested_past_the_parser_recursion_is_a_syntax_error(client):
     r = post(client, {"query": "{ " + "models { " * 500 + "key" + " }" * 501}, {"accept": GQL})
     assert r.status_code == 400
     err = only_error(r)
-    assert (err["message"], err["extensions"]) == ("Syntax Error: Document is nested too deeply. Parsing aborted.",
-                                                   {"code": "GRAPHQL_PARSE_FAILED"})
+    assert (err["message"], err["extensions"]) == (
+        "Syntax Error: Document is nested too deeply. Parsing aborted.",
+        {"code": "GRAPHQL_PARSE_FAILED"},
+    )
     # 20 levels parse and are refused by the depth rule
     r = post(client, {"query": "{ " + "models { " * 20 + "key" + " }" * 21})
     first = r.json()["errors"][0]  # (then: models has no field models)
-    assert (first["message"], first["extensions"]) == ("'anonymous' exceeds maximum operation depth of 10",
-                                                       {"code": "GRAPHQL_VALIDATION_FAILED"})
+    assert (first["message"], first["extensions"]) == (
+        "'anonymous' exceeds maximum operation depth of 10",
+        {"code": "GRAPHQL_VALIDATION_FAILED"},
+    )
 
 
 def test_syntax_errors_carry_no_data_key(client):
     r = post(client, {"query": "{ models { key } "})
     assert r.status_code == 200
-    assert r.json() == {"errors": [{"message": "Syntax Error: Expected Name, found <EOF>.",
-                                    "locations": [{"line": 1, "column": 18}],
-                                    "extensions": {"code": "GRAPHQL_PARSE_FAILED"}}]}
+    assert r.json() == {
+        "errors": [
+            {
+                "message": "Syntax Error: Expected Name, found <EOF>.",
+                "locations": [{"line": 1, "column": 18}],
+                "extensions": {"code": "GRAPHQL_PARSE_FAILED"},
+            }
+        ]
+    }
 
 
 def test_get_mutations_are_405_and_get_queries_run(client):
-    r = client.get("/graphql", params={"query": 'mutation { addPrompts(dataset: "x", texts: ["t"]) { name } }'},
-                   headers={"authorization": f"Bearer {TOKEN}"})
+    r = client.get(
+        "/graphql",
+        params={"query": 'mutation { addPrompts(dataset: "x", texts: ["t"]) { name } }'},
+        headers={"authorization": f"Bearer {TOKEN}"},
+    )
     assert (r.status_code, r.headers["allow"]) == (405, "POST")
     assert only_error(r)["message"] == "a mutation needs POST: GET runs queries only"
     assert "x" not in [d.name for d in client.service.store.prompts.datasets()]
@@ -229,14 +281,17 @@ def test_get_mutations_are_405_and_get_queries_run(client):
     assert r.status_code == 200 and r.json() == {"data": {"datasets": [{"name": "ds"}]}}
     r = client.get("/graphql", params={"query": "{ datasets { name } }", "variables": "{nope"})
     assert r.status_code == 400
-    assert only_error(r)["message"] == ("the URL parameter 'variables' is not valid JSON: Expecting property name "
-                                        "enclosed in double quotes at line 1 column 2")
+    assert only_error(r)["message"] == (
+        "the URL parameter 'variables' is not valid JSON: Expecting property name "
+        "enclosed in double quotes at line 1 column 2"
+    )
     assert client.put("/graphql", content=b"{}").status_code == 405
 
 
 # ------------------------------------------------------------------ extensions.code
 def test_every_error_carries_its_code(small_store, monkeypatch):
     with _client(small_store, request_timeout_s=0.3) as c:
+
         def code_of(query, token=None):
             headers = {"authorization": f"Bearer {token}"} if token else {}
             return [e["extensions"]["code"] for e in post(c, {"query": query}, headers).json()["errors"]]
@@ -255,9 +310,17 @@ def test_every_error_carries_its_code(small_store, monkeypatch):
 
         monkeypatch.setattr(c.service.catalog, "datasets", boom)
         body = post(c, {"query": "{ datasets { name } }"}).json()
-        assert body == {"data": None, "errors": [{"message": "Unexpected error.", "locations": [{"line": 1, "column": 3}],
-                                                  "path": ["datasets"],
-                                                  "extensions": {"code": "INTERNAL_SERVER_ERROR"}}]}
+        assert body == {
+            "data": None,
+            "errors": [
+                {
+                    "message": "Unexpected error.",
+                    "locations": [{"line": 1, "column": 3}],
+                    "path": ["datasets"],
+                    "extensions": {"code": "INTERNAL_SERVER_ERROR"},
+                }
+            ],
+        }
 
 
 def test_limit_exceeded_from_the_service_keeps_its_code(client, monkeypatch):
@@ -268,9 +331,12 @@ def test_limit_exceeded_from_the_service_keeps_its_code(client, monkeypatch):
 
     monkeypatch.setattr(client.service, "answer", refuse)
     r = post(client, {"query": '{ cka(a: {model: "a", layer: 0}, b: {model: "b", layer: 1}) { value } }'})
-    assert only_error(r) == {"message": "estimated cost 3e12 is over the limit 2e12 (ACTSTORE_MAX_COST)",
-                             "locations": [{"line": 1, "column": 3}], "path": ["cka"],
-                             "extensions": {"code": "LIMIT_EXCEEDED"}}
+    assert only_error(r) == {
+        "message": "estimated cost 3e12 is over the limit 2e12 (ACTSTORE_MAX_COST)",
+        "locations": [{"line": 1, "column": 3}],
+        "path": ["cka"],
+        "extensions": {"code": "LIMIT_EXCEEDED"},
+    }
 
 
 # --------------------------------------------------------------------------- browsers
@@ -280,10 +346,12 @@ def test_host_header_must_name_this_server(client):
         assert post(client, q, {"host": host}).status_code == 200, host
     r = post(client, q, {"host": "rebound.attacker.example:8000"})  # DNS rebinding
     assert r.status_code == 400
-    assert only_error(r) == {"message": "this server does not answer to the Host 'rebound.attacker.example:8000': "
-                                        "it answers to 127.0.0.1, ::1, localhost and the address it listens on; add a "
-                                        "name to ACTSTORE_ALLOWED_HOSTS to allow it",
-                             "extensions": {"code": "FORBIDDEN_HOST"}}
+    assert only_error(r) == {
+        "message": "this server does not answer to the Host 'rebound.attacker.example:8000': "
+        "it answers to 127.0.0.1, ::1, localhost and the address it listens on; add a "
+        "name to ACTSTORE_ALLOWED_HOSTS to allow it",
+        "extensions": {"code": "FORBIDDEN_HOST"},
+    }
     assert client.get("/healthz", headers={"host": "rebound.attacker.example"}).status_code == 400
 
 
@@ -298,15 +366,21 @@ def test_cross_origin_requests_are_refused(client):
     q = {"query": "{ datasets { name } }"}
     r = post(client, q, {"origin": "https://evil.example"})
     assert r.status_code == 403
-    assert only_error(r) == {"message": "a page on 'https://evil.example' may not query this server (cross-origin "
-                                        "request); set ACTSTORE_CORS_ORIGINS to allow that origin",
-                             "extensions": {"code": "FORBIDDEN_ORIGIN"}}
+    assert only_error(r) == {
+        "message": "a page on 'https://evil.example' may not query this server (cross-origin "
+        "request); set ACTSTORE_CORS_ORIGINS to allow that origin",
+        "extensions": {"code": "FORBIDDEN_ORIGIN"},
+    }
     assert client.get("/graphql", params=q, headers={"origin": "null"}).status_code == 403
     # same origin, or no Origin at all (curl, scripts): allowed, GET queries included
     assert post(client, q, {"origin": "http://testserver"}).status_code == 200
     assert client.get("/graphql", params=q).status_code == 200
-    assert client.get("/graphql", params=q, headers={"origin": "http://localhost:8000", "host": "localhost:8000"}
-                      ).status_code == 200
+    assert (
+        client.get(
+            "/graphql", params=q, headers={"origin": "http://localhost:8000", "host": "localhost:8000"}
+        ).status_code
+        == 200
+    )
     # a preflight from another origin gets no CORS grant
     r = client.options("/graphql", headers={"origin": "https://evil.example", "access-control-request-method": "POST"})
     assert r.status_code == 403 and "access-control-allow-origin" not in r.headers
@@ -317,8 +391,10 @@ def test_cross_site_requests_without_origin_are_refused(client):
     q = {"query": "{ datasets { name } }"}
     r = client.get("/graphql", params=q, headers={"sec-fetch-site": "cross-site", "sec-fetch-mode": "no-cors"})
     assert r.status_code == 403
-    assert only_error(r)["message"] == ("a page on another site may not query this server (a cross-site request "
-                                        "without Origin, e.g. an <img> or <script> source or a redirect)")
+    assert only_error(r)["message"] == (
+        "a page on another site may not query this server (a cross-site request "
+        "without Origin, e.g. an <img> or <script> source or a redirect)"
+    )
     scripted = {"sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate", "accept": "text/html"}
     assert client.get("/graphql", params=q, headers=scripted).status_code == 403
     # following a link to GraphiQL, or typing the address, still works
@@ -330,8 +406,14 @@ def test_cross_site_requests_without_origin_are_refused(client):
 
 def test_cors_origins_allow_a_notebook_on_another_origin(small_store):
     with _client(small_store, cors_origins=("http://localhost:8888",)) as c:
-        pre = c.options("/graphql", headers={"origin": "http://localhost:8888", "access-control-request-method": "POST",
-                                             "access-control-request-headers": "content-type, authorization"})
+        pre = c.options(
+            "/graphql",
+            headers={
+                "origin": "http://localhost:8888",
+                "access-control-request-method": "POST",
+                "access-control-request-headers": "content-type, authorization",
+            },
+        )
         assert pre.status_code == 200
         assert pre.headers["access-control-allow-origin"] == "http://localhost:8888"
         assert set(pre.headers["access-control-allow-methods"].split(", ")) == {"GET", "POST"}
@@ -356,8 +438,10 @@ def test_request_body_over_the_limit_is_413_before_reading(small_store):
     with _client(small_store, max_body_bytes=1000) as c:
         r = post(c, {"query": "{ datasets { name } }", "variables": {"pad": "x" * 2000}})
         assert r.status_code == 413
-        assert only_error(r) == {"message": "the request body has 2,060 bytes; this server accepts at most 1,000 "
-                                            "(ACTSTORE_MAX_BODY_BYTES)", "extensions": {"code": "LIMIT_EXCEEDED"}}
+        assert only_error(r) == {
+            "message": "the request body has 2,060 bytes; this server accepts at most 1,000 (ACTSTORE_MAX_BODY_BYTES)",
+            "extensions": {"code": "LIMIT_EXCEEDED"},
+        }
 
         def chunks():  # no Content-Length: counted while reading
             for _ in range(5):
@@ -365,33 +449,44 @@ def test_request_body_over_the_limit_is_413_before_reading(small_store):
 
         r = c.post("/graphql", content=chunks(), headers={"content-type": "application/json"})
         assert r.status_code == 413
-        assert only_error(r)["message"] == ("the request body is over 1,000 bytes, the most this server accepts "
-                                            "(ACTSTORE_MAX_BODY_BYTES)")
+        assert only_error(r)["message"] == (
+            "the request body is over 1,000 bytes, the most this server accepts (ACTSTORE_MAX_BODY_BYTES)"
+        )
 
 
 def test_documents_over_the_size_token_and_field_limits_are_refused(small_store):
     with _client(small_store, max_document_chars=5000, max_tokens=600, max_fields=100) as c:
         r = post(c, {"query": alias_bomb(400)})  # 6,693 characters
         assert r.status_code == 413
-        assert only_error(r) == {"message": "the GraphQL document has 6,693 characters; this server accepts at most "
-                                            "5,000 (ACTSTORE_MAX_DOCUMENT): pass large values as variables",
-                                 "extensions": {"code": "LIMIT_EXCEEDED"}}
+        assert only_error(r) == {
+            "message": "the GraphQL document has 6,693 characters; this server accepts at most "
+            "5,000 (ACTSTORE_MAX_DOCUMENT): pass large values as variables",
+            "extensions": {"code": "LIMIT_EXCEEDED"},
+        }
         r = post(c, {"query": "{ datasets { name } " + "#\n" * 700 + "}"})
         assert r.status_code == 400 and only_error(r) == {
             "message": "the GraphQL document has more than 600 comments, the most this server parses "
-                       "(ACTSTORE_MAX_TOKENS): pass large values as variables", "extensions": {"code": "LIMIT_EXCEEDED"}}
+            "(ACTSTORE_MAX_TOKENS): pass large values as variables",
+            "extensions": {"code": "LIMIT_EXCEEDED"},
+        }
         r = post(c, {"query": "{ " + "a " * 700 + "}"})
         assert r.status_code == 400
-        assert only_error(r)["message"] == ("the GraphQL document has more than 600 tokens, the most this server "
-                                            "parses (ACTSTORE_MAX_TOKENS): pass large values as variables")
+        assert only_error(r)["message"] == (
+            "the GraphQL document has more than 600 tokens, the most this server "
+            "parses (ACTSTORE_MAX_TOKENS): pass large values as variables"
+        )
         r = post(c, {"query": alias_bomb(101)})
         assert r.status_code == 400
-        assert only_error(r)["message"] == ("the GraphQL document selects more than 100 fields (aliases and fragment "
-                                            "spreads counted); this server allows at most 100 (ACTSTORE_MAX_FIELDS)")
+        assert only_error(r)["message"] == (
+            "the GraphQL document selects more than 100 fields (aliases and fragment "
+            "spreads counted); this server allows at most 100 (ACTSTORE_MAX_FIELDS)"
+        )
         # a fragment bomb: 10 fields, each spread 10 times at three levels = 1,000 fields from 60 tokens
-        bomb = ("{ ...C } fragment C on Query { ...B ...B ...B ...B ...B ...B ...B ...B ...B ...B } "
-                "fragment B on Query { ...A ...A ...A ...A ...A ...A ...A ...A ...A ...A } "
-                "fragment A on Query { " + " ".join(f"t{i}: __typename" for i in range(10)) + " }")
+        bomb = (
+            "{ ...C } fragment C on Query { ...B ...B ...B ...B ...B ...B ...B ...B ...B ...B } "
+            "fragment B on Query { ...A ...A ...A ...A ...A ...A ...A ...A ...A ...A } "
+            "fragment A on Query { " + " ".join(f"t{i}: __typename" for i in range(10)) + " }"
+        )
         r = post(c, {"query": bomb})
         assert r.status_code == 400 and "selects more than 100 fields" in only_error(r)["message"]
         assert post(c, {"query": alias_bomb(100)}).status_code == 200
@@ -401,15 +496,23 @@ def test_documents_over_the_size_token_and_field_limits_are_refused(small_store)
 def test_a_long_chain_of_fragment_spreads_is_refused(client, n):
     # found by probing: 900 fragments each spreading the next (31 KB, under every size limit)
     # made validation recurse past Python's limit: a 500
-    q = "{ ...F0 } " + " ".join(f"fragment F{i} on Query {{ ...F{i + 1} }}" for i in range(n)) + \
-        f" fragment F{n} on Query {{ __typename }}"
+    q = (
+        "{ ...F0 } "
+        + " ".join(f"fragment F{i} on Query {{ ...F{i + 1} }}" for i in range(n))
+        + f" fragment F{n} on Query {{ __typename }}"
+    )
     r = post(client, {"query": q})
     assert r.status_code == 400
-    assert only_error(r) == {"message": "the GraphQL document nests selections more than 64 levels deep (fields, "
-                                        "inline fragments and fragment spreads counted)",
-                             "extensions": {"code": "LIMIT_EXCEEDED"}}
-    ok = "{ ...F0 } " + " ".join(f"fragment F{i} on Query {{ ...F{i + 1} }}" for i in range(40)) + \
-        " fragment F40 on Query { __typename }"
+    assert only_error(r) == {
+        "message": "the GraphQL document nests selections more than 64 levels deep (fields, "
+        "inline fragments and fragment spreads counted)",
+        "extensions": {"code": "LIMIT_EXCEEDED"},
+    }
+    ok = (
+        "{ ...F0 } "
+        + " ".join(f"fragment F{i} on Query {{ ...F{i + 1} }}" for i in range(40))
+        + " fragment F40 on Query { __typename }"
+    )
     assert post(client, {"query": ok}).json() == {"data": {"__typename": "Query"}}
 
 
@@ -445,9 +548,12 @@ def test_document_cache_is_bounded_by_bytes():
 def test_parse_and_validation_run_off_the_event_loop(client, monkeypatch):
     threads = []
     real_parse, real_validate = DocumentCache.parse, DocumentCache.validate
-    monkeypatch.setattr(DocumentCache, "parse", lambda self, q: threads.append(threading.get_ident()) or real_parse(self, q))
-    monkeypatch.setattr(DocumentCache, "validate",
-                        lambda self, *a: threads.append(threading.get_ident()) or real_validate(self, *a))
+    monkeypatch.setattr(
+        DocumentCache, "parse", lambda self, q: threads.append(threading.get_ident()) or real_parse(self, q)
+    )
+    monkeypatch.setattr(
+        DocumentCache, "validate", lambda self, *a: threads.append(threading.get_ident()) or real_validate(self, *a)
+    )
     loop_thread = []
 
     async def spy(request):
@@ -464,14 +570,35 @@ def test_parse_and_validation_run_off_the_event_loop(client, monkeypatch):
 
 
 def test_http_settings_come_from_the_environment():
-    s = Settings(environ={"ACTSTORE_CORS_ORIGINS": "http://localhost:8888, https://nb.example,", "ACTSTORE_ALLOWED_HOSTS":
-                          "gpu-box.lan", "ACTSTORE_MAX_BODY_BYTES": "1000", "ACTSTORE_MAX_DOCUMENT": "500",
-                          "ACTSTORE_MAX_TOKENS": "50", "ACTSTORE_MAX_FIELDS": "5", "ACTSTORE_PARSE_CACHE_MB": "2"})
+    s = Settings(
+        environ={
+            "ACTSTORE_CORS_ORIGINS": "http://localhost:8888, https://nb.example,",
+            "ACTSTORE_ALLOWED_HOSTS": "gpu-box.lan",
+            "ACTSTORE_MAX_BODY_BYTES": "1000",
+            "ACTSTORE_MAX_DOCUMENT": "500",
+            "ACTSTORE_MAX_TOKENS": "50",
+            "ACTSTORE_MAX_FIELDS": "5",
+            "ACTSTORE_PARSE_CACHE_MB": "2",
+        }
+    )
     assert (s.cors_origins, s.allowed_hosts) == (("http://localhost:8888", "https://nb.example"), ("gpu-box.lan",))
-    assert (s.max_body_bytes, s.max_document_chars, s.max_tokens, s.max_fields, s.parse_cache_mb) == (1000, 500, 50, 5, 2)
+    assert (s.max_body_bytes, s.max_document_chars, s.max_tokens, s.max_fields, s.parse_cache_mb) == (
+        1000,
+        500,
+        50,
+        5,
+        2,
+    )
     d = Settings(environ={})
-    assert (d.cors_origins, d.allowed_hosts, d.max_body_bytes, d.max_document_chars, d.max_tokens, d.max_fields,
-            d.parse_cache_mb) == ((), (), 4 * 1024 * 1024, 262_144, 20_000, 1000, 64)
+    assert (
+        d.cors_origins,
+        d.allowed_hosts,
+        d.max_body_bytes,
+        d.max_document_chars,
+        d.max_tokens,
+        d.max_fields,
+        d.parse_cache_mb,
+    ) == ((), (), 4 * 1024 * 1024, 262_144, 20_000, 1000, 64)
     from actstore.errors import InvalidInput
 
     with pytest.raises(InvalidInput, match="ACTSTORE_MAX_BODY_BYTES='4M' is not a valid int"):
@@ -485,9 +612,14 @@ def test_in_process_execute_selects_operations_and_codes_errors_like_the_server(
 
     service = Service(small_store, Settings(environ={}))
     run = lambda q, name=None: asyncio.run(execute(service, q, operation_name=name))  # noqa: E731
-    assert run(TWO_OPS) == {"errors": [{"message": "the document has several operations (A, B): name the one to run "
-                                                   "in 'operationName'",
-                                        "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"}}]}
+    assert run(TWO_OPS) == {
+        "errors": [
+            {
+                "message": "the document has several operations (A, B): name the one to run in 'operationName'",
+                "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"},
+            }
+        ]
+    }
     assert run(TWO_OPS, "B") == {"data": {"datasets": [{"name": "ds"}]}}
     assert run("{ models { key }")["errors"][0]["extensions"] == {"code": "GRAPHQL_PARSE_FAILED"}
     assert run('{ prompts(dataset: "nope") { id } }')["errors"][0]["extensions"] == {"code": "NOT_FOUND"}

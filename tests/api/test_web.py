@@ -35,7 +35,9 @@ def test_pages_reference_only_this_server(client, path, accept):
     csp = page.headers["content-security-policy"]
     assert "default-src 'self'" in csp and "script-src 'self';" in csp and "connect-src 'self'" in csp
     refs = REFERENCE.findall(page.text)
-    assert refs and all(r.startswith("/") and not r.startswith("//") or r.startswith(("data:", "#")) for r in refs), refs
+    assert refs and all(r.startswith("/") and not r.startswith("//") or r.startswith(("data:", "#")) for r in refs), (
+        refs
+    )
     for ref in refs:
         if ref.startswith("/static/"):
             got = client.get(ref)
@@ -45,8 +47,13 @@ def test_pages_reference_only_this_server(client, path, accept):
 
 def test_graphiql_page_loads_the_bundle(client):
     page = client.get("/graphql", headers={"accept": "text/html"})
-    assert REFERENCE.findall(page.text) == ["data:,", "/static/graphiql/graphiql.css", "/static/graphiql/page.css",
-                                            "/", "/static/graphiql/graphiql.js"]
+    assert REFERENCE.findall(page.text) == [
+        "data:,",
+        "/static/graphiql/graphiql.css",
+        "/static/graphiql/page.css",
+        "/",
+        "/static/graphiql/graphiql.js",
+    ]
     js = client.get("/static/graphiql/graphiql.js")
     assert js.headers["content-type"].startswith(("text/javascript", "application/javascript"))
     assert "graphiql-execute-button" in js.text
@@ -62,8 +69,9 @@ def test_plotly_is_the_installed_packages_file(client):
 
 def test_explorer_modules_fetch_nothing_but_the_api():
     sources = {p.name: p.read_text() for p in (STATIC / "explorer").glob("*.js")}
-    assert {"main.js", "api.js", "catalog.js", "compare.js", "neighbors.js", "transfer.js", "sae.js",
-            "jobs.js"} <= set(sources)
+    assert {"main.js", "api.js", "catalog.js", "compare.js", "neighbors.js", "transfer.js", "sae.js", "jobs.js"} <= set(
+        sources
+    )
     for name, text in sources.items():
         assert not re.search(r"https?://", text), name
         assert "fetch(" not in text or name == "api.js", name
@@ -76,7 +84,9 @@ def test_unknown_static_file_is_404(client):
 
 
 def test_the_wheel_ships_every_static_file():
-    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["actstore.api"]
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "actstore.api"
+    ]
     base = STATIC.parent
     shipped = {p for pattern in patterns for p in base.glob(pattern)}
     files = {p for p in STATIC.rglob("*") if p.is_file()}

@@ -26,8 +26,16 @@ import numpy as np
 CHROMIUM = "/usr/bin/chromium"
 # Without the background-networking flags Chromium opens connections of its own, which this
 # closed network refuses (and the tests assert that the page asks no host but the server).
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TOKEN = "browser-token"
 MODEL_A, MODEL_B = "tiny-llama", "tiny-gpt2"
 D_SAE = 64
@@ -46,8 +54,20 @@ def browser_missing() -> str | None:
 
 def mood_texts() -> tuple[list[str], list[int]]:
     """48 short sentences, label 1 = pleased, 0 = annoyed (alternating)."""
-    things = ["the soup", "my train", "the concert", "our garden", "the new phone", "this book",
-              "the weather", "her painting", "the hotel", "his speech", "the museum", "the bus ride"]
+    things = [
+        "the soup",
+        "my train",
+        "the concert",
+        "our garden",
+        "the new phone",
+        "this book",
+        "the weather",
+        "her painting",
+        "the hotel",
+        "his speech",
+        "the museum",
+        "the bus ride",
+    ]
     good = ["was lovely", "made me smile", "felt wonderful", "was a delight"]
     bad = ["was awful", "made me angry", "felt dreadful", "was a mess"]
     texts, labels = [], []
@@ -66,15 +86,29 @@ def _write_sae(folder: Path, d_in: int, hook_layer: int, seed: int) -> Path:
 
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    cfg = {"architecture": "standard", "d_in": d_in, "d_sae": D_SAE, "hook_point": f"blocks.{hook_layer}.hook_resid_post",
-           "hook_layer": hook_layer, "activation_fn_str": "relu", "activation_fn_kwargs": {},
-           "apply_b_dec_to_input": False, "normalize_activations": "none", "model_name": "tiny",
-           "dtype": "float32"}
+    cfg = {
+        "architecture": "standard",
+        "d_in": d_in,
+        "d_sae": D_SAE,
+        "hook_point": f"blocks.{hook_layer}.hook_resid_post",
+        "hook_layer": hook_layer,
+        "activation_fn_str": "relu",
+        "activation_fn_kwargs": {},
+        "apply_b_dec_to_input": False,
+        "normalize_activations": "none",
+        "model_name": "tiny",
+        "dtype": "float32",
+    }
     (folder / "cfg.json").write_text(json.dumps(cfg))
-    tensors = {"W_enc": rng.standard_normal((d_in, D_SAE)), "W_dec": rng.standard_normal((D_SAE, d_in)),
-               "b_enc": 0.1 * rng.standard_normal(D_SAE), "b_dec": np.zeros(d_in)}
-    save_file({k: torch.from_numpy(v.astype(np.float32)) for k, v in tensors.items()},
-              str(folder / "sae_weights.safetensors"))
+    tensors = {
+        "W_enc": rng.standard_normal((d_in, D_SAE)),
+        "W_dec": rng.standard_normal((D_SAE, d_in)),
+        "b_enc": 0.1 * rng.standard_normal(D_SAE),
+        "b_dec": np.zeros(d_in),
+    }
+    save_file(
+        {k: torch.from_numpy(v.astype(np.float32)) for k, v in tensors.items()}, str(folder / "sae_weights.safetensors")
+    )
     return folder
 
 
@@ -87,8 +121,13 @@ def build_store(root: Path) -> tuple[str, dict[str, Path]]:
     store = Store.open(root / "db")
     texts, labels = mood_texts()
     store.add_prompts("moods", texts, labels=labels)
-    store.add_prompts("general", [f"a general sentence about {w} number {i}" for i, w in
-                                  enumerate(["rivers", "maps", "clocks", "songs", "trees", "ships"] * 5)])
+    store.add_prompts(
+        "general",
+        [
+            f"a general sentence about {w} number {i}"
+            for i, w in enumerate(["rivers", "maps", "clocks", "songs", "trees", "ships"] * 5)
+        ],
+    )
     store.add_prompts("extra", [f"an extra sentence number {i}" for i in range(12)])
     folders = {MODEL_A: tiny_model_dir("llama", n_layers=3), MODEL_B: tiny_model_dir("gpt2", n_layers=4)}
     for key, path in folders.items():
@@ -113,8 +152,23 @@ class Server:
         port = free_port()
         env = dict(os.environ, ACTSTORE_TOKEN=TOKEN, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "actstore.cli", "serve", "--store", store_uri, "--port", str(port),
-             "--log-level", "warning"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                sys.executable,
+                "-m",
+                "actstore.cli",
+                "serve",
+                "--store",
+                store_uri,
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.base = f"http://127.0.0.1:{port}"
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -131,8 +185,9 @@ class Server:
     def query(self, query: str, variables: dict | None = None, token: str | None = None) -> dict:
         """The API's JSON answer ({"data", "errors"?}) to one operation."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        r = httpx.post(f"{self.base}/graphql", json={"query": query, "variables": variables or {}},
-                       headers=headers, timeout=60)
+        r = httpx.post(
+            f"{self.base}/graphql", json={"query": query, "variables": variables or {}}, headers=headers, timeout=60
+        )
         assert r.status_code == 200, r.text
         return r.json()
 

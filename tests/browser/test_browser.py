@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 
 import pytest
 
@@ -106,10 +105,13 @@ def test_catalog_lists_models_datasets_and_saes(page, server):
     response = page.goto(f"{server.base}/#catalog")
     assert "default-src 'self'" in response.headers["content-security-policy"]
     page.wait_for_selector("#saes-table")
-    api = server.data("{ models { key architecture nLayers dModel } datasets { name promptCount } saes { id model layer } }")
+    api = server.data(
+        "{ models { key architecture nLayers dModel } datasets { name promptCount } saes { id model layer } }"
+    )
     rows = table_rows(page, "models-table")
-    assert [r[:4] for r in rows] == [[m["key"], m["architecture"], str(m["nLayers"]), str(m["dModel"])]
-                                     for m in api["models"]]
+    assert [r[:4] for r in rows] == [
+        [m["key"], m["architecture"], str(m["nLayers"]), str(m["dModel"])] for m in api["models"]
+    ]
     assert sorted((r[0], r[1]) for r in rows) == [("tiny-gpt2", "gpt2"), ("tiny-llama", "llama")]
     assert rows[0][7].startswith("general (30), moods (48)") and "78 stored" in rows[0][7]
     bars = plot_data(page, "datasets-plot")[0]
@@ -143,8 +145,10 @@ def test_compare_draws_cka_and_affinity_with_the_api_values(page, server):
     assert "a=tiny-llama" in page.url and "b=tiny-gpt2" in page.url and "k=5" in page.url
 
     # a clicked cell runs a permutation test beside the CKA matrix
-    page.evaluate("() => document.getElementById('cka-plot').emit('plotly_click', "
-                  "{points: [{curveNumber: 0, pointIndex: [2, 1]}]})")
+    page.evaluate(
+        "() => document.getElementById('cka-plot').emit('plotly_click', "
+        "{points: [{curveNumber: 0, pointIndex: [2, 1]}]})"
+    )
     page.wait_for_selector("#cka-cell dl")
     cell = server.data(f"""{{ cka(a: {{model: "{MODEL_A}", layer: 2}}, b: {{model: "{MODEL_B}", layer: 1}},
                                permutations: 50) {{ value pValue }} }}""")["cka"]
@@ -167,13 +171,20 @@ def test_neighbours_of_a_stored_prompt_across_depth(page, server):
     bars = plot_data(page, "neighbors-plot")[0]
     depth = plot_data(page, "depth-plot")[0]
     fields = "rank promptId score text label dataset"
-    api = server.data(f"""{{ {" ".join(f'l{l}: nearestNeighbors(at: {{model: "{MODEL_A}", layer: {l}}}, promptId: 3, k: 5) {{ {fields} }}'
-                                        for l in range(3))} }}""")
+    api = server.data(
+        f"""{{ {
+            " ".join(
+                f'l{l}: nearestNeighbors(at: {{model: "{MODEL_A}", layer: {l}}}, promptId: 3, k: 5) {{ {fields} }}'
+                for l in range(3)
+            )
+        } }}"""
+    )
     chosen = api["l2"]
     assert bars["y"] == [n["score"] for n in chosen]
     rows = table_rows(page, "neighbors-table")
-    assert [(r[1], r[3], r[5]) for r in rows] == [(n["promptId"], "—" if n["label"] is None else str(n["label"]), n["text"])
-                                                for n in chosen]
+    assert [(r[1], r[3], r[5]) for r in rows] == [
+        (n["promptId"], "—" if n["label"] is None else str(n["label"]), n["text"]) for n in chosen
+    ]
     assert rows[0][4] == "moods"
     assert depth["z"] == [[n["score"] for n in api[f"l{l}"]] for l in range(3)]
     overlap = plot_data(page, "overlap-plot")[0]
@@ -194,7 +205,9 @@ def test_neighbours_of_new_text(page, server):
 
 
 def test_probe_transfer_and_bridge_sweeps(page, server):
-    page.goto(f"{server.base}/#transfer?mode=probe&source={MODEL_A}&sl=-1&target={MODEL_B}&tl=-1&task=moods&bridge=general&ranks=1,2,4")
+    page.goto(
+        f"{server.base}/#transfer?mode=probe&source={MODEL_A}&sl=-1&target={MODEL_B}&tl=-1&task=moods&bridge=general&ranks=1,2,4"
+    )
     traces = plot_data(page, "transfer-plot")
     api = server.data(f"""{{ probeTransferSweep(source: {{model: "{MODEL_A}", layer: -1}}, target: {{model: "{MODEL_B}", layer: -1}},
         taskDataset: "moods", bridgeDataset: "general", ranks: [1, 2, 4]) {{ ranks transferred taskSpecific sourceNative targetNative chance
@@ -203,8 +216,13 @@ def test_probe_transfer_and_bridge_sweeps(page, server):
     assert by_name["transferred (frozen bridge)"]["x"] == [1, 2, 4]
     assert by_name["transferred (frozen bridge)"]["y"] == api["transferred"]
     assert by_name["task-specific bridge"]["y"] == api["taskSpecific"]
-    for name, key in (("source native", "sourceNative"), ("target native", "targetNative"), ("chance", "chance"),
-                      ("full-rank transferred", "ridgeTransferred"), ("full-rank task-specific", "ridgeTaskSpecific")):
+    for name, key in (
+        ("source native", "sourceNative"),
+        ("target native", "targetNative"),
+        ("chance", "chance"),
+        ("full-rank transferred", "ridgeTransferred"),
+        ("full-rank task-specific", "ridgeTaskSpecific"),
+    ):
         assert by_name[name]["y"] == [api[key], api[key]], name
 
     page.select_option("select[name=mode]", "bridge")
@@ -358,8 +376,11 @@ def _fake_api(page, answers: dict[str, dict], seen: list[dict]) -> None:
         seen.append(body)
         for marker, data in answers.items():
             if marker in body.get("query", ""):
-                return route.fulfill(status=200, content_type="application/json",
-                                     body=json.dumps({"data": data() if callable(data) else data}))
+                return route.fulfill(
+                    status=200,
+                    content_type="application/json",
+                    body=json.dumps({"data": data() if callable(data) else data}),
+                )
         return route.continue_()
 
     page.route(re.compile(r".*/graphql$"), handle)
@@ -367,8 +388,10 @@ def _fake_api(page, answers: dict[str, dict], seen: list[dict]) -> None:
 
 def test_catalog_and_sae_views_name_sae_add(page, server):
     seen: list[dict] = []
-    real = server.data("{ models { key source architecture nLayers dModel dtype token layers datasets promptCount } "
-                       "datasets { name promptCount hasLabels } }")
+    real = server.data(
+        "{ models { key source architecture nLayers dModel dtype token layers datasets promptCount } "
+        "datasets { name promptCount hasLabels } }"
+    )
     _fake_api(page, {"saes {": {**real, "saes": []}}, seen)
     page.goto(f"{server.base}/#catalog")
     page.wait_for_selector("#datasets-table")
@@ -381,12 +404,19 @@ def test_catalog_and_sae_views_name_sae_add(page, server):
 
 def test_ingest_jobs_loading_state_no_stray_null_and_key_and_token_site(page, server):
     seen: list[dict] = []
-    polls = iter([{"state": "RUNNING", "done": 0, "total": 0}, {"state": "RUNNING", "done": 4, "total": 12}]
-                 + [{"state": "SUCCEEDED", "done": 12, "total": 12}] * 1000)
+    polls = iter(
+        [{"state": "RUNNING", "done": 0, "total": 0}, {"state": "RUNNING", "done": 4, "total": 12}]
+        + [{"state": "SUCCEEDED", "done": 12, "total": 12}] * 1000
+    )
     job = lambda: {"job": {"id": "j1", "message": None, **next(polls)}}  # noqa: E731
-    _fake_api(page, {"query Job(": job,
-                     "mutation Ingest(": {"ingest": {"id": "j1", "state": "QUEUED", "done": 0, "total": 0,
-                                                     "message": None}}}, seen)
+    _fake_api(
+        page,
+        {
+            "query Job(": job,
+            "mutation Ingest(": {"ingest": {"id": "j1", "state": "QUEUED", "done": 0, "total": 0, "message": None}},
+        },
+        seen,
+    )
     page.goto(f"{server.base}/#jobs")
     page.fill("input[name=model]", "/models/some-model")
     page.select_option("select[name=dataset]", "extra")
@@ -405,15 +435,21 @@ def test_ingest_jobs_loading_state_no_stray_null_and_key_and_token_site(page, se
     page.click("text=Start ingest")
     page.wait_for_function("() => document.getElementById('job-state')?.innerText === 'SUCCEEDED'")
     body = [b for b in seen if "mutation Ingest(" in b["query"]][1]
-    assert body["variables"] == {"model": "/models/some-model", "dataset": "extra", "layers": None,
-                                 "key": "some-model-mean", "site": "mean"}
+    assert body["variables"] == {
+        "model": "/models/some-model",
+        "dataset": "extra",
+        "layers": None,
+        "key": "some-model-mean",
+        "site": "mean",
+    }
     assert "key: $key" in body["query"] and "token: $site" in body["query"]
 
 
 def test_ingest_job_shows_loading_instead_of_zero_of_zero(page, server):
     seen: list[dict] = []
-    _fake_api(page, {"query Job(": {"job": {"id": "j2", "state": "RUNNING", "done": 0, "total": 0, "message": None}}},
-              seen)
+    _fake_api(
+        page, {"query Job(": {"job": {"id": "j2", "state": "RUNNING", "done": 0, "total": 0, "message": None}}}, seen
+    )
     page.goto(f"{server.base}/#jobs?id=j2")
     page.wait_for_selector("#job-count")
     assert page.inner_text("#job-count").strip() == "loading the model…"
@@ -422,8 +458,9 @@ def test_ingest_job_shows_loading_instead_of_zero_of_zero(page, server):
 
 
 def test_compare_with_other_registered_measures_draws_the_similarity_matrix(page, server):
-    page.goto(f"{server.base}/#compare?a={MODEL_A}&b={MODEL_B}&k=4&ckaMeasure=cknna&affinityMeasure=lcs_knn"
-              "&permutations=20")
+    page.goto(
+        f"{server.base}/#compare?a={MODEL_A}&b={MODEL_B}&k=4&ckaMeasure=cknna&affinityMeasure=lcs_knn&permutations=20"
+    )
     left = plot_data(page, "cka-plot")
     right = plot_data(page, "affinity-plot")
     api = server.data(f"""{{
@@ -444,11 +481,13 @@ def test_compare_with_other_registered_measures_draws_the_similarity_matrix(page
     assert "ckaMeasure=cknna" in page.url
 
     # a clicked cell runs that measure's permutation test
-    page.evaluate("() => document.getElementById('cka-plot').emit('plotly_click', "
-                  "{points: [{curveNumber: 0, pointIndex: [1, 2]}]})")
+    page.evaluate(
+        "() => document.getElementById('cka-plot').emit('plotly_click', "
+        "{points: [{curveNumber: 0, pointIndex: [1, 2]}]})"
+    )
     page.wait_for_selector("#cka-cell dl")
-    cell = server.data(f"""{{ similarity(a: {{model: "{MODEL_A}", layer: {api['left']['layersA'][1]}}},
-                               b: {{model: "{MODEL_B}", layer: {api['left']['layersB'][2]}}}, measure: "cknna", k: 4,
+    cell = server.data(f"""{{ similarity(a: {{model: "{MODEL_A}", layer: {api["left"]["layersA"][1]}}},
+                               b: {{model: "{MODEL_B}", layer: {api["left"]["layersB"][2]}}}, measure: "cknna", k: 4,
                                permutations: 20) {{ value pValue }} }}""")["similarity"]
     side = terms(page, "#cka-cell")
     assert side["cknna"] == fmt(cell["value"]) and side["permutation p"] == fmt(cell["pValue"])
@@ -466,8 +505,9 @@ def test_atlas_draws_every_chart_with_the_api_values_and_a_click_opens_compare(p
     rowmax = plot_data(page, "atlas-rowmax")
     mean = plot_data(page, "atlas-mean")[0]
     onoff = plot_data(page, "atlas-onoff")[0]
-    api = server.data(f'{{ atlas(models: ["{MODEL_A}", "{MODEL_B}"], dataset: "moods", k: 5, resize: 4) '
-                      f'{{ {ATLAS_FIELDS} }} }}')["atlas"]
+    api = server.data(
+        f'{{ atlas(models: ["{MODEL_A}", "{MODEL_B}"], dataset: "moods", k: 5, resize: 4) {{ {ATLAS_FIELDS} }} }}'
+    )["atlas"]
     (pair,) = api["pairs"]
     assert small["type"] == "heatmap" and small["z"] == pair["values"]
     assert argmax[0]["x"] == pair["depthsA"] and argmax[0]["y"] == pair["argmaxDepths"]
@@ -477,16 +517,23 @@ def test_atlas_draws_every_chart_with_the_api_values_and_a_click_opens_compare(p
     d = pair["diagonal"]
     assert onoff["x"] == [d["offDiagonalMean"]] and onoff["y"] == [d["onDiagonalMean"]]
     assert onoff["text"] == [f"{MODEL_A} × {MODEL_B}"]
-    assert table_rows(page, "atlas-table")[0][:5] == [MODEL_A, MODEL_B, fmt(pair["maxValue"]),
-                                                     fmt(d["onDiagonalMean"]), fmt(d["offDiagonalMean"])]
+    assert table_rows(page, "atlas-table")[0][:5] == [
+        MODEL_A,
+        MODEL_B,
+        fmt(pair["maxValue"]),
+        fmt(d["onDiagonalMean"]),
+        fmt(d["offDiagonalMean"]),
+    ]
     assert "models=tiny-llama%2Ctiny-gpt2" in page.url or "models=tiny-llama,tiny-gpt2" in page.url
     # a click on the pair's point opens the affinity (Compare) view for it, same dataset and k
-    page.evaluate("() => document.getElementById('atlas-onoff').emit('plotly_click', "
-                  "{points: [{curveNumber: 0, pointIndex: 0}]})")
+    page.evaluate(
+        "() => document.getElementById('atlas-onoff').emit('plotly_click', {points: [{curveNumber: 0, pointIndex: 0}]})"
+    )
     aff = plot_data(page, "affinity-plot")[0]
     assert "#compare" in page.url and "k=5" in page.url and "dataset=moods" in page.url
-    expected = server.data(f'{{ affinityMatrix(modelA: "{MODEL_A}", modelB: "{MODEL_B}", k: 5, dataset: "moods") '
-                           "{ values } }")["affinityMatrix"]
+    expected = server.data(
+        f'{{ affinityMatrix(modelA: "{MODEL_A}", modelB: "{MODEL_B}", k: 5, dataset: "moods") {{ values }} }}'
+    )["affinityMatrix"]
     assert aff["z"] == expected["values"]
 
 
@@ -503,10 +550,22 @@ def test_atlas_refused_over_budget_runs_as_a_job_then_asks_again(page, server):
         if "atlas(" in query:
             asked.append("atlas")
             if len(asked) == 1:
-                return route.fulfill(status=200, content_type="application/json", body=json.dumps({
-                    "data": None, "errors": [{"message": "atlas of 2 models is over the budget; run it as a job with "
-                                              "the run_atlas mutation (the same arguments), then ask this query again",
-                                              "extensions": {"code": "LIMIT_EXCEEDED"}}]}))
+                return route.fulfill(
+                    status=200,
+                    content_type="application/json",
+                    body=json.dumps(
+                        {
+                            "data": None,
+                            "errors": [
+                                {
+                                    "message": "atlas of 2 models is over the budget; run it as a job with "
+                                    "the run_atlas mutation (the same arguments), then ask this query again",
+                                    "extensions": {"code": "LIMIT_EXCEEDED"},
+                                }
+                            ],
+                        }
+                    ),
+                )
         elif "runAtlas(" in query:
             asked.append("runAtlas")
         return route.continue_()
@@ -525,10 +584,12 @@ def test_atlas_refused_over_budget_runs_as_a_job_then_asks_again(page, server):
 
 
 def test_atlas_names_are_escaped_in_plotly(page, server):
-    real = server.data(f'{{ atlas(models: ["{MODEL_A}", "{MODEL_B}"], k: 4, resize: 3) '
-                       "{ models measure direction k n resize meanResized maxSimilarity warning datasets { name n } "
-                       "pairs { modelA modelB layersA layersB depthsA depthsB values argmax argmaxDepths maxValue "
-                       "diagonal { onDiagonalMean offDiagonalMean tStatistic pValue } } } }")["atlas"]
+    real = server.data(
+        f'{{ atlas(models: ["{MODEL_A}", "{MODEL_B}"], k: 4, resize: 3) '
+        "{ models measure direction k n resize meanResized maxSimilarity warning datasets { name n } "
+        "pairs { modelA modelB layersA layersB depthsA depthsB values argmax argmaxDepths maxValue "
+        "diagonal { onDiagonalMean offDiagonalMean tStatistic pValue } } } }"
+    )["atlas"]
     real["pairs"][0]["modelA"] = "<a href='x'>evil</a><br>"
     _fake_api(page, {"atlas(": {"atlas": real}}, [])
     page.goto(f"{server.base}/#atlas?models={MODEL_A},{MODEL_B}&k=4&resize=3")

@@ -26,14 +26,19 @@ EXPLORER = ROOT / "actstore" / "api" / "static" / "explorer"
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_plot_text_escapes_pseudo_html_and_template_placeholders(tmp_path):
-    script = (f"import {{ plotText }} from {json.dumps((EXPLORER / 'charts.js').as_uri())};\n"
-              f"console.log(JSON.stringify([{json.dumps(EVIL)}, {json.dumps(BOLD)}, 'plain', null, 3].map(plotText)));")
+    script = (
+        f"import {{ plotText }} from {json.dumps((EXPLORER / 'charts.js').as_uri())};\n"
+        f"console.log(JSON.stringify([{json.dumps(EVIL)}, {json.dumps(BOLD)}, 'plain', null, 3].map(plotText)));"
+    )
     out = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == [
         '&lt;a href="https://evil.example/"&gt;click me&lt;/a&gt;',
         "&lt;b&gt;bold&lt;/b&gt;&lt;br&gt;&#37;{x} &amp; more",
-        "plain", "", "3"]
+        "plain",
+        "",
+        "3",
+    ]
 
 
 MISSING = browser_missing()
@@ -47,8 +52,15 @@ def server(tmp_path_factory):
     ids = store.add_prompts(EVIL, [f"{BOLD} number {i}" for i in range(6)] + [EVIL])
     store.add_prompts("plain", [f"plain {i}" for i in range(3)])
     rng = np.random.default_rng(0)
-    store.activations.write("m", {0: rng.standard_normal((7, 4)), 1: rng.standard_normal((7, 4))}, ids,
-                            n_layers=2, source="local/m", architecture="llama", dtype="float32")
+    store.activations.write(
+        "m",
+        {0: rng.standard_normal((7, 4)), 1: rng.standard_normal((7, 4))},
+        ids,
+        n_layers=2,
+        source="local/m",
+        architecture="llama",
+        dtype="float32",
+    )
     srv = Server(store.uri)
     srv.ids = ids
     yield srv
@@ -97,8 +109,10 @@ def test_a_dataset_name_with_a_link_is_drawn_as_text_in_the_catalog_chart(page, 
     assert sorted(ticks) == sorted([EVIL, "plain"])  # the literal name, markup and all
     assert _links_and_bold(page, "datasets-plot") == {"links": 0, "bold": 0}
     # hover over the bar of the dataset: the label shows the name as text, no link
-    page.evaluate("() => Plotly.Fx.hover('datasets-plot', [{curveNumber: 0, pointNumber: %d}])"
-                  % sorted([EVIL, "plain"]).index(EVIL))
+    page.evaluate(
+        "() => Plotly.Fx.hover('datasets-plot', [{curveNumber: 0, pointNumber: %d}])"
+        % sorted([EVIL, "plain"]).index(EVIL)
+    )
     page.wait_for_selector("#datasets-plot .hoverlayer text")
     hover = page.evaluate("() => document.querySelector('#datasets-plot .hoverlayer').textContent")
     assert EVIL in hover

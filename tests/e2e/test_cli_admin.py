@@ -30,15 +30,23 @@ def test_verify_and_drop(tmp_path):
     res = actstore("verify", "--store", db, cwd=tmp_path)
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert [line.split(":")[0] for line in res.stdout.splitlines()] == [
-        "ok   tables", "ok   prompts", "ok   references", "ok   vectors", "ok   checksums", "ok   catalog",
-        "FAIL indices", "ok   saes"]
+        "ok   tables",
+        "ok   prompts",
+        "ok   references",
+        "ok   vectors",
+        "ok   checksums",
+        "ok   catalog",
+        "FAIL indices",
+        "ok   saes",
+    ]
     assert res.stdout.splitlines()[6].startswith(f"FAIL indices: {index.name}: SHA-256 ")
     assert res.stderr == "verify: 1 of 8 checks failed (indices)\n"
 
     # drop asks first (no terminal here: refused), then drops with --yes
     assert one_error_line(actstore("drop", "--model", "a", "--store", db, cwd=tmp_path)) == (
         "error: refusing to drop model 'a': 1 activation table(s), its next tokens, 0 SAE(s) and its FAISS "
-        "indices without confirmation: pass --yes")
+        "indices without confirmation: pass --yes"
+    )
     res = actstore("drop", "--model", "a", "--yes", "--store", db, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert res.stdout == "dropped model 'a': 1 table(s), 0 SAE(s), 3 index file(s)\n"

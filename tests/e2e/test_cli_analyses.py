@@ -24,8 +24,9 @@ def store(tmp_path_factory):
     ids = s.add_prompts("t", [f"text number {i}" for i in range(N)], labels=[i % 2 for i in range(N)])
     for model, layers, d in (("a", 4, 8), ("b", 3, 6)):
         for layer in range(layers):
-            s.write_activations(model, layer, ids, rng.normal(size=(N, d)), n_layers=layers, source="x",
-                                architecture="llama")
+            s.write_activations(
+                model, layer, ids, rng.normal(size=(N, d)), n_layers=layers, source="x", architecture="llama"
+            )
     return s
 
 
@@ -70,8 +71,9 @@ def test_affinity_prints_the_diagonal_test(store, tmp_path):
 def test_errors_name_the_flags(store, tmp_path):
     S = ("--store", store.uri)
     line = one_error_line(actstore("cka-matrix", "a", "b", "--outlier-threshold", "0.1", *S, cwd=tmp_path))
-    assert line == ("error: --outlier-threshold applies only to --preprocess DROP_OUTLIER_DIMS, not NONE; "
-                    "leave it unset")
+    assert line == (
+        "error: --outlier-threshold applies only to --preprocess DROP_OUTLIER_DIMS, not NONE; leave it unset"
+    )
     line = one_error_line(actstore("cka-matrix", "a", "b", "--grid", "3", "--layers-a", "0", *S, cwd=tmp_path))
     assert line == "error: give either --grid or --layers-a/--layers-b, not both"
     line = one_error_line(actstore("neighbors", "a:0", "--k", "3", *S, cwd=tmp_path))

@@ -26,16 +26,29 @@ def test_an_unreachable_object_store_is_one_error_line(tmp_path, monkeypatch):
     from actstore.cli import app
 
     port = _closed_port()
-    options = {"aws_endpoint": f"http://127.0.0.1:{port}", "allow_http": True, "aws_access_key_id": "k",
-               "aws_secret_access_key": "s", "aws_region": "us-east-1", "connect_timeout": "1s",
-               "timeout": "2s", "client_max_retries": "0", "client_retry_timeout": "1"}
+    options = {
+        "aws_endpoint": f"http://127.0.0.1:{port}",
+        "allow_http": True,
+        "aws_access_key_id": "k",
+        "aws_secret_access_key": "s",
+        "aws_region": "us-east-1",
+        "connect_timeout": "1s",
+        "timeout": "2s",
+        "client_max_retries": "0",
+        "client_retry_timeout": "1",
+    }
     monkeypatch.setenv("ACTSTORE_STORAGE_OPTIONS", json.dumps(options))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     (tmp_path / "p.txt").write_text("a\nb\n")
-    expected = (f"error: cannot reach the store s3://bucket/store (endpoint http://127.0.0.1:{port}, connect "
-                "error): check the URI, that the object store is running, and the storage options")
-    for args in (["info"], ["verify"],
-                 ["ingest", "--model", "org/missing-model", "--dataset", "d", "--prompts", str(tmp_path / "p.txt")]):
+    expected = (
+        f"error: cannot reach the store s3://bucket/store (endpoint http://127.0.0.1:{port}, connect "
+        "error): check the URI, that the object store is running, and the storage options"
+    )
+    for args in (
+        ["info"],
+        ["verify"],
+        ["ingest", "--model", "org/missing-model", "--dataset", "d", "--prompts", str(tmp_path / "p.txt")],
+    ):
         assert _error_line(CliRunner().invoke(app, [*args, "--store", "s3://bucket/store"])) == expected, args
 
 
@@ -49,8 +62,9 @@ def test_sae_add_on_a_deeply_nested_cfg_json_is_one_error_line(tmp_path):
     sae.mkdir()
     (sae / "cfg.json").write_text("[" * 200_000 + "]" * 200_000)
     (sae / "sae_weights.safetensors").write_bytes(b"")
-    res = CliRunner().invoke(app, ["sae", "add", "--model", "m", "--layer", "0", "--path", str(sae),
-                                   "--store", store.uri])
+    res = CliRunner().invoke(
+        app, ["sae", "add", "--model", "m", "--layer", "0", "--path", str(sae), "--store", store.uri]
+    )
     assert _error_line(res) == f"error: cfg.json in '{sae}' nests 200,000 levels deep; at most 32 are allowed"
 
 
@@ -67,8 +81,20 @@ def _error_line(result) -> str:
 def imported(tmp_path) -> tuple[Path, list[str]]:
     np.save(tmp_path / "acts.npy", (np.arange(8 * 1 * 3, dtype=np.float32).reshape(8, 1, 3) + 1))
     (tmp_path / "p.jsonl").write_text("".join(f'{{"text": "prompt {i}"}}\n' for i in range(8)))
-    args = ["import", str(tmp_path / "acts.npy"), "--model", "m", "--dataset", "d", "--prompts",
-            str(tmp_path / "p.jsonl"), "--dtype", "float32", "--store", str(tmp_path / "db")]
+    args = [
+        "import",
+        str(tmp_path / "acts.npy"),
+        "--model",
+        "m",
+        "--dataset",
+        "d",
+        "--prompts",
+        str(tmp_path / "p.jsonl"),
+        "--dtype",
+        "float32",
+        "--store",
+        str(tmp_path / "db"),
+    ]
     return tmp_path / "db", args
 
 
@@ -84,8 +110,10 @@ def test_a_full_disk_under_a_write_is_one_error_line(imported, monkeypatch):
 
     monkeypatch.setattr(LanceTable, "add", full)
     line = _error_line(CliRunner().invoke(app, args))
-    assert line == (f"error: the disk holding the store {db} is full (no space left on device): free space or "
-                    "move the store, then run the same write again (the failed commit left nothing behind)")
+    assert line == (
+        f"error: the disk holding the store {db} is full (no space left on device): free space or "
+        "move the store, then run the same write again (the failed commit left nothing behind)"
+    )
     monkeypatch.setattr(LanceTable, "add", lambda self, *a, **k: (_ for _ in ()).throw(OSError(errno.ENOSPC, "x")))
     assert _error_line(CliRunner().invoke(app, args)).startswith(f"error: the disk holding the store {db} is full")
 
@@ -104,9 +132,12 @@ def test_a_checksum_mismatch_is_one_error_line_and_fails_verify(imported, monkey
             f.write_bytes(bytes(raw))
     res = CliRunner().invoke(app, ["verify", "--store", str(db)])
     assert res.exit_code == 1
-    assert ("FAIL checksums: acts__m__L000: stored vectors of prompt id(s) 1 do not match their checksums "
-            "(a damaged data file)") in res.stdout
+    assert (
+        "FAIL checksums: acts__m__L000: stored vectors of prompt id(s) 1 do not match their checksums "
+        "(a damaged data file)"
+    ) in res.stdout
     monkeypatch.setenv("ACTSTORE_VERIFY_READS", "1")
     line = _error_line(CliRunner().invoke(app, ["bridge", "--source", "m:0", "--target", "m:0", "--store", str(db)]))
-    assert line.startswith("error: activation table acts__m__L000: the stored vectors of prompt id(s) 1 do not "
-                           "match their checksums")
+    assert line.startswith(
+        "error: activation table acts__m__L000: the stored vectors of prompt id(s) 1 do not match their checksums"
+    )

@@ -36,13 +36,17 @@ def f64(store, model, layer):
 
 def test_similarity_with_options_and_json(store, tmp_path):
     S = ("--store", store.uri)
-    res = actstore("similarity", "a:1", "b:0", "cknna", "--k", "5", "--options", '{"unbiased": false}', *S,
-                   cwd=tmp_path)
+    res = actstore(
+        "similarity", "a:1", "b:0", "cknna", "--k", "5", "--options", '{"unbiased": false}', *S, cwd=tmp_path
+    )
     assert res.returncode == 0, res.stderr
     want = DIRECT["cknna"](f64(store, "a", 1), f64(store, "b", 0), 5, unbiased=False)
     assert f"value: {want:.4g}" in res.stdout and "measure: cknna" in res.stdout and "k: 5" in res.stdout
-    out = json.loads(actstore("similarity-matrix", "a", "b", "lcs_knn", "--k", "3", "--layers-a", "0,2", "--json",
-                              *S, cwd=tmp_path).stdout)
+    out = json.loads(
+        actstore(
+            "similarity-matrix", "a", "b", "lcs_knn", "--k", "3", "--layers-a", "0,2", "--json", *S, cwd=tmp_path
+        ).stdout
+    )
     assert (out["measure"], out["k"], out["layersA"], out["layersB"]) == ("lcs_knn", 3, [0, 2], [0, 1])
     assert out["options"] == {} and "key" not in out
     assert out["values"][1][0] == pytest.approx(DIRECT["lcs_knn"](f64(store, "a", 2), f64(store, "b", 0), 3), abs=1e-9)
@@ -52,11 +56,19 @@ def test_measures_listing_and_errors(store, tmp_path):
     res = actstore("measures", "--json", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     listing = json.loads(res.stdout)
-    assert [m["name"] for m in listing][:7] == ["mutual_knn", "cycle_knn", "lcs_knn", "edit_distance_knn", "cknna",
-                                                "cka", "unbiased_cka"]
+    assert [m["name"] for m in listing][:7] == [
+        "mutual_knn",
+        "cycle_knn",
+        "lcs_knn",
+        "edit_distance_knn",
+        "cknna",
+        "cka",
+        "unbiased_cka",
+    ]
     assert all(m["sensitiveTo"] and m["direction"] in ("similarity", "distance") for m in listing)
     err = one_error_line(actstore("similarity", "a:0", "b:0", "mutual_knn", "--store", store.uri, cwd=tmp_path))
     assert err == "error: --measure 'mutual_knn' needs --k (neighbours per prompt, an integer >= 1)"
-    err = one_error_line(actstore("similarity", "a:0", "b:0", "cka", "--options", "{eps: 1}", "--store", store.uri,
-                                  cwd=tmp_path))
+    err = one_error_line(
+        actstore("similarity", "a:0", "b:0", "cka", "--options", "{eps: 1}", "--store", store.uri, cwd=tmp_path)
+    )
     assert err.startswith("error: --options must be a JSON object (not valid JSON: ")

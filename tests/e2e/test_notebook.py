@@ -46,12 +46,22 @@ def test_every_cell_runs_on_the_demo_models(tmp_path, monkeypatch):
     s.add_prompts("demo-text", texts[:60])
     real = installed_real_models()
     for key, token in (("smollm2-135m", "last"), ("minilm-l6", "mean")):
-        ingest(s, real[key], "demo-text", key=key, layers="grid:7", batch_size=32, max_tokens=64, dtype="float32",
-               token=token)
+        ingest(
+            s,
+            real[key],
+            "demo-text",
+            key=key,
+            layers="grid:7",
+            batch_size=32,
+            max_tokens=64,
+            dtype="float32",
+            token=token,
+        )
     monkeypatch.setenv("ACTSTORE_NOTEBOOK_STORE", str(store))
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(ROOT / "docs")}}).execute()
+    NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "docs")}}
+    ).execute()
     cells = _outputs(nb)
     by_source = {cell.source.split("\n")[0]: cell for cell in cells}
     cka = next(c for s, c in by_source.items() if s.startswith("cka = s.cka_matrix"))

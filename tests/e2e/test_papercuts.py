@@ -68,8 +68,16 @@ def store_dir(tmp_path_factory):
     rng = np.random.default_rng(0)
     for key in KEYS:
         for layer in range(3):
-            store.write_activations(key, layer, ids, rng.standard_normal((12, 8)), n_layers=3, source=SOURCE,
-                                    architecture="llama", dtype="float32")
+            store.write_activations(
+                key,
+                layer,
+                ids,
+                rng.standard_normal((12, 8)),
+                n_layers=3,
+                source=SOURCE,
+                architecture="llama",
+                dtype="float32",
+            )
     return root
 
 
@@ -108,8 +116,10 @@ def busy_port():
 
 def test_serve_on_a_busy_port_is_one_error_line(store_dir, busy_port):
     res = actstore("serve", "--store", "db", "--port", str(busy_port), cwd=store_dir)
-    assert one_error_line(res) == (f"error: --port {busy_port}: 127.0.0.1:{busy_port} is already in use "
-                                   f"(another server?); choose another with --port N (make demo PORT=N)")
+    assert one_error_line(res) == (
+        f"error: --port {busy_port}: 127.0.0.1:{busy_port} is already in use "
+        f"(another server?); choose another with --port N (make demo PORT=N)"
+    )
 
 
 def test_demo_on_a_busy_port_says_so_before_any_output_or_build(tmp_path, busy_port):
@@ -131,7 +141,8 @@ def test_query_errors_are_one_line_each_and_json_keeps_the_answer(store_dir):
     q = '{ ckaMatrix(modelA: "minilm-l6", modelB: "other") { values } models { key } }'
     res = actstore("query", q, "--store", "db", cwd=store_dir)
     assert one_error_line(res, status=1) == (
-        f"error: unknown model 'other'; known models: {', '.join(sorted(KEYS))} (at ckaMatrix) [NOT_FOUND]")
+        f"error: unknown model 'other'; known models: {', '.join(sorted(KEYS))} (at ckaMatrix) [NOT_FOUND]"
+    )
     res = actstore("query", "{ models { key }", "--store", "db", cwd=store_dir)
     assert one_error_line(res, status=1) == "error: Syntax Error: Expected Name, found <EOF>. [GRAPHQL_PARSE_FAILED]"
     res = actstore("query", q, "--store", "db", "--json", cwd=store_dir)
@@ -142,16 +153,23 @@ def test_query_errors_are_one_line_each_and_json_keeps_the_answer(store_dir):
 
 
 def test_query_plot_url_is_absolute_and_best_is_the_whole_matrix_argmax(store_dir):
-    q = ('{ ckaMatrix(modelA: "minilm-l6", modelB: "smollm2-135m-instruct.q4_1") '
-         '{ layersA layersB values argmax best { row column layerA layerB value } plotUrl } }')
+    q = (
+        '{ ckaMatrix(modelA: "minilm-l6", modelB: "smollm2-135m-instruct.q4_1") '
+        "{ layersA layersB values argmax best { row column layerA layerB value } plotUrl } }"
+    )
     res = actstore("query", q, "--store", "db", cwd=store_dir)
     assert res.returncode == 0, res.stderr
     m = json.loads(res.stdout)["data"]["ckaMatrix"]
     assert re.fullmatch(r"http://127\.0\.0\.1:8000/plots/[0-9a-f]+\.png", m["plotUrl"]), m["plotUrl"]
     values = np.array(m["values"])
     i, j = np.unravel_index(np.argmax(values), values.shape)
-    assert m["best"] == {"row": int(i), "column": int(j), "layerA": m["layersA"][i], "layerB": m["layersB"][j],
-                         "value": values[i, j]}
+    assert m["best"] == {
+        "row": int(i),
+        "column": int(j),
+        "layerA": m["layersA"][i],
+        "layerB": m["layersB"][j],
+        "value": values[i, j],
+    }
     assert m["argmax"] == list(np.argmax(values, axis=1))
     res = actstore("query", q, "--store", "db", "--server", "http://gpu-box:9000", cwd=store_dir)
     url = json.loads(res.stdout)["data"]["ckaMatrix"]["plotUrl"]

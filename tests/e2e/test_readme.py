@@ -28,8 +28,11 @@ SMOL_LAYERS, MINI_LAYERS = [0, 5, 10, 15, 19, 24, 29], [0, 1, 2, 3, 4, 5]
 
 def blocks(lang: str, checked_only: bool) -> list[str]:
     """Bodies of the README's ``lang`` blocks (those preceded by a ``<!-- checked`` line)."""
-    out = [m["body"] for m in FENCE.finditer(README.read_text()) if m["lang"] == lang
-           and (not checked_only or m["before"].startswith("<!-- checked"))]
+    out = [
+        m["body"]
+        for m in FENCE.finditer(README.read_text())
+        if m["lang"] == lang and (not checked_only or m["before"].startswith("<!-- checked"))
+    ]
     assert out, f"no {lang} block{' marked <!-- checked -->' if checked_only else ''} in README.md"
     return out
 
@@ -43,8 +46,14 @@ def debiased_cka(X: np.ndarray, Y: np.ndarray) -> float:
         np.fill_diagonal(K, 0.0)
         np.fill_diagonal(L, 0.0)
         one = np.ones(n)
-        return float((np.trace(K @ L) + (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2))
-                      - 2.0 / (n - 2) * (one @ K @ L @ one)) / (n * (n - 3)))
+        return float(
+            (
+                np.trace(K @ L)
+                + (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2))
+                - 2.0 / (n - 2) * (one @ K @ L @ one)
+            )
+            / (n * (n - 3))
+        )
 
     K, L = X.astype(np.float64) @ X.T.astype(np.float64), Y.astype(np.float64) @ Y.T.astype(np.float64)
     return hsic1(K, L) / np.sqrt(hsic1(K, K) * hsic1(L, L))
@@ -59,22 +68,25 @@ def demo_store(tmp_path_factory):
     store = Store.open(root / "demo-store")
     rng = np.random.default_rng(0)
     text = store.add_prompts("demo-text", [f"a general text about scene {i}" for i in range(40)])
-    topic = store.add_prompts("demo-topic", [f"a news sentence on topic {i}" for i in range(12)],
-                              labels=[i % 4 for i in range(12)])
+    topic = store.add_prompts(
+        "demo-topic", [f"a news sentence on topic {i}" for i in range(12)], labels=[i % 4 for i in range(12)]
+    )
     ids = text + topic
     Z = rng.standard_normal((len(ids), 6))
-    Z[len(text):] += 4.0  # the second corpus sits apart, as real corpora do
+    Z[len(text) :] += 4.0  # the second corpus sits apart, as real corpora do
     for key, n_layers, layers, d in (("smollm2-135m", 30, SMOL_LAYERS, 24), ("minilm-l6", 6, MINI_LAYERS, 16)):
         for layer in layers:
             X = Z @ rng.standard_normal((6, d)) + 0.5 * rng.standard_normal((len(ids), d))
-            store.write_activations(key, layer, ids, X, n_layers=n_layers, source=f"/models/{key}",
-                                    architecture="llama", dtype="float32")
+            store.write_activations(
+                key, layer, ids, X, n_layers=n_layers, source=f"/models/{key}", architecture="llama", dtype="float32"
+            )
     return root, store
 
 
 def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = dict({k: v for k, v in os.environ.items() if not k.startswith("ACTSTORE_")}, HF_HUB_OFFLINE="1",
-               COLUMNS="200")
+    env = dict(
+        {k: v for k, v in os.environ.items() if not k.startswith("ACTSTORE_")}, HF_HUB_OFFLINE="1", COLUMNS="200"
+    )
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -87,8 +99,8 @@ def test_the_python_blocks_run_as_written_and_print_debiased_cka(tmp_path):
     from actstore import Store
 
     store = Store.open(tmp_path / "actstore-data")
-    _, X = store.read_activations("model-a", 2)   # depth 0.5 of 4 blocks rounds up to layer 2
-    _, Y = store.read_activations("model-b", 3)   # layer -1
+    _, X = store.read_activations("model-a", 2)  # depth 0.5 of 4 blocks rounds up to layer 2
+    _, Y = store.read_activations("model-b", 3)  # layer -1
     want = debiased_cka(X, Y)
     line = next(l for l in res.stdout.splitlines() if l.startswith("debiased CKA"))
     assert line == f"debiased CKA {want:.3f} over n = 40 prompts", (line, want)

@@ -36,8 +36,10 @@ def big_store(tmp_path_factory):
     ids = store.add_prompts("ds", [f"prompt {i}" for i in range(n)])
     Z = rng.standard_normal((n, 16)).astype(np.float32)
     for key in ("a", "b"):
-        layers = {l: Z @ rng.standard_normal((16, 256)).astype(np.float32)
-                  + rng.standard_normal((n, 256)).astype(np.float32) for l in range(8)}
+        layers = {
+            l: Z @ rng.standard_normal((16, 256)).astype(np.float32) + rng.standard_normal((n, 256)).astype(np.float32)
+            for l in range(8)
+        }
         store.activations.write(key, layers, ids, n_layers=8, architecture="synthetic")
     return store
 
@@ -47,9 +49,22 @@ def server(big_store):
     port = _free_port()
     env = dict(os.environ, ACTSTORE_TOKEN=TOKEN, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "actstore.cli", "serve", "--store", big_store.uri, "--port", str(port),
-         "--log-level", "warning"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "actstore.cli",
+            "serve",
+            "--store",
+            big_store.uri,
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
@@ -82,12 +97,16 @@ def _post(base, query, token=None, timeout=120):
 def test_http_end_to_end(server, big_store):
     health = httpx.get(f"{server}/healthz").json()
     assert health == {"status": "ok", "models": 2}
-    body = _post(server, '{ models { key nLayers dModel promptCount } }')
-    assert body["data"]["models"] == [{"key": "a", "nLayers": 8, "dModel": 256, "promptCount": 2000},
-                                      {"key": "b", "nLayers": 8, "dModel": 256, "promptCount": 2000}]
+    body = _post(server, "{ models { key nLayers dModel promptCount } }")
+    assert body["data"]["models"] == [
+        {"key": "a", "nLayers": 8, "dModel": 256, "promptCount": 2000},
+        {"key": "b", "nLayers": 8, "dModel": 256, "promptCount": 2000},
+    ]
     body = _post(server, '{ nearestNeighbors(at: {model: "a", layer: 3}, promptId: "10", k: 5) { promptId score } }')
     got = [int(r["promptId"]) for r in body["data"]["nearestNeighbors"]]
-    ids, _ = big_store.knn.search("a", 3, big_store.read_activations("a", 3, prompt_ids=[10])[1], 5, exclude_self_ids=[10])
+    ids, _ = big_store.knn.search(
+        "a", 3, big_store.read_activations("a", 3, prompt_ids=[10])[1], 5, exclude_self_ids=[10]
+    )
     assert got == ids[0].tolist()
     # errors are GraphQL errors with HTTP 200, never a 500 or a stack trace
     body = _post(server, '{ cka(a: {model: "a", layer: 99}, b: {model: "b", layer: 0}) { value } }')
@@ -106,10 +125,17 @@ def test_http_end_to_end(server, big_store):
 def _lookups(server, n=32):
     async def run():
         async with httpx.AsyncClient(base_url=server, timeout=120) as client:
+
             async def one(i):
                 t0 = time.perf_counter()
-                r = await client.post("/graphql", json={"query": f'{{ nearestNeighbors(at: {{model: "b", layer: {i % 8}}}, promptId: "{i}", k: 10) {{ promptId }} }}'})
+                r = await client.post(
+                    "/graphql",
+                    json={
+                        "query": f'{{ nearestNeighbors(at: {{model: "b", layer: {i % 8}}}, promptId: "{i}", k: 10) {{ promptId }} }}'
+                    },
+                )
                 return r, time.perf_counter() - t0
+
             return await asyncio.gather(*(one(i) for i in range(n)))
 
     return asyncio.run(run())
@@ -122,7 +148,9 @@ def test_32_concurrent_lookups_while_a_cka_matrix_computes(server):
 
     def run_matrix():
         t0 = time.perf_counter()
-        matrix["body"] = _post(server, '{ ckaMatrix(modelA: "a", modelB: "b", debiased: true) { values argmax } }', timeout=300)
+        matrix["body"] = _post(
+            server, '{ ckaMatrix(modelA: "a", modelB: "b", debiased: true) { values argmax } }', timeout=300
+        )
         matrix["seconds"] = time.perf_counter() - t0
 
     t = threading.Thread(target=run_matrix)
@@ -139,9 +167,11 @@ def test_32_concurrent_lookups_while_a_cka_matrix_computes(server):
         assert len(r.json()["data"]["nearestNeighbors"]) == 10
     assert "errors" not in matrix["body"], matrix["body"]
     assert len(matrix["body"]["data"]["ckaMatrix"]["values"]) == 8
-    print(f"\n32 concurrent nearestNeighbors during a CKA matrix ({matrix['seconds']:.2f} s): "
-          f"p50 {np.percentile(lat, 50):.0f} ms, p99 {np.percentile(lat, 99):.0f} ms, all done after {lookups_done:.2f} s; "
-          f"with the server idle: p50 {np.percentile(idle, 50):.0f} ms, p99 {np.percentile(idle, 99):.0f} ms")
+    print(
+        f"\n32 concurrent nearestNeighbors during a CKA matrix ({matrix['seconds']:.2f} s): "
+        f"p50 {np.percentile(lat, 50):.0f} ms, p99 {np.percentile(lat, 99):.0f} ms, all done after {lookups_done:.2f} s; "
+        f"with the server idle: p50 {np.percentile(idle, 50):.0f} ms, p99 {np.percentile(idle, 99):.0f} ms"
+    )
     assert np.percentile(lat, 50) < max(2.0, matrix["seconds"]) * 1e3
 
 
@@ -149,13 +179,40 @@ def test_query_command_prints_json(big_store):
     env = dict(os.environ)
     env.pop("ACTSTORE_TOKEN", None)
     res = subprocess.run(
-        [sys.executable, "-m", "actstore.cli", "query", 'query($k: Int!) { mutualKnn(a: {model: "a", layer: 0}, '
-         'b: {model: "b", depth: 0.0}, k: $k) { k n nullMean } }', "--variables", '{"k": 7}', "--store", big_store.uri],
-        capture_output=True, text=True, timeout=300, env=env,
+        [
+            sys.executable,
+            "-m",
+            "actstore.cli",
+            "query",
+            'query($k: Int!) { mutualKnn(a: {model: "a", layer: 0}, '
+            'b: {model: "b", depth: 0.0}, k: $k) { k n nullMean } }',
+            "--variables",
+            '{"k": 7}',
+            "--store",
+            big_store.uri,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["data"]["mutualKnn"] == {"k": 7, "n": 2000, "nullMean": pytest.approx(7 / 1999)}
-    res = subprocess.run([sys.executable, "-m", "actstore.cli", "query", '{ model(key: "a") { nope } }', "--json",
-                          "--store", big_store.uri], capture_output=True, text=True, timeout=300, env=env)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "actstore.cli",
+            "query",
+            '{ model(key: "a") { nope } }',
+            "--json",
+            "--store",
+            big_store.uri,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert res.returncode == 1 and "Cannot query field 'nope'" in json.loads(res.stdout)["errors"][0]["message"]

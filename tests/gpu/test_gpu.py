@@ -17,8 +17,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
 def test_ann_with_cuda_kmeans_keeps_the_recall_promise():
@@ -79,8 +78,10 @@ def test_atlas_graph_overlaps_on_cuda_equal_affinity_matrix():
 
     rng = np.random.default_rng(3)
     z = rng.standard_normal((1500, 8))
-    graphs = [knn_graph(z @ rng.standard_normal((8, 32)) + 0.5 * rng.standard_normal((1500, 32)),
-                        10, device="cuda") for _ in range(12)]
+    graphs = [
+        knn_graph(z @ rng.standard_normal((8, 32)) + 0.5 * rng.standard_normal((1500, 32)), 10, device="cuda")
+        for _ in range(12)
+    ]
     ref = affinity_matrix(graphs, graphs)
     for budget in (1 << 30, 1 << 22):  # one block; many blocks
         got = graph_overlaps(graphs, device="cuda", memory_budget_bytes=budget)
@@ -100,8 +101,10 @@ def test_sae_correlation_on_cuda_matches_cpu():
     np.testing.assert_array_equal(gpu.pairs_b, cpu.pairs_b)
     np.testing.assert_allclose(gpu.correlation, cpu.correlation, atol=1e-5)
     # the correlations are Pearson r of the paired columns (float64, directly)
-    r = [np.corrcoef(A[:, i].astype(np.float64), B[:, j].astype(np.float64))[0, 1]
-         for i, j in zip(gpu.pairs_a[:10], gpu.pairs_b[:10])]
+    r = [
+        np.corrcoef(A[:, i].astype(np.float64), B[:, j].astype(np.float64))[0, 1]
+        for i, j in zip(gpu.pairs_a[:10], gpu.pairs_b[:10])
+    ]
     np.testing.assert_allclose(gpu.correlation[:10], r, atol=1e-5)
 
 
@@ -112,14 +115,18 @@ def test_ingest_on_cuda_matches_cpu(tmp_path):
 
     path = tiny_model_dir("llama", n_layers=2, hidden=32)
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("\n".join(f"the {w} sat on the mat number {i}" for i, w in
-                                 enumerate(["cat", "dog", "bird", "fish", "cow", "fox"] * 3)) + "\n")
+    prompts.write_text(
+        "\n".join(
+            f"the {w} sat on the mat number {i}" for i, w in enumerate(["cat", "dog", "bird", "fish", "cow", "fox"] * 3)
+        )
+        + "\n"
+    )
     out = {}
-    for name, device, compute in (("cpu", "cpu", "float32"), ("cuda32", "cuda", "float32"),
-                                  ("cuda", "cuda", None)):
+    for name, device, compute in (("cpu", "cpu", "float32"), ("cuda32", "cuda", "float32"), ("cuda", "cuda", None)):
         db = tmp_path / name
-        ingest(db, path, "words", prompts_file=prompts, key="tiny", device=device, compute_dtype=compute,
-               dtype="float32")
+        ingest(
+            db, path, "words", prompts_file=prompts, key="tiny", device=device, compute_dtype=compute, dtype="float32"
+        )
         store = Store.open(db)
         out[name] = [store.activations.read("tiny", layer)[1] for layer in (0, 1)]
     for a, b in zip(out["cpu"], out["cuda32"]):

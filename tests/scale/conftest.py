@@ -41,8 +41,13 @@ def s3_endpoint() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def s3_options(s3_endpoint: str) -> dict[str, str]:
     """Lance storage options for the local endpoint (dummy credentials)."""
-    return {"aws_endpoint": s3_endpoint, "allow_http": "true", "aws_region": "us-east-1",
-            "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    return {
+        "aws_endpoint": s3_endpoint,
+        "allow_http": "true",
+        "aws_region": "us-east-1",
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+    }
 
 
 @pytest.fixture
@@ -51,8 +56,13 @@ def s3_uri(s3_endpoint: str) -> str:
     import boto3
 
     bucket = f"actstore-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                 aws_secret_access_key="testing").create_bucket(Bucket=bucket)
+    boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    ).create_bucket(Bucket=bucket)
     return f"s3://{bucket}/db"
 
 

@@ -29,9 +29,12 @@ except ImportError:  # pragma: no cover - run from tests/
 
 pytestmark = pytest.mark.timeout(120)
 
-TEXTS = [f"prompt number {i} about {w}" for i, w in enumerate(
-    ["cats", "dogs", "stocks", "rain", "music", "chess", "bread", "rivers", "code", "trains",
-     "salt", "moons"])]
+TEXTS = [
+    f"prompt number {i} about {w}"
+    for i, w in enumerate(
+        ["cats", "dogs", "stocks", "rain", "music", "chess", "bread", "rivers", "code", "trains", "salt", "moons"]
+    )
+]
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -44,8 +47,7 @@ def _prompts_file(tmp_path: Path) -> Path:
 def _fill(st: Store, tmp_path: Path) -> None:
     """The same writes on any store: an ingest of a tiny model and an import of arrays."""
     prompts = _prompts_file(tmp_path)
-    ingest(st, str(tiny_model_dir("llama")), "ds", prompts_file=prompts, key="tiny", device="cpu",
-           batch_size=4)
+    ingest(st, str(tiny_model_dir("llama")), "ds", prompts_file=prompts, key="tiny", device="cpu", batch_size=4)
     arrays = tmp_path / "acts.npy"
     rng = np.random.default_rng(3)
     np.save(arrays, rng.normal(size=(len(TEXTS), 2, 8)).astype(np.float32))
@@ -69,8 +71,9 @@ def test_every_operation_on_s3_equals_the_same_on_a_local_folder(pair):
     local, remote, cache = pair
     assert remote.uri.startswith("s3://") and remote.tables.local_path is None
     assert sorted(remote.tables.names()) == sorted(local.tables.names())
-    assert [(m.key, m.n_layers, m.d_model, m.dtype, m.fingerprint) for m in remote.models.list()] == \
-        [(m.key, m.n_layers, m.d_model, m.dtype, m.fingerprint) for m in local.models.list()]
+    assert [(m.key, m.n_layers, m.d_model, m.dtype, m.fingerprint) for m in remote.models.list()] == [
+        (m.key, m.n_layers, m.d_model, m.dtype, m.fingerprint) for m in local.models.list()
+    ]
     assert [(d.name, d.prompt_count) for d in remote.prompts.datasets()] == [("ds", 12)]
     for key, layers in (("tiny", (0, 1)), ("imp", (0, 1))):
         for layer in layers:
@@ -87,8 +90,9 @@ def test_every_operation_on_s3_equals_the_same_on_a_local_folder(pair):
         assert nr.tolist() == nl.tolist() and np.array_equal(sr, sl)
     version = remote.tables.version("acts__imp__L001")
     files = sorted(p.name for p in cache.rglob("*.faiss"))
-    assert len(files) == 2 and all(f.startswith("acts__imp__L001.") and f.endswith(f".v{version}.faiss")
-                                   for f in files), files
+    assert len(files) == 2 and all(
+        f.startswith("acts__imp__L001.") and f.endswith(f".v{version}.faiss") for f in files
+    ), files
     # A write to the remote table makes a new version: the next search builds (and caches) a new index.
     remote.write_activations("imp", 1, [0], q[:1] * 2)
     nr2, _ = remote.knn.search("imp", 1, q[:1] * 2, 1, exclude_self_ids=[5])
@@ -154,16 +158,44 @@ def test_cli_on_s3_with_storage_options_and_with_aws_variables(tmp_path: Path, s
     base["PYTHONPATH"] = str(REPO)
     env = {**base, "ACTSTORE_STORAGE_OPTIONS": json.dumps(s3_options)}
     cmd = [sys.executable, "-m", "actstore.cli"]
-    out = subprocess.run([*cmd, "import", str(arrays), "--model", "imp", "--dataset", "ds", "--prompts",
-                          str(prompts), "--store", s3_uri], env=env, capture_output=True, text=True, timeout=90)
+    out = subprocess.run(
+        [
+            *cmd,
+            "import",
+            str(arrays),
+            "--model",
+            "imp",
+            "--dataset",
+            "ds",
+            "--prompts",
+            str(prompts),
+            "--store",
+            s3_uri,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     assert out.returncode == 0, out.stderr
-    aws = {**base, "AWS_ENDPOINT_URL": s3_endpoint, "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1",
-           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "ACTSTORE_STORE": s3_uri}
+    aws = {
+        **base,
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "ACTSTORE_STORE": s3_uri,
+    }
     out = subprocess.run([*cmd, "info"], env=aws, capture_output=True, text=True, timeout=90)
     assert out.returncode == 0, out.stderr
     assert s3_uri in out.stdout and "imp" in out.stdout and "12" in out.stdout
     st = Store.open(s3_uri, settings=Settings(environ={"ACTSTORE_STORAGE_OPTIONS": json.dumps(s3_options)}))
-    assert st.read_activations("imp", 1)[1][2].tolist() == [15.0, 16.0, 17.0]  # row 2, layer 1 of arange(72).reshape(12, 2, 3)
+    assert st.read_activations("imp", 1)[1][2].tolist() == [
+        15.0,
+        16.0,
+        17.0,
+    ]  # row 2, layer 1 of arange(72).reshape(12, 2, 3)
 
 
 def test_storage_options_setting_is_a_json_object_of_strings():
@@ -188,12 +220,26 @@ def test_sae_weights_on_s3_register_load_verify_and_drop(pair, tmp_path: Path):
     d, d_sae = local.models.get("tiny").d_model, 12
     folder = tmp_path / "sae"
     folder.mkdir()
-    tensors = {"W_enc": rng.standard_normal((d, d_sae)), "W_dec": rng.standard_normal((d_sae, d)),
-               "b_enc": rng.standard_normal(d_sae), "b_dec": rng.standard_normal(d)}
-    (folder / "cfg.json").write_text(json.dumps({"architecture": "standard", "d_in": d, "d_sae": d_sae,
-                                                 "apply_b_dec_to_input": True, "normalize_activations": "none"}))
-    save_file({k: torch.from_numpy(v.astype(np.float32)) for k, v in tensors.items()},
-              str(folder / "sae_weights.safetensors"))
+    tensors = {
+        "W_enc": rng.standard_normal((d, d_sae)),
+        "W_dec": rng.standard_normal((d_sae, d)),
+        "b_enc": rng.standard_normal(d_sae),
+        "b_dec": rng.standard_normal(d),
+    }
+    (folder / "cfg.json").write_text(
+        json.dumps(
+            {
+                "architecture": "standard",
+                "d_in": d,
+                "d_sae": d_sae,
+                "apply_b_dec_to_input": True,
+                "normalize_activations": "none",
+            }
+        )
+    )
+    save_file(
+        {k: torch.from_numpy(v.astype(np.float32)) for k, v in tensors.items()}, str(folder / "sae_weights.safetensors")
+    )
     r_local = local.saes.register("tiny", 1, folder)
     r_remote = remote.saes.register("tiny", 1, folder)
     assert r_remote.sae_id == r_local.sae_id and r_remote.weights_sha256 == r_local.weights_sha256
@@ -214,5 +260,7 @@ def test_a_missing_store_on_s3_is_refused_by_read_commands(s3_uri: str, s3_optio
 
     with pytest.raises(NotFound) as err:
         Store.open(s3_uri, create=False, settings=Settings(environ={}), storage_options=s3_options)
-    assert str(err.value) == (f"no actstore store at '{s3_uri}' (no tables there); create one with `actstore "
-                              "ingest`, `actstore import` or `actstore demo`, or check the store URI and the storage options")
+    assert str(err.value) == (
+        f"no actstore store at '{s3_uri}' (no tables there); create one with `actstore "
+        "ingest`, `actstore import` or `actstore demo`, or check the store URI and the storage options"
+    )

@@ -30,8 +30,11 @@ try:
 except ImportError:  # pragma: no cover - run from tests/
     from tiny_models import tiny_model_dir
 
-pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("ray_cluster"),
-              pytest.mark.filterwarnings("ignore::DeprecationWarning")]  # Ray Data's own settings
+pytestmark = [
+    pytest.mark.timeout(180),
+    pytest.mark.usefixtures("ray_cluster"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+]  # Ray Data's own settings
 
 REPO = Path(__file__).resolve().parents[2]
 N_PROMPTS = 24
@@ -40,8 +43,12 @@ N_PROMPTS = 24
 def _prompts(tmp_path: Path) -> Path:
     words = ["alpha", "beta", "gamma", "delta", "eps", "zeta"]
     path = tmp_path / "prompts.jsonl"
-    path.write_text("".join(json.dumps({"text": " ".join(words[: i % 6 + 1]) + f" item {i}", "label": i % 2}) + "\n"
-                            for i in range(N_PROMPTS)))
+    path.write_text(
+        "".join(
+            json.dumps({"text": " ".join(words[: i % 6 + 1]) + f" item {i}", "label": i % 2}) + "\n"
+            for i in range(N_PROMPTS)
+        )
+    )
     return path
 
 
@@ -76,12 +83,18 @@ def _assert_same_tables(a: Store, b: Store, layers: range) -> None:
         assert ids_b.tolist() == ids_a.tolist() == list(range(N_PROMPTS))
         assert xb.dtype == np.float32 and xb.tobytes() == xa.tobytes(), f"layer {layer} differs"
     ma, mb = a.models.get("tiny"), b.models.get("tiny")
-    assert (mb.n_layers, mb.d_model, mb.dtype, mb.fingerprint, mb.layers) == \
-        (ma.n_layers, ma.d_model, ma.dtype, ma.fingerprint, ma.layers)
+    assert (mb.n_layers, mb.d_model, mb.dtype, mb.fingerprint, mb.layers) == (
+        ma.n_layers,
+        ma.d_model,
+        ma.dtype,
+        ma.fingerprint,
+        ma.layers,
+    )
 
 
 def test_ray_ingest_killed_after_its_first_commit_resumes_through_the_cli_to_the_local_tables_on_s3(
-        tmp_path: Path, s3_uri: str, s3_options: dict[str, str], reference, monkeypatch):
+    tmp_path: Path, s3_uri: str, s3_options: dict[str, str], reference, monkeypatch
+):
     """The first run (Python API) dies right after its first commit wave; the second, the
     command line ``actstore ingest --engine ray --address ...`` joining this Ray, finishes it.
     The tables then hold, bit for bit, what the local ingest stored."""
@@ -100,9 +113,19 @@ def test_ray_ingest_killed_after_its_first_commit_resumes_through_the_cli_to_the
         raise KeyboardInterrupt("killed after the first commit")
 
     with pytest.raises(KeyboardInterrupt, match="killed after the first commit"):
-        ingest_ray(s3_uri, model, "ds", prompts_file=prompts, key="tiny", device="cpu", batch_size=4,
-                   commit_prompts=8, settings=settings, on_commit=die_after_first,
-                   on_progress=lambda d, t: progress.append((d, t)))
+        ingest_ray(
+            s3_uri,
+            model,
+            "ds",
+            prompts_file=prompts,
+            key="tiny",
+            device="cpu",
+            batch_size=4,
+            commit_prompts=8,
+            settings=settings,
+            on_commit=die_after_first,
+            on_progress=lambda d, t: progress.append((d, t)),
+        )
     assert commits == [8] and progress == [(0, N_PROMPTS), (4, N_PROMPTS)]
     remote = Store.open(s3_uri, settings=settings)
     for layer in range(3):  # the first wave is committed to every layer, nothing else
@@ -112,10 +135,35 @@ def test_ray_ingest_killed_after_its_first_commit_resumes_through_the_cli_to_the
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTSTORE_")}
     env.update(PYTHONPATH=str(REPO), ACTSTORE_STORAGE_OPTIONS=json.dumps(s3_options))
     out = subprocess.run(
-        [sys.executable, "-m", "actstore.cli", "ingest", "--engine", "ray", "--address",
-         ray.get_runtime_context().gcs_address, "--model", model, "--dataset", "ds", "--prompts", str(prompts),
-         "--key", "tiny", "--device", "cpu", "--batch-size", "4", "--store", s3_uri],
-        env=env, capture_output=True, text=True, timeout=150)
+        [
+            sys.executable,
+            "-m",
+            "actstore.cli",
+            "ingest",
+            "--engine",
+            "ray",
+            "--address",
+            ray.get_runtime_context().gcs_address,
+            "--model",
+            model,
+            "--dataset",
+            "ds",
+            "--prompts",
+            str(prompts),
+            "--key",
+            "tiny",
+            "--device",
+            "cpu",
+            "--batch-size",
+            "4",
+            "--store",
+            s3_uri,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"ingested {N_PROMPTS - 8} prompt(s) of dataset 'ds' into model 'tiny' (layers 0..2)" in out.stderr
     assert "skipped 8 already stored" in out.stderr
@@ -131,15 +179,22 @@ def test_manifest_form_runs_each_run_on_ray(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(ray_engine, "ingest_ray", lambda *a, **kw: calls.append((a, kw)) or "summary")
     (tmp_path / "p.jsonl").write_text('{"text": "a"}\n')
     manifest = tmp_path / "runs.toml"
-    manifest.write_text('batch_size = 8\n[[run]]\nmodel = "org/m1"\ndataset = "d1"\nprompts = "p.jsonl"\n'
-                        '[[run]]\nmodel = "org/m2"\ndataset = "d1"\nkey = "two"\nlayers = "0,-1"\n')
+    manifest.write_text(
+        'batch_size = 8\n[[run]]\nmodel = "org/m1"\ndataset = "d1"\nprompts = "p.jsonl"\n'
+        '[[run]]\nmodel = "org/m2"\ndataset = "d1"\nkey = "two"\nlayers = "0,-1"\n'
+    )
     st = Store.open(tmp_path / "db")
     out = run_manifest(st, manifest, base={"device": "cpu"}, engine="ray", address="ray://head:10001")
     assert out == ["summary", "summary"]
     (a1, k1), (a2, k2) = calls
     assert a1 == (st, "org/m1", "d1") and a2 == (st, "org/m2", "d1")
-    assert (k1["prompts_file"], k1["key"], k1["batch_size"], k1["device"], k1["address"]) == \
-        (tmp_path / "p.jsonl", None, 8, "cpu", "ray://head:10001")
+    assert (k1["prompts_file"], k1["key"], k1["batch_size"], k1["device"], k1["address"]) == (
+        tmp_path / "p.jsonl",
+        None,
+        8,
+        "cpu",
+        "ray://head:10001",
+    )
     assert (k2["prompts_file"], k2["key"], k2["layers"]) == (None, "two", "0,-1")
     with pytest.raises(InvalidInput, match="engine must be local or ray, got 'spark'"):
         run_manifest(st, manifest, engine="spark")
@@ -159,23 +214,28 @@ def two_models(tmp_path: Path, s3_uri: str, s3_options: dict[str, str]) -> Store
     b[:, 0] = a[:, 0, :4] @ rng.normal(size=(4, 4)) + 0.1 * rng.normal(size=(n, 4))
     np.save(tmp_path / "a.npy", a.astype(np.float32))
     np.save(tmp_path / "b.npy", b.astype(np.float32))
-    st = Store.open(s3_uri, settings=Settings(environ={}, index_cache=str(tmp_path / "indexes")),
-                    storage_options=s3_options)
-    import_activations(st, model_key="a", dataset="ds", prompts_file=prompts, arrays=[tmp_path / "a.npy"],
-                       dtype="float32")
-    import_activations(st, model_key="b", dataset="ds", prompts_file=prompts, arrays=[tmp_path / "b.npy"],
-                       dtype="float32")
+    st = Store.open(
+        s3_uri, settings=Settings(environ={}, index_cache=str(tmp_path / "indexes")), storage_options=s3_options
+    )
+    import_activations(
+        st, model_key="a", dataset="ds", prompts_file=prompts, arrays=[tmp_path / "a.npy"], dtype="float32"
+    )
+    import_activations(
+        st, model_key="b", dataset="ds", prompts_file=prompts, arrays=[tmp_path / "b.npy"], dtype="float32"
+    )
     return st
 
 
 def _direct_debiased_cka(X: np.ndarray, Y: np.ndarray) -> float:
     """METHODS.md's debiased CKA from the Gram matrices, float64."""
+
     def hsic(K: np.ndarray, L: np.ndarray) -> float:
         n = len(K)
         K, L = K - np.diag(np.diag(K)), L - np.diag(np.diag(L))
         one = np.ones(n)
-        return (np.trace(K @ L) + (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2))
-                - 2 / (n - 2) * one @ K @ L @ one) / (n * (n - 3))
+        return (
+            np.trace(K @ L) + (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2)) - 2 / (n - 2) * one @ K @ L @ one
+        ) / (n * (n - 3))
 
     K, L = X @ X.T, Y @ Y.T
     return hsic(K, L) / np.sqrt(hsic(K, K) * hsic(L, L))
@@ -221,8 +281,10 @@ def test_ray_engine_flags_are_checked_before_any_work(tmp_path: Path):
     cases = [
         (["--engine", "spark"], "error: --engine must be local or ray, got 'spark'"),
         (["--address", "auto"], "error: --address needs --engine ray"),
-        (["--engine", "ray", "--next-tokens"],
-         "error: --next-tokens is not supported with --engine ray; ingest them with --engine local"),
+        (
+            ["--engine", "ray", "--next-tokens"],
+            "error: --next-tokens is not supported with --engine ray; ingest them with --engine local",
+        ),
     ]
     for flags, message in cases:
         out = CliRunner().invoke(app, ["ingest", "--model", "m", "--dataset", "d", "--store", store, *flags])
@@ -245,8 +307,13 @@ def test_atlas_on_ray_equals_local(two_models: Store, tmp_path: Path):
     ids = fresh.store.add_prompts("ds", [f"text {i}" for i in range(40)])
     for key in ("a", "b"):
         info = st.models.get(key)
-        fresh.store.activations.write(key, {l_: st.read_activations(key, l_)[1] for l_ in info.layers}, ids,
-                                      n_layers=info.n_layers, dtype="float32")
+        fresh.store.activations.write(
+            key,
+            {l_: st.read_activations(key, l_)[1] for l_ in info.layers},
+            ids,
+            n_layers=info.n_layers,
+            dtype="float32",
+        )
     on_ray = fresh.atlas.atlas(["a", "b"], k=5)
     assert fresh.atlas.pairs_computed == 1
     np.testing.assert_array_equal(on_ray.pairs[0].values, local.pairs[0].values)

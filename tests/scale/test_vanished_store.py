@@ -27,8 +27,13 @@ def _delete_bucket(s3_endpoint: str, uri: str) -> None:
     import boto3
 
     bucket = uri.removeprefix("s3://").split("/")[0]
-    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                      aws_secret_access_key="testing")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     for obj in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
         s3.delete_object(Bucket=bucket, Key=obj["Key"])
     s3.delete_bucket(Bucket=bucket)
@@ -42,8 +47,10 @@ def test_a_vanished_bucket_is_one_error_line_and_not_found(tmp_path, s3_uri, s3_
     assert service.store.read_activations("m", 0)[0].tolist() == ids
     _delete_bucket(s3_endpoint, s3_uri)
 
-    expected = (f"no actstore store at {s3_uri}: the object store answers NoSuchBucket (The specified bucket "
-                "does not exist); check the URI and the storage options")
+    expected = (
+        f"no actstore store at {s3_uri}: the object store answers NoSuchBucket (The specified bucket "
+        "does not exist); check the URI and the storage options"
+    )
     with pytest.raises(NotFound) as err:
         Store.open(s3_uri, storage_options=s3_options, create=False)
     assert str(err.value) == expected
@@ -56,10 +63,26 @@ def test_a_vanished_bucket_is_one_error_line_and_not_found(tmp_path, s3_uri, s3_
     (tmp_path / "p.jsonl").write_text('{"text": "a"}\n{"text": "b"}\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ACTSTORE_"))}
     env.update(PYTHONPATH=str(REPO), ACTSTORE_STORAGE_OPTIONS=json.dumps(s3_options), HF_HUB_OFFLINE="1")
-    for args in (["info"], ["verify"],
-                 ["import", str(tmp_path / "acts.npy"), "--model", "m2", "--dataset", "d", "--prompts",
-                  str(tmp_path / "p.jsonl")]):
-        res = subprocess.run([sys.executable, "-m", "actstore.cli", *args, "--store", s3_uri], env=env,
-                             capture_output=True, text=True, timeout=120)
+    for args in (
+        ["info"],
+        ["verify"],
+        [
+            "import",
+            str(tmp_path / "acts.npy"),
+            "--model",
+            "m2",
+            "--dataset",
+            "d",
+            "--prompts",
+            str(tmp_path / "p.jsonl"),
+        ],
+    ):
+        res = subprocess.run(
+            [sys.executable, "-m", "actstore.cli", *args, "--store", s3_uri],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert res.returncode == 2 and "Traceback" not in res.stderr, (args, res.stderr)
         assert res.stderr.splitlines() == [f"error: {expected}"], args

@@ -165,7 +165,8 @@ class _Visitor(ast.NodeVisitor):
     def visit_If(self, node: ast.If) -> None:
         test = node.test
         typing = (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-            isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+            isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+        )
         self.visit(node.test)
         self._typing += typing
         for child in node.body:
@@ -190,8 +191,7 @@ class _Visitor(ast.NodeVisitor):
 
     # attributes and calls ---------------------------------------------------
     def visit_Attribute(self, node: ast.Attribute) -> None:
-        if isinstance(node.value, ast.Name) and node.value.id in self.os_aliases \
-                and node.attr in ENVIRON_NAMES:
+        if isinstance(node.value, ast.Name) and node.value.id in self.os_aliases and node.attr in ENVIRON_NAMES:
             self.environ.append((node.lineno, f"{node.value.id}.{node.attr}"))
         if is_private(node.attr) and not _is_own(node.value):
             self.attrs.append((node.lineno, ast.unparse(node.value), node.attr))
@@ -202,11 +202,19 @@ class _Visitor(ast.NodeVisitor):
         fname = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
         if fname in ("getattr", "hasattr", "setattr", "delattr") and len(node.args) >= 2:
             name = node.args[1]
-            if isinstance(name, ast.Constant) and isinstance(name.value, str) \
-                    and is_private(name.value) and not _is_own(node.args[0]):
+            if (
+                isinstance(name, ast.Constant)
+                and isinstance(name.value, str)
+                and is_private(name.value)
+                and not _is_own(node.args[0])
+            ):
                 self.attrs.append((node.lineno, ast.unparse(node.args[0]), name.value))
-        if fname in ("import_module", "__import__") and node.args and \
-                isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+        if (
+            fname in ("import_module", "__import__")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
             fake = ast.Import(names=[ast.alias(name=node.args[0].value)])
             ast.copy_location(fake, node)
             self.imports.append((fake, self._depth > 0, self._typing > 0))
@@ -255,28 +263,34 @@ def check_sources(sources: Mapping[str, str], package: str = PACKAGE) -> list[Vi
         for node, lazy, typing_only in v.imports:
             for target, source_module, shown, private in _targets(node, me, is_pkg, modules):
                 if private and (source_module, private) not in PRIVATE_ALLOWED:
-                    violations.append(Violation(rel, node.lineno, "private-import",
-                                                f"imports private {private!r} ({shown})"))
+                    violations.append(
+                        Violation(rel, node.lineno, "private-import", f"imports private {private!r} ({shown})")
+                    )
                 if target is None or target == me:
                     continue
                 if target == package or target.startswith(package + "."):
                     edges.append(Edge(me, target, rel, node.lineno, lazy, typing_only))
         for line, expr, name in v.attrs:
             if (expr, name) not in PRIVATE_ALLOWED:
-                violations.append(Violation(rel, line, "private-attr",
-                                            f"accesses private attribute {expr}.{name}"))
+                violations.append(Violation(rel, line, "private-attr", f"accesses private attribute {expr}.{name}"))
         if rel != f"{package}/config.py":
             for line, what in v.environ:
-                violations.append(Violation(rel, line, "environ",
-                                            f"uses {what}; only {ENVIRON_OWNER} reads the environment"
-                                            f" (take a Settings instead)"))
+                violations.append(
+                    Violation(
+                        rel,
+                        line,
+                        "environ",
+                        f"uses {what}; only {ENVIRON_OWNER} reads the environment (take a Settings instead)",
+                    )
+                )
     violations += _direction(edges)
     violations += _cycles(edges)
     return sorted(set(violations))
 
 
-def _targets(node: ast.AST, me: str, is_pkg: bool, modules: Mapping[str, object]
-             ) -> Iterable[tuple[str | None, str, str, str | None]]:
+def _targets(
+    node: ast.AST, me: str, is_pkg: bool, modules: Mapping[str, object]
+) -> Iterable[tuple[str | None, str, str, str | None]]:
     """(imported module or None, the module named in the statement, the statement as written,
     the private part or None)."""
     if isinstance(node, ast.Import):
@@ -310,17 +324,33 @@ def _direction(edges: Iterable[Edge]) -> list[Violation]:
         if src in ALLOWED_PARTS and dst not in ALLOWED_PARTS[src]:
             others = sorted(ALLOWED_PARTS[src] - {src})
             allowed = f"only {', '.join(others)}" if others else "nothing"
-            out.append(Violation(e.path, e.line, "direction",
-                                 f"{PACKAGE}.{src} imports {e.target}{note}: {src} may import "
-                                 f"{allowed} of {PACKAGE}"))
+            out.append(
+                Violation(
+                    e.path,
+                    e.line,
+                    "direction",
+                    f"{PACKAGE}.{src} imports {e.target}{note}: {src} may import {allowed} of {PACKAGE}",
+                )
+            )
         elif src in FORBIDDEN_PARTS and dst in FORBIDDEN_PARTS[src]:
-            out.append(Violation(e.path, e.line, "direction",
-                                 f"{PACKAGE}.{src} imports {e.target}{note}: {src} must not import "
-                                 f"{shown}"))
+            out.append(
+                Violation(
+                    e.path,
+                    e.line,
+                    "direction",
+                    f"{PACKAGE}.{src} imports {e.target}{note}: {src} must not import {shown}",
+                )
+            )
         elif src in LAZY_ONLY and dst in LAZY_ONLY[src] and not e.lazy:
-            out.append(Violation(e.path, e.line, "direction",
-                                 f"{PACKAGE}.{src} imports {e.target} at module level{note}: "
-                                 f"{src} may import {dst} only inside a function (lazily)"))
+            out.append(
+                Violation(
+                    e.path,
+                    e.line,
+                    "direction",
+                    f"{PACKAGE}.{src} imports {e.target} at module level{note}: "
+                    f"{src} may import {dst} only inside a function (lazily)",
+                )
+            )
     return out
 
 
@@ -343,9 +373,14 @@ def _cycles(edges: Iterable[Edge]) -> list[Violation]:
             note += ", typing-only" if e.typing_only else ""
             hops.append(f"{a} -> {b} ({e.path}:{e.line}{note})")
         first = graph[path[0]][path[1]]
-        out.append(Violation(first.path, first.line, "cycle",
-                             f"import cycle among {len(comp)} modules {sorted(comp)}: "
-                             + "; ".join(hops)))
+        out.append(
+            Violation(
+                first.path,
+                first.line,
+                "cycle",
+                f"import cycle among {len(comp)} modules {sorted(comp)}: " + "; ".join(hops),
+            )
+        )
     return out
 
 
@@ -409,8 +444,11 @@ def _cycle_through(graph: Mapping[str, Mapping[str, Edge]], start: str, comp: se
 
 # --------------------------------------------------------------------------- the real tree
 def tree_sources() -> dict[str, str]:
-    return {p.relative_to(ROOT).as_posix(): p.read_text(encoding="utf-8")
-            for p in sorted(PACKAGE_DIR.rglob("*.py")) if "__pycache__" not in p.parts}
+    return {
+        p.relative_to(ROOT).as_posix(): p.read_text(encoding="utf-8")
+        for p in sorted(PACKAGE_DIR.rglob("*.py"))
+        if "__pycache__" not in p.parts
+    }
 
 
 @pytest.fixture(scope="module")
@@ -428,16 +466,18 @@ def test_the_tree_is_found():
     assert any(p.startswith(f"{PACKAGE}/analysis/") for p in sources)
 
 
-@pytest.mark.parametrize("rule", ["syntax", "cycle", "direction", "private-import", "private-attr",
-                                  "environ"])
+@pytest.mark.parametrize("rule", ["syntax", "cycle", "direction", "private-import", "private-attr", "environ"])
 def test_house_rule(violations, rule):
     found = [v for v in violations if v.rule == rule]
     assert not found, _report(found)
 
 
 def test_analysis_follows_every_house_rule(violations):
-    found = [v for v in violations if v.path.startswith(f"{PACKAGE}/analysis/")
-             or (v.rule == "cycle" and f"'{PACKAGE}.analysis" in v.message)]
+    found = [
+        v
+        for v in violations
+        if v.path.startswith(f"{PACKAGE}/analysis/") or (v.rule == "cycle" and f"'{PACKAGE}.analysis" in v.message)
+    ]
     assert not found, _report(found)
 
 
@@ -447,12 +487,14 @@ def _rules(sources: dict[str, str]) -> list[tuple[str, str, int]]:
 
 
 def test_checker_finds_a_cycle_through_a_function_level_import():
-    found = check_sources({
-        "actstore/__init__.py": "",
-        "actstore/service/__init__.py": "",
-        "actstore/service/a.py": "from actstore.service import b\n",
-        "actstore/service/b.py": "def f():\n    from . import a\n    return a\n",
-    })
+    found = check_sources(
+        {
+            "actstore/__init__.py": "",
+            "actstore/service/__init__.py": "",
+            "actstore/service/a.py": "from actstore.service import b\n",
+            "actstore/service/b.py": "def f():\n    from . import a\n    return a\n",
+        }
+    )
     cycles = [v for v in found if v.rule == "cycle"]
     assert len(cycles) == 1, found
     assert "actstore.service.a -> actstore.service.b (actstore/service/a.py:1)" in cycles[0].message
@@ -475,20 +517,22 @@ def test_checker_face_re_exports_are_not_cycles_but_importing_from_own_face_is()
 
 
 def test_checker_resolves_relative_and_from_package_imports():
-    found = _rules({
-        "actstore/__init__.py": "",
-        "actstore/errors.py": "",
-        "actstore/analysis/__init__.py": "from . import cka\n",
-        "actstore/analysis/cka.py": "from ..errors import X\n",  # -> actstore.errors
-        "actstore/analysis/knn.py": "from actstore import errors\n",  # a module: actstore.errors
-        "actstore/store/__init__.py": "",
-        "actstore/store/x.py": "from actstore import Store\n\ndef f():\n    import actstore.service.core\n",
-        "actstore/service/__init__.py": "",
-        "actstore/service/core.py": "import actstore.ingest.runner\n\ndef g():\n"
-                                    "    from actstore.ingest import runner\n",
-        "actstore/ingest/__init__.py": "",
-        "actstore/ingest/runner.py": "",
-    })
+    found = _rules(
+        {
+            "actstore/__init__.py": "",
+            "actstore/errors.py": "",
+            "actstore/analysis/__init__.py": "from . import cka\n",
+            "actstore/analysis/cka.py": "from ..errors import X\n",  # -> actstore.errors
+            "actstore/analysis/knn.py": "from actstore import errors\n",  # a module: actstore.errors
+            "actstore/store/__init__.py": "",
+            "actstore/store/x.py": "from actstore import Store\n\ndef f():\n    import actstore.service.core\n",
+            "actstore/service/__init__.py": "",
+            "actstore/service/core.py": "import actstore.ingest.runner\n\ndef g():\n"
+            "    from actstore.ingest import runner\n",
+            "actstore/ingest/__init__.py": "",
+            "actstore/ingest/runner.py": "",
+        }
+    )
     assert ("direction", "actstore/analysis/cka.py", 1) in found
     assert ("direction", "actstore/analysis/knn.py", 1) in found
     assert ("direction", "actstore/store/x.py", 1) in found  # the root face
@@ -499,31 +543,37 @@ def test_checker_resolves_relative_and_from_package_imports():
 
 
 def test_checker_finds_private_imports_and_attributes():
-    found = _rules({
-        "actstore/__init__.py": "",
-        "actstore/analysis/__init__.py": "",
-        "actstore/analysis/_validate.py": "def check(): pass\n",
-        "actstore/analysis/a.py": "from . import _validate as V\n",
-        "actstore/analysis/b.py": "from ._validate import check\n",
-        "actstore/analysis/c.py": "from .a import _helper, ok\n",
-        "actstore/analysis/d.py": "import actstore.analysis._validate\n",
-        "actstore/store/__init__.py": "",
-        "actstore/store/e.py": (
-            "from __future__ import annotations\n"
-            "class A:\n"
-            "    def f(self, other, store):\n"
-            "        self._x = 1\n"
-            "        cls = type(self)\n"
-            "        super()._g()\n"
-            "        y = other._x\n"
-            "        z = store.tables._table('t')\n"
-            "        w = getattr(store, '_cache', None)\n"
-            "        return self.__class__, type(self)._y, y, z, w\n"),
-    })
+    found = _rules(
+        {
+            "actstore/__init__.py": "",
+            "actstore/analysis/__init__.py": "",
+            "actstore/analysis/_validate.py": "def check(): pass\n",
+            "actstore/analysis/a.py": "from . import _validate as V\n",
+            "actstore/analysis/b.py": "from ._validate import check\n",
+            "actstore/analysis/c.py": "from .a import _helper, ok\n",
+            "actstore/analysis/d.py": "import actstore.analysis._validate\n",
+            "actstore/store/__init__.py": "",
+            "actstore/store/e.py": (
+                "from __future__ import annotations\n"
+                "class A:\n"
+                "    def f(self, other, store):\n"
+                "        self._x = 1\n"
+                "        cls = type(self)\n"
+                "        super()._g()\n"
+                "        y = other._x\n"
+                "        z = store.tables._table('t')\n"
+                "        w = getattr(store, '_cache', None)\n"
+                "        return self.__class__, type(self)._y, y, z, w\n"
+            ),
+        }
+    )
     for path, line in (("a.py", 1), ("b.py", 1), ("c.py", 1), ("d.py", 1)):
         assert ("private-import", f"actstore/analysis/{path}", line) in found, found
     assert [(r, ln) for r, p, ln in found if p == "actstore/store/e.py"] == [
-        ("private-attr", 7), ("private-attr", 8), ("private-attr", 9)]
+        ("private-attr", 7),
+        ("private-attr", 8),
+        ("private-attr", 9),
+    ]
 
 
 def test_checker_finds_environment_reads_outside_config():
@@ -534,5 +584,4 @@ def test_checker_finds_environment_reads_outside_config():
 
 
 def test_checker_reports_unparsable_files():
-    assert _rules({"actstore/__init__.py": "", "actstore/x.py": "def (:\n"}) == [
-        ("syntax", "actstore/x.py", 1)]
+    assert _rules({"actstore/__init__.py": "", "actstore/x.py": "def (:\n"}) == [("syntax", "actstore/x.py", 1)]

@@ -20,15 +20,19 @@ def test_require_extra_names_the_extra(monkeypatch):
     _without(monkeypatch, "strawberry", "uvicorn")
     with pytest.raises(MissingExtra) as exc:
         require_extra("server", "actstore serve")
-    assert str(exc.value) == ("actstore serve needs the [server] extra (strawberry, uvicorn not installed): "
-                              "pip install 'actstore[server]'")
+    assert str(exc.value) == (
+        "actstore serve needs the [server] extra (strawberry, uvicorn not installed): pip install 'actstore[server]'"
+    )
 
 
-@pytest.mark.parametrize("args, extra, what", [
-    (["serve"], "server", "actstore serve"),
-    (["query", "{ models { key } }"], "server", "actstore query"),
-    (["ingest", "--model", "m", "--dataset", "d"], "ingest", "actstore ingest"),
-])
+@pytest.mark.parametrize(
+    "args, extra, what",
+    [
+        (["serve"], "server", "actstore serve"),
+        (["query", "{ models { key } }"], "server", "actstore query"),
+        (["ingest", "--model", "m", "--dataset", "d"], "ingest", "actstore ingest"),
+    ],
+)
 def test_commands_stop_with_one_line(monkeypatch, tmp_path, args, extra, what):
     from actstore import Store
     from actstore.cli import app
@@ -39,4 +43,5 @@ def test_commands_stop_with_one_line(monkeypatch, tmp_path, args, extra, what):
     res = CliRunner().invoke(app, [*args, "--store", str(tmp_path / "db")])
     assert res.exit_code == 2, res.output
     assert res.output.strip().splitlines()[-1] == (
-        f"error: {what} needs the [{extra}] extra ({module} not installed): pip install 'actstore[{extra}]'")
+        f"error: {what} needs the [{extra}] extra ({module} not installed): pip install 'actstore[{extra}]'"
+    )

@@ -119,9 +119,13 @@ def test_layer_errors_name_the_value_and_what_is_allowed():
         depth_grid(3, 0)
     with pytest.raises(InvalidInput, match=r"layer 6 is out of range for model 'm': allowed 0..5 or -6..-1"):
         resolve_index(6, 6, "m")
-    for bad, msg in [("7", r"layer 7 is out of range for a model with 6 layers: allowed 0..5 or -6..-1"),
-                     ("-7", "out of range"), ("grid:1", "G must be at least 2"), ("grid:x", "grid:G"),
-                     ("a,b", "'a' is not an integer")]:
+    for bad, msg in [
+        ("7", r"layer 7 is out of range for a model with 6 layers: allowed 0..5 or -6..-1"),
+        ("-7", "out of range"),
+        ("grid:1", "G must be at least 2"),
+        ("grid:x", "grid:G"),
+        ("a,b", "'a' is not an integer"),
+    ]:
         with pytest.raises(InvalidInput, match=msg):
             parse_layer_spec(bad, 6)
     with pytest.raises(InvalidInput, match=r"give exactly one of layer or depth for model 'm'"):
@@ -153,19 +157,22 @@ def test_layer_ref_parse_literals():
     assert LayerRef.parse("m:-1").resolve(6, list(range(6))) == 5
 
 
-@pytest.mark.parametrize("text,message", [
-    ("llama", "bad layer 'llama': use MODEL:LAYER (e.g. pythia-70m:3, llama:-1) or MODEL@DEPTH"),
-    (":3", "bad layer ':3': use MODEL:LAYER (e.g. pythia-70m:3, llama:-1) or MODEL@DEPTH"),
-    ("", "bad layer '': use MODEL:LAYER (e.g. pythia-70m:3, llama:-1) or MODEL@DEPTH"),
-    ("llama:x", "bad layer number in 'llama:x': use MODEL:LAYER with an integer LAYER"),
-    ("llama:1.5", "bad layer number in 'llama:1.5': use MODEL:LAYER with an integer LAYER"),
-    ("llama:", "bad layer number in 'llama:': use MODEL:LAYER with an integer LAYER"),
-    ("qwen@half", "bad depth in 'qwen@half': use MODEL@DEPTH with DEPTH in [0, 1]"),
-    ("qwen@1.5", "bad depth in 'qwen@1.5': use MODEL@DEPTH with DEPTH in [0, 1]"),
-    ("qwen@-0.1", "bad depth in 'qwen@-0.1': use MODEL@DEPTH with DEPTH in [0, 1]"),
-    ("qwen@nan", "bad depth in 'qwen@nan': use MODEL@DEPTH with DEPTH in [0, 1]"),
-    ("@0.5", "bad depth in '@0.5': use MODEL@DEPTH with DEPTH in [0, 1]"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("llama", "bad layer 'llama': use MODEL:LAYER (e.g. pythia-70m:3, llama:-1) or MODEL@DEPTH"),
+        (":3", "bad layer ':3': use MODEL:LAYER (e.g. pythia-70m:3, llama:-1) or MODEL@DEPTH"),
+        ("", "bad layer '': use MODEL:LAYER (e.g. pythia-70m:3, llama:-1) or MODEL@DEPTH"),
+        ("llama:x", "bad layer number in 'llama:x': use MODEL:LAYER with an integer LAYER"),
+        ("llama:1.5", "bad layer number in 'llama:1.5': use MODEL:LAYER with an integer LAYER"),
+        ("llama:", "bad layer number in 'llama:': use MODEL:LAYER with an integer LAYER"),
+        ("qwen@half", "bad depth in 'qwen@half': use MODEL@DEPTH with DEPTH in [0, 1]"),
+        ("qwen@1.5", "bad depth in 'qwen@1.5': use MODEL@DEPTH with DEPTH in [0, 1]"),
+        ("qwen@-0.1", "bad depth in 'qwen@-0.1': use MODEL@DEPTH with DEPTH in [0, 1]"),
+        ("qwen@nan", "bad depth in 'qwen@nan': use MODEL@DEPTH with DEPTH in [0, 1]"),
+        ("@0.5", "bad depth in '@0.5': use MODEL@DEPTH with DEPTH in [0, 1]"),
+    ],
+)
 def test_layer_ref_parse_errors(text, message):
     with pytest.raises(InvalidInput) as err:
         LayerRef.parse(text)
@@ -191,14 +198,17 @@ def test_resize_rows_literals():
         assert resize_rows(range(L), L, g) == depth_grid(g, L)
 
 
-@pytest.mark.parametrize("stored, L, size, msg", [
-    (range(4), 4, 1, "size must be at least 2"),
-    ([], 4, 3, "stored holds no layers"),
-    ([0, 4], 4, 3, "stored layer 4 is out of range for a model with 4 layers: allowed 0..3"),
-    ([1, 1], 4, 3, "stored layer 1 is listed twice"),
-    ([0, 1], 0, 3, "a model has at least one layer"),
-    ([0, 1], 4, 2.0, "size must be an integer"),
-])
+@pytest.mark.parametrize(
+    "stored, L, size, msg",
+    [
+        (range(4), 4, 1, "size must be at least 2"),
+        ([], 4, 3, "stored holds no layers"),
+        ([0, 4], 4, 3, "stored layer 4 is out of range for a model with 4 layers: allowed 0..3"),
+        ([1, 1], 4, 3, "stored layer 1 is listed twice"),
+        ([0, 1], 0, 3, "a model has at least one layer"),
+        ([0, 1], 4, 2.0, "size must be an integer"),
+    ],
+)
 def test_resize_rows_errors(stored, L, size, msg):
     with pytest.raises(InvalidInput, match=msg):
         resize_rows(stored, L, size)

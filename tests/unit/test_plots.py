@@ -75,19 +75,27 @@ def test_renderers_are_found_by_class_name_base_classes_and_default():
     assert renderer_for(object()) is heatmap_png  # the default: the matrix heatmap
 
 
-@pytest.mark.parametrize("result", [SimilarityMatrixResult(), SaeMatrixResult(), ProbeTransferSweepResult(),
-                                    ServiceSweep()], ids=lambda r: type(r).__name__)
+@pytest.mark.parametrize(
+    "result",
+    [SimilarityMatrixResult(), SaeMatrixResult(), ProbeTransferSweepResult(), ServiceSweep()],
+    ids=lambda r: type(r).__name__,
+)
 def test_render_png_draws_a_png(result):
     png = render_png(result)
     assert png[:8] == PNG and len(png) > 2000
 
 
 def test_registering_a_name_twice_is_refused():
-    with pytest.raises(ValueError, match=r"ProbeTransferSweepResult already has a renderer: "
-                                         r"actstore\.plots\.sweeps\.sweep_png"):
+    with pytest.raises(
+        ValueError,
+        match=r"ProbeTransferSweepResult already has a renderer: "
+        r"actstore\.plots\.sweeps\.sweep_png",
+    ):
+
         @renders("ProbeTransferSweepResult")
         def other(result) -> bytes:
             return b""
+
     with pytest.raises(ValueError, match=r"the default renderer is already actstore\.plots\.heatmaps\.heatmap_png"):
         renders(default=True)(lambda result: b"")
     renders("ProbeTransferSweepResult")(sweep_png)  # the same function again is fine

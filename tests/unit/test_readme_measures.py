@@ -22,7 +22,7 @@ def table() -> str:
 
 
 def block(text: str) -> str:
-    return text[text.index(START) + len(START):text.index(END)].strip()
+    return text[text.index(START) + len(START) : text.index(END)].strip()
 
 
 def test_the_readme_lists_every_registered_measure():
@@ -36,5 +36,5 @@ def test_the_readme_lists_every_registered_measure():
 
 if __name__ == "__main__":
     text = README.read_text()
-    README.write_text(text[:text.index(START) + len(START)] + "\n" + table() + "\n" + text[text.index(END):])
+    README.write_text(text[: text.index(START) + len(START)] + "\n" + table() + "\n" + text[text.index(END) :])
     print(f"wrote the measure table of {README}")

@@ -22,8 +22,9 @@ def session(tmp_path):
         s.store.add_prompts("u", ["only a has this"])
         for model, layers in (("a", 4), ("b", 3)):
             for layer in range(layers):
-                s.store.write_activations(model, layer, ids, rng.normal(size=(N, D)), n_layers=layers,
-                                          source="x", architecture="llama")
+                s.store.write_activations(
+                    model, layer, ids, rng.normal(size=(N, D)), n_layers=layers, source="x", architecture="llama"
+                )
         yield s
 
 
@@ -32,8 +33,11 @@ def test_layer_refs_in_every_form():
     assert layer_ref(("a", 0.5)) == LayerRef("a", depth=0.5)
     assert layer_ref("org/model:-1") == LayerRef("org/model", layer=-1)
     assert layer_ref("a@0.25") == LayerRef("a", depth=0.25)
-    with pytest.raises(InvalidInput, match=r"^a must be a layer: \(model, layer\), \(model, depth\), 'model:layer' or "
-                                           r"'model@depth', got 'nolayer'$"):
+    with pytest.raises(
+        InvalidInput,
+        match=r"^a must be a layer: \(model, layer\), \(model, depth\), 'model:layer' or "
+        r"'model@depth', got 'nolayer'$",
+    ):
         layer_ref("nolayer", "a")
 
 

@@ -21,5 +21,16 @@ from .registry import (
     similarity_matrix,
 )
 
-__all__ = ["Measure", "MeasureTest", "Option", "check_pair", "get", "measure_permutation_test", "measures",
-           "names", "register", "similarity", "similarity_matrix"]
+__all__ = [
+    "Measure",
+    "MeasureTest",
+    "Option",
+    "check_pair",
+    "get",
+    "measure_permutation_test",
+    "measures",
+    "names",
+    "register",
+    "similarity",
+    "similarity_matrix",
+]

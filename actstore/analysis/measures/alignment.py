@@ -43,12 +43,14 @@ def _nonzero(X: np.ndarray, name: str) -> np.ndarray:
 
 # --------------------------------------------------------------- orthogonal Procrustes
 
+
 def _procrustes_prepare(normalize: bool, name: str) -> Callable[[np.ndarray, Options], ThinSVD]:
     def prepare(X: np.ndarray, opts: Options) -> ThinSVD:
         A = centre_columns(as_float64(X, name))
         if normalize:
             A = _nonzero(A, name) / np.linalg.norm(A)
         return thin_svd(A)
+
     return prepare
 
 
@@ -73,63 +75,82 @@ def _svd_compare_cost(n: int, p: int, q: int, opts: Options) -> float:
     return _scores_flops(n, p, q)
 
 
-register(Measure(
-    name="orthogonal_procrustes_centered_and_normalized",
-    family="alignment",
-    direction="distance",
-    definition=("Centre the columns of X [n, p] and Y [n, q] and divide each by its Frobenius norm (Ding et al. "
-                "2021's setup). " + _PROCRUSTES_DEF + "so d = sqrt(2 - 2 ||X^T Y||_*), in [0, 2]."),
-    sensitive_to="any difference in the centred point clouds' shape up to rotation and overall scale",
-    reference=("Schönemann 1966; Ding, Denain, Steinhardt 2021 (Grounding representation similarity, NeurIPS). "
-               f"ReSi repsim/measures/procrustes.py orthogonal_procrustes_centered_and_normalized ({RESI}): "
-               "largest difference 4e-15 over five random pairs each of 60x20/60x30, 60x80/60x50, 30x10/30x10 and 100x20/100x30."),
-    prepare=_procrustes_prepare(True, "orthogonal_procrustes_centered_and_normalized"),
-    compare=_procrustes_distance,
-    prepare_cost=_svd_prepare_cost,
-    compare_cost=_svd_compare_cost,
-))
+register(
+    Measure(
+        name="orthogonal_procrustes_centered_and_normalized",
+        family="alignment",
+        direction="distance",
+        definition=(
+            "Centre the columns of X [n, p] and Y [n, q] and divide each by its Frobenius norm (Ding et al. "
+            "2021's setup). " + _PROCRUSTES_DEF + "so d = sqrt(2 - 2 ||X^T Y||_*), in [0, 2]."
+        ),
+        sensitive_to="any difference in the centred point clouds' shape up to rotation and overall scale",
+        reference=(
+            "Schönemann 1966; Ding, Denain, Steinhardt 2021 (Grounding representation similarity, NeurIPS). "
+            f"ReSi repsim/measures/procrustes.py orthogonal_procrustes_centered_and_normalized ({RESI}): "
+            "largest difference 4e-15 over five random pairs each of 60x20/60x30, 60x80/60x50, 30x10/30x10 and 100x20/100x30."
+        ),
+        prepare=_procrustes_prepare(True, "orthogonal_procrustes_centered_and_normalized"),
+        compare=_procrustes_distance,
+        prepare_cost=_svd_prepare_cost,
+        compare_cost=_svd_compare_cost,
+    )
+)
 
-register(Measure(
-    name="procrustes_size_and_shape_distance",
-    family="alignment",
-    direction="distance",
-    definition=("Centre the columns of X [n, p] and Y [n, q] (Williams et al. 2021's size-and-shape setup, no "
-                "scaling). " + _PROCRUSTES_DEF + "in the units of the activations."),
-    sensitive_to="differences in the centred point clouds up to rotation, including their overall scale",
-    reference=("Williams, Kunz, Kornblith, Linderman 2021 (Generalized shape metrics on neural representations, "
-               f"NeurIPS). ReSi repsim/measures/procrustes.py procrustes_size_and_shape_distance ({RESI}): "
-               "largest difference 9e-13 (relative 1e-15) over five random pairs each of 60x20/60x30, 60x80/60x50, 30x10/30x10 and 100x20/100x30."),
-    prepare=_procrustes_prepare(False, "procrustes_size_and_shape_distance"),
-    compare=_procrustes_distance,
-    prepare_cost=_svd_prepare_cost,
-    compare_cost=_svd_compare_cost,
-))
+register(
+    Measure(
+        name="procrustes_size_and_shape_distance",
+        family="alignment",
+        direction="distance",
+        definition=(
+            "Centre the columns of X [n, p] and Y [n, q] (Williams et al. 2021's size-and-shape setup, no "
+            "scaling). " + _PROCRUSTES_DEF + "in the units of the activations."
+        ),
+        sensitive_to="differences in the centred point clouds up to rotation, including their overall scale",
+        reference=(
+            "Williams, Kunz, Kornblith, Linderman 2021 (Generalized shape metrics on neural representations, "
+            f"NeurIPS). ReSi repsim/measures/procrustes.py procrustes_size_and_shape_distance ({RESI}): "
+            "largest difference 9e-13 (relative 1e-15) over five random pairs each of 60x20/60x30, 60x80/60x50, 30x10/30x10 and 100x20/100x30."
+        ),
+        prepare=_procrustes_prepare(False, "procrustes_size_and_shape_distance"),
+        compare=_procrustes_distance,
+        prepare_cost=_svd_prepare_cost,
+        compare_cost=_svd_compare_cost,
+    )
+)
 
 
 def _angular(a: ThinSVD, b: ThinSVD, opts: Options) -> float:
     return float(np.arccos(np.clip(_nuclear(a, b), -1.0, 1.0)))
 
 
-register(Measure(
-    name="orthogonal_angular_shape_metric_centered",
-    family="alignment",
-    direction="distance",
-    definition=("Centre the columns of X [n, p] and Y [n, q] and divide each by its Frobenius norm. "
-                "theta = arccos(max over orthogonal Q of <X Q, Y>_F) = arccos(||X^T Y||_*) (argument clipped "
-                "to [-1, 1]), in radians, in [0, pi/2]."),
-    sensitive_to="the angle between the centred, unit-norm point clouds after the best rotation",
-    reference=("Williams, Kunz, Kornblith, Linderman 2021 (Generalized shape metrics on neural representations, "
-               f"NeurIPS), angular shape metric. ReSi repsim/measures/procrustes.py "
-               f"orthogonal_angular_shape_metric_centered ({RESI}): largest difference 3e-15 over "
-               "five random pairs each of 60x20/60x30, 60x80/60x50, 30x10/30x10 and 100x20/100x30."),
-    prepare=_procrustes_prepare(True, "orthogonal_angular_shape_metric_centered"),
-    compare=_angular,
-    prepare_cost=_svd_prepare_cost,
-    compare_cost=_svd_compare_cost,
-))
+register(
+    Measure(
+        name="orthogonal_angular_shape_metric_centered",
+        family="alignment",
+        direction="distance",
+        definition=(
+            "Centre the columns of X [n, p] and Y [n, q] and divide each by its Frobenius norm. "
+            "theta = arccos(max over orthogonal Q of <X Q, Y>_F) = arccos(||X^T Y||_*) (argument clipped "
+            "to [-1, 1]), in radians, in [0, pi/2]."
+        ),
+        sensitive_to="the angle between the centred, unit-norm point clouds after the best rotation",
+        reference=(
+            "Williams, Kunz, Kornblith, Linderman 2021 (Generalized shape metrics on neural representations, "
+            f"NeurIPS), angular shape metric. ReSi repsim/measures/procrustes.py "
+            f"orthogonal_angular_shape_metric_centered ({RESI}): largest difference 3e-15 over "
+            "five random pairs each of 60x20/60x30, 60x80/60x50, 30x10/30x10 and 100x20/100x30."
+        ),
+        prepare=_procrustes_prepare(True, "orthogonal_angular_shape_metric_centered"),
+        compare=_angular,
+        prepare_cost=_svd_prepare_cost,
+        compare_cost=_svd_compare_cost,
+    )
+)
 
 
 # ------------------------------------------------------------- aligned cosine similarity
+
 
 @dataclass(frozen=True)
 class _RowStats:
@@ -150,32 +171,41 @@ def _aligned_compare(a: _RowStats, b: _RowStats, opts: Options) -> float:
     dots = np.einsum("ij,ij->i", Za @ (L[:, :c] @ Rt[:c]), Zb)
     ok = (a.norms > 0) & (b.norms > 0)
     if not ok.any():
-        raise AnalysisError("measure 'aligned_cosine_similarity' is undefined: every input has an all-zero "
-                            "activation vector in one of the two layers")
+        raise AnalysisError(
+            "measure 'aligned_cosine_similarity' is undefined: every input has an all-zero "
+            "activation vector in one of the two layers"
+        )
     return float(np.mean(dots[ok] / (a.norms[ok] * b.norms[ok])))
 
 
-register(Measure(
-    name="aligned_cosine_similarity",
-    family="alignment",
-    direction="similarity",
-    definition=("No centring or scaling. Q* = argmin over orthogonal Q of ||X Q - Y||_F (orthogonal Procrustes, "
-                "narrower layer zero-padded): with X^T Y = L S R^T, Q* = L R^T. "
-                "aligned_cosine_similarity = mean over inputs i of cos((X Q*)_i, Y_i), in [-1, 1]; inputs with an "
-                "all-zero row in either layer are left out (as ReSi does). Where X^T Y is rank-deficient in both "
-                "directions Q* is not unique; here it is L R^T over the non-zero singular values only."),
-    sensitive_to="per-input direction agreement after the best global rotation (not translation- or scale-free)",
-    reference=("Hamilton, Leskovec, Jurafsky 2016 (Diachronic word embeddings, ACL), via Klabunde et al. 2023's "
-               f"survey. ReSi repsim/measures/procrustes.py aligned_cossim ({RESI}): largest difference 9e-16 "
-               "over five random pairs each of 60x20/60x30, 60x80/60x50, 30x10/30x10 and 100x20/100x30."),
-    prepare=_aligned_prepare,
-    compare=_aligned_compare,
-    prepare_cost=_svd_prepare_cost,
-    compare_cost=lambda n, p, q, opts: _scores_flops(n, p, q) + 4.0 * n * min(n, p) * min(n, q),
-))
+register(
+    Measure(
+        name="aligned_cosine_similarity",
+        family="alignment",
+        direction="similarity",
+        definition=(
+            "No centring or scaling. Q* = argmin over orthogonal Q of ||X Q - Y||_F (orthogonal Procrustes, "
+            "narrower layer zero-padded): with X^T Y = L S R^T, Q* = L R^T. "
+            "aligned_cosine_similarity = mean over inputs i of cos((X Q*)_i, Y_i), in [-1, 1]; inputs with an "
+            "all-zero row in either layer are left out (as ReSi does). Where X^T Y is rank-deficient in both "
+            "directions Q* is not unique; here it is L R^T over the non-zero singular values only."
+        ),
+        sensitive_to="per-input direction agreement after the best global rotation (not translation- or scale-free)",
+        reference=(
+            "Hamilton, Leskovec, Jurafsky 2016 (Diachronic word embeddings, ACL), via Klabunde et al. 2023's "
+            f"survey. ReSi repsim/measures/procrustes.py aligned_cossim ({RESI}): largest difference 9e-16 "
+            "over five random pairs each of 60x20/60x30, 60x80/60x50, 30x10/30x10 and 100x20/100x30."
+        ),
+        prepare=_aligned_prepare,
+        compare=_aligned_compare,
+        prepare_cost=_svd_prepare_cost,
+        compare_cost=lambda n, p, q, opts: _scores_flops(n, p, q) + 4.0 * n * min(n, p) * min(n, q),
+    )
+)
 
 
 # --------------------------------------------------------------- permutation Procrustes
+
 
 @dataclass(frozen=True)
 class _Raw:
@@ -198,27 +228,34 @@ def _assignment_flops(p: int, q: int) -> float:
     return float(max(p, q)) ** 2 * min(p, q)
 
 
-register(Measure(
-    name="permutation_procrustes",
-    family="alignment",
-    direction="distance",
-    definition=("No centring or scaling. min over permutation matrices P of ||X P - Y||_F with the narrower layer "
-                "zero-padded = sqrt(||X||_F^2 + ||Y||_F^2 - 2 max_P tr(P^T X^T Y)), the assignment solved exactly "
-                "(Hungarian algorithm on X^T Y, rectangular when p != q); near 0 accurate to about "
-                "sqrt(eps) * max(||X||_F, ||Y||_F)."),
-    sensitive_to="neuron-by-neuron differences up to a relabelling of the neurons (not rotations, shifts or scale)",
-    reference=("Williams, Kunz, Kornblith, Linderman 2021 (Generalized shape metrics on neural representations, "
-               f"NeurIPS), permutation-invariant metric. ReSi repsim/measures/procrustes.py permutation_procrustes "
-               f"({RESI}): largest difference 5e-13 (relative 2e-16) "
-               "over five random pairs each of 60x20/60x30, 60x80/60x50, 30x10/30x10 and 100x20/100x30."),
-    prepare=_raw_prepare,
-    compare=_permutation_procrustes,
-    prepare_cost=lambda n, d, opts: 2.0 * n * d,
-    compare_cost=lambda n, p, q, opts: 2.0 * n * p * q + _assignment_flops(p, q),
-))
+register(
+    Measure(
+        name="permutation_procrustes",
+        family="alignment",
+        direction="distance",
+        definition=(
+            "No centring or scaling. min over permutation matrices P of ||X P - Y||_F with the narrower layer "
+            "zero-padded = sqrt(||X||_F^2 + ||Y||_F^2 - 2 max_P tr(P^T X^T Y)), the assignment solved exactly "
+            "(Hungarian algorithm on X^T Y, rectangular when p != q); near 0 accurate to about "
+            "sqrt(eps) * max(||X||_F, ||Y||_F)."
+        ),
+        sensitive_to="neuron-by-neuron differences up to a relabelling of the neurons (not rotations, shifts or scale)",
+        reference=(
+            "Williams, Kunz, Kornblith, Linderman 2021 (Generalized shape metrics on neural representations, "
+            f"NeurIPS), permutation-invariant metric. ReSi repsim/measures/procrustes.py permutation_procrustes "
+            f"({RESI}): largest difference 5e-13 (relative 2e-16) "
+            "over five random pairs each of 60x20/60x30, 60x80/60x50, 30x10/30x10 and 100x20/100x30."
+        ),
+        prepare=_raw_prepare,
+        compare=_permutation_procrustes,
+        prepare_cost=lambda n, d, opts: 2.0 * n * d,
+        compare_cost=lambda n, p, q, opts: 2.0 * n * p * q + _assignment_flops(p, q),
+    )
+)
 
 
 # ---------------------------------------------------------------------- linear regression
+
 
 def _regression_prepare(X: np.ndarray, opts: Options) -> ThinSVD:
     return thin_svd(_nonzero(centre_columns(as_float64(X, "linear_regression")), "linear_regression"))
@@ -229,29 +266,36 @@ def _regression_compare(a: ThinSVD, b: ThinSVD, opts: Options) -> float:
     return float(np.sum((b.U.T @ a.scores) ** 2) / a.frob2)
 
 
-register(Measure(
-    name="linear_regression",
-    family="alignment",
-    direction="similarity",
-    definition=("Centre the columns of X [n, p] and Y [n, q]. R^2 of the least-squares fit of X from Y: "
-                "1 - min_B ||X - Y B||_F^2 / ||X||_F^2 = ||Q_Y^T X||_F^2 / ||X||_F^2 with Q_Y an orthonormal basis "
-                "of Y's column space, in [0, 1]; asymmetric (linear_regression(X, Y) predicts X from Y). ReSi "
-                "builds Q_Y = Y (Y^T Y)^(-1/2), which fails when Y^T Y is singular (q >= n after centring); Q_Y "
-                "here is Y's thin-SVD basis at numerical rank, equal where ReSi's is defined (and R^2 = 1 when Y "
-                "spans every centred direction)."),
-    sensitive_to="how much of X's variance a linear map of Y reproduces (invariant to any invertible map of Y)",
-    reference=("Kornblith, Norouzi, Lee, Hinton 2019 (Similarity of neural network representations revisited, "
-               f"ICML), linear regression fit. ReSi repsim/measures/linear_regression.py linear_reg ({RESI}): "
-               "largest difference 5e-14 over five random pairs each of 60x20/60x30, 60x80/60x50, 30x10/30x10 and 100x20/100x30."),
-    prepare=_regression_prepare,
-    compare=_regression_compare,
-    symmetric=False,
-    prepare_cost=_svd_prepare_cost,
-    compare_cost=_svd_compare_cost,
-))
+register(
+    Measure(
+        name="linear_regression",
+        family="alignment",
+        direction="similarity",
+        definition=(
+            "Centre the columns of X [n, p] and Y [n, q]. R^2 of the least-squares fit of X from Y: "
+            "1 - min_B ||X - Y B||_F^2 / ||X||_F^2 = ||Q_Y^T X||_F^2 / ||X||_F^2 with Q_Y an orthonormal basis "
+            "of Y's column space, in [0, 1]; asymmetric (linear_regression(X, Y) predicts X from Y). ReSi "
+            "builds Q_Y = Y (Y^T Y)^(-1/2), which fails when Y^T Y is singular (q >= n after centring); Q_Y "
+            "here is Y's thin-SVD basis at numerical rank, equal where ReSi's is defined (and R^2 = 1 when Y "
+            "spans every centred direction)."
+        ),
+        sensitive_to="how much of X's variance a linear map of Y reproduces (invariant to any invertible map of Y)",
+        reference=(
+            "Kornblith, Norouzi, Lee, Hinton 2019 (Similarity of neural network representations revisited, "
+            f"ICML), linear regression fit. ReSi repsim/measures/linear_regression.py linear_reg ({RESI}): "
+            "largest difference 5e-14 over five random pairs each of 60x20/60x30, 60x80/60x50, 30x10/30x10 and 100x20/100x30."
+        ),
+        prepare=_regression_prepare,
+        compare=_regression_compare,
+        symmetric=False,
+        prepare_cost=_svd_prepare_cost,
+        compare_cost=_svd_compare_cost,
+    )
+)
 
 
 # --------------------------------------------------------------------- correlation match
+
 
 def _correlation_prepare(name: str) -> Callable[[np.ndarray, Options], np.ndarray]:
     def prepare(X: np.ndarray, opts: Options) -> np.ndarray:
@@ -260,6 +304,7 @@ def _correlation_prepare(name: str) -> Callable[[np.ndarray, Options], np.ndarra
         # a constant neuron has no correlation; like sklearn's cosine it correlates 0 with everything
         unit: np.ndarray = A / np.where(norms > 0, norms, 1.0)
         return unit
+
     return prepare
 
 
@@ -274,37 +319,51 @@ def _soft_match(a: np.ndarray, b: np.ndarray, opts: Options) -> float:
     return float((C.max(axis=1).mean() + C.max(axis=0).mean()) / 2.0)
 
 
-_CORR_DEF = ("Centre the columns of X [n, p] and Y [n, q]; C [p, q] the Pearson correlations of X's neurons with "
-             "Y's (a constant neuron correlates 0 with every neuron). ")
+_CORR_DEF = (
+    "Centre the columns of X [n, p] and Y [n, q]; C [p, q] the Pearson correlations of X's neurons with "
+    "Y's (a constant neuron correlates 0 with every neuron). "
+)
 
-register(Measure(
-    name="hard_correlation_match",
-    family="alignment",
-    direction="similarity",
-    definition=(_CORR_DEF + "hard_correlation_match = mean of C over the one-to-one matching of min(p, q) neuron "
-                "pairs that maximises the sum of C (Hungarian algorithm), in [-1, 1]."),
-    sensitive_to="whether individual neurons have one-to-one linearly correlated counterparts",
-    reference=("Li, Yosinski, Clune, Lipson, Hopcroft 2016 (Convergent learning, ICLR), bipartite semi-matching. "
-               f"ReSi repsim/measures/correlation_match.py hard_correlation_match ({RESI}): largest difference "
-               "1e-16 over five random pairs each of 60x20/60x30, 60x80/60x50, 30x10/30x10 and 100x20/100x30."),
-    prepare=_correlation_prepare("hard_correlation_match"),
-    compare=_hard_match,
-    prepare_cost=lambda n, d, opts: 4.0 * n * d,
-    compare_cost=lambda n, p, q, opts: 2.0 * n * p * q + _assignment_flops(p, q),
-))
+register(
+    Measure(
+        name="hard_correlation_match",
+        family="alignment",
+        direction="similarity",
+        definition=(
+            _CORR_DEF + "hard_correlation_match = mean of C over the one-to-one matching of min(p, q) neuron "
+            "pairs that maximises the sum of C (Hungarian algorithm), in [-1, 1]."
+        ),
+        sensitive_to="whether individual neurons have one-to-one linearly correlated counterparts",
+        reference=(
+            "Li, Yosinski, Clune, Lipson, Hopcroft 2016 (Convergent learning, ICLR), bipartite semi-matching. "
+            f"ReSi repsim/measures/correlation_match.py hard_correlation_match ({RESI}): largest difference "
+            "1e-16 over five random pairs each of 60x20/60x30, 60x80/60x50, 30x10/30x10 and 100x20/100x30."
+        ),
+        prepare=_correlation_prepare("hard_correlation_match"),
+        compare=_hard_match,
+        prepare_cost=lambda n, d, opts: 4.0 * n * d,
+        compare_cost=lambda n, p, q, opts: 2.0 * n * p * q + _assignment_flops(p, q),
+    )
+)
 
-register(Measure(
-    name="soft_correlation_match",
-    family="alignment",
-    direction="similarity",
-    definition=(_CORR_DEF + "soft_correlation_match = (mean_i max_j C_ij + mean_j max_i C_ij) / 2, in [-1, 1] "
-                "(each neuron's best partner, averaged over both directions as ReSi does)."),
-    sensitive_to="whether individual neurons have linearly correlated counterparts (many-to-one allowed)",
-    reference=("Li, Yosinski, Clune, Lipson, Hopcroft 2016 (Convergent learning, ICLR), semi-matching. "
-               f"ReSi repsim/measures/correlation_match.py soft_correlation_match ({RESI}): largest difference "
-               "1e-16 over five random pairs each of 60x20/60x30, 60x80/60x50, 30x10/30x10 and 100x20/100x30."),
-    prepare=_correlation_prepare("soft_correlation_match"),
-    compare=_soft_match,
-    prepare_cost=lambda n, d, opts: 4.0 * n * d,
-    compare_cost=lambda n, p, q, opts: 2.0 * n * p * q + 2.0 * p * q,
-))
+register(
+    Measure(
+        name="soft_correlation_match",
+        family="alignment",
+        direction="similarity",
+        definition=(
+            _CORR_DEF + "soft_correlation_match = (mean_i max_j C_ij + mean_j max_i C_ij) / 2, in [-1, 1] "
+            "(each neuron's best partner, averaged over both directions as ReSi does)."
+        ),
+        sensitive_to="whether individual neurons have linearly correlated counterparts (many-to-one allowed)",
+        reference=(
+            "Li, Yosinski, Clune, Lipson, Hopcroft 2016 (Convergent learning, ICLR), semi-matching. "
+            f"ReSi repsim/measures/correlation_match.py soft_correlation_match ({RESI}): largest difference "
+            "1e-16 over five random pairs each of 60x20/60x30, 60x80/60x50, 30x10/30x10 and 100x20/100x30."
+        ),
+        prepare=_correlation_prepare("soft_correlation_match"),
+        compare=_soft_match,
+        prepare_cost=lambda n, d, opts: 4.0 * n * d,
+        compare_cost=lambda n, p, q, opts: 2.0 * n * p * q + 2.0 * p * q,
+    )
+)

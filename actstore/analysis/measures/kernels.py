@@ -69,9 +69,11 @@ def prepare_kernel(X: np.ndarray, debiased: bool, name: str = "X") -> KernelLaye
     t = self_trace(x, st, device=_CPU)
     h = self_hsic(st, t, debiased)
     if not h > 0:
-        raise AnalysisError(f"the {'debiased HSIC1' if debiased else 'HSIC'} of {name} with itself is "
-                            f"{h:.3g} (not positive) over n = {st.n} prompts, so CKA is undefined; "
-                            f"use more prompts")
+        raise AnalysisError(
+            f"the {'debiased HSIC1' if debiased else 'HSIC'} of {name} with itself is "
+            f"{h:.3g} (not positive) over n = {st.n} prompts, so CKA is undefined; "
+            f"use more prompts"
+        )
     return KernelLayer(np.asarray(x, dtype=np.float64) - st.mean, st, t, h)
 
 
@@ -92,17 +94,18 @@ def _compare(a: KernelLayer, b: KernelLayer, debiased: bool, eps: float) -> floa
     n = a.stats.n
     t = _cross_trace(a, b)
     if debiased:
-        num = (t + a.stats.s * b.stats.s / ((n - 1) * (n - 2))
-               - 2.0 / (n - 2) * float(a.stats.r @ b.stats.r)) / (n * (n - 3))
+        num = (t + a.stats.s * b.stats.s / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * float(a.stats.r @ b.stats.r)) / (
+            n * (n - 3)
+        )
     else:
         num = t + float(a.stats.d @ b.stats.d)
     return num / (float(np.sqrt(a.hsic * b.hsic)) + eps)
 
 
-def _matrix(debiased: bool) -> Callable[[Sequence[np.ndarray], Sequence[np.ndarray], Options, StopCheck | None],
-                                        np.ndarray]:
-    def run(la: Sequence[np.ndarray], lb: Sequence[np.ndarray], opts: Options,
-            stop: StopCheck | None) -> np.ndarray:
+def _matrix(
+    debiased: bool,
+) -> Callable[[Sequence[np.ndarray], Sequence[np.ndarray], Options, StopCheck | None], np.ndarray]:
+    def run(la: Sequence[np.ndarray], lb: Sequence[np.ndarray], opts: Options, stop: StopCheck | None) -> np.ndarray:
         m = cka_matrix(la, lb, debiased=debiased, should_stop=stop)
         if opts["eps"] > 0:
             ha = np.array([prepare_kernel(x, debiased).hsic for x in la])
@@ -110,6 +113,7 @@ def _matrix(debiased: bool) -> Callable[[Sequence[np.ndarray], Sequence[np.ndarr
             s = np.sqrt(np.multiply.outer(ha, hb))
             m = m * s / (s + opts["eps"])
         return m
+
     return run
 
 
@@ -121,38 +125,59 @@ def _compare_cost(n: int, p: int, q: int, o: Options) -> float:
     return min(2.0 * n * p * q, float(n) * n * (p + q))
 
 
-_EPS = Option("eps", float, 0.0, "added to the denominator; 1e-6 reproduces platonic-rep's value",
-              minimum=0.0)
+_EPS = Option("eps", float, 0.0, "added to the denominator; 1e-6 reproduces platonic-rep's value", minimum=0.0)
 
-register(Measure(
-    name="cka", family="kernels", direction="similarity",
-    definition=("Biased linear CKA (Kornblith et al. 2019): centre the columns, then "
-                "||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F + eps); = tr(KHLH) / sqrt(tr(KHKH) tr(LHLH)) "
-                "with K = X X^T, L = Y Y^T, H = I - 11'/n. In [0, 1]."),
-    sensitive_to="the dominant directions of variance (large principal components, outlier dimensions)",
-    reference=(f"Kornblith et al. 2019; {_REF} AlignmentMetrics.cka (kernel_metric='ip', "
-               "unbiased=False): max |difference| 8.9e-16 with eps = 1e-6, 1.9e-10 with eps = 0 (20 "
-               "random pairs, float64 unit rows, n = 300, d = 64 and 80; the matrix form agrees as "
-               "well); its full pipeline (clip q = 0.95, unit rows, float32) against preprocess "
-               "platonic + cka (eps = 1e-6): 1.1e-7 (float32 rounding)"),
-    prepare=lambda X, o: prepare_kernel(X, False),
-    compare=lambda a, b, o: _compare(a, b, False, o["eps"]),
-    prepare_cost=_prepare_cost, compare_cost=_compare_cost,
-    options=(_EPS,), min_rows=lambda o: 2, matrix=_matrix(False),
-))
+register(
+    Measure(
+        name="cka",
+        family="kernels",
+        direction="similarity",
+        definition=(
+            "Biased linear CKA (Kornblith et al. 2019): centre the columns, then "
+            "||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F + eps); = tr(KHLH) / sqrt(tr(KHKH) tr(LHLH)) "
+            "with K = X X^T, L = Y Y^T, H = I - 11'/n. In [0, 1]."
+        ),
+        sensitive_to="the dominant directions of variance (large principal components, outlier dimensions)",
+        reference=(
+            f"Kornblith et al. 2019; {_REF} AlignmentMetrics.cka (kernel_metric='ip', "
+            "unbiased=False): max |difference| 8.9e-16 with eps = 1e-6, 1.9e-10 with eps = 0 (20 "
+            "random pairs, float64 unit rows, n = 300, d = 64 and 80; the matrix form agrees as "
+            "well); its full pipeline (clip q = 0.95, unit rows, float32) against preprocess "
+            "platonic + cka (eps = 1e-6): 1.1e-7 (float32 rounding)"
+        ),
+        prepare=lambda X, o: prepare_kernel(X, False),
+        compare=lambda a, b, o: _compare(a, b, False, o["eps"]),
+        prepare_cost=_prepare_cost,
+        compare_cost=_compare_cost,
+        options=(_EPS,),
+        min_rows=lambda o: 2,
+        matrix=_matrix(False),
+    )
+)
 
-register(Measure(
-    name="unbiased_cka", family="kernels", direction="similarity",
-    definition=("Debiased linear CKA: HSIC1(K, L) / (sqrt(HSIC1(K, K) HSIC1(L, L)) + eps) with "
-                "METHODS.md's unbiased HSIC1 (Song et al. 2012) on K = X X^T, L = Y Y^T (invariant "
-                "to centring the columns). Needs n >= 4; may be slightly negative."),
-    sensitive_to="the dominant directions of variance, without the finite-sample bias of cka",
-    reference=(f"Song et al. 2012, Nguyen et al. 2021; {_REF} AlignmentMetrics.unbiased_cka: max "
-               "|difference| 7.8e-16 with eps = 1e-6 and 1.7e-5 with eps = 0 (the default) (20 random "
-               "pairs, float64 unit rows, n = 300, d = 64 and 80); its full pipeline in float32 "
-               "against preprocess platonic + unbiased_cka (eps = 1e-6): 4.1e-7"),
-    prepare=lambda X, o: prepare_kernel(X, True),
-    compare=lambda a, b, o: _compare(a, b, True, o["eps"]),
-    prepare_cost=_prepare_cost, compare_cost=_compare_cost,
-    options=(_EPS,), min_rows=lambda o: 4, matrix=_matrix(True),
-))
+register(
+    Measure(
+        name="unbiased_cka",
+        family="kernels",
+        direction="similarity",
+        definition=(
+            "Debiased linear CKA: HSIC1(K, L) / (sqrt(HSIC1(K, K) HSIC1(L, L)) + eps) with "
+            "METHODS.md's unbiased HSIC1 (Song et al. 2012) on K = X X^T, L = Y Y^T (invariant "
+            "to centring the columns). Needs n >= 4; may be slightly negative."
+        ),
+        sensitive_to="the dominant directions of variance, without the finite-sample bias of cka",
+        reference=(
+            f"Song et al. 2012, Nguyen et al. 2021; {_REF} AlignmentMetrics.unbiased_cka: max "
+            "|difference| 7.8e-16 with eps = 1e-6 and 1.7e-5 with eps = 0 (the default) (20 random "
+            "pairs, float64 unit rows, n = 300, d = 64 and 80); its full pipeline in float32 "
+            "against preprocess platonic + unbiased_cka (eps = 1e-6): 4.1e-7"
+        ),
+        prepare=lambda X, o: prepare_kernel(X, True),
+        compare=lambda a, b, o: _compare(a, b, True, o["eps"]),
+        prepare_cost=_prepare_cost,
+        compare_cost=_compare_cost,
+        options=(_EPS,),
+        min_rows=lambda o: 4,
+        matrix=_matrix(True),
+    )
+)

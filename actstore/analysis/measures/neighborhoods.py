@@ -97,8 +97,10 @@ def second_order_values(a: NeighbourLayer, b: NeighbourLayer, values: str) -> np
     "similarity") or cosine distances ("distance") of x_i to the prompts of
     U_i = N_i | N'_i under layer a, s'_i the same under layer b."""
     if a.unit_rows is None or b.unit_rows is None:
-        raise AnalysisError("second-order cosine similarity needs layers prepared with their "
-                            "unit rows (prepare_neighbours with with_rows=True)")
+        raise AnalysisError(
+            "second-order cosine similarity needs layers prepared with their "
+            "unit rows (prepare_neighbours with with_rows=True)"
+        )
     ga, gb, Ua, Ub = a.graph, b.graph, a.unit_rows, b.unit_rows
     n, k = ga.shape
     idx = np.concatenate([ga, gb], axis=1)  # [n, 2k]; gb's entries already in ga are masked
@@ -117,15 +119,16 @@ def second_order_values(a: NeighbourLayer, b: NeighbourLayer, values: str) -> np
         den = np.sqrt((m * sa * sa).sum(axis=1) * (m * sb * sb).sum(axis=1))
         bad = np.flatnonzero(den == 0)
         if bad.size:
-            raise AnalysisError(f"prompt {s + bad[0]}: its {values} vector over the joint "
-                                f"neighbours is zero, so its cosine is undefined")
+            raise AnalysisError(
+                f"prompt {s + bad[0]}: its {values} vector over the joint "
+                f"neighbours is zero, so its cosine is undefined"
+            )
         out[s:e] = num / den
     return out
 
 
 def _k_option() -> Option:
-    return Option("k", int, 10, "neighbours per prompt, an integer >= 1 and < n (ReSi's "
-                  "default 10)", minimum=1)
+    return Option("k", int, 10, "neighbours per prompt, an integer >= 1 and < n (ReSi's default 10)", minimum=1)
 
 
 def _graph_only(X: np.ndarray, o: Options) -> np.ndarray:
@@ -133,71 +136,107 @@ def _graph_only(X: np.ndarray, o: Options) -> np.ndarray:
 
 
 _COMMON: dict[str, Any] = {
-    "family": "neighborhoods", "direction": "similarity", "prepare": _graph_only,
+    "family": "neighborhoods",
+    "direction": "similarity",
+    "prepare": _graph_only,
     "prepare_cost": lambda n, d, o: float(n) * n * d,
     "compare_cost": lambda n, p, q, o: 3.0 * n * o["k"] * o["k"],
     "min_rows": lambda o: o["k"] + 1,
 }
 
-register(Measure(
-    name="jaccard_similarity",
-    definition=("J_k(X, Y) = 1/n sum_i |N_k(i; X) & N_k(i; Y)| / |N_k(i; X) | N_k(i; Y)|, in "
-                "[0, 1]. Cosine neighbours of the raw rows (no centring)."),
-    sensitive_to="which prompts are each prompt's k nearest (cosine) neighbours; not their "
-                 "order, not distances; not rotations or isotropic scale, but translations",
-    reference=("Klabunde et al. 2023 survey eq. of Jaccard similarity (after Schumacher et al. "
-               f"2021); {_RESI} jaccard_similarity (class JaccardSimilarity): max |difference| "
-               "0.0 (identical neighbour lists)."),
-    compare=lambda a, b, o: float(jaccard_values(a, b).mean()),
-    options=(_k_option(),), **_COMMON,
-))
+register(
+    Measure(
+        name="jaccard_similarity",
+        definition=(
+            "J_k(X, Y) = 1/n sum_i |N_k(i; X) & N_k(i; Y)| / |N_k(i; X) | N_k(i; Y)|, in "
+            "[0, 1]. Cosine neighbours of the raw rows (no centring)."
+        ),
+        sensitive_to="which prompts are each prompt's k nearest (cosine) neighbours; not their "
+        "order, not distances; not rotations or isotropic scale, but translations",
+        reference=(
+            "Klabunde et al. 2023 survey eq. of Jaccard similarity (after Schumacher et al. "
+            f"2021); {_RESI} jaccard_similarity (class JaccardSimilarity): max |difference| "
+            "0.0 (identical neighbour lists)."
+        ),
+        compare=lambda a, b, o: float(jaccard_values(a, b).mean()),
+        options=(_k_option(),),
+        **_COMMON,
+    )
+)
 
-register(Measure(
-    name="rank_similarity",
-    definition=("R_k(X, Y) = 1/n sum_i v_i, v_i = 1/v_max(K_i) sum_{j in N_k(i; X) & N_k(i; Y)} "
-                "2 / ((1 + |r_i(j; X) - r_i(j; Y)|) (r_i(j; X) + r_i(j; Y))), K_i = |N_k(i; X) & "
-                "N_k(i; Y)|, v_max(K) = sum_{m=1..K} 1/m; v_i = 0 when K_i = 0. In [0, 1]."),
-    sensitive_to="the shared k nearest (cosine) neighbours and how close their ranks are; "
-                 "a shared neighbour near the top counts most",
-    reference=("Wang et al. 2020 (rank similarity); Klabunde et al. 2023 survey eq.; "
-               f"{_RESI} rank_similarity (class RankSimilarity): same definition, max "
-               "|difference| 0.0 (identical neighbour lists)."),
-    compare=lambda a, b, o: float(rank_values(a, b).mean()),
-    options=(_k_option(),), **_COMMON,
-))
+register(
+    Measure(
+        name="rank_similarity",
+        definition=(
+            "R_k(X, Y) = 1/n sum_i v_i, v_i = 1/v_max(K_i) sum_{j in N_k(i; X) & N_k(i; Y)} "
+            "2 / ((1 + |r_i(j; X) - r_i(j; Y)|) (r_i(j; X) + r_i(j; Y))), K_i = |N_k(i; X) & "
+            "N_k(i; Y)|, v_max(K) = sum_{m=1..K} 1/m; v_i = 0 when K_i = 0. In [0, 1]."
+        ),
+        sensitive_to="the shared k nearest (cosine) neighbours and how close their ranks are; "
+        "a shared neighbour near the top counts most",
+        reference=(
+            "Wang et al. 2020 (rank similarity); Klabunde et al. 2023 survey eq.; "
+            f"{_RESI} rank_similarity (class RankSimilarity): same definition, max "
+            "|difference| 0.0 (identical neighbour lists)."
+        ),
+        compare=lambda a, b, o: float(rank_values(a, b).mean()),
+        options=(_k_option(),),
+        **_COMMON,
+    )
+)
 
-register(Measure(
-    name="joint_rank_jaccard_similarity",
-    definition=("JR_k(X, Y) = 1/n sum_i J_i v_i with J_i the per-prompt Jaccard term of "
-                "jaccard_similarity and v_i the per-prompt term of rank_similarity. In [0, 1]."),
-    sensitive_to="both the overlap of the k nearest (cosine) neighbours and the agreement "
-                 "of their ranks",
-    reference=("Wang et al. 2020 (joint rank and Jaccard similarity); Klabunde et al. 2023 "
-               f"survey; {_RESI} joint_rank_jaccard_similarity (a function; ReSi registers no "
-               "class for it): same definition, max |difference| 6.9e-18."),
-    compare=lambda a, b, o: float((jaccard_values(a, b) * rank_values(a, b)).mean()),
-    options=(_k_option(),), **_COMMON,
-))
+register(
+    Measure(
+        name="joint_rank_jaccard_similarity",
+        definition=(
+            "JR_k(X, Y) = 1/n sum_i J_i v_i with J_i the per-prompt Jaccard term of "
+            "jaccard_similarity and v_i the per-prompt term of rank_similarity. In [0, 1]."
+        ),
+        sensitive_to="both the overlap of the k nearest (cosine) neighbours and the agreement of their ranks",
+        reference=(
+            "Wang et al. 2020 (joint rank and Jaccard similarity); Klabunde et al. 2023 "
+            f"survey; {_RESI} joint_rank_jaccard_similarity (a function; ReSi registers no "
+            "class for it): same definition, max |difference| 6.9e-18."
+        ),
+        compare=lambda a, b, o: float((jaccard_values(a, b) * rank_values(a, b)).mean()),
+        options=(_k_option(),),
+        **_COMMON,
+    )
+)
 
-register(Measure(
-    name="second_order_cosine_similarity", family="neighborhoods", direction="similarity",
-    definition=("SOC_k(X, Y) = 1/n sum_i cos(s_i, s'_i), U_i = N_k(i; X) | N_k(i; Y), "
-                "s_i = (cos(x_i, x_j))_{j in U_i}, s'_i = (cos(y_i, y_j))_{j in U_i} (values "
-                "similarity, the paper's; values distance uses 1 - cos, as ReSi's code). "
-                "In [-1, 1]; 1 for identical inputs."),
-    sensitive_to="the cosine similarities of each prompt to the union of its k nearest "
-                 "neighbours in both layers",
-    reference=("Hamilton et al. 2016 (second-order similarity); Klabunde et al. 2023 survey eq. "
-               f"(cosine similarities); {_RESI} second_order_cosine_similarity (class "
-               "SecondOrderCosineSimilarity) compares cosine distances (sklearn "
-               "pairwise_distances) instead: values distance vs ReSi: max |difference| 2.2e-16. "
-               "Default follows the paper."),
-    prepare=lambda X, o: prepare_neighbours(X, o["k"], with_rows=True),
-    compare=lambda a, b, o: float(second_order_values(a, b, o["values"]).mean()),
-    prepare_cost=lambda n, d, o: float(n) * n * d + 2.0 * n * d,
-    compare_cost=lambda n, p, q, o: 4.0 * n * o["k"] * (p + q) + 3.0 * n * o["k"] * o["k"],
-    options=(_k_option(),
-             Option("values", str, "similarity", "what s_i holds: cosine similarities (paper) or "
-                    "cosine distances (ReSi's code)", choices=("similarity", "distance"))),
-    min_rows=lambda o: o["k"] + 1,
-))
+register(
+    Measure(
+        name="second_order_cosine_similarity",
+        family="neighborhoods",
+        direction="similarity",
+        definition=(
+            "SOC_k(X, Y) = 1/n sum_i cos(s_i, s'_i), U_i = N_k(i; X) | N_k(i; Y), "
+            "s_i = (cos(x_i, x_j))_{j in U_i}, s'_i = (cos(y_i, y_j))_{j in U_i} (values "
+            "similarity, the paper's; values distance uses 1 - cos, as ReSi's code). "
+            "In [-1, 1]; 1 for identical inputs."
+        ),
+        sensitive_to="the cosine similarities of each prompt to the union of its k nearest neighbours in both layers",
+        reference=(
+            "Hamilton et al. 2016 (second-order similarity); Klabunde et al. 2023 survey eq. "
+            f"(cosine similarities); {_RESI} second_order_cosine_similarity (class "
+            "SecondOrderCosineSimilarity) compares cosine distances (sklearn "
+            "pairwise_distances) instead: values distance vs ReSi: max |difference| 2.2e-16. "
+            "Default follows the paper."
+        ),
+        prepare=lambda X, o: prepare_neighbours(X, o["k"], with_rows=True),
+        compare=lambda a, b, o: float(second_order_values(a, b, o["values"]).mean()),
+        prepare_cost=lambda n, d, o: float(n) * n * d + 2.0 * n * d,
+        compare_cost=lambda n, p, q, o: 4.0 * n * o["k"] * (p + q) + 3.0 * n * o["k"] * o["k"],
+        options=(
+            _k_option(),
+            Option(
+                "values",
+                str,
+                "similarity",
+                "what s_i holds: cosine similarities (paper) or cosine distances (ReSi's code)",
+                choices=("similarity", "distance"),
+            ),
+        ),
+        min_rows=lambda o: o["k"] + 1,
+    )
+)

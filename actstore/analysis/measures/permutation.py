@@ -47,10 +47,17 @@ class MeasureTest:
     seed: int = 0
 
 
-def measure_permutation_test(X: np.ndarray, Y: np.ndarray, measure: str,
-                             options: Mapping[str, Any] | None = None, *, permutations: int,
-                             seed: int = 0, strata: Sequence[object] | np.ndarray | None = None,
-                             should_stop: StopCheck | None = None) -> MeasureTest:
+def measure_permutation_test(
+    X: np.ndarray,
+    Y: np.ndarray,
+    measure: str,
+    options: Mapping[str, Any] | None = None,
+    *,
+    permutations: int,
+    seed: int = 0,
+    strata: Sequence[object] | np.ndarray | None = None,
+    should_stop: StopCheck | None = None,
+) -> MeasureTest:
     """Permutation test of ``measure`` between X [n, p] and Y [n, q] (rows: the same inputs).
 
     Args:
@@ -76,5 +83,6 @@ def measure_permutation_test(X: np.ndarray, Y: np.ndarray, measure: str,
     extreme = null >= value - tol if m.direction == "similarity" else null <= value + tol
     p = (1.0 + np.count_nonzero(extreme)) / (1.0 + P)
     null.setflags(write=False)
-    return MeasureTest(value=value, p_value=float(p), permutations=P, null=null, measure=m.name,
-                       direction=m.direction, seed=seed_)
+    return MeasureTest(
+        value=value, p_value=float(p), permutations=P, null=null, measure=m.name, direction=m.direction, seed=seed_
+    )

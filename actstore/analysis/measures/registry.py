@@ -68,8 +68,11 @@ class Option:
                 raise AnalysisError(f"{where} must be an integer, got {value!r}")
             v: float = int(value)
         else:
-            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) \
-                    or not math.isfinite(float(value)):
+            if (
+                isinstance(value, (bool, np.bool_))
+                or not isinstance(value, numbers.Real)
+                or not math.isfinite(float(value))
+            ):
                 raise AnalysisError(f"{where} must be a finite number, got {value!r}")
             v = float(value)
         if (self.minimum is not None and v < self.minimum) or (self.maximum is not None and v > self.maximum):
@@ -133,13 +136,16 @@ class Measure:
         if missing:
             o = known[missing[0]]
             raise AnalysisError(f"measure {self.name!r} needs option {o.name!r} ({o.description})")
-        return {name: o.check(given[name], self.name) if name in given and given[name] is not None else o.default
-                for name, o in known.items()}
+        return {
+            name: o.check(given[name], self.name) if name in given and given[name] is not None else o.default
+            for name, o in known.items()
+        }
 
     def cost(self, n: int, dims_a: Sequence[int], dims_b: Sequence[int], opts: Options) -> float:
         """Flops of a matrix over layers of widths ``dims_a`` x ``dims_b`` (one pair: one width each)."""
-        return (sum(self.prepare_cost(n, d, opts) for d in (*dims_a, *dims_b))
-                + sum(self.compare_cost(n, p, q, opts) for p in dims_a for q in dims_b))
+        return sum(self.prepare_cost(n, d, opts) for d in (*dims_a, *dims_b)) + sum(
+            self.compare_cost(n, p, q, opts) for p in dims_a for q in dims_b
+        )
 
 
 _REGISTRY: dict[str, Measure] = {}
@@ -189,9 +195,14 @@ def similarity(X: np.ndarray, Y: np.ndarray, measure: str, options: Mapping[str,
     return float(m.compare(m.prepare(X, opts), m.prepare(Y, opts), opts))
 
 
-def similarity_matrix(layers_a: Sequence[np.ndarray], layers_b: Sequence[np.ndarray], measure: str,
-                      options: Mapping[str, Any] | None = None, *,
-                      should_stop: StopCheck | None = None) -> np.ndarray:
+def similarity_matrix(
+    layers_a: Sequence[np.ndarray],
+    layers_b: Sequence[np.ndarray],
+    measure: str,
+    options: Mapping[str, Any] | None = None,
+    *,
+    should_stop: StopCheck | None = None,
+) -> np.ndarray:
     """float64 [len(layers_a), len(layers_b)]: ``measure`` of every layer pair; each layer is
     prepared once (or the measure's own all-pairs form runs)."""
     m = get(measure)
@@ -208,7 +219,7 @@ def similarity_matrix(layers_a: Sequence[np.ndarray], layers_b: Sequence[np.ndar
     for i, x in enumerate(la + lb):
         check_stop(should_stop, i, total, "layers prepared")
         prepared.append(m.prepare(x, opts))
-    pa, pb = prepared[:len(la)], prepared[len(la):]
+    pa, pb = prepared[: len(la)], prepared[len(la) :]
     out = np.empty((len(la), len(lb)))
     for i, a in enumerate(pa):
         check_stop(should_stop, i, len(pa), "rows of the similarity matrix")

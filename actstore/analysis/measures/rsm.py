@@ -75,8 +75,9 @@ def correlation_rsm(X: np.ndarray) -> np.ndarray:
     """float64 [n, n]: Pearson correlation between the rows of X [n, d] (each row centred over
     its d features, then cosine similarity). A constant row raises AnalysisError."""
     Xr = np.asarray(X, dtype=np.float64)
-    U = _unit_rows(Xr - Xr.mean(axis=1, keepdims=True),
-                   "is constant; its Pearson correlation with other rows is undefined")
+    U = _unit_rows(
+        Xr - Xr.mean(axis=1, keepdims=True), "is constant; its Pearson correlation with other rows is undefined"
+    )
     S: np.ndarray = U @ U.T
     np.fill_diagonal(S, 1.0)
     return S
@@ -85,8 +86,7 @@ def correlation_rsm(X: np.ndarray) -> np.ndarray:
 def cosine_distance_rsm(X: np.ndarray) -> np.ndarray:
     """float64 [n, n]: cosine distance 1 - cos(x_i, x_j) of the rows of X [n, d], diagonal 0.
     A zero row raises AnalysisError."""
-    U = _unit_rows(np.asarray(X, dtype=np.float64),
-                   "is all zeros; its cosine with other rows is undefined")
+    U = _unit_rows(np.asarray(X, dtype=np.float64), "is all zeros; its cosine with other rows is undefined")
     D: np.ndarray = 1.0 - U @ U.T
     np.fill_diagonal(D, 0.0)
     return D
@@ -107,8 +107,9 @@ def _standardised(v: np.ndarray, what: str) -> np.ndarray:
     c = v - v.mean()
     norm = np.linalg.norm(c)
     if norm == 0:
-        raise AnalysisError(f"every entry of the layer's {what} is equal; its correlation with "
-                            f"another layer's is undefined")
+        raise AnalysisError(
+            f"every entry of the layer's {what} is equal; its correlation with another layer's is undefined"
+        )
     standardised: np.ndarray = c / norm
     return standardised
 
@@ -120,36 +121,51 @@ def _prepare_rsa(X: np.ndarray, o: Options) -> np.ndarray:
     return _standardised(v, f"{o['inner']} RSM")
 
 
-register(Measure(
-    name="rsa", family="rsm", direction="similarity",
-    definition=("RSA(X, Y) = corr(vec(S_X), vec(S_Y)): S_X [n, n] the RSM of X under the inner "
-                "similarity (correlation: Pearson correlation between rows, i.e. cosine of the "
-                "row-centred rows; euclidean: |x_i - x_j|), vec the n (n - 1) / 2 entries above "
-                "the diagonal, corr the outer similarity (spearman: Pearson correlation of the "
-                "average ranks; pearson). In [-1, 1]. Input not centred or scaled (the RSMs do "
-                "not depend on a column offset; correlation RSMs not on row scale)."),
-    sensitive_to="the ordering (spearman) or linear trend (pearson) of all pairwise "
-                 "dissimilarities between prompts; not rotations, not isotropic scale",
-    reference=("Kriegeskorte et al. 2008 (RSA); Klabunde et al. 2023 survey eq. of RSA; "
-               f"{_RESI} repsim/measures/rsa.py representational_similarity_analysis "
-               "(class RSA): max |difference| 2.2e-16 (inner correlation and euclidean, outer "
-               "spearman). ReSi's outer 'euclidean' (|vec S_X - vec S_Y|, a distance with the "
-               "opposite direction) is not offered: use rsm_norm_difference; outer pearson is "
-               "the paper's alternative that ReSi does not implement (checked against "
-               "scipy.stats.pearsonr of scipy pdist vectors: 2.2e-16)."),
-    prepare=_prepare_rsa,
-    compare=lambda a, b, o: float(np.clip(a @ b, -1.0, 1.0)),
-    prepare_cost=lambda n, d, o: float(n) * n * d + (float(n) * n * np.log2(max(2, n * n))
-                                                      if o["outer"] == "spearman" else 0.0),
-    compare_cost=lambda n, p, q, o: float(n) * n,
-    options=(
-        Option("inner", str, "correlation", "similarity of two prompts within a layer",
-               choices=("correlation", "euclidean")),
-        Option("outer", str, "spearman", "correlation between the two layers' RSMs",
-               choices=("spearman", "pearson")),
-    ),
-    min_rows=lambda o: 3,
-))
+register(
+    Measure(
+        name="rsa",
+        family="rsm",
+        direction="similarity",
+        definition=(
+            "RSA(X, Y) = corr(vec(S_X), vec(S_Y)): S_X [n, n] the RSM of X under the inner "
+            "similarity (correlation: Pearson correlation between rows, i.e. cosine of the "
+            "row-centred rows; euclidean: |x_i - x_j|), vec the n (n - 1) / 2 entries above "
+            "the diagonal, corr the outer similarity (spearman: Pearson correlation of the "
+            "average ranks; pearson). In [-1, 1]. Input not centred or scaled (the RSMs do "
+            "not depend on a column offset; correlation RSMs not on row scale)."
+        ),
+        sensitive_to="the ordering (spearman) or linear trend (pearson) of all pairwise "
+        "dissimilarities between prompts; not rotations, not isotropic scale",
+        reference=(
+            "Kriegeskorte et al. 2008 (RSA); Klabunde et al. 2023 survey eq. of RSA; "
+            f"{_RESI} repsim/measures/rsa.py representational_similarity_analysis "
+            "(class RSA): max |difference| 2.2e-16 (inner correlation and euclidean, outer "
+            "spearman). ReSi's outer 'euclidean' (|vec S_X - vec S_Y|, a distance with the "
+            "opposite direction) is not offered: use rsm_norm_difference; outer pearson is "
+            "the paper's alternative that ReSi does not implement (checked against "
+            "scipy.stats.pearsonr of scipy pdist vectors: 2.2e-16)."
+        ),
+        prepare=_prepare_rsa,
+        compare=lambda a, b, o: float(np.clip(a @ b, -1.0, 1.0)),
+        prepare_cost=lambda n, d, o: (
+            float(n) * n * d + (float(n) * n * np.log2(max(2, n * n)) if o["outer"] == "spearman" else 0.0)
+        ),
+        compare_cost=lambda n, p, q, o: float(n) * n,
+        options=(
+            Option(
+                "inner",
+                str,
+                "correlation",
+                "similarity of two prompts within a layer",
+                choices=("correlation", "euclidean"),
+            ),
+            Option(
+                "outer", str, "spearman", "correlation between the two layers' RSMs", choices=("spearman", "pearson")
+            ),
+        ),
+        min_rows=lambda o: 3,
+    )
+)
 
 
 # --- rsm_norm_difference --------------------------------------------------------------------
@@ -171,36 +187,51 @@ def _compare_norm(a: np.ndarray, b: np.ndarray, o: Options) -> float:
     return float(np.linalg.norm(a - b))
 
 
-register(Measure(
-    name="rsm_norm_difference", family="rsm", direction="distance",
-    definition=("||D_X - D_Y||: D_X [n, n] the RSM of X under the inner distance (euclidean: "
-                "|x_i - x_j|; cosine: 1 - cos(x_i, x_j)), zero diagonal; norm frobenius (the "
-                "paper's, default) over all n^2 entries, or spectral (largest singular value; "
-                "what ReSi's code computes). >= 0, 0 for identical RSMs. Input not centred or "
-                "scaled (euclidean RSMs do not depend on a column offset)."),
-    sensitive_to="every pairwise distance between prompts, in absolute units: scale changes "
-                 "it, rotations and translations do not",
-    reference=("Klabunde et al. 2023 survey eq. of RSM norm difference, ||S - S'||_F; "
-               f"{_RESI} repsim/measures/rsm_norm_difference.py rsm_norm_diff (class "
-               "RSMNormDifference): it applies np.linalg.norm(S - Sp, ord=2) to the full n x n "
-               "matrices, which is the spectral norm, not the Frobenius norm its comment "
-               "intends. norm spectral vs ReSi: max relative difference 1.2e-15 (inner "
-               "euclidean), 6.4e-16 (inner cosine); norm frobenius vs np.linalg.norm(S - Sp, "
-               "'fro') of scipy pdist matrices: 2.8e-16 relative. Default follows the paper."),
-    prepare=_prepare_norm,
-    compare=_compare_norm,
-    prepare_cost=lambda n, d, o: float(n) * n * d,
-    compare_cost=lambda n, p, q, o: float(n) * n if o["norm"] == "frobenius" else 4.0 * n ** 3,
-    options=(
-        Option("inner", str, "euclidean", "distance of two prompts within a layer",
-               choices=("euclidean", "cosine")),
-        Option("norm", str, "frobenius", "matrix norm of the difference: frobenius (paper) or "
-               "spectral (ReSi's code)", choices=("frobenius", "spectral")),
-    ),
-))
+register(
+    Measure(
+        name="rsm_norm_difference",
+        family="rsm",
+        direction="distance",
+        definition=(
+            "||D_X - D_Y||: D_X [n, n] the RSM of X under the inner distance (euclidean: "
+            "|x_i - x_j|; cosine: 1 - cos(x_i, x_j)), zero diagonal; norm frobenius (the "
+            "paper's, default) over all n^2 entries, or spectral (largest singular value; "
+            "what ReSi's code computes). >= 0, 0 for identical RSMs. Input not centred or "
+            "scaled (euclidean RSMs do not depend on a column offset)."
+        ),
+        sensitive_to="every pairwise distance between prompts, in absolute units: scale changes "
+        "it, rotations and translations do not",
+        reference=(
+            "Klabunde et al. 2023 survey eq. of RSM norm difference, ||S - S'||_F; "
+            f"{_RESI} repsim/measures/rsm_norm_difference.py rsm_norm_diff (class "
+            "RSMNormDifference): it applies np.linalg.norm(S - Sp, ord=2) to the full n x n "
+            "matrices, which is the spectral norm, not the Frobenius norm its comment "
+            "intends. norm spectral vs ReSi: max relative difference 1.2e-15 (inner "
+            "euclidean), 6.4e-16 (inner cosine); norm frobenius vs np.linalg.norm(S - Sp, "
+            "'fro') of scipy pdist matrices: 2.8e-16 relative. Default follows the paper."
+        ),
+        prepare=_prepare_norm,
+        compare=_compare_norm,
+        prepare_cost=lambda n, d, o: float(n) * n * d,
+        compare_cost=lambda n, p, q, o: float(n) * n if o["norm"] == "frobenius" else 4.0 * n**3,
+        options=(
+            Option(
+                "inner", str, "euclidean", "distance of two prompts within a layer", choices=("euclidean", "cosine")
+            ),
+            Option(
+                "norm",
+                str,
+                "frobenius",
+                "matrix norm of the difference: frobenius (paper) or spectral (ReSi's code)",
+                choices=("frobenius", "spectral"),
+            ),
+        ),
+    )
+)
 
 
 # --- distance_correlation -------------------------------------------------------------------
+
 
 def _prepare_dcor(X: np.ndarray, o: Options) -> np.ndarray:
     D = euclidean_rsm(X)
@@ -209,28 +240,37 @@ def _prepare_dcor(X: np.ndarray, o: Options) -> np.ndarray:
     w = np.concatenate([_SQRT2 * rsm_upper(A), np.diag(A)])
     norm = np.linalg.norm(w)
     if norm == 0:
-        raise AnalysisError("every row of the layer is the same point; its distance variance "
-                            "is 0 and distance correlation is undefined")
+        raise AnalysisError(
+            "every row of the layer is the same point; its distance variance is 0 and distance correlation is undefined"
+        )
     unit: np.ndarray = w / norm
     return unit
 
 
-register(Measure(
-    name="distance_correlation", family="rsm", direction="similarity",
-    definition=("dCor(X, Y) = sqrt( dCov2(X, Y) / sqrt(dCov2(X, X) dCov2(Y, Y)) ), "
-                "dCov2(X, Y) = 1/n^2 sum_ij A_ij B_ij, A = H D_X H the double-centred "
-                "Euclidean distance matrix (A_ij = d_ij - mean_i. - mean_.j + mean_..). "
-                "In [0, 1], 1 for identical or rotated and isotropically scaled inputs. Input "
-                "not centred or scaled. The V-statistic is biased upwards: unrelated layers "
-                "do not give 0 (independent Gaussian rows: 0.70 at n = 200, d = 48; 0.45 at "
-                "n = 1000, d = 64), so read it against a permutation baseline."),
-    sensitive_to="any (also non-linear) dependence between the two layers' pairwise "
-                 "Euclidean distances; not rotations, translations or isotropic scale",
-    reference=("Szekely, Rizzo & Bakirov 2007 (V-statistic dCor); Klabunde et al. 2023 survey; "
-               f"{_RESI} repsim/measures/distance_correlation.py distance_correlation (class "
-               "DistanceCorrelation): same definition, max |difference| 2.2e-16."),
-    prepare=_prepare_dcor,
-    compare=lambda a, b, o: float(np.sqrt(np.clip(a @ b, 0.0, 1.0))),
-    prepare_cost=lambda n, d, o: float(n) * n * d + 6.0 * n * n,
-    compare_cost=lambda n, p, q, o: float(n) * n,
-))
+register(
+    Measure(
+        name="distance_correlation",
+        family="rsm",
+        direction="similarity",
+        definition=(
+            "dCor(X, Y) = sqrt( dCov2(X, Y) / sqrt(dCov2(X, X) dCov2(Y, Y)) ), "
+            "dCov2(X, Y) = 1/n^2 sum_ij A_ij B_ij, A = H D_X H the double-centred "
+            "Euclidean distance matrix (A_ij = d_ij - mean_i. - mean_.j + mean_..). "
+            "In [0, 1], 1 for identical or rotated and isotropically scaled inputs. Input "
+            "not centred or scaled. The V-statistic is biased upwards: unrelated layers "
+            "do not give 0 (independent Gaussian rows: 0.70 at n = 200, d = 48; 0.45 at "
+            "n = 1000, d = 64), so read it against a permutation baseline."
+        ),
+        sensitive_to="any (also non-linear) dependence between the two layers' pairwise "
+        "Euclidean distances; not rotations, translations or isotropic scale",
+        reference=(
+            "Szekely, Rizzo & Bakirov 2007 (V-statistic dCor); Klabunde et al. 2023 survey; "
+            f"{_RESI} repsim/measures/distance_correlation.py distance_correlation (class "
+            "DistanceCorrelation): same definition, max |difference| 2.2e-16."
+        ),
+        prepare=_prepare_dcor,
+        compare=lambda a, b, o: float(np.sqrt(np.clip(a @ b, 0.0, 1.0))),
+        prepare_cost=lambda n, d, o: float(n) * n * d + 6.0 * n * n,
+        compare_cost=lambda n, p, q, o: float(n) * n,
+    )
+)

@@ -68,4 +68,4 @@ def thin_svd(X: np.ndarray) -> ThinSVD:
 def svd_flops(n: int, d: int) -> float:
     """Approximate flops of a thin SVD of an [n, d] matrix (LAPACK gesdd, both factors)."""
     small, large = min(n, d), max(n, d)
-    return 4.0 * large * small * small + 8.0 * small ** 3
+    return 4.0 * large * small * small + 8.0 * small**3

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from actstore.errors import InvalidInput, NotFound
+
 from ..activations import Activations, table_token
 from ..checks import as_int, preview
 from ..models import ModelInfo
@@ -65,8 +66,15 @@ class LayerIndex:
 class Knn:
     """Nearest stored prompts of query vectors or of stored prompts, per model and layer."""
 
-    def __init__(self, activations: Activations, prompts: Prompts, persist_dir: Path | None,
-                 ann_threshold: int, recall_target: float = 0.98, latency_budget_ms: float = 5.0):
+    def __init__(
+        self,
+        activations: Activations,
+        prompts: Prompts,
+        persist_dir: Path | None,
+        ann_threshold: int,
+        recall_target: float = 0.98,
+        latency_budget_ms: float = 5.0,
+    ):
         self._activations = activations
         self._prompts = prompts
         self._persist_dir = persist_dir
@@ -172,17 +180,23 @@ class Knn:
             pos = np.clip(np.searchsorted(entry.ids, pids), 0, max(len(entry.ids) - 1, 0))
             missing = pids[entry.ids[pos] != pids] if len(entry.ids) else pids
         if len(missing):
-            raise NotFound(
-                f"prompt id(s) {preview(missing)} have no activations for model {model_key!r} layer {layer}"
-            )
+            raise NotFound(f"prompt id(s) {preview(missing)} have no activations for model {model_key!r} layer {layer}")
         k, allowed = self._k(entry, k, dataset, labelled)
         from .exact import search, vectors_at
 
         q = vectors_at(entry, pos)
         return search(entry, q, k, metric, pids, allowed, normalized=True)
 
-    def graph(self, model_key: str, layer: int, prompt_ids: Sequence[int] | np.ndarray, k: int,
-              *, approximate: bool | None = None, batch: int = 4096) -> np.ndarray:
+    def graph(
+        self,
+        model_key: str,
+        layer: int,
+        prompt_ids: Sequence[int] | np.ndarray,
+        k: int,
+        *,
+        approximate: bool | None = None,
+        batch: int = 4096,
+    ) -> np.ndarray:
         """Cosine k-NN graph of the given stored prompts at one layer, by batched index search.
 
         prompt_ids: [n] distinct stored ids. Returns int64 [n, k]: row i holds positions into
@@ -200,9 +214,7 @@ class Knn:
         pos = np.clip(np.searchsorted(entry.ids, sorted_ids), 0, max(len(entry.ids) - 1, 0))
         if len(entry.ids) == 0 or (entry.ids[pos] != sorted_ids).any():
             missing = sorted_ids if len(entry.ids) == 0 else sorted_ids[entry.ids[pos] != sorted_ids]
-            raise NotFound(
-                f"prompt id(s) {preview(missing)} have no activations for model {model_key!r} layer {layer}"
-            )
+            raise NotFound(f"prompt id(s) {preview(missing)} have no activations for model {model_key!r} layer {layer}")
         k = as_int(k, "k")
         if not 1 <= k < len(pids):
             raise InvalidInput(f"k must be between 1 and n - 1 = {len(pids) - 1}, got k={k}")
@@ -211,18 +223,19 @@ class Knn:
         allowed = None if len(sorted_ids) == len(entry.ids) else sorted_ids
         out = np.empty((len(pids), k), np.int64)
         for s in range(0, len(pids), batch):
-            q = vectors_at(entry, np.searchsorted(entry.ids, pids[s:s + batch]))
-            nb, _ = search(entry, q, k, "cosine", pids[s:s + batch], allowed, normalized=True)
+            q = vectors_at(entry, np.searchsorted(entry.ids, pids[s : s + batch]))
+            nb, _ = search(entry, q, k, "cosine", pids[s : s + batch], allowed, normalized=True)
             where = np.searchsorted(sorted_ids, np.clip(nb, 0, None))
-            out[s:s + batch] = np.where(nb >= 0, order[np.clip(where, 0, len(order) - 1)], -1)
+            out[s : s + batch] = np.where(nb >= 0, order[np.clip(where, 0, len(order) - 1)], -1)
         return out
 
     def use_ann(self, n_rows: int, approximate: bool | None = None) -> bool:
         """Whether a table of ``n_rows`` is searched approximately (``approximate`` forces it)."""
         return bool(approximate) if approximate is not None else n_rows >= self.ann_threshold
 
-    def _entry(self, model_key: str, layer: int, metric: str, approximate: bool | None = None,
-               fresh: bool = False) -> tuple[ModelInfo, int, ExactIndex | AnnIndex]:
+    def _entry(
+        self, model_key: str, layer: int, metric: str, approximate: bool | None = None, fresh: bool = False
+    ) -> tuple[ModelInfo, int, ExactIndex | AnnIndex]:
         """(info, layer, index entry) of one table. The table's token and size are checked at
         most every ``Tables.version_check_s`` (and after every write through this process),
         not per look-up; ``fresh=True`` checks them now."""
@@ -259,15 +272,27 @@ class Knn:
                 if t is None:
                     continue
                 found = True
-                out.append(LayerIndex(layer, metric, "flat" if t.exact else KIND, t.recall, t.exact, rows,
-                                      self.recall_target, None if t.exact else t.nprobe,
-                                      None if t.exact else t.candidates, t.rows))
+                out.append(
+                    LayerIndex(
+                        layer,
+                        metric,
+                        "flat" if t.exact else KIND,
+                        t.recall,
+                        t.exact,
+                        rows,
+                        self.recall_target,
+                        None if t.exact else t.nprobe,
+                        None if t.exact else t.candidates,
+                        t.rows,
+                    )
+                )
             if not found:
                 out.append(LayerIndex(layer, "cosine", KIND, None, False, rows, self.recall_target))
         return out
 
-    def _k(self, entry: ExactIndex | AnnIndex, k: int, dataset: str | None,
-           labelled: bool | None = None) -> tuple[int, np.ndarray | None]:
+    def _k(
+        self, entry: ExactIndex | AnnIndex, k: int, dataset: str | None, labelled: bool | None = None
+    ) -> tuple[int, np.ndarray | None]:
         k = as_int(k, "k")
         allowed, n = None, len(entry.ids)
         if dataset is not None:

@@ -100,15 +100,18 @@ class Tuning:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "Tuning":
+    def from_json(cls, text: str | bytes) -> Tuning:
         raw = json.loads(text)
         return cls(**{k: raw[k] for k in cls.__dataclass_fields__ if k in raw})
 
     def fits(self, target: float, latency_ms: float, rows: int) -> bool:
         """Whether this tuning still answers for ``target`` / ``latency_ms`` at ``rows`` rows
         (re-tuned when the table has grown by a tenth since it was measured)."""
-        return (math.isclose(self.target, target) and math.isclose(self.latency_budget_ms, latency_ms)
-                and rows <= self.rows * 1.1)
+        return (
+            math.isclose(self.target, target)
+            and math.isclose(self.latency_budget_ms, latency_ms)
+            and rows <= self.rows * 1.1
+        )
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,7 @@ class AnnParams:
     rerank_per_k: int = 16  # ... and at least this many per requested neighbour
 
     @classmethod
-    def choose(cls, n: int, d: int) -> "AnnParams":
+    def choose(cls, n: int, d: int) -> AnnParams:
         """Parameters for n rows of dimension d (see the module docstring)."""
         nlist = max(1, min(int(round(4 * math.sqrt(n))), n // 39))
         nprobe = min(nlist, max(16, math.ceil(nlist / 40)))
@@ -157,8 +160,9 @@ def _cuda_available() -> bool:
         return False
 
 
-def _train_centroids_gpu(sample: np.ndarray, nlist: int, metric: str, niter: int = 10,
-                         seed: int = 0) -> np.ndarray | None:  # pragma: no cover - needs a GPU
+def _train_centroids_gpu(
+    sample: np.ndarray, nlist: int, metric: str, niter: int = 10, seed: int = 0
+) -> np.ndarray | None:  # pragma: no cover - needs a GPU
     """Coarse centroids [nlist, d] float32 trained on CUDA, or None without CUDA.
 
     FAISS GPU k-means where the faiss build has GPUs and the card is pre-Hopper; torch k-means
@@ -182,12 +186,12 @@ def _train_centroids_gpu(sample: np.ndarray, nlist: int, metric: str, niter: int
     for _ in range(niter):
         assign = torch.empty(len(x), dtype=torch.int64, device=x.device)
         for s in range(0, len(x), 65536):
-            xb = x[s:s + 65536]
+            xb = x[s : s + 65536]
             if metric == "l2":
-                dist = sq[s:s + 65536, None] - 2 * xb @ C.T + (C * C).sum(1)[None]
-                assign[s:s + 65536] = dist.argmin(1)
+                dist = sq[s : s + 65536, None] - 2 * xb @ C.T + (C * C).sum(1)[None]
+                assign[s : s + 65536] = dist.argmin(1)
             else:
-                assign[s:s + 65536] = (xb @ C.T).argmax(1)
+                assign[s : s + 65536] = (xb @ C.T).argmax(1)
         sums = torch.zeros_like(C).index_add_(0, assign, x)
         counts = torch.bincount(assign, minlength=nlist).to(x.dtype)
         empty = counts == 0
@@ -208,8 +212,17 @@ class AnnIndex:
 
     kind = KIND
 
-    def __init__(self, version: str, metric: str, ids_by_pos: np.ndarray, index: faiss.IndexIVF,
-                 vectors: np.ndarray, norms: np.ndarray, params: AnnParams, n_trained: int):
+    def __init__(
+        self,
+        version: str,
+        metric: str,
+        ids_by_pos: np.ndarray,
+        index: faiss.IndexIVF,
+        vectors: np.ndarray,
+        norms: np.ndarray,
+        params: AnnParams,
+        n_trained: int,
+    ):
         self.version = version
         self.metric = metric
         self.ids_by_pos = ids_by_pos
@@ -225,8 +238,16 @@ class AnnIndex:
 
     # ------------------------------------------------------------------ build
     @classmethod
-    def build(cls, version: str, metric: str, ids: np.ndarray, X: np.ndarray,
-              params: AnnParams | None = None, seed: int = 0, device: str = "auto") -> "AnnIndex":
+    def build(
+        cls,
+        version: str,
+        metric: str,
+        ids: np.ndarray,
+        X: np.ndarray,
+        params: AnnParams | None = None,
+        seed: int = 0,
+        device: str = "auto",
+    ) -> AnnIndex:
         """Train and fill an index over ids int64 [n] and X [n, d] (any float dtype).
         ``device``: "auto" trains the coarse k-means on CUDA when present, "cpu" never."""
         if device not in ("auto", "cpu", "cuda"):
@@ -263,7 +284,7 @@ class AnnIndex:
         _fill(out, 0, X)
         return out
 
-    def extended(self, version: str, ids: np.ndarray, X: np.ndarray) -> "AnnIndex":
+    def extended(self, version: str, ids: np.ndarray, X: np.ndarray) -> AnnIndex:
         """A new index at ``version``: this one plus rows ids int64 [m] / X [m, d] (new ids)."""
         n0, d = self.vectors.shape
         m = len(ids)
@@ -271,8 +292,16 @@ class AnnIndex:
         vectors[:n0] = self.vectors
         norms = np.concatenate([self.norms, np.empty(m, np.float32)])
         index = cast(faiss.IndexIVF, faiss.clone_index(self.index))  # faiss returns it downcast
-        out = AnnIndex(version, self.metric, np.concatenate([self.ids_by_pos, np.asarray(ids, np.int64)]),
-                       index, vectors, norms, self.params, self.n_trained)
+        out = AnnIndex(
+            version,
+            self.metric,
+            np.concatenate([self.ids_by_pos, np.asarray(ids, np.int64)]),
+            index,
+            vectors,
+            norms,
+            self.params,
+            self.n_trained,
+        )
         out.tuning = self.tuning
         _fill(out, n0, X)
         return out
@@ -281,8 +310,8 @@ class AnnIndex:
         """Whether rows (ids int64 [m] ascending, X [m, d]) equal what this index holds for them."""
         pos = self._order[np.searchsorted(self.ids, ids)]
         for s in range(0, len(ids), 16384):
-            held = self.vectors[pos[s:s + 16384]].astype(np.float32)
-            if not np.array_equal(held, np.asarray(X[s:s + 16384], dtype=np.float32)):
+            held = self.vectors[pos[s : s + 16384]].astype(np.float32)
+            if not np.array_equal(held, np.asarray(X[s : s + 16384], dtype=np.float32)):
                 return False
         return True
 
@@ -293,8 +322,14 @@ class AnnIndex:
 
     def nbytes(self) -> int:
         """Bytes held: FAISS index (codes, ids, centroids) + the vector copy + norms + id maps."""
-        return (int(faiss.serialize_index(self.index).nbytes) + self.vectors.nbytes + self.norms.nbytes
-                + self.ids_by_pos.nbytes + self.ids.nbytes + self._order.nbytes)
+        return (
+            int(faiss.serialize_index(self.index).nbytes)
+            + self.vectors.nbytes
+            + self.norms.nbytes
+            + self.ids_by_pos.nbytes
+            + self.ids.nbytes
+            + self._order.nbytes
+        )
 
     def positions(self, sorted_positions: np.ndarray) -> np.ndarray:
         """Insertion positions of the rows at ``sorted_positions`` of ``ids``."""
@@ -306,9 +341,15 @@ class AnnIndex:
         return out
 
     # ----------------------------------------------------------------- search
-    def search(self, queries: np.ndarray, k: int, exclude_self_ids: np.ndarray | None = None,
-               allowed_ids: np.ndarray | None = None, nprobe: int | None = None,
-               candidates: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        exclude_self_ids: np.ndarray | None = None,
+        allowed_ids: np.ndarray | None = None,
+        nprobe: int | None = None,
+        candidates: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """k nearest stored prompts of each query row (same contract as ``knn.search``).
 
         queries: [m, d] floats. exclude_self_ids: int64 [m]. allowed_ids: sorted int64 ids
@@ -341,8 +382,9 @@ class AnnIndex:
             _, cand = self.index.search(q, kc, params=params)
         return self._rerank(q, np.asarray(cand), k, exclude_self_ids)
 
-    def _rerank(self, q: np.ndarray, cand: np.ndarray, k: int,
-                exclude_self_ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _rerank(
+        self, q: np.ndarray, cand: np.ndarray, k: int, exclude_self_ids: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         mq, c = cand.shape
         ids_out = np.full((mq, k), -1, np.int64)
         scores_out = np.full((mq, k), np.nan, np.float32)
@@ -353,13 +395,13 @@ class AnnIndex:
             excl_pos = np.where(self.ids[sp] == ex, self._order[sp], -2)
         rows = max(1, (1 << 24) // max(1, c * self.vectors.shape[1]))  # ~64 MB of float32 per chunk
         for s in range(0, mq, rows):
-            cb = cand[s:s + rows]
+            cb = cand[s : s + rows]
             valid = cb >= 0
             if excl_pos is not None:
-                valid &= cb != excl_pos[s:s + rows, None]
+                valid &= cb != excl_pos[s : s + rows, None]
             safe = np.where(valid, cb, 0)
             V = self.vectors[safe.ravel()].astype(np.float32).reshape(len(cb), c, -1)
-            ip = np.einsum("mcd,md->mc", V, q[s:s + rows], optimize=False)
+            ip = np.einsum("mcd,md->mc", V, q[s : s + rows], optimize=False)
             nrm = self.norms[safe]
             if self.metric == "cosine":
                 sc = ip / np.maximum(nrm, np.float32(1e-30))
@@ -368,7 +410,7 @@ class AnnIndex:
                 sc = ip
                 key = -sc
             else:
-                qq = np.einsum("md,md->m", q[s:s + rows], q[s:s + rows])
+                qq = np.einsum("md,md->m", q[s : s + rows], q[s : s + rows])
                 sc = np.sqrt(np.maximum(qq[:, None] - 2 * ip + nrm * nrm, 0))
                 key = sc
             key = np.where(valid, key, np.inf)
@@ -377,8 +419,8 @@ class AnnIndex:
             order = np.lexsort((pid, key), axis=-1)[:, :k]
             got = np.take_along_axis(valid, order, 1)
             kk = order.shape[1]
-            ids_out[s:s + rows, :kk] = np.where(got, np.take_along_axis(pid, order, 1), -1)
-            scores_out[s:s + rows, :kk] = np.where(got, np.take_along_axis(sc, order, 1), np.nan)
+            ids_out[s : s + rows, :kk] = np.where(got, np.take_along_axis(pid, order, 1), -1)
+            scores_out[s : s + rows, :kk] = np.where(got, np.take_along_axis(sc, order, 1), np.nan)
         return ids_out, scores_out
 
     # ------------------------------------------------------------ persistence
@@ -386,23 +428,30 @@ class AnnIndex:
         """(serialised FAISS index, ``.npz`` of the id map, vector copy, norms and parameters):
         what :class:`actstore.store.knn.exact.KnnIndexes` persists (with their digests)."""
         buf = io.BytesIO()
-        np.savez(buf, ids_by_pos=self.ids_by_pos, vectors=self.vectors, norms=self.norms,
-                 params=np.array(list(asdict(self.params).values()), np.int64),
-                 meta=np.array([self.n_trained], np.int64), version=np.array(str(self.version)),
-                 metric=np.array(self.metric),
-                 tuning=np.array(self.tuning.to_json() if self.tuning is not None else ""))
+        np.savez(
+            buf,
+            ids_by_pos=self.ids_by_pos,
+            vectors=self.vectors,
+            norms=self.norms,
+            params=np.array(list(asdict(self.params).values()), np.int64),
+            meta=np.array([self.n_trained], np.int64),
+            version=np.array(str(self.version)),
+            metric=np.array(self.metric),
+            tuning=np.array(self.tuning.to_json() if self.tuning is not None else ""),
+        )
         return faiss.serialize_index(self.index).data, buf.getbuffer()
 
     @classmethod
-    def from_bytes(cls, index_bytes: bytes, arrays: bytes) -> "AnnIndex":
+    def from_bytes(cls, index_bytes: bytes, arrays: bytes) -> AnnIndex:
         """Inverse of :meth:`to_bytes`."""
         # an IVF-PQ index (faiss returns it downcast to its class)
         index = cast(faiss.IndexIVF, faiss.deserialize_index(np.frombuffer(index_bytes, dtype=np.uint8)))
         with np.load(io.BytesIO(arrays), allow_pickle=False) as z:
             params = AnnParams(*[int(v) for v in z["params"]])
             (n_trained,) = (int(v) for v in z["meta"])
-            out = cls(str(z["version"]), str(z["metric"]), z["ids_by_pos"], index, z["vectors"], z["norms"],
-                      params, n_trained)
+            out = cls(
+                str(z["version"]), str(z["metric"]), z["ids_by_pos"], index, z["vectors"], z["norms"], params, n_trained
+            )
             text = str(z["tuning"]) if "tuning" in z.files else ""
             out.tuning = Tuning.from_json(text) if text else None  # older files: tuned after loading
         if index.ntotal != out.ntotal or len(out.vectors) != out.ntotal or len(out.norms) != out.ntotal:
@@ -414,10 +463,10 @@ class AnnIndex:
 def _fill(entry: AnnIndex, start: int, X: np.ndarray, chunk: int = 16384) -> None:
     """Rows ``start..start + len(X)`` of a new index: the vector copy, the norms, the IVF-PQ codes."""
     for s in range(0, len(X), chunk):
-        x = np.asarray(X[s:s + chunk])
-        entry.vectors[start + s:start + s + len(x)] = x
+        x = np.asarray(X[s : s + chunk])
+        entry.vectors[start + s : start + s + len(x)] = x
         x64 = x.astype(np.float64)
-        entry.norms[start + s:start + s + len(x)] = np.sqrt(np.einsum("ij,ij->i", x64, x64))
+        entry.norms[start + s : start + s + len(x)] = np.sqrt(np.einsum("ij,ij->i", x64, x64))
         entry.index.add(_indexed(x, entry.metric))
 
 
@@ -426,14 +475,15 @@ def _copy_dtype(X: np.ndarray) -> type:
     if X.dtype == np.float16:
         return np.float16
     for s in range(0, len(X), 16384):
-        x = X[s:s + 16384]
+        x = X[s : s + 16384]
         if not np.array_equal(x.astype(np.float16).astype(x.dtype), x):
             return np.float32
     return np.float16
 
 
-def synthetic_clustered(n: int, d: int, *, seed: int = 0, n_clusters: int = 100, rank: int = 64,
-                        spread: float = 1.0, noise: float = 0.5) -> np.ndarray:
+def synthetic_clustered(
+    n: int, d: int, *, seed: int = 0, n_clusters: int = 100, rank: int = 64, spread: float = 1.0, noise: float = 0.5
+) -> np.ndarray:
     """Clustered test vectors float16 [n, d] (for tests and ``bench/knn.py``).
 
     Each row is a cluster centre (N(0, 1) per dimension, ``n_clusters`` of them) plus a
@@ -455,8 +505,9 @@ def synthetic_clustered(n: int, d: int, *, seed: int = 0, n_clusters: int = 100,
     return out
 
 
-def synthetic_near_ties(n: int, d: int, *, seed: int = 0, n_clusters: int | None = None,
-                        noise: float = 1.0) -> np.ndarray:
+def synthetic_near_ties(
+    n: int, d: int, *, seed: int = 0, n_clusters: int | None = None, noise: float = 1.0
+) -> np.ndarray:
     """Near-tie test vectors float16 [n, d] (for tests and ``bench/knn.py``): isotropic noise
     (standard deviation ``noise``) around ``n_clusters`` centres (N(0, 1) per dimension;
     default n / 1,000), as many members per cluster as rows allow.

@@ -30,16 +30,15 @@ import io
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import faiss
 import numpy as np
 
 from . import files
 from .ann import AnnIndex, Tuning
-from .metrics import METRICS
 from .tuning import tune
 
 __all__ = ["TUNING_SUFFIX", "ExactIndex", "KnnIndexes", "build_flat", "search", "vectors_at"]
@@ -136,8 +135,12 @@ class KnnIndexes:
         key = (table, metric)
         with self._lock:
             prev = self._ann.get(key)
-            if prev is not None and prev.version == version and prev.tuning is not None \
-                    and prev.tuning.fits(recall, latency_ms, prev.ntotal):
+            if (
+                prev is not None
+                and prev.version == version
+                and prev.tuning is not None
+                and prev.tuning.fits(recall, latency_ms, prev.ntotal)
+            ):
                 return prev
             current = Path(f"{self.stem(table, metric, version, 'ann')}{files.DIGEST_SUFFIX}")
             if prev is None or current.exists():  # another process may have persisted this version
@@ -163,8 +166,14 @@ class KnnIndexes:
             del X
             if entry.tuning is None or not entry.tuning.fits(recall, latency_ms, entry.ntotal):
                 entry = tune(entry, recall, latency_ms)
-            log.info("approximate index of %s (%s, n=%d) %s in %.1f s", table, metric, len(ids), how,
-                     time.perf_counter() - t0)
+            log.info(
+                "approximate index of %s (%s, n=%d) %s in %.1f s",
+                table,
+                metric,
+                len(ids),
+                how,
+                time.perf_counter() - t0,
+            )
             self._persist_ann(table, metric, entry)
             self._ann[key] = entry
             return entry
@@ -181,8 +190,7 @@ class KnnIndexes:
         if self._dir is None or not self._dir.exists():
             return None
         pattern = self.stem(table, metric, version, "ann").name.rsplit(".v", 1)[0] + ".v*" + TUNING_SUFFIX
-        for path in sorted(self._dir.glob(pattern), key=lambda p: _number(p.name[: -len(TUNING_SUFFIX)]),
-                           reverse=True):
+        for path in sorted(self._dir.glob(pattern), key=lambda p: _number(p.name[: -len(TUNING_SUFFIX)]), reverse=True):
             try:
                 return Tuning.from_json(path.read_bytes())
             except (OSError, ValueError, TypeError) as exc:
@@ -201,8 +209,11 @@ class KnnIndexes:
         if self._dir is None or not self._dir.exists():
             return None
         pattern = self.stem(table, metric, version, "ann").name.rsplit(".v", 1)[0] + ".v*" + files.DIGEST_SUFFIX
-        stems = sorted((Path(str(p)[: -len(files.DIGEST_SUFFIX)]) for p in self._dir.glob(pattern)),
-                       key=lambda p: _number(p.name), reverse=True)
+        stems = sorted(
+            (Path(str(p)[: -len(files.DIGEST_SUFFIX)]) for p in self._dir.glob(pattern)),
+            key=lambda p: _number(p.name),
+            reverse=True,
+        )
         for stem in stems:
             try:
                 parts = files.load(stem, (".faiss", ".npz"))
@@ -292,8 +303,12 @@ class KnnIndexes:
                 return None
             ids = np.load(io.BytesIO(parts[".ids.npy"]), allow_pickle=False)
             index = faiss.deserialize_index(np.frombuffer(parts[".faiss"], dtype=np.uint8))
-            if ids.dtype != np.int64 or ids.ndim != 1 or len(ids) != index.ntotal or \
-                    (len(ids) > 1 and not (np.diff(ids) > 0).all()):
+            if (
+                ids.dtype != np.int64
+                or ids.ndim != 1
+                or len(ids) != index.ntotal
+                or (len(ids) > 1 and not (np.diff(ids) > 0).all())
+            ):
                 raise files.ChecksumMismatch(f"{stem}.ids.npy does not match its index")
             return ExactIndex(version, ids, index)
         except files.ChecksumMismatch as exc:

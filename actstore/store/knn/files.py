@@ -42,7 +42,7 @@ def digest(data: bytes | memoryview) -> str:
 def write_bytes(fh: BinaryIO, data: memoryview) -> None:
     """Write ``data`` to the open binary file ``fh`` in chunks (tests fail it to simulate a full disk)."""
     for s in range(0, len(data), _CHUNK):
-        fh.write(data[s:s + _CHUNK])
+        fh.write(data[s : s + _CHUNK])
 
 
 def _put(path: Path, data: bytes | memoryview) -> Path:
@@ -68,8 +68,7 @@ def save(stem: Path, parts: Mapping[str, bytes | memoryview]) -> bool:
         written.append(_put(Path(f"{stem}{DIGEST_SUFFIX}"), json.dumps(digests, sort_keys=True).encode()))
         return True
     except OSError as exc:
-        log.warning("could not persist index %s (%s); answering from memory, it is rebuilt when needed",
-                    stem, exc)
+        log.warning("could not persist index %s (%s); answering from memory, it is rebuilt when needed", stem, exc)
         for path in [*written, *(Path(f"{stem}{s}") for s in (*parts, DIGEST_SUFFIX))]:
             for p in (path, path.with_name(path.name + ".tmp")):
                 try:

@@ -33,17 +33,24 @@ index (``<stem>.tuning.json``) and reported by ``Model.indexes`` and ``actstore 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import replace
 
 import faiss
 import numpy as np
 
-from .ann import K, AnnIndex, AnnParams, Tuning
+from .ann import AnnIndex, AnnParams, K, Tuning
 
-__all__ = ["HELD_OUT_QUERIES", "K", "MAX_CANDIDATES", "TUNE_QUERIES", "Tuning", "exact_neighbours",
-           "recall_at_k", "tune"]
+__all__ = [
+    "HELD_OUT_QUERIES",
+    "K",
+    "MAX_CANDIDATES",
+    "TUNE_QUERIES",
+    "Tuning",
+    "exact_neighbours",
+    "recall_at_k",
+    "tune",
+]
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +68,9 @@ def _queries(entry: AnnIndex, pos: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(q)
 
 
-def exact_neighbours(entry: AnnIndex, q: np.ndarray, k: int, self_pos: np.ndarray | None = None,
-                     chunk: int = 16384) -> tuple[np.ndarray, np.ndarray]:
+def exact_neighbours(
+    entry: AnnIndex, q: np.ndarray, k: int, self_pos: np.ndarray | None = None, chunk: int = 16384
+) -> tuple[np.ndarray, np.ndarray]:
     """Brute-force k nearest rows of the index's copy for queries q float32 [m, d] (unit rows
     for cosine), each ``self_pos`` (insertion positions, int64 [m]) left out.
 
@@ -75,9 +83,9 @@ def exact_neighbours(entry: AnnIndex, q: np.ndarray, k: int, self_pos: np.ndarra
     qq = np.einsum("md,md->m", q, q)
     rows = np.arange(m)
     for s in range(0, entry.ntotal, chunk):
-        V = entry.vectors[s:s + chunk].astype(np.float32)
+        V = entry.vectors[s : s + chunk].astype(np.float32)
         ip = q @ V.T
-        nrm = entry.norms[s:s + chunk]
+        nrm = entry.norms[s : s + chunk]
         if entry.metric == "cosine":
             key = -(ip / np.maximum(nrm, np.float32(1e-30)))
         elif entry.metric == "dot":
@@ -122,7 +130,7 @@ def _latency_ms(entry: AnnIndex, q: np.ndarray, nprobe: int, candidates: int, re
         best = float("inf")
         for _ in range(repeat):
             t0 = time.perf_counter()
-            entry.search(qs[i:i + 1], K, nprobe=nprobe, candidates=candidates)
+            entry.search(qs[i : i + 1], K, nprobe=nprobe, candidates=candidates)
             best = min(best, time.perf_counter() - t0)
         ts.append(best)
     return float(np.median(ts) * 1e3)
@@ -136,7 +144,9 @@ def _ladder(start: int, stop: int) -> list[int]:
     return out + [stop]
 
 
-def _choose(entry: AnnIndex, q: np.ndarray, truth: np.ndarray, goal: float, latency_ms: float) -> tuple[int, int, float] | None:
+def _choose(
+    entry: AnnIndex, q: np.ndarray, truth: np.ndarray, goal: float, latency_ms: float
+) -> tuple[int, int, float] | None:
     """(nprobe, candidates, latency ms) reaching recall ``goal`` on the tuning queries within
     the latency budget, or None (see the module docstring, step 2)."""
     p = entry.params
@@ -157,8 +167,14 @@ def _choose(entry: AnnIndex, q: np.ndarray, truth: np.ndarray, goal: float, late
         if feasible:
             c = feasible[0]
             lat = _latency_ms(entry, q, probe, c)
-            log.debug("tuning %s: nprobe %d, candidates %d reach %.4f in %.2f ms", entry.version, probe, c,
-                      float((rank < c).mean()), lat)
+            log.debug(
+                "tuning %s: nprobe %d, candidates %d reach %.4f in %.2f ms",
+                entry.version,
+                probe,
+                c,
+                float((rank < c).mean()),
+                lat,
+            )
             found.append((lat, probe, c))
             if len(found) == 2 or lat > latency_ms:
                 break
@@ -192,10 +208,29 @@ def tune(entry: AnnIndex, target: float, latency_ms: float, *, seed: int = 0) ->
     d = entry.vectors.shape[1]
 
     def exact(why: str) -> AnnIndex:
-        entry.tuning = Tuning(target, latency_ms, 1.0, True, entry.params.nprobe, entry.params.candidates(K),
-                              entry.params.m, 0.0, n, K, len(hp), time.perf_counter() - t0)
-        log.warning("approximate index %s cannot reach recall@%d %.3f within %.1f ms per query (%s); "
-                    "the table is searched exactly", entry.version, K, target, latency_ms, why)
+        entry.tuning = Tuning(
+            target,
+            latency_ms,
+            1.0,
+            True,
+            entry.params.nprobe,
+            entry.params.candidates(K),
+            entry.params.m,
+            0.0,
+            n,
+            K,
+            len(hp),
+            time.perf_counter() - t0,
+        )
+        log.warning(
+            "approximate index %s cannot reach recall@%d %.3f within %.1f ms per query (%s); "
+            "the table is searched exactly",
+            entry.version,
+            K,
+            target,
+            latency_ms,
+            why,
+        )
         return entry
 
     choice = _choose(entry, tq, tt, goal, latency_ms)
@@ -203,14 +238,17 @@ def tune(entry: AnnIndex, target: float, latency_ms: float, *, seed: int = 0) ->
         m2 = max([x for x in range(1, 2 * entry.params.m + 1) if d % x == 0 and x <= d // 2] or [entry.params.m])
         if m2 > entry.params.m:  # finer codes: 1 bit per dimension
             log.info("approximate index %s: rebuilding with %d PQ sub-quantizers", entry.version, m2)
-            rebuilt = AnnIndex.build(entry.version, entry.metric, entry.ids_by_pos, entry.vectors,
-                                     replace(entry.params, m=m2))
+            rebuilt = AnnIndex.build(
+                entry.version, entry.metric, entry.ids_by_pos, entry.vectors, replace(entry.params, m=m2)
+            )
             rebuilt.n_trained = entry.n_trained
             entry = rebuilt
             choice = _choose(entry, tq, tt, goal, latency_ms)
     if choice is None:
-        return exact(f"no setting within the budget, up to nprobe {entry.params.nlist}, {MAX_CANDIDATES} "
-                     f"candidates and {entry.params.m} PQ sub-quantizers")
+        return exact(
+            f"no setting within the budget, up to nprobe {entry.params.nlist}, {MAX_CANDIDATES} "
+            f"candidates and {entry.params.m} PQ sub-quantizers"
+        )
     probe, c, lat = choice
     recall = 0.0
     for _ in range(3):
@@ -227,8 +265,18 @@ def tune(entry: AnnIndex, target: float, latency_ms: float, *, seed: int = 0) ->
             return exact(f"{lat:.2f} ms per query")
     entry.params = _with(entry, probe, c)
     entry.index.nprobe = probe
-    entry.tuning = Tuning(target, latency_ms, recall, False, probe, c, entry.params.m, lat, n, K, len(hp),
-                          time.perf_counter() - t0)
-    log.info("approximate index %s tuned: recall@%d %.4f on %d held-out rows with nprobe %d, %d candidates, "
-             "%.2f ms per query", entry.version, K, recall, len(hp), probe, c, lat)
+    entry.tuning = Tuning(
+        target, latency_ms, recall, False, probe, c, entry.params.m, lat, n, K, len(hp), time.perf_counter() - t0
+    )
+    log.info(
+        "approximate index %s tuned: recall@%d %.4f on %d held-out rows with nprobe %d, %d candidates, "
+        "%.2f ms per query",
+        entry.version,
+        K,
+        recall,
+        len(hp),
+        probe,
+        c,
+        lat,
+    )
     return entry

@@ -11,13 +11,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import SUPPORTED, SaeFormat
 from . import dictionary_learning, gemma_scope, gemma_scope_2, llama_scope, saelens, sparsify
+from .common import SUPPORTED, SaeFormat
 
 __all__ = ["FORMATS", "SUPPORTED", "SaeFormat", "detect"]
 
-FORMATS: tuple[SaeFormat, ...] = (saelens.FORMAT, sparsify.FORMAT, gemma_scope_2.FORMAT, llama_scope.FORMAT,
-                                  dictionary_learning.FORMAT, gemma_scope.FORMAT)
+FORMATS: tuple[SaeFormat, ...] = (
+    saelens.FORMAT,
+    sparsify.FORMAT,
+    gemma_scope_2.FORMAT,
+    llama_scope.FORMAT,
+    dictionary_learning.FORMAT,
+    gemma_scope.FORMAT,
+)
 
 
 def detect(folder: Path) -> SaeFormat | None:

@@ -59,7 +59,8 @@ SUPPORTED = (
     "layouts: SAELens (cfg.json + sae_weights.safetensors), Gemma Scope (params.npz), Gemma Scope 2 "
     "(config.json + params.safetensors), Llama Scope (hyperparams.json + checkpoints/final.safetensors), "
     "EleutherAI sparsify (cfg.json + sae.safetensors), dictionary_learning (config.json + ae.pt), "
-    "or a SAELens registry entry (actstore sae add --release R --sae-id ID, with sae-lens installed)")
+    "or a SAELens registry entry (actstore sae add --release R --sae-id ID, with sae-lens installed)"
+)
 
 # A reader: (real folder, root or None) -> (cfg, tensors)
 Reader = Callable[[Path, "str | Path | None"], "tuple[dict[str, Any], dict[str, Any]]"]
@@ -81,8 +82,9 @@ class SaeFormat:
 
 def not_an_sae(what: str) -> InvalidInput:
     """The refusal for transcoders and other dictionaries that are not SAEs of one hook."""
-    return InvalidInput(f"{what} is not a sparse autoencoder of one activation site and cannot be "
-                        f"registered; {SUPPORTED}")
+    return InvalidInput(
+        f"{what} is not a sparse autoencoder of one activation site and cannot be registered; {SUPPORTED}"
+    )
 
 
 def file_in(folder: Path, name: str, root: str | Path | None, layout: str) -> Path:
@@ -93,8 +95,10 @@ def file_in(folder: Path, name: str, root: str | Path | None, layout: str) -> Pa
         raise InvalidInput(f"SAE folder {str(folder)!r} has no {name}: a {layout} folder holds it")
     real = f.resolve()
     if root is not None and not real.is_relative_to(Path(root).expanduser().resolve()):
-        raise InvalidInput(f"{name} in {str(folder)!r} resolves to {str(real)!r}, outside the allowed "
-                           f"SAE root; symlinks out of ACTSTORE_SAE_ROOT are refused")
+        raise InvalidInput(
+            f"{name} in {str(folder)!r} resolves to {str(real)!r}, outside the allowed "
+            f"SAE root; symlinks out of ACTSTORE_SAE_ROOT are refused"
+        )
     if not real.is_file():
         raise InvalidInput(f"{name} in {str(folder)!r} is not a file")
     return real
@@ -157,7 +161,7 @@ def available_memory() -> int:
 
 
 def _gib(n: float) -> str:
-    return f"{n / 2 ** 30:.2f} GiB" if n >= 2 ** 20 else f"{int(n)} bytes"
+    return f"{n / 2**30:.2f} GiB" if n >= 2**20 else f"{int(n)} bytes"
 
 
 def check_memory(sizes: Iterable[tuple[str, tuple[int, ...], int]], where: str) -> None:
@@ -170,8 +174,10 @@ def check_memory(sizes: Iterable[tuple[str, tuple[int, ...], int]], where: str) 
     have = available_memory()
     if need > have:
         shown = ", ".join(f"{n} {list(s)}" for n, s, _ in sizes[:6])
-        raise InvalidInput(f"{where} declares tensors ({shown}) that need about {_gib(need)} of memory to read, "
-                           f"but this machine has {_gib(have)} available; refused before reading them")
+        raise InvalidInput(
+            f"{where} declares tensors ({shown}) that need about {_gib(need)} of memory to read, "
+            f"but this machine has {_gib(have)} available; refused before reading them"
+        )
 
 
 def load_safetensors(path: Path, where: str) -> dict[str, Any]:
@@ -198,9 +204,18 @@ def load_safetensors(path: Path, where: str) -> dict[str, Any]:
 def _st_dtype(name: str) -> Any:
     import torch
 
-    table = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-             "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-             "BOOL": torch.bool}
+    table = {
+        "F64": torch.float64,
+        "F32": torch.float32,
+        "F16": torch.float16,
+        "BF16": torch.bfloat16,
+        "I64": torch.int64,
+        "I32": torch.int32,
+        "I16": torch.int16,
+        "I8": torch.int8,
+        "U8": torch.uint8,
+        "BOOL": torch.bool,
+    }
     return table.get(name, torch.float32)
 
 
@@ -247,11 +262,12 @@ def load_torch(path: Path, where: str) -> dict[str, Any]:
                 raise
             check_memory([("file", (path.stat().st_size,), 1)], where)
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError,
-            AttributeError) as exc:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InvalidInput(f"{where} cannot be read with torch.load(weights_only=True) ({first}); actstore "
-                           f"never unpickles arbitrary objects: save a plain state dict of tensors") from None
+        raise InvalidInput(
+            f"{where} cannot be read with torch.load(weights_only=True) ({first}); actstore "
+            f"never unpickles arbitrary objects: save a plain state dict of tensors"
+        ) from None
     if isinstance(obj, dict) and isinstance(obj.get("ae"), dict):
         obj = obj["ae"]  # a dictionary_learning training backup: {"step", "ae", "optimizer", ...}
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -282,9 +298,19 @@ def positive_int(v: Any, what: str) -> int:
 def normalised(**fields: Any) -> dict[str, Any]:
     """A normalised cfg with SAELens' defaults for what ``fields`` leave out."""
     cfg: dict[str, Any] = {
-        "architecture": "standard", "k": None, "apply_b_dec_to_input": True, "normalize_activations": "none",
-        "norm_scaling_factor": None, "hook_name": None, "hook_layer": None, "model_name": None,
-        "layout": None, "format": None, "notes": [], "rescale_acts_by_decoder_norm": False, "original": {},
+        "architecture": "standard",
+        "k": None,
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        "norm_scaling_factor": None,
+        "hook_name": None,
+        "hook_layer": None,
+        "model_name": None,
+        "layout": None,
+        "format": None,
+        "notes": [],
+        "rescale_acts_by_decoder_norm": False,
+        "original": {},
     }
     cfg.update(fields)
     if cfg["hook_layer"] is None:
@@ -324,8 +350,10 @@ def finish(cfg: dict[str, Any], tensors: dict[str, Any], where: str) -> tuple[di
         t = tensors[name]
         want = tuple(dims[p.strip()] for p in _SHAPES[name].split(","))
         if tuple(t.shape) != want:
-            raise InvalidInput(f"{name} has shape {list(t.shape)} but the config says d_in={d_in}, d_sae={d_sae}, "
-                               f"so it must be {list(want)} [{_SHAPES[name]}] ({where})")
+            raise InvalidInput(
+                f"{name} has shape {list(t.shape)} but the config says d_in={d_in}, d_sae={d_sae}, "
+                f"so it must be {list(want)} [{_SHAPES[name]}] ({where})"
+            )
         if not t.is_floating_point() or not bool(t.float().isfinite().all()):
             raise InvalidInput(f"{name} must hold finite floating-point values ({where})")
     out = {k: tensors[k].contiguous() for k in need}
@@ -336,5 +364,6 @@ def finish(cfg: dict[str, Any], tensors: dict[str, Any], where: str) -> tuple[di
         out["b_enc"] = (out["b_enc"].float() * n).contiguous()
         out["W_dec"] = (out["W_dec"].float() / safe[:, None]).contiguous()
         cfg["notes"] = list(cfg.get("notes") or []) + [
-            "rescale_acts_by_decoder_norm folded into W_enc, b_enc and W_dec (as SAELens does for inference)"]
+            "rescale_acts_by_decoder_norm folded into W_enc, b_enc and W_dec (as SAELens does for inference)"
+        ]
     return cfg, out

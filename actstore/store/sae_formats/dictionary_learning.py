@@ -28,16 +28,32 @@ from typing import Any
 
 from actstore.errors import InvalidInput
 
-from .common import (SUPPORTED, SaeFormat, check_memory, file_in, finish, load_torch, normalised, not_an_sae,
-                     positive_int, read_json)
+from .common import (
+    SUPPORTED,
+    SaeFormat,
+    check_memory,
+    file_in,
+    finish,
+    load_torch,
+    normalised,
+    not_an_sae,
+    positive_int,
+    read_json,
+)
 
 __all__ = ["CONFIG_FILE", "FORMAT", "WEIGHTS_FILE", "read"]
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "ae.pt"
 
-_CLASSES = ("AutoEncoder", "AutoEncoderNew", "AutoEncoderTopK", "BatchTopKSAE", "MatryoshkaBatchTopKSAE",
-            "JumpReluAutoEncoder")
+_CLASSES = (
+    "AutoEncoder",
+    "AutoEncoderNew",
+    "AutoEncoderTopK",
+    "BatchTopKSAE",
+    "MatryoshkaBatchTopKSAE",
+    "JumpReluAutoEncoder",
+)
 
 
 def _linear(sd: dict[str, Any], name: str) -> Any:
@@ -52,16 +68,20 @@ def read(folder: Path, root: str | Path | None) -> tuple[dict[str, Any], dict[st
     raw = read_json(file_in(folder, CONFIG_FILE, root, "dictionary_learning"))
     trainer = raw.get("trainer")
     if not isinstance(trainer, dict):
-        raise InvalidInput(f"{CONFIG_FILE} in {str(folder)!r} has no \"trainer\" object; a dictionary_learning "
-                           f"config holds {{\"trainer\": {{\"dict_class\", \"activation_dim\", \"dict_size\", ...}}}}")
+        raise InvalidInput(
+            f'{CONFIG_FILE} in {str(folder)!r} has no "trainer" object; a dictionary_learning '
+            f'config holds {{"trainer": {{"dict_class", "activation_dim", "dict_size", ...}}}}'
+        )
     cls = str(trainer.get("dict_class", ""))
     if "transcoder" in cls.lower() or "crosscoder" in cls.lower() or trainer.get("transcoder"):
         raise not_an_sae(f"the dictionary_learning {cls or 'transcoder'} in {str(folder)!r}")
     if cls == "GatedAutoEncoder":
         raise InvalidInput(f"gated SAEs (GatedAutoEncoder) are not supported yet; {SUPPORTED}")
     if cls not in _CLASSES:
-        raise InvalidInput(f"dictionary_learning dict_class {cls!r} is not supported (supported classes: "
-                           f"{', '.join(_CLASSES)}); {SUPPORTED}")
+        raise InvalidInput(
+            f"dictionary_learning dict_class {cls!r} is not supported (supported classes: "
+            f"{', '.join(_CLASSES)}); {SUPPORTED}"
+        )
     d_in = positive_int(trainer.get("activation_dim"), f"trainer.activation_dim in {CONFIG_FILE}")
     d_sae = positive_int(trainer.get("dict_size"), f"trainer.dict_size in {CONFIG_FILE}")
     where = f"{WEIGHTS_FILE} in {str(folder)!r}"
@@ -84,11 +104,19 @@ def read(folder: Path, root: str | Path | None) -> tuple[dict[str, Any], dict[st
         if threshold is not None and threshold.ndim == 0:
             threshold = torch.full((d_sae,), float(threshold), dtype=torch.float32)
         apply_b = cls != "JumpReluAutoEncoder"
-    cfg = normalised(architecture=arch, d_in=d_in, d_sae=d_sae, k=k, apply_b_dec_to_input=apply_b,
-                     hook_name=f"blocks.{trainer['layer']}.hook_resid_post" if isinstance(trainer.get("layer"), int)
-                     else None, model_name=trainer.get("lm_name"), layout=cls, format="dictionary_learning",
-                     notes=[f"submodule {trainer['submodule_name']!r}"] if trainer.get("submodule_name") else [],
-                     original=raw)
+    cfg = normalised(
+        architecture=arch,
+        d_in=d_in,
+        d_sae=d_sae,
+        k=k,
+        apply_b_dec_to_input=apply_b,
+        hook_name=f"blocks.{trainer['layer']}.hook_resid_post" if isinstance(trainer.get("layer"), int) else None,
+        model_name=trainer.get("lm_name"),
+        layout=cls,
+        format="dictionary_learning",
+        notes=[f"submodule {trainer['submodule_name']!r}"] if trainer.get("submodule_name") else [],
+        original=raw,
+    )
     tensors = {"W_enc": W_enc, "W_dec": W_dec, "b_enc": b_enc, "b_dec": b_dec, "threshold": threshold}
     return finish(cfg, {n: v for n, v in tensors.items() if v is not None}, where)
 

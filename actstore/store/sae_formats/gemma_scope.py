@@ -36,22 +36,25 @@ def read(folder: Path, root: str | Path | None) -> tuple[dict[str, Any], dict[st
     raw = load_npz(f, where)
     tensors = {("W_" + k[2:] if k.startswith("w_") else k): v for k, v in raw.items()}
     if "W_enc" not in tensors or tensors["W_enc"].ndim != 2:
-        raise InvalidInput(f"{where} lacks a 2-D W_enc [d_in, d_sae] (has {', '.join(sorted(raw)) or 'nothing'}); "
-                           f"{SUPPORTED}")
+        raise InvalidInput(
+            f"{where} lacks a 2-D W_enc [d_in, d_sae] (has {', '.join(sorted(raw)) or 'nothing'}); {SUPPORTED}"
+        )
     d_in, d_sae = (int(s) for s in tensors["W_enc"].shape)
     notes = []
     scale = tensors.pop("scaling_factor", None)
     if scale is not None and not bool((scale.float() == 1).all()):
-        raise InvalidInput(f"{where} has a scaling_factor that is not all ones (a finetuning scale); "
-                           f"such Gemma Scope SAEs are not supported")
+        raise InvalidInput(
+            f"{where} has a scaling_factor that is not all ones (a finetuning scale); "
+            f"such Gemma Scope SAEs are not supported"
+        )
     m = re.search(r"layer_(\d+)", path)
     layer = int(m.group(1)) if m else None
     hook_name = None
     if "embedding" in path:
         hook_name, layer = "hook_embed", None
         if "W_dec" in tensors:
-            tensors["W_enc"] = tensors["W_enc"].float() / d_in ** 0.5
-            tensors["W_dec"] = tensors["W_dec"].float() * d_in ** 0.5
+            tensors["W_enc"] = tensors["W_enc"].float() / d_in**0.5
+            tensors["W_dec"] = tensors["W_dec"].float() * d_in**0.5
             notes.append("embedding SAE: W_enc / sqrt(d_in) and W_dec * sqrt(d_in), as SAELens loads it")
     elif layer is not None and re.search(r"gemma-scope-[^/]*-res", path):
         hook_name = f"blocks.{layer}.hook_resid_post"
@@ -60,12 +63,22 @@ def read(folder: Path, root: str | Path | None) -> tuple[dict[str, Any], dict[st
     elif layer is not None and re.search(r"gemma-scope-[^/]*-att", path):
         hook_name = f"blocks.{layer}.attn.hook_z"
     else:
-        notes.append("params.npz does not say which hook it was trained on (the -res, -mlp and -att releases "
-                     "share this layout); use a residual-stream (-res) SAE")
-    cfg = normalised(architecture="jumprelu", d_in=d_in, d_sae=d_sae, apply_b_dec_to_input=False,
-                     hook_name=hook_name, hook_layer=layer, layout="gemma_scope", format="gemma_scope",
-                     notes=notes, original={"format": "gemma_scope", "path": str(folder),
-                                            "arrays": {k: list(v.shape) for k, v in raw.items()}})
+        notes.append(
+            "params.npz does not say which hook it was trained on (the -res, -mlp and -att releases "
+            "share this layout); use a residual-stream (-res) SAE"
+        )
+    cfg = normalised(
+        architecture="jumprelu",
+        d_in=d_in,
+        d_sae=d_sae,
+        apply_b_dec_to_input=False,
+        hook_name=hook_name,
+        hook_layer=layer,
+        layout="gemma_scope",
+        format="gemma_scope",
+        notes=notes,
+        original={"format": "gemma_scope", "path": str(folder), "arrays": {k: list(v.shape) for k, v in raw.items()}},
+    )
     return finish(cfg, tensors, where)
 
 

@@ -43,12 +43,19 @@ def read(folder: Path, root: str | Path | None) -> tuple[dict[str, Any], dict[st
     """(normalised cfg, tensors) of a Gemma Scope 2 folder."""
     raw = read_json(file_in(folder, CONFIG_FILE, root, "Gemma Scope 2"))
     name = str(folder).lower()
-    if raw.get("hf_hook_point_out") or "affine_connection" in raw or "transcoder" in name or "clt" in name.split("/")[-1]:
+    if (
+        raw.get("hf_hook_point_out")
+        or "affine_connection" in raw
+        or "transcoder" in name
+        or "clt" in name.split("/")[-1]
+    ):
         raise not_an_sae(f"the Gemma Scope 2 transcoder in {str(folder)!r}")
     arch = str(raw.get("architecture", "jump_relu")).lower()
     if arch not in ("jump_relu", "jumprelu"):
-        raise InvalidInput(f"{CONFIG_FILE} in {str(folder)!r} gives architecture {arch!r}; Gemma Scope 2 SAEs "
-                           f"are jump_relu; {SUPPORTED}")
+        raise InvalidInput(
+            f"{CONFIG_FILE} in {str(folder)!r} gives architecture {arch!r}; Gemma Scope 2 SAEs "
+            f"are jump_relu; {SUPPORTED}"
+        )
     where = f"{PARAMS_FILE} in {str(folder)!r}"
     raw_t = load_safetensors(file_in(folder, PARAMS_FILE, root, "Gemma Scope 2"), where)
     if "affine_skip_connection" in raw_t:
@@ -59,14 +66,30 @@ def read(folder: Path, root: str | Path | None) -> tuple[dict[str, Any], dict[st
     d_in, d_sae = (int(s) for s in w_enc.shape)
     w_dec = raw_t.get("w_dec")
     if w_dec is not None and w_dec.ndim == 2 and int(w_dec.shape[0]) == d_sae and int(w_dec.shape[1]) != d_in:
-        raise not_an_sae(f"the dictionary in {str(folder)!r} (w_dec writes {int(w_dec.shape[1])} dimensions, "
-                         f"w_enc reads {d_in}: a transcoder)")
+        raise not_an_sae(
+            f"the dictionary in {str(folder)!r} (w_dec writes {int(w_dec.shape[1])} dimensions, "
+            f"w_enc reads {d_in}: a transcoder)"
+        )
     hook_name, layer = _hook(raw.get("hf_hook_point_in"), folder)
-    tensors = {"W_enc": w_enc, "W_dec": w_dec, "b_enc": raw_t.get("b_enc"), "b_dec": raw_t.get("b_dec"),
-               "threshold": raw_t.get("threshold")}
-    cfg = normalised(architecture="jumprelu", d_in=d_in, d_sae=d_sae, apply_b_dec_to_input=False,
-                     hook_name=hook_name, hook_layer=layer, model_name=raw.get("model_name"),
-                     layout="gemma_scope_2", format="gemma_scope_2", original=raw)
+    tensors = {
+        "W_enc": w_enc,
+        "W_dec": w_dec,
+        "b_enc": raw_t.get("b_enc"),
+        "b_dec": raw_t.get("b_dec"),
+        "threshold": raw_t.get("threshold"),
+    }
+    cfg = normalised(
+        architecture="jumprelu",
+        d_in=d_in,
+        d_sae=d_sae,
+        apply_b_dec_to_input=False,
+        hook_name=hook_name,
+        hook_layer=layer,
+        model_name=raw.get("model_name"),
+        layout="gemma_scope_2",
+        format="gemma_scope_2",
+        original=raw,
+    )
     return finish(cfg, {k: v for k, v in tensors.items() if v is not None}, where)
 
 

@@ -32,8 +32,15 @@ WEIGHTS_FILE = "sae_weights.safetensors"
 
 _ARCH = {"standard": "standard", "relu": "standard", "jumprelu": "jumprelu", "topk": "topk"}
 _NORMS = ("none", "constant_norm_rescale", "layer_norm", "expected_average_only_in")
-_NOT_SAE = ("transcoder", "skip_transcoder", "jumprelu_transcoder", "jumprelu_skip_transcoder", "temporal",
-            "clt", "crosscoder")
+_NOT_SAE = (
+    "transcoder",
+    "skip_transcoder",
+    "jumprelu_transcoder",
+    "jumprelu_skip_transcoder",
+    "temporal",
+    "clt",
+    "crosscoder",
+)
 
 
 def parse_config(raw: dict[str, Any]) -> dict[str, Any]:
@@ -49,10 +56,16 @@ def parse_config(raw: dict[str, Any]) -> dict[str, Any]:
     layout = "v6" if ("metadata" in raw or "meta" in raw) and "hook_layer" not in raw else "flat"
     arch_raw = str(raw.get("architecture", "standard")).lower()
     act = str(raw.get("activation_fn_str", raw.get("activation_fn", "relu")) or "relu").lower()
-    if arch_raw in _NOT_SAE or "transcoder" in arch_raw or raw.get("d_out") is not None \
-            or raw.get("hook_name_out") is not None:
-        raise InvalidInput(f"a SAELens {arch_raw} (reads one hook, writes another) is not a sparse autoencoder "
-                           f"of one activation site and cannot be registered; {SUPPORTED}")
+    if (
+        arch_raw in _NOT_SAE
+        or "transcoder" in arch_raw
+        or raw.get("d_out") is not None
+        or raw.get("hook_name_out") is not None
+    ):
+        raise InvalidInput(
+            f"a SAELens {arch_raw} (reads one hook, writes another) is not a sparse autoencoder "
+            f"of one activation site and cannot be registered; {SUPPORTED}"
+        )
     if arch_raw == "standard" and act == "topk":
         arch_raw = "topk"
     if arch_raw not in _ARCH:
@@ -87,18 +100,30 @@ def parse_config(raw: dict[str, Any]) -> dict[str, Any]:
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0):
         raise InvalidInput(f"norm_scaling_factor must be a positive number, got {scale!r}")
     if str(raw.get("reshape_activations", "none")) not in ("none", "None"):
-        raise InvalidInput(f"reshape_activations={raw.get('reshape_activations')!r} (attention hook_z SAEs) "
-                           "is not supported: actstore stores the residual stream")
+        raise InvalidInput(
+            f"reshape_activations={raw.get('reshape_activations')!r} (attention hook_z SAEs) "
+            "is not supported: actstore stores the residual stream"
+        )
     apply_b = raw.get("apply_b_dec_to_input", True)
     if not isinstance(apply_b, bool):
         raise InvalidInput(f"apply_b_dec_to_input must be true or false, got {apply_b!r}")
     hook_name = meta.get("hook_name") or raw.get("hook_name") or raw.get("hook_point")
     return normalised(
-        architecture=arch, d_in=int(raw["d_in"]), d_sae=int(raw["d_sae"]), k=k, apply_b_dec_to_input=apply_b,
-        normalize_activations=norm, norm_scaling_factor=None if scale is None else float(scale),
-        hook_name=hook_name, hook_layer=raw.get("hook_layer", meta.get("hook_layer")),
-        model_name=meta.get("model_name") or raw.get("model_name"), layout=layout, format="saelens",
-        rescale_acts_by_decoder_norm=rescale, original=raw)
+        architecture=arch,
+        d_in=int(raw["d_in"]),
+        d_sae=int(raw["d_sae"]),
+        k=k,
+        apply_b_dec_to_input=apply_b,
+        normalize_activations=norm,
+        norm_scaling_factor=None if scale is None else float(scale),
+        hook_name=hook_name,
+        hook_layer=raw.get("hook_layer", meta.get("hook_layer")),
+        model_name=meta.get("model_name") or raw.get("model_name"),
+        layout=layout,
+        format="saelens",
+        rescale_acts_by_decoder_norm=rescale,
+        original=raw,
+    )
 
 
 def tensors_to_saelens(tensors: dict[str, Any], where: str) -> dict[str, Any]:
@@ -116,8 +141,10 @@ def read(folder: Path, root: str | Path | None) -> tuple[dict[str, Any], dict[st
     cfg = parse_config(read_json(file_in(folder, CFG_FILE, root, "SAELens")))
     weights = file_in(folder, WEIGHTS_FILE, root, "SAELens")
     where = f"{WEIGHTS_FILE} in {str(folder)!r}"
-    check_memory([("W_enc", (cfg["d_in"], cfg["d_sae"]), 2), ("W_dec", (cfg["d_sae"], cfg["d_in"]), 2)],
-                 f"{CFG_FILE} in {str(folder)!r}")
+    check_memory(
+        [("W_enc", (cfg["d_in"], cfg["d_sae"]), 2), ("W_dec", (cfg["d_sae"], cfg["d_in"]), 2)],
+        f"{CFG_FILE} in {str(folder)!r}",
+    )
     tensors = tensors_to_saelens(load_safetensors(weights, where), where)
     return finish(cfg, tensors, where)
 

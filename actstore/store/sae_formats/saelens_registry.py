@@ -20,8 +20,11 @@ from .saelens import parse_config, tensors_to_saelens
 
 __all__ = ["REGISTRY_SETTINGS", "read_release", "registry_available"]
 
-REGISTRY_SETTINGS = ("norm_scaling_factor", "config_overrides (e.g. normalize_activations)",
-                     "the conversion loader and repo folder of the release")
+REGISTRY_SETTINGS = (
+    "norm_scaling_factor",
+    "config_overrides (e.g. normalize_activations)",
+    "the conversion loader and repo folder of the release",
+)
 
 
 def registry_available() -> bool:
@@ -40,11 +43,15 @@ def read_release(release: str, sae_id: str) -> tuple[dict[str, Any], dict[str, A
         raise InvalidInput(
             "release and sae_id resolve through SAELens' pretrained directory, but the sae-lens package is not "
             f"installed (pip install sae-lens); without it these registry settings cannot be seen: "
-            f"{', '.join(REGISTRY_SETTINGS)}. Download the SAE folder and register it from its path instead")
+            f"{', '.join(REGISTRY_SETTINGS)}. Download the SAE folder and register it from its path instead"
+        )
     from sae_lens.loading import pretrained_sae_loaders as loaders
-    from sae_lens.loading.pretrained_saes_directory import (get_config_overrides, get_norm_scaling_factor,
-                                                            get_pretrained_saes_directory,
-                                                            get_repo_id_and_folder_name)
+    from sae_lens.loading.pretrained_saes_directory import (
+        get_config_overrides,
+        get_norm_scaling_factor,
+        get_pretrained_saes_directory,
+        get_repo_id_and_folder_name,
+    )
 
     directory = get_pretrained_saes_directory()
     if release not in directory:
@@ -63,12 +70,14 @@ def read_release(release: str, sae_id: str) -> tuple[dict[str, Any], dict[str, A
         d_in, d_sae = int(head["d_in"]), int(head["d_sae"])
         check_memory([("W_enc", (d_in, d_sae), 4), ("W_dec", (d_sae, d_in), 4)], where)
         cfg_dict, state_dict, _ = loaders.NAMED_PRETRAINED_SAE_LOADERS[conversion](
-            repo_id=repo_id, folder_name=folder, device="cpu", cfg_overrides=dict(overrides))
+            repo_id=repo_id, folder_name=folder, device="cpu", cfg_overrides=dict(overrides)
+        )
     except (InvalidInput, NotFound):
         raise
     except Exception as exc:  # noqa: BLE001 - network, Hub and format errors of a third-party loader
-        raise InvalidInput(f"{where} could not be loaded by SAELens' {conversion!r} loader: "
-                           f"{type(exc).__name__}: {exc}") from None
+        raise InvalidInput(
+            f"{where} could not be loaded by SAELens' {conversion!r} loader: {type(exc).__name__}: {exc}"
+        ) from None
     cfg_dict = loaders.handle_config_defaulting(dict(cfg_dict))
     scale = get_norm_scaling_factor(release, sae_id)
     if scale is not None:
@@ -76,9 +85,19 @@ def read_release(release: str, sae_id: str) -> tuple[dict[str, Any], dict[str, A
     if "finetuning_scaling_factor" in state_dict:
         raise InvalidInput(f"{where} has a finetuning scaling factor; such SAEs are not supported")
     cfg = parse_config(cfg_dict)
-    cfg.update(format="saelens_registry", layout=f"saelens_registry:{conversion}",
-               original={"release": release, "sae_id": sae_id, "repo_id": repo_id, "folder": folder,
-                         "conversion": conversion, "norm_scaling_factor": scale, "config_overrides": overrides,
-                         "cfg": cfg_dict})
+    cfg.update(
+        format="saelens_registry",
+        layout=f"saelens_registry:{conversion}",
+        original={
+            "release": release,
+            "sae_id": sae_id,
+            "repo_id": repo_id,
+            "folder": folder,
+            "conversion": conversion,
+            "norm_scaling_factor": scale,
+            "config_overrides": overrides,
+            "cfg": cfg_dict,
+        },
+    )
     cfg, tensors = finish(cfg, tensors_to_saelens(dict(state_dict), where), where)
     return cfg, tensors, f"saelens:{release}/{sae_id}"

@@ -20,8 +20,18 @@ from typing import Any
 
 from actstore.errors import InvalidInput
 
-from .common import (SUPPORTED, SaeFormat, check_memory, file_in, finish, load_safetensors, normalised,
-                     not_an_sae, positive_int, read_json)
+from .common import (
+    SUPPORTED,
+    SaeFormat,
+    check_memory,
+    file_in,
+    finish,
+    load_safetensors,
+    normalised,
+    not_an_sae,
+    positive_int,
+    read_json,
+)
 
 __all__ = ["CFG_FILE", "FORMAT", "WEIGHTS_FILE", "read"]
 
@@ -50,15 +60,29 @@ def read(folder: Path, root: str | Path | None) -> tuple[dict[str, Any], dict[st
     if W_dec is not None and W_dec.ndim == 2 and tuple(W_dec.shape) == (d_in, d_sae) and d_in != d_sae:
         W_dec = W_dec.T  # [d_in, d_sae] as SAELens' converter expects: take either orientation
     b_enc = raw_t.get("encoder.bias", raw_t.get("b_enc"))
-    notes = ["W_skip (skip connection) left out: it adds to reconstructions, not to features"] \
-        if "W_skip" in raw_t else []
+    notes = (
+        ["W_skip (skip connection) left out: it adds to reconstructions, not to features"] if "W_skip" in raw_t else []
+    )
     name = folder.name
     m = re.search(r"layers[._](\d+)", name)
-    hook_name, layer = (f"blocks.{int(m.group(1))}.hook_resid_post", int(m.group(1))) if m else \
-        (("hook_embed", None) if name == "embed_tokens" else (None, None))
-    cfg = normalised(architecture="topk", d_in=d_in, d_sae=d_sae, k=raw.get("k", 32), apply_b_dec_to_input=True,
-                     hook_name=hook_name, hook_layer=layer, layout="sparsify", format="sparsify", notes=notes,
-                     original=raw)
+    hook_name, layer = (
+        (f"blocks.{int(m.group(1))}.hook_resid_post", int(m.group(1)))
+        if m
+        else (("hook_embed", None) if name == "embed_tokens" else (None, None))
+    )
+    cfg = normalised(
+        architecture="topk",
+        d_in=d_in,
+        d_sae=d_sae,
+        k=raw.get("k", 32),
+        apply_b_dec_to_input=True,
+        hook_name=hook_name,
+        hook_layer=layer,
+        layout="sparsify",
+        format="sparsify",
+        notes=notes,
+        original=raw,
+    )
     tensors = {"W_enc": W_enc, "W_dec": W_dec, "b_enc": b_enc, "b_dec": raw_t.get("b_dec")}
     return finish(cfg, {k: v for k, v in tensors.items() if v is not None}, where)
 

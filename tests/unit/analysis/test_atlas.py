@@ -52,12 +52,13 @@ PAIRS = [(i, j) for i in range(6) for j in range(i + 1, 6)]
 
 
 def _block(big: np.ndarray, i: int, j: int) -> np.ndarray:
-    return big[OFFSETS[i]:OFFSETS[i + 1], OFFSETS[j]:OFFSETS[j + 1]]
+    return big[OFFSETS[i] : OFFSETS[i + 1], OFFSETS[j] : OFFSETS[j + 1]]
 
 
-@pytest.mark.parametrize("backend, budget", [("sparse", 1 << 30), ("sparse", 2000),
-                                             ("dense", 1 << 30), ("dense", 50_000),
-                                             ("auto", 1 << 30), ("auto", 20_000)])
+@pytest.mark.parametrize(
+    "backend, budget",
+    [("sparse", 1 << 30), ("sparse", 2000), ("dense", 1 << 30), ("dense", 50_000), ("auto", 1 << 30), ("auto", 20_000)],
+)
 def test_graph_overlaps_equal_mutual_knn_loops_exactly(backend, budget):
     big = graph_overlaps(ALL_GRAPHS, backend=backend, device="cpu", memory_budget_bytes=budget)
     m = len(ALL_GRAPHS)
@@ -92,15 +93,22 @@ def test_graph_overlaps_two_sets_and_block_rows():
     assert np.array_equal(graph_overlaps([g1, g3, g4]), np.ones((3, 3)))
 
 
-@pytest.mark.parametrize("kwargs, msg", [
-    ({"graphs_a": [np.zeros((4, 2), int)], "backend": "gpu"}, "backend must be one of"),
-    ({"graphs_a": [np.array([[1, 1], [0, 2], [0, 1]])]}, r"graphs_a\[0\] row 0 lists a neighbour twice"),
-    ({"graphs_a": [np.array([[1, 2], [0, 2], [0, 3]])]}, r"graphs_a\[0\] holds neighbour index 3 outside \[0, 2\]"),
-    ({"graphs_a": [np.array([[1, 2], [0, 2], [0, 1]])], "graphs_b": [np.array([[1], [0], [0]])]},
-     "graph shapes differ"),
-    ({"graphs_a": [np.array([[1, 2], [0, 2], [0, 1]])], "memory_budget_bytes": 0},
-     "memory_budget_bytes must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, msg",
+    [
+        ({"graphs_a": [np.zeros((4, 2), int)], "backend": "gpu"}, "backend must be one of"),
+        ({"graphs_a": [np.array([[1, 1], [0, 2], [0, 1]])]}, r"graphs_a\[0\] row 0 lists a neighbour twice"),
+        ({"graphs_a": [np.array([[1, 2], [0, 2], [0, 3]])]}, r"graphs_a\[0\] holds neighbour index 3 outside \[0, 2\]"),
+        (
+            {"graphs_a": [np.array([[1, 2], [0, 2], [0, 1]])], "graphs_b": [np.array([[1], [0], [0]])]},
+            "graph shapes differ",
+        ),
+        (
+            {"graphs_a": [np.array([[1, 2], [0, 2], [0, 1]])], "memory_budget_bytes": 0},
+            "memory_budget_bytes must be >= 1",
+        ),
+    ],
+)
 def test_graph_overlaps_errors(kwargs, msg):
     with pytest.raises(AnalysisError, match=msg):
         graph_overlaps(**kwargs)
@@ -108,14 +116,19 @@ def test_graph_overlaps_errors(kwargs, msg):
 
 def _debiased_cka_direct(x: np.ndarray, y: np.ndarray) -> float:
     """Debiased CKA from METHODS.md's HSIC1 on full n x n Grams in float64."""
+
     def hsic(k_, l_):
         n = k_.shape[0]
         k_, l_ = k_.copy(), l_.copy()
         np.fill_diagonal(k_, 0.0)
         np.fill_diagonal(l_, 0.0)
         one = np.ones(n)
-        return (np.trace(k_ @ l_) + (one @ k_ @ one) * (one @ l_ @ one) / ((n - 1) * (n - 2))
-                - 2.0 / (n - 2) * (one @ k_ @ l_ @ one)) / (n * (n - 3))
+        return (
+            np.trace(k_ @ l_)
+            + (one @ k_ @ one) * (one @ l_ @ one) / ((n - 1) * (n - 2))
+            - 2.0 / (n - 2) * (one @ k_ @ l_ @ one)
+        ) / (n * (n - 3))
+
     x, y = x.astype(np.float64), y.astype(np.float64)
     kx, ky = x @ x.T, y @ y.T
     return hsic(kx, ky) / math.sqrt(hsic(kx, kx) * hsic(ky, ky))
@@ -167,7 +180,7 @@ def _welch_direct(M: np.ndarray) -> tuple[float, float, float, float]:
     on, off = np.array(on), np.array(off)
     v1, v0 = on.var(ddof=1) / on.size, off.var(ddof=1) / off.size
     t = (on.mean() - off.mean()) / math.sqrt(v1 + v0)
-    df = (v1 + v0) ** 2 / (v1 ** 2 / (on.size - 1) + v0 ** 2 / (off.size - 1))
+    df = (v1 + v0) ** 2 / (v1**2 / (on.size - 1) + v0**2 / (off.size - 1))
     return on.mean(), off.mean(), t, float(stats.t.sf(t, df))
 
 

@@ -213,15 +213,18 @@ def test_helpers():
     assert mean_cosine(P, T) == pytest.approx((3 / (np.sqrt(2) * np.sqrt(5)) + 0) / 2)
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: LinearBridge("cubic"), "method must be one of procrustes, ridge, low_rank, lasso"),
-    (lambda: LinearBridge("ridge", alpha=0), "alpha must be a finite number > 0"),
-    (lambda: LinearBridge("ridge", alpha=-1.0), "alpha must be a finite number > 0"),
-    (lambda: LinearBridge("procrustes", alpha=1.0), "alpha does not apply to procrustes"),
-    (lambda: LinearBridge("ridge", rank=2), "rank applies only to low_rank"),
-    (lambda: LinearBridge("low_rank"), "low_rank needs a rank"),
-    (lambda: LinearBridge("low_rank", rank=0), "rank must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: LinearBridge("cubic"), "method must be one of procrustes, ridge, low_rank, lasso"),
+        (lambda: LinearBridge("ridge", alpha=0), "alpha must be a finite number > 0"),
+        (lambda: LinearBridge("ridge", alpha=-1.0), "alpha must be a finite number > 0"),
+        (lambda: LinearBridge("procrustes", alpha=1.0), "alpha does not apply to procrustes"),
+        (lambda: LinearBridge("ridge", rank=2), "rank applies only to low_rank"),
+        (lambda: LinearBridge("low_rank"), "low_rank needs a rank"),
+        (lambda: LinearBridge("low_rank", rank=0), "rank must be >= 1"),
+    ],
+)
 def test_constructor_errors(make, message):
     with pytest.raises(AnalysisError, match=message):
         make()
@@ -253,8 +256,9 @@ def test_fit_errors(rng):
 
 
 # ----------------------------------------------------------------- precision
-@pytest.mark.parametrize("method,kw", [("ridge", {"alpha": 3.7}), ("procrustes", {}),
-                                       ("low_rank", {"alpha": 3.7, "rank": 4}), ("ridge", {})])
+@pytest.mark.parametrize(
+    "method,kw", [("ridge", {"alpha": 3.7}), ("procrustes", {}), ("low_rank", {"alpha": 3.7, "rank": 4}), ("ridge", {})]
+)
 def test_float32_precision_agrees_with_float64_and_the_direct_formula(rng, method, kw):
     S, T = data(rng, 200, 12, 9)
     S2, T2 = data(rng, 60, 12, 9)

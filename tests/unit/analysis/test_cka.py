@@ -17,8 +17,11 @@ def ref_hsic1(K: np.ndarray, L: np.ndarray) -> float:
     np.fill_diagonal(Kt, 0)
     np.fill_diagonal(Lt, 0)
     one = np.ones(n, dtype=K.dtype)
-    return (np.trace(Kt @ Lt) + (one @ Kt @ one) * (one @ Lt @ one) / ((n - 1) * (n - 2))
-            - 2.0 / (n - 2) * (one @ Kt @ Lt @ one)) / (n * (n - 3))
+    return (
+        np.trace(Kt @ Lt)
+        + (one @ Kt @ one) * (one @ Lt @ one) / ((n - 1) * (n - 2))
+        - 2.0 / (n - 2) * (one @ Kt @ Lt @ one)
+    ) / (n * (n - 3))
 
 
 def ref_cka(X, Y, debiased=True, dtype=np.longdouble) -> float:
@@ -86,8 +89,9 @@ def exact_cka(X, Y) -> float:
             L[i, i] = 0
         k1, l1 = K.sum(axis=1), L.sum(axis=1)
         t = int((K * L).sum())
-        return (Fraction(t) + Fraction(int(k1.sum()) * int(l1.sum()), (n - 1) * (n - 2))
-                - Fraction(2 * int(k1 @ l1), n - 2)) / (n * (n - 3))
+        return (
+            Fraction(t) + Fraction(int(k1.sum()) * int(l1.sum()), (n - 1) * (n - 2)) - Fraction(2 * int(k1 @ l1), n - 2)
+        ) / (n * (n - 3))
 
     K, L = X @ X.T, Y @ Y.T
     num, hk, hl = h(K, L), h(K, K), h(L, L)
@@ -106,8 +110,9 @@ def test_float64_reference_on_raw_data_is_itself_inaccurate():
     assert not abs(naive64 - exact) <= 1e-3  # the direct float64 formula is off (or NaN) ...
     assert linear_cka(X, Y) == pytest.approx(exact, abs=1e-9)  # ... ours is not
     assert linear_cka(X, Y, form="feature") == pytest.approx(exact, abs=1e-9)
-    assert linear_cka(X.astype(np.float32), Y.astype(np.float32),
-                      precision="float32", form="gram") == pytest.approx(exact, abs=1e-5)
+    assert linear_cka(X.astype(np.float32), Y.astype(np.float32), precision="float32", form="gram") == pytest.approx(
+        exact, abs=1e-5
+    )
 
 
 def test_debiased_hsic_is_invariant_to_centring_columns():
@@ -150,8 +155,7 @@ def test_gram_blocks_smaller_than_n_agree():
     n = 1100
     A = [llm_like(rng, n, 16, 8)[0] for _ in range(2)]
     B = [llm_like(rng, n, 8, 24)[1] for _ in range(3)]
-    plan = plan_cka_matrix(n, [16, 16], [24] * 3, form="gram", precision="float64",
-                           memory_budget_bytes=5 * n * 8 * 300)
+    plan = plan_cka_matrix(n, [16, 16], [24] * 3, form="gram", precision="float64", memory_budget_bytes=5 * n * 8 * 300)
     assert plan.block_rows == 300
     M = cka_matrix(A, B, form="gram", precision="float64", memory_budget_bytes=5 * n * 8 * 300)
     ref = cka_matrix(A, B, form="feature")
@@ -175,8 +179,7 @@ def test_float16_input_matches_float64_of_the_same_values():
     rng = np.random.default_rng(8)
     X, Y = related(rng, 50, 10, 12)
     X16, Y16 = X.astype(np.float16), Y.astype(np.float16)
-    assert linear_cka(X16, Y16) == pytest.approx(
-        ref_cka(X16.astype(np.float64), Y16.astype(np.float64)), abs=1e-6)
+    assert linear_cka(X16, Y16) == pytest.approx(ref_cka(X16.astype(np.float64), Y16.astype(np.float64)), abs=1e-6)
 
 
 def test_inputs_are_not_modified():
@@ -227,7 +230,7 @@ def test_debiased_is_near_zero_for_independent_layers_and_biased_is_not():
 def test_plan_counts_and_choice():
     p = plan_cka_matrix(4096, [2048] * 16, [3072] * 28)
     assert p.form == "gram" and p.precision == "float32"
-    assert p.gram_flops == pytest.approx(4096.0 ** 2 * (16 * 2048 + 28 * 3072 + 448 + 44))
+    assert p.gram_flops == pytest.approx(4096.0**2 * (16 * 2048 + 28 * 3072 + 448 + 44))
     assert p.feature_flops >= 2 * 4096 * (16 * 2048) * (28 * 3072)
     q = plan_cka_matrix(200_000, [64], [32])  # many prompts, narrow layers: feature form
     assert q.form == "feature" and q.precision == "float64"

@@ -103,12 +103,18 @@ def test_bad_inputs():
 def direct_log10_t_sf(t, df):
     """log10 of the integral of Student's t density from t to infinity, in mpmath (50 digits)."""
     import mpmath
+
     with mpmath.workdps(50):
         t, df = mpmath.mpf(t), mpmath.mpf(df)
         c = mpmath.gamma((df + 1) / 2) / (mpmath.sqrt(df * mpmath.pi) * mpmath.gamma(df / 2))
         # s = t u: the density falls like u^-(df+1), so most of the mass is just above u = 1
-        return float(mpmath.log10(mpmath.quad(lambda u: t * c * (1 + (t * u) ** 2 / df) ** (-(df + 1) / 2),
-                                              [1, 1.001, 1.01, 1.1, 2, mpmath.inf])))
+        return float(
+            mpmath.log10(
+                mpmath.quad(
+                    lambda u: t * c * (1 + (t * u) ** 2 / df) ** (-(df + 1) / 2), [1, 1.001, 1.01, 1.1, 2, mpmath.inf]
+                )
+            )
+        )
 
 
 def test_underflowing_welch_p_is_reported_as_a_bound_with_exact_log10():

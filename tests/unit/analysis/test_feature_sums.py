@@ -14,8 +14,9 @@ def _hsic1(K: np.ndarray, L: np.ndarray) -> float:
     n = len(K)
     K, L = K - np.diag(np.diag(K)), L - np.diag(np.diag(L))
     one = np.ones(n)
-    return (np.trace(K @ L) + (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2))
-            - 2 / (n - 2) * (one @ K @ L @ one)) / (n * (n - 3))
+    return (
+        np.trace(K @ L) + (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2)) - 2 / (n - 2) * (one @ K @ L @ one)
+    ) / (n * (n - 3))
 
 
 def _cka(X: np.ndarray, Y: np.ndarray, debiased: bool) -> float:
@@ -45,8 +46,7 @@ def test_sums_of_shards_give_the_direct_cka(layers, debiased):
     want = np.array([[_cka(layers[0], layers[2], debiased)], [_cka(layers[1], layers[2], debiased)]])
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-12)
     # one shard, another centre (the exact column means): the same values to rounding
-    whole = cka_from_sums(feature_sums(layers, [x.mean(0) for x in layers], pairs), [0, 1], [2],
-                          debiased=debiased)
+    whole = cka_from_sums(feature_sums(layers, [x.mean(0) for x in layers], pairs), [0, 1], [2], debiased=debiased)
     np.testing.assert_allclose(whole, got, rtol=1e-9)
 
 

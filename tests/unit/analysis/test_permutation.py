@@ -19,8 +19,7 @@ from tests.unit.analysis.test_cka import ref_cka
 def direct_null(X, Y, P, seed, debiased=True):
     """Reference: permute the rows of Y with default_rng(seed).permutation, recompute CKA."""
     rng = np.random.default_rng(seed)
-    return np.array([ref_cka(X, Y[rng.permutation(len(Y))], debiased, dtype=np.float64)
-                     for _ in range(P)])
+    return np.array([ref_cka(X, Y[rng.permutation(len(Y))], debiased, dtype=np.float64) for _ in range(P)])
 
 
 @pytest.mark.parametrize("debiased", [True, False])
@@ -64,10 +63,14 @@ def test_p_values_are_uniform_under_the_null():
     """Over many independent null data sets the p-values are ~ uniform (KS + bin counts)."""
     rng = np.random.default_rng(3)
     P, reps = 49, 300
-    ps = np.array([cka_permutation_test(rng.standard_normal((12, 3)),
-                                        rng.standard_normal((12, 2)),
-                                        permutations=P, seed=int(i)).p_value
-                   for i in range(reps)])
+    ps = np.array(
+        [
+            cka_permutation_test(
+                rng.standard_normal((12, 3)), rng.standard_normal((12, 2)), permutations=P, seed=int(i)
+            ).p_value
+            for i in range(reps)
+        ]
+    )
     # discrete uniform on {1..50}/50: jitter within a step to compare with U(0, 1)
     u = ps - rng.uniform(0, 1 / (P + 1), reps)
     assert stats.kstest(u, "uniform").pvalue > 0.01
@@ -80,10 +83,12 @@ def test_matrix_test_max_statistic_against_direct_loop():
     rng = np.random.default_rng(4)
     n = 16
     z = rng.standard_normal((n, 2))
-    A = [z @ rng.standard_normal((2, 4)) + rng.standard_normal((n, 4)),
-         rng.standard_normal((n, 3)) + 50]
-    B = [rng.standard_normal((n, 5)), z @ rng.standard_normal((2, 3)) + rng.standard_normal((n, 3)),
-         rng.standard_normal((n, 2))]
+    A = [z @ rng.standard_normal((2, 4)) + rng.standard_normal((n, 4)), rng.standard_normal((n, 3)) + 50]
+    B = [
+        rng.standard_normal((n, 5)),
+        z @ rng.standard_normal((2, 3)) + rng.standard_normal((n, 3)),
+        rng.standard_normal((n, 2)),
+    ]
     P, seed = 30, 11
     res = cka_matrix_permutation_test(A, B, permutations=P, seed=seed)
     # reference: one permutation of prompt order per draw, applied to all of B's layers
@@ -121,8 +126,9 @@ def test_float32_and_chunked_paths_agree():
     B = [rng.standard_normal((n, 4)) for _ in range(3)]
     full = cka_matrix_permutation_test(A, B, permutations=10, seed=1, precision="float64")
     budget = 2 * n * n * 8 + (64 << 20) + n * n * 8  # A cached + one B Gram per chunk
-    chunked = cka_matrix_permutation_test(A, B, permutations=10, seed=1, precision="float64",
-                                          memory_budget_bytes=budget)
+    chunked = cka_matrix_permutation_test(
+        A, B, permutations=10, seed=1, precision="float64", memory_budget_bytes=budget
+    )
     np.testing.assert_allclose(chunked.null, full.null, atol=1e-12)
     f32 = cka_matrix_permutation_test(A, B, permutations=10, seed=1, precision="float32")
     np.testing.assert_allclose(f32.null, full.null, atol=1e-5)
@@ -173,13 +179,13 @@ def test_stratified_null_matches_direct_loop(debiased):
     np.testing.assert_allclose(res.null, null, atol=1e-9)
     assert res.p_value == pytest.approx((1 + np.sum(null >= ref_cka(X, Y, debiased) - 1e-12)) / 31)
     # the matrix test (both gather directions) draws the same null
-    m = cka_matrix_permutation_test([X, X[:, :2]], [Y], permutations=30, seed=11,
-                                    debiased=debiased, strata=strata)
+    m = cka_matrix_permutation_test([X, X[:, :2]], [Y], permutations=30, seed=11, debiased=debiased, strata=strata)
     np.testing.assert_allclose(m.null[:, 0, 0], null, atol=1e-9)
 
 
 def test_stratified_permutations_only_move_rows_within_a_stratum():
     from actstore.analysis import stratified_permutations
+
     strata = np.array(["x", "y", "x", "z", "y", "x", "z", "z", "y", "x"])
     perms = list(stratified_permutations(len(strata), 200, seed=3, strata=strata))
     assert len(perms) == 200

@@ -11,7 +11,6 @@ from actstore.analysis.bridges import LinearBridge, evaluate_bridge
 from actstore.analysis.preprocess import fit_preprocess, preprocess
 from tests.reference import direct_debiased_cka
 
-
 # ----------------------------------------------------------------- direct formulas
 
 
@@ -72,7 +71,8 @@ def test_drop_outlier_dims_drops_exactly_the_planted_massive_dimension():
     Yd, dy = preprocess(Y, "drop_outlier_dims", threshold=0.5)
     assert dy == (2,)
     assert linear_cka(Xd, Yd) == pytest.approx(
-        direct_debiased_cka(np.delete(X, 7, axis=1), np.delete(Y, 2, axis=1)), abs=1e-6)
+        direct_debiased_cka(np.delete(X, 7, axis=1), np.delete(Y, 2, axis=1)), abs=1e-6
+    )
 
 
 def test_drop_outlier_dims_keeps_everything_without_an_outlier():
@@ -82,8 +82,11 @@ def test_drop_outlier_dims_keeps_everything_without_an_outlier():
 
 def test_preprocess_errors_name_the_value_and_the_choices():
     X = massive(8)
-    with pytest.raises(AnalysisError, match=r"preprocess must be one of none, standardize, drop_outlier_dims, platonic, "
-                                            r"got 'zscore'"):
+    with pytest.raises(
+        AnalysisError,
+        match=r"preprocess must be one of none, standardize, drop_outlier_dims, platonic, "
+        r"got 'zscore'",
+    ):
         preprocess(X, "zscore")
     with pytest.raises(AnalysisError, match=r"outlier threshold must be a number strictly between 0 and 1, got 1.5"):
         preprocess(X, "drop_outlier_dims", threshold=1.5)
@@ -107,7 +110,7 @@ def planted_scaled_rotation(noise, seed=0, n=60, p=6, factor=2.5):
 def direct_scaled_procrustes(S, T):
     Sc, Tc = S - S.mean(0), T - T.mean(0)
     U, sig, Vt = np.linalg.svd(Sc.T @ Tc, full_matrices=False)
-    s = sig.sum() / (Sc ** 2).sum()
+    s = sig.sum() / (Sc**2).sum()
     return s * U @ Vt, s
 
 

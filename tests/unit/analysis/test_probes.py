@@ -38,8 +38,9 @@ def task(rng, n=400, m=300, p=20, q=30, k=2, linked=True):
     Z = rng.standard_normal((n + m, 6))
     y = np.argmax(Z[:n, :k] + 0.3 * rng.standard_normal((n, k)), 1) if k > 2 else (Z[:n, 0] > 0).astype(int)
     S = Z @ rng.standard_normal((6, p)) + 0.3 * rng.standard_normal((n + m, p))
-    T = (Z if linked else rng.standard_normal((n + m, 6))) @ rng.standard_normal((6, q)) \
-        + 0.3 * rng.standard_normal((n + m, q))
+    T = (Z if linked else rng.standard_normal((n + m, 6))) @ rng.standard_normal((6, q)) + 0.3 * rng.standard_normal(
+        (n + m, q)
+    )
     return S[:n], T[:n], y, S[n:], T[n:]
 
 
@@ -161,7 +162,8 @@ def test_next_token_transfer_against_direct(rng):
     yt = np.array([idx[words[i]] for i in lab_t])
     assert r.agreement_top1 == pytest.approx(np.mean(ys[te] == yt[te]), abs=1e-12)
     assert r.agreement_top5 == pytest.approx(
-        np.mean([words[lab_t[i]] in {w.lstrip("\u2581") for w in src_top[i]} for i in te]), abs=1e-12)
+        np.mean([words[lab_t[i]] in {w.lstrip("\u2581") for w in src_top[i]} for i in te]), abs=1e-12
+    )
     ps = direct_probe(S[:n][tr], ys[tr])
     bridged = (T[:n][te] - T[n:].mean(0)) @ direct_ridge(T[n:], S[n:], 1.0) + S[n:].mean(0)
     assert r.transferred_top1 == pytest.approx(np.mean(ps(bridged) == yt[te]), abs=1e-12)

@@ -28,10 +28,13 @@ from actstore.analysis.sae_match import (
 
 
 def _sae(rng, d_in=12, d_sae=40, **kw) -> SaeParams:
-    return SaeParams(W_enc=rng.standard_normal((d_in, d_sae)).astype(np.float32),
-                     b_enc=(0.3 * rng.standard_normal(d_sae) - 0.2).astype(np.float32),
-                     W_dec=rng.standard_normal((d_sae, d_in)).astype(np.float32),
-                     b_dec=(0.5 * rng.standard_normal(d_in)).astype(np.float32), **kw)
+    return SaeParams(
+        W_enc=rng.standard_normal((d_in, d_sae)).astype(np.float32),
+        b_enc=(0.3 * rng.standard_normal(d_sae) - 0.2).astype(np.float32),
+        W_dec=rng.standard_normal((d_sae, d_in)).astype(np.float32),
+        b_dec=(0.5 * rng.standard_normal(d_in)).astype(np.float32),
+        **kw,
+    )
 
 
 def _direct(X, p: SaeParams) -> np.ndarray:
@@ -118,9 +121,9 @@ def test_keyword_subspace():
     hits = keyword_hits(texts, ["happy", "sad day"])
     assert hits.tolist() == [True, True, False, True, False]  # whole words only
     F = np.zeros((5, 3))
-    F[[0, 3], 0] = [2, 1]        # fires on two hits
+    F[[0, 3], 0] = [2, 1]  # fires on two hits
     F[[2, 4, 0], 1] = [3, 2, 1]  # top two are non-hits
-    F[[1, 2], 2] = [1, 1]        # one of two
+    F[[1, 2], 2] = [1, 1]  # one of two
     assert keyword_features(F, hits, top=2, min_share=0.5).tolist() == [0, 2]
     assert keyword_features(F, hits, top=2, min_share=1.0).tolist() == [0]
     with pytest.raises(AnalysisError, match="keywords must hold"):
@@ -157,10 +160,11 @@ def test_matching_equals_naive_greedy_on_the_full_matrix(rng, mode, method, cand
     n = 200
     A, B = _sparse_acts(rng, n, 70, 0.08), _sparse_acts(rng, n, 55, 0.1)
     B[:, :30] += 0.6 * A[:, 10:40]
-    A[:, 5] = 0.0       # dead
-    B[:, 7] = 1.5       # constant
-    m = match_features(sp.csr_matrix(A), B, matching=mode, method=method, candidates=candidates,
-                       memory_budget_bytes=4000, device="cpu")  # tiny blocks
+    A[:, 5] = 0.0  # dead
+    B[:, 7] = 1.5  # constant
+    m = match_features(
+        sp.csr_matrix(A), B, matching=mode, method=method, candidates=candidates, memory_budget_bytes=4000, device="cpu"
+    )  # tiny blocks
     want = _naive_greedy(A, B, mode)
     got = {int(a): (int(b), r) for a, b, r in zip(m.pairs_a, m.pairs_b, m.correlation)}
     assert set(got) == set(want)
@@ -194,10 +198,11 @@ def test_matching_options_and_errors(rng):
 def _svcca_direct(X, Y, thr=0.99):
     """Textbook SVCCA in float64: SVD-reduce each side to 99% variance (explicit loop over
     the cumulative variance), then classical CCA via covariance whitening."""
+
     def reduce(M):
         Mc = M - M.mean(0)
         U, s, _ = np.linalg.svd(Mc, full_matrices=False)
-        total, acc, r = (s ** 2).sum(), 0.0, 0
+        total, acc, r = (s**2).sum(), 0.0, 0
         while acc < thr * total - 1e-12 * total:
             acc += s[r] ** 2
             r += 1
@@ -208,7 +213,7 @@ def _svcca_direct(X, Y, thr=0.99):
 
     def inv_sqrt(S):
         w, V = np.linalg.eigh(S)
-        return V @ np.diag(w ** -0.5) @ V.T
+        return V @ np.diag(w**-0.5) @ V.T
 
     rho = np.linalg.svd(inv_sqrt(Sxx) @ Sxy @ inv_sqrt(Syy), compute_uv=False)
     return float(np.clip(rho, 0, 1).mean())
@@ -217,6 +222,7 @@ def _svcca_direct(X, Y, thr=0.99):
 def _rsa_direct(X, Y):
     def rdm(M):
         return 1.0 - np.corrcoef(M)
+
     iu = np.triu_indices(len(X), 1)
     return float(spearmanr(rdm(X)[iu], rdm(Y)[iu]).statistic)
 
@@ -255,7 +261,7 @@ def test_svcca_keeps_the_components_for_99_percent():
     Y = X @ rng.standard_normal((6, 6))
     t = paired_space_test(X, Y, random_pairs=1, seed=0)
     sx = np.linalg.svd(X - X.mean(0), compute_uv=False)
-    frac = np.cumsum(sx ** 2) / (sx ** 2).sum()  # ~ [.45, .74, .90, .97, .995, 1]
+    frac = np.cumsum(sx**2) / (sx**2).sum()  # ~ [.45, .74, .90, .97, .995, 1]
     assert t.dims_a == 1 + int(np.argmax(frac >= 0.99)) == 5
     with pytest.raises(AnalysisError, match="zero variance"):
         svcca_components(np.zeros(3))
@@ -264,7 +270,7 @@ def test_svcca_keeps_the_components_for_99_percent():
 def test_planted_permutation_recovered_with_svcca_near_one_and_p_at_floor(rng):
     n, d, d_in = 600, 400, 8
     FA = _sparse_acts(rng, n, d, 0.05)
-    perm = rng.permutation(d)                      # A feature i is B feature perm[i]
+    perm = rng.permutation(d)  # A feature i is B feature perm[i]
     FB = np.empty_like(FA)
     FB[:, perm] = FA + 0.3 * _sparse_acts(rng, n, d, 0.05)
     WA = rng.standard_normal((d, d_in))
@@ -279,7 +285,9 @@ def test_planted_permutation_recovered_with_svcca_near_one_and_p_at_floor(rng):
     assert t.svcca > 0.97
     assert t.random_svcca.mean() < 0.15
     assert t.p_value == pytest.approx(1 / (1 + R))
-    assert t.rsa > 0.4 and abs(t.random_rsa.mean()) < 0.05  # M is not orthogonal: RDMs differ and t.rsa_p_value == pytest.approx(1 / (1 + R))
+    assert (
+        t.rsa > 0.4 and abs(t.random_rsa.mean()) < 0.05
+    )  # M is not orthogonal: RDMs differ and t.rsa_p_value == pytest.approx(1 / (1 + R))
     # reproducible for a seed
     t2 = paired_space_test(WA[m.pairs_a], WB[m.pairs_b], random_pairs=R, seed=0)
     np.testing.assert_array_equal(t.random_svcca, t2.random_svcca)

@@ -52,8 +52,14 @@ def test_two_ingest_processes_keep_their_prompts_apart(tmp_path):
             f = tmp_path / f"{ds}.jsonl"
             f.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[ds]), encoding="utf-8")
             files[key].append(f)
-    procs = [subprocess.Popen([sys.executable, "-c", INGESTER, str(uri), str(m), key, str(go), *map(str, files[key])],
-                              stderr=subprocess.PIPE, text=True) for key, m in models.items()]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", INGESTER, str(uri), str(m), key, str(go), *map(str, files[key])],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for key, m in models.items()
+    ]
     deadline = time.monotonic() + 60
     while not all(Path(f"{go}.{key}").exists() for key in models) and time.monotonic() < deadline:
         time.sleep(0.01)  # until both have imported torch and transformers

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from datetime import UTC
 from pathlib import Path
 
 import numpy as np
@@ -61,12 +62,15 @@ def test_a_second_model_with_the_same_folder_name_is_refused_and_stores_nothing(
     after = _snapshot(store)
     assert after == before  # no prompt, no row, no table version changed
 
-    fp_b = ingest(store, str(b), "other", prompts_file=tmp_path / "q.jsonl", key="tiny-gpt2-b",
-                  device="cpu") and store.models.get("tiny-gpt2-b").fingerprint
+    fp_b = (
+        ingest(store, str(b), "other", prompts_file=tmp_path / "q.jsonl", key="tiny-gpt2-b", device="cpu")
+        and store.models.get("tiny-gpt2-b").fingerprint
+    )
     assert re.fullmatch(FP, fp_b) and fp_b[12:] == fp_a[12:] and fp_b[:12] != fp_a[:12]
     assert str(err.value) == (
         f"model key 'tiny-gpt2' holds activations of {a} (fingerprint {fp_a}); {b} has fingerprint "
-        f"{fp_b} (different weights): ingest it under another key")
+        f"{fp_b} (different weights): ingest it under another key"
+    )
 
 
 def test_the_same_model_from_another_folder_is_accepted_but_another_max_tokens_is_not(tmp_path):
@@ -78,8 +82,7 @@ def test_the_same_model_from_another_folder_is_accepted_but_another_max_tokens_i
     done = ingest(store, str(moved), "e", prompts_file=_jsonl(tmp_path / "q.jsonl", ["three"]), device="cpu")
     assert (done.encoded, store.models.get("tiny-gpt2").fingerprint) == (1, fp)
     with pytest.raises(Conflict, match=r"\(different extraction spec\): ingest it under another key"):
-        ingest(store, str(a), "f", prompts_file=_jsonl(tmp_path / "r.jsonl", ["four"]), max_tokens=8,
-               device="cpu")
+        ingest(store, str(a), "f", prompts_file=_jsonl(tmp_path / "r.jsonl", ["four"]), max_tokens=8, device="cpu")
     assert [d.name for d in store.prompts.datasets()] == ["d", "e"]
 
 
@@ -90,11 +93,17 @@ def test_store_writes_check_the_fingerprint(tmp_path):
     store.write_activations("m", 0, ids, X, n_layers=2, source="/models/m", fingerprint="f1")
     assert store.models.get("m").fingerprint == "f1"
     store.write_activations("m", 1, ids, X, source="/elsewhere/m", fingerprint="f1")  # same model, moved
-    with pytest.raises(Conflict, match=r"^model key 'm' holds activations of /models/m \(fingerprint f1\); "
-                                       r"/other/m has fingerprint f2: ingest it under another key$"):
+    with pytest.raises(
+        Conflict,
+        match=r"^model key 'm' holds activations of /models/m \(fingerprint f1\); "
+        r"/other/m has fingerprint f2: ingest it under another key$",
+    ):
         store.write_activations("m", 0, ids, X, source="/other/m", fingerprint="f2")
-    with pytest.raises(Conflict, match=r"^model key 'm' holds activations of /models/m \(fingerprint f1\); a write "
-                                       r"from /other/m without a fingerprint cannot be checked against it"):
+    with pytest.raises(
+        Conflict,
+        match=r"^model key 'm' holds activations of /models/m \(fingerprint f1\); a write "
+        r"from /other/m without a fingerprint cannot be checked against it",
+    ):
         store.write_activations("m", 0, ids, X, source="/other/m")
     store.write_activations("m", 0, ids, 2 * X, source="/models/m")  # an import from the same source
     np.testing.assert_array_equal(store.read_activations("m", 0)[1], 2 * X)
@@ -102,8 +111,11 @@ def test_store_writes_check_the_fingerprint(tmp_path):
     # a model stored without a fingerprint adopts the first one written from its own source
     store.write_activations("legacy", 0, ids, X, n_layers=1, source="/models/legacy")
     assert store.models.get("legacy").fingerprint is None
-    with pytest.raises(Conflict, match=r"^model key 'legacy' holds activations of /models/legacy \(stored without a "
-                                       r"fingerprint\); /x/legacy has fingerprint f9 and cannot be shown"):
+    with pytest.raises(
+        Conflict,
+        match=r"^model key 'legacy' holds activations of /models/legacy \(stored without a "
+        r"fingerprint\); /x/legacy has fingerprint f9 and cannot be shown",
+    ):
         store.write_activations("legacy", 0, ids, X, source="/x/legacy", fingerprint="f9")
     store.write_activations("legacy", 0, ids, X, source="/models/legacy", fingerprint="f3")
     assert Store.open(tmp_path / "db").models.get("legacy").fingerprint == "f3"
@@ -113,8 +125,18 @@ def test_a_models_table_without_the_fingerprint_column_keeps_working(tmp_path):
     store = Store.open(tmp_path / "db")
     ids = store.add_prompts("d", ["a", "b"])
     old_schema = pa.schema([f for f in MODELS_SCHEMA if f.name != "fingerprint"])
-    row = {"key": "old", "source": "/models/old", "revision": None, "architecture": "gpt2", "n_layers": 1,
-           "d_model": 4, "dtype": "float16", "site": "resid_post", "token": "last_non_padding", "created_at": None}
+    row = {
+        "key": "old",
+        "source": "/models/old",
+        "revision": None,
+        "architecture": "gpt2",
+        "n_layers": 1,
+        "d_model": 4,
+        "dtype": "float16",
+        "site": "resid_post",
+        "token": "last_non_padding",
+        "created_at": None,
+    }
     store.tables.add(MODELS, pa.Table.from_pylist([row], schema=old_schema), old_schema)
     assert store.models.get("old").fingerprint is None
     store.write_activations("new", 0, ids, np.ones((2, 4)), n_layers=1, source="/models/new", fingerprint="f1")
@@ -133,8 +155,9 @@ def test_import_onto_an_ingested_model_needs_its_source(tmp_path):
     with pytest.raises(Conflict, match=r"a write from .*acts\.npy without a fingerprint cannot be checked against it"):
         import_activations(store, model_key="tiny-gpt2", dataset="imp", prompts_file=prompts, arrays=[arr])
     assert _snapshot(store) == before
-    done = import_activations(store, model_key="tiny-gpt2", dataset="imp", prompts_file=prompts, arrays=[arr],
-                              source=str(a))
+    done = import_activations(
+        store, model_key="tiny-gpt2", dataset="imp", prompts_file=prompts, arrays=[arr], source=str(a)
+    )
     assert done.layers == (0, 1) and store.read_activations("tiny-gpt2", 0, dataset="imp")[1].shape == (1, 32)
 
 
@@ -153,15 +176,22 @@ def test_a_model_without_files_at_hand_is_fingerprinted_from_its_tensors(tmp_pat
 
 
 def test_a_key_registered_twice_at_once_is_the_earliest_registration(tmp_path):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     store = Store.open(tmp_path / "db")
-    base = {"revision": None, "architecture": "gpt2", "n_layers": 1, "d_model": 4, "dtype": "float16",
-            "site": "resid_post", "token": "last_non_padding"}
-    rows = [dict(base, key="k", source="/early/k", fingerprint="f-early",
-                 created_at=datetime(2026, 1, 1, tzinfo=timezone.utc)),
-            dict(base, key="k", source="/late/k", fingerprint="f-late",
-                 created_at=datetime(2026, 1, 2, tzinfo=timezone.utc))]
+    base = {
+        "revision": None,
+        "architecture": "gpt2",
+        "n_layers": 1,
+        "d_model": 4,
+        "dtype": "float16",
+        "site": "resid_post",
+        "token": "last_non_padding",
+    }
+    rows = [
+        dict(base, key="k", source="/early/k", fingerprint="f-early", created_at=datetime(2026, 1, 1, tzinfo=UTC)),
+        dict(base, key="k", source="/late/k", fingerprint="f-late", created_at=datetime(2026, 1, 2, tzinfo=UTC)),
+    ]
     for row in rows:  # two commits: the later registration is read last
         store.tables.add(MODELS, pa.Table.from_pylist([row], schema=MODELS_SCHEMA), MODELS_SCHEMA)
     assert (store.models.get("k").source, store.models.get("k").fingerprint) == ("/early/k", "f-early")

@@ -38,8 +38,14 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, (chr(c) for c in cs)))
 
 
-def write_tiny_gguf(path: Path, seed: int = 0, *, name: str | None = None, embedding_length: int | None = None,
-                    block_count: int | None = None) -> Path:
+def write_tiny_gguf(
+    path: Path,
+    seed: int = 0,
+    *,
+    name: str | None = None,
+    embedding_length: int | None = None,
+    block_count: int | None = None,
+) -> Path:
     """A 2-layer Llama (hidden 32, 4 heads, 2 KV heads) with Q8_0 matrices and a GPT-2 style
     byte-level BPE tokenizer (256 bytes, a few merges, ``<|endoftext|>``) in the metadata.
     ``name``: ``general.name``; ``embedding_length`` / ``block_count``: metadata that lies
@@ -145,7 +151,11 @@ def test_ingest_tiny_gguf_matches_independent_extraction(tiny_gguf, tmp_path):
     ingest(st, tiny_gguf, dataset="d", layers="all", dtype="float32", device="cpu", batch_size=3)
     [info] = st.models.list()
     assert (info.key, info.source, info.quantization, info.layers) == (
-        "tiny-llama.q8_0", str(tiny_gguf), "Q8_0", (0, 1))
+        "tiny-llama.q8_0",
+        str(tiny_gguf),
+        "Q8_0",
+        (0, 1),
+    )
     assert info.fingerprint.startswith(sha256(tiny_gguf)[:12] + "-")
     # layer 0 via hidden_states[1]; the last block is not in hidden_states (final norm applied)
     ref = reference(tiny_gguf, TEXTS, [0])
@@ -157,21 +167,26 @@ def test_bad_gguf_paths(tmp_path):
     (tmp_path / "weights.bin").write_bytes(b"x")
     with pytest.raises(InvalidInput) as err:
         ModelRunner(tmp_path / "weights.bin", device="cpu")
-    assert str(err.value) == (f"model path '{tmp_path / 'weights.bin'}' is a file but not a .gguf file; "
-                              "pass a .gguf file or a model folder (with config.json and *.safetensors)")
+    assert str(err.value) == (
+        f"model path '{tmp_path / 'weights.bin'}' is a file but not a .gguf file; "
+        "pass a .gguf file or a model folder (with config.json and *.safetensors)"
+    )
     (tmp_path / "a.gguf").write_bytes(b"")
     (tmp_path / "b.gguf").write_bytes(b"")
     with pytest.raises(InvalidInput) as err:
         ModelRunner(tmp_path, device="cpu")
-    assert str(err.value) == (f"model folder '{tmp_path}' has no config.json and 2 .gguf files "
-                              "(a.gguf, b.gguf); pass one of the .gguf files")
+    assert str(err.value) == (
+        f"model folder '{tmp_path}' has no config.json and 2 .gguf files (a.gguf, b.gguf); pass one of the .gguf files"
+    )
     (tmp_path / "empty").mkdir()
     with pytest.raises(InvalidInput) as err:
         ModelRunner(tmp_path / "empty", device="cpu")
     assert "save_pretrained" not in str(err.value)
-    assert str(err.value) == (f"model folder '{tmp_path / 'empty'}' has no config.json and no .gguf file; "
-                              "pass a folder with config.json, *.safetensors and tokenizer files (e.g. "
-                              "downloaded with `huggingface-cli download`) or a .gguf file")
+    assert str(err.value) == (
+        f"model folder '{tmp_path / 'empty'}' has no config.json and no .gguf file; "
+        "pass a folder with config.json, *.safetensors and tokenizer files (e.g. "
+        "downloaded with `huggingface-cli download`) or a .gguf file"
+    )
 
 
 def test_hub_gguf_from_the_local_cache(tiny_gguf, tmp_path, monkeypatch):
@@ -193,7 +208,11 @@ def test_hub_gguf_from_the_local_cache(tiny_gguf, tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     offline = Settings(environ={"HF_HUB_OFFLINE": "1"})
     runner = ModelRunner("someone/tiny-GGUF/tiny-llama.Q8_0.gguf", device="cpu", settings=offline)
-    assert (runner.source, runner.quantization, runner.n_layers) == ("someone/tiny-GGUF/tiny-llama.Q8_0.gguf", "Q8_0", 2)
+    assert (runner.source, runner.quantization, runner.n_layers) == (
+        "someone/tiny-GGUF/tiny-llama.Q8_0.gguf",
+        "Q8_0",
+        2,
+    )
     assert runner.gguf_file == str(repo / "snapshots" / commit / "tiny-llama.Q8_0.gguf")
     local = ModelRunner(tiny_gguf, device="cpu")
     np.testing.assert_array_equal(runner.encode(TEXTS[:3], [0, 1])[1], local.encode(TEXTS[:3], [0, 1])[1])
@@ -202,7 +221,8 @@ def test_hub_gguf_from_the_local_cache(tiny_gguf, tmp_path, monkeypatch):
     assert str(err.value) == (
         "GGUF file 'other.Q4_0.gguf' of hub repository 'someone/tiny-GGUF' is not in the local Hugging Face "
         "cache and HF_HUB_OFFLINE is set; download it where there is a network (`huggingface-cli download "
-        "someone/tiny-GGUF other.Q4_0.gguf`) or pass the local .gguf file")
+        "someone/tiny-GGUF other.Q4_0.gguf`) or pass the local .gguf file"
+    )
 
 
 def _smollm2() -> Path | None:
@@ -223,8 +243,15 @@ def test_ingest_smollm2_gguf_matches_independent_extraction(tmp_path):
     st.add_prompts("d", texts)
     ingest(st, SMOLLM2, dataset="d", layers="3,10", dtype="float32", device="cpu")
     [info] = st.models.list()
-    assert (info.key, info.source, info.quantization, info.architecture, info.n_layers, info.d_model,
-            info.layers) == ("smollm2-135m-instruct.q4_1", str(SMOLLM2), "Q4_1", "llama", 30, 576, (3, 10))
+    assert (info.key, info.source, info.quantization, info.architecture, info.n_layers, info.d_model, info.layers) == (
+        "smollm2-135m-instruct.q4_1",
+        str(SMOLLM2),
+        "Q4_1",
+        "llama",
+        30,
+        576,
+        (3, 10),
+    )
     assert info.fingerprint.startswith(sha256(SMOLLM2)[:12] + "-")
     ref = reference(SMOLLM2, texts, [3, 10])
     for layer in (3, 10):
@@ -240,9 +267,19 @@ def test_a_models_table_without_the_quantization_column_keeps_working(tiny_gguf,
     st = Store.open(tmp_path / "store")
     st.add_prompts("d", TEXTS)
     old_schema = pa.schema([f for f in MODELS_SCHEMA if f.name != "quantization"])
-    row = {"key": "old", "source": "/models/old", "revision": None, "architecture": "gpt2", "n_layers": 1,
-           "d_model": 4, "dtype": "float16", "site": "resid_post", "token": "last_non_padding",
-           "created_at": None, "fingerprint": "f1"}
+    row = {
+        "key": "old",
+        "source": "/models/old",
+        "revision": None,
+        "architecture": "gpt2",
+        "n_layers": 1,
+        "d_model": 4,
+        "dtype": "float16",
+        "site": "resid_post",
+        "token": "last_non_padding",
+        "created_at": None,
+        "fingerprint": "f1",
+    }
     st.tables.add(MODELS, pa.Table.from_pylist([row], schema=old_schema), old_schema)
     assert st.models.get("old").quantization is None
     ingest(st, tiny_gguf, dataset="d", key="tiny", layers="0", dtype="float32", device="cpu")
@@ -280,12 +317,19 @@ def test_the_gguf_dequantisation_bar_is_not_shown(tiny_gguf, capfd):
     assert gguf_utils.tqdm is bar  # put back after the load
 
 
-@pytest.mark.parametrize(("claim", "expected"), [
-    ({"embedding_length": 4_000_000},
-     "its metadata says llama.embedding_length = 4000000 but its tensor token_embd.weight is 32 wide"),
-    ({"block_count": 1000},
-     "its metadata says llama.block_count = 1000 but it holds tensors of 2 blocks (blk.0..blk.1)"),
-])
+@pytest.mark.parametrize(
+    ("claim", "expected"),
+    [
+        (
+            {"embedding_length": 4_000_000},
+            "its metadata says llama.embedding_length = 4000000 but its tensor token_embd.weight is 32 wide",
+        ),
+        (
+            {"block_count": 1000},
+            "its metadata says llama.block_count = 1000 but it holds tensors of 2 blocks (blk.0..blk.1)",
+        ),
+    ],
+)
 def test_a_gguf_whose_metadata_lies_fails_at_once_in_one_line(tmp_path, claim, expected):
     import time
 
@@ -296,8 +340,10 @@ def test_a_gguf_whose_metadata_lies_fails_at_once_in_one_line(tmp_path, claim, e
     assert time.perf_counter() - t0 < 5
     msg = str(err.value)
     assert "\n" not in msg
-    assert msg == (f"GGUF file {str(lying)!r} is inconsistent: {expected}; the file is damaged or was written "
-                   f"wrongly (its tensors hold 27,008 parameters, 105.5 KiB as float32)")
+    assert msg == (
+        f"GGUF file {str(lying)!r} is inconsistent: {expected}; the file is damaged or was written "
+        f"wrongly (its tensors hold 27,008 parameters, 105.5 KiB as float32)"
+    )
     st = Store.open(tmp_path / "store")
     st.add_prompts("d", TEXTS[:1])
     with pytest.raises(InvalidInput, match="is inconsistent"):
@@ -318,5 +364,7 @@ def test_a_gguf_larger_than_the_free_memory_is_refused_naming_both(tiny_gguf, mo
     monkeypatch.setattr(gguf_header, "available_memory", lambda: 2**16)
     with pytest.raises(InvalidInput) as err:
         ModelRunner(tiny_gguf, device="cpu")
-    assert str(err.value) == (f"GGUF file {str(tiny_gguf)!r} (27,008 parameters) needs about 105.5 KiB once "
-                              "dequantized to float32, but only 64.0 KiB of memory is available")
+    assert str(err.value) == (
+        f"GGUF file {str(tiny_gguf)!r} (27,008 parameters) needs about 105.5 KiB once "
+        "dequantized to float32, but only 64.0 KiB of memory is available"
+    )

@@ -35,8 +35,20 @@ def test_import_npy_n_l_d(tmp_path, rng):
     acts = rng.standard_normal((10, 4, 6)).astype(np.float32)
     np.save(tmp_path / "acts.npy", acts)
     db = str(tmp_path / "db")
-    res = _run("import", str(tmp_path / "acts.npy"), "--model", "ext", "--dataset", "d",
-               "--prompts", str(_prompts(tmp_path / "p.jsonl", 10)), "--dtype", "float32", "--store", db)
+    res = _run(
+        "import",
+        str(tmp_path / "acts.npy"),
+        "--model",
+        "ext",
+        "--dataset",
+        "d",
+        "--prompts",
+        str(_prompts(tmp_path / "p.jsonl", 10)),
+        "--dtype",
+        "float32",
+        "--store",
+        db,
+    )
     assert res.exit_code == 0, res.output
     assert "imported 10 prompts x 4 layers (d=6)" in res.output
     store = Store.open(db)
@@ -51,13 +63,27 @@ def test_import_npy_n_l_d(tmp_path, rng):
 
 
 def test_import_safetensors_and_per_layer_npy(tmp_path, rng):
-    a = {name: torch.from_numpy(rng.standard_normal((5, 3)).astype(np.float32))
-         for name in ("blocks.2.hook_resid_post", "blocks.7.hook_resid_post")}
+    a = {
+        name: torch.from_numpy(rng.standard_normal((5, 3)).astype(np.float32))
+        for name in ("blocks.2.hook_resid_post", "blocks.7.hook_resid_post")
+    }
     save_file(a, tmp_path / "acts.safetensors")
     prompts = _prompts(tmp_path / "p.jsonl", 5)
     db = str(tmp_path / "db")
-    res = _run("import", str(tmp_path / "acts.safetensors"), "--model", "st", "--dataset", "d",
-               "--prompts", str(prompts), "--n-layers", "12", "--store", db)
+    res = _run(
+        "import",
+        str(tmp_path / "acts.safetensors"),
+        "--model",
+        "st",
+        "--dataset",
+        "d",
+        "--prompts",
+        str(prompts),
+        "--n-layers",
+        "12",
+        "--store",
+        db,
+    )
     assert res.exit_code == 0, res.output
     store = Store.open(db)
     assert store.models.get("st").layers == (2, 7) and store.models.get("st").n_layers == 12
@@ -66,8 +92,19 @@ def test_import_safetensors_and_per_layer_npy(tmp_path, rng):
 
     np.save(tmp_path / "layer_03.npy", rng.standard_normal((5, 3)))
     np.save(tmp_path / "layer_05.npy", rng.standard_normal((5, 3)))
-    res = _run("import", str(tmp_path / "layer_03.npy"), str(tmp_path / "layer_05.npy"), "--model", "np",
-               "--dataset", "d", "--prompts", str(prompts), "--store", db)
+    res = _run(
+        "import",
+        str(tmp_path / "layer_03.npy"),
+        str(tmp_path / "layer_05.npy"),
+        "--model",
+        "np",
+        "--dataset",
+        "d",
+        "--prompts",
+        str(prompts),
+        "--store",
+        db,
+    )
     assert res.exit_code == 0, res.output
     assert Store.open(db).models.get("np").layers == (3, 5)
 
@@ -83,8 +120,19 @@ def test_import_safetensors_and_per_layer_npy(tmp_path, rng):
 def test_import_errors_store_nothing(tmp_path, rng, shape, extra, message):
     np.save(tmp_path / "acts.npy", rng.standard_normal(shape))
     db = str(tmp_path / "db")
-    res = _run("import", str(tmp_path / "acts.npy"), "--model", "bad", "--dataset", "d",
-               "--prompts", str(_prompts(tmp_path / "p.jsonl", 6)), "--store", db, *extra)
+    res = _run(
+        "import",
+        str(tmp_path / "acts.npy"),
+        "--model",
+        "bad",
+        "--dataset",
+        "d",
+        "--prompts",
+        str(_prompts(tmp_path / "p.jsonl", 6)),
+        "--store",
+        db,
+        *extra,
+    )
     assert res.exit_code == 2
     assert res.output.startswith("error: ")
     assert re.search(message, res.output), res.output
@@ -97,13 +145,25 @@ def test_import_rejects_nan_and_duplicate_texts(tmp_path, rng):
     acts[2, 0, 1] = np.nan
     np.save(tmp_path / "acts.npy", acts)
     db = str(tmp_path / "db")
-    res = _run("import", str(tmp_path / "acts.npy"), "--model", "m", "--dataset", "d",
-               "--prompts", str(_prompts(tmp_path / "p.jsonl", 4)), "--store", db)
+    res = _run(
+        "import",
+        str(tmp_path / "acts.npy"),
+        "--model",
+        "m",
+        "--dataset",
+        "d",
+        "--prompts",
+        str(_prompts(tmp_path / "p.jsonl", 4)),
+        "--store",
+        db,
+    )
     assert res.exit_code == 2 and "layer 0 contains NaN or inf" in res.output
     dup = tmp_path / "dup.jsonl"
     dup.write_text('{"text": "a"}\n{"text": "b"}\n{"text": "a"}\n', encoding="utf-8")
     np.save(tmp_path / "ok.npy", rng.standard_normal((3, 1, 3)))
-    res = _run("import", str(tmp_path / "ok.npy"), "--model", "m", "--dataset", "d", "--prompts", str(dup), "--store", db)
+    res = _run(
+        "import", str(tmp_path / "ok.npy"), "--model", "m", "--dataset", "d", "--prompts", str(dup), "--store", db
+    )
     assert res.exit_code == 2 and "same text at prompts 0 and 2" in res.output
     assert Store.open(db).prompts.datasets() == []
 
@@ -112,11 +172,22 @@ def test_info_lists_models_and_datasets(tmp_path, rng):
     store = Store.open(tmp_path / "db")
     ids = store.add_prompts("sst", ["good", "bad", "fine"], labels=[1, 0, 1])
     source = "/models/some-organisation/a-rather-long-model-name-that-rich-would-cut/at-80-columns.gguf"
-    store.activations.write("tiny", {0: rng.standard_normal((3, 4)), 1: rng.standard_normal((3, 4)),
-                                3: rng.standard_normal((3, 4))}, ids, n_layers=4, architecture="llama", source=source)
+    store.activations.write(
+        "tiny",
+        {0: rng.standard_normal((3, 4)), 1: rng.standard_normal((3, 4)), 3: rng.standard_normal((3, 4))},
+        ids,
+        n_layers=4,
+        architecture="llama",
+        source=source,
+    )
     # piped (no terminal, no COLUMNS): nothing is cut to 80 columns
-    res = subprocess.run([sys.executable, "-m", "actstore.cli", "info", "--store", store.uri],
-                         capture_output=True, text=True, timeout=120, env={"PATH": ""})
+    res = subprocess.run(
+        [sys.executable, "-m", "actstore.cli", "info", "--store", store.uri],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": ""},
+    )
     assert res.returncode == 0, res.stderr
     out = res.stdout
     assert "tiny" in out and "llama" in out and "3/4 (0-1, 3)" in out and source in out

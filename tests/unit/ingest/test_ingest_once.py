@@ -38,8 +38,14 @@ def tiny_bert(root: Path) -> Path:
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
     BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(path)
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=5 + len(WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=64, max_position_embeddings=64)
+    cfg = BertConfig(
+        vocab_size=5 + len(WORDS),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     BertModel(cfg).eval().save_pretrained(path, safe_serialization=True)
     return path
 
@@ -61,22 +67,44 @@ def _cli() -> typer.Typer:
 def test_next_tokens_are_refused_for_a_model_without_a_trained_lm_head(tmp_path):
     model = tiny_bert(tmp_path)
     with pytest.raises(InvalidInput) as err:
-        ingest(tmp_path / "s", str(model), "d", prompts_file=_jsonl(tmp_path / "p.jsonl", TEXTS),
-               device="cpu", next_tokens=True)
+        ingest(
+            tmp_path / "s",
+            str(model),
+            "d",
+            prompts_file=_jsonl(tmp_path / "p.jsonl", TEXTS),
+            device="cpu",
+            next_tokens=True,
+        )
     msg = str(err.value)
-    assert msg == (f"model {str(model)!r} has no trained language-model head: its checkpoint lacks "
-                   "cls.predictions.bias, cls.predictions.decoder.bias, cls.predictions.transform.LayerNorm.bias "
-                   "and 3 more, which transformers would initialise at random, so the stored next tokens would be "
-                   "noise; ingest it without next tokens")
+    assert msg == (
+        f"model {str(model)!r} has no trained language-model head: its checkpoint lacks "
+        "cls.predictions.bias, cls.predictions.decoder.bias, cls.predictions.transform.LayerNorm.bias "
+        "and 3 more, which transformers would initialise at random, so the stored next tokens would be "
+        "noise; ingest it without next tokens"
+    )
     assert err.value.field == "next_tokens"
     assert not (tmp_path / "s").exists()  # refused before the store is created
 
 
 def test_next_tokens_refusal_on_the_command_line_names_the_flag(tmp_path):
     model = tiny_bert(tmp_path)
-    res = CliRunner().invoke(_cli(), ["ingest", "--model", str(model), "--dataset", "d", "--prompts",
-                                      str(_jsonl(tmp_path / "p.jsonl", TEXTS)), "--store", str(tmp_path / "s"),
-                                      "--device", "cpu", "--next-tokens"])
+    res = CliRunner().invoke(
+        _cli(),
+        [
+            "ingest",
+            "--model",
+            str(model),
+            "--dataset",
+            "d",
+            "--prompts",
+            str(_jsonl(tmp_path / "p.jsonl", TEXTS)),
+            "--store",
+            str(tmp_path / "s"),
+            "--device",
+            "cpu",
+            "--next-tokens",
+        ],
+    )
     assert res.exit_code == 2
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: model ")
@@ -86,8 +114,15 @@ def test_next_tokens_refusal_on_the_command_line_names_the_flag(tmp_path):
 def test_a_causal_lm_with_a_tied_head_still_stores_next_tokens(tmp_path):
     # GPT-2 ties its head to the embeddings: the checkpoint lacks no head weight
     model = tiny_model_dir("gpt2")
-    s = ingest(tmp_path / "s", str(model), "d", prompts_file=_jsonl(tmp_path / "p.jsonl", TEXTS[:3]),
-               device="cpu", next_tokens=True, layers="0")
+    s = ingest(
+        tmp_path / "s",
+        str(model),
+        "d",
+        prompts_file=_jsonl(tmp_path / "p.jsonl", TEXTS[:3]),
+        device="cpu",
+        next_tokens=True,
+        layers="0",
+    )
     assert s.encoded == 3 and Store.open(tmp_path / "s").next_tokens.ids(s.model_key).tolist() == [0, 1, 2]
 
 
@@ -97,13 +132,22 @@ def test_a_causal_lm_with_a_tied_head_still_stores_next_tokens(tmp_path):
 def test_token_last_on_an_encoder_warns_and_names_mean(tmp_path):
     model = tiny_bert(tmp_path)
     notices = []
-    s = ingest(tmp_path / "s", str(model), "d", prompts_file=_jsonl(tmp_path / "p.jsonl", TEXTS), device="cpu",
-               key="bert", layers="0", on_notice=notices.append)
+    s = ingest(
+        tmp_path / "s",
+        str(model),
+        "d",
+        prompts_file=_jsonl(tmp_path / "p.jsonl", TEXTS),
+        device="cpu",
+        key="bert",
+        layers="0",
+        on_notice=notices.append,
+    )
     assert [(n.field, n.suggest) for n in notices] == [("token", "mean")]
     assert notices[0].message == (
         f"model {str(model)!r} (bert) is a BERT-style encoder: its last token is the separator its tokenizer "
         "appends (e.g. [SEP]), the same token for every prompt; the mean over the tokens (token site mean) or "
-        "the first token (first, [CLS]) is what sentence-embedding users pool")
+        "the first token (first, [CLS]) is what sentence-embedding users pool"
+    )
     assert s.notices == notices and s.encoded == len(TEXTS)  # a warning, not a refusal
     # the stored vectors are indeed those of [SEP]: block 0's output at the last position, unpadded
     import torch
@@ -127,9 +171,24 @@ def test_token_last_on_an_encoder_warns_and_names_mean(tmp_path):
 
 def test_token_last_warning_on_the_command_line(tmp_path):
     model = tiny_bert(tmp_path)
-    res = CliRunner().invoke(_cli(), ["ingest", "--model", str(model), "--dataset", "d", "--prompts",
-                                      str(_jsonl(tmp_path / "p.jsonl", TEXTS)), "--store", str(tmp_path / "s"),
-                                      "--device", "cpu", "--layers", "0"])
+    res = CliRunner().invoke(
+        _cli(),
+        [
+            "ingest",
+            "--model",
+            str(model),
+            "--dataset",
+            "d",
+            "--prompts",
+            str(_jsonl(tmp_path / "p.jsonl", TEXTS)),
+            "--store",
+            str(tmp_path / "s"),
+            "--device",
+            "cpu",
+            "--layers",
+            "0",
+        ],
+    )
     assert res.exit_code == 0, res.output
     warnings = [line for line in res.output.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and warnings[0].endswith("is what sentence-embedding users pool; pass --token mean")
@@ -151,8 +210,9 @@ def test_key_defaults(tmp_path):
     folder.mkdir()
     (folder / "config.json").write_text("{}")
     assert default_model_key(folder) == "weights"  # no model card: the folder's name
-    (folder / "README.md").write_text("---\nlicense: mit\n---\n\n# My Fine Model\n\nmodel = "
-                                      "AutoModel.from_pretrained('someone/Fine-Model-7B')\n")
+    (folder / "README.md").write_text(
+        "---\nlicense: mit\n---\n\n# My Fine Model\n\nmodel = AutoModel.from_pretrained('someone/Fine-Model-7B')\n"
+    )
     assert default_model_key(folder) == "fine-model-7b"  # a title with spaces is not a name: the usage id
     (folder / "README.md").write_text("# Qwen2.5-0.5B\n\n```python\n# not a title\n```\n")
     assert default_model_key(folder) == "qwen2.5-0.5b"
@@ -180,17 +240,34 @@ def test_ctrl_c_writes_what_the_progress_callback_counted(tmp_path, monkeypatch)
 
     monkeypatch.setattr(ModelRunner, "run_batch", run_batch)
     with pytest.raises(KeyboardInterrupt):
-        ingest(tmp_path / "s", str(model), "d", prompts_file=_jsonl(tmp_path / "p.jsonl", texts), key="m",
-               batch_size=3, device="cpu", dtype="float32", flush_prompts=1024,
-               on_progress=lambda done, total: calls.append((done, total)))
+        ingest(
+            tmp_path / "s",
+            str(model),
+            "d",
+            prompts_file=_jsonl(tmp_path / "p.jsonl", texts),
+            key="m",
+            batch_size=3,
+            device="cpu",
+            dtype="float32",
+            flush_prompts=1024,
+            on_progress=lambda done, total: calls.append((done, total)),
+        )
     assert calls == [(0, 12), (3, 12), (6, 12)]
     st = Store.open(tmp_path / "s")
     for layer in (0, 1):
         assert len(st.activations.ids("m", layer)) == 6  # both batches the bar counted are stored
     monkeypatch.setattr(ModelRunner, "run_batch", real)
     calls.clear()
-    s = ingest(st, str(model), "d", key="m", batch_size=3, device="cpu", dtype="float32",
-               on_progress=lambda done, total: calls.append((done, total)))
+    s = ingest(
+        st,
+        str(model),
+        "d",
+        key="m",
+        batch_size=3,
+        device="cpu",
+        dtype="float32",
+        on_progress=lambda done, total: calls.append((done, total)),
+    )
     assert (s.skipped, s.encoded) == (6, 6) and calls[0] == (0, 6) and calls[-1] == (6, 6)
 
 
@@ -220,15 +297,17 @@ def test_plan_checks_once_before_any_model_loads(tmp_path):
 
 
 def test_claim_resolves_layers_finds_the_work_and_refuses_another_model(tmp_path):
-    plan = plan_ingest(tmp_path / "s", "org/m", "d", prompts_file=_jsonl(tmp_path / "p.jsonl", TEXTS),
-                       layers="0,-1", dtype="float32")
+    plan = plan_ingest(
+        tmp_path / "s", "org/m", "d", prompts_file=_jsonl(tmp_path / "p.jsonl", TEXTS), layers="0,-1", dtype="float32"
+    )
     info = ModelInfo("org/m", None, "llama", 4, 8, None, "fp-1", 512)
     work = plan.claim(info)
     assert work.layers == [0, 3] and work.todo == len(TEXTS) and work.added == len(TEXTS)
     assert work.row_bytes == 8 * 4 + 8 and work.write_kwargs["fingerprint"] == "fp-1"
     st = work.store
-    st.activations.write("m", {0: np.ones((2, 8), np.float32), 3: np.ones((2, 8), np.float32)}, work.ids[:2],
-                         **work.write_kwargs)
+    st.activations.write(
+        "m", {0: np.ones((2, 8), np.float32), 3: np.ones((2, 8), np.float32)}, work.ids[:2], **work.write_kwargs
+    )
     again = plan_ingest(st, "org/m", "d", layers="0,-1", dtype="float32").claim(info)
     assert again.done.tolist() == [True, True, False, False, False, False] and again.todo == 4
     other = ModelInfo("org/m", None, "llama", 4, 16, None, "fp-2", 512)
@@ -282,19 +361,35 @@ def test_the_command_line_words_the_fields_of_ingest_errors_as_its_flags(tmp_pat
     assert ok.exit_code == 0, ok.output
     (tmp_path / "q.csv").write_text("body,label\nhello,1\n")
     cases = [
-        (["--model", gpt2, "--dataset", "nope"],
-         "error: unknown dataset 'nope'; known datasets: d; pass a prompts file (--prompts FILE) to add its prompts"),
-        (["--model", llama, "--dataset", "d", "--key", "k"],
-         (f"error: model key 'k' is already used by another model ({gpt2}: n_layers 2 vs 3; architecture gpt2 vs "
-          "llama); choose another --key")),
-        (["--model", gpt2, "--dataset", "d", "--key", "k", "--dtype", "float32"],
-         "error: model 'k' is stored as float16; ingest it with --dtype float16 (got float32)"),
-        (["--model", gpt2, "--dataset", "d", "--key", "k", "--token", "mean"],
-         ("error: model key 'k' holds activations extracted with token site last; this ingest asks for token "
-          "site mean: ingest it under another key with --key NAME")),
-        (["--model", gpt2, "--dataset", "q", "--prompts", str(tmp_path / "q.csv")],
-         (f"error: {tmp_path / 'q.csv'}: line 1: no text column 'text' in the header (columns: 'body', "
-          "'label'); name the text column with --text-column")),
+        (
+            ["--model", gpt2, "--dataset", "nope"],
+            "error: unknown dataset 'nope'; known datasets: d; pass a prompts file (--prompts FILE) to add its prompts",
+        ),
+        (
+            ["--model", llama, "--dataset", "d", "--key", "k"],
+            (
+                f"error: model key 'k' is already used by another model ({gpt2}: n_layers 2 vs 3; architecture gpt2 vs "
+                "llama); choose another --key"
+            ),
+        ),
+        (
+            ["--model", gpt2, "--dataset", "d", "--key", "k", "--dtype", "float32"],
+            "error: model 'k' is stored as float16; ingest it with --dtype float16 (got float32)",
+        ),
+        (
+            ["--model", gpt2, "--dataset", "d", "--key", "k", "--token", "mean"],
+            (
+                "error: model key 'k' holds activations extracted with token site last; this ingest asks for token "
+                "site mean: ingest it under another key with --key NAME"
+            ),
+        ),
+        (
+            ["--model", gpt2, "--dataset", "q", "--prompts", str(tmp_path / "q.csv")],
+            (
+                f"error: {tmp_path / 'q.csv'}: line 1: no text column 'text' in the header (columns: 'body', "
+                "'label'); name the text column with --text-column"
+            ),
+        ),
     ]
     for args, line in cases:
         res = CliRunner().invoke(_cli(), [*base, *args], env={"COLUMNS": "400"})

@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 
 from actstore import Store
 from actstore.cli.ingest import ingest_command
+from actstore.errors import InvalidInput, NotFound
 from actstore.ingest.manifest import load_manifest, run_manifest
 from actstore.ingest.pipeline import ingest, model_key_for
-from actstore.errors import InvalidInput, NotFound
 
 try:
     from tests.tiny_models import minilm_dir, reference_activations, tiny_model_dir
@@ -29,8 +29,10 @@ except ImportError:  # pytest run without the repository root on sys.path
     from tiny_models import minilm_dir, reference_activations, tiny_model_dir
 
 REPO = Path(__file__).resolve().parents[3]
-WORDS = ("the cat sat on a warm mat while markets rose and the team won a final game "
-         "scientists found water on a distant planet near a small star").split()
+WORDS = (
+    "the cat sat on a warm mat while markets rose and the team won a final game "
+    "scientists found water on a distant planet near a small star"
+).split()
 
 
 def _prompts(n: int, seed: int = 0) -> list[str]:
@@ -53,8 +55,10 @@ def _table(store: Store, key: str, layer: int) -> tuple[np.ndarray, np.ndarray]:
 # ----------------------------------------------------------------------------- correctness
 
 
-@pytest.mark.parametrize("family,side,batch_size", [("llama", "left", 3), ("gpt2", "left", 4),
-                                                    ("gpt_neox", "right", 1), ("minilm", "right", 5)])
+@pytest.mark.parametrize(
+    "family,side,batch_size",
+    [("llama", "left", 3), ("gpt2", "left", 4), ("gpt_neox", "right", 1), ("minilm", "right", 5)],
+)
 def test_stored_vectors_equal_reference(tmp_path, family, side, batch_size):
     if family == "minilm":
         path = minilm_dir()
@@ -66,8 +70,7 @@ def test_stored_vectors_equal_reference(tmp_path, family, side, batch_size):
     labels = [i % 2 for i in range(11)]
     f = _write_jsonl(tmp_path / "p.jsonl", texts, labels)
     store = Store.open(tmp_path / "db")
-    s = ingest(store, str(path), "demo", prompts_file=f, key="m", batch_size=batch_size,
-               dtype="float32", device="cpu")
+    s = ingest(store, str(path), "demo", prompts_file=f, key="m", batch_size=batch_size, dtype="float32", device="cpu")
     ref = reference_activations(path, texts)  # [n, L, d]
     L = ref.shape[1]
     assert (s.prompts, s.encoded, s.skipped, s.layers) == (11, 11, 0, list(range(L)))
@@ -110,8 +113,9 @@ def test_truncation_reported(tmp_path):
     path = tiny_model_dir("gpt2")
     texts = ["short", "a much longer prompt with many many words in it for sure"]
     store = Store.open(tmp_path / "db")
-    s = ingest(store, str(path), "t", prompts_file=_write_jsonl(tmp_path / "p.jsonl", texts),
-               max_tokens=5, device="cpu")
+    s = ingest(
+        store, str(path), "t", prompts_file=_write_jsonl(tmp_path / "p.jsonl", texts), max_tokens=5, device="cpu"
+    )
     assert s.truncated == 1 and s.max_tokens == 5
     assert "1 prompt(s) truncated to 5 tokens" in str(s)
 
@@ -122,14 +126,12 @@ def test_partial_layers_are_completed(tmp_path):
     texts = _prompts(10, seed=2)
     f = _write_jsonl(tmp_path / "p.jsonl", texts)
     a = Store.open(tmp_path / "a")
-    ingest(a, str(path), "d", prompts_file=f, key="m", dtype="float32", batch_size=3,
-           device="cpu")
+    ingest(a, str(path), "d", prompts_file=f, key="m", dtype="float32", batch_size=3, device="cpu")
     b = Store.open(tmp_path / "b")
     ids = b.add_prompts("d", texts)
     # simulate: layer 0 written for the first 4 prompts, nothing else
     ids0, X0 = a.read_activations("m", 0, prompt_ids=ids[:4])
-    b.write_activations("m", 0, ids0, X0, n_layers=3, source=str(path), architecture="mistral",
-                        dtype="float32")
+    b.write_activations("m", 0, ids0, X0, n_layers=3, source=str(path), architecture="mistral", dtype="float32")
     s = ingest(b, str(path), "d", key="m", dtype="float32", batch_size=3, device="cpu")
     assert (s.encoded, s.skipped) == (10, 0)
     for layer in range(3):
@@ -161,8 +163,13 @@ def test_sigkill_mid_ingest_then_resume_equals_uninterrupted(tmp_path):
     f = _write_jsonl(tmp_path / "p.jsonl", texts)
     killed_uri = tmp_path / "killed"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(path), str(killed_uri), str(f)],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILL_SCRIPT, str(path), str(killed_uri), str(f)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.time() + 120
         stored = 0
@@ -183,12 +190,12 @@ def test_sigkill_mid_ingest_then_resume_equals_uninterrupted(tmp_path):
     partial = len(store.activations.ids("m", 2))
     assert 8 <= partial < 96, partial  # killed mid-ingest, after some complete flushes
 
-    resumed = ingest(store, str(path), "d", prompts_file=f, key="m", batch_size=4,
-                     dtype="float32", device="cpu", flush_prompts=8)
+    resumed = ingest(
+        store, str(path), "d", prompts_file=f, key="m", batch_size=4, dtype="float32", device="cpu", flush_prompts=8
+    )
     assert resumed.skipped >= partial and resumed.skipped + resumed.encoded == 96
     fresh = Store.open(tmp_path / "fresh")
-    ingest(fresh, str(path), "d", prompts_file=f, key="m", batch_size=4, dtype="float32",
-           device="cpu", flush_prompts=8)
+    ingest(fresh, str(path), "d", prompts_file=f, key="m", batch_size=4, dtype="float32", device="cpu", flush_prompts=8)
     ref = reference_activations(path, texts)
     order = np.argsort(np.argsort(fresh.add_prompts("d", texts)))
     for layer in range(3):
@@ -202,13 +209,16 @@ def test_sigkill_mid_ingest_then_resume_equals_uninterrupted(tmp_path):
 # ----------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("content,pattern", [
-    (b"", "is empty"),
-    (b'{"prompt": "x"}\n', r"line 1: missing text field 'text'"),
-    (b'{"text": "ok"}\n{"text": "caf\xe9"}\n', r"line 2, byte column \d+: not valid UTF-8"),
-    (b'{"text": "ok"}\n{"text": ""}\n', r"line 2: text column 'text' is empty"),
-    (b'{"text": "ok", "label": "yes"}\n', r"line 1: label column 'label' has 'yes'"),
-])
+@pytest.mark.parametrize(
+    "content,pattern",
+    [
+        (b"", "is empty"),
+        (b'{"prompt": "x"}\n', r"line 1: missing text field 'text'"),
+        (b'{"text": "ok"}\n{"text": "caf\xe9"}\n', r"line 2, byte column \d+: not valid UTF-8"),
+        (b'{"text": "ok"}\n{"text": ""}\n', r"line 2: text column 'text' is empty"),
+        (b'{"text": "ok", "label": "yes"}\n', r"line 1: label column 'label' has 'yes'"),
+    ],
+)
 def test_bad_prompt_file_stores_nothing(tmp_path, content, pattern):
     f = tmp_path / "bad.jsonl"
     f.write_bytes(content)
@@ -251,7 +261,8 @@ def test_manifest_two_models(tmp_path):
     _write_jsonl(tmp_path / "prompts.jsonl", texts, [i % 3 for i in range(7)])
     m1, m2 = tiny_model_dir("gpt2"), tiny_model_dir("phi", n_layers=3)
     manifest = tmp_path / "runs.toml"
-    manifest.write_text(textwrap.dedent(f"""
+    manifest.write_text(
+        textwrap.dedent(f"""
         dtype = "float32"
         [defaults]
         batch_size = 3
@@ -268,7 +279,8 @@ def test_manifest_two_models(tmp_path):
         dataset = "demo"
         key = "p"
         layers = "grid:2"
-    """))
+    """)
+    )
     runs = load_manifest(manifest)
     assert [r.key for r in runs] == ["g", "p"] and runs[0].prompts == tmp_path / "prompts.jsonl"
     assert runs[1].options["layers"] == "grid:2" and runs[1].options["batch_size"] == 3
@@ -279,8 +291,9 @@ def test_manifest_two_models(tmp_path):
     ids = store.add_prompts("demo", texts)
     for key, path, layer, col in (("g", m1, 1, 1), ("p", m2, 2, 2), ("p", m2, 0, 0)):
         got_ids, X = store.read_activations(key, layer, prompt_ids=ids)
-        np.testing.assert_allclose(X[np.argsort(np.argsort(ids))],
-                                   reference_activations(path, texts)[:, col], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(
+            X[np.argsort(np.argsort(ids))], reference_activations(path, texts)[:, col], rtol=0, atol=1e-5
+        )
     again = run_manifest(store, manifest)
     assert [s.skipped for s in again] == [7, 7] and [s.encoded for s in again] == [0, 0]
 
@@ -313,9 +326,26 @@ def test_cli_ingest_and_errors(tmp_path, monkeypatch):
     app = _cli()
     f = _write_jsonl(tmp_path / "p.jsonl", ["alpha beta", "gamma", "delta epsilon zeta"])
     monkeypatch.setenv("ACTSTORE_STORE", str(tmp_path / "envstore"))
-    res = runner.invoke(app, ["ingest", "--model", str(tiny_model_dir("gpt2")), "--dataset", "d",
-                              "--prompts", str(f), "--layers", "-1", "--batch-size", "2",
-                              "--device", "cpu", "--key", "cli"])
+    res = runner.invoke(
+        app,
+        [
+            "ingest",
+            "--model",
+            str(tiny_model_dir("gpt2")),
+            "--dataset",
+            "d",
+            "--prompts",
+            str(f),
+            "--layers",
+            "-1",
+            "--batch-size",
+            "2",
+            "--device",
+            "cpu",
+            "--key",
+            "cli",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "ingested 3 prompt(s)" in res.output
     store = Store.open(tmp_path / "envstore")  # --store defaults to $ACTSTORE_STORE
@@ -336,9 +366,28 @@ def test_cli_ingest_and_errors(tmp_path, monkeypatch):
         assert "Traceback" not in res.output
     news = tmp_path / "news.csv"  # no header row: columns by 0-based index
     news.write_text('"2","first body"\n"4","second body"\n', encoding="utf-8")
-    res = runner.invoke(app, ["ingest", "--model", str(tiny_model_dir("gpt2")), "--dataset", "news",
-                              "--prompts", str(news), "--text-column", "1", "--label-column", "0",
-                              "--key", "cli", "--layers", "-1", "--device", "cpu"])
+    res = runner.invoke(
+        app,
+        [
+            "ingest",
+            "--model",
+            str(tiny_model_dir("gpt2")),
+            "--dataset",
+            "news",
+            "--prompts",
+            str(news),
+            "--text-column",
+            "1",
+            "--label-column",
+            "0",
+            "--key",
+            "cli",
+            "--layers",
+            "-1",
+            "--device",
+            "cpu",
+        ],
+    )
     assert res.exit_code == 0, res.output
     news_ids = store.prompts.ids("news")
     assert store.prompts.labels(news_ids).tolist() == [2.0, 4.0]
@@ -346,8 +395,20 @@ def test_cli_ingest_and_errors(tmp_path, monkeypatch):
 
     bad = tmp_path / "bad.csv"
     bad.write_bytes(b"text,label\nok,1\n\xff,0\n")
-    res = runner.invoke(app, ["ingest", "--model", str(tiny_model_dir("gpt2")), "--dataset", "x",
-                              "--prompts", str(bad), "--store", str(tmp_path / "db")])
+    res = runner.invoke(
+        app,
+        [
+            "ingest",
+            "--model",
+            str(tiny_model_dir("gpt2")),
+            "--dataset",
+            "x",
+            "--prompts",
+            str(bad),
+            "--store",
+            str(tmp_path / "db"),
+        ],
+    )
     assert res.exit_code == 2 and "bad.csv: line 3, byte column 1: not valid UTF-8" in res.output
     assert Store.open(tmp_path / "db").prompts.datasets() == []
 
@@ -361,8 +422,17 @@ def test_real_sst2_subset(tmp_path, text_sets):
     f.write_text("\n".join(lines) + "\n", encoding="utf-8")
     store = Store.open(tmp_path / "db")
     path = tiny_model_dir("llama", n_layers=3)
-    s = ingest(store, str(path), "sst2", prompts_file=f, text_column="sentence", key="l",
-               dtype="float32", batch_size=8, device="cpu")
+    s = ingest(
+        store,
+        str(path),
+        "sst2",
+        prompts_file=f,
+        text_column="sentence",
+        key="l",
+        dtype="float32",
+        batch_size=8,
+        device="cpu",
+    )
     assert s.encoded == 40
     texts = [ln.split("\t")[0] for ln in lines[1:]]
     ids = store.add_prompts("sst2", texts)
@@ -381,8 +451,15 @@ def test_progress_goes_to_the_callback_and_nothing_is_printed(tmp_path, capfd):
     f = _write_jsonl(tmp_path / "p.jsonl", _prompts(7, seed=5))
     calls: list[tuple[int, int]] = []
     uri = tmp_path / "new" / "db"  # ingest creates a missing store
-    s = ingest(str(uri), str(path), "d", prompts_file=f, batch_size=3, device="cpu",
-               on_progress=lambda done, total: calls.append((done, total)))
+    s = ingest(
+        str(uri),
+        str(path),
+        "d",
+        prompts_file=f,
+        batch_size=3,
+        device="cpu",
+        on_progress=lambda done, total: calls.append((done, total)),
+    )
     assert calls == [(0, 7), (3, 7), (6, 7), (7, 7)]
     assert (s.encoded, s.batches, s.skipped) == (7, 3, 0)
     assert uri.is_dir()
@@ -408,8 +485,9 @@ def test_next_tokens_stored_at_ingest_equal_the_causal_lm(tmp_path):
     assert str(err.value) == "next tokens need the model's LM head: load the runner with ModelRunner(..., lm_head=True)"
     assert store.prompts.datasets() == []  # refused before anything was stored
 
-    s = ingest(store, str(path), "d", prompts_file=f, key="m", layers=[-1], batch_size=4, device="cpu",
-               next_tokens=True)
+    s = ingest(
+        store, str(path), "d", prompts_file=f, key="m", layers=[-1], batch_size=4, device="cpu", next_tokens=True
+    )
     assert (s.encoded, s.layers) == (6, [1])
     tokenizer = AutoTokenizer.from_pretrained(path)
     lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
@@ -430,7 +508,8 @@ def test_next_tokens_stored_at_ingest_equal_the_causal_lm(tmp_path):
 def test_manifest_reports_progress_and_summaries_per_run(tmp_path):
     _write_jsonl(tmp_path / "prompts.jsonl", _prompts(5, seed=7))
     manifest = tmp_path / "runs.toml"
-    manifest.write_text(textwrap.dedent(f"""
+    manifest.write_text(
+        textwrap.dedent(f"""
         batch_size = 2
         device = "cpu"
         [[run]]
@@ -442,14 +521,26 @@ def test_manifest_reports_progress_and_summaries_per_run(tmp_path):
         model = "{tiny_model_dir("llama")}"
         dataset = "demo"
         key = "l"
-    """))
+    """)
+    )
     progress: list[tuple[str, int, int]] = []
     finished: list[tuple[str, int]] = []
-    sums = run_manifest(str(tmp_path / "db"), manifest,
-                        on_progress=lambda run, done, total: progress.append((run.key, done, total)),
-                        on_summary=lambda run, summary: finished.append((run.key, summary.encoded)))
-    assert progress == [("g", 0, 5), ("g", 2, 5), ("g", 4, 5), ("g", 5, 5),
-                        ("l", 0, 5), ("l", 2, 5), ("l", 4, 5), ("l", 5, 5)]
+    sums = run_manifest(
+        str(tmp_path / "db"),
+        manifest,
+        on_progress=lambda run, done, total: progress.append((run.key, done, total)),
+        on_summary=lambda run, summary: finished.append((run.key, summary.encoded)),
+    )
+    assert progress == [
+        ("g", 0, 5),
+        ("g", 2, 5),
+        ("g", 4, 5),
+        ("g", 5, 5),
+        ("l", 0, 5),
+        ("l", 2, 5),
+        ("l", 4, 5),
+        ("l", 5, 5),
+    ]
     assert finished == [("g", 5), ("l", 5)] and [s.model_key for s in sums] == ["g", "l"]
 
 
@@ -460,8 +551,9 @@ def test_a_failed_ingest_creates_no_store(tmp_path):
         ingest(str(uri), "./no/such/model", "d", prompts_file=f)
     with pytest.raises(NotFound) as err:
         ingest(str(uri), str(tiny_model_dir("gpt2")), "d", device="cpu")
-    assert str(err.value) == (f"unknown dataset 'd': there is no actstore store at '{uri}' yet; pass a prompts "
-                              "file to add its prompts")
+    assert str(err.value) == (
+        f"unknown dataset 'd': there is no actstore store at '{uri}' yet; pass a prompts file to add its prompts"
+    )
     assert not uri.exists()
     s = ingest(str(uri), str(tiny_model_dir("gpt2")), "d", prompts_file=f, device="cpu")
     assert (s.encoded, s.added_prompts) == (2, 2) and uri.is_dir()

@@ -23,8 +23,10 @@ from actstore.store import Store
 from tests.tiny_models import minilm_dir, tiny_model_dir
 
 TEXTS = ["a", "the cat sat on the mat", "hello world", "one two three four five six seven eight nine"]
-TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}" \
-           "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
 
 
 def _jsonl(path: Path, texts: list[str]) -> Path:
@@ -42,8 +44,9 @@ def _reference(path: Path, texts: list[str], layers: list[int], token: str, chat
     out: dict[int, list[np.ndarray]] = {l: [] for l in layers}
     for text in texts:
         if chat_template:
-            text = tokenizer.apply_chat_template([{"role": "user", "content": text}],
-                                                 add_generation_prompt=True, tokenize=False)
+            text = tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
+            )
         enc = tokenizer(text, return_tensors="pt", add_special_tokens=not chat_template)
         with torch.no_grad():
             hs = model(**enc, output_hidden_states=True).hidden_states
@@ -64,8 +67,18 @@ def _read(st: Store, key: str, layer: int) -> np.ndarray:
 def test_gpt2_pooling_matches_transformers(tmp_path, token, padding_side):
     model = tiny_model_dir("gpt2", n_layers=3, padding_side=padding_side)
     st = Store.open(tmp_path / "s")
-    summary = ingest(st, str(model), "d", prompts_file=_jsonl(tmp_path / "p.jsonl", TEXTS), key="m",
-                     layers="0,1", dtype="float32", device="cpu", batch_size=4, token=token)
+    summary = ingest(
+        st,
+        str(model),
+        "d",
+        prompts_file=_jsonl(tmp_path / "p.jsonl", TEXTS),
+        key="m",
+        layers="0,1",
+        dtype="float32",
+        device="cpu",
+        batch_size=4,
+        token=token,
+    )
     assert summary.encoded == 4
     ref = _reference(model, TEXTS, [0, 1], token)
     for l in (0, 1):
@@ -89,8 +102,18 @@ def test_mean_excludes_padding_and_differs_from_last(tmp_path):
 def test_minilm_cls_and_mean_match_transformers(tmp_path, token):
     model = minilm_dir()
     st = Store.open(tmp_path / "s")
-    ingest(st, str(model), "d", prompts_file=_jsonl(tmp_path / "p.jsonl", TEXTS), key="minilm",
-           layers="0,5", dtype="float32", device="cpu", batch_size=4, token=token)
+    ingest(
+        st,
+        str(model),
+        "d",
+        prompts_file=_jsonl(tmp_path / "p.jsonl", TEXTS),
+        key="minilm",
+        layers="0,5",
+        dtype="float32",
+        device="cpu",
+        batch_size=4,
+        token=token,
+    )
     ref = _reference(model, TEXTS, [0, 5], token)
     for l in (0, 5):
         np.testing.assert_allclose(_read(st, "minilm", l), ref[l], atol=1e-5, rtol=1e-5)
@@ -101,12 +124,23 @@ def test_minilm_cls_and_mean_match_transformers(tmp_path, token):
 def test_token_site_is_part_of_the_fingerprint_and_refused_on_reingest(tmp_path):
     model = tiny_model_dir("gpt2", n_layers=3)
     st = Store.open(tmp_path / "s")
-    ingest(st, str(model), "d", prompts_file=_jsonl(tmp_path / "p.jsonl", TEXTS), key="m", layers="0",
-           dtype="float32", device="cpu", token="mean")
+    ingest(
+        st,
+        str(model),
+        "d",
+        prompts_file=_jsonl(tmp_path / "p.jsonl", TEXTS),
+        key="m",
+        layers="0",
+        dtype="float32",
+        device="cpu",
+        token="mean",
+    )
     with pytest.raises(Conflict) as err:
         ingest(st, str(model), "d", key="m", layers="1", dtype="float32", device="cpu")
-    assert str(err.value) == ("model key 'm' holds activations extracted with token site mean; this ingest asks "
-                              "for token site last: ingest it under another key")
+    assert str(err.value) == (
+        "model key 'm' holds activations extracted with token site mean; this ingest asks "
+        "for token site last: ingest it under another key"
+    )
     assert err.value.field == "key"
     assert st.models.get("m").layers == (0,)  # nothing written
     # The fingerprint itself differs in its extraction-spec part, so a direct write is refused too.
@@ -122,14 +156,24 @@ def test_token_site_is_part_of_the_fingerprint_and_refused_on_reingest(tmp_path)
     with pytest.raises(Conflict, match=r"\(different extraction spec\): ingest it under another key$"):
         st.activations.write("m", {1: X}, [0], source=runner.source, fingerprint=fps[("last", False)])
     # The default spec is the one older stores fingerprinted with.
-    assert extraction_spec(512) == {"site": "resid_post", "token": "last_non_padding", "chat_template": None,
-                                    "max_tokens": 512}
+    assert extraction_spec(512) == {
+        "site": "resid_post",
+        "token": "last_non_padding",
+        "chat_template": None,
+        "max_tokens": 512,
+    }
 
 
 def test_bad_token_site_is_refused(tmp_path):
     with pytest.raises(InvalidInput, match=r"^token must be one of last, first, mean, got 'cls'$"):
-        ingest(tmp_path / "s", str(tiny_model_dir("gpt2")), "d",
-               prompts_file=_jsonl(tmp_path / "p.jsonl", TEXTS), token="cls", device="cpu")
+        ingest(
+            tmp_path / "s",
+            str(tiny_model_dir("gpt2")),
+            "d",
+            prompts_file=_jsonl(tmp_path / "p.jsonl", TEXTS),
+            token="cls",
+            device="cpu",
+        )
     assert not (tmp_path / "s").exists()
 
 
@@ -142,8 +186,18 @@ def test_chat_template_wraps_prompts_and_is_recorded(tmp_path):
     tok.chat_template = TEMPLATE
     tok.save_pretrained(model)
     st = Store.open(tmp_path / "s")
-    ingest(st, str(model), "d", prompts_file=_jsonl(tmp_path / "p.jsonl", TEXTS), key="chat", layers="0,1",
-           dtype="float32", device="cpu", batch_size=4, chat_template=True)
+    ingest(
+        st,
+        str(model),
+        "d",
+        prompts_file=_jsonl(tmp_path / "p.jsonl", TEXTS),
+        key="chat",
+        layers="0,1",
+        dtype="float32",
+        device="cpu",
+        batch_size=4,
+        chat_template=True,
+    )
     ref = _reference(model, TEXTS, [0, 1], "last", chat_template=True)
     for l in (0, 1):
         np.testing.assert_allclose(_read(st, "chat", l), ref[l], atol=1e-5, rtol=1e-5)
@@ -156,10 +210,17 @@ def test_chat_template_wraps_prompts_and_is_recorded(tmp_path):
 def test_chat_template_refused_without_one(tmp_path):
     model = tiny_model_dir("gpt2")
     with pytest.raises(InvalidInput) as err:
-        ingest(tmp_path / "s", str(model), "d", prompts_file=_jsonl(tmp_path / "p.jsonl", TEXTS),
-               device="cpu", chat_template=True)
-    assert str(err.value) == (f"the tokenizer of model {str(model)!r} has no chat template; "
-                              "ingest it without the chat template")
+        ingest(
+            tmp_path / "s",
+            str(model),
+            "d",
+            prompts_file=_jsonl(tmp_path / "p.jsonl", TEXTS),
+            device="cpu",
+            chat_template=True,
+        )
+    assert str(err.value) == (
+        f"the tokenizer of model {str(model)!r} has no chat template; ingest it without the chat template"
+    )
     assert err.value.field == "chat_template"
     assert not (tmp_path / "s").exists()
 
@@ -171,9 +232,19 @@ def test_old_token_name_reads_as_last(tmp_path):
 
     st = Store.open(tmp_path / "s")
     old_schema = pa.schema([f for f in MODELS_SCHEMA if f.name not in ("quantization", "chat_template")])
-    row = {"key": "old", "source": "/models/old", "revision": None, "architecture": "gpt2", "n_layers": 1,
-           "d_model": 4, "dtype": "float16", "site": "resid_post", "token": "last_non_padding",
-           "created_at": None, "fingerprint": "f1"}
+    row = {
+        "key": "old",
+        "source": "/models/old",
+        "revision": None,
+        "architecture": "gpt2",
+        "n_layers": 1,
+        "d_model": 4,
+        "dtype": "float16",
+        "site": "resid_post",
+        "token": "last_non_padding",
+        "created_at": None,
+        "fingerprint": "f1",
+    }
     st.tables.add(MODELS, pa.Table.from_pylist([row], schema=old_schema), old_schema)
     info = st.models.get("old")
     assert (info.token, info.chat_template, info.quantization) == ("last", False, None)
@@ -187,17 +258,52 @@ def test_cli_token_option_and_info(tmp_path):
     model = tiny_model_dir("gpt2")
     store = str(tmp_path / "s")
     runner = CliRunner()
-    res = runner.invoke(app, ["ingest", "--model", str(model), "--dataset", "d", "--prompts",
-                              str(_jsonl(tmp_path / "p.jsonl", TEXTS)), "--key", "m", "--layers", "0",
-                              "--token", "first", "--device", "cpu", "--store", store])
+    res = runner.invoke(
+        app,
+        [
+            "ingest",
+            "--model",
+            str(model),
+            "--dataset",
+            "d",
+            "--prompts",
+            str(_jsonl(tmp_path / "p.jsonl", TEXTS)),
+            "--key",
+            "m",
+            "--layers",
+            "0",
+            "--token",
+            "first",
+            "--device",
+            "cpu",
+            "--store",
+            store,
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert Store.open(store).models.get("m").token == "first"
     res = runner.invoke(app, ["info", "--store", store], env={"COLUMNS": "250"})
     assert res.exit_code == 0, res.output
     row = next(line for line in res.output.splitlines() if "│ m " in line)
     assert [c.strip() for c in row.strip("│ ").split("│")][5:7] == ["-", "first"]
-    res = runner.invoke(app, ["ingest", "--model", str(model), "--dataset", "d", "--key", "m2",
-                              "--token", "cls", "--device", "cpu", "--store", store])
+    res = runner.invoke(
+        app,
+        [
+            "ingest",
+            "--model",
+            str(model),
+            "--dataset",
+            "d",
+            "--key",
+            "m2",
+            "--token",
+            "cls",
+            "--device",
+            "cpu",
+            "--store",
+            store,
+        ],
+    )
     assert res.exit_code == 2
     assert "token must be one of last, first, mean, got 'cls'" in res.output
 
@@ -215,8 +321,11 @@ def test_graphql_ingest_takes_token_and_chat_template(tmp_path):
     service = Service(st, Settings(token="t"))
     auth = {"Authorization": "Bearer t"}
     with TestClient(create_app(service)) as client:
-        bad = client.post("/graphql", headers=auth, json={
-            "query": f'mutation {{ ingest(model: "{model}", dataset: "d", token: "cls") {{ id }} }}'}).json()
+        bad = client.post(
+            "/graphql",
+            headers=auth,
+            json={"query": f'mutation {{ ingest(model: "{model}", dataset: "d", token: "cls") {{ id }} }}'},
+        ).json()
         assert bad["errors"][0]["message"] == "token must be one of last, first, mean, got 'cls'"
         q = f'mutation {{ ingest(model: "{model}", dataset: "d", layers: [0], token: "mean") {{ id }} }}'
         body = client.post("/graphql", headers=auth, json={"query": q}).json()
@@ -232,8 +341,11 @@ def test_manifest_takes_token_and_chat_template(tmp_path):
     model = tiny_model_dir("gpt2")
     _jsonl(tmp_path / "p.jsonl", TEXTS)
     path = tmp_path / "runs.toml"
-    path.write_text(f'token = "first"\n[[run]]\nmodel = "{model}"\ndataset = "d"\nprompts = "p.jsonl"\n'
-                    'key = "m"\nlayers = "0"\ndevice = "cpu"\n', encoding="utf-8")
+    path.write_text(
+        f'token = "first"\n[[run]]\nmodel = "{model}"\ndataset = "d"\nprompts = "p.jsonl"\n'
+        'key = "m"\nlayers = "0"\ndevice = "cpu"\n',
+        encoding="utf-8",
+    )
     assert [(r.options["token"], r.options["chat_template"]) for r in load_manifest(path)] == [("first", False)]
     run_manifest(tmp_path / "s", path)
     assert Store.open(tmp_path / "s").models.get("m").token == "first"

@@ -62,8 +62,13 @@ def test_batched_padded_equals_single_prompt_reference(family):
             assert sorted(got) == list(range(runner.n_layers))
             for layer in range(runner.n_layers):
                 assert got[layer].dtype == np.float32 and got[layer].shape == (len(TEXTS), runner.d_model)
-                np.testing.assert_allclose(got[layer], ref[:, layer], rtol=0, atol=ATOL,
-                                           err_msg=f"{family} {side} padding, batch {bs}, layer {layer}")
+                np.testing.assert_allclose(
+                    got[layer],
+                    ref[:, layer],
+                    rtol=0,
+                    atol=ATOL,
+                    err_msg=f"{family} {side} padding, batch {bs}, layer {layer}",
+                )
     # real values: layers and prompts differ, and the last layer is not the final-norm output
     assert np.abs(ref[:, -1] - ref[:, -2]).max() > 1e-2
     assert np.abs(ref[0, -1] - ref[1, -1]).max() > 1e-2
@@ -79,8 +84,15 @@ def test_left_padding_needs_position_ids(family):
 
 
 def test_block_discovery_and_metadata():
-    expected = {"llama": "layers", "gemma2": "layers", "qwen2": "layers", "gpt_neox": "layers",
-                "gpt2": "h", "mistral": "layers", "phi": "layers"}
+    expected = {
+        "llama": "layers",
+        "gemma2": "layers",
+        "qwen2": "layers",
+        "gpt_neox": "layers",
+        "gpt2": "h",
+        "mistral": "layers",
+        "phi": "layers",
+    }
     for family, name in expected.items():
         r = ModelRunner(tiny_model_dir(family, n_layers=3), device="cpu")
         assert (r.blocks_name, r.n_layers, r.d_model, r.architecture) == (name, 3, 32, family)
@@ -185,8 +197,7 @@ def test_concurrent_encode_from_threads():
 
     runner = ModelRunner(tiny_model_dir("llama", n_layers=3), device="cpu")
     with ThreadPoolExecutor(4) as pool:
-        outs = list(pool.map(lambda i: runner.encode([TEXTS[i % len(TEXTS)]], [i % 3], 1),
-                             range(12)))
+        outs = list(pool.map(lambda i: runner.encode([TEXTS[i % len(TEXTS)]], [i % 3], 1), range(12)))
     ref = _reference("llama")
     for i, out in enumerate(outs):
         np.testing.assert_allclose(out[i % 3][0], ref[i % len(TEXTS), i % 3], rtol=0, atol=ATOL)
@@ -281,8 +292,10 @@ def test_hub_access_follows_the_settings_not_the_environment(monkeypatch, tmp_pa
     assert hub_reachable(offline) is False
     with pytest.raises(InvalidInput) as err:
         ModelRunner("EleutherAI/pythia-70m", device="cpu", settings=offline)
-    assert str(err.value).startswith("model 'EleutherAI/pythia-70m' is not a local folder and HF_HUB_OFFLINE "
-                                     "is set, and it is not in the local Hugging Face cache")
+    assert str(err.value).startswith(
+        "model 'EleutherAI/pythia-70m' is not a local folder and HF_HUB_OFFLINE "
+        "is set, and it is not in the local Hugging Face cache"
+    )
     dead = Settings(environ={}, hf_endpoint="http://127.0.0.1:9")
     t0 = time.perf_counter()
     assert hub_reachable(dead) is False

@@ -10,16 +10,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from actstore.ingest.sources import read_prompts
 from actstore.errors import InvalidInput
+from actstore.ingest.sources import read_prompts
 
 # ----------------------------------------------------------------------------- formats
 
 
 def test_jsonl_text_label_meta(tmp_path):
     f = tmp_path / "p.jsonl"
-    rows = [{"text": "good film", "label": 1, "src": "a"}, {"text": "bad film", "label": 0},
-            {"text": "no label here"}]
+    rows = [{"text": "good film", "label": 1, "src": "a"}, {"text": "bad film", "label": 0}, {"text": "no label here"}]
     f.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n", encoding="utf-8")
     ps = read_prompts(f)
     assert ps.texts == ["good film", "bad film", "no label here"]
@@ -42,7 +41,7 @@ def test_csv_and_tsv_named_columns(tmp_path):
     assert ps.labels == [1, 0]
     assert ps.meta == [{"extra": "x"}, {"extra": "y"}]
     t = tmp_path / "p.tsv"
-    t.write_text("text\tlabel\nit 's fine .\t1\nnot \"quoted\" here\t0\n", encoding="utf-8")
+    t.write_text('text\tlabel\nit \'s fine .\t1\nnot "quoted" here\t0\n', encoding="utf-8")
     ps = read_prompts(t)
     assert ps.texts == ["it 's fine .", 'not "quoted" here'] and ps.labels == [1, 0]
 
@@ -56,8 +55,7 @@ def test_headerless_csv_by_index(tmp_path):
 
 def test_parquet(tmp_path):
     f = tmp_path / "p.parquet"
-    pq.write_table(pa.table({"text": ["x y", "z w"], "label": pa.array([2, 5], pa.int32()),
-                             "lang": ["en", "fr"]}), f)
+    pq.write_table(pa.table({"text": ["x y", "z w"], "label": pa.array([2, 5], pa.int32()), "lang": ["en", "fr"]}), f)
     ps = read_prompts(f)
     assert ps.texts == ["x y", "z w"] and ps.labels == [2, 5]
     assert ps.meta == [{"lang": "en"}, {"lang": "fr"}]
@@ -76,10 +74,19 @@ def _save_to_disk_folder(folder: Path, table: pa.Table) -> None:
     with pa.OSFile(str(folder / "data-00000-of-00001.arrow"), "wb") as sink:
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
-    (folder / "state.json").write_text(json.dumps({
-        "_data_files": [{"filename": "data-00000-of-00001.arrow"}],
-        "_fingerprint": "0", "_format_columns": None, "_format_kwargs": {},
-        "_format_type": None, "_output_all_columns": False, "_split": None}))
+    (folder / "state.json").write_text(
+        json.dumps(
+            {
+                "_data_files": [{"filename": "data-00000-of-00001.arrow"}],
+                "_fingerprint": "0",
+                "_format_columns": None,
+                "_format_kwargs": {},
+                "_format_type": None,
+                "_output_all_columns": False,
+                "_split": None,
+            }
+        )
+    )
     (folder / "dataset_info.json").write_text("{}")
 
 
@@ -123,21 +130,40 @@ def test_real_sst2_and_toxigen_files(text_sets):
 # ----------------------------------------------------------------------------- errors
 
 
-@pytest.mark.parametrize("name,content,pattern", [
-    ("empty.jsonl", b"", r"empty\.jsonl' is empty"),
-    ("blank.csv", b"\n \n", r"blank\.csv' is empty"),
-    ("cols.csv", b"sentence,label\nhello,1\n", r"line 1: no text column 'text' in the header \(columns: 'sentence', 'label'\)"),
-    ("cols.jsonl", b'{"text": "ok"}\n{"sentence": "x"}\n', r"line 2: missing text field 'text' \(fields: sentence\)"),
-    ("enc.csv", "text,label\nfine,1\n".encode() + b"caf\xe9 au lait,0\n", r"enc\.csv: line 3, byte column 4: not valid UTF-8"),
-    ("enc.txt", b"ok\n\xff\xfebad\n", r"line 2, byte column 1: not valid UTF-8"),
-    ("emptytext.jsonl", b'{"text": "a"}\n{"text": "   "}\n', r"line 2: text column 'text' is empty"),
-    ("emptytext.csv", b"text,label\nfine,1\n,0\n", r"line 3, column 'text': text column 'text' is empty"),
-    ("label.csv", b"text,label\nfine,1\nbad,positive\n", r"line 3, column 'label': label column 'label' has 'positive', which is not an integer"),
-    ("label.jsonl", b'{"text": "a", "label": 1.5}\n', r"line 1: label column 'label' has 1\.5"),
-    ("json.jsonl", b'{"text": "a"}\n{"text": \n', r"line 2: not valid JSON"),
-    ("width.csv", b"text,label\na,1\nb,0,extra\n", r"line 3: 3 fields where the header has 2"),
-    ("null.jsonl", b'{"text": null}\n', r"line 1: text column 'text' is missing \(null\)"),
-])
+@pytest.mark.parametrize(
+    "name,content,pattern",
+    [
+        ("empty.jsonl", b"", r"empty\.jsonl' is empty"),
+        ("blank.csv", b"\n \n", r"blank\.csv' is empty"),
+        (
+            "cols.csv",
+            b"sentence,label\nhello,1\n",
+            r"line 1: no text column 'text' in the header \(columns: 'sentence', 'label'\)",
+        ),
+        (
+            "cols.jsonl",
+            b'{"text": "ok"}\n{"sentence": "x"}\n',
+            r"line 2: missing text field 'text' \(fields: sentence\)",
+        ),
+        (
+            "enc.csv",
+            b"text,label\nfine,1\n" + b"caf\xe9 au lait,0\n",
+            r"enc\.csv: line 3, byte column 4: not valid UTF-8",
+        ),
+        ("enc.txt", b"ok\n\xff\xfebad\n", r"line 2, byte column 1: not valid UTF-8"),
+        ("emptytext.jsonl", b'{"text": "a"}\n{"text": "   "}\n', r"line 2: text column 'text' is empty"),
+        ("emptytext.csv", b"text,label\nfine,1\n,0\n", r"line 3, column 'text': text column 'text' is empty"),
+        (
+            "label.csv",
+            b"text,label\nfine,1\nbad,positive\n",
+            r"line 3, column 'label': label column 'label' has 'positive', which is not an integer",
+        ),
+        ("label.jsonl", b'{"text": "a", "label": 1.5}\n', r"line 1: label column 'label' has 1\.5"),
+        ("json.jsonl", b'{"text": "a"}\n{"text": \n', r"line 2: not valid JSON"),
+        ("width.csv", b"text,label\na,1\nb,0,extra\n", r"line 3: 3 fields where the header has 2"),
+        ("null.jsonl", b'{"text": null}\n', r"line 1: text column 'text' is missing \(null\)"),
+    ],
+)
 def test_bad_prompt_files_name_file_line_column(tmp_path, name, content, pattern):
     f = tmp_path / name
     f.write_bytes(content)

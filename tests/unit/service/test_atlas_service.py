@@ -26,8 +26,9 @@ def _write(store: Store, key: str, n_layers: int, d: int, ids: list[int], seed: 
     Z = np.random.default_rng(99).standard_normal((N, 5))  # shared structure across models
     for layer in range(n_layers):
         X = Z @ rng.standard_normal((5, d)) * (1 + layer / n_layers) + 0.7 * rng.standard_normal((N, d))
-        store.write_activations(key, layer, ids, X, n_layers=n_layers, source=f"x/{key}", architecture="llama",
-                                dtype="float32")
+        store.write_activations(
+            key, layer, ids, X, n_layers=n_layers, source=f"x/{key}", architecture="llama", dtype="float32"
+        )
 
 
 def _service(path, models=MODELS) -> Service:
@@ -56,7 +57,7 @@ def _resize_rows(layers, L, size):
 def test_mutual_knn_atlas_equals_affinity_matrices(service):
     keys = [k for k, _, _ in MODELS]
     at = service.atlas.atlas(keys, k=5, resize=5)
-    assert [(p.model_a, p.model_b) for p in at.pairs] == [(a, b) for i, a in enumerate(keys) for b in keys[i + 1:]]
+    assert [(p.model_a, p.model_b) for p in at.pairs] == [(a, b) for i, a in enumerate(keys) for b in keys[i + 1 :]]
     resized = []
     for p in at.pairs:
         ref = service.similarity.affinity_matrix(p.model_a, p.model_b, k=5)

@@ -32,10 +32,13 @@ def store(tmp_path_factory) -> Store:
     ids = store.add_prompts("ds", [f"prompt {i}" for i in range(N)])
     Z = rng.standard_normal((N, 4))
     for key in ("a", "b"):
-        layers = {l: (Z @ rng.standard_normal((4, D)) + 0.5 * rng.standard_normal((N, D))).astype(np.float32)
-                  for l in range(3)}
-        store.activations.write(key, layers, ids, n_layers=3, dtype="float32", architecture="llama",
-                                source=f"nowhere/{key}")
+        layers = {
+            l: (Z @ rng.standard_normal((4, D)) + 0.5 * rng.standard_normal((N, D))).astype(np.float32)
+            for l in range(3)
+        }
+        store.activations.write(
+            key, layers, ids, n_layers=3, dtype="float32", architecture="llama", source=f"nowhere/{key}"
+        )
     return store
 
 
@@ -52,7 +55,8 @@ def test_a_permutation_test_over_the_budget_is_refused_before_it_starts(store):
     assert str(exc.value) == (
         "cka over n = 500 prompts (d = 8, 8) with 10000 permutations has an estimated cost of 2.05e+11 "
         "floating-point operations, over this server's limit of 1e+09 (ACTSTORE_MAX_COST); use fewer prompts "
-        "(a dataset), permutations, layers or random pairs")
+        "(a dataset), permutations, layers or random pairs"
+    )
     assert service.results.computed == 0
     # the same pair without permutations is far below the budget and runs
     r = service.similarity.cka(LayerRef("a", layer=0), LayerRef("b", layer=0))
@@ -61,18 +65,23 @@ def test_a_permutation_test_over_the_budget_is_refused_before_it_starts(store):
 
 def test_every_heavy_query_kind_is_checked_against_the_budget(store):
     service = _service(store, max_cost=1e5)
-    tail = ("floating-point operations, over this server's limit of 1e+05 (ACTSTORE_MAX_COST); use fewer prompts "
-            "(a dataset), permutations, layers or random pairs")
+    tail = (
+        "floating-point operations, over this server's limit of 1e+05 (ACTSTORE_MAX_COST); use fewer prompts "
+        "(a dataset), permutations, layers or random pairs"
+    )
     cases = {
         # 2 graphs of 2 n^2 d = 4e6 each, plus n k = 2,500
-        "mutualKnn of k = 5 over n = 500 prompts has an estimated cost of 8e+06 ":
-            lambda: service.similarity.mutual_knn(LayerRef("a", layer=0), LayerRef("b", layer=0), k=5),
+        "mutualKnn of k = 5 over n = 500 prompts has an estimated cost of 8e+06 ": lambda: (
+            service.similarity.mutual_knn(LayerRef("a", layer=0), LayerRef("b", layer=0), k=5)
+        ),
         # 6 graphs of 4e6, plus 3 * 3 * n k = 22,500
-        "affinityMatrix of 3 x 3 layers, k = 5 over n = 500 prompts has an estimated cost of 2.4e+07 ":
-            lambda: service.similarity.affinity_matrix("a", "b", k=5),
+        "affinityMatrix of 3 x 3 layers, k = 5 over n = 500 prompts has an estimated cost of 2.4e+07 ": lambda: (
+            service.similarity.affinity_matrix("a", "b", k=5)
+        ),
         # 2 n (p^2 + p q) + p^3 = 128,512
-        "bridge over n = 500 prompts (d = 8, 8) has an estimated cost of 1.29e+05 ":
-            lambda: service.bridges.bridge(LayerRef("a", layer=0), LayerRef("b", layer=0)),
+        "bridge over n = 500 prompts (d = 8, 8) has an estimated cost of 1.29e+05 ": lambda: service.bridges.bridge(
+            LayerRef("a", layer=0), LayerRef("b", layer=0)
+        ),
     }
     for message, query in cases.items():
         with pytest.raises(LimitExceeded) as exc:
@@ -81,8 +90,10 @@ def test_every_heavy_query_kind_is_checked_against_the_budget(store):
     plan = analysis.plan_cka_matrix(N, [D] * 3, [D] * 3)
     with pytest.raises(LimitExceeded) as exc:
         service.similarity.cka_matrix("a", "b")
-    assert str(exc.value) == (f"ckaMatrix of 3 x 3 layers over n = 500 prompts has an estimated cost of "
-                              f"{min(plan.gram_flops, plan.feature_flops):.3g} " + tail)
+    assert str(exc.value) == (
+        f"ckaMatrix of 3 x 3 layers over n = 500 prompts has an estimated cost of "
+        f"{min(plan.gram_flops, plan.feature_flops):.3g} " + tail
+    )
     assert service.results.computed == 0
 
 
@@ -94,9 +105,11 @@ def test_cost_formulas_match_their_docstrings():
     assert cka_cost(500, 8, 8).flops == min(plan.gram_flops, plan.feature_flops)
     # encode 2 n (d_a f_a + d_b f_b), correlate 2 n f_a f_b, match f^3, R random pairs of 2 min(f) d^2
     assert sae_correlation_cost(100, 8, 32, 8, 64, 10, True) == (
-        2 * 100 * (8 * 32 + 8 * 64) + 2 * 100 * 32 * 64 + 64**3 + 10 * 2 * 32 * 8 * 8)
+        2 * 100 * (8 * 32 + 8 * 64) + 2 * 100 * 32 * 64 + 64**3 + 10 * 2 * 32 * 8 * 8
+    )
     assert sae_correlation_cost(100, 8, 32, 8, 64, 10, False) == (
-        2 * 100 * (8 * 32 + 8 * 64) + 2 * 100 * 32 * 64 + 10 * 2 * 32 * 8 * 8)
+        2 * 100 * (8 * 32 + 8 * 64) + 2 * 100 * 32 * 64 + 10 * 2 * 32 * 8 * 8
+    )
 
 
 def test_a_1000_entry_layer_list_is_refused(store):
@@ -142,8 +155,15 @@ def _wait_running(service: Service, running: int, timeout: float = 10.0) -> None
 def test_an_expensive_computation_stops_soon_after_its_time_limit(store):
     service = _service(store)
     stop = threading.Event()
-    thread, out = _start(service, stop, service.similarity.cka, LayerRef("a", layer=1), LayerRef("b", layer=1),
-                         permutations=10_000, seed=1)
+    thread, out = _start(
+        service,
+        stop,
+        service.similarity.cka,
+        LayerRef("a", layer=1),
+        LayerRef("b", layer=1),
+        permutations=10_000,
+        seed=1,
+    )
     _wait_running(service, 1)
     time.sleep(0.3)
     stop.set()  # what the API's call() does when the request's time limit passes or its client leaves
@@ -155,8 +175,9 @@ def test_an_expensive_computation_stops_soon_after_its_time_limit(store):
     assert isinstance(error, QueryTimeout)
     done = int(str(error).split("stopped after ")[1].split(" of ")[0])
     assert 0 <= done < 10_000  # stopped part-way: most permutations never ran
-    assert str(error) == (f"the computation was stopped after {done} of 10000 permutations: its time limit "
-                          "passed or its client left")
+    assert str(error) == (
+        f"the computation was stopped after {done} of 10000 permutations: its time limit passed or its client left"
+    )
     assert service.results.computed == 0
     assert service.results.status == WorkStatus(running=0, queued=0, slots=2, max_queued=8)
 
@@ -166,8 +187,15 @@ def test_a_cheap_query_does_not_wait_behind_an_expensive_one(store):
     ACTSTORE_CHEAP_COST and runs at once. Measured here: ~5-30 ms (was the whole test before)."""
     service = _service(store, heavy_slots=1)
     stop = threading.Event()
-    thread, out = _start(service, stop, service.similarity.cka, LayerRef("a", layer=2), LayerRef("b", layer=2),
-                         permutations=10_000, seed=2)
+    thread, out = _start(
+        service,
+        stop,
+        service.similarity.cka,
+        LayerRef("a", layer=2),
+        LayerRef("b", layer=2),
+        permutations=10_000,
+        seed=2,
+    )
     try:
         _wait_running(service, 1)
         t0 = time.perf_counter()
@@ -212,8 +240,10 @@ def test_heavy_work_beyond_the_slots_queues_and_a_full_queue_is_refused():
     with pytest.raises(LimitExceeded) as exc:
         with scheduler.slot(None):
             pass
-    assert str(exc.value) == ("the server is busy: 1 heavy computations are running and 1 are queued, the most it "
-                              "queues (ACTSTORE_HEAVY_QUEUE=1); try again later")
+    assert str(exc.value) == (
+        "the server is busy: 1 heavy computations are running and 1 are queued, the most it "
+        "queues (ACTSTORE_HEAVY_QUEUE=1); try again later"
+    )
     queued_stop.set()  # a queued request whose client left stops waiting
     second.join(5.0)
     assert waiter_out == {"error": "the computation was stopped: its time limit passed or its client left"}
@@ -256,8 +286,12 @@ def test_byte_lru_keeps_at_most_its_budget():
     csr = sp.random(30, 40, density=0.1, format="csr", random_state=0, dtype=np.float32)
     assert nbytes(csr) == csr.data.nbytes + csr.indices.nbytes + csr.indptr.nbytes
     assert nbytes((np.zeros(3), 0.5)) == 24
-    params = analysis.sae.SaeParams(W_enc=np.zeros((4, 16), np.float32), b_enc=np.zeros(16, np.float32),
-                                    W_dec=np.zeros((16, 4), np.float32), b_dec=np.zeros(4, np.float32))
+    params = analysis.sae.SaeParams(
+        W_enc=np.zeros((4, 16), np.float32),
+        b_enc=np.zeros(16, np.float32),
+        W_dec=np.zeros((16, 4), np.float32),
+        b_dec=np.zeros(4, np.float32),
+    )
     assert nbytes(("a record", params)) == (64 + 16 + 64 + 4) * 4
 
 
@@ -302,8 +336,9 @@ def test_a_caller_sharing_a_computation_stopped_for_another_caller_gets_its_answ
     leader_stop = threading.Event()
     leader, leader_out = _start(service, leader_stop, service.similarity.cka, *args, permutations=1000, seed=5)
     _wait_running(service, 1)
-    follower, follower_out = _start(service, threading.Event(), service.similarity.cka, *args, permutations=1000,
-                                    seed=5)
+    follower, follower_out = _start(
+        service, threading.Event(), service.similarity.cka, *args, permutations=1000, seed=5
+    )
     time.sleep(0.2)  # the follower joins the leader's computation (single flight) meanwhile
     leader_stop.set()
     leader.join(10.0)

@@ -15,8 +15,10 @@ from actstore.service import CkaByDataset, DatasetCount, Service
 from tests.reference import direct_debiased_cka
 
 N_S, N_N = 24, 16  # prompts of dataset "sst" and of dataset "news"
-WARNING = ("mixes 2 datasets; cross-model similarity over mixed corpora is inflated by between-corpus "
-           "differences; the permutation null is stratified by dataset; ask byDataset: true for per-dataset values")
+WARNING = (
+    "mixes 2 datasets; cross-model similarity over mixed corpora is inflated by between-corpus "
+    "differences; the permutation null is stratified by dataset; ask byDataset: true for per-dataset values"
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,15 +35,16 @@ def built(tmp_path_factory):
     b0 = np.concatenate([z @ rng.standard_normal((2, 2)), rng.standard_normal((len(ids), 3))], axis=1) + shift
     rows = {"a": {0: a0.astype(np.float32), 1: a1.astype(np.float32)}, "b": {0: b0.astype(np.float32)}}
     for key, layers in rows.items():
-        store.activations.write(key, layers, ids, n_layers=len(layers), dtype="float32", architecture="llama",
-                                source=f"nowhere/{key}")
+        store.activations.write(
+            key, layers, ids, n_layers=len(layers), dtype="float32", architecture="llama", source=f"nowhere/{key}"
+        )
     order = np.argsort(ids)
     names = np.array(["sst"] * N_S + ["news"] * N_N)[order]
-    stored = {k: {l_: np.asarray(v, dtype=np.float32)[order].astype(np.float64) for l_, v in layers.items()}
-              for k, layers in rows.items()}
+    stored = {
+        k: {l_: np.asarray(v, dtype=np.float32)[order].astype(np.float64) for l_, v in layers.items()}
+        for k, layers in rows.items()
+    }
     return Service(store, Settings(token="t")), stored, names
-
-
 
 
 def direct_stratified_p(X, Y, names, P, seed):
@@ -146,15 +149,20 @@ def test_graphql_by_dataset_precision_and_underflow_fields(built):
     m = names == "news"
     assert cka["byDataset"][0]["dataset"] == "news" and cka["byDataset"][0]["pValue"] is None
     assert cka["byDataset"][0]["value"] == pytest.approx(
-        direct_debiased_cka(rows["a"][0][m], rows["b"][0][m]), abs=1e-6)
+        direct_debiased_cka(rows["a"][0][m], rows["b"][0][m]), abs=1e-6
+    )
     assert out["data"]["affinityMatrix"] == {"datasets": [{"name": "sst", "n": 24}], "warning": None}
-    assert out["data"]["ckaMatrix"] == {"precision": "float32", "byDataset": [{"dataset": "news", "n": 16},
-                                                                            {"dataset": "sst", "n": 24}]}
+    assert out["data"]["ckaMatrix"] == {
+        "precision": "float32",
+        "byDataset": [{"dataset": "news", "n": 16}, {"dataset": "sst", "n": 24}],
+    }
     from actstore.api.app import build_schema
+
     printed = build_schema(svc.settings).as_str()
     assert "  log10P: Float\n" in printed and "  pValueIsBound: Boolean!\n" in printed
-    bad = asyncio.run(execute(svc, '{ cka(a: {model: "a", layer: 0}, b: {model: "b", layer: 0}, precision: HALF) '
-                                   '{ value } }'))
+    bad = asyncio.run(
+        execute(svc, '{ cka(a: {model: "a", layer: 0}, b: {model: "b", layer: 0}, precision: HALF) { value } }')
+    )
     assert "Value 'HALF' does not exist in 'Precision' enum" in bad["errors"][0]["message"]
 
 
@@ -172,11 +180,13 @@ def test_cka_matrix_by_dataset_equals_cka_per_dataset_by_hand(built):
 def direct_mutual_knn(X, Y, k):
     """Mutual k-NN by hand (METHODS.md): cosine neighbours excluding self, float64, mean over
     rows of |N_X(i) & N_Y(i)| / k."""
+
     def neighbours(Z):
         Zn = Z / np.linalg.norm(Z, axis=1, keepdims=True)
         S = Zn @ Zn.T
         np.fill_diagonal(S, -np.inf)
         return [set(np.argsort(-S[i], kind="stable")[:k].tolist()) for i in range(len(Z))]
+
     na, nb = neighbours(X), neighbours(Y)
     return float(np.mean([len(a & b) / k for a, b in zip(na, nb)]))
 
@@ -201,8 +211,9 @@ def test_mutual_knn_and_affinity_by_dataset_equal_within_dataset_values_by_hand(
     # k = 16 leaves "news" (16 prompts) without 16 neighbours: no value, said as null
     big = svc.similarity.mutual_knn(LayerRef("a", 1), LayerRef("b", 0), k=16, by_dataset=True)
     assert (big.by_dataset[0].dataset, big.by_dataset[0].value, big.by_dataset[0].null_mean) == ("news", None, None)
-    assert big.by_dataset[1].value == pytest.approx(direct_mutual_knn(rows["a"][1][names == "sst"],
-                                                                      rows["b"][0][names == "sst"], 16), abs=1e-12)
+    assert big.by_dataset[1].value == pytest.approx(
+        direct_mutual_knn(rows["a"][1][names == "sst"], rows["b"][0][names == "sst"], 16), abs=1e-12
+    )
 
 
 def test_graphql_mutual_knn_and_affinity_by_dataset(built):

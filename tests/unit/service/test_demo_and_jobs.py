@@ -12,12 +12,19 @@ from starlette.testclient import TestClient
 
 from actstore import Store
 from actstore.api import create_app
-from actstore.demo import (DATASET, build_demo_store, demo_prompts, example_queries, findings, installed_real_models,
-                          labelled_prompt_sets)
+from actstore.config import Settings
+from actstore.demo import (
+    DATASET,
+    build_demo_store,
+    demo_prompts,
+    example_queries,
+    findings,
+    installed_real_models,
+    labelled_prompt_sets,
+)
 from actstore.ingest.runner import ModelRunner
 from actstore.ingest.tiny import build_tiny_model
 from actstore.service import Service
-from actstore.config import Settings
 
 TOKEN = "job-token"
 
@@ -34,16 +41,24 @@ def test_offline_demo_store_answers_the_example_queries(tmp_path, capsys):
     assert "no network" in capsys.readouterr().out
     store = Store.open(tmp_path / "demo")
     assert [(m.key, m.n_layers, m.architecture) for m in store.models.list()] == [
-        ("tiny-gpt2", 4, "gpt2"), ("tiny-llama", 6, "llama"), ("tiny-neox", 8, "gpt_neox")]
+        ("tiny-gpt2", 4, "gpt2"),
+        ("tiny-llama", 6, "llama"),
+        ("tiny-neox", 8, "gpt_neox"),
+    ]
     with TestClient(create_app(store)) as client:
         for _, query in example_queries(keys, DATASET):
             body = client.post("/graphql", json={"query": query}).json()
             assert "errors" not in body, body
-        nn = client.post("/graphql", json={"query": example_queries(keys, DATASET)[0][1]}).json()["data"]["nearestNeighbors"]
+        nn = client.post("/graphql", json={"query": example_queries(keys, DATASET)[0][1]}).json()["data"][
+            "nearestNeighbors"
+        ]
         assert len(nn) == 5 and all(r["text"] for r in nn)
         at = client.post("/graphql", json={"query": example_queries(keys, DATASET)[3][1]}).json()["data"]["atlas"]
         assert at["models"] == keys and [(p["modelA"], p["modelB"]) for p in at["pairs"]] == [
-            ("tiny-llama", "tiny-gpt2"), ("tiny-llama", "tiny-neox"), ("tiny-gpt2", "tiny-neox")]
+            ("tiny-llama", "tiny-gpt2"),
+            ("tiny-llama", "tiny-neox"),
+            ("tiny-gpt2", "tiny-neox"),
+        ]
     # a second run reuses what is stored
     t0 = time.perf_counter()
     build_demo_store(str(tmp_path / "demo"), online=False, n_prompts=40, models="tiny")
@@ -63,7 +78,9 @@ def test_ingest_mutation_runs_as_a_job_with_progress(tmp_path):
         job_id = body["data"]["ingest"]["id"]
         assert body["data"]["ingest"]["state"] in ("QUEUED", "RUNNING")
         service.jobs.wait(timeout=300)
-        job = client.post("/graphql", json={"query": f'{{ job(id: "{job_id}") {{ state done total message }} }}'}).json()
+        job = client.post(
+            "/graphql", json={"query": f'{{ job(id: "{job_id}") {{ state done total message }} }}'}
+        ).json()
         job = job["data"]["job"]
     assert job["state"] == "SUCCEEDED", job
     assert job["done"] == job["total"] == 20
@@ -123,11 +140,14 @@ def test_default_prompt_sets_are_sized_balanced_distinct_and_deterministic(full_
     # the same from the seed on every machine (string-seeded random.Random), another seed differs
     assert full_sets["demo-sentiment"][0][:2] == [
         "Third visit this year. The check-in felt a bit tedious, but overall the cleaning was fairly outstanding.",
-        "It was my first time. Despite the fact that the breakfast was never shabby, I left early."]
+        "It was my first time. Despite the fact that the breakfast was never shabby, I left early.",
+    ]
     assert full_sets["demo-topic"][0][0] == (
-        '"We are delighted," said a source, after the striker was sent off after ten minutes.')
+        '"We are delighted," said a source, after the striker was sent off after ten minutes.'
+    )
     assert full_sets["demo-text"][0][0] == (
-        "The woodcutter followed the campfire under the pines. Early in the morning, the hiker gathered the tent.")
+        "The woodcutter followed the campfire under the pines. Early in the morning, the hiker gathered the tent."
+    )
     other = labelled_prompt_sets(60, seed=1)
     assert not set(other["demo-text"][0]) & set(labelled_prompt_sets(60)["demo-text"][0])
 
@@ -181,16 +201,24 @@ def test_real_model_demo_builds_and_reports_findings(tmp_path):
     assert keys == ["smollm2-135m", "minilm-l6", "smollm2-random"]
     store = Store.open(tmp_path / "real")
     assert [(m.key, m.n_layers, m.d_model, m.layers) for m in store.models.list()] == [
-        ("minilm-l6", 6, 384, (0, 3, 5)), ("smollm2-135m", 30, 576, (0, 15, 29)),
-        ("smollm2-random", 30, 576, (0, 15, 29))]
+        ("minilm-l6", 6, 384, (0, 3, 5)),
+        ("smollm2-135m", 30, 576, (0, 15, 29)),
+        ("smollm2-random", 30, 576, (0, 15, 29)),
+    ]
     # the control is only ingested where its findings need it
-    assert {d for d in ("demo-sentiment", "demo-topic", "demo-text")
-            if len(store.activations.shared("smollm2-random", "smollm2-random", d))} == {"demo-sentiment", "demo-text"}
+    assert {
+        d
+        for d in ("demo-sentiment", "demo-topic", "demo-text")
+        if len(store.activations.shared("smollm2-random", "smollm2-random", d))
+    } == {"demo-sentiment", "demo-text"}
     rows = dict(findings(store, permutations=20))
     assert len(rows) == 7
     atlas = rows["atlas of every demo model (mutual k-NN, k = 4, demo-text)"]  # n = 14: k = 13 // 3
-    m = re.fullmatch(r"atlas of 3 models \(3 pairs\): (\d) pairs with on > off, (\d) significant "
-                     r"\(Bonferroni p < 0.05\)", atlas)
+    m = re.fullmatch(
+        r"atlas of 3 models \(3 pairs\): (\d) pairs with on > off, (\d) significant "
+        r"\(Bonferroni p < 0.05\)",
+        atlas,
+    )
     assert m and int(m.group(2)) <= int(m.group(1)) <= 3
     within = rows["SmolLM2 within-model CKA: neighbouring vs >= 10 layers apart"]
     near, far = (float(x) for x in within.split(" (")[0].split(" vs "))

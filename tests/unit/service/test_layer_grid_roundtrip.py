@@ -13,8 +13,12 @@ from actstore.layers import LayerRef
 from actstore.service import Service
 from tests.tiny_models import tiny_model_dir
 
-TEXTS = [f"sentence number {i} is about {w}" for i, w in enumerate(
-    ["cats", "dogs", "rain", "tea", "ships", "glass", "music", "sand", "paper", "wolves", "salt", "bread"])]
+TEXTS = [
+    f"sentence number {i} is about {w}"
+    for i, w in enumerate(
+        ["cats", "dogs", "rain", "tea", "ships", "glass", "music", "sand", "paper", "wolves", "salt", "bread"]
+    )
+]
 
 
 def test_ingest_grid_then_query_grid_on_a_six_layer_model(tmp_path):

@@ -45,8 +45,9 @@ def direct(name: str, X: np.ndarray, Y: np.ndarray, opts: dict) -> float:
     """The direct formula of ``name`` called with the options its signature takes."""
     fn = DIRECT[name]
     params = inspect.signature(fn).parameters
-    return float(fn(np.asarray(X, np.float64), np.asarray(Y, np.float64),
-                    **{k: v for k, v in opts.items() if k in params}))
+    return float(
+        fn(np.asarray(X, np.float64), np.asarray(Y, np.float64), **{k: v for k, v in opts.items() if k in params})
+    )
 
 
 def k_of(m: registry.Measure) -> int | None:
@@ -69,11 +70,13 @@ def data():
 @pytest.fixture(scope="module")
 def service(tmp_path_factory, data):
     store = Store.open(tmp_path_factory.mktemp("measures") / "db")
-    ids = np.concatenate([store.add_prompts("x", [f"x {i}" for i in range(N_X)]),
-                          store.add_prompts("y", [f"y {i}" for i in range(N_Y)])])
+    ids = np.concatenate(
+        [store.add_prompts("x", [f"x {i}" for i in range(N_X)]), store.add_prompts("y", [f"y {i}" for i in range(N_Y)])]
+    )
     for key, layers in data.items():
-        store.activations.write(key, layers, ids, n_layers=2, dtype="float32", architecture="llama",
-                                source=f"nowhere/{key}")
+        store.activations.write(
+            key, layers, ids, n_layers=2, dtype="float32", architecture="llama", source=f"nowhere/{key}"
+        )
     return Service(store, Settings(token="t"))
 
 
@@ -91,8 +94,15 @@ def test_similarity_of_every_measure_equals_the_registry_and_its_direct_formula(
     assert name in DIRECT, f"no direct formula for {name} in {REFERENCES}/reference_*.py"
     assert r.value == registry.similarity(X, Y, name, opts)
     assert r.value == pytest.approx(direct(name, X, Y, opts), abs=1e-6)
-    assert (r.measure, r.direction, r.n, r.k, r.p_value, r.layer_a, r.layer_b) == (name, m.direction, N, k_of(m),
-                                                                                  None, 0, 0)
+    assert (r.measure, r.direction, r.n, r.k, r.p_value, r.layer_a, r.layer_b) == (
+        name,
+        m.direction,
+        N,
+        k_of(m),
+        None,
+        0,
+        0,
+    )
     assert json.loads(r.options) == {k: v for k, v in opts.items() if k != "k"}
     assert [(d.name, d.n) for d in r.datasets] == [("x", N_X), ("y", N_Y)]
     assert len(r.warnings) == 1 and r.warnings[0].startswith("mixes 2 datasets")
@@ -122,8 +132,12 @@ def test_ckamatrix_and_similaritymatrix_agree_for_cka(service):
     old = service.similarity.cka_matrix("a", "b", debiased=True)
     new = service.measures.similarity_matrix("a", "b", "unbiased_cka")
     np.testing.assert_allclose(new.values, old.values, atol=1e-12, rtol=0)
-    assert (old.measure, old.direction, old.k, json.loads(old.options)) == ("unbiased_cka", "similarity", None,
-                                                                          {"eps": 0.0})
+    assert (old.measure, old.direction, old.k, json.loads(old.options)) == (
+        "unbiased_cka",
+        "similarity",
+        None,
+        {"eps": 0.0},
+    )
     assert service.similarity.cka_matrix("a", "b", debiased=False).measure == "cka"
 
 
@@ -131,8 +145,7 @@ def test_ckamatrix_and_similaritymatrix_agree_for_cka(service):
 def test_permutation_p_value_literal_for_identical_layers(service):
     # a layer against itself: mutual k-NN is 1 and no permutation of 36 prompts keeps every
     # neighbour set, so none of the 19 null values reaches it: p = 1 / (1 + 19)
-    r = service.measures.similarity(LayerRef("a", 0), LayerRef("a", 0), "mutual_knn", k=K, permutations=19,
-                                    seed=3)
+    r = service.measures.similarity(LayerRef("a", 0), LayerRef("a", 0), "mutual_knn", k=K, permutations=19, seed=3)
     assert (r.value, r.p_value, r.permutations, r.seed) == (1.0, 0.05, 19, 3)
 
 
@@ -152,8 +165,9 @@ def test_permutation_null_is_stratified_by_dataset(service, data, name):
     want = (1 + sum(v >= value - 1e-12 for v in null)) / (1 + P)
     assert r.value == pytest.approx(value, abs=1e-6)
     assert r.p_value == pytest.approx(want, abs=1e-12)
-    one = service.measures.similarity(LayerRef("a", 1), LayerRef("b", 0), name, k=k_of(m), permutations=P,
-                                      seed=seed, dataset="x")
+    one = service.measures.similarity(
+        LayerRef("a", 1), LayerRef("b", 0), name, k=k_of(m), permutations=P, seed=seed, dataset="x"
+    )
     assert one.warnings == () and one.warning is None and one.n == N_X
 
 
@@ -197,8 +211,9 @@ def test_platonic_preprocessing_clips_per_model_then_unit_rows(service, data, na
 
 def test_platonic_for_the_cka_query_too_and_refused_for_bridges(service, data):
     r = service.similarity.cka(LayerRef("a", 0), LayerRef("b", 1), debiased=False, preprocess="platonic")
-    assert r.value == pytest.approx(DIRECT["cka"](platonic_model_rows(data["a"], 0), platonic_model_rows(data["b"], 1)),
-                                    abs=1e-9)
+    assert r.value == pytest.approx(
+        DIRECT["cka"](platonic_model_rows(data["a"], 0), platonic_model_rows(data["b"], 1)), abs=1e-9
+    )
     with pytest.raises(InvalidInput, match=r"^preprocess PLATONIC applies to similarity queries only"):
         service.bridges.bridge(LayerRef("a", 0), LayerRef("b", 1), preprocess="platonic")
 
@@ -221,15 +236,24 @@ def test_a_cached_answer_computes_nothing(service):
 # ------------------------------------------------------------------ errors
 def test_errors_name_the_value_and_what_is_allowed(service):
     a, b = LayerRef("a", 0), LayerRef("b", 0)
-    with pytest.raises(InvalidInput, match=r"^unknown measure 'svd'; registered measures: mutual_knn, cycle_knn, ") as e:
+    with pytest.raises(
+        InvalidInput, match=r"^unknown measure 'svd'; registered measures: mutual_knn, cycle_knn, "
+    ) as e:
         service.measures.similarity(a, b, "svd")
     assert e.value.field == "measure"
-    with pytest.raises(InvalidInput, match=r"^measure 'mutual_knn' needs k \(neighbours per prompt, an integer >= 1\)$"):
+    with pytest.raises(
+        InvalidInput, match=r"^measure 'mutual_knn' needs k \(neighbours per prompt, an integer >= 1\)$"
+    ):
         service.measures.similarity(a, b, "mutual_knn")
-    with pytest.raises(InvalidInput, match=r"^k applies only to the k-NN measures \(mutual_knn, .*\), not 'cka'; "
-                                           r"leave it unset$"):
+    with pytest.raises(
+        InvalidInput,
+        match=r"^k applies only to the k-NN measures \(mutual_knn, .*\), not 'cka'; "
+        r"leave it unset$",
+    ):
         service.measures.similarity_matrix("a", "b", "cka", k=5)
-    with pytest.raises(InvalidInput, match=r"^measure 'cknna' has no option 'unbiasd' \(its options: eps, k, unbiased\)$"):
+    with pytest.raises(
+        InvalidInput, match=r"^measure 'cknna' has no option 'unbiasd' \(its options: eps, k, unbiased\)$"
+    ):
         service.measures.similarity(a, b, "cknna", k=5, options={"unbiasd": False})
     with pytest.raises(InvalidInput, match=r"^option 'unbiased' of measure 'cknna' must be true or false, got 1$"):
         service.measures.similarity(a, b, "cknna", k=5, options={"unbiased": 1})
@@ -239,8 +263,11 @@ def test_errors_name_the_value_and_what_is_allowed(service):
         service.measures.similarity(a, b, "cka", options="{unbiased: false")
     with pytest.raises(InvalidInput, match=r"^options must be a JSON object of option names and values, got \[1\]$"):
         service.measures.similarity(a, b, "cka", options=[1])
-    with pytest.raises(InvalidInput, match=r"^k must be between 1 and n - 1 = 13 for measure 'mutual_knn' over "
-                                           r"n = 14 prompts, got k=14$"):
+    with pytest.raises(
+        InvalidInput,
+        match=r"^k must be between 1 and n - 1 = 13 for measure 'mutual_knn' over "
+        r"n = 14 prompts, got k=14$",
+    ):
         service.measures.similarity(a, b, "mutual_knn", k=14, dataset="y")
     with pytest.raises(InvalidInput, match=r"^permutations must be at most"):
         service.measures.similarity(a, b, "cka", permutations=10**9)
@@ -253,7 +280,8 @@ def test_session_methods(service, data):
     s = actstore.open(service.store)
     table = s.measures()
     assert [m.name for m in table] == NAMES and table.to_pandas()["sensitive_to"].tolist() == [
-        m.sensitive_to for m in registry.measures()]
+        m.sensitive_to for m in registry.measures()
+    ]
     r = s.similarity(("a", 1.0), "b:0", "unbiased_cka")
     assert (r.layer_a, r.value) == (1, pytest.approx(DIRECT["unbiased_cka"](data["a"][1], data["b"][0]), abs=1e-9))
     M = s.similarity_matrix("a", "b", "mutual_knn", k=K, layers_b=[1])
@@ -272,6 +300,9 @@ def test_cost_is_the_measures_formula_and_over_the_budget_is_refused(service):
     assert cost.flops == pytest.approx(want, rel=1e-12)
     assert cost.what == "cknna over n = 22 prompts (d = 7, 8) with 5 permutations"
     small = Service(service.store, Settings(token="t", max_cost=want / 2))
-    with pytest.raises(LimitExceeded, match=r"^cknna over n = 22 prompts \(d = 7, 8\) with 5 permutations has an "
-                                            r"estimated cost of"):
+    with pytest.raises(
+        LimitExceeded,
+        match=r"^cknna over n = 22 prompts \(d = 7, 8\) with 5 permutations has an "
+        r"estimated cost of",
+    ):
         small.measures.similarity(LayerRef("a", 0), LayerRef("b", 1), "cknna", k=K, permutations=5, dataset="x")

@@ -40,11 +40,16 @@ def data():
 @pytest.fixture
 def service(tmp_path, data):
     store = Store.open(tmp_path / "db")
-    ids = np.concatenate([store.add_prompts("tr", [f"train {i}" for i in range(N_TR)]),
-                          store.add_prompts("ev", [f"eval {i}" for i in range(N_EV)])])
+    ids = np.concatenate(
+        [
+            store.add_prompts("tr", [f"train {i}" for i in range(N_TR)]),
+            store.add_prompts("ev", [f"eval {i}" for i in range(N_EV)]),
+        ]
+    )
     for key, layers in data.items():
-        store.activations.write(key, layers, ids, n_layers=len(layers), dtype="float32", architecture="llama",
-                                source=f"nowhere/{key}")
+        store.activations.write(
+            key, layers, ids, n_layers=len(layers), dtype="float32", architecture="llama", source=f"nowhere/{key}"
+        )
     return Service(store, Settings(token="t"))
 
 
@@ -55,8 +60,6 @@ def f64(x):
 def zscore(X, ref=None):
     ref = X if ref is None else ref
     return (X - ref.mean(0)) / ref.std(0)
-
-
 
 
 def direct_mutual_knn(X, Y, k):
@@ -111,13 +114,20 @@ def test_mutual_knn_and_affinity_with_drop_outlier_dims(service, data):
 
 
 def test_bridge_r2_with_standardize_equals_a_hand_computation(service, data):
-    r = service.bridges.bridge(LayerRef("a", 1), LayerRef("b", 0), method="ridge", alpha=3.0, train_dataset="tr",
-                               eval_dataset="ev", preprocess="standardize")
+    r = service.bridges.bridge(
+        LayerRef("a", 1),
+        LayerRef("b", 0),
+        method="ridge",
+        alpha=3.0,
+        train_dataset="tr",
+        eval_dataset="ev",
+        preprocess="standardize",
+    )
     S, T = f64(data["a"][1]), f64(data["b"][0])
     Str, Ste = zscore(S[:N_TR]), zscore(S[N_TR:], S[:N_TR])  # training-split statistics for both
     Ttr, Tte = zscore(T[:N_TR]), zscore(T[N_TR:], T[:N_TR])
     W = np.linalg.solve(Str.T @ Str + 3.0 * np.eye(12), Str.T @ Ttr)
-    r2 = 1 - ((Tte - Ste @ W) ** 2).sum() / (Tte ** 2).sum()
+    r2 = 1 - ((Tte - Ste @ W) ** 2).sum() / (Tte**2).sum()
     assert r.r2 == pytest.approx(r2, abs=1e-6)
     assert (r.preprocess, r.n_train, r.n_test, r.scale) == ("standardize", N_TR, N_EV, None)
 
@@ -132,15 +142,17 @@ def test_procrustes_scale_through_the_service(service):
 
 
 def test_preprocess_argument_errors(service):
-    with pytest.raises(InvalidInput, match="preprocess must be one of NONE, STANDARDIZE, DROP_OUTLIER_DIMS, "
-                                           "PLATONIC, got 'pca'"):
+    with pytest.raises(
+        InvalidInput, match="preprocess must be one of NONE, STANDARDIZE, DROP_OUTLIER_DIMS, PLATONIC, got 'pca'"
+    ):
         service.similarity.cka(LayerRef("a", 1), LayerRef("b", 0), preprocess="pca")
-    with pytest.raises(InvalidInput, match="outlier_threshold applies only to preprocess DROP_OUTLIER_DIMS, not "
-                                           "STANDARDIZE; leave it unset"):
+    with pytest.raises(
+        InvalidInput,
+        match="outlier_threshold applies only to preprocess DROP_OUTLIER_DIMS, not STANDARDIZE; leave it unset",
+    ):
         service.bridges.bridge(LayerRef("a", 1), LayerRef("b", 0), preprocess="standardize", outlier_threshold=0.1)
     with pytest.raises(InvalidInput, match="outlier_threshold must be a number strictly between 0 and 1, got 0"):
-        service.similarity.cka(LayerRef("a", 1), LayerRef("b", 0), preprocess="drop_outlier_dims",
-                               outlier_threshold=0)
+        service.similarity.cka(LayerRef("a", 1), LayerRef("b", 0), preprocess="drop_outlier_dims", outlier_threshold=0)
 
 
 def test_graphql_preprocess_enum_and_procrustes_scale(service):
@@ -157,7 +169,10 @@ def test_graphql_preprocess_enum_and_procrustes_scale(service):
     assert "errors" not in body, body
     d = body["data"]
     assert (d["cka"]["preprocess"], d["cka"]["droppedA"], d["cka"]["droppedB"]) == ("drop_outlier_dims", [7], [2])
-    assert (d["bridge"]["method"], d["bridge"]["preprocess"], d["bridge"]["droppedSource"]) == \
-        ("PROCRUSTES", "none", [])
+    assert (d["bridge"]["method"], d["bridge"]["preprocess"], d["bridge"]["droppedSource"]) == (
+        "PROCRUSTES",
+        "none",
+        [],
+    )
     assert d["bridge"]["scale"] == pytest.approx(2.5, rel=1e-5)
     assert d["probeTransfer"] == {"preprocess": "standardize", "droppedSource": [], "droppedTarget": []}

@@ -25,19 +25,46 @@ ANSWER_SETTINGS = {
 }
 NOT_ANSWER_SETTINGS = {
     # where and who: the store, access, the network
-    "store_uri", "token", "sae_root", "storage_options", "index_cache", "allowed_hosts", "cors_origins",
-    "hub_offline", "hf_endpoint",
+    "store_uri",
+    "token",
+    "sae_root",
+    "storage_options",
+    "index_cache",
+    "allowed_hosts",
+    "cors_origins",
+    "hub_offline",
+    "hf_endpoint",
     # limits refuse a request; they never change an answer that is given
-    "max_k", "max_permutations", "max_atlas_models", "request_timeout_s", "max_query_depth", "max_cost", "cheap_cost", "max_layers",
-    "heavy_slots", "heavy_queue", "max_body_bytes", "max_document_chars", "max_tokens", "max_fields",
-    "max_list", "max_slots_per_request",
+    "max_k",
+    "max_permutations",
+    "max_atlas_models",
+    "request_timeout_s",
+    "max_query_depth",
+    "max_cost",
+    "cheap_cost",
+    "max_layers",
+    "heavy_slots",
+    "heavy_queue",
+    "max_body_bytes",
+    "max_document_chars",
+    "max_tokens",
+    "max_fields",
+    "max_list",
+    "max_slots_per_request",
     # checksums refuse damaged rows; an answer that is given is the same with or without them
     "verify_reads",
     # memory budgets of caches
-    "cache_mb", "graph_cache_mb", "sae_cache_mb", "parse_cache_mb", "results_max_rows", "results_compact_every",
+    "cache_mb",
+    "graph_cache_mb",
+    "sae_cache_mb",
+    "parse_cache_mb",
+    "results_max_rows",
+    "results_compact_every",
     "version_check_s",
     # where a CKA matrix runs: the Ray engine equals the local one to 1e-9 (tests/scale/test_ray.py)
-    "engine", "ray_address", "ray_min_mb",
+    "engine",
+    "ray_address",
+    "ray_min_mb",
 }
 
 
@@ -94,9 +121,22 @@ REQUESTS = R.request_types()
 
 def test_the_request_types():
     assert {c.op for c in REQUESTS} == {
-        "nearestNeighbors", "mutualKnn", "affinityMatrix", "cka", "ckaMatrix", "bridge", "bridgeSweep",
-        "probeTransfer", "probeTransferSweep", "nextTokenTransfer", "saeFeatureCorrelation", "saeMatrix",
-        "similarity", "similarityMatrix", "atlas"}
+        "nearestNeighbors",
+        "mutualKnn",
+        "affinityMatrix",
+        "cka",
+        "ckaMatrix",
+        "bridge",
+        "bridgeSweep",
+        "probeTransfer",
+        "probeTransferSweep",
+        "nextTokenTransfer",
+        "saeFeatureCorrelation",
+        "saeMatrix",
+        "similarity",
+        "similarityMatrix",
+        "atlas",
+    }
 
 
 @pytest.mark.parametrize("cls", REQUESTS, ids=lambda c: c.__name__)
@@ -140,12 +180,18 @@ def test_checks_coerce_and_refuse_with_structure():
     with pytest.raises(InvalidInput) as exc:
         R.CkaRequest(LayerRef("a", 0), LayerRef("b", 0), by_dataset="yes")
     e = exc.value
-    assert (str(e), e.field, e.value, e.allowed) == ("by_dataset must be true or false, got 'yes'", "by_dataset", "yes",
-                                                     "true or false")
+    assert (str(e), e.field, e.value, e.allowed) == (
+        "by_dataset must be true or false, got 'yes'",
+        "by_dataset",
+        "yes",
+        "true or false",
+    )
     assert e.worded(lambda n: "--" + n.replace("_", "-")) == "--by-dataset must be true or false, got 'yes'"
     with pytest.raises(InvalidInput, match=r"^k must be an integer >= 1, got 0$"):
         R.MutualKnnRequest(LayerRef("a", 0), LayerRef("b", 0), k=0)
-    with pytest.raises(InvalidInput, match=r"^preprocess must be one of NONE, STANDARDIZE, DROP_OUTLIER_DIMS, PLATONIC, got 'pca'$"):
+    with pytest.raises(
+        InvalidInput, match=r"^preprocess must be one of NONE, STANDARDIZE, DROP_OUTLIER_DIMS, PLATONIC, got 'pca'$"
+    ):
         R.CkaRequest(LayerRef("a", 0), LayerRef("b", 0), preprocess="pca")
     with pytest.raises(InvalidInput, match=r"^give either grid or layers_a/layers_b, not both$"):
         R.CkaMatrixRequest("a", "b", grid=3, layers_a=[0])
@@ -161,8 +207,11 @@ def test_limits_come_from_the_settings():
     with pytest.raises(InvalidInput) as exc:
         R.CkaRequest(LayerRef("a", 0), LayerRef("b", 0), permutations=11).check_limits(s)
     assert str(exc.value) == "permutations must be at most 10 on this server (ACTSTORE_MAX_PERMUTATIONS), got 11"
-    with pytest.raises(LimitExceeded, match=r"^layers_a has 4 entries; this server allows at most 3 "
-                                            r"\(ACTSTORE_MAX_LAYERS\)$"):
+    with pytest.raises(
+        LimitExceeded,
+        match=r"^layers_a has 4 entries; this server allows at most 3 "
+        r"\(ACTSTORE_MAX_LAYERS\)$",
+    ):
         R.CkaMatrixRequest("a", "b", layers_a=[0, 1, 2, 3]).check_limits(s)
     with pytest.raises(LimitExceeded, match=r"^grid = 4 layers; this server allows at most 3 \(ACTSTORE_MAX_LAYERS\)$"):
         R.AffinityRequest("a", "b", grid=4).check_limits(s)
@@ -179,7 +228,8 @@ def test_measure_requests_check_against_the_registry_and_key_their_options():
     assert one.key_payload(s) == two.key_payload(s) != base.key_payload(s)
     assert R.SimilarityRequest(a, b, "cknna", k=5, options={}) == base  # no options: the same request
     assert R.SimilarityRequest(a, b, "mutual_knn", k=5).key_payload(s) != R.SimilarityRequest(
-        a, b, "cycle_knn", k=5).key_payload(s)
+        a, b, "cycle_knn", k=5
+    ).key_payload(s)
     assert one.measure_options() == {"k": 5, "unbiased": False, "eps": 1e-6}
     # None stands for the default of the arguments the contract declares nullable with a default
     r = R.SimilarityMatrixRequest("a", "b", "cka", preprocess=None, by_dataset=None)

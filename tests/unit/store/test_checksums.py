@@ -79,15 +79,17 @@ def test_a_flipped_bit_in_a_data_file_is_found_by_verify_and_refused_by_checked_
     # ... verify names the table and the prompt id ...
     checks = _checks(plain)
     assert checks["checksums"].problems == [
-        f"{TABLE}: stored vectors of prompt id(s) {ids[3]} do not match their checksums (a damaged data file)"]
+        f"{TABLE}: stored vectors of prompt id(s) {ids[3]} do not match their checksums (a damaged data file)"
+    ]
     assert checks["vectors"].ok  # the value is still finite: only the checksum sees it
 
     # ... and checked reads refuse it, whole-table and by id, but serve the intact rows.
     checked = _store(tmp_path / "db", verify_reads=True)
     with pytest.raises(DataCorrupted) as err:
         checked.read_activations("m", 0)
-    assert str(err.value).startswith(f"activation table {TABLE}: the stored vectors of prompt id(s) {ids[3]} "
-                                     "do not match their checksums")
+    assert str(err.value).startswith(
+        f"activation table {TABLE}: the stored vectors of prompt id(s) {ids[3]} do not match their checksums"
+    )
     with pytest.raises(DataCorrupted, match=f"prompt id\\(s\\) {ids[3]} "):
         checked.read_activations("m", 0, prompt_ids=[ids[2], ids[3]])
     got_ids, good = checked.read_activations("m", 0, prompt_ids=[ids[0], ids[5]])
@@ -103,14 +105,16 @@ def test_verify_reads_comes_from_the_environment():
 def test_a_table_written_before_checksums_reads_is_reported_and_gets_them_on_its_next_write(tmp_path):
     store = _store(tmp_path / "db", verify_reads=True)
     ids = store.add_prompts("ds", [f"p{i}" for i in range(len(X))])
-    store.write_activations("m", 0, ids[:5], X[:5], n_layers=1, source="local/m", architecture="llama",
-                            dtype="float32")
+    store.write_activations("m", 0, ids[:5], X[:5], n_layers=1, source="local/m", architecture="llama", dtype="float32")
     # Rewrite the table as an older actstore wrote it: no digest column, id in field metadata.
     tbl = store.tables.open(TABLE)
     uid = table_id(tbl)
-    old = pa.schema([pa.field("prompt_id", pa.int64(), nullable=False,
-                              metadata={TABLE_ID_KEY.decode(): uid}),
-                     pa.field("vector", pa.list_(pa.float32(), 4))])
+    old = pa.schema(
+        [
+            pa.field("prompt_id", pa.int64(), nullable=False, metadata={TABLE_ID_KEY.decode(): uid}),
+            pa.field("vector", pa.list_(pa.float32(), 4)),
+        ]
+    )
     t = tbl.to_arrow()
     store.tables.overwrite(TABLE, pa.table({"prompt_id": t["prompt_id"], "vector": t["vector"]}, schema=old))
     assert "digest" not in store.tables.open(TABLE).schema.names
@@ -121,7 +125,8 @@ def test_a_table_written_before_checksums_reads_is_reported_and_gets_them_on_its
     assert checks["checksums"].ok
     assert checks["checksums"].summary == (
         "0 activation vectors match their checksums; no checksums for 5 rows in 1 table(s) written before "
-        f"checksums ({TABLE}; their next write adds them)")
+        f"checksums ({TABLE}; their next write adds them)"
+    )
 
     store.write_activations("m", 0, ids[5:], X[5:])
     tbl = store.tables.open(TABLE)
@@ -143,5 +148,7 @@ def test_snapshot_reads_of_workers_refuse_a_flipped_bit_when_verifying(tmp_path)
     assert read_rows(plain, ids)[4, 0] != X[4, 0]  # served unchecked, as before
     checked = snapshot(store.tables, "m", 0, 4, verify=True)
     assert np.array_equal(read_rows(checked, ids[:4]), X[:4])
-    with pytest.raises(DataCorrupted, match=f"^activation table {TABLE}: the stored vectors of prompt id\\(s\\) {ids[4]} "):
+    with pytest.raises(
+        DataCorrupted, match=f"^activation table {TABLE}: the stored vectors of prompt id\\(s\\) {ids[4]} "
+    ):
         read_rows(checked, ids)

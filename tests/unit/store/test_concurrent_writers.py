@@ -50,8 +50,12 @@ WRITER = textwrap.dedent(
 def _run_writers(uri: Path, tmp_path: Path) -> list[list]:
     go = tmp_path / "go"
     procs = [
-        subprocess.Popen([sys.executable, "-c", WRITER, str(uri), str(w), str(ROUNDS), str(OWN), str(COMMON), str(go)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(uri), str(w), str(ROUNDS), str(OWN), str(COMMON), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for w in range(WRITERS)
     ]
     time.sleep(1.0)  # let every writer import and open the store
@@ -88,10 +92,12 @@ def test_concurrent_writer_processes_never_share_a_prompt_id(tmp_path):
     for w in range(WRITERS):
         page = store.prompts.page(f"ds{w}", limit=1000)
         assert sorted(p.text for p in page) == sorted(
-            f"writer {w} round {r} text {k}" for r in range(ROUNDS) for k in range(OWN))
+            f"writer {w} round {r} text {k}" for r in range(ROUNDS) for k in range(OWN)
+        )
     common = store.prompts.page("common", limit=1000)
     assert sorted(p.text for p in common) == sorted(
-        f"common round {r} text {k}" for r in range(ROUNDS) for k in range(COMMON))
+        f"common round {r} text {k}" for r in range(ROUNDS) for k in range(COMMON)
+    )
     assert [p.text for p in store.prompts.page("before")] == ["stored before the writers", "another"]
     assert len(store.prompts.all_ids()) == 2 + 216
     # the seed, one claim per own-dataset call, one or more per round of common texts (a writer
@@ -132,14 +138,27 @@ def test_a_text_claimed_by_two_writers_gets_the_earliest_claims_id(tmp_path):
     b = Store.open(tmp_path / "db")
     assert b.add_prompts("d", ["own", "shared"], labels=[5, 7]) == [3, 1]
     # A stores its rows late, with another label for the shared text
-    row = pa.table({"prompt_id": [1, 2], "dataset": ["d", "d"], "text": ["shared", "only a"],
-                    "text_sha256": [_sha("shared"), _sha("only a")], "label": [9, None],
-                    "split": [None, None], "meta": [None, None]}, schema=PROMPTS_SCHEMA)
+    row = pa.table(
+        {
+            "prompt_id": [1, 2],
+            "dataset": ["d", "d"],
+            "text": ["shared", "only a"],
+            "text_sha256": [_sha("shared"), _sha("only a")],
+            "label": [9, None],
+            "split": [None, None],
+            "meta": [None, None],
+        },
+        schema=PROMPTS_SCHEMA,
+    )
     a.tables.add(PROMPTS, row, PROMPTS_SCHEMA)
     reader = Store.open(tmp_path / "db")
     assert reader.prompts.ids("d").tolist() == [0, 1, 2, 3]
     assert [(p.id, p.text, p.label) for p in reader.prompts.page("d")] == [
-        (0, "first", None), (1, "shared", 7), (2, "only a", None), (3, "own", 5)]
+        (0, "first", None),
+        (1, "shared", 7),
+        (2, "only a", None),
+        (3, "own", 5),
+    ]
     # B's claim reserved 3..4 and used 3 (its "shared" is A's 1): 4 stays unused
     assert reader.add_prompts("d", ["shared", "only a", "new"]) == [1, 2, 5]
     np.testing.assert_array_equal(reader.prompts.labels([1, 3]), [7.0, 5.0])

@@ -70,8 +70,10 @@ def test_a_table_deleted_by_hand_and_imported_again_gets_a_new_token(tmp_path, c
     assert got.tolist() == [expected_ids]
     np.testing.assert_allclose(scores[0], expected_scores, atol=1e-6)
     # the old table's index files are gone, the new one's are in place
-    assert not any(p.name.startswith(f"{TABLE}.cosine.exact.{before.rpartition(':')[0]}")
-                   for p in store.knn.indexes.persist_dir.iterdir())
+    assert not any(
+        p.name.startswith(f"{TABLE}.cosine.exact.{before.rpartition(':')[0]}")
+        for p in store.knn.indexes.persist_dir.iterdir()
+    )
 
 
 def test_a_cached_answer_is_not_served_for_a_table_imported_again(tmp_path):
@@ -167,15 +169,19 @@ def test_a_full_disk_leaves_no_index_files_and_the_answer_stands(store, monkeypa
         got, scores = store.knn.search("m", 0, QUERY, 3)
     assert got.tolist() == [[0, 1, 2]]
     np.testing.assert_allclose(scores[0], _exact(X_FIRST, QUERY, 3)[1], atol=1e-6)
-    assert any("could not persist index" in r.getMessage() and "No space left" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "could not persist index" in r.getMessage() and "No space left" in r.getMessage() for r in caplog.records
+    )
     assert sorted(p.name for p in store.knn.indexes.persist_dir.iterdir()) == []  # no .tmp, no half file
     assert store.knn.search("m", 0, QUERY, 3)[0].tolist() == [[0, 1, 2]]  # served from memory
     monkeypatch.undo()
     Store.open(store.uri).knn.search("m", 0, QUERY, 3)  # with space again: persisted, complete
     stem = _stem(store).name
-    assert sorted(p.name for p in store.knn.indexes.persist_dir.iterdir()) == \
-        [f"{stem}.faiss", f"{stem}.ids.npy", f"{stem}.sha256"]
+    assert sorted(p.name for p in store.knn.indexes.persist_dir.iterdir()) == [
+        f"{stem}.faiss",
+        f"{stem}.ids.npy",
+        f"{stem}.sha256",
+    ]
 
 
 def test_a_full_disk_does_not_fail_a_cached_query(tmp_path, monkeypatch, caplog):
@@ -215,9 +221,14 @@ def test_a_table_from_before_ids_gets_one_on_its_next_write(store):
     ids = _model(store)
     # no id and no digest column: as tables were created before ids and checksums existed
     schema = pa.schema([f for f in acts_schema(2, "float32") if f.name != "digest"])
-    store.tables.add("acts__m__L001", pa.table({"prompt_id": pa.array(ids, pa.int64()),
-                                                "vector": pa.array(X_FIRST.tolist(), schema.field("vector").type)},
-                                               schema=schema), schema)
+    store.tables.add(
+        "acts__m__L001",
+        pa.table(
+            {"prompt_id": pa.array(ids, pa.int64()), "vector": pa.array(X_FIRST.tolist(), schema.field("vector").type)},
+            schema=schema,
+        ),
+        schema,
+    )
     assert store.activations.version("m", 1) == "legacy:2"
     store.write_activations("m", 1, ids[:1], X_FIRST[:1])
     token = store.activations.version("m", 1)

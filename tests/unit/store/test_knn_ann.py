@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from actstore import Store
-from actstore.ingest.pipeline import ingest
-from actstore.service import Service
-from actstore.layers import LayerRef
 from actstore.config import Settings
 from actstore.errors import InvalidInput
+from actstore.ingest.pipeline import ingest
+from actstore.layers import LayerRef
+from actstore.service import Service
 from actstore.store.knn.ann import AnnIndex, AnnParams, synthetic_clustered
 from tests.tiny_models import tiny_model_dir
 
@@ -156,7 +156,9 @@ def test_filters_dataset_and_labelled(big, data):
     exact, _ = store.knn.search("m", 0, Q, 10, labelled=True, approximate=False)
     assert not np.isnan(store.prompts.labels(got.ravel())).any() and _recall(got, exact) >= RECALL_FLOOR
     got, _ = store.knn.search("m", 0, Q, 10, labelled=False, dataset="a")
-    assert np.isnan(store.prompts.labels(got.ravel())).all() and set(got.ravel().tolist()) <= set(store.prompts.ids("a").tolist())
+    assert np.isnan(store.prompts.labels(got.ravel())).all() and set(got.ravel().tolist()) <= set(
+        store.prompts.ids("a").tolist()
+    )
     # a restriction to fewer rows than the re-ranking budget is answered exactly
     few = store.add_prompts("tiny", ["t0", "t1", "t2", "t3"])
     store.write_activations("m", 0, few, X[:4].astype(np.float32) + 0.01)
@@ -188,8 +190,11 @@ def test_service_graph_of_a_large_layer_reports_recall(tmp_path, data):
 def ingested(tmp_path_factory):
     path = tiny_model_dir("llama", n_layers=2, hidden=32)
     prompts = tmp_path_factory.mktemp("p") / "prompts.txt"
-    texts = [f"the {w} sat on the {v}" for w in ("cat", "dog", "bird", "fish", "cow", "fox")
-             for v in ("mat", "log", "roof", "sofa", "hill")]
+    texts = [
+        f"the {w} sat on the {v}"
+        for w in ("cat", "dog", "bird", "fish", "cow", "fox")
+        for v in ("mat", "log", "roof", "sofa", "hill")
+    ]
     prompts.write_text("\n".join(texts) + "\n")
     db = tmp_path_factory.mktemp("db") / "db"
     ingest(db, path, "words", prompts_file=prompts, key="tiny", device="cpu")
@@ -216,8 +221,7 @@ def test_query_by_text_returns_the_stored_prompt_first(ingested, approximate):
 def test_query_by_text_without_reachable_weights(tmp_path):
     store = Store.open(tmp_path / "db")
     ids = store.add_prompts("a", ["x", "y", "z"])
-    store.write_activations("m", 0, ids, np.eye(3, 4, dtype=np.float32), n_layers=1,
-                            source=str(tmp_path / "gone"))
+    store.write_activations("m", 0, ids, np.eye(3, 4, dtype=np.float32), n_layers=1, source=str(tmp_path / "gone"))
     service = Service(store, Settings(cache_mb=64))
     with pytest.raises(InvalidInput, match=r"cannot encode text with model 'm': its weights .* not reachable"):
         service.similarity.nearest_neighbors(LayerRef("m", 0), text="hello", k=1)

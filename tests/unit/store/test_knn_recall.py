@@ -109,11 +109,18 @@ def test_tuning_is_persisted_and_reported(ties, monkeypatch):
         raise AssertionError("a persisted tuned index must not be tuned again")
 
     monkeypatch.setattr("actstore.store.knn.exact.tune", no_tune)
-    fresh = Store.open(store.uri, settings=Settings(environ={}, ann_threshold=2000, ann_recall=TARGET,
-                                                    ann_latency_ms=BUDGET_MS))
+    fresh = Store.open(
+        store.uri, settings=Settings(environ={}, ann_threshold=2000, ann_recall=TARGET, ann_latency_ms=BUDGET_MS)
+    )
     [row] = fresh.knn.layer_indexes("m", [0])  # from the persisted record, before any search
     assert (row.layer, row.metric, row.kind, row.recall, row.exact, row.rows) == (
-        0, "cosine", "ivfpq4fs+rerank", t.recall, False, N)
+        0,
+        "cosine",
+        "ivfpq4fs+rerank",
+        t.recall,
+        False,
+        N,
+    )
     assert (row.nprobe, row.candidates, row.target) == (t.nprobe, t.candidates, TARGET)
     fresh.knn.search("m", 0, Q[:1], 10)
     assert fresh.knn.indexes.ann_entries()[(TABLE, "cosine")].tuning == t
@@ -143,8 +150,9 @@ def test_recall_counts_ties_and_exact_neighbours_match_float64():
     assert recall_at_k(np.array([[0.9, 0.7, 0.6]], np.float32), true, "cosine") == pytest.approx(2 / 3)
     assert recall_at_k(np.array([[0.9, 0.7, 0.7]], np.float32), true, "cosine") == 1.0  # a tie is a hit
     assert recall_at_k(np.array([[0.9, np.nan, np.nan]], np.float32), true, "cosine") == pytest.approx(1 / 3)
-    assert recall_at_k(np.array([[1.0, 2.5, 9.0]], np.float32), np.array([[1.0, 2.0, 3.0]], np.float32),
-                       "l2") == pytest.approx(2 / 3)
+    assert recall_at_k(
+        np.array([[1.0, 2.5, 9.0]], np.float32), np.array([[1.0, 2.0, 3.0]], np.float32), "l2"
+    ) == pytest.approx(2 / 3)
     X = synthetic_clustered(3000, 32, n_clusters=10, rank=4, seed=2)
     entry = AnnIndex.build("t:1", "l2", np.arange(3000, dtype=np.int64), X)
     q = X[:5].astype(np.float32)
@@ -166,14 +174,30 @@ def test_graphql_and_cli_report_the_layer_index(ties, monkeypatch):
     t = store.knn.indexes.ann_entries()[(TABLE, "cosine")].tuning
     svc = Service(store, store_settings := Settings(environ={}, ann_threshold=2000))
     try:
-        out = asyncio.run(execute(svc, "{ model(key: \"m\") { indexes { layer metric kind recall exact rows "
-                                       "target nprobe candidates measuredRows } } }"))
+        out = asyncio.run(
+            execute(
+                svc,
+                '{ model(key: "m") { indexes { layer metric kind recall exact rows '
+                "target nprobe candidates measuredRows } } }",
+            )
+        )
     finally:
         svc.close()
     assert "errors" not in out, out
     assert out["data"]["model"]["indexes"] == [
-        {"layer": 0, "metric": "cosine", "kind": "ivfpq4fs+rerank", "recall": t.recall, "exact": False,
-         "rows": N, "target": TARGET, "nprobe": t.nprobe, "candidates": t.candidates, "measuredRows": N}]
+        {
+            "layer": 0,
+            "metric": "cosine",
+            "kind": "ivfpq4fs+rerank",
+            "recall": t.recall,
+            "exact": False,
+            "rows": N,
+            "target": TARGET,
+            "nprobe": t.nprobe,
+            "candidates": t.candidates,
+            "measuredRows": N,
+        }
+    ]
     assert store_settings.ann_recall == 0.98
     monkeypatch.setenv("ACTSTORE_ANN_THRESHOLD", "2000")
     r = CliRunner().invoke(app, ["info", "--store", store.uri])
@@ -185,8 +209,9 @@ def test_graphql_and_cli_report_the_layer_index(ties, monkeypatch):
 
 
 def test_settings_read_the_recall_target_and_budget(tmp_path):
-    s = Settings(environ={"ACTSTORE_ANN_RECALL": "0.95", "ACTSTORE_ANN_LATENCY_MS": "2.5",
-                          "ACTSTORE_VERSION_CHECK_S": "0"})
+    s = Settings(
+        environ={"ACTSTORE_ANN_RECALL": "0.95", "ACTSTORE_ANN_LATENCY_MS": "2.5", "ACTSTORE_VERSION_CHECK_S": "0"}
+    )
     assert (s.ann_recall, s.ann_latency_ms, s.version_check_s) == (0.95, 2.5, 0.0)
     assert (Settings(environ={}).ann_recall, Settings(environ={}).ann_latency_ms) == (0.98, 5.0)
     with pytest.raises(Exception, match="ACTSTORE_ANN_RECALL must be in"):

@@ -46,8 +46,13 @@ def test_drop_model_removes_everything_of_it_and_nothing_else(store, tmp_path):
     assert len(keep_files) == 3 and len(_files(store, "acts__m__")) == 3
 
     summary = store.maintenance.drop_model("m")
-    assert (summary.kind, summary.name, summary.tables_dropped, summary.saes_removed,
-            summary.index_files_removed) == ("model", "m", 3, 1, 3)
+    assert (summary.kind, summary.name, summary.tables_dropped, summary.saes_removed, summary.index_files_removed) == (
+        "model",
+        "m",
+        3,
+        1,
+        3,
+    )
     assert [m.key for m in store.models.list()] == ["keep"]
     assert sorted(n for n in store.tables.names() if "__" in n) == ["acts__keep__L000"]
     assert store.saes.list() == [] and not (store.tables.local_path / "_saes" / sae.sae_id).exists()
@@ -113,8 +118,15 @@ def test_verify_reports_each_kind_of_damage(store, tmp_path):
     _world(store, tmp_path)
     lines = [c.line() for c in store.maintenance.verify()]
     assert [line.split(":")[0] for line in lines] == [
-        "ok   tables", "ok   prompts", "ok   references", "ok   vectors", "ok   checksums", "ok   catalog",
-            "ok   indices", "ok   saes"]
+        "ok   tables",
+        "ok   prompts",
+        "ok   references",
+        "ok   vectors",
+        "ok   checksums",
+        "ok   catalog",
+        "ok   indices",
+        "ok   saes",
+    ]
     assert lines[0] == "ok   tables: 10 tables open and scan (47 rows)"  # model_claims: 1 table, seed + 2 claims
 
     # a damaged index file, a damaged SAE, a table deleted by hand, rows of unknown prompts
@@ -131,9 +143,14 @@ def test_verify_reports_each_kind_of_damage(store, tmp_path):
     shutil.rmtree(store.tables.local_path / "acts__m__L001.lance")
     store.tables.drop("acts__m__L001")  # forget the handle, as a new process would
     schema = acts_schema(4, "float32")
-    bad = pa.table({"prompt_id": pa.array([999], pa.int64()),
-                    "vector": pa.array([[np.inf, 0, 0, 0]], schema.field("vector").type),
-                    "digest": pa.array([None], pa.uint64())}, schema=schema)
+    bad = pa.table(
+        {
+            "prompt_id": pa.array([999], pa.int64()),
+            "vector": pa.array([[np.inf, 0, 0, 0]], schema.field("vector").type),
+            "digest": pa.array([None], pa.uint64()),
+        },
+        schema=schema,
+    )
     store.tables.add("acts__keep__L000", bad, schema)  # past every check of a write
     checks = {c.name: c for c in store.maintenance.verify()}
     assert [n for n, c in checks.items() if not c.ok] == ["references", "vectors", "catalog", "indices", "saes"]

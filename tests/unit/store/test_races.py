@@ -36,9 +36,12 @@ def test_reads_of_a_model_dropped_by_another_process_answer_not_found(tmp_path):
     reader.activations.version("m", 0)
 
     writer.maintenance.drop_model("m")
-    for call in (lambda: reader.read_activations("m", 0), lambda: reader.activations.version("m", 0),
-                 lambda: reader.activations.recent_state("m", 0, fresh=True),
-                 lambda: reader.knn.search("m", 0, X[:1], 2)):
+    for call in (
+        lambda: reader.read_activations("m", 0),
+        lambda: reader.activations.version("m", 0),
+        lambda: reader.activations.recent_state("m", 0, fresh=True),
+        lambda: reader.knn.search("m", 0, X[:1], 2),
+    ):
         with pytest.raises(NotFound, match=r"^unknown model 'm'; known models: none$"):
             call()
     assert reader.activations.ids("m", 0).tolist() == []
@@ -67,7 +70,8 @@ def test_the_loser_of_a_first_write_race_gets_conflict_and_writes_nothing(tmp_pa
         "model key 'k' is claimed by a write of org/model-a (fingerprint aaaaaaaaaa-tttttttt-ssssssssss, "
         "n_layers=2, d_model=4, dtype=float16) that started first; org/model-b (fingerprint "
         "bbbbbbbbbb-tttttttt-ssssssssss, n_layers=2, d_model=4, dtype=float16) was not written: store it "
-        "under another key (if no such write is running, drop the model key first)")
+        "under another key (if no such write is running, drop the model key first)"
+    )
     assert [n for n in b.tables.names() if n.startswith("acts__")] == []  # B wrote nothing
     assert b.models.find("k") is None
 
@@ -101,8 +105,14 @@ def _racer(uri: str, source: str, fingerprint: str, value: float, barrier, out) 
     ids = store.prompts.ids("ds")
     barrier.wait()
     try:
-        store.activations.write("k", {0: np.full((3, 4), value, np.float32), 1: np.full((3, 4), value, np.float32)},
-                                ids, n_layers=2, source=source, fingerprint=fingerprint)
+        store.activations.write(
+            "k",
+            {0: np.full((3, 4), value, np.float32), 1: np.full((3, 4), value, np.float32)},
+            ids,
+            n_layers=2,
+            source=source,
+            fingerprint=fingerprint,
+        )
         out.put((source, "ok"))
     except Conflict as exc:
         out.put((source, f"Conflict: {exc}"))
@@ -115,8 +125,10 @@ def test_two_processes_writing_different_models_under_one_new_key_at_once(tmp_pa
     _prompts(Store.open(uri))
     ctx = mp.get_context("spawn")
     barrier, out = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_racer, args=(uri, src, fp, v, barrier, out))
-             for src, fp, v in (("org/model-a", FP_A, 1.0), ("org/model-b", FP_B, 2.0))]
+    procs = [
+        ctx.Process(target=_racer, args=(uri, src, fp, v, barrier, out))
+        for src, fp, v in (("org/model-a", FP_A, 1.0), ("org/model-b", FP_B, 2.0))
+    ]
     for p in procs:
         p.start()
     results = dict(out.get(timeout=120) for _ in procs)
@@ -137,9 +149,13 @@ def test_two_processes_writing_different_models_under_one_new_key_at_once(tmp_pa
 
 
 # ------------------------------------------------------------------ storage failures
-@pytest.mark.parametrize("exc", [OSError(errno.ENOSPC, "No space left on device"),
-                                 RuntimeError("lance error: IO: Generic LocalFileSystem error: No space left on "
-                                              "device (os error 28)")])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        OSError(errno.ENOSPC, "No space left on device"),
+        RuntimeError("lance error: IO: Generic LocalFileSystem error: No space left on device (os error 28)"),
+    ],
+)
 def test_a_full_disk_is_one_clear_error_naming_the_store(tmp_path, monkeypatch, exc):
     store = Store.open(tmp_path / "db")
     ids = _prompts(store)
@@ -154,7 +170,8 @@ def test_a_full_disk_is_one_clear_error_naming_the_store(tmp_path, monkeypatch, 
         store.write_activations("m", 0, ids, X + 1)
     assert str(err.value) == (
         f"the disk holding the store {store.uri} is full (no space left on device): free space or move the "
-        "store, then run the same write again (the failed commit left nothing behind)")
+        "store, then run the same write again (the failed commit left nothing behind)"
+    )
     assert err.value.code == "STORAGE_UNAVAILABLE"
     monkeypatch.undo()
     assert np.array_equal(store.read_activations("m", 0)[1], X.astype(np.float16).astype(np.float32))
@@ -163,9 +180,11 @@ def test_a_full_disk_is_one_clear_error_naming_the_store(tmp_path, monkeypatch, 
 def test_storage_problem_tells_storage_failures_from_bugs():
     assert storage_problem(OSError(errno.ENOSPC, "x")) == "full"
     assert storage_problem(RuntimeError("lance error: No space left on device")) == "full"
-    raw = ("Invalid input, Failed to connect to namespace: IO { source: Generic { store: \"S3\", source: "
-           "ListRequest { source: RetryError(RetryErrorImpl { method: GET, uri: Some(http://127.0.0.1:9/bucket?"
-           "list-type=2), retries: 0, inner: Http(HttpError { kind: Connect, source: reqwest::Error")
+    raw = (
+        'Invalid input, Failed to connect to namespace: IO { source: Generic { store: "S3", source: '
+        "ListRequest { source: RetryError(RetryErrorImpl { method: GET, uri: Some(http://127.0.0.1:9/bucket?"
+        "list-type=2), retries: 0, inner: Http(HttpError { kind: Connect, source: reqwest::Error"
+    )
     assert storage_problem(ValueError(raw)) == "unreachable: endpoint http://127.0.0.1:9, connect error"
     assert storage_problem(ValueError("layer must be an integer")) is None
     assert storage_problem(KeyError("Failed to connect")) is None
@@ -181,14 +200,23 @@ def _closed_port() -> int:
 
 def test_an_unreachable_object_store_is_one_clear_error(tmp_path):
     port = _closed_port()
-    options = {"aws_endpoint": f"http://127.0.0.1:{port}", "allow_http": "true", "aws_access_key_id": "k",
-               "aws_secret_access_key": "s", "aws_region": "us-east-1", "connect_timeout": "1s",
-               "timeout": "2s", "client_max_retries": "0", "client_retry_timeout": "1"}
+    options = {
+        "aws_endpoint": f"http://127.0.0.1:{port}",
+        "allow_http": "true",
+        "aws_access_key_id": "k",
+        "aws_secret_access_key": "s",
+        "aws_region": "us-east-1",
+        "connect_timeout": "1s",
+        "timeout": "2s",
+        "client_max_retries": "0",
+        "client_retry_timeout": "1",
+    }
     t0 = time.monotonic()
     for create in (True, False):
         with pytest.raises(StorageUnavailable) as err:
             Tables("s3://bucket/store", create=create, storage_options=options)
         assert str(err.value) == (
             f"cannot reach the store s3://bucket/store (endpoint http://127.0.0.1:{port}, connect error): check "
-            "the URI, that the object store is running, and the storage options")
+            "the URI, that the object store is running, and the storage options"
+        )
     assert time.monotonic() - t0 < 30

@@ -18,8 +18,9 @@ from actstore.store.tables import Tables
 def _model(store: Store, key: str = "m", layers=(0, 1, 2), n: int = 6, d: int = 4, n_layers: int = 4, seed: int = 0):
     rng = np.random.default_rng(seed)
     ids = store.add_prompts("ds", [f"p{i}" for i in range(n)], labels=[i % 2 for i in range(n)])
-    store.activations.write(key, {l: rng.standard_normal((n, d)) for l in layers}, ids, n_layers=n_layers,
-                            dtype="float32")
+    store.activations.write(
+        key, {l: rng.standard_normal((n, d)) for l in layers}, ids, n_layers=n_layers, dtype="float32"
+    )
     return np.asarray(ids)
 
 
@@ -40,8 +41,11 @@ class ScanCounter:
 # ------------------------------------------------------------------- opening
 def test_open_without_create_refuses_a_missing_store_and_creates_nothing(tmp_path):
     missing = tmp_path / "nowhere" / "db"
-    with pytest.raises(NotFound, match=r"no actstore store at '.*nowhere/db'; create one with `actstore ingest`, "
-                                       r"`actstore import` or `actstore demo`"):
+    with pytest.raises(
+        NotFound,
+        match=r"no actstore store at '.*nowhere/db'; create one with `actstore ingest`, "
+        r"`actstore import` or `actstore demo`",
+    ):
         Store.open(missing, create=False)
     assert not (tmp_path / "nowhere").exists()
     created = Store.open(tmp_path / "db")

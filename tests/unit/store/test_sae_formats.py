@@ -41,10 +41,18 @@ def encoded(store, sae_id: str, X: np.ndarray) -> np.ndarray:
     """The registered SAE's encoding of X, with every option its record carries (as the service)."""
     rec, w = store.saes.load(sae_id)
     c = rec.cfg
-    p = SaeParams(W_enc=w["W_enc"], b_enc=w["b_enc"], W_dec=w["W_dec"], b_dec=w["b_dec"],
-                  architecture=rec.architecture, threshold=w.get("threshold"), k=c.get("k"),
-                  apply_b_dec_to_input=c["apply_b_dec_to_input"], normalize_activations=c["normalize_activations"],
-                  norm_scaling_factor=c.get("norm_scaling_factor"))
+    p = SaeParams(
+        W_enc=w["W_enc"],
+        b_enc=w["b_enc"],
+        W_dec=w["W_dec"],
+        b_dec=w["b_dec"],
+        architecture=rec.architecture,
+        threshold=w.get("threshold"),
+        k=c.get("k"),
+        apply_b_dec_to_input=c["apply_b_dec_to_input"],
+        normalize_activations=c["normalize_activations"],
+        norm_scaling_factor=c.get("norm_scaling_factor"),
+    )
     return encode(X, p, dense=True, precision="float64")
 
 
@@ -66,16 +74,20 @@ def reference(X, W_enc, b_enc, *, b_dec=None, arch="standard", threshold=None, k
     if arch == "jumprelu":
         f = f * (pre > f64(threshold))
     if arch == "topk":
-        kth = -np.sort(-f, axis=1)[:, k - 1:k]
+        kth = -np.sort(-f, axis=1)[:, k - 1 : k]
         f = np.where(f >= kth, f, 0)
     return f
 
 
 def weights(rng, dtype=torch.float32):
     """W_enc [16, 32], W_dec [32, 16], b_enc [32], b_dec [16], threshold [32] as torch tensors."""
-    t = {"W_enc": rng.standard_normal((D_IN, D_SAE)), "W_dec": rng.standard_normal((D_SAE, D_IN)),
-         "b_enc": 0.3 * rng.standard_normal(D_SAE) - 0.5, "b_dec": 0.3 * rng.standard_normal(D_IN),
-         "threshold": np.abs(rng.standard_normal(D_SAE)) + 0.5}
+    t = {
+        "W_enc": rng.standard_normal((D_IN, D_SAE)),
+        "W_dec": rng.standard_normal((D_SAE, D_IN)),
+        "b_enc": 0.3 * rng.standard_normal(D_SAE) - 0.5,
+        "b_dec": 0.3 * rng.standard_normal(D_IN),
+        "threshold": np.abs(rng.standard_normal(D_SAE)) + 0.5,
+    }
     return {k: torch.from_numpy(v).to(dtype) for k, v in t.items()}
 
 
@@ -93,42 +105,96 @@ def write_gemma_scope(folder: Path, t) -> Path:
 
 def write_gemma_scope_2(folder: Path, t, **cfg) -> Path:
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({"architecture": "jump_relu", "model_name": "gemma-v3-1b-pt",
-                                                    "hf_hook_point_in": f"model.layers.{LAYER}.output", **cfg}))
-    save_file({"w_enc": t["W_enc"], "w_dec": t["W_dec"], "b_enc": t["b_enc"], "b_dec": t["b_dec"],
-               "threshold": t["threshold"]}, str(folder / "params.safetensors"))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "architecture": "jump_relu",
+                "model_name": "gemma-v3-1b-pt",
+                "hf_hook_point_in": f"model.layers.{LAYER}.output",
+                **cfg,
+            }
+        )
+    )
+    save_file(
+        {
+            "w_enc": t["W_enc"],
+            "w_dec": t["W_dec"],
+            "b_enc": t["b_enc"],
+            "b_dec": t["b_dec"],
+            "threshold": t["threshold"],
+        },
+        str(folder / "params.safetensors"),
+    )
     return folder
 
 
-LLAMA_HP = {"d_model": D_IN, "d_sae": D_SAE, "hook_point_in": f"blocks.{LAYER}.hook_resid_post",
-            "hook_point_out": f"blocks.{LAYER}.hook_resid_post", "jump_relu_threshold": 0.4, "act_fn": "jumprelu",
-            "norm_activation": "dataset-wise", "dataset_average_activation_norm": {"in": 6.0, "out": 6.0},
-            "expansion_factor": 2, "top_k": 8, "sparsity_include_decoder_norm": True}
+LLAMA_HP = {
+    "d_model": D_IN,
+    "d_sae": D_SAE,
+    "hook_point_in": f"blocks.{LAYER}.hook_resid_post",
+    "hook_point_out": f"blocks.{LAYER}.hook_resid_post",
+    "jump_relu_threshold": 0.4,
+    "act_fn": "jumprelu",
+    "norm_activation": "dataset-wise",
+    "dataset_average_activation_norm": {"in": 6.0, "out": 6.0},
+    "expansion_factor": 2,
+    "top_k": 8,
+    "sparsity_include_decoder_norm": True,
+}
 
 
 def write_llama_scope(folder: Path, t, **hp) -> Path:
     (folder / "checkpoints").mkdir(parents=True)
     (folder / "hyperparams.json").write_text(json.dumps({**LLAMA_HP, **hp}))
-    save_file({"encoder.weight": t["W_enc"].T.contiguous(), "encoder.bias": t["b_enc"],
-               "decoder.weight": t["W_dec"].T.contiguous(), "decoder.bias": t["b_dec"]},
-              str(folder / "checkpoints" / "final.safetensors"))
+    save_file(
+        {
+            "encoder.weight": t["W_enc"].T.contiguous(),
+            "encoder.bias": t["b_enc"],
+            "decoder.weight": t["W_dec"].T.contiguous(),
+            "decoder.bias": t["b_dec"],
+        },
+        str(folder / "checkpoints" / "final.safetensors"),
+    )
     return folder
 
 
 def write_sparsify(folder: Path, t, **cfg) -> Path:
     folder.mkdir(parents=True)
-    (folder / "cfg.json").write_text(json.dumps({
-        "activation": "topk", "expansion_factor": 32, "normalize_decoder": True, "num_latents": D_SAE, "k": 5,
-        "multi_topk": False, "skip_connection": False, "transcode": False, "d_in": D_IN, **cfg}))
-    save_file({"encoder.weight": t["W_enc"].T.contiguous(), "encoder.bias": t["b_enc"], "W_dec": t["W_dec"],
-               "b_dec": t["b_dec"]}, str(folder / "sae.safetensors"))
+    (folder / "cfg.json").write_text(
+        json.dumps(
+            {
+                "activation": "topk",
+                "expansion_factor": 32,
+                "normalize_decoder": True,
+                "num_latents": D_SAE,
+                "k": 5,
+                "multi_topk": False,
+                "skip_connection": False,
+                "transcode": False,
+                "d_in": D_IN,
+                **cfg,
+            }
+        )
+    )
+    save_file(
+        {
+            "encoder.weight": t["W_enc"].T.contiguous(),
+            "encoder.bias": t["b_enc"],
+            "W_dec": t["W_dec"],
+            "b_dec": t["b_dec"],
+        },
+        str(folder / "sae.safetensors"),
+    )
     return folder
 
 
 def dl_state(cls: str, t) -> dict:
     """The state dict dictionary_learning's ``cls`` saves (its own key names and shapes)."""
-    linear = {"encoder.weight": t["W_enc"].T.contiguous(), "encoder.bias": t["b_enc"],
-              "decoder.weight": t["W_dec"].T.contiguous()}
+    linear = {
+        "encoder.weight": t["W_enc"].T.contiguous(),
+        "encoder.bias": t["b_enc"],
+        "decoder.weight": t["W_dec"].T.contiguous(),
+    }
     if cls == "AutoEncoder":
         return {**linear, "bias": t["b_dec"]}
     if cls == "AutoEncoderNew":
@@ -138,22 +204,46 @@ def dl_state(cls: str, t) -> dict:
     if cls == "BatchTopKSAE":
         return {**linear, "b_dec": t["b_dec"], "k": torch.tensor(6, dtype=torch.int), "threshold": torch.tensor(0.7)}
     if cls == "MatryoshkaBatchTopKSAE":
-        return {"W_enc": t["W_enc"], "b_enc": t["b_enc"], "W_dec": t["W_dec"], "b_dec": t["b_dec"],
-                "k": torch.tensor(6, dtype=torch.int), "threshold": torch.tensor(0.7),
-                "group_sizes": torch.tensor([8, 24])}
+        return {
+            "W_enc": t["W_enc"],
+            "b_enc": t["b_enc"],
+            "W_dec": t["W_dec"],
+            "b_dec": t["b_dec"],
+            "k": torch.tensor(6, dtype=torch.int),
+            "threshold": torch.tensor(0.7),
+            "group_sizes": torch.tensor([8, 24]),
+        }
     if cls == "JumpReluAutoEncoder":
-        return {"W_enc": t["W_enc"], "b_enc": t["b_enc"], "W_dec": t["W_dec"], "b_dec": t["b_dec"],
-                "threshold": t["threshold"]}
+        return {
+            "W_enc": t["W_enc"],
+            "b_enc": t["b_enc"],
+            "W_dec": t["W_dec"],
+            "b_dec": t["b_dec"],
+            "threshold": t["threshold"],
+        }
     raise AssertionError(cls)
 
 
 def write_dictionary_learning(folder: Path, cls: str, state: dict, **trainer) -> Path:
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({
-        "trainer": {"trainer_class": "X", "dict_class": cls, "activation_dim": D_IN, "dict_size": D_SAE, "k": 6,
-                    "layer": LAYER, "lm_name": "EleutherAI/pythia-70m-deduped",
-                    "submodule_name": f"resid_post_layer_{LAYER}", **trainer},
-        "buffer": {"d_submodule": D_IN, "io": "out", "n_ctxs": 10, "ctx_len": 128}}))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "trainer": {
+                    "trainer_class": "X",
+                    "dict_class": cls,
+                    "activation_dim": D_IN,
+                    "dict_size": D_SAE,
+                    "k": 6,
+                    "layer": LAYER,
+                    "lm_name": "EleutherAI/pythia-70m-deduped",
+                    "submodule_name": f"resid_post_layer_{LAYER}",
+                    **trainer,
+                },
+                "buffer": {"d_submodule": D_IN, "io": "out", "n_ctxs": 10, "ctx_len": 128},
+            }
+        )
+    )
     torch.save(state, folder / "ae.pt")
     return folder
 
@@ -162,8 +252,16 @@ def write_dictionary_learning(folder: Path, cls: str, state: dict, **trainer) ->
 def test_gemma_scope_params_npz(world, rng, tmp_path):
     store, X = world
     t = weights(rng)
-    folder = write_gemma_scope(tmp_path / "models--google--gemma-scope-2b-pt-res" / "snapshots" / "abc"
-                               / f"layer_{LAYER}" / "width_16k" / "average_l0_71", t)
+    folder = write_gemma_scope(
+        tmp_path
+        / "models--google--gemma-scope-2b-pt-res"
+        / "snapshots"
+        / "abc"
+        / f"layer_{LAYER}"
+        / "width_16k"
+        / "average_l0_71",
+        t,
+    )
     r = store.saes.register("m", LAYER, folder)
     assert (r.architecture, r.d_in, r.d_sae, r.cfg["format"]) == ("jumprelu", 16, 32, "gemma_scope")
     assert r.cfg["hook_name"] == "blocks.2.hook_resid_post" and r.notes is None
@@ -177,7 +275,11 @@ def test_gemma_scope_2(world, rng, tmp_path):
     store, X = world
     t = weights(rng)
     r = store.saes.register("m", LAYER, write_gemma_scope_2(tmp_path / "resid_post" / "layer_2_width_16k_l0_small", t))
-    assert (r.architecture, r.cfg["format"], r.cfg["hook_name"]) == ("jumprelu", "gemma_scope_2", "blocks.2.hook_resid_post")
+    assert (r.architecture, r.cfg["format"], r.cfg["hook_name"]) == (
+        "jumprelu",
+        "gemma_scope_2",
+        "blocks.2.hook_resid_post",
+    )
     assert r.cfg["model_name"] == "gemma-v3-1b-pt" and r.notes is None
     close(encoded(store, r.sae_id, X), reference(X, t["W_enc"], t["b_enc"], arch="jumprelu", threshold=t["threshold"]))
 
@@ -187,8 +289,11 @@ def test_llama_scope(world, rng, tmp_path):
     t = weights(rng)
     r = store.saes.register("m", LAYER, write_llama_scope(tmp_path / "Llama3_1-8B-Base-L2R-8x", t))
     s = 4.0 / 6.0  # sqrt(d_model) / dataset_average_activation_norm.in
-    assert (r.architecture, r.cfg["format"], r.cfg["normalize_activations"]) == \
-        ("jumprelu", "llama_scope", "expected_average_only_in")
+    assert (r.architecture, r.cfg["format"], r.cfg["normalize_activations"]) == (
+        "jumprelu",
+        "llama_scope",
+        "expected_average_only_in",
+    )
     assert r.cfg["norm_scaling_factor"] == pytest.approx(s, rel=1e-15) and r.notes is None
     want = reference(X, t["W_enc"], t["b_enc"], arch="jumprelu", threshold=np.full(D_SAE, 0.4 * s), scale=s)
     close(encoded(store, r.sae_id, X), want)
@@ -198,24 +303,38 @@ def test_sparsify_bf16(world, rng, tmp_path):
     store, X = world
     t = weights(rng, torch.bfloat16)
     r = store.saes.register("m", LAYER, write_sparsify(tmp_path / "EleutherAI" / "sae-x" / "layers.2", t))
-    assert (r.architecture, r.cfg["k"], r.cfg["format"], r.cfg["hook_name"]) == \
-        ("topk", 5, "sparsify", "blocks.2.hook_resid_post")
+    assert (r.architecture, r.cfg["k"], r.cfg["format"], r.cfg["hook_name"]) == (
+        "topk",
+        5,
+        "sparsify",
+        "blocks.2.hook_resid_post",
+    )
     close(encoded(store, r.sae_id, X), reference(X, t["W_enc"], t["b_enc"], b_dec=t["b_dec"], arch="topk", k=5))
 
 
-@pytest.mark.parametrize("cls, arch, apply_b", [
-    ("AutoEncoder", "standard", True), ("AutoEncoderNew", "standard", False), ("AutoEncoderTopK", "topk", True),
-    ("BatchTopKSAE", "jumprelu", True), ("MatryoshkaBatchTopKSAE", "jumprelu", True),
-    ("JumpReluAutoEncoder", "jumprelu", False)])
+@pytest.mark.parametrize(
+    "cls, arch, apply_b",
+    [
+        ("AutoEncoder", "standard", True),
+        ("AutoEncoderNew", "standard", False),
+        ("AutoEncoderTopK", "topk", True),
+        ("BatchTopKSAE", "jumprelu", True),
+        ("MatryoshkaBatchTopKSAE", "jumprelu", True),
+        ("JumpReluAutoEncoder", "jumprelu", False),
+    ],
+)
 def test_dictionary_learning(world, rng, tmp_path, cls, arch, apply_b):
     store, X = world
     t = weights(rng)
     r = store.saes.register("m", LAYER, write_dictionary_learning(tmp_path / "trainer_0", cls, dl_state(cls, t)))
-    assert (r.architecture, r.cfg["format"], r.cfg["layout"], r.cfg["apply_b_dec_to_input"]) == \
-        (arch, "dictionary_learning", cls, apply_b)
+    assert (r.architecture, r.cfg["format"], r.cfg["layout"], r.cfg["apply_b_dec_to_input"]) == (
+        arch,
+        "dictionary_learning",
+        cls,
+        apply_b,
+    )
     thr = t["threshold"] if cls == "JumpReluAutoEncoder" else np.full(D_SAE, 0.7, np.float32)
-    want = reference(X, t["W_enc"], t["b_enc"], b_dec=t["b_dec"] if apply_b else None, arch=arch,
-                     threshold=thr, k=6)
+    want = reference(X, t["W_enc"], t["b_enc"], b_dec=t["b_dec"] if apply_b else None, arch=arch, threshold=thr, k=6)
     close(encoded(store, r.sae_id, X), want)
 
 
@@ -229,10 +348,22 @@ def test_saelens_topk_trainer_default_rescale(world, rng, tmp_path, unit_rows):
         t["W_dec"] = t["W_dec"] / t["W_dec"].norm(dim=-1, keepdim=True)
     folder = tmp_path / "topk"
     folder.mkdir()
-    (folder / "cfg.json").write_text(json.dumps({
-        "architecture": "topk", "d_in": D_IN, "d_sae": D_SAE, "k": 7, "rescale_acts_by_decoder_norm": True,
-        "apply_b_dec_to_input": True, "normalize_activations": "none", "dtype": "float32", "reshape_activations": "none",
-        "metadata": {"sae_lens_version": "6.54.12", "hook_name": "blocks.2.hook_resid_post", "model_name": "m"}}))
+    (folder / "cfg.json").write_text(
+        json.dumps(
+            {
+                "architecture": "topk",
+                "d_in": D_IN,
+                "d_sae": D_SAE,
+                "k": 7,
+                "rescale_acts_by_decoder_norm": True,
+                "apply_b_dec_to_input": True,
+                "normalize_activations": "none",
+                "dtype": "float32",
+                "reshape_activations": "none",
+                "metadata": {"sae_lens_version": "6.54.12", "hook_name": "blocks.2.hook_resid_post", "model_name": "m"},
+            }
+        )
+    )
     save_file({k: t[k] for k in ("W_enc", "W_dec", "b_enc", "b_dec")}, str(folder / "sae_weights.safetensors"))
     r = store.saes.register("m", LAYER, folder)
     assert r.architecture == "topk" and "rescale_acts_by_decoder_norm folded" in r.notes
@@ -255,14 +386,17 @@ def test_transcoders_and_other_dictionaries_are_refused(world, rng, tmp_path):
     ]
     saelens_tc = tmp_path / "sl_tc"
     saelens_tc.mkdir()
-    (saelens_tc / "cfg.json").write_text(json.dumps({"architecture": "jumprelu_transcoder", "d_in": D_IN,
-                                                     "d_sae": D_SAE, "d_out": D_IN, "metadata": {}}))
+    (saelens_tc / "cfg.json").write_text(
+        json.dumps({"architecture": "jumprelu_transcoder", "d_in": D_IN, "d_sae": D_SAE, "d_out": D_IN, "metadata": {}})
+    )
     save_file({"W_enc": t["W_enc"]}, str(saelens_tc / "sae_weights.safetensors"))
     cases.append(saelens_tc)
     for folder in cases:
         with pytest.raises(InvalidInput, match=NOT_SAE) as e:
             store.saes.register("m", LAYER, folder)
-        assert "Gemma Scope (params.npz)" in str(e.value) and "dictionary_learning (config.json + ae.pt)" in str(e.value)
+        assert "Gemma Scope (params.npz)" in str(e.value) and "dictionary_learning (config.json + ae.pt)" in str(
+            e.value
+        )
     gated = write_dictionary_learning(tmp_path / "gated", "GatedAutoEncoder", {"encoder.weight": t["W_enc"].T})
     with pytest.raises(InvalidInput, match=r"gated SAEs \(GatedAutoEncoder\) are not supported yet; supported:"):
         store.saes.register("m", LAYER, gated)
@@ -271,8 +405,11 @@ def test_transcoders_and_other_dictionaries_are_refused(world, rng, tmp_path):
         store.saes.register("m", LAYER, groupmax)
     (tmp_path / "odd").mkdir()
     (tmp_path / "odd" / "cfg.json").write_text("{}")
-    with pytest.raises(InvalidInput, match=r"is in no supported layout \(it holds: cfg.json\); SAELens needs "
-                                           r"cfg.json \+ sae_weights.safetensors; EleutherAI sparsify needs"):
+    with pytest.raises(
+        InvalidInput,
+        match=r"is in no supported layout \(it holds: cfg.json\); SAELens needs "
+        r"cfg.json \+ sae_weights.safetensors; EleutherAI sparsify needs",
+    ):
         store.saes.register("m", LAYER, tmp_path / "odd")
     assert store.saes.list() == []
 
@@ -287,9 +424,14 @@ class NotATensor:
 def test_pickles_are_never_unpickled(world, rng, tmp_path, capsys):
     store, _ = world
     t = weights(rng)
-    folder = write_dictionary_learning(tmp_path / "evil", "AutoEncoder", {**dl_state("AutoEncoder", t), "x": NotATensor()})
-    with pytest.raises(InvalidInput, match=r"ae.pt in .* cannot be read with torch.load\(weights_only=True\) .*; "
-                                           r"actstore never unpickles arbitrary objects"):
+    folder = write_dictionary_learning(
+        tmp_path / "evil", "AutoEncoder", {**dl_state("AutoEncoder", t), "x": NotATensor()}
+    )
+    with pytest.raises(
+        InvalidInput,
+        match=r"ae.pt in .* cannot be read with torch.load\(weights_only=True\) .*; "
+        r"actstore never unpickles arbitrary objects",
+    ):
         store.saes.register("m", LAYER, folder)
     assert "this must never run" not in capsys.readouterr().out
 
@@ -299,17 +441,25 @@ def test_sizes_beyond_memory_are_refused_before_reading(world, rng, tmp_path, mo
     t = weights(rng)
     huge = tmp_path / "huge"
     huge.mkdir()
-    (huge / "cfg.json").write_text(json.dumps({"architecture": "standard", "d_in": D_IN, "d_sae": 2 ** 40, "metadata": {}}))
+    (huge / "cfg.json").write_text(
+        json.dumps({"architecture": "standard", "d_in": D_IN, "d_sae": 2**40, "metadata": {}})
+    )
     (huge / "sae_weights.safetensors").write_bytes(b"not read")
-    with pytest.raises(InvalidInput, match=r"cfg.json in .* declares tensors \(W_enc \[16, 1099511627776\], W_dec "
-                                           r"\[1099511627776, 16\]\) that need about 196608.00 GiB of memory to read, "
-                                           r"but this machine has .* available; refused before reading them"):
+    with pytest.raises(
+        InvalidInput,
+        match=r"cfg.json in .* declares tensors \(W_enc \[16, 1099511627776\], W_dec "
+        r"\[1099511627776, 16\]\) that need about 196608.00 GiB of memory to read, "
+        r"but this machine has .* available; refused before reading them",
+    ):
         store.saes.register("m", LAYER, huge)
     # header sizes (no config): a params.npz whose arrays need more than is available
     npz = write_gemma_scope(tmp_path / "npz", t)
     monkeypatch.setattr(sae_common, "available_memory", lambda: 5_000)
-    with pytest.raises(InvalidInput, match=r"params.npz in .* declares tensors \(W_enc \[16, 32\], .*\) that need "
-                                           r"about 8832 bytes of memory to read, but this machine has 5000 bytes"):
+    with pytest.raises(
+        InvalidInput,
+        match=r"params.npz in .* declares tensors \(W_enc \[16, 32\], .*\) that need "
+        r"about 8832 bytes of memory to read, but this machine has 5000 bytes",
+    ):
         store.saes.register("m", LAYER, npz)
     ae = write_dictionary_learning(tmp_path / "ae", "AutoEncoder", dl_state("AutoEncoder", t))
     with pytest.raises(InvalidInput, match="config.json in .* declares tensors"):
@@ -319,9 +469,13 @@ def test_sizes_beyond_memory_are_refused_before_reading(world, rng, tmp_path, mo
 def test_path_rule_and_d_in_for_every_layout(world, rng, tmp_path):
     store, _ = world
     root, out = tmp_path / "root", tmp_path / "out"
-    writers = {"gemma_scope": write_gemma_scope, "gemma_scope_2": write_gemma_scope_2,
-               "llama_scope": write_llama_scope, "sparsify": write_sparsify,
-               "dictionary_learning": lambda f, t: write_dictionary_learning(f, "AutoEncoder", dl_state("AutoEncoder", t))}
+    writers = {
+        "gemma_scope": write_gemma_scope,
+        "gemma_scope_2": write_gemma_scope_2,
+        "llama_scope": write_llama_scope,
+        "sparsify": write_sparsify,
+        "dictionary_learning": lambda f, t: write_dictionary_learning(f, "AutoEncoder", dl_state("AutoEncoder", t)),
+    }
     for name, write in writers.items():
         t = weights(rng)  # different weights each: the same tensors would be the same SAE id
         inside, outside = write(root / name, t), write(out / name, t)
@@ -346,7 +500,9 @@ def test_path_rule_and_d_in_for_every_layout(world, rng, tmp_path):
 def test_old_records_named_relu_read_as_standard(world, rng, tmp_path):
     store, X = world
     t = weights(rng)
-    r = store.saes.register("m", LAYER, write_dictionary_learning(tmp_path / "a", "AutoEncoder", dl_state("AutoEncoder", t)))
+    r = store.saes.register(
+        "m", LAYER, write_dictionary_learning(tmp_path / "a", "AutoEncoder", dl_state("AutoEncoder", t))
+    )
     old_cfg = json.dumps({**r.cfg, "architecture": "relu"})
     store.tables.open("saes").update(where="true", values={"architecture": "relu", "cfg": old_cfg})
     old = store.saes.get(r.sae_id)
@@ -365,16 +521,20 @@ def test_api_registers_every_layout_under_the_root(world, rng, tmp_path):
     root = tmp_path / "root"
     write_gemma_scope(root / "gemma-scope-2b-pt-res" / "layer_2" / "width_16k" / "average_l0_71", weights(rng))
     write_dictionary_learning(root / "dl", "AutoEncoderTopK", dl_state("AutoEncoderTopK", weights(rng)))
-    mutation = "mutation($p: String!) { registerSae(model: \"m\", layer: 2, path: $p) { architecture format dIn } }"
+    mutation = 'mutation($p: String!) { registerSae(model: "m", layer: 2, path: $p) { architecture format dIn } }'
     with TestClient(create_app(Service(store, Settings(token="t", sae_root=str(root))))) as client:
-        got = [client.post("/graphql", json={"query": mutation, "variables": {"p": p}},
-                           headers={"Authorization": "Bearer t"}).json()
-               for p in ("gemma-scope-2b-pt-res/layer_2/width_16k/average_l0_71", "dl", "../")]
+        got = [
+            client.post(
+                "/graphql", json={"query": mutation, "variables": {"p": p}}, headers={"Authorization": "Bearer t"}
+            ).json()
+            for p in ("gemma-scope-2b-pt-res/layer_2/width_16k/average_l0_71", "dl", "../")
+        ]
         assert [g["data"]["registerSae"] for g in got[:2]] == [
             {"architecture": "jumprelu", "format": "gemma_scope", "dIn": 16},
-            {"architecture": "topk", "format": "dictionary_learning", "dIn": 16}]
+            {"architecture": "topk", "format": "dictionary_learning", "dIn": 16},
+        ]
         assert "outside the allowed SAE root" in got[2]["errors"][0]["message"]
-        listed = client.post("/graphql", json={"query": "{ saes(model: \"m\") { format } }"}).json()["data"]["saes"]
+        listed = client.post("/graphql", json={"query": '{ saes(model: "m") { format } }'}).json()["data"]["saes"]
         assert sorted(x["format"] for x in listed) == ["dictionary_learning", "gemma_scope"]
 
 
@@ -382,13 +542,48 @@ def test_cli_release_route_without_sae_lens(world, monkeypatch):
     store, _ = world
     monkeypatch.setattr(saelens_registry, "registry_available", lambda: False)
     runner = CliRunner()
-    out = runner.invoke(cli_app, ["sae", "add", "--model", "m", "--layer", "2", "--release", "gemma-scope-2b-pt-res",
-                                  "--sae-id", "layer_2/width_16k/average_l0_71", "--store", store.uri])
+    out = runner.invoke(
+        cli_app,
+        [
+            "sae",
+            "add",
+            "--model",
+            "m",
+            "--layer",
+            "2",
+            "--release",
+            "gemma-scope-2b-pt-res",
+            "--sae-id",
+            "layer_2/width_16k/average_l0_71",
+            "--store",
+            store.uri,
+        ],
+    )
     assert out.exit_code == 2
-    assert "the sae-lens package is not installed (pip install sae-lens); without it these registry settings " \
-           "cannot be seen: norm_scaling_factor, config_overrides (e.g. normalize_activations)" in " ".join(out.output.split())
-    both = runner.invoke(cli_app, ["sae", "add", "--model", "m", "--layer", "2", "--path", "x", "--release", "r",
-                                   "--sae-id", "i", "--store", store.uri])
+    assert (
+        "the sae-lens package is not installed (pip install sae-lens); without it these registry settings "
+        "cannot be seen: norm_scaling_factor, config_overrides (e.g. normalize_activations)"
+        in " ".join(out.output.split())
+    )
+    both = runner.invoke(
+        cli_app,
+        [
+            "sae",
+            "add",
+            "--model",
+            "m",
+            "--layer",
+            "2",
+            "--path",
+            "x",
+            "--release",
+            "r",
+            "--sae-id",
+            "i",
+            "--store",
+            store.uri,
+        ],
+    )
     assert both.exit_code == 2 and "give either --path FOLDER or --release R --sae-id ID" in both.output
 
 
@@ -429,7 +624,8 @@ def saelens_encode(conversion: str, repo_id: str, folder: str, X: np.ndarray, no
     from sae_lens.loading import pretrained_sae_loaders as loaders
 
     cfg, state, _ = loaders.NAMED_PRETRAINED_SAE_LOADERS[conversion](
-        repo_id=repo_id, folder_name=folder, device="cpu", cfg_overrides={"device": "cpu", "dtype": "float32"})
+        repo_id=repo_id, folder_name=folder, device="cpu", cfg_overrides={"device": "cpu", "dtype": "float32"}
+    )
     cfg = loaders.handle_config_defaulting(cfg)
     sae_cfg = SAE.get_sae_config_class_for_architecture(cfg["architecture"]).from_dict(cfg)
     sae = SAE.get_sae_class_for_architecture(sae_cfg.architecture())(sae_cfg)
@@ -453,11 +649,23 @@ def test_saelens_topk_rescale_folder(world, rng, tmp_path):
     t = weights(rng)
     folder = tmp_path / "topk"
     folder.mkdir()
-    (folder / "cfg.json").write_text(json.dumps({
-        "architecture": "topk", "d_in": D_IN, "d_sae": D_SAE, "k": 7, "rescale_acts_by_decoder_norm": True,
-        "apply_b_dec_to_input": True, "normalize_activations": "none", "dtype": "float32", "device": "cpu",
-        "reshape_activations": "none",
-        "metadata": {"sae_lens_version": "6.54.12", "hook_name": "blocks.2.hook_resid_post", "model_name": "m"}}))
+    (folder / "cfg.json").write_text(
+        json.dumps(
+            {
+                "architecture": "topk",
+                "d_in": D_IN,
+                "d_sae": D_SAE,
+                "k": 7,
+                "rescale_acts_by_decoder_norm": True,
+                "apply_b_dec_to_input": True,
+                "normalize_activations": "none",
+                "dtype": "float32",
+                "device": "cpu",
+                "reshape_activations": "none",
+                "metadata": {"sae_lens_version": "6.54.12", "hook_name": "blocks.2.hook_resid_post", "model_name": "m"},
+            }
+        )
+    )
     save_file({k: t[k] for k in ("W_enc", "W_dec", "b_enc", "b_dec")}, str(folder / "sae_weights.safetensors"))
     r = store.saes.register("m", LAYER, folder)
     with torch.no_grad():
@@ -505,24 +713,42 @@ def test_registry_only_norm_scaling_factor(world, rng, hub):
     release, sae_id = "gpt2-small-mlp-tm", "blocks.0.hook_mlp_out"
     folder = hub / "tommmcgrath/gpt2-small-mlp-out-saes" / "sae_group_gpt2_blocks.0.hook_mlp_out_24576:v1"
     folder.mkdir(parents=True)
-    (folder / "cfg.json").write_text(json.dumps({
-        "architecture": "standard", "d_in": D_IN, "d_sae": D_SAE, "hook_point": "blocks.0.hook_mlp_out",
-        "hook_point_layer": 0, "activation_fn_str": "relu", "apply_b_dec_to_input": True,
-        "normalize_activations": "expected_average_only_in", "model_name": "gpt2-small", "dtype": "float32",
-        "sae_lens_training_version": "3.13.0", "context_size": 128, "dataset_path": "x", "prepend_bos": True}))
+    (folder / "cfg.json").write_text(
+        json.dumps(
+            {
+                "architecture": "standard",
+                "d_in": D_IN,
+                "d_sae": D_SAE,
+                "hook_point": "blocks.0.hook_mlp_out",
+                "hook_point_layer": 0,
+                "activation_fn_str": "relu",
+                "apply_b_dec_to_input": True,
+                "normalize_activations": "expected_average_only_in",
+                "model_name": "gpt2-small",
+                "dtype": "float32",
+                "sae_lens_training_version": "3.13.0",
+                "context_size": 128,
+                "dataset_path": "x",
+                "prepend_bos": True,
+            }
+        )
+    )
     save_file({k: t[k] for k in ("W_enc", "W_dec", "b_enc", "b_dec")}, str(folder / "sae_weights.safetensors"))
     plain = store.saes.register("m", 1, folder)
     assert plain.cfg["norm_scaling_factor"] is None and "only in SAELens' registry" in plain.notes
-    out = CliRunner().invoke(cli_app, ["sae", "add", "--model", "m", "--layer", "2", "--release", release,
-                                       "--sae-id", sae_id, "--store", store.uri])
+    out = CliRunner().invoke(
+        cli_app,
+        ["sae", "add", "--model", "m", "--layer", "2", "--release", release, "--sae-id", sae_id, "--store", store.uri],
+    )
     assert out.exit_code == 0, out.output
     assert "(saelens_registry)" in out.output
     r = next(s for s in store.saes.list("m") if s.layer == LAYER)
     assert r.cfg["norm_scaling_factor"] == 1.049317316132615 and r.source_path == f"saelens:{release}/{sae_id}"
     ours = encoded(store, r.sae_id, X)
     # x' = s x, then - b_dec: SAELens folds s into W_enc (and b_dec / s), which encodes the same
-    np.testing.assert_allclose(ours, reference(X, t["W_enc"], t["b_enc"], b_dec=t["b_dec"], scale=1.049317316132615),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        ours, reference(X, t["W_enc"], t["b_enc"], b_dec=t["b_dec"], scale=1.049317316132615), rtol=1e-6, atol=1e-6
+    )
     theirs = SAE.from_pretrained(release, sae_id, device="cpu")
     with torch.no_grad():
         agree(ours, theirs.encode(torch.from_numpy(X)).double().numpy())

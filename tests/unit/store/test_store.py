@@ -143,7 +143,12 @@ def test_model_registered_on_first_write(store):
     _setup(store, d=8, layers=3)
     info = store.models.get("m")
     assert (info.key, info.n_layers, info.d_model, info.source, info.architecture, info.layers) == (
-        "m", 3, 8, "local/m", "llama", (0,)
+        "m",
+        3,
+        8,
+        "local/m",
+        "llama",
+        (0,),
     )
     assert [m.key for m in store.models.list()] == ["m"]
 
@@ -162,8 +167,14 @@ def _bad_writes(ids, X):
         (dict(layer=0, prompt_ids=ids, vectors=nan), rf"non-finite values .* prompt id\(s\) {ids[2]}"),
         (dict(layer=0, prompt_ids=ids, vectors=inf), rf"non-finite values .* prompt id\(s\) {ids[3]}"),
         (dict(layer=0, prompt_ids=ids[:-1], vectors=X), f"got {len(X)} vectors for {len(X) - 1} prompt ids"),
-        (dict(layer=0, prompt_ids=np.r_[ids[:-1], 999], vectors=X), r"unknown prompt id\(s\): 999; add the prompts first"),
-        (dict(layer=0, prompt_ids=np.r_[ids[:-1], ids[0]], vectors=X), rf"duplicate prompt id\(s\) in one write: {ids[0]}"),
+        (
+            dict(layer=0, prompt_ids=np.r_[ids[:-1], 999], vectors=X),
+            r"unknown prompt id\(s\): 999; add the prompts first",
+        ),
+        (
+            dict(layer=0, prompt_ids=np.r_[ids[:-1], ids[0]], vectors=X),
+            rf"duplicate prompt id\(s\) in one write: {ids[0]}",
+        ),
         (dict(layer=3, prompt_ids=ids, vectors=X), r"layer 3 is out of range for model 'm': allowed 0..2"),
         (dict(layer=-1, prompt_ids=ids, vectors=X), r"layer -1 is out of range"),
         (dict(layer=0, prompt_ids=ids, vectors=X, n_layers=5), "registered with n_layers=3, got n_layers=5"),
@@ -294,7 +305,9 @@ def test_knn_restricted_to_a_dataset(store, rng):
 def test_knn_errors(store):
     ids, X = _setup(store, n=12, d=8)
     for k, n_msg in [(0, "got k=0"), (12, "got k=12"), (-3, "got k=-3")]:
-        with pytest.raises(InvalidInput, match=rf"k must be between 1 and n - 1 = 11 \(n = 12 stored prompts\), {n_msg}"):
+        with pytest.raises(
+            InvalidInput, match=rf"k must be between 1 and n - 1 = 11 \(n = 12 stored prompts\), {n_msg}"
+        ):
             store.knn.search("m", 0, X[:1], k)
     with pytest.raises(InvalidInput, match=r"dimension d_model=8 of model 'm', got shape \(1, 5\)"):
         store.knn.search("m", 0, X[:1, :5], 3)

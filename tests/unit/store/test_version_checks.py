@@ -58,7 +58,9 @@ def test_look_ups_check_no_versions_within_the_interval(tmp_path, monkeypatch, i
     table_cls = type(store.tables.open("acts__m__L000"))
     real_version, real_count = table_cls.version, table_cls.count_rows
     monkeypatch.setattr(table_cls, "version", property(lambda self: calls.append("version") or real_version.fget(self)))
-    monkeypatch.setattr(table_cls, "count_rows", lambda self, *a, **k: calls.append("rows") or real_count(self, *a, **k))
+    monkeypatch.setattr(
+        table_cls, "count_rows", lambda self, *a, **k: calls.append("rows") or real_count(self, *a, **k)
+    )
     for pid in ids[1:21]:
         out = svc.similarity.nearest_neighbors(LayerRef("m", 0), prompt_id=pid, k=5)
         assert len(out) == 5 and out[0].text.startswith("p") and pid not in [n.prompt_id for n in out]

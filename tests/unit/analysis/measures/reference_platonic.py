@@ -77,8 +77,9 @@ def hsic_unbiased(A, B):
     np.fill_diagonal(At, 0.0)
     np.fill_diagonal(Bt, 0.0)
     one = np.ones(n)
-    return (np.trace(At @ Bt) + At.sum() * Bt.sum() / ((n - 1) * (n - 2))
-            - 2.0 / (n - 2) * one @ At @ Bt @ one) / (n * (n - 3))
+    return (np.trace(At @ Bt) + At.sum() * Bt.sum() / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * one @ At @ Bt @ one) / (
+        n * (n - 3)
+    )
 
 
 def hsic_biased(A, B):
@@ -93,7 +94,7 @@ def _mask(K, k, unbiased):
     for i in range(n):
         cand = [j for j in range(n) if j != i]
         cand.sort(key=lambda j: (-K[i, j], j))
-        chosen = cand[:k] if unbiased else [i] + cand[:k - 1]
+        chosen = cand[:k] if unbiased else [i] + cand[: k - 1]
         M[i, chosen] = 1.0
     return M
 

@@ -28,8 +28,10 @@ def _centre(X) -> np.ndarray:
 
 def _pad(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     d = max(X.shape[1], Y.shape[1])
-    return (np.hstack([X, np.zeros((X.shape[0], d - X.shape[1]))]),
-            np.hstack([Y, np.zeros((Y.shape[0], d - Y.shape[1]))]))
+    return (
+        np.hstack([X, np.zeros((X.shape[0], d - X.shape[1]))]),
+        np.hstack([Y, np.zeros((Y.shape[0], d - Y.shape[1]))]),
+    )
 
 
 def _inv_sqrt(S: np.ndarray) -> np.ndarray:
@@ -48,12 +50,13 @@ def _cca(Xc: np.ndarray, Yc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 # ------------------------------------------------------------------------------- cca
 
+
 def _pca_scores(X, keep_variance: float, dims: int, standardize: bool) -> np.ndarray:
     Xc = _centre(X)
     if standardize:
         sd = Xc.std(axis=0)
         Xc = Xc / np.where(sd > 0, sd, 1.0)
-    w, V = np.linalg.eigh(Xc.T @ Xc)          # covariance eigen-decomposition, ascending
+    w, V = np.linalg.eigh(Xc.T @ Xc)  # covariance eigen-decomposition, ascending
     w, V = w[::-1], V[:, ::-1]
     rank = int(np.sum(w > w[0] * 1e-12))
     if dims > 0:
@@ -69,15 +72,15 @@ def svcca_direct(X, Y, keep_variance: float = 0.99, dims: int = 0, standardize: 
     A = _pca_scores(X, keep_variance, dims, standardize)
     B = _pca_scores(Y, keep_variance, dims, standardize)
     rho, _ = _cca(A, B)
-    return float(np.mean(rho[:min(A.shape[1], B.shape[1])]))
+    return float(np.mean(rho[: min(A.shape[1], B.shape[1])]))
 
 
 def resi_svcca_components(X) -> int:
     """The number of SVD components ReSi's top_k_pca_comps keeps (its rule, written out):
     argmax(cumsum(s^2) / sum(s^2) >= 0.99 * sum(s^2)) + 1."""
     s = np.linalg.svd(_centre(X), compute_uv=False)
-    total = np.sum(s ** 2)
-    return int(np.argmax(np.cumsum(s ** 2 / total) >= 0.99 * total)) + 1
+    total = np.sum(s**2)
+    return int(np.argmax(np.cumsum(s**2 / total) >= 0.99 * total)) + 1
 
 
 def pwcca_direct(X, Y) -> float:
@@ -109,6 +112,7 @@ def pwcca_resi_recipe(X, Y) -> float:
 
 # ------------------------------------------------------------------------- alignment
 
+
 def _rotation(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
     """argmax over orthogonal Q of tr(Q^T X^T Y), X and Y of equal width."""
     U, _, Vt = np.linalg.svd(X.T @ Y)
@@ -138,8 +142,7 @@ def angular_direct(X, Y) -> float:
 def aligned_cosine_direct(X, Y) -> float:
     X, Y = _pad(_f64(X), _f64(Y))
     XQ = X @ _rotation(X, Y)
-    cos = [a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) for a, b in zip(XQ, Y)
-           if np.any(a) and np.any(b)]
+    cos = [a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) for a, b in zip(XQ, Y) if np.any(a) and np.any(b)]
     return float(np.mean(cos))
 
 
@@ -152,7 +155,7 @@ def permutation_procrustes_direct(X, Y) -> float:
 def linear_regression_direct(X, Y) -> float:
     Xc, Yc = _centre(X), _centre(Y)
     B = np.linalg.lstsq(Yc, Xc, rcond=None)[0]
-    return float(1.0 - np.sum((Xc - Yc @ B) ** 2) / np.sum(Xc ** 2))
+    return float(1.0 - np.sum((Xc - Yc @ B) ** 2) / np.sum(Xc**2))
 
 
 def _correlations(X, Y) -> np.ndarray:
@@ -166,8 +169,9 @@ def hard_correlation_match_direct(X, Y) -> float:
     C = _correlations(X, Y)
     if C.shape[0] > C.shape[1]:
         C = C.T
-    best = max(sum(C[i, j] for i, j in enumerate(cols))
-               for cols in itertools.permutations(range(C.shape[1]), C.shape[0]))
+    best = max(
+        sum(C[i, j] for i, j in enumerate(cols)) for cols in itertools.permutations(range(C.shape[1]), C.shape[0])
+    )
     return float(best / C.shape[0])
 
 
@@ -178,10 +182,11 @@ def soft_correlation_match_direct(X, Y) -> float:
 
 # -------------------------------------------------------------------------- spectral
 
+
 def eigenspace_overlap_direct(X, Y) -> float:
     X, Y = _f64(X), _f64(Y)
-    U = np.linalg.svd(X)[0][:, :np.linalg.matrix_rank(X)]
-    V = np.linalg.svd(Y)[0][:, :np.linalg.matrix_rank(Y)]
+    U = np.linalg.svd(X)[0][:, : np.linalg.matrix_rank(X)]
+    V = np.linalg.svd(Y)[0][:, : np.linalg.matrix_rank(Y)]
     return float(np.linalg.norm(U.T @ V) ** 2 / max(X.shape[1], Y.shape[1]))
 
 

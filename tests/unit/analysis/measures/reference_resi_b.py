@@ -17,6 +17,7 @@ __all__ = ["DIRECT", "neighbours"]
 
 # --- RSMs -----------------------------------------------------------------------------------
 
+
 def _euclid(X):
     n = X.shape[0]
     D = np.zeros((n, n))
@@ -102,6 +103,7 @@ def distance_correlation(X, Y):
 
 # --- neighbourhoods -------------------------------------------------------------------------
 
+
 def neighbours(X, k):
     """Per row i: the k rows j != i of largest cosine similarity, most similar first, ties by
     the smaller index (list of lists)."""
@@ -138,8 +140,7 @@ def rank_similarity(X, Y, k=10):
 
 
 def joint_rank_jaccard_similarity(X, Y, k=10):
-    return float(np.mean([_jac_term(a, b) * _rank_term(a, b)
-                          for a, b in zip(neighbours(X, k), neighbours(Y, k))]))
+    return float(np.mean([_jac_term(a, b) * _rank_term(a, b) for a, b in zip(neighbours(X, k), neighbours(Y, k))]))
 
 
 def second_order_cosine_similarity(X, Y, k=10, values="similarity"):
@@ -156,6 +157,7 @@ def second_order_cosine_similarity(X, Y, k=10, values="similarity"):
 
 # --- statistics -----------------------------------------------------------------------------
 
+
 def magnitude_difference(X, Y):
     return abs(float(np.linalg.norm(X.mean(axis=0))) - float(np.linalg.norm(Y.mean(axis=0))))
 
@@ -164,15 +166,21 @@ def concentricity_difference(X, Y):
     def c(Z):
         mu = Z.mean(axis=0)
         return float(np.mean([_cos(z, mu) for z in Z]))
+
     return abs(c(X) - c(Y))
 
 
 def uniformity_difference(X, Y, t=2.0, pairs="all"):
     def u(Z):
         n = Z.shape[0]
-        terms = [math.exp(-t * float(np.sum((Z[i] - Z[j]) ** 2)))
-                 for i in range(n) for j in range(n) if pairs == "all" or i != j]
+        terms = [
+            math.exp(-t * float(np.sum((Z[i] - Z[j]) ** 2)))
+            for i in range(n)
+            for j in range(n)
+            if pairs == "all" or i != j
+        ]
         return math.log(sum(terms) / len(terms))
+
     return abs(u(X) - u(Y))
 
 

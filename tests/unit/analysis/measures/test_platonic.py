@@ -38,8 +38,7 @@ def _layers(n=36, seed=0):
     z = rng.standard_normal((n, 5))
     out = []
     for d, noise in ((12, 0.4), (9, 0.8), (15, 1.5)):
-        out.append(z @ rng.standard_normal((5, d)) + noise * rng.standard_normal((n, d))
-                   + rng.standard_normal(d))
+        out.append(z @ rng.standard_normal((5, d)) + noise * rng.standard_normal((n, d)) + rng.standard_normal(d))
     return out
 
 
@@ -58,8 +57,9 @@ def test_matches_direct_formula(name):
         assert similarity(X, Y, name, _opts(name)) == pytest.approx(DIRECT[name](X, Y, **_opts(name)), abs=1e-6)
 
 
-@pytest.mark.parametrize("opts", [{"k": 3, "unbiased": True}, {"k": 3, "unbiased": False},
-                                  {"k": 6, "unbiased": False, "eps": 1e-3}])
+@pytest.mark.parametrize(
+    "opts", [{"k": 3, "unbiased": True}, {"k": 3, "unbiased": False}, {"k": 6, "unbiased": False, "eps": 1e-3}]
+)
 def test_cknna_options_match_direct(opts):
     A, B, _ = _layers(seed=1)
     assert similarity(A, B, "cknna", opts) == pytest.approx(DIRECT["cknna"](A, B, **opts), abs=1e-6)
@@ -146,7 +146,7 @@ def test_knn_measures_use_cosine_not_inner_product():
 def test_cka_literal_squared_correlation():
     # one feature each: biased linear CKA is the squared Pearson correlation, here 125/129
     x = np.arange(1.0, 5.0)[:, None]
-    assert similarity(x, x ** 2, "cka") == pytest.approx(125 / 129, abs=1e-12)
+    assert similarity(x, x**2, "cka") == pytest.approx(125 / 129, abs=1e-12)
 
 
 def test_dynamic_programmes_literal():
@@ -172,12 +172,13 @@ def test_option_errors():
 
 # --- platonic preprocessing ------------------------------------------------------------------
 
+
 def test_platonic_literal():
     X = np.array([[3.0, -4.0, 0.0], [1.0, 2.0, 2.0]])
     # exact: sorted |X| = [0, 1, 2, 2, 3, 4], rank int(0.5 * 6) = 3 -> c = 2
     p = fit_preprocess(X, "platonic", quantile=0.5, exact_quantile=True)
     assert p.clip == 2.0 and p.dropped == ()
-    np.testing.assert_allclose(p.apply(X), [[2 ** -0.5, -(2 ** -0.5), 0], [1 / 3, 2 / 3, 2 / 3]], atol=1e-15)
+    np.testing.assert_allclose(p.apply(X), [[2**-0.5, -(2**-0.5), 0], [1 / 3, 2 / 3, 2 / 3]], atol=1e-15)
     # default (mean of per-row quantiles): medians 3 and 2 -> c = 2.5
     assert fit_preprocess(X, "platonic", quantile=0.5).clip == 2.5
     # q = 1: no clipping, unit rows only
@@ -203,8 +204,11 @@ def test_platonic_clip_over_all_layers_is_that_of_the_stacked_rows():
     # per-row medians 5 and 3 -> 4
     assert platonic_clip(layers, 0.5) == 4.0
     p = fit_preprocess(layers[0], "platonic", clip=4.0)
-    np.testing.assert_allclose(p.apply(layers[0]), [[0.24253562503633297, -0.9701425001453319],
-                                                    [0.5547001962252291, 0.8320502943378437]], atol=1e-15)
+    np.testing.assert_allclose(
+        p.apply(layers[0]),
+        [[0.24253562503633297, -0.9701425001453319], [0.5547001962252291, 0.8320502943378437]],
+        atol=1e-15,
+    )
 
 
 def test_platonic_errors():
@@ -225,6 +229,7 @@ def test_platonic_pipeline_mutual_knn_and_cka():
 
 
 # --- permutation test ------------------------------------------------------------------------
+
 
 def test_permutation_literal_p_values():
     A = _layers(seed=10)[0]
@@ -249,10 +254,19 @@ def test_permutation_null_is_the_direct_formula_on_permuted_rows():
 
 def test_permutation_distance_counts_smaller_values(monkeypatch):
     cka = get("cka")
-    dist = Measure(name="one_minus_cka", family="test", direction="distance", definition="1 - cka",
-                   sensitive_to="", reference="", prepare=cka.prepare,
-                   compare=lambda a, b, o: 1.0 - cka.compare(a, b, o), prepare_cost=cka.prepare_cost,
-                   compare_cost=cka.compare_cost, options=cka.options)
+    dist = Measure(
+        name="one_minus_cka",
+        family="test",
+        direction="distance",
+        definition="1 - cka",
+        sensitive_to="",
+        reference="",
+        prepare=cka.prepare,
+        compare=lambda a, b, o: 1.0 - cka.compare(a, b, o),
+        prepare_cost=cka.prepare_cost,
+        compare_cost=cka.compare_cost,
+        options=cka.options,
+    )
     monkeypatch.setattr(perm_module, "get", lambda name: dist)
     A, B, _ = _layers(n=20, seed=12)
     res = measure_permutation_test(A, B, "one_minus_cka", permutations=7, seed=1)

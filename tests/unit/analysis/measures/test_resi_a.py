@@ -49,6 +49,7 @@ def random_rotation(d: int, seed: int) -> np.ndarray:
 
 # ----------------------------------------------------------------- against direct formulas
 
+
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("shape", [(80, 5, 6), (60, 6, 4), (40, 5, 5)])
 def test_matches_direct_formula(name: str, shape: tuple[int, int, int]) -> None:
@@ -63,8 +64,16 @@ def test_gulp_options_match_direct_formula(opts: dict) -> None:
     assert similarity(X, Y, "gulp", opts) == pytest.approx(DIRECT["gulp"](X, Y, **opts), abs=1e-6)
 
 
-@pytest.mark.parametrize("opts", [{"keep_variance": 0.5}, {"keep_variance": 0.9}, {"dims": 3},
-                                  {"dims": 10, "standardize": True}, {"keep_variance": 1.0}])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        {"keep_variance": 0.5},
+        {"keep_variance": 0.9},
+        {"dims": 3},
+        {"dims": 10, "standardize": True},
+        {"keep_variance": 1.0},
+    ],
+)
 def test_svcca_options_match_direct_formula(opts: dict) -> None:
     X, Y = correlated(150, 14, 18, seed=4, noise=3.0)
     assert similarity(X, Y, "svcca", opts) == pytest.approx(DIRECT["svcca"](X, Y, **opts), abs=1e-6)
@@ -73,21 +82,37 @@ def test_svcca_options_match_direct_formula(opts: dict) -> None:
 def test_wide_layers_match_direct_formula_where_defined() -> None:
     # p, q > n: centred layers are rank-deficient; the subspace forms must use numerical rank
     X, Y = correlated(30, 45, 40, seed=5)
-    for name in ["orthogonal_procrustes_centered_and_normalized", "procrustes_size_and_shape_distance",
-                 "orthogonal_angular_shape_metric_centered", "aligned_cosine_similarity",
-                 "eigenspace_overlap_score", "gulp", "soft_correlation_match"]:
+    for name in [
+        "orthogonal_procrustes_centered_and_normalized",
+        "procrustes_size_and_shape_distance",
+        "orthogonal_angular_shape_metric_centered",
+        "aligned_cosine_similarity",
+        "eigenspace_overlap_score",
+        "gulp",
+        "soft_correlation_match",
+    ]:
         assert similarity(X, Y, name) == pytest.approx(DIRECT[name](X, Y), abs=1e-6), name
 
 
 # ----------------------------------------------------------------------- closed forms
 
+
 def test_identical_inputs() -> None:
     X, _ = correlated(50, 6, 6, seed=6)
-    expected = {"svcca": 1.0, "pwcca": 1.0, "orthogonal_procrustes_centered_and_normalized": 0.0,
-                "procrustes_size_and_shape_distance": 0.0, "orthogonal_angular_shape_metric_centered": 0.0,
-                "aligned_cosine_similarity": 1.0, "permutation_procrustes": 0.0, "linear_regression": 1.0,
-                "hard_correlation_match": 1.0, "soft_correlation_match": 1.0, "eigenspace_overlap_score": 1.0,
-                "gulp": 0.0}
+    expected = {
+        "svcca": 1.0,
+        "pwcca": 1.0,
+        "orthogonal_procrustes_centered_and_normalized": 0.0,
+        "procrustes_size_and_shape_distance": 0.0,
+        "orthogonal_angular_shape_metric_centered": 0.0,
+        "aligned_cosine_similarity": 1.0,
+        "permutation_procrustes": 0.0,
+        "linear_regression": 1.0,
+        "hard_correlation_match": 1.0,
+        "soft_correlation_match": 1.0,
+        "eigenspace_overlap_score": 1.0,
+        "gulp": 0.0,
+    }
     assert set(expected) == set(NAMES)
     # sqrt(||X||^2 + ||Y||^2 - 2 c) near 0 is accurate to about sqrt(eps) * ||X||_F only
     unscaled = {"procrustes_size_and_shape_distance", "permutation_procrustes"}
@@ -100,10 +125,16 @@ def test_rotation_invariant_measures_ignore_a_rotation() -> None:
     X, _ = correlated(60, 7, 7, seed=7)
     Y = X @ random_rotation(7, seed=8)
     assert similarity(X, Y, "procrustes_size_and_shape_distance") == pytest.approx(0.0, abs=1e-7 * np.linalg.norm(X))
-    for name, value in {"svcca": 1.0, "pwcca": 1.0, "orthogonal_procrustes_centered_and_normalized": 0.0,
-                        "orthogonal_angular_shape_metric_centered": 0.0,
-                        "aligned_cosine_similarity": 1.0, "linear_regression": 1.0,
-                        "eigenspace_overlap_score": 1.0, "gulp": 0.0}.items():
+    for name, value in {
+        "svcca": 1.0,
+        "pwcca": 1.0,
+        "orthogonal_procrustes_centered_and_normalized": 0.0,
+        "orthogonal_angular_shape_metric_centered": 0.0,
+        "aligned_cosine_similarity": 1.0,
+        "linear_regression": 1.0,
+        "eigenspace_overlap_score": 1.0,
+        "gulp": 0.0,
+    }.items():
         assert similarity(X, Y, name) == pytest.approx(value, abs=1e-6), name
     # neuron-wise measures do see it
     assert similarity(X, Y, "permutation_procrustes") > 1.0
@@ -119,7 +150,7 @@ def test_permuted_neurons() -> None:
 
 
 def test_isotropic_scaling() -> None:
-    X = orthonormal_centred(40, 5, seed=10) + 2.0   # centred part has ||X_c||_F^2 = 5
+    X = orthonormal_centred(40, 5, seed=10) + 2.0  # centred part has ||X_c||_F^2 = 5
     Y = 3.0 * X
     assert similarity(X, Y, "orthogonal_procrustes_centered_and_normalized") == pytest.approx(0.0, abs=1e-6)
     assert similarity(X, Y, "orthogonal_angular_shape_metric_centered") == pytest.approx(0.0, abs=1e-6)
@@ -170,6 +201,7 @@ def test_asymmetric_measures_depend_on_the_order() -> None:
 
 # ------------------------------------------------------ the reference projects' behaviours
 
+
 def test_svcca_follows_the_paper_not_resis_one_component_rule() -> None:
     X, Y = correlated(120, 10, 12, seed=15, noise=3.0)
     # ReSi's rule compares a normalised cumulative share with 0.99 * total variance: one component
@@ -195,10 +227,10 @@ def test_svcca_platonic_settings_standardise_the_columns() -> None:
 
 def test_pwcca_agrees_with_the_svcca_recipe_only_for_whitened_x() -> None:
     rng = np.random.default_rng(17)
-    X = 3.0 * orthonormal_centred(100, 5, seed=18)     # Sigma_xx proportional to I
+    X = 3.0 * orthonormal_centred(100, 5, seed=18)  # Sigma_xx proportional to I
     Y = X @ rng.normal(size=(5, 7)) + rng.normal(size=(100, 7))
     assert similarity(X, Y, "pwcca") == pytest.approx(pwcca_resi_recipe(X, Y), abs=1e-9)
-    X2, Y2 = correlated(100, 5, 7, seed=19)              # general X: the recipe skips the whitening
+    X2, Y2 = correlated(100, 5, 7, seed=19)  # general X: the recipe skips the whitening
     ours = similarity(X2, Y2, "pwcca")
     assert ours == pytest.approx(DIRECT["pwcca"](X2, Y2), abs=1e-6)
     assert abs(ours - pwcca_resi_recipe(X2, Y2)) > 1e-3
@@ -212,6 +244,7 @@ def test_aligned_cosine_skips_all_zero_rows() -> None:
 
 
 # ----------------------------------------------------------------- matrix form and errors
+
 
 @pytest.mark.parametrize("name", NAMES)
 def test_similarity_matrix_equals_loop(name: str) -> None:
@@ -228,9 +261,18 @@ def test_similarity_matrix_equals_loop(name: str) -> None:
 def test_registry_entries_are_complete() -> None:
     for name in NAMES:
         m = get(name)
-        assert m.direction == ("distance" if name in {
-            "orthogonal_procrustes_centered_and_normalized", "procrustes_size_and_shape_distance",
-            "orthogonal_angular_shape_metric_centered", "permutation_procrustes", "gulp"} else "similarity")
+        assert m.direction == (
+            "distance"
+            if name
+            in {
+                "orthogonal_procrustes_centered_and_normalized",
+                "procrustes_size_and_shape_distance",
+                "orthogonal_angular_shape_metric_centered",
+                "permutation_procrustes",
+                "gulp",
+            }
+            else "similarity"
+        )
         assert "mklabunde/resi@24ab9e5055c71527445b0b196f5872f3cbe9a020" in m.reference
         assert m.definition and m.sensitive_to
         assert m.cost(1000, [768], [512], m.options_for()) > 0
@@ -238,7 +280,9 @@ def test_registry_entries_are_complete() -> None:
 
 def test_bad_options_and_inputs_are_named() -> None:
     X, Y = correlated(30, 4, 4, seed=22)
-    with pytest.raises(AnalysisError, match=r"option 'keep_variance' of measure 'svcca' must be in \[1e-06, 1\], got 1.5"):
+    with pytest.raises(
+        AnalysisError, match=r"option 'keep_variance' of measure 'svcca' must be in \[1e-06, 1\], got 1.5"
+    ):
         similarity(X, Y, "svcca", {"keep_variance": 1.5})
     with pytest.raises(AnalysisError, match=r"option 'lmbda' of measure 'gulp' must be in \[0, inf\], got -1"):
         similarity(X, Y, "gulp", {"lmbda": -1})
@@ -255,9 +299,17 @@ def test_bad_options_and_inputs_are_named() -> None:
         similarity(bad, Y, "gulp")
 
 
-SVD_BASED = ["svcca", "pwcca", "orthogonal_procrustes_centered_and_normalized", "procrustes_size_and_shape_distance",
-             "orthogonal_angular_shape_metric_centered", "aligned_cosine_similarity", "linear_regression",
-             "eigenspace_overlap_score", "gulp"]
+SVD_BASED = [
+    "svcca",
+    "pwcca",
+    "orthogonal_procrustes_centered_and_normalized",
+    "procrustes_size_and_shape_distance",
+    "orthogonal_angular_shape_metric_centered",
+    "aligned_cosine_similarity",
+    "linear_regression",
+    "eigenspace_overlap_score",
+    "gulp",
+]
 
 
 @pytest.mark.parametrize("name", SVD_BASED)

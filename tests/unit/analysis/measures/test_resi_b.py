@@ -15,12 +15,16 @@ from actstore.analysis.measures import get, similarity, similarity_matrix
 from actstore.analysis.measures.neighborhoods import jaccard_values, rank_values
 
 NAMES = list(DIRECT)
-SIMILARITIES = ["rsa", "distance_correlation", "jaccard_similarity", "rank_similarity",
-                "joint_rank_jaccard_similarity", "second_order_cosine_similarity"]
-DISTANCES = ["rsm_norm_difference", "magnitude_difference", "concentricity_difference",
-             "uniformity_difference"]
-KNN = ["jaccard_similarity", "rank_similarity", "joint_rank_jaccard_similarity",
-       "second_order_cosine_similarity"]
+SIMILARITIES = [
+    "rsa",
+    "distance_correlation",
+    "jaccard_similarity",
+    "rank_similarity",
+    "joint_rank_jaccard_similarity",
+    "second_order_cosine_similarity",
+]
+DISTANCES = ["rsm_norm_difference", "magnitude_difference", "concentricity_difference", "uniformity_difference"]
+KNN = ["jaccard_similarity", "rank_similarity", "joint_rank_jaccard_similarity", "second_order_cosine_similarity"]
 
 
 def _pair(seed: int, n: int = 60, p: int = 12, q: int = 16) -> tuple[np.ndarray, np.ndarray]:
@@ -67,13 +71,23 @@ def test_resi_and_paper_behaviours_differ_where_documented():
     fro = similarity(X, Y, "rsm_norm_difference")
     spec = similarity(X, Y, "rsm_norm_difference", {"norm": "spectral"})
     assert spec < fro  # the spectral norm never exceeds the Frobenius norm, equal only at rank 1
-    assert abs(similarity(X, Y, "second_order_cosine_similarity", {"k": 5})
-               - similarity(X, Y, "second_order_cosine_similarity", {"k": 5, "values": "distance"})) > 1e-3
-    assert abs(similarity(X, Y, "uniformity_difference")
-               - similarity(X, Y, "uniformity_difference", {"pairs": "distinct"})) > 1e-3
+    assert (
+        abs(
+            similarity(X, Y, "second_order_cosine_similarity", {"k": 5})
+            - similarity(X, Y, "second_order_cosine_similarity", {"k": 5, "values": "distance"})
+        )
+        > 1e-3
+    )
+    assert (
+        abs(
+            similarity(X, Y, "uniformity_difference") - similarity(X, Y, "uniformity_difference", {"pairs": "distinct"})
+        )
+        > 1e-3
+    )
 
 
 # --- closed forms ---------------------------------------------------------------------------
+
 
 def _rotation(d: int, seed: int) -> np.ndarray:
     Q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(d, d)))
@@ -108,8 +122,14 @@ def test_rotated_inputs(name):
 def test_isotropic_scaling():
     X, _ = _pair(7)
     c = 2.5
-    for name in ("rsa", "distance_correlation", "jaccard_similarity", "rank_similarity",
-                 "joint_rank_jaccard_similarity", "second_order_cosine_similarity"):
+    for name in (
+        "rsa",
+        "distance_correlation",
+        "jaccard_similarity",
+        "rank_similarity",
+        "joint_rank_jaccard_similarity",
+        "second_order_cosine_similarity",
+    ):
         assert similarity(X, c * X, name, _opts(name)) == pytest.approx(1.0, abs=1e-12), name
     assert similarity(X, c * X, "concentricity_difference") == pytest.approx(0.0, abs=1e-12)
     # distances scale by c: ||c D - D||_F = (c - 1) ||D||_F; the mean's norm by c
@@ -146,17 +166,21 @@ def test_hand_computed_literals():
     assert similarity(X2, Y2, "rsm_norm_difference") == pytest.approx(math.sqrt(8.0), abs=1e-12)
     assert similarity(X2, Y2, "rsm_norm_difference", {"norm": "spectral"}) == pytest.approx(2.0, abs=1e-12)
     # magnitude: |(2, 0)| - |(0, 0)|
-    assert similarity(np.array([[1.0, 0], [3, 0]]), np.array([[0.0, 1], [0, -1]]),
-                      "magnitude_difference") == pytest.approx(2.0, abs=1e-12)
+    assert similarity(
+        np.array([[1.0, 0], [3, 0]]), np.array([[0.0, 1], [0, -1]]), "magnitude_difference"
+    ) == pytest.approx(2.0, abs=1e-12)
     # concentricity: both rows at 45 degrees to their mean vs rows along their mean
-    assert similarity(np.array([[1.0, 0], [0, 1]]), np.array([[1.0, 0], [2, 0]]),
-                      "concentricity_difference") == pytest.approx(1 - 1 / math.sqrt(2), abs=1e-12)
+    assert similarity(
+        np.array([[1.0, 0], [0, 1]]), np.array([[1.0, 0], [2, 0]]), "concentricity_difference"
+    ) == pytest.approx(1 - 1 / math.sqrt(2), abs=1e-12)
     # uniformity, t = 2, two points at distance 1 vs two equal points:
     # all pairs: |log((2 + 2 e^-2) / 4) - 0|; distinct pairs: |log(e^-2) - 0| = 2
-    assert similarity(X2, np.zeros((2, 1)), "uniformity_difference") == \
-        pytest.approx(math.log(2 / (1 + math.exp(-2))), abs=1e-12)
-    assert similarity(X2, np.zeros((2, 1)), "uniformity_difference", {"pairs": "distinct"}) == \
-        pytest.approx(2.0, abs=1e-12)
+    assert similarity(X2, np.zeros((2, 1)), "uniformity_difference") == pytest.approx(
+        math.log(2 / (1 + math.exp(-2))), abs=1e-12
+    )
+    assert similarity(X2, np.zeros((2, 1)), "uniformity_difference", {"pairs": "distinct"}) == pytest.approx(
+        2.0, abs=1e-12
+    )
     # distance correlation of a 1-D variable with an affine function of it is 1
     x = np.array([[0.0], [1.0], [3.0], [7.0]])
     assert similarity(x, -2 * x + 5, "distance_correlation") == pytest.approx(1.0, abs=1e-12)
@@ -174,13 +198,13 @@ def test_rank_and_jaccard_terms_literals():
 
 # --- matrix form, symmetry ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", NAMES)
 def test_matrix_equals_loop_of_similarity(name):
     rng = np.random.default_rng(11)
     base = rng.normal(size=(40, 8)) * 0.4
     la = [base, np.tanh(base @ rng.normal(size=(8, 10)))]
-    lb = [base @ rng.normal(size=(8, 6)) + 0.1 * rng.normal(size=(40, 6)),
-          rng.normal(size=(40, 5)) * 0.4, np.abs(base)]
+    lb = [base @ rng.normal(size=(8, 6)) + 0.1 * rng.normal(size=(40, 6)), rng.normal(size=(40, 5)) * 0.4, np.abs(base)]
     opts = _opts(name)
     M = similarity_matrix(la, lb, name, opts)
     loop = np.array([[similarity(a, b, name, opts) for b in lb] for a in la])
@@ -202,15 +226,18 @@ def test_registry_entries():
 
 # --- errors ---------------------------------------------------------------------------------
 
+
 def test_errors_name_the_bad_value():
     X, Y = _pair(12, n=8)
     with pytest.raises(AnalysisError, match="needs at least 11 rows with these options, got 8"):
         similarity(X, Y, "rank_similarity")
-    with pytest.raises(AnalysisError, match="option 'inner' of measure 'rsa' must be one of "
-                                            "correlation, euclidean, got 'cosine'"):
+    with pytest.raises(
+        AnalysisError, match="option 'inner' of measure 'rsa' must be one of correlation, euclidean, got 'cosine'"
+    ):
         similarity(X, Y, "rsa", {"inner": "cosine"})
-    with pytest.raises(AnalysisError, match="option 'pairs' of measure 'uniformity_difference' "
-                                            "must be one of all, distinct"):
+    with pytest.raises(
+        AnalysisError, match="option 'pairs' of measure 'uniformity_difference' must be one of all, distinct"
+    ):
         similarity(X, Y, "uniformity_difference", {"pairs": "some"})
     Xc = X.copy()
     Xc[3] = 1.5
