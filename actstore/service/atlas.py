@@ -47,7 +47,7 @@ from .preprocessing import Prep, check_prep
 from .reads import Reads, digest
 from .requests import KEY_VERSION, AtlasRequest
 from .results import Matrix, Plan, ResultCache, array_eq, decode, encode, result_type
-from .similarity import DatasetCount, mixed_warning
+from .similarity import DatasetCount, corpus, mixed_warning
 from .work import Cost, check_cancelled, cka_matrix_cost, knn_graph_cost, stop_check
 
 __all__ = ["Atlas", "AtlasPairResult", "AtlasResult"]
@@ -162,7 +162,7 @@ class Atlas(Answers):
                     allowed=f"models sharing >= {need} prompts",
                 )
             pairs = self._pairs(req, measure, opts, prep, infos, layers, ids, progress)
-            counts, _ = self._corpus(ids)
+            counts, _ = corpus(self.store, ids)
             return self._assemble(req, measure.direction, opts.get("k"), prep, infos, layers, ids, pairs, counts, key)
 
         def cost() -> Cost:
@@ -195,16 +195,6 @@ class Atlas(Answers):
                 + (f" in dataset {dataset!r}" if dataset else "")
             )
         return ids
-
-    def _corpus(self, ids: np.ndarray) -> tuple[tuple[DatasetCount, ...], np.ndarray]:
-        labels = np.empty(len(ids), dtype=object)
-        counts = []
-        for info in self.store.prompts.datasets():
-            mask = np.isin(ids, self.store.prompts.ids(info.name))
-            if mask.any():
-                labels[mask] = info.name
-                counts.append(DatasetCount(info.name, int(mask.sum())))
-        return tuple(counts), labels
 
     def _cost(
         self,

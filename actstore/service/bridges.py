@@ -60,13 +60,11 @@ __all__ = [
 ]
 
 
-# Every bridge answer extends the analysis dataclass with the layers it joined, the
-# preprocessing, the columns it dropped from each side and the precision of the fits.
-@result_type
-@dataclass(frozen=True)
-class BridgeResult(BridgeFit):
-    """A fitted bridge's held-out scores, with the layers it joined, the preprocessing and the
-    columns it dropped from each side."""
+@dataclass(frozen=True, kw_only=True)
+class Joined:
+    """What every bridge answer adds to the analysis dataclass it extends (keyword-only fields,
+    after the analysis fields): the layers it joined, the preprocessing, the columns it dropped
+    from each side and the precision of the fits."""
 
     layer_source: int
     layer_target: int
@@ -78,35 +76,25 @@ class BridgeResult(BridgeFit):
 
 @result_type
 @dataclass(frozen=True)
-class BridgeSweepResult(BridgeRankSweep):
-    """Reduced-rank bridges at several ranks, with the layers they joined, the preprocessing
-    and the columns it dropped from each side."""
-
-    layer_source: int
-    layer_target: int
-    preprocess: str = "none"
-    dropped_source: tuple[int, ...] = ()
-    dropped_target: tuple[int, ...] = ()
-    precision: str = "auto"
+class BridgeResult(BridgeFit, Joined):
+    """A fitted bridge's held-out scores, with the layers it joined (see :class:`Joined`)."""
 
 
 @result_type
 @dataclass(frozen=True)
-class ProbeTransferResult(ProbeTransfer):
-    """Probe-transfer accuracies, with the layers they read, the preprocessing and the columns
-    it dropped from each side."""
-
-    layer_source: int
-    layer_target: int
-    preprocess: str = "none"
-    dropped_source: tuple[int, ...] = ()
-    dropped_target: tuple[int, ...] = ()
-    precision: str = "auto"
+class BridgeSweepResult(BridgeRankSweep, Joined):
+    """Reduced-rank bridges at several ranks, with the layers they joined (see :class:`Joined`)."""
 
 
 @result_type
 @dataclass(frozen=True)
-class ProbeTransferSweepResult(ProbeTransferSweep):
+class ProbeTransferResult(ProbeTransfer, Joined):
+    """Probe-transfer accuracies, with the layers they read (see :class:`Joined`)."""
+
+
+@result_type
+@dataclass(frozen=True)
+class ProbeTransferSweepResult(ProbeTransferSweep, Joined):
     """Probe transfer at several ranks, with the models, task and layers it read; ``key``
     is the cache key its plot is served under."""
 
@@ -115,13 +103,7 @@ class ProbeTransferSweepResult(ProbeTransferSweep):
     source: str
     target: str
     task_dataset: str
-    layer_source: int
-    layer_target: int
     key: str = ""
-    preprocess: str = "none"
-    dropped_source: tuple[int, ...] = ()
-    dropped_target: tuple[int, ...] = ()
-    precision: str = "auto"
 
 
 @result_type
