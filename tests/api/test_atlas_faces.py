@@ -142,7 +142,7 @@ def test_cli_all_is_every_stored_model(store_path):
         (["--models", "m0"], "error: --models must be at least 2 model keys, got ['m0']"),
         (
             ["--models", "m0,m1", "--preprocess", "bogus"],
-            "error: --preprocess must be one of NONE, STANDARDIZE, DROP_OUTLIER_DIMS, got 'bogus'",
+            "error: --preprocess must be one of NONE, STANDARDIZE, DROP_OUTLIER_DIMS, PLATONIC, got 'bogus'",
         ),
     ],
 )
