@@ -107,10 +107,10 @@ def test_results_cache_on_s3_serves_a_second_service(pair, tmp_path: Path, s3_op
     settings = Settings(environ={}, index_cache=str(tmp_path / "indexes"), engine="local")
     res_l = Service(local, settings).similarity.cka_matrix("tiny", "imp")
     res_r = Service(remote, settings).similarity.cka_matrix("tiny", "imp")
-    assert res_r.values == res_l.values and res_r.n == 12
+    assert np.array_equal(res_r.values, res_l.values) and res_r.n == 12
     # A second service (another process would do the same) finds the answer in the S3 results table.
     again = Service(Store.open(remote.uri, settings=settings, storage_options=s3_options), settings)
-    assert again.results.get(res_r.key).values == res_l.values
+    assert np.array_equal(again.results.get(res_r.key).values, res_l.values)
 
 
 def test_two_concurrent_writers_on_s3_lose_nothing(s3_uri: str, s3_options: dict[str, str], tmp_path: Path):
